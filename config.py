@@ -1,0 +1,190 @@
+"""Settings: one frozen, validated object built from defaults, then ``QUANT_*`` env vars, then CLI flags.
+
+Every setting has a documented default (see ``FIELDS`` and the README's configuration table).
+Invalid values raise :class:`ConfigError` with a message that names the setting, so start-up
+fails loudly instead of running with a half-understood configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+SOURCES = ("binance", "simulated", "replay")
+# Each source writes its own database file so live, simulated and replayed ticks never mix.
+DB_FILE_BY_SOURCE = {"binance": "live.sqlite3", "simulated": "simulated.sqlite3", "replay": "replay.sqlite3"}
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the setting and the value."""
+
+
+def normalize_symbol(raw: str) -> str:
+    """Upper-case and validate one symbol against ``^[A-Z0-9]{2,20}$``.
+
+    Raises ConfigError naming the offending input, e.g. ``invalid symbol 'ETH;DROP'``.
+    """
+    symbol = raw.strip().upper()
+    if not SYMBOL_RE.fullmatch(symbol):
+        raise ConfigError(f"invalid symbol {raw.strip()!r}: expected 2-20 letters or digits, e.g. BTCUSDT")
+    return symbol
+
+
+def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
+    """Parse a comma-separated list (or a sequence) of symbols, de-duplicated, order kept."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    symbols: list[str] = []
+    for item in items:
+        if not item.strip():
+            continue
+        symbol = normalize_symbol(item)
+        if symbol not in symbols:
+            symbols.append(symbol)
+    if not symbols:
+        raise ConfigError("symbols: at least one symbol is required")
+    return tuple(symbols)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process-wide configuration. Times are seconds unless the name says otherwise."""
+
+    source: str = "binance"
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    ws_url: str = "wss://stream.binance.com:9443"
+    data_dir: Path = Path("data")
+    db: Path | None = None
+    replay_file: Path | None = None
+    speed: float = 1.0
+    seed: int = 7
+    duration: float | None = None
+    retention_hours: float = 48.0
+    flush_interval_ms: int = 250
+    buffer_ticks: int = 200_000
+    ping_interval: float = 20.0
+    pong_timeout: float = 30.0
+    stale_after: float = 30.0
+    max_connection_age: float = 23.5 * 3600
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    stable_after: float = 60.0
+    status_interval: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"source: {self.source!r} is not one of {', '.join(SOURCES)}")
+        object.__setattr__(self, "symbols", parse_symbols(self.symbols))
+        if not re.fullmatch(r"wss?://[^\s/?#]+(:\d+)?/?", self.ws_url):
+            raise ConfigError(f"ws_url: {self.ws_url!r} must look like wss://host[:port]")
+        object.__setattr__(self, "ws_url", self.ws_url.rstrip("/"))
+        if self.source == "replay" and self.replay_file is None:
+            raise ConfigError("replay_file: required when source is 'replay'")
+        _positive("speed", self.speed)
+        _positive("retention_hours", self.retention_hours)
+        for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
+                     "backoff_initial", "backoff_max", "stable_after", "status_interval"):
+            _positive(name, getattr(self, name))
+        if self.duration is not None:
+            _positive("duration", self.duration)
+        if not 10 <= self.flush_interval_ms <= 250:
+            raise ConfigError(f"flush_interval_ms: {self.flush_interval_ms} must be between 10 and 250")
+        if self.buffer_ticks < 1_000:
+            raise ConfigError(f"buffer_ticks: {self.buffer_ticks} must be at least 1000")
+        if self.backoff_max < self.backoff_initial:
+            raise ConfigError("backoff_max: must be >= backoff_initial")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file for this source: ``--db`` if given, else one file per source."""
+        return self.db if self.db is not None else self.data_dir / DB_FILE_BY_SOURCE[self.source]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name}: {value!r} must be > 0")
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+# name -> (env var, parser, CLI help). The same parsers serve env vars and CLI flags.
+FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "source": ("QUANT_SOURCE", str.lower, "data source: binance (live), simulated or replay"),
+    "symbols": ("QUANT_SYMBOLS", parse_symbols, "comma-separated spot symbols"),
+    "ws_url": ("QUANT_WS_URL", str, "Binance WebSocket base URL"),
+    "data_dir": ("QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),
+    "db": ("QUANT_DB", _optional_path, "SQLite file (overrides the per-source default)"),
+    "replay_file": ("QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),
+    "speed": ("QUANT_SPEED", float, "time factor for simulated/replay sources (2 = twice as fast)"),
+    "seed": ("QUANT_SEED", int, "random seed of the simulated market"),
+    "duration": ("QUANT_DURATION", float, "stop after this many seconds (headless recorder)"),
+    "retention_hours": ("QUANT_RETENTION_HOURS", float, "ticks older than this (market time) are deleted"),
+    "flush_interval_ms": ("QUANT_FLUSH_MS", int, "writer commits at least this often, ms (10-250)"),
+    "buffer_ticks": ("QUANT_BUFFER_TICKS", int, "recent ticks kept in memory per symbol"),
+    "ping_interval": ("QUANT_PING_INTERVAL", float, "client ping every N seconds"),
+    "pong_timeout": ("QUANT_PONG_TIMEOUT", float, "reconnect if no pong within N seconds of a ping"),
+    "stale_after": ("QUANT_STALE_AFTER", float, "reconnect if no frame at all for N seconds"),
+    "max_connection_age": ("QUANT_MAX_CONNECTION_AGE", float,
+                           "roll over to a new connection after N seconds (Binance cuts at 24 h)"),
+    "backoff_initial": ("QUANT_BACKOFF_INITIAL", float, "first reconnect delay ceiling, seconds"),
+    "backoff_max": ("QUANT_BACKOFF_MAX", float, "reconnect delay cap, seconds"),
+    "stable_after": ("QUANT_STABLE_AFTER", float, "a connection up this long resets the backoff"),
+    "status_interval": ("QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
+    "log_level": ("QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+}
+
+
+def _parse(name: str, raw: str) -> Any:
+    env, parser, _ = FIELDS[name]
+    try:
+        return parser(raw)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} ({env}): invalid value {raw!r}: {exc}") from None
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, then ``QUANT_*`` variables, then explicit keyword overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (env, _, _) in FIELDS.items():
+        if env in environ and environ[env] != "":
+            values[name] = _parse(name, environ[env])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except TypeError as exc:  # an unknown override name is a programming error worth naming
+        raise ConfigError(str(exc)) from None
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per setting; values are parsed as strings, exactly like env vars."""
+    for name, (env, _, help_text) in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=f"{help_text} [{env}]")
+
+
+def from_cli(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+             prog: str | None = None) -> Settings:
+    """Settings from defaults ← env ← command-line flags. Raises ConfigError on bad values."""
+    parser = argparse.ArgumentParser(prog=prog, description="Pair-trading tick recorder")
+    add_cli_arguments(parser)
+    args = parser.parse_args(argv)
+    overrides = {name: _parse(name, raw) for name, raw in vars(args).items() if raw is not None}
+    return from_env(environ, **overrides)

@@ -1,0 +1,327 @@
+"""Live Binance spot trades over ONE combined-stream WebSocket connection.
+
+What the real exchange does, and how this source copes:
+
+* drops, resets, close frames → reconnect with capped exponential backoff and full jitter
+  (:mod:`ingestion.backoff`), reset once a connection has stayed up ``stable_after`` seconds,
+  never more than 100 attempts per 5 minutes (Binance allows 300);
+* the server pings every 20 s → websocket-client answers each ping with a pong carrying its
+  payload (``recv_data_frame`` does this before returning the frame to us);
+* half-open sockets → our own ping every ``ping_interval`` with a ``pong_timeout``, and a
+  watchdog that drops a connection silent for ``stale_after`` seconds (Binance's own pings
+  arrive every 20 s, so 30 s of nothing means the socket is dead);
+* ``serverShutdown`` notices and the 24 h connection limit → open a new connection first, keep
+  reading the old one until the new one delivers data, then close the old one. Trades seen on
+  both are dropped by the engine's sequencer and by the store's idempotent insert.
+
+The socket is read in this thread with a short timeout so that stop requests and the watchdog
+are serviced even when the market is quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import threading
+import time
+from dataclasses import dataclass
+
+import websocket
+
+from config import Settings
+from ingestion.backoff import AttemptBudget, Backoff
+from ingestion.binance_parse import MalformedMessage, ServerShutdown, parse_frame
+from ingestion.records import EventKind, FeedEvent, FeedState, Trade
+from ingestion.source import SourceStats, TradeSink, now_ms
+
+log = logging.getLogger(__name__)
+
+RECV_POLL_S = 0.25  # socket read timeout: bounds how late a stop request or watchdog check can be
+HOUSEKEEPING_EVERY_S = 0.1
+OVERLAP_TIMEOUT_S = 5.0  # longest we keep reading the old connection after opening its successor
+OVERLAP_RETRY_S = 10.0  # after a failed rollover attempt, keep the old connection and retry later
+
+
+def stream_url(ws_url: str, symbols: tuple[str, ...]) -> str:
+    """Combined-stream URL, e.g. ``wss://…:9443/stream?streams=btcusdt@trade/ethusdt@trade``.
+
+    Symbols must already be validated (``config.normalize_symbol``); they are lower-cased here
+    because Binance stream names are lower case.
+    """
+    return f"{ws_url}/stream?streams=" + "/".join(f"{s.lower()}@trade" for s in symbols)
+
+
+@dataclass
+class _Connection:
+    """One open socket and its liveness bookkeeping (monotonic seconds)."""
+
+    ws: websocket.WebSocket
+    opened: float
+    opened_ms: int
+    last_frame: float
+    last_ping: float
+    awaiting_pong_since: float | None = None
+    shutdown_notice: bool = False
+    stable: bool = False
+
+
+class BinanceSource:
+    """Source of live spot trades for several symbols on one connection."""
+
+    name = "binance"
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        ws_url: str = "wss://stream.binance.com:9443",
+        *,
+        ping_interval: float = 20.0,
+        pong_timeout: float = 30.0,
+        stale_after: float = 30.0,
+        max_connection_age: float = 23.5 * 3600,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        stable_after: float = 60.0,
+        connect_timeout: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.symbols = symbols
+        self.url = stream_url(ws_url, symbols)
+        self.label = "LIVE Binance spot"
+        self.stats = SourceStats()
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.stale_after = stale_after
+        self.max_connection_age = max_connection_age
+        self.stable_after = stable_after
+        self.connect_timeout = connect_timeout
+        self.backoff = Backoff(backoff_initial, backoff_max, rng)
+        self.budget = AttemptBudget(limit=100, window_s=300.0)
+        self.connections_opened = 0
+        self._sink: TradeSink | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BinanceSource:
+        return cls(
+            settings.symbols,
+            settings.ws_url,
+            ping_interval=settings.ping_interval,
+            pong_timeout=settings.pong_timeout,
+            stale_after=settings.stale_after,
+            max_connection_age=settings.max_connection_age,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            stable_after=settings.stable_after,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        """Stream until ``stop`` is set, reconnecting as needed. Never raises for network errors."""
+        self._sink = sink
+        conn: _Connection | None = None
+        try:
+            while not stop.is_set():
+                if conn is None:
+                    conn = self._connect_with_backoff(stop)
+                    if conn is None:
+                        break
+                conn = self._pump(conn, stop)
+                if conn is not None:  # a rollover successor, possibly after the old one died
+                    self.stats.state = FeedState.CONNECTED
+                    self.stats.connected_since_ms = conn.opened_ms
+        finally:
+            if conn is not None:
+                self._close(conn, graceful=True)
+            self.stats.state = FeedState.STOPPED
+            self.stats.connected_since_ms = None
+
+    def _connect_with_backoff(self, stop: threading.Event) -> _Connection | None:
+        # Only the very first connection of the process goes out without a jittered delay.
+        immediate = self.connections_opened == 0
+        while not stop.is_set():
+            wait = self.budget.wait_needed()
+            if wait > 0:
+                self._set_error(f"connection attempt budget exhausted; waiting {wait:.0f} s")
+                stop.wait(wait)
+                continue
+            if not immediate:
+                delay = self.backoff.next_delay()
+                self.stats.state = FeedState.RECONNECTING
+                if stop.wait(delay):
+                    return None
+            else:
+                self.stats.state = FeedState.CONNECTING
+            immediate = False
+            try:
+                return self._open()
+            except (OSError, websocket.WebSocketException) as exc:
+                self._set_error(f"connect to {self.url} failed: {_describe(exc)}")
+                self._emit(EventKind.ERROR, self.stats.last_error or "")
+        return None
+
+    def _open(self, *, rollover: bool = False) -> _Connection:
+        """Open and hand-shake one connection; records the attempt against the budget.
+
+        A ``rollover`` (planned overlap before a shutdown or the age limit) is not a reconnect.
+        """
+        self.budget.record()
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+        ws.settimeout(self.connect_timeout)
+        try:
+            ws.connect(self.url, suppress_origin=True)
+        except BaseException:
+            ws.shutdown()
+            raise
+        ws.settimeout(RECV_POLL_S)
+        now = time.monotonic()
+        if self.connections_opened and not rollover:
+            self.stats.reconnects += 1
+        self.connections_opened += 1
+        self.stats.state = FeedState.CONNECTED
+        opened_ms = now_ms()
+        self.stats.connected_since_ms = opened_ms
+        self._emit(EventKind.CONNECTED, self.url)
+        log.info("connected to %s", self.url)
+        return _Connection(ws, opened=now, opened_ms=opened_ms, last_frame=now, last_ping=now)
+
+    def _close(self, conn: _Connection, *, graceful: bool) -> None:
+        try:
+            if graceful:
+                conn.ws.close(timeout=1.0)
+            else:
+                conn.ws.shutdown()
+        except (OSError, websocket.WebSocketException):
+            conn.ws.shutdown()
+
+    def _drop(self, conn: _Connection, reason: str) -> None:
+        """The connection failed: record why, tear it down without a handshake."""
+        self._set_error(reason)
+        self._emit(EventKind.DISCONNECTED, reason)
+        log.warning("disconnected: %s", reason)
+        self._close(conn, graceful=False)
+        self.stats.state = FeedState.RECONNECTING
+        self.stats.connected_since_ms = None
+
+    # ------------------------------------------------------------------ reading
+    def _pump(self, conn: _Connection, stop: threading.Event) -> _Connection | None:
+        """Read ``conn`` until it fails (→ None) or is replaced by a rollover (→ the new one)."""
+        successor: _Connection | None = None
+        overlap_deadline = 0.0
+        next_rollover_try = 0.0
+        next_housekeeping = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_EVERY_S
+                if successor is None and now >= next_rollover_try and (
+                    conn.shutdown_notice or now - conn.opened >= self.max_connection_age
+                ):
+                    successor = self._open_successor(conn)
+                    overlap_deadline = now + OVERLAP_TIMEOUT_S
+                    next_rollover_try = now + OVERLAP_RETRY_S
+                if successor is not None and (now >= overlap_deadline or _readable(successor.ws)):
+                    self._emit(EventKind.ROLLOVER, "switched to the new connection")
+                    self._close(conn, graceful=True)
+                    return successor
+                problem = self._liveness_problem(conn, now)
+                if problem:
+                    self._drop(conn, problem)
+                    return successor
+            try:
+                opcode, frame = conn.ws.recv_data_frame(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (OSError, websocket.WebSocketException) as exc:
+                self._drop(conn, f"connection lost: {_describe(exc)}")
+                return successor
+            conn.last_frame = time.monotonic()
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                self._on_text(conn, frame.data)
+            elif opcode == websocket.ABNF.OPCODE_PONG:
+                conn.awaiting_pong_since = None
+            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                code, reason = _close_status(frame.data)
+                self._drop(conn, f"server closed the connection (code {code}{': ' + reason if reason else ''})")
+                return successor
+            # PING frames were already answered with a pong inside recv_data_frame.
+        return None
+
+    def _liveness_problem(self, conn: _Connection, now: float) -> str | None:
+        """Why this connection must be dropped, or None. Also sends our periodic ping."""
+        if now - conn.last_frame > self.stale_after:
+            return f"no data for {now - conn.last_frame:.0f} s (half-open socket?)"
+        if conn.awaiting_pong_since is not None and now - conn.awaiting_pong_since > self.pong_timeout:
+            return f"no pong within {self.pong_timeout:g} s"
+        if not conn.stable and now - conn.opened >= self.stable_after:
+            conn.stable = True
+            self.backoff.reset()
+        if now - conn.last_ping >= self.ping_interval:
+            try:
+                conn.ws.ping(b"")
+            except (OSError, websocket.WebSocketException) as exc:
+                return f"ping failed: {_describe(exc)}"
+            conn.last_ping = now
+            if conn.awaiting_pong_since is None:
+                conn.awaiting_pong_since = now
+        return None
+
+    def _open_successor(self, conn: _Connection) -> _Connection | None:
+        reason = "serverShutdown notice" if conn.shutdown_notice else "connection age limit"
+        log.info("rolling over to a new connection (%s)", reason)
+        try:
+            successor = self._open(rollover=True)
+        except (OSError, websocket.WebSocketException) as exc:
+            self._set_error(f"rollover connect failed: {_describe(exc)}; keeping the old connection")
+            self._emit(EventKind.ERROR, self.stats.last_error or "")
+            return None
+        return successor
+
+    def _on_text(self, conn: _Connection, data: bytes) -> None:
+        stats = self.stats
+        stats.messages += 1
+        stats.last_message_mono = conn.last_frame
+        try:
+            message = parse_frame(data, now_ms())
+        except MalformedMessage as exc:
+            stats.parse_errors += 1
+            stats.last_error = f"malformed message: {exc}"
+            if stats.parse_errors <= 10 or stats.parse_errors % 1000 == 0:
+                log.warning("malformed message #%d: %s: %.200r", stats.parse_errors, exc, data)
+            return
+        if type(message) is Trade:
+            self._sink.on_trade(message)  # type: ignore[union-attr]
+        elif type(message) is ServerShutdown:
+            conn.shutdown_notice = True
+            self._emit(EventKind.SHUTDOWN_NOTICE, f"serverShutdown at {message.ts_ms}")
+            log.warning("serverShutdown notice received; opening a new connection")
+        else:
+            stats.unknown_messages += 1
+            if stats.unknown_messages <= 10 or stats.unknown_messages % 1000 == 0:
+                log.info("ignoring message #%d of type %r", stats.unknown_messages, message.event_type)
+
+    # ------------------------------------------------------------------ helpers
+    def _emit(self, kind: EventKind, detail: str) -> None:
+        if self._sink is not None:
+            self._sink.on_event(FeedEvent(now_ms(), kind, None, detail))
+
+    def _set_error(self, text: str) -> None:
+        self.stats.last_error = text
+
+
+def _readable(ws: websocket.WebSocket) -> bool:
+    sock = ws.sock
+    if sock is None:
+        return False
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _close_status(payload: bytes) -> tuple[int | None, str]:
+    if len(payload) < 2:
+        return None, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

@@ -1,0 +1,110 @@
+"""Pure parsers for Binance spot WebSocket frames: one function per message type.
+
+Nothing here does I/O. :func:`parse_frame` unwraps the combined-stream envelope and dispatches
+on the event type; unknown events come back as :class:`UnknownMessage` (the source counts them),
+malformed input raises :class:`MalformedMessage` (the source logs and counts it). Neither ever
+stops the feed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ingestion.records import Trade
+
+
+class MalformedMessage(ValueError):
+    """A frame that is not valid JSON or lacks/garbles a required field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """Binance's notice that this server will close the connection soon. ``ts_ms``: event time."""
+
+    ts_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """Valid JSON we do not handle (other event types, subscription replies)."""
+
+    event_type: str
+
+
+Message = Trade | ServerShutdown | UnknownMessage
+
+
+def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade:
+    """Parse a spot ``<symbol>@trade`` payload.
+
+    Example payload (prices and quantities are decimal strings)::
+
+        {"e":"trade","E":1765788195443,"s":"BTCUSDT","t":5612345678,"p":"89806.80000000",
+         "q":"0.00200000","T":1765788195442,"m":true,"M":true}
+
+    ``ts_ms`` is the trade time ``T`` (not the event time ``E``); ``m`` is "buyer is maker".
+    """
+    try:
+        symbol = payload["s"]
+        trade_id = payload["t"]
+        ts_ms = payload["T"]
+        price = float(payload["p"])
+        qty = float(payload["q"])
+        buyer_is_maker = payload["m"]
+    except KeyError as exc:
+        raise MalformedMessage(f"trade payload lacks field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise MalformedMessage(f"trade payload has a non-numeric price or quantity: {exc}") from None
+    if not isinstance(symbol, str) or not symbol:
+        raise MalformedMessage(f"trade payload has an invalid symbol {symbol!r}")
+    if type(trade_id) is not int or type(ts_ms) is not int or trade_id < 0 or ts_ms <= 0:
+        raise MalformedMessage(f"trade payload has an invalid id {trade_id!r} or time {ts_ms!r}")
+    if not (math.isfinite(price) and price > 0 and math.isfinite(qty) and qty >= 0):
+        raise MalformedMessage(f"trade payload has an invalid price {price!r} or quantity {qty!r}")
+    if type(buyer_is_maker) is not bool:
+        raise MalformedMessage(f"trade payload has a non-boolean 'm' {buyer_is_maker!r}")
+    return Trade(symbol.upper(), trade_id, ts_ms, recv_ms, price, qty, buyer_is_maker)
+
+
+def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:
+    """Parse the ``serverShutdown`` notice, e.g. ``{"e":"serverShutdown","E":1765788195443}``."""
+    event_ms = payload.get("E")
+    return ServerShutdown(event_ms if type(event_ms) is int else None)
+
+
+_PARSERS = {
+    "trade": parse_trade,
+    "serverShutdown": lambda payload, _recv_ms: parse_server_shutdown(payload),
+}
+
+
+def parse_payload(payload: Any, recv_ms: int) -> Message:
+    """Dispatch one unwrapped payload (a JSON object) on its ``"e"`` field."""
+    if not isinstance(payload, dict):
+        raise MalformedMessage(f"expected a JSON object, got {type(payload).__name__}")
+    event_type = payload.get("e")
+    parser = _PARSERS.get(event_type) if isinstance(event_type, str) else None
+    if parser is None:
+        # Subscription replies look like {"result":null,"id":1}; anything else is a new event type.
+        label = event_type if isinstance(event_type, str) else ",".join(sorted(payload)[:4]) or "{}"
+        return UnknownMessage(label)
+    return parser(payload, recv_ms)
+
+
+def parse_frame(frame: str | bytes, recv_ms: int) -> Message:
+    """Parse one text frame, raw (``{"e":...}``) or combined (``{"stream":...,"data":{...}}``).
+
+    Example combined frame::
+
+        {"stream":"btcusdt@trade","data":{"e":"trade","E":1765788195443,"s":"BTCUSDT",...}}
+    """
+    try:
+        message = json.loads(frame)
+    except (ValueError, TypeError) as exc:
+        raise MalformedMessage(f"invalid JSON: {exc}") from None
+    if isinstance(message, dict) and "data" in message and "stream" in message:
+        message = message["data"]
+    return parse_payload(message, recv_ms)

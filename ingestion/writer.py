@@ -1,0 +1,148 @@
+"""Writer thread: drains a queue of trades and feed events into the store in batches.
+
+The source thread only enqueues (a C-level ``SimpleQueue.put``, no I/O), so a slow disk never
+stalls the socket. The writer takes everything queued, writes it in ONE transaction and goes
+back to waiting; under load batches grow by themselves, under light load a tick is committed
+within milliseconds — always well inside ``flush_interval_s``. ``stop()`` drains the queue
+completely before returning, so nothing enqueued before it is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ingestion.records import FeedEvent, Trade
+from storage.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+MAX_BATCH = 50_000  # bounds one transaction's duration and memory under a burst
+PRUNE_EVERY_S = 60.0
+
+
+class TickWriter:
+    """Owns the only writing connection to the database; runs in its own thread."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        flush_interval_s: float = 0.25,
+        retention_ms: int | None = None,
+        store_factory: Callable[[Path], SqliteStore] = SqliteStore,
+    ) -> None:
+        self.db_path = db_path
+        self.flush_interval_s = flush_interval_s
+        self.retention_ms = retention_ms
+        self._store_factory = store_factory
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.committed_trades = 0  # rows actually inserted (duplicates excluded)
+        self.received_trades = 0  # trades handed to write_batch
+        self.batches = 0
+        self.last_commit_mono: float | None = None
+        self._max_ts_ms = 0
+        self._last_prune = time.monotonic()
+
+    # Called from the source thread.
+    def put(self, item: Trade | FeedEvent) -> None:
+        self._queue.put(item)
+
+    @property
+    def backlog(self) -> int:
+        """Items waiting to be written (approximate)."""
+        return self._queue.qsize()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the writer, if any."""
+        return self._error
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("writer already started")
+        self._thread = threading.Thread(target=self._run, name="tick-writer", daemon=True)
+        self._thread.start()
+        # Opening the store creates/migrates the schema; surface errors to the caller.
+        self._ready.wait(timeout=30)
+        if self._error is not None:
+            raise RuntimeError(f"cannot open database {self.db_path}: {self._error}") from self._error
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Write everything queued so far, close the database; True if it finished in time."""
+        if self._thread is None:
+            return True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            store = self._store_factory(self.db_path)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stopping = False
+            while not stopping:
+                try:
+                    first = self._queue.get(timeout=self.flush_interval_s)
+                except queue.Empty:
+                    self._maybe_prune(store)
+                    continue
+                trades: list[Trade] = []
+                events: list[FeedEvent] = []
+                item = first
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    if type(item) is Trade:
+                        trades.append(item)
+                    else:
+                        events.append(item)  # type: ignore[arg-type]
+                    if len(trades) >= MAX_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                self._write(store, trades, events)
+                self._maybe_prune(store)
+        except BaseException as exc:  # keep the reason for the status panel, then die loudly
+            self._error = exc
+            log.exception("tick writer failed; ticks are no longer being stored")
+        finally:
+            store.close()
+
+    def _write(self, store: SqliteStore, trades: list[Trade], events: list[FeedEvent]) -> None:
+        if not trades and not events:
+            return
+        self.committed_trades += store.write_batch(trades, events)
+        self.received_trades += len(trades)
+        self.batches += 1
+        self.last_commit_mono = time.monotonic()
+        if trades:
+            self._max_ts_ms = max(self._max_ts_ms, max(t.ts_ms for t in trades))
+
+    def _maybe_prune(self, store: SqliteStore) -> None:
+        if self.retention_ms is None or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = time.monotonic()
+        if not self._max_ts_ms:
+            return
+        # Market time, not wall time: a replay of last year's file must not prune itself away.
+        cutoff = self._max_ts_ms - self.retention_ms
+        deleted = store.prune(cutoff)
+        if deleted:
+            log.info("retention: deleted %d ticks older than %d ms", deleted, cutoff)

@@ -1,0 +1,1 @@
+"""Persistence: the :class:`~storage.base.TickStore` protocol and its SQLite implementation."""

@@ -1,0 +1,1 @@
+"""Streamlit presentation helpers. Only this package and app.py import streamlit."""

@@ -1,0 +1,50 @@
+"""Feed status panel: source label, connection state, rates, ages, reconnects, gaps."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from ingestion.records import FeedState, FeedStatus, Trade
+
+
+def format_age(seconds: float | None) -> str:
+    """'0.4 s', '3 min', or '—' when nothing has arrived yet."""
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def feed_is_failing(status: FeedStatus) -> bool:
+    """True when a live feed is not delivering: not connected, or connected but silent."""
+    if status.state in (FeedState.CONNECTING, FeedState.RECONNECTING):
+        return status.last_error is not None
+    return status.state is FeedState.STOPPED and status.last_error is not None
+
+
+def render_prices(last_trades: dict[str, Trade | None]) -> None:
+    """One metric per symbol: last trade price (quote currency)."""
+    columns = st.columns(max(len(last_trades), 1))
+    for column, (symbol, trade) in zip(columns, last_trades.items(), strict=False):
+        column.metric(f"{symbol} last", "—" if trade is None else f"{trade.price:,.2f}")
+
+
+def render_status(status: FeedStatus) -> None:
+    """Compact health line of metrics plus the last error, if any."""
+    state, rate, age, reconnects, gaps = st.columns(5)
+    state.metric("Feed", status.state.value)
+    rate.metric("Ticks/s", f"{status.ticks_per_s:.1f}")
+    age.metric("Last tick age", format_age(status.last_tick_age_s))
+    reconnects.metric("Reconnects", status.reconnects)
+    gaps.metric("Gaps (missing trades)", f"{status.gaps} ({status.missing_trades})")
+    st.caption(
+        f"{status.label} · trades {status.trades:,} · duplicates dropped {status.duplicates:,} · "
+        f"parse errors {status.parse_errors} · unknown messages {status.unknown_messages}"
+    )
+    if status.last_error:
+        st.caption(f"Last error: {status.last_error}")
