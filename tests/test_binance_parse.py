@@ -1,0 +1,80 @@
+import json
+from collections import Counter
+
+import pytest
+
+from ingestion.binance_parse import (
+    MalformedMessage,
+    ServerShutdown,
+    UnknownMessage,
+    parse_frame,
+    parse_trade,
+)
+from ingestion.records import Trade
+from tests.shared_data import CRYPTOFEED_FRAMES, require
+
+# Exact spot @trade wire format (combined-stream wrapper, 8-decimal strings), with a trade from
+# the recorded BTCUSDT session in ../shared.
+TRADE_FRAME = (
+    '{"stream":"btcusdt@trade","data":{"e":"trade","E":1765788195444,"s":"BTCUSDT","t":5612345678,'
+    '"p":"89806.80000000","q":"0.00200000","T":1765788195443,"m":true,"M":true}}'
+)
+
+
+def test_combined_trade_frame():
+    trade = parse_frame(TRADE_FRAME, recv_ms=1765788195500)
+    assert trade == Trade("BTCUSDT", 5612345678, 1765788195443, 1765788195500, 89806.8, 0.002, True)
+
+
+def test_raw_trade_payload_and_bytes_input():
+    payload = json.loads(TRADE_FRAME)["data"]
+    assert parse_frame(json.dumps(payload).encode(), 1) == parse_trade(payload, 1)
+
+
+def test_trade_time_is_T_not_E():
+    assert parse_frame(TRADE_FRAME, 0).ts_ms == 1765788195443
+
+
+def test_server_shutdown_wrapped_or_not():
+    assert parse_frame('{"e":"serverShutdown","E":1765788195443}', 0) == ServerShutdown(1765788195443)
+    wrapped = '{"stream":"btcusdt@trade","data":{"e":"serverShutdown","E":5}}'
+    assert parse_frame(wrapped, 0) == ServerShutdown(5)
+
+
+def test_every_real_spot_frame_parses_without_raising():
+    """1,003 real combined-stream frames (depth, bookTicker, aggTrade, kline): none is a trade."""
+    lines = require(CRYPTOFEED_FRAMES).read_text().splitlines()[1:]
+    kinds = Counter()
+    for line in lines:
+        _, frame = line.split(": ", 1)
+        message = parse_frame(frame, 0)
+        assert isinstance(message, UnknownMessage)
+        kinds[message.event_type] += 1
+    assert kinds["depthUpdate"] == 546
+    assert kinds["aggTrade"] == 28
+    assert kinds["kline"] == 17
+    # bookTicker payloads carry no "e" field: they are labelled by their keys.
+    assert sum(kinds.values()) == 1003
+
+
+def test_subscription_reply_is_unknown_not_error():
+    assert isinstance(parse_frame('{"result":null,"id":1}', 0), UnknownMessage)
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        ("{not json", "invalid JSON"),
+        ("[1,2]", "expected a JSON object"),
+        ('{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","m":true}', "lacks field 'T'"),
+        ('{"e":"trade","s":"BTCUSDT","t":1,"p":"abc","q":"1","T":5,"m":true}', "non-numeric"),
+        ('{"e":"trade","s":"BTCUSDT","t":1,"p":"0","q":"0","T":5,"m":true}', "invalid price"),
+        ('{"e":"trade","s":"BTCUSDT","t":1,"p":"NaN","q":"1","T":5,"m":true}', "invalid price"),
+        ('{"e":"trade","s":"BTCUSDT","t":"1","p":"1","q":"1","T":5,"m":true}', "invalid id"),
+        ('{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","T":5,"m":"yes"}', "non-boolean"),
+        ('{"e":"trade","s":"","t":1,"p":"1","q":"1","T":5,"m":true}', "invalid symbol"),
+    ],
+)
+def test_malformed_frames_raise_a_named_error(frame, match):
+    with pytest.raises(MalformedMessage, match=match):
+        parse_frame(frame, 0)

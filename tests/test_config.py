@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Settings, from_cli, from_env, normalize_symbol, parse_symbols
+
+
+def test_defaults_are_live_binance_on_btc_and_eth():
+    settings = from_env({})
+    assert settings.source == "binance"
+    assert settings.symbols == ("BTCUSDT", "ETHUSDT")
+    assert settings.ws_url == "wss://stream.binance.com:9443"
+    assert settings.db_path == Path("data/live.sqlite3")
+    assert settings.retention_hours == 48
+    assert settings.flush_interval_ms <= 250
+
+
+def test_env_then_cli_precedence():
+    env = {"QUANT_SYMBOLS": "solusdt, bnbusdt", "QUANT_SOURCE": "simulated", "QUANT_SPEED": "5"}
+    settings = from_cli(["--speed", "2", "--symbols", "btcusdt,ethusdt,btcusdt"], environ=env)
+    assert settings.source == "simulated"  # from env
+    assert settings.speed == 2.0  # CLI wins over env
+    assert settings.symbols == ("BTCUSDT", "ETHUSDT")  # upper-cased, de-duplicated
+
+
+def test_each_source_has_its_own_database_file(tmp_path):
+    paths = {from_env({"QUANT_DATA_DIR": str(tmp_path)}, source=s, replay_file=Path("x")).db_path
+             for s in ("binance", "simulated", "replay")}
+    assert len(paths) == 3
+    assert from_env({}, db=tmp_path / "mine.db").db_path == tmp_path / "mine.db"
+
+
+@pytest.mark.parametrize("raw", ["ETH;DROP", "b", "BTC USDT", "x" * 21, "btc-usdt", "'; DROP TABLE ticks;--"])
+def test_invalid_symbol_is_named(raw):
+    with pytest.raises(ConfigError, match="invalid symbol"):
+        normalize_symbol(raw)
+    with pytest.raises(ConfigError, match=r"invalid symbol"):
+        from_env({"QUANT_SYMBOLS": f"BTCUSDT,{raw}"})
+
+
+def test_invalid_symbol_message_quotes_the_input():
+    with pytest.raises(ConfigError, match=r"invalid symbol 'ETH;DROP'"):
+        parse_symbols("BTCUSDT,ETH;DROP")
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"QUANT_SOURCE": "kraken"}, "source: 'kraken' is not one of"),
+        ({"QUANT_SPEED": "fast"}, r"speed \(QUANT_SPEED\): invalid value 'fast'"),
+        ({"QUANT_SPEED": "0"}, "speed: 0.0 must be > 0"),
+        ({"QUANT_WS_URL": "http://example.com"}, "ws_url"),
+        ({"QUANT_WS_URL": "wss://host/path?x=1"}, "ws_url"),
+        ({"QUANT_FLUSH_MS": "1000"}, "flush_interval_ms"),
+        ({"QUANT_SOURCE": "replay"}, "replay_file: required"),
+        ({"QUANT_SYMBOLS": " , "}, "at least one symbol"),
+        ({"QUANT_LOG_LEVEL": "loud"}, "log_level"),
+        ({"QUANT_BACKOFF_INITIAL": "10", "QUANT_BACKOFF_MAX": "5"}, "backoff_max"),
+    ],
+)
+def test_invalid_values_name_the_setting(env, match):
+    with pytest.raises(ConfigError, match=match):
+        from_env(env)
+
+
+def test_settings_are_frozen_and_replace_validates():
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.source = "simulated"  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="invalid symbol"):
+        settings.replace(symbols=("OK1", "NOT OK"))
+    assert settings.replace(ws_url="ws://127.0.0.1:9000/").ws_url == "ws://127.0.0.1:9000"

@@ -1,0 +1,142 @@
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from ingestion.buffer import TickBuffer
+from ingestion.records import EventKind, FeedEvent, Trade
+from ingestion.writer import TickWriter
+from storage.sqlite import SCHEMA_VERSION, SchemaError, SqliteStore
+from tests.factories import make_trade, make_trades
+
+
+def test_schema_wal_and_version(tmp_path):
+    with SqliteStore(tmp_path / "a.db") as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    # Re-opening an existing file does not migrate again or lose anything.
+    with SqliteStore(tmp_path / "a.db") as store:
+        assert store.schema_version == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaError, match="newer"):
+        SqliteStore(path)
+
+
+def test_inserts_are_idempotent_and_reads_are_time_ordered(tmp_path):
+    with SqliteStore(tmp_path / "t.db") as store:
+        trades = make_trades(100) + make_trades(50, symbol="ETHUSDT")
+        assert store.write_batch(trades) == 150
+        assert store.write_batch(trades[:80]) == 0  # a reconnect re-sends: nothing duplicated
+        assert store.tick_count() == 150
+        btc = store.ticks("BTCUSDT")
+        assert len(btc) == 100
+        assert np.all(np.diff(btc.ts_ms) >= 0)
+        assert btc.trade_id.dtype == np.int64 and btc.price[3] == trades[3].price
+        window = store.ticks("BTCUSDT", start_ms=trades[10].ts_ms, end_ms=trades[20].ts_ms)
+        assert list(window.trade_id) == list(range(11, 21))
+        assert store.last_trade_ids() == {"BTCUSDT": 100, "ETHUSDT": 50}
+        assert store.time_range("ETHUSDT") == (trades[100].ts_ms, trades[149].ts_ms)
+        assert store.time_range("SOLUSDT") is None
+
+
+def test_hostile_symbol_is_just_data(tmp_path):
+    with SqliteStore(tmp_path / "t.db") as store:
+        store.write_batch([make_trade("BTCUSDT")])
+        assert len(store.ticks("BTCUSDT' OR '1'='1")) == 0
+        assert store.tick_count() == 1
+
+
+def test_feed_events_and_prune(tmp_path):
+    with SqliteStore(tmp_path / "t.db") as store:
+        events = [FeedEvent(1000, EventKind.CONNECTED, None, "ws://x"),
+                  FeedEvent(2000, EventKind.GAP, "BTCUSDT", "first_missing=5 count=3")]
+        store.write_batch(make_trades(10), events)
+        assert store.feed_events()[0] == events[1]
+        assert store.feed_events(kinds=[EventKind.CONNECTED]) == [events[0]]
+        cutoff = make_trade(trade_id=6).ts_ms
+        assert store.prune(cutoff) == 5
+        assert store.ticks("BTCUSDT").trade_id[0] == 6
+
+
+def test_failed_batch_changes_nothing(tmp_path):
+    with SqliteStore(tmp_path / "t.db") as store:
+        store.write_batch(make_trades(3))
+        unbindable = Trade("BTCUSDT", 99, 1, 1, object(), 1.0, False)  # type: ignore[arg-type]
+        bad = [*make_trades(5, first_id=10), unbindable]
+        with pytest.raises(sqlite3.ProgrammingError):
+            store.write_batch(bad)
+        assert store.tick_count() == 3
+
+
+def test_writer_flushes_everything_on_stop(tmp_path):
+    writer = TickWriter(tmp_path / "w.db", flush_interval_s=0.05)
+    writer.start()
+    for trade in make_trades(20_000):
+        writer.put(trade)
+    assert writer.stop(timeout=30)
+    assert writer.committed_trades == 20_000
+    with SqliteStore(tmp_path / "w.db") as store:
+        assert store.tick_count() == 20_000
+
+
+def test_reader_reads_while_writer_writes(tmp_path):
+    """WAL: a reader thread never sees an error or a shrinking count while batches commit."""
+    path = tmp_path / "rw.db"
+    writer = TickWriter(path, flush_interval_s=0.01)
+    writer.start()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            with SqliteStore(path, busy_timeout_ms=5000) as store:
+                while not done.is_set():
+                    seen.append(store.tick_count("BTCUSDT"))
+                    store.ticks("BTCUSDT", start_ms=0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for chunk in range(20):
+        for trade in make_trades(2_000, first_id=chunk * 2_000 + 1):
+            writer.put(trade)
+    assert writer.stop(timeout=30)
+    done.set()
+    thread.join(10)
+    assert not errors
+    assert seen == sorted(seen) and len(seen) > 1
+    with SqliteStore(path) as store:
+        assert store.tick_count() == 40_000
+
+
+def test_writer_surfaces_database_errors(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    writer = TickWriter(blocker / "db.sqlite3")
+    with pytest.raises(RuntimeError, match="cannot open database"):
+        writer.start()
+
+
+def test_tick_buffer_is_bounded_and_ordered():
+    buffer = TickBuffer(capacity=1000)
+    for trade in make_trades(2500):
+        buffer.append(trade)
+    snap = buffer.snapshot("BTCUSDT")
+    assert len(snap) == 1000
+    assert list(snap.trade_id[[0, -1]]) == [1501, 2500]
+    assert np.all(np.diff(snap.ts_ms) > 0)
+    assert buffer.total("BTCUSDT") == 2500
+    assert buffer.last("BTCUSDT").trade_id == 2500
+    recent = buffer.snapshot("BTCUSDT", since_ms=make_trade(trade_id=2401).ts_ms)
+    assert recent.trade_id[0] == 2401 and len(recent) == 100
+    assert len(buffer.snapshot("SOLUSDT")) == 0 and buffer.last("SOLUSDT") is None
