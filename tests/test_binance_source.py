@@ -1,0 +1,205 @@
+"""BinanceSource + Engine against the fake Binance server on 127.0.0.1 (real protocol, real trades).
+
+Timings are shortened (ping every 0.3 s, watchdog 1 s, backoff ≤ 0.5 s) so each fault recovers
+within a second or two; every wait is a deadline poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from config import Settings
+from ingestion.engine import Engine
+from ingestion.records import EventKind, FeedState
+from storage.sqlite import SqliteStore
+from tests.fake_binance import FakeBinance, RecordedTrade, eventually, load_recorded_trades
+from tests.shared_data import TICKS_NDJSON, require
+
+FAST = {
+    "ping_interval": 0.3,
+    "pong_timeout": 1.0,
+    "stale_after": 1.0,
+    "backoff_initial": 0.05,
+    "backoff_max": 0.5,
+    "stable_after": 0.5,
+}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBinance]:
+    with FakeBinance(ping_interval=0.2) as server:
+        yield server
+
+
+@pytest.fixture
+def recorded() -> list[RecordedTrade]:
+    return load_recorded_trades(require(TICKS_NDJSON))
+
+
+def start_engine(fake: FakeBinance, tmp_path, **changes) -> Engine:
+    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
+    engine = Engine(settings)
+    engine.start()
+    eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
+    return engine
+
+
+def stored(engine: Engine) -> dict[str, list[int]]:
+    with SqliteStore(engine.settings.db_path) as store:
+        return {s: list(store.ticks(s).trade_id) for s in store.symbols()}
+
+
+def events(engine: Engine, kind: EventKind) -> list[str]:
+    with SqliteStore(engine.settings.db_path) as store:
+        return [e.detail for e in store.feed_events(kinds=[kind])]
+
+
+def test_subscribes_to_one_combined_stream_and_stores_real_trades(fake, recorded, tmp_path):
+    engine = start_engine(fake, tmp_path)
+    assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
+    fake.send_recorded(recorded)
+    eventually(lambda: engine.writer.committed_trades == len(recorded), timeout=15)
+    rows = stored(engine)
+    assert len(rows["ETHUSDT"]) == 14_978 and len(rows["BTCUSDT"]) == 4_204
+    last_btc = [t for t in recorded if t.symbol == "BTCUSDT"][-1]
+    assert engine.buffer.last("BTCUSDT").price == last_btc.price
+    assert engine.buffer.last("BTCUSDT").ts_ms == last_btc.ts_ms
+    status = engine.status()
+    assert status.state is FeedState.CONNECTED and status.gaps == 0 and status.duplicates == 0
+    assert engine.stop()
+
+
+def test_answers_server_pings_with_their_payload(tmp_path):
+    with FakeBinance(ping_interval=0.1, ping_payload=b"binance-ping") as fake:
+        engine = start_engine(fake, tmp_path)
+        eventually(lambda: fake.pongs_received >= 3)
+        assert fake.last_pong_payload == b"binance-ping"
+        engine.stop()
+
+
+@pytest.mark.parametrize("fault", ["abort", "close_1001"])
+def test_reconnects_after_a_drop_and_stores_resends_once(fake, recorded, tmp_path, fault):
+    engine = start_engine(fake, tmp_path)
+    first, rest = recorded[:5000], recorded[5000:10000]
+    fake.send_recorded(first)
+    eventually(lambda: engine.trades == 5000, timeout=10)
+    if fault == "abort":
+        fake.abort_all()
+    else:
+        fake.close_all(code=1001, reason="going away")
+    eventually(lambda: fake.connections_accepted == 2, timeout=5, message="no reconnect")
+    eventually(lambda: engine.status().state is FeedState.CONNECTED)
+    # Like a real reconnect, the new connection re-sends some trades already seen.
+    fake.send_recorded(recorded[4000:10000])
+    eventually(lambda: engine.trades == 10000, timeout=10)
+    assert engine.stop()
+    rows = stored(engine)
+    assert sum(len(ids) for ids in rows.values()) == 10_000
+    assert all(len(set(ids)) == len(ids) for ids in rows.values())
+    status = engine.status()
+    assert status.reconnects == 1 and status.duplicates == 1000 and status.gaps == 0
+    disconnects = events(engine, EventKind.DISCONNECTED)
+    assert len(disconnects) == 1
+    assert ("1001" in disconnects[0]) if fault == "close_1001" else ("connection lost" in disconnects[0])
+    assert len(rest) == 5000
+
+
+def test_gap_in_trade_ids_is_recorded(fake, tmp_path):
+    engine = start_engine(fake, tmp_path)
+    fake.send_trades([("BTCUSDT", i, 90_000.0, 0.01) for i in (100, 101, 102, 110, 111)])
+    eventually(lambda: engine.writer.committed_trades == 5)
+    eventually(lambda: events(engine, EventKind.GAP) == ["first_missing=103 count=7"])
+    status = engine.status()
+    assert status.gaps == 1 and status.missing_trades == 7
+    engine.stop()
+
+
+def test_half_open_socket_is_detected_and_replaced(fake, tmp_path):
+    engine = start_engine(fake, tmp_path, stale_after=1.0, pong_timeout=0.8)
+    fake.send_trade("BTCUSDT", 1, 90_000.0, 0.01)
+    eventually(lambda: engine.trades == 1)
+    fake.set_silent(True)  # TCP stays open; no data, no pings, no pongs
+    silent_since = time.monotonic()
+    eventually(lambda: events(engine, EventKind.DISCONNECTED), timeout=5, message="half-open socket not detected")
+    assert time.monotonic() - silent_since < 3.0  # watchdog 1 s / pong timeout 0.8 s, plus polling
+    fake.set_silent(False)
+    # A handshake attempted while the fake was silent times out (5 s); the next one succeeds.
+    eventually(lambda: fake.connections_accepted == 2, timeout=15, message="no reconnect after half-open")
+    fake.send_trade("BTCUSDT", 2, 90_001.0, 0.01)
+    eventually(lambda: engine.trades == 2)
+    reason = events(engine, EventKind.DISCONNECTED)[0]
+    assert "no pong" in reason or "no data" in reason
+    engine.stop()
+
+
+def test_server_shutdown_notice_rolls_over_without_a_gap(fake, recorded, tmp_path):
+    engine = start_engine(fake, tmp_path)
+    fake.send_recorded(recorded[:3000])
+    eventually(lambda: engine.trades == 3000)
+    fake.send_server_shutdown()
+    # The new connection opens while the old one is still open: both get the next trades.
+    eventually(lambda: fake.connections_accepted == 2, timeout=5)
+    fake.send_recorded(recorded[3000:6000])
+    eventually(lambda: events(engine, EventKind.ROLLOVER) != [], timeout=10)
+    fake.send_recorded(recorded[6000:8000])
+    eventually(lambda: engine.trades == 8000, timeout=10)
+    engine.stop()
+    assert sum(len(ids) for ids in stored(engine).values()) == 8000
+    status = engine.status()
+    assert status.gaps == 0 and status.reconnects == 0  # a planned rollover is not a reconnect
+    assert events(engine, EventKind.SHUTDOWN_NOTICE)
+
+
+def test_connection_age_limit_rolls_over_with_overlap(fake, recorded, tmp_path):
+    engine = start_engine(fake, tmp_path, max_connection_age=1.0)
+    eventually(lambda: fake.connections_accepted >= 2, timeout=5, message="no rollover at the age limit")
+    eventually(lambda: events(engine, EventKind.ROLLOVER) != [], timeout=10)
+    fake.send_recorded(recorded[:2000])
+    eventually(lambda: engine.trades == 2000, timeout=10)
+    assert engine.status().gaps == 0
+    engine.stop()
+
+
+def test_refused_connections_back_off_and_recover(fake, tmp_path):
+    fake.refuse_connections(True)
+    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
+    engine = Engine(settings)
+    engine.start()
+    eventually(lambda: len(fake.connect_attempts) >= 6, timeout=10)
+    status = engine.status()
+    assert status.state is FeedState.RECONNECTING and "503" in status.last_error
+    attempts = list(fake.connect_attempts)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert max(gaps) <= 0.4 + 0.3  # capped (plus handshake time)
+    fake.refuse_connections(False)
+    eventually(lambda: fake.open_connections == 1, timeout=5)
+    fake.send_trade("ETHUSDT", 7, 3100.0, 1.0)
+    eventually(lambda: engine.trades == 1)
+    engine.stop()
+    assert len(events(engine, EventKind.ERROR)) >= 5
+
+
+def test_malformed_and_unknown_messages_are_counted_not_fatal(fake, tmp_path):
+    engine = start_engine(fake, tmp_path)
+    fake.send_raw("{not json")
+    fake.send_raw('{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}')
+    fake.send_raw('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1}}')
+    fake.send_trade("BTCUSDT", 1, 90_000.0, 0.5)
+    eventually(lambda: engine.trades == 1)
+    status = engine.status()
+    assert status.parse_errors == 2 and status.unknown_messages == 1
+    assert status.state is FeedState.CONNECTED and fake.connections_accepted == 1
+    assert "malformed" in status.last_error
+    engine.stop()
+
+
+def test_stop_flushes_everything_received(fake, recorded, tmp_path):
+    engine = start_engine(fake, tmp_path)
+    fake.send_recorded(recorded)
+    eventually(lambda: engine.trades == len(recorded), timeout=15)
+    assert engine.stop()  # no waiting for the writer first: stop() itself must flush
+    assert sum(len(ids) for ids in stored(engine).values()) == len(recorded)
+    assert engine.status().state is FeedState.STOPPED
