@@ -28,11 +28,12 @@ import websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import Settings  # noqa: E402
-from ingestion.engine import Engine  # noqa: E402
-from tests.fake_binance import spot_trade_frame  # noqa: E402
+from config import Settings
+from ingestion.engine import Engine
+from tests.fake_binance import spot_trade_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_LEGS = (("BTCUSDT", 5_000_000_000, 89_806.8), ("ETHUSDT", 3_000_000_000, 3139.77))
 
 
 def _frames(n: int) -> bytes:
@@ -40,8 +41,9 @@ def _frames(n: int) -> bytes:
     out = bytearray()
     ts = 1_765_788_195_443
     for i in range(n):
-        symbol, base, price = ("BTCUSDT", 5_000_000_000, 89_806.8) if i % 2 == 0 else ("ETHUSDT", 3_000_000_000, 3139.77)
-        data = spot_trade_frame(symbol, base + i // 2, price + (i % 10) * 0.1, 0.002, ts + i // 10, i % 3 == 0).encode()
+        symbol, base, price = _LEGS[i % 2]
+        price += (i % 10) * 0.1
+        data = spot_trade_frame(symbol, base + i // 2, price, 0.002, ts + i // 10, i % 3 == 0).encode()
         header = bytes([0x81, len(data)]) if len(data) < 126 else bytes([0x81, 126]) + struct.pack("!H", len(data))
         out += header + data
     return bytes(out)

@@ -6,6 +6,7 @@ within a second or two; every wait is a deadline poll.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -172,7 +173,7 @@ def test_refused_connections_back_off_and_recover(fake, tmp_path):
     status = engine.status()
     assert status.state is FeedState.RECONNECTING and "503" in status.last_error
     attempts = list(fake.connect_attempts)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert max(gaps) <= 0.4 + 0.3  # capped (plus handshake time)
     fake.refuse_connections(False)
     eventually(lambda: fake.open_connections == 1, timeout=5)
