@@ -1,0 +1,387 @@
+"""An offline, seeded market of cointegrated symbols, for demos, tests and benchmarks.
+
+Model (all in *market* time; wall-clock pacing never changes what is generated):
+
+* The first symbol is the base ("x" leg). Its log price ``x_t`` is a driftless random walk with
+  annualised volatility ``SymbolSpec.annual_vol`` (BTC-like: 55 %), simulated exactly at every
+  trade time.
+* Every other symbol ``i`` has log price::
+
+      log p_i(t) = alpha_i + beta_i * (x_t - x_0) + mu_i + y_i(t)
+
+  where ``x_0`` is the base's starting log price, ``alpha_i`` starts at ``log(start_price_i)``,
+  ``mu_i`` (the spread's equilibrium level) starts at 0 and ``y_i`` is a zero-mean
+  Ornstein–Uhlenbeck process with half-life ``SPREAD_HALF_LIFE_S`` and stationary standard
+  deviation ``SPREAD_SD``. Hence ``log p_i - beta_i * log p_base`` is stationary between regime
+  breaks: the pair is cointegrated, with intercept ``alpha_i - beta_i * x_0 + mu_i``.
+* Regime breaks arrive per non-base symbol as a Poisson process (mean interval
+  ``REGIME_MEAN_INTERVAL_S``). A break moves ``mu_i`` by ``N(0, REGIME_MU_SHIFT_SD)`` and
+  ``beta_i`` by ``N(0, REGIME_BETA_SHIFT_SD)``. ``alpha_i`` is adjusted so that the price does not
+  jump; the spread then drifts to its new level over a few half-lives, which is what a real
+  relationship break looks like on a z-score chart. Breaks are recorded in
+  :attr:`SimulatedSource.regime_breaks`.
+* Trades arrive per symbol as a Poisson process (``SymbolSpec.rate_per_s``) at integer
+  millisecond times. A trade prints at the bid (one tick under the latent mid, rounded down to the
+  tick grid) when the buyer is the maker, i.e. a seller hit the bid, else one tick above it at the
+  ask: a constant one-tick spread with bid/ask bounce. Quantities are lognormal in quote currency
+  (median ``SymbolSpec.median_notional``, log-sd ``QTY_LOG_SD``), rounded to the lot step, at
+  least one lot.
+* Trade ids are consecutive per symbol in time order, starting at ``start_ms`` (see ``_Market``).
+
+Everything is drawn from numpy generators seeded by ``(seed, role, symbol)``, and simulated in
+chunks of at most ``CHUNK_MS`` of market time (vectorised), so the sequence of trades for a
+given ``(symbols, seed, start_ms)`` is identical across runs, machines and pacing speeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from config import normalize_symbol
+from ingestion.records import EventKind, FeedEvent, FeedState, Trade
+from ingestion.source import SourceStats, TradeSink, now_ms
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_YEAR = 365.0 * 24 * 3600  # crypto trades around the clock, so vol scales over all seconds
+CHUNK_MS = 60_000  # market milliseconds simulated per vectorised step (memory/latency trade-off)
+SPREAD_HALF_LIFE_S = 120.0  # OU half-life of each spread, market seconds (2 minutes)
+SPREAD_SD = 0.0015  # stationary standard deviation of each spread, log units (15 bp)
+REGIME_MEAN_INTERVAL_S = 45 * 60.0  # mean market seconds between regime breaks, per non-base symbol
+REGIME_MU_SHIFT_SD = 0.003  # sd of the jump in the spread's equilibrium level at a break, log units
+REGIME_BETA_SHIFT_SD = 0.05  # sd of the jump in the hedge ratio beta at a break (dimensionless)
+BETA_BOUNDS = (0.3, 3.0)  # beta is clipped into this range after a break
+QTY_LOG_SD = 1.2  # log-sd of a trade's quote notional (heavy right tail like real trade sizes)
+BUYER_MAKER_PROBABILITY = 0.5  # probability that a trade was seller-initiated (buyer is maker)
+
+_KAPPA = math.log(2.0) / SPREAD_HALF_LIFE_S  # OU mean-reversion speed, 1/s
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    """Simulation parameters of one symbol.
+
+    ``tick_decimals``/``lot_decimals``: the tick size is ``10**-tick_decimals`` (quote currency) and
+    the lot step ``10**-lot_decimals`` (base units). ``rate_per_s``: mean trades per market second.
+    ``annual_vol``: annualised volatility of log price, used only when the symbol is the base leg.
+    ``beta``: initial hedge ratio on the base leg's log price, used only when it is not the base.
+    ``median_notional``: median trade size in quote currency.
+    """
+
+    start_price: float
+    tick_decimals: int
+    lot_decimals: int
+    rate_per_s: float
+    annual_vol: float
+    beta: float
+    median_notional: float
+
+
+# Rough Binance spot levels and activity in late 2025; only the order of magnitude matters.
+KNOWN_SYMBOLS: dict[str, SymbolSpec] = {
+    "BTCUSDT": SymbolSpec(90_000.0, 2, 5, 10.0, 0.55, 1.0, 300.0),
+    "ETHUSDT": SymbolSpec(3_100.0, 2, 4, 8.0, 0.70, 1.15, 200.0),
+    "SOLUSDT": SymbolSpec(135.0, 2, 3, 4.0, 0.85, 1.35, 100.0),
+    "BNBUSDT": SymbolSpec(880.0, 2, 3, 2.0, 0.45, 0.80, 100.0),
+    "XRPUSDT": SymbolSpec(2.0, 4, 1, 3.0, 0.80, 1.25, 100.0),
+}
+DEFAULT_RATE_PER_S = 2.0  # trades per market second of a symbol not in KNOWN_SYMBOLS
+
+
+def _unit_hash(text: str) -> float:
+    """A deterministic number in [0, 1) from ``text`` (``hash()`` is salted per process)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def symbol_spec(symbol: str) -> SymbolSpec:
+    """Parameters for ``symbol``: the table entry if known, else a deterministic hash-based default.
+
+    The default starts between 50 and 200 (quote currency), with a tick of about 1e-4 of the price
+    (``10**(floor(log10(price)) - 4)``), a lot worth about 0.1-1 quote units, 2 trades/s, 80 %
+    annualised volatility and a beta between 0.8 and 1.4.
+    """
+    if symbol in KNOWN_SYMBOLS:
+        return KNOWN_SYMBOLS[symbol]
+    price = 100.0 * 2.0 ** (2.0 * _unit_hash(symbol + "/price") - 1.0)
+    magnitude = math.floor(math.log10(price))
+    return SymbolSpec(
+        start_price=round(price, 2),
+        tick_decimals=4 - magnitude,
+        lot_decimals=magnitude + 1,
+        rate_per_s=DEFAULT_RATE_PER_S,
+        annual_vol=0.80,
+        beta=0.8 + 0.6 * _unit_hash(symbol + "/beta"),
+        median_notional=100.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeBreak:
+    """A change of one symbol's cointegrating relation at market time ``ts_ms`` (epoch ms).
+
+    Before and after, ``log p_symbol ≈ intercept + beta * log p_base`` plus a zero-mean OU spread;
+    right after the break the spread is off its new mean and reverts with ``SPREAD_HALF_LIFE_S``.
+    """
+
+    ts_ms: int
+    symbol: str
+    intercept_before: float
+    intercept_after: float
+    beta_before: float
+    beta_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One chunk of trades in emission order, as plain lists (cheap to zip into Trades)."""
+
+    symbols: list[str]
+    trade_ids: list[int]
+    ts_ms: list[int]
+    prices: list[float]
+    qtys: list[float]
+    buyer_is_maker: list[bool]
+
+
+class _Market:
+    """Mutable simulation state. A fresh instance always replays the same market from the start."""
+
+    def __init__(self, symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed: int,
+                 start_ms: int, breaks_out: list[RegimeBreak]) -> None:
+        self.symbols = symbols
+        self.specs = specs
+        self.t_ms = start_ms
+        self.breaks_out = breaks_out
+        n = len(symbols)
+        keys = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "big") for s in symbols]
+        # Separate streams per role and symbol, so e.g. the break schedule is independent of how many
+        # trades were drawn in between.
+        self.arrival_rngs = [np.random.default_rng([seed, 1, k]) for k in keys]
+        self.regime_rngs = [np.random.default_rng([seed, 2, k]) for k in keys]
+        self.latent_rng = np.random.default_rng([seed, 3, *keys])
+        # Ids start at the start time in epoch ms: a restarted simulation writing into the same
+        # database continues above every id it stored before (at < 1 trade/ms per symbol), so
+        # the idempotent insert never mistakes new trades for re-sent ones.
+        self.next_id = [start_ms] * n
+        self.x0 = math.log(specs[0].start_price)
+        self.x = self.x0
+        self.sigma = specs[0].annual_vol / math.sqrt(SECONDS_PER_YEAR)  # per sqrt(market second)
+        self.alpha = [math.log(spec.start_price) for spec in specs]
+        self.beta = [1.0] + [spec.beta for spec in specs[1:]]
+        self.mu = [0.0] * n
+        self.y = [0.0] * n  # OU deviation from mu; starts in equilibrium
+        self.next_break_ms = [0] + [self._draw_break_time(i, start_ms) for i in range(1, n)]
+        self.tick_scale = np.array([10.0**spec.tick_decimals for spec in specs])
+        self.lot_scale = [10.0**spec.lot_decimals for spec in specs]
+
+    def _draw_break_time(self, i: int, after_ms: int) -> int:
+        gap_ms = self.regime_rngs[i].exponential(REGIME_MEAN_INTERVAL_S * 1000.0)
+        return after_ms + max(1, math.ceil(gap_ms))
+
+    def intercept(self, i: int) -> float:
+        """The cointegrating intercept c in ``log p_i = c + beta_i * log p_base`` (+ OU)."""
+        return self.alpha[i] - self.beta[i] * self.x0 + self.mu[i]
+
+    def step(self) -> _Chunk:
+        """Simulate ``[t_ms, end)`` with end at the next chunk boundary or regime break."""
+        n_sym = len(self.symbols)
+        start = self.t_ms
+        end = min(start + CHUNK_MS, *self.next_break_ms[1:]) if n_sym > 1 else start + CHUNK_MS
+        duration_s = (end - start) / 1000.0
+
+        ts_parts: list[np.ndarray] = []
+        id_parts: list[np.ndarray] = []
+        maker_parts: list[np.ndarray] = []
+        qty_parts: list[np.ndarray] = []
+        sym_parts: list[np.ndarray] = []
+        for i, spec in enumerate(self.specs):
+            rng = self.arrival_rngs[i]
+            count = int(rng.poisson(spec.rate_per_s * duration_s))
+            # Given the count, Poisson arrival times are i.i.d. uniform over the interval.
+            ts_parts.append(np.sort(rng.integers(start, end, count)))
+            id_parts.append(np.arange(self.next_id[i], self.next_id[i] + count, dtype=np.int64))
+            self.next_id[i] += count
+            maker_parts.append(rng.random(count) < BUYER_MAKER_PROBABILITY)
+            notional = spec.median_notional * np.exp(QTY_LOG_SD * rng.standard_normal(count))
+            lots = np.maximum(1.0, np.rint(notional / spec.start_price * self.lot_scale[i]))
+            # Dividing an integer by an exact power of ten gives the double nearest the decimal
+            # value, i.e. the same float as parsing "0.00123" (no 0.30000000000000004 artefacts).
+            qty_parts.append(lots / self.lot_scale[i])
+            sym_parts.append(np.full(count, i, dtype=np.intp))
+
+        all_ts = np.concatenate(ts_parts)
+        order = np.argsort(all_ts, kind="stable")  # stable: keeps each symbol's own order
+        ts_sorted = all_ts[order]
+        sym = np.concatenate(sym_parts)[order]
+        maker = np.concatenate(maker_parts)[order]
+
+        # Latent processes at every trade time plus the chunk end (where breaks happen).
+        points = np.append(ts_sorted, end)
+        dt_s = np.diff(points, prepend=start) / 1000.0
+        noise = self.latent_rng.standard_normal((n_sym, len(points)))
+        x = self.x + self.sigma * np.cumsum(np.sqrt(dt_s) * noise[0])
+        log_price = np.empty((n_sym, len(points)))
+        log_price[0] = x
+        # Exact OU on an irregular grid, vectorised: y_k = phi_k y_{k-1} + e_k with
+        # phi_k = P_k / P_{k-1}, P_k = exp(-kappa (t_k - start)) gives y_k = P_k (y_0 + sum e_j / P_j).
+        # P stays >= exp(-kappa * CHUNK_MS / 1000) ≈ 0.7, so the division is harmless.
+        decay = np.exp(-_KAPPA * (points - start) / 1000.0)
+        phi = np.exp(-_KAPPA * dt_s)
+        for i in range(1, n_sym):
+            shocks = SPREAD_SD * np.sqrt(1.0 - phi * phi) * noise[i]
+            y = decay * (self.y[i] + np.cumsum(shocks / decay))
+            log_price[i] = self.alpha[i] + self.beta[i] * (x - self.x0) + self.mu[i] + y
+            self.y[i] = float(y[-1])
+        self.x = float(x[-1])
+        self.t_ms = end
+
+        n_trades = len(ts_sorted)
+        mid = np.exp(log_price[sym, np.arange(n_trades)])
+        scale = self.tick_scale[sym]
+        bid_ticks = np.maximum(1.0, np.floor(mid * scale))
+        prices = (bid_ticks + ~maker) / scale  # maker buyer → trade at the bid, else at the ask
+
+        for i in range(1, n_sym):
+            if self.next_break_ms[i] == end:
+                self._regime_break(i, end)
+
+        return _Chunk(
+            symbols=[self.symbols[i] for i in sym.tolist()],
+            trade_ids=np.concatenate(id_parts)[order].tolist(),
+            ts_ms=ts_sorted.tolist(),
+            prices=prices.tolist(),
+            qtys=np.concatenate(qty_parts)[order].tolist(),
+            buyer_is_maker=maker.tolist(),
+        )
+
+    def _regime_break(self, i: int, ts_ms: int) -> None:
+        rng = self.regime_rngs[i]
+        intercept_before, beta_before = self.intercept(i), self.beta[i]
+        mu_shift = float(rng.normal(0.0, REGIME_MU_SHIFT_SD))
+        beta_after = float(np.clip(beta_before + rng.normal(0.0, REGIME_BETA_SHIFT_SD), *BETA_BOUNDS))
+        # Keep the price continuous: alpha absorbs the beta change at the current base level, and the
+        # OU deviation absorbs the level change (the spread is now off its new equilibrium).
+        self.alpha[i] += (beta_before - beta_after) * (self.x - self.x0)
+        self.beta[i] = beta_after
+        self.mu[i] += mu_shift
+        self.y[i] -= mu_shift
+        self.next_break_ms[i] = self._draw_break_time(i, ts_ms)
+        brk = RegimeBreak(ts_ms, self.symbols[i], intercept_before, self.intercept(i), beta_before, beta_after)
+        self.breaks_out.append(brk)
+        log.debug("simulated regime break: %s", brk)
+
+
+class SimulatedSource:
+    """A seeded simulated market (see the module docstring) that implements ``Source``.
+
+    ``symbols``: at least two; the first is the base ("x") leg, the others are cointegrated with it.
+    ``seed``: selects the market; same seed, symbols and ``start_ms`` → identical trades.
+    ``speed``: market seconds per wall-clock second when paced by :meth:`run` (100 = 100x faster).
+    ``start_ms``: market time of the start, epoch ms; defaults to the wall clock at construction so
+    charts look live.
+    """
+
+    name = "simulated"
+
+    def __init__(self, symbols: Sequence[str], seed: int = 7, speed: float = 1.0,
+                 start_ms: int | None = None) -> None:
+        normalized: list[str] = []
+        for raw in symbols:
+            symbol = normalize_symbol(raw)  # ConfigError (a ValueError) names a bad symbol
+            if symbol not in normalized:
+                normalized.append(symbol)
+        if len(normalized) < 2:
+            raise ValueError(f"simulated market needs at least 2 distinct symbols, got {list(symbols)!r}")
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
+        if type(seed) is not int:
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.symbols: tuple[str, ...] = tuple(normalized)
+        self.specs: tuple[SymbolSpec, ...] = tuple(symbol_spec(s) for s in self.symbols)
+        self.seed = seed
+        self.speed = float(speed)
+        self.start_ms: int = now_ms() if start_ms is None else int(start_ms)
+        self.label = f"SIMULATED market (seed {seed})"
+        self.stats = SourceStats()
+        # Breaks seen by the latest generate()/run() pass, in time order (appended as simulated).
+        self.regime_breaks: list[RegimeBreak] = []
+
+    def _chunks(self) -> Iterator[_Chunk]:
+        """Endless chunks of the market from ``start_ms``; resets :attr:`regime_breaks`."""
+        self.regime_breaks = []
+        market = _Market(self.symbols, self.specs, self.seed, self.start_ms, self.regime_breaks)
+        while True:
+            yield market.step()
+
+    def generate(self, seconds: float | None = None, *, until_ms: int | None = None) -> Iterator[Trade]:
+        """Yield the market's trades in time order without any pacing.
+
+        Stops before market time ``start_ms + seconds * 1000`` or ``until_ms`` (epoch ms), whichever
+        is earlier; endless if neither is given. The trades are exactly those :meth:`run` emits
+        except ``recv_ms``, which here equals ``ts_ms`` (no wall clock is involved, so the output
+        is fully reproducible).
+        """
+        limit = math.inf
+        if seconds is not None:
+            limit = self.start_ms + seconds * 1000.0
+        if until_ms is not None:
+            limit = min(limit, until_ms)
+        for chunk in self._chunks():
+            for symbol, trade_id, ts, price, qty, maker in zip(
+                chunk.symbols, chunk.trade_ids, chunk.ts_ms, chunk.prices, chunk.qtys,
+                chunk.buyer_is_maker, strict=True,
+            ):
+                if ts >= limit:
+                    return
+                yield Trade(symbol, trade_id, ts, ts, price, qty, maker)
+
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        """Emit trades paced against the wall clock (scaled by ``speed``) until ``stop`` is set.
+
+        Market time ``start_ms`` corresponds to the moment ``run`` starts; a trade is emitted once
+        ``(ts_ms - start_ms) / speed`` wall-clock milliseconds have passed, with ``recv_ms`` set to
+        the wall clock at emission. Returns within a few milliseconds of ``stop`` being set.
+        """
+        stats = self.stats
+        stats.state = FeedState.CONNECTED
+        stats.connected_since_ms = now_ms()
+        stats.last_error = None
+        sink.on_event(FeedEvent(now_ms(), EventKind.STARTED, None,
+                                f"simulated market seed={self.seed} speed={self.speed:g}x "
+                                f"symbols={','.join(self.symbols)} start_ms={self.start_ms}"))
+        emitted = 0
+        wall_per_market_ms = 1.0 / (1000.0 * self.speed)  # wall seconds per market millisecond
+        mono0 = time.monotonic()
+        try:
+            for chunk in self._chunks():
+                for symbol, trade_id, ts, price, qty, maker in zip(
+                    chunk.symbols, chunk.trade_ids, chunk.ts_ms, chunk.prices, chunk.qtys,
+                    chunk.buyer_is_maker, strict=True,
+                ):
+                    delay = mono0 + (ts - self.start_ms) * wall_per_market_ms - time.monotonic()
+                    # stop.wait returns True as soon as stop is set, so a long gap never delays stopping.
+                    if (stop.wait(delay) if delay > 0 else stop.is_set()):
+                        return
+                    sink.on_trade(Trade(symbol, trade_id, ts, now_ms(), price, qty, maker))
+                    emitted += 1
+                    stats.messages += 1
+                    stats.last_message_mono = time.monotonic()
+        except Exception as exc:
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("simulated source failed")
+            sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, stats.last_error))
+            raise
+        finally:
+            stats.state = FeedState.STOPPED
+            if stats.last_error is None:
+                sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None,
+                                        f"stopped after {emitted} trades"))
