@@ -17,8 +17,6 @@ import numpy as np
 from ingestion.records import EventKind, FeedEvent, Trade
 from storage.base import TickArrays
 
-SCHEMA_VERSION = 1
-
 # Migrations indexed by the version they produce; run in order inside one transaction each.
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -42,6 +40,7 @@ _MIGRATIONS: dict[int, str] = {
         CREATE INDEX IF NOT EXISTS feed_events_ts ON feed_events (ts_ms);
     """,
 }
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 _INSERT_TICK = (
     "INSERT OR IGNORE INTO ticks (symbol, trade_id, ts_ms, price, qty, buyer_is_maker, recv_ms) "
@@ -54,36 +53,46 @@ class SchemaError(RuntimeError):
     """The database was written by a newer version of this program."""
 
 
+def connect(path: Path, migrations: dict[int, str], *, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode and bring its schema to the latest of ``migrations``.
+
+    ``migrations`` maps each schema version to the SQL script that produces it from the one
+    before; the version is kept in ``PRAGMA user_version``. Autocommit mode: callers issue
+    BEGIN/COMMIT themselves so a batch is exactly one transaction.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode: a crash may lose the last commits but never corrupts the file.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    latest = max(migrations)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > latest:
+        conn.close()
+        raise SchemaError(f"{path}: schema version {version} is newer than {latest}")
+    for target in range(version + 1, latest + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have migrated meanwhile.
+            if conn.execute("PRAGMA user_version").fetchone()[0] < target:
+                for statement in filter(str.strip, migrations[target].split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+    return conn
+
+
 class SqliteStore:
     """Ticks and feed events in one SQLite file. Not thread-safe: one instance per thread."""
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves so a batch is exactly one transaction.
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000, isolation_level=None)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a crash may lose the last commits but never corrupts the file.
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
-
-    def _migrate(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: schema version {version} is newer than {SCHEMA_VERSION}")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-check under the write lock: another process may have migrated meanwhile.
-                if self._conn.execute("PRAGMA user_version").fetchone()[0] < target:
-                    for statement in filter(str.strip, _MIGRATIONS[target].split(";")):
-                        self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version = {target}")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        self._conn = connect(self.path, _MIGRATIONS, busy_timeout_ms=busy_timeout_ms)
 
     @property
     def schema_version(self) -> int:
