@@ -70,3 +70,12 @@ def test_settings_are_frozen_and_replace_validates():
     with pytest.raises(ConfigError, match="invalid symbol"):
         settings.replace(symbols=("OK1", "NOT OK"))
     assert settings.replace(ws_url="ws://127.0.0.1:9000/").ws_url == "ws://127.0.0.1:9000"
+
+
+def test_readme_documents_every_setting():
+    from config import FIELDS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, (env, _, _) in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        assert f"`{flag}`" in readme and f"`{env}`" in readme, f"README lacks {flag} / {env}"
