@@ -1,0 +1,59 @@
+"""Pure analytics for pair trading on bar data: no I/O, no UI, no global state.
+
+Modules
+-------
+bars          ticks → OHLCV bars (batch and incremental), alignment of symbols on one grid
+regression    hedge ratios: OLS, Huber, Theil–Sen, Kalman (batch and streaming), rolling OLS
+spread        spread of a hedged pair and its rolling z-score
+stationarity  ADF, Engle–Granger cointegration, half-life of mean reversion
+correlation   rolling correlation, correlation matrix, lead–lag
+returns       log returns
+
+Conventions: inputs are numpy arrays or pandas Series (pandas in → pandas out on the same
+index), checked on entry; too little data raises :class:`InsufficientDataError`, other bad
+input ``ValueError``; results are frozen dataclasses.
+"""
+
+from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, resample_ticks
+from analytics.correlation import LeadLag, correlation_matrix, lead_lag, rolling_correlation
+from analytics.errors import InsufficientDataError
+from analytics.regression import (
+    HedgeFit,
+    KalmanHedge,
+    KalmanState,
+    RollingHedge,
+    fit_hedge,
+    rolling_hedge,
+)
+from analytics.returns import log_returns
+from analytics.spread import rolling_zscore, spread
+from analytics.stationarity import AdfResult, EngleGrangerResult, HalfLife, adf, engle_granger, half_life
+
+__all__ = [
+    "AdfResult",
+    "AlignedBars",
+    "Bar",
+    "BarBuilder",
+    "EngleGrangerResult",
+    "HalfLife",
+    "HedgeFit",
+    "InsufficientDataError",
+    "KalmanHedge",
+    "KalmanState",
+    "LeadLag",
+    "RollingHedge",
+    "adf",
+    "align_bars",
+    "bars_to_frame",
+    "correlation_matrix",
+    "engle_granger",
+    "fit_hedge",
+    "half_life",
+    "lead_lag",
+    "log_returns",
+    "resample_ticks",
+    "rolling_correlation",
+    "rolling_hedge",
+    "rolling_zscore",
+    "spread",
+]

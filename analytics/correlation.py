@@ -1,0 +1,120 @@
+"""Correlation of returns: rolling for a pair, a matrix for a universe, and lead–lag by shift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analytics._validate import (
+    ArrayLike1D,
+    as_1d_float,
+    check_int,
+    check_not_constant,
+    check_same_length,
+    check_window,
+    index_of,
+    require_observations,
+    wrap,
+)
+
+# Fewer points make every Pearson correlation ±1 (two points) or nearly meaningless.
+MIN_CORRELATION_OBS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LeadLag:
+    """Cross-correlation of two return series by lag (see :func:`lead_lag`).
+
+    Attributes
+    ----------
+    lags : ndarray of int, shape (2·max_lag + 1,)
+        ``-max_lag .. max_lag`` in bars.
+    correlations : ndarray of float, same shape
+        ``corr(a_t, b_{t+lag})`` over the overlapping bars; NaN where a side is constant.
+    best_lag : int
+        Lag with the largest absolute correlation (ties: the smallest ``|lag|``, then the
+        negative one). **Positive: a leads b** by that many bars; negative: b leads a.
+    best_correlation : float
+        The correlation at ``best_lag``.
+    """
+
+    lags: np.ndarray
+    correlations: np.ndarray
+    best_lag: int
+    best_correlation: float
+
+
+def rolling_correlation(a: ArrayLike1D, b: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
+    """Pearson correlation of ``a`` and ``b`` over a trailing window, shape (n,).
+
+    Equals ``pd.Series(a).rolling(window).corr(pd.Series(b))``, except that windows where
+    either series is constant give NaN (never ±inf) and values are clipped to [-1, 1]. The
+    first ``window - 1`` values are NaN. Pass returns (:func:`analytics.returns.log_returns`),
+    not prices, unless price correlation is what you want.
+    """
+    av, bv = as_1d_float("a", a), as_1d_float("b", b)
+    index = index_of(a=a, b=b)
+    n = check_same_length(a=av, b=bv)
+    window = check_window(window)
+    require_observations(n, window, f"rolling_correlation(window={window})")
+    # Shifting by the first value changes no correlation but keeps prices' rolling moments
+    # from cancelling catastrophically, and stays causal.
+    corr = pd.Series(av - av[0]).rolling(window).corr(pd.Series(bv - bv[0])).to_numpy()
+    corr = np.where(np.isfinite(corr), np.clip(corr, -1.0, 1.0), np.nan)
+    return wrap(corr, index, "correlation")
+
+
+def correlation_matrix(returns: pd.DataFrame) -> pd.DataFrame:
+    """Pearson correlation matrix of a universe's returns.
+
+    ``returns`` has shape (n, k): one column per symbol (for example
+    ``log_returns(aligned.closes)``), finite, n >= 3. Returns a (k, k) DataFrame labelled by the
+    columns. A column that never moves has no correlation and raises ``ValueError``.
+    """
+    if not isinstance(returns, pd.DataFrame):
+        raise ValueError("returns must be a DataFrame with one column per symbol")
+    if returns.shape[1] == 0:
+        raise ValueError("returns has no columns")
+    values = returns.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("returns contains NaN or inf; drop or fill missing values first")
+    require_observations(len(values), MIN_CORRELATION_OBS, "correlation_matrix")
+    constant = [str(column) for column in returns.columns[np.ptp(values, axis=0) == 0]]
+    if constant:
+        verb = "is" if len(constant) == 1 else "are"
+        raise ValueError(f"{', '.join(constant)} {verb} constant; correlation undefined")
+    return returns.astype(np.float64).corr()
+
+
+def lead_lag(a: ArrayLike1D, b: ArrayLike1D, max_lag: int) -> LeadLag:
+    """Cross-correlation ``corr(a_t, b_{t+lag})`` for ``lag`` in ``-max_lag .. max_lag`` bars.
+
+    A positive best lag means moves in ``a`` are followed by moves in ``b``: a leads b. Pass
+    returns, shape (n,), finite, not constant, n >= max_lag + 3. Each lag uses its
+    ``n - |lag|`` overlapping bars.
+    """
+    av, bv = as_1d_float("a", a), as_1d_float("b", b)
+    index_of(a=a, b=b)  # rejects Series on different indexes
+    n = check_same_length(a=av, b=bv)
+    max_lag = check_int("max_lag", max_lag, minimum=0)
+    require_observations(n, max_lag + MIN_CORRELATION_OBS, f"lead_lag(max_lag={max_lag})")
+    check_not_constant("a", av, "correlation undefined")
+    check_not_constant("b", bv, "correlation undefined")
+    lags = np.arange(-max_lag, max_lag + 1)
+    correlations = np.array(
+        [_pearson(av[: n - lag], bv[lag:]) if lag >= 0 else _pearson(av[-lag:], bv[: n + lag]) for lag in lags]
+    )
+    # Rank by |correlation|, breaking ties towards short lags: a stable sort over lags ordered
+    # 0, -1, 1, -2, 2, ... keeps the first of equals.
+    by_distance = np.argsort(np.abs(lags), kind="stable")
+    strength = np.nan_to_num(np.abs(correlations[by_distance]), nan=-1.0)
+    best = by_distance[int(np.argmax(strength))]
+    return LeadLag(lags, correlations, int(lags[best]), float(correlations[best]))
+
+
+def _pearson(u: np.ndarray, v: np.ndarray) -> float:
+    du, dv = u - u.mean(), v - v.mean()
+    denominator = np.sqrt(float(du @ du) * float(dv @ dv))
+    return float(du @ dv) / denominator if denominator > 0 else np.nan
