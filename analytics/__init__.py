@@ -14,7 +14,7 @@ index), checked on entry; too little data raises :class:`InsufficientDataError`,
 input ``ValueError``; results are frozen dataclasses.
 """
 
-from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, resample_ticks
+from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, rebar, resample_ticks
 from analytics.correlation import LeadLag, correlation_matrix, lead_lag, rolling_correlation
 from analytics.errors import InsufficientDataError
 from analytics.regression import (
@@ -51,6 +51,7 @@ __all__ = [
     "half_life",
     "lead_lag",
     "log_returns",
+    "rebar",
     "resample_ticks",
     "rolling_correlation",
     "rolling_hedge",

@@ -73,7 +73,7 @@ def resample_ticks(ts_ms: ArrayLike1D, price: ArrayLike1D, qty: ArrayLike1D, int
     n = check_same_length(ts_ms=times, price=prices, qty=quantities)
     _check_prices_and_quantities(prices, quantities)
     if n == 0:
-        return _frame(np.empty(0, np.int64), {column: np.empty(0) for column in BAR_COLUMNS})
+        return bars_frame_from_columns(np.empty(0, np.int64), {column: np.empty(0) for column in BAR_COLUMNS})
 
     if np.any(np.diff(times) < 0):
         order = np.argsort(times, kind="stable")
@@ -93,13 +93,48 @@ def resample_ticks(ts_ms: ArrayLike1D, price: ArrayLike1D, qty: ArrayLike1D, int
         "trades": np.diff(np.r_[first, n]),
         "vwap": np.divide(notional, volume, out=np.full(len(first), np.nan), where=volume > 0),
     }
-    return _frame(starts[first], columns)
+    return bars_frame_from_columns(starts[first], columns)
 
 
 def bars_to_frame(bars: Sequence[Bar]) -> pd.DataFrame:
     """Turn bars (for example those emitted by :class:`BarBuilder`) into the module's frame layout."""
     start_ms = np.array([bar.start_ms for bar in bars], dtype=np.int64)
-    return _frame(start_ms, {column: np.array([getattr(bar, column) for bar in bars]) for column in BAR_COLUMNS})
+    columns = {column: np.array([getattr(bar, column) for bar in bars]) for column in BAR_COLUMNS}
+    return bars_frame_from_columns(start_ms, columns)
+
+
+def rebar(bars: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
+    """Aggregate bars into coarser ones (e.g. 1 s → 1 min) on the same fixed UTC grid.
+
+    Exact for OHLCV: open of the first sub-bar, max high, min low, close of the last, summed
+    volume and trades, volume-weighted VWAP. ``interval_ms`` must be a multiple of the input
+    interval (not checked for the input, whose bars may be sparse); rows stay one per interval
+    that had at least one sub-bar.
+    """
+    interval_ms = check_int("interval_ms", interval_ms, minimum=1)
+    if len(bars) == 0:
+        return bars.copy()
+    start_ms = bars.index.as_unit("ms").asi8
+    groups = start_ms // interval_ms * interval_ms
+    first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    if np.any(np.diff(groups) < 0):
+        raise ValueError("bars must be sorted by start time")
+    last = np.r_[first[1:] - 1, len(groups) - 1]
+    volume = bars["volume"].to_numpy(np.float64)
+    # Bars without volume have NaN VWAP; they add nothing to the notional.
+    notional = np.where(volume > 0, bars["vwap"].to_numpy(np.float64) * volume, 0.0)
+    summed_volume = np.add.reduceat(volume, first)
+    summed_notional = np.add.reduceat(notional, first)
+    columns = {
+        "open": bars["open"].to_numpy()[first],
+        "high": np.maximum.reduceat(bars["high"].to_numpy(np.float64), first),
+        "low": np.minimum.reduceat(bars["low"].to_numpy(np.float64), first),
+        "close": bars["close"].to_numpy()[last],
+        "volume": summed_volume,
+        "trades": np.add.reduceat(bars["trades"].to_numpy(np.int64), first),
+        "vwap": np.divide(summed_notional, summed_volume, out=np.full(len(first), np.nan), where=summed_volume > 0),
+    }
+    return bars_frame_from_columns(groups[first], columns)
 
 
 class BarBuilder:
@@ -345,7 +380,8 @@ def _check_prices_and_quantities(prices: np.ndarray, quantities: np.ndarray) -> 
         raise ValueError(f"qty must be >= 0; position {position} has {quantities[position]!r}")
 
 
-def _frame(start_ms: np.ndarray, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def bars_frame_from_columns(start_ms: np.ndarray, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Build the module's frame layout from bar-start times (UTC epoch ms) and one array per column."""
     index = pd.DatetimeIndex(start_ms.astype("datetime64[ms]"), name="start").tz_localize("UTC")
     frame = pd.DataFrame({column: np.asarray(columns[column], dtype=np.float64) for column in BAR_COLUMNS}, index=index)
     return frame.astype({"trades": np.int64})

@@ -1,6 +1,6 @@
 """Bounded in-memory buffer of recent ticks per symbol, for live views.
 
-Each symbol keeps fixed-capacity numpy ring buffers, so memory is bounded by configuration
+Each symbol keeps a fixed-capacity columnar ring, so memory is bounded by configuration
 (``capacity`` ticks per symbol, 32 bytes each) no matter how long the process runs, appends are
 O(1) and a snapshot is a couple of slice copies rather than a walk over Python objects.
 """
@@ -12,35 +12,18 @@ import threading
 import numpy as np
 
 from ingestion.records import Trade
+from ingestion.ring import ColumnRing
 from storage.base import TickArrays
 
-
-class _Ring:
-    __slots__ = ("count", "price", "qty", "trade_id", "ts_ms")
-
-    def __init__(self, capacity: int) -> None:
-        self.trade_id = np.zeros(capacity, np.int64)
-        self.ts_ms = np.zeros(capacity, np.int64)
-        self.price = np.zeros(capacity, np.float64)
-        self.qty = np.zeros(capacity, np.float64)
-        self.count = 0  # total ever appended; the write position is count % capacity
-
-    def ordered(self, column: np.ndarray) -> np.ndarray:
-        capacity = len(column)
-        if self.count <= capacity:
-            return column[: self.count].copy()
-        head = self.count % capacity
-        return np.concatenate((column[head:], column[:head]))
+_TICK_COLUMNS = {"trade_id": np.int64, "ts_ms": np.int64, "price": np.float64, "qty": np.float64}
 
 
 class TickBuffer:
     """Recent ticks per symbol, oldest dropped first. Safe for one writer and many readers."""
 
     def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._rings: dict[str, _Ring] = {}
+        self._rings: dict[str, ColumnRing] = {}
         self._last: dict[str, Trade] = {}
         self._lock = threading.Lock()
 
@@ -48,13 +31,8 @@ class TickBuffer:
         with self._lock:
             ring = self._rings.get(trade.symbol)
             if ring is None:
-                ring = self._rings[trade.symbol] = _Ring(self.capacity)
-            i = ring.count % self.capacity
-            ring.trade_id[i] = trade.trade_id
-            ring.ts_ms[i] = trade.ts_ms
-            ring.price[i] = trade.price
-            ring.qty[i] = trade.qty
-            ring.count += 1
+                ring = self._rings[trade.symbol] = ColumnRing(self.capacity, _TICK_COLUMNS)
+            ring.append({"trade_id": trade.trade_id, "ts_ms": trade.ts_ms, "price": trade.price, "qty": trade.qty})
             self._last[trade.symbol] = trade
 
     def last(self, symbol: str) -> Trade | None:
@@ -76,8 +54,7 @@ class TickBuffer:
             ring = self._rings.get(symbol)
             if ring is None:
                 return TickArrays.empty()
-            arrays = TickArrays(ring.ordered(ring.trade_id), ring.ordered(ring.ts_ms),
-                                ring.ordered(ring.price), ring.ordered(ring.qty))
+            arrays = TickArrays(*(ring.column(name) for name in _TICK_COLUMNS))
         if since_ms is None:
             return arrays
         # Per-symbol exchange times are non-decreasing, so the cut is a binary search.

@@ -18,6 +18,7 @@ from collections import deque
 
 from config import Settings
 from ingestion.buffer import TickBuffer
+from ingestion.live_bars import LiveBars
 from ingestion.records import EventKind, FeedEvent, FeedState, FeedStatus, Trade
 from ingestion.source import Source, now_ms
 from ingestion.writer import TickWriter
@@ -26,6 +27,8 @@ from storage.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 5.0
+# A bar closes this long (wall-clock) after its end, so trades delayed in transit still land in it.
+BAR_CLOSE_GRACE_S = 0.5
 
 
 def make_source(settings: Settings) -> Source:
@@ -81,6 +84,7 @@ class Engine:
         self.settings = settings
         self.source = source if source is not None else make_source(settings)
         self.buffer = TickBuffer(settings.buffer_ticks)
+        self.bars = LiveBars()
         self.writer = TickWriter(
             settings.db_path,
             flush_interval_s=settings.flush_interval_ms / 1000,
@@ -89,6 +93,7 @@ class Engine:
         self.sequencer = TradeSequencer()
         self.trades = 0
         self.last_tick_mono: float | None = None
+        self._last_tick_ts_ms = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rate_lock = threading.Lock()
@@ -105,7 +110,9 @@ class Engine:
             return
         self.trades += 1
         self.last_tick_mono = time.monotonic()
+        self._last_tick_ts_ms = max(self._last_tick_ts_ms, trade.ts_ms)
         self.buffer.append(trade)
+        self.bars.update(trade)
         self.writer.put(trade)
 
     def on_event(self, event: FeedEvent) -> None:
@@ -158,6 +165,24 @@ class Engine:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    # ---------------------------------------------------------------- market time
+    def market_now_ms(self) -> int | None:
+        """Current market time, UTC epoch ms: the wall clock for live data; for simulated and
+        replayed data, the last trade's time moved on by the elapsed wall time × ``speed``
+        (None before the first trade)."""
+        if self.source.name == "binance":
+            return now_ms()
+        if self.last_tick_mono is None:
+            return None
+        return self._last_tick_ts_ms + int((time.monotonic() - self.last_tick_mono) * 1000 * self.settings.speed)
+
+    def close_due_bars(self) -> None:
+        """Close live bars whose interval (plus a grace period) has passed, even without new trades."""
+        market_now = self.market_now_ms()
+        if market_now is not None:
+            grace_ms = int(BAR_CLOSE_GRACE_S * 1000 * (1.0 if self.source.name == "binance" else self.settings.speed))
+            self.bars.advance(market_now - grace_ms)
 
     # ---------------------------------------------------------------- status
     def status(self) -> FeedStatus:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.bars import Bar, BarBuilder, align_bars, bars_to_frame, resample_ticks
+from analytics.bars import Bar, BarBuilder, align_bars, bars_to_frame, rebar, resample_ticks
 from analytics.errors import InsufficientDataError
 from tests.shared_data import TICKS_NDJSON, require
 
@@ -221,3 +221,20 @@ def test_align_rejects_bad_frames() -> None:
         align_bars({"A": good, "B": good.iloc[:0]}, 1_000)
     with pytest.raises(ValueError, match="unknown symbol 'C'"):
         align_bars({"A": good}, 1_000).symbol("C")
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT"])
+@pytest.mark.parametrize("interval_ms", [5_000, 60_000, 300_000])
+def test_rebar_of_1s_bars_equals_direct_resampling(real_ticks, symbol: str, interval_ms: int) -> None:
+    ts, price, qty = real_ticks[symbol]
+    coarse = rebar(resample_ticks(ts, price, qty, 1_000), interval_ms)
+    direct = resample_ticks(ts, price, qty, interval_ms)
+    pd.testing.assert_frame_equal(coarse, direct, check_exact=False, rtol=1e-12)
+
+
+def test_rebar_handles_zero_volume_bars_and_empty_input() -> None:
+    silent = Bar(0, 10.0, 11.0, 9.0, 10.5, 0.0, 1, math.nan)  # one zero-quantity trade: VWAP undefined
+    bars = bars_to_frame([silent, Bar(1_000, 10.5, 12.0, 10.0, 11.0, 2.0, 1, 11.0)])
+    out = rebar(bars, 60_000)
+    assert len(out) == 1 and out["vwap"].iloc[0] == 11.0 and out["high"].iloc[0] == 12.0 and out["trades"].iloc[0] == 2
+    assert rebar(bars.iloc[:0], 60_000).empty
