@@ -1,0 +1,127 @@
+"""Bars for the dashboard: database history stitched to the engine's live bars, at any timeframe.
+
+History (bars before the engine's first live bar) is resampled once from the stored ticks and
+cached; live closed bars come from :class:`~ingestion.live_bars.LiveBars` in memory, plus the
+open bar, which is kept as the last row and reported in :attr:`PairBars.open_bar_start` so
+charts can mark it. Nothing here reloads history on a refresh.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analytics import AlignedBars, InsufficientDataError, align_bars, bars_to_frame, rebar, resample_ticks
+from ingestion.engine import Engine
+from ingestion.live_bars import BASE_INTERVAL_MS
+from ingestion.source import now_ms
+from storage.sqlite import SqliteStore
+
+TIMEFRAMES_MS: dict[str, int] = {"1 s": 1_000, "1 min": 60_000, "5 min": 300_000}
+LOOKBACKS_MS: dict[str, int] = {
+    "15 min": 15 * 60_000, "1 h": 3_600_000, "4 h": 4 * 3_600_000, "24 h": 24 * 3_600_000,
+}
+HISTORY_MAX_MS = 24 * 3_600_000  # nothing in the dashboard needs more than a day
+# Without live bars yet, history is read up to "now" rounded down to this, so a dead feed costs at
+# most one database read per minute rather than one per refresh.
+HISTORY_REFRESH_MS = 60_000
+
+
+class BarHistory:
+    """1 s bars resampled from the stored ticks, per symbol, cached by the boundary they stop at."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._cache: dict[str, tuple[int, pd.DataFrame]] = {}
+        self._lock = threading.Lock()
+        self.loads = 0  # database reads so far (for tests and benchmarks)
+
+    def bars(self, symbol: str, boundary_ms: int) -> pd.DataFrame:
+        """Closed 1 s bars of ``symbol`` in ``[boundary - 24 h, boundary)``."""
+        with self._lock:
+            cached = self._cache.get(symbol)
+            if cached is not None and cached[0] == boundary_ms:
+                return cached[1]
+            if not self.db_path.exists():
+                frame = bars_to_frame([])
+            else:
+                with SqliteStore(self.db_path) as store:
+                    ticks = store.ticks(symbol, start_ms=boundary_ms - HISTORY_MAX_MS, end_ms=boundary_ms)
+                frame = resample_ticks(ticks.ts_ms, ticks.price, ticks.qty, BASE_INTERVAL_MS)
+                self.loads += 1
+            self._cache[symbol] = (boundary_ms, frame)
+            return frame
+
+
+@dataclass(frozen=True, slots=True)
+class PairBars:
+    """Per-symbol bars at one timeframe, aligned on one grid (None until every symbol has traded)."""
+
+    interval_ms: int
+    by_symbol: dict[str, pd.DataFrame]
+    aligned: AlignedBars | None
+    open_bar_start: pd.Timestamp | None  # start of the last row if that bar is still forming
+    market_now_ms: int
+
+    def closed_closes(self) -> pd.DataFrame:
+        """Aligned closes without the still-forming last bar (for tests and alerts)."""
+        if self.aligned is None:
+            return pd.DataFrame()
+        closes = self.aligned.closes
+        if self.open_bar_start is not None and len(closes) and closes.index[-1] == self.open_bar_start:
+            return closes.iloc[:-1]
+        return closes
+
+
+def symbol_bars(engine: Engine, history: BarHistory, symbol: str, since_ms: int) -> pd.DataFrame:
+    """1 s bars of one symbol from ``since_ms``: history, live closed bars, then the open bar."""
+    first_live = engine.bars.first_start_ms(symbol)
+    boundary = first_live if first_live is not None else now_ms() // HISTORY_REFRESH_MS * HISTORY_REFRESH_MS
+    parts = []
+    past = history.bars(symbol, boundary)
+    if len(past):
+        parts.append(past[past.index >= pd.Timestamp(since_ms, unit="ms", tz="UTC")])
+    parts.append(engine.bars.closed(symbol, since_ms=since_ms))
+    open_bar = engine.bars.open_bar(symbol)
+    if open_bar is not None and open_bar.start_ms >= since_ms:
+        parts.append(bars_to_frame([open_bar]))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts) if len(parts) > 1 else (parts[0] if parts else bars_to_frame([]))
+
+
+def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int,
+                   lookback_ms: int) -> PairBars:
+    """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time."""
+    engine.close_due_bars()
+    market_now = engine.market_now_ms() or now_ms()
+    since = (market_now - lookback_ms) // interval_ms * interval_ms
+    by_symbol = {s: rebar(symbol_bars(engine, history, s, since), interval_ms) for s in symbols}
+    return _pair_bars(by_symbol, interval_ms, market_now)
+
+
+def dataset_pair_bars(frames: dict[str, pd.DataFrame], interval_ms: int) -> PairBars:
+    """Bars of uploaded OHLC datasets (no trade counts: 0; VWAP: the close) at ``interval_ms``."""
+    by_symbol = {}
+    for symbol, ohlc in frames.items():
+        bars = ohlc.assign(trades=np.int64(0), vwap=ohlc["close"]).set_axis(ohlc.index.rename("start"))
+        by_symbol[symbol] = rebar(bars[["open", "high", "low", "close", "volume", "trades", "vwap"]], interval_ms)
+    last = max((int(f.index[-1].value // 1_000_000) for f in by_symbol.values() if len(f)), default=0)
+    return _pair_bars(by_symbol, interval_ms, last + interval_ms)
+
+
+def _pair_bars(by_symbol: dict[str, pd.DataFrame], interval_ms: int, market_now: int) -> PairBars:
+    try:
+        aligned = align_bars(by_symbol, interval_ms)
+    except InsufficientDataError:  # a symbol without any bar yet
+        aligned = None
+    open_start = None
+    if aligned is not None and len(aligned.index):
+        last_start = aligned.index[-1]
+        if int(last_start.value // 1_000_000) + interval_ms > market_now:
+            open_start = last_start
+    return PairBars(interval_ms, by_symbol, aligned, open_start, market_now)

@@ -1,0 +1,74 @@
+"""Tables for display and CSV download, with spreadsheet-formula neutralisation.
+
+A CSV opened in Excel or LibreOffice evaluates a text cell that starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return as a formula (CSV injection). Such text cells get a leading
+apostrophe; numeric columns are left as numbers, so ``-0.5`` stays a number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analytics import log_returns
+from dashboard.data import PairBars
+from dashboard.pair import PairAnalytics
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_text(value: object) -> object:
+    """Prefix a formula-looking string with an apostrophe; anything else unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def to_csv_bytes(frame: pd.DataFrame, *, index_label: str = "time_utc") -> bytes:
+    """UTF-8 CSV of ``frame``; text cells (and a text index) neutralised, times in ISO-8601 UTC."""
+    out = frame.copy()
+    for column in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
+            out[column] = out[column].map(neutralise_text)
+    if isinstance(out.index, pd.DatetimeIndex):
+        out.index = out.index.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(
+            r"\.(\d{3})\d{3}Z$", r".\1Z", regex=True)
+    else:
+        out.index = out.index.map(neutralise_text)
+    out.columns = [neutralise_text(str(c)) for c in out.columns]
+    # CRLF (RFC 4180) also makes the csv writer quote cells containing a bare CR.
+    return out.to_csv(index_label=index_label, lineterminator="\r\n").encode("utf-8")
+
+
+def ohlcv_table(bars: PairBars) -> pd.DataFrame:
+    """All symbols' bars in one wide frame: ``<SYMBOL>_open`` … ``<SYMBOL>_vwap`` per bar."""
+    frames = [frame.add_prefix(f"{symbol}_") for symbol, frame in bars.by_symbol.items() if len(frame)]
+    return pd.concat(frames, axis=1).sort_index() if frames else pd.DataFrame()
+
+
+def analytics_table(pair: PairAnalytics) -> pd.DataFrame:
+    """One row per bar: both closes, hedge ratio, spread, its band, z-score and correlation."""
+    p = pair.params
+    columns: dict[str, pd.Series | None] = {
+        f"{p.y}_close": pair.y, f"{p.x}_close": pair.x, "beta": pair.beta, "alpha": pair.alpha,
+        "spread": pair.spread, "spread_mean": pair.spread_mean, "spread_std": pair.spread_std,
+        "zscore": pair.zscore, "return_correlation": pair.correlation,
+    }
+    return pd.DataFrame({k: v for k, v in columns.items() if v is not None}, index=pair.index)
+
+
+def minute_table(bars: PairBars, pair: PairAnalytics) -> pd.DataFrame:
+    """Per-minute stats and features: close, log return, volume and trades per leg, plus β,
+    spread, z-score and correlation. ``bars``/``pair`` must be 1-minute bars of the same pair."""
+    if bars.aligned is None:
+        return pd.DataFrame()
+    p = pair.params
+    table = analytics_table(pair).drop(columns=["alpha", "spread_mean", "spread_std"], errors="ignore")
+    for symbol in (p.y, p.x):
+        closes = bars.aligned.closes[symbol]
+        table[f"{symbol}_return"] = log_returns(closes).reindex(table.index)
+        table[f"{symbol}_volume"] = bars.aligned.volumes[symbol]
+        table[f"{symbol}_trades"] = bars.aligned.trades[symbol].astype(np.int64)
+    order = [f"{p.y}_close", f"{p.x}_close", f"{p.y}_return", f"{p.x}_return", "beta", "spread", "zscore",
+             "return_correlation", f"{p.y}_volume", f"{p.x}_volume", f"{p.y}_trades", f"{p.x}_trades"]
+    return table[[c for c in order if c in table.columns]]

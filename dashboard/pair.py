@@ -1,0 +1,217 @@
+"""Everything the dashboard shows about one pair, computed in one pass from aligned bars.
+
+Pure: aligned closes in, a frozen :class:`PairAnalytics` out. Each analytic that lacks data is
+reported as a :class:`Needs` ("needs 37 more bars (≈ 37 s)") instead of raising, and switches on
+by itself once enough bars exist.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analytics import (
+    HalfLife,
+    InsufficientDataError,
+    fit_hedge,
+    half_life,
+    log_returns,
+    rolling_correlation,
+    rolling_hedge,
+    rolling_zscore,
+    spread,
+)
+
+# UI label → (analytics method, whether the fit looks at the whole lookback at once).
+REGRESSIONS: dict[str, tuple[str, bool]] = {
+    "Rolling OLS": ("rolling_ols", False),
+    "Static OLS (in-sample)": ("ols", True),
+    "Huber (in-sample)": ("huber", True),
+    "Theil–Sen (in-sample)": ("theil_sen", True),
+    "Kalman filter": ("kalman", False),
+}
+# The Kalman prior comes from an OLS fit over the first bars only, so the filter never sees the future.
+KALMAN_PRIOR_BARS = 30
+MIN_HALF_LIFE_BARS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """An analytic waiting for data: how many bars it needs and has."""
+
+    what: str
+    required: int
+    available: int
+
+    @property
+    def missing(self) -> int:
+        return max(self.required - self.available, 0)
+
+    def message(self, interval_ms: int) -> str:
+        """E.g. "Z-score: needs 37 more bars (≈ 37 s)"."""
+        return f"{self.what}: needs {self.missing} more bar{'s' if self.missing != 1 else ''} " \
+               f"(≈ {format_duration(self.missing * interval_ms / 1000)})"
+
+
+@dataclass(frozen=True, slots=True)
+class PairParams:
+    """Dashboard controls that shape the pair analytics."""
+
+    y: str
+    x: str
+    window: int = 60
+    regression: str = "Rolling OLS"
+    log_prices: bool = False
+    z_threshold: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.y == self.x:
+            raise ValueError(f"pick two different symbols for Y and X (both are {self.y})")
+        if not 10 <= self.window <= 200:
+            raise ValueError(f"rolling window must be between 10 and 200 bars, got {self.window}")
+        if self.regression not in REGRESSIONS:
+            raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class PairAnalytics:
+    """Aligned series (one value per bar, NaN during warm-up) and latest values for one pair."""
+
+    params: PairParams
+    index: pd.DatetimeIndex
+    y: pd.Series
+    x: pd.Series
+    beta: pd.Series | None
+    alpha: pd.Series | None
+    spread: pd.Series | None
+    spread_mean: pd.Series | None
+    spread_std: pd.Series | None
+    zscore: pd.Series | None
+    correlation: pd.Series | None
+    half_life: HalfLife | None
+    r_squared: float | None
+    needs: tuple[Needs, ...] = field(default=())
+
+    @property
+    def latest(self) -> dict[str, float]:
+        """Last finite value of each headline series (NaN where none)."""
+        return {name: _last(series) for name, series in (
+            ("beta", self.beta), ("alpha", self.alpha), ("spread", self.spread), ("zscore", self.zscore),
+            ("correlation", self.correlation))}
+
+
+def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
+    """Hedge ratio, spread, z-score, rolling correlation of returns and half-life for Y vs X.
+
+    ``closes``: aligned close prices (quote currency) with columns including ``params.y`` and
+    ``params.x``, one row per bar. The spread is ``y - βx - α`` in price (or log-price) units.
+    """
+    y_raw, x_raw = closes[params.y].astype(float), closes[params.x].astype(float)
+    y, x = (np.log(y_raw), np.log(x_raw)) if params.log_prices else (y_raw, x_raw)
+    n, window = len(closes), params.window
+    needs: list[Needs] = []
+
+    beta = alpha = None
+    r_squared = None
+    method, in_sample = REGRESSIONS[params.regression]
+    try:
+        beta, alpha, r_squared = _hedge(y, x, method, window, in_sample)
+    except InsufficientDataError as exc:
+        needs.append(Needs("Hedge ratio", max(exc.required, window if method == "rolling_ols" else 0), n))
+    except ValueError as exc:  # e.g. a constant leg during a quiet minute
+        needs.append(Needs(f"Hedge ratio ({exc})", n + 1, n))
+
+    spread_series = mean = std = z = None
+    if beta is not None:
+        spread_series = spread(y, x, beta, alpha)
+        rolling = spread_series.rolling(window)
+        mean, std = rolling.mean(), rolling.std(ddof=1)
+        if spread_series.notna().sum() >= window:
+            z = rolling_zscore(spread_series, window)
+        else:
+            needs.append(Needs("Z-score", _first_valid(spread_series) + window, n))
+
+    correlation = None
+    returns_needed = window + 1
+    if n >= returns_needed:
+        correlation = rolling_correlation(log_returns(y_raw), log_returns(x_raw), window)
+    else:
+        needs.append(Needs("Rolling correlation", returns_needed, n))
+
+    hl = None
+    if spread_series is not None:
+        valid = spread_series.dropna()
+        if len(valid) >= MIN_HALF_LIFE_BARS:
+            try:
+                hl = half_life(valid)
+            except ValueError as exc:
+                needs.append(Needs(f"Half-life ({exc})", len(valid) + 1, len(valid)))
+        else:
+            needs.append(Needs("Half-life", _first_valid(spread_series) + MIN_HALF_LIFE_BARS, n))
+
+    return PairAnalytics(params, closes.index, y_raw, x_raw, beta, alpha, spread_series, mean, std, z,
+                         correlation, hl, r_squared, tuple(needs))
+
+
+def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,
+           in_sample: bool) -> tuple[pd.Series, pd.Series, float | None]:
+    """β and α as series on y's index (constant for in-sample fits), plus R² where defined."""
+    if method == "rolling_ols":
+        fit = rolling_hedge(y, x, window)
+        return fit.beta, fit.alpha, None
+    if in_sample:
+        fit = fit_hedge(y, x, method)
+        return (pd.Series(fit.beta, index=y.index, name="beta"), pd.Series(fit.alpha, index=y.index, name="alpha"),
+                fit.r_squared)
+    if len(y) < KALMAN_PRIOR_BARS:
+        raise InsufficientDataError(KALMAN_PRIOR_BARS, len(y), "kalman prior")
+    prior = fit_hedge(y.iloc[:KALMAN_PRIOR_BARS], x.iloc[:KALMAN_PRIOR_BARS], "ols")
+    fit = fit_hedge(y, x, "kalman", obs_var=max(prior.resid_std**2, 1e-12), initial_beta=prior.beta,
+                    initial_alpha=prior.alpha, initial_var=max(abs(prior.beta), 1.0))
+    return fit.beta_path, fit.alpha_path, None
+
+
+def live_zscore(recent_spreads: np.ndarray, spread_now: float) -> float:
+    """Z-score of the current (open-bar) spread against the window it completes.
+
+    ``recent_spreads``: the last ``window - 1`` closed-bar spreads, oldest first. Same definition as
+    :func:`analytics.rolling_zscore` (ddof=1, the current value inside its own window), so the
+    live number becomes the charted one when the bar closes. NaN if undefined.
+    """
+    values = np.append(np.asarray(recent_spreads, dtype=float), spread_now)
+    if len(values) < 2 or not np.all(np.isfinite(values)):
+        return math.nan
+    std = values.std(ddof=1)
+    return math.nan if std == 0 else float((spread_now - values.mean()) / std)
+
+
+def pair_spread_now(y_price: float, x_price: float, beta: float, alpha: float, log_prices: bool) -> float:
+    """The spread ``y - βx - α`` at the latest trade prices (log prices when ``log_prices``)."""
+    if log_prices:
+        return math.log(y_price) - beta * math.log(x_price) - alpha
+    return y_price - beta * x_price - alpha
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _first_valid(series: pd.Series) -> int:
+    """Position of the first non-NaN value (len if none): warm-up bars before it count as used."""
+    valid = np.flatnonzero(series.notna().to_numpy())
+    return int(valid[0]) if len(valid) else len(series)
+
+
+def _last(series: pd.Series | None) -> float:
+    if series is None:
+        return math.nan
+    valid = series.dropna()
+    return float(valid.iloc[-1]) if len(valid) else math.nan

@@ -1,0 +1,83 @@
+"""Summary statistics per symbol and the on-demand stationarity / cointegration tests."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analytics import AdfResult, EngleGrangerResult, InsufficientDataError, adf, engle_granger
+from dashboard.pair import PairAnalytics
+
+MIN_TEST_BARS = 30
+SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSummary:
+    """One symbol over the lookback: prices in quote currency, volume in base units."""
+
+    symbol: str
+    last: float
+    return_pct: float  # first open → last close of the lookback, %
+    volatility_ann_pct: float  # std of per-bar log returns, annualised, %
+    volume: float
+    trades: int
+    bars: int
+
+
+def symbol_summary(symbol: str, bars: pd.DataFrame, interval_ms: int) -> SymbolSummary | None:
+    """Summary of one symbol's bars (frame layout of analytics.bars); None without bars."""
+    if len(bars) == 0:
+        return None
+    closes = bars["close"].to_numpy(float)
+    returns = np.diff(np.log(closes))
+    vol = float(np.std(returns, ddof=1)) * math.sqrt(SECONDS_PER_YEAR * 1000 / interval_ms) if len(returns) > 1 \
+        else math.nan
+    first_open = float(bars["open"].iloc[0])
+    return SymbolSummary(symbol, float(closes[-1]), (closes[-1] / first_open - 1) * 100, vol * 100,
+                         float(bars["volume"].sum()), int(bars["trades"].sum()), len(bars))
+
+
+@dataclass(frozen=True, slots=True)
+class CointegrationReport:
+    """ADF on the spread and Engle–Granger on the legs, with a one-line verdict each."""
+
+    adf: AdfResult
+    engle_granger: EngleGrangerResult
+    adf_verdict: str
+    eg_verdict: str
+    bars: int
+
+
+def run_tests(pair: PairAnalytics, *, exclude_last: bool) -> CointegrationReport:
+    """Run ADF (constant, AIC lag) on the spread and Engle–Granger on (y, x) over the lookback.
+
+    ``exclude_last`` drops the still-forming bar so a test is never run on a partial bar.
+    Raises InsufficientDataError with fewer than ``MIN_TEST_BARS`` spread observations.
+    """
+    if pair.spread is None:
+        raise InsufficientDataError(MIN_TEST_BARS, 0, "tests need a hedge ratio first")
+    spread = pair.spread.iloc[:-1] if exclude_last else pair.spread
+    spread = spread.dropna()
+    y, x = (pair.y.iloc[:-1], pair.x.iloc[:-1]) if exclude_last else (pair.y, pair.x)
+    if pair.params.log_prices:
+        y, x = np.log(y), np.log(x)
+    if len(spread) < MIN_TEST_BARS:
+        raise InsufficientDataError(MIN_TEST_BARS, len(spread), "ADF / Engle–Granger")
+    adf_result = adf(spread)
+    eg = engle_granger(y, x)
+    return CointegrationReport(adf_result, eg, verdict(adf_result.pvalue, "the spread is stationary",
+                                                       "no evidence the spread is stationary"),
+                               verdict(eg.pvalue, "the legs are cointegrated", "no evidence of cointegration"),
+                               len(spread))
+
+
+def verdict(pvalue: float, positive: str, negative: str) -> str:
+    """One-line reading of a p-value at the usual levels."""
+    for level in (0.01, 0.05, 0.10):
+        if pvalue < level:
+            return f"p = {pvalue:.4f} < {level:.2f}: {positive}."
+    return f"p = {pvalue:.4f} ≥ 0.10: {negative}."

@@ -1,0 +1,193 @@
+"""Dashboard logic without Streamlit: pair analytics, live z-score, bars stitching, exports, tests panel."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics import adf, align_bars, engle_granger, resample_ticks, rolling_hedge, rolling_zscore
+from config import Settings
+from dashboard.data import BarHistory, load_pair_bars
+from dashboard.export import analytics_table, minute_table, neutralise_text, ohlcv_table, to_csv_bytes
+from dashboard.pair import PairParams, compute_pair, live_zscore, pair_spread_now
+from dashboard.stats import run_tests, symbol_summary, verdict
+from ingestion.engine import Engine
+from ingestion.simulated import SimulatedSource
+from storage.sqlite import SqliteStore
+from tests.fake_binance import eventually
+
+START_MS = 1_765_000_000_000
+
+
+@pytest.fixture(scope="module")
+def sim_closes() -> pd.DataFrame:
+    """One simulated hour of BTC/ETH on 1 s bars, aligned."""
+    trades = list(SimulatedSource(["BTCUSDT", "ETHUSDT"], seed=11, start_ms=START_MS).generate(3600))
+    bars = {}
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        mine = [t for t in trades if t.symbol == symbol]
+        bars[symbol] = resample_ticks(np.array([t.ts_ms for t in mine]), np.array([t.price for t in mine]),
+                                      np.array([t.qty for t in mine]), 1_000)
+    return align_bars(bars, 1_000).closes
+
+
+def test_rolling_ols_pair_equals_the_library(sim_closes):
+    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60))
+    expected = rolling_hedge(sim_closes["ETHUSDT"], sim_closes["BTCUSDT"], 60)
+    pd.testing.assert_series_equal(pair.beta, expected.beta, check_names=False)
+    spread = sim_closes["ETHUSDT"] - expected.beta * sim_closes["BTCUSDT"] - expected.alpha
+    pd.testing.assert_series_equal(pair.zscore, rolling_zscore(spread, 60), check_names=False)
+    assert not pair.needs
+    assert -1 <= pair.latest["correlation"] <= 1
+    assert pair.half_life is not None and pair.half_life.mean_reverting
+
+
+@pytest.mark.parametrize("regression", ["Static OLS (in-sample)", "Huber (in-sample)", "Theil–Sen (in-sample)"])
+def test_in_sample_fits_give_one_beta(sim_closes, regression):
+    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression=regression))
+    assert pair.beta.nunique() == 1 and pair.zscore is not None
+    assert (pair.r_squared is not None) == (regression.startswith("Static"))
+
+
+def test_kalman_has_no_look_ahead(sim_closes):
+    params = PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Kalman filter", log_prices=True)
+    full = compute_pair(sim_closes, params)
+    prefix = compute_pair(sim_closes.iloc[:1000], params)
+    np.testing.assert_allclose(prefix.beta.to_numpy(), full.beta.iloc[:1000].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(prefix.zscore.to_numpy(), full.zscore.iloc[:1000].to_numpy(), rtol=1e-9,
+                               equal_nan=True)
+
+
+def test_short_history_says_how_much_more_is_needed(sim_closes):
+    pair = compute_pair(sim_closes.iloc[:30], PairParams("ETHUSDT", "BTCUSDT", window=60))
+    messages = [n.message(1_000) for n in pair.needs]
+    assert "Hedge ratio: needs 30 more bars (≈ 30 s)" in messages
+    assert any(m.startswith("Rolling correlation: needs 31 more bars") for m in messages)
+    assert pair.zscore is None and pair.beta is None
+    warming = compute_pair(sim_closes.iloc[:100], PairParams("ETHUSDT", "BTCUSDT", window=60))
+    # Rolling β is valid from bar 60, so its spread fills a 60-bar z window at bar 119.
+    assert [n.message(60_000) for n in warming.needs if n.what == "Z-score"] == [
+        "Z-score: needs 19 more bars (≈ 19 min)"]
+
+
+def test_bad_params_are_named():
+    with pytest.raises(ValueError, match="two different symbols"):
+        PairParams("BTCUSDT", "BTCUSDT")
+    with pytest.raises(ValueError, match="between 10 and 200"):
+        PairParams("A1", "B1", window=5)
+
+
+def test_live_zscore_matches_the_charted_value_when_the_bar_closes(sim_closes):
+    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Static OLS (in-sample)"))
+    beta, alpha = pair.latest["beta"], pair.latest["alpha"]
+    now = pair_spread_now(sim_closes["ETHUSDT"].iloc[-1], sim_closes["BTCUSDT"].iloc[-1], beta, alpha, False)
+    z = live_zscore(pair.spread.iloc[-60:-1].to_numpy(), now)
+    assert z == pytest.approx(pair.zscore.iloc[-1], rel=1e-9)
+    assert math.isnan(live_zscore(np.array([1.0, 1.0]), 1.0))
+
+
+def test_stitches_database_history_to_live_bars_without_overlap(tmp_path):
+    """Ticks stored by an earlier run + live ticks now: one continuous bar series, the open bar marked."""
+    source = SimulatedSource(["BTCUSDT", "ETHUSDT"], seed=3, start_ms=START_MS)
+    trades = list(source.generate(600))
+    history, live = trades[: len(trades) // 2], trades[len(trades) // 2:]
+    db = tmp_path / "sim.db"
+    with SqliteStore(db) as store:
+        store.write_batch(history)
+    engine = Engine(Settings(source="simulated", db=db), source=_ListSource(live))
+    engine.start()
+    eventually(lambda: engine.trades == len(live), timeout=20)
+    cache = BarHistory(db)
+    bars = load_pair_bars(engine, cache, ["BTCUSDT", "ETHUSDT"], 1_000, 3_600_000)
+    engine.stop()
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        mine = [t for t in trades if t.symbol == symbol]
+        expected = resample_ticks(np.array([t.ts_ms for t in mine]), np.array([t.price for t in mine]),
+                                  np.array([t.qty for t in mine]), 1_000)
+        got = bars.by_symbol[symbol]
+        assert got.index.is_unique and got.index.is_monotonic_increasing
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+    assert bars.open_bar_start == bars.aligned.index[-1]
+    assert len(bars.closed_closes()) == len(bars.aligned.closes) - 1
+    minute = load_pair_bars(engine, cache, ["BTCUSDT", "ETHUSDT"], 60_000, 3_600_000)
+    minutes = {t.ts_ms // 60_000 for t in trades if t.symbol == "BTCUSDT"}
+    assert len(minute.by_symbol["BTCUSDT"]) == len(minutes)
+    assert cache.loads == 2  # history read once per symbol, not once per refresh
+
+
+class _ListSource:
+    """Emits a fixed list of trades, then idles (hand-written fake)."""
+
+    name = "simulated"
+    label = "LIST"
+
+    def __init__(self, trades):
+        from ingestion.source import SourceStats
+
+        self.trades = trades
+        self.stats = SourceStats()
+
+    def run(self, sink, stop):
+        for t in self.trades:
+            sink.on_trade(t)
+        stop.wait()
+
+
+def test_csv_export_neutralises_formulas_and_keeps_numbers():
+    frame = pd.DataFrame(
+        {"note": ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "plain"],
+         "value": [-0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]},
+        index=pd.date_range("2025-12-15 08:43", periods=7, freq="1min", tz="UTC"),
+    )
+    text = to_csv_bytes(frame).decode()
+    back = pd.read_csv(io.StringIO(text), keep_default_na=False)
+    assert list(back["note"]) == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\rx", "plain"]
+    assert back["value"].tolist() == [-0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # numbers stay numbers
+    assert back["time_utc"][0] == "2025-12-15T08:43:00.000Z"
+    assert neutralise_text(-1.5) == -1.5
+    hostile_header = to_csv_bytes(pd.DataFrame({"=cmd": [1]})).decode().splitlines()[0]
+    assert hostile_header == "time_utc,'=cmd"
+
+
+def test_tables_have_the_promised_columns(sim_closes):
+    params = PairParams("ETHUSDT", "BTCUSDT", window=20)
+    minute_closes = sim_closes[sim_closes.index.second == 0]
+    from dashboard.data import _pair_bars
+
+    frames = {s: pd.DataFrame({"open": minute_closes[s], "high": minute_closes[s], "low": minute_closes[s],
+                               "close": minute_closes[s], "volume": 1.0, "trades": np.int64(3),
+                               "vwap": minute_closes[s]}).set_axis(minute_closes.index.rename("start"))
+              for s in ("ETHUSDT", "BTCUSDT")}
+    bars = _pair_bars(frames, 60_000, 0)
+    pair = compute_pair(bars.aligned.closes, params)
+    table = minute_table(bars, pair)
+    assert list(table.columns) == ["ETHUSDT_close", "BTCUSDT_close", "ETHUSDT_return", "BTCUSDT_return", "beta",
+                                   "spread", "zscore", "return_correlation", "ETHUSDT_volume", "BTCUSDT_volume",
+                                   "ETHUSDT_trades", "BTCUSDT_trades"]
+    assert len(table) == len(minute_closes) and table["ETHUSDT_trades"].dtype == np.int64
+    assert "spread_std" in analytics_table(pair).columns
+    assert "BTCUSDT_vwap" in ohlcv_table(bars).columns
+
+
+def test_tests_panel_matches_the_library(sim_closes):
+    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Static OLS (in-sample)"))
+    report = run_tests(pair, exclude_last=True)
+    reference = adf(pair.spread.iloc[:-1].dropna())
+    assert report.adf.statistic == reference.statistic and report.adf.pvalue == reference.pvalue
+    eg = engle_granger(sim_closes["ETHUSDT"].iloc[:-1], sim_closes["BTCUSDT"].iloc[:-1])
+    assert report.engle_granger.pvalue == eg.pvalue
+    assert verdict(0.003, "yes", "no") == "p = 0.0030 < 0.01: yes."
+    assert verdict(0.5, "yes", "no") == "p = 0.5000 ≥ 0.10: no."
+
+
+def test_symbol_summary():
+    bars = pd.DataFrame({"open": [100.0, 101.0], "high": [101.0, 102.0], "low": [99.0, 100.0],
+                         "close": [101.0, 102.0], "volume": [2.0, 3.0], "trades": [4, 5], "vwap": [100.5, 101.5]})
+    summary = symbol_summary("BTCUSDT", bars, 1_000)
+    assert summary.last == 102.0 and summary.return_pct == pytest.approx(2.0)
+    assert summary.volume == 5.0 and summary.trades == 9 and math.isnan(summary.volatility_ann_pct)
+    assert symbol_summary("BTCUSDT", bars.iloc[:0], 1_000) is None
