@@ -1,0 +1,507 @@
+"""Plotly figures for the pair-trading dashboard: data in, ``go.Figure`` out.
+
+Conventions shared by every chart (kept in :func:`_base_layout` and :func:`_prepare`):
+
+- Inputs are pandas objects indexed by a tz-aware UTC ``DatetimeIndex`` of bar start times (a
+  naive index is taken to be UTC). ``tz`` only changes what is displayed: the index is converted
+  with ``tz_convert`` on a copy, so the x values carry the display zone's offset.
+- Series longer than ``max_points`` are thinned with :func:`ui.downsample.downsample` (first,
+  last, min and max per bucket), never sent whole to the browser.
+- ``layout.uirevision`` is ``revision`` (default: the chart's name). Pass something that changes
+  only when the view should reset, e.g. ``f"{pair}-{timeframe}"``: zoom and pan then survive the
+  periodic Streamlit reruns.
+- Empty (or all-NaN) input gives a figure with a "No data yet" annotation; charts never raise on
+  missing data. Bad arguments (e.g. mismatched lengths) raise ``ValueError``.
+
+Nothing here imports streamlit, so every chart is unit-testable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from ui.downsample import downsample
+
+__all__ = [
+    "FIGURE_CONFIG",
+    "NO_DATA_TEXT",
+    "TEMPLATE",
+    "correlation_chart",
+    "correlation_heatmap",
+    "equity_chart",
+    "hedge_ratio_chart",
+    "lead_lag_chart",
+    "price_chart",
+    "spread_chart",
+    "threshold_crossings",
+    "zscore_chart",
+]
+
+# Passed as st.plotly_chart(config=FIGURE_CONFIG): wheel zoom, no logo, no selection tools (nothing selects).
+FIGURE_CONFIG: dict = {
+    "scrollZoom": True,
+    "displaylogo": False,
+    "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+}
+
+TEMPLATE = "plotly_white"
+NO_DATA_TEXT = "No data yet"
+DEFAULT_MAX_POINTS = 4000
+PRICE_HEIGHT = 420
+CHART_HEIGHT = 320
+COLORS: tuple[str, ...] = tuple(qualitative.Plotly)
+LIVE_BAR_COLOR = "rgba(255, 165, 0, 0.25)"
+BAND_FILL = "rgba(99, 110, 250, 0.15)"
+STRETCHED_FILL = "rgba(239, 85, 59, 0.08)"
+DRAWDOWN_FILL = "rgba(239, 85, 59, 0.25)"
+
+PandasT = TypeVar("PandasT", pd.Series, pd.DataFrame)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _base_layout(fig: go.Figure, *, title: str, revision: str, height: int,
+                 hovermode: str | bool = "x unified") -> go.Figure:
+    """The look every chart shares: template, title, compact margins, legend on top, uirevision."""
+    fig.update_layout(
+        template=TEMPLATE,
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        height=height,
+        margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        hovermode=hovermode,
+        uirevision=revision,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    )
+    return fig
+
+
+def _empty_figure(*, title: str, revision: str, height: int) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=NO_DATA_TEXT, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font={"size": 16, "color": "gray"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _base_layout(fig, title=title, revision=revision, height=height)
+
+
+def _is_empty(obj: pd.Series | pd.DataFrame | None) -> bool:
+    """No rows, or nothing but NaN: there is nothing to draw."""
+    if obj is None or len(obj) == 0:
+        return True
+    values = obj.to_numpy()
+    if values.dtype.kind in "fc":
+        return bool(np.isnan(values).all())
+    return bool(pd.isna(obj).to_numpy().all())
+
+
+def _to_display_index(index: pd.Index, tz: str) -> pd.Index:
+    if not isinstance(index, pd.DatetimeIndex):
+        return index
+    utc = index.tz_localize("UTC") if index.tz is None else index
+    return utc.tz_convert(tz)
+
+
+def _to_display_time(ts: pd.Timestamp, tz: str) -> pd.Timestamp:
+    ts = pd.Timestamp(ts)
+    return (ts.tz_localize("UTC") if ts.tz is None else ts).tz_convert(tz)
+
+
+def _prepare(obj: PandasT, tz: str, max_points: int) -> PandasT:
+    """Downsample for display (min/max preserving), then move the index to the display zone.
+
+    Returns a new object; the caller's data (and its UTC index) is left untouched.
+    """
+    return _to_display(downsample(obj, max_points), tz)
+
+
+def _to_display(obj: PandasT, tz: str) -> PandasT:
+    return obj.set_axis(_to_display_index(obj.index, tz), axis=0)
+
+
+def _time_axis_title(tz: str) -> str:
+    return f"Time ({tz})"
+
+
+def _window(window: int | None) -> str | None:
+    return f"window {window} bars" if window is not None else None
+
+
+def _title(base: str, *details: str | None) -> str:
+    """``base (detail, detail)``, skipping empty details: one place for how titles name unit and window."""
+    shown = [d for d in details if d]
+    return f"{base} ({', '.join(shown)})" if shown else base
+
+
+def _line(series: pd.Series, name: str, **kwargs: object) -> go.Scatter:
+    return go.Scatter(x=series.index, y=series.to_numpy(dtype=float, na_value=np.nan), name=name,
+                      mode="lines", **kwargs)
+
+
+def _fmt_signed(value: float) -> str:
+    return f"{value:+g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Prices
+# ----------------------------------------------------------------------------------------------
+
+
+def _rebase(closes: pd.DataFrame) -> pd.DataFrame:
+    """Each column divided by its first valid, positive value, times 100 (NaN if there is none)."""
+    rebased = {}
+    for column in closes.columns:
+        series = closes[column].astype(float)
+        valid = series.dropna()
+        base = valid.iloc[0] if len(valid) else np.nan
+        rebased[column] = series / base * 100.0 if np.isfinite(base) and base > 0 else series * np.nan
+    return pd.DataFrame(rebased, index=closes.index)
+
+
+def _bar_length(index: pd.DatetimeIndex) -> pd.Timedelta | None:
+    """Typical bar length: the most common step of the index, or None with fewer than two bars."""
+    if len(index) < 2:
+        return None
+    steps = pd.Series(np.diff(index.asi8))
+    steps = steps[steps > 0]
+    if steps.empty:
+        return None
+    return pd.Timedelta(int(steps.mode().iloc[0]), unit=index.unit)
+
+
+def _mark_live_bar(fig: go.Figure, start: pd.Timestamp, length: pd.Timedelta | None, has_volume: bool) -> None:
+    """Shade the still-forming bar (if its length is known), dotted line at its start, labelled "live bar"."""
+    rows = {"row": "all", "col": 1} if has_volume else {}
+    if length is not None:
+        fig.add_vrect(x0=start, x1=start + length, fillcolor=LIVE_BAR_COLOR, line_width=0, layer="below", **rows)
+    # The band can be a pixel wide on a long window; the dotted line keeps the live bar findable.
+    fig.add_vline(x=start, line_dash="dot", line_color="darkorange", line_width=1, **rows)
+    fig.add_annotation(x=start, y=1.0, xref="x", yref="paper", text="live bar", showarrow=False,
+                       xanchor="right", yanchor="top", font={"size": 11, "color": "darkorange"})
+
+
+def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
+                mode: Literal["normalised", "dual"] = "normalised", open_bar_start: pd.Timestamp | None = None,
+                quote: str = "USDT", tz: str = "UTC", max_points: int = DEFAULT_MAX_POINTS,
+                revision: str = "price_chart", height: int = PRICE_HEIGHT, title: str | None = None) -> go.Figure:
+    """Close prices per symbol with volume bars underneath.
+
+    Parameters
+    ----------
+    closes : DataFrame, one column per symbol, close price in quote currency, UTC bar-start index.
+    volumes : DataFrame or None
+        Traded base-asset quantity per bar, same columns; drawn as bars in a second row sharing x.
+    mode : "normalised" rebases every symbol to 100 at its first valid close; "dual" puts the first
+        symbol on the left axis and the second on the right axis (``yaxis2``) in ``quote``
+        currency. "dual" needs exactly two symbols and falls back to "normalised" otherwise.
+    open_bar_start : start (UTC) of the still-forming last bar, shaded and labelled "live bar".
+
+    Traces: one line per symbol named after it, then one bar trace per symbol named
+    ``"<symbol> volume"``.
+    """
+    symbols = [str(c) for c in closes.columns] if closes is not None else []
+    dual = mode == "dual" and len(symbols) == 2
+    if title is None:
+        title = (_title("Prices", quote, f"{symbols[0]} left axis, {symbols[1]} right axis") if dual
+                 else _title("Prices", "rebased to 100 at the first bar"))
+    if _is_empty(closes):
+        return _empty_figure(title=title, revision=revision, height=height)
+    has_volume = volumes is not None and not _is_empty(volumes)
+    specs: list[list[dict]] = [[{"secondary_y": dual}]] + ([[{}]] if has_volume else [])
+    fig = make_subplots(rows=len(specs), cols=1, shared_xaxes=True, specs=specs, vertical_spacing=0.03,
+                        row_heights=[0.75, 0.25] if has_volume else None)
+
+    shown = downsample(closes if dual else _rebase(closes), max_points)
+    # Rebasing is a positive scaling, so the rows chosen for the rebased lines suit the raw closes
+    # shown in the hover as well.
+    raw_closes = closes.reindex(shown.index)
+    shown = _to_display(shown, tz)
+    for i, symbol in enumerate(closes.columns):
+        color = COLORS[i % len(COLORS)]
+        y = shown[symbol]
+        raw = raw_closes[symbol].to_numpy(dtype=float, na_value=np.nan)
+        hover = "%{y:,.6g} " + quote if dual else "%{y:.2f} (%{customdata:,.6g} " + quote + ")"
+        fig.add_trace(_line(y, str(symbol), line={"color": color, "width": 1.5}, customdata=raw,
+                            legendgroup=str(symbol), hovertemplate=hover),
+                      row=1, col=1, secondary_y=(i == 1) if dual else None)
+
+    if has_volume:
+        vol = _prepare(volumes.reindex(columns=closes.columns), tz, max_points)
+        for i, symbol in enumerate(closes.columns):
+            fig.add_trace(go.Bar(x=vol.index, y=vol[symbol].to_numpy(dtype=float, na_value=np.nan),
+                                 name=f"{symbol} volume", marker={"color": COLORS[i % len(COLORS)]},
+                                 opacity=0.6, legendgroup=str(symbol), showlegend=False,
+                                 hovertemplate="%{y:,.6g}"), row=2, col=1)
+        fig.update_yaxes(title_text="Volume (base asset)", row=2, col=1)
+        fig.update_layout(barmode="group", bargap=0.0)
+
+    if dual:
+        fig.update_yaxes(title_text=f"{symbols[0]} ({quote})", row=1, col=1, secondary_y=False)
+        fig.update_yaxes(title_text=f"{symbols[1]} ({quote})", row=1, col=1, secondary_y=True, showgrid=False)
+    else:
+        fig.update_yaxes(title_text="Price (rebased = 100)", row=1, col=1)
+    fig.update_xaxes(title_text=_time_axis_title(tz), row=len(specs), col=1)
+
+    if open_bar_start is not None:
+        _mark_live_bar(fig, _to_display_time(open_bar_start, tz), _bar_length(closes.index), has_volume)
+    return _base_layout(fig, title=title, revision=revision, height=height)
+
+
+# ----------------------------------------------------------------------------------------------
+# Spread, z-score, hedge ratio, correlation
+# ----------------------------------------------------------------------------------------------
+
+
+def spread_chart(spread: pd.Series, mean: pd.Series, std: pd.Series, *, k: float = 2.0, window: int | None = None,
+                 unit: str = "quote currency", tz: str = "UTC", max_points: int = DEFAULT_MAX_POINTS,
+                 revision: str = "spread_chart", height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+    """Spread ``y − βx`` with its rolling mean and a filled ``mean ± k·std`` band.
+
+    ``mean`` and ``std`` are aligned to ``spread``'s index (missing → NaN, e.g. during warm-up).
+    ``unit`` names the spread's unit ("quote currency", or "log price" for log spreads).
+    Traces: "upper band (mean + kσ)", "lower band (mean − kσ)" (filled to the upper), "rolling
+    mean", "spread".
+    """
+    if title is None:
+        title = _title(f"Spread with rolling mean ± {k:g}σ band", unit, _window(window))
+    if _is_empty(spread):
+        return _empty_figure(title=title, revision=revision, height=height)
+    mean = mean.reindex(spread.index).astype(float) if mean is not None else pd.Series(np.nan, index=spread.index)
+    std = std.reindex(spread.index).astype(float) if std is not None else pd.Series(np.nan, index=spread.index)
+    frame = pd.DataFrame({"spread": spread.astype(float), "mean": mean, "upper": mean + k * std,
+                          "lower": mean - k * std}, index=spread.index)
+    frame = _prepare(frame, tz, max_points)
+    fig = go.Figure()
+    fig.add_trace(_line(frame["upper"], f"upper band (mean + {k:g}σ)", line={"width": 0}, showlegend=False,
+                        hovertemplate="%{y:,.6g}"))
+    fig.add_trace(_line(frame["lower"], f"lower band (mean − {k:g}σ)", line={"width": 0}, fill="tonexty",
+                        fillcolor=BAND_FILL, showlegend=False, hovertemplate="%{y:,.6g}"))
+    fig.add_trace(_line(frame["mean"], "rolling mean", line={"color": "gray", "dash": "dash", "width": 1},
+                        hovertemplate="%{y:,.6g}"))
+    fig.add_trace(_line(frame["spread"], "spread", line={"color": COLORS[0], "width": 1.5},
+                        hovertemplate="%{y:,.6g}"))
+    fig.update_xaxes(title_text=_time_axis_title(tz))
+    fig.update_yaxes(title_text=f"Spread ({unit})")
+    return _base_layout(fig, title=title, revision=revision, height=height)
+
+
+def threshold_crossings(z: pd.Series, threshold: float) -> pd.Series:
+    """Bars where ``|z|`` first exceeds ``threshold``: ``|z_t| > threshold`` and ``|z_{t-1}| <= threshold``.
+
+    A bar right after a NaN (warm-up or gap) is not a crossing: the previous value is unknown.
+    Returns the z values at those bars (same index type as ``z``).
+    """
+    absz = z.astype(float).abs()
+    crossed = (absz > threshold) & (absz.shift(1) <= threshold)
+    return z[crossed.to_numpy()]
+
+
+def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame | None = None,
+                 window: int | None = None, shade: bool = True, tz: str = "UTC",
+                 max_points: int = DEFAULT_MAX_POINTS, revision: str = "zscore_chart", height: int = CHART_HEIGHT,
+                 title: str | None = None) -> go.Figure:
+    """Rolling z-score of the spread with ±threshold lines, threshold crossings and alerts.
+
+    Horizontal lines at 0 and ±``threshold``; with ``shade`` the regions beyond the thresholds
+    are tinted. Crossings (see :func:`threshold_crossings`) are computed on the full series before
+    downsampling and drawn as a marker trace "threshold crossings" (▲ above +threshold, ▼ below
+    −threshold). ``alerts`` (index = UTC time, column "value", optional "message") become a marker
+    trace "alerts" with the message as hover text. The y range is symmetric around 0.
+    """
+    if title is None:
+        title = _title("Z-score of spread", _window(window))
+    if _is_empty(z):
+        return _empty_figure(title=title, revision=revision, height=height)
+    z = z.astype(float)
+    fig = go.Figure()
+    fig.add_trace(_line(_prepare(z, tz, max_points), "z-score", line={"color": COLORS[0], "width": 1.5},
+                        hovertemplate="%{y:.2f}"))
+
+    crossings = _prepare(threshold_crossings(z, threshold), tz, max_points)
+    if len(crossings):
+        up = crossings.to_numpy() > 0
+        fig.add_trace(go.Scatter(x=crossings.index, y=crossings.to_numpy(), name="threshold crossings",
+                                 mode="markers", hovertemplate="crossed at %{y:.2f}",
+                                 marker={"size": 9, "symbol": np.where(up, "triangle-up", "triangle-down"),
+                                         "color": np.where(up, "#EF553B", "#00CC96")}))
+
+    if alerts is not None and len(alerts) and "value" in alerts.columns:
+        shown = _prepare(alerts, tz, max_points)
+        text = shown["message"].astype(str).to_numpy() if "message" in shown.columns else None
+        fig.add_trace(go.Scatter(x=shown.index, y=shown["value"].to_numpy(dtype=float, na_value=np.nan),
+                                 name="alerts", mode="markers", hovertext=text,
+                                 hovertemplate="%{hovertext}" if text is not None else "alert at %{y:.2f}",
+                                 marker={"size": 11, "symbol": "x", "color": "black"}))
+
+    extent = float(np.nanmax(np.abs(z.to_numpy())))
+    if alerts is not None and len(alerts) and "value" in alerts.columns:
+        extent = max(extent, float(np.nanmax(np.abs(alerts["value"].to_numpy(dtype=float, na_value=np.nan)),
+                                             initial=0.0)))
+    ymax = max(extent, abs(threshold) * 1.5, 1.0) * 1.1
+    if shade:
+        fig.add_hrect(y0=threshold, y1=ymax, fillcolor=STRETCHED_FILL, line_width=0, layer="below")
+        fig.add_hrect(y0=-ymax, y1=-threshold, fillcolor=STRETCHED_FILL, line_width=0, layer="below")
+    for level in (threshold, -threshold):
+        fig.add_hline(y=level, line_dash="dash", line_color="#EF553B", line_width=1,
+                      annotation_text=_fmt_signed(level), annotation_position="top left")
+    fig.add_hline(y=0, line_color="gray", line_width=1)
+    fig.update_xaxes(title_text=_time_axis_title(tz))
+    fig.update_yaxes(title_text="z (σ from rolling mean)", range=[-ymax, ymax])
+    return _base_layout(fig, title=title, revision=revision, height=height)
+
+
+def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | None = None,
+                      method_label: str = "rolling OLS", window: int | None = None, tz: str = "UTC",
+                      max_points: int = DEFAULT_MAX_POINTS, revision: str = "hedge_ratio_chart",
+                      height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+    """Hedge ratio β over time: a Series is one trace named ``f"β ({method_label})"``; a DataFrame
+    gives one trace per column (e.g. rolling OLS vs Kalman), named after the column. ``static_beta``
+    adds a dashed horizontal line labelled with its value. β is units of X per unit of Y
+    (dimensionless elasticity for log prices).
+    """
+    if title is None:
+        label = method_label if isinstance(beta, pd.Series) or beta is None else "by method"
+        title = _title("Hedge ratio β", label, _window(window))
+    if _is_empty(beta):
+        return _empty_figure(title=title, revision=revision, height=height)
+    frame = beta.to_frame(f"β ({method_label})") if isinstance(beta, pd.Series) else beta
+    frame = _prepare(frame.astype(float), tz, max_points)
+    fig = go.Figure()
+    for i, column in enumerate(frame.columns):
+        fig.add_trace(_line(frame[column], str(column), line={"color": COLORS[i % len(COLORS)], "width": 1.5},
+                            hovertemplate="%{y:.6g}"))
+    if static_beta is not None and np.isfinite(static_beta):
+        fig.add_hline(y=static_beta, line_dash="dash", line_color="gray", line_width=1,
+                      annotation_text=f"static β = {static_beta:.6g}", annotation_position="top left")
+    fig.update_xaxes(title_text=_time_axis_title(tz))
+    fig.update_yaxes(title_text="β (units of X per unit of Y)")
+    return _base_layout(fig, title=title, revision=revision, height=height)
+
+
+def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str | None = None, tz: str = "UTC",
+                      max_points: int = DEFAULT_MAX_POINTS, revision: str = "correlation_chart",
+                      height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+    """Rolling Pearson correlation of returns, y fixed to [-1, 1], one trace "correlation".
+
+    ``label`` (e.g. "BTCUSDT vs ETHUSDT") is added to the title.
+    """
+    if title is None:
+        title = _title("Rolling correlation of returns", label, _window(window))
+    if _is_empty(corr):
+        return _empty_figure(title=title, revision=revision, height=height)
+    fig = go.Figure(_line(_prepare(corr.astype(float), tz, max_points), "correlation",
+                          line={"color": COLORS[0], "width": 1.5}, hovertemplate="%{y:.3f}"))
+    fig.add_hline(y=0, line_color="gray", line_width=1)
+    fig.update_xaxes(title_text=_time_axis_title(tz))
+    fig.update_yaxes(title_text="Correlation (ρ)", range=[-1, 1])
+    return _base_layout(fig, title=title, revision=revision, height=height)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-sectional views (no time axis: tz and max_points are accepted for a uniform call shape)
+# ----------------------------------------------------------------------------------------------
+
+
+def correlation_heatmap(matrix: pd.DataFrame, *, subtitle: str | None = None, tz: str = "UTC",
+                        max_points: int = DEFAULT_MAX_POINTS, revision: str = "correlation_heatmap",
+                        height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+    """Correlation matrix of returns as a heatmap: zmin −1, zmax 1, RdBu (blue = +1), 2-decimal cell text.
+
+    Rows are drawn top to bottom in ``matrix.index`` order, so the diagonal runs top-left to
+    bottom-right. ``tz`` and ``max_points`` are unused (no time axis).
+    """
+    del tz, max_points
+    if title is None:
+        title = "Correlation of returns across symbols" + (f" ({subtitle})" if subtitle else "")
+    if matrix is None or matrix.size == 0:
+        return _empty_figure(title=title, revision=revision, height=height)
+    values = matrix.to_numpy(dtype=float, na_value=np.nan)
+    text = np.where(np.isfinite(values), np.char.mod("%.2f", np.nan_to_num(values)), "")
+    fig = go.Figure(go.Heatmap(z=values, x=[str(c) for c in matrix.columns], y=[str(i) for i in matrix.index],
+                               zmin=-1.0, zmax=1.0, zmid=0.0, colorscale="RdBu", text=text, texttemplate="%{text}",
+                               hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+                               colorbar={"title": {"text": "ρ"}}, name="correlation"))
+    fig.update_yaxes(autorange="reversed")
+    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest")
+
+
+def lead_lag_chart(lags: np.ndarray, correlations: np.ndarray, *, best_lag: int | None = None,
+                   bar_seconds: float | None = None, y_name: str = "Y", x_name: str = "X",
+                   positive_means: str | None = None, tz: str = "UTC", max_points: int = DEFAULT_MAX_POINTS,
+                   revision: str = "lead_lag_chart", height: int = CHART_HEIGHT,
+                   title: str | None = None) -> go.Figure:
+    """Correlation of returns by lag as bars, the best lag highlighted.
+
+    ``lags`` are in bars; ``correlations[i]`` is ``corr(y_t, x_{t+lags[i]})`` as returned by
+    :func:`analytics.lead_lag`, so a positive lag means ``y_name`` moves first. ``positive_means``
+    (default ``f"{y_name} leads {x_name}"``) is written into the x-axis title. ``bar_seconds``
+    adds the lag in seconds to the hover and the title. One Bar trace "correlation by lag".
+    """
+    del tz, max_points
+    lags = np.asarray(lags)
+    correlations = np.asarray(correlations, dtype=float)
+    if lags.shape != correlations.shape or lags.ndim != 1:
+        raise ValueError(f"lags and correlations must be 1-d of equal length, got {lags.shape} and "
+                         f"{correlations.shape}")
+    if positive_means is None:
+        positive_means = f"{y_name} leads {x_name}"
+    if title is None:
+        title = f"Lead–lag: correlation of {y_name} and {x_name} returns by lag"
+        if best_lag is not None:
+            secs = f" ≈ {best_lag * bar_seconds:+g} s" if bar_seconds else ""
+            title += f" (best {best_lag:+d} bars{secs})"
+    if lags.size == 0 or not np.isfinite(correlations).any():
+        return _empty_figure(title=title, revision=revision, height=height)
+    colors = np.where(lags == best_lag, "#EF553B", COLORS[0]) if best_lag is not None else COLORS[0]
+    seconds = lags * bar_seconds if bar_seconds else None
+    hover = "lag %{x:+d} bars" + (" (%{customdata:+g} s)" if seconds is not None else "") + ": ρ = %{y:.3f}"
+    fig = go.Figure(go.Bar(x=lags, y=correlations, name="correlation by lag", marker={"color": colors},
+                           customdata=seconds, hovertemplate=hover + "<extra></extra>"))
+    fig.add_hline(y=0, line_color="gray", line_width=1)
+    fig.update_xaxes(title_text=f"lag (bars; positive = {positive_means})", dtick=1 if lags.size <= 25 else None)
+    fig.update_yaxes(title_text="Correlation of returns (ρ)", range=[-1, 1])
+    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest")
+
+
+# ----------------------------------------------------------------------------------------------
+# Backtest
+# ----------------------------------------------------------------------------------------------
+
+
+def equity_chart(equity: pd.Series, *, drawdown: bool = True, unit: str = "quote currency", tz: str = "UTC",
+                 max_points: int = DEFAULT_MAX_POINTS, revision: str = "equity_chart", height: int = CHART_HEIGHT,
+                 title: str | None = None) -> go.Figure:
+    """Cumulative PnL of a backtest in ``unit``; with ``drawdown`` the gap below the running peak
+    is shaded (traces "running peak", then "equity" filled up to it) and the title gives the
+    maximum drawdown.
+    """
+    if title is None:
+        title = _title("Backtest equity", f"cumulative PnL, {unit}")
+    if _is_empty(equity):
+        return _empty_figure(title=title, revision=revision, height=height)
+    equity = equity.astype(float)
+    fig = go.Figure()
+    line = {"color": COLORS[0], "width": 1.5}
+    if drawdown:
+        peak = equity.cummax()
+        max_dd = float(np.nanmax((peak - equity).to_numpy()))
+        title += f" · max drawdown {max_dd:,.2f}"
+        frame = _prepare(pd.DataFrame({"equity": equity, "peak": peak}), tz, max_points)
+        fig.add_trace(_line(frame["peak"], "running peak", line={"color": "gray", "dash": "dot", "width": 1},
+                            hovertemplate="%{y:,.2f}"))
+        fig.add_trace(_line(frame["equity"], "equity", line=line, fill="tonexty", fillcolor=DRAWDOWN_FILL,
+                            hovertemplate="%{y:,.2f}"))
+    else:
+        fig.add_trace(_line(_prepare(equity, tz, max_points), "equity", line=line, hovertemplate="%{y:,.2f}"))
+    fig.add_hline(y=0, line_color="gray", line_width=1)
+    fig.update_xaxes(title_text=_time_axis_title(tz))
+    fig.update_yaxes(title_text=f"PnL ({unit})")
+    return _base_layout(fig, title=title, revision=revision, height=height)
