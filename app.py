@@ -1,22 +1,35 @@
-"""Streamlit dashboard (composition root): pick a source, show live prices and feed health.
+"""Streamlit dashboard, the composition root: read controls, fetch bars, call analytics, draw.
 
 Run with ``streamlit run app.py`` (see README). The engine is process-wide, created once per
-source by a ``st.cache_resource`` factory; browser tabs only read from it, they never open
-connections themselves.
+settings by a ``st.cache_resource`` factory; browser tabs only read from it.
 """
 
 from __future__ import annotations
 
 import atexit
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
+from dashboard.data import BarHistory, PairBars, load_pair_bars
+from dashboard.export import minute_table
+from dashboard.pair import PairAnalytics, PairParams, compute_pair, live_zscore, pair_spread_now
 from ingestion.engine import Engine
-from ui.status import feed_is_failing, render_prices, render_status
+from storage.sqlite import SqliteStore
+from ui import charts
+from ui.controls import SOURCE_LABELS, Controls, analysis_controls, source_controls, symbol_controls
+from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
+from ui.status import feed_is_failing, format_age, render_status
 
-SOURCE_LABELS = {"binance": "Live Binance", "simulated": "Simulated market", "replay": "Replay file"}
+# Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
+CHART_REFRESH_S = {1_000: 2.0, 60_000: 10.0, 300_000: 30.0}
+LIVE_REFRESH_S = 0.5
+MAX_LEAD_LAG = 10
 
 
 @st.cache_resource(max_entries=3, on_release=lambda engine: engine.stop(), show_spinner=False)
@@ -29,26 +42,153 @@ def get_engine(settings: Settings) -> Engine:
     return engine
 
 
-def choose_settings(base: Settings) -> Settings | None:
-    """Sidebar source controls → settings for the engine to show (None if incomplete)."""
-    st.sidebar.header("Data source")
-    source = st.sidebar.radio(
-        "Source", list(SOURCE_LABELS), format_func=SOURCE_LABELS.__getitem__, key="source",
-        index=list(SOURCE_LABELS).index(base.source),
-    )
-    replay_file = base.replay_file
-    if source == "replay":
-        raw = st.sidebar.text_input("Recorded file (NDJSON or project database)",
-                                    value=str(replay_file or ""), key="replay_file")
-        if not raw.strip():
-            st.info("Enter the path of a recorded tick file to replay.")
-            return None
-        replay_file = Path(raw.strip())
-    try:
-        return base.replace(source=source, replay_file=replay_file)
-    except ConfigError as exc:
-        st.error(f"Invalid setting: {exc}")
+@st.cache_resource(max_entries=6, show_spinner=False)
+def get_history(db_path: Path) -> BarHistory:
+    """Bars resampled from the stored ticks, shared by every session reading this database."""
+    return BarHistory(db_path)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveContext:
+    """What the 0.5 s live panel needs from the last full computation to update the z-score."""
+
+    key: str
+    beta: float
+    alpha: float
+    recent_spreads: np.ndarray  # the last window-1 closed-bar spreads
+    log_prices: bool
+
+
+def live_context(pair: PairAnalytics, bars: PairBars, key: str) -> LiveContext | None:
+    latest = pair.latest
+    if pair.spread is None or not np.isfinite(latest["beta"]):
         return None
+    closed = pair.spread.iloc[:-1] if bars.open_bar_start is not None else pair.spread
+    recent = closed.dropna().to_numpy()[-(pair.params.window - 1):]
+    if len(recent) < pair.params.window - 1:  # the z-score window is not full yet: no live z either
+        return None
+    return LiveContext(key, latest["beta"], latest["alpha"], recent, pair.params.log_prices)
+
+
+def render_live_panel(engine: Engine, controls: Controls) -> None:
+    """Last prices, hedge ratio, spread, live z-score and feed health; refreshed every 0.5 s."""
+    if st.session_state.get("source") != controls.source:
+        st.rerun()  # the source was switched from inside this fragment; redraw the whole page
+    status = engine.status()
+    if controls.source != "binance":
+        st.info(f"Showing {status.label} data: not live market prices.", icon="🧪")
+    elif feed_is_failing(status):
+        st.error(f"Live Binance is unreachable: {status.last_error}", icon="🚫")
+        # A callback may set a widget's state; assigning it after the widget is drawn may not.
+        st.button("Switch to the simulated market", key="switch_to_simulated",
+                  on_click=st.session_state.update, kwargs={"source": "simulated"})
+    y_trade, x_trade = engine.buffer.last(controls.y), engine.buffer.last(controls.x)
+    context = st.session_state.get("live_ctx")
+    spread_now = z_now = float("nan")
+    if context is not None and context.key == controls.revision and y_trade and x_trade:
+        spread_now = pair_spread_now(y_trade.price, x_trade.price, context.beta, context.alpha, context.log_prices)
+        z_now = live_zscore(context.recent_spreads, spread_now)
+    y_col, x_col, beta_col, spread_col, z_col = st.columns(5)
+    y_col.metric(f"{controls.y} last", fmt(y_trade.price if y_trade else None, 2))
+    x_col.metric(f"{controls.x} last", fmt(x_trade.price if x_trade else None, 2))
+    beta_col.metric("Hedge ratio β", fmt(context.beta if context else None, 5))
+    spread_col.metric("Spread", fmt(spread_now, 4))
+    z_col.metric("Z-score", fmt(z_now, 2),
+                 help=f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched")
+    st.caption(f"Feed **{status.state.value}** · {status.ticks_per_s:.1f} ticks/s · last tick "
+               f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} "
+               f"· {status.label}")
+
+
+def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls) -> None:
+    aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
+    config = charts.FIGURE_CONFIG
+    legs = [p.y, p.x]
+    st.plotly_chart(charts.price_chart(aligned.closes[legs], aligned.volumes[legs], mode=controls.price_mode,
+                                       open_bar_start=bars.open_bar_start, tz=tz, revision=rev),
+                    key="chart_prices", config=config)
+    left, right = st.columns(2)
+    if pair.spread is not None:
+        left.plotly_chart(charts.spread_chart(pair.spread, pair.spread_mean, pair.spread_std, k=p.z_threshold,
+                                              window=p.window, tz=tz, revision=rev), key="chart_spread", config=config)
+    if pair.zscore is not None:
+        right.plotly_chart(charts.zscore_chart(pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz,
+                                               revision=rev), key="chart_zscore", config=config)
+    if pair.beta is not None:
+        left.plotly_chart(charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz, revision=rev),
+                          key="chart_beta", config=config)
+    if pair.correlation is not None:
+        right.plotly_chart(charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev),
+                           key="chart_corr", config=config)
+    if len(aligned.closes) < 4:  # a correlation needs a few returns
+        return
+    returns = log_returns(aligned.closes)
+    if len(returns) >= 3:
+        left.plotly_chart(charts.correlation_heatmap(correlation_matrix(returns), revision=rev),
+                          key="chart_heatmap", config=config)
+        max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
+        if max_lag >= 1:
+            ll = lead_lag(returns[p.y], returns[p.x], max_lag)
+            right.plotly_chart(charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
+                                                     bar_seconds=bars.interval_ms / 1000, y_name=p.y, x_name=p.x,
+                                                     revision=rev), key="chart_leadlag", config=config)
+
+
+def render_feed_tab(engine: Engine, tz: str) -> None:
+    render_status(engine.status())
+    if not engine.settings.db_path.exists():
+        return
+    with SqliteStore(engine.settings.db_path) as store:
+        events = store.feed_events(limit=200)
+    if events:
+        frame = pd.DataFrame([{"time": pd.Timestamp(e.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "kind": e.kind.value,
+                               "symbol": e.symbol or "", "detail": e.detail} for e in events])
+        st.dataframe(frame, hide_index=True, width="stretch", height=300)
+
+
+def render_analytics(engine: Engine, history: BarHistory, controls: Controls) -> None:
+    """Bars → pair analytics → charts, stats, table and exports (one fragment run)."""
+    bars = load_pair_bars(engine, history, controls.symbols, controls.interval_ms, controls.lookback_ms)
+    if bars.aligned is None:
+        waiting = [s for s, frame in bars.by_symbol.items() if frame.empty]
+        st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
+        return
+    params = PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
+                        controls.z_threshold)
+    pair = compute_pair(bars.aligned.closes, params)
+    st.session_state["live_ctx"] = live_context(pair, bars, controls.revision)
+    render_needs(pair, bars.interval_ms)
+    # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
+    charts_tab, stats_tab, table_tab, feed_tab = st.tabs(["Charts", "Stats & tests", "Table & export", "Feed"],
+                                                         key="view_tab", on_change="rerun")
+    if charts_tab.open:
+        with charts_tab:
+            render_charts(bars, pair, controls)
+    if stats_tab.open:
+        with stats_tab:
+            render_symbol_summaries(bars, controls.tz)
+            render_pair_stats(pair, bars.interval_ms)
+            render_tests(pair, exclude_last=bars.open_bar_start is not None, key=f"{controls.revision}|{params}")
+    if table_tab.open:
+        with table_tab:
+            render_table_tab(engine, history, controls, bars, pair)
+    if feed_tab.open:
+        with feed_tab:
+            render_feed_tab(engine, controls.tz)
+
+
+def render_table_tab(engine: Engine, history: BarHistory, controls: Controls, bars: PairBars,
+                     pair: PairAnalytics) -> None:
+    """Per-minute table (computed on 1 min bars whatever the chart timeframe) and CSV downloads."""
+    if controls.interval_ms == 60_000:
+        minute_bars, minute_pair = bars, pair
+    else:
+        minute_bars = load_pair_bars(engine, history, (controls.y, controls.x), 60_000, controls.lookback_ms)
+        if minute_bars.aligned is None:
+            return
+        minute_pair = compute_pair(minute_bars.aligned.closes, pair.params)
+    render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
+                     f"{controls.y}-{controls.x}-{controls.timeframe.replace(' ', '')}")
 
 
 def main() -> None:
@@ -58,34 +198,24 @@ def main() -> None:
     except ConfigError as exc:
         st.error(f"Invalid configuration: {exc}")
         st.stop()
-    settings = choose_settings(base)
-    if settings is None:
+    chosen = source_controls(base)
+    symbols = symbol_controls(base.symbols)
+    if chosen is None or symbols is None:
         st.stop()
+    source, replay_file = chosen
+    controls = analysis_controls(source, replay_file, symbols)
     try:
+        settings = base.replace(source=source, replay_file=replay_file, symbols=symbols)
         engine = get_engine(settings)
     except (ValueError, OSError) as exc:
-        st.error(f"Cannot start the {SOURCE_LABELS[settings.source]} source: {exc}")
+        st.error(f"Cannot start the {SOURCE_LABELS[source]} source: {exc}")
         st.stop()
+    history = get_history(settings.db_path)
 
-    st.title("Pair-trading analytics")
-    auto_refresh = st.sidebar.toggle("Auto-refresh", value=True, key="auto_refresh")
-
-    @st.fragment(run_every=0.5 if auto_refresh else None)
-    def live_panel() -> None:
-        if st.session_state.get("source") != settings.source:
-            st.rerun()  # the source was switched from inside this fragment; redraw the whole page
-        status = engine.status()
-        if settings.source != "binance":
-            st.info(f"Showing {status.label} data: not live market prices.", icon="🧪")
-        elif feed_is_failing(status):
-            st.error(f"Live Binance is unreachable: {status.last_error}", icon="🚫")
-            # A callback may set a widget's state; assigning it after the widget is drawn may not.
-            st.button("Switch to the simulated market", key="switch_to_simulated",
-                      on_click=st.session_state.update, kwargs={"source": "simulated"})
-        render_prices({s: engine.buffer.last(s) for s in settings.symbols})
-        render_status(status)
-
-    live_panel()
+    st.title(f"{controls.y} / {controls.x} · {controls.timeframe} bars")
+    st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(engine, controls)
+    chart_every = CHART_REFRESH_S[controls.interval_ms] if controls.auto_refresh else None
+    st.fragment(run_every=chart_every)(render_analytics)(engine, history, controls)
 
 
 main()

@@ -54,7 +54,8 @@ def analytics_table(pair: PairAnalytics) -> pd.DataFrame:
         "spread": pair.spread, "spread_mean": pair.spread_mean, "spread_std": pair.spread_std,
         "zscore": pair.zscore, "return_correlation": pair.correlation,
     }
-    return pd.DataFrame({k: v for k, v in columns.items() if v is not None}, index=pair.index)
+    # Series still warming up are exported as empty columns, so every file has the same layout.
+    return pd.DataFrame({k: (np.nan if v is None else v) for k, v in columns.items()}, index=pair.index)
 
 
 def minute_table(bars: PairBars, pair: PairAnalytics) -> pd.DataFrame:
@@ -63,12 +64,14 @@ def minute_table(bars: PairBars, pair: PairAnalytics) -> pd.DataFrame:
     if bars.aligned is None:
         return pd.DataFrame()
     p = pair.params
-    table = analytics_table(pair).drop(columns=["alpha", "spread_mean", "spread_std"], errors="ignore")
+    table = analytics_table(pair).drop(columns=["alpha", "spread_mean", "spread_std"])
     for symbol in (p.y, p.x):
         closes = bars.aligned.closes[symbol]
-        table[f"{symbol}_return"] = log_returns(closes).reindex(table.index)
+        # The first minute has no return; neither does a table of one minute.
+        returns = log_returns(closes) if len(closes) >= 2 else pd.Series(dtype=float)
+        table[f"{symbol}_return"] = returns.reindex(table.index)
         table[f"{symbol}_volume"] = bars.aligned.volumes[symbol]
         table[f"{symbol}_trades"] = bars.aligned.trades[symbol].astype(np.int64)
     order = [f"{p.y}_close", f"{p.x}_close", f"{p.y}_return", f"{p.x}_return", "beta", "spread", "zscore",
              "return_correlation", f"{p.y}_volume", f"{p.x}_volume", f"{p.y}_trades", f"{p.x}_trades"]
-    return table[[c for c in order if c in table.columns]]
+    return table[order]

@@ -33,7 +33,8 @@ def test_simulated_source_shows_prices_and_feed_health(app_env, monkeypatch):
     monkeypatch.setenv("QUANT_SPEED", "5")
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception
-    assert {"BTCUSDT last", "ETHUSDT last", "Feed", "Ticks/s", "Last tick age"} <= set(metric_labels(at))
+    assert {"BTCUSDT last", "ETHUSDT last", "Hedge ratio β", "Spread", "Z-score"} <= set(metric_labels(at))
+    assert any("ticks/s" in c.value and "Feed" in c.value for c in at.caption)
     assert any("SIMULATED" in info.value for info in at.info)  # never mistaken for live data
 
     def priced() -> bool:

@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from ingestion.records import FeedState, FeedStatus, Trade
+from ingestion.records import FeedState, FeedStatus
 
 
 def format_age(seconds: float | None) -> str:
@@ -25,13 +25,6 @@ def feed_is_failing(status: FeedStatus) -> bool:
     if status.state in (FeedState.CONNECTING, FeedState.RECONNECTING):
         return status.last_error is not None
     return status.state is FeedState.STOPPED and status.last_error is not None
-
-
-def render_prices(last_trades: dict[str, Trade | None]) -> None:
-    """One metric per symbol: last trade price (quote currency)."""
-    columns = st.columns(max(len(last_trades), 1))
-    for column, (symbol, trade) in zip(columns, last_trades.items(), strict=False):
-        column.metric(f"{symbol} last", "—" if trade is None else f"{trade.price:,.2f}")
 
 
 def render_status(status: FeedStatus) -> None:

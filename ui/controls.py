@@ -1,0 +1,114 @@
+"""Sidebar controls → one frozen :class:`Controls` value for the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from config import ConfigError, Settings, parse_symbols
+from dashboard.data import LOOKBACKS_MS, TIMEFRAMES_MS
+from dashboard.pair import REGRESSIONS
+
+SOURCE_LABELS = {
+    "binance": "Live Binance",
+    "simulated": "Simulated market",
+    "replay": "Replay file",
+    "uploaded": "Uploaded dataset",
+}
+TIME_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Chicago", "Asia/Kolkata",
+              "Asia/Singapore", "Asia/Hong_Kong", "Asia/Tokyo", "Australia/Sydney")
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """What the user chose. Symbols are validated; the pair is two different watched symbols."""
+
+    source: str
+    replay_file: Path | None
+    symbols: tuple[str, ...]
+    y: str
+    x: str
+    timeframe: str
+    lookback: str
+    window: int
+    regression: str
+    log_prices: bool
+    z_threshold: float
+    price_mode: str
+    auto_refresh: bool
+    tz: str
+
+    @property
+    def interval_ms(self) -> int:
+        return TIMEFRAMES_MS[self.timeframe]
+
+    @property
+    def lookback_ms(self) -> int:
+        return LOOKBACKS_MS[self.lookback]
+
+    @property
+    def revision(self) -> str:
+        """Charts keep their zoom until one of these changes."""
+        return f"{self.source}|{self.y}|{self.x}|{self.timeframe}|{self.lookback}"
+
+
+def source_controls(base: Settings) -> tuple[str, Path | None] | None:
+    """Data source radio (and replay path); None while a replay path is still missing."""
+    st.sidebar.header("Data")
+    sources = list(SOURCE_LABELS)
+    source = st.sidebar.radio("Source", sources, format_func=SOURCE_LABELS.__getitem__, key="source",
+                              index=sources.index(base.source))
+    if source != "replay":
+        return source, base.replay_file
+    raw = st.sidebar.text_input("Recorded file (NDJSON or project database)", value=str(base.replay_file or ""),
+                                key="replay_file")
+    if not raw.strip():
+        st.info("Enter the path of a recorded tick file to replay.")
+        return None
+    return source, Path(raw.strip())
+
+
+def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
+    """Watched symbols (any valid spot symbol, comma-separated), or fixed ``choices`` for datasets."""
+    if choices is not None:
+        return choices
+    raw = st.sidebar.text_input("Watched symbols (comma-separated)", value=",".join(default), key="symbols",
+                                help="Any Binance spot symbol, e.g. BTCUSDT,ETHUSDT,SOLUSDT")
+    try:
+        symbols = parse_symbols(raw)
+    except ConfigError as exc:
+        st.sidebar.error(str(exc))
+        return None
+    if len(symbols) < 2:
+        st.sidebar.error("watch at least two symbols to form a pair")
+        return None
+    return symbols
+
+
+def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str, ...],
+                      timeframes: tuple[str, ...] = tuple(TIMEFRAMES_MS)) -> Controls:
+    """Pair, timeframe, window, regression, thresholds and display settings."""
+    st.sidebar.header("Pair")
+    y_col, x_col = st.sidebar.columns(2)
+    y = y_col.selectbox("Y (dependent)", symbols, index=min(1, len(symbols) - 1), key="pair_y")
+    x_choices = [s for s in symbols if s != y]
+    x = x_col.selectbox("X (hedge)", x_choices, index=0, key="pair_x")
+    st.sidebar.header("Analytics")
+    timeframe = st.sidebar.radio("Timeframe", timeframes, horizontal=True, key="timeframe")
+    lookback = st.sidebar.selectbox("Lookback", list(LOOKBACKS_MS), index=1, key="lookback",
+                                    disabled=source == "uploaded",
+                                    help="Uploaded datasets are always shown whole.")
+    window = st.sidebar.slider("Rolling window (bars)", 10, 200, 60, key="window")
+    regression = st.sidebar.selectbox("Regression", list(REGRESSIONS), key="regression",
+                                      help="In-sample fits use the whole lookback, future bars included.")
+    log_prices = st.sidebar.radio("Spread on", ["price", "log price"], horizontal=True, key="spread_on") == "log price"
+    z_threshold = st.sidebar.slider("Z-score threshold", 1.0, 3.0, 2.0, 0.1, key="z_threshold")
+    st.sidebar.header("Display")
+    price_mode = st.sidebar.radio("Prices", ["normalised", "dual"], horizontal=True, key="price_mode",
+                                  format_func={"normalised": "rebased to 100", "dual": "two axes"}.__getitem__)
+    auto_refresh = st.sidebar.toggle("Auto-refresh", value=True, key="auto_refresh")
+    tz = st.sidebar.selectbox("Display time zone", TIME_ZONES, key="tz", help="Data stays in UTC; exports are UTC.")
+    return Controls(source, replay_file, symbols, y, x, timeframe, lookback, window, regression, log_prices,
+                    z_threshold, price_mode, auto_refresh, tz)

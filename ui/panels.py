@@ -1,0 +1,116 @@
+"""Streamlit rendering of the stats, tests and export panels. Data in, widgets out; no analytics here."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from analytics import InsufficientDataError
+from dashboard.data import PairBars
+from dashboard.export import analytics_table, ohlcv_table, to_csv_bytes
+from dashboard.pair import PairAnalytics, format_duration
+from dashboard.stats import CointegrationReport, run_tests, symbol_summary
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A number for a metric, or '—' when it is missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def render_needs(pair: PairAnalytics, interval_ms: int) -> None:
+    """One line per analytic still collecting data."""
+    for need in pair.needs:
+        st.info(f"Collecting data · {need.message(interval_ms)}", icon="⏳")
+
+
+def render_symbol_summaries(bars: PairBars, tz: str) -> None:
+    """Per-symbol table over the lookback: last, return, volatility, volume, trades."""
+    rows = []
+    for symbol, frame in bars.by_symbol.items():
+        summary = symbol_summary(symbol, frame, bars.interval_ms)
+        if summary is None:
+            rows.append({"symbol": symbol, "last": None, "return %": None, "volatility % (ann.)": None,
+                         "volume": None, "trades": None, "bars": 0})
+            continue
+        rows.append({"symbol": symbol, "last": summary.last, "return %": summary.return_pct,
+                     "volatility % (ann.)": summary.volatility_ann_pct, "volume": summary.volume,
+                     "trades": summary.trades, "bars": summary.bars})
+    st.dataframe(pd.DataFrame(rows).set_index("symbol"), width="stretch")
+    st.caption(f"Over the selected lookback. Volume in base units; volatility from per-bar log returns, "
+               f"annualised over 365×24 h. Times shown in {tz}.")
+
+
+def render_pair_stats(pair: PairAnalytics, interval_ms: int) -> None:
+    """β, α, R², half-life and correlation, each labelled with its method and window."""
+    p = pair.params
+    latest = pair.latest
+    beta_col, alpha_col, r2_col, hl_col, corr_col = st.columns(5)
+    beta_col.metric(f"Hedge ratio β ({p.regression})", fmt(latest["beta"], 6))
+    alpha_col.metric("Intercept α", fmt(latest["alpha"], 4))
+    r2_col.metric("R² (static OLS only)", fmt(pair.r_squared, 4))
+    if pair.half_life is None:
+        hl_text = "—"
+    elif not pair.half_life.mean_reverting:
+        hl_text = "∞ (not mean-reverting)"
+    else:
+        hl_text = f"{pair.half_life.bars:,.1f} bars (≈ {format_duration(pair.half_life.bars * interval_ms / 1000)})"
+    hl_col.metric("Half-life of spread", hl_text)
+    corr_col.metric(f"Return correlation ({p.window} bars)", fmt(latest["correlation"], 3))
+
+
+def render_tests(pair: PairAnalytics, *, exclude_last: bool, key: str) -> None:
+    """ADF and Engle–Granger on demand: computed when the button is pressed, kept per pair/settings."""
+    store = st.session_state.setdefault("test_reports", {})
+    if st.button("Run ADF / Engle–Granger tests", key="run_tests"):
+        try:
+            store[key] = run_tests(pair, exclude_last=exclude_last)
+        except InsufficientDataError as exc:
+            store[key] = exc
+    report = store.get(key)
+    if report is None:
+        st.caption("Press the button to test the spread for stationarity (ADF) and the legs for cointegration "
+                   "(Engle–Granger, MacKinnon cointegration p-values). Runs on closed bars of the lookback.")
+    elif isinstance(report, InsufficientDataError):
+        st.warning(f"Not enough data for the tests: {report}")
+    else:
+        _render_report(report)
+
+
+def _render_report(report: CointegrationReport) -> None:
+    adf_col, eg_col = st.columns(2)
+    with adf_col:
+        st.markdown("**ADF on the spread** (constant, lag by AIC)")
+        st.dataframe(pd.DataFrame({
+            "statistic": [report.adf.statistic], "p-value": [report.adf.pvalue], "lag": [report.adf.used_lag],
+            "nobs": [report.adf.nobs], **{f"crit {k}": [v] for k, v in report.adf.critical_values.items()}}),
+            hide_index=True)
+        st.write(report.adf_verdict)
+    with eg_col:
+        st.markdown("**Engle–Granger cointegration** (y on x, constant)")
+        st.dataframe(pd.DataFrame({
+            "statistic": [report.engle_granger.statistic], "p-value": [report.engle_granger.pvalue],
+            "lag": [report.engle_granger.used_lag], "β": [report.engle_granger.beta],
+            **{f"crit {k}": [v] for k, v in report.engle_granger.critical_values.items()}}), hide_index=True)
+        st.write(report.eg_verdict)
+    st.caption(f"Tested on {report.bars:,} bars.")
+
+
+def render_downloads(bars: PairBars, pair: PairAnalytics, minute: pd.DataFrame, tz: str, stem: str) -> None:
+    """The per-minute table and three CSV downloads (times in UTC in every file)."""
+    shown = minute.copy()
+    if isinstance(shown.index, pd.DatetimeIndex):
+        shown.index = shown.index.tz_convert(tz)
+    st.dataframe(shown.iloc[::-1], width="stretch", height=320)
+    # Callables: each CSV is built only when its button is clicked, not on every refresh, and a
+    # download does not rerun the page.
+    files = (
+        ("Per-minute table (CSV)", lambda: to_csv_bytes(minute), "per-minute", "download_minute"),
+        ("Bars OHLCV (CSV)", lambda: to_csv_bytes(ohlcv_table(bars)), "bars", "download_bars"),
+        ("Analytics series (CSV)", lambda: to_csv_bytes(analytics_table(pair)), "analytics", "download_analytics"),
+    )
+    for column, (label, make, suffix, key) in zip(st.columns(len(files)), files, strict=True):
+        column.download_button(label, make, f"{stem}-{suffix}.csv", "text/csv", key=key, on_click="ignore")
