@@ -1,0 +1,462 @@
+"""Uploaded OHLC CSV files → one validated, time-sorted OHLCV frame.
+
+Accepted layouts
+    *Binance kline CSV* as published on data.binance.vision, with or without its header row:
+    ``open_time, open, high, low, close, volume, close_time, quote_volume, count,
+    taker_buy_volume, taker_buy_quote_volume, ignore``. A file without a header row must have
+    exactly these 12 columns. Only the time and the OHLCV columns are read.
+
+    *Plain OHLCV* with a header row (required, so columns are never guessed). Names are
+    case-insensitive, surrounding spaces are ignored and inner spaces/hyphens count as ``_``;
+    any column order. The time column may be called ``timestamp``, ``time``, ``date``,
+    ``datetime`` or ``open_time``; the volume column ``volume`` or ``vol``. The other Binance
+    kline columns may also be present (they are ignored); any other column is an error.
+
+Times (each value on its own, so a file spanning Binance's 2025 switch from ms to µs reads fine)
+    Whole epoch numbers, unit by magnitude. Each band maps to 1973-03-03 .. 5138-11-16, so real
+    market data cannot fall into the wrong one:
+
+    ==================  ============
+    value v             unit
+    ==================  ============
+    1e8  <= v < 1e11    seconds
+    1e11 <= v < 1e14    milliseconds
+    1e14 <= v < 1e17    microseconds
+    ==================  ============
+
+    Anything else (negative, smaller, nanoseconds, fractional epochs) is rejected.
+    Or ISO-8601 text: ``2022-08-14T00:00:00Z``, ``2022-08-14 02:00:00+02:00``, ``2022-08-14``;
+    a time without an offset is taken as UTC. Every time must be a whole millisecond, because
+    the application stores epoch milliseconds.
+
+Encoding
+    UTF-8 with or without BOM; LF, CRLF or CR line endings; blank lines at the end are ignored
+    (a blank line elsewhere is an error). Fields may be double-quoted but a field may not span lines.
+    A zip archive (recognised by a ``.zip`` filename or the ``PK\\x03\\x04`` signature) must hold
+    exactly one ``.csv`` member (macOS ``__MACOSX/`` and ``._*`` entries and non-CSV members are
+    ignored); its uncompressed size counts against the same byte limit.
+
+Validation
+    Everything is checked before anything is returned. The error raised is the *first* problem
+    in file order (lowest line, then leftmost column), with its 1-based physical line number
+    (the header is line 1), so a user can fix the file top to bottom. Prices must be finite and
+    > 0, volume finite and >= 0, ``low <= open, close <= high``.
+
+Duplicates
+    Rows with the same time and the same OHLCV values (e.g. two overlapping downloads pasted
+    together) are collapsed into one and the count is logged at INFO; the same time with
+    different values is an error naming both lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import math
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from operator import itemgetter
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+OHLC_COLUMNS = ("open", "high", "low", "close", "volume")
+BINANCE_KLINE_COLUMNS = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+    "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)
+TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time")
+VOLUME_ALIASES = ("volume", "vol")
+# Binance kline columns that carry no OHLCV information; tolerated in any headered layout.
+_IGNORED_COLUMNS = frozenset(BINANCE_KLINE_COLUMNS[6:])
+_PRICE_COLUMNS = ("open", "high", "low", "close")
+_EXPECTED = (
+    f"expected a time column ({', '.join(TIME_ALIASES)}), open, high, low, close, volume (or vol), "
+    "optionally the other Binance kline columns"
+)
+# Lower bounds of the seconds / ms / µs bands (see module docstring); 1e17 closes the µs band.
+_EPOCH_BANDS = ((10**8, 1_000, 1), (10**11, 1, 1), (10**14, 1, 1_000))
+_EPOCH_MAX = 10**17
+_MS_PER_UNIT = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}
+_SHOW_CHARS = 40
+# Everything zipfile/zlib raise on a malformed, truncated, encrypted or exotic archive.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, NotImplementedError)
+
+
+class CsvImportError(ValueError):
+    """The upload is not an acceptable OHLC CSV; the message names the line and/or column and the problem."""
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 of the uploaded bytes, lower-case hex (64 chars): the key that spots re-uploads."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def ohlc_frame(ts_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """The frame layout of this module from epoch-ms times, shape (n,), and OHLCV values, shape (n, 5).
+
+    Index: ``DatetimeIndex`` named ``"time"``, dtype ``datetime64[ms, UTC]`` (bar open times).
+    Columns: float64 ``open, high, low, close`` (quote currency) and ``volume`` (base units).
+    """
+    index = pd.DatetimeIndex(np.asarray(ts_ms, dtype=np.int64).astype("datetime64[ms]"), name="time")
+    return pd.DataFrame(
+        np.asarray(values, dtype=np.float64).reshape(len(index), len(OHLC_COLUMNS)),
+        index=index.tz_localize("UTC"),
+        columns=list(OHLC_COLUMNS),
+    )
+
+
+def parse_ohlc_csv(data: bytes, filename: str, *, max_bytes: int = MAX_UPLOAD_BYTES) -> pd.DataFrame:
+    """Parse and fully validate an uploaded OHLC CSV (or a zip holding one CSV).
+
+    Parameters
+    ----------
+    data : bytes
+        The uploaded file, at most ``max_bytes`` bytes (and, for a zip, at most ``max_bytes``
+        bytes once its CSV member is uncompressed).
+    filename : str
+        The upload's name; only used to recognise ``.zip`` and in messages.
+    max_bytes : int
+        Size limit in bytes, 20 MiB by default.
+
+    Returns
+    -------
+    DataFrame laid out as :func:`ohlc_frame` describes: one row per distinct time, sorted, at
+    least one row. Exact duplicate rows are collapsed.
+
+    Raises
+    ------
+    CsvImportError
+        For the first problem in file order; see the module docstring for what is accepted.
+    """
+    if not data:
+        raise CsvImportError("the file is empty")
+    if len(data) > max_bytes:
+        raise CsvImportError(
+            f"the file is {_megabytes(len(data))} ({len(data):,} bytes), over the {_megabytes(max_bytes)} upload limit"
+        )
+    source = ""
+    if filename.lower().endswith(".zip") or data.startswith(b"PK\x03\x04"):
+        member, data = _single_csv_from_zip(data, filename, max_bytes)
+        # Line numbers refer to the member, so say which file they are in.
+        source = f"{member} (in the zip): "
+    try:
+        return _parse_text(_decode(data), source)
+    except CsvImportError as exc:
+        if not source:
+            raise
+        raise CsvImportError(source + str(exc)) from None
+
+
+def _single_csv_from_zip(data: bytes, filename: str, max_bytes: int) -> tuple[str, bytes]:
+    """The name and bytes of the zip's only CSV member, read without ever holding more than ``max_bytes + 1``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = [info for info in archive.infolist() if _is_csv_member(info)]
+            if len(members) != 1:
+                shown = members or archive.infolist()
+                names = ", ".join(repr(info.filename) for info in shown[:10]) or "none"
+                found = f"{len(members)} .csv files" if members else "no .csv file"
+                raise CsvImportError(f"the zip holds {found} (members: {names}); it must hold exactly one")
+            member = members[0]
+            if member.file_size > max_bytes:
+                raise CsvImportError(
+                    f"{member.filename} in the zip is {_megabytes(member.file_size)} uncompressed, over the "
+                    f"{_megabytes(max_bytes)} upload limit"
+                )
+            with archive.open(member) as stream:
+                # zipfile stops at the declared (checked) size; the explicit bound keeps the cap from depending on it.
+                payload = stream.read(max_bytes + 1)
+    except CsvImportError:
+        raise
+    except _ZIP_ERRORS as exc:
+        raise CsvImportError(f"{filename!r} is not a readable zip archive ({exc})") from None
+    if len(payload) > max_bytes:
+        raise CsvImportError(f"{member.filename} in the zip is over the {_megabytes(max_bytes)} upload limit")
+    return member.filename, payload
+
+
+def _is_csv_member(info: zipfile.ZipInfo) -> bool:
+    base = info.filename.rsplit("/", 1)[-1]
+    # Finder adds __MACOSX/._name.csv resource forks beside the real file when it zips.
+    return (not info.is_dir() and base.lower().endswith(".csv") and not base.startswith("._")
+            and not info.filename.startswith("__MACOSX/"))
+
+
+def _decode(payload: bytes) -> str:
+    """UTF-8 text without BOM; NUL bytes mean binary data or UTF-16, which UTF-8 decoding would let through."""
+    if b"\x00" in payload:
+        line = _line_at(payload, payload.index(b"\x00"))
+        raise CsvImportError(f"line {line}: not a UTF-8 text CSV (it contains NUL bytes: a binary or UTF-16 file?)")
+    try:
+        return payload.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = _line_at(payload, exc.start)
+        raise CsvImportError(
+            f"line {line}: not a UTF-8 text CSV (byte 0x{payload[exc.start]:02x} at offset {exc.start}); "
+            "save it as CSV UTF-8"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where the needed columns are. ``positions`` maps time/open/high/low/close/volume to a column index."""
+
+    names: tuple[str, ...]
+    positions: dict[str, int]
+    first_data_line: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class _Issue:
+    """One problem; the smallest (row, rank) is the first in file order. Rank: column index, then row checks."""
+
+    row: int
+    rank: int
+    message: str = field(compare=False)
+
+
+def _parse_text(text: str, source: str) -> pd.DataFrame:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise CsvImportError("the file is empty")
+    reader = csv.reader(lines)
+    try:
+        first_row = next(reader)
+    except csv.Error as exc:
+        raise CsvImportError(f"line 1: {exc}") from None
+    if reader.line_num != 1:
+        raise CsvImportError("line 1: a quoted field is not closed on the same line")
+    if not "".join(first_row).strip():
+        raise CsvImportError("line 1 is empty")
+    layout = _layout(first_row)
+    width = len(layout.names)
+    rows = [first_row] if layout.first_data_line == 1 else []
+    structural: str | None = None
+    try:
+        for row in reader:
+            line = layout.first_data_line + len(rows)
+            if reader.line_num != line:
+                structural = f"line {line}: a quoted field is not closed on the same line"
+                break
+            if len(row) != width:
+                structural = (f"line {line} is empty" if not "".join(row).strip()
+                              else f"line {line} has {len(row)} fields, expected {width}")
+                break
+            rows.append(row)
+    except csv.Error as exc:
+        structural = f"line {reader.line_num}: {exc}"
+    if not rows:
+        raise CsvImportError(structural or "no data rows: the file has only a header")
+
+    ts_ms, values, issues = _columns(rows, layout)
+    first = min(issues, default=None)
+    # Only rows before the first cell/row problem are clean, and only those can hold an earlier one.
+    clean = first.row if first is not None else len(rows)
+    keep, conflict = _deduplicate(ts_ms[:clean], values[:clean], layout)
+    if conflict is not None:
+        raise CsvImportError(conflict)
+    if first is not None:
+        raise CsvImportError(first.message)
+    if structural is not None:
+        raise CsvImportError(structural)
+    if len(keep) < len(rows):
+        log.info("%scollapsed %d exact duplicate row(s)", source, len(rows) - len(keep))
+    return ohlc_frame(ts_ms[keep], values[keep])
+
+
+def _layout(first_row: list[str]) -> _Layout:
+    """Column positions from the header row, or the Binance kline layout when line 1 is already data."""
+    head = first_row[0].strip() if first_row else ""
+    if head[:1].isdigit() or _is_float(head):
+        if len(first_row) != len(BINANCE_KLINE_COLUMNS):
+            raise CsvImportError(
+                f"line 1 has {len(first_row)} fields and no header row: a file without a header must be a Binance "
+                f"kline CSV with {len(BINANCE_KLINE_COLUMNS)} columns; otherwise add a header such as "
+                "timestamp,open,high,low,close,volume"
+            )
+        names = BINANCE_KLINE_COLUMNS
+        return _Layout(names, {name: names.index(name) for name in OHLC_COLUMNS} | {"time": 0}, 1)
+    if len(first_row) == 1 and (separator := next((c for c in ";\t|" if c in head), None)):
+        raise CsvImportError(f"line 1: fields must be separated by commas, this file uses {separator!r}")
+    names = tuple(name.strip() for name in first_row)
+    positions: dict[str, int] = {}
+    unknown: list[str] = []
+    for index, name in enumerate(names):
+        key = re.sub(r"[\s-]+", "_", name.lower())
+        role = ("time" if key in TIME_ALIASES else "volume" if key in VOLUME_ALIASES
+                else key if key in _PRICE_COLUMNS else None)
+        if role is None:
+            if key not in _IGNORED_COLUMNS:
+                unknown.append(name)
+            continue
+        if role in positions:
+            earlier = names[positions[role]]
+            if earlier.lower() == name.lower():
+                raise CsvImportError(f"line 1: column {name!r} repeats {earlier!r}")
+            raise CsvImportError(f"line 1: columns {earlier!r} and {name!r} both give the {role}")
+        positions[role] = index
+    if unknown:
+        raise CsvImportError(f"line 1: unknown column(s) {', '.join(map(repr, unknown))}; {_EXPECTED}")
+    missing = [role for role in ("time", *OHLC_COLUMNS) if role not in positions]
+    if missing:
+        raise CsvImportError(f"line 1: missing column(s) {', '.join(missing)}; {_EXPECTED}")
+    return _Layout(names, positions, 2)
+
+
+def _columns(rows: list[list[str]], layout: _Layout) -> tuple[np.ndarray, np.ndarray, list[_Issue]]:
+    """Epoch-ms times (n,), OHLCV values (n, 5) and every check's first failing row (vectorised)."""
+    def raw(role: str) -> np.ndarray:
+        return np.array(list(map(itemgetter(layout.positions[role]), rows)), dtype=object)
+
+    def line(row: int) -> int:
+        return layout.first_data_line + row
+
+    issues: list[_Issue] = []
+    ts_ms, bad_time = _epoch_ms(raw("time"))
+    if bad_time.any():
+        row = int(np.argmax(bad_time))
+        position = layout.positions["time"]
+        issues.append(_Issue(row, position, f"line {line(row)}, column {layout.names[position]!r}: "
+                                            f"{_time_problem(rows[row][position])}"))
+    values = np.empty((len(rows), len(OHLC_COLUMNS)), dtype=np.float64)
+    for k, role in enumerate(OHLC_COLUMNS):
+        column = pd.to_numeric(raw(role), errors="coerce").astype(np.float64)
+        values[:, k] = column
+        with np.errstate(invalid="ignore"):
+            out_of_range = column < 0 if role == "volume" else column <= 0
+        bad = ~np.isfinite(column) | out_of_range
+        if bad.any():
+            row = int(np.argmax(bad))
+            position = layout.positions[role]
+            text = rows[row][position]
+            issues.append(_Issue(row, position, f"line {line(row)}, column {layout.names[position]!r}: "
+                                                f"{_number_problem(text, column[row], role)}"))
+    open_, high, low, close = (values[:, k] for k in range(4))
+
+    def _outside(row: int) -> str:
+        return f"outside [low {float(low[row])!r}, high {float(high[row])!r}]"
+
+    width = len(layout.names)
+    row_checks = (
+        (high < low, lambda r: f"high {float(high[r])!r} is below low {float(low[r])!r}"),
+        ((open_ < low) | (open_ > high), lambda r: f"open {float(open_[r])!r} is {_outside(r)}"),
+        ((close < low) | (close > high), lambda r: f"close {float(close[r])!r} is {_outside(r)}"),
+    )
+    for rank, (bad, describe) in enumerate(row_checks, start=width):
+        if bad.any():
+            row = int(np.argmax(bad))
+            issues.append(_Issue(row, rank, f"line {line(row)}: {describe(row)}"))
+    return ts_ms, values, issues
+
+
+def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Times as UTC epoch ms (int64, 0 where invalid) and the mask of invalid cells."""
+    numbers = pd.to_numeric(raw, errors="coerce")
+    is_number = ~np.isnan(numbers) if numbers.dtype.kind == "f" else np.ones(len(raw), dtype=bool)
+    ts_ms = np.zeros(len(raw), dtype=np.int64)
+    ok = np.zeros(len(raw), dtype=bool)
+    whole = is_number & (np.floor(numbers) == numbers) if numbers.dtype.kind == "f" else is_number
+    # Whole floats below 1e17 convert exactly up to 2**53 (year 2255 in µs); integer input is exact anyway.
+    epoch = np.where(whole & (numbers >= _EPOCH_BANDS[0][0]) & (numbers < _EPOCH_MAX), numbers, 0).astype(np.int64)
+    for band, (lower, multiply, divide) in enumerate(_EPOCH_BANDS):
+        upper = _EPOCH_BANDS[band + 1][0] if band + 1 < len(_EPOCH_BANDS) else _EPOCH_MAX
+        in_band = (epoch >= lower) & (epoch < upper) & (epoch % divide == 0)
+        ts_ms[in_band] = epoch[in_band] * multiply // divide
+        ok |= in_band
+    if not is_number.all():
+        text = pd.Series(raw[~is_number]).str.strip()
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce").array
+        per_ms = _MS_PER_UNIT[parsed.unit]
+        ticks = parsed.asi8
+        iso_ok = ~parsed.isna() & (ticks % per_ms == 0 if per_ms else True)
+        ts_ms[~is_number] = np.where(iso_ok, ticks // per_ms if per_ms else ticks * 1_000, 0)
+        ok[~is_number] = iso_ok
+    return ts_ms, ~ok
+
+
+def _time_problem(text: str) -> str:
+    """Why one time cell was rejected (only called for the first bad cell, so plain Python is fine)."""
+    value = text.strip()
+    if not value:
+        return "missing time (empty cell)"
+    if _is_float(value):
+        number = float(value)
+        if not math.isfinite(number):
+            return f"infinite or NaN time {_show(value)}"
+        if number.is_integer() and _EPOCH_MAX > number >= _EPOCH_BANDS[-1][0]:
+            return f"epoch time {_show(value)} in microseconds is not a whole millisecond"
+        if not number.is_integer():
+            return f"epoch time {_show(value)} is not a whole number; use ISO-8601 for fractional seconds"
+        return (f"epoch time {_show(value)} is out of range: expected seconds (>= 1e8), milliseconds or "
+                "microseconds (< 1e17) since 1970-01-01 UTC")
+    parsed = pd.to_datetime(pd.Series([value]), utc=True, format="ISO8601", errors="coerce")
+    if parsed.notna().all():
+        return f"time {_show(value)} is not a whole millisecond"
+    return f"unparseable time {_show(value)}: expected epoch s/ms/µs or ISO-8601 such as 2022-08-14T00:00:00Z"
+
+
+def _number_problem(text: str, value: float, role: str) -> str:
+    stripped = text.strip()
+    if not stripped:
+        return "missing value (empty cell)"
+    if np.isnan(value) and stripped.lower().lstrip("+-") != "nan":
+        return f"non-numeric value {_show(text)}"
+    if not np.isfinite(value):
+        return f"infinite or NaN value {_show(text)}"
+    if role == "volume":
+        return f"negative volume {float(value)!r}"
+    return f"price must be > 0, got {float(value)!r}"
+
+
+def _deduplicate(ts_ms: np.ndarray, values: np.ndarray, layout: _Layout) -> tuple[np.ndarray, str | None]:
+    """Row indices to keep, in time order, one per distinct time; or the first conflicting duplicate."""
+    order = np.argsort(ts_ms, kind="stable")
+    sorted_ts = ts_ms[order]
+    repeat = np.zeros(len(order), dtype=bool)
+    repeat[1:] = sorted_ts[1:] == sorted_ts[:-1]
+    # Stable sort: each run of equal times starts at its earliest line, which every repeat is compared with.
+    run_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))
+    original = order[run_start]
+    differs = repeat & np.any(values[order] != values[original], axis=1)
+    if differs.any():
+        later = int(order[differs].min())
+        earlier = int(original[differs][np.argmin(order[differs])])
+        when = pd.Timestamp(int(ts_ms[later]), unit="ms", tz="UTC").isoformat()
+        return order[~repeat], (f"line {layout.first_data_line + later}: time {when} repeats line "
+                                f"{layout.first_data_line + earlier} with different values")
+    return order[~repeat], None
+
+
+def _line_at(payload: bytes, offset: int) -> int:
+    """1-based line number of a byte offset, counting LF, CRLF and lone CR breaks as the parser does."""
+    before = payload[:offset]
+    return before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+
+
+def _is_float(text: str) -> bool:
+    """Whether ``float`` accepts the text; underscores are refused as pandas' number parser refuses them."""
+    if "_" in text:
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS] + "…")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.3g} MB"
