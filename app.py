@@ -7,6 +7,7 @@ settings by a ``st.cache_resource`` factory; browser tabs only read from it.
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import streamlit as st
 
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
-from dashboard.data import BarHistory, PairBars, load_pair_bars
+from dashboard.data import BarHistory, PairBars, dataset_pair_bars, load_pair_bars
 from dashboard.export import minute_table
 from dashboard.pair import PairAnalytics, PairParams, compute_pair, live_zscore, pair_spread_now
 from ingestion.engine import Engine
@@ -25,6 +26,7 @@ from ui import charts
 from ui.controls import SOURCE_LABELS, Controls, analysis_controls, source_controls, symbol_controls
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
 from ui.status import feed_is_failing, format_age, render_status
+from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
 CHART_REFRESH_S = {1_000: 2.0, 60_000: 10.0, 300_000: 30.0}
@@ -146,9 +148,13 @@ def render_feed_tab(engine: Engine, tz: str) -> None:
         st.dataframe(frame, hide_index=True, width="stretch", height=300)
 
 
-def render_analytics(engine: Engine, history: BarHistory, controls: Controls) -> None:
+# (symbols, interval_ms) → bars: live engine + history, or uploaded datasets.
+BarsProvider = Callable[[tuple[str, ...], int], PairBars]
+
+
+def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine | None) -> None:
     """Bars → pair analytics → charts, stats, table and exports (one fragment run)."""
-    bars = load_pair_bars(engine, history, controls.symbols, controls.interval_ms, controls.lookback_ms)
+    bars = provider(controls.symbols, controls.interval_ms)
     if bars.aligned is None:
         waiting = [s for s, frame in bars.by_symbol.items() if frame.empty]
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
@@ -171,24 +177,46 @@ def render_analytics(engine: Engine, history: BarHistory, controls: Controls) ->
             render_tests(pair, exclude_last=bars.open_bar_start is not None, key=f"{controls.revision}|{params}")
     if table_tab.open:
         with table_tab:
-            render_table_tab(engine, history, controls, bars, pair)
+            render_table_tab(provider, controls, bars, pair)
     if feed_tab.open:
         with feed_tab:
-            render_feed_tab(engine, controls.tz)
+            if engine is None:
+                st.caption("Uploaded datasets have no feed.")
+            else:
+                render_feed_tab(engine, controls.tz)
 
 
-def render_table_tab(engine: Engine, history: BarHistory, controls: Controls, bars: PairBars,
-                     pair: PairAnalytics) -> None:
+def render_table_tab(provider: BarsProvider, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
     """Per-minute table (computed on 1 min bars whatever the chart timeframe) and CSV downloads."""
     if controls.interval_ms == 60_000:
         minute_bars, minute_pair = bars, pair
     else:
-        minute_bars = load_pair_bars(engine, history, (controls.y, controls.x), 60_000, controls.lookback_ms)
+        minute_bars = provider((controls.y, controls.x), 60_000)
         if minute_bars.aligned is None:
             return
         minute_pair = compute_pair(minute_bars.aligned.closes, pair.params)
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
                      f"{controls.y}-{controls.x}-{controls.timeframe.replace(' ', '')}")
+
+
+def dataset_page(base: Settings) -> None:
+    """Two uploaded OHLC datasets analysed as a pair (no live feed)."""
+    picked = dataset_controls(list_datasets(base.data_dir))
+    if picked is None:
+        st.stop()
+    y, x = picked
+    controls = analysis_controls("uploaded", None, (y.name, x.name), pair=(y.name, x.name),
+                                 timeframes=dataset_timeframes(y, x))
+    if max(y.first_ms, x.first_ms) > min(y.last_ms, x.last_ms):
+        span = "{0.name}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
+        st.error("These datasets do not overlap in time, so they cannot be paired. " + "; ".join(
+            span.format(d, pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms")) for d in (y, x)))
+        st.stop()
+    frames = load_dataset_frames(base.data_dir, y, x)
+    st.title(f"{y.name} / {x.name} · {controls.timeframe} bars")
+    st.info("Uploaded historical datasets: not live market data.", icon="📁")
+    render_analytics(lambda symbols, interval_ms: dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms),
+                     controls, None)
 
 
 def main() -> None:
@@ -199,6 +227,10 @@ def main() -> None:
         st.error(f"Invalid configuration: {exc}")
         st.stop()
     chosen = source_controls(base)
+    render_upload(base.data_dir)
+    if chosen is not None and chosen[0] == "uploaded":
+        dataset_page(base)
+        return
     symbols = symbol_controls(base.symbols)
     if chosen is None or symbols is None:
         st.stop()
@@ -212,10 +244,13 @@ def main() -> None:
         st.stop()
     history = get_history(settings.db_path)
 
+    def provider(symbols: tuple[str, ...], interval_ms: int) -> PairBars:
+        return load_pair_bars(engine, history, symbols, interval_ms, controls.lookback_ms)
+
     st.title(f"{controls.y} / {controls.x} · {controls.timeframe} bars")
     st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(engine, controls)
     chart_every = CHART_REFRESH_S[controls.interval_ms] if controls.auto_refresh else None
-    st.fragment(run_every=chart_every)(render_analytics)(engine, history, controls)
+    st.fragment(run_every=chart_every)(render_analytics)(provider, controls, engine)
 
 
 main()

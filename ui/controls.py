@@ -87,14 +87,17 @@ def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = 
     return symbols
 
 
-def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str, ...],
+def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str, ...], *,
+                      pair: tuple[str, str] | None = None,
                       timeframes: tuple[str, ...] = tuple(TIMEFRAMES_MS)) -> Controls:
-    """Pair, timeframe, window, regression, thresholds and display settings."""
-    st.sidebar.header("Pair")
-    y_col, x_col = st.sidebar.columns(2)
-    y = y_col.selectbox("Y (dependent)", symbols, index=min(1, len(symbols) - 1), key="pair_y")
-    x_choices = [s for s in symbols if s != y]
-    x = x_col.selectbox("X (hedge)", x_choices, index=0, key="pair_x")
+    """Pair (unless fixed by ``pair``), timeframe, window, regression, thresholds and display settings."""
+    if pair is None:
+        st.sidebar.header("Pair")
+        y_col, x_col = st.sidebar.columns(2)
+        y = y_col.selectbox("Y (dependent)", symbols, index=min(1, len(symbols) - 1), key="pair_y")
+        x = x_col.selectbox("X (hedge)", [s for s in symbols if s != y], index=0, key="pair_x")
+    else:
+        y, x = pair
     st.sidebar.header("Analytics")
     timeframe = st.sidebar.radio("Timeframe", timeframes, horizontal=True, key="timeframe")
     lookback = st.sidebar.selectbox("Lookback", list(LOOKBACKS_MS), index=1, key="lookback",

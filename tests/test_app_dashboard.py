@@ -1,0 +1,177 @@
+"""Dashboard flows through streamlit.testing.v1.AppTest: controls, charts, ADF button, downloads, uploads."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from dashboard.pair import REGRESSIONS
+from storage.datasets import DATASETS_FILE, DatasetStore
+from tests.fake_binance import eventually
+from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
+from ui.controls import TIME_ZONES
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def sim_env(tmp_path, monkeypatch) -> Iterator[Path]:
+    for key in [k for k in os.environ if k.startswith("QUANT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("QUANT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("QUANT_SOURCE", "simulated")
+    monkeypatch.setenv("QUANT_SPEED", "60")  # a simulated minute per second: windows fill fast
+    yield tmp_path
+    st.cache_resource.clear()  # on_release stops every engine the tests started
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def ready(at: AppTest, n_charts: int = 6) -> AppTest:
+    """Rerun until the pair analytics have warmed up (z-score chart present)."""
+    def warmed() -> bool:
+        at.run()
+        assert not at.exception, at.exception
+        return len(charts(at)) >= n_charts
+
+    eventually(warmed, timeout=40, interval=0.3, message="charts never appeared")
+    return at
+
+
+def open_tab(at: AppTest, label: str) -> AppTest:
+    at.session_state["view_tab"] = label
+    return at.run()
+
+
+def test_live_page_draws_every_chart_and_updates_the_z_score(sim_env):
+    at = ready(AppTest.from_file(APP, default_timeout=30).run(), n_charts=7)
+    titles = " ".join(c.proto.spec for c in charts(at))
+    for expected in ("Prices", "Spread", "Z-score", "Hedge ratio", "correlation", "Lead"):
+        assert expected in titles
+    assert not any("Collecting data" in i.value for i in at.info)
+
+    def z_value() -> str:
+        at.run()
+        return next(m.value for m in at.metric if m.label == "Z-score")
+
+    first = z_value()
+    eventually(lambda: z_value() not in ("—", first), timeout=20, interval=0.3, message="Z-score never changed")
+
+
+def test_every_control_reruns_cleanly(sim_env):
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    at.radio(key="timeframe").set_value("1 min").run()
+    assert not at.exception
+    at.radio(key="timeframe").set_value("1 s").run()
+    for regression in REGRESSIONS:
+        at.selectbox(key="regression").set_value(regression).run()
+        assert not at.exception, regression
+    at.slider(key="window").set_value(10).run()
+    at.slider(key="z_threshold").set_value(1.5).run()
+    at.radio(key="spread_on").set_value("log price").run()
+    at.radio(key="price_mode").set_value("dual").run()
+    at.selectbox(key="tz").set_value(TIME_ZONES[5]).run()
+    at.selectbox(key="lookback").set_value("15 min").run()
+    at.selectbox(key="pair_y").set_value("BTCUSDT").run()
+    at.toggle(key="auto_refresh").set_value(False).run()
+    assert not at.exception
+    assert at.selectbox(key="pair_x").value == "ETHUSDT"
+    assert "BTCUSDT / ETHUSDT" in at.title[0].value
+
+
+def test_adding_an_invalid_symbol_is_refused_with_its_name(sim_env):
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="symbols").input("BTCUSDT,ETHUSDT,SOL;DROP").run()
+    assert not at.exception
+    assert any("invalid symbol 'SOL;DROP'" in e.value for e in at.sidebar.error)
+
+
+def test_adf_button_and_downloads(sim_env):
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    open_tab(at, "Stats & tests")
+    at.button(key="run_tests").click().run()
+    assert not at.exception
+    verdicts = [m.value for m in at.markdown if m.value.startswith("p = ")]
+    assert len(verdicts) == 2  # ADF and Engle–Granger, each with a one-line verdict
+    assert any("Half-life" in m.label for m in at.metric)
+    open_tab(at, "Table & export")
+    downloads = at.get("download_button")
+    assert len(downloads) == 3
+    assert len(at.dataframe) == 1 and "zscore" in at.dataframe[0].value.columns
+
+
+def symbol_input(at: AppTest):
+    return next(t for t in at.sidebar.text_input if t.label == "Symbol")
+
+
+def test_bad_upload_shows_why_and_stores_nothing(sim_env):
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    bad = b"timestamp,open,high,low,close,volume\n1660000000000,10,9,11,10,1\n"
+    at.file_uploader(key="upload_file").set_value(("bad.csv", bad, "text/csv")).run()
+    assert not at.exception
+    assert any("high" in e.value and "line 2" in e.value for e in at.sidebar.error)
+    assert not (sim_env / DATASETS_FILE).exists()
+
+
+def test_upload_once_then_again_adds_nothing(sim_env):
+    data = require(ETH_KLINES_ZIP).read_bytes()
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.file_uploader(key="upload_file").set_value(("ETHUSDT-1m-2022-08-14.zip", data, "application/zip")).run()
+    assert symbol_input(at).value == "ETHUSDT"
+    at.button(key="upload_save").click().run()
+    assert any("Saved 1,440 bars" in s.value for s in at.sidebar.success)
+    # The same data unzipped is the same dataset.
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        raw = archive.read("ETHUSDT-1m-2022-08-14.csv")
+    at.file_uploader(key="upload_file").set_value(("ETHUSDT-1m-2022-08-14.csv", raw, "text/csv")).run()
+    at.button(key="upload_save").click().run()
+    assert any("Already stored" in i.value for i in at.sidebar.info)
+    with DatasetStore(sim_env / DATASETS_FILE) as store:
+        assert len(store.list()) == 1
+
+
+def test_uploaded_datasets_are_a_data_source(sim_env):
+    eth = require(ETH_KLINES_ZIP).read_bytes()
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    for name, payload in (("ETHUSDT-1m-2022-08-14.zip", eth), ("BTCUSDT-1m-2022-09-05.zip",
+                                                                  require(BTC_KLINES_ZIP).read_bytes())):
+        at.file_uploader(key="upload_file").set_value((name, payload, "application/zip")).run()
+        at.button(key="upload_save").click().run()
+    at.radio(key="source").set_value("uploaded").run()
+    # The two real archives are different days: refused with the reason.
+    assert any("do not overlap" in e.value for e in at.error)
+
+    # A synthetic partner for the ETH day: cointegrated with it by construction.
+    with zipfile.ZipFile(io.BytesIO(eth)) as archive:
+        frame = pd.read_csv(archive.open("ETHUSDT-1m-2022-08-14.csv"), header=None)
+    rng = np.random.default_rng(5)
+    partner = frame[[0]].copy()
+    close = frame[4] * 0.5 + rng.normal(0, 0.5, len(frame))
+    partner["open"], partner["high"], partner["low"], partner["close"] = close, close + 1, close - 1, close
+    partner["volume"] = 10.0
+    partner.columns = ["timestamp", "open", "high", "low", "close", "volume"]
+    at.file_uploader(key="upload_file").set_value(
+        ("partner.csv", partner.to_csv(index=False).encode(), "text/csv")).run()
+    symbol_input(at).input("ETHHALF").run()
+    at.button(key="upload_save").click().run()
+    at.selectbox(key="dataset_y").set_value(at.selectbox(key="dataset_y").options[0]).run()
+    labels = at.selectbox(key="dataset_y").options
+    y_label = next(o for o in labels if o.startswith("partner"))
+    at.selectbox(key="dataset_y").set_value(y_label).run()
+    x_label = next(o for o in at.selectbox(key="dataset_x").options if o.startswith("ETHUSDT"))
+    at.selectbox(key="dataset_x").set_value(x_label).run()
+    assert not at.exception
+    assert any("not live" in i.value for i in at.info)
+    assert len(charts(at)) >= 6
+    assert at.radio(key="timeframe").options == ["1 min", "5 min"]
