@@ -205,7 +205,7 @@ class Engine:
         if self.writer.error is not None:
             last_error = f"database writer failed: {self.writer.error}"
         else:
-            last_error = stats.last_error
+            last_error = self.writer.retry_error or stats.last_error
         return FeedStatus(
             source=self.source.name,
             state=state,

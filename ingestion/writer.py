@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from storage.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 _STOP = object()
-MAX_BATCH = 50_000  # bounds one transaction's duration and memory under a burst
+MAX_BATCH = 50_000
+RETRY_INITIAL_S = 0.1
+RETRY_MAX_S = 2.0  # bounds one transaction's duration and memory under a burst
 PRUNE_EVERY_S = 60.0
 
 
@@ -45,6 +48,7 @@ class TickWriter:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.retry_error: str | None = None  # set while a batch waits for the database to accept it
         self.committed_trades = 0  # rows actually inserted (duplicates excluded)
         self.received_trades = 0  # trades handed to write_batch
         self.batches = 0
@@ -128,7 +132,20 @@ class TickWriter:
     def _write(self, store: SqliteStore, trades: list[Trade], events: list[FeedEvent]) -> None:
         if not trades and not events:
             return
-        self.committed_trades += store.write_batch(trades, events)
+        delay = RETRY_INITIAL_S
+        while True:
+            try:
+                inserted = store.write_batch(trades, events)
+                break
+            except sqlite3.OperationalError as exc:
+                # Locked by another writer (a second recorder on the same file), disk full, I/O
+                # error: keep the batch and retry, so nothing already received is dropped.
+                self.retry_error = f"cannot write to {self.db_path}: {exc}; retrying"
+                log.warning("%s (batch of %d trades kept)", self.retry_error, len(trades))
+                time.sleep(delay)  # this thread has nothing else to do until the batch is stored
+                delay = min(delay * 2, RETRY_MAX_S)
+        self.retry_error = None
+        self.committed_trades += inserted
         self.received_trades += len(trades)
         self.batches += 1
         self.last_commit_mono = time.monotonic()

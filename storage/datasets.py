@@ -203,7 +203,7 @@ class DatasetStore:
 
     def delete(self, dataset_id: int) -> bool:
         """Delete a dataset and its bars in one transaction; False if there was no such dataset."""
-        self._conn.execute("BEGIN")
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
             deleted = self._conn.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,)).rowcount > 0
             self._conn.execute("COMMIT")

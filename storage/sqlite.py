@@ -101,7 +101,7 @@ class SqliteStore:
     def write_batch(self, trades: Sequence[Trade], events: Sequence[FeedEvent] = ()) -> int:
         """Insert trades (duplicates ignored) and events in ONE transaction; return new tick rows."""
         before = self._conn.total_changes
-        self._conn.execute("BEGIN")
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
             self._conn.executemany(
                 _INSERT_TICK,
@@ -172,7 +172,7 @@ class SqliteStore:
     def prune(self, before_ms: int) -> int:
         """Delete ticks and feed events older than ``before_ms``; return the ticks deleted."""
         before = self._conn.total_changes
-        self._conn.execute("BEGIN")
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
             # Per symbol so each DELETE walks the (symbol, ts_ms) index instead of the whole table.
             for symbol in self.symbols():

@@ -9,6 +9,7 @@ from ingestion.records import EventKind, FeedEvent, Trade
 from ingestion.writer import TickWriter
 from storage.sqlite import SCHEMA_VERSION, SchemaError, SqliteStore
 from tests.factories import make_trade, make_trades
+from tests.fake_binance import eventually
 
 
 def test_schema_wal_and_version(tmp_path):
@@ -140,3 +141,37 @@ def test_tick_buffer_is_bounded_and_ordered():
     recent = buffer.snapshot("BTCUSDT", since_ms=make_trade(trade_id=2401).ts_ms)
     assert recent.trade_id[0] == 2401 and len(recent) == 100
     assert len(buffer.snapshot("SOLUSDT")) == 0 and buffer.last("SOLUSDT") is None
+
+
+def test_writer_keeps_a_batch_while_the_database_is_locked(tmp_path):
+    path = tmp_path / "locked.db"
+    SqliteStore(path).close()
+    writer = TickWriter(path, store_factory=lambda p: SqliteStore(p, busy_timeout_ms=50))
+    writer.start()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    for trade in make_trades(500):
+        writer.put(trade)
+    eventually(lambda: writer.retry_error is not None and "locked" in writer.retry_error)
+    blocker.execute("COMMIT")
+    blocker.close()
+    eventually(lambda: writer.committed_trades == 500, timeout=10)
+    assert writer.retry_error is None and writer.error is None
+    assert writer.stop()
+
+
+def test_two_writers_on_one_file_lose_nothing(tmp_path):
+    """A headless recorder and a dashboard engine may share one database."""
+    path = tmp_path / "shared.db"
+    writers = [TickWriter(path, flush_interval_s=0.01) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    for chunk in range(10):
+        for i, writer in enumerate(writers):
+            symbol = ("BTCUSDT", "ETHUSDT")[i]
+            for trade in make_trades(1_000, symbol=symbol, first_id=chunk * 1_000 + 1):
+                writer.put(trade)
+    assert all(writer.stop(timeout=30) for writer in writers)
+    assert all(writer.error is None for writer in writers)
+    with SqliteStore(path) as store:
+        assert store.tick_count("BTCUSDT") == 10_000 and store.tick_count("ETHUSDT") == 10_000
