@@ -32,6 +32,8 @@ from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_
 CHART_REFRESH_S = {1_000: 2.0, 60_000: 10.0, 300_000: 30.0}
 LIVE_REFRESH_S = 0.5
 MAX_LEAD_LAG = 10
+# Points per trace: the price chart spans the page; the others half of it (~700 px, M4 keeps ~4 per px).
+FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
 
 
 @st.cache_resource(max_entries=3, on_release=lambda engine: engine.stop(), show_spinner=False)
@@ -107,21 +109,24 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls) -> No
     config = charts.FIGURE_CONFIG
     legs = [p.y, p.x]
     st.plotly_chart(charts.price_chart(aligned.closes[legs], aligned.volumes[legs], mode=controls.price_mode,
-                                       open_bar_start=bars.open_bar_start, tz=tz, revision=rev),
+                                       open_bar_start=bars.open_bar_start, tz=tz, revision=rev,
+                                       max_points=FULL_WIDTH_POINTS),
                     key="chart_prices", config=config)
     left, right = st.columns(2)
     if pair.spread is not None:
         left.plotly_chart(charts.spread_chart(pair.spread, pair.spread_mean, pair.spread_std, k=p.z_threshold,
-                                              window=p.window, tz=tz, revision=rev), key="chart_spread", config=config)
+                                              window=p.window, tz=tz, revision=rev, max_points=HALF_WIDTH_POINTS),
+                          key="chart_spread", config=config)
     if pair.zscore is not None:
         right.plotly_chart(charts.zscore_chart(pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz,
-                                               revision=rev), key="chart_zscore", config=config)
+                                               revision=rev, max_points=HALF_WIDTH_POINTS),
+                           key="chart_zscore", config=config)
     if pair.beta is not None:
-        left.plotly_chart(charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz, revision=rev),
-                          key="chart_beta", config=config)
+        left.plotly_chart(charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz, revision=rev,
+                                                   max_points=HALF_WIDTH_POINTS), key="chart_beta", config=config)
     if pair.correlation is not None:
-        right.plotly_chart(charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev),
-                           key="chart_corr", config=config)
+        right.plotly_chart(charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev,
+                                                    max_points=HALF_WIDTH_POINTS), key="chart_corr", config=config)
     if len(aligned.closes) < 4:  # a correlation needs a few returns
         return
     returns = log_returns(aligned.closes)
@@ -253,4 +258,6 @@ def main() -> None:
     st.fragment(run_every=chart_every)(render_analytics)(provider, controls, engine)
 
 
-main()
+# Streamlit runs this file as __main__; importing it (benchmarks) only defines the functions.
+if __name__ == "__main__":
+    main()

@@ -100,7 +100,9 @@ def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], 
     engine.close_due_bars()
     market_now = engine.market_now_ms() or now_ms()
     since = (market_now - lookback_ms) // interval_ms * interval_ms
-    by_symbol = {s: rebar(symbol_bars(engine, history, s, since), interval_ms) for s in symbols}
+    by_symbol = {s: symbol_bars(engine, history, s, since) for s in symbols}
+    if interval_ms != BASE_INTERVAL_MS:
+        by_symbol = {s: rebar(frame, interval_ms) for s, frame in by_symbol.items()}
     return _pair_bars(by_symbol, interval_ms, market_now)
 
 

@@ -41,8 +41,13 @@ def names(fig: go.Figure) -> list[str]:
     return [trace.name for trace in fig.data]
 
 
-def first_x(fig: go.Figure) -> pd.Timestamp:
-    return pd.Timestamp(fig.data[0].x[0])
+def shown(x: float, tz: str = "UTC") -> pd.Timestamp:
+    """A plotted x value (display-zone wall-clock ms on a date axis) as the instant it stands for."""
+    return pd.Timestamp(int(x), unit="ms").tz_localize(tz)
+
+
+def first_x(fig: go.Figure, tz: str = "UTC") -> pd.Timestamp:
+    return shown(fig.data[0].x[0], tz)
 
 
 def has_no_data_note(fig: go.Figure) -> bool:
@@ -118,16 +123,16 @@ def test_default_uirevision_is_stable_per_chart(name: str) -> None:
 @pytest.mark.parametrize("name", TIME_SERIES_CHARTS)
 def test_x_values_are_in_the_display_time_zone(name: str) -> None:
     fig = TIME_SERIES_CHARTS[name](30, 0, tz="Asia/Kolkata")
-    x0 = first_x(fig)
-    assert x0.utcoffset() == KOLKATA_OFFSET
-    assert (x0.hour, x0.minute) == (5, 30)
+    x0 = first_x(fig, "Asia/Kolkata")
+    assert (x0.hour, x0.minute) == (5, 30)  # the plotted wall clock is Kolkata's
     assert x0 == START  # same instant, only the display zone changed
+    assert all(axis.type == "date" for axis in fig.select_xaxes())
     assert any("Asia/Kolkata" in (axis.title.text or "") for axis in fig.select_xaxes())
 
 
 @pytest.mark.parametrize("name", TIME_SERIES_CHARTS)
 def test_default_zone_is_utc(name: str) -> None:
-    assert first_x(TIME_SERIES_CHARTS[name](30, 0)).utcoffset() == pd.Timedelta(0)
+    assert first_x(TIME_SERIES_CHARTS[name](30, 0)) == START
 
 
 @pytest.mark.parametrize("name", TIME_SERIES_CHARTS)
@@ -222,12 +227,11 @@ def test_price_chart_marks_the_live_bar_in_the_display_zone() -> None:
     fig = charts.price_chart(closes, volumes_frame(30), open_bar_start=open_start, tz="Asia/Kolkata")
     labels = [a for a in fig.layout.annotations if a.text == "live bar"]
     assert len(labels) == 1
-    assert pd.Timestamp(labels[0].x) == open_start
-    assert pd.Timestamp(labels[0].x).utcoffset() == KOLKATA_OFFSET
+    assert shown(labels[0].x, "Asia/Kolkata") == open_start
     bands = [s for s in fig.layout.shapes if s.type == "rect"]
     assert bands, "the forming bar is shaded"
-    assert pd.Timestamp(bands[0].x0) == open_start
-    assert pd.Timestamp(bands[0].x1) == open_start + pd.Timedelta(seconds=1)
+    assert shown(bands[0].x0, "Asia/Kolkata") == open_start
+    assert shown(bands[0].x1, "Asia/Kolkata") == open_start + pd.Timedelta(seconds=1)
 
 
 def test_price_chart_has_no_live_marker_when_all_bars_are_closed() -> None:
@@ -273,13 +277,13 @@ def test_zscore_threshold_crossings_are_marked_at_the_right_bars() -> None:
     values = [0.0, 1.0, 2.5, 3.0, 1.0, -2.1, -2.5, -1.0, 2.0, 2.01, np.nan, 2.2, 0.0]
     z = pd.Series(values, index=utc_index(len(values), "1min"))
     fig = charts.zscore_chart(z, threshold=2.0, tz="Asia/Kolkata")
-    marks = next(t for t in fig.data if t.name == "threshold crossings")
+    up = next(t for t in fig.data if t.name == "crossed above +2")
+    down = next(t for t in fig.data if t.name == "crossed below −2")
     # 2.5 crosses up, -2.1 crosses down, 2.01 crosses (2.0 is not beyond); 2.2 follows a NaN: not a crossing.
-    expected = z.index[[2, 5, 9]]
-    assert [pd.Timestamp(x) for x in marks.x] == list(expected)
-    assert pd.Timestamp(marks.x[0]).utcoffset() == KOLKATA_OFFSET
-    assert list(marks.y) == [2.5, -2.1, 2.01]
-    assert list(marks.marker.symbol) == ["triangle-up", "triangle-down", "triangle-up"]
+    assert [shown(x, "Asia/Kolkata") for x in up.x] == list(z.index[[2, 9]])
+    assert [shown(x, "Asia/Kolkata") for x in down.x] == list(z.index[[5]])
+    assert list(up.y) == [2.5, 2.01] and list(down.y) == [-2.1]
+    assert (up.marker.symbol, down.marker.symbol) == ("triangle-up", "triangle-down")
 
 
 def test_zscore_without_crossings_has_no_crossing_trace() -> None:
@@ -295,8 +299,7 @@ def test_zscore_alerts_are_markers_with_hover_text() -> None:
     assert trace.mode == "markers"
     assert list(trace.hovertext) == ["z above 2.0", "z below -2.0"]
     assert list(trace.y) == [2.5, -2.4]
-    assert pd.Timestamp(trace.x[0]) == z.index[1]
-    assert pd.Timestamp(trace.x[0]).utcoffset() == KOLKATA_OFFSET
+    assert shown(trace.x[0], "Asia/Kolkata") == z.index[1]
 
 
 def test_zscore_alerts_without_message_still_draw() -> None:
@@ -391,7 +394,7 @@ def test_a_day_of_seconds_is_thinned_with_extremes_kept_exactly() -> None:
     (trace,) = fig.data
     assert len(trace.x) <= 4000
     assert np.nanmax(trace.y) == z.max() and np.nanmin(trace.y) == z.min()
-    xs = pd.DatetimeIndex([pd.Timestamp(x) for x in trace.x])
+    xs = pd.DatetimeIndex([shown(x) for x in trace.x])
     assert xs.is_monotonic_increasing and xs.is_unique
     assert xs[0] == z.index[0] and xs[-1] == z.index[-1]
 

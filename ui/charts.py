@@ -70,8 +70,13 @@ PandasT = TypeVar("PandasT", pd.Series, pd.DataFrame)
 
 
 def _base_layout(fig: go.Figure, *, title: str, revision: str, height: int,
-                 hovermode: str | bool = "x unified") -> go.Figure:
-    """The look every chart shares: template, title, compact margins, legend on top, uirevision."""
+                 hovermode: str | bool = "x unified", time_axis: bool = True) -> go.Figure:
+    """The look every chart shares: template, title, compact margins, legend on top, uirevision.
+
+    ``time_axis``: x values are display milliseconds (see :func:`_to_display_index`) on a date axis.
+    """
+    if time_axis:
+        fig.update_xaxes(type="date")
     fig.update_layout(
         template=TEMPLATE,
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
@@ -90,7 +95,7 @@ def _empty_figure(*, title: str, revision: str, height: int) -> go.Figure:
                        font={"size": 16, "color": "gray"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _base_layout(fig, title=title, revision=revision, height=height)
+    return _base_layout(fig, title=title, revision=revision, height=height, time_axis=False)
 
 
 def _is_empty(obj: pd.Series | pd.DataFrame | None) -> bool:
@@ -104,15 +109,22 @@ def _is_empty(obj: pd.Series | pd.DataFrame | None) -> bool:
 
 
 def _to_display_index(index: pd.Index, tz: str) -> pd.Index:
+    """Times as wall-clock milliseconds in the display zone (float64), for a ``type="date"`` axis.
+
+    Plotly sends numeric numpy arrays as compact base64 typed arrays, while datetimes become one
+    ISO string per point: on a day of 1 s bars that is ~5× the bytes and most of the time spent
+    building a figure. A date axis reads plain numbers as milliseconds since the epoch and shows
+    them as they are (no zone shift), so wall-clock milliseconds display the zone's local time.
+    """
     if not isinstance(index, pd.DatetimeIndex):
         return index
     utc = index.tz_localize("UTC") if index.tz is None else index
-    return utc.tz_convert(tz)
+    return pd.Index(utc.tz_convert(tz).tz_localize(None).as_unit("ms").asi8.astype(np.float64), name=index.name)
 
 
-def _to_display_time(ts: pd.Timestamp, tz: str) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return (ts.tz_localize("UTC") if ts.tz is None else ts).tz_convert(tz)
+def _to_display_time(ts: pd.Timestamp, tz: str) -> float:
+    """One time as display-zone wall-clock milliseconds (see :func:`_to_display_index`)."""
+    return float(_to_display_index(pd.DatetimeIndex([pd.Timestamp(ts)]), tz)[0])
 
 
 def _prepare(obj: PandasT, tz: str, max_points: int) -> PandasT:
@@ -177,11 +189,15 @@ def _bar_length(index: pd.DatetimeIndex) -> pd.Timedelta | None:
     return pd.Timedelta(int(steps.mode().iloc[0]), unit=index.unit)
 
 
-def _mark_live_bar(fig: go.Figure, start: pd.Timestamp, length: pd.Timedelta | None, has_volume: bool) -> None:
-    """Shade the still-forming bar (if its length is known), dotted line at its start, labelled "live bar"."""
+def _mark_live_bar(fig: go.Figure, start: float, length: pd.Timedelta | None, has_volume: bool) -> None:
+    """Shade the still-forming bar (if its length is known), dotted line at its start, labelled "live bar".
+
+    ``start`` is in display milliseconds (see :func:`_to_display_index`).
+    """
     rows = {"row": "all", "col": 1} if has_volume else {}
     if length is not None:
-        fig.add_vrect(x0=start, x1=start + length, fillcolor=LIVE_BAR_COLOR, line_width=0, layer="below", **rows)
+        fig.add_vrect(x0=start, x1=start + length / pd.Timedelta(1, "ms"), fillcolor=LIVE_BAR_COLOR, line_width=0,
+                      layer="below", **rows)
     # The band can be a pixel wide on a long window; the dotted line keeps the live bar findable.
     fig.add_vline(x=start, line_dash="dot", line_color="darkorange", line_width=1, **rows)
     fig.add_annotation(x=start, y=1.0, xref="x", yref="paper", text="live bar", showarrow=False,
@@ -312,8 +328,8 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
 
     Horizontal lines at 0 and ±``threshold``; with ``shade`` the regions beyond the thresholds
     are tinted. Crossings (see :func:`threshold_crossings`) are computed on the full series before
-    downsampling and drawn as a marker trace "threshold crossings" (▲ above +threshold, ▼ below
-    −threshold). ``alerts`` (index = UTC time, column "value", optional "message") become a marker
+    downsampling and drawn as marker traces "crossed above +t" (▲) and "crossed below −t" (▼).
+    ``alerts`` (index = UTC time, column "value", optional "message") become a marker
     trace "alerts" with the message as hover text. The y range is symmetric around 0.
     """
     if title is None:
@@ -326,12 +342,15 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
                         hovertemplate="%{y:.2f}"))
 
     crossings = _prepare(threshold_crossings(z, threshold), tz, max_points)
-    if len(crossings):
-        up = crossings.to_numpy() > 0
-        fig.add_trace(go.Scatter(x=crossings.index, y=crossings.to_numpy(), name="threshold crossings",
-                                 mode="markers", hovertemplate="crossed at %{y:.2f}",
-                                 marker={"size": 9, "symbol": np.where(up, "triangle-up", "triangle-down"),
-                                         "color": np.where(up, "#EF553B", "#00CC96")}))
+    # One trace per direction with a scalar marker style: per-point style arrays are validated
+    # element by element and cost more than the rest of the chart on a day of 1 s bars.
+    for side, name, symbol, color in ((crossings > 0, f"crossed above +{threshold:g}", "triangle-up", "#EF553B"),
+                                      (crossings < 0, f"crossed below −{threshold:g}", "triangle-down", "#00CC96")):
+        marks = crossings[side]
+        if len(marks):
+            fig.add_trace(go.Scatter(x=marks.index, y=marks.to_numpy(), name=name, mode="markers",
+                                     hovertemplate="crossed at %{y:.2f}",
+                                     marker={"size": 9, "symbol": symbol, "color": color}))
 
     if alerts is not None and len(alerts) and "value" in alerts.columns:
         shown = _prepare(alerts, tz, max_points)
@@ -430,7 +449,7 @@ def correlation_heatmap(matrix: pd.DataFrame, *, subtitle: str | None = None, tz
                                hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
                                colorbar={"title": {"text": "ρ"}}, name="correlation"))
     fig.update_yaxes(autorange="reversed")
-    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest")
+    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest", time_axis=False)
 
 
 def lead_lag_chart(lags: np.ndarray, correlations: np.ndarray, *, best_lag: int | None = None,
@@ -468,7 +487,7 @@ def lead_lag_chart(lags: np.ndarray, correlations: np.ndarray, *, best_lag: int 
     fig.add_hline(y=0, line_color="gray", line_width=1)
     fig.update_xaxes(title_text=f"lag (bars; positive = {positive_means})", dtick=1 if lags.size <= 25 else None)
     fig.update_yaxes(title_text="Correlation of returns (ρ)", range=[-1, 1])
-    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest")
+    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest", time_axis=False)
 
 
 # ----------------------------------------------------------------------------------------------
