@@ -1,0 +1,124 @@
+"""Dashboard server time and payload per refresh with 24 h of 1 s bars stored.
+
+Stores a simulated day of BTCUSDT/ETHUSDT trades (≈1.5 M ticks → 86,400 1 s bars per symbol,
+cached under the temp directory between runs), then drives the real ``app.py`` with
+``streamlit.testing.v1.AppTest`` (server side only, no browser):
+
+* full page: one complete script run, 1 s bars, 24 h lookback (first run, which resamples the
+  stored day once, reported separately);
+* live panel: one run of the 0.5 s fragment's function (prices, hedge ratio, spread, open-bar
+  z-score, feed line);
+* bytes: the serialized size of the elements a run sends (protobuf ``ByteSize``), which is
+  what goes over the WebSocket to the browser for that refresh.
+
+    .venv/bin/python bench/dashboard.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ingestion.simulated import SimulatedSource  # noqa: E402
+from ingestion.source import now_ms  # noqa: E402
+from storage.sqlite import SqliteStore  # noqa: E402
+
+DAY_S = 24 * 3600
+
+
+def stored_day(data_dir: Path) -> int:
+    """Fill ``data_dir/simulated.sqlite3`` with the simulated day ending now; return the tick count."""
+    db = data_dir / "simulated.sqlite3"
+    with SqliteStore(db) as store:
+        rng = store.time_range("BTCUSDT")
+        if rng is not None and now_ms() - rng[1] < 600_000 and rng[1] - rng[0] > (DAY_S - 900) * 1000:
+            return store.tick_count()  # a fresh enough day from an earlier run
+    db.unlink(missing_ok=True)
+    source = SimulatedSource(["BTCUSDT", "ETHUSDT"], seed=7, start_ms=now_ms() - DAY_S * 1000)
+    batch = []
+    with SqliteStore(db) as store:
+        for trade in source.generate(DAY_S):
+            batch.append(trade)
+            if len(batch) == 50_000:
+                store.write_batch(batch)
+                batch.clear()
+        store.write_batch(batch)
+        return store.tick_count()
+
+
+def element_bytes(at: AppTest) -> int:
+    """Serialized size of every element the run produced."""
+    return sum(node.proto.ByteSize() for node in at._tree if getattr(node, "proto", None) is not None)
+
+
+def timed_runs(at: AppTest, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        at.run()
+        times.append((time.perf_counter() - start) * 1000)
+        assert not at.exception, at.exception
+    return times
+
+
+LIVE_SCRIPT = """
+import streamlit as st
+import app
+st.session_state["source"] = "simulated"  # as the sidebar radio would have set it
+from ui.controls import Controls
+from config import from_env
+settings = from_env()
+engine = app.get_engine(settings)
+controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1 s", "24 h", 60, "Rolling OLS",
+                    False, 2.0, "normalised", True, "UTC")
+app.render_live_panel(engine, controls)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.gettempdir()) / "quant-bench-day"
+    data_dir.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    ticks = stored_day(data_dir)
+    print(f"stored: {ticks:,} simulated ticks over 24 h ({time.perf_counter() - started:.1f} s to prepare)")
+    for key in [k for k in os.environ if k.startswith("QUANT_")]:
+        del os.environ[key]
+    os.environ.update(QUANT_SOURCE="simulated", QUANT_DATA_DIR=str(data_dir))
+    os.chdir(ROOT)
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="lookback").set_value("24 h")
+    first = timed_runs(at, 1)[0]
+    full = timed_runs(at, args.runs)
+    bars = len(at.session_state["live_ctx"].recent_spreads) if at.session_state["live_ctx"] else 0
+    full_bytes = element_bytes(at)
+
+    live = AppTest.from_string(LIVE_SCRIPT, default_timeout=60)
+    live.run()
+    live_times = timed_runs(live, args.runs * 4)
+    live_bytes = element_bytes(live)
+
+    print(f"full page, 1 s bars, 24 h lookback : first run {first:,.0f} ms (resamples the stored day once)")
+    print(f"full page, later runs (median of {args.runs})  : {statistics.median(full):,.0f} ms "
+          f"(min {min(full):,.0f}), {full_bytes / 1024:,.0f} kB of elements")
+    print(f"live panel run (median of {args.runs * 4})      : {statistics.median(live_times):,.1f} ms "
+          f"(min {min(live_times):,.1f}), {live_bytes / 1024:,.1f} kB of elements")
+    print(f"(live z-score window holds {bars} closed spreads)")
+
+
+if __name__ == "__main__":
+    main()

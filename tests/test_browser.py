@@ -1,0 +1,105 @@
+"""End to end in headless Chromium: `streamlit run app.py` on the simulated market, as a user sees it.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it via
+``executable_path`` and never downloads a browser. A screenshot is saved to ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_binance import eventually
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Without these, Chromium tries to reach Google services, which this network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(tmp_path_factory) -> Iterator[str]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is not installed; .ci/run should have installed it")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
+    env.update(QUANT_SOURCE="simulated", QUANT_SPEED="30", QUANT_DATA_DIR=str(tmp_path_factory.mktemp("data")))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: server.poll() is None and _healthy(url), timeout=60, interval=0.2,
+                   message=lambda: f"streamlit did not come up: {server.poll()=}")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_dashboard_in_chromium(dashboard_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2000}, accept_downloads=True)
+            page.goto(dashboard_url)
+            charts = page.locator("[data-testid='stPlotlyChart']")
+            z_metric = page.locator("[data-testid='stMetric']").filter(has_text="Z-score")
+            z_value = z_metric.locator("[data-testid='stMetricValue']")
+
+            def z_text() -> str:
+                return z_value.inner_text(timeout=2_000) if z_value.count() else ""
+
+            eventually(lambda: charts.count() >= 4 and z_text() not in ("", "—"), timeout=90, interval=0.5,
+                       message=lambda: f"{charts.count()} charts, Z-score {z_text()!r}")
+            first = z_text()
+            eventually(lambda: z_text() not in (first, "—"), timeout=20, interval=0.25,
+                       message=f"the Z-score stayed at {first} for 20 s")
+            assert page.locator("[data-testid='stException']").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            page.get_by_role("tab", name="Table & export").click()
+            button = page.get_by_role("button", name="Per-minute table (CSV)")
+            button.wait_for(timeout=30_000)
+            with page.expect_download(timeout=30_000) as download_info:
+                button.click()
+            path = download_info.value.path()
+            header = Path(path).read_text().splitlines()[0]
+            assert header.startswith("time_utc,ETHUSDT_close,BTCUSDT_close")
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
