@@ -59,6 +59,8 @@ class Settings:
     source: str = "binance"
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     ws_url: str = "wss://stream.binance.com:9443"
+    rest_url: str = "https://api.binance.com"
+    backfill_max_trades: int = 100_000
     data_dir: Path = Path("data")
     db: Path | None = None
     replay_file: Path | None = None
@@ -85,6 +87,11 @@ class Settings:
         if not re.fullmatch(r"wss?://[^\s/?#]+(:\d+)?/?", self.ws_url):
             raise ConfigError(f"ws_url: {self.ws_url!r} must look like wss://host[:port]")
         object.__setattr__(self, "ws_url", self.ws_url.rstrip("/"))
+        if not re.fullmatch(r"https?://[^\s/?#]+(:\d+)?/?", self.rest_url):
+            raise ConfigError(f"rest_url: {self.rest_url!r} must look like https://host[:port]")
+        object.__setattr__(self, "rest_url", self.rest_url.rstrip("/"))
+        if self.backfill_max_trades < 0:
+            raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
         if self.source == "replay" and self.replay_file is None:
             raise ConfigError("replay_file: required when source is 'replay'")
         _positive("speed", self.speed)
@@ -127,6 +134,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "source": ("QUANT_SOURCE", str.lower, "data source: binance (live), simulated or replay"),
     "symbols": ("QUANT_SYMBOLS", parse_symbols, "comma-separated spot symbols"),
     "ws_url": ("QUANT_WS_URL", str, "Binance WebSocket base URL"),
+    "rest_url": ("QUANT_REST_URL", str, "Binance REST base URL (gap backfill)"),
+    "backfill_max_trades": ("QUANT_BACKFILL_MAX_TRADES", int, "most trades fetched per detected gap (0: no backfill)"),
     "data_dir": ("QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),
     "db": ("QUANT_DB", _optional_path, "SQLite file (overrides the per-source default)"),
     "replay_file": ("QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),

@@ -87,7 +87,7 @@ def bare_loop(url: str, n: int) -> float:
 
 def pipeline(url_base: str, n: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(source="binance", ws_url=url_base, data_dir=Path(tmp))
+        settings = Settings(source="binance", ws_url=url_base, data_dir=Path(tmp), backfill_max_trades=0)
         engine = Engine(settings)
         engine.start()
         deadline = time.monotonic() + 120

@@ -15,8 +15,10 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from config import Settings
+from ingestion.backfill import Backfiller
 from ingestion.buffer import TickBuffer
 from ingestion.live_bars import LiveBars
 from ingestion.records import EventKind, FeedEvent, FeedState, FeedStatus, Trade
@@ -47,6 +49,18 @@ def make_source(settings: Settings) -> Source:
     return ReplaySource(settings.replay_file, symbols=settings.symbols, speed=settings.speed)
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Trade ids ``first_missing … first_missing + count - 1`` of ``symbol`` never arrived."""
+
+    symbol: str
+    first_missing: int
+    count: int
+
+    def event(self, ts_ms: int) -> FeedEvent:
+        return FeedEvent(ts_ms, EventKind.GAP, self.symbol, f"first_missing={self.first_missing} count={self.count}")
+
+
 class TradeSequencer:
     """Per-symbol trade-id bookkeeping: drops re-sent trades, reports gaps.
 
@@ -61,8 +75,8 @@ class TradeSequencer:
         self.gaps = 0
         self.missing = 0
 
-    def check(self, trade: Trade) -> tuple[bool, FeedEvent | None]:
-        """(is new, gap event or None) for one trade."""
+    def check(self, trade: Trade) -> tuple[bool, Gap | None]:
+        """(is new, the gap this trade reveals or None)."""
         last = self.last_ids.get(trade.symbol)
         if last is not None and trade.trade_id <= last:
             self.duplicates += 1
@@ -70,11 +84,10 @@ class TradeSequencer:
         self.last_ids[trade.symbol] = trade.trade_id
         if last is None or trade.trade_id == last + 1:
             return True, None
-        count = trade.trade_id - last - 1
+        gap = Gap(trade.symbol, last + 1, trade.trade_id - last - 1)
         self.gaps += 1
-        self.missing += count
-        event = FeedEvent(trade.recv_ms, EventKind.GAP, trade.symbol, f"first_missing={last + 1} count={count}")
-        return True, event
+        self.missing += gap.count
+        return True, gap
 
 
 class Engine:
@@ -91,6 +104,12 @@ class Engine:
             retention_ms=int(settings.retention_hours * 3_600_000),
         )
         self.sequencer = TradeSequencer()
+        # Only exchange ids can be fetched again; simulated and replayed ids cannot.
+        self.backfiller = (
+            Backfiller(settings.rest_url, self.writer.put, self.writer.put,
+                       max_trades_per_gap=settings.backfill_max_trades)
+            if self.source.name == "binance" and settings.backfill_max_trades > 0 else None
+        )
         self.trades = 0
         self.last_tick_mono: float | None = None
         self._last_tick_ts_ms = 0
@@ -104,8 +123,10 @@ class Engine:
     def on_trade(self, trade: Trade) -> None:
         is_new, gap = self.sequencer.check(trade)
         if gap is not None:
-            log.warning("gap in %s trade ids: %s", trade.symbol, gap.detail)
-            self.writer.put(gap)
+            log.warning("gap in %s trade ids: %d missing from %d", gap.symbol, gap.count, gap.first_missing)
+            self.writer.put(gap.event(trade.recv_ms))
+            if self.backfiller is not None:
+                self.backfiller.request(gap.symbol, gap.first_missing, gap.count)
         if not is_new:
             return
         self.trades += 1
@@ -127,6 +148,8 @@ class Engine:
             with SqliteStore(self.settings.db_path) as store:
                 self.sequencer = TradeSequencer(store.last_trade_ids())
         self.writer.start()
+        if self.backfiller is not None:
+            self.backfiller.start()
         self.writer.put(FeedEvent(now_ms(), EventKind.STARTED, None, self.source.label))
         self.started_mono = time.monotonic()
         self._thread = threading.Thread(target=self._run_source, name=f"source-{self.source.name}", daemon=True)
@@ -153,6 +176,8 @@ class Engine:
         self._stop.set()
         self._thread.join(timeout)
         source_done = not self._thread.is_alive()
+        if self.backfiller is not None:
+            self.backfiller.stop()
         self.writer.put(FeedEvent(now_ms(), EventKind.STOPPED, None, self.source.label))
         writer_done = self.writer.stop(timeout)
         log.info("engine stopped: %d trades received, %d rows committed",

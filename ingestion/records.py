@@ -32,6 +32,7 @@ class EventKind(str, Enum):
     ERROR = "error"
     SHUTDOWN_NOTICE = "shutdown_notice"
     ROLLOVER = "rollover"
+    BACKFILL = "backfill"
     STARTED = "started"
     STOPPED = "stopped"
 

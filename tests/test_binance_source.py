@@ -26,6 +26,7 @@ FAST = {
     "backoff_initial": 0.05,
     "backoff_max": 0.5,
     "stable_after": 0.5,
+    "backfill_max_trades": 0,  # gap backfill over REST has its own tests (test_backfill.py)
 }
 
 

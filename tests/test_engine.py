@@ -5,7 +5,7 @@ import pytest
 
 from config import Settings
 from ingestion.backoff import AttemptBudget, Backoff
-from ingestion.engine import Engine, TradeSequencer
+from ingestion.engine import Engine, Gap, TradeSequencer
 from ingestion.records import EventKind, FeedEvent, FeedState, Trade
 from ingestion.source import SourceStats, TradeSink
 from storage.sqlite import SqliteStore
@@ -48,8 +48,9 @@ def test_sequencer_drops_resends_and_reports_gaps():
     assert seq.check(make_trade(trade_id=11)) == (True, None)
     assert seq.check(make_trade(trade_id=11))[0] is False  # re-sent after a reconnect
     is_new, gap = seq.check(make_trade(trade_id=15))
-    assert is_new and gap.kind is EventKind.GAP and gap.symbol == "BTCUSDT"
-    assert gap.detail == "first_missing=12 count=3"
+    assert is_new and gap == Gap("BTCUSDT", 12, 3)
+    event = gap.event(5)
+    assert event.kind is EventKind.GAP and event.symbol == "BTCUSDT" and event.detail == "first_missing=12 count=3"
     assert (seq.duplicates, seq.gaps, seq.missing) == (1, 1, 3)
     # Symbols are independent.
     assert seq.check(make_trade("ETHUSDT", trade_id=1)) == (True, None)
@@ -83,7 +84,7 @@ def test_stop_flushes_a_burst_without_loss(tmp_path):
 
 
 def test_live_restart_resumes_gap_detection_from_the_database(tmp_path):
-    settings = settings_for(tmp_path, db=tmp_path / "live.db")
+    settings = settings_for(tmp_path, db=tmp_path / "live.db", backfill_max_trades=0)
     first = Engine(settings, source=ScriptedSource(make_trades(10), name="binance"))
     first.start()
     eventually(lambda: first.writer.committed_trades == 10)

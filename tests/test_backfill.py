@@ -1,0 +1,136 @@
+"""Gap backfill over REST against loopback fakes of Binance's stream and REST API."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from config import Settings
+from ingestion.backfill import Backfiller, BackfillError, parse_historical_trade
+from ingestion.engine import Engine
+from ingestion.records import EventKind, Trade
+from storage.sqlite import SqliteStore
+from tests.fake_binance import FakeBinance, eventually, load_recorded_trades
+from tests.fake_rest import FakeRest
+from tests.shared_data import TICKS_NDJSON, require
+from tests.test_binance_source import FAST
+
+
+@pytest.fixture
+def recorded():
+    return load_recorded_trades(require(TICKS_NDJSON), symbols=["BTCUSDT"])
+
+
+def live_engine(fake: FakeBinance, rest: FakeRest, db, **changes) -> Engine:
+    settings = Settings(source="binance", ws_url=fake.url, db=db,
+                        **{**FAST, "backfill_max_trades": 100_000, "rest_url": rest.url, **changes})
+    engine = Engine(settings)
+    engine.start()
+    eventually(lambda: fake.open_connections >= 1, timeout=5)
+    return engine
+
+
+def stored_ids(db) -> list[int]:
+    with SqliteStore(db) as store:
+        return list(store.ticks("BTCUSDT").trade_id)
+
+
+def events(db, kind: EventKind) -> list[str]:
+    with SqliteStore(db) as store:
+        return [e.detail for e in store.feed_events(kinds=[kind])]
+
+
+def test_a_gap_in_the_stream_is_recovered_from_rest(recorded, tmp_path):
+    """The stream skips 2,500 trades; the backfiller pages them in (3 pages) and stores them once."""
+    db = tmp_path / "live.db"
+    sent = recorded[:500] + recorded[3000:4000]
+    with FakeBinance(ping_interval=None) as fake, FakeRest(recorded) as rest:
+        engine = live_engine(fake, rest, db)
+        fake.send_recorded(sent)
+        eventually(lambda: engine.trades == 1500, timeout=10)
+        eventually(lambda: events(db, EventKind.BACKFILL) != [], timeout=20)
+        engine.stop()
+    first_missing = recorded[500].trade_id
+    assert events(db, EventKind.GAP) == [f"first_missing={first_missing} count=2500"]
+    assert events(db, EventKind.BACKFILL) == [f"first_missing={first_missing} count=2500 recovered=2500"]
+    ids = stored_ids(db)
+    assert ids == [t.trade_id for t in recorded[:4000]]  # complete and each once
+    assert [int(r["fromId"]) for r in rest.requests] == [first_missing, first_missing + 1000, first_missing + 2000]
+    with SqliteStore(db) as store:
+        prices = dict(zip(store.ticks("BTCUSDT").trade_id, store.ticks("BTCUSDT").price, strict=True))
+    assert prices[recorded[1234].trade_id] == recorded[1234].price
+
+
+def test_rate_limit_answers_are_respected(recorded, tmp_path):
+    db = tmp_path / "live.db"
+    with FakeBinance(ping_interval=None) as fake, FakeRest(recorded) as rest:
+        rest.faults.extend([(429, "1"), (418, "1")])
+        engine = live_engine(fake, rest, db)
+        fake.send_recorded(recorded[:10] + recorded[20:30])
+        started = time.monotonic()
+        eventually(lambda: events(db, EventKind.BACKFILL) != [], timeout=20)
+        waited = time.monotonic() - started
+        engine.stop()
+    assert waited >= 2.0  # one Retry-After second for each refusal
+    errors = events(db, EventKind.ERROR)
+    assert any("HTTP 429" in e for e in errors) and any("HTTP 418" in e for e in errors)
+    assert stored_ids(db) == [t.trade_id for t in recorded[:30]]
+
+
+def test_rest_outage_never_blocks_the_live_stream(recorded, tmp_path):
+    """With REST refusing connections, live trades keep flowing while the backfill retries."""
+    db = tmp_path / "live.db"
+    with FakeBinance(ping_interval=None) as fake:
+        settings = Settings(source="binance", ws_url=fake.url, db=db,
+                            **{**FAST, "backfill_max_trades": 100_000, "rest_url": "http://127.0.0.1:9"})
+        engine = Engine(settings)
+        engine.start()
+        eventually(lambda: fake.open_connections == 1)
+        fake.send_recorded(recorded[:10] + recorded[20:30])
+        eventually(lambda: engine.backfiller.pending == 1 and engine.backfiller.last_error is not None)
+        fake.send_recorded(recorded[30:2000])
+        eventually(lambda: engine.writer.committed_trades == 1990, timeout=10)
+        assert engine.backfiller.pending == 1  # still retrying in its own thread
+        started = time.monotonic()
+        engine.stop()
+        assert time.monotonic() - started < 10  # stopping does not wait out the retries
+
+
+def test_restart_backfills_what_was_missed_while_down(recorded, tmp_path):
+    db = tmp_path / "live.db"
+    with SqliteStore(db) as store:  # an earlier run stored the first 1,000 trades
+        store.write_batch([Trade(t.symbol, t.trade_id, t.ts_ms, t.ts_ms, t.price, t.qty, t.buyer_is_maker)
+                           for t in recorded[:1000]])
+    with FakeBinance(ping_interval=None) as fake, FakeRest(recorded) as rest:
+        engine = live_engine(fake, rest, db)
+        fake.send_recorded(recorded[1500:1600])  # the stream resumes after 500 missed trades
+        eventually(lambda: events(db, EventKind.BACKFILL) != [], timeout=20)
+        engine.stop()
+    assert stored_ids(db) == [t.trade_id for t in recorded[:1600]]
+
+
+def test_historical_trade_parsing():
+    row = {"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
+           "time": 1499865549590, "isBuyerMaker": True, "isBestMatch": True}
+    trade = parse_historical_trade("BNBBTC", row, 5)
+    assert (trade.trade_id, trade.ts_ms, trade.price, trade.qty, trade.buyer_is_maker) == (
+        28457, 1499865549590, 4.000001, 12.0, True)
+    with pytest.raises(BackfillError, match="malformed"):
+        parse_historical_trade("BNBBTC", {"id": 1}, 5)
+    with pytest.raises(BackfillError, match="non-positive"):
+        parse_historical_trade("BNBBTC", {**row, "price": "0"}, 5)
+
+
+def test_backfill_is_capped_per_gap(recorded):
+    stored = []
+    with FakeRest(recorded) as rest:
+        backfiller = Backfiller(rest.url, stored.append, lambda e: stored.append(e), max_trades_per_gap=1500)
+        backfiller.start()
+        backfiller.request("BTCUSDT", recorded[0].trade_id, 4000)
+        eventually(lambda: backfiller.pending == 0, timeout=20)
+        backfiller.stop()
+    trades = [s for s in stored if hasattr(s, "trade_id")]
+    notes = [s.detail for s in stored if getattr(s, "kind", None) is EventKind.BACKFILL]
+    assert len(trades) == 1500
+    assert notes == [f"first_missing={recorded[0].trade_id} count=4000 recovered=1500 (partial)"]
