@@ -8,12 +8,14 @@ spread        spread of a hedged pair and its rolling z-score
 stationarity  ADF, Engle–Granger cointegration, half-life of mean reversion
 correlation   rolling correlation, correlation matrix, lead–lag
 returns       log returns
+backtest      z-score mean-reversion backtest of a hedged pair (next-bar fills, costs)
 
 Conventions: inputs are numpy arrays or pandas Series (pandas in → pandas out on the same
 index), checked on entry; too little data raises :class:`InsufficientDataError`, other bad
 input ``ValueError``; results are frozen dataclasses.
 """
 
+from analytics.backtest import BacktestResult, backtest_mean_reversion
 from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, rebar, resample_ticks
 from analytics.correlation import LeadLag, correlation_matrix, lead_lag, rolling_correlation
 from analytics.errors import InsufficientDataError
@@ -32,6 +34,7 @@ from analytics.stationarity import AdfResult, EngleGrangerResult, HalfLife, adf,
 __all__ = [
     "AdfResult",
     "AlignedBars",
+    "BacktestResult",
     "Bar",
     "BarBuilder",
     "EngleGrangerResult",
@@ -44,6 +47,7 @@ __all__ = [
     "RollingHedge",
     "adf",
     "align_bars",
+    "backtest_mean_reversion",
     "bars_to_frame",
     "correlation_matrix",
     "engle_granger",
