@@ -1,0 +1,224 @@
+"""Alert rules and alert history in their own SQLite file.
+
+Give the alerts a file of their own (e.g. ``<data_dir>/<source>-alerts.sqlite3``), never the tick
+database: :func:`storage.sqlite.connect` versions a schema with ``PRAGMA user_version``, which is
+one number per file, so two stores with different migration lists sharing a file would each
+take the other's version for their own and skip their migrations. :class:`AlertStore` refuses a
+file whose version matches but whose tables are not the alert tables.
+
+One :class:`AlertStore` wraps one connection and is used from one thread (sqlite3 enforces it);
+the engine and each UI session open their own. WAL lets them read while another writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from alerts.events import AlertEvent
+from alerts.rules import AlertRule
+from storage.sqlite import SchemaError, connect
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+        CREATE TABLE alert_rules (
+            -- AUTOINCREMENT so a deleted rule's id is never reused: alerts keep their rule_id,
+            -- and UNIQUE(rule_id, ts_ms) must not swallow a new rule's alert as a duplicate.
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            metric TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            threshold REAL NOT NULL,
+            y TEXT,
+            x TEXT,
+            symbol TEXT,
+            timeframe_ms INTEGER NOT NULL,
+            "window" INTEGER NOT NULL,
+            hysteresis REAL NOT NULL,
+            cooldown_s REAL NOT NULL,
+            enabled INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            ts_ms INTEGER NOT NULL,
+            rule_id INTEGER,
+            rule TEXT NOT NULL,
+            pair TEXT NOT NULL,
+            metric TEXT,
+            value REAL NOT NULL,
+            threshold REAL,
+            message TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            UNIQUE (rule_id, ts_ms)
+        );
+        CREATE INDEX alerts_ts ON alerts (ts_ms);
+        CREATE TABLE alert_rules_version (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version INTEGER NOT NULL
+        );
+        INSERT INTO alert_rules_version (id, version) VALUES (1, 0)
+    """,
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
+
+_RULE_COLUMNS = 'id, metric, operator, threshold, y, x, symbol, timeframe_ms, "window", hysteresis, cooldown_s, enabled'
+# Bumped by the store's own rule writes, in their transaction, rather than by a trigger:
+# storage.sqlite.connect splits migration scripts on ';', which would cut a trigger body apart.
+_BUMP_VERSION = "UPDATE alert_rules_version SET version = version + 1 WHERE id = 1"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One stored alert: the event plus its row id and the wall-clock time it was stored (epoch ms)."""
+
+    id: int
+    created_ms: int
+    event: AlertEvent
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class AlertStore:
+    """Rules and fired alerts in one SQLite file. Not thread-safe: one instance per thread.
+
+    ``now_ms`` supplies ``created_ms`` (wall clock, epoch ms); tests pass a fake clock.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000,
+                 now_ms: Callable[[], int] = _wall_clock_ms) -> None:
+        self.path = Path(path)
+        self._now_ms = now_ms
+        self._conn = connect(self.path, _MIGRATIONS, busy_timeout_ms=busy_timeout_ms)
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = {"alert_rules", "alerts", "alert_rules_version"} - tables
+        if missing:
+            self._conn.close()
+            raise SchemaError(f"{self.path}: not an alerts database (no {', '.join(sorted(missing))}); "
+                              "alerts need a file of their own, not the tick database")
+
+    # ------------------------------------------------------------------ rules
+
+    def add_rule(self, rule: AlertRule) -> AlertRule:
+        """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
+        y, x = rule.pair if rule.pair is not None else (None, None)
+        with self._transaction():
+            cursor = self._conn.execute(
+                f"INSERT INTO alert_rules ({_RULE_COLUMNS}, created_ms, text) "
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rule.metric, rule.operator, rule.threshold, y, x, rule.symbol, rule.timeframe_ms, rule.window,
+                 rule.hysteresis, rule.cooldown_s, int(rule.enabled), self._now_ms(), rule.describe()),
+            )
+            self._conn.execute(_BUMP_VERSION)
+        return replace(rule, id=cursor.lastrowid)
+
+    def rules(self, enabled_only: bool = False) -> list[AlertRule]:
+        """Stored rules in creation order; only enabled ones if ``enabled_only``."""
+        sql = f"SELECT {_RULE_COLUMNS} FROM alert_rules"
+        if enabled_only:
+            sql += " WHERE enabled = 1"
+        return [_rule_from_row(row) for row in self._conn.execute(sql + " ORDER BY id")]
+
+    def set_enabled(self, rule_id: int, enabled: bool) -> bool:
+        """Enable or disable a rule; False if no rule has that id."""
+        with self._transaction():
+            changed = self._conn.execute(
+                "UPDATE alert_rules SET enabled = ? WHERE id = ?", (int(enabled), rule_id)
+            ).rowcount
+            if changed:
+                self._conn.execute(_BUMP_VERSION)
+        return changed > 0
+
+    def delete_rule(self, rule_id: int) -> bool:
+        """Delete a rule (its past alerts stay in the history); False if no rule has that id."""
+        with self._transaction():
+            changed = self._conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,)).rowcount
+            if changed:
+                self._conn.execute(_BUMP_VERSION)
+        return changed > 0
+
+    def rules_version(self) -> int:
+        """A counter bumped in the same transaction as every rule change, by any connection.
+
+        One primary-key read, cheap enough to poll on every bar: the engine reloads its rules
+        when the number differs from the one it saw last. (``PRAGMA data_version`` would also
+        see other connections' commits, but it changes on every alert insert too and never on
+        this connection's own changes.)
+        """
+        return self._conn.execute("SELECT version FROM alert_rules_version WHERE id = 1").fetchone()[0]
+
+    # ------------------------------------------------------------------ alerts
+
+    def record(self, event: AlertEvent) -> bool:
+        """Persist a fired alert; False if this rule already has an alert at this ``ts_ms``.
+
+        That makes re-evaluating the same bars after a restart (or by two engines) idempotent.
+        Events of never-stored rules (``rule_id`` None) are always new: SQL's NULLs are distinct.
+        """
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, created_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value, event.threshold,
+             event.message, self._now_ms()),
+        )
+        return cursor.rowcount == 1
+
+    def alerts(self, limit: int = 200, since_ms: int | None = None) -> list[AlertRecord]:
+        """Most recent alerts first (by market time), at most ``limit``, with ``ts_ms >= since_ms``."""
+        rows = self._conn.execute(
+            "SELECT id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message FROM alerts "
+            "WHERE ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
+            (since_ms if since_ms is not None else -(2**62), int(limit)),
+        ).fetchall()
+        return [
+            AlertRecord(id=row_id, created_ms=created_ms, event=AlertEvent(
+                rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
+                threshold=threshold, message=message))
+            for row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message in rows
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> AlertStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (the connection autocommits)."""
+        # IMMEDIATE takes the write lock up front, where busy_timeout applies, instead of
+        # failing half-way when a deferred transaction upgrades to a writer.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def _rule_from_row(row: tuple) -> AlertRule:
+    rule_id, metric, operator, threshold, y, x, symbol, timeframe_ms, window, hysteresis, cooldown_s, enabled = row
+    return AlertRule(
+        metric=metric,
+        operator=operator,
+        threshold=threshold,
+        pair=None if y is None else (y, x),
+        symbol=symbol,
+        timeframe_ms=timeframe_ms,
+        window=window,
+        hysteresis=hysteresis,
+        cooldown_s=cooldown_s,
+        enabled=bool(enabled),
+        id=rule_id,
+    )
