@@ -18,6 +18,7 @@ from typing import Any
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SOURCES = ("binance", "simulated", "replay")
+TIMEFRAMES_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
 # Each source writes its own database file so live, simulated and replayed ticks never mix.
 DB_FILE_BY_SOURCE = {"binance": "live.sqlite3", "simulated": "simulated.sqlite3", "replay": "replay.sqlite3"}
 
@@ -79,6 +80,13 @@ class Settings:
     stable_after: float = 60.0
     status_interval: float = 5.0
     log_level: str = "INFO"
+    alerts: tuple[str, ...] = ()
+    pair: tuple[str, str] | None = None
+    timeframe: str = "1s"
+    window: int = 60
+    webhook_url: str | None = None
+    min_trades: int = 0
+    min_volume: float = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -109,6 +117,26 @@ class Settings:
             raise ConfigError("backoff_max: must be >= backoff_initial")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+        if self.pair is not None:
+            pair = tuple(normalize_symbol(s) for s in self.pair)
+            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(self.symbols):
+                raise ConfigError(f"pair: {'/'.join(self.pair)!r} must be two different watched symbols, Y/X")
+            object.__setattr__(self, "pair", pair)
+        elif len(self.symbols) >= 2:
+            # Default pair: second symbol on the first (ETHUSDT on BTCUSDT), as the dashboard shows it.
+            object.__setattr__(self, "pair", (self.symbols[1], self.symbols[0]))
+        if self.timeframe not in TIMEFRAMES_MS:
+            raise ConfigError(f"timeframe: {self.timeframe!r} is not one of {', '.join(TIMEFRAMES_MS)}")
+        if not 10 <= self.window <= 200:
+            raise ConfigError(f"window: {self.window} must be between 10 and 200 bars")
+        if self.webhook_url is not None and not re.fullmatch(r"https?://\S+", self.webhook_url):
+            raise ConfigError("webhook_url: must be an http(s) URL")
+        if self.min_trades < 0 or not self.min_volume >= 0:
+            raise ConfigError("min_trades/min_volume: the liquidity filter needs values >= 0")
+
+    @property
+    def timeframe_ms(self) -> int:
+        return TIMEFRAMES_MS[self.timeframe]
 
     @property
     def db_path(self) -> Path:
@@ -127,6 +155,21 @@ def _positive(name: str, value: float) -> None:
 
 def _optional_path(raw: str) -> Path | None:
     return Path(raw) if raw else None
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _pair(raw: str) -> tuple[str, str]:
+    parts = tuple(p.strip() for p in raw.replace(",", "/").split("/"))
+    if len(parts) != 2:
+        raise ValueError("expected Y/X, e.g. ETHUSDT/BTCUSDT")
+    return parts  # type: ignore[return-value]
+
+
+def _rules(raw: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in raw.split(";") if r.strip())
 
 
 # name -> (env var, parser, CLI help). The same parsers serve env vars and CLI flags.
@@ -155,6 +198,13 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "stable_after": ("QUANT_STABLE_AFTER", float, "a connection up this long resets the backoff"),
     "status_interval": ("QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
     "log_level": ("QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+    "alerts": ("QUANT_ALERTS", _rules, "alert rules evaluated headless, ';'-separated (CLI: repeat --alert)"),
+    "pair": ("QUANT_PAIR", _pair, "pair for alert rules, Y/X (default: second symbol / first)"),
+    "timeframe": ("QUANT_TIMEFRAME", str, "bar length for alert rules: 1s, 1m or 5m"),
+    "window": ("QUANT_WINDOW", int, "rolling window of alert rules, bars (10-200)"),
+    "webhook_url": ("QUANT_WEBHOOK_URL", _optional_str, "POST each new alert as JSON to this URL"),
+    "min_trades": ("QUANT_MIN_TRADES", int, "liquidity filter: drop bars with fewer trades (per leg)"),
+    "min_volume": ("QUANT_MIN_VOLUME", float, "liquidity filter: drop bars with less volume (per leg, base units)"),
 }
 
 
@@ -183,8 +233,15 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per setting; values are parsed as strings, exactly like env vars."""
+    """Add one ``--flag`` per setting; values are parsed as strings, exactly like env vars.
+
+    Alert rules are the exception: ``--alert RULE`` may be repeated.
+    """
     for name, (env, _, help_text) in FIELDS.items():
+        if name == "alerts":
+            parser.add_argument("--alert", dest=name, action="append", default=None, metavar="RULE",
+                                help=f"alert rule, e.g. 'zscore > 2'; repeatable [{env}, ';'-separated]")
+            continue
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=f"{help_text} [{env}]")
 
@@ -195,5 +252,6 @@ def from_cli(argv: Sequence[str] | None = None, environ: Mapping[str, str] | Non
     parser = argparse.ArgumentParser(prog=prog, description="Pair-trading tick recorder")
     add_cli_arguments(parser)
     args = parser.parse_args(argv)
-    overrides = {name: _parse(name, raw) for name, raw in vars(args).items() if raw is not None}
+    overrides = {name: (tuple(raw) if name == "alerts" else _parse(name, raw))
+                 for name, raw in vars(args).items() if raw is not None}
     return from_env(environ, **overrides)

@@ -117,6 +117,20 @@ class AlertStore:
             self._conn.execute(_BUMP_VERSION)
         return replace(rule, id=cursor.lastrowid)
 
+    def ensure_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
+        """The stored rule equal to ``rule`` (ignoring id and enabled), adding it if there is none.
+
+        Returns (rule with its id, True if it was added). Lets a recorder restarted with the same
+        ``--alert`` flags keep one rule instead of piling up copies; a disabled copy is re-enabled.
+        """
+        wanted = replace(rule, id=None, enabled=True)
+        for stored in self.rules():
+            if replace(stored, id=None, enabled=True) == wanted:
+                if not stored.enabled:
+                    self.set_enabled(stored.id, True)
+                return replace(stored, enabled=True), False
+        return self.add_rule(wanted), True
+
     def rules(self, enabled_only: bool = False) -> list[AlertRule]:
         """Stored rules in creation order; only enabled ones if ``enabled_only``."""
         sql = f"SELECT {_RULE_COLUMNS} FROM alert_rules"

@@ -12,15 +12,18 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analytics import AlignedBars, InsufficientDataError, align_bars, bars_to_frame, rebar, resample_ticks
-from ingestion.engine import Engine
 from ingestion.live_bars import BASE_INTERVAL_MS
 from ingestion.source import now_ms
 from storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:  # the engine owns the alert monitor, which reads bars through this module
+    from ingestion.engine import Engine
 
 TIMEFRAMES_MS: dict[str, int] = {"1 s": 1_000, "1 min": 60_000, "5 min": 300_000}
 LOOKBACKS_MS: dict[str, int] = {
@@ -68,14 +71,29 @@ class PairBars:
     open_bar_start: pd.Timestamp | None  # start of the last row if that bar is still forming
     market_now_ms: int
 
-    def closed_closes(self) -> pd.DataFrame:
-        """Aligned closes without the still-forming last bar (for tests and alerts)."""
+    def closes(self, *, closed_only: bool = False, min_trades: int = 0, min_volume: float = 0.0) -> pd.DataFrame:
+        """Aligned closes, optionally without the still-forming last bar and without illiquid bars.
+
+        Liquidity filter: a bar is dropped when any symbol traded fewer than ``min_trades`` times
+        or less than ``min_volume`` (base units) in it — carried-forward (filled) bars have zero of
+        both. The analytics then run on the remaining bars as if they were consecutive.
+        """
         if self.aligned is None:
             return pd.DataFrame()
-        closes = self.aligned.closes
-        if self.open_bar_start is not None and len(closes) and closes.index[-1] == self.open_bar_start:
-            return closes.iloc[:-1]
-        return closes
+        keep = np.ones(len(self.aligned.index), dtype=bool)
+        if closed_only and self.open_bar_start is not None and len(keep) and \
+                self.aligned.index[-1] == self.open_bar_start:
+            keep[-1] = False
+        if min_trades > 0:
+            keep &= (self.aligned.trades >= min_trades).all(axis=1).to_numpy()
+        if min_volume > 0:
+            keep &= (self.aligned.volumes >= min_volume).all(axis=1).to_numpy()
+        return self.aligned.closes[keep]
+
+    def illiquid_bars(self, min_trades: int, min_volume: float) -> int:
+        """How many aligned bars the liquidity filter drops."""
+        return 0 if self.aligned is None else len(self.aligned.index) - len(
+            self.closes(min_trades=min_trades, min_volume=min_volume))
 
 
 def symbol_bars(engine: Engine, history: BarHistory, symbol: str, since_ms: int) -> pd.DataFrame:

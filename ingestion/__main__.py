@@ -14,6 +14,9 @@ import threading
 import time
 from collections.abc import Sequence
 
+from alerts.monitor import alerts_path
+from alerts.rules import parse_rule
+from alerts.store import AlertStore
 from config import ConfigError, from_cli
 from ingestion.engine import Engine
 from ingestion.records import FeedStatus
@@ -21,13 +24,13 @@ from ingestion.records import FeedStatus
 log = logging.getLogger("ingestion")
 
 
-def format_status(status: FeedStatus, committed: int) -> str:
+def format_status(status: FeedStatus, committed: int, alerts: int = 0) -> str:
     """One log line of feed health."""
     age = "-" if status.last_tick_age_s is None else f"{status.last_tick_age_s:.1f}s"
     line = (
         f"{status.label} state={status.state.value} ticks/s={status.ticks_per_s:.1f} "
         f"trades={status.trades} stored={committed} last_tick_age={age} reconnects={status.reconnects} "
-        f"gaps={status.gaps} dup={status.duplicates} parse_errors={status.parse_errors}"
+        f"gaps={status.gaps} dup={status.duplicates} parse_errors={status.parse_errors} alerts={alerts}"
     )
     return line + (f" last_error={status.last_error!r}" if status.last_error else "")
 
@@ -40,10 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        rules = [parse_rule(text, pair=settings.pair, timeframe_ms=settings.timeframe_ms, window=settings.window)
+                 for text in settings.alerts]
         engine = Engine(settings)
-    except (ValueError, OSError) as exc:  # e.g. an unreadable replay file
+    except (ValueError, OSError) as exc:  # a bad alert rule, an unreadable replay file
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if rules:
+        with AlertStore(alerts_path(settings.db_path)) as store:
+            for rule in rules:
+                stored, added = store.ensure_rule(rule)
+                log.info("alert rule %s: %s (%s)", stored.id, stored.describe(), "added" if added else "already stored")
 
     stop = threading.Event()
 
@@ -62,13 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout = min(timeout, max(deadline - time.monotonic(), 0))
         if stop.wait(timeout):
             break
-        log.info("%s", format_status(engine.status(), engine.writer.committed_trades))
+        log.info("%s", format_status(engine.status(), engine.writer.committed_trades, engine.alerts.fired))
         if deadline is not None and time.monotonic() >= deadline:
             break
         if not engine.running:  # a replay reached its end
             break
     flushed = engine.stop()
-    log.info("final: %s", format_status(engine.status(), engine.writer.committed_trades))
+    log.info("final: %s", format_status(engine.status(), engine.writer.committed_trades,
+                                        engine.alerts.fired if engine.alerts else 0))
     if engine.writer.error is not None:
         print(f"error: database writer failed: {engine.writer.error}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from alerts.monitor import AlertMonitor, alerts_path
 from config import Settings
 from ingestion.backfill import Backfiller
 from ingestion.buffer import TickBuffer
@@ -113,6 +114,7 @@ class Engine:
         self.trades = 0
         self.last_tick_mono: float | None = None
         self._last_tick_ts_ms = 0
+        self.alerts: AlertMonitor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rate_lock = threading.Lock()
@@ -150,6 +152,9 @@ class Engine:
         self.writer.start()
         if self.backfiller is not None:
             self.backfiller.start()
+        self.alerts = AlertMonitor(self, alerts_path(self.settings.db_path), webhook_url=self.settings.webhook_url,
+                                   min_trades=self.settings.min_trades, min_volume=self.settings.min_volume)
+        self.alerts.start()
         self.writer.put(FeedEvent(now_ms(), EventKind.STARTED, None, self.source.label))
         self.started_mono = time.monotonic()
         self._thread = threading.Thread(target=self._run_source, name=f"source-{self.source.name}", daemon=True)
@@ -176,6 +181,8 @@ class Engine:
         self._stop.set()
         self._thread.join(timeout)
         source_done = not self._thread.is_alive()
+        if self.alerts is not None:
+            self.alerts.stop()
         if self.backfiller is not None:
             self.backfiller.stop()
         self.writer.put(FeedEvent(now_ms(), EventKind.STOPPED, None, self.source.label))

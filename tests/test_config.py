@@ -77,5 +77,5 @@ def test_readme_documents_every_setting():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name, (env, _, _) in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
+        flag = "--alert" if name == "alerts" else "--" + name.replace("_", "-")
         assert f"`{flag}`" in readme and f"`{env}`" in readme, f"README lacks {flag} / {env}"

@@ -112,7 +112,12 @@ def test_stitches_database_history_to_live_bars_without_overlap(tmp_path):
         assert got.index.is_unique and got.index.is_monotonic_increasing
         pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
     assert bars.open_bar_start == bars.aligned.index[-1]
-    assert len(bars.closed_closes()) == len(bars.aligned.closes) - 1
+    assert len(bars.closes(closed_only=True)) == len(bars.aligned.closes) - 1
+    # Liquidity filter: a bar where either leg traded fewer than 5 times is left out.
+    thin = (bars.aligned.trades < 5).any(axis=1)
+    assert len(bars.closes(min_trades=5)) == len(bars.aligned.closes) - thin.sum() == \
+        len(bars.aligned.closes) - bars.illiquid_bars(5, 0.0)
+    assert (bars.aligned.volumes.loc[bars.closes(min_volume=0.5).index] >= 0.5).all().all()
     minute = load_pair_bars(engine, cache, ["BTCUSDT", "ETHUSDT"], 60_000, 3_600_000)
     minutes = {t.ts_ms // 60_000 for t in trades if t.symbol == "BTCUSDT"}
     assert len(minute.by_symbol["BTCUSDT"]) == len(minutes)

@@ -1,0 +1,144 @@
+"""The engine's alert monitor: evaluates stored rules on every closed bar, with or without a browser.
+
+A daemon thread wakes every ``poll_s`` seconds, closes bars that are due, reloads rules when
+another process (a dashboard) changed them, and, whenever a 1 s bar has closed, computes each
+enabled rule's metric on its own timeframe and window from closed bars only. New firings are
+stored (idempotent per rule and bar) and optionally posted to a webhook.
+
+A rule seen for the first time (new, or after a restart) is *primed*: its evaluator state is
+built from the bars already available without recording anything, so a condition that has held
+for an hour does not fire the moment the process starts. Metrics use rolling OLS on price, like
+the dashboard's default: z-score and spread of ``y - βx - α``, rolling correlation of log
+returns, β; ``price`` is a symbol's close.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from alerts.evaluator import AlertEvaluator
+from alerts.rules import AlertRule
+from alerts.store import AlertStore
+from alerts.webhook import WebhookNotifier
+from dashboard.data import BarHistory, load_pair_bars
+from dashboard.pair import PairParams, compute_pair
+
+if TYPE_CHECKING:
+    from ingestion.engine import Engine
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25
+WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another one
+
+
+def alerts_path(db_path: Path) -> Path:
+    """Alert rules and history sit next to the tick database they watch, e.g. ``live-alerts.sqlite3``."""
+    return db_path.with_name(f"{db_path.stem}-alerts.sqlite3")
+
+
+def metric_series(rule: AlertRule, closes: pd.DataFrame) -> pd.Series:
+    """The rule's metric on each closed bar (NaN during warm-up), indexed by bar start."""
+    if rule.metric == "price":
+        return closes[rule.symbol]
+    y, x = rule.pair
+    pair = compute_pair(closes, PairParams(y, x, window=rule.window))
+    series = {"zscore": pair.zscore, "spread": pair.spread, "corr": pair.correlation, "beta": pair.beta}[rule.metric]
+    return series if series is not None else pd.Series(dtype=float)
+
+
+class AlertMonitor:
+    """Rule evaluation for one engine, in its own thread."""
+
+    def __init__(self, engine: Engine, store_path: Path, *, webhook_url: str | None = None,
+                 min_trades: int = 0, min_volume: float = 0.0, poll_s: float = POLL_S) -> None:
+        self.engine = engine
+        self.store_path = store_path
+        self.min_trades = min_trades
+        self.min_volume = min_volume
+        self.poll_s = poll_s
+        self.webhook = WebhookNotifier(webhook_url) if webhook_url else None
+        self.history = BarHistory(engine.settings.db_path)
+        self.evaluator = AlertEvaluator()
+        self.rules: list[AlertRule] = []
+        self.fired = 0
+        self.last_error: str | None = None
+        self._last_ts: dict[AlertRule, int] = {}  # newest bar start evaluated per rule
+        self._rules_version = -1
+        self._bars_version = -1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._skipped: set[AlertRule] = set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alert-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.webhook is not None:
+            self.webhook.stop(timeout)
+
+    def _run(self) -> None:
+        with AlertStore(self.store_path) as store:
+            while not self._stop.wait(self.poll_s):
+                try:
+                    self.step(store)
+                except Exception as exc:  # a bad rule or bar must not end alerting for all rules
+                    self.last_error = f"alert evaluation failed: {exc!r}"
+                    log.exception("alert evaluation failed")
+
+    def step(self, store: AlertStore) -> int:
+        """One evaluation pass; returns how many alerts were newly stored."""
+        self.engine.close_due_bars()
+        version = store.rules_version()
+        if version != self._rules_version:
+            self._rules_version = version
+            self.rules = store.rules(enabled_only=True)
+            self.evaluator.retain(self.rules)
+            self._last_ts = {rule: ts for rule, ts in self._last_ts.items() if rule in self.rules}
+        bars_version = self.engine.bars.version
+        if not self.rules or bars_version == self._bars_version:
+            return 0
+        self._bars_version = bars_version
+        return sum(self._evaluate(store, rule) for rule in self.rules)
+
+    def _evaluate(self, store: AlertStore, rule: AlertRule) -> int:
+        symbols = (rule.symbol,) if rule.metric == "price" else rule.pair
+        if not set(symbols) <= set(self.engine.settings.symbols):
+            if rule not in self._skipped:  # say it once, not every second
+                self._skipped.add(rule)
+                log.warning("alert %r needs %s, which this engine does not watch", rule.describe(), symbols)
+            return 0
+        lookback_ms = (WARMUP_FACTOR * rule.window + 5) * rule.timeframe_ms
+        bars = load_pair_bars(self.engine, self.history, symbols, rule.timeframe_ms, lookback_ms)
+        closes = bars.closes(closed_only=True, min_trades=self.min_trades, min_volume=self.min_volume)
+        if closes.empty:
+            return 0
+        values = metric_series(rule, closes)
+        starts = values.index.as_unit("ms").asi8
+        last = self._last_ts.get(rule)
+        priming = last is None
+        new = 0
+        for ts, value in zip(starts.tolist(), values.to_numpy(dtype=float).tolist(), strict=True):
+            if last is not None and ts <= last:
+                continue
+            if not math.isfinite(value):
+                continue
+            event = self.evaluator.observe(rule, ts, value)
+            if event is not None and not priming and store.record(event):
+                new += 1
+                self.fired += 1
+                log.info("ALERT %s", event.message)
+                if self.webhook is not None:
+                    self.webhook.notify(event)
+        self._last_ts[rule] = int(starts[-1])
+        return new
