@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ingestion.binance_parse import MAX_ID
 from ingestion.records import EventKind, FeedEvent, Trade
 from ingestion.source import now_ms
 
@@ -63,6 +64,8 @@ def parse_historical_trade(symbol: str, row: dict, recv_ms: int) -> Trade:
         raise BackfillError(f"malformed historicalTrades row {row!r}: {exc}") from None
     if not trade.price > 0:
         raise BackfillError(f"historicalTrades row with a non-positive price: {row!r}")
+    if not (0 <= trade.trade_id <= MAX_ID and 0 < trade.ts_ms <= MAX_ID):
+        raise BackfillError(f"historicalTrades row with an out-of-range id or time: {row!r}")
     return trade
 
 

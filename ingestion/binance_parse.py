@@ -15,6 +15,9 @@ from typing import Any
 
 from ingestion.records import Trade
 
+# Ids and times are stored as SQLite INTEGER and numpy int64: anything larger is garbage, not a trade.
+MAX_ID = 2**63 - 1
+
 
 class MalformedMessage(ValueError):
     """A frame that is not valid JSON or lacks/garbles a required field."""
@@ -60,7 +63,7 @@ def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade:
         raise MalformedMessage(f"trade payload has a non-numeric price or quantity: {exc}") from None
     if not isinstance(symbol, str) or not symbol:
         raise MalformedMessage(f"trade payload has an invalid symbol {symbol!r}")
-    if type(trade_id) is not int or type(ts_ms) is not int or trade_id < 0 or ts_ms <= 0:
+    if type(trade_id) is not int or type(ts_ms) is not int or not (0 <= trade_id <= MAX_ID and 0 < ts_ms <= MAX_ID):
         raise MalformedMessage(f"trade payload has an invalid id {trade_id!r} or time {ts_ms!r}")
     if not (math.isfinite(price) and price > 0 and math.isfinite(qty) and qty >= 0):
         raise MalformedMessage(f"trade payload has an invalid price {price!r} or quantity {qty!r}")
@@ -103,8 +106,8 @@ def parse_frame(frame: str | bytes, recv_ms: int) -> Message:
     """
     try:
         message = json.loads(frame)
-    except (ValueError, TypeError) as exc:
-        raise MalformedMessage(f"invalid JSON: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: absurdly nested input
+        raise MalformedMessage(f"invalid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if isinstance(message, dict) and "data" in message and "stream" in message:
         message = message["data"]
     return parse_payload(message, recv_ms)

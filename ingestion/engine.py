@@ -130,6 +130,10 @@ class Engine:
             if self.backfiller is not None:
                 self.backfiller.request(gap.symbol, gap.first_missing, gap.count)
         if not is_new:
+            # At or below the last id: usually a re-send, sometimes a late trade the exchange
+            # delivered out of order. The store's idempotent insert tells them apart for free;
+            # live views skip it either way (their bars have moved on).
+            self.writer.put(trade)
             return
         self.trades += 1
         self.last_tick_mono = time.monotonic()
@@ -237,7 +241,7 @@ class Engine:
         if self.writer.error is not None:
             last_error = f"database writer failed: {self.writer.error}"
         else:
-            last_error = self.writer.retry_error or stats.last_error
+            last_error = self.writer.retry_error or stats.last_error or self.writer.reject_error
         return FeedStatus(
             source=self.source.name,
             state=state,

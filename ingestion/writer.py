@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ingestion.records import FeedEvent, Trade
+from ingestion.source import now_ms
 from storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class TickWriter:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.retry_error: str | None = None  # set while a batch waits for the database to accept it
+        self.rejected = 0  # rows the database refused (counted and logged, never silently dropped)
+        self.reject_error: str | None = None
         self.committed_trades = 0  # rows actually inserted (duplicates excluded)
         self.received_trades = 0  # trades handed to write_batch
         self.batches = 0
@@ -144,6 +147,11 @@ class TickWriter:
                 log.warning("%s (batch of %d trades kept)", self.retry_error, len(trades))
                 time.sleep(delay)  # this thread has nothing else to do until the batch is stored
                 delay = min(delay * 2, RETRY_MAX_S)
+            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+                # A row the database cannot take: store the rest one by one and count the bad ones,
+                # rather than losing the batch or stopping storage altogether.
+                inserted = self._write_one_by_one(store, trades, events, exc)
+                break
         self.retry_error = None
         self.committed_trades += inserted
         self.received_trades += len(trades)
@@ -152,14 +160,34 @@ class TickWriter:
         if trades:
             self._max_ts_ms = max(self._max_ts_ms, max(t.ts_ms for t in trades))
 
+    def _write_one_by_one(self, store: SqliteStore, trades: list[Trade], events: list[FeedEvent],
+                          cause: BaseException) -> int:
+        log.error("batch rejected (%s); storing its %d rows one by one", cause, len(trades) + len(events))
+        inserted = 0
+        for trade in trades:
+            try:
+                inserted += store.write_batch([trade])
+            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                self.reject_error = f"rejected {trade!r}: {exc}"
+                log.error("%s", self.reject_error)
+        for event in events:
+            try:
+                store.write_batch([], [event])
+            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+                self.rejected += 1
+                self.reject_error = f"rejected {event!r}: {exc}"
+        return inserted
+
     def _maybe_prune(self, store: SqliteStore) -> None:
         if self.retention_ms is None or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
             return
         self._last_prune = time.monotonic()
         if not self._max_ts_ms:
             return
-        # Market time, not wall time: a replay of last year's file must not prune itself away.
-        cutoff = self._max_ts_ms - self.retention_ms
+        # Market time, so a replay of last year's file does not prune itself away; but never
+        # ahead of the wall clock, so one trade stamped in the far future cannot wipe the file.
+        cutoff = min(self._max_ts_ms, now_ms()) - self.retention_ms
         deleted = store.prune(cutoff)
         if deleted:
             log.info("retention: deleted %d ticks older than %d ms", deleted, cutoff)

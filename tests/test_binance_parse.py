@@ -73,6 +73,9 @@ def test_subscription_reply_is_unknown_not_error():
         ('{"e":"trade","s":"BTCUSDT","t":"1","p":"1","q":"1","T":5,"m":true}', "invalid id"),
         ('{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","T":5,"m":"yes"}', "non-boolean"),
         ('{"e":"trade","s":"","t":1,"p":"1","q":"1","T":5,"m":true}', "invalid symbol"),
+        ('{"e":"trade","s":"BTCUSDT","t":18446744073709551616,"p":"1","q":"1","T":5,"m":true}', "invalid id"),
+        ('{"e":"trade","s":"BTCUSDT","t":1,"p":"1","q":"1","T":-5,"m":true}', "invalid id"),
+        ("[" * 100_000 + "]" * 100_000, "RecursionError"),
     ],
 )
 def test_malformed_frames_raise_a_named_error(frame, match):

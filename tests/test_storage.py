@@ -6,6 +6,7 @@ import pytest
 
 from ingestion.buffer import TickBuffer
 from ingestion.records import EventKind, FeedEvent, Trade
+from ingestion.source import now_ms
 from ingestion.writer import TickWriter
 from storage.sqlite import SCHEMA_VERSION, SchemaError, SqliteStore
 from tests.factories import make_trade, make_trades
@@ -175,3 +176,29 @@ def test_two_writers_on_one_file_lose_nothing(tmp_path):
     assert all(writer.error is None for writer in writers)
     with SqliteStore(path) as store:
         assert store.tick_count("BTCUSDT") == 10_000 and store.tick_count("ETHUSDT") == 10_000
+
+
+def test_a_far_future_trade_time_cannot_make_retention_wipe_the_database(tmp_path):
+    writer = TickWriter(tmp_path / "r.db", retention_ms=3_600_000)
+    writer.start()
+    now = now_ms()
+    writer.put(make_trade(trade_id=1, ts_ms=now - 60_000))
+    writer.put(make_trade(trade_id=2, ts_ms=now + 10 * 365 * 86_400_000))  # a garbage timestamp, ten years ahead
+    eventually(lambda: writer.committed_trades == 2)
+    writer._last_prune = 0.0  # prune on the next pass instead of a minute from now
+    writer.put(make_trade(trade_id=3, ts_ms=now))
+    assert writer.stop()
+    with SqliteStore(tmp_path / "r.db") as store:
+        assert store.tick_count() == 3
+
+
+def test_a_row_the_database_refuses_is_counted_and_the_rest_stored(tmp_path):
+    writer = TickWriter(tmp_path / "bad.db")
+    writer.start()
+    unbindable = Trade("BTCUSDT", 99, 1, 1, object(), 1.0, False)  # type: ignore[arg-type]
+    for trade in [*make_trades(10), unbindable, *make_trades(10, first_id=11)]:
+        writer.put(trade)
+    assert writer.stop()
+    assert writer.error is None and writer.rejected == 1 and "rejected" in writer.reject_error
+    with SqliteStore(tmp_path / "bad.db") as store:
+        assert store.tick_count() == 20
