@@ -25,7 +25,7 @@ import random
 import select
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import websocket
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 RECV_POLL_S = 0.25  # socket read timeout: bounds how late a stop request or watchdog check can be
 HOUSEKEEPING_EVERY_S = 0.1
 READ_AHEAD = 8192  # bytes per socket read; see _open
-OVERLAP_TIMEOUT_S = 5.0  # longest we keep reading the old connection after opening its successor
+OVERLAP_TIMEOUT_S = 10.0  # longest we keep reading the old connection after opening its successor
 OVERLAP_RETRY_S = 10.0  # after a failed rollover attempt, keep the old connection and retry later
 
 
@@ -65,6 +65,12 @@ class _Connection:
     awaiting_pong_since: float | None = None
     shutdown_notice: bool = False
     stable: bool = False
+    # Per symbol, the newest trade id read from this connection.
+    last_ids: dict[str, int] = field(default_factory=dict)
+    # A rollover successor holds its trades until the old connection has caught up with them,
+    # and notes the first id it holds per symbol.
+    held: list[Trade] | None = None
+    first_held_ids: dict[str, int] = field(default_factory=dict)
 
 
 class BinanceSource:
@@ -189,7 +195,8 @@ class BinanceSource:
         self.stats.connected_since_ms = opened_ms
         self._emit(EventKind.CONNECTED, self.url)
         log.info("connected to %s", self.url)
-        return _Connection(ws, opened=now, opened_ms=opened_ms, last_frame=now, last_ping=now)
+        return _Connection(ws, opened=now, opened_ms=opened_ms, last_frame=now, last_ping=now,
+                           held=[] if rollover else None)
 
     def _close(self, conn: _Connection, *, graceful: bool) -> None:
         try:
@@ -226,32 +233,62 @@ class BinanceSource:
                     successor = self._open_successor(conn)
                     overlap_deadline = now + OVERLAP_TIMEOUT_S
                     next_rollover_try = now + OVERLAP_RETRY_S
-                if successor is not None and (now >= overlap_deadline or _readable(successor.ws)):
-                    self._emit(EventKind.ROLLOVER, "switched to the new connection")
-                    self._close(conn, graceful=True)
-                    return successor
+                if successor is not None:
+                    problem = self._read_available(successor)
+                    if problem:
+                        self._set_error(f"new connection failed during rollover: {problem}")
+                        self._close(successor, graceful=False)
+                        successor = None
+                    elif now >= overlap_deadline or _caught_up(conn, successor):
+                        self._emit(EventKind.ROLLOVER, "switched to the new connection")
+                        self._close(conn, graceful=True)
+                        return self._take_over(successor)
                 problem = self._liveness_problem(conn, now)
                 if problem:
                     self._drop(conn, problem)
-                    return successor
-            try:
-                opcode, frame = conn.ws.recv_data_frame(control_frame=True)
-            except websocket.WebSocketTimeoutException:
-                continue
-            except (OSError, websocket.WebSocketException) as exc:
-                self._drop(conn, f"connection lost: {_describe(exc)}")
-                return successor
-            conn.last_frame = time.monotonic()
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                self._on_text(conn, frame.data)
-            elif opcode == websocket.ABNF.OPCODE_PONG:
-                conn.awaiting_pong_since = None
-            elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                code, reason = _close_status(frame.data)
-                self._drop(conn, f"server closed the connection (code {code}{': ' + reason if reason else ''})")
-                return successor
-            # PING frames were already answered with a pong inside recv_data_frame.
+                    return self._take_over(successor)
+            problem = self._read_frame(conn)
+            if problem:
+                self._drop(conn, problem)
+                return self._take_over(successor)
         return None
+
+    def _read_frame(self, conn: _Connection) -> str | None:
+        """Read and handle one frame (waiting at most RECV_POLL_S); a reason if the connection ended."""
+        try:
+            opcode, frame = conn.ws.recv_data_frame(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            return None
+        except (OSError, websocket.WebSocketException) as exc:
+            return f"connection lost: {_describe(exc)}"
+        conn.last_frame = time.monotonic()
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            self._on_text(conn, frame.data)
+        elif opcode == websocket.ABNF.OPCODE_PONG:
+            conn.awaiting_pong_since = None
+        elif opcode == websocket.ABNF.OPCODE_CLOSE:
+            code, reason = _close_status(frame.data)
+            return f"server closed the connection (code {code}{': ' + reason if reason else ''})"
+        # PING frames were already answered with a pong inside recv_data_frame.
+        return None
+
+    def _read_available(self, conn: _Connection, limit: int = 1_000) -> str | None:
+        """Read what a rollover successor has ready (its trades are held, not delivered yet)."""
+        for _ in range(limit):
+            if not _has_data(conn):
+                return None
+            problem = self._read_frame(conn)
+            if problem:
+                return problem
+        return None
+
+    def _take_over(self, successor: _Connection | None) -> _Connection | None:
+        """Make the successor current: deliver the trades it held (re-sends are dropped downstream)."""
+        if successor is not None and successor.held is not None:
+            held, successor.held = successor.held, None
+            for trade in held:
+                self._sink.on_trade(trade)  # type: ignore[union-attr]
+        return successor
 
     def _liveness_problem(self, conn: _Connection, now: float) -> str | None:
         """Why this connection must be dropped, or None. Also sends our periodic ping."""
@@ -296,7 +333,12 @@ class BinanceSource:
                 log.warning("malformed message #%d: %s: %.200r", stats.parse_errors, exc, data)
             return
         if type(message) is Trade:
-            self._sink.on_trade(message)  # type: ignore[union-attr]
+            conn.last_ids[message.symbol] = message.trade_id
+            if conn.held is not None:
+                conn.held.append(message)
+                conn.first_held_ids.setdefault(message.symbol, message.trade_id)
+            else:
+                self._sink.on_trade(message)  # type: ignore[union-attr]
         elif type(message) is ServerShutdown:
             conn.shutdown_notice = True
             self._emit(EventKind.SHUTDOWN_NOTICE, f"serverShutdown at {message.ts_ms}")
@@ -315,11 +357,28 @@ class BinanceSource:
         self.stats.last_error = text
 
 
-def _readable(ws: websocket.WebSocket) -> bool:
-    sock = ws.sock
-    if sock is None:
-        return False
-    return bool(select.select([sock], [], [], 0)[0])
+def _has_data(conn: _Connection) -> bool:
+    """Bytes ready on the socket or already read ahead into the frame buffer."""
+    if any(conn.ws.frame_buffer.recv_buffer):
+        return True
+    sock = conn.ws.sock
+    return sock is not None and bool(select.select([sock], [], [], 0)[0])
+
+
+def _caught_up(old: _Connection, new: _Connection) -> bool:
+    """True once the old connection has delivered everything before what the new one holds.
+
+    The new connection carries every trade from its subscription on, so for each symbol it
+    holds, the old one is caught up once it has delivered the id just before the new one's
+    first (ids are consecutive per symbol). With nothing left to read, it is caught up too.
+    Switching earlier would lose a backlog still buffered on the old socket: Binance sends it
+    only there. (A symbol that has not traded on the new connection yet cannot be checked; a
+    trade of it lost in that window shows up as a gap and is backfilled.)
+    """
+    if not _has_data(old):
+        return True
+    return bool(new.first_held_ids) and all(
+        old.last_ids.get(symbol, -1) >= first - 1 for symbol, first in new.first_held_ids.items())
 
 
 def _close_status(payload: bytes) -> tuple[int | None, str]:
