@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from alerts.monitor import alerts_path
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
 from dashboard.data import BarHistory, PairBars, dataset_pair_bars, load_pair_bars
@@ -23,6 +24,8 @@ from dashboard.pair import PairAnalytics, PairParams, compute_pair, live_zscore,
 from ingestion.engine import Engine
 from storage.sqlite import SqliteStore
 from ui import charts
+from ui.alerts_panel import recent_alerts, render_alerts_tab, render_banners, zscore_markers
+from ui.backtest_panel import render_backtest_tab
 from ui.controls import SOURCE_LABELS, Controls, analysis_controls, source_controls, symbol_controls
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
 from ui.status import feed_is_failing, format_age, render_status
@@ -67,7 +70,7 @@ def live_context(pair: PairAnalytics, bars: PairBars, key: str) -> LiveContext |
     latest = pair.latest
     if pair.spread is None or not np.isfinite(latest["beta"]):
         return None
-    closed = pair.spread.iloc[:-1] if bars.open_bar_start is not None else pair.spread
+    closed = pair.spread[pair.spread.index != bars.open_bar_start]
     recent = closed.dropna().to_numpy()[-(pair.params.window - 1):]
     if len(recent) < pair.params.window - 1:  # the z-score window is not full yet: no live z either
         return None
@@ -86,6 +89,7 @@ def render_live_panel(engine: Engine, controls: Controls) -> None:
         # A callback may set a widget's state; assigning it after the widget is drawn may not.
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
+    render_banners(recent_alerts(alerts_path(engine.settings.db_path), limit=20), controls.tz)
     y_trade, x_trade = engine.buffer.last(controls.y), engine.buffer.last(controls.x)
     context = st.session_state.get("live_ctx")
     spread_now = z_now = float("nan")
@@ -104,7 +108,7 @@ def render_live_panel(engine: Engine, controls: Controls) -> None:
                f"· {status.label}")
 
 
-def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls) -> None:
+def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None) -> None:
     aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
     config = charts.FIGURE_CONFIG
     legs = [p.y, p.x]
@@ -119,7 +123,7 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls) -> No
                           key="chart_spread", config=config)
     if pair.zscore is not None:
         right.plotly_chart(charts.zscore_chart(pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz,
-                                               revision=rev, max_points=HALF_WIDTH_POINTS),
+                                               alerts=alert_marks, revision=rev, max_points=HALF_WIDTH_POINTS),
                            key="chart_zscore", config=config)
     if pair.beta is not None:
         left.plotly_chart(charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz, revision=rev,
@@ -166,15 +170,21 @@ def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine 
         return
     params = PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
                         controls.z_threshold)
-    pair = compute_pair(bars.aligned.closes, params)
+    closes = bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume)
+    if controls.min_trades or controls.min_volume:
+        st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
+                   f"{len(bars.aligned.index):,} bars left out.")
+    pair = compute_pair(closes, params)
     st.session_state["live_ctx"] = live_context(pair, bars, controls.revision)
     render_needs(pair, bars.interval_ms)
+    store_path = None if engine is None else alerts_path(engine.settings.db_path)
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
-    charts_tab, stats_tab, table_tab, feed_tab = st.tabs(["Charts", "Stats & tests", "Table & export", "Feed"],
-                                                         key="view_tab", on_change="rerun")
+    charts_tab, stats_tab, table_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
+        ["Charts", "Stats & tests", "Table & export", "Alerts", "Backtest", "Feed"], key="view_tab", on_change="rerun")
     if charts_tab.open:
         with charts_tab:
-            render_charts(bars, pair, controls)
+            marks = None if store_path is None else zscore_markers(recent_alerts(store_path), f"{params.y}/{params.x}")
+            render_charts(bars, pair, controls, marks)
     if stats_tab.open:
         with stats_tab:
             render_symbol_summaries(bars, controls.tz)
@@ -183,6 +193,17 @@ def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine 
     if table_tab.open:
         with table_tab:
             render_table_tab(provider, controls, bars, pair)
+    if alerts_tab.open:
+        with alerts_tab:
+            if store_path is None:
+                st.caption("Alerts are evaluated by the engine of a live, simulated or replayed feed.")
+            else:
+                render_alerts_tab(store_path, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
+    if backtest_tab.open:
+        with backtest_tab:
+            render_backtest_tab(bars.closes(closed_only=True, min_trades=controls.min_trades,
+                                            min_volume=controls.min_volume), params.y, params.x, params.window,
+                                params.z_threshold, bars.interval_ms, controls.tz, controls.revision)
     if feed_tab.open:
         with feed_tab:
             if engine is None:

@@ -38,12 +38,12 @@ def charts(at: AppTest) -> list:
     return at.get("plotly_chart")
 
 
-def ready(at: AppTest, n_charts: int = 6) -> AppTest:
-    """Rerun until the pair analytics have warmed up (z-score chart present)."""
+def ready(at: AppTest, n_charts: int = 7) -> AppTest:
+    """Rerun until the pair analytics have warmed up: every chart drawn, nothing still collecting data."""
     def warmed() -> bool:
         at.run()
         assert not at.exception, at.exception
-        return len(charts(at)) >= n_charts
+        return len(charts(at)) >= n_charts and not any("Collecting data" in i.value for i in at.info)
 
     eventually(warmed, timeout=40, interval=0.3, message="charts never appeared")
     return at
@@ -55,7 +55,7 @@ def open_tab(at: AppTest, label: str) -> AppTest:
 
 
 def test_live_page_draws_every_chart_and_updates_the_z_score(sim_env):
-    at = ready(AppTest.from_file(APP, default_timeout=30).run(), n_charts=7)
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
     titles = " ".join(c.proto.spec for c in charts(at))
     for expected in ("Prices", "Spread", "Z-score", "Hedge ratio", "correlation", "Lead"):
         assert expected in titles
@@ -103,7 +103,7 @@ def test_adf_button_and_downloads(sim_env):
     at.button(key="run_tests").click().run()
     assert not at.exception
     verdicts = [m.value for m in at.markdown if m.value.startswith("p = ")]
-    assert len(verdicts) == 2  # ADF and Engle–Granger, each with a one-line verdict
+    assert len(verdicts) == 2, [w.value for w in at.warning]  # ADF and Engle–Granger, one-line verdict each
     assert any("Half-life" in m.label for m in at.metric)
     open_tab(at, "Table & export")
     downloads = at.get("download_button")
@@ -175,3 +175,47 @@ def test_uploaded_datasets_are_a_data_source(sim_env):
     assert any("not live" in i.value for i in at.info)
     assert len(charts(at)) >= 6
     assert at.radio(key="timeframe").options == ["1 min", "5 min"]
+
+
+def add_rule(at: AppTest, text: str) -> None:
+    """Type into the form and submit it in one run, as a form sends its values only on submit."""
+    at.text_input(key="rule_text").input(text)
+    next(b for b in at.button if b.label == "Add rule").click().run()
+
+
+def test_alert_rules_are_created_evaluated_by_the_engine_and_listed(sim_env):
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    at.slider(key="window").set_value(10).run()
+    open_tab(at, "Alerts")
+    add_rule(at, "zscroe > 1")
+    assert any("unknown metric 'zscroe'" in e.value for e in at.error)
+    add_rule(at, "zscore > 1")
+    assert any("Added: zscore > 1" in s.value for s in at.success)
+
+    def alerted() -> bool:  # the engine's monitor thread fires; the page only reads the history
+        at.run()
+        history = at.dataframe[-1].value
+        return len(history) > 0
+
+    eventually(alerted, timeout=60, interval=0.5, message="the engine never fired the rule")
+    history = at.dataframe[-1].value
+    assert (history["value"] > 1).all() and (history["pair"] == "ETHUSDT/BTCUSDT").all()
+    assert any(w.value.startswith("🔔 ETHUSDT/BTCUSDT z-score") for w in at.warning)  # banner
+    toggle = next(t for t in at.toggle if t.label == "on")
+    toggle.set_value(False).run()
+    assert not next(t for t in at.toggle if t.label == "on").value
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert not [t for t in at.toggle if t.label == "on"]
+    assert any(d.label == "Alert history (CSV)" for d in at.get("download_button"))
+
+
+def test_backtest_tab_and_liquidity_filter(sim_env):
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    at.slider(key="window").set_value(10).run()
+    open_tab(at, "Backtest")
+    eventually(lambda: at.run() is not None and any(m.label.startswith("Total PnL") for m in at.metric),
+               timeout=30, interval=0.5)
+    assert any(c.proto.spec and "Backtest equity" in c.proto.spec for c in charts(at))
+    assert any(d.label == "Backtest trades (CSV)" for d in at.get("download_button"))
+    at.number_input(key="min_trades").set_value(3).run()
+    assert any(c.value.startswith("Liquidity filter:") for c in at.caption)

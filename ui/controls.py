@@ -39,6 +39,8 @@ class Controls:
     price_mode: str
     auto_refresh: bool
     tz: str
+    min_trades: int = 0
+    min_volume: float = 0.0
 
     @property
     def interval_ms(self) -> int:
@@ -108,10 +110,14 @@ def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str,
                                       help="In-sample fits use the whole lookback, future bars included.")
     log_prices = st.sidebar.radio("Spread on", ["price", "log price"], horizontal=True, key="spread_on") == "log price"
     z_threshold = st.sidebar.slider("Z-score threshold", 1.0, 3.0, 2.0, 0.1, key="z_threshold")
+    with st.sidebar.expander("Liquidity filter"):
+        min_trades = st.number_input("Min trades per bar (each leg)", 0, 10_000, 0, key="min_trades",
+                                     help="Bars where a leg traded fewer times are left out of the analytics.")
+        min_volume = st.number_input("Min volume per bar (each leg, base units)", 0.0, 1e9, 0.0, key="min_volume")
     st.sidebar.header("Display")
     price_mode = st.sidebar.radio("Prices", ["normalised", "dual"], horizontal=True, key="price_mode",
                                   format_func={"normalised": "rebased to 100", "dual": "two axes"}.__getitem__)
     auto_refresh = st.sidebar.toggle("Auto-refresh", value=True, key="auto_refresh")
     tz = st.sidebar.selectbox("Display time zone", TIME_ZONES, key="tz", help="Data stays in UTC; exports are UTC.")
     return Controls(source, replay_file, symbols, y, x, timeframe, lookback, window, regression, log_prices,
-                    z_threshold, price_mode, auto_refresh, tz)
+                    z_threshold, price_mode, auto_refresh, tz, int(min_trades), float(min_volume))

@@ -1,0 +1,113 @@
+"""Alert rules (create, enable, disable, delete), banners, toasts and the alert history.
+
+The engine evaluates the rules; this module only edits them and shows what the engine stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from alerts.rules import TIMEFRAME_LABELS, parse_rule
+from alerts.store import AlertRecord, AlertStore
+from dashboard.export import to_csv_bytes
+from ingestion.source import now_ms
+
+# Alerts stored in the last five minutes (wall clock, so a fast replay does not flash them by) stay on a banner.
+BANNER_WINDOW_MS = 5 * 60_000
+HISTORY_LIMIT = 500
+
+
+def recent_alerts(store_path: Path, limit: int = HISTORY_LIMIT) -> list[AlertRecord]:
+    if not store_path.exists():
+        return []
+    with AlertStore(store_path) as store:
+        return store.alerts(limit=limit)
+
+
+def alerts_frame(records: list[AlertRecord], tz: str) -> pd.DataFrame:
+    """History as a table: bar time (display zone), pair, rule, value, threshold, message."""
+    rows = [{"time": pd.Timestamp(r.event.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "pair": r.event.label,
+             "rule": r.event.rule_text, "value": r.event.value, "threshold": r.event.threshold,
+             "message": r.event.message} for r in records]
+    return pd.DataFrame(rows, columns=["time", "pair", "rule", "value", "threshold", "message"])
+
+
+def zscore_markers(records: list[AlertRecord], pair_label: str) -> pd.DataFrame | None:
+    """Z-score alerts of this pair for the chart: index = bar start (UTC), columns value, message."""
+    rows = [r.event for r in records if r.event.metric == "zscore" and r.event.label == pair_label]
+    if not rows:
+        return None
+    index = pd.DatetimeIndex([pd.Timestamp(e.ts_ms, unit="ms", tz="UTC") for e in rows])
+    return pd.DataFrame({"value": [e.value for e in rows], "message": [e.message for e in rows]}, index=index)
+
+
+def render_banners(records: list[AlertRecord], tz: str) -> None:
+    """A banner per alert stored in the last five minutes, and a toast per alert new to this session."""
+    seen = st.session_state.get("alerts_seen_id")
+    newest = max((r.id for r in records), default=0)
+    if seen is not None:
+        for record in sorted((r for r in records if r.id > seen), key=lambda r: r.id):
+            st.toast(record.event.message, icon="🔔")
+    st.session_state["alerts_seen_id"] = newest
+    now = now_ms()
+    for record in records:
+        if now - record.created_ms <= BANNER_WINDOW_MS:
+            when = pd.Timestamp(record.event.ts_ms, unit="ms", tz="UTC").tz_convert(tz)
+            st.warning(f"🔔 {record.event.message} · bar {when:%H:%M:%S}", icon="⚠️")
+
+
+def _set_enabled(store_path: Path, rule_id: int, key: str) -> None:
+    with AlertStore(store_path) as store:
+        store.set_enabled(rule_id, bool(st.session_state[key]))
+
+
+def _delete(store_path: Path, rule_id: int) -> None:
+    with AlertStore(store_path) as store:
+        store.delete_rule(rule_id)
+
+
+def render_alerts_tab(store_path: Path, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
+    """Create rules for the selected pair/timeframe/window, manage them, review the history."""
+    with st.form("new_rule", clear_on_submit=False, border=True):
+        st.markdown(f"**New rule** for {pair[0]}/{pair[1]} · {TIMEFRAME_LABELS[timeframe_ms]} bars · window {window}")
+        text = st.text_input("Condition", key="rule_text",
+                             placeholder="zscore > 2   ·   corr < 0.5   ·   BTCUSDT price crosses above 90000")
+        hysteresis_col, cooldown_col = st.columns(2)
+        hysteresis = hysteresis_col.number_input("Re-arm band (hysteresis, metric units; 0 = default)", min_value=0.0,
+                                                 value=0.0, step=0.1, key="rule_hysteresis")
+        cooldown = cooldown_col.number_input("Cooldown (s of market time)", min_value=0.0, value=0.0, step=10.0,
+                                             key="rule_cooldown")
+        if st.form_submit_button("Add rule"):
+            try:
+                rule = parse_rule(text, pair=pair, timeframe_ms=timeframe_ms, window=window,
+                                  hysteresis=hysteresis or None, cooldown_s=cooldown)
+                with AlertStore(store_path) as store:
+                    stored, added = store.ensure_rule(rule)
+            except ValueError as exc:
+                st.error(f"Rule not added: {exc}")
+            else:
+                (st.success if added else st.info)(
+                    f"{'Added' if added else 'Already there'}: {stored.describe()} (rule {stored.id})")
+
+    with AlertStore(store_path) as store:
+        rules = store.rules()
+        # Callbacks run before the next script run, so the list below is drawn with the change applied.
+        for rule in rules:
+            label_col, toggle_col, delete_col = st.columns([6, 1, 1])
+            scope = rule.label if rule.metric == "price" else f"{rule.label}, window {rule.window}"
+            label_col.markdown(f"`{rule.describe()}` · {scope} · {rule.timeframe_label} · hysteresis "
+                               f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s")
+            toggle_col.toggle("on", value=rule.enabled, key=f"rule_on_{rule.id}", on_change=_set_enabled,
+                              args=(store_path, rule.id, f"rule_on_{rule.id}"))
+            delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(store_path, rule.id))
+        if not rules:
+            st.caption("No rules yet. The engine evaluates rules on every closed bar, also with no browser open.")
+        records = store.alerts(limit=HISTORY_LIMIT)
+    history = alerts_frame(records, tz)
+    st.markdown(f"**Alert history** ({len(history)} most recent)")
+    st.dataframe(history, hide_index=True, width="stretch", height=260)
+    st.download_button("Alert history (CSV)", lambda: to_csv_bytes(alerts_frame(records, "UTC").set_index("time")),
+                       "alerts.csv", "text/csv", key="download_alerts", on_click="ignore")
