@@ -1,6 +1,6 @@
 """Small builders of test records (hand-written, no mocks)."""
 
-from ingestion.records import Trade
+from ingestion.records import FeedEvent, Trade
 
 
 def make_trade(symbol: str = "BTCUSDT", trade_id: int = 1, ts_ms: int | None = None, price: float = 100.0,
@@ -11,3 +11,22 @@ def make_trade(symbol: str = "BTCUSDT", trade_id: int = 1, ts_ms: int | None = N
 
 def make_trades(n: int, symbol: str = "BTCUSDT", first_id: int = 1) -> list[Trade]:
     return [make_trade(symbol, first_id + i, price=100.0 + (i % 7)) for i in range(n)]
+
+
+def key(trade: Trade) -> tuple[str, int, int, float, float, bool]:
+    """Everything about a trade except the wall-clock ``recv_ms``."""
+    return (trade.symbol, trade.trade_id, trade.ts_ms, trade.price, trade.qty, trade.buyer_is_maker)
+
+
+class RecordingSink:
+    """Hand-written fake sink: stores what a source hands over (called from the source thread)."""
+
+    def __init__(self) -> None:
+        self.trades: list[Trade] = []
+        self.events: list[FeedEvent] = []
+
+    def on_trade(self, trade: Trade) -> None:
+        self.trades.append(trade)
+
+    def on_event(self, event: FeedEvent) -> None:
+        self.events.append(event)

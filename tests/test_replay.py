@@ -8,7 +8,6 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,41 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestion.records import EventKind, FeedEvent, FeedState, Trade
+from ingestion.records import EventKind, FeedState
 from ingestion.replay import ReplayFormat, ReplaySource, parse_iso_ms
+from tests.factories import RecordingSink, key
+from tests.fake_binance import eventually
+from tests.shared_data import TICKS_NDJSON as TICKS_FILE
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance"
-TICKS_FILE = DATA_DIR / "ticks_2025-12-15T08-50-11.076Z.ndjson"
 FILE_SPAN_S = 407.25  # 08:43:15.300Z → 08:50:02.550Z
 needs_recording = pytest.mark.skipif(not TICKS_FILE.exists(), reason=f"recorded sample {TICKS_FILE} not present")
-
-
-def key(trade: Trade) -> tuple[str, int, int, float, float, bool]:
-    """Everything about a trade except the wall-clock ``recv_ms``."""
-    return (trade.symbol, trade.trade_id, trade.ts_ms, trade.price, trade.qty, trade.buyer_is_maker)
-
-
-class RecordingSink:
-    """Hand-written fake sink: stores what the source hands over (called from the source thread)."""
-
-    def __init__(self) -> None:
-        self.trades: list[Trade] = []
-        self.events: list[FeedEvent] = []
-
-    def on_trade(self, trade: Trade) -> None:
-        self.trades.append(trade)
-
-    def on_event(self, event: FeedEvent) -> None:
-        self.events.append(event)
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.002)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -335,6 +307,7 @@ def test_unrecognised_files_are_rejected_naming_them(tmp_path: Path, content: by
     with pytest.raises(ValueError, match=r"bad\.dat") as info:
         ReplaySource(path)
     assert info.match(match)
+
 
 
 def test_directory_and_bad_speed_are_rejected(tmp_path: Path) -> None:

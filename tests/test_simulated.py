@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 from statsmodels.tsa.stattools import adfuller
 
-from ingestion.records import EventKind, FeedEvent, FeedState, Trade
+from ingestion.records import EventKind, FeedState, Trade
 from ingestion.simulated import (
     KNOWN_SYMBOLS,
     SPREAD_SD,
@@ -20,37 +19,11 @@ from ingestion.simulated import (
     symbol_spec,
 )
 from ingestion.source import now_ms
+from tests.factories import RecordingSink, key
+from tests.fake_binance import eventually
 
 START_MS = 1_765_000_000_000  # 2025-12-06T05:46:40Z, a fixed market start for reproducibility
 HOURS = 4
-
-
-def key(trade: Trade) -> tuple[str, int, int, float, float, bool]:
-    """Everything about a trade except the wall-clock ``recv_ms``."""
-    return (trade.symbol, trade.trade_id, trade.ts_ms, trade.price, trade.qty, trade.buyer_is_maker)
-
-
-class RecordingSink:
-    """Hand-written fake sink: stores what the source hands over (called from the source thread)."""
-
-    def __init__(self) -> None:
-        self.trades: list[Trade] = []
-        self.events: list[FeedEvent] = []
-
-    def on_trade(self, trade: Trade) -> None:
-        self.trades.append(trade)
-
-    def on_event(self, event: FeedEvent) -> None:
-        self.events.append(event)
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.002)
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +196,7 @@ def test_unknown_symbols_get_deterministic_defaults() -> None:
 def test_bad_arguments_raise(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SimulatedSource(**kwargs)  # type: ignore[arg-type]
+
 
 
 def test_label_and_defaults() -> None:
