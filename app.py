@@ -263,7 +263,8 @@ def main() -> None:
     source, replay_file = chosen
     controls = analysis_controls(source, replay_file, symbols)
     try:
-        settings = base.replace(source=source, replay_file=replay_file, symbols=symbols)
+        # The pair for headless alert flags is irrelevant here; the sidebar chooses the pair.
+        settings = base.replace(source=source, replay_file=replay_file, symbols=symbols, pair=None)
         engine = get_engine(settings)
     except (ValueError, OSError) as exc:
         st.error(f"Cannot start the {SOURCE_LABELS[source]} source: {exc}")
