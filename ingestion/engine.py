@@ -1,9 +1,11 @@
-"""The engine: one per process. Owns a source thread, the tick buffer and the writer thread.
+"""The engine: one per process. Owns the source, writer, backfill and alert-monitor threads.
 
 Data path (all in the source's thread, no I/O)::
 
-    source → Engine.on_trade → sequencer (duplicates, gaps) → TickBuffer (live views)
-                                                            → TickWriter queue → SQLite
+    source → Engine.on_trade → sequencer (re-sends, gaps) → TickBuffer, LiveBars (live views)
+                                                          → TickWriter queue → SQLite
+                                      gaps → Backfiller thread (REST) → TickWriter queue
+    AlertMonitor thread: closed bars → rule metrics → alerts file (and webhook)
 
 The Streamlit app creates it through a ``st.cache_resource`` factory and the headless recorder
 (``python -m ingestion``) creates it directly; browser sessions only read from it.
