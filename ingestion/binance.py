@@ -292,9 +292,13 @@ class BinanceSource:
 
     def _liveness_problem(self, conn: _Connection, now: float) -> str | None:
         """Why this connection must be dropped, or None. Also sends our periodic ping."""
-        if now - conn.last_frame > self.stale_after:
+        # Both checks count from the last frame read, and a socket with unread data is alive: a
+        # consumer busy with a backlog must not mistake its own lag for a dead connection (the
+        # pong queues behind the backlog). A half-open socket delivers nothing and is still caught.
+        if now - conn.last_frame > self.stale_after and not _has_data(conn):
             return f"no data for {now - conn.last_frame:.0f} s (half-open socket?)"
-        if conn.awaiting_pong_since is not None and now - conn.awaiting_pong_since > self.pong_timeout:
+        if conn.awaiting_pong_since is not None and now - max(conn.awaiting_pong_since, conn.last_frame) > \
+                self.pong_timeout and not _has_data(conn):
             return f"no pong within {self.pong_timeout:g} s"
         if not conn.stable and now - conn.opened >= self.stable_after:
             conn.stable = True
@@ -370,15 +374,16 @@ def _caught_up(old: _Connection, new: _Connection) -> bool:
 
     The new connection carries every trade from its subscription on, so for each symbol it
     holds, the old one is caught up once it has delivered the id just before the new one's
-    first (ids are consecutive per symbol). With nothing left to read, it is caught up too.
+    first (ids are consecutive per symbol). Before the new one holds any trade, an old one with
+    nothing left to read is caught up (a socket that is only momentarily empty cannot fool the
+    id check, which is why it is preferred).
     Switching earlier would lose a backlog still buffered on the old socket: Binance sends it
     only there. (A symbol that has not traded on the new connection yet cannot be checked; a
     trade of it lost in that window shows up as a gap and is backfilled.)
     """
-    if not _has_data(old):
-        return True
-    return bool(new.first_held_ids) and all(
-        old.last_ids.get(symbol, -1) >= first - 1 for symbol, first in new.first_held_ids.items())
+    if new.first_held_ids:
+        return all(old.last_ids.get(symbol, -1) >= first - 1 for symbol, first in new.first_held_ids.items())
+    return not _has_data(old)
 
 
 def _close_status(payload: bytes) -> tuple[int | None, str]:
