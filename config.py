@@ -71,6 +71,7 @@ class Settings:
     retention_hours: float = 48.0
     flush_interval_ms: int = 250
     buffer_ticks: int = 200_000
+    max_backlog: int = 500_000
     ping_interval: float = 20.0
     pong_timeout: float = 30.0
     stale_after: float = 30.0
@@ -113,6 +114,8 @@ class Settings:
             raise ConfigError(f"flush_interval_ms: {self.flush_interval_ms} must be between 10 and 250")
         if self.buffer_ticks < 1_000:
             raise ConfigError(f"buffer_ticks: {self.buffer_ticks} must be at least 1000")
+        if self.max_backlog < 10_000:
+            raise ConfigError(f"max_backlog: {self.max_backlog} must be at least 10000")
         if self.backoff_max < self.backoff_initial:
             raise ConfigError("backoff_max: must be >= backoff_initial")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -188,6 +191,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "retention_hours": ("QUANT_RETENTION_HOURS", float, "ticks older than this (market time) are deleted"),
     "flush_interval_ms": ("QUANT_FLUSH_MS", int, "writer commits at least this often, ms (10-250)"),
     "buffer_ticks": ("QUANT_BUFFER_TICKS", int, "recent ticks kept in memory per symbol"),
+    "max_backlog": ("QUANT_MAX_BACKLOG", int, "items queued for the writer before the source waits (bounds memory)"),
     "ping_interval": ("QUANT_PING_INTERVAL", float, "client ping every N seconds"),
     "pong_timeout": ("QUANT_PONG_TIMEOUT", float, "reconnect if no pong within N seconds of a ping"),
     "stale_after": ("QUANT_STALE_AFTER", float, "reconnect if no frame at all for N seconds"),

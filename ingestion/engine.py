@@ -105,6 +105,7 @@ class Engine:
             settings.db_path,
             flush_interval_s=settings.flush_interval_ms / 1000,
             retention_ms=int(settings.retention_hours * 3_600_000),
+            max_backlog=settings.max_backlog,
         )
         self.sequencer = TradeSequencer()
         # Only exchange ids can be fetched again; simulated and replayed ids cannot.

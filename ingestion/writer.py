@@ -40,12 +40,16 @@ class TickWriter:
         flush_interval_s: float = 0.25,
         retention_ms: int | None = None,
         store_factory: Callable[[Path], SqliteStore] = SqliteStore,
+        max_backlog: int = 500_000,
     ) -> None:
         self.db_path = db_path
         self.flush_interval_s = flush_interval_s
         self.retention_ms = retention_ms
         self._store_factory = store_factory
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.max_backlog = max_backlog
+        self._room = threading.Event()
+        self.backpressure_waits = 0
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -61,7 +65,15 @@ class TickWriter:
 
     # Called from the source thread.
     def put(self, item: Trade | FeedEvent) -> None:
+        """Enqueue for writing; blocks (back-pressure) only while ``max_backlog`` items are waiting."""
         self._queue.put(item)
+        if self._queue.qsize() > self.max_backlog and self._thread is not None and self._thread.is_alive():
+            # Memory stays bounded: the producer waits for the writer instead of queueing without
+            # limit. A socket then buffers in the kernel and, if it must, TCP slows the sender.
+            self.backpressure_waits += 1
+            self._room.clear()
+            while self._queue.qsize() > self.max_backlog // 2 and self._thread.is_alive():
+                self._room.wait(0.1)
 
     @property
     def backlog(self) -> int:
@@ -125,6 +137,7 @@ class TickWriter:
                     except queue.Empty:
                         break
                 self._write(store, trades, events)
+                self._room.set()
                 self._maybe_prune(store)
         except BaseException as exc:  # keep the reason for the status panel, then die loudly
             self._error = exc

@@ -7,7 +7,7 @@ import pytest
 from ingestion.buffer import TickBuffer
 from ingestion.records import EventKind, FeedEvent, Trade
 from ingestion.source import now_ms
-from ingestion.writer import TickWriter
+from ingestion.writer import MAX_BATCH, TickWriter
 from storage.sqlite import SCHEMA_VERSION, SchemaError, SqliteStore
 from tests.factories import make_trade, make_trades
 from tests.fake_binance import eventually
@@ -202,3 +202,31 @@ def test_a_row_the_database_refuses_is_counted_and_the_rest_stored(tmp_path):
     assert writer.error is None and writer.rejected == 1 and "rejected" in writer.reject_error
     with SqliteStore(tmp_path / "bad.db") as store:
         assert store.tick_count() == 20
+
+
+def test_writer_queue_is_bounded_by_back_pressure(tmp_path):
+    """A producer faster than the disk waits once max_backlog items are queued: memory stays bounded."""
+    path = tmp_path / "slow.db"
+    SqliteStore(path).close()
+    writer = TickWriter(path, store_factory=lambda p: SqliteStore(p, busy_timeout_ms=50), max_backlog=10_000)
+    writer.start()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer cannot commit: everything backs up
+    produced = []
+
+    def produce() -> None:
+        for trade in make_trades(30_000):
+            writer.put(trade)
+            produced.append(trade.trade_id)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    eventually(lambda: writer.backpressure_waits > 0)
+    assert writer.backlog <= 10_000 + MAX_BATCH  # bounded: the rest waits in the producer
+    assert len(produced) < 30_000
+    blocker.execute("COMMIT")
+    blocker.close()
+    producer.join(30)
+    assert writer.stop(timeout=30) and len(produced) == 30_000
+    with SqliteStore(path) as store:
+        assert store.tick_count() == 30_000
