@@ -1,6 +1,10 @@
 """Small builders of test records (hand-written, no mocks)."""
 
-from ingestion.records import FeedEvent, Trade
+import threading
+import time
+
+from ingestion.records import FeedEvent, FeedState, Trade
+from ingestion.source import Source
 
 
 def make_trade(symbol: str = "BTCUSDT", trade_id: int = 1, ts_ms: int | None = None, price: float = 100.0,
@@ -30,3 +34,15 @@ class RecordingSink:
 
     def on_event(self, event: FeedEvent) -> None:
         self.events.append(event)
+
+
+def assert_connected_then_stops_promptly(source: Source, thread: threading.Thread, stop: threading.Event) -> None:
+    """A running source reports CONNECTED, then stops within 0.2 s of ``stop`` and reports STOPPED."""
+    assert source.stats.state is FeedState.CONNECTED
+    assert source.stats.connected_since_ms is not None
+    stopped_at = time.monotonic()
+    stop.set()
+    thread.join(timeout=1.0)
+    assert not thread.is_alive()
+    assert time.monotonic() - stopped_at < 0.2
+    assert source.stats.state is FeedState.STOPPED

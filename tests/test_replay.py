@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ingestion.records import EventKind, FeedState
 from ingestion.replay import ReplayFormat, ReplaySource, parse_iso_ms
-from tests.factories import RecordingSink, key
+from tests.factories import RecordingSink, assert_connected_then_stops_promptly, key
 from tests.fake_binance import eventually
 from tests.shared_data import TICKS_NDJSON as TICKS_FILE
 
@@ -110,14 +110,7 @@ def test_real_recording_run_stops_promptly() -> None:
     thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
     thread.start()
     eventually(lambda: len(sink.trades) >= 50)
-    assert source.stats.state is FeedState.CONNECTED
-    assert source.stats.connected_since_ms is not None
-    stopped_at = time.monotonic()
-    stop.set()
-    thread.join(timeout=1.0)
-    assert not thread.is_alive()
-    assert time.monotonic() - stopped_at < 0.2
-    assert source.stats.state is FeedState.STOPPED
+    assert_connected_then_stops_promptly(source, thread, stop)
     assert 50 <= len(sink.trades) < 19_182
     assert sink.events[-1].kind is EventKind.STOPPED and sink.events[-1].detail.startswith("stopped")
 

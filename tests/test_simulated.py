@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ from ingestion.simulated import (
     symbol_spec,
 )
 from ingestion.source import now_ms
-from tests.factories import RecordingSink, key
+from tests.factories import RecordingSink, assert_connected_then_stops_promptly, key
 from tests.fake_binance import eventually
 
 START_MS = 1_765_000_000_000  # 2025-12-06T05:46:40Z, a fixed market start for reproducibility
@@ -219,14 +218,7 @@ def test_run_emits_the_generated_trades_and_stops_promptly() -> None:
     sink, stop = RecordingSink(), threading.Event()
     thread = run_in_thread(source, sink, stop)
     eventually(lambda: len(sink.trades) >= 2_000)
-    assert source.stats.state is FeedState.CONNECTED
-    assert source.stats.connected_since_ms is not None
-    stopped_at = time.monotonic()
-    stop.set()
-    thread.join(timeout=1.0)
-    assert not thread.is_alive()
-    assert time.monotonic() - stopped_at < 0.2
-    assert source.stats.state is FeedState.STOPPED
+    assert_connected_then_stops_promptly(source, thread, stop)
     emitted = sink.trades
     assert source.stats.messages == len(emitted)
     assert source.stats.last_message_mono is not None
