@@ -71,8 +71,10 @@ class TickWriter:
             # Memory stays bounded: the producer waits for the writer instead of queueing without
             # limit. A socket then buffers in the kernel and, if it must, TCP slows the sender.
             self.backpressure_waits += 1
-            self._room.clear()
             while self._queue.qsize() > self.max_backlog // 2 and self._thread.is_alive():
+                # Cleared before each wait, so every pass sleeps until the writer finishes a batch
+                # (or 0.1 s) instead of spinning against it for the GIL.
+                self._room.clear()
                 self._room.wait(0.1)
 
     @property

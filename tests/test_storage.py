@@ -230,3 +230,14 @@ def test_writer_queue_is_bounded_by_back_pressure(tmp_path):
     assert writer.stop(timeout=30) and len(produced) == 30_000
     with SqliteStore(path) as store:
         assert store.tick_count() == 30_000
+
+
+def test_a_producer_held_by_back_pressure_still_stores_everything(tmp_path):
+    """A producer far faster than the writer passes through the back-pressure wait repeatedly."""
+    writer = TickWriter(tmp_path / "fast.db", max_backlog=10_000)
+    writer.start()
+    for trade in make_trades(200_000):
+        writer.put(trade)
+    assert writer.backpressure_waits > 0
+    assert writer.stop(timeout=60)
+    assert writer.committed_trades == 200_000
