@@ -200,6 +200,9 @@ def test_alert_rules_are_created_evaluated_by_the_engine_and_listed(sim_env):
     eventually(alerted, timeout=60, interval=0.5, message="the engine never fired the rule")
     history = at.dataframe[-1].value
     assert (history["value"] > 1).all() and (history["pair"] == "ETHUSDT/BTCUSDT").all()
+    # The live panel is drawn before the tab in a run, so it may have read the store just before
+    # the first alert landed; the next run must show it.
+    at.run()
     assert any(w.value.startswith("🔔 ETHUSDT/BTCUSDT z-score") for w in at.warning)  # banner
     toggle = next(t for t in at.toggle if t.label == "on")
     toggle.set_value(False).run()
