@@ -27,11 +27,11 @@ import numbers
 import re
 from dataclasses import dataclass
 
-from config import normalize_symbol
+from config import TIMEFRAMES_MS, normalize_symbol
 
 METRICS = ("zscore", "spread", "corr", "beta", "price")
 OPERATORS = (">", "<", "crosses_above", "crosses_below")
-TIMEFRAME_LABELS = {1_000: "1s", 60_000: "1m", 300_000: "5m"}
+TIMEFRAME_LABELS = {ms: label for label, ms in TIMEFRAMES_MS.items()}  # 1000 → "1s", …
 WINDOW_RANGE = (10, 200)
 DEFAULT_HYSTERESIS = {"zscore": 0.5, "corr": 0.05, "spread": 0.0, "beta": 0.0, "price": 0.0}
 

@@ -8,11 +8,11 @@ import streamlit as st
 from analytics import InsufficientDataError
 from analytics.backtest import backtest_mean_reversion
 from dashboard.export import to_csv_bytes
+from dashboard.stats import SECONDS_PER_YEAR
 from ui import charts
 from ui.panels import fmt
 
 HEDGES = {"Rolling OLS": "rolling_ols", "Kalman filter": "kalman", "OLS on the warm-up bars": "static_ols"}
-SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
 def render_backtest_tab(closes: pd.DataFrame, y: str, x: str, window: int, z_threshold: float, interval_ms: int,
