@@ -1,34 +1,43 @@
 """Streamlit dashboard, the composition root: read controls, fetch bars, call analytics, draw.
 
-Run with ``streamlit run app.py`` (see README). The engine is process-wide, created once per
-settings by a ``st.cache_resource`` factory; browser tabs only read from it.
+Run with ``streamlit run app.py`` (see README). Feeds are process-wide: one
+:class:`~service.ServiceRegistry` per server runs at most one service per database, shared by
+every browser session; sessions only read from them and never stop one another's feed.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from alerts.monitor import alerts_path
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
-from dashboard.data import BarHistory, PairBars, dataset_pair_bars, load_pair_bars
-from dashboard.export import minute_table
-from dashboard.pair import PairAnalytics, PairParams, compute_pair, live_zscore, pair_spread_now
-from ingestion.engine import Engine
-from storage.sqlite import SqliteStore
+from pairs.bars import PairBars, dataset_pair_bars, load_pair_bars
+from pairs.compute import PairAnalytics, PairParams, compute_pair, live_zscore, pair_spread_now
+from service import Service, ServiceRegistry, TooManyFeeds
+from storage import Site, StorageError, open_ticks
 from ui import charts
 from ui.alerts_panel import recent_alerts, render_alerts_tab, render_banners, zscore_markers
 from ui.backtest_panel import render_backtest_tab
-from ui.controls import SOURCE_LABELS, Controls, analysis_controls, source_controls, symbol_controls
+from ui.controls import (
+    SOURCE_LABELS,
+    TIMEFRAME_NAMES,
+    UPLOADED,
+    Controls,
+    analysis_controls,
+    source_controls,
+    symbol_controls,
+)
+from ui.export import minute_table
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
-from ui.status import feed_is_failing, format_age, render_status
+from ui.status import feed_is_failing, format_age, render_status, render_storage_problem
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
@@ -39,20 +48,34 @@ MAX_LEAD_LAG = 10
 FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
 
 
-@st.cache_resource(max_entries=3, on_release=lambda engine: engine.stop(), show_spinner=False)
-def get_engine(settings: Settings) -> Engine:
-    """The one engine for these settings in this server process."""
-    engine = Engine(settings)
-    engine.start()
+log = logging.getLogger("app")
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda registry: registry.stop_all())
+def get_registry(max_services: int) -> ServiceRegistry:
+    """The feeds of this server process, shared by every browser session."""
+    registry = ServiceRegistry(max_services)
     # cache_resource does not promise on_release at interpreter exit; the final flush must not depend on it.
-    atexit.register(engine.stop)
-    return engine
+    atexit.register(registry.stop_all)
+    return registry
 
 
-@st.cache_resource(max_entries=6, show_spinner=False)
-def get_history(db_path: Path) -> BarHistory:
-    """Bars resampled from the stored ticks, shared by every session reading this database."""
-    return BarHistory(db_path)
+def session_id() -> str:
+    """A random id for this browser session (kept in its session state)."""
+    return st.session_state.setdefault("session_id", uuid.uuid4().hex)
+
+
+def acquire_service(base: Settings, settings: Settings) -> Service | None:
+    """This session's service for ``settings`` (started or shared), or None after showing why not."""
+    try:
+        return get_registry(base.max_engines).acquire(session_id(), settings, pin=settings.source == base.source)
+    except (TooManyFeeds, ConfigError, ValueError, OSError, StorageError) as exc:
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: {exc}")
+    except Exception:  # the browser sees a plain message; the server log keeps the traceback
+        log.exception("starting the %s feed failed", settings.source)
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: "
+                 "an internal error (details in the server log).")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +100,25 @@ def live_context(pair: PairAnalytics, bars: PairBars, key: str) -> LiveContext |
     return LiveContext(key, latest["beta"], latest["alpha"], recent, pair.params.log_prices)
 
 
-def render_live_panel(engine: Engine, controls: Controls) -> None:
+def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
     """Last prices, hedge ratio, spread, live z-score and feed health; refreshed every 0.5 s."""
     if st.session_state.get("source") != controls.source:
         st.rerun()  # the source was switched from inside this fragment; redraw the whole page
-    status = engine.status()
-    if controls.source != "binance":
+    service = acquire()  # every run: never draw from a feed that has been stopped
+    if service is None:
+        return
+    engine = service.engine
+    status = service.status()
+    if not service.spec.capabilities.live:
         st.info(f"Showing {status.label} data: not live market prices.", icon="🧪")
     elif feed_is_failing(status):
-        st.error(f"Live Binance is unreachable: {status.last_error}", icon="🚫")
+        st.error(f"{SOURCE_LABELS[controls.source]} is unreachable: {status.last_error}", icon="🚫")
         # A callback may set a widget's state; assigning it after the widget is drawn may not.
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
-    render_banners(recent_alerts(alerts_path(engine.settings.db_path), limit=20), controls.tz)
-    y_trade, x_trade = engine.buffer.last(controls.y), engine.buffer.last(controls.x)
+    render_storage_problem(status)
+    render_banners(recent_alerts(service.site, limit=20), controls.tz)
+    y_trade, x_trade = engine.last_trade(controls.y), engine.last_trade(controls.x)
     context = st.session_state.get("live_ctx")
     spread_now = z_now = float("nan")
     if context is not None and context.key == controls.revision and y_trade and x_trade:
@@ -119,7 +147,8 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
     left, right = st.columns(2)
     if pair.spread is not None:
         left.plotly_chart(charts.spread_chart(pair.spread, pair.spread_mean, pair.spread_std, k=p.z_threshold,
-                                              window=p.window, tz=tz, revision=rev, max_points=HALF_WIDTH_POINTS),
+                                              window=p.window, unit="log price" if p.log_prices else "quote currency",
+                                              tz=tz, revision=rev, max_points=HALF_WIDTH_POINTS),
                           key="chart_spread", config=config)
     if pair.zscore is not None:
         right.plotly_chart(charts.zscore_chart(pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz,
@@ -145,11 +174,11 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
                                                      revision=rev), key="chart_leadlag", config=config)
 
 
-def render_feed_tab(engine: Engine, tz: str) -> None:
-    render_status(engine.status())
-    if not engine.settings.db_path.exists():
+def render_feed_tab(service: Service, tz: str) -> None:
+    render_status(service.status())
+    if not service.site.exists():
         return
-    with SqliteStore(engine.settings.db_path) as store:
+    with open_ticks(service.site) as store:
         events = store.feed_events(limit=200)
     if events:
         frame = pd.DataFrame([{"time": pd.Timestamp(e.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "kind": e.kind.value,
@@ -159,10 +188,17 @@ def render_feed_tab(engine: Engine, tz: str) -> None:
 
 # (symbols, interval_ms) → bars: live engine + history, or uploaded datasets.
 BarsProvider = Callable[[tuple[str, ...], int], PairBars]
+# Called once per fragment run: the bars provider and the feed's service (None for datasets), or
+# None when the feed cannot run (the reason is already on the page).
+DataSource = Callable[[], tuple[BarsProvider, Service | None] | None]
 
 
-def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine | None) -> None:
+def render_analytics(data: DataSource, controls: Controls) -> None:
     """Bars → pair analytics → charts, stats, table and exports (one fragment run)."""
+    current = data()
+    if current is None:
+        return
+    provider, service = current
     bars = provider(controls.symbols, controls.interval_ms)
     if bars.aligned is None:
         waiting = [s for s, frame in bars.by_symbol.items() if frame.empty]
@@ -177,13 +213,13 @@ def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine 
     pair = compute_pair(closes, params)
     st.session_state["live_ctx"] = live_context(pair, bars, controls.revision)
     render_needs(pair, bars.interval_ms)
-    store_path = None if engine is None else alerts_path(engine.settings.db_path)
+    site: Site | None = None if service is None else service.site
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
     charts_tab, stats_tab, table_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
         ["Charts", "Stats & tests", "Table & export", "Alerts", "Backtest", "Feed"], key="view_tab", on_change="rerun")
     if charts_tab.open:
         with charts_tab:
-            marks = None if store_path is None else zscore_markers(recent_alerts(store_path), f"{params.y}/{params.x}")
+            marks = None if site is None else zscore_markers(recent_alerts(site), f"{params.y}/{params.x}")
             render_charts(bars, pair, controls, marks)
     if stats_tab.open:
         with stats_tab:
@@ -195,10 +231,10 @@ def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine 
             render_table_tab(provider, controls, bars, pair)
     if alerts_tab.open:
         with alerts_tab:
-            if store_path is None:
-                st.caption("Alerts are evaluated by the engine of a live, simulated or replayed feed.")
+            if site is None:
+                st.caption("Alerts are evaluated by the service of a live, simulated or replayed feed.")
             else:
-                render_alerts_tab(store_path, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
+                render_alerts_tab(site, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
     if backtest_tab.open:
         with backtest_tab:
             render_backtest_tab(bars.closes(closed_only=True, min_trades=controls.min_trades,
@@ -206,10 +242,10 @@ def render_analytics(provider: BarsProvider, controls: Controls, engine: Engine 
                                 params.z_threshold, bars.interval_ms, controls.tz, controls.revision)
     if feed_tab.open:
         with feed_tab:
-            if engine is None:
+            if service is None:
                 st.caption("Uploaded datasets have no feed.")
             else:
-                render_feed_tab(engine, controls.tz)
+                render_feed_tab(service, controls.tz)
 
 
 def render_table_tab(provider: BarsProvider, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
@@ -222,27 +258,29 @@ def render_table_tab(provider: BarsProvider, controls: Controls, bars: PairBars,
             return
         minute_pair = compute_pair(minute_bars.aligned.closes, pair.params)
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
-                     f"{controls.y}-{controls.x}-{controls.timeframe.replace(' ', '')}")
+                     f"{controls.y}-{controls.x}-{controls.timeframe}")
 
 
 def dataset_page(base: Settings) -> None:
     """Two uploaded OHLC datasets analysed as a pair (no live feed)."""
-    picked = dataset_controls(list_datasets(base.data_dir))
+    picked = dataset_controls(list_datasets(base))
     if picked is None:
         st.stop()
     y, x = picked
-    controls = analysis_controls("uploaded", None, (y.name, x.name), pair=(y.name, x.name),
+    controls = analysis_controls(UPLOADED, None, (y.name, x.name), pair=(y.name, x.name),
                                  timeframes=dataset_timeframes(y, x))
     if max(y.first_ms, x.first_ms) > min(y.last_ms, x.last_ms):
         span = "{0.name}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
         st.error("These datasets do not overlap in time, so they cannot be paired. " + "; ".join(
             span.format(d, pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms")) for d in (y, x)))
         st.stop()
-    frames = load_dataset_frames(base.data_dir, y, x)
-    st.title(f"{y.name} / {x.name} · {controls.timeframe} bars")
+    frames = load_dataset_frames(base, y, x)
+    st.title(f"{y.name} / {x.name} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
-    render_analytics(lambda symbols, interval_ms: dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms),
-                     controls, None)
+    def provider(symbols: tuple[str, ...], interval_ms: int) -> PairBars:
+        return dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)
+
+    render_analytics(lambda: (provider, None), controls)
 
 
 def main() -> None:
@@ -253,8 +291,8 @@ def main() -> None:
         st.error(f"Invalid configuration: {exc}")
         st.stop()
     chosen = source_controls(base)
-    render_upload(base.data_dir)
-    if chosen is not None and chosen[0] == "uploaded":
+    render_upload(base)
+    if chosen is not None and chosen[0] == UPLOADED:
         dataset_page(base)
         return
     symbols = symbol_controls(base.symbols)
@@ -262,22 +300,28 @@ def main() -> None:
         st.stop()
     source, replay_file = chosen
     controls = analysis_controls(source, replay_file, symbols)
-    try:
-        # The pair for headless alert flags is irrelevant here; the sidebar chooses the pair.
-        settings = base.replace(source=source, replay_file=replay_file, symbols=symbols, pair=None)
-        engine = get_engine(settings)
-    except (ValueError, OSError) as exc:
-        st.error(f"Cannot start the {SOURCE_LABELS[source]} source: {exc}")
+    # The pair for headless alert flags is irrelevant here; the sidebar chooses the pair.
+    settings = base.replace(source=source, replay_file=replay_file, symbols=symbols, pair=None)
+    if acquire_service(base, settings) is None:
         st.stop()
-    history = get_history(settings.db_path)
 
-    def provider(symbols: tuple[str, ...], interval_ms: int) -> PairBars:
-        return load_pair_bars(engine, history, symbols, interval_ms, controls.lookback_ms)
+    def acquire() -> Service | None:
+        return acquire_service(base, settings)
 
-    st.title(f"{controls.y} / {controls.x} · {controls.timeframe} bars")
-    st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(engine, controls)
+    def live_data() -> tuple[BarsProvider, Service | None] | None:
+        current = acquire()  # every run: never draw from a feed that has been stopped
+        if current is None:
+            return None
+
+        def provider(symbols: tuple[str, ...], interval_ms: int) -> PairBars:
+            return load_pair_bars(current.engine, current.history, symbols, interval_ms, controls.lookback_ms)
+
+        return provider, current
+
+    st.title(f"{controls.y} / {controls.x} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
+    st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)
     chart_every = CHART_REFRESH_S[controls.interval_ms] if controls.auto_refresh else None
-    st.fragment(run_every=chart_every)(render_analytics)(provider, controls, engine)
+    st.fragment(run_every=chart_every)(render_analytics)(live_data, controls)
 
 
 # Streamlit runs this file as __main__; importing it (benchmarks) only defines the functions.

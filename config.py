@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
-SOURCES = ("binance", "simulated", "replay")
+SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
 TIMEFRAMES_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
-# Each source writes its own database file so live, simulated and replayed ticks never mix.
-DB_FILE_BY_SOURCE = {"binance": "live.sqlite3", "simulated": "simulated.sqlite3", "replay": "replay.sqlite3"}
+WINDOW_RANGE = (10, 200)  # rolling window of every analytic, bars (inclusive)
+SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: annualise over every second
 
 
 class ConfigError(ValueError):
@@ -65,12 +65,13 @@ class Settings:
     data_dir: Path = Path("data")
     db: Path | None = None
     replay_file: Path | None = None
+    replay_dir: Path | None = None
+    max_engines: int = 4
     speed: float = 1.0
     seed: int = 7
     duration: float | None = None
     retention_hours: float = 48.0
     flush_interval_ms: int = 250
-    buffer_ticks: int = 200_000
     max_backlog: int = 500_000
     ping_interval: float = 20.0
     pong_timeout: float = 30.0
@@ -90,8 +91,8 @@ class Settings:
     min_volume: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"source: {self.source!r} is not one of {', '.join(SOURCES)}")
+        if not SOURCE_NAME_RE.fullmatch(self.source):
+            raise ConfigError(f"source: {self.source!r} is not a source name such as binance, simulated or replay")
         object.__setattr__(self, "symbols", parse_symbols(self.symbols))
         if not re.fullmatch(r"wss?://[^\s/?#]+(:\d+)?/?", self.ws_url):
             raise ConfigError(f"ws_url: {self.ws_url!r} must look like wss://host[:port]")
@@ -101,8 +102,6 @@ class Settings:
         object.__setattr__(self, "rest_url", self.rest_url.rstrip("/"))
         if self.backfill_max_trades < 0:
             raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
-        if self.source == "replay" and self.replay_file is None:
-            raise ConfigError("replay_file: required when source is 'replay'")
         _positive("speed", self.speed)
         _positive("retention_hours", self.retention_hours)
         for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
@@ -112,8 +111,6 @@ class Settings:
             _positive("duration", self.duration)
         if not 10 <= self.flush_interval_ms <= 250:
             raise ConfigError(f"flush_interval_ms: {self.flush_interval_ms} must be between 10 and 250")
-        if self.buffer_ticks < 1_000:
-            raise ConfigError(f"buffer_ticks: {self.buffer_ticks} must be at least 1000")
         if self.max_backlog < 10_000:
             raise ConfigError(f"max_backlog: {self.max_backlog} must be at least 10000")
         if self.backoff_max < self.backoff_initial:
@@ -130,10 +127,12 @@ class Settings:
             object.__setattr__(self, "pair", (self.symbols[1], self.symbols[0]))
         if self.timeframe not in TIMEFRAMES_MS:
             raise ConfigError(f"timeframe: {self.timeframe!r} is not one of {', '.join(TIMEFRAMES_MS)}")
-        if not 10 <= self.window <= 200:
-            raise ConfigError(f"window: {self.window} must be between 10 and 200 bars")
+        if not WINDOW_RANGE[0] <= self.window <= WINDOW_RANGE[1]:
+            raise ConfigError(f"window: {self.window} must be between {WINDOW_RANGE[0]} and {WINDOW_RANGE[1]} bars")
         if self.webhook_url is not None and not re.fullmatch(r"https?://\S+", self.webhook_url):
             raise ConfigError("webhook_url: must be an http(s) URL")
+        if not 1 <= self.max_engines <= 32:
+            raise ConfigError(f"max_engines: {self.max_engines} must be between 1 and 32")
         if self.min_trades < 0 or not self.min_volume >= 0:
             raise ConfigError("min_trades/min_volume: the liquidity filter needs values >= 0")
 
@@ -142,9 +141,9 @@ class Settings:
         return TIMEFRAMES_MS[self.timeframe]
 
     @property
-    def db_path(self) -> Path:
-        """The SQLite file for this source: ``--db`` if given, else one file per source."""
-        return self.db if self.db is not None else self.data_dir / DB_FILE_BY_SOURCE[self.source]
+    def replay_folder(self) -> Path:
+        """The only folder a browser may replay files from: ``replay_dir``, else ``<data_dir>/replays``."""
+        return self.replay_dir if self.replay_dir is not None else self.data_dir / "replays"
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with some fields changed."""
@@ -185,12 +184,14 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "data_dir": ("QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),
     "db": ("QUANT_DB", _optional_path, "SQLite file (overrides the per-source default)"),
     "replay_file": ("QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),
+    "replay_dir": ("QUANT_REPLAY_DIR", _optional_path,
+                   "folder whose files the dashboard offers for replay (default <data_dir>/replays)"),
+    "max_engines": ("QUANT_MAX_ENGINES", int, "most feeds one dashboard server runs at once (one per database)"),
     "speed": ("QUANT_SPEED", float, "time factor for simulated/replay sources (2 = twice as fast)"),
     "seed": ("QUANT_SEED", int, "random seed of the simulated market"),
     "duration": ("QUANT_DURATION", float, "stop after this many seconds (headless recorder)"),
     "retention_hours": ("QUANT_RETENTION_HOURS", float, "ticks older than this (market time) are deleted"),
     "flush_interval_ms": ("QUANT_FLUSH_MS", int, "writer commits at least this often, ms (10-250)"),
-    "buffer_ticks": ("QUANT_BUFFER_TICKS", int, "recent ticks kept in memory per symbol"),
     "max_backlog": ("QUANT_MAX_BACKLOG", int, "items queued for the writer before the source waits (bounds memory)"),
     "ping_interval": ("QUANT_PING_INTERVAL", float, "client ping every N seconds"),
     "pong_timeout": ("QUANT_PONG_TIMEOUT", float, "reconnect if no pong within N seconds of a ping"),

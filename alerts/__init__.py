@@ -1,25 +1,12 @@
-"""User-defined alerts: rules, their edge-triggered evaluation, persistence and webhook delivery.
+"""User-defined alerts: the rule grammar, edge-triggered evaluation, the monitor and webhook delivery.
 
-Nothing here imports streamlit: the engine evaluates rules on every bar update whether or not a
-browser tab is open, and the dashboard only reads the stored history.
+Nothing here imports streamlit: the service evaluates rules on every closed bar whether or not a
+browser tab is open, and the dashboard only reads the stored history. Rule and event records
+live in :mod:`records.alerts`, their stores in :mod:`storage`.
 """
 
 from alerts.evaluator import AlertEvaluator, RuleState, evaluate
-from alerts.events import AlertEvent, make_event
-from alerts.rules import AlertRule, parse_rule
-from alerts.store import AlertRecord, AlertStore
+from alerts.rules import parse_rule
 from alerts.webhook import WebhookNotifier, WebhookStats
 
-__all__ = [
-    "AlertEvaluator",
-    "AlertEvent",
-    "AlertRecord",
-    "AlertRule",
-    "AlertStore",
-    "RuleState",
-    "WebhookNotifier",
-    "WebhookStats",
-    "evaluate",
-    "make_event",
-    "parse_rule",
-]
+__all__ = ["AlertEvaluator", "RuleState", "WebhookNotifier", "WebhookStats", "evaluate", "parse_rule"]

@@ -24,8 +24,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from alerts.events import AlertEvent, make_event
-from alerts.rules import AlertRule
+from records.alerts import AlertEvent, AlertRule, make_event
 
 
 @dataclass(frozen=True, slots=True)

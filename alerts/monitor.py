@@ -17,30 +17,22 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from alerts.evaluator import AlertEvaluator
-from alerts.rules import AlertRule
-from alerts.store import AlertStore
 from alerts.webhook import WebhookNotifier
-from dashboard.data import BarHistory, load_pair_bars
-from dashboard.pair import PairParams, compute_pair
-
-if TYPE_CHECKING:
-    from ingestion.engine import Engine
+from ingestion.engine import Engine
+from pairs.bars import BarHistory, load_pair_bars
+from pairs.compute import PairParams, compute_pair
+from records.alerts import AlertRule
+from storage import Site, open_alerts
+from storage.base import AlertStore
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
 WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another one
-
-
-def alerts_path(db_path: Path) -> Path:
-    """Alert rules and history sit next to the tick database they watch, e.g. ``live-alerts.sqlite3``."""
-    return db_path.with_name(f"{db_path.stem}-alerts.sqlite3")
 
 
 def metric_series(rule: AlertRule, closes: pd.DataFrame) -> pd.Series:
@@ -56,15 +48,15 @@ def metric_series(rule: AlertRule, closes: pd.DataFrame) -> pd.Series:
 class AlertMonitor:
     """Rule evaluation for one engine, in its own thread."""
 
-    def __init__(self, engine: Engine, store_path: Path, *, webhook_url: str | None = None,
+    def __init__(self, engine: Engine, site: Site, history: BarHistory, *, webhook_url: str | None = None,
                  min_trades: int = 0, min_volume: float = 0.0, poll_s: float = POLL_S) -> None:
         self.engine = engine
-        self.store_path = store_path
+        self.site = site
         self.min_trades = min_trades
         self.min_volume = min_volume
         self.poll_s = poll_s
         self.webhook = WebhookNotifier(webhook_url) if webhook_url else None
-        self.history = BarHistory(engine.settings.db_path)
+        self.history = history
         self.evaluator = AlertEvaluator()
         self.rules: list[AlertRule] = []
         self.fired = 0
@@ -88,7 +80,7 @@ class AlertMonitor:
             self.webhook.stop(timeout)
 
     def _run(self) -> None:
-        with AlertStore(self.store_path) as store:
+        with open_alerts(self.site) as store:
             while not self._stop.wait(self.poll_s):
                 try:
                     self.step(store)
@@ -113,7 +105,7 @@ class AlertMonitor:
 
     def _evaluate(self, store: AlertStore, rule: AlertRule) -> int:
         symbols = (rule.symbol,) if rule.metric == "price" else rule.pair
-        if not set(symbols) <= set(self.engine.settings.symbols):
+        if not set(symbols) <= set(self.engine.symbols):
             if rule not in self._skipped:  # say it once, not every second
                 self._skipped.add(rule)
                 log.warning("alert %r needs %s, which this engine does not watch", rule.describe(), symbols)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from alerts.events import AlertEvent
+from records.alerts import AlertEvent
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 Stores a simulated day of BTCUSDT/ETHUSDT trades (≈1.5 M ticks → 86,400 1 s bars per symbol,
 cached under the temp directory between runs), then drives the real ``app.py`` with
-``streamlit.testing.v1.AppTest`` (server side only, no browser):
+``streamlit.testing.v1.AppTest`` (server side only, no browser). Both sessions below run the page
+from the imported ``app`` module, so they share one service registry and one simulated feed, like
+two browser tabs on one server:
 
 * full page: one complete script run, 1 s bars, 24 h lookback (first run, which resamples the
   stored day once, reported separately);
@@ -30,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from ingestion.simulated import SimulatedSource  # noqa: E402
-from ingestion.source import now_ms  # noqa: E402
-from storage.sqlite import SqliteStore  # noqa: E402
+from records import now_ms  # noqa: E402
+from storage.sqlite import SqliteTickStore  # noqa: E402
 
 DAY_S = 24 * 3600
 
@@ -39,14 +41,17 @@ DAY_S = 24 * 3600
 def stored_day(data_dir: Path) -> int:
     """Fill ``data_dir/simulated.sqlite3`` with the simulated day ending now; return the tick count."""
     db = data_dir / "simulated.sqlite3"
-    with SqliteStore(db) as store:
-        rng = store.time_range("BTCUSDT")
-        if rng is not None and now_ms() - rng[1] < 600_000 and rng[1] - rng[0] > (DAY_S - 900) * 1000:
+    now = now_ms()
+    with SqliteTickStore(db) as store:
+        # Two small reads: ticks in the last 10 minutes, and ticks from more than 23 h 45 min ago.
+        recent = store.ticks("BTCUSDT", start_ms=now - 600_000)
+        oldest = store.ticks("BTCUSDT", end_ms=now - (DAY_S - 900) * 1000)
+        if len(recent) and len(oldest):
             return store.tick_count()  # a fresh enough day from an earlier run
     db.unlink(missing_ok=True)
     source = SimulatedSource(["BTCUSDT", "ETHUSDT"], seed=7, start_ms=now_ms() - DAY_S * 1000)
     batch = []
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         for trade in source.generate(DAY_S):
             batch.append(trade)
             if len(batch) == 50_000:
@@ -68,8 +73,14 @@ def timed_runs(at: AppTest, runs: int) -> list[float]:
         at.run()
         times.append((time.perf_counter() - start) * 1000)
         assert not at.exception, at.exception
+        assert not at.error, [e.value for e in at.error]  # e.g. the feed could not start: nothing was measured
     return times
 
+
+PAGE_SCRIPT = """
+import app
+app.main()
+"""
 
 LIVE_SCRIPT = """
 import streamlit as st
@@ -77,11 +88,10 @@ import app
 st.session_state["source"] = "simulated"  # as the sidebar radio would have set it
 from ui.controls import Controls
 from config import from_env
-settings = from_env()
-engine = app.get_engine(settings)
-controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1 s", "24 h", 60, "Rolling OLS",
+settings = from_env().replace(pair=None)  # as app.main() builds it
+controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1s", "24 h", 60, "Rolling OLS",
                     False, 2.0, "normalised", True, "UTC")
-app.render_live_panel(engine, controls)
+app.render_live_panel(lambda: app.acquire_service(settings, settings), controls)
 """
 
 
@@ -99,7 +109,7 @@ def main() -> None:
     os.environ.update(QUANT_SOURCE="simulated", QUANT_DATA_DIR=str(data_dir))
     os.chdir(ROOT)
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_string(PAGE_SCRIPT, default_timeout=120)
     at.run()
     at.selectbox(key="lookback").set_value("24 h")
     first = timed_runs(at, 1)[0]

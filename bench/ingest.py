@@ -5,7 +5,7 @@ handshake and then writes N pre-encoded spot ``@trade`` frames in the combined-s
 fast as the socket takes them, so the measurement is bound by the client, not the server.
 
 Measured: (1) a bare ``websocket.create_connection(...).recv()`` loop with default options,
-(2) the full pipeline: BinanceSource → engine (sequencer, buffer) → writer thread → SQLite,
+(2) the full pipeline: BinanceSource → engine (sequencer, live bars) → writer thread → SQLite,
 timed from the first frame received to the last row committed.
 
     .venv/bin/python bench/ingest.py [--trades 200000]
@@ -29,8 +29,8 @@ import websocket
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import Settings
-from ingestion.engine import Engine
-from tests.fake_binance import spot_trade_frame
+from service import Service
+from testkit.fake_binance import spot_trade_frame
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _LEGS = (("BTCUSDT", 5_000_000_000, 89_806.8), ("ETHUSDT", 3_000_000_000, 3139.77))
@@ -88,17 +88,16 @@ def bare_loop(url: str, n: int) -> float:
 def pipeline(url_base: str, n: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(source="binance", ws_url=url_base, data_dir=Path(tmp), backfill_max_trades=0)
-        engine = Engine(settings)
-        engine.start()
+        service = Service.start(settings)
         deadline = time.monotonic() + 120
-        while engine.source.stats.messages == 0 and time.monotonic() < deadline:
+        while service.engine.source.stats.messages == 0 and time.monotonic() < deadline:
             time.sleep(0.0005)
         start = time.perf_counter()
-        while engine.writer.committed_trades < n and time.monotonic() < deadline:
+        while service.writer.committed_trades < n and time.monotonic() < deadline:
             time.sleep(0.001)
         elapsed = time.perf_counter() - start
-        committed = engine.writer.committed_trades
-        engine.stop()
+        committed = service.writer.committed_trades
+        service.stop()
     return committed / elapsed, committed
 
 

@@ -1,20 +1,20 @@
 """Soak: memory stays bounded after a million ticks and a long session of dashboard refreshes.
 
 Phase 1 (burst): a simulated BTCUSDT/ETHUSDT market (``ingestion.simulated``, seeded) that started
-``ticks / trade rate`` seconds ago is pushed through a real :class:`~ingestion.engine.Engine` as fast as
-the engine takes it: sequencer, tick buffer, live 1 s bars, writer thread, SQLite. When the simulated
+``ticks / trade rate`` seconds ago is pushed through a real :class:`~service.Service` as fast as the
+engine takes it: sequencer, last trades, live 1 s bars, writer thread, SQLite, alert monitor. When the simulated
 clock reaches the wall clock the same source goes on at live speed (~18 trades/s), like a feed that
 caught up.
 
 Phase 2 (refreshes): every ``--refresh-s`` seconds for ``--minutes`` minutes, the code the page runs for
-one chart refresh: ``dashboard.data.load_pair_bars`` (24 h lookback by default) → ``compute_pair`` →
+one chart refresh: ``pairs.bars.load_pair_bars`` (24 h lookback by default) → ``compute_pair`` →
 the ``ui.charts`` figures of the Charts tab, the status panel, the Feed tab's event read and, on 1 min
 bars, the per-minute table. Timeframes and regressions rotate (1 s rolling OLS, 1 min Kalman, 5 min
 Theil–Sen, 1 s Huber) so every cache and code path is exercised.
 
-RSS (``VmRSS`` of /proc/self/status) is sampled at the start, after 100k ticks, at the end of the burst,
-after warm-up (the burst drained to disk and one refresh of each kind), every ``--sample-s`` seconds and
-at the end. Target: growth after warm-up ≤ 50 MB.
+RSS (``VmRSS`` of /proc/self/status) is sampled at the start, after 100k ticks (half the burst if it is
+smaller), at the end of the burst, after warm-up (the burst drained to disk and one refresh of each kind),
+every ``--sample-s`` seconds and at the end. Target: growth after warm-up ≤ 50 MB.
 
     .venv/bin/python bench/soak.py [--ticks 1000000] [--minutes 30] [--refresh-s 2]
 """
@@ -34,24 +34,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analytics import correlation_matrix, lead_lag, log_returns
-from config import Settings
-from dashboard.data import LOOKBACKS_MS, TIMEFRAMES_MS, BarHistory, PairBars, load_pair_bars
-from dashboard.export import minute_table
-from dashboard.pair import PairParams, compute_pair, live_zscore
-from ingestion.engine import Engine
-from ingestion.records import FeedState, Trade
+from config import TIMEFRAMES_MS, Settings
 from ingestion.simulated import SimulatedSource, symbol_spec
-from ingestion.source import SourceStats, TradeSink, now_ms
-from storage.sqlite import SqliteStore
-from tests.fake_binance import eventually
+from ingestion.source import SourceStats, TradeSink
+from pairs.bars import LOOKBACKS_MS, PairBars, load_pair_bars
+from pairs.compute import PairParams, compute_pair, live_zscore
+from records import FeedState, Trade, now_ms
+from service import Service
+from storage import open_ticks
+from testkit.waiting import eventually
 from ui import charts
+from ui.export import minute_table
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 Y, X = "ETHUSDT", "BTCUSDT"
 TARGET_GROWTH_MB = 50.0
 # (timeframe, regression) per refresh, in rotation; one of each is the warm-up.
-REFRESHES = (("1 s", "Rolling OLS"), ("1 min", "Kalman filter"), ("5 min", "Theil–Sen (in-sample)"),
-             ("1 s", "Huber (in-sample)"))
+REFRESHES = (("1s", "Rolling OLS"), ("1m", "Kalman filter"), ("5m", "Theil–Sen (in-sample)"),
+             ("1s", "Huber (in-sample)"))
 MAX_LEAD_LAG = 10
 FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000  # as app.py
 
@@ -76,6 +76,10 @@ class CatchUpSource:
         self.label = f"SOAK {self.market.label}"
         self.stats = SourceStats()
         self.caught_up_after: int | None = None  # trades emitted before the first live wait
+        self.symbols = symbols
+
+    def set_symbols(self, symbols: tuple[str, ...]) -> None:
+        self.symbols = symbols  # never called: the simulated spec cannot re-subscribe
 
     def run(self, sink: TradeSink, stop: threading.Event) -> None:
         stats = self.stats
@@ -96,10 +100,11 @@ class CatchUpSource:
         stats.state = FeedState.STOPPED
 
 
-def refresh(engine: Engine, history: BarHistory, timeframe: str, regression: str, lookback_ms: int) -> int:
+def refresh(service: Service, timeframe: str, regression: str, lookback_ms: int) -> int:
     """One chart refresh as the page does it; returns the number of aligned bars."""
     interval_ms = TIMEFRAMES_MS[timeframe]
-    bars: PairBars = load_pair_bars(engine, history, SYMBOLS, interval_ms, lookback_ms)
+    engine = service.engine
+    bars: PairBars = load_pair_bars(engine, service.history, SYMBOLS, interval_ms, lookback_ms)
     if bars.aligned is None:
         return 0
     params = PairParams(Y, X, 60, regression)
@@ -132,14 +137,14 @@ def refresh(engine: Engine, history: BarHistory, timeframe: str, regression: str
     if interval_ms == 60_000:
         minute_table(bars, pair)
     # Live panel and Feed tab.
-    engine.status()
-    last_y, last_x = engine.buffer.last(Y), engine.buffer.last(X)
+    service.status()
+    last_y, last_x = engine.last_trade(Y), engine.last_trade(X)
     if pair.spread is not None and last_y is not None and last_x is not None:
         latest = pair.latest
         spreads = pair.spread.dropna().to_numpy()[-59:]
         if math.isfinite(latest["beta"]):
             live_zscore(spreads, last_y.price - latest["beta"] * last_x.price - latest["alpha"])
-    with SqliteStore(engine.settings.db_path) as store:
+    with open_ticks(service.site) as store:
         store.feed_events(limit=200)
     return len(aligned.index)
 
@@ -178,35 +183,37 @@ def main() -> int:
         db = Path(tmp) / "soak.sqlite3"
         settings = Settings(source="simulated", symbols=SYMBOLS, db=db)
         source = CatchUpSource(SYMBOLS, span_s, args.seed)
-        engine = Engine(settings, source=source)
-        history = BarHistory(db)
         peak_backlog = 0
+
+        samples.append(Sample("start", time.monotonic() - t0, 0, 0, 0, rss_mb(), 0, None))
+        print(f"burst: {args.ticks:,} ticks = {span_s / 3600:.1f} h of simulated market at {rate:g} trades/s ...",
+              flush=True)
+        service = Service.start(settings, source=source)  # the source starts emitting at once
+        burst_started = time.monotonic()
+        engine, writer = service.engine, service.writer
+        assert writer is not None  # this process writes the database
 
         def sample(label: str) -> None:
             recent = refresh_times[-30:]
-            samples.append(Sample(label, time.monotonic() - t0, engine.trades, engine.writer.committed_trades,
-                                  engine.writer.backlog, rss_mb(), len(refresh_times),
+            samples.append(Sample(label, time.monotonic() - t0, engine.trades, writer.committed_trades,
+                                  writer.backlog, rss_mb(), len(refresh_times),
                                   statistics.median(recent) * 1000 if recent else None))
 
         def watch_backlog(predicate) -> bool:
             nonlocal peak_backlog
-            peak_backlog = max(peak_backlog, engine.writer.backlog)
+            peak_backlog = max(peak_backlog, writer.backlog)
             return predicate()
 
-        sample("start")
-        print(f"burst: {args.ticks:,} ticks = {span_s / 3600:.1f} h of simulated market at {rate:g} trades/s ...",
-              flush=True)
-        engine.start()
-        burst_started = time.monotonic()
-        eventually(lambda: watch_backlog(lambda: engine.trades >= 100_000), timeout=600, interval=0.05)
-        sample("100k ticks")
+        early = min(100_000, args.ticks // 2)  # a smoke run with fewer ticks must not wait for 100k at live pace
+        eventually(lambda: watch_backlog(lambda: engine.trades >= early), timeout=600, interval=0.05)
+        sample(f"{early / 1000:g}k ticks")
         eventually(lambda: watch_backlog(lambda: source.caught_up_after is not None), timeout=3600, interval=0.05)
         burst_ticks, burst_s = source.caught_up_after, time.monotonic() - burst_started
         sample("burst done")
-        eventually(lambda: watch_backlog(lambda: engine.writer.committed_trades >= burst_ticks), timeout=3600,
+        eventually(lambda: watch_backlog(lambda: writer.committed_trades >= burst_ticks), timeout=3600,
                    interval=0.05)
         drained_s = time.monotonic() - burst_started
-        with SqliteStore(db) as store:
+        with open_ticks(service.site) as store:
             stored_rows = store.tick_count()
 
         lookback_ms = LOOKBACKS_MS[args.lookback]
@@ -221,7 +228,7 @@ def main() -> int:
                 break
             timeframe, regression = REFRESHES[k % len(REFRESHES)]
             started = time.perf_counter()
-            aligned_bars = max(aligned_bars, refresh(engine, history, timeframe, regression, lookback_ms))
+            aligned_bars = max(aligned_bars, refresh(service, timeframe, regression, lookback_ms))
             refresh_times.append(time.perf_counter() - started)
             if k == len(REFRESHES) - 1:
                 sample("warm-up")
@@ -233,7 +240,7 @@ def main() -> int:
                 next_sample += sample_s
             pause.wait(max(0.0, started - time.perf_counter() + args.refresh_s))
         sample("end")
-        assert engine.stop(), "engine did not stop in time"
+        assert service.stop(), "service did not stop in time"
 
     warm = next(s for s in samples if s.label == "warm-up")
     after = [s for s in samples if s.elapsed_s >= warm.elapsed_s]

@@ -1,8 +1,11 @@
 """Headless recorder: ``python -m ingestion --source binance --symbols BTCUSDT,ETHUSDT``.
 
-Runs the engine without a browser, logs a status line every ``--status-interval`` seconds,
-exits 0 after a full flush on SIGTERM/SIGINT (or after ``--duration`` seconds, or when a replay
-ends), and exits 2 with a message naming the setting on invalid arguments.
+Runs the same service as the dashboard without a browser, logs a status line every
+``--status-interval`` seconds, exits 0 after a full flush on SIGTERM/SIGINT (or after
+``--duration`` seconds, or when a replay ends). Exit codes: 2 with ``error: …`` naming the
+setting for invalid arguments (a bad symbol, a ``--db`` that is a directory or not SQLite);
+1 when it cannot store (a damaged database, another recorder already writing the file, rows the
+database refused, a storage failure mid-run) — never 0 for data that was not stored.
 """
 
 from __future__ import annotations
@@ -14,24 +17,29 @@ import threading
 import time
 from collections.abc import Sequence
 
-from alerts.monitor import alerts_path
 from alerts.rules import parse_rule
-from alerts.store import AlertStore
 from config import ConfigError, from_cli
-from ingestion.engine import Engine
-from ingestion.records import FeedStatus
+from records import FeedStatus
+from service import Service
+from storage import open_alerts
+from storage.errors import StorageError, StorageLocationError
 
 log = logging.getLogger("ingestion")
 
+CHECK_EVERY_S = 0.25  # how often the main loop notices a storage failure or the end of a replay
 
-def format_status(status: FeedStatus, committed: int, alerts: int = 0) -> str:
-    """One log line of feed health."""
+
+def format_status(status: FeedStatus, alerts: int = 0) -> str:
+    """One log line of feed and storage health."""
     age = "-" if status.last_tick_age_s is None else f"{status.last_tick_age_s:.1f}s"
     line = (
         f"{status.label} state={status.state.value} ticks/s={status.ticks_per_s:.1f} "
-        f"trades={status.trades} stored={committed} last_tick_age={age} reconnects={status.reconnects} "
-        f"gaps={status.gaps} dup={status.duplicates} parse_errors={status.parse_errors} alerts={alerts}"
+        f"trades={status.trades} stored={status.stored} storage={status.storage_state.value} "
+        f"last_tick_age={age} reconnects={status.reconnects} gaps={status.gaps} dup={status.duplicates} "
+        f"parse_errors={status.parse_errors} alerts={alerts}"
     )
+    if status.rejected or status.lost:
+        line += f" rejected={status.rejected} lost={status.lost}"
     return line + (f" last_error={status.last_error!r}" if status.last_error else "")
 
 
@@ -42,15 +50,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setting = "db (--db, QUANT_DB)" if settings.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
     try:
         rules = [parse_rule(text, pair=settings.pair, timeframe_ms=settings.timeframe_ms, window=settings.window)
                  for text in settings.alerts]
-        engine = Engine(settings)
-    except (ValueError, OSError) as exc:  # a bad alert rule, an unreadable replay file
+        service = Service.start(settings)
+    except StorageLocationError as exc:
+        print(f"error: {setting}: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:  # damaged, another writer, newer schema: cannot store, say why
+        print(f"error: cannot record: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:  # a bad alert rule or source setting, an unreadable replay file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if rules:
-        with AlertStore(alerts_path(settings.db_path)) as store:
+        with open_alerts(service.site) as store:
             for rule in rules:
                 stored, added = store.ensure_rule(rule)
                 log.info("alert rule %s: %s (%s)", stored.id, stored.describe(), "added" if added else "already stored")
@@ -63,27 +78,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    engine.start()
-    log.info("recording %s into %s", ",".join(settings.symbols), settings.db_path)
-    deadline = None if settings.duration is None else time.monotonic() + settings.duration
-    while not stop.is_set():
-        timeout = settings.status_interval
-        if deadline is not None:
-            timeout = min(timeout, max(deadline - time.monotonic(), 0))
-        if stop.wait(timeout):
+    log.info("recording %s into %s", ",".join(settings.symbols), service.site.location)
+    started = time.monotonic()
+    next_status = started + settings.status_interval
+    while not stop.wait(CHECK_EVERY_S):
+        now = time.monotonic()
+        if now >= next_status:
+            next_status = now + settings.status_interval
+            log.info("%s", format_status(service.status(), _fired(service)))
+        if settings.duration is not None and now - started >= settings.duration:
             break
-        log.info("%s", format_status(engine.status(), engine.writer.committed_trades, engine.alerts.fired))
-        if deadline is not None and time.monotonic() >= deadline:
+        if service.failed or not service.running:  # storage failed, or a replay reached its end
             break
-        if not engine.running:  # a replay reached its end
-            break
-    flushed = engine.stop()
-    log.info("final: %s", format_status(engine.status(), engine.writer.committed_trades,
-                                        engine.alerts.fired if engine.alerts else 0))
-    if engine.writer.error is not None:
-        print(f"error: database writer failed: {engine.writer.error}", file=sys.stderr)
+    flushed = service.stop()
+    status = service.status()
+    log.info("final: %s", format_status(status, _fired(service)))
+    writer = service.writer
+    if writer is not None and writer.error is not None:
+        print(f"error: storage failed, {writer.lost:,} received items were not stored: {writer.error}",
+              file=sys.stderr)
+        return 1
+    if status.rejected:
+        print(f"error: the database refused {status.rejected:,} rows (last: {writer.reject_error if writer else ''})",
+              file=sys.stderr)
         return 1
     return 0 if flushed else 1
+
+
+def _fired(service: Service) -> int:
+    return service.monitor.fired if service.monitor is not None else 0
 
 
 if __name__ == "__main__":

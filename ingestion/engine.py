@@ -1,14 +1,14 @@
-"""The engine: one per process. Owns the source, writer, backfill and alert-monitor threads.
+"""The engine: one source thread and the live views it feeds; storage and backfill are handed to it.
 
 Data path (all in the source's thread, no I/O)::
 
-    source → Engine.on_trade → sequencer (re-sends, gaps) → TickBuffer, LiveBars (live views)
-                                                          → TickWriter queue → SQLite
-                                      gaps → Backfiller thread (REST) → TickWriter queue
-    AlertMonitor thread: closed bars → rule metrics → alerts file (and webhook)
+    source → Engine.on_trade → sequencer (re-sends, gaps) → last trades, LiveBars (live views)
+                                                          → writer queue (when this process writes)
+                             gaps → backfill queue (when the source can re-fetch trades)
 
-The Streamlit app creates it through a ``st.cache_resource`` factory and the headless recorder
-(``python -m ingestion``) creates it directly; browser sessions only read from it.
+The engine does not open databases or start other threads: :mod:`service` wires it to a writer,
+a backfiller and an alert monitor (or, when another process already writes the database, to a
+follower of that database instead of a writer) for both the dashboard and the headless recorder.
 """
 
 from __future__ import annotations
@@ -18,38 +18,22 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from alerts.monitor import AlertMonitor, alerts_path
 from config import Settings
-from ingestion.backfill import Backfiller
-from ingestion.buffer import TickBuffer
 from ingestion.live_bars import LiveBars
-from ingestion.records import EventKind, FeedEvent, FeedState, FeedStatus, Trade
-from ingestion.source import Source, now_ms
-from ingestion.writer import TickWriter
-from storage.sqlite import SqliteStore
+from ingestion.source import Capabilities, Source
+from records import EventKind, FeedEvent, FeedState, FeedStatus, StorageState, Trade, now_ms
+
+if TYPE_CHECKING:
+    from ingestion.backfill import Backfiller
+    from ingestion.writer import TickWriter
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 5.0
 # A bar closes this long (wall-clock) after its end, so trades delayed in transit still land in it.
 BAR_CLOSE_GRACE_S = 0.5
-
-
-def make_source(settings: Settings) -> Source:
-    """The source named by ``settings.source``."""
-    if settings.source == "binance":
-        from ingestion.binance import BinanceSource
-
-        return BinanceSource.from_settings(settings)
-    if settings.source == "simulated":
-        from ingestion.simulated import SimulatedSource
-
-        return SimulatedSource(settings.symbols, seed=settings.seed, speed=settings.speed)
-    from ingestion.replay import ReplaySource
-
-    assert settings.replay_file is not None  # Settings validation guarantees it
-    return ReplaySource(settings.replay_file, symbols=settings.symbols, speed=settings.speed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +51,7 @@ class Gap:
 class TradeSequencer:
     """Per-symbol trade-id bookkeeping: drops re-sent trades, reports gaps.
 
-    Binance trade ids are consecutive per symbol, so an id jump of more than one means trades
+    Exchange trade ids are consecutive per symbol, so an id jump of more than one means trades
     were missed (e.g. while reconnecting). Ids at or below the last one seen are re-sends from
     an overlapping or restarted connection.
     """
@@ -94,79 +78,78 @@ class TradeSequencer:
 
 
 class Engine:
-    """Source thread + buffer + writer thread. ``start()`` once, ``stop()`` once."""
+    """Source thread + sequencer + live views. ``start()`` once, ``stop()`` once.
 
-    def __init__(self, settings: Settings, source: Source | None = None) -> None:
+    ``writer``: where trades and feed events go (None when another process stores them and this
+    engine only follows its database). ``backfiller``: re-fetches trade-id gaps (None when the
+    source cannot). ``last_ids``: where the sequencer resumes (exchange ids continue across
+    restarts). ``follows``: the writer this engine reads from, for the status panel.
+    """
+
+    def __init__(self, settings: Settings, source: Source, capabilities: Capabilities, *,
+                 writer: TickWriter | None = None, backfiller: Backfiller | None = None,
+                 last_ids: dict[str, int] | None = None, follows: str | None = None) -> None:
         self.settings = settings
-        self.source = source if source is not None else make_source(settings)
-        self.buffer = TickBuffer(settings.buffer_ticks)
+        self.source = source
+        self.capabilities = capabilities
+        self.writer = writer
+        self.backfiller = backfiller
+        self.follows = follows
+        self.symbols: tuple[str, ...] = settings.symbols
         self.bars = LiveBars()
-        self.writer = TickWriter(
-            settings.db_path,
-            flush_interval_s=settings.flush_interval_ms / 1000,
-            retention_ms=int(settings.retention_hours * 3_600_000),
-            max_backlog=settings.max_backlog,
-        )
-        self.sequencer = TradeSequencer()
-        # Only exchange ids can be fetched again; simulated and replayed ids cannot.
-        self.backfiller = (
-            Backfiller(settings.rest_url, self.writer.put, self.writer.put,
-                       max_trades_per_gap=settings.backfill_max_trades)
-            if self.source.name == "binance" and settings.backfill_max_trades > 0 else None
-        )
+        self.sequencer = TradeSequencer(last_ids)
         self.trades = 0
         self.last_tick_mono: float | None = None
+        self._last: dict[str, Trade] = {}
         self._last_tick_ts_ms = 0
-        self.alerts: AlertMonitor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rate_lock = threading.Lock()
         self._rate_samples: deque[tuple[float, int, int]] = deque()
         self.started_mono: float | None = None
+        self.stopped = False
 
     # ---------------------------------------------------------------- sink (source thread)
     def on_trade(self, trade: Trade) -> None:
         is_new, gap = self.sequencer.check(trade)
         if gap is not None:
             log.warning("gap in %s trade ids: %d missing from %d", gap.symbol, gap.count, gap.first_missing)
-            self.writer.put(gap.event(trade.recv_ms))
+            self._store(gap.event(trade.recv_ms))
             if self.backfiller is not None:
                 self.backfiller.request(gap.symbol, gap.first_missing, gap.count)
         if not is_new:
             # At or below the last id: usually a re-send, sometimes a late trade the exchange
             # delivered out of order. The store's idempotent insert tells them apart for free;
             # live views skip it either way (their bars have moved on).
-            self.writer.put(trade)
+            self._store(trade)
             return
         self.trades += 1
         self.last_tick_mono = time.monotonic()
         self._last_tick_ts_ms = max(self._last_tick_ts_ms, trade.ts_ms)
-        self.buffer.append(trade)
+        self._last[trade.symbol] = trade
         self.bars.update(trade)
-        self.writer.put(trade)
+        self._store(trade)
 
     def on_event(self, event: FeedEvent) -> None:
-        self.writer.put(event)
+        self._store(event)
+
+    def _store(self, item: Trade | FeedEvent) -> None:
+        if self.writer is not None:
+            self.writer.put(item)
+
+    def last_trade(self, symbol: str) -> Trade | None:
+        """The most recent trade of ``symbol`` (exchange time order), or None before its first."""
+        return self._last.get(symbol)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("engine already started")
-        if self.source.name == "binance":
-            # Exchange ids continue across restarts: resume gap detection where the store left off.
-            with SqliteStore(self.settings.db_path) as store:
-                self.sequencer = TradeSequencer(store.last_trade_ids())
-        self.writer.start()
-        if self.backfiller is not None:
-            self.backfiller.start()
-        self.alerts = AlertMonitor(self, alerts_path(self.settings.db_path), webhook_url=self.settings.webhook_url,
-                                   min_trades=self.settings.min_trades, min_volume=self.settings.min_volume)
-        self.alerts.start()
-        self.writer.put(FeedEvent(now_ms(), EventKind.STARTED, None, self.source.label))
+        self._store(FeedEvent(now_ms(), EventKind.STARTED, None, self.source.label))
         self.started_mono = time.monotonic()
         self._thread = threading.Thread(target=self._run_source, name=f"source-{self.source.name}", daemon=True)
         self._thread.start()
-        log.info("engine started: %s → %s", self.source.label, self.settings.db_path)
+        log.info("engine started: %s", self.source.label)
 
     def _run_source(self) -> None:
         try:
@@ -175,34 +158,25 @@ class Engine:
             log.exception("source %s crashed", self.source.name)
             self.source.stats.last_error = f"source crashed: {exc!r}"
             self.source.stats.state = FeedState.STOPPED
-            self.writer.put(FeedEvent(now_ms(), EventKind.ERROR, None, f"source crashed: {exc!r}"))
+            self._store(FeedEvent(now_ms(), EventKind.ERROR, None, f"source crashed: {exc!r}"))
+
+    def set_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Watch ``symbols`` from now on (the source re-subscribes; symbols already watched lose nothing)."""
+        self.symbols = symbols
+        self.source.set_symbols(symbols)
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 15.0) -> bool:
-        """Stop the source, then flush and close the writer. True if both finished in time."""
+        """Stop the source thread; True if it finished in time. The service then flushes the writer."""
+        self.stopped = True
         if self._thread is None:
             return True
         self._stop.set()
         self._thread.join(timeout)
-        source_done = not self._thread.is_alive()
-        if self.alerts is not None:
-            self.alerts.stop()
-        if self.backfiller is not None:
-            self.backfiller.stop()
-        self.writer.put(FeedEvent(now_ms(), EventKind.STOPPED, None, self.source.label))
-        writer_done = self.writer.stop(timeout)
-        log.info("engine stopped: %d trades received, %d rows committed",
-                 self.trades, self.writer.committed_trades)
-        return source_done and writer_done
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the source ends by itself (finite replay) or ``timeout``; True if it ended."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
+        self._store(FeedEvent(now_ms(), EventKind.STOPPED, None, self.source.label))
         return not self._thread.is_alive()
 
     # ---------------------------------------------------------------- market time
@@ -210,7 +184,7 @@ class Engine:
         """Current market time, UTC epoch ms: the wall clock for live data; for simulated and
         replayed data, the last trade's time moved on by the elapsed wall time × ``speed``
         (None before the first trade)."""
-        if self.source.name == "binance":
+        if self.capabilities.live:
             return now_ms()
         if self.last_tick_mono is None:
             return None
@@ -220,7 +194,7 @@ class Engine:
         """Close live bars whose interval (plus a grace period) has passed, even without new trades."""
         market_now = self.market_now_ms()
         if market_now is not None:
-            grace_ms = int(BAR_CLOSE_GRACE_S * 1000 * (1.0 if self.source.name == "binance" else self.settings.speed))
+            grace_ms = int(BAR_CLOSE_GRACE_S * 1000 * (1.0 if self.capabilities.live else self.settings.speed))
             self.bars.advance(market_now - grace_ms)
 
     # ---------------------------------------------------------------- status
@@ -240,15 +214,15 @@ class Engine:
         else:  # first call: average since start
             elapsed = max(now - (self.started_mono or now), 1e-3)
             messages_per_s, ticks_per_s = stats.messages / elapsed, self.trades / elapsed
-        state = stats.state
-        if self.writer.error is not None:
-            last_error = f"database writer failed: {self.writer.error}"
-        else:
-            last_error = self.writer.retry_error or stats.last_error or self.writer.reject_error
+        storage_state, storage_detail = self._storage()
+        last_error = stats.last_error
+        if storage_state in (StorageState.FAILED, StorageState.RETRYING):
+            last_error = storage_detail  # storage trouble outranks a feed hiccup: data is at stake
+        writer = self.writer
         return FeedStatus(
             source=self.source.name,
-            state=state,
-            symbols=self.settings.symbols,
+            state=stats.state,
+            symbols=self.symbols,
             connected_since_ms=stats.connected_since_ms,
             reconnects=stats.reconnects,
             messages_per_s=messages_per_s,
@@ -261,6 +235,21 @@ class Engine:
             missing_trades=self.sequencer.missing,
             parse_errors=stats.parse_errors,
             unknown_messages=stats.unknown_messages,
-            last_error=last_error,
+            last_error=last_error or (writer.reject_error if writer is not None else None),
             label=self.source.label,
+            storage_state=storage_state,
+            storage_detail=storage_detail,
+            stored=writer.committed_trades if writer is not None else 0,
+            rejected=writer.rejected if writer is not None else 0,
+            lost=writer.lost if writer is not None else 0,
         )
+
+    def _storage(self) -> tuple[StorageState, str]:
+        writer = self.writer
+        if writer is None:
+            return StorageState.FOLLOWING, f"stored by {self.follows or 'another process'}"
+        if writer.error is not None:
+            return StorageState.FAILED, f"storage failed, nothing more is stored: {writer.error}"
+        if writer.retry_error is not None:
+            return StorageState.RETRYING, writer.retry_error
+        return StorageState.OK, writer.location

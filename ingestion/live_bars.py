@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from analytics.bars import BAR_COLUMNS, Bar, BarBuilder, bars_frame_from_columns
-from ingestion.records import Trade
 from ingestion.ring import ColumnRing
+from records import Trade
 
 BASE_INTERVAL_MS = 1_000
 _DTYPES = {"start_ms": np.int64, **{c: (np.int64 if c == "trades" else np.float64) for c in BAR_COLUMNS}}

@@ -3,63 +3,73 @@
 Formats, detected once at construction (:func:`detect_format`):
 
 1. **SQLite** written by this project — recognised by the 16-byte header ``SQLite format 3\\0``.
-   Table ``ticks(symbol, trade_id, ts_ms, price, qty, buyer_is_maker, recv_ms)``. Opened read-only
-   (``file:...?mode=ro``); each symbol is read with its own query in ``(ts_ms, trade_id)`` order
-   (served by the ``(symbol, ts_ms)`` index, no big sort) in chunks of ``SQLITE_CHUNK_ROWS``, and
-   the per-symbol streams are merged into ``(ts_ms, symbol, trade_id)`` order.
+   Read through the storage layer, read-only (:func:`storage.open_tick_file`); each symbol is
+   read in ``(ts_ms, trade_id)`` order in chunks (served by the ``(symbol, ts_ms)`` index, no big
+   sort), and the per-symbol streams are merged into ``(ts_ms, symbol, trade_id)`` order.
 2. **Collector NDJSON** ``{"symbol":"ETHUSDT","ts":"2025-12-15T08:43:15.300Z","price":3139.77,
    "size":0.054}`` — recognised when the first JSON object among the first ``DETECT_LINES`` lines
    has the keys ``symbol``, ``ts`` and ``price``. ``ts`` is ISO-8601 with a UTC offset or ``Z``
    (naive times are rejected as parse errors: their zone is unknown). Rows with ``price == 0``
    (the futures stream's ``"X":"NA"`` placeholder trades) are skipped and counted in
    :attr:`ReplaySource.skipped_rows`. The format has no trade ids, so ids are synthesised per
-   symbol as 1, 2, 3, ... in file order (skipped and malformed rows take no id): replaying the
-   same file into the same database again inserts nothing new. ``buyer_is_maker`` is unknown and
-   set to ``False``.
+   symbol in file order (skipped and malformed rows take no id) inside the file's own id space:
+   ``file_tag << 40 | n`` for the n-th trade (n = 1, 2, 3, ...), ``file_tag`` being 22 bits of a
+   hash of the file's first 64 KiB. Replaying the same file (or a longer copy of it) into the same
+   database again inserts nothing new; a different file never collides with it (1 in 4 million).
+   ``buyer_is_maker`` is unknown and set to ``False``.
 3. **Binance NDJSON** — one raw payload (``{"e":"trade",...}``) or combined-stream frame
    (``{"stream":...,"data":{...}}``) per line, recognised by an ``e``, ``stream`` or ``result``
-   key. Parsed with :func:`ingestion.binance_parse.parse_frame`; non-trade messages are counted in
+   key. Parsed with :func:`ingestion.binance.parse.parse_frame`; non-trade messages are counted in
    ``stats.unknown_messages``, zero-price trades are skipped like above.
 
 Malformed lines or rows never stop a replay: they are counted in ``stats.parse_errors`` with
-``file:line`` in ``stats.last_error``. Files are streamed line by line (or row chunk by row
-chunk), never loaded whole.
+``file:line`` in ``stats.last_error``; messages quote a field's value only as a short sanitised
+excerpt (:func:`ingestion.source.excerpt`), so a replayed file cannot leak its contents into the shared feed tab.
+Files are streamed line by line (or row chunk by row chunk), never loaded whole. Only regular
+files are read, checked with ``stat`` before they are opened (a FIFO would block forever).
 
-Timing: trades are emitted in file order. Recordings merged from several sockets are not globally
-time-ordered (the collector file goes backwards 165 times), so pacing follows a non-decreasing
-clock, the largest ``ts_ms`` seen so far: a late-arriving older trade is emitted immediately
-instead of rewinding the clock.
+Browsers never name a file: the dashboard offers the regular files of one configured folder
+(:func:`replay_files`, ``QUANT_REPLAY_DIR``); the recorder CLI may replay any path.
+
+Timing: trades are emitted in file order, paced by :func:`ingestion.paced.run_paced` (a
+non-decreasing clock: the collector file goes backwards 165 times, and a late-arriving older
+trade is emitted immediately instead of rewinding the clock).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import json
 import logging
 import math
-import sqlite3
+import os
+import re
+import stat
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from config import SYMBOL_RE, normalize_symbol
-from ingestion.binance_parse import MalformedMessage, UnknownMessage, parse_frame
-from ingestion.records import EventKind, FeedEvent, FeedState, Trade
-from ingestion.source import SourceStats, TradeSink, now_ms
+from config import SYMBOL_RE, Settings, normalize_symbol
+from ingestion.binance.parse import MalformedMessage, UnknownMessage, parse_frame
+from ingestion.paced import run_paced
+from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt
+from records import EventKind, FeedEvent, FeedState, Trade, now_ms
+from storage import SQLITE_MAGIC, StorageError, open_tick_file, read_head
 
 log = logging.getLogger(__name__)
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_CHUNK_ROWS = 5_000  # rows fetched per round trip per symbol; bounds memory, amortises calls
 DETECT_LINES = 50  # non-blank lines inspected to recognise an NDJSON dialect
 DETECT_MAX_LINE_BYTES = 1 << 20  # longer "lines" are read in pieces while detecting (and never match)
 MAX_ERROR_EVENTS = 10  # parse errors reported as feed events per run; the rest are only counted
-TICKS_COLUMNS = ("symbol", "trade_id", "ts_ms", "price", "qty", "buyer_is_maker", "recv_ms")
+SEQ_BITS = 40  # synthesised ids: file tag in the bits above, trade number (up to 1.1e12) below
+TAG_BITS = 22  # 22 + 40 = 62 bits: every id stays a positive SQLite INTEGER
+TAG_BYTES = 64 * 1024  # the file's identity: a hash of its first 64 KiB (stable while a recorder appends)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -79,15 +89,77 @@ def _fail(path: Path, why: str) -> ValueError:
     return ValueError(f"replay file {str(path)!r}: {why}")
 
 
+def check_regular_file(path: Path) -> os.stat_result:
+    """``stat`` ``path`` (following links) and refuse anything but a readable regular file, before any open."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise _fail(path, "does not exist") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot read it: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _fail(path, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _fail(path, "is not a regular file (a FIFO, socket or device cannot be replayed)")
+    return info
+
+
+def file_tag(path: Path) -> int:
+    """The file's id space (:data:`TAG_BITS` bits): a hash of its first :data:`TAG_BYTES` bytes.
+
+    A database this process has open is not read again (see :func:`storage.read_head`); its
+    resolved path stands in for its contents.
+    """
+    head = read_head(path, TAG_BYTES)
+    digest = hashlib.blake2b(head if head is not None else str(path.resolve()).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - TAG_BITS)
+
+
+def replay_files(folder: Path) -> list[Path]:
+    """The files a browser may replay: regular files directly in ``folder``, sorted by name.
+
+    Every entry is checked with ``stat`` (links followed) and its resolved path must lie inside
+    ``folder``, so a link to ``/etc/shadow`` or a FIFO dropped into the folder is never offered.
+    A missing folder offers nothing.
+    """
+    try:
+        root = folder.resolve(strict=True)
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except OSError:
+        return []
+    files = []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            resolved = path.resolve(strict=True)
+            if resolved.parent != root or not stat.S_ISREG(resolved.stat().st_mode) or entry.name.startswith("."):
+                continue
+        except OSError:
+            continue
+        files.append(resolved)
+    return files
+
+
+def database_name(path: Path) -> str:
+    """The replay database of one file, ``replay-<name>-<tag>``: each recording is replayed apart."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem)[:40].strip("_") or "file"
+    try:
+        tag = file_tag(path)
+    except OSError:  # unreadable: creating the source reports why
+        tag = 0
+    return f"replay-{stem}-{tag:06x}"
+
+
 def detect_format(path: Path) -> ReplayFormat:
     """Recognise ``path``'s format (see the module docstring) or raise ``ValueError`` naming it."""
+    check_regular_file(path)
     seen = 0
     try:
+        # Through storage: a database this process has open must not be opened and closed here.
+        head = read_head(path, len(SQLITE_MAGIC))
+        if head is None or head == SQLITE_MAGIC:
+            return ReplayFormat.SQLITE
         with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-            if head == SQLITE_MAGIC:
-                return ReplayFormat.SQLITE
-            fh.seek(0)
             while raw := fh.readline(DETECT_MAX_LINE_BYTES):  # bounded: a binary blob has no newlines
                 line = raw.strip()
                 if not line:
@@ -144,20 +216,20 @@ def parse_iso_ms(text: str) -> int:
 def _number(value: Any, field: str) -> float:
     # bool is an int subclass; True as a price is garbage, not 1.0.
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _BadRecord(f"{field} {value!r} is not a number")
+        raise _BadRecord(f"{field} {excerpt(value)} is not a number")
     try:
         number = float(value)
     except ValueError:
-        raise _BadRecord(f"{field} {value!r} is not a number") from None
+        raise _BadRecord(f"{field} {excerpt(value)} is not a number") from None
     if not math.isfinite(number) or number < 0:
-        raise _BadRecord(f"{field} {value!r} must be finite and >= 0")
+        raise _BadRecord(f"{field} {excerpt(value)} must be finite and >= 0")
     return number
 
 
 def _symbol(value: Any) -> str:
     symbol = value.upper() if isinstance(value, str) else ""
     if not SYMBOL_RE.fullmatch(symbol):
-        raise _BadRecord(f"invalid symbol {value!r}")
+        raise _BadRecord(f"invalid symbol {excerpt(value)}")
     return symbol
 
 
@@ -179,36 +251,27 @@ class ReplaySource:
         self.path = Path(path)
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
-        if self.path.is_dir():
-            raise _fail(self.path, "is a directory, not a file")
-        self.format = detect_format(self.path)
-        self.symbols: frozenset[str] | None = (
-            None if symbols is None else frozenset(normalize_symbol(s) for s in symbols)
-        )
+        self.format = detect_format(self.path)  # stat-checks the path before opening it
+        self.symbols: frozenset[str] | None = None
+        if symbols is not None:
+            self.set_symbols(symbols)
         self.speed = float(speed)
         self.label = f"REPLAY {self.path.name}"
         self.stats = SourceStats()
         self.skipped_rows = 0
         self.trades = 0
+        self.id_base = file_tag(self.path) << SEQ_BITS if self.format is ReplayFormat.TICKS_NDJSON else 0
         if self.format is ReplayFormat.SQLITE:
-            self._check_sqlite()
+            try:
+                open_tick_file(self.path).close()  # refuses a database without a proper ticks table
+            except StorageError as exc:
+                raise _fail(self.path, f"cannot replay it: {exc}") from None
+
+    def set_symbols(self, symbols: Sequence[str] | None) -> None:
+        """Emit only ``symbols`` (None: all) from the next trade on; trades already passed are not re-sent."""
+        self.symbols = None if symbols is None else frozenset(normalize_symbol(s) for s in symbols)
 
     # ----------------------------------------------------------------------------- reading
-    def _connect(self) -> sqlite3.Connection:
-        uri = self.path.resolve().as_uri() + "?mode=ro"
-        return sqlite3.connect(uri, uri=True, check_same_thread=False)
-
-    def _check_sqlite(self) -> None:
-        try:
-            with contextlib.closing(self._connect()) as conn:
-                columns = {row[1] for row in conn.execute("PRAGMA table_info(ticks)")}
-        except sqlite3.Error as exc:
-            raise _fail(self.path, f"cannot open it as SQLite: {exc}") from None
-        if not columns:
-            raise _fail(self.path, "SQLite database has no 'ticks' table")
-        missing = [c for c in TICKS_COLUMNS if c not in columns]
-        if missing:
-            raise _fail(self.path, f"SQLite table 'ticks' lacks columns {', '.join(missing)}")
 
     def iter_trades(self) -> Iterator[Trade]:
         """All trades of the file in emission order, without pacing; resets the counters.
@@ -239,7 +302,6 @@ class ReplaySource:
     def _iter_ndjson(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
         parse_line = self._parse_ticks_line if self.format is ReplayFormat.TICKS_NDJSON else self._parse_binance_line
         next_id: dict[str, int] = {}
-        wanted = self.symbols
         stats = self.stats
         try:
             fh = self.path.open("rb")
@@ -253,7 +315,7 @@ class ReplaySource:
                     continue
                 stats.messages += 1
                 try:
-                    trade = parse_line(line, next_id, wanted)
+                    trade = parse_line(line, next_id, self.symbols)  # read per line: set_symbols may widen it
                 except (_BadRecord, MalformedMessage) as exc:
                     self._bad(str(line_no), str(exc), on_error)
                     continue
@@ -283,14 +345,14 @@ class ReplaySource:
             self.skipped_rows += 1
             return None
         if not isinstance(ts_raw, str):
-            raise _BadRecord(f"ts {ts_raw!r} is not an ISO-8601 string")
+            raise _BadRecord(f"ts {excerpt(ts_raw)} is not an ISO-8601 string")
         try:
             ts_ms = parse_iso_ms(ts_raw)
-        except ValueError as exc:
-            raise _BadRecord(f"bad ts: {exc}") from None
-        trade_id = next_id.get(symbol, 0) + 1
-        next_id[symbol] = trade_id
-        return Trade(symbol, trade_id, ts_ms, ts_ms, price, qty, False)
+        except ValueError:
+            raise _BadRecord(f"bad ts {excerpt(ts_raw)}: not ISO-8601 with a time zone") from None
+        seq = next_id.get(symbol, 0) + 1
+        next_id[symbol] = seq
+        return Trade(symbol, self.id_base | seq, ts_ms, ts_ms, price, qty, False)
 
     def _parse_binance_line(self, line: bytes, next_id: dict[str, int],
                             wanted: frozenset[str] | None) -> Trade | None:
@@ -317,44 +379,29 @@ class ReplaySource:
     def _iter_sqlite(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
         stats = self.stats
         try:
-            conn = self._connect()
-        except sqlite3.Error as exc:
+            store = open_tick_file(self.path)
+        except StorageError as exc:
             self._bad("db", f"cannot open: {exc}", on_error)
             return
-        with contextlib.closing(conn):
+        with store:
             try:
-                if self.symbols is None:
-                    symbols = [row[0] for row in conn.execute("SELECT DISTINCT symbol FROM ticks ORDER BY 1")]
-                else:
-                    symbols = sorted(self.symbols)
+                symbols = store.symbols() if self.symbols is None else sorted(self.symbols)
                 # One cursor per symbol, each walking the (symbol, ts_ms) index; heapq.merge interleaves
                 # them lazily, so memory is O(symbols * chunk) however large the table is.
-                streams = [self._sqlite_rows(conn, symbol) for symbol in symbols]
-                merged = heapq.merge(*streams, key=lambda row: (row[2], row[0], row[1]))
-                for row in merged:
+                streams = [store.iter_trades(symbol, SQLITE_CHUNK_ROWS) for symbol in symbols]
+                for trade in heapq.merge(*streams, key=lambda t: (t.ts_ms, t.symbol, t.trade_id)):
                     stats.messages += 1
-                    try:
-                        trade = _trade_from_row(row)
-                    except _BadRecord as exc:
-                        self._bad(f"ticks[{row[0]!r}, {row[1]!r}]", str(exc), on_error)
+                    if not _valid_stored(trade):
+                        where = f"ticks[{excerpt(trade.symbol)}, {excerpt(trade.trade_id)}]"
+                        self._bad(where, "invalid symbol, id, time, price or quantity", on_error)
                         continue
-                    if trade is None:
+                    if trade.price == 0.0:
                         self.skipped_rows += 1
                         continue
                     self.trades += 1
                     yield trade
-            except sqlite3.Error as exc:  # e.g. the file was truncated under us
+            except StorageError as exc:  # e.g. the file was truncated under us
                 self._bad("db", f"read failed: {exc}", on_error)
-
-    @staticmethod
-    def _sqlite_rows(conn: sqlite3.Connection, symbol: str) -> Iterable[tuple[Any, ...]]:
-        cursor = conn.execute(
-            "SELECT symbol, trade_id, ts_ms, price, qty, buyer_is_maker FROM ticks "
-            "WHERE symbol = ? ORDER BY ts_ms, trade_id",
-            (symbol,),
-        )
-        while batch := cursor.fetchmany(SQLITE_CHUNK_ROWS):
-            yield from batch
 
     # ----------------------------------------------------------------------------- running
     def run(self, sink: TradeSink, stop: threading.Event) -> None:
@@ -373,7 +420,6 @@ class ReplaySource:
                                 f"replay {self.path.name} ({self.format.value}) speed={self.speed:g}x"
                                 + (f" symbols={','.join(sorted(self.symbols))}" if self.symbols else "")))
         error_events = 0
-        emitted = 0
 
         def on_error(message: str) -> None:
             nonlocal error_events
@@ -381,27 +427,9 @@ class ReplaySource:
             if error_events <= MAX_ERROR_EVENTS:  # a garbage file must not flood the events table
                 sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, message))
 
-        wall_per_ms = 1.0 / (1000.0 * self.speed)
-        first_ts: int | None = None
-        clock = 0
-        mono0 = 0.0
-        stopped = False
         try:
             with contextlib.closing(self._iter(on_error)) as trades:
-                for trade in trades:
-                    if first_ts is None:
-                        first_ts = clock = trade.ts_ms
-                        mono0 = time.monotonic()
-                    elif trade.ts_ms > clock:
-                        clock = trade.ts_ms
-                    delay = mono0 + (clock - first_ts) * wall_per_ms - time.monotonic()
-                    if stop.wait(delay) if delay > 0 else stop.is_set():
-                        stopped = True
-                        break
-                    sink.on_trade(Trade(trade.symbol, trade.trade_id, trade.ts_ms, now_ms(), trade.price,
-                                        trade.qty, trade.buyer_is_maker))
-                    emitted += 1
-                    stats.last_message_mono = time.monotonic()
+                run = run_paced(trades, sink, stop, speed=self.speed, stats=stats)
         except Exception as exc:
             stats.state = FeedState.STOPPED
             stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -409,8 +437,8 @@ class ReplaySource:
             with contextlib.suppress(Exception):
                 sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, stats.last_error))
             raise
-        stats.state = FeedState.STOPPED if stopped else FeedState.FINISHED
-        summary = (f"{'stopped' if stopped else 'finished'}: {emitted} trades, "
+        stats.state = FeedState.STOPPED if run.stopped else FeedState.FINISHED
+        summary = (f"{'stopped' if run.stopped else 'finished'}: {run.emitted} trades, "
                    f"{self.skipped_rows} zero-price rows skipped, {stats.parse_errors} parse errors, "
                    f"{stats.unknown_messages} unknown messages")
         sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None, summary))
@@ -427,14 +455,30 @@ def _is_zero_price_trade(line: bytes) -> bool:
         return False
 
 
-def _trade_from_row(row: tuple[Any, ...]) -> Trade | None:
-    """A ``ticks`` row → Trade (recv_ms = ts_ms), None for a zero price. Raises _BadRecord."""
-    symbol, trade_id, ts_ms, price, qty, maker = row
-    symbol = _symbol(symbol)
-    if type(trade_id) is not int or type(ts_ms) is not int or ts_ms <= 0:
-        raise _BadRecord(f"invalid trade_id {trade_id!r} or ts_ms {ts_ms!r}")
-    price = _number(price, "price")
-    qty = _number(qty, "qty")
-    if price == 0.0:
-        return None
-    return Trade(symbol, trade_id, ts_ms, ts_ms, price, qty, bool(maker))
+def _valid_stored(trade: Trade) -> bool:
+    """A row read from a project database is sane (another program may have written the file)."""
+    return (isinstance(trade.symbol, str) and SYMBOL_RE.fullmatch(trade.symbol) is not None
+            and type(trade.trade_id) is int and type(trade.ts_ms) is int and trade.ts_ms > 0
+            and isinstance(trade.price, float) and math.isfinite(trade.price) and trade.price >= 0
+            and isinstance(trade.qty, float) and math.isfinite(trade.qty) and trade.qty >= 0)
+
+
+def _create(settings: Settings) -> ReplaySource:
+    if settings.replay_file is None:
+        raise ValueError("replay_file: required when source is 'replay'")
+    return ReplaySource(settings.replay_file, symbols=settings.symbols, speed=settings.speed)
+
+
+def _database(settings: Settings) -> str:
+    if settings.replay_file is None:
+        raise ValueError("replay_file: required when source is 'replay'")
+    return database_name(settings.replay_file)
+
+
+SPEC = SourceSpec(
+    name="replay",
+    label="Replay file",
+    capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False),
+    create=_create,
+    database=_database,
+)

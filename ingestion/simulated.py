@@ -39,19 +39,18 @@ import hashlib
 import logging
 import math
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from config import normalize_symbol
-from ingestion.records import EventKind, FeedEvent, FeedState, Trade
-from ingestion.source import SourceStats, TradeSink, now_ms
+from config import SECONDS_PER_YEAR, normalize_symbol
+from ingestion.paced import run_paced
+from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink
+from records import EventKind, FeedEvent, FeedState, Trade, now_ms
 
 log = logging.getLogger(__name__)
 
-SECONDS_PER_YEAR = 365.0 * 24 * 3600  # crypto trades around the clock, so vol scales over all seconds
 CHUNK_MS = 60_000  # market milliseconds simulated per vectorised step (memory/latency trade-off)
 SPREAD_HALF_LIFE_S = 120.0  # OU half-life of each spread, market seconds (2 minutes)
 SPREAD_SD = 0.0015  # stationary standard deviation of each spread, log units (15 bp)
@@ -94,6 +93,18 @@ KNOWN_SYMBOLS: dict[str, SymbolSpec] = {
     "XRPUSDT": SymbolSpec(2.0, 4, 1, 3.0, 0.80, 1.25, 100.0),
 }
 DEFAULT_RATE_PER_S = 2.0  # trades per market second of a symbol not in KNOWN_SYMBOLS
+
+
+def _market_symbols(symbols: Sequence[str]) -> tuple[str, ...]:
+    """Validated, de-duplicated symbols (order kept); at least two, since the market is a pair or more."""
+    normalized: list[str] = []
+    for raw in symbols:
+        symbol = normalize_symbol(raw)  # ConfigError (a ValueError) names a bad symbol
+        if symbol not in normalized:
+            normalized.append(symbol)
+    if len(normalized) < 2:
+        raise ValueError(f"simulated market needs at least 2 distinct symbols, got {list(symbols)!r}")
+    return tuple(normalized)
 
 
 def _unit_hash(text: str) -> float:
@@ -156,7 +167,7 @@ class _Market:
     """Mutable simulation state. A fresh instance always replays the same market from the start."""
 
     def __init__(self, symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed: int,
-                 start_ms: int, breaks_out: list[RegimeBreak]) -> None:
+                 start_ms: int, breaks_out: list[RegimeBreak], first_ids: Sequence[int] | None = None) -> None:
         self.symbols = symbols
         self.specs = specs
         self.t_ms = start_ms
@@ -171,7 +182,7 @@ class _Market:
         # Ids start at the start time in epoch ms: a restarted simulation writing into the same
         # database continues above every id it stored before (at < 1 trade/ms per symbol), so
         # the idempotent insert never mistakes new trades for re-sent ones.
-        self.next_id = [start_ms] * n
+        self.next_id = list(first_ids) if first_ids is not None else [start_ms] * n
         self.x0 = math.log(specs[0].start_price)
         self.x = self.x0
         self.sigma = specs[0].annual_vol / math.sqrt(SECONDS_PER_YEAR)  # per sqrt(market second)
@@ -294,18 +305,12 @@ class SimulatedSource:
 
     def __init__(self, symbols: Sequence[str], seed: int = 7, speed: float = 1.0,
                  start_ms: int | None = None) -> None:
-        normalized: list[str] = []
-        for raw in symbols:
-            symbol = normalize_symbol(raw)  # ConfigError (a ValueError) names a bad symbol
-            if symbol not in normalized:
-                normalized.append(symbol)
-        if len(normalized) < 2:
-            raise ValueError(f"simulated market needs at least 2 distinct symbols, got {list(symbols)!r}")
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
         if type(seed) is not int:
             raise ValueError(f"seed must be an int, got {seed!r}")
-        self.symbols: tuple[str, ...] = tuple(normalized)
+        self.symbols: tuple[str, ...] = _market_symbols(symbols)
+        self._wanted = self.symbols  # set_symbols (any thread) → applied by the generating thread
         self.specs: tuple[SymbolSpec, ...] = tuple(symbol_spec(s) for s in self.symbols)
         self.seed = seed
         self.speed = float(speed)
@@ -315,12 +320,17 @@ class SimulatedSource:
         # Breaks seen by the latest generate()/run() pass, in time order (appended as simulated).
         self.regime_breaks: list[RegimeBreak] = []
 
-    def _chunks(self) -> Iterator[_Chunk]:
-        """Endless chunks of the market from ``start_ms``; resets :attr:`regime_breaks`."""
-        self.regime_breaks = []
-        market = _Market(self.symbols, self.specs, self.seed, self.start_ms, self.regime_breaks)
-        while True:
-            yield market.step()
+    def set_symbols(self, symbols: Sequence[str]) -> None:
+        """Simulate ``symbols`` from the next trade on; the market carries on where it is.
+
+        Symbols already simulated keep their last price and continue their trade ids (no gap, no
+        jump); new ones start at their usual price. The base leg stays first while it is watched.
+        From the switch on the market is a fresh draw of the same model (spreads restart at
+        their equilibrium, new regime-break schedule), deterministic for a given seed and history.
+        """
+        wanted = _market_symbols(symbols)
+        current = [s for s in self.symbols if s in wanted]
+        self._wanted = (*current, *(s for s in wanted if s not in current))
 
     def generate(self, seconds: float | None = None, *, until_ms: int | None = None) -> Iterator[Trade]:
         """Yield the market's trades in time order without any pacing.
@@ -328,21 +338,36 @@ class SimulatedSource:
         Stops before market time ``start_ms + seconds * 1000`` or ``until_ms`` (epoch ms), whichever
         is earlier; endless if neither is given. The trades are exactly those :meth:`run` emits
         except ``recv_ms``, which here equals ``ts_ms`` (no wall clock is involved, so the output
-        is fully reproducible).
+        is fully reproducible). Resets :attr:`regime_breaks`.
         """
         limit = math.inf
         if seconds is not None:
             limit = self.start_ms + seconds * 1000.0
         if until_ms is not None:
             limit = min(limit, until_ms)
-        for chunk in self._chunks():
-            for symbol, trade_id, ts, price, qty, maker in zip(
-                chunk.symbols, chunk.trade_ids, chunk.ts_ms, chunk.prices, chunk.qtys,
-                chunk.buyer_is_maker, strict=True,
-            ):
-                if ts >= limit:
-                    return
-                yield Trade(symbol, trade_id, ts, ts, price, qty, maker)
+        self.regime_breaks = []
+        symbols, specs, start, first_ids = self.symbols, self.specs, self.start_ms, None
+        last_price: dict[str, float] = {}
+        last_id: dict[str, int] = {}
+        while True:
+            market = _Market(symbols, specs, self.seed, start, self.regime_breaks, first_ids)
+            while self._wanted == symbols:
+                chunk = market.step()
+                for symbol, trade_id, ts, price, qty, maker in zip(
+                    chunk.symbols, chunk.trade_ids, chunk.ts_ms, chunk.prices, chunk.qtys,
+                    chunk.buyer_is_maker, strict=True,
+                ):
+                    if ts >= limit:
+                        return
+                    if self._wanted != symbols:  # a symbol change applies from the next trade on
+                        break
+                    last_price[symbol], last_id[symbol], start = price, trade_id, ts + 1
+                    yield Trade(symbol, trade_id, ts, ts, price, qty, maker)
+            symbols = self.symbols = self._wanted
+            specs = self.specs = tuple(
+                replace(symbol_spec(s), start_price=last_price.get(s, symbol_spec(s).start_price)) for s in symbols)
+            first_ids = [last_id[s] + 1 if s in last_id else start for s in symbols]
+            log.info("simulated market now trades %s (from %d)", ",".join(symbols), start)
 
     def run(self, sink: TradeSink, stop: threading.Event) -> None:
         """Emit trades paced against the wall clock (scaled by ``speed``) until ``stop`` is set.
@@ -358,23 +383,10 @@ class SimulatedSource:
         sink.on_event(FeedEvent(now_ms(), EventKind.STARTED, None,
                                 f"simulated market seed={self.seed} speed={self.speed:g}x "
                                 f"symbols={','.join(self.symbols)} start_ms={self.start_ms}"))
-        emitted = 0
-        wall_per_market_ms = 1.0 / (1000.0 * self.speed)  # wall seconds per market millisecond
-        mono0 = time.monotonic()
+        run = None
         try:
-            for chunk in self._chunks():
-                for symbol, trade_id, ts, price, qty, maker in zip(
-                    chunk.symbols, chunk.trade_ids, chunk.ts_ms, chunk.prices, chunk.qtys,
-                    chunk.buyer_is_maker, strict=True,
-                ):
-                    delay = mono0 + (ts - self.start_ms) * wall_per_market_ms - time.monotonic()
-                    # stop.wait returns True as soon as stop is set, so a long gap never delays stopping.
-                    if (stop.wait(delay) if delay > 0 else stop.is_set()):
-                        return
-                    sink.on_trade(Trade(symbol, trade_id, ts, now_ms(), price, qty, maker))
-                    emitted += 1
-                    stats.messages += 1
-                    stats.last_message_mono = time.monotonic()
+            run = run_paced(self.generate(), sink, stop, speed=self.speed, stats=stats, origin_ms=self.start_ms,
+                            count_messages=True)
         except Exception as exc:
             stats.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("simulated source failed")
@@ -382,6 +394,15 @@ class SimulatedSource:
             raise
         finally:
             stats.state = FeedState.STOPPED
-            if stats.last_error is None:
-                sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None,
-                                        f"stopped after {emitted} trades"))
+            if run is not None:
+                sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None, f"stopped after {run.emitted} trades"))
+
+
+SPEC = SourceSpec(
+    name="simulated",
+    label="Simulated market",
+    # Ids restart at the start time on every run, so they are not exchange ids.
+    capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False),
+    create=lambda settings: SimulatedSource(settings.symbols, seed=settings.seed, speed=settings.speed),
+    database=lambda _settings: "simulated",
+)

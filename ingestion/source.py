@@ -1,24 +1,42 @@
-"""The contract every tick source fulfils, and the counters it keeps for the status panel.
+"""The contract every tick source fulfils, what it can do, and the counters it keeps for the status panel.
 
 A source turns the outside world (an exchange socket, a simulation, a recorded file) into
-:class:`~ingestion.records.Trade` records and :class:`~ingestion.records.FeedEvent` notices and
-hands them to a sink. It never writes to storage itself: the engine's writer thread does that.
-A new feed is a new class with ``name``, ``label``, ``stats`` and ``run``; nothing else changes.
+:class:`~records.Trade` records and :class:`~records.FeedEvent` notices and hands them to a sink.
+It never writes to storage itself: the engine's writer thread does that.
+
+A new feed is one module (or package) with a class fulfilling :class:`Source` and a
+:class:`SourceSpec` describing it, plus one line in :mod:`ingestion.sources`. Nothing else
+branches on a source's name: the engine, the service and the UI ask the spec's
+:class:`Capabilities` instead.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ingestion.records import FeedEvent, FeedState, Trade
+from records import FeedEvent, FeedState, Trade
+
+if TYPE_CHECKING:
+    from config import Settings
+    from ingestion.backfill import TradeHistory
 
 
-def now_ms() -> int:
-    """Wall-clock UTC time in integer epoch milliseconds."""
-    return time.time_ns() // 1_000_000
+EXCERPT_CHARS = 16
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable rendering of a value a source received, for an error message.
+
+    At most ``limit`` characters of its ``repr`` (then ``…``), non-printable characters replaced
+    by ``?``: enough to find the bad row or frame, never a replayed file's contents or a reply's
+    whole body.
+    """
+    text = repr(value)
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
 
 
 class TradeSink(Protocol):
@@ -49,8 +67,53 @@ class SourceStats:
 class Source(Protocol):
     """A producer of trades. ``run`` blocks until ``stop`` is set or a finite source ends."""
 
-    name: str  # "binance", "simulated" or "replay": selects the database file
+    name: str  # the registry key, e.g. "binance"
     label: str  # shown in the UI so simulated/replayed data is never mistaken for live
     stats: SourceStats
+    symbols: tuple[str, ...]
 
     def run(self, sink: TradeSink, stop: threading.Event) -> None: ...
+
+    def set_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Watch ``symbols`` from now on (only called when the spec says ``resubscribe``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a source can do; the engine, the service and the UI branch on these, never on a name.
+
+    Attributes:
+        live: market time is the wall clock (an exchange); otherwise it runs at the pace of the
+            source's own trade times (simulated, replayed).
+        exchange_ids: trade ids are the exchange's, consecutive per symbol and stable across
+            restarts, so an id jump is a real gap and a restart continues from the stored ids.
+        resubscribe: the watched symbols can change while the source runs (:meth:`Source.set_symbols`).
+        backfill: missed trade-id ranges can be fetched again (:attr:`SourceSpec.trade_history`).
+    """
+
+    live: bool
+    exchange_ids: bool
+    resubscribe: bool
+    backfill: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """One entry of the source registry.
+
+    Attributes:
+        name: registry key and ``--source`` value, e.g. ``"binance"``.
+        label: what the UI's source picker calls it, e.g. ``"Live Binance"``.
+        capabilities: see :class:`Capabilities`.
+        create: builds the source from the settings (raises ``ValueError`` naming a bad setting).
+        database: the name of the source's database for these settings (``"live"``,
+            ``"replay-<file>-<tag>"``): one per source, so different sources never mix.
+        trade_history: builds the client that re-fetches missed trades, for ``backfill`` sources.
+    """
+
+    name: str
+    label: str
+    capabilities: Capabilities
+    create: Callable[[Settings], Source]
+    database: Callable[[Settings], str]
+    trade_history: Callable[[Settings], TradeHistory] | None = None

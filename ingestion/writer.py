@@ -5,21 +5,27 @@ stalls the socket. The writer takes everything queued, writes it in ONE transact
 back to waiting; under load batches grow by themselves, under light load a tick is committed
 within milliseconds — always well inside ``flush_interval_s``. ``stop()`` drains the queue
 completely before returning, so nothing enqueued before it is lost.
+
+Failures, by the storage layer's types (:mod:`storage.errors`):
+
+* unavailable (locked, busy, disk full, server gone) → keep the batch, retry with backoff; the
+  status shows ``retrying`` meanwhile;
+* a rejected row → store the rest of the batch one by one, count and report the bad rows;
+* anything else (a damaged database) → stop storing, loudly: :attr:`TickWriter.error` is set,
+  the status shows ``failed``, later items are counted as :attr:`TickWriter.lost`, never as stored.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from ingestion.records import FeedEvent, Trade
-from ingestion.source import now_ms
-from storage.sqlite import SqliteStore
+from records import FeedEvent, Trade, now_ms
+from storage.base import TickStore
+from storage.errors import RowRejected, StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +37,25 @@ PRUNE_EVERY_S = 60.0
 
 
 class TickWriter:
-    """Owns the only writing connection to the database; runs in its own thread."""
+    """Owns the only writing connection to the database; runs in its own thread.
+
+    ``open_store`` opens (and checks) the store in the writer's thread; ``location`` names the
+    database in messages.
+    """
 
     def __init__(
         self,
-        db_path: Path,
+        open_store: Callable[[], TickStore],
+        location: str,
         *,
         flush_interval_s: float = 0.25,
         retention_ms: int | None = None,
-        store_factory: Callable[[Path], SqliteStore] = SqliteStore,
         max_backlog: int = 500_000,
     ) -> None:
-        self.db_path = db_path
+        self.location = location
         self.flush_interval_s = flush_interval_s
         self.retention_ms = retention_ms
-        self._store_factory = store_factory
+        self._open_store = open_store
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.max_backlog = max_backlog
         self._room = threading.Event()
@@ -56,6 +66,7 @@ class TickWriter:
         self.retry_error: str | None = None  # set while a batch waits for the database to accept it
         self.rejected = 0  # rows the database refused (counted and logged, never silently dropped)
         self.reject_error: str | None = None
+        self.lost = 0  # items handed over after the writer failed: received, never stored
         self.committed_trades = 0  # rows actually inserted (duplicates excluded)
         self.received_trades = 0  # trades handed to write_batch
         self.batches = 0
@@ -66,6 +77,9 @@ class TickWriter:
     # Called from the source thread.
     def put(self, item: Trade | FeedEvent) -> None:
         """Enqueue for writing; blocks (back-pressure) only while ``max_backlog`` items are waiting."""
+        if self._error is not None:
+            self.lost += 1  # storage has failed: count it instead of queueing without bound
+            return
         self._queue.put(item)
         if self._queue.qsize() > self.max_backlog and self._thread is not None and self._thread.is_alive():
             # Memory stays bounded: the producer waits for the writer instead of queueing without
@@ -88,14 +102,16 @@ class TickWriter:
         return self._error
 
     def start(self) -> None:
+        """Start the thread; raises the :class:`~storage.errors.StorageError` if the store cannot be opened."""
         if self._thread is not None:
             raise RuntimeError("writer already started")
         self._thread = threading.Thread(target=self._run, name="tick-writer", daemon=True)
         self._thread.start()
-        # Opening the store creates/migrates the schema; surface errors to the caller.
-        self._ready.wait(timeout=30)
+        # Opening the store creates/migrates/checks the schema; surface errors to the caller.
+        if not self._ready.wait(timeout=600):
+            raise StorageError(f"database {self.location!r} did not open within 10 minutes")
         if self._error is not None:
-            raise RuntimeError(f"cannot open database {self.db_path}: {self._error}") from self._error
+            raise self._error
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Write everything queued so far, close the database; True if it finished in time."""
@@ -107,7 +123,7 @@ class TickWriter:
 
     def _run(self) -> None:
         try:
-            store = self._store_factory(self.db_path)
+            store = self._open_store()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -141,13 +157,28 @@ class TickWriter:
                 self._write(store, trades, events)
                 self._room.set()
                 self._maybe_prune(store)
-        except BaseException as exc:  # keep the reason for the status panel, then die loudly
-            self._error = exc
+        except StorageError as exc:  # a known failure: say what and where, no traceback needed
+            self._fail(exc)
+            log.error("tick writer stopped: %s; ticks are no longer being stored", exc)
+        except BaseException as exc:  # a bug: keep the traceback
+            self._fail(exc)
             log.exception("tick writer failed; ticks are no longer being stored")
         finally:
             store.close()
+            self._room.set()
 
-    def _write(self, store: SqliteStore, trades: list[Trade], events: list[FeedEvent]) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        # What is still queued was received and will never be stored: count it as lost, not stored.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                self.lost += 1
+
+    def _write(self, store: TickStore, trades: list[Trade], events: list[FeedEvent]) -> None:
         if not trades and not events:
             return
         delay = RETRY_INITIAL_S
@@ -155,14 +186,14 @@ class TickWriter:
             try:
                 inserted = store.write_batch(trades, events)
                 break
-            except sqlite3.OperationalError as exc:
-                # Locked by another writer (a second recorder on the same file), disk full, I/O
-                # error: keep the batch and retry, so nothing already received is dropped.
-                self.retry_error = f"cannot write to {self.db_path}: {exc}; retrying"
+            except StorageUnavailable as exc:
+                # Locked by another connection, disk full, server restarting: keep the batch and
+                # retry, so nothing already received is dropped.
+                self.retry_error = f"{exc}; retrying"
                 log.warning("%s (batch of %d trades kept)", self.retry_error, len(trades))
                 time.sleep(delay)  # this thread has nothing else to do until the batch is stored
                 delay = min(delay * 2, RETRY_MAX_S)
-            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+            except RowRejected as exc:
                 # A row the database cannot take: store the rest one by one and count the bad ones,
                 # rather than losing the batch or stopping storage altogether.
                 inserted = self._write_one_by_one(store, trades, events, exc)
@@ -175,26 +206,28 @@ class TickWriter:
         if trades:
             self._max_ts_ms = max(self._max_ts_ms, max(t.ts_ms for t in trades))
 
-    def _write_one_by_one(self, store: SqliteStore, trades: list[Trade], events: list[FeedEvent],
+    def _write_one_by_one(self, store: TickStore, trades: list[Trade], events: list[FeedEvent],
                           cause: BaseException) -> int:
-        log.error("batch rejected (%s); storing its %d rows one by one", cause, len(trades) + len(events))
+        log.warning("batch rejected (%s); storing its %d rows one by one", cause, len(trades) + len(events))
         inserted = 0
         for trade in trades:
             try:
                 inserted += store.write_batch([trade])
-            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                self.reject_error = f"rejected {trade!r}: {exc}"
-                log.error("%s", self.reject_error)
+            except RowRejected as exc:
+                self._reject(f"rejected trade {trade.symbol} #{trade.trade_id}: {exc}")
         for event in events:
             try:
                 store.write_batch([], [event])
-            except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
-                self.rejected += 1
-                self.reject_error = f"rejected {event!r}: {exc}"
+            except RowRejected as exc:
+                self._reject(f"rejected feed event {event.kind.value}: {exc}")
         return inserted
 
-    def _maybe_prune(self, store: SqliteStore) -> None:
+    def _reject(self, message: str) -> None:
+        self.rejected += 1
+        self.reject_error = message
+        log.error("%s", message)
+
+    def _maybe_prune(self, store: TickStore) -> None:
         if self.retention_ms is None or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
             return
         self._last_prune = time.monotonic()
@@ -203,6 +236,10 @@ class TickWriter:
         # Market time, so a replay of last year's file does not prune itself away; but never
         # ahead of the wall clock, so one trade stamped in the far future cannot wipe the file.
         cutoff = min(self._max_ts_ms, now_ms()) - self.retention_ms
-        deleted = store.prune(cutoff)
+        try:
+            deleted = store.prune(cutoff)
+        except StorageUnavailable as exc:  # busy right now: retention can wait for the next pass
+            log.warning("retention skipped: %s", exc)
+            return
         if deleted:
             log.info("retention: deleted %d ticks older than %d ms", deleted, cutoff)

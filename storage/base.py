@@ -1,50 +1,112 @@
-"""The storage boundary: what the engine and the UI need from a tick store.
+"""The storage seam: what the engine, the pair service, alerts and the UI need from a database.
 
-SQLite implements it today (:mod:`storage.sqlite`); a PostgreSQL/TimescaleDB store for several
-desks would implement the same protocol without touching analytics or UI code.
+Consumers see only these protocols, opened by the factory in :mod:`storage` from the settings.
+The SQLite backend (:mod:`storage.sqlite`, :mod:`storage.sqlite_alerts`,
+:mod:`storage.sqlite_datasets`) implements them today; a server backend implements the same
+methods without touching anything above this layer. Every implementation is used from one
+thread per instance, raises only :mod:`storage.errors` types and names its database in
+``location`` (never with a password).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import builtins
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
+import pandas as pd
 
-from ingestion.records import EventKind, FeedEvent, Trade
+from records import EventKind, FeedEvent, TickArrays, Trade
+from records.alerts import AlertEvent, AlertRule
+from storage.datasets import AddResult, DatasetInfo
 
 
 @dataclass(frozen=True, slots=True)
-class TickArrays:
-    """Column arrays of one symbol's ticks, time-ordered. ``ts_ms``: epoch ms (int64)."""
+class AlertRecord:
+    """One stored alert: the event plus its row id and the wall-clock time it was stored (epoch ms)."""
 
-    trade_id: np.ndarray
-    ts_ms: np.ndarray
-    price: np.ndarray
-    qty: np.ndarray
-
-    @classmethod
-    def empty(cls) -> TickArrays:
-        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0))
-
-    def __len__(self) -> int:
-        return len(self.ts_ms)
+    id: int
+    created_ms: int
+    event: AlertEvent
 
 
-class TickStore(Protocol):
-    """Persistent ticks and feed events. Implementations are used from one thread each."""
+class Closeable(Protocol):
+    location: str  # e.g. "data/live.sqlite3": what messages call this database
 
-    def write_batch(self, trades: Sequence[Trade], events: Sequence[FeedEvent] = ()) -> int: ...
+    def close(self) -> None: ...
 
-    def ticks(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> TickArrays: ...
+    def __enter__(self) -> Closeable: ...
 
-    def last_trade_ids(self) -> dict[str, int]: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class TickStore(Closeable, Protocol):
+    """Ticks (idempotent on ``(symbol, trade_id)``) and feed events of one source."""
+
+    def verify(self) -> None:
+        """Raise ``StorageCorrupt`` if the database is damaged (run once, when a writer opens it)."""
+
+    def write_batch(self, trades: Sequence[Trade], events: Sequence[FeedEvent] = ()) -> int:
+        """Insert trades (duplicates ignored) and events in ONE transaction; return new tick rows."""
+
+    def ticks(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> TickArrays:
+        """Ticks of one symbol with ``start_ms <= ts_ms < end_ms`` (epoch ms), by time then trade id."""
+
+    def iter_trades(self, symbol: str, chunk_rows: int = 5_000) -> Iterator[Trade]:
+        """Every stored trade of a symbol in time order, read in chunks (for replay)."""
+
+    def tick_count(self, symbol: str | None = None) -> int: ...
+
+    def symbols(self) -> list[str]: ...
+
+    def last_trade_ids(self) -> dict[str, int]:
+        """Highest stored trade id per symbol: where a restarted feed continues."""
 
     def feed_events(
         self, *, since_ms: int | None = None, kinds: Iterable[EventKind] | None = None, limit: int = 500
-    ) -> list[FeedEvent]: ...
+    ) -> list[FeedEvent]:
+        """Most recent feed events first."""
 
-    def prune(self, before_ms: int) -> int: ...
+    def prune(self, before_ms: int) -> int:
+        """Delete ticks and feed events older than ``before_ms``; return the ticks deleted."""
 
-    def close(self) -> None: ...
+
+class DatasetStore(Closeable, Protocol):
+    """Uploaded OHLC datasets, de-duplicated by content hash."""
+
+    def add(self, df: pd.DataFrame, *, name: str, symbol: str, filename: str, content_hash: str,
+            uploaded_ms: int) -> AddResult: ...
+
+    def list(self) -> builtins.list[DatasetInfo]: ...
+
+    def get(self, dataset_id: int) -> DatasetInfo | None: ...
+
+    def load(self, dataset_id: int) -> pd.DataFrame: ...
+
+    def delete(self, dataset_id: int) -> bool: ...
+
+
+class AlertStore(Closeable, Protocol):
+    """Alert rules (shared by every process on the site) and the history of fired alerts."""
+
+    def add_rule(self, rule: AlertRule) -> AlertRule:
+        """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
+
+    def ensure_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
+        """The stored rule equal to ``rule`` (ignoring id and enabled), adding it if there is none."""
+
+    def rules(self, enabled_only: bool = False) -> builtins.list[AlertRule]: ...
+
+    def set_enabled(self, rule_id: int, enabled: bool) -> bool: ...
+
+    def delete_rule(self, rule_id: int) -> bool: ...
+
+    def rules_version(self) -> int:
+        """A counter bumped by every rule change, by any connection: cheap to poll."""
+
+    def record(self, event: AlertEvent) -> bool:
+        """Persist a fired alert; False if this rule already has an alert at this bar (idempotent)."""
+
+    def alerts(self, limit: int = 200, since_ms: int | None = None) -> builtins.list[AlertRecord]:
+        """Most recent alerts first (by market time)."""

@@ -6,50 +6,23 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from alerts.monitor import AlertMonitor, alerts_path
+from alerts.monitor import AlertMonitor
 from alerts.rules import parse_rule
-from alerts.store import AlertStore
 from config import Settings
-from ingestion.engine import Engine
-from ingestion.records import Trade
-from ingestion.source import SourceStats
-from tests.fake_binance import eventually
+from ingestion.sources import site_of
+from records import Trade
+from service import Service
+from storage.sqlite_alerts import SqliteAlertStore
+from testkit.sources import PhasedSource
+from testkit.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_765_000_000_000  # on the 1 s grid
-
-
-class PhasedSource:
-    """Emits one list of trades per call to :meth:`release`, so a test controls market time."""
-
-    name = "simulated"
-    label = "PHASED"
-
-    def __init__(self) -> None:
-        self.stats = SourceStats()
-        self._phases: list[list[Trade]] = []
-        self._ready = threading.Semaphore(0)
-        self.emitted = 0
-
-    def release(self, trades: list[Trade]) -> None:
-        self._phases.append(trades)
-        self._ready.release()
-
-    def run(self, sink, stop: threading.Event) -> None:
-        done = 0
-        while not stop.is_set():
-            if not self._ready.acquire(timeout=0.05):
-                continue
-            for trade in self._phases[done]:
-                sink.on_trade(trade)
-                self.emitted += 1
-            done += 1
 
 
 class PairMarket:
@@ -78,34 +51,40 @@ class PairMarket:
 @pytest.fixture
 def setup(tmp_path):
     source = PhasedSource()
-    engine = Engine(Settings(source="simulated", db=tmp_path / "sim.db"), source=source)
-    engine.start()
-    yield engine, source, tmp_path / "rules.sqlite3"
-    engine.stop()
+    service = Service.start(Settings(source="simulated", db=tmp_path / "sim.db"), source=source)
+    # The tests step monitors of their own on a separate rules file, so the service's monitor
+    # (which watches the site's alerts file) never sees their rules.
+    yield service, source, tmp_path / "rules.sqlite3"
+    service.stop()
 
 
-def feed(engine: Engine, source: PhasedSource, trades: list[Trade]) -> None:
+def monitor_for(service: Service, **kwargs) -> AlertMonitor:
+    """A monitor of the service's engine and history, never started: the test steps it with a store of its own."""
+    return AlertMonitor(service.engine, service.site, service.history, **kwargs)
+
+
+def feed(service: Service, source: PhasedSource, trades: list[Trade]) -> None:
     target = source.emitted + len(trades)
     source.release(trades)
-    eventually(lambda: source.emitted == target and engine.writer.backlog == 0, timeout=10)
+    eventually(lambda: source.emitted == target and service.writer.backlog == 0, timeout=10)
 
 
 def test_fires_once_per_excursion_and_is_stored_with_market_time(setup):
-    engine, source, rules_db = setup
+    service, source, rules_db = setup
     market = PairMarket()
-    with AlertStore(rules_db) as store:
+    with SqliteAlertStore(rules_db) as store:
         rule, _ = store.ensure_rule(parse_rule("zscore > 3", pair=("ETHUSDT", "BTCUSDT"), timeframe_ms=1_000,
                                                window=20))
-        monitor = AlertMonitor(engine, rules_db)
-        feed(engine, source, market.seconds(80))
+        monitor = monitor_for(service)
+        feed(service, source, market.seconds(80))
         assert monitor.step(store) == 0  # primes the rule on the bars so far; records nothing
-        feed(engine, source, market.seconds(1, spike=1.0) + market.seconds(1))
+        feed(service, source, market.seconds(1, spike=1.0) + market.seconds(1))
         assert monitor.step(store) == 1
-        feed(engine, source, market.seconds(2, spike=1.0) + market.seconds(1))  # still stretched: no storm
+        feed(service, source, market.seconds(2, spike=1.0) + market.seconds(1))  # still stretched: no storm
         assert monitor.step(store) == 0
-        feed(engine, source, market.seconds(60))  # back inside the band: re-armed
+        feed(service, source, market.seconds(60))  # back inside the band: re-armed
         monitor.step(store)
-        feed(engine, source, market.seconds(1, spike=1.5) + market.seconds(1))
+        feed(service, source, market.seconds(1, spike=1.5) + market.seconds(1))
         assert monitor.step(store) == 1
         history = store.alerts()
         assert len(history) == 2
@@ -115,38 +94,38 @@ def test_fires_once_per_excursion_and_is_stored_with_market_time(setup):
         assert "z-score" in first.message and "> 3" in first.message
 
         # A restarted monitor primes again and records nothing twice.
-        again = AlertMonitor(engine, rules_db)
+        again = monitor_for(service)
         assert again.step(store) == 0
         assert len(store.alerts()) == 2
 
 
 def test_rules_added_by_another_process_are_picked_up(setup):
-    engine, source, rules_db = setup
+    service, source, rules_db = setup
     market = PairMarket()
-    with AlertStore(rules_db) as engine_store:
-        monitor = AlertMonitor(engine, rules_db)
-        feed(engine, source, market.seconds(30))
+    with SqliteAlertStore(rules_db) as engine_store:
+        monitor = monitor_for(service)
+        feed(service, source, market.seconds(30))
         assert monitor.step(engine_store) == 0 and monitor.rules == []
-        with AlertStore(rules_db) as ui_store:  # e.g. the dashboard, on its own connection
+        with SqliteAlertStore(rules_db) as ui_store:  # e.g. the dashboard, on its own connection
             ui_store.ensure_rule(parse_rule("ETHUSDT price > 250", pair=None, timeframe_ms=1_000, window=20))
-        feed(engine, source, market.seconds(2))
+        feed(service, source, market.seconds(2))
         monitor.step(engine_store)
         assert [r.describe() for r in monitor.rules] == ["ETHUSDT price > 250"]
 
 
 def test_liquidity_filter_keeps_thin_bars_out_of_alerts(setup, tmp_path):
     """A dip on bars with one trade per leg: the unfiltered monitor alerts, the filtered one does not."""
-    engine, source, rules_db = setup
+    service, source, rules_db = setup
     market = PairMarket()
     rule = parse_rule("ETHUSDT price crosses below 150", pair=None, timeframe_ms=1_000, window=20)
-    with AlertStore(rules_db) as filtered_store, AlertStore(tmp_path / "control.sqlite3") as control_store:
+    with SqliteAlertStore(rules_db) as filtered_store, SqliteAlertStore(tmp_path / "control.sqlite3") as control_store:
         filtered_store.ensure_rule(rule)
         control_store.ensure_rule(rule)
-        filtered = AlertMonitor(engine, rules_db, min_trades=2)
-        control = AlertMonitor(engine, tmp_path / "control.sqlite3")
-        feed(engine, source, market.seconds(30, per_leg=2))
+        filtered = monitor_for(service, min_trades=2)
+        control = monitor_for(service)
+        feed(service, source, market.seconds(30, per_leg=2))
         filtered.step(filtered_store), control.step(control_store)
-        feed(engine, source, market.seconds(3, spike=-100.0, per_leg=1) + market.seconds(3, per_leg=2))
+        feed(service, source, market.seconds(3, spike=-100.0, per_leg=1) + market.seconds(3, per_leg=2))
         assert control.step(control_store) == 1
         assert filtered.step(filtered_store) == 0 and filtered_store.alerts() == []
 
@@ -154,15 +133,16 @@ def test_liquidity_filter_keeps_thin_bars_out_of_alerts(setup, tmp_path):
 def test_headless_recorder_evaluates_alerts_without_a_browser(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     db = tmp_path / "sim.db"
+    alerts_db = site_of(Settings(source="simulated", db=db)).alerts_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "ingestion", "--source", "simulated", "--speed", "30", "--db", str(db),
          "--timeframe", "1s", "--window", "10", "--alert", "zscore > 1.5", "--alert", "zscore < -1.5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def alerts() -> int:
-        if not alerts_path(db).exists():
+        if not alerts_db.exists():
             return 0
-        with AlertStore(alerts_path(db)) as store:
+        with SqliteAlertStore(alerts_db) as store:
             return len(store.alerts())
 
     try:
@@ -172,7 +152,7 @@ def test_headless_recorder_evaluates_alerts_without_a_browser(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, out
-    with AlertStore(alerts_path(db)) as store:
+    with SqliteAlertStore(alerts_db) as store:
         assert sorted(r.describe() for r in store.rules()) == ["zscore < -1.5", "zscore > 1.5"]
         for record in store.alerts():
             assert abs(record.event.value) > 1.5 and record.event.label == "ETHUSDT/BTCUSDT"

@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.evaluator import AlertEvaluator, RuleState, evaluate
-from alerts.events import AlertEvent
-from alerts.rules import AlertRule
+from records.alerts import AlertEvent, AlertRule
 
 PAIR = ("ETHUSDT", "BTCUSDT")
 T0 = 1_765_788_000_000  # a bar open time, epoch ms

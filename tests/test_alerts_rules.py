@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from alerts.rules import DEFAULT_HYSTERESIS, AlertRule, format_number, parse_rule
+from alerts.rules import parse_rule
+from records.alerts import DEFAULT_HYSTERESIS, AlertRule, format_number
 
 PAIR = ("ETHUSDT", "BTCUSDT")
 

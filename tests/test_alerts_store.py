@@ -3,10 +3,12 @@ import threading
 
 import pytest
 
-from alerts.events import AlertEvent, make_event
-from alerts.rules import AlertRule, parse_rule
-from alerts.store import SCHEMA_VERSION, AlertRecord, AlertStore
-from storage.sqlite import SchemaError, SqliteStore
+from alerts.rules import parse_rule
+from records.alerts import AlertEvent, AlertRule, make_event
+from storage.base import AlertRecord
+from storage.errors import SchemaError, StorageError
+from storage.sqlite import SqliteTickStore
+from storage.sqlite_alerts import SCHEMA_VERSION, SqliteAlertStore
 
 PAIR = ("ETHUSDT", "BTCUSDT")
 T0 = 1_765_788_000_000
@@ -30,12 +32,12 @@ def zscore_rule(threshold: float = 2.0, **kwargs) -> AlertRule:
 def test_rules_persist_across_reopen(tmp_path):
     path = tmp_path / "binance-alerts.sqlite3"
     price = parse_rule("BTCUSDT price crosses below 90000", pair=None, timeframe_ms=1_000, window=10, cooldown_s=30)
-    with AlertStore(path) as store:
+    with SqliteAlertStore(path) as store:
         first = store.add_rule(zscore_rule())
         second = store.add_rule(price)
         assert (first.id, second.id) == (1, 2)
         assert first == AlertRule("zscore", ">", 2.0, pair=PAIR, hysteresis=0.5, id=1)
-    with AlertStore(path) as store:
+    with SqliteAlertStore(path) as store:
         assert store.rules() == [first, second]
         assert store.rules()[1].symbol == "BTCUSDT" and store.rules()[1].pair is None
         assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -46,7 +48,7 @@ def test_rules_persist_across_reopen(tmp_path):
 
 
 def test_enable_disable_delete(tmp_path):
-    with AlertStore(tmp_path / "a.sqlite3") as store:
+    with SqliteAlertStore(tmp_path / "a.sqlite3") as store:
         a, b = store.add_rule(zscore_rule(2)), store.add_rule(zscore_rule(3))
         assert store.set_enabled(a.id, False) is True
         assert store.rules(enabled_only=True) == [b]
@@ -60,7 +62,7 @@ def test_enable_disable_delete(tmp_path):
 
 
 def test_deleted_rule_ids_are_never_reused(tmp_path):
-    with AlertStore(tmp_path / "a.sqlite3") as store:
+    with SqliteAlertStore(tmp_path / "a.sqlite3") as store:
         old = store.add_rule(zscore_rule())
         assert store.record(make_event(old, T0, 2.5))
         store.delete_rule(old.id)
@@ -73,13 +75,13 @@ def test_deleted_rule_ids_are_never_reused(tmp_path):
 def test_record_is_idempotent_across_reopen(tmp_path):
     path = tmp_path / "a.sqlite3"
     clock = FakeClock()
-    with AlertStore(path, now_ms=clock) as store:
+    with SqliteAlertStore(path, now_ms=clock) as store:
         rule = store.add_rule(zscore_rule())
         event = make_event(rule, T0, 2.31)
         assert store.record(event) is True
         assert store.record(event) is False
     # A restarted engine re-evaluates the same bars and fires the same events again.
-    with AlertStore(path, now_ms=clock) as store:
+    with SqliteAlertStore(path, now_ms=clock) as store:
         assert store.record(event) is False
         assert store.alerts() == [AlertRecord(id=1, created_ms=1_700_000_001_000, event=event)]
 
@@ -87,13 +89,13 @@ def test_record_is_idempotent_across_reopen(tmp_path):
 def test_events_of_unstored_rules_are_always_new(tmp_path):
     event = make_event(zscore_rule(), T0, 2.5)
     assert event.rule_id is None
-    with AlertStore(tmp_path / "a.sqlite3") as store:
+    with SqliteAlertStore(tmp_path / "a.sqlite3") as store:
         assert store.record(event) and store.record(event)
         assert len(store.alerts()) == 2
 
 
 def test_alerts_newest_first_with_limit_and_since(tmp_path):
-    with AlertStore(tmp_path / "a.sqlite3") as store:
+    with SqliteAlertStore(tmp_path / "a.sqlite3") as store:
         rule = store.add_rule(zscore_rule())
         for i in (0, 2, 1, 3):
             store.record(make_event(rule, T0 + i * 60_000, 2.0 + i))
@@ -105,7 +107,7 @@ def test_alerts_newest_first_with_limit_and_since(tmp_path):
 
 
 def test_history_survives_deleting_its_rule(tmp_path):
-    with AlertStore(tmp_path / "a.sqlite3") as store:
+    with SqliteAlertStore(tmp_path / "a.sqlite3") as store:
         rule = store.add_rule(zscore_rule())
         store.record(make_event(rule, T0, 2.5))
         store.delete_rule(rule.id)
@@ -116,7 +118,7 @@ def test_history_survives_deleting_its_rule(tmp_path):
 
 def test_rules_version_sees_rule_changes_from_another_connection(tmp_path):
     path = tmp_path / "a.sqlite3"
-    with AlertStore(path) as engine, AlertStore(path) as ui:
+    with SqliteAlertStore(path) as engine, SqliteAlertStore(path) as ui:
         seen = engine.rules_version()
         rule = ui.add_rule(zscore_rule())
         assert engine.rules_version() > seen
@@ -135,10 +137,10 @@ def test_rules_version_sees_rule_changes_from_another_connection(tmp_path):
 
 def test_refuses_the_tick_database(tmp_path):
     path = tmp_path / "live.sqlite3"
-    SqliteStore(path).close()
+    SqliteTickStore(path).close()
     # Both stores version their schema with PRAGMA user_version, so sharing a file cannot work.
     with pytest.raises(SchemaError, match=r"not an alerts database \(no alert_rules, alert_rules_version, alerts\)"):
-        AlertStore(path)
+        SqliteAlertStore(path)
 
 
 def test_refuses_a_newer_schema(tmp_path):
@@ -147,16 +149,16 @@ def test_refuses_a_newer_schema(tmp_path):
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(SchemaError, match="newer"):
-        AlertStore(path)
+        SqliteAlertStore(path)
 
 
 def test_one_instance_per_thread(tmp_path):
     errors: list[BaseException] = []
-    with AlertStore(tmp_path / "a.sqlite3") as store:
+    with SqliteAlertStore(tmp_path / "a.sqlite3") as store:
         def use_from_another_thread() -> None:
             try:
                 store.rules()
-            except sqlite3.ProgrammingError as exc:
+            except StorageError as exc:  # sqlite3's thread check, translated by the storage layer
                 errors.append(exc)
 
         thread = threading.Thread(target=use_from_another_thread)

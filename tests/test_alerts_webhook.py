@@ -7,10 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from alerts.events import AlertEvent, make_event
-from alerts.rules import AlertRule
 from alerts.webhook import WebhookNotifier, payload
-from tests.fake_binance import eventually
+from records.alerts import AlertEvent, AlertRule, make_event
+from testkit.waiting import eventually
 
 T0 = 1_765_788_000_123
 RULE = AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), hysteresis=0.5, id=3)

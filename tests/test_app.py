@@ -10,7 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.fake_binance import eventually
+from testkit.waiting import eventually
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -68,10 +68,16 @@ def test_invalid_configuration_is_reported_not_crashing(app_env, monkeypatch):
     assert any("invalid symbol 'ETH;DROP'" in e.value for e in at.error)
 
 
-def test_replay_needs_a_path_and_reports_a_bad_one(app_env, tmp_path):
+def test_replay_offers_the_files_of_its_folder_and_reports_a_bad_one(app_env, tmp_path):
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.radio(key="source").set_value("replay").run()
-    assert any("path" in i.value for i in at.info)
-    at.text_input(key="replay_file").input(str(tmp_path / "missing.ndjson")).run()
+    folder = tmp_path / "replays"  # settings.replay_folder: <data_dir>/replays
+    assert any("No recorded files to replay" in i.value and str(folder) in i.value for i in at.info)
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a tick file\n")
+    at.run()
+    picker = at.selectbox(key="replay_choice")
+    assert picker.options == ["notes.txt"]  # shown by name; the value is an index into the folder listing
+    picker.set_value(0).run()
     assert not at.exception
-    assert any("missing.ndjson" in e.value for e in at.error)
+    assert any("notes.txt" in e.value and "unrecognised format" in e.value for e in at.error)

@@ -14,9 +14,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboard.pair import REGRESSIONS
-from storage.datasets import DATASETS_FILE, DatasetStore
-from tests.fake_binance import eventually
+from pairs.compute import REGRESSIONS
+from storage import DATASETS_FILE
+from storage.sqlite_datasets import SqliteDatasetStore
+from testkit.waiting import eventually
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 from ui.controls import TIME_ZONES
 
@@ -71,9 +72,9 @@ def test_live_page_draws_every_chart_and_updates_the_z_score(sim_env):
 
 def test_every_control_reruns_cleanly(sim_env):
     at = ready(AppTest.from_file(APP, default_timeout=30).run())
-    at.radio(key="timeframe").set_value("1 min").run()
-    assert not at.exception
-    at.radio(key="timeframe").set_value("1 s").run()
+    at.radio(key="timeframe").set_value("1m").run()  # values are config.TIMEFRAMES_MS keys; labels "1 s", "1 min"
+    assert not at.exception and "1 min bars" in at.title[0].value
+    at.radio(key="timeframe").set_value("1s").run()
     for regression in REGRESSIONS:
         at.selectbox(key="regression").set_value(regression).run()
         assert not at.exception, regression
@@ -137,7 +138,7 @@ def test_upload_once_then_again_adds_nothing(sim_env):
     at.file_uploader(key="upload_file").set_value(("ETHUSDT-1m-2022-08-14.csv", raw, "text/csv")).run()
     at.button(key="upload_save").click().run()
     assert any("Already stored" in i.value for i in at.sidebar.info)
-    with DatasetStore(sim_env / DATASETS_FILE) as store:
+    with SqliteDatasetStore(sim_env / DATASETS_FILE) as store:
         assert len(store.list()) == 1
 
 
@@ -174,7 +175,7 @@ def test_uploaded_datasets_are_a_data_source(sim_env):
     assert not at.exception
     assert any("not live" in i.value for i in at.info)
     assert len(charts(at)) >= 6
-    assert at.radio(key="timeframe").options == ["1 min", "5 min"]
+    assert at.radio(key="timeframe").options == ["1 min", "5 min"]  # the labels of "1m" and "5m"
 
 
 def add_rule(at: AppTest, text: str) -> None:

@@ -7,12 +7,14 @@ import time
 import pytest
 
 from config import Settings
-from ingestion.backfill import Backfiller, BackfillError, parse_historical_trade
-from ingestion.engine import Engine
-from ingestion.records import EventKind, Trade
-from storage.sqlite import SqliteStore
-from tests.fake_binance import FakeBinance, eventually, load_recorded_trades
-from tests.fake_rest import FakeRest
+from ingestion.backfill import Backfiller
+from ingestion.binance.rest import BinanceRest, RestError, parse_historical_trade
+from records import EventKind, Trade
+from service import Service
+from storage.sqlite import SqliteTickStore
+from testkit.fake_binance import FakeBinance, load_recorded_trades
+from testkit.fake_rest import FakeRest
+from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
 from tests.test_binance_source import FAST
 
@@ -22,22 +24,21 @@ def recorded():
     return load_recorded_trades(require(TICKS_NDJSON), symbols=["BTCUSDT"])
 
 
-def live_engine(fake: FakeBinance, rest: FakeRest, db, **changes) -> Engine:
+def live_engine(fake: FakeBinance, rest: FakeRest, db, **changes) -> Service:
     settings = Settings(source="binance", ws_url=fake.url, db=db,
                         **{**FAST, "backfill_max_trades": 100_000, "rest_url": rest.url, **changes})
-    engine = Engine(settings)
-    engine.start()
+    engine = Service.start(settings)
     eventually(lambda: fake.open_connections >= 1, timeout=5)
     return engine
 
 
 def stored_ids(db) -> list[int]:
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         return list(store.ticks("BTCUSDT").trade_id)
 
 
 def events(db, kind: EventKind) -> list[str]:
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         return [e.detail for e in store.feed_events(kinds=[kind])]
 
 
@@ -48,7 +49,7 @@ def test_a_gap_in_the_stream_is_recovered_from_rest(recorded, tmp_path):
     with FakeBinance(ping_interval=None) as fake, FakeRest(recorded) as rest:
         engine = live_engine(fake, rest, db)
         fake.send_recorded(sent)
-        eventually(lambda: engine.trades == 1500, timeout=10)
+        eventually(lambda: engine.engine.trades == 1500, timeout=10)
         eventually(lambda: events(db, EventKind.BACKFILL) != [], timeout=20)
         engine.stop()
     first_missing = recorded[500].trade_id
@@ -57,7 +58,7 @@ def test_a_gap_in_the_stream_is_recovered_from_rest(recorded, tmp_path):
     ids = stored_ids(db)
     assert ids == [t.trade_id for t in recorded[:4000]]  # complete and each once
     assert [int(r["fromId"]) for r in rest.requests] == [first_missing, first_missing + 1000, first_missing + 2000]
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         prices = dict(zip(store.ticks("BTCUSDT").trade_id, store.ticks("BTCUSDT").price, strict=True))
     assert prices[recorded[1234].trade_id] == recorded[1234].price
 
@@ -84,8 +85,7 @@ def test_rest_outage_never_blocks_the_live_stream(recorded, tmp_path):
     with FakeBinance(ping_interval=None) as fake:
         settings = Settings(source="binance", ws_url=fake.url, db=db,
                             **{**FAST, "backfill_max_trades": 100_000, "rest_url": "http://127.0.0.1:9"})
-        engine = Engine(settings)
-        engine.start()
+        engine = Service.start(settings)
         eventually(lambda: fake.open_connections == 1)
         fake.send_recorded(recorded[:10] + recorded[20:30])
         eventually(lambda: engine.backfiller.pending == 1 and engine.backfiller.last_error is not None)
@@ -99,7 +99,7 @@ def test_rest_outage_never_blocks_the_live_stream(recorded, tmp_path):
 
 def test_restart_backfills_what_was_missed_while_down(recorded, tmp_path):
     db = tmp_path / "live.db"
-    with SqliteStore(db) as store:  # an earlier run stored the first 1,000 trades
+    with SqliteTickStore(db) as store:  # an earlier run stored the first 1,000 trades
         store.write_batch([Trade(t.symbol, t.trade_id, t.ts_ms, t.ts_ms, t.price, t.qty, t.buyer_is_maker)
                            for t in recorded[:1000]])
     with FakeBinance(ping_interval=None) as fake, FakeRest(recorded) as rest:
@@ -116,16 +116,16 @@ def test_historical_trade_parsing():
     trade = parse_historical_trade("BNBBTC", row, 5)
     assert (trade.trade_id, trade.ts_ms, trade.price, trade.qty, trade.buyer_is_maker) == (
         28457, 1499865549590, 4.000001, 12.0, True)
-    with pytest.raises(BackfillError, match="malformed"):
+    with pytest.raises(RestError, match="malformed"):
         parse_historical_trade("BNBBTC", {"id": 1}, 5)
-    with pytest.raises(BackfillError, match="non-positive"):
+    with pytest.raises(RestError, match="non-positive"):
         parse_historical_trade("BNBBTC", {**row, "price": "0"}, 5)
 
 
 def test_backfill_is_capped_per_gap(recorded):
     stored = []
     with FakeRest(recorded) as rest:
-        backfiller = Backfiller(rest.url, stored.append, lambda e: stored.append(e), max_trades_per_gap=1500)
+        backfiller = Backfiller(BinanceRest(rest.url), stored.append, stored.append, max_trades_per_gap=1500)
         backfiller.start()
         backfiller.request("BTCUSDT", recorded[0].trade_id, 4000)
         eventually(lambda: backfiller.pending == 0, timeout=20)

@@ -3,14 +3,15 @@ from collections import Counter
 
 import pytest
 
-from ingestion.binance_parse import (
+from ingestion.binance.parse import (
     MalformedMessage,
     ServerShutdown,
+    SubscriptionReply,
     UnknownMessage,
     parse_frame,
     parse_trade,
 )
-from ingestion.records import Trade
+from records import Trade
 from tests.shared_data import CRYPTOFEED_FRAMES, require
 
 # Exact spot @trade wire format (combined-stream wrapper, 8-decimal strings), with a trade from
@@ -57,8 +58,18 @@ def test_every_real_spot_frame_parses_without_raising():
     assert sum(kinds.values()) == 1003
 
 
-def test_subscription_reply_is_unknown_not_error():
-    assert isinstance(parse_frame('{"result":null,"id":1}', 0), UnknownMessage)
+def test_subscription_replies_are_recognised_not_errors():
+    assert parse_frame('{"result":null,"id":1}', 0) == SubscriptionReply(1, None)
+    refused = parse_frame('{"error":{"code":2,"msg":"Invalid request: unknown stream"},"id":7}', 0)
+    assert refused == SubscriptionReply(7, "Invalid request: unknown stream")
+    assert isinstance(parse_frame('{"e":"kline","E":1}', 0), UnknownMessage)
+
+
+def test_malformed_messages_quote_only_a_short_excerpt_of_a_field():
+    secret = "db_password=hunter2-and-much-more-of-a-file"
+    with pytest.raises(MalformedMessage) as caught:
+        parse_frame(json.dumps({"e": "trade", "s": "BTCUSDT", "t": 1, "p": secret, "q": "1", "T": 1, "m": True}), 0)
+    assert "hunter2-and-much-more" not in str(caught.value) and "'db_password=hun…" in str(caught.value)
 
 
 @pytest.mark.parametrize(

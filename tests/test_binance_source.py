@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import pytest
 
 from config import Settings
-from ingestion.engine import Engine
-from ingestion.records import EventKind, FeedState
-from storage.sqlite import SqliteStore
-from tests.fake_binance import FakeBinance, RecordedTrade, eventually, load_recorded_trades
+from records import EventKind, FeedState
+from service import Service
+from storage.sqlite import SqliteTickStore
+from testkit.fake_binance import FakeBinance, RecordedTrade, load_recorded_trades
+from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
 
 FAST = {
@@ -41,21 +42,20 @@ def recorded() -> list[RecordedTrade]:
     return load_recorded_trades(require(TICKS_NDJSON))
 
 
-def start_engine(fake: FakeBinance, tmp_path, **changes) -> Engine:
+def start_engine(fake: FakeBinance, tmp_path, **changes) -> Service:
     settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
-    engine = Engine(settings)
-    engine.start()
+    engine = Service.start(settings)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return engine
 
 
-def stored(engine: Engine) -> dict[str, list[int]]:
-    with SqliteStore(engine.settings.db_path) as store:
+def stored(engine: Service) -> dict[str, list[int]]:
+    with SqliteTickStore(engine.site.ticks_path) as store:
         return {s: list(store.ticks(s).trade_id) for s in store.symbols()}
 
 
-def events(engine: Engine, kind: EventKind) -> list[str]:
-    with SqliteStore(engine.settings.db_path) as store:
+def events(engine: Service, kind: EventKind) -> list[str]:
+    with SqliteTickStore(engine.site.ticks_path) as store:
         return [e.detail for e in store.feed_events(kinds=[kind])]
 
 
@@ -67,8 +67,8 @@ def test_subscribes_to_one_combined_stream_and_stores_real_trades(fake, recorded
     rows = stored(engine)
     assert len(rows["ETHUSDT"]) == 14_978 and len(rows["BTCUSDT"]) == 4_204
     last_btc = [t for t in recorded if t.symbol == "BTCUSDT"][-1]
-    assert engine.buffer.last("BTCUSDT").price == last_btc.price
-    assert engine.buffer.last("BTCUSDT").ts_ms == last_btc.ts_ms
+    assert engine.engine.last_trade("BTCUSDT").price == last_btc.price
+    assert engine.engine.last_trade("BTCUSDT").ts_ms == last_btc.ts_ms
     status = engine.status()
     assert status.state is FeedState.CONNECTED and status.gaps == 0 and status.duplicates == 0
     assert engine.stop()
@@ -87,7 +87,7 @@ def test_reconnects_after_a_drop_and_stores_resends_once(fake, recorded, tmp_pat
     engine = start_engine(fake, tmp_path)
     first, rest = recorded[:5000], recorded[5000:10000]
     fake.send_recorded(first)
-    eventually(lambda: engine.trades == 5000, timeout=10)
+    eventually(lambda: engine.engine.trades == 5000, timeout=10)
     if fault == "abort":
         fake.abort_all()
     else:
@@ -96,7 +96,7 @@ def test_reconnects_after_a_drop_and_stores_resends_once(fake, recorded, tmp_pat
     eventually(lambda: engine.status().state is FeedState.CONNECTED)
     # Like a real reconnect, the new connection re-sends some trades already seen.
     fake.send_recorded(recorded[4000:10000])
-    eventually(lambda: engine.trades == 10000, timeout=10)
+    eventually(lambda: engine.engine.trades == 10000, timeout=10)
     assert engine.stop()
     rows = stored(engine)
     assert sum(len(ids) for ids in rows.values()) == 10_000
@@ -122,7 +122,7 @@ def test_gap_in_trade_ids_is_recorded(fake, tmp_path):
 def test_half_open_socket_is_detected_and_replaced(fake, tmp_path):
     engine = start_engine(fake, tmp_path, stale_after=1.0, pong_timeout=0.8)
     fake.send_trade("BTCUSDT", 1, 90_000.0, 0.01)
-    eventually(lambda: engine.trades == 1)
+    eventually(lambda: engine.engine.trades == 1)
     fake.set_silent(True)  # TCP stays open; no data, no pings, no pongs
     silent_since = time.monotonic()
     eventually(lambda: events(engine, EventKind.DISCONNECTED), timeout=5, message="half-open socket not detected")
@@ -131,7 +131,7 @@ def test_half_open_socket_is_detected_and_replaced(fake, tmp_path):
     # A handshake attempted while the fake was silent times out (5 s); the next one succeeds.
     eventually(lambda: fake.connections_accepted == 2, timeout=15, message="no reconnect after half-open")
     fake.send_trade("BTCUSDT", 2, 90_001.0, 0.01)
-    eventually(lambda: engine.trades == 2)
+    eventually(lambda: engine.engine.trades == 2)
     reason = events(engine, EventKind.DISCONNECTED)[0]
     assert "no pong" in reason or "no data" in reason
     engine.stop()
@@ -140,14 +140,14 @@ def test_half_open_socket_is_detected_and_replaced(fake, tmp_path):
 def test_server_shutdown_notice_rolls_over_without_a_gap(fake, recorded, tmp_path):
     engine = start_engine(fake, tmp_path)
     fake.send_recorded(recorded[:3000])
-    eventually(lambda: engine.trades == 3000)
+    eventually(lambda: engine.engine.trades == 3000)
     fake.send_server_shutdown()
     # The new connection opens while the old one is still open: both get the next trades.
     eventually(lambda: fake.connections_accepted == 2, timeout=5)
     fake.send_recorded(recorded[3000:6000])
     eventually(lambda: events(engine, EventKind.ROLLOVER) != [], timeout=10)
     fake.send_recorded(recorded[6000:8000])
-    eventually(lambda: engine.trades == 8000, timeout=10)
+    eventually(lambda: engine.engine.trades == 8000, timeout=10)
     engine.stop()
     assert sum(len(ids) for ids in stored(engine).values()) == 8000
     status = engine.status()
@@ -160,7 +160,7 @@ def test_connection_age_limit_rolls_over_with_overlap(fake, recorded, tmp_path):
     eventually(lambda: fake.connections_accepted >= 2, timeout=5, message="no rollover at the age limit")
     eventually(lambda: events(engine, EventKind.ROLLOVER) != [], timeout=10)
     fake.send_recorded(recorded[:2000])
-    eventually(lambda: engine.trades == 2000, timeout=10)
+    eventually(lambda: engine.engine.trades == 2000, timeout=10)
     assert engine.status().gaps == 0
     engine.stop()
 
@@ -168,8 +168,7 @@ def test_connection_age_limit_rolls_over_with_overlap(fake, recorded, tmp_path):
 def test_refused_connections_back_off_and_recover(fake, tmp_path):
     fake.refuse_connections(True)
     settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
-    engine = Engine(settings)
-    engine.start()
+    engine = Service.start(settings)
     eventually(lambda: len(fake.connect_attempts) >= 6, timeout=10)
     status = engine.status()
     assert status.state is FeedState.RECONNECTING and "503" in status.last_error
@@ -179,7 +178,7 @@ def test_refused_connections_back_off_and_recover(fake, tmp_path):
     fake.refuse_connections(False)
     eventually(lambda: fake.open_connections == 1, timeout=5)
     fake.send_trade("ETHUSDT", 7, 3100.0, 1.0)
-    eventually(lambda: engine.trades == 1)
+    eventually(lambda: engine.engine.trades == 1)
     engine.stop()
     assert len(events(engine, EventKind.ERROR)) >= 5
 
@@ -190,7 +189,7 @@ def test_malformed_and_unknown_messages_are_counted_not_fatal(fake, tmp_path):
     fake.send_raw('{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}')
     fake.send_raw('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1}}')
     fake.send_trade("BTCUSDT", 1, 90_000.0, 0.5)
-    eventually(lambda: engine.trades == 1)
+    eventually(lambda: engine.engine.trades == 1)
     status = engine.status()
     assert status.parse_errors == 2 and status.unknown_messages == 1
     assert status.state is FeedState.CONNECTED and fake.connections_accepted == 1
@@ -201,7 +200,31 @@ def test_malformed_and_unknown_messages_are_counted_not_fatal(fake, tmp_path):
 def test_stop_flushes_everything_received(fake, recorded, tmp_path):
     engine = start_engine(fake, tmp_path)
     fake.send_recorded(recorded)
-    eventually(lambda: engine.trades == len(recorded), timeout=15)
+    eventually(lambda: engine.engine.trades == len(recorded), timeout=15)
     assert engine.stop()  # no waiting for the writer first: stop() itself must flush
     assert sum(len(ids) for ids in stored(engine).values()) == len(recorded)
     assert engine.status().state is FeedState.STOPPED
+
+
+def test_watching_more_symbols_subscribes_on_the_open_connection_and_loses_nothing(fake, tmp_path):
+    """Another tab adds SOLUSDT: one SUBSCRIBE on the same socket, no reconnect, no gap in BTC/ETH."""
+    engine = start_engine(fake, tmp_path)
+    fake.send_trades([("BTCUSDT", i, 90_000.0, 0.01) for i in range(1, 51)])
+    fake.send_trades([("SOLUSDT", 7, 130.0, 1.0)])  # not subscribed yet: the server does not deliver it
+    eventually(lambda: engine.writer.committed_trades == 50)
+    engine.watch(["SOLUSDT"])
+    eventually(lambda: fake.subscriptions == [frozenset({"btcusdt@trade", "ethusdt@trade", "solusdt@trade"})],
+               message=lambda: f"subscriptions {fake.subscriptions}")
+    fake.send_trades([("BTCUSDT", i, 90_000.0, 0.01) for i in range(51, 101)] +
+                     [("SOLUSDT", i, 130.0, 1.0) for i in range(8, 18)])
+    eventually(lambda: engine.writer.committed_trades == 110)
+    assert engine.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert fake.connections_accepted == 1 and engine.status().gaps == 0 and engine.status().reconnects == 0
+    assert '"method": "SUBSCRIBE", "params": ["solusdt@trade"]' in str(fake.client_messages)
+    assert any("subscribe solusdt@trade" in detail for detail in events(engine, EventKind.SUBSCRIBED))
+    # A reconnect asks for every watched stream in its URL.
+    fake.close_all()
+    eventually(lambda: fake.connections_accepted == 2, timeout=10)
+    assert fake.paths[-1] == "/stream?streams=btcusdt@trade/ethusdt@trade/solusdt@trade"
+    assert engine.stop()
+    assert stored(engine)["BTCUSDT"] == list(range(1, 101)) and stored(engine)["SOLUSDT"] == list(range(8, 18))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_binance import eventually
+from testkit.waiting import eventually
 
 pytestmark = pytest.mark.browser
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, Settings, from_cli, from_env, normalize_symbol, parse_symbols
+from ingestion.sources import site_of, spec_for
 
 
 def test_defaults_are_live_binance_on_btc_and_eth():
@@ -10,7 +11,9 @@ def test_defaults_are_live_binance_on_btc_and_eth():
     assert settings.source == "binance"
     assert settings.symbols == ("BTCUSDT", "ETHUSDT")
     assert settings.ws_url == "wss://stream.binance.com:9443"
-    assert settings.db_path == Path("data/live.sqlite3")
+    assert site_of(settings).ticks_path == Path("data/live.sqlite3")
+    assert site_of(settings).alerts_path == Path("data/live-alerts.sqlite3")
+    assert settings.replay_folder == Path("data/replays")
     assert settings.retention_hours == 48
     assert settings.flush_interval_ms <= 250
 
@@ -23,11 +26,24 @@ def test_env_then_cli_precedence():
     assert settings.symbols == ("BTCUSDT", "ETHUSDT")  # upper-cased, de-duplicated
 
 
-def test_each_source_has_its_own_database_file(tmp_path):
-    paths = {from_env({"QUANT_DATA_DIR": str(tmp_path)}, source=s, replay_file=Path("x")).db_path
-             for s in ("binance", "simulated", "replay")}
-    assert len(paths) == 3
-    assert from_env({}, db=tmp_path / "mine.db").db_path == tmp_path / "mine.db"
+def test_each_source_and_each_replayed_file_has_its_own_database(tmp_path):
+    first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    first.write_text('{"symbol":"BTCUSDT","ts":"2025-12-15T08:43:15.300Z","price":1,"size":1}\n')
+    second.write_text('{"symbol":"BTCUSDT","ts":"2025-12-15T08:43:15.301Z","price":1,"size":1}\n')
+    env = {"QUANT_DATA_DIR": str(tmp_path)}
+    paths = {site_of(from_env(env, source=s, replay_file=f)).ticks_path
+             for s, f in (("binance", None), ("simulated", None), ("replay", first), ("replay", second))}
+    assert len(paths) == 4 and all(path.parent == tmp_path for path in paths)
+    assert site_of(from_env({}, db=tmp_path / "mine.db")).ticks_path == tmp_path / "mine.db"
+
+
+def test_unknown_sources_and_missing_replay_files_are_named():
+    with pytest.raises(ConfigError, match="source: 'kraken' is not one of binance, simulated, replay"):
+        spec_for(from_env({"QUANT_SOURCE": "kraken"}).source)
+    with pytest.raises(ConfigError, match="source: 'no way' is not a source name"):
+        from_env({"QUANT_SOURCE": "no way"})
+    with pytest.raises(ValueError, match="replay_file: required"):
+        spec_for("replay").create(from_env({"QUANT_SOURCE": "replay"}))
 
 
 @pytest.mark.parametrize("raw", ["ETH;DROP", "b", "BTC USDT", "x" * 21, "btc-usdt", "'; DROP TABLE ticks;--"])
@@ -46,13 +62,12 @@ def test_invalid_symbol_message_quotes_the_input():
 @pytest.mark.parametrize(
     ("env", "match"),
     [
-        ({"QUANT_SOURCE": "kraken"}, "source: 'kraken' is not one of"),
         ({"QUANT_SPEED": "fast"}, r"speed \(QUANT_SPEED\): invalid value 'fast'"),
         ({"QUANT_SPEED": "0"}, "speed: 0.0 must be > 0"),
         ({"QUANT_WS_URL": "http://example.com"}, "ws_url"),
         ({"QUANT_WS_URL": "wss://host/path?x=1"}, "ws_url"),
         ({"QUANT_FLUSH_MS": "1000"}, "flush_interval_ms"),
-        ({"QUANT_SOURCE": "replay"}, "replay_file: required"),
+        ({"QUANT_MAX_ENGINES": "0"}, "max_engines"),
         ({"QUANT_SYMBOLS": " , "}, "at least one symbol"),
         ({"QUANT_LOG_LEVEL": "loud"}, "log_level"),
         ({"QUANT_BACKOFF_INITIAL": "10", "QUANT_BACKOFF_MAX": "5"}, "backoff_max"),

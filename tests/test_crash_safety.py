@@ -24,14 +24,15 @@ import numpy as np
 import pytest
 
 from config import Settings
-from dashboard.data import LOOKBACKS_MS, BarHistory, load_pair_bars
-from dashboard.pair import PairParams, compute_pair
-from ingestion.engine import Engine
-from ingestion.records import EventKind
-from storage.sqlite import SqliteStore
-from tests.fake_binance import FakeBinance, eventually, load_recorded_trades
+from pairs.bars import LOOKBACKS_MS, BarHistory, load_pair_bars
+from pairs.compute import PairParams, compute_pair
+from records import EventKind
+from service import Service
+from storage.sqlite import SqliteTickStore
+from testkit.fake_binance import FakeBinance, load_recorded_trades
+from testkit.sources import ScriptedSource
+from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
-from tests.test_engine import ScriptedSource
 from tests.test_recorder_cli import count, recorder
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -45,7 +46,7 @@ def live_recorder(fake: FakeBinance, db: Path):
 
 
 def stored_ids(db: Path) -> dict[str, list[int]]:
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         return {s: [int(i) for i in store.ticks(s).trade_id] for s in store.symbols()}
 
 
@@ -104,7 +105,7 @@ def test_kill_9_mid_stream_then_restart_resumes_with_a_gap_and_no_duplicates(fak
 
         # The file is intact and holds, per symbol, a contiguous prefix of the stream that includes
         # everything sent more than COMMIT_BOUND_S before the kill.
-        with SqliteStore(db) as store:
+        with SqliteTickStore(db) as store:
             assert store.integrity_check() == "ok"
         before = stored_ids(db)
         for symbol in SYMBOLS:
@@ -134,7 +135,7 @@ def test_kill_9_mid_stream_then_restart_resumes_with_a_gap_and_no_duplicates(fak
                 proc.communicate(timeout=10)
 
     after = stored_ids(db)
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         assert store.integrity_check() == "ok"
         gaps = {e.symbol: e.detail for e in store.feed_events(kinds=[EventKind.GAP])}
         assert len(store.feed_events(kinds=[EventKind.GAP])) == len(SYMBOLS)
@@ -161,7 +162,7 @@ def test_restarted_dashboard_shows_stored_history_at_once(fake, tmp_path):
     the same file give the whole period as bars on the first call, with no live trade."""
     trades = load_recorded_trades(require(TICKS_NDJSON))
     # End the recording in the previous whole minute: history is read up to "now" rounded down to a
-    # minute while no live bar exists (dashboard.data.HISTORY_REFRESH_MS).
+    # minute while no live bar exists (pairs.bars.HISTORY_REFRESH_MS).
     boundary = time.time_ns() // 1_000_000 // 60_000 * 60_000
     shift = boundary - 1_000 - max(t.ts_ms for t in trades)
     db = tmp_path / "live.sqlite3"
@@ -179,17 +180,17 @@ def test_restarted_dashboard_shows_stored_history_at_once(fake, tmp_path):
     assert proc.returncode == 0, out
 
     settings = Settings(source="binance", db=db, backfill_max_trades=0)
-    engine = Engine(settings, source=ScriptedSource([], name="binance"))  # the feed is idle
-    engine.start()
+    service = Service.start(settings, source=ScriptedSource([], name="binance"))  # the feed is idle
+    engine = service.engine
     try:
-        history = BarHistory(db)
+        history = BarHistory(service.site)
         started = time.monotonic()
         bars = load_pair_bars(engine, history, SYMBOLS, 1_000, LOOKBACKS_MS["15 min"])
         elapsed = time.monotonic() - started
         minute_bars = load_pair_bars(engine, history, SYMBOLS, 60_000, LOOKBACKS_MS["15 min"])
         assert engine.trades == 0 and engine.bars.first_start_ms("BTCUSDT") is None
     finally:
-        assert engine.stop()
+        assert service.stop()
     assert elapsed < 10  # one read per symbol, no waiting for live data
     assert history.loads == len(SYMBOLS)  # the 1 min bars came from the cached 1 s history
 

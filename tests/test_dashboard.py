@@ -11,14 +11,15 @@ import pytest
 
 from analytics import adf, align_bars, engle_granger, resample_ticks, rolling_hedge, rolling_zscore
 from config import Settings
-from dashboard.data import BarHistory, load_pair_bars
-from dashboard.export import analytics_table, minute_table, neutralise_text, ohlcv_table, to_csv_bytes
-from dashboard.pair import PairParams, compute_pair, live_zscore, pair_spread_now
-from dashboard.stats import run_tests, symbol_summary, verdict
-from ingestion.engine import Engine
 from ingestion.simulated import SimulatedSource
-from storage.sqlite import SqliteStore
-from tests.fake_binance import eventually
+from pairs.bars import BarHistory, load_pair_bars
+from pairs.compute import PairParams, compute_pair, live_zscore, pair_spread_now
+from service import Service
+from storage.sqlite import SqliteTickStore
+from testkit.sources import ListSource
+from testkit.waiting import eventually
+from ui.export import analytics_table, minute_table, neutralise_text, ohlcv_table, to_csv_bytes
+from ui.stats import run_tests, symbol_summary, verdict
 
 START_MS = 1_765_000_000_000
 
@@ -96,14 +97,14 @@ def test_stitches_database_history_to_live_bars_without_overlap(tmp_path):
     trades = list(source.generate(600))
     history, live = trades[: len(trades) // 2], trades[len(trades) // 2:]
     db = tmp_path / "sim.db"
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         store.write_batch(history)
-    engine = Engine(Settings(source="simulated", db=db), source=_ListSource(live))
-    engine.start()
+    service = Service.start(Settings(source="simulated", db=db), source=ListSource(live))
+    engine = service.engine
     eventually(lambda: engine.trades == len(live), timeout=20)
-    cache = BarHistory(db)
+    cache = BarHistory(service.site)
     bars = load_pair_bars(engine, cache, ["BTCUSDT", "ETHUSDT"], 1_000, 3_600_000)
-    engine.stop()
+    assert service.stop()
     for symbol in ("BTCUSDT", "ETHUSDT"):
         mine = [t for t in trades if t.symbol == symbol]
         expected = resample_ticks(np.array([t.ts_ms for t in mine]), np.array([t.price for t in mine]),
@@ -122,24 +123,6 @@ def test_stitches_database_history_to_live_bars_without_overlap(tmp_path):
     minutes = {t.ts_ms // 60_000 for t in trades if t.symbol == "BTCUSDT"}
     assert len(minute.by_symbol["BTCUSDT"]) == len(minutes)
     assert cache.loads == 2  # history read once per symbol, not once per refresh
-
-
-class _ListSource:
-    """Emits a fixed list of trades, then idles (hand-written fake)."""
-
-    name = "simulated"
-    label = "LIST"
-
-    def __init__(self, trades):
-        from ingestion.source import SourceStats
-
-        self.trades = trades
-        self.stats = SourceStats()
-
-    def run(self, sink, stop):
-        for t in self.trades:
-            sink.on_trade(t)
-        stop.wait()
 
 
 def test_csv_export_neutralises_formulas_and_keeps_numbers():
@@ -161,7 +144,7 @@ def test_csv_export_neutralises_formulas_and_keeps_numbers():
 def test_tables_have_the_promised_columns(sim_closes):
     params = PairParams("ETHUSDT", "BTCUSDT", window=20)
     minute_closes = sim_closes[sim_closes.index.second == 0]
-    from dashboard.data import _pair_bars
+    from pairs.bars import _pair_bars
 
     frames = {s: pd.DataFrame({"open": minute_closes[s], "high": minute_closes[s], "low": minute_closes[s],
                                "close": minute_closes[s], "volume": 1.0, "trades": np.int64(3),

@@ -1,4 +1,4 @@
-"""DatasetStore: round trip of a real archive, de-duplication, atomic adds, cascade, hostile input, reopen."""
+"""SqliteDatasetStore: round trip of a real archive, de-duplication, atomic adds, cascade, hostile input, reopen."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ import pytest
 
 from config import ConfigError
 from storage.csv_import import content_hash, ohlc_frame, parse_ohlc_csv
-from storage.datasets import (
-    SCHEMA_VERSION,
-    AddResult,
-    DatasetInfo,
-    DatasetStore,
-    UploadDefaults,
-    defaults_from_filename,
-    most_common_interval_ms,
-)
+from storage.datasets import AddResult, DatasetInfo, UploadDefaults, defaults_from_filename, most_common_interval_ms
+from storage.errors import RowRejected
+from storage.sqlite_datasets import SCHEMA_VERSION, SqliteDatasetStore
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 
 ETH_FIRST_MS = 1_660_435_200_000  # 2022-08-14T00:00:00Z
@@ -36,7 +30,7 @@ def small_frame(closes: list[float], first_ms: int = ETH_FIRST_MS, step_ms: int 
     return ohlc_frame(first_ms + step_ms * np.arange(len(closes)), values)
 
 
-def add_small(store: DatasetStore, name: str, closes: list[float], **overrides: object) -> AddResult:
+def add_small(store: SqliteDatasetStore, name: str, closes: list[float], **overrides: object) -> AddResult:
     fields: dict[str, object] = {"name": name, "symbol": "BTCUSDT", "filename": f"{name}.csv",
                                  "content_hash": content_hash(name.encode() + repr(closes).encode()),
                                  "uploaded_ms": UPLOADED_MS} | overrides
@@ -50,7 +44,7 @@ def ohlc_rows(path: Path) -> int:
 
 def test_real_archive_round_trip(tmp_path):
     frame, digest = upload(ETH_KLINES_ZIP)
-    with DatasetStore(tmp_path / "uploads.sqlite3") as store:
+    with SqliteDatasetStore(tmp_path / "uploads.sqlite3") as store:
         result = store.add(frame, name="ETHUSDT-1m-2022-08-14", symbol="ethusdt", filename=ETH_KLINES_ZIP.name,
                            content_hash=digest, uploaded_ms=UPLOADED_MS)
         assert result.created
@@ -68,7 +62,7 @@ def test_real_archive_round_trip(tmp_path):
 
 def test_same_content_twice_is_stored_once(tmp_path):
     frame, digest = upload(BTC_KLINES_ZIP)
-    with DatasetStore(tmp_path / "uploads.sqlite3") as store:
+    with SqliteDatasetStore(tmp_path / "uploads.sqlite3") as store:
         first = store.add(frame, name="btc", symbol="BTCUSDT", filename="a.zip", content_hash=digest, uploaded_ms=1)
         again = store.add(frame, name="btc again", symbol="BTCUSDT", filename="b.zip", content_hash=digest,
                           uploaded_ms=2)
@@ -78,7 +72,7 @@ def test_same_content_twice_is_stored_once(tmp_path):
 
 
 def test_name_clash_with_other_content_is_refused_and_changes_nothing(tmp_path):
-    with DatasetStore(tmp_path / "u.sqlite3") as store:
+    with SqliteDatasetStore(tmp_path / "u.sqlite3") as store:
         kept = add_small(store, "pair study", [10.0, 11.0]).dataset
         with pytest.raises(ValueError, match="a dataset named 'pair study' already exists with different content"):
             add_small(store, "pair study", [20.0, 21.0, 22.0], content_hash="f" * 64)
@@ -88,13 +82,13 @@ def test_name_clash_with_other_content_is_refused_and_changes_nothing(tmp_path):
 
 def test_failure_mid_transaction_changes_nothing(tmp_path):
     path = tmp_path / "u.sqlite3"
-    with DatasetStore(path) as store:
+    with SqliteDatasetStore(path) as store:
         add_small(store, "before", [5.0])
         # A trigger makes the 3rd bar insert fail after the datasets row and two bars are written.
         with sqlite3.connect(path) as conn:
             conn.execute(f"CREATE TRIGGER fail BEFORE INSERT ON ohlc WHEN NEW.ts_ms = {ETH_FIRST_MS + 120_000} "
                          "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
-        with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+        with pytest.raises(RowRejected, match="disk on fire"):
             add_small(store, "doomed", [1.0, 2.0, 3.0, 4.0])
         assert [d.name for d in store.list()] == ["before"]
         assert ohlc_rows(path) == 1
@@ -107,7 +101,7 @@ def test_failure_mid_transaction_changes_nothing(tmp_path):
 
 def test_delete_cascades_to_bars(tmp_path):
     path = tmp_path / "u.sqlite3"
-    with DatasetStore(path) as store:
+    with SqliteDatasetStore(path) as store:
         gone = add_small(store, "gone", [1.0, 2.0, 3.0]).dataset
         kept = add_small(store, "kept", [7.0, 8.0]).dataset
         assert store.delete(gone.id) is True
@@ -122,7 +116,7 @@ def test_delete_cascades_to_bars(tmp_path):
 
 def test_hostile_names_are_data_and_bad_symbols_are_rejected(tmp_path):
     hostile = "x'); DROP TABLE datasets; --"
-    with DatasetStore(tmp_path / "u.sqlite3") as store:
+    with SqliteDatasetStore(tmp_path / "u.sqlite3") as store:
         info = add_small(store, hostile, [1.0], filename="../../etc/passwd'.csv").dataset
         assert store.get(info.id) == info
         assert (info.name, info.filename) == (hostile, "../../etc/passwd'.csv")
@@ -147,7 +141,7 @@ def test_frames_of_the_wrong_layout_are_refused(tmp_path):
         "whole milliseconds": good.set_axis(good.index.as_unit("us") + pd.Timedelta(microseconds=1)),
         "finite": good.assign(volume=[1.0, np.nan]),
     }
-    with DatasetStore(tmp_path / "u.sqlite3") as store:
+    with SqliteDatasetStore(tmp_path / "u.sqlite3") as store:
         for message, frame in bad_frames.items():
             with pytest.raises(ValueError, match=message):
                 store.add(frame, name="x", symbol="BTCUSDT", filename="x.csv", content_hash="0" * 64, uploaded_ms=0)
@@ -156,10 +150,10 @@ def test_frames_of_the_wrong_layout_are_refused(tmp_path):
 
 def test_reopen_keeps_data_and_schema(tmp_path):
     path = tmp_path / "uploads.sqlite3"
-    with DatasetStore(path) as store:
+    with SqliteDatasetStore(path) as store:
         info = add_small(store, "persisted", [3.0, 4.0, 5.0]).dataset
         frame = store.load(info.id)
-    with DatasetStore(path) as store:
+    with SqliteDatasetStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -168,7 +162,7 @@ def test_reopen_keeps_data_and_schema(tmp_path):
 
 
 def test_list_is_newest_first_and_single_row_has_no_interval(tmp_path):
-    with DatasetStore(tmp_path / "u.sqlite3") as store:
+    with SqliteDatasetStore(tmp_path / "u.sqlite3") as store:
         old = add_small(store, "old", [1.0, 2.0], uploaded_ms=100).dataset
         single = add_small(store, "single", [1.0], uploaded_ms=200).dataset
         assert single.interval_ms is None and single.first_ms == single.last_ms

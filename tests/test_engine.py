@@ -1,45 +1,19 @@
-import threading
-import time
 
 import pytest
 
 from config import Settings
 from ingestion.backoff import AttemptBudget, Backoff
-from ingestion.engine import Engine, Gap, TradeSequencer
-from ingestion.records import EventKind, FeedEvent, FeedState, Trade
-from ingestion.source import SourceStats, TradeSink
-from storage.sqlite import SqliteStore
-from tests.factories import make_trade, make_trades
-from tests.fake_binance import eventually
-
-
-class ScriptedSource:
-    """Hand-written source: emits a fixed script of trades/events, then idles until stopped."""
-
-    def __init__(self, items: list[Trade | FeedEvent], name: str = "simulated", crash: bool = False) -> None:
-        self.items = items
-        self.name = name
-        self.label = f"SCRIPTED {name}"
-        self.stats = SourceStats()
-        self.crash = crash
-
-    def run(self, sink: TradeSink, stop: threading.Event) -> None:
-        self.stats.state = FeedState.CONNECTED
-        for item in self.items:
-            self.stats.messages += 1
-            self.stats.last_message_mono = time.monotonic()
-            if isinstance(item, Trade):
-                sink.on_trade(item)
-            else:
-                sink.on_event(item)
-        if self.crash:
-            raise RuntimeError("boom")
-        stop.wait()
-        self.stats.state = FeedState.STOPPED
+from ingestion.engine import Gap, TradeSequencer
+from ingestion.sources import site_of
+from records import EventKind, FeedState, StorageState
+from service import Service
+from storage.sqlite import SqliteTickStore
+from testkit.sources import ScriptedSource, make_trade, make_trades
+from testkit.waiting import eventually
 
 
 def settings_for(tmp_path, **changes) -> Settings:
-    return Settings(source="simulated", data_dir=tmp_path, **changes)
+    return Settings(**{"source": "simulated", "data_dir": tmp_path, **changes})
 
 
 def test_sequencer_drops_resends_and_reports_gaps():
@@ -59,14 +33,14 @@ def test_sequencer_drops_resends_and_reports_gaps():
 def test_engine_stores_every_trade_once_and_records_gaps(tmp_path):
     script = [*make_trades(100), *make_trades(20, first_id=81), *make_trades(50, first_id=201),
               *make_trades(30, symbol="ETHUSDT")]
-    engine = Engine(settings_for(tmp_path), source=ScriptedSource(script))
-    engine.start()
-    eventually(lambda: engine.writer.committed_trades == 180, timeout=10)
-    status = engine.status()
+    service = Service.start(settings_for(tmp_path), source=ScriptedSource(script))
+    eventually(lambda: service.writer.committed_trades == 180, timeout=10)
+    status = service.status()
     assert (status.trades, status.duplicates, status.gaps, status.missing_trades) == (180, 20, 1, 100)
-    assert engine.buffer.last("BTCUSDT").trade_id == 250
-    assert engine.stop()
-    with SqliteStore(engine.settings.db_path) as store:
+    assert (status.stored, status.storage_state) == (180, StorageState.OK)
+    assert service.engine.last_trade("BTCUSDT").trade_id == 250
+    assert service.stop()
+    with SqliteTickStore(service.site.ticks_path) as store:
         assert store.tick_count("BTCUSDT") == 150 and store.tick_count("ETHUSDT") == 30
         gaps = store.feed_events(kinds=[EventKind.GAP])
         assert [g.detail for g in gaps] == ["first_missing=101 count=100"]
@@ -75,46 +49,53 @@ def test_engine_stores_every_trade_once_and_records_gaps(tmp_path):
 
 
 def test_stop_flushes_a_burst_without_loss(tmp_path):
-    engine = Engine(settings_for(tmp_path), source=ScriptedSource(make_trades(60_000)))
-    engine.start()
-    eventually(lambda: engine.trades == 60_000, timeout=20)
-    assert engine.stop()
-    with SqliteStore(engine.settings.db_path) as store:
+    service = Service.start(settings_for(tmp_path), source=ScriptedSource(make_trades(60_000)))
+    eventually(lambda: service.engine.trades == 60_000, timeout=20)
+    assert service.stop()
+    with SqliteTickStore(service.site.ticks_path) as store:
         assert store.tick_count() == 60_000
 
 
 def test_live_restart_resumes_gap_detection_from_the_database(tmp_path):
-    settings = settings_for(tmp_path, db=tmp_path / "live.db", backfill_max_trades=0)
-    first = Engine(settings, source=ScriptedSource(make_trades(10), name="binance"))
-    first.start()
+    settings = settings_for(tmp_path, source="binance", db=tmp_path / "live.db", backfill_max_trades=0)
+    first = Service.start(settings, source=ScriptedSource(make_trades(10), name="binance"))
     eventually(lambda: first.writer.committed_trades == 10)
     first.stop()
-    second = Engine(settings, source=ScriptedSource(make_trades(10, first_id=8), name="binance"))
-    second.start()
-    eventually(lambda: second.trades == 7)  # 8..10 already stored → dropped; 11..17 new
+    second = Service.start(settings, source=ScriptedSource(make_trades(10, first_id=8), name="binance"))
+    eventually(lambda: second.engine.trades == 7)  # 8..10 already stored → dropped; 11..17 new
     assert second.status().duplicates == 3 and second.status().gaps == 0
     second.stop()
 
 
+def test_simulated_restart_does_not_resume_ids_from_the_database(tmp_path):
+    """Simulated ids restart at the market's start time: not exchange ids, so no false gap on restart."""
+    settings = settings_for(tmp_path)
+    first = Service.start(settings, source=ScriptedSource(make_trades(10, first_id=1_000)))
+    eventually(lambda: first.writer.committed_trades == 10)
+    first.stop()
+    second = Service.start(settings, source=ScriptedSource(make_trades(10, first_id=5_000)))
+    eventually(lambda: second.engine.trades == 10)
+    assert second.status().gaps == 0 and second.status().duplicates == 0
+    second.stop()
+
+
 def test_source_crash_is_visible_in_status_and_events(tmp_path):
-    engine = Engine(settings_for(tmp_path), source=ScriptedSource(make_trades(3), crash=True))
-    engine.start()
-    eventually(lambda: not engine.running)
-    status = engine.status()
+    service = Service.start(settings_for(tmp_path), source=ScriptedSource(make_trades(3), crash=True))
+    eventually(lambda: not service.running)
+    status = service.status()
     assert status.state is FeedState.STOPPED and "boom" in status.last_error
-    engine.stop()
-    with SqliteStore(engine.settings.db_path) as store:
+    service.stop()
+    with SqliteTickStore(site_of(service.settings).ticks_path) as store:
         assert any("boom" in e.detail for e in store.feed_events(kinds=[EventKind.ERROR]))
 
 
 def test_status_rates_and_ages(tmp_path):
-    engine = Engine(settings_for(tmp_path), source=ScriptedSource(make_trades(500)))
-    engine.start()
-    eventually(lambda: engine.trades == 500)
-    status = engine.status()
+    service = Service.start(settings_for(tmp_path), source=ScriptedSource(make_trades(500)))
+    eventually(lambda: service.engine.trades == 500)
+    status = service.status()
     assert status.ticks_per_s > 0 and status.last_tick_age_s is not None and status.last_tick_age_s < 5
     assert status.label == "SCRIPTED simulated" and status.symbols == ("BTCUSDT", "ETHUSDT")
-    engine.stop()
+    service.stop()
 
 
 def test_backoff_grows_is_capped_and_jittered():

@@ -18,17 +18,17 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from ingestion.binance_parse import MalformedMessage, ServerShutdown, UnknownMessage, parse_frame
-from ingestion.records import Trade
-from tests.fake_binance import (
+from ingestion.binance.parse import MalformedMessage, ServerShutdown, UnknownMessage, parse_frame
+from records import Trade
+from testkit.fake_binance import (
     DEFAULT_TICKS_PATH,
     FakeBinance,
     RecordedTrade,
-    eventually,
     load_recorded_trades,
     parse_stream_path,
     spot_trade_frame,
 )
+from testkit.waiting import eventually
 from tests.shared_data import require
 
 BOTH = "/stream?streams=btcusdt@trade/ethusdt@trade"

@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from config import Settings
-from ingestion.binance import BinanceSource
-from ingestion.engine import Engine
-from ingestion.records import EventKind, FeedState, Trade
-from storage.sqlite import SqliteStore
-from tests.fake_binance import FakeBinance, eventually
+from ingestion.binance.stream import BinanceSource
+from records import EventKind, FeedState, Trade
+from service import Service
+from storage.sqlite import SqliteTickStore
+from testkit.fake_binance import FakeBinance
+from testkit.waiting import eventually
 from tests.test_binance_source import FAST, events, start_engine, stored
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -45,19 +46,19 @@ def fake() -> Iterator[FakeBinance]:
 
 
 @pytest.fixture
-def engines() -> Iterator[list[Engine]]:
+def engines() -> Iterator[list[Service]]:
     """Engines to stop at teardown, so a failed test leaves no threads behind to load the next one."""
-    started: list[Engine] = []
+    started: list[Service] = []
     yield started
     for engine in started:
         engine.stop(timeout=5)
 
 
 @pytest.fixture
-def launch(fake, tmp_path, engines) -> Callable[..., Engine]:
+def launch(fake, tmp_path, engines) -> Callable[..., Service]:
     """``launch(**settings_changes)``: an engine connected to ``fake`` (FAST timings), stopped at teardown."""
 
-    def launch(**changes: object) -> Engine:
+    def launch(**changes: object) -> Service:
         engine = start_engine(fake, tmp_path, **changes)
         engines.append(engine)
         return engine
@@ -79,29 +80,29 @@ def keys(trades: Sequence[WireTrade]) -> set[tuple[str, int]]:
     return {(t[0], t[1]) for t in trades}
 
 
-def stored_keys(engine: Engine) -> list[tuple[str, int]]:
+def stored_keys(engine: Service) -> list[tuple[str, int]]:
     """Every stored ``(symbol, trade_id)``, one entry per row (so a duplicate row would show)."""
     return [(symbol, int(i)) for symbol, ids in stored(engine).items() for i in ids]
 
 
-def assert_stored_exactly(engine: Engine, expected: set[tuple[str, int]]) -> None:
+def assert_stored_exactly(engine: Service, expected: set[tuple[str, int]]) -> None:
     rows = stored_keys(engine)
     assert len(rows) == len(set(rows)), "a trade was stored twice"
     missing, extra = expected - set(rows), set(rows) - expected
     assert not missing and not extra, f"{len(missing)} missing (e.g. {sorted(missing)[:5]}), {len(extra)} unexpected"
 
 
-def event_times(engine: Engine, kind: EventKind) -> list[int]:
+def event_times(engine: Service, kind: EventKind) -> list[int]:
     """``ts_ms`` of the stored feed events of one kind, oldest first."""
-    with SqliteStore(engine.settings.db_path) as store:
+    with SqliteTickStore(engine.site.ticks_path) as store:
         return sorted(e.ts_ms for e in store.feed_events(kinds=[kind]))
 
 
-def stall_consumer(engine: Engine, symbol: str, trade_id: int) -> tuple[threading.Event, threading.Event]:
+def stall_consumer(engine: Service, symbol: str, trade_id: int) -> tuple[threading.Event, threading.Event]:
     """Make ``engine`` a slow consumer: when handed ``(symbol, trade_id)`` it blocks (as in a long GC pause
     or CPU starvation) until ``release`` is set, without reading the socket; ``stalled`` says it blocks."""
     stalled, release = threading.Event(), threading.Event()
-    on_trade = engine.on_trade
+    on_trade = engine.engine.on_trade
 
     def slow_on_trade(trade: Trade) -> None:
         if trade.symbol == symbol and trade.trade_id == trade_id and not release.is_set():
@@ -109,7 +110,7 @@ def stall_consumer(engine: Engine, symbol: str, trade_id: int) -> tuple[threadin
             release.wait(10)
         on_trade(trade)
 
-    engine.on_trade = slow_on_trade  # type: ignore[method-assign]  # the source looks it up per trade
+    engine.engine.on_trade = slow_on_trade  # type: ignore[method-assign]  # the source looks it up per trade
     return stalled, release
 
 
@@ -125,7 +126,7 @@ def test_duplicate_and_out_of_order_trades_in_one_connection(fake, launch):
     counts it with the re-sends (live views skip it) and has already reported it as a gap."""
     engine = launch()
     fake.send_trades([("BTCUSDT", i, 90_000.0 + i, 0.01) for i in OUT_OF_ORDER_IDS])
-    eventually(lambda: engine.source.stats.messages == len(OUT_OF_ORDER_IDS))
+    eventually(lambda: engine.engine.source.stats.messages == len(OUT_OF_ORDER_IDS))
     assert engine.stop()
     assert stored(engine)["BTCUSDT"] == [1, 2, 3, 4, 5, 6]
     status = engine.status()
@@ -160,8 +161,7 @@ def test_burst_of_100k_trades_is_stored_exactly_once(fake, launch):
     assert engine.writer.backlog == 0 and engine.writer.error is None and status.last_error is None
     for symbol in SYMBOLS:
         last = [t for t in burst if t[0] == symbol][-1]
-        assert engine.buffer.total(symbol) == 50_000
-        assert (engine.buffer.last(symbol).trade_id, engine.buffer.last(symbol).price) == (last[1], last[2])
+        assert (engine.engine.last_trade(symbol).trade_id, engine.engine.last_trade(symbol).price) == (last[1], last[2])
     assert events(engine, EventKind.DISCONNECTED) == [] and events(engine, EventKind.GAP) == []
 
 
@@ -175,7 +175,7 @@ def test_pong_queued_behind_a_backlog_does_not_drop_a_busy_connection(fake, laun
     fake.send_trades(burst)
     eventually(stalled.is_set)
     release.set()
-    eventually(lambda: engine.trades == len(burst) or engine.status().reconnects > 0, timeout=30)
+    eventually(lambda: engine.engine.trades == len(burst) or engine.status().reconnects > 0, timeout=30)
     assert engine.stop()
     assert events(engine, EventKind.DISCONNECTED) == [] and engine.status().reconnects == 0
     assert_stored_exactly(engine, keys(burst))
@@ -208,9 +208,8 @@ def test_refused_connections_back_off_exponentially_with_jitter_up_to_the_cap(fa
     source = BinanceSource(settings.symbols, settings.ws_url, ping_interval=settings.ping_interval,
                            pong_timeout=settings.pong_timeout, stale_after=settings.stale_after,
                            backoff_initial=initial, backoff_max=cap, stable_after=settings.stable_after, rng=rng)
-    engine = Engine(settings, source=source)
+    engine = Service.start(settings, source=source)
     engines.append(engine)
-    engine.start()
     eventually(lambda: len(fake.connect_attempts) >= attempts, timeout=15)
     refused_at = fake.connect_attempts[:attempts]
     assert engine.status().state is FeedState.RECONNECTING and "503" in engine.status().last_error
@@ -234,7 +233,7 @@ def test_refused_connections_back_off_exponentially_with_jitter_up_to_the_cap(fa
     eventually(lambda: fake.open_connections == 1, timeout=cap + 5)
     assert time.monotonic() - allowed <= cap + 1.0  # the pending delay is at most the cap
     fake.send_trade("ETHUSDT", 7, 3_100.0, 1.0)
-    eventually(lambda: engine.trades == 1)
+    eventually(lambda: engine.engine.trades == 1)
     assert engine.status().state is FeedState.CONNECTED
     assert engine.stop()
     assert stored(engine) == {"ETHUSDT": [7]}
@@ -257,18 +256,18 @@ def test_rollover_before_the_servers_age_limit_loses_nothing(tmp_path, engines):
         sent: list[WireTrade] = []
         next_id = 1
         deadline = time.monotonic() + 20  # 4 rollovers take ~3 s
-        while engine.source.connections_opened < 5 and time.monotonic() < deadline:
+        while engine.engine.source.connections_opened < 5 and time.monotonic() < deadline:
             batch = wire_trades(20, first_id=next_id)
             next_id += 10
             fake.send_trades(batch)
             sent.extend(batch)
             # Pace the stream by the client: the next batch once this one is in (or 50 ms at most).
-            fake.wait_until(lambda: engine.trades >= len(sent), timeout=0.05)
-        eventually(lambda: engine.trades == len(sent), timeout=10,
-                   message=lambda: f"{engine.trades} of {len(sent)} trades received")
+            fake.wait_until(lambda: engine.engine.trades >= len(sent), timeout=0.05)
+        eventually(lambda: engine.engine.trades == len(sent), timeout=10,
+                   message=lambda: f"{engine.engine.trades} of {len(sent)} trades received")
         assert engine.stop()
         accepted = fake.connections_accepted
-    assert engine.source.connections_opened >= 5 and accepted >= 5
+    assert engine.engine.source.connections_opened >= 5 and accepted >= 5
     assert_stored_exactly(engine, keys(sent))
     assert len(events(engine, EventKind.ROLLOVER)) >= 3
     assert events(engine, EventKind.GAP) == [] and events(engine, EventKind.DISCONNECTED) == []
@@ -282,7 +281,7 @@ def test_rollover_with_a_backlog_on_the_old_connection_loses_nothing(fake, launc
     engine = launch(pong_timeout=30.0, stale_after=5.0)  # production pong timeout: see the test above
     sent = wire_trades(2_000)
     fake.send_trades(sent)
-    eventually(lambda: engine.trades == len(sent))
+    eventually(lambda: engine.engine.trades == len(sent))
     marker = wire_trades(2, first_id=1_001)
     stalled, release = stall_consumer(engine, "BTCUSDT", 1_001)
     fake.send_trades(marker)
@@ -298,8 +297,9 @@ def test_rollover_with_a_backlog_on_the_old_connection_loses_nothing(fake, launc
     sent += marker + backlog + after
     eventually(lambda: events(engine, EventKind.ROLLOVER) != [], timeout=15)
     # Either everything arrives, or the switch dropped part of the backlog and a gap was recorded.
-    eventually(lambda: engine.trades == len(sent) or engine.status().gaps > 0, timeout=30)
-    fake.wait_until(lambda: engine.trades == len(sent), timeout=2)  # the rest of the stream, if anything was lost
+    eventually(lambda: engine.engine.trades == len(sent) or engine.status().gaps > 0, timeout=30)
+    # The rest of the stream, if anything was lost.
+    fake.wait_until(lambda: engine.engine.trades == len(sent), timeout=2)
     assert engine.stop()
     status = engine.status()
     assert (status.gaps, status.reconnects) == (0, 0) and events(engine, EventKind.GAP) == []
@@ -327,7 +327,6 @@ MALFORMED_FRAMES = (
     '{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"","t":9,"p":"1","q":"1","T":1,"m":true}}',
 )
 UNKNOWN_FRAMES = (
-    '{"result":null,"id":1}',
     '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":1}}',
     '{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{}}}',
     '{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1","B":"1","a":"2","A":"1"}}',
@@ -352,31 +351,31 @@ def test_junk_frames_in_a_steady_stream_are_counted_and_lose_nothing(fake, launc
     final = wire_trades(2, first_id=1 + 10 * len(junk) * rounds)
     fake.send_trades(final)
     sent += final
-    eventually(lambda: engine.trades == len(sent), timeout=10)
+    eventually(lambda: engine.engine.trades == len(sent), timeout=10)
     status = engine.status()
     assert engine.stop()
     assert_stored_exactly(engine, keys(sent))
     assert status.parse_errors == len(MALFORMED_FRAMES) * rounds
     assert status.unknown_messages == len(UNKNOWN_FRAMES) * rounds
-    assert status.messages_per_s >= 0 and engine.source.stats.messages == len(sent) + len(junk) * rounds
+    assert status.messages_per_s >= 0 and engine.engine.source.stats.messages == len(sent) + len(junk) * rounds
     assert status.state is FeedState.CONNECTED and fake.connections_accepted == 1 and status.gaps == 0
     assert events(engine, EventKind.DISCONNECTED) == [] and events(engine, EventKind.ERROR) == []
 
 
-def _hostile_frame_then_trades(fake: FakeBinance, engine: Engine, frame: str) -> None:
+def _hostile_frame_then_trades(fake: FakeBinance, engine: Service, frame: str) -> None:
     """One trade per symbol, ``frame``, one more per symbol; returns once all four arrived or the source died."""
     fake.send_trades(wire_trades(2))
-    eventually(lambda: engine.trades == 2)
+    eventually(lambda: engine.engine.trades == 2)
     fake.send_raw(frame)
     fake.send_trades(wire_trades(2, first_id=2))
-    eventually(lambda: engine.trades == 4 or not engine.running, timeout=5)
+    eventually(lambda: engine.engine.trades == 4 or not engine.running, timeout=5)
 
 
 def test_deeply_nested_json_does_not_kill_the_feed(fake, launch):
     """json.loads raises RecursionError, not ValueError, on 100k nested brackets."""
     engine = launch()
     _hostile_frame_then_trades(fake, engine, "[" * 100_000)
-    assert engine.running and engine.trades == 4
+    assert engine.running and engine.engine.trades == 4
     assert engine.status().parse_errors == 1
     assert engine.stop()
 
@@ -387,7 +386,7 @@ def test_out_of_range_trade_id_does_not_kill_the_feed(fake, launch):
     frame = ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1765788195444,"s":"BTCUSDT","t":' + str(2**64)
              + ',"p":"90000.0","q":"0.01","T":1765788195443,"m":true,"M":true}}')
     _hostile_frame_then_trades(fake, engine, frame)
-    assert engine.running and engine.trades == 4
+    assert engine.running and engine.engine.trades == 4
     assert engine.status().parse_errors == 1 and engine.status().gaps == 0
     assert engine.stop()
 
@@ -396,13 +395,13 @@ def test_far_future_trade_time_does_not_wipe_the_database(fake, launch, monkeypa
     """Retention prunes by market time; one trade stamped ten years ahead must not make every stored
     tick and feed event look older than the retention window."""
     prunes = []
-    original_prune = SqliteStore.prune
+    original_prune = SqliteTickStore.prune
 
-    def counting_prune(self: SqliteStore, before_ms: int) -> int:
+    def counting_prune(self: SqliteTickStore, before_ms: int) -> int:
         prunes.append(before_ms)
         return original_prune(self, before_ms)
 
-    monkeypatch.setattr(SqliteStore, "prune", counting_prune)
+    monkeypatch.setattr(SqliteTickStore, "prune", counting_prune)
     monkeypatch.setattr("ingestion.writer.PRUNE_EVERY_S", 0.05)
     engine = launch()
     normal = wire_trades(200, symbols=("BTCUSDT",))  # ids 1..200, times ending now
@@ -414,7 +413,7 @@ def test_far_future_trade_time_does_not_wipe_the_database(fake, launch, monkeypa
     seen = len(prunes)
     eventually(lambda: len(prunes) >= seen + 2, timeout=5)  # at least one full retention pass after the commit
     assert engine.stop()
-    with SqliteStore(engine.settings.db_path) as store:
+    with SqliteTickStore(engine.site.ticks_path) as store:
         assert store.tick_count() == 201
         assert store.feed_events(kinds=[EventKind.CONNECTED])
 
@@ -430,7 +429,7 @@ def test_drop_during_a_burst_stores_what_arrived_once_and_dedups_the_resend(fake
     burst = wire_trades(40_000)
     sender = threading.Thread(target=fake.send_trades, args=(burst,), name="burst")
     sender.start()
-    eventually(lambda: engine.trades >= 2_000, timeout=10)
+    eventually(lambda: engine.engine.trades >= 2_000, timeout=10)
     if fault == "abort":
         fake.abort_all()
     else:
@@ -440,17 +439,17 @@ def test_drop_during_a_burst_stores_what_arrived_once_and_dedups_the_resend(fake
     # The client first reads what was queued before the close frame; then it reconnects.
     eventually(lambda: fake.connections_accepted == 2, timeout=15, message="no reconnect")
     eventually(lambda: engine.status().state is FeedState.CONNECTED)
-    eventually(lambda: engine.writer.committed_trades == engine.trades, timeout=10)
-    received = engine.trades
+    eventually(lambda: engine.writer.committed_trades == engine.engine.trades, timeout=10)
+    received = engine.engine.trades
     assert 0 < received <= len(burst)
     # What reached the client before the drop is a prefix of the stream, stored once.
     assert_stored_exactly(engine, keys(burst[:received]))
 
     window = min(received, 3_000)  # like a real reconnect, the new connection re-sends recent trades
     resend = burst[received - window:]
-    messages = engine.source.stats.messages
+    messages = engine.engine.source.stats.messages
     fake.send_trades(resend)
-    eventually(lambda: engine.source.stats.messages == messages + len(resend), timeout=20)
+    eventually(lambda: engine.engine.source.stats.messages == messages + len(resend), timeout=20)
     assert engine.stop()
     assert_stored_exactly(engine, keys(burst))
     status = engine.status()

@@ -3,9 +3,9 @@ import pandas as pd
 
 from analytics.bars import resample_ticks
 from ingestion.live_bars import LiveBars
-from ingestion.records import Trade
 from ingestion.ring import ColumnRing
-from tests.fake_binance import load_recorded_trades
+from records import Trade
+from testkit.fake_binance import load_recorded_trades
 from tests.shared_data import TICKS_NDJSON, require
 
 

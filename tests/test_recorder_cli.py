@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from storage.sqlite import SqliteStore
-from tests.fake_binance import FakeBinance, eventually, load_recorded_trades
+import pytest
+
+from storage.sqlite import SqliteTickStore
+from testkit.fake_binance import FakeBinance, load_recorded_trades
+from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +27,7 @@ def recorder(*args: str) -> subprocess.Popen[str]:
 def count(db: Path) -> int:
     if not db.exists():
         return 0
-    with SqliteStore(db) as store:
+    with SqliteTickStore(db) as store:
         return store.tick_count()
 
 
@@ -82,3 +85,59 @@ def test_live_recorder_against_fake_binance(tmp_path):
             proc.kill()
     assert proc.returncode == 0, out
     assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
+
+
+def corrupt_database(path: Path) -> Path:
+    """A real recorder database whose pages after the first were overwritten."""
+    proc = recorder("--source", "simulated", "--speed", "50", "--duration", "1", "--db", str(path))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    size = path.stat().st_size
+    assert size > 8192
+    with path.open("r+b") as fh:
+        fh.seek(4096)
+        fh.write(b"\xa5" * (size - 4096))
+    return path
+
+
+def test_a_damaged_database_is_refused_with_exit_1_naming_it(tmp_path):
+    """Was: exit 0 with stored=0 and one ERROR line per rejected row."""
+    db = corrupt_database(tmp_path / "corrupt.sqlite3")
+    proc = recorder("--source", "simulated", "--duration", "3", "--db", str(db))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert f"error: cannot record: database '{db}' is damaged" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda d: d, "is a directory, not a database file"),
+    (lambda d: d / "missing" / "x.db", "does not exist"),
+    (lambda d: (d / "notes.txt", (d / "notes.txt").write_text("hello"))[0], "is not an SQLite database"),
+])
+def test_a_db_that_cannot_be_a_database_exits_2_naming_the_setting(tmp_path, make, expected):
+    proc = recorder("--source", "simulated", "--duration", "3", "--db", str(make(tmp_path)))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert out.startswith("error: db (--db, QUANT_DB): ") and expected in out and "Traceback" not in out
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_second_recorder_on_one_database_is_refused(tmp_path):
+    """Was: two recorders with different seeds each stored about half their trades into one file."""
+    db = tmp_path / "shared.db"
+    first = recorder("--source", "simulated", "--speed", "5", "--db", str(db), "--status-interval", "0.5")
+    try:
+        eventually(lambda: count(db) > 0, timeout=30, message="the first recorder stored nothing")
+        second = recorder("--source", "simulated", "--seed", "9", "--duration", "3", "--db", str(db))
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 1, out
+        assert f"error: cannot record: database '{db}' is already being written by pid {first.pid}" in out
+        assert "SIMULATED market (seed 7)" in out
+        first.send_signal(signal.SIGTERM)
+        first_out, _ = first.communicate(timeout=30)
+    finally:
+        first.kill()
+    assert first.returncode == 0, first_out
+    final = [line for line in first_out.splitlines() if "final:" in line][-1]
+    assert count(db) == int(final.split(" trades=")[1].split()[0])  # one market, all of it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -15,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestion.records import EventKind, FeedState
-from ingestion.replay import ReplayFormat, ReplaySource, parse_iso_ms
-from tests.factories import RecordingSink, assert_connected_then_stops_promptly, key
-from tests.fake_binance import eventually
+from ingestion.replay import SEQ_BITS, ReplayFormat, ReplaySource, file_tag, parse_iso_ms, replay_files
+from records import EventKind, FeedState
+from testkit.sources import RecordingSink, assert_connected_then_stops_promptly, key
+from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON as TICKS_FILE
 
 FILE_SPAN_S = 407.25  # 08:43:15.300Z → 08:50:02.550Z
@@ -58,12 +59,14 @@ def test_real_recording_counts_ids_and_skips() -> None:
     assert source.stats.messages == 19_280
     assert source.stats.parse_errors == 0 and source.stats.unknown_messages == 0
     assert Counter(t.symbol for t in trades) == {"ETHUSDT": 14_978, "BTCUSDT": 4_204}
+    base = file_tag(TICKS_FILE) << SEQ_BITS
+    assert base > 0
     for symbol, count in (("ETHUSDT", 14_978), ("BTCUSDT", 4_204)):
         own = [t for t in trades if t.symbol == symbol]
-        assert [t.trade_id for t in own] == list(range(1, count + 1))
+        assert [t.trade_id for t in own] == [base | n for n in range(1, count + 1)]
         assert all(a.ts_ms <= b.ts_ms for a, b in itertools.pairwise(own))  # per symbol: in order
     first = trades[0]
-    assert key(first) == ("ETHUSDT", 1, 1_765_788_195_300, 3139.77, 0.054, False)
+    assert key(first) == ("ETHUSDT", base | 1, 1_765_788_195_300, 3139.77, 0.054, False)
     assert first.recv_ms == first.ts_ms
     assert all(t.price > 0 for t in trades)
     # File order is kept: the merged sockets go backwards in time here and there.
@@ -133,10 +136,11 @@ def test_collector_lines_with_errors_are_counted_not_raised(tmp_path: Path) -> N
     source = ReplaySource(path)
     assert source.format is ReplayFormat.TICKS_NDJSON
     trades = list(source.iter_trades())
+    base = source.id_base
     assert [key(t) for t in trades] == [
-        ("ETHUSDT", 1, 1_765_788_195_300, 3139.77, 0.054, False),
-        ("BTCUSDT", 1, 1_765_788_195_305, 89800.5, 0.002, False),
-        ("ETHUSDT", 2, 1_765_788_195_307, 3139.8, 0.1, False),
+        ("ETHUSDT", base | 1, 1_765_788_195_300, 3139.77, 0.054, False),
+        ("BTCUSDT", base | 1, 1_765_788_195_305, 89800.5, 0.002, False),
+        ("ETHUSDT", base | 2, 1_765_788_195_307, 3139.8, 0.1, False),
     ]
     assert source.skipped_rows == 1
     assert source.stats.parse_errors == 6
@@ -279,7 +283,7 @@ def test_sqlite_without_ticks_table_is_rejected(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ bad files and arguments
 def test_missing_file_is_rejected_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"nope\.ndjson.*cannot read"):
+    with pytest.raises(ValueError, match=r"nope\.ndjson.*does not exist"):
         ReplaySource(tmp_path / "nope.ndjson")
 
 
@@ -291,7 +295,7 @@ def test_missing_file_is_rejected_naming_it(tmp_path: Path) -> None:
         (b"time,price\n1,2\n", "unrecognised format"),
         (b'{"foo": 1}\n', "unrecognised format"),
         (b"\x00\x01\x02\xff" * 100, "unrecognised format"),
-        (b"SQLite format 3\x00" + b"\x00" * 200, "cannot open it as SQLite|no 'ticks' table"),
+        (b"SQLite format 3\x00" + b"\x00" * 200, "cannot replay it: .*not a database|no 'ticks' table"),
     ],
 )
 def test_unrecognised_files_are_rejected_naming_them(tmp_path: Path, content: bytes, match: str) -> None:
@@ -323,3 +327,75 @@ def test_parse_iso_ms_matches_datetime(moment: datetime) -> None:
     assert parse_iso_ms(collector_style) == expected
     offset = moment.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
     assert parse_iso_ms(offset) == expected
+
+
+# ------------------------------------------------------------------------ id spaces (issue 9, item 3)
+def collector_lines(start_second: int, n: int) -> list[str]:
+    return [json.dumps({"symbol": "ETHUSDT", "ts": f"2025-12-15T08:{start_second // 60:02d}:{start_second % 60:02d}."
+                        f"{i:03d}Z", "price": 3100 + i, "size": 0.01}) for i in range(n)]
+
+
+def test_each_collector_file_has_its_own_id_space_and_a_rerun_adds_nothing(tmp_path: Path) -> None:
+    """Ids restart per file; without a per-file id space the second file's trades collided with the first's."""
+    from service import Service
+    from storage.sqlite import SqliteTickStore
+
+    first = write_lines(tmp_path / "morning.ndjson", collector_lines(0, 400))
+    second = write_lines(tmp_path / "evening.ndjson", collector_lines(600, 300))
+    db = tmp_path / "replay.db"
+    for path, stored in ((first, 400), (second, 300), (first, 0), (second, 0)):
+        from config import Settings
+
+        service = Service.start(Settings(source="replay", replay_file=path, speed=1e9, db=db))
+        eventually(lambda svc=service: not svc.running, timeout=30)
+        assert service.stop()
+        assert service.writer.committed_trades == stored, path
+    with SqliteTickStore(db) as store:
+        assert store.tick_count("ETHUSDT") == 700
+    assert file_tag(first) != file_tag(second)
+
+
+# ------------------------------------------------------------------------ what a browser may replay (item 7)
+def test_browsers_are_offered_only_regular_files_inside_the_replay_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "replays"
+    folder.mkdir()
+    good = write_lines(folder / "b-ticks.ndjson", collector_lines(0, 3))
+    write_lines(folder / "a-ticks.ndjson", collector_lines(0, 2))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("db_password=hunter2\n")
+    (folder / "link-out.ndjson").symlink_to(secret)  # points outside the folder
+    (folder / "link-in.ndjson").symlink_to(good)  # points inside: offered once, under its target
+    os.mkfifo(folder / "pipe.ndjson")  # would block a reader for ever
+    (folder / "sub").mkdir()
+    (folder / ".hidden.ndjson").write_text("x")
+    assert [p.name for p in replay_files(folder)] == ["a-ticks.ndjson", "b-ticks.ndjson", "b-ticks.ndjson"]
+    assert replay_files(tmp_path / "missing") == []
+
+
+def test_a_fifo_or_device_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.ndjson"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"pipe\.ndjson.*not a regular file"):
+        ReplaySource(fifo)
+    assert time.monotonic() - started < 5  # refused, not blocked waiting for a writer
+    with pytest.raises(ValueError, match="not a regular file"):
+        ReplaySource(Path("/dev/null"))
+
+
+def test_errors_quote_only_a_short_sanitised_excerpt_of_a_field(tmp_path: Path) -> None:
+    """A replayed file's contents must not reach the shared feed tab through error messages."""
+    path = write_lines(tmp_path / "leaky.ndjson", [
+        '{"symbol":"ETHUSDT","ts":"2025-12-15T08:43:15.300Z","price":3139.77,"size":0.054}',
+        json.dumps({"symbol": "ETHUSDT", "ts": "2025-12-15T08:43:15.301Z", "size": 1,
+                    "price": "db_password=hunter2\u0007and the rest of the line"}),
+        json.dumps({"symbol": "root:x:0:0:root:/root:/bin/bash", "ts": "x", "price": 1, "size": 1}),
+        json.dumps({"symbol": "ETHUSDT", "ts": "secret-token-0123456789abcdef", "price": 1, "size": 1}),
+    ])
+    sink, _ = run_to_end(ReplaySource(path, speed=1e9))
+    details = [e.detail for e in sink.events if e.kind is EventKind.ERROR]
+    assert len(details) == 3
+    for detail in details:
+        assert "hunter2" not in detail and "/bin/bash" not in detail and "0123456789abcdef" not in detail
+        assert detail.isprintable() and len(detail) < 120
+    assert "'db_password=hun…" in details[0]

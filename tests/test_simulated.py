@@ -10,16 +10,15 @@ import pandas as pd
 import pytest
 from statsmodels.tsa.stattools import adfuller
 
-from ingestion.records import EventKind, FeedState, Trade
 from ingestion.simulated import (
     KNOWN_SYMBOLS,
     SPREAD_SD,
     SimulatedSource,
     symbol_spec,
 )
-from ingestion.source import now_ms
-from tests.factories import RecordingSink, assert_connected_then_stops_promptly, key
-from tests.fake_binance import eventually
+from records import EventKind, FeedState, Trade, now_ms
+from testkit.sources import RecordingSink, assert_connected_then_stops_promptly, key
+from testkit.waiting import eventually
 
 START_MS = 1_765_000_000_000  # 2025-12-06T05:46:40Z, a fixed market start for reproducibility
 HOURS = 4
@@ -250,3 +249,24 @@ def test_run_paces_market_time_against_the_wall_clock() -> None:
     # ...and not far behind either: 100 trades at ~18/s x 20 take ~0.3 s, not much more.
     last = sink.trades[-1]
     assert (last.recv_ms - wall_start) - (last.ts_ms - source.start_ms) / speed < 500
+
+
+def test_adding_a_symbol_keeps_the_market_going_without_gaps_or_jumps() -> None:
+    """A dashboard tab that watches one more symbol must not restart the market the others watch."""
+    source = SimulatedSource(["BTCUSDT", "ETHUSDT"], seed=7, start_ms=START_MS)
+    trades = source.generate(seconds=600)
+    before = list(itertools.islice(trades, 2_000))
+    source.set_symbols(["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    after = list(itertools.islice(trades, 3_000))
+    assert source.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert {t.symbol for t in after} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert after[0].ts_ms >= before[-1].ts_ms
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        old = [t for t in before if t.symbol == symbol]
+        new = [t for t in after if t.symbol == symbol]
+        assert new[0].trade_id == old[-1].trade_id + 1  # ids continue: no gap for the engine to report
+        assert abs(new[0].price / old[-1].price - 1) < 0.002  # the price carries on from where it was
+    sol = [t for t in after if t.symbol == "SOLUSDT"]
+    assert sol and all(b.trade_id == a.trade_id + 1 for a, b in itertools.pairwise(sol))
+    with pytest.raises(ValueError, match="at least 2 distinct symbols"):
+        source.set_symbols(["BTCUSDT"])

@@ -5,25 +5,23 @@ The engine evaluates the rules; this module only edits them and shows what the e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from alerts.rules import TIMEFRAME_LABELS, parse_rule
-from alerts.store import AlertRecord, AlertStore
-from dashboard.export import to_csv_bytes
-from ingestion.source import now_ms
+from alerts.rules import parse_rule
+from records import now_ms
+from records.alerts import TIMEFRAME_LABELS
+from storage import Site, open_alerts
+from storage.base import AlertRecord
+from ui.export import to_csv_bytes
 
 # Alerts stored in the last five minutes (wall clock, so a fast replay does not flash them by) stay on a banner.
 BANNER_WINDOW_MS = 5 * 60_000
 HISTORY_LIMIT = 500
 
 
-def recent_alerts(store_path: Path, limit: int = HISTORY_LIMIT) -> list[AlertRecord]:
-    if not store_path.exists():
-        return []
-    with AlertStore(store_path) as store:
+def recent_alerts(site: Site, limit: int = HISTORY_LIMIT) -> list[AlertRecord]:
+    with open_alerts(site) as store:
         return store.alerts(limit=limit)
 
 
@@ -59,17 +57,17 @@ def render_banners(records: list[AlertRecord], tz: str) -> None:
             st.warning(f"🔔 {record.event.message} · bar {when:%H:%M:%S}", icon="⚠️")
 
 
-def _set_enabled(store_path: Path, rule_id: int, key: str) -> None:
-    with AlertStore(store_path) as store:
+def _set_enabled(site: Site, rule_id: int, key: str) -> None:
+    with open_alerts(site) as store:
         store.set_enabled(rule_id, bool(st.session_state[key]))
 
 
-def _delete(store_path: Path, rule_id: int) -> None:
-    with AlertStore(store_path) as store:
+def _delete(site: Site, rule_id: int) -> None:
+    with open_alerts(site) as store:
         store.delete_rule(rule_id)
 
 
-def render_alerts_tab(store_path: Path, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
+def render_alerts_tab(site: Site, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
     """Create rules for the selected pair/timeframe/window, manage them, review the history."""
     with st.form("new_rule", clear_on_submit=False, border=True):
         st.markdown(f"**New rule** for {pair[0]}/{pair[1]} · {TIMEFRAME_LABELS[timeframe_ms]} bars · window {window}")
@@ -84,7 +82,7 @@ def render_alerts_tab(store_path: Path, pair: tuple[str, str], timeframe_ms: int
             try:
                 rule = parse_rule(text, pair=pair, timeframe_ms=timeframe_ms, window=window,
                                   hysteresis=hysteresis or None, cooldown_s=cooldown)
-                with AlertStore(store_path) as store:
+                with open_alerts(site) as store:
                     stored, added = store.ensure_rule(rule)
             except ValueError as exc:
                 st.error(f"Rule not added: {exc}")
@@ -92,7 +90,7 @@ def render_alerts_tab(store_path: Path, pair: tuple[str, str], timeframe_ms: int
                 (st.success if added else st.info)(
                     f"{'Added' if added else 'Already there'}: {stored.describe()} (rule {stored.id})")
 
-    with AlertStore(store_path) as store:
+    with open_alerts(site) as store:
         rules = store.rules()
         # Callbacks run before the next script run, so the list below is drawn with the change applied.
         for rule in rules:
@@ -101,8 +99,8 @@ def render_alerts_tab(store_path: Path, pair: tuple[str, str], timeframe_ms: int
             label_col.markdown(f"`{rule.describe()}` · {scope} · {rule.timeframe_label} · hysteresis "
                                f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s")
             toggle_col.toggle("on", value=rule.enabled, key=f"rule_on_{rule.id}", on_change=_set_enabled,
-                              args=(store_path, rule.id, f"rule_on_{rule.id}"))
-            delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(store_path, rule.id))
+                              args=(site, rule.id, f"rule_on_{rule.id}"))
+            delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(site, rule.id))
         if not rules:
             st.caption("No rules yet. The engine evaluates rules on every closed bar, also with no browser open.")
         records = store.alerts(limit=HISTORY_LIMIT)

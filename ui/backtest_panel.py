@@ -7,9 +7,9 @@ import streamlit as st
 
 from analytics import InsufficientDataError
 from analytics.backtest import backtest_mean_reversion
-from dashboard.export import to_csv_bytes
-from dashboard.stats import SECONDS_PER_YEAR
+from config import SECONDS_PER_YEAR
 from ui import charts
+from ui.export import to_csv_bytes
 from ui.panels import fmt
 
 HEDGES = {"Rolling OLS": "rolling_ols", "Kalman filter": "kalman", "OLS on the warm-up bars": "static_ols"}

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from config import ConfigError, Settings, parse_symbols
-from dashboard.data import LOOKBACKS_MS, TIMEFRAMES_MS
-from dashboard.pair import REGRESSIONS
+from config import TIMEFRAMES_MS, WINDOW_RANGE, ConfigError, Settings, parse_symbols
+from ingestion.replay import replay_files
+from ingestion.sources import SOURCES
+from pairs.bars import LOOKBACKS_MS
+from pairs.compute import REGRESSIONS
 
-SOURCE_LABELS = {
-    "binance": "Live Binance",
-    "simulated": "Simulated market",
-    "replay": "Replay file",
-    "uploaded": "Uploaded dataset",
-}
+UPLOADED = "uploaded"  # the page's own data source: two uploaded OHLC datasets, no feed
+SOURCE_LABELS = {**{name: spec.label for name, spec in SOURCES.items()}, UPLOADED: "Uploaded dataset"}
+TIMEFRAME_NAMES = {"1s": "1 s", "1m": "1 min", "5m": "5 min"}
 TIME_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Chicago", "Asia/Kolkata",
               "Asia/Singapore", "Asia/Hong_Kong", "Asia/Tokyo", "Australia/Sydney")
 
@@ -57,19 +56,30 @@ class Controls:
 
 
 def source_controls(base: Settings) -> tuple[str, Path | None] | None:
-    """Data source radio (and replay path); None while a replay path is still missing."""
+    """Data source radio (and the replay file); None while there is no file to replay.
+
+    Browsers pick a replay file from a list: the regular files of ``base.replay_folder`` (plus
+    the operator's own ``QUANT_REPLAY_FILE``). What comes back is one of those paths, never text
+    a browser typed, so no session can make the server open any other file.
+    """
     st.sidebar.header("Data")
     sources = list(SOURCE_LABELS)
     source = st.sidebar.radio("Source", sources, format_func=SOURCE_LABELS.__getitem__, key="source",
-                              index=sources.index(base.source))
+                              index=sources.index(base.source) if base.source in sources else 0)
     if source != "replay":
         return source, base.replay_file
-    raw = st.sidebar.text_input("Recorded file (NDJSON or project database)", value=str(base.replay_file or ""),
-                                key="replay_file")
-    if not raw.strip():
-        st.info("Enter the path of a recorded tick file to replay.")
+    folder = base.replay_folder
+    choices = replay_files(folder)
+    if base.replay_file is not None and base.replay_file not in choices:
+        choices.insert(0, base.replay_file)
+    if not choices:
+        st.info(f"No recorded files to replay: put NDJSON tick files or project databases in the folder "
+                f"{str(folder)!r} (QUANT_REPLAY_DIR) on the server.")
         return None
-    return source, Path(raw.strip())
+    names = [path.name for path in choices]
+    picked = st.sidebar.selectbox("Recorded file", range(len(choices)), format_func=names.__getitem__,
+                                  key="replay_choice", help=f"Files in {folder} on the server")
+    return source, choices[picked]
 
 
 def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
@@ -101,11 +111,12 @@ def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str,
     else:
         y, x = pair
     st.sidebar.header("Analytics")
-    timeframe = st.sidebar.radio("Timeframe", timeframes, horizontal=True, key="timeframe")
+    timeframe = st.sidebar.radio("Timeframe", timeframes, horizontal=True, key="timeframe",
+                                 format_func=TIMEFRAME_NAMES.__getitem__)
     lookback = st.sidebar.selectbox("Lookback", list(LOOKBACKS_MS), index=1, key="lookback",
-                                    disabled=source == "uploaded",
+                                    disabled=source == UPLOADED,
                                     help="Uploaded datasets are always shown whole.")
-    window = st.sidebar.slider("Rolling window (bars)", 10, 200, 60, key="window")
+    window = st.sidebar.slider("Rolling window (bars)", *WINDOW_RANGE, 60, key="window")
     regression = st.sidebar.selectbox("Regression", list(REGRESSIONS), key="regression",
                                       help="In-sample fits use the whole lookback, future bars included.")
     log_prices = st.sidebar.radio("Spread on", ["price", "log price"], horizontal=True, key="spread_on") == "log price"

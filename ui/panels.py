@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from analytics import InsufficientDataError
-from dashboard.data import PairBars
-from dashboard.export import analytics_table, ohlcv_table, to_csv_bytes
-from dashboard.pair import PairAnalytics, format_duration
-from dashboard.stats import CointegrationReport, run_tests, symbol_summary
+from pairs.bars import PairBars
+from pairs.compute import PairAnalytics, format_duration
+from ui.export import analytics_table, ohlcv_table, to_csv_bytes
+from ui.stats import CointegrationReport, run_tests, symbol_summary
 
 
 def fmt(value: float | None, digits: int = 4) -> str:

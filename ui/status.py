@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from ingestion.records import FeedState, FeedStatus
+from records import FeedState, FeedStatus, StorageState
 
 
 def format_age(seconds: float | None) -> str:
@@ -27,6 +27,15 @@ def feed_is_failing(status: FeedStatus) -> bool:
     return status.state is FeedState.STOPPED and status.last_error is not None
 
 
+def render_storage_problem(status: FeedStatus) -> None:
+    """A banner when what arrives is not being stored (or only with delay); a note when another process stores it."""
+    if status.storage_state is StorageState.FAILED:
+        lost = f" {status.lost:,} received items were not stored." if status.lost else ""
+        st.error(f"Storage failed: {status.storage_detail}.{lost} Live views continue; history does not.", icon="💾")
+    elif status.storage_state is StorageState.RETRYING:
+        st.warning(f"Storage is retrying: {status.storage_detail} (nothing lost so far).", icon="💾")
+
+
 def render_status(status: FeedStatus) -> None:
     """Compact health line of metrics plus the last error, if any."""
     state, rate, age, reconnects, gaps = st.columns(5)
@@ -39,5 +48,9 @@ def render_status(status: FeedStatus) -> None:
         f"{status.label} · trades {status.trades:,} · duplicates dropped {status.duplicates:,} · "
         f"parse errors {status.parse_errors} · unknown messages {status.unknown_messages}"
     )
+    stored = f"stored {status.stored:,}" if status.storage_state is not StorageState.FOLLOWING else "read-only"
+    st.caption(f"Storage **{status.storage_state.value}** · {stored} · {status.storage_detail}"
+               + (f" · rejected {status.rejected:,}" if status.rejected else "")
+               + (f" · lost {status.lost:,}" if status.lost else ""))
     if status.last_error:
         st.caption(f"Last error: {status.last_error}")

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from config import ConfigError, normalize_symbol
-from dashboard.data import TIMEFRAMES_MS
-from ingestion.source import now_ms
+from config import TIMEFRAMES_MS, ConfigError, Settings, normalize_symbol
+from records import now_ms
+from storage import has_datasets, open_datasets
 from storage.csv_import import MAX_UPLOAD_BYTES, CsvImportError, parse_ohlc_csv
-from storage.datasets import DATASETS_FILE, DatasetInfo, DatasetStore, defaults_from_filename
-
-
-def datasets_path(data_dir: Path) -> Path:
-    """Uploaded datasets live in their own file, never among live/simulated/replayed ticks."""
-    return data_dir / DATASETS_FILE
+from storage.datasets import DatasetInfo, defaults_from_filename
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -28,7 +22,7 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def render_upload(data_dir: Path) -> None:
+def render_upload(settings: Settings) -> None:
     """Upload form: parse on upload (a bad file shows why and stores nothing), save on click."""
     with st.sidebar.expander("Upload OHLC CSV (optional)"):
         upload = st.file_uploader("Binance kline archive (.zip/.csv) or timestamp,open,high,low,close,volume",
@@ -50,7 +44,7 @@ def render_upload(data_dir: Path) -> None:
             return
         try:
             symbol = normalize_symbol(raw_symbol)
-            with DatasetStore(datasets_path(data_dir)) as store:
+            with open_datasets(settings) as store:
                 result = store.add(frame, name=name.strip(), symbol=symbol, filename=upload.name,
                                    content_hash=frame_hash(frame), uploaded_ms=now_ms())
         except (ConfigError, ValueError) as exc:
@@ -62,11 +56,10 @@ def render_upload(data_dir: Path) -> None:
             st.info(f"Already stored as “{result.dataset.name}”; nothing added.")
 
 
-def list_datasets(data_dir: Path) -> list[DatasetInfo]:
-    path = datasets_path(data_dir)
-    if not path.exists():
+def list_datasets(settings: Settings) -> list[DatasetInfo]:
+    if not has_datasets(settings):
         return []
-    with DatasetStore(path) as store:
+    with open_datasets(settings) as store:
         return store.list()
 
 
@@ -91,7 +84,7 @@ def dataset_timeframes(y: DatasetInfo, x: DatasetInfo) -> tuple[str, ...]:
     return tuple(label for label, ms in TIMEFRAMES_MS.items() if ms >= coarsest) or (next(reversed(TIMEFRAMES_MS)),)
 
 
-def load_dataset_frames(data_dir: Path, y: DatasetInfo, x: DatasetInfo) -> dict[str, pd.DataFrame]:
+def load_dataset_frames(settings: Settings, y: DatasetInfo, x: DatasetInfo) -> dict[str, pd.DataFrame]:
     """OHLC frames keyed by dataset name (names are unique; two files may share a symbol)."""
-    with DatasetStore(datasets_path(data_dir)) as store:
+    with open_datasets(settings) as store:
         return {y.name: store.load(y.id), x.name: store.load(x.id)}

@@ -24,6 +24,7 @@ from analytics import (
     rolling_zscore,
     spread,
 )
+from config import WINDOW_RANGE
 
 # UI label → (analytics method, whether the fit looks at the whole lookback at once).
 REGRESSIONS: dict[str, tuple[str, bool]] = {
@@ -70,8 +71,9 @@ class PairParams:
     def __post_init__(self) -> None:
         if self.y == self.x:
             raise ValueError(f"pick two different symbols for Y and X (both are {self.y})")
-        if not 10 <= self.window <= 200:
-            raise ValueError(f"rolling window must be between 10 and 200 bars, got {self.window}")
+        low, high = WINDOW_RANGE
+        if not low <= self.window <= high:
+            raise ValueError(f"rolling window must be between {low} and {high} bars, got {self.window}")
         if self.regression not in REGRESSIONS:
             raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
 

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ingestion.records import Trade
+from ingestion.source import excerpt
+from records import Trade
 
 # Ids and times are stored as SQLite INTEGER and numpy int64: anything larger is garbage, not a trade.
 MAX_ID = 2**63 - 1
@@ -31,13 +32,21 @@ class ServerShutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionReply:
+    """The answer to a SUBSCRIBE/UNSUBSCRIBE request: ``error`` is None on success, else Binance's message."""
+
+    request_id: int | str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownMessage:
-    """Valid JSON we do not handle (other event types, subscription replies)."""
+    """Valid JSON we do not handle (other event types)."""
 
     event_type: str
 
 
-Message = Trade | ServerShutdown | UnknownMessage
+Message = Trade | ServerShutdown | SubscriptionReply | UnknownMessage
 
 
 def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade:
@@ -59,16 +68,17 @@ def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade:
         buyer_is_maker = payload["m"]
     except KeyError as exc:
         raise MalformedMessage(f"trade payload lacks field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise MalformedMessage(f"trade payload has a non-numeric price or quantity: {exc}") from None
+    except (TypeError, ValueError):
+        raise MalformedMessage(f"trade payload has a non-numeric price {excerpt(payload.get('p'))} or quantity "
+                               f"{excerpt(payload.get('q'))}") from None
     if not isinstance(symbol, str) or not symbol:
-        raise MalformedMessage(f"trade payload has an invalid symbol {symbol!r}")
+        raise MalformedMessage(f"trade payload has an invalid symbol {excerpt(symbol)}")
     if type(trade_id) is not int or type(ts_ms) is not int or not (0 <= trade_id <= MAX_ID and 0 < ts_ms <= MAX_ID):
-        raise MalformedMessage(f"trade payload has an invalid id {trade_id!r} or time {ts_ms!r}")
+        raise MalformedMessage(f"trade payload has an invalid id {excerpt(trade_id)} or time {excerpt(ts_ms)}")
     if not (math.isfinite(price) and price > 0 and math.isfinite(qty) and qty >= 0):
         raise MalformedMessage(f"trade payload has an invalid price {price!r} or quantity {qty!r}")
     if type(buyer_is_maker) is not bool:
-        raise MalformedMessage(f"trade payload has a non-boolean 'm' {buyer_is_maker!r}")
+        raise MalformedMessage(f"trade payload has a non-boolean 'm' {excerpt(buyer_is_maker)}")
     return Trade(symbol.upper(), trade_id, ts_ms, recv_ms, price, qty, buyer_is_maker)
 
 
@@ -84,6 +94,16 @@ _PARSERS = {
 }
 
 
+def parse_subscription_reply(payload: dict[str, Any]) -> SubscriptionReply:
+    """Parse ``{"result":null,"id":1}`` (success) or ``{"error":{"code":2,"msg":"Invalid request"},"id":1}``."""
+    request_id = payload.get("id")
+    error = payload.get("error")
+    if error is None:
+        return SubscriptionReply(request_id if isinstance(request_id, (int, str)) else None, None)
+    text = error.get("msg") if isinstance(error, dict) else error
+    return SubscriptionReply(request_id if isinstance(request_id, (int, str)) else None, str(text)[:200])
+
+
 def parse_payload(payload: Any, recv_ms: int) -> Message:
     """Dispatch one unwrapped payload (a JSON object) on its ``"e"`` field."""
     if not isinstance(payload, dict):
@@ -91,7 +111,8 @@ def parse_payload(payload: Any, recv_ms: int) -> Message:
     event_type = payload.get("e")
     parser = _PARSERS.get(event_type) if isinstance(event_type, str) else None
     if parser is None:
-        # Subscription replies look like {"result":null,"id":1}; anything else is a new event type.
+        if "id" in payload and ("result" in payload or "error" in payload):
+            return parse_subscription_reply(payload)
         label = event_type if isinstance(event_type, str) else ",".join(sorted(payload)[:4]) or "{}"
         return UnknownMessage(label)
     return parser(payload, recv_ms)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from analytics import log_returns
-from dashboard.data import PairBars
-from dashboard.pair import PairAnalytics
+from pairs.bars import PairBars
+from pairs.compute import PairAnalytics
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from analytics import AdfResult, EngleGrangerResult, InsufficientDataError, adf, engle_granger
-from dashboard.pair import PairAnalytics
+from config import SECONDS_PER_YEAR
+from pairs.compute import PairAnalytics
 
 MIN_TEST_BARS = 30
-SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,21 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from analytics import AlignedBars, InsufficientDataError, align_bars, bars_to_frame, rebar, resample_ticks
+from ingestion.engine import Engine
 from ingestion.live_bars import BASE_INTERVAL_MS
-from ingestion.source import now_ms
-from storage.sqlite import SqliteStore
+from records import now_ms
+from storage import Site, open_ticks
 
-if TYPE_CHECKING:  # the engine owns the alert monitor, which reads bars through this module
-    from ingestion.engine import Engine
-
-TIMEFRAMES_MS: dict[str, int] = {"1 s": 1_000, "1 min": 60_000, "5 min": 300_000}
 LOOKBACKS_MS: dict[str, int] = {
     "15 min": 15 * 60_000, "1 h": 3_600_000, "4 h": 4 * 3_600_000, "24 h": 24 * 3_600_000,
 }
@@ -38,8 +33,8 @@ HISTORY_REFRESH_MS = 60_000
 class BarHistory:
     """1 s bars resampled from the stored ticks, per symbol, cached by the boundary they stop at."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
+    def __init__(self, site: Site) -> None:
+        self.site = site
         self._cache: dict[str, tuple[int, pd.DataFrame]] = {}
         self._lock = threading.Lock()
         self.loads = 0  # database reads so far (for tests and benchmarks)
@@ -50,10 +45,10 @@ class BarHistory:
             cached = self._cache.get(symbol)
             if cached is not None and cached[0] == boundary_ms:
                 return cached[1]
-            if not self.db_path.exists():
+            if not self.site.exists():
                 frame = bars_to_frame([])
             else:
-                with SqliteStore(self.db_path) as store:
+                with open_ticks(self.site) as store:
                     ticks = store.ticks(symbol, start_ms=boundary_ms - HISTORY_MAX_MS, end_ms=boundary_ms)
                 frame = resample_ticks(ticks.ts_ms, ticks.price, ticks.qty, BASE_INTERVAL_MS)
                 self.loads += 1

@@ -12,15 +12,15 @@ the engine and each UI session open their own. WAL lets them read while another 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from alerts.events import AlertEvent
-from alerts.rules import AlertRule
-from storage.sqlite import SchemaError, connect
+from records import now_ms as wall_clock_ms
+from records.alerts import AlertEvent, AlertRule
+from storage.base import AlertRecord
+from storage.errors import SchemaError
+from storage.sqlite import SqliteDatabase, errors_named, transaction
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -71,30 +71,18 @@ _RULE_COLUMNS = 'id, metric, operator, threshold, y, x, symbol, timeframe_ms, "w
 _BUMP_VERSION = "UPDATE alert_rules_version SET version = version + 1 WHERE id = 1"
 
 
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """One stored alert: the event plus its row id and the wall-clock time it was stored (epoch ms)."""
-
-    id: int
-    created_ms: int
-    event: AlertEvent
-
-
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class AlertStore:
-    """Rules and fired alerts in one SQLite file. Not thread-safe: one instance per thread.
+class SqliteAlertStore(SqliteDatabase):
+    """Rules and fired alerts in one SQLite file; implements :class:`storage.base.AlertStore`.
 
     ``now_ms`` supplies ``created_ms`` (wall clock, epoch ms); tests pass a fake clock.
     """
 
+    MIGRATIONS = _MIGRATIONS
+
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000,
-                 now_ms: Callable[[], int] = _wall_clock_ms) -> None:
-        self.path = Path(path)
+                 now_ms: Callable[[], int] = wall_clock_ms) -> None:
+        super().__init__(path, busy_timeout_ms=busy_timeout_ms)
         self._now_ms = now_ms
-        self._conn = connect(self.path, _MIGRATIONS, busy_timeout_ms=busy_timeout_ms)
         tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = {"alert_rules", "alerts", "alert_rules_version"} - tables
         if missing:
@@ -107,7 +95,7 @@ class AlertStore:
     def add_rule(self, rule: AlertRule) -> AlertRule:
         """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
         y, x = rule.pair if rule.pair is not None else (None, None)
-        with self._transaction():
+        with errors_named(self.path), transaction(self._conn):
             cursor = self._conn.execute(
                 f"INSERT INTO alert_rules ({_RULE_COLUMNS}, created_ms, text) "
                 "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,11 +124,12 @@ class AlertStore:
         sql = f"SELECT {_RULE_COLUMNS} FROM alert_rules"
         if enabled_only:
             sql += " WHERE enabled = 1"
-        return [_rule_from_row(row) for row in self._conn.execute(sql + " ORDER BY id")]
+        with errors_named(self.path):
+            return [_rule_from_row(row) for row in self._conn.execute(sql + " ORDER BY id")]
 
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Enable or disable a rule; False if no rule has that id."""
-        with self._transaction():
+        with errors_named(self.path), transaction(self._conn):
             changed = self._conn.execute(
                 "UPDATE alert_rules SET enabled = ? WHERE id = ?", (int(enabled), rule_id)
             ).rowcount
@@ -150,7 +139,7 @@ class AlertStore:
 
     def delete_rule(self, rule_id: int) -> bool:
         """Delete a rule (its past alerts stay in the history); False if no rule has that id."""
-        with self._transaction():
+        with errors_named(self.path), transaction(self._conn):
             changed = self._conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,)).rowcount
             if changed:
                 self._conn.execute(_BUMP_VERSION)
@@ -164,7 +153,8 @@ class AlertStore:
         see other connections' commits, but it changes on every alert insert too and never on
         this connection's own changes.)
         """
-        return self._conn.execute("SELECT version FROM alert_rules_version WHERE id = 1").fetchone()[0]
+        with errors_named(self.path):
+            return self._conn.execute("SELECT version FROM alert_rules_version WHERE id = 1").fetchone()[0]
 
     # ------------------------------------------------------------------ alerts
 
@@ -174,51 +164,29 @@ class AlertStore:
         That makes re-evaluating the same bars after a restart (or by two engines) idempotent.
         Events of never-stored rules (``rule_id`` None) are always new: SQL's NULLs are distinct.
         """
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, created_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value, event.threshold,
-             event.message, self._now_ms()),
-        )
+        with errors_named(self.path):
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, "
+                "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value,
+                 event.threshold, event.message, self._now_ms()),
+            )
         return cursor.rowcount == 1
 
     def alerts(self, limit: int = 200, since_ms: int | None = None) -> list[AlertRecord]:
         """Most recent alerts first (by market time), at most ``limit``, with ``ts_ms >= since_ms``."""
-        rows = self._conn.execute(
-            "SELECT id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message FROM alerts "
-            "WHERE ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
-            (since_ms if since_ms is not None else -(2**62), int(limit)),
-        ).fetchall()
+        with errors_named(self.path):
+            rows = self._conn.execute(
+                "SELECT id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message FROM alerts "
+                "WHERE ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
+                (since_ms if since_ms is not None else -(2**62), int(limit)),
+            ).fetchall()
         return [
             AlertRecord(id=row_id, created_ms=created_ms, event=AlertEvent(
                 rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
                 threshold=threshold, message=message))
             for row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message in rows
         ]
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> AlertStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (the connection autocommits)."""
-        # IMMEDIATE takes the write lock up front, where busy_timeout applies, instead of
-        # failing half-way when a deferred transaction upgrades to a writer.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
 
 def _rule_from_row(row: tuple) -> AlertRule:

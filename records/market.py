@@ -1,4 +1,4 @@
-"""Normalised, immutable records that cross the source → engine boundary.
+"""Normalised, immutable market records shared by every layer: trades, feed events, feed status.
 
 All times are UTC integer epoch milliseconds. ``ts_ms`` is the exchange's trade time (Binance
 ``T``), ``recv_ms`` the local wall-clock time the frame was received.
@@ -6,8 +6,16 @@ All times are UTC integer epoch milliseconds. ``ts_ms`` is the exchange's trade 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import Enum
+
+import numpy as np
+
+
+def now_ms() -> int:
+    """Wall-clock UTC time in integer epoch milliseconds (the one wall clock of the project)."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,7 @@ class EventKind(str, Enum):
     ERROR = "error"
     SHUTDOWN_NOTICE = "shutdown_notice"
     ROLLOVER = "rollover"
+    SUBSCRIBED = "subscribed"  # the watched symbols changed on an open connection
     BACKFILL = "backfill"
     STARTED = "started"
     STOPPED = "stopped"
@@ -61,6 +70,15 @@ class FeedState(str, Enum):
     STOPPED = "stopped"
 
 
+class StorageState(str, Enum):
+    """Whether what the feed receives is being stored, shown beside the feed state."""
+
+    OK = "ok"  # batches commit
+    RETRYING = "retrying"  # a batch waits for the database (locked, busy, server away); nothing lost yet
+    FAILED = "failed"  # the writer stopped (e.g. a damaged database): nothing more is stored
+    FOLLOWING = "following"  # this process does not write: it reads what another process (a recorder) stores
+
+
 @dataclass(frozen=True, slots=True)
 class FeedStatus:
     """Snapshot of feed health for the status panel. Ages and rates are in seconds."""
@@ -82,3 +100,25 @@ class FeedStatus:
     unknown_messages: int
     last_error: str | None
     label: str  # e.g. "LIVE Binance", "SIMULATED", "REPLAY ticks.ndjson"
+    storage_state: StorageState = StorageState.OK
+    storage_detail: str = ""  # the database, and what is wrong with it when not OK
+    stored: int = 0  # trades committed by this process (duplicates excluded)
+    rejected: int = 0  # rows the database refused
+    lost: int = 0  # items received after storage failed: never stored
+
+
+@dataclass(frozen=True, slots=True)
+class TickArrays:
+    """Column arrays of one symbol's ticks, time-ordered. ``ts_ms``: epoch ms (int64)."""
+
+    trade_id: np.ndarray
+    ts_ms: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+
+    @classmethod
+    def empty(cls) -> TickArrays:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0))
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)

@@ -12,7 +12,9 @@ What the real exchange does, and how this source copes:
   arrive every 20 s, so 30 s of nothing means the socket is dead);
 * ``serverShutdown`` notices and the 24 h connection limit → open a new connection first, keep
   reading the old one until the new one delivers data, then close the old one. Trades seen on
-  both are dropped by the engine's sequencer and by the store's idempotent insert.
+  both are dropped by the engine's sequencer and by the store's idempotent insert;
+* a change of the watched symbols (another dashboard tab watching more) → ``SUBSCRIBE`` /
+  ``UNSUBSCRIBE`` requests on the open connection, so the symbols already watched lose nothing.
 
 The socket is read in this thread with a short timeout so that stop requests and the watchdog
 are serviced even when the market is quiet.
@@ -20,6 +22,7 @@ are serviced even when the market is quiet.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import select
@@ -31,9 +34,9 @@ import websocket
 
 from config import Settings
 from ingestion.backoff import AttemptBudget, Backoff
-from ingestion.binance_parse import MalformedMessage, ServerShutdown, parse_frame
-from ingestion.records import EventKind, FeedEvent, FeedState, Trade
-from ingestion.source import SourceStats, TradeSink, now_ms
+from ingestion.binance.parse import MalformedMessage, ServerShutdown, SubscriptionReply, parse_frame
+from ingestion.source import SourceStats, TradeSink
+from records import EventKind, FeedEvent, FeedState, Trade, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,14 @@ OVERLAP_TIMEOUT_S = 10.0  # longest we keep reading the old connection after ope
 OVERLAP_RETRY_S = 10.0  # after a failed rollover attempt, keep the old connection and retry later
 
 
-def stream_url(ws_url: str, symbols: tuple[str, ...]) -> str:
-    """Combined-stream URL, e.g. ``wss://…:9443/stream?streams=btcusdt@trade/ethusdt@trade``.
+def stream_name(symbol: str) -> str:
+    """Binance's trade stream of a validated symbol (``config.normalize_symbol``): ``btcusdt@trade``."""
+    return f"{symbol.lower()}@trade"
 
-    Symbols must already be validated (``config.normalize_symbol``); they are lower-cased here
-    because Binance stream names are lower case.
-    """
-    return f"{ws_url}/stream?streams=" + "/".join(f"{s.lower()}@trade" for s in symbols)
+
+def stream_url(ws_url: str, symbols: tuple[str, ...]) -> str:
+    """Combined-stream URL, e.g. ``wss://…:9443/stream?streams=btcusdt@trade/ethusdt@trade``."""
+    return f"{ws_url}/stream?streams=" + "/".join(stream_name(s) for s in symbols)
 
 
 @dataclass
@@ -71,6 +75,8 @@ class _Connection:
     # and notes the first id it holds per symbol.
     held: list[Trade] | None = None
     first_held_ids: dict[str, int] = field(default_factory=dict)
+    # The symbols whose streams this connection carries (its URL, then SUBSCRIBE/UNSUBSCRIBE).
+    subscribed: tuple[str, ...] = ()
 
 
 class BinanceSource:
@@ -94,6 +100,7 @@ class BinanceSource:
         rng: random.Random | None = None,
     ) -> None:
         self.symbols = symbols
+        self.ws_url = ws_url
         self.url = stream_url(ws_url, symbols)
         self.label = "LIVE Binance spot"
         self.stats = SourceStats()
@@ -107,6 +114,8 @@ class BinanceSource:
         self.budget = AttemptBudget(limit=100, window_s=300.0)
         self.connections_opened = 0
         self._sink: TradeSink | None = None
+        self._wanted = symbols  # set by set_symbols from any thread, applied by the source thread
+        self._request_id = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BinanceSource:
@@ -121,6 +130,15 @@ class BinanceSource:
             backoff_max=settings.backoff_max,
             stable_after=settings.stable_after,
         )
+
+    def set_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Watch ``symbols`` from now on; the source thread (re)subscribes within ~0.1 s.
+
+        Reconnections use the new set; the open connection changes its subscriptions in place.
+        """
+        self._wanted = tuple(symbols)
+        self.symbols = self._wanted
+        self.url = stream_url(self.ws_url, self._wanted)
 
     # ------------------------------------------------------------------ lifecycle
     def run(self, sink: TradeSink, stop: threading.Event) -> None:
@@ -175,8 +193,10 @@ class BinanceSource:
         self.budget.record()
         ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
         ws.settimeout(self.connect_timeout)
+        symbols = self._wanted  # read once: set_symbols may replace it meanwhile
+        url = stream_url(self.ws_url, symbols)
         try:
-            ws.connect(self.url, suppress_origin=True)
+            ws.connect(url, suppress_origin=True)
         except BaseException:
             ws.shutdown()
             raise
@@ -193,10 +213,10 @@ class BinanceSource:
         self.stats.state = FeedState.CONNECTED
         opened_ms = now_ms()
         self.stats.connected_since_ms = opened_ms
-        self._emit(EventKind.CONNECTED, self.url)
-        log.info("connected to %s", self.url)
+        self._emit(EventKind.CONNECTED, url)
+        log.info("connected to %s", url)
         return _Connection(ws, opened=now, opened_ms=opened_ms, last_frame=now, last_ping=now,
-                           held=[] if rollover else None)
+                           held=[] if rollover else None, subscribed=symbols)
 
     def _close(self, conn: _Connection, *, graceful: bool) -> None:
         try:
@@ -244,6 +264,8 @@ class BinanceSource:
                         self._close(conn, graceful=True)
                         return self._take_over(successor)
                 problem = self._liveness_problem(conn, now)
+                if problem is None and successor is None and conn.subscribed != self._wanted:
+                    problem = self._resubscribe(conn)
                 if problem:
                     self._drop(conn, problem)
                     return self._take_over(successor)
@@ -313,6 +335,25 @@ class BinanceSource:
                 conn.awaiting_pong_since = now
         return None
 
+    def _resubscribe(self, conn: _Connection) -> str | None:
+        """Bring the connection's streams to the wanted symbols; a reason if the socket failed."""
+        wanted = self._wanted
+        added = [stream_name(s) for s in wanted if s not in conn.subscribed]
+        removed = [stream_name(s) for s in conn.subscribed if s not in wanted]
+        for method, streams in (("SUBSCRIBE", added), ("UNSUBSCRIBE", removed)):
+            if not streams:
+                continue
+            self._request_id += 1
+            request = json.dumps({"method": method, "params": streams, "id": self._request_id})
+            try:
+                conn.ws.send(request)
+            except (OSError, websocket.WebSocketException) as exc:
+                return f"{method} failed: {_describe(exc)}"
+            self._emit(EventKind.SUBSCRIBED, f"{method.lower()} {'/'.join(streams)}")
+            log.info("%s %s", method, ",".join(streams))
+        conn.subscribed = wanted
+        return None
+
     def _open_successor(self, conn: _Connection) -> _Connection | None:
         reason = "serverShutdown notice" if conn.shutdown_notice else "connection age limit"
         log.info("rolling over to a new connection (%s)", reason)
@@ -343,6 +384,10 @@ class BinanceSource:
                 conn.first_held_ids.setdefault(message.symbol, message.trade_id)
             else:
                 self._sink.on_trade(message)  # type: ignore[union-attr]
+        elif type(message) is SubscriptionReply:
+            if message.error is not None:
+                self._set_error(f"subscription request {message.request_id} refused: {message.error}")
+                self._emit(EventKind.ERROR, self.stats.last_error or "")
         elif type(message) is ServerShutdown:
             conn.shutdown_notice = True
             self._emit(EventKind.SHUTDOWN_NOTICE, f"serverShutdown at {message.ts_ms}")

@@ -48,12 +48,13 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from testkit.waiting import poll
+
 __all__ = [
     "DEFAULT_TICKS_PATH",
     "TRADE_ID_BASES",
     "FakeBinance",
     "RecordedTrade",
-    "eventually",
     "load_recorded_trades",
     "parse_stream_path",
     "spot_trade_frame",
@@ -86,41 +87,6 @@ _STREAM_RE = re.compile(r"^[a-z0-9]{2,20}@[A-Za-z0-9_@]{1,40}$")
 _PAYLOAD_FMT = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-# --------------------------------------------------------------------------------------------
-# Polling helpers
-# --------------------------------------------------------------------------------------------
-
-
-def eventually(
-    predicate: Callable[[], bool],
-    timeout: float = 5.0,
-    interval: float = 0.005,
-    message: str | Callable[[], str] | None = None,
-) -> None:
-    """Poll ``predicate`` every ``interval`` seconds until it is true or ``timeout`` seconds pass.
-
-    Raises ``AssertionError`` naming the predicate (or ``message``, which may be a callable
-    evaluated at failure time to describe the state) when the deadline passes.
-    """
-    if _poll(predicate, timeout, interval):
-        return
-    if callable(message):
-        message = message()
-    name = getattr(predicate, "__qualname__", repr(predicate))
-    raise AssertionError(message or f"condition {name} not met within {timeout:.2f} s")
-
-
-def _poll(predicate: Callable[[], bool], timeout: float, interval: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return bool(predicate())
-        time.sleep(min(interval, remaining))
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,7 +487,7 @@ class FakeBinance:
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.005) -> bool:
         """Poll ``predicate`` until it is true (return ``True``) or ``timeout`` s pass (``False``)."""
-        return _poll(predicate, timeout, interval)
+        return poll(predicate, timeout, interval)
 
     # ---- sending --------------------------------------------------------------------------
 

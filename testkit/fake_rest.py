@@ -13,7 +13,7 @@ import urllib.parse
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.fake_binance import RecordedTrade
+from testkit.fake_binance import RecordedTrade
 
 
 class FakeRest:

@@ -1,0 +1,95 @@
+"""A source that follows a database another process writes (a headless recorder), for dashboards.
+
+A database has one writer. A dashboard started while a recorder writes its database must not
+start a second feed into it; it reads what the recorder stores instead. :class:`DatabaseFollower`
+polls the store every ``poll_s`` for trades newer than the last it passed on (per symbol, by
+trade id, through the ``(symbol, ts_ms)`` index) and hands them to the engine like any source,
+so the live panel, live bars and charts work as usual, one writer commit behind the recorder.
+
+It ends (state FINISHED, with the reason in ``last_error``) when the writer stops, so the
+dashboard can start a feed of its own instead of drawing from a database nobody fills.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ingestion.source import SourceStats, TradeSink
+from records import EventKind, FeedEvent, FeedState, Trade, now_ms
+from storage import Site, StorageError, current_writer, open_ticks
+from storage.base import TickStore
+from storage.lock import WriterInfo
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+WRITER_CHECK_S = 2.0
+# Trades may commit slightly out of time order (a late trade, a backfill): look this far back
+# in exchange time on every poll; the per-symbol id filter drops what was already passed on.
+LOOKBACK_MS = 10_000
+
+
+class DatabaseFollower:
+    """Source over the trades another process stores in ``site`` (see the module docstring)."""
+
+    name = "follow"
+
+    def __init__(self, site: Site, symbols: tuple[str, ...], writer: WriterInfo, *, poll_s: float = POLL_S) -> None:
+        self.site = site
+        self.symbols = symbols
+        self.writer = writer
+        self.poll_s = poll_s
+        self.label = f"{writer.label} (recorded by pid {writer.pid})"
+        self.stats = SourceStats()
+
+    def set_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Follow ``symbols``; ones the recorder does not record simply never trade."""
+        self.symbols = symbols
+
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        stats = self.stats
+        stats.state = FeedState.CONNECTING
+        try:
+            store = open_ticks(self.site)
+        except StorageError as exc:
+            stats.state, stats.last_error = FeedState.STOPPED, f"cannot read {self.site.location}: {exc}"
+            return
+        with store:
+            last_ids = store.last_trade_ids()  # only what arrives from now on is "live"
+            last_ts = {symbol: now_ms() for symbol in self.symbols}
+            stats.state, stats.connected_since_ms = FeedState.CONNECTED, now_ms()
+            sink.on_event(FeedEvent(now_ms(), EventKind.CONNECTED, None, f"following {self.site.location}"))
+            next_writer_check = time.monotonic() + WRITER_CHECK_S
+            while not stop.wait(self.poll_s):
+                try:
+                    self._poll(store, sink, last_ids, last_ts)
+                except StorageError as exc:  # a busy moment; the next poll tries again
+                    stats.last_error = f"reading {self.site.location}: {exc}"
+                if time.monotonic() >= next_writer_check:
+                    next_writer_check = time.monotonic() + WRITER_CHECK_S
+                    if current_writer(self.site) is None:
+                        stats.last_error = (f"the recorder (pid {self.writer.pid}) stopped writing "
+                                            f"{self.site.location}; this server starts its own feed")
+                        stats.state = FeedState.FINISHED
+                        log.warning("%s", stats.last_error)
+                        return
+        stats.state = FeedState.STOPPED
+
+    def _poll(self, store: TickStore, sink: TradeSink, last_ids: dict[str, int], last_ts: dict[str, int]) -> None:
+        for symbol in self.symbols:
+            ticks = store.ticks(symbol, start_ms=last_ts.setdefault(symbol, now_ms()) - LOOKBACK_MS)
+            fresh = ticks.trade_id > last_ids.get(symbol, -1)
+            if not fresh.any():
+                continue
+            recv = now_ms()
+            self.stats.messages += int(fresh.sum())
+            self.stats.last_message_mono = time.monotonic()
+            # The live views need id, time, price and size; the side of the trade stays in the database.
+            for trade_id, ts_ms, price, qty in zip(ticks.trade_id[fresh].tolist(), ticks.ts_ms[fresh].tolist(),
+                                                   ticks.price[fresh].tolist(), ticks.qty[fresh].tolist(),
+                                                   strict=True):
+                sink.on_trade(Trade(symbol, trade_id, ts_ms, recv, price, qty, False))
+            last_ids[symbol] = int(ticks.trade_id[fresh].max())
+            last_ts[symbol] = max(last_ts[symbol], int(ticks.ts_ms[fresh].max()))

@@ -1,0 +1,22 @@
+"""Plain, immutable records every layer speaks: trades, feed events and status, tick arrays, alerts.
+
+The bottom layer with :mod:`config`: it imports nothing else of the project, so sources,
+storage backends, the pair service, alerts and the UI can all exchange these values.
+"""
+
+from records.alerts import AlertEvent, AlertRule, make_event
+from records.market import EventKind, FeedEvent, FeedState, FeedStatus, StorageState, TickArrays, Trade, now_ms
+
+__all__ = [
+           "AlertEvent",
+           "AlertRule",
+           "EventKind",
+           "FeedEvent",
+           "FeedState",
+           "FeedStatus",
+           "StorageState",
+           "TickArrays",
+           "Trade",
+           "make_event",
+           "now_ms",
+]

@@ -1,0 +1,278 @@
+"""The running service of one source, wired once for both entry points (dashboard and recorder).
+
+:meth:`Service.start` builds, in this order: the source (from the registry), the writer thread
+(the database's one writer, holding its lock), the gap backfiller, the engine and the alert
+monitor, and :meth:`Service.stop` takes them down in reverse, flushing the writer last. When
+another process already writes the database (a headless recorder) and the caller allows it
+(``follow=True``, the dashboard), the service instead follows that database read-only: no
+writer, no backfill, no alert monitor (the recorder evaluates the rules), one engine fed by a
+:class:`~ingestion.follow.DatabaseFollower`.
+
+:class:`ServiceRegistry` is what one dashboard server keeps: at most one service per database,
+shared by every browser session, whose watched symbols grow to cover what the sessions ask
+for. A session never stops a service another session uses; the number of services is bounded
+and a session that would exceed it is told so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from alerts.monitor import AlertMonitor
+from config import Settings
+from ingestion.backfill import Backfiller
+from ingestion.engine import Engine
+from ingestion.follow import DatabaseFollower
+from ingestion.source import Source, SourceSpec
+from ingestion.sources import spec_for
+from ingestion.writer import TickWriter
+from pairs.bars import BarHistory
+from records import FeedState, FeedStatus
+from storage import Site, claim_writer, current_writer, open_ticks, site_for
+from storage.errors import StorageError
+from storage.lock import WriterLock, this_process
+
+log = logging.getLogger(__name__)
+
+MAX_SYMBOLS = 50  # one combined stream carries up to 1,024 streams; the page stays usable at 50
+IDLE_S = 600.0  # a service no session has used for this long may be stopped to make room
+SESSION_TTL_S = 120.0  # a session not seen for this long no longer counts as using its service
+
+
+class TooManyFeeds(RuntimeError):
+    """The registry already runs its maximum number of services, all in use."""
+
+
+class Service:
+    """One source's running pipeline (see the module docstring). Use :meth:`start`, then :meth:`stop` once."""
+
+    def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, history: BarHistory, *,
+                 writer: TickWriter | None = None, backfiller: Backfiller | None = None,
+                 monitor: AlertMonitor | None = None, lock: WriterLock | None = None) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.site = site
+        self.engine = engine
+        self.history = history
+        self.writer = writer
+        self.backfiller = backfiller
+        self.monitor = monitor
+        self._lock = lock
+
+    @classmethod
+    def start(cls, settings: Settings, *, source: Source | None = None, follow: bool = False) -> Service:
+        """Build and start the service for ``settings``.
+
+        ``source`` replaces the registry's (tests, benchmarks). ``follow``: when another process
+        writes the database, read from it instead of refusing. Raises ``ConfigError``/``ValueError``
+        for bad settings (an unknown source, an unreadable replay file), ``WriterBusy`` when the
+        database has a writer and ``follow`` is false, and other ``StorageError``s when the
+        database cannot be opened or is damaged.
+        """
+        spec = spec_for(settings.source)
+        site = site_for(settings, spec.database(settings))
+        site.check()
+        holder = current_writer(site) if follow else None
+        if holder is not None and holder.pid != os.getpid():
+            return cls._follower(settings, spec, site, holder)
+        if source is None:
+            source = spec.create(settings)
+        lock = claim_writer(site, this_process(source.label, settings.symbols))
+        writer = backfiller = monitor = None
+        try:
+            writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
+                                flush_interval_s=settings.flush_interval_ms / 1000,
+                                retention_ms=int(settings.retention_hours * 3_600_000),
+                                max_backlog=settings.max_backlog)
+            writer.start()
+            last_ids = None
+            if spec.capabilities.exchange_ids:
+                # Exchange ids continue across restarts: resume gap detection where the store left off.
+                with open_ticks(site) as store:
+                    last_ids = store.last_trade_ids()
+            if spec.trade_history is not None and spec.capabilities.backfill and settings.backfill_max_trades > 0:
+                history_client = spec.trade_history(settings)
+                backfiller = Backfiller(history_client, writer.put, writer.put,
+                                        max_trades_per_gap=settings.backfill_max_trades)
+                if hasattr(history_client, "emit"):
+                    history_client.emit = writer.put  # rate-limit waits show up in the feed events
+            engine = Engine(settings, source, spec.capabilities, writer=writer, backfiller=backfiller,
+                            last_ids=last_ids)
+            history = BarHistory(site)
+            monitor = AlertMonitor(engine, site, history, webhook_url=settings.webhook_url,
+                                   min_trades=settings.min_trades, min_volume=settings.min_volume)
+            if backfiller is not None:
+                backfiller.start()
+            monitor.start()
+            engine.start()
+        except BaseException:
+            for part in (monitor, backfiller):
+                if part is not None:
+                    part.stop()
+            if writer is not None:
+                writer.stop()
+            lock.release()
+            raise
+        log.info("service started: %s → %s", source.label, site.location)
+        return cls(settings, spec, site, engine, history, writer=writer, backfiller=backfiller, monitor=monitor,
+                   lock=lock)
+
+    @classmethod
+    def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: object) -> Service:
+        follower = DatabaseFollower(site, settings.symbols, holder)  # type: ignore[arg-type]
+        engine = Engine(settings, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
+        engine.start()
+        log.info("following %s, written by %s", site.location, holder.describe())  # type: ignore[attr-defined]
+        return cls(settings, spec, site, engine, BarHistory(site))
+
+    @property
+    def following(self) -> bool:
+        """True when another process writes this database and this service only reads it."""
+        return self.writer is None
+
+    @property
+    def running(self) -> bool:
+        """The source thread is alive (a finished replay or a follower whose recorder stopped is not)."""
+        return self.engine.running
+
+    @property
+    def finished(self) -> bool:
+        """The source ended by itself (a replay at the end of its file, a follower whose recorder left)."""
+        return self.engine.source.stats.state is FeedState.FINISHED
+
+    @property
+    def failed(self) -> bool:
+        """Storage failed: nothing more is stored."""
+        return self.writer is not None and self.writer.error is not None
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.engine.symbols
+
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Add ``symbols`` to those watched (never drops any: other sessions may be watching them)."""
+        wanted = tuple(dict.fromkeys((*self.engine.symbols, *symbols)))
+        if wanted != self.engine.symbols and self.spec.capabilities.resubscribe:
+            self.engine.set_symbols(wanted)
+
+    def status(self) -> FeedStatus:
+        return self.engine.status()
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop the source, the monitor and the backfill, then flush and close the writer; True if all did in time."""
+        done = self.engine.stop(timeout)
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.backfiller is not None:
+            self.backfiller.stop()
+        if self.writer is not None:
+            done = self.writer.stop(timeout) and done
+            log.info("service stopped: %d trades received, %d rows committed",
+                     self.engine.trades, self.writer.committed_trades)
+        if self._lock is not None:
+            self._lock.release()
+        return done
+
+
+@dataclass
+class _Entry:
+    service: Service
+    last_used: float
+    pinned: bool
+
+
+class ServiceRegistry:
+    """The services of one dashboard server, at most one per database (see the module docstring).
+
+    Thread-safe: every browser session calls :meth:`acquire` from its own script thread.
+    """
+
+    def __init__(self, max_services: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S) -> None:
+        self.max_services = max_services
+        self.idle_s = idle_s
+        self.session_ttl_s = session_ttl_s
+        self._entries: dict[str, _Entry] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}  # session id → (database, last seen)
+        self._lock = threading.Lock()
+
+    def acquire(self, session: str, settings: Settings, *, pin: bool = False) -> Service:
+        """The service for ``settings``' database, started if needed, watching at least its symbols.
+
+        ``pin``: never stop it for being idle (the server's configured source, whose alert rules
+        must be evaluated with no tab open). Raises :class:`TooManyFeeds` when a new service is
+        needed but ``max_services`` run and all are in use; the errors of :meth:`Service.start`
+        otherwise. Never stops a service another session uses.
+        """
+        if len(settings.symbols) > MAX_SYMBOLS:
+            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(settings.symbols)}")
+        spec = spec_for(settings.source)
+        key = site_for(settings, spec.database(settings)).location
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and self._unusable(entry.service) and not self._used_by_others(key, session, now):
+                self._stop(key)  # a finished replay, a follower whose recorder left, a dead writer
+                entry = None
+            if entry is None:
+                self._make_room(session, now)
+                entry = self._entries[key] = _Entry(Service.start(settings, follow=True), now, pin)
+            else:
+                union = set(entry.service.symbols) | set(settings.symbols)
+                if len(union) > MAX_SYMBOLS:
+                    raise ValueError(f"symbols: this server already watches {len(entry.service.symbols)} symbols "
+                                     f"on this source; at most {MAX_SYMBOLS} in all")
+                entry.service.watch(settings.symbols)
+            entry.last_used = now
+            entry.pinned = entry.pinned or pin
+            self._sessions[session] = (key, now)
+            return entry.service
+
+    def services(self) -> dict[str, Service]:
+        """The running services by database name (``live``, ``simulated``, ``replay-…``)."""
+        with self._lock:
+            return {entry.service.site.name: entry.service for entry in self._entries.values()}
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        with self._lock:
+            for key in list(self._entries):
+                self._stop(key, timeout)
+
+    # ------------------------------------------------------------------ internals (lock held)
+    @staticmethod
+    def _unusable(service: Service) -> bool:
+        """Storage failed, or a follower whose recorder left: replace it rather than draw from it."""
+        return service.failed or (service.following and (service.finished or not service.running))
+
+    def _used_by_others(self, key: str, session: str, now: float) -> bool:
+        return any(used == key and sid != session and now - seen < self.session_ttl_s
+                   for sid, (used, seen) in self._sessions.items())
+
+    def _make_room(self, session: str, now: float) -> None:
+        if len(self._entries) < self.max_services:
+            return
+        idle = [key for key, entry in self._entries.items()
+                if not entry.pinned and not self._used_by_others(key, session, now)
+                and now - entry.last_used >= self.idle_s]
+        own = self._sessions.get(session, (None, 0.0))[0]
+        # The session's own previous service goes first if nobody else watches it.
+        if own in self._entries and not self._entries[own].pinned and not self._used_by_others(own, session, now):
+            idle.insert(0, own)
+        if not idle:
+            running = ", ".join(f"{entry.service.site.name} ({', '.join(entry.service.symbols)})"
+                                for entry in self._entries.values())
+            raise TooManyFeeds(f"this server already runs its maximum of {self.max_services} feeds ({running}), "
+                               "all in use by other sessions; pick one of those sources, or ask the operator to "
+                               "raise QUANT_MAX_ENGINES")
+        self._stop(idle[0])
+
+    def _stop(self, key: str, timeout: float = 15.0) -> None:
+        entry = self._entries.pop(key)
+        try:
+            entry.service.stop(timeout)
+        except StorageError as exc:  # stopping must not fail the session that needs the room
+            log.error("stopping the %s service: %s", key, exc)
