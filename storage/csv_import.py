@@ -13,8 +13,12 @@ Accepted layouts
     kline columns may also be present (they are ignored); any other column is an error.
 
 Times (each value on its own, so a file spanning Binance's 2025 switch from ms to µs reads fine)
-    Whole epoch numbers, unit by magnitude. Each band maps to 1973-03-03 .. 5138-11-16, so real
-    market data cannot fall into the wrong one:
+    Every time, whatever its format, must lie in 1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z
+    (epoch 1e8 s up to, not including, 2100-01-01): the start of the seconds band below, and an end
+    no market data reaches, so a year-1500 or year-9999 date is refused like a tiny epoch number.
+
+    Whole epoch numbers, unit by magnitude. Within that range the bands lie far apart (a number
+    read in the wrong unit would fall outside it), so real market data cannot be misread:
 
     ==================  ============
     value v             unit
@@ -24,7 +28,7 @@ Times (each value on its own, so a file spanning Binance's 2025 switch from ms t
     1e14 <= v < 1e17    microseconds
     ==================  ============
 
-    Anything else (negative, smaller, nanoseconds, fractional epochs) is rejected.
+    Anything else (negative, smaller, nanoseconds, fractional epochs, outside the range) is rejected.
     Or ISO-8601 text: ``2022-08-14T00:00:00Z``, ``2022-08-14 02:00:00+02:00``, ``2022-08-14``;
     a time without an offset is taken as UTC. Every time must be a whole millisecond, because
     the application stores epoch milliseconds.
@@ -66,6 +70,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any
 
@@ -89,9 +94,14 @@ _EXPECTED = (
     f"expected a time column ({', '.join(TIME_ALIASES)}), open, high, low, close, volume (or vol), "
     "optionally the other Binance kline columns"
 )
-# Lower bounds of the seconds / ms / µs bands (see module docstring); 1e17 closes the µs band.
-_EPOCH_BANDS = ((10**8, 1_000, 1), (10**11, 1, 1), (10**14, 1, 1_000))
+# Lower bounds of the seconds / ms / µs bands (see module docstring), epoch ms = value * multiply // divide;
+# 1e17 closes the µs band.
+_EPOCH_BANDS = ((10**8, 1_000, 1, "seconds"), (10**11, 1, 1, "milliseconds"), (10**14, 1, 1_000, "microseconds"))
 _EPOCH_MAX = 10**17
+# The one range every time format shares, as epoch ms [_TIME_MIN_MS, _TIME_END_MS): 1e8 s, then 2100-01-01.
+_TIME_MIN_MS = 10**11
+_TIME_END_MS = 4_102_444_800_000
+_TIME_RANGE = "1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z"
 # Rows checked together: bounds the Python row lists held at once (about 6 MB) and the work done past a bad row.
 _BATCH_ROWS = 16_384
 # Characters of text split into lines at a time, so the whole file is never held as a list of lines.
@@ -444,9 +454,9 @@ def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ts_ms = np.zeros(len(raw), dtype=np.int64)
     ok = np.zeros(len(raw), dtype=bool)
     whole = is_number & (np.floor(numbers) == numbers) if numbers.dtype.kind == "f" else is_number
-    # Whole floats below 1e17 convert exactly up to 2**53 (year 2255 in µs); integer input is exact anyway.
+    # Whole floats convert exactly up to 2**53 (year 2255 in µs, past the range); integer input is exact anyway.
     epoch = np.where(whole & (numbers >= _EPOCH_BANDS[0][0]) & (numbers < _EPOCH_MAX), numbers, 0).astype(np.int64)
-    for band, (lower, multiply, divide) in enumerate(_EPOCH_BANDS):
+    for band, (lower, multiply, divide, _) in enumerate(_EPOCH_BANDS):
         upper = _EPOCH_BANDS[band + 1][0] if band + 1 < len(_EPOCH_BANDS) else _EPOCH_MAX
         in_band = (epoch >= lower) & (epoch < upper) & (epoch % divide == 0)
         ts_ms[in_band] = epoch[in_band] * multiply // divide
@@ -459,6 +469,7 @@ def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         iso_ok = ~parsed.isna() & (ticks % per_ms == 0 if per_ms else True)
         ts_ms[~is_number] = np.where(iso_ok, ticks // per_ms if per_ms else ticks * 1_000, 0)
         ok[~is_number] = iso_ok
+    ok &= (ts_ms >= _TIME_MIN_MS) & (ts_ms < _TIME_END_MS)
     return ts_ms, ~ok
 
 
@@ -471,16 +482,25 @@ def _time_problem(text: str) -> str:
         number = float(value)
         if not math.isfinite(number):
             return f"infinite or NaN time {_show(value)}"
-        if number.is_integer() and _EPOCH_MAX > number >= _EPOCH_BANDS[-1][0]:
-            return f"epoch time {_show(value)} in microseconds is not a whole millisecond"
         if not number.is_integer():
             return f"epoch time {_show(value)} is not a whole number; use ISO-8601 for fractional seconds"
-        return (f"epoch time {_show(value)} is out of range: expected seconds (>= 1e8), milliseconds or "
-                "microseconds (< 1e17) since 1970-01-01 UTC")
-    parsed = pd.to_datetime(pd.Series([value]), utc=True, format="ISO8601", errors="coerce")
-    if parsed.notna().all():
-        return f"time {_show(value)} is not a whole millisecond"
-    return f"unparseable time {_show(value)}: expected epoch s/ms/µs or ISO-8601 such as 2022-08-14T00:00:00Z"
+        epoch = int(number)
+        band = next((band for band in reversed(_EPOCH_BANDS) if _EPOCH_MAX > epoch >= band[0]), None)
+        if band is None:
+            return (f"epoch time {_show(value)} is out of range: expected seconds (>= 1e8), milliseconds or "
+                    f"microseconds since 1970-01-01 UTC, for a time in {_TIME_RANGE}")
+        _, multiply, divide, unit = band
+        ms = epoch * multiply // divide
+        if not _TIME_MIN_MS <= ms < _TIME_END_MS:
+            return f"epoch time {_show(value)} read as {unit} is {_iso(ms)}, outside the accepted range {_TIME_RANGE}"
+        return f"epoch time {_show(value)} in microseconds is not a whole millisecond"
+    parsed = pd.to_datetime(pd.Series([value]), utc=True, format="ISO8601", errors="coerce").array
+    if parsed.isna().all():
+        return f"unparseable time {_show(value)}: expected epoch s/ms/µs or ISO-8601 such as 2022-08-14T00:00:00Z"
+    # Its own unit: in a batch that needs nanoseconds a year-1500 date does not fit and reads as NaT.
+    if not _TIME_MIN_MS <= parsed.as_unit("ms").asi8[0] < _TIME_END_MS:
+        return f"time {_show(value)} is outside the accepted range {_TIME_RANGE}"
+    return f"time {_show(value)} is not a whole millisecond"
 
 
 def _number_problem(text: str, value: float, role: str) -> str:
@@ -539,6 +559,12 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _iso(ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC text (any year 1..9999, beyond pandas' nanosecond range), ms shown when not 0."""
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms % 1000:03d}" if ms % 1000 else "") + "Z"
 
 
 def _show(text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -271,6 +272,50 @@ def test_the_first_problem_in_file_order_is_reported():
         parse_ohlc_csv(plain("1660435200000,x,1,9,11,-1"), "a.csv")
     with pytest.raises(CsvImportError, match=r"^line 2, column 'timestamp'"):
         parse_ohlc_csv(plain("later,x,1,9,11,-1"), "a.csv")
+
+
+# --- one time range for every format -------------------------------------------------------------
+
+TIME_RANGE = "1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z"
+FIRST_MS = 100_000_000_000  # 1e8 s = 1973-03-03T09:46:40Z
+LAST_MS = 4_102_444_799_999  # 2099-12-31T23:59:59.999Z
+
+# Per format: (cell, epoch ms) just inside each edge, and cells just outside.
+TIME_EDGES = {
+    "seconds": ([("100000000", FIRST_MS), ("4102444799", LAST_MS - 999)], ["99999999", "4102444800"]),
+    "milliseconds": ([("100000000000", FIRST_MS), ("4102444799999", LAST_MS)], ["99999999999", "4102444800000"]),
+    "microseconds": ([("100000000000000", FIRST_MS), ("4102444799999000", LAST_MS)],
+                     ["99999999999999", "4102444800000000"]),
+    "iso": ([("1973-03-03T09:46:40Z", FIRST_MS), ("2099-12-31T23:59:59.999Z", LAST_MS)],
+            ["1973-03-03T09:46:39.999Z", "2100-01-01T00:00:00Z", "1500-01-01", "9999-12-31T23:59:59Z"]),
+}
+
+
+@pytest.mark.parametrize("style", list(TIME_EDGES))
+def test_every_time_format_shares_one_range(style):
+    inside, outside = TIME_EDGES[style]
+    for cell, ts_ms in inside:
+        frame = parse_ohlc_csv(plain(GOOD, f"{cell},10,12,9,11,1"), "edge.csv")
+        assert ts_ms in frame.index.asi8, cell
+    for cell in outside:
+        # Line 3 (after a good line) and a time column that is not the first, so both are really read from the file.
+        data = csv_bytes("open,high,low,close,volume,Date", "10,12,9,11,1,1660435200000", f"10,12,9,11,1,{cell}")
+        with pytest.raises(CsvImportError, match=r"^line 3, column 'Date': .*" + re.escape(TIME_RANGE) + "$"):
+            parse_ohlc_csv(data, "edge.csv")
+
+
+def test_out_of_range_epoch_says_how_it_was_read():
+    with pytest.raises(CsvImportError, match=r"^line 2, column 'timestamp': epoch time '99999999999' read as seconds "
+                                             r"is 5138-11-16T09:46:39Z, outside the accepted range 1973-"):
+        parse_ohlc_csv(plain("99999999999,10,12,9,11,1"), "a.csv")
+
+
+def test_a_year_1500_date_beside_nanosecond_times_is_reported_as_out_of_range():
+    # Parsed together with a nanosecond time, a year-1500 date does not fit pandas' ns range and reads as NaT.
+    data = plain("1500-01-01T00:00:00Z,10,12,9,11,1", "2022-08-14T00:00:00.000000001Z,10,12,9,11,1")
+    with pytest.raises(CsvImportError, match=r"^line 2, column 'timestamp': time '1500-01-01T00:00:00Z' is outside "
+                                             r"the accepted range " + re.escape(TIME_RANGE) + "$"):
+        parse_ohlc_csv(data, "a.csv")
 
 
 # --- early stop and memory -----------------------------------------------------------------------
