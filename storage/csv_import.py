@@ -13,8 +13,12 @@ Accepted layouts
     kline columns may also be present (they are ignored); any other column is an error.
 
 Times (each value on its own, so a file spanning Binance's 2025 switch from ms to µs reads fine)
-    Whole epoch numbers, unit by magnitude. Each band maps to 1973-03-03 .. 5138-11-16, so real
-    market data cannot fall into the wrong one:
+    Every time, whatever its format, must lie in 1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z
+    (epoch 1e8 s up to, not including, 2100-01-01): the start of the seconds band below, and an end
+    no market data reaches, so a year-1500 or year-9999 date is refused like a tiny epoch number.
+
+    Whole epoch numbers, unit by magnitude. Within that range the bands lie far apart (a number
+    read in the wrong unit would fall outside it), so real market data cannot be misread:
 
     ==================  ============
     value v             unit
@@ -24,7 +28,7 @@ Times (each value on its own, so a file spanning Binance's 2025 switch from ms t
     1e14 <= v < 1e17    microseconds
     ==================  ============
 
-    Anything else (negative, smaller, nanoseconds, fractional epochs) is rejected.
+    Anything else (negative, smaller, nanoseconds, fractional epochs, outside the range) is rejected.
     Or ISO-8601 text: ``2022-08-14T00:00:00Z``, ``2022-08-14 02:00:00+02:00``, ``2022-08-14``;
     a time without an offset is taken as UTC. Every time must be a whole millisecond, because
     the application stores epoch milliseconds.
@@ -42,6 +46,11 @@ Validation
     (the header is line 1), so a user can fix the file top to bottom. Prices must be finite and
     > 0, volume finite and >= 0, ``low <= open, close <= high``.
 
+    Rows are read and checked in batches of ``_BATCH_ROWS`` and parsing stops with the first batch
+    that holds a problem, so a bad file is refused without reading the rest of it. Good rows are
+    kept as packed numbers, not Python objects, so peak memory is a small multiple of the file
+    size (``bench/csv_upload.py``: about 6.5x, input included, for 1 M rows in 20 MB).
+
 Duplicates
     Rows with the same time and the same OHLCV values (e.g. two overlapping downloads pasted
     together) are collapsed into one and the count is logged at INFO; the same time with
@@ -58,8 +67,12 @@ import math
 import re
 import zipfile
 import zlib
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,9 +94,19 @@ _EXPECTED = (
     f"expected a time column ({', '.join(TIME_ALIASES)}), open, high, low, close, volume (or vol), "
     "optionally the other Binance kline columns"
 )
-# Lower bounds of the seconds / ms / µs bands (see module docstring); 1e17 closes the µs band.
-_EPOCH_BANDS = ((10**8, 1_000, 1), (10**11, 1, 1), (10**14, 1, 1_000))
+# Lower bounds of the seconds / ms / µs bands (see module docstring), epoch ms = value * multiply // divide;
+# 1e17 closes the µs band.
+_EPOCH_BANDS = ((10**8, 1_000, 1, "seconds"), (10**11, 1, 1, "milliseconds"), (10**14, 1, 1_000, "microseconds"))
 _EPOCH_MAX = 10**17
+# The one range every time format shares, as epoch ms [_TIME_MIN_MS, _TIME_END_MS): 1e8 s, then 2100-01-01.
+_TIME_MIN_MS = 10**11
+_TIME_END_MS = 4_102_444_800_000
+_TIME_RANGE = "1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z"
+# Rows checked together: bounds the Python row lists held at once (about 6 MB) and the work done past a bad row.
+_BATCH_ROWS = 16_384
+# Characters of text split into lines at a time, so the whole file is never held as a list of lines.
+_CHUNK_CHARS = 2**18
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _MS_PER_UNIT = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}
 _SHOW_CHARS = 40
 # Everything zipfile/zlib raise on a malformed, truncated, encrypted or exotic archive.
@@ -148,11 +171,13 @@ def parse_ohlc_csv(data: bytes, filename: str, *, max_bytes: int = MAX_UPLOAD_BY
         # Line numbers refer to the member, so say which file they are in.
         source = f"{member} (in the zip): "
     try:
-        return _parse_text(_decode(data), source)
+        # The decoded text is only referenced inside _parse_text, so it is freed before the frame is built.
+        ts_ms, values = _parse_text(_decode(data), source)
     except CsvImportError as exc:
         if not source:
             raise
         raise CsvImportError(source + str(exc)) from None
+    return ohlc_frame(ts_ms, values)
 
 
 def _single_csv_from_zip(data: bytes, filename: str, max_bytes: int) -> tuple[str, bytes]:
@@ -223,13 +248,12 @@ class _Issue:
     message: str = field(compare=False)
 
 
-def _parse_text(text: str, source: str) -> pd.DataFrame:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
+def _parse_text(text: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch-ms times (n,) and OHLCV values (n, 5) of the file's rows, sorted and deduplicated."""
+    end = _content_end(text)
+    if not end:
         raise CsvImportError("the file is empty")
-    reader = csv.reader(lines)
+    reader = csv.reader(_lines(text, end))
     try:
         first_row = next(reader)
     except csv.Error as exc:
@@ -239,39 +263,100 @@ def _parse_text(text: str, source: str) -> pd.DataFrame:
     if not "".join(first_row).strip():
         raise CsvImportError("line 1 is empty")
     layout = _layout(first_row)
-    width = len(layout.names)
-    rows = [first_row] if layout.first_data_line == 1 else []
-    structural: str | None = None
-    try:
-        for row in reader:
-            line = layout.first_data_line + len(rows)
-            if reader.line_num != line:
-                structural = f"line {line}: a quoted field is not closed on the same line"
-                break
-            if len(row) != width:
-                structural = (f"line {line} is empty" if not "".join(row).strip()
-                              else f"line {line} has {len(row)} fields, expected {width}")
-                break
-            rows.append(row)
-    except csv.Error as exc:
-        structural = f"line {reader.line_num}: {exc}"
-    if not rows:
-        raise CsvImportError(structural or "no data rows: the file has only a header")
+    rows = _read_rows(reader, layout, [first_row] if layout.first_data_line == 1 else [])
+    if not rows.count:
+        raise CsvImportError(rows.structural or "no data rows: the file has only a header")
+    # Only rows before the first problem are clean (and stored), and only those can hold an earlier duplicate.
+    ts_ms = np.frombuffer(rows.ts_ms, dtype=np.int64)
+    values = np.frombuffer(rows.values, dtype=np.float64).reshape(len(ts_ms), len(OHLC_COLUMNS))
+    ts_ms, values = _deduplicate(ts_ms, values, layout)
+    if rows.issue is not None:
+        raise CsvImportError(rows.issue.message)
+    if rows.structural is not None:
+        raise CsvImportError(rows.structural)
+    if len(ts_ms) < rows.count:
+        log.info("%scollapsed %d exact duplicate row(s)", source, rows.count - len(ts_ms))
+    return ts_ms, values
 
-    ts_ms, values, issues = _columns(rows, layout)
-    first = min(issues, default=None)
-    # Only rows before the first cell/row problem are clean, and only those can hold an earlier one.
-    clean = first.row if first is not None else len(rows)
-    keep, conflict = _deduplicate(ts_ms[:clean], values[:clean], layout)
-    if conflict is not None:
-        raise CsvImportError(conflict)
-    if first is not None:
-        raise CsvImportError(first.message)
-    if structural is not None:
-        raise CsvImportError(structural)
-    if len(keep) < len(rows):
-        log.info("%scollapsed %d exact duplicate row(s)", source, len(rows) - len(keep))
-    return ohlc_frame(ts_ms[keep], values[keep])
+
+def _content_end(text: str) -> int:
+    """Length of ``text`` without its trailing blank lines, found from the end without copying the text."""
+    end = len(text)
+    while end:
+        tail = text[max(0, end - 4096):end]
+        kept = len(tail.rstrip())
+        end -= len(tail) - kept
+        if kept:
+            break
+    # The last non-blank line keeps its own trailing spaces, up to its line break.
+    after = _LINE_BREAK.search(text, end)
+    return after.start() if after and end else end
+
+
+def _lines(text: str, end: int) -> Iterator[str]:
+    """The lines of ``text[:end]`` (LF, CRLF and lone CR all break), split one chunk at a time."""
+    start = 0
+    while True:
+        cut = None
+        if start + _CHUNK_CHARS < end:
+            at = start + _CHUNK_CHARS
+            # Start on a CR so a CRLF across the cut is found whole, never as a CR and an empty line.
+            cut = _LINE_BREAK.search(text, at - 1 if text[at - 1] == "\r" else at, end)
+        stop = cut.start() if cut else end
+        yield from text[start:stop].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if cut is None:
+            return
+        start = cut.end()
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The data rows read: epoch ms and OHLCV (row-major, 5 a row) of the clean rows before the first problem."""
+
+    ts_ms: array
+    values: array
+    count: int
+    issue: _Issue | None
+    structural: str | None
+
+
+def _read_rows(reader: Any, layout: _Layout, batch: list[list[str]]) -> _Rows:
+    """Read and check the data rows batch by batch; stop after the first batch with a cell, row or structural problem.
+
+    ``reader`` is a ``csv.reader`` positioned after line 1; ``batch`` holds line 1 when it is already data.
+    """
+    width = len(layout.names)
+    ts_ms, values = array("q"), array("d")
+    count = 0  # data rows before ``batch``
+    issue: _Issue | None = None
+    structural: str | None = None
+    more = True
+    while more and issue is None and structural is None:
+        try:
+            more = False
+            for row in reader:
+                line = layout.first_data_line + count + len(batch)
+                if reader.line_num != line:
+                    structural = f"line {line}: a quoted field is not closed on the same line"
+                    break
+                if len(row) != width:
+                    structural = (f"line {line} is empty" if not "".join(row).strip()
+                                  else f"line {line} has {len(row)} fields, expected {width}")
+                    break
+                batch.append(row)
+                if len(batch) == _BATCH_ROWS:
+                    more = True
+                    break
+        except csv.Error as exc:
+            structural = f"line {reader.line_num}: {exc}"
+        if batch:
+            batch_ts, batch_values, issue = _columns(batch, layout, count)
+            clean = issue.row - count if issue is not None else len(batch)
+            ts_ms.frombytes(batch_ts[:clean].tobytes())
+            values.frombytes(batch_values[:clean].tobytes())
+            count += len(batch)
+            batch = []
+    return _Rows(ts_ms, values, count, issue, structural)
 
 
 def _layout(first_row: list[str]) -> _Layout:
@@ -313,21 +398,24 @@ def _layout(first_row: list[str]) -> _Layout:
     return _Layout(names, positions, 2)
 
 
-def _columns(rows: list[list[str]], layout: _Layout) -> tuple[np.ndarray, np.ndarray, list[_Issue]]:
-    """Epoch-ms times (n,), OHLCV values (n, 5) and every check's first failing row (vectorised)."""
+def _columns(rows: list[list[str]], layout: _Layout, offset: int) -> tuple[np.ndarray, np.ndarray, _Issue | None]:
+    """Epoch-ms times (n,), OHLCV values (n, 5) and the first problem of a batch of rows (vectorised).
+
+    ``offset`` is the number of data rows before ``rows``: the issue's ``row`` counts from the first data row.
+    """
     def raw(role: str) -> np.ndarray:
         return np.array(list(map(itemgetter(layout.positions[role]), rows)), dtype=object)
 
     def line(row: int) -> int:
-        return layout.first_data_line + row
+        return layout.first_data_line + offset + row
 
     issues: list[_Issue] = []
     ts_ms, bad_time = _epoch_ms(raw("time"))
     if bad_time.any():
         row = int(np.argmax(bad_time))
         position = layout.positions["time"]
-        issues.append(_Issue(row, position, f"line {line(row)}, column {layout.names[position]!r}: "
-                                            f"{_time_problem(rows[row][position])}"))
+        issues.append(_Issue(offset + row, position, f"line {line(row)}, column {layout.names[position]!r}: "
+                                                     f"{_time_problem(rows[row][position])}"))
     values = np.empty((len(rows), len(OHLC_COLUMNS)), dtype=np.float64)
     for k, role in enumerate(OHLC_COLUMNS):
         column = pd.to_numeric(raw(role), errors="coerce").astype(np.float64)
@@ -339,8 +427,8 @@ def _columns(rows: list[list[str]], layout: _Layout) -> tuple[np.ndarray, np.nda
             row = int(np.argmax(bad))
             position = layout.positions[role]
             text = rows[row][position]
-            issues.append(_Issue(row, position, f"line {line(row)}, column {layout.names[position]!r}: "
-                                                f"{_number_problem(text, column[row], role)}"))
+            issues.append(_Issue(offset + row, position, f"line {line(row)}, column {layout.names[position]!r}: "
+                                                         f"{_number_problem(text, column[row], role)}"))
     open_, high, low, close = (values[:, k] for k in range(4))
 
     def _outside(row: int) -> str:
@@ -355,8 +443,8 @@ def _columns(rows: list[list[str]], layout: _Layout) -> tuple[np.ndarray, np.nda
     for rank, (bad, describe) in enumerate(row_checks, start=width):
         if bad.any():
             row = int(np.argmax(bad))
-            issues.append(_Issue(row, rank, f"line {line(row)}: {describe(row)}"))
-    return ts_ms, values, issues
+            issues.append(_Issue(offset + row, rank, f"line {line(row)}: {describe(row)}"))
+    return ts_ms, values, min(issues, default=None)
 
 
 def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -366,9 +454,9 @@ def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ts_ms = np.zeros(len(raw), dtype=np.int64)
     ok = np.zeros(len(raw), dtype=bool)
     whole = is_number & (np.floor(numbers) == numbers) if numbers.dtype.kind == "f" else is_number
-    # Whole floats below 1e17 convert exactly up to 2**53 (year 2255 in µs); integer input is exact anyway.
+    # Whole floats convert exactly up to 2**53 (year 2255 in µs, past the range); integer input is exact anyway.
     epoch = np.where(whole & (numbers >= _EPOCH_BANDS[0][0]) & (numbers < _EPOCH_MAX), numbers, 0).astype(np.int64)
-    for band, (lower, multiply, divide) in enumerate(_EPOCH_BANDS):
+    for band, (lower, multiply, divide, _) in enumerate(_EPOCH_BANDS):
         upper = _EPOCH_BANDS[band + 1][0] if band + 1 < len(_EPOCH_BANDS) else _EPOCH_MAX
         in_band = (epoch >= lower) & (epoch < upper) & (epoch % divide == 0)
         ts_ms[in_band] = epoch[in_band] * multiply // divide
@@ -381,6 +469,7 @@ def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         iso_ok = ~parsed.isna() & (ticks % per_ms == 0 if per_ms else True)
         ts_ms[~is_number] = np.where(iso_ok, ticks // per_ms if per_ms else ticks * 1_000, 0)
         ok[~is_number] = iso_ok
+    ok &= (ts_ms >= _TIME_MIN_MS) & (ts_ms < _TIME_END_MS)
     return ts_ms, ~ok
 
 
@@ -393,16 +482,25 @@ def _time_problem(text: str) -> str:
         number = float(value)
         if not math.isfinite(number):
             return f"infinite or NaN time {_show(value)}"
-        if number.is_integer() and _EPOCH_MAX > number >= _EPOCH_BANDS[-1][0]:
-            return f"epoch time {_show(value)} in microseconds is not a whole millisecond"
         if not number.is_integer():
             return f"epoch time {_show(value)} is not a whole number; use ISO-8601 for fractional seconds"
-        return (f"epoch time {_show(value)} is out of range: expected seconds (>= 1e8), milliseconds or "
-                "microseconds (< 1e17) since 1970-01-01 UTC")
-    parsed = pd.to_datetime(pd.Series([value]), utc=True, format="ISO8601", errors="coerce")
-    if parsed.notna().all():
-        return f"time {_show(value)} is not a whole millisecond"
-    return f"unparseable time {_show(value)}: expected epoch s/ms/µs or ISO-8601 such as 2022-08-14T00:00:00Z"
+        epoch = int(number)
+        band = next((band for band in reversed(_EPOCH_BANDS) if _EPOCH_MAX > epoch >= band[0]), None)
+        if band is None:
+            return (f"epoch time {_show(value)} is out of range: expected seconds (>= 1e8), milliseconds or "
+                    f"microseconds since 1970-01-01 UTC, for a time in {_TIME_RANGE}")
+        _, multiply, divide, unit = band
+        ms = epoch * multiply // divide
+        if not _TIME_MIN_MS <= ms < _TIME_END_MS:
+            return f"epoch time {_show(value)} read as {unit} is {_iso(ms)}, outside the accepted range {_TIME_RANGE}"
+        return f"epoch time {_show(value)} in microseconds is not a whole millisecond"
+    parsed = pd.to_datetime(pd.Series([value]), utc=True, format="ISO8601", errors="coerce").array
+    if parsed.isna().all():
+        return f"unparseable time {_show(value)}: expected epoch s/ms/µs or ISO-8601 such as 2022-08-14T00:00:00Z"
+    # Its own unit: in a batch that needs nanoseconds a year-1500 date does not fit and reads as NaT.
+    if not _TIME_MIN_MS <= parsed.as_unit("ms").asi8[0] < _TIME_END_MS:
+        return f"time {_show(value)} is outside the accepted range {_TIME_RANGE}"
+    return f"time {_show(value)} is not a whole millisecond"
 
 
 def _number_problem(text: str, value: float, role: str) -> str:
@@ -418,23 +516,32 @@ def _number_problem(text: str, value: float, role: str) -> str:
     return f"price must be > 0, got {float(value)!r}"
 
 
-def _deduplicate(ts_ms: np.ndarray, values: np.ndarray, layout: _Layout) -> tuple[np.ndarray, str | None]:
-    """Row indices to keep, in time order, one per distinct time; or the first conflicting duplicate."""
+def _deduplicate(ts_ms: np.ndarray, values: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in time order, one per distinct time: the arrays themselves when they already are (no copy).
+
+    Raises ``CsvImportError`` naming the first (lowest) line whose time repeats an earlier line with other values.
+    """
+    if (ts_ms[1:] > ts_ms[:-1]).all():
+        return ts_ms, values
     order = np.argsort(ts_ms, kind="stable")
     sorted_ts = ts_ms[order]
     repeat = np.zeros(len(order), dtype=bool)
     repeat[1:] = sorted_ts[1:] == sorted_ts[:-1]
+    if not repeat.any():
+        return ts_ms[order], values[order]
     # Stable sort: each run of equal times starts at its earliest line, which every repeat is compared with.
+    # Only repeated rows are compared, so a file with few duplicates costs no copies of all the values.
     run_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))
-    original = order[run_start]
-    differs = repeat & np.any(values[order] != values[original], axis=1)
+    repeated, original = order[repeat], order[run_start[repeat]]
+    differs = np.any(values[repeated] != values[original], axis=1)
     if differs.any():
-        later = int(order[differs].min())
-        earlier = int(original[differs][np.argmin(order[differs])])
+        first = int(np.argmin(np.where(differs, repeated, len(order))))
+        later, earlier = int(repeated[first]), int(original[first])
         when = pd.Timestamp(int(ts_ms[later]), unit="ms", tz="UTC").isoformat()
-        return order[~repeat], (f"line {layout.first_data_line + later}: time {when} repeats line "
-                                f"{layout.first_data_line + earlier} with different values")
-    return order[~repeat], None
+        raise CsvImportError(f"line {layout.first_data_line + later}: time {when} repeats line "
+                             f"{layout.first_data_line + earlier} with different values")
+    keep = order[~repeat]
+    return ts_ms[keep], values[keep]
 
 
 def _line_at(payload: bytes, offset: int) -> int:
@@ -452,6 +559,12 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _iso(ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC text (any year 1..9999, beyond pandas' nanosecond range), ms shown when not 0."""
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms % 1000:03d}" if ms % 1000 else "") + "Z"
 
 
 def _show(text: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage import csv_import
 from storage.csv_import import CsvImportError, content_hash, ohlc_frame, parse_ohlc_csv
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 
@@ -269,6 +272,151 @@ def test_the_first_problem_in_file_order_is_reported():
         parse_ohlc_csv(plain("1660435200000,x,1,9,11,-1"), "a.csv")
     with pytest.raises(CsvImportError, match=r"^line 2, column 'timestamp'"):
         parse_ohlc_csv(plain("later,x,1,9,11,-1"), "a.csv")
+
+
+# --- one time range for every format -------------------------------------------------------------
+
+TIME_RANGE = "1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z"
+FIRST_MS = 100_000_000_000  # 1e8 s = 1973-03-03T09:46:40Z
+LAST_MS = 4_102_444_799_999  # 2099-12-31T23:59:59.999Z
+
+# Per format: (cell, epoch ms) just inside each edge, and cells just outside.
+TIME_EDGES = {
+    "seconds": ([("100000000", FIRST_MS), ("4102444799", LAST_MS - 999)], ["99999999", "4102444800"]),
+    "milliseconds": ([("100000000000", FIRST_MS), ("4102444799999", LAST_MS)], ["99999999999", "4102444800000"]),
+    "microseconds": ([("100000000000000", FIRST_MS), ("4102444799999000", LAST_MS)],
+                     ["99999999999999", "4102444800000000"]),
+    "iso": ([("1973-03-03T09:46:40Z", FIRST_MS), ("2099-12-31T23:59:59.999Z", LAST_MS)],
+            ["1973-03-03T09:46:39.999Z", "2100-01-01T00:00:00Z", "1500-01-01", "9999-12-31T23:59:59Z"]),
+}
+
+
+@pytest.mark.parametrize("style", list(TIME_EDGES))
+def test_every_time_format_shares_one_range(style):
+    inside, outside = TIME_EDGES[style]
+    for cell, ts_ms in inside:
+        frame = parse_ohlc_csv(plain(GOOD, f"{cell},10,12,9,11,1"), "edge.csv")
+        assert ts_ms in frame.index.asi8, cell
+    for cell in outside:
+        # Line 3 (after a good line) and a time column that is not the first, so both are really read from the file.
+        data = csv_bytes("open,high,low,close,volume,Date", "10,12,9,11,1,1660435200000", f"10,12,9,11,1,{cell}")
+        with pytest.raises(CsvImportError, match=r"^line 3, column 'Date': .*" + re.escape(TIME_RANGE) + "$"):
+            parse_ohlc_csv(data, "edge.csv")
+
+
+def test_out_of_range_epoch_says_how_it_was_read():
+    with pytest.raises(CsvImportError, match=r"^line 2, column 'timestamp': epoch time '99999999999' read as seconds "
+                                             r"is 5138-11-16T09:46:39Z, outside the accepted range 1973-"):
+        parse_ohlc_csv(plain("99999999999,10,12,9,11,1"), "a.csv")
+
+
+def test_a_year_1500_date_beside_nanosecond_times_is_reported_as_out_of_range():
+    # Parsed together with a nanosecond time, a year-1500 date does not fit pandas' ns range and reads as NaT.
+    data = plain("1500-01-01T00:00:00Z,10,12,9,11,1", "2022-08-14T00:00:00.000000001Z,10,12,9,11,1")
+    with pytest.raises(CsvImportError, match=r"^line 2, column 'timestamp': time '1500-01-01T00:00:00Z' is outside "
+                                             r"the accepted range " + re.escape(TIME_RANGE) + "$"):
+        parse_ohlc_csv(data, "a.csv")
+
+
+# --- early stop and memory -----------------------------------------------------------------------
+
+
+def count_checked_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of rows of every call to the module's vectorised row check."""
+    checked: list[int] = []
+    check_rows = csv_import._columns
+
+    def counting(rows, *args):
+        checked.append(len(rows))
+        return check_rows(rows, *args)
+
+    monkeypatch.setattr(csv_import, "_columns", counting)
+    return checked
+
+
+# (rows per batch, characters per chunk): tiny sizes put batch and chunk edges between every line and inside CRLFs.
+SMALL_BATCHES = [(1, 1), (2, 5), (3, 64)]
+
+
+@pytest.mark.parametrize(("batch_rows", "chunk_chars"), SMALL_BATCHES)
+@pytest.mark.parametrize(("data", "message"), list(REJECTIONS.values()), ids=list(REJECTIONS))
+def test_batch_and_chunk_edges_do_not_change_the_reported_problem(monkeypatch, batch_rows, chunk_chars, data,
+                                                                  message):
+    monkeypatch.setattr(csv_import, "_BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(csv_import, "_CHUNK_CHARS", chunk_chars)
+    with pytest.raises(CsvImportError, match=message):
+        parse_ohlc_csv(data, "upload.csv")
+
+
+@pytest.mark.parametrize(("batch_rows", "chunk_chars"), SMALL_BATCHES)
+def test_the_first_problem_in_file_order_across_batches(monkeypatch, batch_rows, chunk_chars):
+    monkeypatch.setattr(csv_import, "_BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(csv_import, "_CHUNK_CHARS", chunk_chars)
+    good = [f"{ETH_FIRST_MS + i * MINUTE_MS},10,12,9,11,1" for i in range(1, 6)]
+    # A conflicting duplicate (line 4 repeats line 2) found only at the end wins over a bad cell in a later batch.
+    with pytest.raises(CsvImportError, match=r"^line 4: time .* repeats line 2 with different values$"):
+        parse_ohlc_csv(plain(GOOD, good[0], GOOD.replace(",1", ",3"), *good[1:], "x,1,1,1,1,1"), "a.csv")
+    # A duplicate beyond the first bad cell is not reported: the bad cell comes first in the file.
+    with pytest.raises(CsvImportError, match=r"^line 7, column 'open': non-numeric value 'x'$"):
+        parse_ohlc_csv(plain(GOOD, *good[:4], "1660435500000,x,1,1,1,1", GOOD.replace(",1", ",3")), "a.csv")
+    # A cell problem before a structural one several batches later.
+    with pytest.raises(CsvImportError, match=r"^line 5: high 9.0 is below low 12.0$"):
+        parse_ohlc_csv(plain(GOOD, *good[:2], "1660435380000,10,9,12,11,1", *good[3:], "ragged"), "a.csv")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_batch_and_chunk_edges_do_not_change_the_rows_read(monkeypatch, newline):
+    rows = [f"{ETH_FIRST_MS + i * MINUTE_MS},{10 + i},{12 + i},{9 + i},{11 + i},{i}" for i in range(40)]
+    # Unsorted, with exact duplicates, quoted fields and trailing blank lines.
+    lines = [HEADER, *rows[20:], *rows[:20], rows[3], rows[30], '"1660435200000","10","12","9","11","0"', "", " "]
+    data = csv_bytes(*lines, newline=newline)
+    reference = parse_ohlc_csv(data, "a.csv")
+    assert len(reference) == 40 and reference.index.is_monotonic_increasing
+    for batch_rows, chunk_chars in [*SMALL_BATCHES, (7, 33), (40, 2)]:
+        monkeypatch.setattr(csv_import, "_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(csv_import, "_CHUNK_CHARS", chunk_chars)
+        pd.testing.assert_frame_equal(parse_ohlc_csv(data, "a.csv"), reference, check_exact=True)
+
+
+def test_a_bad_row_stops_the_parse_before_the_rest_of_the_file(monkeypatch):
+    validated = count_checked_rows(monkeypatch)
+    garbage_rows = 2_000_000
+    data = plain(GOOD, "1660435260000,10,12,9,11,-1") + b",,,,,\n" * garbage_rows  # 14 MB after line 3
+    with pytest.raises(CsvImportError, match=r"^line 3, column 'volume': negative volume -1.0$"):
+        parse_ohlc_csv(data, "bad.csv")
+    assert 0 < sum(validated) < garbage_rows / 100
+
+
+def traced_peak(data: bytes) -> int:
+    """Bytes allocated at the peak of one parse (numpy and pandas buffers included), whatever its outcome."""
+    tracemalloc.start()
+    try:
+        parse_ohlc_csv(data, "big.csv")
+    except CsvImportError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_refusing_a_big_bad_file_allocates_about_its_size():
+    data = csv_bytes(HEADER) + b",,,,,\n" * 2_500_000  # 15 MB
+    # The decoded text is one copy of the file; the old parser held every line and row list (> 50x).
+    assert traced_peak(data) < 2 * len(data)
+
+
+def test_a_big_valid_file_is_held_as_python_rows_one_batch_at_a_time(monkeypatch):
+    # A row as a list of str costs ~20x its CSV bytes: only a bounded batch of them may exist at once
+    # (bench/csv_upload.py measures the resulting peak: about 6x the file size for 1 M rows).
+    checked = count_checked_rows(monkeypatch)
+    rows = 200_000
+    data = csv_bytes(HEADER) + b"".join(b"%d,1,1,1,1,0\n" % (1_660_435_200 + i) for i in range(rows))
+    frame = parse_ohlc_csv(data, "big.csv")
+    assert len(frame) == rows
+    assert frame.index.asi8[-1] == (1_660_435_200 + rows - 1) * 1000
+    assert sum(checked) == rows
+    assert max(checked) <= rows / 10
 
 
 def test_size_limit_for_plain_files():
