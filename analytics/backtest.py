@@ -129,7 +129,8 @@ def backtest_mean_reversion(
     * flat: ``z_t > entry`` → go short the spread; ``z_t < -entry`` → go long;
     * short: ``z_t <= exit`` → go flat;  long: ``z_t >= -exit`` → go flat (so with ``exit=0``
       both leave when z crosses 0);
-    * otherwise, and whenever ``z_t`` is NaN (a constant window, say), keep the position.
+    * otherwise, and whenever ``z_t`` is NaN (a constant window, say), keep the position; and
+      never open one while ``beta_t`` is NaN (x constant over its window): that would be y alone.
 
     A bar either closes or opens a position, never both: a position never flips in one bar. The
     order fills at bar t+1's close. There is no stop-loss.
@@ -295,9 +296,10 @@ def _run_rule(z: np.ndarray, beta: np.ndarray, entry: float, exit: float) -> tup
     position = [0] * n
     held = [0.0] * n
     state, held_beta = 0, 0.0
-    # NaN compares False everywhere below, so an undefined z-score neither opens nor closes.
+    # NaN compares False everywhere below, so an undefined z-score neither opens nor closes. An
+    # undefined hedge ratio (x flat over its window) never opens either: that would hold y unhedged.
     for t, (z_t, beta_t) in enumerate(zip(z[:-1].tolist(), beta[:-1].tolist(), strict=True)):
-        if state == 0:
+        if state == 0 and math.isfinite(beta_t):
             if z_t > entry:
                 state, held_beta = -1, beta_t
             elif z_t < -entry:
