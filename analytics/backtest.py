@@ -28,7 +28,7 @@ from analytics._validate import (
     wrap,
 )
 from analytics.regression import MIN_HEDGE_OBS, fit_hedge, rolling_hedge
-from analytics.spread import rolling_zscore
+from analytics.spread import rolling_zscore, zscore_bound
 
 BACKTEST_HEDGES = ("rolling_ols", "kalman", "static_ols")
 # 365 days × 24 h × 60 min: 1-minute bars of a market that trades around the clock (crypto).
@@ -148,7 +148,8 @@ def backtest_mean_reversion(
         Bars in the hedge window and in the z-score window, >= 2 (>= 3 for ``"static_ols"`` and
         ``"kalman"``, whose warm-up line fit needs a residual).
     entry : float
-        Entry threshold in standard deviations, > 0.
+        Entry threshold in standard deviations, > 0 and below ``zscore_bound(window)``
+        (``(window - 1) / sqrt(window)``, 2.85 for 10 bars): |z| never exceeds that bound.
     exit : float
         Exit level in standard deviations, ``0 <= exit < entry``.
     cost_bps : float
@@ -178,8 +179,9 @@ def backtest_mean_reversion(
         Fewer than ``2·window`` bars: ``window - 1`` bars of hedge warm-up and ``window`` bars of
         z-score warm-up give the first signal at bar ``2·window - 2``; it fills one bar later.
     ValueError
-        Bad arguments, unknown hedge or option, mismatched lengths or indexes, NaN/inf or
-        non-positive prices, constant prices over the first ``window`` bars (static fits).
+        Bad arguments (an entry the z-score cannot reach among them), unknown hedge or option,
+        mismatched lengths or indexes, NaN/inf or non-positive prices, constant prices over the
+        first ``window`` bars (static fits).
     """
     if hedge not in BACKTEST_HEDGES:
         raise ValueError(f"unknown hedge {hedge!r}; choose one of {', '.join(BACKTEST_HEDGES)}")
@@ -207,6 +209,12 @@ def backtest_mean_reversion(
         raise ValueError(
             f"window must be at least {MIN_HEDGE_OBS} for hedge={hedge!r} (its warm-up line fit needs a residual), "
             f"got {window}"
+        )
+    bound = zscore_bound(window)
+    if entry >= bound:
+        raise ValueError(
+            f"entry {entry:g} can never be reached with a {window}-bar window: the z-score includes the current bar, "
+            f"so |z| ≤ (window−1)/√window = {bound:.2f}; lower the entry or widen the window"
         )
     warmup = 2 * window - 1  # first bar at which a position can exist
     require_observations(n, warmup + 1, f"backtest_mean_reversion(window={window})")

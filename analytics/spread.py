@@ -1,7 +1,8 @@
-"""The pair spread and its rolling z-score, with the moments behind it."""
+"""The pair spread, its rolling z-score (with the moments behind it) and the bound on that z-score."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,9 @@ def rolling_zscore(s: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     Where the window is constant (every value equal, tested exactly) the standard deviation is
     zero and the z-score undefined: NaN, never ±inf or 0, so alert thresholds cannot fire on it.
 
+    The current value is part of its own window, so ``|z_t| <= (window - 1) / sqrt(window)``
+    (:func:`zscore_bound`): 2.85 for 10 bars. A threshold at or beyond that can never be reached.
+
     Parameters
     ----------
     s : array or Series of float, shape (n,)
@@ -117,6 +121,23 @@ def rolling_zscore(s: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     z = np.full(len(values), np.nan)
     np.divide(deviation, std, out=z, where=std > 0)
     return wrap(z, index, "zscore")
+
+
+def zscore_bound(window: int) -> float:
+    """Largest ``|z|`` that :func:`rolling_zscore` can give over ``window`` bars: ``(window - 1) / sqrt(window)``.
+
+    The z-score includes the current value in its own window (ddof=1), so by Samuelson's
+    inequality ``|s_t - mean_t| <= std_t · (window - 1) / sqrt(window)``, with equality when the
+    other ``window - 1`` values are equal. 2.846 for 10 bars, 4.249 for 20, 7.62 for 60. A
+    threshold at or beyond the bound can never be crossed (``z > bound`` never holds).
+
+    Parameters
+    ----------
+    window : int
+        Bars per z-score window, at least 2.
+    """
+    window = check_window(window)
+    return (window - 1) / math.sqrt(window)
 
 
 def _moments(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
