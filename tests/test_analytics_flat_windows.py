@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics import (
     KalmanHedge,
@@ -24,6 +26,7 @@ from analytics import (
     rolling_hedge,
     rolling_zscore,
 )
+from analytics._rolling import flat_windows
 from tests.fake_binance import load_recorded_trades
 from tests.shared_data import TICKS_NDJSON, require
 
@@ -101,6 +104,17 @@ def assert_correlation_matches_brute_force(a: np.ndarray, b: np.ndarray, window:
     for t in np.flatnonzero(~flat)[np.flatnonzero(~flat) >= window - 1]:
         expected = np.corrcoef(a[t - window + 1 : t + 1], b[t - window + 1 : t + 1])[0, 1]
         assert corr[t] == pytest.approx(expected, abs=1e-7), t
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([0.1, 0.30000000000000004, 89_766.4, 0.0, -0.0, np.nan]), max_size=40),
+    window=st.integers(2, 8),
+)
+def test_flat_windows_is_the_brute_force_test(values: list[float], window: int) -> None:
+    array = np.array(values, dtype=float)
+    expected = flat_mask(array, window) if len(array) >= window else np.zeros(len(array), bool)
+    np.testing.assert_array_equal(flat_windows(array, window), expected)
 
 
 @LEVELS
