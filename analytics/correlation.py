@@ -52,9 +52,9 @@ def rolling_correlation(a: ArrayLike1D, b: ArrayLike1D, window: int) -> np.ndarr
 
     Equals ``pd.Series(a).rolling(window).corr(pd.Series(b))``, except that windows where
     either series is constant (every value equal, tested exactly) give NaN (never ±inf or a
-    made-up number) and values are clipped to [-1, 1]. The
-    first ``window - 1`` values are NaN. Pass returns (:func:`analytics.returns.log_returns`),
-    not prices, unless price correlation is what you want.
+    made-up number) and values are clipped to [-1, 1]. The first ``window - 1`` values are NaN.
+    Pass returns (:func:`analytics.returns.log_returns`), not prices, unless price correlation is
+    what you want.
     """
     av, bv = as_1d_float("a", a), as_1d_float("b", b)
     index = index_of(a=a, b=b)
