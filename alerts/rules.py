@@ -10,7 +10,9 @@ Grammar of :func:`parse_rule` (case-insensitive, tokens separated by spaces, ``<
     OPERATOR   := ">" | "<" | "crosses above" | "crosses below" | crosses_above | crosses_below
     NUMBER     := anything Python's float() accepts except nan/inf, e.g. -2, 2.5, 1e3
 
-A bare ``ETHUSDT > 3000`` is deliberately rejected: it would turn every misspelt metric
+A z-score rule whose threshold the z-score cannot reach for the rule's window is refused:
+``|z| <= (window - 1) / sqrt(window)`` (2.85 for 10 bars), as the current bar is part of its own
+window. A bare ``ETHUSDT > 3000`` is deliberately rejected: it would turn every misspelt metric
 (``zscroe > 2``) into a price alert on a symbol that does not exist. Pair metrics take the pair
 (y, x) from the caller (the dashboard's selected pair), not from the text.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 
+from analytics import zscore_bound
 from config import normalize_symbol
 from records.alerts import DEFAULT_HYSTERESIS, OPERATORS, AlertRule
 
@@ -54,7 +57,7 @@ def parse_rule(
 
     ``pair`` is the (y, x) pair that pair metrics apply to; it may be None only for price rules.
     ``hysteresis`` None means :data:`DEFAULT_HYSTERESIS` of the metric. Raises ValueError saying
-    what was expected where.
+    what was expected where, or why a z-score threshold can never be reached with ``window``.
     """
     tokens = _TOKEN_RE.findall(text)
     if not tokens:
@@ -62,7 +65,7 @@ def parse_rule(
     metric, symbol, rest = _parse_subject(tokens)
     operator, rest = _parse_operator(" ".join(tokens[: len(tokens) - len(rest)]), rest)
     threshold = _parse_number(operator, rest)
-    return AlertRule(
+    rule = AlertRule(
         metric=metric,
         operator=operator,
         threshold=threshold,
@@ -73,6 +76,32 @@ def parse_rule(
         hysteresis=DEFAULT_HYSTERESIS[metric] if hysteresis is None else hysteresis,
         cooldown_s=cooldown_s,
     )
+    if metric == "zscore":
+        _check_reachable(rule)
+    return rule
+
+
+def _check_reachable(rule: AlertRule) -> None:
+    """Refuse a z-score rule that can never fire: ``|z| <= (window - 1) / sqrt(window)``.
+
+    The z-score includes the current bar in its window (see :func:`analytics.zscore_bound`).
+    With ``b`` that bound, ``> t`` needs ``t < b``, ``< t`` needs ``t > -b``, ``crosses above t``
+    needs ``-b < t <= b`` (a value below t first, then one at or above it) and ``crosses below t``
+    needs ``-b <= t < b``.
+    """
+    bound, t = zscore_bound(rule.window), rule.threshold
+    reachable = {
+        ">": t < bound,
+        "<": t > -bound,
+        "crosses_above": -bound < t <= bound,
+        "crosses_below": -bound <= t < bound,
+    }[rule.operator]
+    if not reachable:
+        advice = "lower the threshold" if t > 0 else "raise the threshold"  # beyond +bound or -bound
+        raise ValueError(
+            f"{rule.describe()} can never fire with a {rule.window}-bar window: the z-score includes the current bar, "
+            f"so |z| ≤ (window−1)/√window = {bound:.2f}; {advice} or widen the window"
+        )
 
 
 def _parse_subject(tokens: list[str]) -> tuple[str, str | None, list[str]]:

@@ -4,7 +4,7 @@ Modules
 -------
 bars          ticks → OHLCV bars (batch and incremental), alignment of symbols on one grid
 regression    hedge ratios: OLS, Huber, Theil–Sen, Kalman (batch and streaming), rolling OLS
-spread        spread of a hedged pair and its rolling z-score
+spread        spread of a hedged pair, its rolling z-score and moments, the z-score's bound
 stationarity  ADF, Engle–Granger cointegration, half-life of mean reversion
 correlation   rolling correlation, correlation matrix, lead–lag
 returns       log returns
@@ -28,7 +28,7 @@ from analytics.regression import (
     rolling_hedge,
 )
 from analytics.returns import log_returns
-from analytics.spread import rolling_zscore, spread
+from analytics.spread import RollingMoments, rolling_moments, rolling_zscore, spread, zscore_bound
 from analytics.stationarity import AdfResult, EngleGrangerResult, HalfLife, adf, engle_granger, half_life
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "KalmanState",
     "LeadLag",
     "RollingHedge",
+    "RollingMoments",
     "adf",
     "align_bars",
     "backtest_mean_reversion",
@@ -59,6 +60,8 @@ __all__ = [
     "resample_ticks",
     "rolling_correlation",
     "rolling_hedge",
+    "rolling_moments",
     "rolling_zscore",
     "spread",
+    "zscore_bound",
 ]

@@ -28,7 +28,7 @@ from analytics._validate import (
     wrap,
 )
 from analytics.regression import MIN_HEDGE_OBS, fit_hedge, rolling_hedge
-from analytics.spread import rolling_zscore
+from analytics.spread import rolling_zscore, zscore_bound
 
 BACKTEST_HEDGES = ("rolling_ols", "kalman", "static_ols")
 # 365 days × 24 h × 60 min: 1-minute bars of a market that trades around the clock (crypto).
@@ -129,7 +129,8 @@ def backtest_mean_reversion(
     * flat: ``z_t > entry`` → go short the spread; ``z_t < -entry`` → go long;
     * short: ``z_t <= exit`` → go flat;  long: ``z_t >= -exit`` → go flat (so with ``exit=0``
       both leave when z crosses 0);
-    * otherwise, and whenever ``z_t`` is NaN (a constant window, say), keep the position.
+    * otherwise, and whenever ``z_t`` is NaN (a constant window, say), keep the position; and
+      never open one while ``beta_t`` is NaN (x constant over its window): that would be y alone.
 
     A bar either closes or opens a position, never both: a position never flips in one bar. The
     order fills at bar t+1's close. There is no stop-loss.
@@ -147,7 +148,8 @@ def backtest_mean_reversion(
         Bars in the hedge window and in the z-score window, >= 2 (>= 3 for ``"static_ols"`` and
         ``"kalman"``, whose warm-up line fit needs a residual).
     entry : float
-        Entry threshold in standard deviations, > 0.
+        Entry threshold in standard deviations, > 0 and below ``zscore_bound(window)``
+        (``(window - 1) / sqrt(window)``, 2.85 for 10 bars): |z| never exceeds that bound.
     exit : float
         Exit level in standard deviations, ``0 <= exit < entry``.
     cost_bps : float
@@ -177,8 +179,9 @@ def backtest_mean_reversion(
         Fewer than ``2·window`` bars: ``window - 1`` bars of hedge warm-up and ``window`` bars of
         z-score warm-up give the first signal at bar ``2·window - 2``; it fills one bar later.
     ValueError
-        Bad arguments, unknown hedge or option, mismatched lengths or indexes, NaN/inf or
-        non-positive prices, constant prices over the first ``window`` bars (static fits).
+        Bad arguments (an entry the z-score cannot reach among them), unknown hedge or option,
+        mismatched lengths or indexes, NaN/inf or non-positive prices, constant prices over the
+        first ``window`` bars (static fits).
     """
     if hedge not in BACKTEST_HEDGES:
         raise ValueError(f"unknown hedge {hedge!r}; choose one of {', '.join(BACKTEST_HEDGES)}")
@@ -206,6 +209,12 @@ def backtest_mean_reversion(
         raise ValueError(
             f"window must be at least {MIN_HEDGE_OBS} for hedge={hedge!r} (its warm-up line fit needs a residual), "
             f"got {window}"
+        )
+    bound = zscore_bound(window)
+    if entry >= bound:
+        raise ValueError(
+            f"entry {entry:g} can never be reached with a {window}-bar window: the z-score includes the current bar, "
+            f"so |z| ≤ (window−1)/√window = {bound:.2f}; lower the entry or widen the window"
         )
     warmup = 2 * window - 1  # first bar at which a position can exist
     require_observations(n, warmup + 1, f"backtest_mean_reversion(window={window})")
@@ -295,9 +304,10 @@ def _run_rule(z: np.ndarray, beta: np.ndarray, entry: float, exit: float) -> tup
     position = [0] * n
     held = [0.0] * n
     state, held_beta = 0, 0.0
-    # NaN compares False everywhere below, so an undefined z-score neither opens nor closes.
+    # NaN compares False everywhere below, so an undefined z-score neither opens nor closes. An
+    # undefined hedge ratio (x flat over its window) never opens either: that would hold y unhedged.
     for t, (z_t, beta_t) in enumerate(zip(z[:-1].tolist(), beta[:-1].tolist(), strict=True)):
-        if state == 0:
+        if state == 0 and math.isfinite(beta_t):
             if z_t > entry:
                 state, held_beta = -1, beta_t
             elif z_t < -entry:

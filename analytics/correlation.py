@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analytics._rolling import flat_windows
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
@@ -50,9 +51,10 @@ def rolling_correlation(a: ArrayLike1D, b: ArrayLike1D, window: int) -> np.ndarr
     """Pearson correlation of ``a`` and ``b`` over a trailing window, shape (n,).
 
     Equals ``pd.Series(a).rolling(window).corr(pd.Series(b))``, except that windows where
-    either series is constant give NaN (never ±inf) and values are clipped to [-1, 1]. The
-    first ``window - 1`` values are NaN. Pass returns (:func:`analytics.returns.log_returns`),
-    not prices, unless price correlation is what you want.
+    either series is constant (every value equal, tested exactly) give NaN (never ±inf or a
+    made-up number) and values are clipped to [-1, 1]. The first ``window - 1`` values are NaN.
+    Pass returns (:func:`analytics.returns.log_returns`), not prices, unless price correlation is
+    what you want.
     """
     av, bv = as_1d_float("a", a), as_1d_float("b", b)
     index = index_of(a=a, b=b)
@@ -62,7 +64,10 @@ def rolling_correlation(a: ArrayLike1D, b: ArrayLike1D, window: int) -> np.ndarr
     # Shifting by the first value changes no correlation but keeps prices' rolling moments
     # from cancelling catastrophically, and stays causal.
     corr = pd.Series(av - av[0]).rolling(window).corr(pd.Series(bv - bv[0])).to_numpy()
-    corr = np.where(np.isfinite(corr), np.clip(corr, -1.0, 1.0), np.nan)
+    # Flatness is tested exactly rather than left to pandas, whose rolling variance of a window
+    # that does not move can be ~1e-15 instead of 0 (its correlation happens to be NaN today).
+    flat = flat_windows(av, window) | flat_windows(bv, window)
+    corr = np.where(np.isfinite(corr) & ~flat, np.clip(corr, -1.0, 1.0), np.nan)
     return wrap(corr, index, "correlation")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analytics._ols import fit_line
+from analytics._rolling import flat_windows
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
@@ -117,6 +118,15 @@ class KalmanHedge:
 
     The covariance update uses the Joseph form, which keeps it symmetric positive definite when
     ``x`` is large (raw prices) and the plain update would cancel catastrophically.
+
+    While ``x`` does not move, the observations identify only ``beta·x + alpha``. Nothing divides
+    by a variance of x (the innovation variance is at least ``obs_var``), so there is no 0/0 and no
+    NaN: each correction is split between beta and alpha by the covariance (mostly into beta for
+    large |x|, into alpha for small), the one-step prediction keeps tracking y, and the uncertainty
+    along the unidentified direction grows by ``q`` per bar, so the filter re-learns beta quickly
+    once x moves again. Over a flat stretch beta is therefore carried forward, not re-estimated:
+    read it as the last hedge ratio the data supported. (:func:`rolling_hedge` has no prior to
+    carry and gives NaN for such windows.)
     """
 
     __slots__ = ("_alpha", "_beta", "_nobs", "_obs_var", "_p00", "_p01", "_p11", "_q")
@@ -246,7 +256,8 @@ def rolling_hedge(y: ArrayLike1D, x: ArrayLike1D, window: int) -> RollingHedge:
 
     Value ``t`` is the OLS fit of ``y[t-window+1 : t+1]`` on ``x[...]`` with a constant, so it
     uses no data after ``t``; the first ``window - 1`` values are NaN. Where x is constant over a
-    window, beta and alpha are NaN (undefined) for that window.
+    window (every value equal, tested exactly), beta and alpha are NaN (undefined) for that window,
+    whatever the price level: never 0 or another made-up number.
 
     Parameters
     ----------
@@ -270,7 +281,10 @@ def rolling_hedge(y: ArrayLike1D, x: ArrayLike1D, window: int) -> RollingHedge:
     mean_x = x_roll.mean().to_numpy() + xv[0]
     mean_y = ys.rolling(window).mean().to_numpy() + yv[0]
     beta = np.full(n, np.nan)
-    np.divide(cov_xy, var_x, out=beta, where=var_x > 0)
+    # A flat window's rolling variance may be ~1e-15 instead of 0 (pandas' online algorithm keeps a
+    # residue of values that left the window) while its covariance is exactly 0, which made beta 0.
+    defined = ~flat_windows(xv, window) & (var_x > 0)
+    np.divide(cov_xy, var_x, out=beta, where=defined)
     alpha = mean_y - beta * mean_x
     return RollingHedge(window, wrap(beta, index, "beta"), wrap(alpha, index, "alpha"))
 

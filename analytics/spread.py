@@ -1,10 +1,14 @@
-"""The pair spread and its rolling z-score."""
+"""The pair spread, its rolling z-score (with the moments behind it) and the bound on that z-score."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from analytics._rolling import flat_windows
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
@@ -56,14 +60,51 @@ def spread(
     return wrap(yv - beta_v * xv - alpha_v, index, "spread")
 
 
+@dataclass(frozen=True, slots=True)
+class RollingMoments:
+    """Rolling mean and standard deviation (ddof=1) over a trailing window (see :func:`rolling_moments`).
+
+    ``mean`` and ``std`` have the input's length (and index, for pandas input) and its units. They
+    are NaN during the warm-up (first ``window - 1`` values) and for windows holding a NaN; over a
+    flat window (every value equal) ``mean`` is that value and ``std`` exactly 0.
+    """
+
+    window: int
+    mean: np.ndarray | pd.Series
+    std: np.ndarray | pd.Series
+
+
+def rolling_moments(s: ArrayLike1D, window: int) -> RollingMoments:
+    """Mean and standard deviation (ddof=1) of ``s[t-window+1 : t+1]`` for each t, shape (n,).
+
+    The same moments :func:`rolling_zscore` divides by, for drawing its ``mean ± k·std`` bands.
+
+    Parameters
+    ----------
+    s : array or Series of float, shape (n,)
+        For example a spread; NaN allowed, inf not.
+    window : int
+        Bars per window, at least 2 and at most n.
+    """
+    values = as_1d_float("s", s, allow_nan=True)
+    index = index_of(s=s)
+    window = check_window(window)
+    require_observations(len(values), window, f"rolling_moments(window={window})")
+    _, mean, std = _moments(values, window)
+    return RollingMoments(window, wrap(mean, index, "mean"), wrap(std, index, "std"))
+
+
 def rolling_zscore(s: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     """Rolling z-score ``(s_t - mean_t) / std_t`` over the trailing ``window`` values, shape (n,).
 
     ``mean_t`` and ``std_t`` (ddof=1) use ``s[t-window+1 : t+1]`` only, so there is no
     look-ahead: a prefix of ``s`` gives a prefix of the result. The first ``window - 1`` values
     are NaN, as is any value whose window contains a NaN (for example a rolling hedge's warm-up).
-    Where the window is constant the standard deviation is zero and the z-score undefined: NaN,
-    never ±inf, so alert thresholds cannot fire on it.
+    Where the window is constant (every value equal, tested exactly) the standard deviation is
+    zero and the z-score undefined: NaN, never ±inf or 0, so alert thresholds cannot fire on it.
+
+    The current value is part of its own window, so ``|z_t| <= (window - 1) / sqrt(window)``
+    (:func:`zscore_bound`): 2.85 for 10 bars. A threshold at or beyond that can never be reached.
 
     Parameters
     ----------
@@ -76,17 +117,45 @@ def rolling_zscore(s: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     index = index_of(s=s)
     window = check_window(window)
     require_observations(len(values), window, f"rolling_zscore(window={window})")
-    # pandas' online rolling moments lose accuracy in proportion to |level| / std. Shifting by
-    # the first finite value removes the level without using any later data.
+    deviation, _, std = _moments(values, window)
+    z = np.full(len(values), np.nan)
+    np.divide(deviation, std, out=z, where=std > 0)
+    return wrap(z, index, "zscore")
+
+
+def zscore_bound(window: int) -> float:
+    """Largest ``|z|`` that :func:`rolling_zscore` can give over ``window`` bars: ``(window - 1) / sqrt(window)``.
+
+    The z-score includes the current value in its own window (ddof=1), so by Samuelson's
+    inequality ``|s_t - mean_t| <= std_t · (window - 1) / sqrt(window)``, with equality when the
+    other ``window - 1`` values are equal. 2.846 for 10 bars, 4.249 for 20, 7.62 for 60. A
+    threshold at or beyond the bound can never be crossed (``z > bound`` never holds).
+
+    Parameters
+    ----------
+    window : int
+        Bars per z-score window, at least 2.
+    """
+    window = check_window(window)
+    return (window - 1) / math.sqrt(window)
+
+
+def _moments(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values - mean, mean, std)`` over each trailing window, each of shape (n,).
+
+    pandas' online rolling moments lose accuracy in proportion to |level| / std, so they are taken
+    of the values shifted by the first finite one (no later data used), and the deviation is
+    taken before shifting back. They also leave ~1e-15 rather than 0 as the variance of a window
+    that does not move, so flat windows are detected exactly: std exactly 0, mean the value.
+    """
     finite = np.isfinite(values)
-    centred = values - (values[finite.argmax()] if finite.any() else 0.0)
+    shift = float(values[finite.argmax()]) if finite.any() else 0.0
+    centred = values - shift
     rolling = pd.Series(centred).rolling(window)
     mean = rolling.mean().to_numpy()
-    std = rolling.std(ddof=1).to_numpy()
-    z = np.full(len(values), np.nan)
-    # pandas returns an exact 0.0 for constant windows, so the test needs no tolerance.
-    np.divide(centred - mean, std, out=z, where=std > 0)
-    return wrap(z, index, "zscore")
+    flat = flat_windows(values, window)
+    std = np.where(flat, 0.0, rolling.std(ddof=1).to_numpy())
+    return centred - mean, np.where(flat, values, mean + shift), std
 
 
 def _coefficient(name: str, value: float | ArrayLike1D, n: int) -> float | np.ndarray:

@@ -21,6 +21,7 @@ from analytics import (
     log_returns,
     rolling_correlation,
     rolling_hedge,
+    rolling_moments,
     rolling_zscore,
     spread,
 )
@@ -129,8 +130,10 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
     spread_series = mean = std = z = None
     if beta is not None:
         spread_series = spread(y, x, beta, alpha)
-        rolling = spread_series.rolling(window)
-        mean, std = rolling.mean(), rolling.std(ddof=1)
+        if n >= window:  # else the band stays None, like every series still warming up
+            # The z-score's own moments: exactly 0 wide on a flat window, where pandas' rolling std leaves ~1e-9.
+            moments = rolling_moments(spread_series, window)
+            mean, std = moments.mean, moments.std
         if spread_series.notna().sum() >= window:
             z = rolling_zscore(spread_series, window)
         else:
@@ -181,13 +184,13 @@ def live_zscore(recent_spreads: np.ndarray, spread_now: float) -> float:
 
     ``recent_spreads``: the last ``window - 1`` closed-bar spreads, oldest first. Same definition as
     :func:`analytics.rolling_zscore` (ddof=1, the current value inside its own window), so the
-    live number becomes the charted one when the bar closes. NaN if undefined.
+    live number becomes the charted one when the bar closes. NaN if undefined (a flat window).
     """
     values = np.append(np.asarray(recent_spreads, dtype=float), spread_now)
-    if len(values) < 2 or not np.all(np.isfinite(values)):
+    # Flatness is tested exactly: numpy's std of sixty equal prices can be ~1e-13, not 0.
+    if len(values) < 2 or not np.all(np.isfinite(values)) or values.max() == values.min():
         return math.nan
-    std = values.std(ddof=1)
-    return math.nan if std == 0 else float((spread_now - values.mean()) / std)
+    return float((spread_now - values.mean()) / values.std(ddof=1))
 
 
 def pair_spread_now(y_price: float, x_price: float, beta: float, alpha: float, log_prices: bool) -> float:

@@ -2,11 +2,15 @@ import itertools
 import math
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.evaluator import AlertEvaluator, RuleState, evaluate
+from alerts.monitor import metric_series
+from alerts.rules import parse_rule
 from records.alerts import AlertEvent, AlertRule
 
 PAIR = ("ETHUSDT", "BTCUSDT")
@@ -208,3 +212,27 @@ def test_no_alert_storm(operator, threshold, hysteresis, cooldown_s, values):
         v = values[i]
         assert {">": v > threshold, "<": v < threshold,
                 "crosses_above": v >= threshold, "crosses_below": v <= threshold}[operator]
+
+
+@pytest.mark.parametrize("text", ["zscore > 1", "zscore < -1", "zscore crosses above 0.5", "beta < 0.02",
+                                  "beta > 0.05", "spread > 0", "spread crosses below 0", "corr > 0.2", "corr < -0.2"])
+def test_a_rule_on_a_pair_whose_x_leg_is_flat_never_fires(text):
+    """BTC ticks every bar for a minute, then does not trade again: ETH keeps moving.
+
+    Before, the rolling hedge ratio of a flat BTC window came out as 0 (pandas left a variance of
+    ~1e-15), so "beta < 0.02" fired with no hedge ratio to speak of, and so could the z-score.
+    """
+    rng = np.random.default_rng(9)
+    btc = 89_766.4 + 0.1 * np.cumsum(rng.choice([-1, 1], 120))
+    btc[60:] = btc[59]
+    eth = np.round(3_139.77 + 0.035 * (btc - 89_766.4) + 0.01 * np.cumsum(rng.choice([-1, 1], 120)), 2)
+    index = pd.date_range(pd.Timestamp(T0, unit="ms", tz="UTC"), periods=120, freq="1s")
+    closes = pd.DataFrame({"ETHUSDT": eth, "BTCUSDT": btc}, index=index)
+    r = parse_rule(text, pair=PAIR, timeframe_ms=1_000, window=10)
+    values = metric_series(r, closes)
+    # From bar 69 every 10-bar window of BTC prices (and of its returns) is flat: nothing is defined.
+    flat = values.iloc[69:]
+    assert flat.isna().all(), flat.dropna()
+    evaluator = AlertEvaluator()  # a rule created while BTC is flat
+    events = [evaluator.observe(r, T0 + 1_000 * i, v) for i, v in enumerate(flat.tolist(), start=69)]
+    assert events == [None] * len(flat)

@@ -1,9 +1,13 @@
 import math
+import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerts.rules import parse_rule
+from analytics import zscore_bound
 from records.alerts import DEFAULT_HYSTERESIS, AlertRule, format_number
 
 PAIR = ("ETHUSDT", "BTCUSDT")
@@ -171,3 +175,55 @@ def test_rule_is_frozen_and_hashable():
     with pytest.raises(AttributeError):
         rule.threshold = 3.0  # type: ignore[misc]
     assert {rule: 1}[parse("z > 2.0")] == 1
+
+
+BOUND_10 = 9 / math.sqrt(10)  # |z| <= (window - 1)/sqrt(window) = 2.846 for 10 bars
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical", "advice"),
+    [
+        ("zscore > 3", "zscore > 3", "lower"),
+        ("z>2.85", "zscore > 2.85", "lower"),
+        (f"zscore > {BOUND_10!r}", f"zscore > {BOUND_10!r}", "lower"),  # z reaches the bound, never exceeds it
+        ("zscore < -3", "zscore < -3", "raise"),
+        ("Z-Score < -2.85", "zscore < -2.85", "raise"),
+        ("zscore crosses above 2.9", "zscore crosses above 2.9", "lower"),
+        ("zscore crosses above -2.85", "zscore crosses above -2.85", "raise"),  # needs a value below -2.85 first
+        ("zscore crosses_below -2.9", "zscore crosses below -2.9", "raise"),
+        ("z crosses below 2.85", "zscore crosses below 2.85", "lower"),  # needs a value above 2.85 first
+        ("zscore > 1e3", "zscore > 1000", "lower"),
+    ],
+)
+def test_a_zscore_threshold_the_window_cannot_reach_is_refused(text, canonical, advice):
+    message = (rf"^{re.escape(canonical)} can never fire with a 10-bar window: the z-score includes the current "
+               rf"bar, so \|z\| ≤ \(window−1\)/√window = 2\.85; {advice} the threshold or widen the window$")
+    with pytest.raises(ValueError, match=message):
+        parse(text, window=10)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["zscore > 2.84", "zscore < -2.84", f"zscore crosses above {BOUND_10!r}", f"zscore crosses below {-BOUND_10!r}",
+     "zscore crosses above -2.84", "zscore crosses below 2.84", "zscore > -5", "zscore < 5",
+     "spread > 3", "beta < -3", "corr crosses above 3", "BTCUSDT price > 3"],
+)
+def test_reachable_thresholds_and_other_metrics_are_accepted_at_ten_bars(text):
+    assert parse(text, window=10).window == 10
+
+
+def test_a_wider_window_makes_the_threshold_reachable():
+    assert parse("zscore > 3", window=11).threshold == 3.0  # 10/√11 = 3.015
+    with pytest.raises(ValueError, match=r"zscore > 7\.7 can never fire with a 60-bar window: .* = 7\.62;"):
+        parse("zscore > 7.7", window=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(window=st.integers(10, 200), threshold=st.floats(-20, 20))
+def test_greater_than_is_accepted_exactly_below_the_bound(window, threshold):
+    text = f"zscore > {threshold!r}"
+    if threshold < zscore_bound(window):
+        assert parse(text, window=window).threshold == threshold
+    else:
+        with pytest.raises(ValueError, match="can never fire"):
+            parse(text, window=window)

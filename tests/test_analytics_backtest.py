@@ -222,8 +222,10 @@ def test_pandas_in_pandas_out_on_the_same_index() -> None:
     np.testing.assert_allclose(result.equity, hand_backtest().equity, rtol=0, atol=1e-12)
     assert result.trades["entry_time"].tolist() == [index[5], index[8], index[13]]
     assert result.trades["exit_time"].tolist() == [index[7], index[10], index[13]]
-    # Without trades the table keeps its columns and the index's type.
-    flat = backtest_mean_reversion(pd.Series(HAND_Y, index=index), pd.Series(HAND_X, index=index), 3, entry=1.2)
+    # Without trades the table keeps its columns and the index's type. (A pair hedged exactly has a
+    # spread of exactly 0, so no z-score; an entry above every |z| is refused since |z| <= 2/√3 here.)
+    hedged_y = pd.Series(2.0 * HAND_X + 1.0, index=index)
+    flat = backtest_mean_reversion(hedged_y, pd.Series(HAND_X, index=index), 3, entry=1.0, hedge="static_ols")
     assert flat.n_trades == 0 and list(flat.trades.columns) == list(TRADE_COLUMNS)
     assert isinstance(flat.trades["entry_time"].dtype, pd.DatetimeTZDtype)
     assert flat.total_pnl == 0.0 and flat.max_drawdown == 0.0
@@ -258,11 +260,34 @@ def test_rejects_degenerate_input() -> None:
     with pytest.raises(ValueError, match="hedge 'rolling_ols' takes no options, got delta"):
         backtest_mean_reversion(y, x, 3, delta=1e-4)
     with pytest.raises(ValueError, match=r"unknown option\(s\) for method 'kalman': lag"):
-        backtest_mean_reversion(y, x, 3, hedge="kalman", lag=5)
+        backtest_mean_reversion(y, x, 3, entry=1.0, hedge="kalman", lag=5)
     with pytest.raises(ValueError, match=r"x must be > 0 \(prices\), got -1\.0"):
-        backtest_mean_reversion(y, np.where(np.arange(14) == 9, -1.0, x), 3)
+        backtest_mean_reversion(y, np.where(np.arange(14) == 9, -1.0, x), 3, entry=1.0)
     with pytest.raises(ValueError, match="y contains NaN at position 2"):
         backtest_mean_reversion(np.where(np.arange(14) == 2, np.nan, y), x, 3)
     index = pd.RangeIndex(14)
     with pytest.raises(ValueError, match="y and x have different indexes"):
         backtest_mean_reversion(pd.Series(y, index=index), pd.Series(x, index=index + 1), 3)
+
+
+@pytest.mark.parametrize(("window", "entry"), [(10, 3.0), (10, 2.9), (10, 9 / math.sqrt(10)), (3, 1.2), (20, 4.25)])
+def test_an_entry_the_z_score_cannot_reach_is_refused(window: int, entry: float) -> None:
+    # |z| <= (window - 1)/sqrt(window): 2.846 for 10 bars, 1.155 for 3, 4.249 for 20.
+    y, x = mean_reverting_pair(200, seed=12)
+    bound = f"{(window - 1) / math.sqrt(window):.2f}"
+    message = rf"entry {entry:g} can never be reached with a {window}-bar window: .*\|z\| ≤ .* = {bound}; lower"
+    with pytest.raises(ValueError, match=message):
+        backtest_mean_reversion(y, x, window, entry=entry)
+    # Refused before any data is needed: the panel says so even while bars are still coming in.
+    with pytest.raises(ValueError, match=message):
+        backtest_mean_reversion(y[:5], x[:5], window, entry=entry)
+
+
+def test_an_entry_just_below_the_bound_is_reachable() -> None:
+    # w - 1 equal spreads then a jump: z reaches 9/√10 = 2.846 at w = 10, so entry 2.84 trades.
+    x = 100.0 + np.arange(60.0) % 2
+    y = 2.0 * x + 5.0
+    y[40] += 1.0
+    result = backtest_mean_reversion(y, x, 10, entry=2.84, hedge="static_ols")
+    assert result.n_trades == 1 and result.trades["side"].iloc[0] == "short"
+    assert result.trades["entry_z"].iloc[0] == pytest.approx(9 / math.sqrt(10), rel=1e-9)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from analytics.errors import InsufficientDataError
 from analytics.regression import fit_hedge, rolling_hedge
-from analytics.spread import rolling_zscore, spread
+from analytics.spread import rolling_moments, rolling_zscore, spread, zscore_bound
 
 PROPERTY = settings(max_examples=40, deadline=None)
 
@@ -114,3 +114,56 @@ def test_rolling_zscore_bad_arguments() -> None:
     with pytest.raises(InsufficientDataError, match="needs 30 observations, got 12 \\(18 more\\)") as info:
         rolling_zscore(walk(12, 12), 30)
     assert (info.value.required, info.value.available) == (30, 12)
+
+
+def test_rolling_moments_equal_brute_force_and_are_exact_on_flat_windows() -> None:
+    # BTC-like prices (walk() is a walk near 100), a flat run on 89766.4, a gap.
+    s = np.r_[walk(40, 13), np.full(15, 100.0), walk(20, 14)] - 100.0 + 89_766.4
+    s[60] = np.nan
+    window = 8
+    moments = rolling_moments(pd.Series(s), window)
+    assert moments.window == window and moments.mean.name == "mean" and moments.std.name == "std"
+    for t in range(window - 1, len(s)):
+        chunk = s[t - window + 1 : t + 1]
+        if np.isnan(chunk).any():
+            assert np.isnan(moments.mean.iloc[t]) and np.isnan(moments.std.iloc[t])
+        elif chunk.max() == chunk.min():  # bars 47-54: a band of zero width on the value itself
+            assert (moments.mean.iloc[t], moments.std.iloc[t]) == (89_766.4, 0.0)
+        else:
+            assert moments.mean.iloc[t] == pytest.approx(chunk.mean(), rel=1e-12)
+            assert moments.std.iloc[t] == pytest.approx(chunk.std(ddof=1), rel=1e-9)
+    assert np.isnan(moments.mean.iloc[: window - 1]).all()
+    with pytest.raises(InsufficientDataError, match=r"rolling_moments\(window=30\): needs 30 observations"):
+        rolling_moments(walk(12, 15), 30)
+
+
+def test_zscore_bound_values_and_bad_windows() -> None:
+    assert zscore_bound(10) == pytest.approx(2.8460498941515415, rel=1e-15)
+    assert [round(zscore_bound(w), 3) for w in (2, 3, 20, 60, 200)] == [0.707, 1.155, 4.249, 7.617, 14.071]
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="window must be"):
+            zscore_bound(bad)
+
+
+@pytest.mark.parametrize("level", [0.0, 0.1, 89_766.4, 1e-8, 1e12])
+@pytest.mark.parametrize("window", [2, 3, 10, 11, 60, 200])
+def test_zscore_bound_is_attained_by_window_minus_one_equal_values_then_an_outlier(level, window) -> None:
+    jump = 1.0 if level == 0.0 else level / 1e3
+    for sign in (1.0, -1.0):
+        s = np.r_[np.full(window - 1, level), level + sign * jump]
+        assert rolling_zscore(s, window)[-1] == pytest.approx(sign * zscore_bound(window), rel=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, 0.1, 89_766.4])),
+        min_size=2, max_size=60,
+    ),
+    window=st.integers(2, 60),
+)
+def test_zscore_never_exceeds_its_bound(values, window) -> None:
+    window = min(window, len(values))
+    z = rolling_zscore(np.array(values), window)
+    finite = z[np.isfinite(z)]
+    assert np.all(np.abs(finite) <= zscore_bound(window) * (1 + 1e-9))

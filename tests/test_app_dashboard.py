@@ -223,3 +223,31 @@ def test_backtest_tab_and_liquidity_filter(sim_env):
     assert any(d.label == "Backtest trades (CSV)" for d in at.get("download_button"))
     at.number_input(key="min_trades").set_value(3).run()
     assert any(c.value.startswith("Liquidity filter:") for c in at.caption)
+
+
+def test_a_z_threshold_the_window_cannot_reach_is_flagged_everywhere(sim_env):
+    """|z| <= (window-1)/√window: 2.85 at 10 bars, 3.02 at 11. Sidebar, alert form and backtest all say so."""
+    def unreachable() -> list[str]:
+        return [w.value for w in at.sidebar.warning if "can never be reached" in w.value]
+
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.slider(key="window").set_value(10).run()
+    at.slider(key="z_threshold").set_value(2.8).run()
+    assert not unreachable()
+    at.slider(key="z_threshold").set_value(2.9).run()
+    assert unreachable() == [
+        "A threshold of 2.9 can never be reached with a 10-bar window: the z-score includes the current bar, so "
+        "|z| ≤ (window−1)/√window = 2.85. Lower the threshold or widen the window."]
+    at.slider(key="window").set_value(11).run()
+    assert not unreachable()
+    at.slider(key="window").set_value(10).run()
+
+    eventually(lambda: at.run() is not None and any(t.label == "Alerts" for t in at.tabs), timeout=30, interval=0.3,
+               message="the pair tabs never appeared")
+    open_tab(at, "Alerts")
+    add_rule(at, "zscore > 2.9")
+    assert any(e.value.startswith("Rule not added: zscore > 2.9 can never fire with a 10-bar window") for e in at.error)
+    assert not [t for t in at.toggle if t.label == "on"]  # nothing was stored
+    open_tab(at, "Backtest")
+    assert any(w.value.startswith("Backtest not run: entry 2.9 can never be reached with a 10-bar window")
+               for w in at.warning), [w.value for w in at.warning]

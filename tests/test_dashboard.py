@@ -91,6 +91,40 @@ def test_live_zscore_matches_the_charted_value_when_the_bar_closes(sim_closes):
     assert math.isnan(live_zscore(np.array([1.0, 1.0]), 1.0))
 
 
+@pytest.mark.parametrize("value", [0.1, 89_766.4, 3_139.77, 1e-8 / 3, 1e12 / 7])
+@pytest.mark.parametrize("window", [10, 60])
+def test_live_zscore_of_a_window_that_does_not_move_is_nan(value, window):
+    # numpy's mean of sixty 3139.77 is not exactly 3139.77: a std of ~1e-13 made z about 1.
+    assert math.isnan(live_zscore(np.full(window - 1, value), value))
+
+
+def flat_stretch_closes() -> pd.DataFrame:
+    """1 s bars: BTC ticks up or down every bar except bars 119-179; ETH moves too except bars 139-179."""
+    rng = np.random.default_rng(21)
+    btc = 89_766.4 + 0.1 * np.cumsum(rng.choice([-1, 1], 240))
+    eth = np.round(3_139.77 + 0.035 * (btc - 89_766.4) + 0.01 * np.cumsum(rng.choice([-1, 1], 240)), 2)
+    btc[120:180], eth[140:180] = btc[119], eth[139]
+    index = pd.date_range("2025-12-15 08:43", periods=240, freq="1s", tz="UTC")
+    return pd.DataFrame({"BTCUSDT": btc, "ETHUSDT": eth}, index=index)
+
+
+def test_pair_analytics_of_flat_stretches_are_nan_or_exact():
+    closes, window = flat_stretch_closes(), 10
+    rolling = compute_pair(closes, PairParams("ETHUSDT", "BTCUSDT", window=window))
+    # BTC's 10-bar window is flat at bars 128-179: no hedge ratio, so no spread or z-score there.
+    assert rolling.beta.iloc[128:180].isna().all() and rolling.zscore.iloc[128:180].isna().all()
+    assert rolling.beta.iloc[window - 1 : 128].notna().all() and rolling.beta.iloc[180:].notna().all()
+    # With one in-sample beta, both legs flat (bars 139-179) is a flat spread at bars 148-179: its
+    # band has zero width around the spread itself, and its z-score is undefined.
+    static = compute_pair(closes, PairParams("ETHUSDT", "BTCUSDT", window=window, regression="Static OLS (in-sample)"))
+    flat = slice(148, 180)
+    assert (static.spread_std.iloc[flat] == 0.0).all()
+    assert (static.spread_mean.iloc[flat] == static.spread.iloc[flat]).all()
+    assert static.zscore.iloc[flat].isna().all()
+    moving = slice(window - 1, 148)
+    assert (static.spread_std.iloc[moving] > 0).all() and static.zscore.iloc[moving].notna().all()
+
+
 def test_stitches_database_history_to_live_bars_without_overlap(tmp_path):
     """Ticks stored by an earlier run + live ticks now: one continuous bar series, the open bar marked."""
     source = SimulatedSource(["BTCUSDT", "ETHUSDT"], seed=3, start_ms=START_MS)

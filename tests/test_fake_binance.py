@@ -1,4 +1,4 @@
-"""Self-tests of the fake Binance server (tests/fake_binance.py), driven by websocket-client.
+"""Self-tests of the fake Binance server (testkit/fake_binance.py), driven by websocket-client.
 
 Each test starts its own server on an ephemeral 127.0.0.1 port; waits are deadline polls
 (``eventually``) or socket timeouts, never fixed sleeps.

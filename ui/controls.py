@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from analytics import zscore_bound
 from config import TIMEFRAMES_MS, WINDOW_RANGE, ConfigError, Settings, parse_symbols
 from ingestion.replay import replay_files
 from ingestion.sources import SOURCES
@@ -121,6 +122,11 @@ def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str,
                                       help="In-sample fits use the whole lookback, future bars included.")
     log_prices = st.sidebar.radio("Spread on", ["price", "log price"], horizontal=True, key="spread_on") == "log price"
     z_threshold = st.sidebar.slider("Z-score threshold", 1.0, 3.0, 2.0, 0.1, key="z_threshold")
+    bound = zscore_bound(window)
+    if z_threshold >= bound:
+        st.sidebar.warning(f"A threshold of {z_threshold:g} can never be reached with a {window}-bar window: the "
+                           f"z-score includes the current bar, so |z| ≤ (window−1)/√window = {bound:.2f}. Lower the "
+                           "threshold or widen the window.")
     with st.sidebar.expander("Liquidity filter"):
         min_trades = st.number_input("Min trades per bar (each leg)", 0, 10_000, 0, key="min_trades",
                                      help="Bars where a leg traded fewer times are left out of the analytics.")
