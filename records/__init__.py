@@ -5,18 +5,29 @@ storage backends, the pair service, alerts and the UI can all exchange these val
 """
 
 from records.alerts import AlertEvent, AlertRule, make_event
-from records.market import EventKind, FeedEvent, FeedState, FeedStatus, StorageState, TickArrays, Trade, now_ms
+from records.market import (
+    BarArrays,
+    EventKind,
+    FeedEvent,
+    FeedState,
+    FeedStatus,
+    StorageState,
+    TickArrays,
+    Trade,
+    now_ms,
+)
 
 __all__ = [
-           "AlertEvent",
-           "AlertRule",
-           "EventKind",
-           "FeedEvent",
-           "FeedState",
-           "FeedStatus",
-           "StorageState",
-           "TickArrays",
-           "Trade",
-           "make_event",
-           "now_ms",
+    "AlertEvent",
+    "AlertRule",
+    "BarArrays",
+    "EventKind",
+    "FeedEvent",
+    "FeedState",
+    "FeedStatus",
+    "StorageState",
+    "TickArrays",
+    "Trade",
+    "make_event",
+    "now_ms",
 ]

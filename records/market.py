@@ -122,3 +122,30 @@ class TickArrays:
 
     def __len__(self) -> int:
         return len(self.ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class BarArrays:
+    """Column arrays of one symbol's bars at one interval, by start time.
+
+    ``start_ms``: bar open times, UTC epoch ms (int64); ``open``, ``high``, ``low``, ``close``,
+    ``vwap`` in quote currency, ``volume`` in base units (float64); ``trades`` per bar (int64).
+    """
+
+    start_ms: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    trades: np.ndarray
+    vwap: np.ndarray
+
+    COLUMNS = ("open", "high", "low", "close", "volume", "trades", "vwap")
+
+    @classmethod
+    def empty(cls) -> BarArrays:
+        return cls(np.empty(0, np.int64), *(np.empty(0) for _ in range(5)), np.empty(0, np.int64), np.empty(0))
+
+    def __len__(self) -> int:
+        return len(self.start_ms)

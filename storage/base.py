@@ -17,7 +17,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from records import EventKind, FeedEvent, TickArrays, Trade
+from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from records.alerts import AlertEvent, AlertRule
 from storage.datasets import AddResult, DatasetInfo
 
@@ -42,7 +42,7 @@ class Closeable(Protocol):
 
 
 class TickStore(Closeable, Protocol):
-    """Ticks (idempotent on ``(symbol, trade_id)``) and feed events of one source."""
+    """Ticks (idempotent on ``(symbol, trade_id)``), stored bars and feed events of one source."""
 
     def verify(self) -> None:
         """Raise ``StorageCorrupt`` if the database is damaged (run once, when a writer opens it)."""
@@ -55,6 +55,17 @@ class TickStore(Closeable, Protocol):
 
     def iter_trades(self, symbol: str, chunk_rows: int = 5_000) -> Iterator[Trade]:
         """Every stored trade of a symbol in time order, read in chunks (for replay)."""
+
+    def write_bars(self, symbol: str, interval_ms: int, bars: BarArrays) -> int:
+        """Store closed bars (klines, a simulated past) in ONE transaction, replacing a bar with the
+        same ``(symbol, interval_ms, start)``; return the rows written."""
+
+    def bars(self, symbol: str, interval_ms: int, start_ms: int | None = None,
+             end_ms: int | None = None) -> BarArrays:
+        """Stored bars of a symbol at one interval with ``start_ms <= start < end_ms``, by start."""
+
+    def bar_span(self, symbol: str, interval_ms: int) -> tuple[int, int] | None:
+        """(first, last) stored bar start, UTC epoch ms, or None."""
 
     def tick_count(self, symbol: str | None = None) -> int: ...
 
@@ -69,7 +80,7 @@ class TickStore(Closeable, Protocol):
         """Most recent feed events first."""
 
     def prune(self, before_ms: int) -> int:
-        """Delete ticks and feed events older than ``before_ms``; return the ticks deleted."""
+        """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted."""
 
 
 class DatasetStore(Closeable, Protocol):

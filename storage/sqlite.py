@@ -20,7 +20,7 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from records import EventKind, FeedEvent, TickArrays, Trade
+from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from storage.errors import (
     RowRejected,
     SchemaError,
@@ -53,6 +53,23 @@ _MIGRATIONS: dict[int, str] = {
         );
         CREATE INDEX IF NOT EXISTS feed_events_ts ON feed_events (ts_ms);
     """,
+    # Bars loaded from the exchange (klines) or generated as a simulated market's past; tick-built
+    # bars are derived from `ticks` on read and win over these where the recorder saw the whole bar.
+    2: """
+        CREATE TABLE IF NOT EXISTS bars (
+            symbol TEXT NOT NULL,
+            interval_ms INTEGER NOT NULL,
+            start_ms INTEGER NOT NULL,
+            open REAL NOT NULL,
+            high REAL NOT NULL,
+            low REAL NOT NULL,
+            close REAL NOT NULL,
+            volume REAL NOT NULL,
+            trades INTEGER NOT NULL,
+            vwap REAL NOT NULL,
+            PRIMARY KEY (symbol, interval_ms, start_ms)
+        ) WITHOUT ROWID;
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 TICK_COLUMNS = ("symbol", "trade_id", "ts_ms", "price", "qty", "buyer_is_maker", "recv_ms")
@@ -62,6 +79,11 @@ _INSERT_TICK = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENT = "INSERT INTO feed_events (ts_ms, kind, symbol, detail) VALUES (?, ?, ?, ?)"
+# A closed bar's kline is final, so a reload may replace it; the row stays one per (symbol, interval, start).
+_UPSERT_BAR = (
+    "INSERT OR REPLACE INTO bars (symbol, interval_ms, start_ms, open, high, low, close, volume, trades, vwap) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _MIN_MS, _MAX_MS = -(2**62), 2**62
 _D = TypeVar("_D", bound="SqliteDatabase")
 # A value the database cannot take. OverflowError is the one Python-side binding failure (an int
@@ -344,6 +366,41 @@ class SqliteTickStore(SqliteDatabase):
                 for trade_id, ts_ms, price, qty, maker in batch:
                     yield Trade(symbol, trade_id, ts_ms, ts_ms, price, qty, bool(maker))
 
+    def write_bars(self, symbol: str, interval_ms: int, bars: BarArrays) -> int:
+        """Store closed bars of ``symbol`` at ``interval_ms`` in ONE transaction (a bar already
+        stored for the same start is replaced); return the rows written."""
+        rows = list(zip([symbol] * len(bars), [int(interval_ms)] * len(bars), bars.start_ms.tolist(),
+                        bars.open.tolist(), bars.high.tolist(), bars.low.tolist(), bars.close.tolist(),
+                        bars.volume.tolist(), bars.trades.tolist(), bars.vwap.tolist(), strict=True))
+        with errors_named(self.path), transaction(self._conn):
+            self._conn.executemany(_UPSERT_BAR, rows)
+        return len(rows)
+
+    def bars(self, symbol: str, interval_ms: int, start_ms: int | None = None,
+             end_ms: int | None = None) -> BarArrays:
+        """Stored bars of ``symbol`` at ``interval_ms`` with ``start_ms <= start < end_ms``, by start."""
+        with errors_named(self.path):
+            rows = self._conn.execute(
+                "SELECT start_ms, open, high, low, close, volume, trades, vwap FROM bars "
+                "WHERE symbol = ? AND interval_ms = ? AND start_ms >= ? AND start_ms < ? ORDER BY start_ms",
+                (symbol, int(interval_ms), _MIN_MS if start_ms is None else start_ms,
+                 _MAX_MS if end_ms is None else end_ms),
+            ).fetchall()
+        if not rows:
+            return BarArrays.empty()
+        start, *values, trades, vwap = zip(*rows, strict=True)
+        return BarArrays(np.array(start, dtype=np.int64), *(np.array(v, dtype=np.float64) for v in values),
+                         np.array(trades, dtype=np.int64), np.array(vwap, dtype=np.float64))
+
+    def bar_span(self, symbol: str, interval_ms: int) -> tuple[int, int] | None:
+        """(first, last) bar start stored for ``symbol`` at ``interval_ms``, UTC epoch ms; None if none."""
+        with errors_named(self.path):
+            first, last = self._conn.execute(
+                "SELECT MIN(start_ms), MAX(start_ms) FROM bars WHERE symbol = ? AND interval_ms = ?",
+                (symbol, int(interval_ms)),
+            ).fetchone()
+        return None if first is None else (first, last)
+
     def tick_count(self, symbol: str | None = None) -> int:
         with errors_named(self.path):
             if symbol is None:
@@ -376,7 +433,7 @@ class SqliteTickStore(SqliteDatabase):
         return [FeedEvent(ts, EventKind(kind), sym, detail) for ts, kind, sym, detail in rows]
 
     def prune(self, before_ms: int) -> int:
-        """Delete ticks and feed events older than ``before_ms``; return the ticks deleted."""
+        """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted."""
         before = self._conn.total_changes
         symbols = self.symbols()
         with errors_named(self.path), transaction(self._conn):
@@ -385,6 +442,7 @@ class SqliteTickStore(SqliteDatabase):
                 self._conn.execute("DELETE FROM ticks WHERE symbol = ? AND ts_ms < ?", (symbol, before_ms))
             deleted = self._conn.total_changes - before
             self._conn.execute("DELETE FROM feed_events WHERE ts_ms < ?", (before_ms,))
+            self._conn.execute("DELETE FROM bars WHERE start_ms < ?", (before_ms,))
         return deleted
 
     def integrity_check(self) -> str:
