@@ -37,7 +37,7 @@ from ui.controls import (
 )
 from ui.export import minute_table
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
-from ui.status import feed_is_failing, format_age, render_status, render_storage_problem
+from ui.status import feed_is_failing, format_age, render_history_progress, render_status, render_storage_problem
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
@@ -117,6 +117,7 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
     render_storage_problem(status)
+    render_history_progress(service.history_progress)
     render_banners(recent_alerts(service.site, limit=20), controls.tz)
     y_trade, x_trade = engine.last_trade(controls.y), engine.last_trade(controls.x)
     context = st.session_state.get("live_ctx")

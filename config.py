@@ -71,6 +71,7 @@ class Settings:
     seed: int = 7
     duration: float | None = None
     retention_hours: float = 48.0
+    history_hours: float = 24.0
     flush_interval_ms: int = 250
     max_backlog: int = 500_000
     ping_interval: float = 20.0
@@ -104,6 +105,9 @@ class Settings:
             raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
         _positive("speed", self.speed)
         _positive("retention_hours", self.retention_hours)
+        if not 0 <= self.history_hours <= self.retention_hours:
+            raise ConfigError(f"history_hours: {self.history_hours} must be between 0 (off) and retention_hours "
+                              f"({self.retention_hours:g})")
         for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
                      "backoff_initial", "backoff_max", "stable_after", "status_interval"):
             _positive(name, getattr(self, name))
@@ -191,6 +195,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "seed": ("QUANT_SEED", int, "random seed of the simulated market"),
     "duration": ("QUANT_DURATION", float, "stop after this many seconds (headless recorder)"),
     "retention_hours": ("QUANT_RETENTION_HOURS", float, "ticks older than this (market time) are deleted"),
+    "history_hours": ("QUANT_HISTORY_HOURS", float,
+                      "past bars loaded at start on 1 min/5 min bars (1 s bars: the last hour); 0 turns it off"),
     "flush_interval_ms": ("QUANT_FLUSH_MS", int, "writer commits at least this often, ms (10-250)"),
     "max_backlog": ("QUANT_MAX_BACKLOG", int, "items queued for the writer before the source waits (bounds memory)"),
     "ping_interval": ("QUANT_PING_INTERVAL", float, "client ping every N seconds"),

@@ -28,6 +28,8 @@ from config import Settings
 from ingestion.backfill import Backfiller
 from ingestion.engine import Engine
 from ingestion.follow import DatabaseFollower
+from ingestion.history import HistoryLoader, HistoryProgress
+from ingestion.history import plan as history_plan
 from ingestion.source import Source, SourceSpec
 from ingestion.sources import spec_for
 from ingestion.writer import TickWriter
@@ -53,7 +55,8 @@ class Service:
 
     def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, history: BarHistory, *,
                  writer: TickWriter | None = None, backfiller: Backfiller | None = None,
-                 monitor: AlertMonitor | None = None, lock: WriterLock | None = None) -> None:
+                 monitor: AlertMonitor | None = None, loader: HistoryLoader | None = None,
+                 lock: WriterLock | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self.site = site
@@ -62,6 +65,7 @@ class Service:
         self.writer = writer
         self.backfiller = backfiller
         self.monitor = monitor
+        self.loader = loader
         self._lock = lock
 
     @classmethod
@@ -83,7 +87,7 @@ class Service:
         if source is None:
             source = spec.create(settings)
         lock = claim_writer(site, this_process(source.label, settings.symbols))
-        writer = backfiller = monitor = None
+        writer = backfiller = monitor = loader = None
         try:
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
                                 flush_interval_s=settings.flush_interval_ms / 1000,
@@ -95,23 +99,28 @@ class Service:
                 # Exchange ids continue across restarts: resume gap detection where the store left off.
                 with open_ticks(site) as store:
                     last_ids = store.last_trade_ids()
-            if spec.trade_history is not None and spec.capabilities.backfill and settings.backfill_max_trades > 0:
-                history_client = spec.trade_history(settings)
-                backfiller = Backfiller(history_client, writer.put, writer.put,
-                                        max_trades_per_gap=settings.backfill_max_trades)
-                if hasattr(history_client, "emit"):
-                    history_client.emit = writer.put  # rate-limit waits show up in the feed events
+            rest = spec.rest(settings) if spec.rest is not None else None
+            if rest is not None and hasattr(rest, "emit"):
+                rest.emit = writer.put  # rate-limit waits show up in the feed events
+            if rest is not None and spec.capabilities.backfill and settings.backfill_max_trades > 0:
+                backfiller = Backfiller(rest, writer.put, writer.put, max_trades_per_gap=settings.backfill_max_trades)
+            lookbacks = history_plan(settings.history_hours)
+            past = spec.history(settings, source, rest) if spec.history is not None and lookbacks else None
+            if past is not None and spec.capabilities.history:
+                loader = HistoryLoader(past, lambda: open_ticks(site), lookbacks, emit=writer.put)
             engine = Engine(settings, source, spec.capabilities, writer=writer, backfiller=backfiller,
                             last_ids=last_ids)
-            history = BarHistory(site)
+            history = BarHistory(site, loader)
             monitor = AlertMonitor(engine, site, history, webhook_url=settings.webhook_url,
                                    min_trades=settings.min_trades, min_volume=settings.min_volume)
             if backfiller is not None:
                 backfiller.start()
+            if loader is not None:
+                loader.start(settings.symbols)
             monitor.start()
             engine.start()
         except BaseException:
-            for part in (monitor, backfiller):
+            for part in (monitor, loader, backfiller):
                 if part is not None:
                     part.stop()
             if writer is not None:
@@ -120,7 +129,7 @@ class Service:
             raise
         log.info("service started: %s → %s", source.label, site.location)
         return cls(settings, spec, site, engine, history, writer=writer, backfiller=backfiller, monitor=monitor,
-                   lock=lock)
+                   loader=loader, lock=lock)
 
     @classmethod
     def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: object) -> Service:
@@ -159,17 +168,23 @@ class Service:
         wanted = tuple(dict.fromkeys((*self.engine.symbols, *symbols)))
         if wanted != self.engine.symbols and self.spec.capabilities.resubscribe:
             self.engine.set_symbols(wanted)
+            if self.loader is not None:
+                self.loader.watch(wanted)
 
     def status(self) -> FeedStatus:
         return self.engine.status()
 
+    @property
+    def history_progress(self) -> HistoryProgress | None:
+        """What the history loader has done (None when this service loads no history)."""
+        return self.loader.progress if self.loader is not None else None
+
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the source, the monitor and the backfill, then flush and close the writer; True if all did in time."""
         done = self.engine.stop(timeout)
-        if self.monitor is not None:
-            self.monitor.stop()
-        if self.backfiller is not None:
-            self.backfiller.stop()
+        for part in (self.monitor, self.loader, self.backfiller):
+            if part is not None:
+                part.stop()
         if self.writer is not None:
             done = self.writer.stop(timeout) and done
             log.info("service stopped: %d trades received, %d rows committed",

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from alerts.rules import parse_rule
 from config import ConfigError, from_cli
+from ingestion.history import HistoryProgress
 from records import FeedStatus
 from service import Service
 from storage import open_alerts
@@ -29,8 +30,8 @@ log = logging.getLogger("ingestion")
 CHECK_EVERY_S = 0.25  # how often the main loop notices a storage failure or the end of a replay
 
 
-def format_status(status: FeedStatus, alerts: int = 0) -> str:
-    """One log line of feed and storage health."""
+def format_status(status: FeedStatus, alerts: int = 0, history: HistoryProgress | None = None) -> str:
+    """One log line of feed, storage and history-loading health."""
     age = "-" if status.last_tick_age_s is None else f"{status.last_tick_age_s:.1f}s"
     line = (
         f"{status.label} state={status.state.value} ticks/s={status.ticks_per_s:.1f} "
@@ -40,6 +41,12 @@ def format_status(status: FeedStatus, alerts: int = 0) -> str:
     )
     if status.rejected or status.lost:
         line += f" rejected={status.rejected} lost={status.lost}"
+    if history is not None:
+        line += f" history={history.done}/{history.total}"
+        if history.loading:
+            line += f" loading={history.current or 'queued'!r}"
+        if history.errors:
+            line += f" history_error={history.errors[-1]!r}"
     return line + (f" last_error={status.last_error!r}" if status.last_error else "")
 
 
@@ -85,14 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         now = time.monotonic()
         if now >= next_status:
             next_status = now + settings.status_interval
-            log.info("%s", format_status(service.status(), _fired(service)))
+            log.info("%s", format_status(service.status(), _fired(service), service.history_progress))
         if settings.duration is not None and now - started >= settings.duration:
             break
         if service.failed or not service.running:  # storage failed, or a replay reached its end
             break
     flushed = service.stop()
     status = service.status()
-    log.info("final: %s", format_status(status, _fired(service)))
+    log.info("final: %s", format_status(status, _fired(service), service.history_progress))
     writer = service.writer
     if writer is not None and writer.error is not None:
         print(f"error: storage failed, {writer.lost:,} received items were not stored: {writer.error}",

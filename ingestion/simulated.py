@@ -43,11 +43,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.signal import lfilter
 
+from analytics import rebar
+from analytics.bars import bars_frame_from_columns
 from config import SECONDS_PER_YEAR, normalize_symbol
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink
-from records import EventKind, FeedEvent, FeedState, Trade, now_ms
+from records import BarArrays, EventKind, FeedEvent, FeedState, Trade, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +156,14 @@ class RegimeBreak:
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
-    """One chunk of trades in emission order, as plain lists (cheap to zip into Trades)."""
+    """One chunk of trades in emission order, as arrays: ``symbol`` indexes the market's symbols."""
 
-    symbols: list[str]
-    trade_ids: list[int]
-    ts_ms: list[int]
-    prices: list[float]
-    qtys: list[float]
-    buyer_is_maker: list[bool]
+    symbol: np.ndarray  # intp
+    trade_ids: np.ndarray  # int64
+    ts_ms: np.ndarray  # int64
+    prices: np.ndarray
+    qtys: np.ndarray
+    buyer_is_maker: np.ndarray  # bool
 
 
 class _Market:
@@ -265,14 +268,7 @@ class _Market:
             if self.next_break_ms[i] == end:
                 self._regime_break(i, end)
 
-        return _Chunk(
-            symbols=[self.symbols[i] for i in sym.tolist()],
-            trade_ids=np.concatenate(id_parts)[order].tolist(),
-            ts_ms=ts_sorted.tolist(),
-            prices=prices.tolist(),
-            qtys=np.concatenate(qty_parts)[order].tolist(),
-            buyer_is_maker=maker.tolist(),
-        )
+        return _Chunk(sym, np.concatenate(id_parts)[order], ts_sorted, prices, np.concatenate(qty_parts)[order], maker)
 
     def _regime_break(self, i: int, ts_ms: int) -> None:
         rng = self.regime_rngs[i]
@@ -304,7 +300,7 @@ class SimulatedSource:
     name = "simulated"
 
     def __init__(self, symbols: Sequence[str], seed: int = 7, speed: float = 1.0,
-                 start_ms: int | None = None) -> None:
+                 start_ms: int | None = None, past_ms: int = 0) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
         if type(seed) is not int:
@@ -319,6 +315,25 @@ class SimulatedSource:
         self.stats = SourceStats()
         # Breaks seen by the latest generate()/run() pass, in time order (appended as simulated).
         self.regime_breaks: list[RegimeBreak] = []
+        self.past_ms = int(past_ms)
+        self._past: dict[tuple[str, int], BarArrays] | None = None
+        self._past_lock = threading.Lock()
+
+    def klines(self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, stop: threading.Event) -> BarArrays:
+        """The market's own past: closed bars of ``symbol`` opening in ``[start_ms, end_ms)``.
+
+        The past covers ``past_ms`` before ``start_ms`` and ends exactly where the live market
+        starts (see :func:`simulate_past`); it is simulated once, on the first call (about 2 s for a
+        day of two symbols), for 1 s, 1 min and 5 min bars. A symbol added later has no past.
+        """
+        with self._past_lock:
+            if self._past is None:
+                self._past = simulate_past(self.symbols, self.specs, self.seed, self.start_ms, self.past_ms)
+        bars = self._past.get((symbol, interval_ms))
+        if bars is None:
+            return BarArrays.empty()
+        keep = (bars.start_ms >= start_ms) & (bars.start_ms < end_ms)
+        return BarArrays(*(getattr(bars, name)[keep] for name in ("start_ms", *BarArrays.COLUMNS)))
 
     def set_symbols(self, symbols: Sequence[str]) -> None:
         """Simulate ``symbols`` from the next trade on; the market carries on where it is.
@@ -353,9 +368,10 @@ class SimulatedSource:
             market = _Market(symbols, specs, self.seed, start, self.regime_breaks, first_ids)
             while self._wanted == symbols:
                 chunk = market.step()
+                # Plain Python values: a Trade never carries numpy scalars.
                 for symbol, trade_id, ts, price, qty, maker in zip(
-                    chunk.symbols, chunk.trade_ids, chunk.ts_ms, chunk.prices, chunk.qtys,
-                    chunk.buyer_is_maker, strict=True,
+                    [symbols[i] for i in chunk.symbol.tolist()], chunk.trade_ids.tolist(), chunk.ts_ms.tolist(),
+                    chunk.prices.tolist(), chunk.qtys.tolist(), chunk.buyer_is_maker.tolist(), strict=True,
                 ):
                     if ts >= limit:
                         return
@@ -398,11 +414,82 @@ class SimulatedSource:
                 sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None, f"stopped after {run.emitted} trades"))
 
 
+def simulate_past(symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed: int, start_ms: int,
+                  span_ms: int) -> dict[tuple[str, int], BarArrays]:
+    """Bars of the ``span_ms`` before ``start_ms``, continuous with a market that starts there.
+
+    The model of the live market is simulated at one-second steps (the base's random walk, each
+    spread's exact OU step, Poisson trade counts and lognormal sizes per second), forward from the
+    start state with a seed of its own, and then played backwards in time: a random walk and a
+    stationary OU spread reversed are again a random walk and a stationary OU spread, and the
+    reversed path ends exactly at the start prices with every spread at its equilibrium, where the
+    live market begins. (No regime breaks in the past.) A second's bar opens at the previous
+    close and spans the two ± the bid/ask bounce; seconds without trades have no bar, as in the
+    tick model. Returns the whole 1 s, 1 min and 5 min bars per symbol (partial bars at either
+    end of the span left out). A day of two symbols takes a few tens of milliseconds.
+    """
+    seconds = span_ms // 1_000
+    if seconds <= 1:
+        return {}
+    n = len(symbols)
+    rng = np.random.default_rng([seed, 4, n])
+    x0 = math.log(specs[0].start_price)
+    sigma = specs[0].annual_vol / math.sqrt(SECONDS_PER_YEAR)
+    phi = math.exp(-_KAPPA)
+    # Forward paths at the end of each second 0..seconds-1, started from the live start state.
+    x = x0 + sigma * np.cumsum(rng.standard_normal(seconds))
+    log_price = np.empty((n, seconds))
+    log_price[0] = x
+    shocks = SPREAD_SD * math.sqrt(1 - phi * phi) * rng.standard_normal((n, seconds))
+    for i in range(1, n):
+        spread = lfilter_ar1(shocks[i], phi)
+        log_price[i] = math.log(specs[i].start_price) + specs[i].beta * (x - x0) + spread
+    # g_0 is the start state, g_k the forward value k seconds on; played backwards, g_k is the value k
+    # seconds before the start: the past second j (oldest first) opens at g_j and closes at g_(j-1).
+    g = np.concatenate((np.log([[spec.start_price] for spec in specs]), log_price), axis=1)
+    closes = np.exp(g[:, :seconds][:, ::-1])
+    opens = np.exp(g[:, 1:][:, ::-1])
+    end = start_ms - start_ms % 1_000
+    starts = end - 1_000 * np.arange(seconds, 0, -1, dtype=np.int64)
+    out: dict[tuple[str, int], BarArrays] = {}
+    for i, (name, spec) in enumerate(zip(symbols, specs, strict=True)):
+        counts = rng.poisson(spec.rate_per_s, seconds)
+        tick = 10.0 ** -spec.tick_decimals
+        close = np.round(closes[i] / tick) * tick
+        opened = np.round(opens[i] / tick) * tick
+        high, low = np.maximum(opened, close) + tick, np.maximum(np.minimum(opened, close) - tick, tick)
+        notional = spec.median_notional * counts * np.exp(QTY_LOG_SD ** 2 / 2)  # mean of the lognormal sizes
+        volume = np.round(notional / close * 10.0 ** spec.lot_decimals) / 10.0 ** spec.lot_decimals
+        traded = counts > 0
+        frame = bars_frame_from_columns(starts[traded], {
+            "open": opened[traded], "high": high[traded], "low": low[traded], "close": close[traded],
+            "volume": volume[traded], "trades": counts[traded], "vwap": (opened[traded] + close[traded]) / 2})
+        for interval_ms in (1_000, 60_000, 300_000):
+            bars = frame if interval_ms == 1_000 else rebar(frame, interval_ms)
+            first_full = starts[0] + (-starts[0]) % interval_ms
+            last_full = start_ms - start_ms % interval_ms - interval_ms  # the bar holding start_ms is partial
+            at = bars.index.as_unit("ms").asi8
+            bars = bars[(at >= first_full) & (at <= last_full)]
+            out[(name, interval_ms)] = BarArrays(
+                bars.index.as_unit("ms").asi8.astype(np.int64),
+                *(bars[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")),
+                bars["trades"].to_numpy(np.int64), bars["vwap"].to_numpy(np.float64))
+    return out
+
+
+def lfilter_ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
+    """``y_k = phi * y_{k-1} + shocks_k`` from ``y_{-1} = 0`` (an exact OU path on a regular grid)."""
+    return lfilter([1.0], [1.0, -phi], shocks)
+
+
 SPEC = SourceSpec(
     name="simulated",
     label="Simulated market",
     # Ids restart at the start time on every run, so they are not exchange ids.
-    capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False),
-    create=lambda settings: SimulatedSource(settings.symbols, seed=settings.seed, speed=settings.speed),
+    capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False, history=True),
+    create=lambda settings: SimulatedSource(settings.symbols, seed=settings.seed, speed=settings.speed,
+                                            past_ms=int(settings.history_hours * 3_600_000)),
     database=lambda _settings: "simulated",
+    # The past of the running market itself (a stand-in source in tests has none).
+    history=lambda _settings, source, _rest: source if isinstance(source, SimulatedSource) else None,
 )

@@ -22,6 +22,7 @@ from records import FeedEvent, FeedState, Trade
 if TYPE_CHECKING:
     from config import Settings
     from ingestion.backfill import TradeHistory
+    from ingestion.history import KlineHistory
 
 
 EXCERPT_CHARS = 16
@@ -88,13 +89,15 @@ class Capabilities:
         exchange_ids: trade ids are the exchange's, consecutive per symbol and stable across
             restarts, so an id jump is a real gap and a restart continues from the stored ids.
         resubscribe: the watched symbols can change while the source runs (:meth:`Source.set_symbols`).
-        backfill: missed trade-id ranges can be fetched again (:attr:`SourceSpec.trade_history`).
+        backfill: missed trade-id ranges can be fetched again (through :attr:`SourceSpec.rest`).
+        history: past bars can be loaded at open (:attr:`SourceSpec.history`).
     """
 
     live: bool
     exchange_ids: bool
     resubscribe: bool
     backfill: bool
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,11 @@ class SourceSpec:
         create: builds the source from the settings (raises ``ValueError`` naming a bad setting).
         database: the name of the source's database for these settings (``"live"``,
             ``"replay-<file>-<tag>"``): one per source, so different sources never mix.
-        trade_history: builds the client that re-fetches missed trades, for ``backfill`` sources.
+        rest: builds the exchange's REST client, one per service so that everything it calls
+            (gap backfill, history) shares one rate-limit budget; for ``backfill`` it is the
+            :class:`~ingestion.backfill.TradeHistory`.
+        history: gives the :class:`~ingestion.history.KlineHistory` of past bars from the settings,
+            the running source and the REST client (an exchange's klines; a simulated market's past).
     """
 
     name: str
@@ -116,4 +123,5 @@ class SourceSpec:
     capabilities: Capabilities
     create: Callable[[Settings], Source]
     database: Callable[[Settings], str]
-    trade_history: Callable[[Settings], TradeHistory] | None = None
+    rest: Callable[[Settings], TradeHistory] | None = None
+    history: Callable[[Settings, Source, TradeHistory | None], KlineHistory | None] | None = None

@@ -1,9 +1,18 @@
-"""Bars for the dashboard: database history stitched to the engine's live bars, at any timeframe.
+"""Bars for the dashboard: stored history stitched to the engine's live bars, at any timeframe.
 
-History (bars before the engine's first live bar) is resampled once from the stored ticks and
-cached; live closed bars come from :class:`~ingestion.live_bars.LiveBars` in memory, plus the
-open bar, which is kept as the last row and reported in :attr:`PairBars.open_bar_start` so
-charts can mark it. Nothing here reloads history on a refresh.
+Three kinds of bars meet here:
+
+* tick bars of the past: 1 s bars resampled once from the stored ticks (before the engine's
+  first live bar) and cached;
+* live bars: closed 1 s bars from :class:`~ingestion.live_bars.LiveBars` in memory, plus the open
+  bar, kept as the last row and reported in :attr:`PairBars.open_bar_start` so charts can mark it;
+* stored bars at the timeframe itself (exchange klines, a simulated market's past) loaded by
+  :class:`~ingestion.history.HistoryLoader`.
+
+Bars built from ticks win where the recorder saw the whole bar (:func:`merge_bars`: at least as
+many trades as the stored bar counts); stored bars fill the rest — the time before recording
+began, the hole a restart after downtime leaves, a bar the recorder joined half-way. Nothing
+here re-reads what it already has on a refresh.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ import numpy as np
 import pandas as pd
 
 from analytics import AlignedBars, InsufficientDataError, align_bars, bars_to_frame, rebar, resample_ticks
+from analytics.bars import bars_frame_from_columns
 from ingestion.engine import Engine
+from ingestion.history import HistoryLoader
 from ingestion.live_bars import BASE_INTERVAL_MS
-from records import now_ms
+from records import BarArrays, now_ms
 from storage import Site, open_ticks
 
 LOOKBACKS_MS: dict[str, int] = {
@@ -31,13 +42,42 @@ HISTORY_REFRESH_MS = 60_000
 
 
 class BarHistory:
-    """1 s bars resampled from the stored ticks, per symbol, cached by the boundary they stop at."""
+    """Stored bars for one site: 1 s bars resampled from its ticks, and its stored (kline) bars.
 
-    def __init__(self, site: Site) -> None:
+    Tick bars are cached per symbol by the boundary they stop at; stored bars per (symbol,
+    interval), re-read only when ``loader`` reports new bars (or, without a loader — a database
+    another process fills — at most once a minute).
+    """
+
+    def __init__(self, site: Site, loader: HistoryLoader | None = None) -> None:
         self.site = site
+        self.loader = loader
         self._cache: dict[str, tuple[int, pd.DataFrame]] = {}
+        self._stored: dict[tuple[str, int], tuple[int, int, pd.DataFrame]] = {}
         self._lock = threading.Lock()
-        self.loads = 0  # database reads so far (for tests and benchmarks)
+        self.loads = 0  # tick-history reads so far (for tests and benchmarks)
+        self.stored_loads = 0  # stored-bar reads so far
+
+    def stored(self, symbol: str, interval_ms: int, since_ms: int) -> pd.DataFrame:
+        """Stored bars of ``symbol`` at ``interval_ms`` opening at or after ``since_ms``.
+
+        Asks the loader (if any) for what is missing from ``since_ms`` on, without waiting for it.
+        """
+        if self.loader is not None:
+            self.loader.ensure(symbol, interval_ms, since_ms)
+        version = self.loader.version if self.loader is not None else now_ms() // HISTORY_REFRESH_MS
+        key = (symbol, interval_ms)
+        with self._lock:
+            cached = self._stored.get(key)
+            if cached is None or cached[0] != version or cached[1] > since_ms:
+                frame = bars_to_frame([])
+                if self.site.exists():
+                    with open_ticks(self.site) as store:
+                        frame = arrays_to_frame(store.bars(symbol, interval_ms, start_ms=since_ms))
+                    self.stored_loads += 1
+                cached = self._stored[key] = (version, since_ms, frame)
+        frame = cached[2]
+        return frame if cached[1] == since_ms else frame[frame.index >= pd.Timestamp(since_ms, unit="ms", tz="UTC")]
 
     def bars(self, symbol: str, boundary_ms: int) -> pd.DataFrame:
         """Closed 1 s bars of ``symbol`` in ``[boundary - 24 h, boundary)``."""
@@ -116,7 +156,33 @@ def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], 
     by_symbol = {s: symbol_bars(engine, history, s, since) for s in symbols}
     if interval_ms != BASE_INTERVAL_MS:
         by_symbol = {s: rebar(frame, interval_ms) for s, frame in by_symbol.items()}
+    by_symbol = {s: merge_bars(frame, history.stored(s, interval_ms, since)) for s, frame in by_symbol.items()}
     return _pair_bars(by_symbol, interval_ms, market_now)
+
+
+def merge_bars(ticks: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """One bar per start: the tick bar where the recorder saw the whole bar, else the stored bar.
+
+    A tick bar counts as whole when it has at least as many trades as the stored bar reports
+    (an exchange kline counts every trade of its bar); where no stored bar exists, the tick bar
+    is used as it is (the still-forming bar always is). Both frames are in the layout of
+    :mod:`analytics.bars`; the result is sorted by start.
+    """
+    if stored.empty:
+        return ticks
+    if ticks.empty:
+        return stored
+    index = ticks.index.union(stored.index)
+    from_ticks = ticks.reindex(index)
+    from_store = stored.reindex(index)
+    use_ticks = from_ticks["trades"].notna() & ~(from_store["trades"] > from_ticks["trades"])
+    merged = from_store.mask(use_ticks, from_ticks)
+    return merged.astype({"trades": np.int64})
+
+
+def arrays_to_frame(bars: BarArrays) -> pd.DataFrame:
+    """Stored bar arrays in the frame layout of :mod:`analytics.bars`."""
+    return bars_frame_from_columns(bars.start_ms, {name: getattr(bars, name) for name in BarArrays.COLUMNS})
 
 
 def dataset_pair_bars(frames: dict[str, pd.DataFrame], interval_ms: int) -> PairBars:

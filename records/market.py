@@ -42,6 +42,7 @@ class EventKind(str, Enum):
     ROLLOVER = "rollover"
     SUBSCRIBED = "subscribed"  # the watched symbols changed on an open connection
     BACKFILL = "backfill"
+    HISTORY = "history"  # past bars loaded (klines, a simulated past)
     STARTED = "started"
     STOPPED = "stopped"
 

@@ -186,7 +186,8 @@ def check_location(path: Path) -> None:
         raise StorageLocationError(f"{shown!r} is not an SQLite database (it has no SQLite header)")
 
 
-def connect(path: Path, migrations: dict[int, str], *, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
+def connect(path: Path, migrations: dict[int, str], *, busy_timeout_ms: int = 5_000, kind: str = "project",
+            tables: frozenset[str] = frozenset()) -> sqlite3.Connection:
     """Open ``path`` in WAL mode and bring its schema to the latest of ``migrations``.
 
     Used through :class:`SqliteDatabase`, whose ``close`` ends the registration made here.
@@ -206,7 +207,7 @@ def connect(path: Path, migrations: dict[int, str], *, busy_timeout_ms: int = 5_
                 conn.execute("PRAGMA journal_mode = WAL")
                 # NORMAL in WAL mode: a crash may lose the last commits but never corrupts the file.
                 conn.execute("PRAGMA synchronous = NORMAL")
-                _migrate(conn, path, migrations)
+                _migrate(conn, path, migrations, kind, tables)
             except BaseException:
                 conn.close()
                 raise
@@ -230,9 +231,20 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
         raise
 
 
-def _migrate(conn: sqlite3.Connection, path: Path, migrations: dict[int, str]) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path, migrations: dict[int, str], kind: str,
+             tables: frozenset[str]) -> None:
+    """Run the missing migrations; refuse a newer schema, and a file that holds another store's tables.
+
+    Every store versions its schema in ``PRAGMA user_version`` (one number per file), so two
+    stores cannot share a file: a database with a schema but none of ``tables`` belongs to another.
+    """
     latest = max(migrations)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = tables - present
+    if version > 0 and tables and not tables & present:  # none of ours: another store's file
+        raise SchemaError(f"{path}: not {kind} database (no {', '.join(sorted(missing))}); "
+                          "each store needs a file of its own")
     if version > latest:
         raise SchemaError(f"{path}: schema version {version} is newer than {latest}")
     for target in range(version + 1, latest + 1):
@@ -264,6 +276,8 @@ class SqliteDatabase:
     """
 
     MIGRATIONS: ClassVar[dict[int, str]] = {}
+    KIND: ClassVar[str] = "a project"  # "a tick", "an alerts", ...: names the file in messages
+    TABLES: ClassVar[frozenset[str]] = frozenset()  # tables the file must have once it has a schema
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -271,7 +285,8 @@ class SqliteDatabase:
         if readonly:
             self._conn = connect_readonly(self.path)
         else:
-            self._conn = connect(self.path, self.MIGRATIONS, busy_timeout_ms=busy_timeout_ms)
+            self._conn = connect(self.path, self.MIGRATIONS, busy_timeout_ms=busy_timeout_ms,
+                                 kind=self.KIND, tables=self.TABLES)
         self._closed = False
 
     @property
@@ -303,6 +318,8 @@ class SqliteTickStore(SqliteDatabase):
     """
 
     MIGRATIONS = _MIGRATIONS
+    KIND = "a tick"
+    TABLES = frozenset({"ticks", "feed_events", "bars"})
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000, readonly: bool = False) -> None:
         super().__init__(path, busy_timeout_ms=busy_timeout_ms, readonly=readonly)

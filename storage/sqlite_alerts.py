@@ -19,7 +19,6 @@ from pathlib import Path
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
 from storage.base import AlertRecord
-from storage.errors import SchemaError
 from storage.sqlite import SqliteDatabase, errors_named, transaction
 
 _MIGRATIONS: dict[int, str] = {
@@ -78,17 +77,13 @@ class SqliteAlertStore(SqliteDatabase):
     """
 
     MIGRATIONS = _MIGRATIONS
+    KIND = "an alerts"
+    TABLES = frozenset({"alert_rules", "alerts", "alert_rules_version"})
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000,
                  now_ms: Callable[[], int] = wall_clock_ms) -> None:
         super().__init__(path, busy_timeout_ms=busy_timeout_ms)
         self._now_ms = now_ms
-        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        missing = {"alert_rules", "alerts", "alert_rules_version"} - tables
-        if missing:
-            self._conn.close()
-            raise SchemaError(f"{self.path}: not an alerts database (no {', '.join(sorted(missing))}); "
-                              "alerts need a file of their own, not the tick database")
 
     # ------------------------------------------------------------------ rules
 

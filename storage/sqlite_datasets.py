@@ -58,6 +58,8 @@ class SqliteDatasetStore(SqliteDatabase):
     """Uploaded OHLC datasets in one SQLite file; implements :class:`storage.base.DatasetStore`."""
 
     MIGRATIONS = _MIGRATIONS
+    KIND = "a datasets"
+    TABLES = frozenset({"datasets", "ohlc"})
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000) -> None:
         super().__init__(path, busy_timeout_ms=busy_timeout_ms)

@@ -1,26 +1,93 @@
-"""A fake Binance REST server on 127.0.0.1 for gap backfill: ``GET /api/v3/historicalTrades``.
+"""A fake Binance REST server on 127.0.0.1: ``GET /api/v3/historicalTrades`` and ``GET /api/v3/klines``.
 
-Serves trades from an in-memory list in the real response format, reports used weight in
-``X-MBX-USED-WEIGHT-1M``, and can be told to answer the next requests with 429/418 (with
-``Retry-After``) or 500, or to stop answering entirely.
+Serves trades from an in-memory list and klines from :class:`FakeKlines` (a deterministic
+market per symbol) in the real response formats, reports used weight in
+``X-MBX-USED-WEIGHT-1M``, answers an unknown symbol like Binance (HTTP 400, code -1121), and can
+be told to answer the next requests with 429/418 (with ``Retry-After``) or 500.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 from collections import deque
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
+
 from testkit.fake_binance import RecordedTrade
+
+INTERVALS_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
+
+
+class FakeKlines:
+    """Deterministic 1 s bars per symbol (a seeded random walk) over ``[origin_ms - span_ms, origin_ms + 3 h)``,
+    aggregated to 1 min and 5 min exactly as an exchange does (OHLC, volume, quote volume, trades).
+
+    ``micros``: answer with µs times (as Binance's archives do since 2025). ``malformed``: symbols
+    whose second kline of every page has a garbage price. ``trades_per_second``: a fixed trade
+    count per second (default: 1-19 at random). The kline containing "now" is served
+    open (``closeTime >= now``), like the real endpoint.
+    """
+
+    def __init__(self, prices: dict[str, float], *, span_ms: int = 30 * 3_600_000, origin_ms: int | None = None,
+                 micros: bool = False, malformed: Iterable[str] = (), trades_per_second: int | None = None) -> None:
+        now = time.time_ns() // 1_000_000 if origin_ms is None else origin_ms
+        self.first_ms = (now - span_ms) // 300_000 * 300_000
+        self.end_ms = now + 3 * 3_600_000
+        self.micros = micros
+        self.malformed = set(malformed)
+        n = (self.end_ms - self.first_ms) // 1_000
+        self._bars: dict[str, dict[str, np.ndarray]] = {}
+        for k, (symbol, price) in enumerate(sorted(prices.items())):
+            rng = np.random.default_rng(k + 11)
+            close = price * np.exp(np.cumsum(rng.normal(0, 2e-4, n)))
+            opened = np.concatenate(([price], close[:-1]))
+            wiggle = np.abs(rng.normal(0, 1e-4, n)) * close
+            self._bars[symbol] = {"open": opened, "high": np.maximum(opened, close) + wiggle,
+                                  "low": np.minimum(opened, close) - wiggle, "close": close,
+                                  "volume": rng.uniform(0.1, 2.0, n),
+                                  "trades": (rng.integers(1, 20, n) if trades_per_second is None
+                                             else np.full(n, trades_per_second))}
+
+    def knows(self, symbol: str) -> bool:
+        return symbol in self._bars
+
+    def rows(self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int) -> list[list]:
+        """Klines opening in ``[start_ms, end_ms]`` (Binance's endTime is inclusive), at most ``limit``."""
+        step = INTERVALS_MS[interval]
+        per = step // 1_000
+        bars = self._bars[symbol]
+        now = time.time_ns() // 1_000_000
+        first = max(start_ms + (-start_ms) % step, self.first_ms)
+        out = []
+        for open_ms in range(first, min(end_ms, now, self.end_ms - step) + 1, step):
+            i = (open_ms - self.first_ms) // 1_000
+            window = slice(i, i + per)
+            volume = float(bars["volume"][window].sum())
+            quote = float((bars["volume"][window] * bars["close"][window]).sum())
+            scale = 1_000 if self.micros else 1
+            row = [open_ms * scale, f"{bars['open'][i]:.8f}", f"{bars['high'][window].max():.8f}",
+                   f"{bars['low'][window].min():.8f}", f"{bars['close'][i + per - 1]:.8f}", f"{volume:.8f}",
+                   (open_ms + step) * scale - 1, f"{quote:.8f}", int(bars["trades"][window].sum()),
+                   f"{volume / 2:.8f}", f"{quote / 2:.8f}", "0"]
+            out.append(row)
+            if len(out) >= limit:
+                break
+        if symbol in self.malformed and len(out) > 1:
+            out[1][4] = "not-a-price"
+        return out
 
 
 class FakeRest:
     """Thread-safe enough for tests: handlers only read ``trades`` and pop from ``faults``."""
 
-    def __init__(self, trades: list[RecordedTrade]) -> None:
+    def __init__(self, trades: list[RecordedTrade] = (), klines: FakeKlines | None = None) -> None:
         self.trades = sorted(trades, key=lambda t: (t.symbol, t.trade_id))
+        self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
         self.requests: list[dict[str, str]] = []
         self.used_weight = 0
@@ -39,13 +106,23 @@ class FakeRest:
                     self.end_headers()
                     self.wfile.write(b'{"code":-1003,"msg":"Too many requests."}')
                     return
-                if url.path != "/api/v3/historicalTrades":
+                if url.path == "/api/v3/historicalTrades":
+                    fake.used_weight += 25
+                    rows = fake.page(params["symbol"], int(params["fromId"]), int(params.get("limit", 500)))
+                elif url.path == "/api/v3/klines" and fake.klines is not None:
+                    fake.used_weight += 2
+                    if not fake.klines.knows(params["symbol"]):
+                        self._reply(400, b'{"code":-1121,"msg":"Invalid symbol."}')
+                        return
+                    rows = fake.klines.rows(params["symbol"], params["interval"], int(params["startTime"]),
+                                            int(params["endTime"]), min(int(params.get("limit", 500)), 1000))
+                else:
                     self.send_error(404)
                     return
-                fake.used_weight += 25
-                rows = fake.page(params["symbol"], int(params["fromId"]), int(params.get("limit", 500)))
-                body = json.dumps(rows).encode()
-                self.send_response(200)
+                self._reply(200, json.dumps(rows).encode())
+
+            def _reply(self, status: int, body: bytes) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("X-MBX-USED-WEIGHT-1M", str(fake.used_weight))
                 self.send_header("Content-Length", str(len(body)))

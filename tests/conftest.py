@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 _original_connect = socket.socket.connect
@@ -34,3 +35,7 @@ def _guarded_connect_ex(self: socket.socket, address: object) -> int:
 def pytest_configure(config: object) -> None:
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    # Anything built from the environment (pages under AppTest, child processes that inherit it)
+    # talks to dead loopback ports unless a test points it at a fake Binance.
+    os.environ.setdefault("QUANT_WS_URL", "ws://127.0.0.1:9")
+    os.environ.setdefault("QUANT_REST_URL", "http://127.0.0.1:9")

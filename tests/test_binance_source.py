@@ -21,6 +21,7 @@ from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
 
 FAST = {
+    "history_hours": 0,  # no klines: tests/test_history.py covers history against a fake REST server
     "ping_interval": 0.3,
     "pong_timeout": 1.0,
     "stale_after": 1.0,

@@ -41,7 +41,7 @@ COMMIT_BOUND_S = 1.0
 
 
 def live_recorder(fake: FakeBinance, db: Path):
-    return recorder("--source", "binance", "--ws-url", fake.url, "--db", str(db), "--backfill-max-trades", "0",
+    return recorder("--source", "binance", "--ws-url", fake.url, "--db", str(db), "--backfill-max-trades", "0", "--history-hours", "0",
                     "--status-interval", "60")
 
 
@@ -179,7 +179,7 @@ def test_restarted_dashboard_shows_stored_history_at_once(fake, tmp_path):
             proc.communicate(timeout=10)
     assert proc.returncode == 0, out
 
-    settings = Settings(source="binance", db=db, backfill_max_trades=0)
+    settings = Settings(source="binance", db=db, backfill_max_trades=0, history_hours=0)
     service = Service.start(settings, source=ScriptedSource([], name="binance"))  # the feed is idle
     engine = service.engine
     try:

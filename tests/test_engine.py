@@ -57,7 +57,8 @@ def test_stop_flushes_a_burst_without_loss(tmp_path):
 
 
 def test_live_restart_resumes_gap_detection_from_the_database(tmp_path):
-    settings = settings_for(tmp_path, source="binance", db=tmp_path / "live.db", backfill_max_trades=0)
+    settings = settings_for(tmp_path, source="binance", db=tmp_path / "live.db", backfill_max_trades=0,
+                            history_hours=0)
     first = Service.start(settings, source=ScriptedSource(make_trades(10), name="binance"))
     eventually(lambda: first.writer.committed_trades == 10)
     first.stop()

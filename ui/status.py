@@ -6,6 +6,7 @@ import math
 
 import streamlit as st
 
+from ingestion.history import HistoryProgress
 from records import FeedState, FeedStatus, StorageState
 
 
@@ -34,6 +35,16 @@ def render_storage_problem(status: FeedStatus) -> None:
         st.error(f"Storage failed: {status.storage_detail}.{lost} Live views continue; history does not.", icon="💾")
     elif status.storage_state is StorageState.RETRYING:
         st.warning(f"Storage is retrying: {status.storage_detail} (nothing lost so far).", icon="💾")
+
+
+def render_history_progress(progress: HistoryProgress | None) -> None:
+    """'Loading history: ETHUSDT 1m, 2 of 6' while past bars load; what failed, plainly."""
+    if progress is None:
+        return
+    if progress.loading:
+        st.info(progress.describe(), icon="⏳")
+    for error in progress.errors:
+        st.warning(f"History not loaded: {error}", icon="📉")
 
 
 def render_status(status: FeedStatus) -> None:

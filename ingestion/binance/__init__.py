@@ -13,10 +13,11 @@ from ingestion.source import Capabilities, SourceSpec
 SPEC = SourceSpec(
     name="binance",
     label="Live Binance",
-    capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True),
+    capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
     create=BinanceSource.from_settings,
     database=lambda _settings: "live",
-    trade_history=lambda settings: BinanceRest(settings.rest_url),
+    rest=lambda settings: BinanceRest(settings.rest_url),
+    history=lambda _settings, _source, rest: rest,  # klines, under the same weight budget as backfill
 )
 
 __all__ = ["SPEC", "BinanceRest", "BinanceSource"]

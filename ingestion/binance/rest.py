@@ -1,7 +1,9 @@
 """Binance spot REST client: the calls the engine makes besides the stream, under one weight budget.
 
 ``GET /api/v3/historicalTrades?symbol=…&fromId=…&limit=1000`` re-fetches trades the stream
-missed (gap backfill). Every call is made from a background thread, never the stream's.
+missed (gap backfill); ``GET /api/v3/klines?symbol=…&interval=…&startTime=…&endTime=…&limit=1000``
+loads the bars of the past (history at open). Every call is made from a background thread,
+never the stream's.
 
 Rate limits: Binance allows 6,000 request weight a minute per IP and reports what is used in the
 ``X-MBX-USED-WEIGHT-1M`` response header. We keep under ``weight_budget`` (default 1,200, a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import urllib.error
@@ -22,14 +25,20 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ingestion.binance.parse import MAX_ID
 from ingestion.source import excerpt
-from records import EventKind, FeedEvent, Trade, now_ms
+from records import BarArrays, EventKind, FeedEvent, Trade, now_ms
 
 log = logging.getLogger(__name__)
 
-PAGE_LIMIT = 1000  # Binance's maximum page size for historicalTrades
+PAGE_LIMIT = 1000  # Binance's maximum page size for historicalTrades and klines
 HISTORICAL_TRADES_WEIGHT = 25
+KLINES_WEIGHT = 2  # per request with limit 1000 (Binance: 2 for limit 100-500 and 500-1000)
+KLINE_INTERVALS = {1_000: "1s", 60_000: "1m", 300_000: "5m"}
+# Binance's data archives switched to microseconds in 2025; a time this large cannot be in ms.
+MICROSECONDS_FROM = 10**14
 RETRY_AFTER_DEFAULT_S = 5.0
 MAX_RETRY_WAIT_S = 300.0
 ATTEMPTS = 5
@@ -55,6 +64,66 @@ def parse_historical_trade(symbol: str, row: dict, recv_ms: int) -> Trade:
     if not (0 <= trade.trade_id <= MAX_ID and 0 < trade.ts_ms <= MAX_ID):
         raise RestError(f"historicalTrades row with an out-of-range id or time: {excerpt(row, 200)}")
     return trade
+
+
+def kline_ms(value: object, what: str, *, last: bool = False) -> int:
+    """A kline time in epoch ms: milliseconds as they are, microseconds converted (RestError otherwise).
+
+    ``last``: the time is the bar's last instant (a close time): ``…59999`` in ms, ``…59999999`` in µs.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RestError(f"{what} {excerpt(value)} is not an epoch time")
+    if value >= MICROSECONDS_FROM:
+        whole = value + 1 if last else value
+        if whole % 1_000:
+            raise RestError(f"{what} {value} is in microseconds and not on a whole millisecond")
+        return whole // 1_000 - (1 if last else 0)
+    return value
+
+
+def parse_klines(rows: object, symbol: str, interval_ms: int, now: int) -> BarArrays:
+    """Closed bars from a ``klines`` reply; the kline still open (``closeTime >= now``) is left out.
+
+    Each row is ``[openTime, open, high, low, close, volume, closeTime, quoteVolume, trades,
+    takerBuyBase, takerBuyQuote, ignore]``, times in ms (or µs, converted), prices and volumes as
+    decimal strings, e.g.::
+
+        [1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100", "148976.11427815",
+         1499644799999, "2434.19055334", 308, "1756.87402397", "28.46694368", "0"]
+
+    Raises :class:`RestError` naming the row for anything malformed, so no partial page is stored.
+    """
+    if not isinstance(rows, list):
+        raise RestError(f"expected a JSON list from klines, got {type(rows).__name__}")
+    starts, values, trades = [], [], []
+    for index, row in enumerate(rows):
+        where = f"{symbol} {KLINE_INTERVALS[interval_ms]} kline #{index}"
+        if not isinstance(row, list) or len(row) < 9:
+            raise RestError(f"{where} is not a 12-field row: {excerpt(row, 80)}")
+        open_ms, close_ms = kline_ms(row[0], f"{where}: open time"), kline_ms(row[6], f"{where}: close time", last=True)
+        if open_ms % interval_ms or close_ms != open_ms + interval_ms - 1:
+            raise RestError(f"{where}: open time {open_ms} / close time {close_ms} do not span one "
+                            f"{KLINE_INTERVALS[interval_ms]} bar")
+        try:
+            o, h, lo, c, volume, quote = (float(row[i]) for i in (1, 2, 3, 4, 5, 7))
+        except (TypeError, ValueError):
+            raise RestError(f"{where} has a non-numeric price or volume: {excerpt(row, 80)}") from None
+        count = row[8]
+        if not all(math.isfinite(v) for v in (o, h, lo, c, volume, quote)) or min(o, h, lo, c) <= 0 \
+                or volume < 0 or not lo <= min(o, c) <= max(o, c) <= h:
+            raise RestError(f"{where} is not a valid OHLCV bar: {excerpt(row, 80)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise RestError(f"{where} has an invalid trade count {excerpt(count)}")
+        if close_ms >= now:
+            continue  # still open: never stored as closed
+        starts.append(open_ms)
+        values.append((o, h, lo, c, volume, quote / volume if volume > 0 else c))
+        trades.append(count)
+    if not starts:
+        return BarArrays.empty()
+    columns = np.array(values, dtype=np.float64).T
+    return BarArrays(np.array(starts, dtype=np.int64), columns[0], columns[1], columns[2], columns[3], columns[4],
+                     np.array(trades, dtype=np.int64), columns[5])
 
 
 class BinanceRest:
@@ -84,6 +153,33 @@ class BinanceRest:
             raise RestError(f"expected a JSON list from historicalTrades, got {type(rows).__name__}")
         recv = now_ms()
         return [parse_historical_trade(symbol, row, recv) for row in rows]
+
+    def klines(self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, stop: threading.Event) -> BarArrays:
+        """Closed bars of ``symbol`` at ``interval_ms`` (1 s, 1 min, 5 min) opening in ``[start_ms, end_ms)``.
+
+        Pages through ``limit=1000`` replies; every page is checked before anything is returned,
+        so a malformed row, an HTTP error or a symbol Binance does not know raises
+        :class:`RestError` and nothing of this range is stored. Empty if ``stop`` is set.
+        """
+        interval = KLINE_INTERVALS[interval_ms]
+        pages: list[BarArrays] = []
+        cursor = start_ms - start_ms % interval_ms
+        while cursor < end_ms and not stop.is_set():
+            reply = self.get("/api/v3/klines", {"symbol": symbol, "interval": interval, "startTime": cursor,
+                                                "endTime": end_ms - 1, "limit": PAGE_LIMIT},
+                             weight=KLINES_WEIGHT, stop=stop, symbol=symbol)
+            if reply is None:
+                return BarArrays.empty()
+            page = parse_klines(reply, symbol, interval_ms, now_ms())
+            if len(page):
+                pages.append(page)
+            if not isinstance(reply, list) or len(reply) < PAGE_LIMIT:
+                break
+            last_open = kline_ms(reply[-1][0], f"{symbol} {interval} kline")
+            if last_open < cursor:
+                raise RestError(f"{symbol} {interval} klines from {cursor} went back to {last_open}")
+            cursor = last_open + interval_ms
+        return _concat(pages)
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
             symbol: str | None = None) -> Any:
@@ -115,7 +211,10 @@ class BinanceRest:
                         if stop.wait(RETRY_AFTER_DEFAULT_S):
                             return None
                         continue
-                    raise RestError(f"HTTP {exc.code} for {url}: {excerpt(exc.read(), 200)}") from None
+                    body = exc.read()
+                    if exc.code == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
+                        raise RestError(f"Binance does not know the symbol {params.get('symbol')}") from None
+                    raise RestError(f"HTTP {exc.code} for {url}: {excerpt(body, 200)}") from None
                 except (urllib.error.URLError, TimeoutError, OSError) as exc:
                     self.last_error = f"Binance REST unreachable: {exc}"
                     if stop.wait(RETRY_AFTER_DEFAULT_S):
@@ -146,3 +245,15 @@ def _retry_after(header: str | None) -> float:
         return min(max(float(header), 0.0), MAX_RETRY_WAIT_S) if header else RETRY_AFTER_DEFAULT_S
     except ValueError:
         return RETRY_AFTER_DEFAULT_S
+
+
+def _concat(pages: list[BarArrays]) -> BarArrays:
+    if not pages:
+        return BarArrays.empty()
+    if len(pages) == 1:
+        return pages[0]
+    columns = [np.concatenate([getattr(page, name) for page in pages]) for name in ("start_ms", *BarArrays.COLUMNS)]
+    start, opened, high, low, close, volume, trades, vwap = columns
+    keep = np.concatenate(([True], np.diff(start) > 0))  # a page boundary seen twice is kept once
+    return BarArrays(start[keep], opened[keep], high[keep], low[keep], close[keep], volume[keep], trades[keep],
+                     vwap[keep])
