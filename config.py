@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
@@ -36,6 +37,23 @@ def normalize_symbol(raw: str) -> str:
     if not SYMBOL_RE.fullmatch(symbol):
         raise ConfigError(f"invalid symbol {raw.strip()!r}: expected 2-20 letters or digits, e.g. BTCUSDT")
     return symbol
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an absolute ``http://`` or ``https://`` URL with a host (and a valid port), or None.
+
+    The URL itself is not quoted: webhook URLs usually carry a secret token.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"must be an http:// or https:// URL (scheme {parts.scheme!r})"
+    if not parts.hostname or re.search(r"\s", url):
+        return "must be an http:// or https:// URL with a host and no spaces"
+    try:
+        parts.port  # noqa: B018 -- the property raises for a port out of range or not a number
+    except ValueError:
+        return "must be an http:// or https:// URL with a port in 0-65535"
+    return None
 
 
 def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
@@ -133,8 +151,8 @@ class Settings:
             raise ConfigError(f"timeframe: {self.timeframe!r} is not one of {', '.join(TIMEFRAMES_MS)}")
         if not WINDOW_RANGE[0] <= self.window <= WINDOW_RANGE[1]:
             raise ConfigError(f"window: {self.window} must be between {WINDOW_RANGE[0]} and {WINDOW_RANGE[1]} bars")
-        if self.webhook_url is not None and not re.fullmatch(r"https?://\S+", self.webhook_url):
-            raise ConfigError("webhook_url: must be an http(s) URL")
+        if self.webhook_url is not None and (problem := http_url_problem(self.webhook_url)):
+            raise ConfigError(f"webhook_url: {problem}")
         if not 1 <= self.max_engines <= 32:
             raise ConfigError(f"max_engines: {self.max_engines} must be between 1 and 32")
         if self.min_trades < 0 or not self.min_volume >= 0:

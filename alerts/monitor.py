@@ -42,7 +42,8 @@ def metric_series(rule: AlertRule, closes: pd.DataFrame) -> pd.Series:
     y, x = rule.pair
     pair = compute_pair(closes, PairParams(y, x, window=rule.window))
     series = {"zscore": pair.zscore, "spread": pair.spread, "corr": pair.correlation, "beta": pair.beta}[rule.metric]
-    return series if series is not None else pd.Series(dtype=float)
+    # compute_pair gives None while the window fills; the monitor still needs one (NaN) value per bar start.
+    return series if series is not None else pd.Series(math.nan, index=closes.index, dtype=float)
 
 
 class AlertMonitor:

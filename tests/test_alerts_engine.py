@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from alerts.monitor import AlertMonitor
+from alerts.monitor import AlertMonitor, metric_series
 from alerts.rules import parse_rule
 from config import Settings
 from ingestion.sources import site_of
@@ -20,6 +21,7 @@ from service import Service
 from storage.sqlite_alerts import SqliteAlertStore
 from testkit.sources import PhasedSource
 from testkit.waiting import eventually
+from tests.shared_data import TICKS_NDJSON, require
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_765_000_000_000  # on the 1 s grid
@@ -99,6 +101,33 @@ def test_fires_once_per_excursion_and_is_stored_with_market_time(setup):
         assert len(store.alerts()) == 2
 
 
+@pytest.mark.parametrize("metric", ["zscore", "spread", "corr", "beta"])
+def test_metric_during_warm_up_is_nan_on_the_bar_index(metric):
+    """Too few bars for the window: one NaN per bar (the monitor needs bar starts), not an empty series."""
+    index = pd.date_range("2025-12-15", periods=5, freq="1s", tz="UTC")
+    closes = pd.DataFrame({"BTCUSDT": np.linspace(100, 101, 5), "ETHUSDT": np.linspace(200, 203, 5)}, index=index)
+    rule = parse_rule(f"{metric} > 2", pair=("ETHUSDT", "BTCUSDT"), timeframe_ms=1_000, window=20)
+    values = metric_series(rule, closes)
+    assert values.index.equals(index)
+    assert values.isna().all()
+
+
+def test_monitor_steps_quietly_through_warm_up_then_fires(setup):
+    service, source, rules_db = setup
+    market = PairMarket()
+    with SqliteAlertStore(rules_db) as store:
+        store.ensure_rule(parse_rule("zscore > 3", pair=("ETHUSDT", "BTCUSDT"), timeframe_ms=1_000, window=20))
+        monitor = monitor_for(service)
+        feed(service, source, market.seconds(5))
+        assert monitor.step(store) == 0  # no β yet
+        feed(service, source, market.seconds(20))
+        assert monitor.step(store) == 0  # β known, its z-score not yet
+        feed(service, source, market.seconds(60))
+        monitor.step(store)
+        feed(service, source, market.seconds(1, spike=1.0) + market.seconds(1))
+        assert monitor.step(store) == 1  # the warm-up passes did not leave the rule stuck
+
+
 def test_rules_added_by_another_process_are_picked_up(setup):
     service, source, rules_db = setup
     market = PairMarket()
@@ -156,6 +185,19 @@ def test_headless_recorder_evaluates_alerts_without_a_browser(tmp_path):
         assert sorted(r.describe() for r in store.rules()) == ["zscore < -1.5", "zscore > 1.5"]
         for record in store.alerts():
             assert abs(record.event.value) > 1.5 and record.event.label == "ETHUSDT/BTCUSDT"
+
+
+def test_replay_recorder_with_an_alert_logs_no_traceback_during_warm_up(tmp_path):
+    """200 market seconds of the shared BTC/ETH ticks: z-score warm-up (120 bars), then live evaluation."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingestion", "--source", "replay", "--replay-file", str(require(TICKS_NDJSON)),
+         "--speed", "50", "--duration", "4", "--alert", "zscore > 2", "--data-dir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "zscore > 2 (added)" in proc.stderr  # the rule was really watched
+    for stream in (proc.stdout, proc.stderr):
+        assert "Traceback" not in stream and "ERROR" not in stream, stream
 
 
 def test_invalid_alert_rule_exits_2(tmp_path):

@@ -41,8 +41,8 @@ COMMIT_BOUND_S = 1.0
 
 
 def live_recorder(fake: FakeBinance, db: Path):
-    return recorder("--source", "binance", "--ws-url", fake.url, "--db", str(db), "--backfill-max-trades", "0", "--history-hours", "0",
-                    "--status-interval", "60")
+    return recorder("--source", "binance", "--ws-url", fake.url, "--db", str(db), "--backfill-max-trades", "0",
+                    "--history-hours", "0", "--status-interval", "60")
 
 
 def stored_ids(db: Path) -> dict[str, list[int]]:

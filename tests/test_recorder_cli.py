@@ -74,7 +74,8 @@ def test_live_recorder_against_fake_binance(tmp_path):
     trades = load_recorded_trades(require(TICKS_NDJSON))[:3000]
     with FakeBinance(ping_interval=0.5) as fake:
         db = tmp_path / "live.db"
-        proc = recorder("--source", "binance", "--ws-url", fake.url, "--db", str(db), "--backfill-max-trades", "0", "--history-hours", "0")
+        proc = recorder("--source", "binance", "--ws-url", fake.url, "--db", str(db), "--backfill-max-trades", "0",
+                        "--history-hours", "0")
         try:
             eventually(lambda: fake.open_connections == 1, timeout=30)
             fake.send_recorded(trades)
