@@ -90,14 +90,18 @@ class LiveContext:
 
 
 def live_context(pair: PairAnalytics, bars: PairBars, key: str) -> LiveContext | None:
-    latest = pair.latest
-    if pair.spread is None or not np.isfinite(latest["beta"]):
+    """β, α and the last window−1 closed spreads, or None when the last closed bar has no hedge
+    (a flat window, warm-up) or those spreads are not all defined: then there is no live z either."""
+    if pair.spread is None or pair.beta is None or pair.alpha is None:
         return None
-    closed = pair.spread[pair.spread.index != bars.open_bar_start]
-    recent = closed.dropna().to_numpy()[-(pair.params.window - 1):]
-    if len(recent) < pair.params.window - 1:  # the z-score window is not full yet: no live z either
+    closed = pair.spread.index != bars.open_bar_start
+    beta, alpha = pair.beta[closed], pair.alpha[closed]
+    if not len(beta) or not (np.isfinite(beta.iloc[-1]) and np.isfinite(alpha.iloc[-1])):
         return None
-    return LiveContext(key, latest["beta"], latest["alpha"], recent, pair.params.log_prices)
+    recent = pair.spread[closed].to_numpy()[-(pair.params.window - 1):]
+    if len(recent) < pair.params.window - 1 or not np.all(np.isfinite(recent)):
+        return None
+    return LiveContext(key, float(beta.iloc[-1]), float(alpha.iloc[-1]), recent, pair.params.log_prices)
 
 
 def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
@@ -187,8 +191,10 @@ def render_feed_tab(service: Service, tz: str) -> None:
         st.dataframe(frame, hide_index=True, width="stretch", height=300)
 
 
-# (symbols, interval_ms) → bars: live engine + history, or uploaded datasets.
-BarsProvider = Callable[[tuple[str, ...], int], PairBars]
+# (symbols, interval_ms, warm-up bars) → bars: live engine + history, or uploaded datasets.
+BarsProvider = Callable[[tuple[str, ...], int, int], PairBars]
+# Bars before the lookback that rolling analytics need: a window for β, another for its z-score.
+WARMUP_WINDOWS = 2
 # Called once per fragment run: the bars provider and the feed's service (None for datasets), or
 # None when the feed cannot run (the reason is already on the page).
 DataSource = Callable[[], tuple[BarsProvider, Service | None] | None]
@@ -200,19 +206,22 @@ def render_analytics(data: DataSource, controls: Controls) -> None:
     if current is None:
         return
     provider, service = current
-    bars = provider(controls.symbols, controls.interval_ms)
-    if bars.aligned is None:
-        waiting = [s for s, frame in bars.by_symbol.items() if frame.empty]
+    loaded = provider(controls.symbols, controls.interval_ms, WARMUP_WINDOWS * controls.window)
+    if loaded.aligned is None:
+        waiting = [s for s, frame in loaded.by_symbol.items() if frame.empty]
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
         return
     params = PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
                         controls.z_threshold)
-    closes = bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume)
+    closes = loaded.closes(min_trades=controls.min_trades, min_volume=controls.min_volume)
+    # Computed over the warm-up too, shown over the lookback: every analytic defined from its first bar.
+    bars = loaded.since(loaded.shown_from)
     if controls.min_trades or controls.min_volume:
         st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
                    f"{len(bars.aligned.index):,} bars left out.")
-    pair = compute_pair(closes, params)
-    st.session_state["live_ctx"] = live_context(pair, bars, controls.revision)
+    full_pair = compute_pair(closes, params)
+    pair = full_pair.since(loaded.shown_from)
+    st.session_state["live_ctx"] = live_context(full_pair, loaded, controls.revision)
     render_needs(pair, bars.interval_ms)
     site: Site | None = None if service is None else service.site
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
@@ -254,10 +263,11 @@ def render_table_tab(provider: BarsProvider, controls: Controls, bars: PairBars,
     if controls.interval_ms == 60_000:
         minute_bars, minute_pair = bars, pair
     else:
-        minute_bars = provider((controls.y, controls.x), 60_000)
-        if minute_bars.aligned is None:
+        loaded = provider((controls.y, controls.x), 60_000, WARMUP_WINDOWS * controls.window)
+        if loaded.aligned is None:
             return
-        minute_pair = compute_pair(minute_bars.aligned.closes, pair.params)
+        minute_bars = loaded.since(loaded.shown_from)
+        minute_pair = compute_pair(loaded.aligned.closes, pair.params).since(loaded.shown_from)
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
                      f"{controls.y}-{controls.x}-{controls.timeframe}")
 
@@ -278,8 +288,8 @@ def dataset_page(base: Settings) -> None:
     frames = load_dataset_frames(base, y, x)
     st.title(f"{y.name} / {x.name} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
-    def provider(symbols: tuple[str, ...], interval_ms: int) -> PairBars:
-        return dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)
+    def provider(symbols: tuple[str, ...], interval_ms: int, _warmup_bars: int) -> PairBars:
+        return dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
 
     render_analytics(lambda: (provider, None), controls)
 
@@ -314,8 +324,9 @@ def main() -> None:
         if current is None:
             return None
 
-        def provider(symbols: tuple[str, ...], interval_ms: int) -> PairBars:
-            return load_pair_bars(current.engine, current.history, symbols, interval_ms, controls.lookback_ms)
+        def provider(symbols: tuple[str, ...], interval_ms: int, warmup_bars: int) -> PairBars:
+            return load_pair_bars(current.engine, current.history, symbols, interval_ms, controls.lookback_ms,
+                                  warmup_bars)
 
         return provider, current
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -105,6 +105,19 @@ class PairBars:
     aligned: AlignedBars | None
     open_bar_start: pd.Timestamp | None  # start of the last row if that bar is still forming
     market_now_ms: int
+    shown_from: pd.Timestamp | None = None  # start of the lookback; earlier bars only warm the analytics up
+
+    def since(self, start: pd.Timestamp | None) -> PairBars:
+        """These bars from ``start`` on (all of them for None): what the page shows of the lookback."""
+        if start is None:
+            return self
+        by_symbol = {s: frame[frame.index >= start] for s, frame in self.by_symbol.items()}
+        aligned = self.aligned
+        if aligned is not None:
+            keep = aligned.index >= start
+            aligned = AlignedBars(aligned.interval_ms, aligned.closes[keep], aligned.volumes[keep],
+                                  aligned.trades[keep], aligned.filled[keep])
+        return replace(self, by_symbol=by_symbol, aligned=aligned)
 
     def closes(self, *, closed_only: bool = False, min_trades: int = 0, min_volume: float = 0.0) -> pd.DataFrame:
         """Aligned closes, optionally without the still-forming last bar and without illiquid bars.
@@ -148,16 +161,22 @@ def symbol_bars(engine: Engine, history: BarHistory, symbol: str, since_ms: int)
 
 
 def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int,
-                   lookback_ms: int) -> PairBars:
-    """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time."""
+                   lookback_ms: int, warmup_bars: int = 0) -> PairBars:
+    """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time.
+
+    ``warmup_bars`` more bars before the lookback are included so that rolling analytics are
+    defined from the lookback's first bar on; :attr:`PairBars.shown_from` marks where it begins.
+    """
     engine.close_due_bars()
     market_now = engine.market_now_ms() or now_ms()
-    since = (market_now - lookback_ms) // interval_ms * interval_ms
+    shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
+    since = shown_from - warmup_bars * interval_ms
     by_symbol = {s: symbol_bars(engine, history, s, since) for s in symbols}
     if interval_ms != BASE_INTERVAL_MS:
         by_symbol = {s: rebar(frame, interval_ms) for s, frame in by_symbol.items()}
     by_symbol = {s: merge_bars(frame, history.stored(s, interval_ms, since)) for s, frame in by_symbol.items()}
-    return _pair_bars(by_symbol, interval_ms, market_now)
+    return replace(_pair_bars(by_symbol, interval_ms, market_now), shown_from=pd.Timestamp(shown_from, unit="ms",
+                                                                                           tz="UTC"))
 
 
 def merge_bars(ticks: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@ by itself once enough bars exist.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -97,6 +97,18 @@ class PairAnalytics:
     half_life: HalfLife | None
     r_squared: float | None
     needs: tuple[Needs, ...] = field(default=())
+
+    def since(self, start: pd.Timestamp | None) -> PairAnalytics:
+        """These series from ``start`` on (all for None); values stay those computed on the whole input."""
+        if start is None:
+            return self
+        def crop(series: pd.Series | None) -> pd.Series | None:
+            return None if series is None else series[series.index >= start]
+
+        return replace(self, index=self.index[self.index >= start], y=crop(self.y), x=crop(self.x),
+                       beta=crop(self.beta), alpha=crop(self.alpha), spread=crop(self.spread),
+                       spread_mean=crop(self.spread_mean), spread_std=crop(self.spread_std),
+                       zscore=crop(self.zscore), correlation=crop(self.correlation))
 
     @property
     def latest(self) -> dict[str, float]:

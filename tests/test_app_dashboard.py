@@ -251,3 +251,25 @@ def test_a_z_threshold_the_window_cannot_reach_is_flagged_everywhere(sim_env):
     open_tab(at, "Backtest")
     assert any(w.value.startswith("Backtest not run: entry 2.9 can never be reached with a 10-bar window")
                for w in at.warning), [w.value for w in at.warning]
+
+
+@pytest.mark.parametrize("timeframe", ["1m", "5m"])
+def test_every_timeframe_has_its_z_score_at_once_on_a_fresh_data_dir(sim_env, timeframe):
+    """Was: 'Hedge ratio: needs 59 more bars (≈ 59 min)' on 1 min bars, five hours on 5 min bars.
+
+    The simulated market stores its own past at start, and the lookback's first bar is computed
+    with a warm-up before it, so the z-score is there on the first page that shows the timeframe.
+    """
+    assert not list(sim_env.glob("*.sqlite3"))  # fresh
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.radio(key="timeframe").set_value(timeframe).run()
+
+    def z_shown() -> bool:
+        at.run()
+        assert not at.exception, at.exception
+        return next(m.value for m in at.metric if m.label == "Z-score") != "—"
+
+    eventually(z_shown, timeout=20, interval=0.3, message="no z-score on a fresh data dir")
+    assert not any("needs" in i.value for i in at.info), [i.value for i in at.info]
+    zscore = open_tab(at, "Charts")
+    assert any("Z-score" in c.proto.spec for c in charts(zscore))

@@ -101,5 +101,14 @@ def test_dashboard_in_chromium(dashboard_url):
             header = Path(path).read_text().splitlines()[0]
             assert header.startswith("time_utc,ETHUSDT_close,BTCUSDT_close")
             assert page.locator("[data-testid='stException']").count() == 0
+
+            # 1 min bars, window 60: an hour of bars the recorder has not seen yet. The simulated
+            # market's own past is stored at start, so the z-score is there at once, not in an hour.
+            page.get_by_text("1 min", exact=True).click()
+            page.get_by_role("tab", name="Charts").click()
+            eventually(lambda: "1 min bars" in page.locator("h1").inner_text() and z_text() not in ("", "—"),
+                       timeout=20, interval=0.25, message=lambda: f"1 min bars: Z-score {z_text()!r}")
+            assert page.get_by_text("needs", exact=False).count() == 0  # no "needs 59 more bars"
+            assert page.locator("[data-testid='stException']").count() == 0
         finally:
             browser.close()
