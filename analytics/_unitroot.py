@@ -24,6 +24,9 @@ AUTOLAG_METHODS = ("AIC", "BIC", "T-STAT")
 # statsmodels' coint skips the ADF step above this R² of the cointegrating regression: the
 # residuals are then numerically zero and the pair is collinear (statsmodels.tsa.stattools).
 COLLINEAR_R2 = 1.0 - 100.0 * math.sqrt(np.finfo(np.float64).eps)
+# With a fitted trend, a regressor whose detrended sum of squares is below this share of its
+# centred one is a deterministic trend itself (up to rounding): its coefficient is undefined.
+_TREND_ONLY = 1e-20
 # statsmodels' stopping rule for autolag="t-stat": the longest lag whose own |t| reaches the
 # one-sided 5 % normal quantile (statsmodels.tsa.stattools._autolag).
 _T_STAT_STOP = 1.6448536269514722
@@ -95,6 +98,27 @@ def detrend(values: np.ndarray, trend: str) -> tuple[np.ndarray, np.ndarray]:
     q, r = np.linalg.qr(trend_terms(len(values), trend))
     projection = q.T @ values
     return values - q @ projection, np.linalg.solve(r, projection)
+
+
+def r_squared_totals(values: np.ndarray, trend: str) -> np.ndarray:
+    """Denominators of statsmodels' R² for regressands ``values`` (n, k): centred sums of squares
+    when the regression has a constant, uncentred for trend "n"."""
+    if trend == "n":
+        return np.sum(values**2, axis=0)
+    return np.sum((values - values.mean(axis=0)) ** 2, axis=0)
+
+
+def collinear(ssr: np.ndarray | float, totals: np.ndarray | float) -> np.ndarray | bool:
+    """statsmodels' coint rule: skip the ADF step when R² is not below ``COLLINEAR_R2``."""
+    return np.logical_not(1.0 - ssr / totals < COLLINEAR_R2)
+
+
+def trend_only(detrended_ss: np.ndarray | float, values: np.ndarray, trend: str) -> np.ndarray | bool:
+    """Whether columns of ``values`` are deterministic trends (``"ct"``, ``"ctt"``), from their
+    detrended sums of squares."""
+    if trend not in ("ct", "ctt"):
+        return np.zeros(np.shape(detrended_ss), dtype=bool)
+    return detrended_ss <= _TREND_ONLY * np.sum((values - values.mean(axis=0)) ** 2, axis=0)
 
 
 def fill_rows(

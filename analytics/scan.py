@@ -28,17 +28,19 @@ import numpy as np
 import pandas as pd
 
 from analytics._unitroot import (
-    COLLINEAR_R2,
     NTREND,
     adf_required,
     check_autolag,
     check_trend,
+    collinear,
     default_maxlag,
     detrend,
     fill_rows,
     level_tstats,
     mackinnon_pvalues,
+    r_squared_totals,
     select_lags,
+    trend_only,
 )
 from analytics._validate import check_int, check_window
 from analytics.correlation import correlation_matrix
@@ -73,9 +75,6 @@ DEFAULT_MIN_BARS = 60
 _CHUNK = 128
 # Rows of the per-symbol ADF designs multiplied at a time when forming their Gram matrix.
 _GRAM_ELEMENTS = 4_000_000
-# With a fitted trend, a column whose detrended sum of squares is below this share of its
-# centred one is a deterministic trend itself (as in engle_granger).
-_TREND_ONLY = 1e-20
 
 Progress = Callable[[int, int], None]
 
@@ -366,7 +365,7 @@ class _SharedFits:
             detrended=detrended,
             coefficients=coefficients,
             gram=detrended.T @ detrended,
-            totals=_total_sums_of_squares(values, trend),
+            totals=r_squared_totals(values, trend),
             designs=_design_gram(detrended, lags),
             early=_early_rows(detrended, lags),
             maxlag=lags,
@@ -385,24 +384,13 @@ class _Tests:
 
 def _degenerate_columns(values: np.ndarray, gram: np.ndarray, trend: str) -> list[str]:
     """Per column, "" or a note template saying why no pair with it can be tested."""
-    reasons = []
-    spread_of_values = np.ptp(values, axis=0)
-    centred = np.sum((values - values.mean(axis=0)) ** 2, axis=0)
-    for c in range(values.shape[1]):
-        if spread_of_values[c] == 0:
-            reasons.append("{symbol} is constant over the {n} shared bars")
-        elif trend in ("ct", "ctt") and gram[c, c] <= _TREND_ONLY * centred[c]:
-            reasons.append(f"{{symbol}} is a deterministic trend over the {{n}} shared bars (trend={trend!r})")
-        else:
-            reasons.append("")
-    return reasons
-
-
-def _total_sums_of_squares(values: np.ndarray, trend: str) -> np.ndarray:
-    # statsmodels' R²: centred when the cointegrating regression has a constant.
-    if trend == "n":
-        return np.sum(values**2, axis=0)
-    return np.sum((values - values.mean(axis=0)) ** 2, axis=0)
+    flat = np.ptp(values, axis=0) == 0
+    trend_like = trend_only(np.diag(gram), values, trend)
+    trend_note = f"{{symbol}} is a deterministic trend over the {{n}} shared bars (trend={trend!r})"
+    return [
+        "{symbol} is constant over the {n} shared bars" if is_flat else trend_note if is_trend else ""
+        for is_flat, is_trend in zip(flat, trend_like, strict=True)
+    ]
 
 
 def _design_gram(detrended: np.ndarray, maxlag: int) -> np.ndarray:
@@ -495,7 +483,7 @@ def _engle_granger_batch(shared: _SharedFits, y: np.ndarray, x: np.ndarray, sett
     statistic = np.full(len(y), -np.inf)
     lag = np.zeros(len(y), dtype=np.int64)
     ssr = shared.gram[y, y] - beta * shared.gram[x, y]
-    tested = np.flatnonzero(1.0 - ssr / shared.totals[y] < COLLINEAR_R2)  # statsmodels' rule, as in engle_granger
+    tested = np.flatnonzero(~collinear(ssr, shared.totals[y]))
     if len(tested):
         ty, tx, tb = y[tested], x[tested], beta[tested]
         # DᵀD of D = W_y - β·W_x, from the blocks of the shared Gram matrix.

@@ -18,17 +18,19 @@ from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
 
 from analytics._ols import fit_line
 from analytics._unitroot import (
-    COLLINEAR_R2,
     NTREND,
     TRENDS,
     adf_required,
     check_autolag,
     check_trend,
+    collinear,
     default_maxlag,
     detrend,
     fill_rows,
     level_tstats,
+    r_squared_totals,
     select_lags,
+    trend_only,
 )
 from analytics._validate import (
     ArrayLike1D,
@@ -42,9 +44,6 @@ from analytics._validate import (
 
 ADF_REGRESSIONS = TRENDS
 MIN_HALF_LIFE_OBS = 3
-# With a fitted trend, an x whose detrended sum of squares is below this share of its centred one
-# is a deterministic trend itself (up to rounding): the hedge ratio is then undefined.
-_TREND_ONLY = 1e-20
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +233,7 @@ def engle_granger(
 
     detrended, coefficients = detrend(np.column_stack([yv, xv]), trend)
     sxx = float(detrended[:, 1] @ detrended[:, 1])
-    if trend in ("ct", "ctt") and sxx <= _TREND_ONLY * float(np.sum((xv - xv.mean()) ** 2)):
+    if trend_only(sxx, xv, trend):
         raise ValueError(f"x is a deterministic trend; hedge ratio undefined with trend={trend!r}")
     beta = float(detrended[:, 1] @ detrended[:, 0]) / sxx
     deterministic = coefficients[:, 0] - beta * coefficients[:, 1]
@@ -249,9 +248,7 @@ def engle_granger(
         EngleGrangerResult, critical_values=critical_values, beta=beta, alpha=alpha, nobs=n, trend=trend,
         trend_coefficients=tuple(float(c) for c in deterministic[1:]),
     )
-    # statsmodels' R²: centred when the regression has a constant.
-    total = float(np.sum((yv - yv.mean()) ** 2)) if ntrend else float(yv @ yv)
-    if not 1.0 - float(residuals @ residuals) / total < COLLINEAR_R2:
+    if collinear(float(residuals @ residuals), float(r_squared_totals(yv, trend))):
         return result(statistic=-math.inf, pvalue=0.0, used_lag=0)
     test = adf(residuals, maxlag=maxlag, autolag=autolag, regression="n")
     pvalue = float(mackinnonp(test.statistic, regression=trend, N=2))
