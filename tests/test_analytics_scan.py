@@ -230,6 +230,11 @@ def test_whole_frame_too_short_marks_every_pair() -> None:
     assert (result["status"] == "insufficient_data").all()
     assert (result["note"] == "40 bars where both legs are finite; needs 60").all()
     assert scan_pairs(frame(random_walks(40, 3, seed=12)), min_bars=30, window=20)["status"].eq("ok").all()
+    # Tested, but too short for the z-score window: only the z-score is missing, and the note says why.
+    short_window = scan_pairs(frame(random_walks(40, 3, seed=12)), min_bars=30)
+    assert short_window["status"].eq("ok").all() and short_window["zscore"].isna().all()
+    assert short_window["eg_pvalue"].notna().all()
+    assert (short_window["note"] == "zscore needs 60 bars, the pair has 40").all()
 
 
 def test_a_deterministic_trend_leg_with_trend_ct() -> None:
