@@ -461,10 +461,10 @@ def _test_pairs(
     table.numbers["eg_pvalue"][rows] = tests.pvalue[chosen]
     table.eg_lag[rows] = tests.lag[chosen]
     table.numbers["corr"][rows] = corr[y, x]
-    collinear = np.isneginf(tests.statistic[chosen])
-    table.status[rows] = np.where(collinear, COLLINEAR, OK)
+    is_collinear = np.isneginf(tests.statistic[chosen])
+    table.status[rows] = np.where(is_collinear, COLLINEAR, OK)
     table.note[rows] = np.where(
-        collinear, "legs are collinear (R² ≥ 1 - 1.5e-6); as in statsmodels, statistic -inf and p-value 0", ""
+        is_collinear, "legs are collinear (R² ≥ 1 - 1.5e-6); as in statsmodels, statistic -inf and p-value 0", ""
     )
     for row, y_column, x_column, b in zip(rows, y, x, beta, strict=True):
         spread = shared.detrended[:, y_column] - b * shared.detrended[:, x_column]
