@@ -176,9 +176,9 @@ def scan_pairs(
     table = _Table(len(pairs))
     reporter = _Reporter(len(pairs), progress)
     settings = _Settings(trend, maxlag, autolag, window, min_bars)
-    for rows, members in _pair_groups(np.isfinite(values), pairs):
-        _scan_group(values[rows], closes.index[rows], closes.index, closes.columns, pairs, members, settings, table,
-                    reporter)
+    for group in _pair_groups(np.isfinite(values), pairs):
+        _scan_group(values[group.rows], closes.index[group.rows], closes.index, closes.columns, pairs, group, settings,
+                    table, reporter)
     return table.frame(closes.columns, pairs)
 
 
@@ -279,24 +279,44 @@ def _check_closes(closes: pd.DataFrame) -> np.ndarray:
     return values
 
 
-def _pair_groups(finite: np.ndarray, pairs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Pairs grouped by the rows where both legs are finite: ``[(row mask, pair indexes), ...]``.
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Pairs whose legs are finite on the same rows.
 
-    Each group shares its detrending and Gram matrices. Columns with the same NaN pattern form
-    one class, so the common case (no NaN) is a single group found without per-pair masks.
+    ``blocks`` lists the column sets (A, B) of the group's pairs: every pair is a column of A
+    with a column of B. Columns with the same NaN pattern form one set, so two sets are either
+    equal (pairs within one set) or disjoint; only these blocks of the shared Gram matrix are
+    needed.
+    """
+
+    rows: np.ndarray  # (n_bars,) bool
+    members: np.ndarray  # indexes into the scan's pairs
+    blocks: list[tuple[np.ndarray, np.ndarray]]
+
+
+def _pair_groups(finite: np.ndarray, pairs: np.ndarray) -> list[_Group]:
+    """Pairs grouped by the rows where both legs are finite.
+
+    Columns with the same NaN pattern form one class, so the common case (no NaN) is a single
+    group found without per-pair masks; a symbol listed late makes a group of its pairs with
+    the symbols listed before it.
     """
     if len(pairs) == 0:
         return []
     _, column_class = np.unique(np.packbits(finite, axis=0).T, axis=0, return_inverse=True)
     column_class = column_class.ravel()
-    representative = {int(c): int(np.argmax(column_class == c)) for c in np.unique(column_class)}
-    class_pairs = np.stack([column_class[pairs[:, 0]], column_class[pairs[:, 1]]], axis=1)
-    groups: dict[bytes, tuple[np.ndarray, list[np.ndarray]]] = {}
+    classes = [np.flatnonzero(column_class == c) for c in range(column_class.max() + 1)]
+    class_pairs = np.sort(column_class[pairs], axis=1)
+    groups: dict[bytes, _Group] = {}
     for a, b in np.unique(class_pairs, axis=0):
-        rows = finite[:, representative[int(a)]] & finite[:, representative[int(b)]]
+        rows = finite[:, classes[a][0]] & finite[:, classes[b][0]]
         members = np.flatnonzero((class_pairs[:, 0] == a) & (class_pairs[:, 1] == b))
-        groups.setdefault(np.packbits(rows).tobytes(), (rows, []))[1].append(members)
-    return [(rows, np.sort(np.concatenate(parts))) for rows, parts in groups.values()]
+        key = np.packbits(rows).tobytes()  # different class pairs can share their rows
+        if key in groups:
+            members = np.union1d(groups[key].members, members)
+        blocks = [*groups[key].blocks] if key in groups else []
+        groups[key] = _Group(rows, members, [*blocks, (classes[a], classes[b])])
+    return list(groups.values())
 
 
 def _scan_group(
@@ -305,12 +325,13 @@ def _scan_group(
     full_index: pd.Index,
     symbols: pd.Index,
     pairs: np.ndarray,
-    members: np.ndarray,
+    group: _Group,
     settings: _Settings,
     table: _Table,
     reporter: _Reporter,
 ) -> None:
-    """Test the pairs ``members`` (indexes into ``pairs``), whose shared finite rows are ``values``."""
+    """Test the pairs of ``group``, whose shared finite rows are ``values``."""
+    members = group.members
     n = len(values)
     table.n_bars[members] = n
     if n < settings.min_bars:
@@ -322,7 +343,8 @@ def _scan_group(
     columns = np.unique(pairs[members])
     local = np.full(len(symbols), -1)
     local[columns] = np.arange(len(columns))
-    shared = _SharedFits.build(values[:, columns], settings.trend, settings.maxlag)
+    blocks = [(local[a], local[b]) for a, b in group.blocks]
+    shared = _SharedFits.build(values[:, columns], settings.trend, settings.maxlag, blocks)
     degenerate = _degenerate_columns(values[:, columns], shared.gram, settings.trend)
     flat = [m for m in members if degenerate[local[pairs[m, 0]]] or degenerate[local[pairs[m, 1]]]]
     for m in flat:
@@ -357,8 +379,13 @@ class _SharedFits:
     maxlag: int
 
     @classmethod
-    def build(cls, values: np.ndarray, trend: str, maxlag: int | None) -> _SharedFits:
-        """Shared fits of the columns of ``values`` (n, c), finite; ``maxlag`` None for the default."""
+    def build(
+        cls, values: np.ndarray, trend: str, maxlag: int | None, blocks: list[tuple[np.ndarray, np.ndarray]]
+    ) -> _SharedFits:
+        """Shared fits of the columns of ``values`` (n, c), finite; ``maxlag`` None for the default.
+
+        ``blocks`` as in :class:`_Group`, in local column numbers.
+        """
         detrended, coefficients = detrend(values, trend)
         lags = default_maxlag(len(values), 0) if maxlag is None else maxlag
         return cls(
@@ -366,7 +393,7 @@ class _SharedFits:
             coefficients=coefficients,
             gram=detrended.T @ detrended,
             totals=r_squared_totals(values, trend),
-            designs=_design_gram(detrended, lags),
+            designs=_design_gram(detrended, lags, blocks),
             early=_early_rows(detrended, lags),
             maxlag=lags,
         )
@@ -393,23 +420,40 @@ def _degenerate_columns(values: np.ndarray, gram: np.ndarray, trend: str) -> lis
     ]
 
 
-def _design_gram(detrended: np.ndarray, maxlag: int) -> np.ndarray:
-    """Gram matrix of every symbol's ADF design on rows t = maxlag .. n-2, shape (L+2, c, L+2, c).
+def _design_gram(detrended: np.ndarray, maxlag: int, blocks: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Gram matrix of the symbols' ADF designs on rows t = maxlag .. n-2, shape (L+2, c, L+2, c).
 
-    Columns are lag-major: ``[levels | Δ lag 1 | ... | Δ lag L | Δ]``, each block one column per
-    symbol. Rows are multiplied in slices so memory stays bounded for long histories.
+    Each symbol's design is ``[level, Δ lag 1, ..., Δ lag L, Δ]``. Only the blocks pairs use are
+    formed: each symbol with itself, and the symbols of A with those of B for every (A, B) in
+    ``blocks``; the rest stays 0. Rows are multiplied in slices so memory stays bounded for long
+    histories.
     """
     n, c = detrended.shape
-    width = (maxlag + 2) * c
+    width = maxlag + 2
     diffs = np.diff(detrended, axis=0)
-    gram = np.zeros((width, width))
-    step = max(1, _GRAM_ELEMENTS // width)
+    gram = np.zeros((width, c, width, c))
+    covered = np.zeros(c, dtype=bool)
+    for a, b in blocks:
+        covered[np.intersect1d(a, b)] = True
+    alone = np.flatnonzero(~covered)  # symbols whose own block no (A, B) block contains
+    everything = np.arange(width)
+    step = max(1, _GRAM_ELEMENTS // (width * c))
     for start in range(maxlag, n - 1, step):
         stop = min(start + step, n - 1)
         lagged = (diffs[start - j : stop - j] for j in range(1, maxlag + 1))
-        rows = np.concatenate([detrended[start:stop], *lagged, diffs[start:stop]], axis=1)
-        gram += rows.T @ rows
-    return gram.reshape(maxlag + 2, c, maxlag + 2, c)
+        rows = np.stack([detrended[start:stop], *lagged, diffs[start:stop]], axis=1)  # (rows, L+2, c)
+        for a, b in blocks:
+            within = np.array_equal(a, b)  # else disjoint (see _Group)
+            left = rows[:, :, a].reshape(stop - start, -1)
+            right = left if within else rows[:, :, b].reshape(stop - start, -1)
+            product = (left.T @ right).reshape(width, len(a), width, len(b))  # Aᵀ·A is one symmetric product
+            gram[np.ix_(everything, a, everything, b)] += product
+            if not within:
+                gram[np.ix_(everything, b, everything, a)] += product.transpose(2, 3, 0, 1)
+        if len(alone):
+            own = rows[:, :, alone].transpose(2, 1, 0)  # (symbols, L+2, rows)
+            gram[:, alone, :, alone] += own @ own.transpose(0, 2, 1)
+    return gram
 
 
 def _early_rows(detrended: np.ndarray, maxlag: int) -> np.ndarray:

@@ -94,7 +94,8 @@ def test_every_ordering_equals_statsmodels_coint(trend: str, autolag: str) -> No
     closes = random_walks(400, 5, seed=2)
     plant(closes, 0, 1, seed=3)
     closes[:, 4] += 0.05 * np.arange(400)  # a drifting leg, so the trend terms matter
-    shared = _SharedFits.build(closes, trend, None)
+    everything = np.arange(5)
+    shared = _SharedFits.build(closes, trend, None, [(everything, everything)])
     y, x = (np.array(side) for side in zip(*[(i, j) for i in range(5) for j in range(5) if i != j], strict=True))
     tests = _engle_granger_batch(shared, y, x, _Settings(trend, None, autolag.upper(), 60, 60))
     for i, (yi, xi) in enumerate(zip(y, x, strict=True)):
@@ -176,9 +177,10 @@ def test_vectorised_mackinnon_p_values_equal_statsmodels() -> None:
 
 
 def test_pairs_use_the_rows_where_both_legs_are_finite() -> None:
-    closes = random_walks(600, 4, seed=9)
+    closes = random_walks(600, 5, seed=9)
     plant(closes, 0, 1, seed=10)
     closes[:150, 2] = np.nan  # listed later
+    closes[:100, 4] = np.nan  # listed earlier than S2: (S2, S4) shares its rows with (S2, S1)
     closes[[200, 201, 450], 3] = np.nan  # gaps
     closes[-5:, 0] = np.nan  # stopped trading
     data = frame(closes)
