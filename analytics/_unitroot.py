@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
+
+# Private tables of mackinnonp, for its vectorised port below: statsmodels is pinned in
+# requirements.txt and tests/test_analytics_scan.py checks the port against mackinnonp bit for bit.
 from statsmodels.tsa.adfvalues import _tau_largeps, _tau_maxs, _tau_mins, _tau_smallps, _tau_stars
 
 # Deterministic terms of a regression, by statsmodels' names: none, constant, + trend, + trend².
