@@ -6,6 +6,7 @@ bars          ticks → OHLCV bars (batch and incremental), alignment of symbols
 regression    hedge ratios: OLS, Huber, Theil–Sen, Kalman (batch and streaming), rolling OLS
 spread        spread of a hedged pair, its rolling z-score and moments, the z-score's bound
 stationarity  ADF, Engle–Granger cointegration, half-life of mean reversion
+scan          Engle–Granger scan of every pair of a universe, ranked by Benjamini–Hochberg q-value
 correlation   rolling correlation, correlation matrix, lead–lag
 returns       log returns
 backtest      z-score mean-reversion backtest of a hedged pair (next-bar fills, costs)
@@ -28,6 +29,7 @@ from analytics.regression import (
     rolling_hedge,
 )
 from analytics.returns import log_returns
+from analytics.scan import scan_pairs
 from analytics.spread import RollingMoments, rolling_moments, rolling_zscore, spread, zscore_bound
 from analytics.stationarity import AdfResult, EngleGrangerResult, HalfLife, adf, engle_granger, half_life
 
@@ -62,6 +64,7 @@ __all__ = [
     "rolling_hedge",
     "rolling_moments",
     "rolling_zscore",
+    "scan_pairs",
     "spread",
     "zscore_bound",
 ]

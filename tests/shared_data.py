@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 BINANCE_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance"
@@ -16,3 +17,14 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared sample {path} is not present (expected ../shared beside the repo)")
     return path
+
+
+def kline_frame(path: Path) -> pd.DataFrame:
+    """The OHLC columns (float) of a data.binance.vision kline zip, indexed by open time (ms).
+
+    Some of these files start with a header row and some do not, so the header is dropped by value.
+    """
+    names = ["open_time", "open", "high", "low", "close"]
+    frame = pd.read_csv(require(path), header=None, usecols=range(5), names=names, dtype=str)
+    frame = frame[frame["open_time"] != "open_time"]
+    return frame.astype(float).astype({"open_time": "int64"}).set_index("open_time")
