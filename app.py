@@ -19,8 +19,9 @@ import streamlit as st
 
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
-from pairs.bars import PairBars, dataset_pair_bars, load_pair_bars
+from pairs.bars import PairBars, dataset_pair_bars, with_open_bar
 from pairs.compute import PairAnalytics, PairParams, compute_pair, live_zscore, pair_spread_now
+from pairs.shared import PairView
 from service import Service, ServiceRegistry, TooManyFeeds
 from storage import Site, StorageError, open_ticks
 from ui import charts
@@ -89,19 +90,19 @@ class LiveContext:
     log_prices: bool
 
 
-def live_context(pair: PairAnalytics, bars: PairBars, key: str) -> LiveContext | None:
-    """β, α and the last window−1 closed spreads, or None when the last closed bar has no hedge
-    (a flat window, warm-up) or those spreads are not all defined: then there is no live z either."""
-    if pair.spread is None or pair.beta is None or pair.alpha is None:
+def live_context(pair: PairAnalytics, key: str) -> LiveContext | None:
+    """β, α and the last window−1 spreads of the closed bars ``pair`` was computed on, or None when
+    the last closed bar has no hedge (a flat window, warm-up) or those spreads are not all defined:
+    then there is no live z either."""
+    if pair.spread is None or pair.beta is None or pair.alpha is None or not len(pair.beta):
         return None
-    closed = pair.spread.index != bars.open_bar_start
-    beta, alpha = pair.beta[closed], pair.alpha[closed]
-    if not len(beta) or not (np.isfinite(beta.iloc[-1]) and np.isfinite(alpha.iloc[-1])):
+    beta, alpha = pair.beta.iloc[-1], pair.alpha.iloc[-1]
+    if not (np.isfinite(beta) and np.isfinite(alpha)):
         return None
-    recent = pair.spread[closed].to_numpy()[-(pair.params.window - 1):]
+    recent = pair.spread.to_numpy()[-(pair.params.window - 1):]
     if len(recent) < pair.params.window - 1 or not np.all(np.isfinite(recent)):
         return None
-    return LiveContext(key, float(beta.iloc[-1]), float(alpha.iloc[-1]), recent, pair.params.log_prices)
+    return LiveContext(key, float(beta), float(alpha), recent, pair.params.log_prices)
 
 
 def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
@@ -191,38 +192,45 @@ def render_feed_tab(service: Service, tz: str) -> None:
         st.dataframe(frame, hide_index=True, width="stretch", height=300)
 
 
-# (symbols, interval_ms, warm-up bars) → bars: live engine + history, or uploaded datasets.
-BarsProvider = Callable[[tuple[str, ...], int, int], PairBars]
 # Bars before the lookback that rolling analytics need: a window for β, another for its z-score.
 WARMUP_WINDOWS = 2
-# Called once per fragment run: the bars provider and the feed's service (None for datasets), or
-# None when the feed cannot run (the reason is already on the page).
-DataSource = Callable[[], tuple[BarsProvider, Service | None] | None]
 
 
-def render_analytics(data: DataSource, controls: Controls) -> None:
+@dataclass(frozen=True, slots=True)
+class PageData:
+    """Where one analytics run gets its pair: a live feed's shared analytics, or uploaded datasets.
+
+    ``view(symbols, interval_ms, params, controls)``: closed bars over the lookback plus a warm-up,
+    with ``params``' analytics on them; ``with_open(bars, open_start_ms)``: the bars plus the
+    forming bar, for display; ``service``: the feed (None for datasets).
+    """
+
+    view: Callable[[tuple[str, ...], int, PairParams, Controls], PairView]
+    with_open: Callable[[PairBars, int], PairBars]
+    service: Service | None
+
+
+def render_analytics(data: Callable[[], PageData | None], controls: Controls) -> None:
     """Bars → pair analytics → charts, stats, table and exports (one fragment run)."""
-    current = data()
-    if current is None:
+    page = data()
+    if page is None:
         return
-    provider, service = current
-    loaded = provider(controls.symbols, controls.interval_ms, WARMUP_WINDOWS * controls.window)
-    if loaded.aligned is None:
-        waiting = [s for s, frame in loaded.by_symbol.items() if frame.empty]
-        st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
-        return
+    service = page.service
     params = PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
                         controls.z_threshold)
-    closes = loaded.closes(min_trades=controls.min_trades, min_volume=controls.min_volume)
+    view = page.view(controls.symbols, controls.interval_ms, params, controls)
+    if view.bars.aligned is None:
+        waiting = [s for s, frame in view.bars.by_symbol.items() if frame.empty]
+        st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
+        return
     # Computed over the warm-up too, shown over the lookback: every analytic defined from its first bar.
-    bars = loaded.since(loaded.shown_from)
+    st.session_state["live_ctx"] = live_context(view.pair, controls.revision)
+    pair = view.pair.since(view.bars.shown_from)
+    bars = page.with_open(view.bars.since(view.bars.shown_from), view.open_start_ms)
     if controls.min_trades or controls.min_volume:
         st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
                    f"{len(bars.aligned.index):,} bars left out.")
-    full_pair = compute_pair(closes, params)
-    pair = full_pair.since(loaded.shown_from)
-    st.session_state["live_ctx"] = live_context(full_pair, loaded, controls.revision)
-    render_needs(pair, bars.interval_ms)
+    render_needs(pair, bars.interval_ms, None if service is None else controls.lookback_ms)
     site: Site | None = None if service is None else service.site
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
     charts_tab, stats_tab, table_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
@@ -235,10 +243,10 @@ def render_analytics(data: DataSource, controls: Controls) -> None:
         with stats_tab:
             render_symbol_summaries(bars, controls.tz)
             render_pair_stats(pair, bars.interval_ms)
-            render_tests(pair, exclude_last=bars.open_bar_start is not None, key=f"{controls.revision}|{params}")
+            render_tests(pair, key=f"{controls.revision}|{params}")
     if table_tab.open:
         with table_tab:
-            render_table_tab(provider, controls, bars, pair)
+            render_table_tab(page, controls, bars, pair)
     if alerts_tab.open:
         with alerts_tab:
             if site is None:
@@ -258,16 +266,16 @@ def render_analytics(data: DataSource, controls: Controls) -> None:
                 render_feed_tab(service, controls.tz)
 
 
-def render_table_tab(provider: BarsProvider, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
+def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
     """Per-minute table (computed on 1 min bars whatever the chart timeframe) and CSV downloads."""
     if controls.interval_ms == 60_000:
         minute_bars, minute_pair = bars, pair
     else:
-        loaded = provider((controls.y, controls.x), 60_000, WARMUP_WINDOWS * controls.window)
-        if loaded.aligned is None:
+        minutes = page.view((controls.y, controls.x), 60_000, pair.params, controls)
+        if minutes.bars.aligned is None:
             return
-        minute_bars = loaded.since(loaded.shown_from)
-        minute_pair = compute_pair(loaded.aligned.closes, pair.params).since(loaded.shown_from)
+        minute_bars = minutes.bars.since(minutes.bars.shown_from)
+        minute_pair = minutes.pair.since(minutes.bars.shown_from)
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
                      f"{controls.y}-{controls.x}-{controls.timeframe}")
 
@@ -288,10 +296,13 @@ def dataset_page(base: Settings) -> None:
     frames = load_dataset_frames(base, y, x)
     st.title(f"{y.name} / {x.name} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
-    def provider(symbols: tuple[str, ...], interval_ms: int, _warmup_bars: int) -> PairBars:
-        return dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
+    def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
+        bars = dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
+        pair = compute_pair(bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume), params)
+        return PairView(bars, pair, bars.market_now_ms)
 
-    render_analytics(lambda: (provider, None), controls)
+    page = PageData(view, lambda bars, _open_start_ms: bars, None)
+    render_analytics(lambda: page, controls)
 
 
 def main() -> None:
@@ -319,16 +330,17 @@ def main() -> None:
     def acquire() -> Service | None:
         return acquire_service(base, settings)
 
-    def live_data() -> tuple[BarsProvider, Service | None] | None:
+    def live_data() -> PageData | None:
         current = acquire()  # every run: never draw from a feed that has been stopped
         if current is None:
             return None
 
-        def provider(symbols: tuple[str, ...], interval_ms: int, warmup_bars: int) -> PairBars:
-            return load_pair_bars(current.engine, current.history, symbols, interval_ms, controls.lookback_ms,
-                                  warmup_bars)
+        def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
+            return current.shared.view(symbols, interval_ms, controls.lookback_ms, params,
+                                       warmup_bars=WARMUP_WINDOWS * controls.window, min_trades=controls.min_trades,
+                                       min_volume=controls.min_volume)
 
-        return provider, current
+        return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current)
 
     st.title(f"{controls.y} / {controls.x} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
     st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)

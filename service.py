@@ -34,6 +34,7 @@ from ingestion.source import Source, SourceSpec
 from ingestion.sources import spec_for
 from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
+from pairs.shared import SharedAnalytics
 from records import FeedState, FeedStatus
 from storage import Site, claim_writer, current_writer, open_ticks, site_for
 from storage.errors import StorageError
@@ -53,7 +54,7 @@ class TooManyFeeds(RuntimeError):
 class Service:
     """One source's running pipeline (see the module docstring). Use :meth:`start`, then :meth:`stop` once."""
 
-    def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, history: BarHistory, *,
+    def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, shared: SharedAnalytics, *,
                  writer: TickWriter | None = None, backfiller: Backfiller | None = None,
                  monitor: AlertMonitor | None = None, loader: HistoryLoader | None = None,
                  lock: WriterLock | None = None) -> None:
@@ -61,7 +62,8 @@ class Service:
         self.spec = spec
         self.site = site
         self.engine = engine
-        self.history = history
+        self.shared = shared  # pair analytics computed once per closed bar, for every page and the monitor
+        self.history = shared.history
         self.writer = writer
         self.backfiller = backfiller
         self.monitor = monitor
@@ -111,7 +113,8 @@ class Service:
             engine = Engine(settings, source, spec.capabilities, writer=writer, backfiller=backfiller,
                             last_ids=last_ids)
             history = BarHistory(site, loader)
-            monitor = AlertMonitor(engine, site, history, webhook_url=settings.webhook_url,
+            shared = SharedAnalytics(engine, history)
+            monitor = AlertMonitor(engine, site, shared, webhook_url=settings.webhook_url,
                                    min_trades=settings.min_trades, min_volume=settings.min_volume)
             if backfiller is not None:
                 backfiller.start()
@@ -128,7 +131,7 @@ class Service:
             lock.release()
             raise
         log.info("service started: %s → %s", source.label, site.location)
-        return cls(settings, spec, site, engine, history, writer=writer, backfiller=backfiller, monitor=monitor,
+        return cls(settings, spec, site, engine, shared, writer=writer, backfiller=backfiller, monitor=monitor,
                    loader=loader, lock=lock)
 
     @classmethod
@@ -137,7 +140,7 @@ class Service:
         engine = Engine(settings, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
         engine.start()
         log.info("following %s, written by %s", site.location, holder.describe())  # type: ignore[attr-defined]
-        return cls(settings, spec, site, engine, BarHistory(site))
+        return cls(settings, spec, site, engine, SharedAnalytics(engine, BarHistory(site)))
 
     @property
     def following(self) -> bool:

@@ -23,8 +23,9 @@ import pandas as pd
 from alerts.evaluator import AlertEvaluator
 from alerts.webhook import WebhookNotifier
 from ingestion.engine import Engine
-from pairs.bars import BarHistory, load_pair_bars
-from pairs.compute import PairParams, compute_pair
+from pairs.bars import load_pair_bars
+from pairs.compute import PairAnalytics, PairParams, compute_pair
+from pairs.shared import SharedAnalytics
 from records.alerts import AlertRule
 from storage import Site, open_alerts
 from storage.base import AlertStore
@@ -35,29 +36,39 @@ POLL_S = 0.25
 WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another one
 
 
+def rule_params(rule: AlertRule) -> PairParams:
+    """The pair analytics a pair rule watches: rolling OLS on price over the rule's window."""
+    y, x = rule.pair
+    return PairParams(y, x, window=rule.window)
+
+
 def metric_series(rule: AlertRule, closes: pd.DataFrame) -> pd.Series:
     """The rule's metric on each closed bar (NaN during warm-up), indexed by bar start."""
     if rule.metric == "price":
         return closes[rule.symbol]
-    y, x = rule.pair
-    pair = compute_pair(closes, PairParams(y, x, window=rule.window))
+    return pair_metric(rule, compute_pair(closes, rule_params(rule)))
+
+
+def pair_metric(rule: AlertRule, pair: PairAnalytics) -> pd.Series:
+    """A pair rule's metric from the pair analytics, one value per bar (NaN during warm-up)."""
     series = {"zscore": pair.zscore, "spread": pair.spread, "corr": pair.correlation, "beta": pair.beta}[rule.metric]
     # compute_pair gives None while the window fills; the monitor still needs one (NaN) value per bar start.
-    return series if series is not None else pd.Series(math.nan, index=closes.index, dtype=float)
+    return series if series is not None else pd.Series(math.nan, index=pair.index, dtype=float)
 
 
 class AlertMonitor:
     """Rule evaluation for one engine, in its own thread."""
 
-    def __init__(self, engine: Engine, site: Site, history: BarHistory, *, webhook_url: str | None = None,
+    def __init__(self, engine: Engine, site: Site, shared: SharedAnalytics, *, webhook_url: str | None = None,
                  min_trades: int = 0, min_volume: float = 0.0, poll_s: float = POLL_S) -> None:
         self.engine = engine
         self.site = site
+        self.shared = shared
         self.min_trades = min_trades
         self.min_volume = min_volume
         self.poll_s = poll_s
         self.webhook = WebhookNotifier(webhook_url) if webhook_url else None
-        self.history = history
+        self.history = shared.history
         self.evaluator = AlertEvaluator()
         self.rules: list[AlertRule] = []
         self.fired = 0
@@ -112,11 +123,17 @@ class AlertMonitor:
                 log.warning("alert %r needs %s, which this engine does not watch", rule.describe(), symbols)
             return 0
         lookback_ms = (WARMUP_FACTOR * rule.window + 5) * rule.timeframe_ms
-        bars = load_pair_bars(self.engine, self.history, symbols, rule.timeframe_ms, lookback_ms)
-        closes = bars.closes(closed_only=True, min_trades=self.min_trades, min_volume=self.min_volume)
-        if closes.empty:
+        if rule.metric == "price":
+            bars = load_pair_bars(self.engine, self.history, symbols, rule.timeframe_ms, lookback_ms)
+            values = bars.closes(closed_only=True, min_trades=self.min_trades, min_volume=self.min_volume)
+            values = values[rule.symbol] if not values.empty else pd.Series(dtype=float)
+        else:
+            # The same computation every page showing this pair uses: computed once per closed bar.
+            view = self.shared.view(symbols, rule.timeframe_ms, lookback_ms, rule_params(rule),
+                                    min_trades=self.min_trades, min_volume=self.min_volume)
+            values = pd.Series(dtype=float) if view.pair is None else pair_metric(rule, view.pair)
+        if values.empty:
             return 0
-        values = metric_series(rule, closes)
         starts = values.index.as_unit("ms").asi8
         last = self._last_ts.get(rule)
         priming = last is None

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 5.0
-# A bar closes this long (wall-clock) after its end, so trades delayed in transit still land in it.
-BAR_CLOSE_GRACE_S = 0.5
+# A bar closes this long (market time) after its end, so trades delayed in transit, or a recording's
+# interleaved sockets, still land in it. Market time: a replay at 60x closes bars 8 ms after their end.
+BAR_CLOSE_GRACE_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +195,7 @@ class Engine:
         """Close live bars whose interval (plus a grace period) has passed, even without new trades."""
         market_now = self.market_now_ms()
         if market_now is not None:
-            grace_ms = int(BAR_CLOSE_GRACE_S * 1000 * (1.0 if self.capabilities.live else self.settings.speed))
-            self.bars.advance(market_now - grace_ms)
+            self.bars.advance(market_now - BAR_CLOSE_GRACE_MS)
 
     # ---------------------------------------------------------------- status
     def status(self) -> FeedStatus:

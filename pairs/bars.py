@@ -144,39 +144,92 @@ class PairBars:
             self.closes(min_trades=min_trades, min_volume=min_volume))
 
 
-def symbol_bars(engine: Engine, history: BarHistory, symbol: str, since_ms: int) -> pd.DataFrame:
-    """1 s bars of one symbol from ``since_ms``: history, live closed bars, then the open bar."""
+def symbol_bars(engine: Engine, history: BarHistory, symbol: str, since_ms: int, *,
+                with_open: bool = True) -> pd.DataFrame:
+    """1 s bars of one symbol from ``since_ms``: history, live closed bars, then (``with_open``) the open bar."""
     first_live = engine.bars.first_start_ms(symbol)
     boundary = first_live if first_live is not None else now_ms() // HISTORY_REFRESH_MS * HISTORY_REFRESH_MS
-    parts = []
     past = history.bars(symbol, boundary)
-    if len(past):
-        parts.append(past[past.index >= pd.Timestamp(since_ms, unit="ms", tz="UTC")])
-    parts.append(engine.bars.closed(symbol, since_ms=since_ms))
-    open_bar = engine.bars.open_bar(symbol)
+    return _joined([past[past.index >= pd.Timestamp(since_ms, unit="ms", tz="UTC")],
+                    live_bars(engine, symbol, since_ms, with_open=with_open)])
+
+
+def live_bars(engine: Engine, symbol: str, since_ms: int, *, with_open: bool = True) -> pd.DataFrame:
+    """The engine's 1 s bars of one symbol from ``since_ms``: closed ones, then (``with_open``) the open one."""
+    parts = [engine.bars.closed(symbol, since_ms=since_ms)]
+    open_bar = engine.bars.open_bar(symbol) if with_open else None
     if open_bar is not None and open_bar.start_ms >= since_ms:
         parts.append(bars_to_frame([open_bar]))
+    return _joined(parts)
+
+
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
     parts = [p for p in parts if len(p)]
     return pd.concat(parts) if len(parts) > 1 else (parts[0] if parts else bars_to_frame([]))
 
 
 def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int,
-                   lookback_ms: int, warmup_bars: int = 0) -> PairBars:
+                   lookback_ms: int, warmup_bars: int = 0, *, closed_before_ms: int | None = None) -> PairBars:
     """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time.
 
     ``warmup_bars`` more bars before the lookback are included so that rolling analytics are
     defined from the lookback's first bar on; :attr:`PairBars.shown_from` marks where it begins.
+    ``closed_before_ms``: only bars starting before it (closed bars), else the forming bar too.
     """
     engine.close_due_bars()
     market_now = engine.market_now_ms() or now_ms()
     shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
     since = shown_from - warmup_bars * interval_ms
-    by_symbol = {s: symbol_bars(engine, history, s, since) for s in symbols}
+    by_symbol = {s: symbol_bars(engine, history, s, since, with_open=closed_before_ms is None) for s in symbols}
     if interval_ms != BASE_INTERVAL_MS:
         by_symbol = {s: rebar(frame, interval_ms) for s, frame in by_symbol.items()}
     by_symbol = {s: merge_bars(frame, history.stored(s, interval_ms, since)) for s, frame in by_symbol.items()}
+    if closed_before_ms is not None:
+        cut = pd.Timestamp(closed_before_ms, unit="ms", tz="UTC")
+        by_symbol = {s: frame[frame.index < cut] for s, frame in by_symbol.items()}
     return replace(_pair_bars(by_symbol, interval_ms, market_now), shown_from=pd.Timestamp(shown_from, unit="ms",
                                                                                            tz="UTC"))
+
+
+def with_open_bar(bars: PairBars, engine: Engine, open_start_ms: int) -> PairBars:
+    """``bars`` (closed) plus the bar still forming at ``open_start_ms``, from the engine's live bars.
+
+    A symbol that has not traded in the forming bar keeps its last close there (flagged filled,
+    no volume); nothing is added when no symbol has. :attr:`PairBars.open_bar_start` marks the row.
+    """
+    if bars.aligned is None:
+        return bars
+    interval_ms = bars.interval_ms
+    start = pd.Timestamp(open_start_ms, unit="ms", tz="UTC")
+    rows: dict[str, pd.Series] = {}
+    for symbol in bars.by_symbol:
+        seconds = live_bars(engine, symbol, open_start_ms)
+        seconds = seconds[seconds.index < start + pd.Timedelta(milliseconds=interval_ms)]
+        if len(seconds):
+            rows[symbol] = (seconds if interval_ms == BASE_INTERVAL_MS else rebar(seconds, interval_ms)).iloc[-1]
+    if not rows:
+        return bars
+    aligned = bars.aligned
+    if len(aligned.index) and aligned.index[-1] >= start:
+        return bars
+    symbols = list(aligned.closes.columns)
+    last_close = aligned.closes.iloc[-1] if len(aligned.index) else pd.Series(np.nan, index=symbols)
+    closes = {s: rows[s]["close"] if s in rows else last_close[s] for s in symbols}
+    index = pd.DatetimeIndex([start], name=aligned.index.name)
+
+    def appended(frame: pd.DataFrame, values: dict[str, object]) -> pd.DataFrame:
+        return pd.concat([frame, pd.DataFrame({s: [values[s]] for s in symbols}, index=index).astype(frame.dtypes)])
+
+    aligned = AlignedBars(
+        interval_ms,
+        appended(aligned.closes, closes),
+        appended(aligned.volumes, {s: rows[s]["volume"] if s in rows else 0.0 for s in symbols}),
+        appended(aligned.trades, {s: int(rows[s]["trades"]) if s in rows else 0 for s in symbols}),
+        appended(aligned.filled, {s: s not in rows for s in symbols}),
+    )
+    by_symbol = {s: pd.concat([frame, rows[s].to_frame().T.set_axis(index).astype(frame.dtypes)]) if s in rows
+                 else frame for s, frame in bars.by_symbol.items()}
+    return replace(bars, by_symbol=by_symbol, aligned=aligned, open_bar_start=start)
 
 
 def merge_bars(ticks: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:

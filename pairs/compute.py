@@ -52,8 +52,15 @@ class Needs:
     def missing(self) -> int:
         return max(self.required - self.available, 0)
 
-    def message(self, interval_ms: int) -> str:
-        """E.g. "Z-score: needs 37 more bars (≈ 37 s)"."""
+    def message(self, interval_ms: int, capacity: int | None = None) -> str:
+        """E.g. "Z-score: needs 37 more bars (≈ 37 s)".
+
+        ``capacity``: how many bars the lookback holds. A need beyond it is never met by waiting
+        (the lookback slides along), so the message says to widen the lookback instead.
+        """
+        if capacity is not None and self.required > capacity:
+            return (f"{self.what}: needs {self.required} bars, the lookback holds {capacity} at this timeframe; "
+                    "widen the lookback")
         return f"{self.what}: needs {self.missing} more bar{'s' if self.missing != 1 else ''} " \
                f"(≈ {format_duration(self.missing * interval_ms / 1000)})"
 
@@ -99,16 +106,26 @@ class PairAnalytics:
     needs: tuple[Needs, ...] = field(default=())
 
     def since(self, start: pd.Timestamp | None) -> PairAnalytics:
-        """These series from ``start`` on (all for None); values stay those computed on the whole input."""
+        """These series from ``start`` on (all for None).
+
+        Per-bar values stay those computed on the whole input (a rolling value depends on its own
+        window only); the half-life, a statistic of the whole span, is fitted again on the cut.
+        """
         if start is None:
             return self
+
         def crop(series: pd.Series | None) -> pd.Series | None:
             return None if series is None else series[series.index >= start]
 
-        return replace(self, index=self.index[self.index >= start], y=crop(self.y), x=crop(self.x),
-                       beta=crop(self.beta), alpha=crop(self.alpha), spread=crop(self.spread),
-                       spread_mean=crop(self.spread_mean), spread_std=crop(self.spread_std),
-                       zscore=crop(self.zscore), correlation=crop(self.correlation))
+        spread_series = crop(self.spread)
+        index = self.index[self.index >= start]
+        hl, hl_need = _half_life(spread_series, len(index))
+        needs = tuple(need for need in self.needs if not need.what.startswith("Half-life"))
+        return replace(self, index=index, y=crop(self.y), x=crop(self.x), beta=crop(self.beta),
+                       alpha=crop(self.alpha), spread=spread_series, spread_mean=crop(self.spread_mean),
+                       spread_std=crop(self.spread_std), zscore=crop(self.zscore),
+                       correlation=crop(self.correlation), half_life=hl,
+                       needs=needs + ((hl_need,) if hl_need is not None else ()))
 
     @property
     def latest(self) -> dict[str, float]:
@@ -158,19 +175,24 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
     else:
         needs.append(Needs("Rolling correlation", returns_needed, n))
 
-    hl = None
-    if spread_series is not None:
-        valid = spread_series.dropna()
-        if len(valid) >= MIN_HALF_LIFE_BARS:
-            try:
-                hl = half_life(valid)
-            except ValueError as exc:
-                needs.append(Needs(f"Half-life ({exc})", len(valid) + 1, len(valid)))
-        else:
-            needs.append(Needs("Half-life", _first_valid(spread_series) + MIN_HALF_LIFE_BARS, n))
-
+    hl, hl_need = _half_life(spread_series, n)
+    if hl_need is not None:
+        needs.append(hl_need)
     return PairAnalytics(params, closes.index, y_raw, x_raw, beta, alpha, spread_series, mean, std, z,
                          correlation, hl, r_squared, tuple(needs))
+
+
+def _half_life(spread_series: pd.Series | None, n: int) -> tuple[HalfLife | None, Needs | None]:
+    """Half-life of the spread's defined values (a span-wide statistic), or what it still needs."""
+    if spread_series is None:
+        return None, None
+    valid = spread_series.dropna()
+    if len(valid) < MIN_HALF_LIFE_BARS:
+        return None, Needs("Half-life", _first_valid(spread_series) + MIN_HALF_LIFE_BARS, n)
+    try:
+        return half_life(valid), None
+    except ValueError as exc:
+        return None, Needs(f"Half-life ({exc})", len(valid) + 1, len(valid))
 
 
 def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,

@@ -62,7 +62,7 @@ def setup(tmp_path):
 
 def monitor_for(service: Service, **kwargs) -> AlertMonitor:
     """A monitor of the service's engine and history, never started: the test steps it with a store of its own."""
-    return AlertMonitor(service.engine, service.site, service.history, **kwargs)
+    return AlertMonitor(service.engine, service.site, service.shared, **kwargs)
 
 
 def feed(service: Service, source: PhasedSource, trades: list[Trade]) -> None:

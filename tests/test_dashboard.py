@@ -13,7 +13,7 @@ from analytics import adf, align_bars, engle_granger, resample_ticks, rolling_he
 from config import Settings
 from ingestion.simulated import SimulatedSource
 from pairs.bars import BarHistory, load_pair_bars
-from pairs.compute import PairParams, compute_pair, live_zscore, pair_spread_now
+from pairs.compute import Needs, PairParams, compute_pair, live_zscore, pair_spread_now
 from service import Service
 from storage.sqlite import SqliteTickStore
 from testkit.sources import ListSource
@@ -197,10 +197,10 @@ def test_tables_have_the_promised_columns(sim_closes):
 
 def test_tests_panel_matches_the_library(sim_closes):
     pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Static OLS (in-sample)"))
-    report = run_tests(pair, exclude_last=True)
-    reference = adf(pair.spread.iloc[:-1].dropna())
+    report = run_tests(pair)
+    reference = adf(pair.spread.dropna())
     assert report.adf.statistic == reference.statistic and report.adf.pvalue == reference.pvalue
-    eg = engle_granger(sim_closes["ETHUSDT"].iloc[:-1], sim_closes["BTCUSDT"].iloc[:-1])
+    eg = engle_granger(sim_closes["ETHUSDT"], sim_closes["BTCUSDT"])
     assert report.engle_granger.pvalue == eg.pvalue
     assert verdict(0.003, "yes", "no") == "p = 0.0030 < 0.01: yes."
     assert verdict(0.5, "yes", "no") == "p = 0.5000 ≥ 0.10: no."
@@ -213,3 +213,11 @@ def test_symbol_summary():
     assert summary.last == 102.0 and summary.return_pct == pytest.approx(2.0)
     assert summary.volume == 5.0 and summary.trades == 9 and math.isnan(summary.volatility_ann_pct)
     assert symbol_summary("BTCUSDT", bars.iloc[:0], 1_000) is None
+
+
+def test_a_need_the_lookback_cannot_hold_says_to_widen_it():
+    need = Needs("Half-life", required=20, available=12)
+    assert need.message(300_000) == "Half-life: needs 8 more bars (≈ 40 min)"
+    assert need.message(300_000, capacity=12) == ("Half-life: needs 20 bars, the lookback holds 12 at this "
+                                                  "timeframe; widen the lookback")
+    assert need.message(300_000, capacity=48) == "Half-life: needs 8 more bars (≈ 40 min)"

@@ -21,10 +21,11 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:,.{digits}f}"
 
 
-def render_needs(pair: PairAnalytics, interval_ms: int) -> None:
-    """One line per analytic still collecting data."""
+def render_needs(pair: PairAnalytics, interval_ms: int, lookback_ms: int | None = None) -> None:
+    """One line per analytic still collecting data (or needing a wider lookback)."""
+    capacity = None if lookback_ms is None else lookback_ms // interval_ms
     for need in pair.needs:
-        st.info(f"Collecting data · {need.message(interval_ms)}", icon="⏳")
+        st.info(f"Collecting data · {need.message(interval_ms, capacity)}", icon="⏳")
 
 
 def render_symbol_summaries(bars: PairBars, tz: str) -> None:
@@ -62,12 +63,12 @@ def render_pair_stats(pair: PairAnalytics, interval_ms: int) -> None:
     corr_col.metric(f"Return correlation ({p.window} bars)", fmt(latest["correlation"], 3))
 
 
-def render_tests(pair: PairAnalytics, *, exclude_last: bool, key: str) -> None:
+def render_tests(pair: PairAnalytics, *, key: str) -> None:
     """ADF and Engle–Granger on demand: computed when the button is pressed, kept per pair/settings."""
     store = st.session_state.setdefault("test_reports", {})
     if st.button("Run ADF / Engle–Granger tests", key="run_tests"):
         try:
-            store[key] = run_tests(pair, exclude_last=exclude_last)
+            store[key] = run_tests(pair)
         except InsufficientDataError as exc:
             store[key] = exc
     report = store.get(key)

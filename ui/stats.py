@@ -52,17 +52,16 @@ class CointegrationReport:
     bars: int
 
 
-def run_tests(pair: PairAnalytics, *, exclude_last: bool) -> CointegrationReport:
+def run_tests(pair: PairAnalytics) -> CointegrationReport:
     """Run ADF (constant, AIC lag) on the spread and Engle–Granger on (y, x) over the lookback.
 
-    ``exclude_last`` drops the still-forming bar so a test is never run on a partial bar.
+    ``pair`` is computed on closed bars only (the page never tests a partial bar).
     Raises InsufficientDataError with fewer than ``MIN_TEST_BARS`` spread observations.
     """
     if pair.spread is None:
         raise InsufficientDataError(MIN_TEST_BARS, 0, "tests need a hedge ratio first")
-    spread = pair.spread.iloc[:-1] if exclude_last else pair.spread
-    spread = spread.dropna()
-    y, x = (pair.y.iloc[:-1], pair.x.iloc[:-1]) if exclude_last else (pair.y, pair.x)
+    spread = pair.spread.dropna()
+    y, x = pair.y, pair.x
     if pair.params.log_prices:
         y, x = np.log(y), np.log(x)
     if len(spread) < MIN_TEST_BARS:

@@ -1,0 +1,103 @@
+"""Pair analytics computed once per (pair, parameters, closed bar) and shared by pages and the alert monitor."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics import half_life
+from config import Settings
+from pairs.bars import with_open_bar
+from pairs.compute import PairParams, compute_pair
+from pairs.shared import forming_bar_start
+from records import Trade, now_ms
+from service import Service
+from testkit.sources import ListSource
+from testkit.waiting import eventually
+
+
+@pytest.fixture
+def service(tmp_path):
+    """A feed that has delivered a minute of both legs (one trade per second each), then idles."""
+    start = (now_ms() - 70_000) // 1_000 * 1_000
+    rng = np.random.default_rng(1)
+    x = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, 60)))
+    y = 2 * x + rng.normal(0, 0.05, 60)
+    trades = []
+    for i in range(60):
+        trades.append(Trade("BTCUSDT", i + 1, start + i * 1_000, 0, float(x[i]), 0.1, False))
+        trades.append(Trade("ETHUSDT", i + 1, start + i * 1_000 + 10, 0, float(y[i]), 0.1, False))
+    svc = Service.start(Settings(source="binance", data_dir=tmp_path, history_hours=0, backfill_max_trades=0),
+                        source=ListSource(trades))
+    eventually(lambda: svc.engine.trades == 120, timeout=10)
+    yield svc
+    svc.stop()
+
+
+PARAMS = PairParams("ETHUSDT", "BTCUSDT", window=10)
+
+
+def test_many_readers_of_one_closed_bar_cost_one_computation(service):
+    shared = service.shared
+    views = []
+    threads = [threading.Thread(target=lambda: views.append(shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 50_000,
+                                                                         PARAMS, warmup_bars=20)))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(views) == 8 and shared.computed == 1 and shared.served == 7
+    assert all(v.pair.zscore is views[0].pair.zscore for v in views)  # the very same series
+    # A different threshold only draws different lines: still the same computation.
+    again = shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 50_000, PairParams("ETHUSDT", "BTCUSDT", window=10,
+                                                                          z_threshold=2.5), warmup_bars=20)
+    assert shared.computed == 1 and again.pair.params.z_threshold == 2.5
+    # Other parameters are another computation.
+    shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 50_000, PairParams("ETHUSDT", "BTCUSDT", window=20), warmup_bars=20)
+    assert shared.computed == 2
+
+
+def test_a_shorter_span_is_cut_from_a_longer_one_with_the_same_rolling_values(service):
+    shared = service.shared
+    long = shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 55_000, PARAMS, warmup_bars=0)
+    short = shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 45_000, PARAMS, warmup_bars=0)  # e.g. the alert monitor
+    assert shared.computed == 1
+    direct = compute_pair(short.bars.closes(), PARAMS)
+    assert short.pair.index.equals(direct.index) and short.pair.index[0] >= long.pair.index[0]
+    defined = direct.zscore.notna()
+    assert defined.sum() >= 5
+    np.testing.assert_allclose(short.pair.zscore[defined], direct.zscore[defined], rtol=1e-9)
+    np.testing.assert_allclose(short.pair.beta[direct.beta.notna()], direct.beta.dropna(), rtol=1e-9)
+    # A whole-span statistic is fitted again on the cut (its spread is defined from the cut's first bar).
+    assert short.pair.half_life == half_life(short.pair.spread.dropna())
+    # In-sample fits depend on where the span starts: never cut from another span.
+    static = PairParams("ETHUSDT", "BTCUSDT", window=10, regression="Static OLS (in-sample)")
+    shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 55_000, static)
+    shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 45_000, static)
+    assert shared.computed == 3
+
+
+def test_views_hold_closed_bars_and_the_page_adds_the_forming_one(service):
+    engine = service.engine
+    view = service.shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 60_000, PARAMS)
+    assert view.open_start_ms == forming_bar_start(engine, ("ETHUSDT", "BTCUSDT"), 1_000, engine.market_now_ms())
+    assert view.bars.aligned.index[-1] < pd.Timestamp(view.open_start_ms, unit="ms", tz="UTC")
+    assert view.bars.open_bar_start is None
+    shown = with_open_bar(view.bars, engine, view.open_start_ms)
+    if engine.bars.open_bar("ETHUSDT") is not None:  # the last second may already have closed (grace)
+        assert shown.open_bar_start == pd.Timestamp(view.open_start_ms, unit="ms", tz="UTC")
+        assert len(shown.aligned.index) == len(view.bars.aligned.index) + 1
+
+
+def test_the_alert_monitor_reads_the_same_computation_as_the_page(service):
+    shared = service.shared
+    page = shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 60_000, PARAMS, warmup_bars=20)
+    before = shared.computed
+    lookback = (2 * PARAMS.window + 5) * 1_000  # what the monitor asks for a rule with this window
+    monitor = shared.view(("ETHUSDT", "BTCUSDT"), 1_000, lookback, PARAMS)
+    assert shared.computed == before
+    assert monitor.pair.zscore.iloc[-1] == page.pair.zscore.iloc[-1]
