@@ -20,7 +20,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(if $(SOURCE),QUANT_SOURCE=$(SOURCE) )$(PY) -m streamlit run app.py
+	$(if $(SOURCE),QUANT_SOURCE=$(SOURCE) )$(PY) -m streamlit run server.py
 
 record: $(VENV)/.runtime
 	$(PY) -m ingestion $(ARGS)

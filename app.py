@@ -13,19 +13,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
 from pairs.bars import PairBars, dataset_pair_bars, with_open_bar
-from pairs.compute import PairAnalytics, PairParams, compute_pair, live_zscore, pair_spread_now
+from pairs.compute import REGRESSIONS, PairAnalytics, PairParams, compute_pair, live_context, live_values
 from pairs.shared import PairView
 from service import Service, ServiceRegistry, TooManyFeeds
 from storage import Site, StorageError, open_ticks
-from ui import charts
-from ui.alerts_panel import recent_alerts, render_alerts_tab, render_banners, zscore_markers
+from ui import charts, live
+from ui.alerts_panel import render_alerts_tab, render_banners, zscore_markers
 from ui.backtest_panel import render_backtest_tab
 from ui.controls import (
     SOURCE_LABELS,
@@ -37,14 +37,18 @@ from ui.controls import (
     symbol_controls,
 )
 from ui.export import minute_table
+from ui.live_chart import ChartData, live_chart
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
 from ui.status import feed_is_failing, format_age, render_history_progress, render_status, render_storage_problem
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
 CHART_REFRESH_S = {1_000: 2.0, 60_000: 10.0, 300_000: 30.0}
-LIVE_REFRESH_S = 0.5
+LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py)
+NOTICES_REFRESH_S = 2.0  # feed notices and alert banners beside the pushed live panel
+BANNER_ALERTS = 20
 MAX_LEAD_LAG = 10
+ANALYTICS_RUNS = "analytics_runs"  # session state: the page's analytics runs so far (see ui.live_chart)
 # Points per trace: the price chart spans the page; the others half of it (~700 px, M4 keeps ~4 per px).
 FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
 
@@ -66,6 +70,11 @@ def session_id() -> str:
     return st.session_state.setdefault("session_id", uuid.uuid4().hex)
 
 
+def live_token() -> str:
+    """This page's token for its pushed live panel (random, apart from the session id)."""
+    return st.session_state.setdefault("live_token", uuid.uuid4().hex)
+
+
 def acquire_service(base: Settings, settings: Settings) -> Service | None:
     """This session's service for ``settings`` (started or shared), or None after showing why not."""
     try:
@@ -79,40 +88,14 @@ def acquire_service(base: Settings, settings: Settings) -> Service | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class LiveContext:
-    """What the 0.5 s live panel needs from the last full computation to update the z-score."""
-
-    key: str
-    beta: float
-    alpha: float
-    recent_spreads: np.ndarray  # the last window-1 closed-bar spreads
-    log_prices: bool
-
-
-def live_context(pair: PairAnalytics, key: str) -> LiveContext | None:
-    """β, α and the last window−1 spreads of the closed bars ``pair`` was computed on, or None when
-    the last closed bar has no hedge (a flat window, warm-up) or those spreads are not all defined:
-    then there is no live z either."""
-    if pair.spread is None or pair.beta is None or pair.alpha is None or not len(pair.beta):
-        return None
-    beta, alpha = pair.beta.iloc[-1], pair.alpha.iloc[-1]
-    if not (np.isfinite(beta) and np.isfinite(alpha)):
-        return None
-    recent = pair.spread.to_numpy()[-(pair.params.window - 1):]
-    if len(recent) < pair.params.window - 1 or not np.all(np.isfinite(recent)):
-        return None
-    return LiveContext(key, float(beta), float(alpha), recent, pair.params.log_prices)
-
-
-def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
-    """Last prices, hedge ratio, spread, live z-score and feed health; refreshed every 0.5 s."""
+def render_feed_notices(acquire: Callable[[], Service | None], controls: Controls) -> Service | None:
+    """What the desk must not miss about the feed: not live, unreachable, storage trouble, history
+    loading, alert banners and toasts. Returns the service (None when the feed cannot run)."""
     if st.session_state.get("source") != controls.source:
         st.rerun()  # the source was switched from inside this fragment; redraw the whole page
     service = acquire()  # every run: never draw from a feed that has been stopped
     if service is None:
-        return
-    engine = service.engine
+        return None
     status = service.status()
     if not service.spec.capabilities.live:
         st.info(f"Showing {status.label} data: not live market prices.", icon="🧪")
@@ -123,61 +106,123 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
     render_storage_problem(status)
     render_history_progress(service.history_progress)
-    render_banners(recent_alerts(service.site, limit=20), controls.tz)
+    render_banners(service.recent_alerts(BANNER_ALERTS), controls.tz)
+    return service
+
+
+def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
+    """Feed notices, last prices, hedge ratio, spread, live z-score and feed health, polled (every 0.5 s).
+
+    The page served by server.py pushes the numbers instead (:func:`ui.live.live_panel`).
+    """
+    service = render_feed_notices(acquire, controls)
+    if service is None:
+        return
+    engine, status = service.engine, service.status()
     y_trade, x_trade = engine.last_trade(controls.y), engine.last_trade(controls.x)
-    context = st.session_state.get("live_ctx")
-    spread_now = z_now = float("nan")
-    if context is not None and context.key == controls.revision and y_trade and x_trade:
-        spread_now = pair_spread_now(y_trade.price, x_trade.price, context.beta, context.alpha, context.log_prices)
-        z_now = live_zscore(context.recent_spreads, spread_now)
+    keyed = st.session_state.get("live_ctx")
+    context = keyed[1] if keyed is not None and keyed[0] == controls.revision else None
+    values = live_values(y_trade.price if y_trade else None, x_trade.price if x_trade else None, context)
     y_col, x_col, beta_col, spread_col, z_col = st.columns(5)
-    y_col.metric(f"{controls.y} last", fmt(y_trade.price if y_trade else None, 2))
-    x_col.metric(f"{controls.x} last", fmt(x_trade.price if x_trade else None, 2))
-    beta_col.metric("Hedge ratio β", fmt(context.beta if context else None, 5))
-    spread_col.metric("Spread", fmt(spread_now, 4))
-    z_col.metric("Z-score", fmt(z_now, 2),
+    y_col.metric(f"{controls.y} last", fmt(values.y_price, 2))
+    x_col.metric(f"{controls.x} last", fmt(values.x_price, 2))
+    beta_col.metric("Hedge ratio β", fmt(values.beta, 5))
+    spread_col.metric("Spread", fmt(values.spread, 4))
+    z_col.metric("Z-score", fmt(values.zscore, 2),
                  help=f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched")
     st.caption(f"Feed **{status.state.value}** · {status.ticks_per_s:.1f} ticks/s · last tick "
                f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} "
                f"· {status.label}")
 
 
-def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None) -> None:
+def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
+               alert_marks: pd.DataFrame | None) -> list[tuple[str, ChartData]]:
+    """The charts tab's charts, each with where it goes ("full", "left" or "right")."""
     aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
-    config = charts.FIGURE_CONFIG
     legs = [p.y, p.x]
-    st.plotly_chart(charts.price_chart(aligned.closes[legs], aligned.volumes[legs], mode=controls.price_mode,
-                                       open_bar_start=bars.open_bar_start, tz=tz, revision=rev,
-                                       max_points=FULL_WIDTH_POINTS),
-                    key="chart_prices", config=config)
-    left, right = st.columns(2)
+    closes, volumes = aligned.closes[legs], aligned.volumes[legs]
+    last = aligned.index[-1]
+    closed_last = pair.index[-1] if len(pair.index) else None
+    # Rolling OLS never revises a past β; an in-sample fit or the Kalman prior moves with the lookback.
+    rolling = REGRESSIONS[p.regression][0] == "rolling_ols"
+    # The analytics change only when a bar closes: an unchanged last bar means nothing to send.
+    closed = (closed_last, len(pair.index))
+    unit = "log price" if p.log_prices else "quote currency"
+    marks = alert_marks if alert_marks is not None and len(alert_marks) else None
+    specs: list[tuple[str, ChartData]] = [("full", ChartData(
+        "chart_prices",
+        lambda since, points, levels: charts.price_chart(
+            closes, volumes, mode=controls.price_mode, open_bar_start=bars.open_bar_start, tz=tz, revision=rev,
+            max_points=points, rebase_to=levels, since=since),
+        last, FULL_WIDTH_POINTS,
+        content=(last, tuple(closes.iloc[-1]), tuple(volumes.iloc[-1]), bars.open_bar_start),
+        anchor=lambda: charts.rebase_levels(closes)))]
     if pair.spread is not None:
-        left.plotly_chart(charts.spread_chart(pair.spread, pair.spread_mean, pair.spread_std, k=p.z_threshold,
-                                              window=p.window, unit="log price" if p.log_prices else "quote currency",
-                                              tz=tz, revision=rev, max_points=HALF_WIDTH_POINTS),
-                          key="chart_spread", config=config)
+        specs.append(("left", ChartData(
+            "chart_spread",
+            lambda since, points, _: charts.spread_chart(
+                pair.spread, pair.spread_mean, pair.spread_std, k=p.z_threshold, window=p.window, unit=unit, tz=tz,
+                revision=rev, max_points=points, since=since),
+            closed_last, HALF_WIDTH_POINTS, rolling, closed)))
     if pair.zscore is not None:
-        right.plotly_chart(charts.zscore_chart(pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz,
-                                               alerts=alert_marks, revision=rev, max_points=HALF_WIDTH_POINTS),
-                           key="chart_zscore", config=config)
+        specs.append(("right", ChartData(
+            "chart_zscore",
+            lambda since, points, _: charts.zscore_chart(
+                pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz, alerts=marks, revision=rev,
+                max_points=points, since=since),
+            closed_last, HALF_WIDTH_POINTS, rolling,
+            (closed, None if marks is None else (len(marks), marks.index[-1])))))
     if pair.beta is not None:
-        left.plotly_chart(charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz, revision=rev,
-                                                   max_points=HALF_WIDTH_POINTS), key="chart_beta", config=config)
+        specs.append(("left", ChartData(
+            "chart_beta",
+            lambda since, points, _: charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz,
+                                                              revision=rev, max_points=points, since=since),
+            closed_last, HALF_WIDTH_POINTS, rolling, closed)))
     if pair.correlation is not None:
-        right.plotly_chart(charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev,
-                                                    max_points=HALF_WIDTH_POINTS), key="chart_corr", config=config)
-    if len(aligned.closes) < 4:  # a correlation needs a few returns
-        return
-    returns = log_returns(aligned.closes)
-    if len(returns) >= 3:
-        left.plotly_chart(charts.correlation_heatmap(correlation_matrix(returns), revision=rev),
-                          key="chart_heatmap", config=config)
+        specs.append(("right", ChartData(
+            "chart_corr",
+            lambda since, points, _: charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev,
+                                                              max_points=points, since=since),
+            closed_last, HALF_WIDTH_POINTS, True, closed)))
+    returns = log_returns(bars.closes(closed_only=True))
+    if len(returns) >= 3:  # a correlation needs a few returns
+        specs.append(("left", ChartData(
+            "chart_heatmap", lambda _since, _points, _: charts.correlation_heatmap(correlation_matrix(returns),
+                                                                                  revision=rev),
+            closed_last, 0, False, (closed, tuple(returns.columns)))))
         max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
         if max_lag >= 1:
-            ll = lead_lag(returns[p.y], returns[p.x], max_lag)
-            right.plotly_chart(charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
-                                                     bar_seconds=bars.interval_ms / 1000, y_name=p.y, x_name=p.x,
-                                                     revision=rev), key="chart_leadlag", config=config)
+            def lead_lag_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
+                ll = lead_lag(returns[p.y], returns[p.x], max_lag)
+                return charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
+                                             bar_seconds=bars.interval_ms / 1000, y_name=p.y, x_name=p.x, revision=rev)
+
+            specs.append(("right", ChartData("chart_leadlag", lead_lag_figure, closed_last, 0, False, closed)))
+    return specs
+
+
+def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None,
+                  data_version: int) -> None:
+    """Prices, spread, z-score, β, correlation, heatmap and lead-lag.
+
+    Served by server.py the charts stay in the browser and receive only what changed
+    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures.
+    """
+    specs = chart_data(bars, pair, controls, alert_marks)
+    full = st.container()
+    left, right = st.columns(2)
+    places = {"full": full, "left": left, "right": right}
+    if not live.ROUTES_MOUNTED:
+        for place, chart in specs:
+            places[place].plotly_chart(chart.figure(), key=chart.key, config=charts.FIGURE_CONFIG)
+        return
+    run = st.session_state[ANALYTICS_RUNS]
+    p = pair.params
+    revision = (f"{controls.revision}|{p}|{controls.price_mode}|{controls.tz}|{controls.min_trades}|"
+                f"{controls.min_volume}|{data_version}")
+    for place, chart in specs:
+        with places[place]:
+            live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run)
 
 
 def render_feed_tab(service: Service, tz: str) -> None:
@@ -212,6 +257,8 @@ class PageData:
 
 def render_analytics(data: Callable[[], PageData | None], controls: Controls) -> None:
     """Bars → pair analytics → charts, stats, table and exports (one fragment run)."""
+    # Counted on every run, drawn or not: a chart skipped by a run is gone from the browser.
+    st.session_state[ANALYTICS_RUNS] = st.session_state.get(ANALYTICS_RUNS, 0) + 1
     page = data()
     if page is None:
         return
@@ -224,7 +271,10 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
         return
     # Computed over the warm-up too, shown over the lookback: every analytic defined from its first bar.
-    st.session_state["live_ctx"] = live_context(view.pair, controls.revision)
+    context = live_context(view.pair)
+    st.session_state["live_ctx"] = (controls.revision, context)
+    if service is not None:
+        live.BOARD.publish(live_token(), service, controls.y, controls.x, context)
     pair = view.pair.since(view.bars.shown_from)
     bars = page.with_open(view.bars.since(view.bars.shown_from), view.open_start_ms)
     if controls.min_trades or controls.min_volume:
@@ -237,8 +287,8 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
         ["Charts", "Stats & tests", "Table & export", "Alerts", "Backtest", "Feed"], key="view_tab", on_change="rerun")
     if charts_tab.open:
         with charts_tab:
-            marks = None if site is None else zscore_markers(recent_alerts(site), f"{params.y}/{params.x}")
-            render_charts(bars, pair, controls, marks)
+            marks = None if service is None else zscore_markers(service.recent_alerts(), f"{params.y}/{params.x}")
+            render_charts(bars, pair, controls, marks, view.data_version)
     if stats_tab.open:
         with stats_tab:
             render_symbol_summaries(bars, controls.tz)
@@ -296,6 +346,7 @@ def dataset_page(base: Settings) -> None:
     frames = load_dataset_frames(base, y, x)
     st.title(f"{y.name} / {x.name} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
+
     def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
         bars = dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
         pair = compute_pair(bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume), params)
@@ -324,7 +375,8 @@ def main() -> None:
     controls = analysis_controls(source, replay_file, symbols)
     # The pair for headless alert flags is irrelevant here; the sidebar chooses the pair.
     settings = base.replace(source=source, replay_file=replay_file, symbols=symbols, pair=None)
-    if acquire_service(base, settings) is None:
+    service = acquire_service(base, settings)
+    if service is None:
         st.stop()
 
     def acquire() -> Service | None:
@@ -343,7 +395,13 @@ def main() -> None:
         return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current)
 
     st.title(f"{controls.y} / {controls.x} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
-    st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)
+    if live.ROUTES_MOUNTED:  # served by server.py: the numbers are pushed on every trade
+        st.fragment(run_every=NOTICES_REFRESH_S if controls.auto_refresh else None)(render_feed_notices)(
+            acquire, controls)
+        live.BOARD.register(live_token(), service, controls.y, controls.x)
+        live.live_panel(live_token(), controls.y, controls.x)
+    else:
+        st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)
     chart_every = CHART_REFRESH_S[controls.interval_ms] if controls.auto_refresh else None
     st.fragment(run_every=chart_every)(render_analytics)(live_data, controls)
 

@@ -36,7 +36,8 @@ from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
 from pairs.shared import SharedAnalytics
 from records import FeedState, FeedStatus
-from storage import Site, claim_writer, current_writer, open_ticks, site_for
+from storage import Site, claim_writer, current_writer, open_alerts, open_ticks, site_for
+from storage.base import AlertRecord
 from storage.errors import StorageError
 from storage.lock import WriterLock, this_process
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_SYMBOLS = 50  # one combined stream carries up to 1,024 streams; the page stays usable at 50
 IDLE_S = 600.0  # a service no session has used for this long may be stopped to make room
 SESSION_TTL_S = 120.0  # a session not seen for this long no longer counts as using its service
+ALERTS_KEPT = 500  # newest alerts kept in memory for banners and chart markers
+FOLLOWER_ALERTS_S = 5.0  # a follower re-reads the alert history this often (another process fires)
 
 
 class TooManyFeeds(RuntimeError):
@@ -69,6 +72,8 @@ class Service:
         self.monitor = monitor
         self.loader = loader
         self._lock = lock
+        self._alerts: tuple[int, list[AlertRecord]] | None = None
+        self._alerts_lock = threading.Lock()
 
     @classmethod
     def start(cls, settings: Settings, *, source: Source | None = None, follow: bool = False) -> Service:
@@ -176,6 +181,19 @@ class Service:
 
     def status(self) -> FeedStatus:
         return self.engine.status()
+
+    def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
+        """The newest stored alerts (newest first), read from storage only when there may be new ones.
+
+        The monitor of this service counts what it stores; a follower (the recorder fires) looks
+        at most every :data:`FOLLOWER_ALERTS_S`. Every tab's banner reads this, not the database.
+        """
+        version = self.monitor.fired if self.monitor is not None else int(time.monotonic() // FOLLOWER_ALERTS_S)
+        with self._alerts_lock:
+            if self._alerts is None or self._alerts[0] != version:
+                with open_alerts(self.site) as store:
+                    self._alerts = (version, store.alerts(limit=ALERTS_KEPT))
+            return self._alerts[1][:limit]
 
     @property
     def history_progress(self) -> HistoryProgress | None:

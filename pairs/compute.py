@@ -213,6 +213,53 @@ def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,
     return fit.beta_path, fit.alpha_path, None
 
 
+@dataclass(frozen=True, slots=True)
+class LiveContext:
+    """What the live z-score needs from the last closed bars: β, α and the last window−1 spreads."""
+
+    beta: float
+    alpha: float
+    recent_spreads: np.ndarray  # oldest first
+    log_prices: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LiveValues:
+    """The live panel's numbers at the latest trades (NaN where undefined): prices in quote currency,
+    β, the spread in the pair's spread units and the open bar's z-score."""
+
+    y_price: float
+    x_price: float
+    beta: float
+    spread: float
+    zscore: float
+
+
+def live_context(pair: PairAnalytics) -> LiveContext | None:
+    """β, α and the last window−1 spreads of the closed bars ``pair`` was computed on, or None when
+    the last closed bar has no hedge (a flat window, warm-up) or those spreads are not all defined:
+    then there is no live z either."""
+    if pair.spread is None or pair.beta is None or pair.alpha is None or not len(pair.beta):
+        return None
+    beta, alpha = pair.beta.iloc[-1], pair.alpha.iloc[-1]
+    if not (np.isfinite(beta) and np.isfinite(alpha)):
+        return None
+    recent = pair.spread.to_numpy()[-(pair.params.window - 1):]
+    if len(recent) < pair.params.window - 1 or not np.all(np.isfinite(recent)):
+        return None
+    return LiveContext(float(beta), float(alpha), recent, pair.params.log_prices)
+
+
+def live_values(y_price: float | None, x_price: float | None, context: LiveContext | None) -> LiveValues:
+    """The live panel's numbers from the last trade prices and the closed bars' context."""
+    y = math.nan if y_price is None else y_price
+    x = math.nan if x_price is None else x_price
+    if context is None or y_price is None or x_price is None:
+        return LiveValues(y, x, math.nan if context is None else context.beta, math.nan, math.nan)
+    spread_now = pair_spread_now(y_price, x_price, context.beta, context.alpha, context.log_prices)
+    return LiveValues(y, x, context.beta, spread_now, live_zscore(context.recent_spreads, spread_now))
+
+
 def live_zscore(recent_spreads: np.ndarray, spread_now: float) -> float:
     """Z-score of the current (open-bar) spread against the window it completes.
 

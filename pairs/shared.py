@@ -38,12 +38,13 @@ class PairView:
     bars: PairBars
     pair: PairAnalytics | None  # None until every symbol has a bar
     open_start_ms: int  # start of the bar still forming (not in the view), UTC epoch ms
+    data_version: int = 0  # changes when bars already closed change (history arrived): charts redraw whole
 
     def since(self, start_ms: int) -> PairView:
         """The same view from ``start_ms`` (UTC epoch ms) on: bars and every series cut there."""
         start = pd.Timestamp(start_ms, unit="ms", tz="UTC")
         return PairView(self.bars.since(start), None if self.pair is None else self.pair.since(start),
-                        self.open_start_ms)
+                        self.open_start_ms, self.data_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ class SharedAnalytics:
                     pair = None
                     if bars.aligned is not None:
                         pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
-                    hit = _Entry(since, shown_from, PairView(bars, pair, epoch))
+                    hit = _Entry(since, shown_from, PairView(bars, pair, epoch, key.history_version))
                     with self._lock:
                         self._entries[key] = hit
                         while len(self._entries) > self.max_entries:
@@ -127,7 +128,7 @@ class SharedAnalytics:
         view = hit.view if hit.since_ms == since else hit.view.since(since)
         shown = pd.Timestamp(shown_from, unit="ms", tz="UTC")
         pair = None if view.pair is None else replace(view.pair, params=params)
-        return PairView(replace(view.bars, shown_from=shown), pair, epoch)
+        return PairView(replace(view.bars, shown_from=shown), pair, epoch, view.data_version)
 
     def _lookup(self, key: _Key, since: int, span_free: bool) -> _Entry | None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""End to end in headless Chromium: `streamlit run app.py` on the simulated market, as a user sees it.
+"""End to end in headless Chromium: `streamlit run server.py` (as `make run`), simulated market, as a user sees it.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it via
 ``executable_path`` and never downloads a browser. A screenshot is saved to ``artifacts/``.
@@ -53,7 +53,8 @@ def dashboard_url(tmp_path_factory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     env.update(QUANT_SOURCE="simulated", QUANT_SPEED="30", QUANT_DATA_DIR=str(tmp_path_factory.mktemp("data")))
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
+         "--server.headless", "true"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -76,20 +77,32 @@ def test_dashboard_in_chromium(dashboard_url):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 2000}, accept_downloads=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(dashboard_url)
-            charts = page.locator("[data-testid='stPlotlyChart']")
-            z_metric = page.locator("[data-testid='stMetric']").filter(has_text="Z-score")
-            z_value = z_metric.locator("[data-testid='stMetricValue']")
+            # Charts live in the browser and are extended in place (ui/live_chart.py).
+            charts = page.locator(".live-chart .main-svg")
+            # The live panel is pushed (Server-Sent Events) into a component: see ui/live.py.
+            z_value = page.locator("[data-live-field='z'] [data-live-value]")
 
             def z_text() -> str:
                 return z_value.inner_text(timeout=2_000) if z_value.count() else ""
 
-            eventually(lambda: charts.count() >= 4 and z_text() not in ("", "—"), timeout=90, interval=0.5,
+            eventually(lambda: charts.count() >= 6 and z_text() not in ("", "—"), timeout=90, interval=0.5,
                        message=lambda: f"{charts.count()} charts, Z-score {z_text()!r}")
             first = z_text()
             eventually(lambda: z_text() not in (first, "—"), timeout=20, interval=0.25,
                        message=f"the Z-score stayed at {first} for 20 s")
             assert page.locator("[data-testid='stException']").count() == 0
+
+            # The price chart takes the new bars into the very same plot (marked here), update by update.
+            prices = page.locator(".live-chart").first
+            prices.evaluate("div => { div.__marked = true; }")
+            newest = "div => div.data[0].x[div.data[0].x.length - 1]"
+            drawn = prices.evaluate(newest)
+            eventually(lambda: prices.evaluate("div => div.__marked === true") and prices.evaluate(newest) > drawn,
+                       timeout=20, interval=0.25, message="the price chart did not take in new bars")
+            assert errors == []
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
             page.get_by_role("tab", name="Table & export").click()
@@ -109,6 +122,8 @@ def test_dashboard_in_chromium(dashboard_url):
             eventually(lambda: "1 min bars" in page.locator("h1").inner_text() and z_text() not in ("", "—"),
                        timeout=20, interval=0.25, message=lambda: f"1 min bars: Z-score {z_text()!r}")
             assert page.get_by_text("needs", exact=False).count() == 0  # no "needs 59 more bars"
+            eventually(lambda: charts.count() >= 6, timeout=20, interval=0.25, message="1 min charts not drawn")
             assert page.locator("[data-testid='stException']").count() == 0
+            assert errors == []
         finally:
             browser.close()

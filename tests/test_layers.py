@@ -1,7 +1,7 @@
 """The architecture, enforced: imports only go down the layers, SQL drivers live in storage only.
 
 Layers, bottom to top (DESIGN.md): config, records → analytics → storage → ingestion → pairs →
-alerts → service → ui → entry points (app.py, the recorder ``ingestion/__main__.py``). A module
+alerts → service → ui → entry points (app.py, server.py, the recorder ``ingestion/__main__.py``). A module
 may import its own package and anything below it, never above; ``if TYPE_CHECKING`` imports
 count too (an upward one still couples the layers). Tests, benchmarks and the test kit sit on top.
 """
@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("config", "records", "analytics", "storage", "ingestion", "pairs", "alerts", "service", "ui", "app")
-ENTRY_POINTS = {"app.py", "ingestion/__main__.py"}
+ENTRY_POINTS = {"app.py", "server.py", "ingestion/__main__.py"}
 DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
 TOOLING = {"tests", "testkit", "bench"}
 

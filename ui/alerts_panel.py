@@ -20,11 +20,6 @@ BANNER_WINDOW_MS = 5 * 60_000
 HISTORY_LIMIT = 500
 
 
-def recent_alerts(site: Site, limit: int = HISTORY_LIMIT) -> list[AlertRecord]:
-    with open_alerts(site) as store:
-        return store.alerts(limit=limit)
-
-
 def alerts_frame(records: list[AlertRecord], tz: str) -> pd.DataFrame:
     """History as a table: bar time (display zone), pair, rule, value, threshold, message."""
     rows = [{"time": pd.Timestamp(r.event.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "pair": r.event.label,

@@ -7,6 +7,9 @@ Conventions shared by every chart (kept in :func:`_base_layout` and :func:`_prep
   with ``tz_convert`` on a copy, so the x values carry the display zone's offset.
 - Series longer than ``max_points`` are thinned with :func:`ui.downsample.downsample` (first,
   last, min and max per bucket), never sent whole to the browser.
+- ``since`` (time-series charts): the traces hold only the points from that bar on, unthinned,
+  while everything computed over the series (crossings, the y range, bands) still uses all of
+  it: the update of a chart the browser extends (:mod:`ui.live_chart`).
 - ``layout.uirevision`` is ``revision`` (default: the chart's name). Pass something that changes
   only when the view should reset, e.g. ``f"{pair}-{timeframe}"``: zoom and pan then survive the
   periodic Streamlit reruns.
@@ -33,10 +36,12 @@ __all__ = [
     "NO_DATA_TEXT",
     "correlation_chart",
     "correlation_heatmap",
+    "display_time",
     "equity_chart",
     "hedge_ratio_chart",
     "lead_lag_chart",
     "price_chart",
+    "rebase_levels",
     "spread_chart",
     "threshold_crossings",
     "zscore_chart",
@@ -123,17 +128,25 @@ def _to_display_index(index: pd.Index, tz: str) -> pd.Index:
     return pd.Index(utc.tz_convert(tz).tz_localize(None).as_unit("ms").asi8.astype(np.float64), name=index.name)
 
 
-def _to_display_time(ts: pd.Timestamp, tz: str) -> float:
+def display_time(ts: pd.Timestamp, tz: str) -> float:
     """One time as display-zone wall-clock milliseconds (see :func:`_to_display_index`)."""
     return float(_to_display_index(pd.DatetimeIndex([pd.Timestamp(ts)]), tz)[0])
 
 
-def _prepare(obj: PandasT, tz: str, max_points: int) -> PandasT:
-    """Downsample for display (min/max preserving), then move the index to the display zone.
+def _prepare(obj: PandasT, tz: str, max_points: int, since: pd.Timestamp | None = None) -> PandasT:
+    """:func:`_thin`, then move the index to the display zone.
 
     Returns a new object; the caller's data (and its UTC index) is left untouched.
     """
-    return _to_display(downsample(obj, max_points), tz)
+    return _to_display(_thin(obj, max_points, since), tz)
+
+
+def _thin(obj: PandasT, max_points: int, since: pd.Timestamp | None) -> PandasT:
+    """Downsampled for display (min/max preserving); with ``since`` (UTC) only the rows from
+    there on, none dropped: the tail of a chart extended in the browser (see :mod:`ui.live_chart`)."""
+    if since is not None:
+        return obj[obj.index >= since]
+    return downsample(obj, max_points)
 
 
 def _to_display(obj: PandasT, tz: str) -> PandasT:
@@ -168,13 +181,21 @@ def _fmt_signed(value: float) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _rebase(closes: pd.DataFrame) -> pd.DataFrame:
-    """Each column divided by its first valid, positive value, times 100 (NaN if there is none)."""
+def rebase_levels(closes: pd.DataFrame) -> dict[str, float]:
+    """Each column's first valid close: the level :func:`price_chart` rebases to 100 (NaN if none)."""
+    levels = {}
+    for column in closes.columns:
+        valid = closes[column].astype(float).dropna()
+        levels[str(column)] = float(valid.iloc[0]) if len(valid) else np.nan
+    return levels
+
+
+def _rebase(closes: pd.DataFrame, levels: dict[str, float]) -> pd.DataFrame:
+    """Each column divided by its level, times 100 (NaN where the level is not a positive number)."""
     rebased = {}
     for column in closes.columns:
         series = closes[column].astype(float)
-        valid = series.dropna()
-        base = valid.iloc[0] if len(valid) else np.nan
+        base = levels.get(str(column), np.nan)
         rebased[column] = series / base * 100.0 if np.isfinite(base) and base > 0 else series * np.nan
     return pd.DataFrame(rebased, index=closes.index)
 
@@ -229,7 +250,8 @@ def _mark_live_bar(fig: go.Figure, start: float, length: pd.Timedelta | None) ->
 def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
                 mode: Literal["normalised", "dual"] = "normalised", open_bar_start: pd.Timestamp | None = None,
                 quote: str = "USDT", tz: str = "UTC", max_points: int = DEFAULT_MAX_POINTS,
-                revision: str = "price_chart", height: int = PRICE_HEIGHT, title: str | None = None) -> go.Figure:
+                revision: str = "price_chart", height: int = PRICE_HEIGHT, title: str | None = None,
+                rebase_to: dict[str, float] | None = None, since: pd.Timestamp | None = None) -> go.Figure:
     """Close prices per symbol with volume bars underneath.
 
     Parameters
@@ -241,6 +263,8 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
         symbol on the left axis and the second on the right axis (``yaxis2``) in ``quote``
         currency. "dual" needs exactly two symbols and falls back to "normalised" otherwise.
     open_bar_start : start (UTC) of the still-forming last bar, shaded and labelled "live bar".
+    rebase_to : per-symbol level that "normalised" shows as 100 (default: :func:`rebase_levels` of
+        ``closes``); a chart extended bar by bar keeps the levels of its first drawing.
 
     Traces: one line per symbol named after it, then one bar trace per symbol named
     ``"<symbol> volume"``.
@@ -257,7 +281,7 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
     fig = make_subplots(rows=len(specs), cols=1, shared_xaxes=True, specs=specs, vertical_spacing=0.03,
                         row_heights=[0.75, 0.25] if has_volume else None)
 
-    shown = downsample(closes if dual else _rebase(closes), max_points)
+    shown = _thin(closes if dual else _rebase(closes, rebase_to or rebase_levels(closes)), max_points, since)
     # Rebasing is a positive scaling, so the rows chosen for the rebased lines suit the raw closes
     # shown in the hover as well.
     raw_closes = closes.reindex(shown.index)
@@ -272,7 +296,7 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
                       row=1, col=1, secondary_y=(i == 1) if dual else None)
 
     if has_volume:
-        vol = _prepare(volumes.reindex(columns=closes.columns), tz, max_points)
+        vol = _prepare(volumes.reindex(columns=closes.columns), tz, max_points, since)
         for i, symbol in enumerate(closes.columns):
             fig.add_trace(go.Bar(x=vol.index, y=vol[symbol].to_numpy(dtype=float, na_value=np.nan),
                                  name=f"{symbol} volume", marker={"color": COLORS[i % len(COLORS)]},
@@ -289,7 +313,7 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
     fig.update_xaxes(title_text=_time_axis_title(tz), row=len(specs), col=1)
 
     if open_bar_start is not None:
-        _mark_live_bar(fig, _to_display_time(open_bar_start, tz), _bar_length(closes.index))
+        _mark_live_bar(fig, display_time(open_bar_start, tz), _bar_length(closes.index))
     return _base_layout(fig, title=title, revision=revision, height=height)
 
 
@@ -300,7 +324,8 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
 
 def spread_chart(spread: pd.Series, mean: pd.Series, std: pd.Series, *, k: float = 2.0, window: int | None = None,
                  unit: str = "quote currency", tz: str = "UTC", max_points: int = DEFAULT_MAX_POINTS,
-                 revision: str = "spread_chart", height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+                 revision: str = "spread_chart", height: int = CHART_HEIGHT, title: str | None = None,
+                 since: pd.Timestamp | None = None) -> go.Figure:
     """Spread ``y − βx`` with its rolling mean and a filled ``mean ± k·std`` band.
 
     ``mean`` and ``std`` are aligned to ``spread``'s index (missing → NaN, e.g. during warm-up).
@@ -316,7 +341,7 @@ def spread_chart(spread: pd.Series, mean: pd.Series, std: pd.Series, *, k: float
     std = std.reindex(spread.index).astype(float) if std is not None else pd.Series(np.nan, index=spread.index)
     frame = pd.DataFrame({"spread": spread.astype(float), "mean": mean, "upper": mean + k * std,
                           "lower": mean - k * std}, index=spread.index)
-    frame = _prepare(frame, tz, max_points)
+    frame = _prepare(frame, tz, max_points, since)
     fig = go.Figure()
     fig.add_trace(_line(frame["upper"], f"upper band (mean + {k:g}σ)", line={"width": 0}, showlegend=False,
                         hovertemplate="%{y:,.6g}"))
@@ -345,7 +370,7 @@ def threshold_crossings(z: pd.Series, threshold: float) -> pd.Series:
 def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame | None = None,
                  window: int | None = None, shade: bool = True, tz: str = "UTC",
                  max_points: int = DEFAULT_MAX_POINTS, revision: str = "zscore_chart", height: int = CHART_HEIGHT,
-                 title: str | None = None) -> go.Figure:
+                 title: str | None = None, since: pd.Timestamp | None = None) -> go.Figure:
     """Rolling z-score of the spread with ±threshold lines, threshold crossings and alerts.
 
     Horizontal lines at 0 and ±``threshold``; with ``shade`` the regions beyond the thresholds
@@ -360,10 +385,10 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
         return _empty_figure(title=title, revision=revision, height=height)
     z = z.astype(float)
     fig = go.Figure()
-    fig.add_trace(_line(_prepare(z, tz, max_points), "z-score", line={"color": COLORS[0], "width": 1.5},
+    fig.add_trace(_line(_prepare(z, tz, max_points, since), "z-score", line={"color": COLORS[0], "width": 1.5},
                         hovertemplate="%{y:.2f}"))
 
-    crossings = _prepare(threshold_crossings(z, threshold), tz, max_points)
+    crossings = _prepare(threshold_crossings(z, threshold), tz, max_points, since)
     # One trace per direction with a scalar marker style: per-point style arrays are validated
     # element by element and cost more than the rest of the chart on a day of 1 s bars.
     for side, name, symbol, color in ((crossings > 0, f"crossed above +{threshold:g}", "triangle-up", "#EF553B"),
@@ -375,7 +400,7 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
                                      marker={"size": 9, "symbol": symbol, "color": color}))
 
     if alerts is not None and len(alerts) and "value" in alerts.columns:
-        shown = _prepare(alerts, tz, max_points)
+        shown = _prepare(alerts, tz, max_points, since)
         text = shown["message"].astype(str).to_numpy() if "message" in shown.columns else None
         fig.add_trace(go.Scatter(x=shown.index, y=shown["value"].to_numpy(dtype=float, na_value=np.nan),
                                  name="alerts", mode="markers", hovertext=text,
@@ -402,7 +427,8 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
 def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | None = None,
                       method_label: str = "rolling OLS", window: int | None = None, tz: str = "UTC",
                       max_points: int = DEFAULT_MAX_POINTS, revision: str = "hedge_ratio_chart",
-                      height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+                      height: int = CHART_HEIGHT, title: str | None = None,
+                      since: pd.Timestamp | None = None) -> go.Figure:
     """Hedge ratio β over time: a Series is one trace named ``f"β ({method_label})"``; a DataFrame
     gives one trace per column (e.g. rolling OLS vs Kalman), named after the column. ``static_beta``
     adds a dashed horizontal line labelled with its value. β is units of X per unit of Y
@@ -414,7 +440,7 @@ def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | No
     if _is_empty(beta):
         return _empty_figure(title=title, revision=revision, height=height)
     frame = beta.to_frame(f"β ({method_label})") if isinstance(beta, pd.Series) else beta
-    frame = _prepare(frame.astype(float), tz, max_points)
+    frame = _prepare(frame.astype(float), tz, max_points, since)
     fig = go.Figure()
     for i, column in enumerate(frame.columns):
         fig.add_trace(_line(frame[column], str(column), line={"color": COLORS[i % len(COLORS)], "width": 1.5},
@@ -430,7 +456,8 @@ def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | No
 
 def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str | None = None, tz: str = "UTC",
                       max_points: int = DEFAULT_MAX_POINTS, revision: str = "correlation_chart",
-                      height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
+                      height: int = CHART_HEIGHT, title: str | None = None,
+                      since: pd.Timestamp | None = None) -> go.Figure:
     """Rolling Pearson correlation of returns, y fixed to [-1, 1], one trace "correlation".
 
     ``label`` (e.g. "BTCUSDT vs ETHUSDT") is added to the title.
@@ -439,7 +466,7 @@ def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str 
         title = _title("Rolling correlation of returns", label, _window(window))
     if _is_empty(corr):
         return _empty_figure(title=title, revision=revision, height=height)
-    fig = go.Figure(_line(_prepare(corr.astype(float), tz, max_points), "correlation",
+    fig = go.Figure(_line(_prepare(corr.astype(float), tz, max_points, since), "correlation",
                           line={"color": COLORS[0], "width": 1.5}, hovertemplate="%{y:.3f}"))
     fig.add_shape(_hline(0.0))
     fig.update_xaxes(title_text=_time_axis_title(tz))

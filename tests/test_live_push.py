@@ -1,0 +1,253 @@
+"""What server.py pushes: chart updates that rebuild the same picture, and the live panel's stream.
+
+The browser side is exercised by tests/test_browser.py; here the protocol is checked on the
+server side: a browser that applies every update exactly as ``ui.live_chart.CHART_JS`` does
+ends up with the figure a full redraw would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+import pytest
+from starlette.requests import Request
+
+from analytics import rolling_zscore
+from pairs.compute import LiveContext
+from records import Trade
+from ui import charts, live
+from ui.live_chart import REDRAW_SHARE, ChartData, chart_update
+
+TZ = "Europe/Berlin"
+START = pd.Timestamp("2026-12-01 08:00", tz="UTC")
+
+
+def _series(n: int, seed: int = 3) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    index = pd.date_range(START, periods=n, freq="1s", name="time")
+    return pd.Series(np.cumsum(rng.normal(0, 1, n)), index=index)
+
+
+def _z_chart(spread: pd.Series, upto: int, threshold: float = 1.0, lookback_s: int | None = None) -> ChartData:
+    """The z-score chart of the first ``upto`` bars (the last ``lookback_s`` of them), as the page builds it."""
+    z = rolling_zscore(spread.iloc[:upto], 20)
+    if lookback_s is not None:
+        z = z[z.index >= z.index[-1] - pd.Timedelta(seconds=lookback_s)]
+    return ChartData("chart_zscore",
+                     lambda since, points, _: charts.zscore_chart(z, threshold=threshold, tz=TZ, max_points=points,
+                                                                  since=since),
+                     z.index[-1], 10_000, True, (z.index[-1], upto))
+
+
+class Browser:
+    """One chart in a browser, updated as CHART_JS does (numbers as display milliseconds)."""
+
+    def __init__(self) -> None:
+        self.traces: dict[str, dict[str, list]] = {}
+        self.layout: dict = {}
+        self.rev: str | None = None
+        self.seq: int | None = None
+
+    def apply(self, payload: dict) -> None:
+        if (payload["rev"], payload["seq"]) == (self.rev, self.seq):
+            return
+        if "full" in payload:
+            figure = json.loads(payload["full"])
+            self.traces = {t["name"]: {k: _decoded(t[k]) for k in ("x", "y", "customdata", "hovertext") if k in t}
+                           for t in figure["data"]}
+            self.layout = figure["layout"]
+        else:
+            assert (payload["rev"], payload["base"]) == (self.rev, self.seq), "an update for another picture"
+            splice = payload["splice"]
+            for name, trace in self.traces.items():
+                add = splice["traces"].get(name, {})
+                keep = [i for i, x in enumerate(trace["x"]) if splice["from"] <= x < splice["cut"]]
+                for key, values in trace.items():
+                    trace[key] = [values[i] for i in keep] + add.get(key, [])
+            self.layout = {**json.loads(splice["layout"]), "template": self.layout.get("template")}
+        self.rev, self.seq = payload["rev"], payload["seq"]
+
+
+def _decoded(value: object) -> list:
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(float).tolist()
+    return list(value)
+
+
+def _nan_as_none(values: list) -> list:
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+
+
+def test_a_chart_extended_bar_by_bar_equals_the_chart_drawn_whole():
+    spread = _series(400)
+    browser, sent = Browser(), None
+    kinds = []
+    for run, upto in enumerate(range(100, 400, 7), start=1):  # a refresh every 7 bars, the lookback sliding
+        chart = _z_chart(spread, upto, lookback_s=80)
+        shown_from = chart.last - pd.Timedelta(seconds=80)
+        payload, sent = chart_update(chart, sent, revision="r", shown_from=shown_from, tz=TZ, run=run)
+        kinds.append("full" if "full" in payload else "splice")
+        browser.apply(payload)
+        # Drawn whole over the same lookback: what the user must see.
+        z = rolling_zscore(spread.iloc[:upto], 20)
+        whole = json.loads(pio.to_json(charts.zscore_chart(z[z.index >= shown_from], threshold=1.0, tz=TZ,
+                                                           max_points=10_000)))
+        expected = {t["name"]: t for t in whole["data"]}
+        assert browser.traces["z-score"]["x"] == _decoded(expected["z-score"]["x"])
+        assert _nan_as_none(browser.traces["z-score"]["y"]) == _nan_as_none(_decoded(expected["z-score"]["y"]))
+        for name in ("crossed above +1", "crossed below −1"):
+            # Drawn whole, the window's first bar has no bar before it to have crossed from.
+            kept, fresh = browser.traces[name]["x"], _decoded(expected[name]["x"])
+            assert set(fresh) <= set(kept) and set(kept) - set(fresh) <= {charts.display_time(shown_from, TZ)}
+        # Bands and the y range span every point shown, not only the newest ones.
+        assert browser.layout["yaxis"]["range"] == whole["layout"]["yaxis"]["range"]
+        assert browser.layout["shapes"] == whole["layout"]["shapes"]
+    assert kinds[0] == "full" and kinds.count("splice") > len(kinds) // 2
+
+
+def test_an_update_sends_only_the_new_bars_and_no_template():
+    spread = _series(3_600)
+    first, sent = chart_update(_z_chart(spread, 3_000), None, revision="r", shown_from=None, tz=TZ, run=1)
+    update, _ = chart_update(_z_chart(spread, 3_002), sent, revision="r", shown_from=None, tz=TZ, run=2)
+    assert "full" in first and "splice" in update and update["base"] == first["seq"]
+    assert len(update["splice"]["traces"]["z-score"]["x"]) == 3  # the bar at the cut, sent again, and two new
+    assert "template" not in json.loads(update["splice"]["layout"])
+    assert len(json.dumps(update)) < len(first["full"]) / 10
+
+
+def test_nothing_is_sent_while_the_data_has_not_changed():
+    chart = _z_chart(_series(300), 200)
+    first, sent = chart_update(chart, None, revision="r", shown_from=None, tz=TZ, run=1)
+    again, sent = chart_update(chart, sent, revision="r", shown_from=None, tz=TZ, run=2)
+    assert again == {"rev": "r", "seq": first["seq"]}
+
+
+@pytest.mark.parametrize("change", ["revision", "run skipped", "not incremental", "new trace", "many appended"])
+def test_the_whole_figure_is_sent_again_when_an_update_cannot_rebuild_it(change):
+    spread = _series(3_000)
+    upto, revision, run = 2_000, "r", 2
+    chart = _z_chart(spread, 1_000, threshold=50.0)  # no crossing yet
+    _, sent = chart_update(chart, None, revision="r", shown_from=None, tz=TZ, run=1)
+    if change == "revision":
+        revision = "r2"
+    elif change == "run skipped":  # the charts tab was closed for a run: the browser lost the chart
+        run = 3
+    if change == "new trace":
+        z = rolling_zscore(spread.iloc[:1_010], 20)
+        z.iloc[-1] = 99.0  # a crossing: a marker trace the browser does not have
+        nxt = ChartData("chart_zscore", lambda since, points, _: charts.zscore_chart(
+            z, threshold=50.0, tz=TZ, max_points=points, since=since), z.index[-1], 10_000, True, 1)
+    else:
+        nxt = _z_chart(spread, upto if change == "many appended" else 1_001, threshold=50.0)
+        if change == "not incremental":
+            nxt = ChartData(nxt.key, nxt.build, nxt.last, nxt.max_points, False, nxt.content)
+    assert (upto - 1_000) > REDRAW_SHARE * 1_000
+    payload, _ = chart_update(nxt, sent, revision=revision, shown_from=None, tz=TZ, run=run)
+    assert "full" in payload
+
+
+def test_rebased_prices_keep_the_levels_of_their_first_drawing():
+    closes = pd.DataFrame({"A": _series(100).add(200), "B": _series(100, seed=4).add(300)})
+    levels_seen = []
+
+    def chart(upto: int) -> ChartData:
+        frame = closes.iloc[:upto]
+
+        def build(since, points, levels):
+            levels_seen.append(levels)
+            return charts.price_chart(frame.iloc[upto - 50:] if since is None else frame, tz=TZ, max_points=points,
+                                      rebase_to=levels, since=since)
+        return ChartData("chart_prices", build, frame.index[-1], 4_000, anchor=lambda: charts.rebase_levels(
+            frame.iloc[upto - 50:]))
+
+    _, sent = chart_update(chart(60), None, revision="r", shown_from=None, tz=TZ, run=1)
+    payload, _ = chart_update(chart(62), sent, revision="r", shown_from=None, tz=TZ, run=2)
+    assert "splice" in payload and levels_seen[0] == levels_seen[1] == charts.rebase_levels(closes.iloc[10:60])
+    a = payload["splice"]["traces"]["A"]
+    assert a["y"][-1] == pytest.approx(closes["A"].iloc[61] / closes["A"].iloc[10] * 100)
+
+
+# ---------------------------------------------------------------------------------------------
+# The live panel's stream
+# ---------------------------------------------------------------------------------------------
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.trades = {"ETHUSDT": Trade("ETHUSDT", 1, 0, 0, 3_000.0, 1.0, False),
+                       "BTCUSDT": Trade("BTCUSDT", 1, 0, 0, 90_000.0, 1.0, False)}
+
+    def last_trade(self, symbol: str) -> Trade | None:
+        return self.trades.get(symbol)
+
+
+def _service() -> SimpleNamespace:
+    return SimpleNamespace(engine=_Engine())
+
+
+def test_the_stream_sends_the_live_panels_numbers():
+    board = live.LiveBoard()
+    service = _service()
+    board.register("a" * 32, service, "ETHUSDT", "BTCUSDT")
+    values = live.snapshot(board.get("a" * 32))
+    assert values == {"y": 3_000.0, "x": 90_000.0, "beta": None, "spread": None, "z": None}  # no context yet
+    context = LiveContext(0.03, 0.0, np.array([290.0, 310.0, 300.0]), False)
+    board.publish("a" * 32, service, "ETHUSDT", "BTCUSDT", context)
+    values = live.snapshot(board.get("a" * 32))
+    spread = 3_000.0 - 0.03 * 90_000.0
+    window = np.array([290.0, 310.0, 300.0, spread])
+    assert values["spread"] == pytest.approx(spread)
+    assert values["z"] == pytest.approx((spread - window.mean()) / window.std(ddof=1))
+
+
+def test_a_page_that_switches_pair_starts_without_the_old_context():
+    board = live.LiveBoard()
+    service = _service()
+    board.publish("b" * 32, service, "ETHUSDT", "BTCUSDT", LiveContext(0.03, 0.0, np.zeros(3), False))
+    board.register("b" * 32, service, "ETHUSDT", "BTCUSDT")  # the same pair: kept
+    assert board.get("b" * 32).context is not None
+    board.register("b" * 32, service, "BTCUSDT", "ETHUSDT")
+    assert board.get("b" * 32).context is None
+
+
+def _get(endpoint, query: str = ""):
+    """Call a route's endpoint as Starlette would for ``GET ?query``."""
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": query.encode(), "headers": []}
+    return asyncio.run(endpoint(Request(scope)))
+
+
+@pytest.fixture
+def board(monkeypatch):
+    fresh = live.LiveBoard()
+    monkeypatch.setattr(live, "BOARD", fresh)
+    return fresh
+
+
+@pytest.mark.parametrize("token", ["", "nope", "..%2F..%2Fetc%2Fpasswd", "A" * 32, "c" * 32])
+def test_the_stream_refuses_a_token_no_page_published(board, token):
+    response = _get(live.events, f"token={token}")
+    assert response.status_code == 404 and response.body == b"unknown page"
+
+
+def test_one_page_cannot_open_unbounded_streams(board):
+    board.register("d" * 32, _service(), "ETHUSDT", "BTCUSDT")
+    assert all(board.open_stream("d" * 32) for _ in range(live.MAX_STREAMS_PER_TOKEN))
+    response = _get(live.events, "token=" + "d" * 32)
+    assert response.status_code == 429
+    board.close_stream("d" * 32)
+    assert board.open_stream("d" * 32)
+
+
+def test_the_chart_script_and_plotly_are_served():
+    script = _get(live.chart_script)
+    assert script.status_code == 200 and b"export function render" in script.body
+    bundle = _get(live.plotly_bundle)
+    assert bundle.status_code == 200 and bundle.path == live.PLOTLY_JS and live.PLOTLY_JS.stat().st_size > 1_000_000
+    assert "immutable" in bundle.headers["cache-control"]

@@ -1,0 +1,238 @@
+"""Charts kept in the browser and extended bar by bar, instead of whole figures re-sent on every refresh.
+
+``st.plotly_chart`` sends the whole figure on every refresh: with an hour of 1 s bars, some 700
+kB a page every 2 s. :func:`live_chart` draws the figure once and afterwards sends only what
+changed since the last refresh: the points from the last bar sent on (that bar may have changed
+while it was forming), the figure's layout (bands, ranges and the live-bar mark are computed
+over the whole series), and the left edge of the lookback, where the browser trims. A full
+figure is sent again when the chart is first shown (or shown again after another tab), when the
+view resets (``revision``: pair, timeframe, parameters, newly loaded history), when past values
+can change (an in-sample fit, the Kalman filter's prior: ``incremental=False``), when a trace
+appears that the browser does not have, when the browser says it missed an update, and after
+:data:`REDRAW_SHARE` of the chart's points have been appended (to thin them again).
+
+The browser side (:data:`CHART_JS`) is served at ``/live/chart.js`` next to Plotly's bundle
+(``server.py``); each chart element carries only a tiny loader. Updates name their traces, so
+the browser matches them by name; a figure with two traces of one name is always sent whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import streamlit as st
+
+from ui.charts import FIGURE_CONFIG, display_time
+
+REDRAW_SHARE = 0.25  # appended points, as a share of the figure's points, that trigger a full redraw
+PER_POINT = ("x", "y", "customdata", "text", "hovertext")
+
+CHART_JS = """
+let plotlyReady = null;
+const TYPED = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
+               u2: Uint16Array, i1: Int8Array, u1: Uint8Array, u1c: Uint8ClampedArray};
+
+function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyReady) {
+    plotlyReady = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "/live/plotly.min.js";
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = reject;
+      document.head.appendChild(script);
+    });
+  }
+  return plotlyReady;
+}
+
+// plotly.py sends numeric arrays as {dtype, bdata}: plain arrays here, so updates can splice them.
+function plain(value) {
+  if (value && typeof value === "object" && typeof value.bdata === "string" && TYPED[value.dtype]) {
+    const bytes = Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
+    return Array.from(new TYPED[value.dtype](bytes.buffer));
+  }
+  return value;
+}
+
+function spliced(trace, from, cut, add) {
+  const xs = trace.x || [];
+  const keep = [];
+  for (let i = 0; i < xs.length; i++) if (xs[i] >= from && xs[i] < cut) keep.push(i);
+  for (const key of ["x", "y", "customdata", "text", "hovertext"]) {
+    const old = trace[key];
+    if (!Array.isArray(old)) continue;
+    trace[key] = keep.map((i) => old[i]).concat(add && add[key] ? add[key] : []);
+  }
+}
+
+function apply(Plotly, div, payload, setTriggerValue) {
+  const state = div.__live || {};
+  if (state.rev === payload.rev && state.seq === payload.seq) return;  // the same payload again
+  if (payload.full) {
+    const figure = JSON.parse(payload.full);
+    for (const trace of figure.data) {
+      for (const key of ["x", "y", "customdata", "text", "hovertext"]) if (key in trace) trace[key] = plain(trace[key]);
+    }
+    Plotly.react(div, figure.data, figure.layout, payload.config);
+    div.__live = { rev: payload.rev, seq: payload.seq };
+    return;
+  }
+  if (state.rev !== payload.rev || state.seq !== payload.base || !div.data) {
+    if (!state.asked) {  // missed an update: ask once for the whole figure
+      div.__live = { ...state, asked: true };
+      setTriggerValue("resync", payload.seq);
+    }
+    return;
+  }
+  const splice = payload.splice;
+  for (const trace of div.data) spliced(trace, splice.from, splice.cut, splice.traces[trace.name]);
+  const layout = JSON.parse(splice.layout);
+  layout.template = div.layout.template;
+  Plotly.react(div, div.data, layout, payload.config);
+  div.__live = { rev: payload.rev, seq: payload.seq };
+}
+
+export function render(component) {
+  const { data, parentElement, setTriggerValue } = component;
+  let div = parentElement.querySelector(".live-chart");
+  if (!div) {
+    div = document.createElement("div");
+    div.className = "live-chart";
+    parentElement.appendChild(div);
+  }
+  loadPlotly().then((Plotly) => apply(Plotly, div, data, setTriggerValue));
+}
+"""
+_STUB_JS = """
+export default function (component) {
+  // The component runs from a blob: URL; the page's own origin serves the module.
+  import(new URL("/live/chart.js", window.location.href).href).then((module) => module.render(component));
+}
+"""
+
+
+@st.cache_resource(show_spinner=False)
+def _component() -> Callable[..., Any]:
+    # Not in a shadow root: Plotly styles its charts (mode bar, hover) with CSS it adds to the document.
+    return st.components.v2.component("live_chart", js=_STUB_JS, isolate_styles=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChartData:
+    """One chart: how to draw it, and what it shows.
+
+    ``build(since, max_points, anchor)``: the figure; ``since=None`` draws every point, thinned to
+    ``max_points`` per trace, and ``since`` (UTC) only the points from there on (the layout still
+    computed over all of them; see :mod:`ui.charts`). ``anchor()``: what must stay fixed while
+    the chart is extended (the price levels rebased to 100), taken at each full drawing and
+    handed to ``build``. ``last``: the newest bar drawn (UTC). ``incremental``: past points
+    never change, so the chart may be extended. ``content``: what the drawing depends on; while
+    it is unchanged (and not None) nothing is sent.
+    """
+
+    key: str
+    build: Callable[[pd.Timestamp | None, int, object], go.Figure]
+    last: pd.Timestamp | None
+    max_points: int
+    incremental: bool = True
+    content: object = None
+    anchor: Callable[[], object] = lambda: None
+
+    def figure(self) -> go.Figure:
+        """The whole figure (for ``st.plotly_chart``, where nothing is extended)."""
+        return self.build(None, self.max_points, self.anchor())
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What the browser holds of one chart."""
+
+    revision: str
+    seq: int
+    cut: pd.Timestamp  # the newest bar sent: where the next update starts
+    names: frozenset[str]  # its traces
+    points: int  # points in the last full figure
+    appended: int  # points appended since
+    run: int  # the analytics run that sent it
+    content: object
+    anchor: object
+
+
+def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | None, tz: str, run: int) -> None:
+    """Draw ``chart`` (whole, or what changed since the last refresh; see the module docstring).
+
+    ``shown_from``: the lookback's first bar (UTC), where the browser trims the left edge;
+    ``run``: a counter of this session's analytics runs, to tell a chart that was not drawn last
+    time (its tab was closed: the browser no longer has it).
+    """
+    sent_by_key: dict[str, _Sent] = st.session_state.setdefault("live_charts_sent", {})
+    sent = sent_by_key.get(chart.key)
+    payload, sent = chart_update(chart, sent, revision=revision, shown_from=shown_from, tz=tz, run=run)
+    sent_by_key[chart.key] = sent
+    result = _component()(key=chart.key, data=payload, on_resync_change=lambda: None)
+    if result.resync is not None:  # the browser missed an update: the next refresh draws it whole
+        del sent_by_key[chart.key]
+
+
+def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_from: pd.Timestamp | None, tz: str,
+                 run: int) -> tuple[dict[str, object], _Sent]:
+    """The payload that brings a browser holding ``sent`` to ``chart``, and what it then holds."""
+    drawn = sent is not None and sent.revision == revision and sent.run == run - 1
+    if drawn and chart.content is not None and sent.content == chart.content:  # unchanged: the same payload
+        return {"rev": revision, "seq": sent.seq}, replace(sent, run=run)
+    seq = 0 if sent is None else sent.seq + 1
+    payload: dict[str, object] = {"rev": revision, "seq": seq, "config": FIGURE_CONFIG}
+    if drawn and chart.incremental and chart.last is not None:
+        splice = _splice(chart.build(sent.cut, chart.max_points, sent.anchor), sent, shown_from, tz)
+        # Appended points are not thinned: past a share of the figure, draw it whole (thinned) again.
+        if splice is not None and sent.appended + splice[1] <= REDRAW_SHARE * max(sent.points, 1):
+            payload["base"], (payload["splice"], added) = sent.seq, splice
+            return payload, replace(sent, seq=seq, cut=chart.last, appended=sent.appended + added, run=run,
+                                    content=chart.content)
+    anchor = chart.anchor()
+    figure = chart.build(None, chart.max_points, anchor)
+    payload["full"] = pio.to_json(figure, validate=False)
+    names = [trace.name for trace in figure.data]
+    points = sum(len(trace.x) for trace in figure.data if trace.x is not None)
+    return payload, _Sent(revision, seq, chart.last if chart.last is not None else pd.Timestamp(0, tz="UTC"),
+                          frozenset(names) if len(set(names)) == len(names) else frozenset(), points, 0, run,
+                          chart.content, anchor)
+
+
+def _splice(tail: go.Figure, sent: _Sent, shown_from: pd.Timestamp | None,
+            tz: str) -> tuple[dict[str, object], int] | None:
+    """The update from ``sent.cut`` on, or None when it cannot be one (send the figure whole)."""
+    names = [trace.name for trace in tail.data]
+    if len(set(names)) != len(names) or not set(names) <= sent.names:
+        return None  # a trace the browser does not have, or one it cannot tell apart
+    cut = display_time(sent.cut, tz)
+    traces: dict[str, dict[str, list]] = {}
+    added = 0  # new bars: the one at the cut is sent again (it may have changed), not added
+    for trace in tail.data:
+        if trace.x is None or not len(trace.x):
+            continue
+        x = np.asarray(trace.x, dtype=float)
+        traces[trace.name] = {key: _plain(np.asarray(value)) for key in PER_POINT
+                              if (value := getattr(trace, key, None)) is not None and not isinstance(value, str)
+                              and len(np.asarray(value)) == len(x)}
+        added += int((x > cut).sum())
+    start = display_time(shown_from, tz) if shown_from is not None else -1e300
+    layout = tail.layout.to_plotly_json()
+    layout.pop("template", None)  # the browser keeps the one of the full figure (a few kB)
+    # As JSON text, like a full figure: plotly's encoder knows numpy scalars.
+    return {"from": start, "cut": cut, "traces": traces, "layout": pio.to_json(layout, validate=False)}, added
+
+
+def _plain(values: np.ndarray) -> list:
+    """JSON-ready values: floats with NaN as null, everything else as it is."""
+    if values.dtype.kind in "fiu":
+        return [None if not math.isfinite(v) else float(v) for v in values.astype(float)]
+    return values.tolist()
