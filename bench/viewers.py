@@ -81,15 +81,15 @@ BUSY_WARNING_PCT = 50.0  # a page's main thread in long tasks this share of the 
 # whole document: the charts' DOM churns far more and every observed mutation costs the page. A
 # 100 ms poll finds the value when it first appears or its parent was replaced too. "how" says who
 # saw a change first: "value" or "parent" (an observer, at once) or "poll" (late by up to 100 ms).
-# window.__live.busyMs adds up the page's long tasks (≥ 50 ms on the main thread): a busy main
-# thread delays every DOM update, whatever the server does.
+# window.__live.tasks gets [epoch ms, duration ms] of the page's long tasks (≥ 50 ms on the main
+# thread): a busy main thread delays every DOM update, whatever the server does.
 OBSERVER_JS = """
 (() => {
   const LABEL = __LABEL__;
-  const live = {events: [], attaches: 0, shown: null, busyMs: 0};
+  const live = {events: [], attaches: 0, shown: null, tasks: []};
   Object.defineProperty(window, "__live", {value: live});
   new PerformanceObserver((list) => {
-    for (const task of list.getEntries()) live.busyMs += task.duration;
+    for (const task of list.getEntries()) live.tasks.push([performance.timeOrigin + task.startTime, task.duration]);
   }).observe({type: "longtask"});
   const VALUE = "[data-live-value], [data-testid='stMetricValue']";
   let el = null, field = null, shown = null;
@@ -213,6 +213,13 @@ def percentile(values: Sequence[float], q: float, censored: Sequence[float] = ()
 def fmt_ms(value: tuple[float, bool]) -> str:
     """A percentile in ms; "≥" when it is only a lower bound."""
     return ("" if value[1] else "≥") + f"{value[0]:.0f}"
+
+
+def busy_share(tasks: Sequence[Sequence[float]], start_ms: float, end_ms: float) -> float:
+    """Share of ``[start_ms, end_ms]`` covered by ``tasks`` = [(start epoch ms, duration ms)] (they never
+    overlap: one main thread)."""
+    covered = sum(max(0.0, min(at + duration, end_ms) - max(at, start_ms)) for at, duration in tasks)
+    return covered / (end_ms - start_ms)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -366,12 +373,10 @@ class Tab:
     def state(self) -> dict[str, Any]:
         return self.page.evaluate(PAGE_STATE_JS)
 
-    def drain(self) -> tuple[list[list[Any]], float]:
-        """The observer's events since the last drain ([Date.now() ms, text, how]) and the ms of long tasks."""
-        events, busy_ms = self.page.evaluate(
-            "() => { const busy = window.__live.busyMs; window.__live.busyMs = 0;"
-            " return [window.__live.events.splice(0), busy]; }")
-        return events, busy_ms
+    def drain(self) -> tuple[list[list[Any]], list[list[float]]]:
+        """The observer's events ([Date.now() ms, text, how]) and long tasks ([epoch ms, duration ms])
+        reported since the last drain."""
+        return self.page.evaluate("() => [window.__live.events.splice(0), window.__live.tasks.splice(0)]")
 
     def use_one_hour_lookback(self) -> None:
         """Pick "1 h" in the sidebar's Lookback box, if the page has one and shows something else."""
@@ -408,6 +413,8 @@ def wait_warm(tab: Tab, feeder: Feeder, timeout_s: float) -> None:
         nonlocal state
         pump(tab.page, 0.25, feeder)
         state = tab.state()
+        if state["exceptions"]:
+            raise RuntimeError(f"the page shows an exception, nothing to measure: {state}")
         sent.update(cents for cents, _ in feeder.sent_between(0, math.inf))
         return state["plots"] >= WARM_PLOTS and state["text"] is not None and cents_of(state["text"]) in sent
 
@@ -446,6 +453,7 @@ class Row:
     kb_per_s: tuple[float, ...]
     frames_per_s: tuple[float, ...]
     busy_pct: tuple[float, ...]  # share of the window each tab's main thread spent in long tasks, %
+    longest_task_ms: float  # the longest task of any tab's main thread
     browser_cpu_pct: float  # Chromium (every process) and Playwright's driver, % of a core
     polled: int  # changes only the fallback poll saw
     load: float  # 1 min load average at the end
@@ -466,15 +474,16 @@ def measure(tabs: list[Tab], pid: int, feeder: Feeder, seconds: float, pump_page
     frames = tuple(t.frames / elapsed for t in tabs)
     browser_cpu = sum(cpu - browser0.get(p, 0.0) for p, cpu in browser1.items())  # a new process starts at 0
     sent = feeder.sent_between(start_ms, end_ms - GRACE_S * 1000)
-    latencies, busy, polled = [], [], 0
+    latencies, busy, polled, longest = [], [], 0, 0.0
     for tab in tabs:
-        events, busy_ms = tab.drain()
-        busy.append(busy_ms / 10 / elapsed)
+        events, tasks = tab.drain()
+        busy.append(busy_share(tasks, start_ms, end_ms) * 100)
+        longest = max([longest, *(duration for _, duration in tasks)])
         polled += sum(how == "poll" for _, _, how in events)
         shown = [(at, cents) for at, text, _ in events if at <= end_ms and (cents := cents_of(text)) is not None]
         latencies.append(match_latencies(sent, shown, end_ms))
     return Row(len(tabs), elapsed, (cpu1 - cpu0) / elapsed * 100, tuple(latencies), kb, frames, tuple(busy),
-               browser_cpu / elapsed * 100, polled, os.getloadavg()[0])
+               longest, browser_cpu / elapsed * 100, polled, os.getloadavg()[0])
 
 
 def report(rows: list[Row], feeder: Feeder) -> None:
@@ -496,15 +505,15 @@ def report(rows: list[Row], feeder: Feeder) -> None:
         print(f" {row.tabs:4d} | {latency:>27} | {trades:>22} | {row.cpu_pct:22.1f} {extra:>15} | "
               f"{statistics.fmean(row.kb_per_s):7.1f} ({min(row.kb_per_s):.1f}–{max(row.kb_per_s):.1f})")
         previous = row
-    print("\n tabs | shown ms p50 / p95 | WebSocket msgs/s per tab | page main thread in long tasks % "
+    print("\n tabs | shown ms p50 / p95 | WebSocket msgs/s per tab | page main thread in long tasks % (longest ms) "
           "| browser CPU % of a core | load avg")
     for row in rows:
         shown = [ms for lat in row.latencies for ms in lat.per_shown]
-        busy = f"{statistics.fmean(row.busy_pct):.0f} (max {max(row.busy_pct):.0f})" if row.busy_pct else ""
+        busy = f"{statistics.fmean(row.busy_pct):.0f} ({row.longest_task_ms:.0f})" if row.busy_pct else ""
         frames = f"{statistics.fmean(row.frames_per_s):.1f}" if row.frames_per_s else ""
         tabs = f"{row.tabs:4d}" if row.latencies else "idle"
         shown_text = f"{fmt_ms(percentile(shown, 50))} / {fmt_ms(percentile(shown, 95))}" if shown else ""
-        print(f" {tabs} | {shown_text:>18} | {frames:>24} | {busy:>32} | {row.browser_cpu_pct:23.1f} | {row.load:8.2f}")
+        print(f" {tabs} | {shown_text:>18} | {frames:>24} | {busy:>45} | {row.browser_cpu_pct:23.1f} | {row.load:8.2f}")
     polled = sum(row.polled for row in rows)
     print(f"\nTrades counted: ETHUSDT trades sent at least {GRACE_S:.0f} s before a window ended. One not shown "
           "(nor a later one) by then counts with its age at the end as a lower bound; a percentile it could "
@@ -605,7 +614,7 @@ def main() -> None:
                 pump_page = context.new_page()  # blank: keeps Playwright's event loop turning
                 pump(pump_page, args.settle, feeder)
                 rows.append(measure([], pid, feeder, args.seconds, pump_page))
-        except BaseException:
+        except Exception:
             if log_path.exists():
                 print(f"--- last lines of the server log ({log_path}) ---", file=sys.stderr)
                 print("\n".join(log_path.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
