@@ -68,6 +68,8 @@ WARM_PLOTS = 4
 WARM_TIMEOUT_S = 180.0  # the first tab waits for the server, the service and an hour of 1 s klines
 HISTORY_QUIET_S = 5.0  # no klines request for this long: the history loader is done
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A click waits for the page to handle it: a page busy drawing charts can take many seconds.
+CLICK_TIMEOUT_MS = 60_000
 BUSY_WARNING_PCT = 50.0  # a page's main thread in long tasks this share of the time is not keeping up
 
 
@@ -381,10 +383,10 @@ class Tab:
     def use_one_hour_lookback(self) -> None:
         """Pick "1 h" in the sidebar's Lookback box, if the page has one and shows something else."""
         box = self.page.get_by_role("combobox", name="Lookback", exact=True)
-        if box.count() != 1 or box.input_value(timeout=5_000) == "1 h":
+        if box.count() != 1 or box.input_value(timeout=CLICK_TIMEOUT_MS) == "1 h":
             return
-        box.click(timeout=10_000)
-        self.page.get_by_role("option", name="1 h", exact=True).click(timeout=10_000)
+        box.click(timeout=CLICK_TIMEOUT_MS)
+        self.page.get_by_role("option", name="1 h", exact=True).click(timeout=CLICK_TIMEOUT_MS)
 
 
 def pump(page: Any, seconds: float, feeder: Feeder) -> None:
@@ -421,6 +423,22 @@ def wait_warm(tab: Tab, feeder: Feeder, timeout_s: float) -> None:
     if not poll(warm, timeout_s, 0.0):
         raise RuntimeError(f"the tab was not warm within {timeout_s:.0f} s: {state} (want ≥ {WARM_PLOTS} plots "
                            f"and {LABEL!r} showing a price the feed sent)")
+
+
+def open_view(tab: Tab, name: str, feeder: Feeder) -> None:
+    """Open the page's tab ``name`` (one without charts) and wait until the charts are gone from the page."""
+    tab.page.get_by_role("tab", name=name, exact=True).click(timeout=CLICK_TIMEOUT_MS)
+    state: dict[str, Any] = {}
+
+    def switched() -> bool:
+        nonlocal state
+        pump(tab.page, 0.25, feeder)
+        state = tab.state()
+        return state["plots"] == 0
+
+    if not poll(switched, CLICK_TIMEOUT_MS / 1000, 0.0):
+        raise RuntimeError(f"the page still draws charts {CLICK_TIMEOUT_MS / 1000:.0f} s after opening {name!r} "
+                           f"(--view wants a tab without charts): {state}")
 
 
 def wait_history_loaded(rest: FakeRest, tab: Tab, feeder: Feeder, timeout_s: float) -> None:
@@ -539,6 +557,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=10.0, help="trades/s per symbol (default 10)")
     parser.add_argument("--script", default=default_script, help=f"Streamlit script to run (default {default_script})")
     parser.add_argument("--settle", type=float, default=5.0, help="s after tabs are warm before a window (default 5)")
+    parser.add_argument("--view", default=None,
+                        help="once warm, open this tab of the page, one without charts (e.g. Feed: the live panel "
+                             "without charts computed or drawn); default: stay on Charts")
     parser.add_argument("--idle", action=argparse.BooleanOptionalAction, default=True,
                         help="last, close every tab and measure the server with the feed alone (default on)")
     args = parser.parse_args(argv)
@@ -573,7 +594,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     klines = FakeKlines(START_PRICES)
     prices = {symbol: last_close(klines, symbol) for symbol in START_PRICES}
-    print(f"script {args.script}, {args.rate:g} trades/s per symbol, windows of {args.seconds:g} s, tabs {args.tabs}; "
+    print(f"script {args.script}, {args.rate:g} trades/s per symbol, windows of {args.seconds:g} s, tabs {args.tabs}, "
+          f"view {args.view or 'Charts'}; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
@@ -601,6 +623,8 @@ def main() -> None:
                         wait_history_loaded(rest, tab, feeder, WARM_TIMEOUT_S)
                         wait_warm(tab, feeder, WARM_TIMEOUT_S)
                         print(f"first tab warm and history loaded after {time.monotonic() - started:.1f} s")
+                    if args.view:
+                        open_view(tab, args.view, feeder)
                 pump(tabs[0].page, args.settle, feeder)
                 rows.append(measure(tabs, pid, feeder, args.seconds, tabs[0].page))
                 states = [tab.state() for tab in tabs]
