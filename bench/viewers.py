@@ -4,17 +4,20 @@ A fake Binance WebSocket feed on 127.0.0.1 (``testkit.fake_binance``) sends ``--
 symbol (ETHUSDT, BTCUSDT) and a fake REST server serves the klines history; nothing leaves this
 machine. The dashboard runs as ``streamlit run <script>`` (``server.py`` when the repository has
 one, else ``app.py``) on live Binance, and headless Chromium opens the page in 1 tab, then 3 (the
-default sidebar: 1 s bars, 1 h lookback). Once every tab is warm (charts drawn, history loaded),
-each steady-state window of ``--seconds`` measures:
+default sidebar: 1 s bars, 1 h lookback; ``--view Feed`` then opens a tab of the page without
+charts). Once every tab is warm (charts drawn, history loaded), each steady-state window of
+``--seconds`` measures:
 
 * **tick → DOM latency**: every ETHUSDT trade has a price of its own (one cent above the previous
-  one), and ``time.time()`` is taken just before the fake writes its frame. A MutationObserver in
-  each tab records ``(Date.now(), text)`` on every change of the value labelled "ETHUSDT last"
-  (a Streamlit ``st.metric``, or an element carrying ``data-live-field``/``data-live-label``/
-  ``data-live-value``, in the page or an open shadow root; re-found when the page re-renders it).
-  A trade's latency is the time until its tab shows that price *or a later one*: a panel that
-  skips trades is as late as the next value it shows. Browser and bench share the machine clock.
-  "shown p50" is the latency of the values actually shown (their own trade → their appearance).
+  one), timed by ``time.time()`` when the fake has written its frame to the socket. A
+  MutationObserver in each tab records ``(Date.now(), text)`` on every change of the value
+  labelled "ETHUSDT last" (a Streamlit ``st.metric``, or an element carrying ``data-live-field``/
+  ``data-live-label``/``data-live-value``, in the page or an open shadow root; found again when
+  the page re-renders it). A trade's latency is the time until its tab shows that price *or a
+  later one*: a panel that skips trades is as late as the next value it shows. A trade still not
+  shown when the window ends counts with its age then, a lower bound: a percentile it could raise
+  is printed as "≥". Browser and bench share the machine clock. "shown" is the latency of the
+  values actually shown (their own trade → their appearance).
 * **server CPU**: utime + stime of the Streamlit server process (all its threads) from
   ``/proc/<pid>/stat`` over the window, in % of one core; "per extra tab" is the increase from the
   previous row divided by the added tabs. The feed's own work (parse, store, alerts) is in every
@@ -23,10 +26,14 @@ each steady-state window of ``--seconds`` measures:
   (``Network.webSocketFrameReceived``; Streamlit does not compress them) plus HTTP bodies as
   received (``Network.dataReceived``, EventSource streams included), in kB/s (1 kB = 1000 bytes).
 
-Timings are measured, never asserted. The machine's load average is printed with each row: other
-work on the machine shows up in the latency and slows the server.
+A second table says whether the browser kept up: WebSocket messages per tab, the share of the
+window each page's main thread spent in long tasks (≥ 50 ms), Chromium's CPU and the load
+average. A page that cannot keep up shows stale values and asks for fewer reruns, so its latency
+is the browser's and the server CPU it causes is lower than a faster browser would cause.
 
-    .venv/bin/python bench/viewers.py [--seconds 30] [--tabs 1,3] [--rate 10] [--script app.py]
+Timings are measured, never asserted.
+
+    .venv/bin/python bench/viewers.py [--seconds 30] [--tabs 1,3] [--rate 10] [--script app.py] [--view Feed]
 """
 
 from __future__ import annotations
