@@ -363,6 +363,7 @@ class FakeBinance:
         self._pong_timeouts = 0
         self._frames_sent = 0
         self._frames_dropped = 0
+        self._last_write_time: float | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -474,6 +475,12 @@ class FakeBinance:
     def frames_sent(self) -> int:
         """Data frames written (one per connection reached)."""
         return self._frames_sent
+
+    @property
+    def last_write_time(self) -> float | None:
+        """``time.time()`` just after the last data frames were handed to the sockets (None before any):
+        when a client could first read them, for latency measurements."""
+        return self._last_write_time
 
     @property
     def frames_dropped(self) -> int:
@@ -819,6 +826,8 @@ class FakeBinance:
                     conn.send_data()
                 except OSError:
                     conn.transport.abort()
+            if written:
+                self._last_write_time = time.time()
             await asyncio.sleep(0)
         self._frames_sent += written
         return written

@@ -7,40 +7,20 @@ Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it via
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy
 from testkit.waiting import eventually
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Without these, Chromium tries to reach Google services, which this network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +29,7 @@ def dashboard_url(tmp_path_factory) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("Debian chromium is not installed; .ci/run should have installed it")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     env.update(QUANT_SOURCE="simulated", QUANT_SPEED="30", QUANT_DATA_DIR=str(tmp_path_factory.mktemp("data")))
     server = subprocess.Popen(
@@ -58,7 +38,7 @@ def dashboard_url(tmp_path_factory) -> Iterator[str]:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        eventually(lambda: server.poll() is None and _healthy(url), timeout=60, interval=0.2,
+        eventually(lambda: server.poll() is None and healthy(url), timeout=60, interval=0.2,
                    message=lambda: f"streamlit did not come up: {server.poll()=}")
         yield url
     finally:

@@ -114,6 +114,20 @@ def test_send_trade_defaults_timestamp_to_now(server: FakeBinance) -> None:
     assert before - 1 <= trade.ts_ms <= time.time() * 1000 + 1
 
 
+def test_last_write_time_is_when_a_trade_reached_a_socket(server: FakeBinance) -> None:
+    """bench/viewers.py times tick → browser from it: set only by a frame written, not by one nobody gets."""
+    assert server.send_trade("ETHUSDT", 1, 3139.77, 0.1) == 0
+    assert server.last_write_time is None
+    with connect(server) as ws:
+        eventually(lambda: server.open_connections == 1)
+        before = time.time()
+        assert server.send_trade("ETHUSDT", 2, 3139.78, 0.1) == 1
+        after = time.time()
+        assert server.send_trade("SOLUSDT", 3, 130.0, 1.0) == 0  # no subscriber: not a write
+        recv_text(ws)
+    assert server.last_write_time is not None and before <= server.last_write_time <= after
+
+
 def test_only_subscribed_connections_receive_a_symbol(server: FakeBinance) -> None:
     with (
         connect(server, "/stream?streams=btcusdt@trade") as btc,
