@@ -37,6 +37,7 @@ from ui.controls import (
 )
 from ui.export import minute_table
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
+from ui.scanner import render_scanner_tab
 from ui.status import feed_is_failing, format_age, render_history_progress, render_status, render_storage_problem
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
@@ -225,8 +226,9 @@ def render_analytics(data: DataSource, controls: Controls) -> None:
     render_needs(pair, bars.interval_ms)
     site: Site | None = None if service is None else service.site
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
-    charts_tab, stats_tab, table_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
-        ["Charts", "Stats & tests", "Table & export", "Alerts", "Backtest", "Feed"], key="view_tab", on_change="rerun")
+    charts_tab, stats_tab, table_tab, scanner_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
+        ["Charts", "Stats & tests", "Table & export", "Scanner", "Alerts", "Backtest", "Feed"], key="view_tab",
+        on_change="rerun")
     if charts_tab.open:
         with charts_tab:
             marks = None if site is None else zscore_markers(recent_alerts(site), f"{params.y}/{params.x}")
@@ -239,6 +241,9 @@ def render_analytics(data: DataSource, controls: Controls) -> None:
     if table_tab.open:
         with table_tab:
             render_table_tab(provider, controls, bars, pair)
+    if scanner_tab.open:
+        with scanner_tab:  # every watched symbol over the lookback itself: a scan needs no warm-up
+            render_scanner_tab(lambda: provider(controls.symbols, controls.interval_ms, 0), controls, bars)
     if alerts_tab.open:
         with alerts_tab:
             if site is None:
