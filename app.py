@@ -242,8 +242,8 @@ def render_analytics(data: DataSource, controls: Controls) -> None:
         with table_tab:
             render_table_tab(provider, controls, bars, pair)
     if scanner_tab.open:
-        with scanner_tab:  # every watched symbol over the lookback itself: a scan needs no warm-up
-            render_scanner_tab(lambda: provider(controls.symbols, controls.interval_ms, 0), controls, bars)
+        with scanner_tab:
+            render_scanner_tab(bars, controls)
     if alerts_tab.open:
         with alerts_tab:
             if site is None:

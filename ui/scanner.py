@@ -9,7 +9,6 @@ result older than the page's bars is plain to see.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -51,11 +50,11 @@ def scan_key(controls: Controls, trend: str) -> tuple[object, ...]:
             controls.window, trend)
 
 
-def render_scanner_tab(load: Callable[[], PairBars], controls: Controls, page_bars: PairBars) -> None:
+def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     """The tab: scan button with progress, freshness, filters, the ranked table, pick and CSV.
 
-    ``load`` gives the watched symbols' bars over the lookback (no warm-up); ``page_bars`` are the
-    bars the page shows now, to say how far behind a kept scan is.
+    ``bars``: the page's bars over the lookback (no warm-up bars), of every watched symbol. A scan
+    uses their closed bars; later runs compare them with the scan's to say how far behind it is.
     """
     st.caption(Q_VALUE_NOTE)
     k = len(controls.symbols)
@@ -64,7 +63,7 @@ def render_scanner_tab(load: Callable[[], PairBars], controls: Controls, page_ba
     results: dict[tuple[object, ...], ScanResult] = st.session_state.setdefault("scan_results", {})
     key = scan_key(controls, trend)
     if button_col.button(f"Scan {k} symbols", key="scan_run", help=f"{k * (k - 1) // 2:,} pairs, both orderings each"):
-        result = _scan(load, controls, trend)
+        result = _scan(bars, controls, trend)
         if result is not None:
             results.pop(key, None)
             results[key] = result
@@ -75,13 +74,12 @@ def render_scanner_tab(load: Callable[[], PairBars], controls: Controls, page_ba
         st.caption(f"Press the button to test every pair of the {k} watched symbols on the closed "
                    f"{TIMEFRAME_NAMES[controls.timeframe]} bars of the lookback.")
         return
-    _render_freshness(result, page_bars, controls.tz)
+    _render_freshness(result, bars, controls.tz)
     shown = _filters(result, controls.timeframe).apply(ranking(result.table, result.interval_ms))
     _render_table(shown, result, controls)
 
 
-def _scan(load: Callable[[], PairBars], controls: Controls, trend: str) -> ScanResult | None:
-    bars = load()
+def _scan(bars: PairBars, controls: Controls, trend: str) -> ScanResult | None:
     closes = universe_closes(bars.by_symbol, bars.interval_ms, bars.market_now_ms,
                              carry_to_end=controls.source != UPLOADED)
     if closes.empty:
