@@ -169,11 +169,13 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
     if len(aligned.closes) < 4:  # a correlation needs a few returns
         return
     returns = log_returns(aligned.closes)
-    if len(returns) >= 3:
-        left.plotly_chart(charts.correlation_heatmap(correlation_matrix(returns), revision=rev),
-                          key="chart_heatmap", config=config)
+    # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
+    moving = returns.columns[(returns.max() > returns.min()).to_numpy()]
+    if len(returns) >= 3 and len(moving):
+        matrix = correlation_matrix(returns[moving]).reindex(index=returns.columns, columns=returns.columns)
+        left.plotly_chart(charts.correlation_heatmap(matrix, revision=rev), key="chart_heatmap", config=config)
         max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
-        if max_lag >= 1:
+        if max_lag >= 1 and {p.y, p.x} <= set(moving):
             ll = lead_lag(returns[p.y], returns[p.x], max_lag)
             right.plotly_chart(charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
                                                      bar_seconds=bars.interval_ms / 1000, y_name=p.y, x_name=p.x,

@@ -367,3 +367,37 @@ def test_scanner_csv_of_uploaded_datasets_neutralises_formula_names(sim_env, mon
     exported = pd.read_csv(io.StringIO(text), index_col="rank")
     assert set(exported.iloc[0][["y", "x"]]) == {"eth-day", "'=HYPERLINK(1)"}
     assert exported.iloc[0]["q_value"] == pytest.approx(table.iloc[0]["q_value"])
+
+
+@pytest.mark.parametrize("x", ["BBBUSDT", "FLATUSDT"])
+def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
+    """Was: the first page with 50 watched symbols on a fresh data dir crashed ("SYM00USDT, … are
+    constant; correlation undefined"): a quiet symbol's few first bars carry one close forward. Its
+    heatmap row stays blank; as a leg of the pair it has no lead–lag chart yet."""
+    def page(x: str) -> None:
+        import numpy as np
+        import pandas as pd
+
+        import app
+        from pairs.bars import dataset_pair_bars
+        from pairs.compute import PairParams, compute_pair
+        from ui.controls import Controls
+
+        index = pd.date_range("2025-01-01", periods=40, freq="1min", tz="UTC")
+        rng = np.random.default_rng(1)
+        closes = {"AAAUSDT": 100 + rng.normal(size=40).cumsum(), "BBBUSDT": 50 + rng.normal(size=40).cumsum(),
+                  "FLATUSDT": np.full(40, 1.0)}
+        frames = {name: pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0}, index=index)
+                  for name, c in closes.items()}
+        bars = dataset_pair_bars(frames, 60_000)
+        controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", x, "1m", "1 h", 10, "Rolling OLS",
+                            False, 2.0, "normalised", False, "UTC")
+        pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", x, window=10))
+        app.render_charts(bars, pair, controls, None)
+
+    at = AppTest.from_function(page, args=(x,), default_timeout=30).run()
+    assert not at.exception, at.exception
+    specs = [c.proto.spec for c in charts(at)]
+    heatmap = next(spec for spec in specs if "Correlation of returns across symbols" in spec)
+    assert '"FLATUSDT"' in heatmap and '"AAAUSDT"' in heatmap
+    assert any("Lead" in spec for spec in specs) == (x == "BBBUSDT")
