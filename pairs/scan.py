@@ -12,8 +12,8 @@ unless ``--lookback-hours`` is given; pairs of datasets that do not overlap in t
 tested and are named.
 
 Exit codes: 0 with the ranking; 2 with ``error: …`` naming the setting for bad arguments (an
-unknown source, symbol or dataset, no such database, a lookback without bars); 1 when the
-database cannot be read.
+unknown source, symbol or dataset, no such database or a file that is not one, a lookback without
+bars); 1 when the database cannot be read.
 
 This module is an entry point (``tests/test_layers.py`` ``ENTRY_POINTS``): it prints CSV through
 :func:`ui.export.to_csv_bytes`, which neutralises spreadsheet formulas (dataset names are free text).
@@ -37,6 +37,7 @@ from pairs.stored import stored_bars, stored_end_ms
 from records import now_ms
 from storage import Site, StorageError, has_datasets, open_datasets, open_ticks
 from storage.datasets import DatasetInfo
+from storage.errors import StorageLocationError
 from ui.export import to_csv_bytes
 
 DEFAULT_LOOKBACK_HOURS = 24.0
@@ -117,7 +118,11 @@ def scan_database(args: argparse.Namespace) -> Scanned:
     named = parse_symbols(args.symbols) if args.symbols else None
     given_end = _end(args.end)
     _require_database(site, settings)  # every argument is checked before the database is opened
-    with open_ticks(site) as store:
+    try:
+        store = open_ticks(site)
+    except StorageLocationError as exc:  # a directory, a file that is not a database
+        raise UsageError(f"{_location_setting(settings)}: {exc}") from None
+    with store:
         symbols = named or tuple(store.symbols())
         if len(symbols) < 2:
             raise UsageError(f"symbols: {site.location} holds ticks of {', '.join(symbols) or 'no symbol'}; "
@@ -219,12 +224,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return from_env(**overrides)
 
 
+def _location_setting(settings: Settings) -> str:
+    return "db (--db, QUANT_DB)" if settings.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
+
+
 def _require_database(site: Site, settings: Settings) -> None:
     """Readers never create a database: a missing one is a wrong setting."""
     if site.exists():
         return
     if settings.db is not None:
-        raise UsageError(f"db (--db, QUANT_DB): no database at {str(settings.db)!r}")
+        raise UsageError(f"{_location_setting(settings)}: no database at {str(settings.db)!r}")
     raise UsageError(f"source: no {settings.source} database in data_dir {str(settings.data_dir)!r} "
                      f"(expected {site.location}; record one with python -m ingestion --source {settings.source})")
 

@@ -322,3 +322,14 @@ def test_a_lookback_without_bars_names_end_and_lookback(tmp_path, capsys, monkey
     assert main(["--db", str(db), "--source", "simulated", "--end", "2020-01-01T00:00Z"]) == 2
     assert capsys.readouterr().err == ("error: end: no closed 1m bars of S0, S1 in the 24 h before 2020-01-01 00:00 "
                                        "UTC (--end, --lookback-hours)\n")
+
+
+def test_a_file_that_is_not_a_database_is_a_bad_db_setting(tmp_path, capsys, monkeypatch):
+    for key in [k for k in os.environ if k.startswith("QUANT_")]:
+        monkeypatch.delenv(key)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 20)
+    assert main(["--db", str(text), "--source", "simulated"]) == 2
+    assert capsys.readouterr().err == f"error: db (--db, QUANT_DB): '{text}' is not an SQLite database (it has no " \
+                                      "SQLite header)\n"
+    assert text.read_text() == "not a database\n" * 20
