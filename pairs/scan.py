@@ -116,6 +116,8 @@ def scan_database(args: argparse.Namespace) -> Scanned:
         raise UsageError(str(exc)) from None
     lookback_ms = _lookback_ms(args.lookback_hours, interval_ms, DEFAULT_LOOKBACK_HOURS)
     named = parse_symbols(args.symbols) if args.symbols else None
+    if named is not None and len(named) < 2:
+        raise UsageError(f"symbols: a scan needs at least two symbols, got {', '.join(named)}")
     given_end = _end(args.end)
     _require_database(site, settings)  # every argument is checked before the database is opened
     try:

@@ -281,6 +281,7 @@ SIM = ["--source", "simulated"]
     ([*SIM, "--window", "5"], "error: window: 5 must be between 10 and 200 bars"),
     ([*SIM, "--trend", "quadratic"], "error: trend: 'quadratic' is not one of c, ct, ctt, n"),
     ([*SIM, "--symbols", "BTCUSDT,ETH;DROP"], "error: invalid symbol 'ETH;DROP'"),
+    ([*SIM, "--symbols", "BTCUSDT,btcusdt"], "error: symbols: a scan needs at least two symbols, got BTCUSDT"),
     (["--source", "nasdaq"], "error: source: 'nasdaq' is not one of binance, simulated, replay"),
     (["--source", "replay"], "error: replay_file: required when source is 'replay'"),
     ([*SIM, "--lookback-hours", "-1"], "error: lookback-hours: -1 must be a number of hours > 0"),
