@@ -39,6 +39,7 @@ from ui.controls import (
 from ui.export import minute_table
 from ui.live_chart import ChartData, live_chart
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
+from ui.scanner import render_scanner_tab
 from ui.status import feed_is_failing, format_age, render_history_progress, render_status, render_storage_problem
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
@@ -185,13 +186,17 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
                                                               max_points=points, since=since),
             closed_last, HALF_WIDTH_POINTS, True, closed)))
     returns = log_returns(bars.closes(closed_only=True))
-    if len(returns) >= 3:  # a correlation needs a few returns
-        specs.append(("left", ChartData(
-            "chart_heatmap", lambda _since, _points, _: charts.correlation_heatmap(correlation_matrix(returns),
-                                                                                  revision=rev),
-            closed_last, 0, False, (closed, tuple(returns.columns)))))
+    # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
+    moving = returns.columns[(returns.max() > returns.min()).to_numpy()]
+    if len(returns) >= 3 and len(moving):  # a correlation needs a few returns
+        def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
+            matrix = correlation_matrix(returns[moving]).reindex(index=returns.columns, columns=returns.columns)
+            return charts.correlation_heatmap(matrix, revision=rev)
+
+        specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
+                                        (closed, tuple(returns.columns), tuple(moving)))))
         max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
-        if max_lag >= 1:
+        if max_lag >= 1 and {p.y, p.x} <= set(moving):
             def lead_lag_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
                 ll = lead_lag(returns[p.y], returns[p.x], max_lag)
                 return charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
@@ -283,8 +288,9 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     render_needs(pair, bars.interval_ms, None if service is None else controls.lookback_ms)
     site: Site | None = None if service is None else service.site
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
-    charts_tab, stats_tab, table_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
-        ["Charts", "Stats & tests", "Table & export", "Alerts", "Backtest", "Feed"], key="view_tab", on_change="rerun")
+    charts_tab, stats_tab, table_tab, scanner_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
+        ["Charts", "Stats & tests", "Table & export", "Scanner", "Alerts", "Backtest", "Feed"], key="view_tab",
+        on_change="rerun")
     if charts_tab.open:
         with charts_tab:
             marks = None if service is None else zscore_markers(service.recent_alerts(), f"{params.y}/{params.x}")
@@ -297,6 +303,9 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if table_tab.open:
         with table_tab:
             render_table_tab(page, controls, bars, pair)
+    if scanner_tab.open:
+        with scanner_tab:
+            render_scanner_tab(bars, controls)
     if alerts_tab.open:
         with alerts_tab:
             if site is None:

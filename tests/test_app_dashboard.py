@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import zipfile
 from collections.abc import Iterator
@@ -12,10 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from pairs.compute import REGRESSIONS
 from storage import DATASETS_FILE
+from storage.csv_import import parse_ohlc_csv
 from storage.sqlite_datasets import SqliteDatasetStore
 from testkit.waiting import eventually
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
@@ -276,3 +279,128 @@ def test_every_timeframe_has_its_z_score_at_once_on_a_fresh_data_dir(sim_env, ti
     assert all("widen the lookback" in i.value for i in at.info if "Half-life" in i.value)
     zscore = open_tab(at, "Charts")
     assert any("Z-score" in c.proto.spec for c in charts(zscore))
+
+
+SCAN_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
+
+
+def scan_table(at: AppTest) -> pd.DataFrame:
+    return next(d for d in at.dataframe if d.key == "scan_table").value
+
+
+def test_scanner_ranks_every_watched_pair_once_per_press_filters_and_picks_the_analysed_pair(sim_env, monkeypatch):
+    monkeypatch.setenv("QUANT_SYMBOLS", ",".join(SCAN_SYMBOLS))
+    at = ready(AppTest.from_file(APP, default_timeout=60).run())
+    open_tab(at, "Scanner")
+    assert not any(d.key == "scan_table" for d in at.dataframe)  # nothing is computed before the button
+    assert any(c.value.startswith("q-value: the Engle–Granger p-value adjusted") for c in at.caption)
+    at.button(key="scan_run").click().run()
+    assert not at.exception, at.exception
+    assert at.button(key="scan_run").label == "Scan 4 symbols"
+    (key, result), = at.session_state["scan_results"].items()
+    assert key == ("simulated", "None", SCAN_SYMBOLS, "1s", "1 h", 60, "c")
+    # The lookback's closed 1 s bars: at most an hour of them, the still-forming bar left out.
+    assert 3_000 < result.n_bars <= 3_600 and len(result.table) == 6
+    assert any(c.value.startswith(f"Scanned {result.n_bars:,} closed bars") for c in at.caption)
+
+    at.number_input(key="scan_max_q").set_value(1.0).run()
+    table = scan_table(at)
+    assert {frozenset(p) for p in zip(table["y"], table["x"], strict=True)} == {
+        frozenset(p) for p in itertools.combinations(SCAN_SYMBOLS, 2)}
+    assert table["q_value"].is_monotonic_increasing and list(table.index) == list(range(1, 7))
+
+    # Refreshes show the kept scan; the page's bars move on and the caption says by how much.
+    eventually(lambda: at.run() is not None and any("newer bar" in c.value for c in at.caption), timeout=30,
+               interval=0.5, message="the scan never showed as older than the page")
+    assert at.session_state["scan_results"][key] is result
+
+    q_cut = float(table["q_value"].median())
+    at.number_input(key="scan_max_q").set_value(q_cut).run()
+    assert list(scan_table(at).index) == list(table.index[table["q_value"] <= q_cut])
+    at.number_input(key="scan_max_q").set_value(1.0).run()
+    half_life_cut = float(table["half_life"].median())
+    at.number_input(key="scan_hl_max").set_value(half_life_cut).run()
+    assert list(scan_table(at).index) == list(table.index[table["half_life"] <= half_life_cut])
+    at.number_input(key="scan_hl_max").set_value(None).run()
+    corr_cut = round(float(table["corr"].median()), 2)
+    at.slider(key="scan_min_corr").set_value(corr_cut).run()
+    assert list(scan_table(at).index) == list(table.index[table["corr"] >= corr_cut])
+    at.slider(key="scan_min_corr").set_value(-1.0).run()
+
+    row = next(i for i, (y, x) in enumerate(zip(table["y"], table["x"], strict=True))
+               if (y, x) != ("ETHUSDT", "BTCUSDT"))
+    y, x = table["y"].iloc[row], table["x"].iloc[row]
+    at.session_state["scan_table"] = {"selection": {"rows": [row], "columns": []}}
+    at.run()
+    at.button(key="scan_pick").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value.startswith(f"{y} / {x} · ")
+    assert (at.selectbox(key="pair_y").value, at.selectbox(key="pair_x").value) == (y, x)
+
+
+def test_scanner_csv_of_uploaded_datasets_neutralises_formula_names(sim_env, monkeypatch):
+    eth = parse_ohlc_csv(require(ETH_KLINES_ZIP).read_bytes(), ETH_KLINES_ZIP.name)
+    partner = eth.copy()
+    close = eth["close"] * 0.5 + np.random.default_rng(5).normal(0, 0.5, len(eth))
+    for column in ("open", "high", "low", "close"):
+        partner[column] = close
+    with SqliteDatasetStore(sim_env / DATASETS_FILE) as store:
+        for name, frame, symbol in (("eth-day", eth, "ETHUSDT"), ("=HYPERLINK(1)", partner, "ETHHALF")):
+            store.add(frame, name=name, symbol=symbol, filename=f"{symbol}.csv", content_hash=f"{len(name):064x}",
+                      uploaded_ms=0)
+    # A download button's CSV is made when it is clicked: keep the callables to make them here.
+    deferred = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def remember(self, data_callable, *args, **kwargs):
+        file_id = add_deferred(self, data_callable, *args, **kwargs)
+        deferred[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.radio(key="source").set_value("uploaded").run()
+    open_tab(at, "Scanner")
+    at.button(key="scan_run").click().run()
+    assert not at.exception, at.exception
+    table = scan_table(at)
+    assert len(table) == 1 and set(table.iloc[0][["y", "x"]]) == {"eth-day", "=HYPERLINK(1)"}
+    button = next(d for d in at.get("download_button") if d.label == "Scan results (CSV)")
+    text = deferred[button.proto.deferred_file_id]().decode()
+    exported = pd.read_csv(io.StringIO(text), index_col="rank")
+    assert set(exported.iloc[0][["y", "x"]]) == {"eth-day", "'=HYPERLINK(1)"}
+    assert exported.iloc[0]["q_value"] == pytest.approx(table.iloc[0]["q_value"])
+
+
+@pytest.mark.parametrize("x", ["BBBUSDT", "FLATUSDT"])
+def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
+    """Was: the first page with 50 watched symbols on a fresh data dir crashed ("SYM00USDT, … are
+    constant; correlation undefined"): a quiet symbol's few first bars carry one close forward. Its
+    heatmap row stays blank; as a leg of the pair it has no lead–lag chart yet."""
+    def page(x: str) -> None:
+        import numpy as np
+        import pandas as pd
+
+        import app
+        from pairs.bars import dataset_pair_bars
+        from pairs.compute import PairParams, compute_pair
+        from ui.controls import Controls
+
+        index = pd.date_range("2025-01-01", periods=40, freq="1min", tz="UTC")
+        rng = np.random.default_rng(1)
+        closes = {"AAAUSDT": 100 + rng.normal(size=40).cumsum(), "BBBUSDT": 50 + rng.normal(size=40).cumsum(),
+                  "FLATUSDT": np.full(40, 1.0)}
+        frames = {name: pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0}, index=index)
+                  for name, c in closes.items()}
+        bars = dataset_pair_bars(frames, 60_000)
+        controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", x, "1m", "1 h", 10, "Rolling OLS",
+                            False, 2.0, "normalised", False, "UTC")
+        pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", x, window=10))
+        app.render_charts(bars, pair, controls, None, 0)
+
+    at = AppTest.from_function(page, args=(x,), default_timeout=30).run()
+    assert not at.exception, at.exception
+    specs = [c.proto.spec for c in charts(at)]
+    heatmap = next(spec for spec in specs if "Correlation of returns across symbols" in spec)
+    assert '"FLATUSDT"' in heatmap and '"AAAUSDT"' in heatmap
+    assert any("Lead" in spec for spec in specs) == (x == "BBBUSDT")

@@ -1,0 +1,189 @@
+"""Fifty watched symbols on one feed: does ingestion keep up, and does the page stay responsive?
+
+Starts the real dashboard (``app.py`` through ``streamlit.testing.v1.AppTest``, server side, no
+browser, as ``bench/dashboard.py`` does) on the simulated market with 50 watched symbols (the five
+it models after real ones plus 45 others at 2 trades/s, all times ``--speed``) in a fresh data
+directory, so the service, its history loader, writer and alert monitor run in this process,
+sharing the interpreter with the page exactly as in ``streamlit run``. Then:
+
+(a) ingestion, sampled every 0.2 s throughout (b) and (c): ticks/s handled by the engine against
+    the rate the market emits, the age of the last tick, and the emission lag: how late each
+    symbol's last trade reached the engine against the time the paced source scheduled it (a
+    source thread starved of the interpreter falls behind its schedule);
+(b) full page, median server time of whole script runs: Charts tab on 1 s bars (1 h lookback) and
+    on 1 min bars (24 h lookback); Scanner tab on 1 min bars: the run that scans (button press:
+    50 symbols' bars over 24 h, 1,225 pairs) and later runs that show the kept scan;
+(c) live panel: one run of the 0.5 s fragment's function with 50 symbols watched.
+
+``--symbols 2`` runs the same with the default pair only, as a reference on the same machine.
+
+    .venv/bin/python bench/scan_page.py [--speed 10] [--runs 5] [--symbols 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ingestion.simulated import KNOWN_SYMBOLS, symbol_spec  # noqa: E402
+from service import MAX_SYMBOLS, Service  # noqa: E402
+
+
+def watched(count: int) -> tuple[str, ...]:
+    """``count`` symbols: the five the simulation models after real ones first, then SYM00USDT, …"""
+    return (*KNOWN_SYMBOLS, *(f"SYM{i:02d}USDT" for i in range(MAX_SYMBOLS)))[:count]
+
+
+PAGE_SCRIPT = """
+import app
+app.main()
+"""
+
+# The 0.5 s fragment alone, as bench/dashboard.py runs it, with every symbol watched.
+LIVE_SCRIPT = """
+import streamlit as st
+import app
+st.session_state["source"] = "simulated"  # as the sidebar radio would have set it
+from ui.controls import Controls
+from config import from_env
+settings = from_env().replace(pair=None)  # as app.main() builds it
+controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1s", "1 h", 60, "Rolling OLS",
+                    False, 2.0, "normalised", True, "UTC")
+app.render_live_panel(lambda: app.acquire_service(settings, settings), controls)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    ticks_per_s: float
+    last_tick_age_s: float
+    lag_s: float  # worst emission lag over the symbols' last trades
+
+
+class Sampler(threading.Thread):
+    """Samples the engine of ``service`` every ``every_s`` seconds until stopped."""
+
+    def __init__(self, service: Service, symbols: tuple[str, ...], every_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.service, self.symbols, self.every_s = service, symbols, every_s
+        self.samples: list[Sample] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        engine = self.service.engine
+        source = engine.source
+        started_ms = source.stats.connected_since_ms  # wall time of the paced run's market start_ms
+        while not self.stopping.wait(self.every_s):
+            status = engine.status()
+            lags = []
+            for symbol in self.symbols:
+                trade = engine.last_trade(symbol)
+                if trade is not None:  # scheduled at start + (market time since start) / speed
+                    lags.append((trade.recv_ms - started_ms - (trade.ts_ms - source.start_ms) / source.speed) / 1000)
+            self.samples.append(Sample(status.ticks_per_s, status.last_tick_age_s or 0.0, max(lags, default=0.0)))
+
+
+def timed_runs(at: AppTest, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        at.run()
+        times.append((time.perf_counter() - start) * 1000)
+        assert not at.exception, at.exception
+        assert not at.error, [e.value for e in at.error]
+    return times
+
+
+def median_ms(times: list[float]) -> str:
+    return f"{statistics.median(times):,.0f} ms (min {min(times):,.0f}, max {max(times):,.0f})"
+
+
+def wait_for_history(service: Service, timeout_s: float = 120.0) -> float:
+    start = time.monotonic()
+    while (progress := service.history_progress) is not None and progress.loading:
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"history still loading after {timeout_s:.0f} s: {progress.describe()}")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speed", type=float, default=10.0, help="simulated market seconds per wall second")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--symbols", type=int, default=MAX_SYMBOLS, help="watched symbols (2 for a reference run)")
+    args = parser.parse_args()
+    symbols = watched(args.symbols)
+    data_dir = Path(tempfile.mkdtemp(prefix="quant-bench-50-"))
+    for key in [k for k in os.environ if k.startswith("QUANT_")]:
+        del os.environ[key]
+    os.environ.update(QUANT_SOURCE="simulated", QUANT_DATA_DIR=str(data_dir), QUANT_SYMBOLS=",".join(symbols),
+                      QUANT_SPEED=f"{args.speed:g}")
+    os.chdir(ROOT)
+    market_rate = sum(symbol_spec(s).rate_per_s for s in symbols) * args.speed
+
+    at = AppTest.from_string(PAGE_SCRIPT, default_timeout=300)
+    (first_page,) = timed_runs(at, 1)
+    import app  # the module the page script imported: its registry holds the running service
+
+    (service,) = app.get_registry(4).services().values()
+    assert service.symbols == symbols, service.symbols
+    history_s = wait_for_history(service)
+    print(f"{len(symbols)} symbols, simulated market at {args.speed:g}x: {market_rate:,.0f} trades/s expected; "
+          f"first page run {first_page:,.0f} ms, history at open loaded {history_s:.1f} s later")
+
+    sampler = Sampler(service, symbols)
+    sampler.start()
+    results: dict[str, list[float]] = {}
+    results["Charts, 1 s bars, 1 h lookback"] = timed_runs(at, args.runs)
+    at.radio(key="timeframe").set_value("1m")
+    at.selectbox(key="lookback").set_value("24 h")
+    timed_runs(at, 1)  # the first 24 h run reads the stored day of 1 min bars once
+    results["Charts, 1 min bars, 24 h lookback"] = timed_runs(at, args.runs)
+    at.session_state["view_tab"] = "Scanner"
+    timed_runs(at, 1)
+    scans = []
+    for _ in range(args.runs):
+        at.button(key="scan_run").click()
+        scans += timed_runs(at, 1)
+    results["Scanner, 1 min / 24 h: run with the scan"] = scans
+    results["Scanner, later runs (kept scan)"] = timed_runs(at, args.runs)
+    (result, *_) = at.session_state["scan_results"].values()
+    live = AppTest.from_string(LIVE_SCRIPT, default_timeout=60)
+    live.run()
+    results["live panel (0.5 s fragment)"] = timed_runs(live, args.runs * 4)
+    sampler.stopping.set()
+    sampler.join()
+
+    for label, times in results.items():
+        print(f"{label:<42}: {median_ms(times)}")
+    print(f"(scan: {result.n_bars:,} closed 1 min bars x {len(result.symbols)} symbols, {len(result.table):,} "
+          f"pair(s), {len(result.tested):,} tested)")
+    samples = sampler.samples
+    rates = [s.ticks_per_s for s in samples]
+    lags = [s.lag_s for s in samples]
+    ages = [s.last_tick_age_s for s in samples]
+    status = service.status()
+    print(f"engine while the page ran ({len(samples)} samples over {sum(map(sum, results.values())) / 1000:.0f} s): "
+          f"ticks/s median {statistics.median(rates):,.0f} (min {min(rates):,.0f}) of {market_rate:,.0f} emitted; "
+          f"emission lag median {statistics.median(lags) * 1000:,.0f} ms, max {max(lags) * 1000:,.0f} ms; "
+          f"last tick age max {max(ages) * 1000:,.0f} ms")
+    print(f"trades {status.trades:,}, stored {status.stored:,} (writer {status.storage_state.value}); "
+          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    app.get_registry(4).stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Scanner tab: every pair of the watched symbols ranked by Engle–Granger q-value; pick one to analyse.
+
+A scan runs on a button press (50 symbols, 1,225 pairs: about a second) and is kept in the
+session under what it depends on, so refreshes show it without recomputing and a change of
+symbols, timeframe, lookback, window or trend asks for a new one. It says which bars it saw, so a
+result older than the page's bars is plain to see.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from pairs.bars import PairBars
+from pairs.ranking import (
+    Q_VALUE_NOTE,
+    TRENDS,
+    ScanFilter,
+    ScanResult,
+    half_life_text,
+    ranking,
+    run_scan,
+    universe_closes,
+)
+from ui.controls import TIMEFRAME_NAMES, UPLOADED, Controls
+from ui.export import to_csv_bytes
+
+# Scans kept per session (one per symbols/timeframe/lookback/window/trend), oldest dropped first.
+MAX_KEPT_SCANS = 8
+SHOWN_COLUMNS = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "beta", "half_life", "half_life_time", "corr", "zscore",
+                 "n_bars", "note"]
+_COLUMN_CONFIG = {
+    "q_value": st.column_config.NumberColumn("q-value", format="%.2e", help=Q_VALUE_NOTE),
+    "eg_pvalue": st.column_config.NumberColumn("p-value", format="%.2e", help="Engle–Granger (MacKinnon), this pair"),
+    "eg_stat": st.column_config.NumberColumn("EG stat", format="%.2f"),
+    "beta": st.column_config.NumberColumn("β", format="%.5g", help="Y units per X unit (OLS over the lookback)"),
+    "half_life": st.column_config.NumberColumn("half-life (bars)", format="%.1f"),
+    "half_life_time": st.column_config.TextColumn("half-life"),
+    "corr": st.column_config.NumberColumn("return corr.", format="%.3f"),
+    "zscore": st.column_config.NumberColumn("z (last bar)", format="%+.2f"),
+    "n_bars": st.column_config.NumberColumn("bars", format="%d"),
+}
+
+
+def scan_key(controls: Controls, trend: str) -> tuple[object, ...]:
+    """What a scan depends on: the data (source, symbols, timeframe, lookback) and its settings."""
+    return (controls.source, str(controls.replay_file), controls.symbols, controls.timeframe, controls.lookback,
+            controls.window, trend)
+
+
+def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
+    """The tab: scan button with progress, freshness, filters, the ranked table, pick and CSV.
+
+    ``bars``: the page's bars over the lookback (no warm-up bars), of every watched symbol. A scan
+    uses their closed bars; later runs compare them with the scan's to say how far behind it is.
+    """
+    st.caption(Q_VALUE_NOTE)
+    k = len(controls.symbols)
+    trend_col, button_col = st.columns([2, 3], vertical_alignment="bottom")
+    trend = trend_col.selectbox("Deterministic terms", list(TRENDS), format_func=TRENDS.__getitem__, key="scan_trend")
+    results: dict[tuple[object, ...], ScanResult] = st.session_state.setdefault("scan_results", {})
+    key = scan_key(controls, trend)
+    if button_col.button(f"Scan {k} symbols", key="scan_run", help=f"{k * (k - 1) // 2:,} pairs, both orderings each"):
+        result = _scan(bars, controls, trend)
+        if result is not None:
+            results.pop(key, None)
+            results[key] = result
+            while len(results) > MAX_KEPT_SCANS:
+                results.pop(next(iter(results)))
+    result = results.get(key)
+    if result is None:
+        st.caption(f"Press the button to test every pair of the {k} watched symbols on the closed "
+                   f"{TIMEFRAME_NAMES[controls.timeframe]} bars of the lookback.")
+        return
+    _render_freshness(result, bars, controls.tz)
+    shown = _filters(result, controls.timeframe).apply(ranking(result.table, result.interval_ms))
+    _render_table(shown, result, controls)
+
+
+def _scan(bars: PairBars, controls: Controls, trend: str) -> ScanResult | None:
+    closes = universe_closes(bars.by_symbol, bars.interval_ms, bars.market_now_ms,
+                             carry_to_end=controls.source != UPLOADED)
+    if closes.empty:
+        st.info("No closed bars of the watched symbols in the lookback yet.", icon="⏳")
+        return None
+    progress = st.progress(0.0, text="Scanning…")
+
+    def report(done: int, total: int) -> None:
+        progress.progress(done / total, text=f"Tested {done:,} of {total:,} pairs")
+
+    result = run_scan(closes, bars.interval_ms, trend=trend, window=controls.window, progress=report)
+    progress.empty()
+    return result
+
+
+def _last_closed(bars: PairBars) -> pd.Timestamp | None:
+    """Start of the page's last closed bar."""
+    if bars.aligned is None:
+        return None
+    index = bars.aligned.index
+    if len(index) and index[-1] == bars.open_bar_start:
+        index = index[:-1]
+    return index[-1] if len(index) else None
+
+
+def _render_freshness(result: ScanResult, page_bars: PairBars, tz: str) -> None:
+    if result.first_bar is None or result.last_bar is None:
+        return
+    first, last = result.first_bar.tz_convert(tz), result.last_bar.tz_convert(tz)
+    line = (f"Scanned {result.n_bars:,} closed bars, {first:%Y-%m-%d %H:%M:%S} → {last:%Y-%m-%d %H:%M:%S} ({tz}): "
+            f"{len(result.table):,} pairs, {len(result.tested):,} tested, {result.significant():,} with q < 0.05.")
+    latest = _last_closed(page_bars)
+    if latest is not None and latest > result.last_bar:
+        behind = int((latest - result.last_bar) / pd.Timedelta(milliseconds=result.interval_ms))
+        line += f" **{behind:,} newer bar{'s' if behind != 1 else ''} since: scan again to refresh.**"
+    st.caption(line)
+
+
+def _filters(result: ScanResult, timeframe: str) -> ScanFilter:
+    q_col, low_col, high_col, corr_col = st.columns(4)
+    max_q = q_col.number_input("Max q-value", 0.0, 1.0, 0.05, 0.01, format="%.3f", key="scan_max_q")
+    low = low_col.number_input("Half-life from (bars)", 0.0, None, 0.0, key="scan_hl_min")
+    high = high_col.number_input("Half-life to (bars)", 0.0, None, None, key="scan_hl_max",
+                                 placeholder="no limit")
+    min_corr = corr_col.slider("Min return correlation", -1.0, 1.0, -1.0, 0.05, key="scan_min_corr")
+    upper = "no limit" if high is None else half_life_text(high, result.interval_ms)
+    st.caption(f"Half-life from {half_life_text(low, result.interval_ms)} to {upper} on "
+               f"{TIMEFRAME_NAMES[timeframe]} bars.")
+    return ScanFilter(max_q, low, math.inf if high is None else high, min_corr)
+
+
+def _render_table(shown: pd.DataFrame, result: ScanResult, controls: Controls) -> None:
+    tested = len(result.tested)
+    if shown.empty:
+        best = result.tested["q_value"].min() if tested else math.nan
+        st.info(f"No pair passes the filters ({tested:,} tested; lowest q-value {best:.3g}).")
+    else:
+        st.caption(f"{len(shown):,} of {tested:,} tested pairs pass the filters; rank is the place in the whole "
+                   "scan. Click a column to sort; select a row to analyse that pair.")
+        event = st.dataframe(shown[SHOWN_COLUMNS], key="scan_table", on_select="rerun", selection_mode="single-row",
+                             column_config=_COLUMN_CONFIG, width="stretch")
+        rows = [row for row in event.selection.rows if row < len(shown)]
+        if rows:
+            _render_pick(str(shown["y"].iloc[rows[0]]), str(shown["x"].iloc[rows[0]]), controls)
+    stem = f"scan-{controls.timeframe}-{result.last_bar:%Y%m%dT%H%M}" if result.last_bar is not None else "scan"
+    # A callable: the CSV is built when the button is clicked, not on every refresh.
+    st.download_button("Scan results (CSV)", lambda: to_csv_bytes(shown, index_label="rank"), f"{stem}.csv",
+                       "text/csv", key="download_scan", on_click="ignore")
+    untested = result.untested
+    if len(untested):
+        with st.expander(f"{len(untested):,} pairs not tested"):
+            st.dataframe(untested[["y", "x", "n_bars", "status", "note"]], hide_index=True, width="stretch")
+
+
+def _analyse(y: str, x: str) -> None:
+    # A callback may set a widget's state; assigning it after the widget is drawn may not.
+    st.session_state["pair_y"], st.session_state["pair_x"] = y, x
+
+
+def _render_pick(y: str, x: str, controls: Controls) -> None:
+    if controls.source == UPLOADED:
+        st.caption("Pick the datasets in the sidebar to analyse them as a pair.")
+    elif (y, x) == (controls.y, controls.x):
+        st.caption(f"{y} / {x} is the analysed pair.")
+    elif st.button(f"Analyse {y} / {x}", key="scan_pick", type="primary", on_click=_analyse, args=(y, x)):
+        st.rerun()  # the sidebar and the title are drawn outside this tab's fragment
