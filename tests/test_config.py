@@ -123,7 +123,7 @@ def test_a_bad_db_url_is_named_without_its_password(url, match):
 
 
 def test_db_url_and_db_exclude_each_other(tmp_path):
-    with pytest.raises(ConfigError, match="db_url/db: --db-url .* and --db .* exclude each other"):
+    with pytest.raises(ConfigError, match=r"db_url/db: --db-url .* and --db .* exclude each other"):
         from_env({}, db_url="postgresql://quant@127.0.0.1:5432/desk", db=tmp_path / "x.db")
 
 
