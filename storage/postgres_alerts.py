@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-import psycopg
-
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
 from storage.base import AlertRecord
@@ -82,7 +80,7 @@ class PostgresAlertStore(PostgresDatabase):
         self._claimed: set[int] = set()
         super().__init__(url, schema)
 
-    def _on_connect(self, conn: psycopg.Connection) -> None:
+    def _reset_session_state(self) -> None:
         self._claimed = set()  # a new session holds no locks
 
     # ------------------------------------------------------------------ rules

@@ -224,7 +224,7 @@ class PostgresDatabase:
             if self._conn is None:
                 self._conn = self._connect()
                 self.connections += 1
-                self._on_connect(self._conn)
+                self._reset_session_state()
             yield self._conn
         except (psycopg.Error, OverflowError) as exc:
             if self._conn is not None and (self._conn.closed or self._conn.broken):
@@ -232,11 +232,13 @@ class PostgresDatabase:
             # `from None`: a chained driver exception would be printed with its own (unscrubbed) text.
             raise translated(exc, self.location, self._url) from None
 
-    def _on_connect(self, conn: psycopg.Connection) -> None:
-        """Per-connection state of a subclass (reset here: a new connection has none)."""
+    def _reset_session_state(self) -> None:
+        """Forget what a subclass keeps per session (temp tables, advisory locks held): a new or lost
+        connection has none of it."""
 
     def _forget_connection(self) -> None:
         conn, self._conn = self._conn, None
+        self._reset_session_state()
         if conn is not None:
             with contextlib.suppress(psycopg.Error):  # already broken: nothing left to close cleanly
                 conn.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-import psycopg
 
 from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from storage.errors import SchemaError
@@ -128,7 +127,7 @@ class PostgresTickStore(PostgresDatabase):
     MIGRATIONS = TICK_MIGRATIONS
     APPLICATION = "quant ticks"
 
-    def _on_connect(self, conn: psycopg.Connection) -> None:
+    def _reset_session_state(self) -> None:
         self._staging_ready = False
         self._retention_held = False
 
