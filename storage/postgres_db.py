@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -116,9 +117,13 @@ def translated(exc: BaseException, location: str, url: str) -> StorageError:
 
 
 def connect(url: str, schema: str, *, application: str) -> psycopg.Connection:
-    """A new autocommit connection with ``search_path`` set to ``schema`` (which may not exist yet)."""
+    """A new autocommit connection with ``search_path`` set to ``schema`` (which may not exist yet).
+
+    Its ``application_name`` says what it is for and which process holds it (``quant ticks pid
+    4242``), so a DBA can tell in ``pg_stat_activity`` who holds which lock.
+    """
     conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                           application_name=application[:63])
+                           application_name=f"{application} pid {os.getpid()}"[:MAX_IDENTIFIER])
     try:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     except BaseException:

@@ -38,7 +38,7 @@ def database_of(url: str) -> str:
 def backend_pids(cluster: PgCluster, url: str, application: str) -> list[int]:
     return [row[0] for row in cluster.execute(
         database_of(url), f"SELECT pid FROM pg_stat_activity WHERE datname = '{database_of(url)}' "
-                          f"AND application_name = '{application}'")]
+                          f"AND application_name LIKE '{application} pid %'")]
 
 
 # ------------------------------------------------------------------------------------------------
