@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+from psycopg import sql
 
 from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from storage.errors import SchemaError
@@ -68,13 +69,14 @@ TICK_MIGRATIONS: dict[int, str] = {
     """,
 }
 TICK_COLUMNS = ("symbol", "trade_id", "ts_ms", "price", "qty", "buyer_is_maker", "recv_ms")
-# Created once per connection. ON COMMIT DELETE ROWS empties it at each commit: a retried batch
-# never meets the rows of the attempt that failed.
+# Created once per connection, private to it. Emptied by each batch's own transaction (TRUNCATE,
+# not DELETE: the server never vacuums temporary tables), and before the next batch if that
+# transaction failed, so a retried batch never meets the rows of the attempt that failed.
 _CREATE_STAGING = """
     CREATE TEMPORARY TABLE IF NOT EXISTS ticks_staging (
         symbol text, trade_id bigint, ts_ms bigint, price double precision, qty double precision,
         buyer_is_maker boolean, recv_ms bigint
-    ) ON COMMIT DELETE ROWS
+    )
 """
 _COPY_STAGING = f"COPY ticks_staging ({', '.join(TICK_COLUMNS)}) FROM STDIN"
 # No conflict target: any unique key stops a duplicate, so a DBA may re-key `ticks` (e.g. to add
@@ -83,7 +85,7 @@ _INSERT_FROM_STAGING = (
     f"INSERT INTO ticks ({', '.join(TICK_COLUMNS)}) SELECT {', '.join(TICK_COLUMNS)} FROM ticks_staging "
     "ORDER BY symbol, trade_id ON CONFLICT DO NOTHING"
 )
-_INSERT_EVENT = "INSERT INTO feed_events (ts_ms, kind, symbol, detail) VALUES (%s, %s, %s, %s)"
+_INSERT_EVENTS = "INSERT INTO feed_events (ts_ms, kind, symbol, detail) VALUES {}"
 _UPSERT_BAR = (
     "INSERT INTO bars (symbol, interval_ms, start_ms, open, high, low, close, volume, trades, vwap) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (symbol, interval_ms, start_ms) DO UPDATE SET "
@@ -114,10 +116,10 @@ def _copy_text(value: str) -> str:
 
 
 def _copy_rows(trades: Sequence[Trade]) -> str:
-    # repr(float) is the shortest text that parses back to the same double, as PostgreSQL reads it.
-    return "".join(
-        f"{_copy_text(t.symbol)}\t{t.trade_id}\t{t.ts_ms}\t{t.price!r}\t{t.qty!r}\t{'t' if t.buyer_is_maker else 'f'}"
-        f"\t{t.recv_ms}\n" for t in trades)
+    """The trades as COPY text rows; repr(float) is the shortest text that reads back as the same double."""
+    symbols = {symbol: _copy_text(symbol) for symbol in {t.symbol for t in trades}}
+    return "".join([f"{symbols[t.symbol]}\t{t.trade_id}\t{t.ts_ms}\t{t.price!r}\t{t.qty!r}\t"
+                    f"{'f' if not t.buyer_is_maker else 't'}\t{t.recv_ms}\n" for t in trades])
 
 
 class PostgresTickStore(PostgresDatabase):
@@ -129,6 +131,7 @@ class PostgresTickStore(PostgresDatabase):
 
     def _reset_session_state(self) -> None:
         self._staging_ready = False
+        self._staging_dirty = False
         self._retention_held = False
 
     def verify(self) -> None:
@@ -140,22 +143,40 @@ class PostgresTickStore(PostgresDatabase):
             raise SchemaError(f"database {self.location!r} lacks tables {', '.join(missing)}")
 
     def write_batch(self, trades: Sequence[Trade], events: Sequence[FeedEvent] = ()) -> int:
-        """Insert trades (duplicates ignored) and events in ONE transaction; return new tick rows."""
-        inserted = 0
+        """Insert trades (duplicates ignored) and events in ONE transaction; return new tick rows.
+
+        Three round trips whatever the batch size: COPY into the staging table (two: the server
+        must accept the COPY before the rows go), then one multi-statement query — insert the
+        staged trades, insert the events, empty the staging table — which the server runs as one
+        transaction. Fewer round trips matter: each one hands the GIL back to a busy source thread,
+        and getting it again can take a whole switch interval (5 ms).
+        """
+        statements = []
         with self.session() as conn:
-            if trades and not self._staging_ready:
-                conn.execute(_CREATE_STAGING)  # outside the batch: a rolled-back batch must not take it along
-                self._staging_ready = True
-        with self.session() as conn, conn.transaction():
             if trades:
-                with conn.cursor() as cursor:
-                    with cursor.copy(_COPY_STAGING) as copy:
-                        copy.write(_copy_rows(trades))
-                    cursor.execute(_INSERT_FROM_STAGING)
-                    inserted = cursor.rowcount
+                if not self._staging_ready:
+                    conn.execute(_CREATE_STAGING)
+                    self._staging_ready = True
+                if self._staging_dirty:  # the last batch failed after its COPY
+                    conn.execute("TRUNCATE ticks_staging")
+                    self._staging_dirty = False
+                with conn.cursor() as cursor, cursor.copy(_COPY_STAGING) as copy:
+                    copy.write(_copy_rows(trades))
+                self._staging_dirty = True
+                statements.append(sql.SQL(_INSERT_FROM_STAGING))
             if events:
-                with conn.cursor() as cursor:
-                    cursor.executemany(_INSERT_EVENT, [(e.ts_ms, e.kind.value, e.symbol, e.detail) for e in events])
+                # Literals, quoted by the driver: a multi-statement query takes no parameters.
+                rows = [sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, (e.ts_ms, e.kind.value, e.symbol,
+                                                                                 e.detail))) for e in events]
+                statements.append(sql.SQL(_INSERT_EVENTS).format(sql.SQL(", ").join(rows)))
+            if trades:
+                statements.append(sql.SQL("TRUNCATE ticks_staging"))
+            if not statements:
+                return 0
+            with conn.cursor() as cursor:
+                cursor.execute(sql.SQL("; ").join(statements))
+                inserted = cursor.rowcount if trades else 0  # the first statement's count
+            self._staging_dirty = False
         return inserted
 
     def ticks(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> TickArrays:

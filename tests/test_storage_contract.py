@@ -93,7 +93,8 @@ def test_feed_events_newest_first_by_kind(open_store):
     events = [FeedEvent(1_000 + i, kind, "BTCUSDT" if i % 2 else None, f"detail {i}")
               for i, kind in enumerate([EventKind.CONNECTED, EventKind.GAP, EventKind.DISCONNECTED, EventKind.GAP])]
     with open_store() as store:
-        store.write_batch([], events)
+        assert store.write_batch(make_trades(3), events[:1]) == 3  # new ticks, whatever the events
+        assert store.write_batch(make_trades(4), events[1:]) == 1
         assert store.feed_events() == list(reversed(events))
         assert store.feed_events(kinds=[EventKind.GAP], limit=1) == [events[3]]
         assert store.feed_events(since_ms=1_002) == [events[3], events[2]]

@@ -17,7 +17,7 @@ from config import Settings
 from records import EventKind, FeedEvent
 from records.alerts import AlertRule
 from storage import Site, claim_writer, current_writer, has_datasets, open_alerts, open_datasets, open_ticks, site_for
-from storage.errors import SchemaError, StorageUnavailable, WriterBusy
+from storage.errors import RowRejected, SchemaError, StorageUnavailable, WriterBusy
 from storage.lock import WriterInfo
 from storage.postgres_alerts import PostgresAlertStore
 from storage.postgres_db import schema_name
@@ -328,3 +328,12 @@ def test_a_read_only_role_can_read_a_current_schema(pg_cluster, pg_url):
         assert store.tick_count() == 3
     with psycopg.connect(reader_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("CREATE SCHEMA sneaky")
+
+
+def test_a_batch_that_fails_after_its_copy_leaves_nothing_behind_for_the_next(pg_url):
+    """The staged rows of a failed batch must not ride along with the next one (PostgreSQL text takes no NUL)."""
+    with PostgresTickStore(pg_url, "live") as store:
+        with pytest.raises(RowRejected):
+            store.write_batch(make_trades(5), [FeedEvent(1, EventKind.ERROR, None, "bad \x00 byte")])
+        assert store.write_batch(make_trades(2, first_id=100)) == 2
+        assert store.tick_count() == 2 and store.feed_events() == []
