@@ -127,6 +127,7 @@ class PostgresWriterClaim:
     def acquire(self) -> PostgresWriterClaim:
         """Take the lock or raise :class:`WriterBusy` naming the writers that hold it."""
         store = PostgresTickStore(self._url, self.schema)
+        store.reusable = False  # its session holds the writer lock: closing it must end the session
         try:
             self._take(store)
         except BaseException:

@@ -83,6 +83,9 @@ class PostgresAlertStore(PostgresDatabase):
     def _reset_session_state(self) -> None:
         self._claimed = set()  # a new session holds no locks
 
+    def _holds_session_state(self) -> bool:
+        return super()._holds_session_state() or bool(self._claimed)  # rule locks end with the session
+
     # ------------------------------------------------------------------ rules
 
     def add_rule(self, rule: AlertRule) -> AlertRule:

@@ -183,6 +183,47 @@ def _version(conn: psycopg.Connection, component: str) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Idle connections
+# ------------------------------------------------------------------------------------------------
+
+# Connections that closed stores left behind, by (url, schema, application), at most IDLE_PER_KEY
+# each. A dashboard opens a store per refresh (bars, feed events, alerts), and a new connection
+# costs a TLS and SCRAM handshake (tens of ms, more over a network); an idle one costs a probe.
+# Only connections holding nothing of their session (no advisory lock, no staged rows) come here.
+IDLE_PER_KEY = 4
+_IDLE: dict[tuple[str, str, str], list[psycopg.Connection]] = {}
+_IDLE_LOCK = threading.Lock()
+
+
+def _reuse(key: tuple[str, str, str]) -> psycopg.Connection | None:
+    """An idle connection for ``key`` that still answers (one dropped by a server restart does not), or None."""
+    while True:
+        with _IDLE_LOCK:
+            idle = _IDLE.get(key)
+            if not idle:
+                return None
+            conn = idle.pop()
+        try:
+            conn.execute("SELECT 1")
+            return conn
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+
+def _keep_idle(key: tuple[str, str, str], conn: psycopg.Connection) -> bool:
+    """Keep ``conn`` for the next store of ``key``; False (caller closes it) if it is not clean or there are enough."""
+    if conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault(key, [])
+        if len(idle) >= IDLE_PER_KEY:
+            return False
+        idle.append(conn)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
 # The base of every PostgreSQL store
 # ------------------------------------------------------------------------------------------------
 
@@ -204,11 +245,16 @@ class PostgresDatabase:
         self.location = describe(url, schema)
         self._conn: psycopg.Connection | None = None
         self._closed = False
-        self.connections = 0  # opened so far: more than one means it reconnected
+        self.connections = 0  # taken so far: more than one means it reconnected
+        self.reusable = True  # False: close() must end the session (its owner took session locks on it)
+        self._key = (url, schema, self.APPLICATION)
         with self.session():  # connect and migrate now: a bad URL or schema fails at open
             pass
 
     def _connect(self) -> psycopg.Connection:
+        idle = _reuse(self._key)
+        if idle is not None:
+            return idle
         conn = connect(self._url, self.schema, application=self.APPLICATION)
         try:
             migrate(conn, self._url, self.schema, self.COMPONENT, self.MIGRATIONS)
@@ -241,6 +287,10 @@ class PostgresDatabase:
         """Forget what a subclass keeps per session (temp tables, advisory locks held): a new or lost
         connection has none of it."""
 
+    def _holds_session_state(self) -> bool:
+        """True while the session holds something of this store's (a lock, staged rows): it must end with it."""
+        return not self.reusable
+
     def _forget_connection(self) -> None:
         conn, self._conn = self._conn, None
         self._reset_session_state()
@@ -254,8 +304,11 @@ class PostgresDatabase:
             return _version(conn, self.COMPONENT) or 0
 
     def close(self) -> None:
+        """Close the store; its connection is kept for the next store unless it holds session state."""
         if not self._closed:
             self._closed = True
+            if self._conn is not None and not self._holds_session_state() and _keep_idle(self._key, self._conn):
+                self._conn = None
             self._forget_connection()
 
     def __enter__(self: _D) -> _D:

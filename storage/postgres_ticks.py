@@ -134,6 +134,10 @@ class PostgresTickStore(PostgresDatabase):
         self._staging_dirty = False
         self._retention_held = False
 
+    def _holds_session_state(self) -> bool:
+        # The retention lock, and the staging table a failed batch may have left rows in (writers only).
+        return super()._holds_session_state() or self._retention_held or self._staging_ready
+
     def verify(self) -> None:
         """Raise :class:`SchemaError` if a table of the schema is missing (the server keeps its own pages sound)."""
         with self.session() as conn:

@@ -16,7 +16,17 @@ from alerts.rules import parse_rule
 from config import Settings
 from records import EventKind, FeedEvent
 from records.alerts import AlertRule
-from storage import Site, claim_writer, current_writer, has_datasets, open_alerts, open_datasets, open_ticks, site_for
+from storage import (
+    Site,
+    claim_writer,
+    current_writer,
+    has_datasets,
+    open_alerts,
+    open_datasets,
+    open_ticks,
+    postgres_db,
+    site_for,
+)
 from storage.errors import RowRejected, SchemaError, StorageUnavailable, WriterBusy
 from storage.lock import WriterInfo
 from storage.postgres_alerts import PostgresAlertStore
@@ -84,20 +94,17 @@ def test_migrations_are_versioned_in_the_database(pg_cluster, pg_url):
     assert rows == [("alerts", 1), ("ticks", 1)]
 
 
-def test_a_newer_schema_is_refused(pg_cluster, pg_url):
+def test_a_newer_schema_is_refused(pg_cluster, pg_url, monkeypatch):
     PostgresTickStore(pg_url, "future").close()
     pg_cluster.execute(database_of(pg_url), "UPDATE future.schema_version SET version = 99 WHERE component = 'ticks'")
-    import storage.postgres_db as db
-
-    db._MIGRATED.clear()  # this process remembers it migrated "future"; a new process would not
+    monkeypatch.setattr(postgres_db, "_MIGRATED", set())
+    monkeypatch.setattr(postgres_db, "_IDLE", {})
     with pytest.raises(SchemaError, match="schema 'future': ticks version 99 is newer than 1"):
         PostgresTickStore(pg_url, "future")
 
 
-def test_processes_starting_at_once_migrate_once(pg_url):
+def test_processes_starting_at_once_migrate_once(pg_url, monkeypatch):
     """Was a race in the making: two CREATE SCHEMA at once fail on a unique index without the advisory lock."""
-    import storage.postgres_db as db
-
     errors: list[BaseException] = []
     start = threading.Barrier(6)
 
@@ -108,7 +115,7 @@ def test_processes_starting_at_once_migrate_once(pg_url):
         except BaseException as exc:
             errors.append(exc)
 
-    db._MIGRATED.clear()  # each thread plays a process that has never seen the schema
+    monkeypatch.setattr(postgres_db, "_MIGRATED", set())  # each thread plays a process that never saw the schema
     threads = [threading.Thread(target=open_one) for _ in range(6)]
     for thread in threads:
         thread.start()
@@ -312,7 +319,7 @@ def test_overlapping_batches_from_two_writers_store_each_trade_once_without_dead
         assert store.tick_count() == 20_000 and store.last_trade_ids() == {"BTCUSDT": 20_000}
 
 
-def test_a_read_only_role_can_read_a_current_schema(pg_cluster, pg_url):
+def test_a_read_only_role_can_read_a_current_schema(pg_cluster, pg_url, monkeypatch):
     """Dashboards may run as a role without CREATE: opening a migrated schema runs no DDL."""
     with PostgresTickStore(pg_url, "live") as store:
         store.write_batch(make_trades(3))
@@ -320,9 +327,7 @@ def test_a_read_only_role_can_read_a_current_schema(pg_cluster, pg_url):
     pg_cluster.execute(database, "CREATE ROLE reader LOGIN PASSWORD 'reader-pw'")
     pg_cluster.execute(database, "GRANT USAGE ON SCHEMA live TO reader")
     pg_cluster.execute(database, "GRANT SELECT ON ALL TABLES IN SCHEMA live TO reader")
-    import storage.postgres_db as db
-
-    db._MIGRATED.clear()
+    monkeypatch.setattr(postgres_db, "_MIGRATED", set())
     reader_url = f"postgresql://reader:reader-pw@127.0.0.1:{pg_cluster.port}/{database}"
     with PostgresTickStore(reader_url, "live") as store:
         assert store.tick_count() == 3
@@ -337,3 +342,23 @@ def test_a_batch_that_fails_after_its_copy_leaves_nothing_behind_for_the_next(pg
             store.write_batch(make_trades(5), [FeedEvent(1, EventKind.ERROR, None, "bad \x00 byte")])
         assert store.write_batch(make_trades(2, first_id=100)) == 2
         assert store.tick_count() == 2 and store.feed_events() == []
+
+
+def test_closed_readers_leave_their_connection_for_the_next_and_lock_holders_do_not(pg_cluster, pg_url):
+    """A dashboard opens a store per refresh: one connection serves them all. A store whose session
+    holds a lock (a rule claim) ends that session on close, or the lock would outlive it."""
+    for _ in range(5):
+        with PostgresTickStore(pg_url, "live") as store:
+            store.tick_count()
+    assert len(backend_pids(pg_cluster, pg_url, "quant ticks")) == 1
+    with PostgresAlertStore(pg_url, "live") as holder:
+        rule = holder.add_rule(zscore_rule())
+        assert holder.claim_rule(rule.id)
+    database = database_of(pg_url)
+    advisory_locks = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                      f"database = (SELECT oid FROM pg_database WHERE datname = '{database}')")
+    eventually(lambda: pg_cluster.execute(database, advisory_locks) == [(0,)], timeout=5,
+               message="a closed store's rule lock outlived it")
+    pg_cluster.restart(mode="immediate")  # idle connections die with the server; the next store gets a new one
+    with PostgresTickStore(pg_url, "live") as store:
+        assert store.tick_count() == 0
