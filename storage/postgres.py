@@ -35,7 +35,7 @@ from storage.errors import StorageError, WriterBusy
 from storage.lock import WriterInfo
 from storage.postgres_alerts import PostgresAlertStore
 from storage.postgres_datasets import PostgresDatasetStore
-from storage.postgres_db import connect, describe, lock_key, schema_name, translated
+from storage.postgres_db import describe, lock_key, reader_connection, schema_name
 from storage.postgres_ticks import PostgresTickStore
 
 __all__ = [
@@ -218,12 +218,8 @@ def claim_writer(url: str, schema: str, info: WriterInfo, *, shared: bool) -> Po
 
 def current_writer(url: str, schema: str) -> WriterInfo | None:
     """The writers of the schema now, summarised (:func:`summary`), or None; never creates the schema."""
-    location = describe(url, schema)
-    try:
-        with connect(url, schema, application="quant reader") as conn:
-            return summary(live_writers(conn, schema))
-    except psycopg.Error as exc:
-        raise translated(exc, location, url) from None
+    with reader_connection(url, schema) as conn:
+        return summary(live_writers(conn, schema))
 
 
 def open_alerts(url: str, schema: str) -> PostgresAlertStore:
@@ -236,11 +232,7 @@ def open_datasets(url: str) -> PostgresDatasetStore:
 
 def has_datasets(url: str) -> bool:
     """True once something was uploaded (asking never creates the schema)."""
-    location = describe(url, DATASETS_SCHEMA)
-    try:
-        with connect(url, DATASETS_SCHEMA, application="quant reader") as conn:
-            if conn.execute("SELECT to_regclass('datasets')").fetchone()[0] is None:
-                return False
-            return conn.execute("SELECT EXISTS (SELECT 1 FROM datasets)").fetchone()[0]
-    except psycopg.Error as exc:
-        raise translated(exc, location, url) from None
+    with reader_connection(url, DATASETS_SCHEMA) as conn:
+        if conn.execute("SELECT to_regclass('datasets')").fetchone()[0] is None:
+            return False
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM datasets)").fetchone()[0]

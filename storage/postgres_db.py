@@ -223,6 +223,24 @@ def _keep_idle(key: tuple[str, str, str], conn: psycopg.Connection) -> bool:
     return True
 
 
+@contextmanager
+def reader_connection(url: str, schema: str) -> Iterator[psycopg.Connection]:
+    """A connection for a quick look at ``schema`` that creates nothing (an idle one when there is one),
+    with driver errors turned into storage errors; kept for the next look afterwards."""
+    key = (url, schema, "quant reader")
+    conn, done = None, False
+    try:
+        conn = _reuse(key) or connect(url, schema, application="quant reader")
+        yield conn
+        done = True
+    except psycopg.Error as exc:
+        raise translated(exc, describe(url, schema), url) from None
+    finally:
+        if conn is not None and not (done and _keep_idle(key, conn)):
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # The base of every PostgreSQL store
 # ------------------------------------------------------------------------------------------------
