@@ -16,6 +16,7 @@ from psycopg import sql
 from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from storage.errors import SchemaError
 from storage.postgres_db import PostgresDatabase, lock_key
+from storage.sqlite import TICK_COLUMNS  # the same columns in both backends
 
 _MIN_MS, _MAX_MS = -(2**62), 2**62
 
@@ -68,7 +69,6 @@ TICK_MIGRATIONS: dict[int, str] = {
         )
     """,
 }
-TICK_COLUMNS = ("symbol", "trade_id", "ts_ms", "price", "qty", "buyer_is_maker", "recv_ms")
 # Created once per connection, private to it. Emptied by each batch's own transaction (TRUNCATE,
 # not DELETE: the server never vacuums temporary tables), and before the next batch if that
 # transaction failed, so a retried batch never meets the rows of the attempt that failed.
