@@ -100,7 +100,12 @@ def bare_loop(url: str, n: int) -> float:
     return (n - 1) / elapsed
 
 
-def pipeline(url_base: str, n: int, db_url: str | None = None) -> tuple[float, int]:
+def pipeline(url_base: str, n: int, db_url: str | None = None) -> tuple[float, int, float]:
+    """(trades/s, rows committed, CPU µs per trade in this process) from first frame to last commit.
+
+    The CPU figure is less sensitive to a busy machine than the rate; for PostgreSQL it leaves out
+    the server's own work.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(source="binance", ws_url=url_base, data_dir=Path(tmp), backfill_max_trades=0,
                             db_url=db_url)
@@ -108,13 +113,13 @@ def pipeline(url_base: str, n: int, db_url: str | None = None) -> tuple[float, i
         deadline = time.monotonic() + 120
         while service.engine.source.stats.messages == 0 and time.monotonic() < deadline:
             time.sleep(0.0005)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         while service.writer.committed_trades < n and time.monotonic() < deadline:
             time.sleep(0.001)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         committed = service.writer.committed_trades
         service.stop()
-    return committed / elapsed, committed
+    return committed / elapsed, committed, cpu / max(committed, 1) * 1e6
 
 
 def store_only(store: TickStore, n: int, batch: int = 5_000) -> float:
@@ -152,15 +157,16 @@ def run(n: int, db_url: str | None) -> None:
     url = base + "/stream?streams=btcusdt@trade/ethusdt@trade"
 
     bare = bare_loop(url, n)
-    sqlite_rate, sqlite_rows = pipeline(base, n)
-    pg_rate, pg_rows = pipeline(base, n, db_url) if db_url else (0.0, 0)
+    sqlite_rate, sqlite_rows, sqlite_cpu = pipeline(base, n)
+    pg_rate, pg_rows, pg_cpu = pipeline(base, n, db_url) if db_url else (0.0, 0, 0.0)
     server.join(30)
     print(f"trades: {n:,} (combined-stream @trade frames, loopback flood server)")
     print(f"bare websocket-client recv() loop   : {bare:>10,.0f} frames/s")
-    print(f"socket → committed SQLite row        : {sqlite_rate:>10,.0f} trades/s ({sqlite_rows:,} rows committed)")
+    print(f"socket → committed SQLite row        : {sqlite_rate:>10,.0f} trades/s ({sqlite_rows:,} rows committed; "
+          f"{sqlite_cpu:.1f} µs CPU per trade)")
     if db_url:
-        print(f"socket → committed PostgreSQL row    : {pg_rate:>10,.0f} trades/s ({pg_rows:,} rows committed, "
-              f"{mask_url(db_url)})")
+        print(f"socket → committed PostgreSQL row    : {pg_rate:>10,.0f} trades/s ({pg_rows:,} rows committed; "
+              f"{pg_cpu:.1f} µs CPU per trade in this process; {mask_url(db_url)})")
     print(f"ratio SQLite pipeline / bare loop    : {sqlite_rate / bare:>10.2f}")
     with tempfile.TemporaryDirectory() as tmp, SqliteTickStore(Path(tmp) / "bench.sqlite3") as store:
         print(f"SQLite write_batch alone (5k batches): {store_only(store, n):>10,.0f} rows/s")
