@@ -22,6 +22,10 @@ SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestio
 TIMEFRAMES_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
 WINDOW_RANGE = (10, 200)  # rolling window of every analytic, bars (inclusive)
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: annualise over every second
+DB_URL_SCHEMES = ("postgresql", "postgres")  # server backends by URL scheme (storage picks the module)
+_DB_URL_RE = re.compile(r"^(?P<scheme>[a-z]+)://(?P<user>[^:@/?#\s]+)(?::(?P<password>[^\s]*))?@"
+                        r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?"
+                        r"/(?P<database>[A-Za-z0-9_.\-]+)(?:\?(?P<query>[A-Za-z0-9_=&.\-%]*))?$")
 
 
 class ConfigError(ValueError):
@@ -56,6 +60,36 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: what logs, status lines and errors may show.
+
+    ``postgresql://quant:s3cret@db:5432/desk`` → ``postgresql://quant:***@db:5432/desk``. Works on
+    malformed input too (everything between the user name and the last ``@`` is hidden), so a
+    message about a bad URL never leaks the secret either.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    return scheme + sep + re.sub(r"^([^:/@\s]*):.*@", r"\1:***@", rest, flags=re.DOTALL)
+
+
+def check_db_url(url: str) -> str:
+    """Validate a server database URL, ``postgresql://user[:password]@host[:port]/database[?options]``.
+
+    Returns it unchanged; raises ConfigError naming the setting (with the password masked).
+    """
+    match = _DB_URL_RE.fullmatch(url)
+    # Without an '@' a password cannot be told from a port ('user:secret'), so nothing after '://' is shown.
+    shown = mask_url(url) if "@" in url else url.partition("://")[0] + "://…"
+    if match is None:
+        raise ConfigError(f"db_url: {shown!r} must look like postgresql://user[:password]@host:port/database")
+    if match["scheme"] not in DB_URL_SCHEMES:
+        raise ConfigError(f"db_url: scheme {match['scheme']!r} is not one of {', '.join(DB_URL_SCHEMES)}")
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65_535:
+        raise ConfigError(f"db_url: port {match['port']} in {shown!r} is not between 1 and 65535")
+    return url
+
+
 def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
     """Parse a comma-separated list (or a sequence) of symbols, de-duplicated, order kept."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
@@ -82,6 +116,7 @@ class Settings:
     backfill_max_trades: int = 100_000
     data_dir: Path = Path("data")
     db: Path | None = None
+    db_url: str | None = None
     replay_file: Path | None = None
     replay_dir: Path | None = None
     max_engines: int = 4
@@ -157,6 +192,17 @@ class Settings:
             raise ConfigError(f"max_engines: {self.max_engines} must be between 1 and 32")
         if self.min_trades < 0 or not self.min_volume >= 0:
             raise ConfigError("min_trades/min_volume: the liquidity filter needs values >= 0")
+        if self.db_url is not None:
+            check_db_url(self.db_url)
+            if self.db is not None:
+                raise ConfigError("db_url/db: --db-url (server database) and --db (SQLite file) exclude each other")
+
+    def __repr__(self) -> str:
+        # The dataclass repr, with the database password masked: settings end up in logs and tracebacks.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.db_url is not None:
+            shown["db_url"] = mask_url(self.db_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def timeframe_ms(self) -> int:
@@ -205,6 +251,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "backfill_max_trades": ("QUANT_BACKFILL_MAX_TRADES", int, "most trades fetched per detected gap (0: no backfill)"),
     "data_dir": ("QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),
     "db": ("QUANT_DB", _optional_path, "SQLite file (overrides the per-source default)"),
+    "db_url": ("QUANT_DB_URL", _optional_str,
+               "PostgreSQL URL postgresql://user[:password]@host:port/db: store everything there instead"),
     "replay_file": ("QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),
     "replay_dir": ("QUANT_REPLAY_DIR", _optional_path,
                    "folder whose files the dashboard offers for replay (default <data_dir>/replays)"),

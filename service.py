@@ -17,7 +17,6 @@ and a session that would exceed it is told so.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -37,9 +36,9 @@ from pairs.bars import BarHistory
 from pairs.shared import SharedAnalytics
 from records import FeedState, FeedStatus
 from storage import Site, claim_writer, current_writer, open_alerts, open_ticks, site_for
-from storage.base import AlertRecord
+from storage.base import AlertRecord, WriterClaim
 from storage.errors import StorageError
-from storage.lock import WriterLock, this_process
+from storage.lock import this_process
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Service:
     def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, shared: SharedAnalytics, *,
                  writer: TickWriter | None = None, backfiller: Backfiller | None = None,
                  monitor: AlertMonitor | None = None, loader: HistoryLoader | None = None,
-                 lock: WriterLock | None = None) -> None:
+                 lock: WriterClaim | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self.site = site
@@ -89,11 +88,14 @@ class Service:
         site = site_for(settings, spec.database(settings))
         site.check()
         holder = current_writer(site) if follow else None
-        if holder is not None and holder.pid != os.getpid():
+        if holder is not None and not holder.is_this_process():
             return cls._follower(settings, spec, site, holder)
         if source is None:
             source = spec.create(settings)
-        lock = claim_writer(site, this_process(source.label, settings.symbols))
+        # Exchange trades may come from several recorders on a server database (each their own
+        # symbols, overlaps stored once); anything else has one writer, or two markets would mix.
+        lock = claim_writer(site, this_process(source.label, settings.symbols),
+                            shared=spec.capabilities.exchange_ids)
         writer = backfiller = monitor = loader = None
         try:
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,

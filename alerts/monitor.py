@@ -5,7 +5,11 @@ another process (a dashboard) changed them, and, whenever a 1 s bar has closed, 
 enabled rule's metric on its own timeframe and window from closed bars only. New firings are
 stored (idempotent per rule and bar) and optionally posted to a webhook.
 
-A rule seen for the first time (new, or after a restart) is *primed*: its evaluator state is
+With several processes on one server database, each rule is evaluated by the one process that
+holds it (:meth:`~storage.base.AlertStore.claim_rule`); the others skip it and ask again on
+every pass, so one of them takes it over within a pass when the holder ends.
+
+A rule seen for the first time (new, after a restart, or taken over) is *primed*: its evaluator state is
 built from the bars already available without recording anything, so a condition that has held
 for an hour does not fire the moment the process starts. Metrics use rolling OLS on price, like
 the dashboard's default: z-score and spread of ``y - βx - α``, rolling correlation of log
@@ -29,6 +33,7 @@ from pairs.shared import SharedAnalytics
 from records.alerts import AlertRule
 from storage import Site, open_alerts
 from storage.base import AlertStore
+from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,10 @@ class AlertMonitor:
             while not self._stop.wait(self.poll_s):
                 try:
                     self.step(store)
+                except StorageError as exc:  # the database is away (a server restarting): next pass retries
+                    if self.last_error != f"alert store: {exc}":
+                        log.warning("alert evaluation paused: %s", exc)
+                    self.last_error = f"alert store: {exc}"
                 except Exception as exc:  # a bad rule or bar must not end alerting for all rules
                     self.last_error = f"alert evaluation failed: {exc!r}"
                     log.exception("alert evaluation failed")
@@ -121,6 +130,12 @@ class AlertMonitor:
             if rule not in self._skipped:  # say it once, not every second
                 self._skipped.add(rule)
                 log.warning("alert %r needs %s, which this engine does not watch", rule.describe(), symbols)
+            return 0
+        if not store.claim_rule(rule.id):
+            # Another process on the same database evaluates this rule. Forget ours, so that taking it
+            # over later (when that process ends) primes afresh instead of firing on stale state.
+            if self._last_ts.pop(rule, None) is not None:
+                self.evaluator.retain(r for r in self.rules if r != rule)
             return 0
         lookback_ms = (WARMUP_FACTOR * rule.window + 5) * rule.timeframe_ms
         if rule.metric == "price":

@@ -6,8 +6,9 @@ polls the store every ``poll_s`` for trades newer than the last it passed on (pe
 trade id, through the ``(symbol, ts_ms)`` index) and hands them to the engine like any source,
 so the live panel, live bars and charts work as usual, one writer commit behind the recorder.
 
-It ends (state FINISHED, with the reason in ``last_error``) when the writer stops, so the
-dashboard can start a feed of its own instead of drawing from a database nobody fills.
+It ends (state FINISHED, with the reason in ``last_error``) when the writer stops (no writer in
+two checks :data:`WRITER_CHECK_S` apart), so the dashboard can start a feed of its own instead of
+drawing from a database nobody fills.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 WRITER_CHECK_S = 2.0
+# A server restart drops a recorder's writer lock until its heartbeat takes it again (well under
+# WRITER_CHECK_S): only a recorder missing from two checks in a row has stopped.
+WRITER_MISSES = 2
 # Trades may commit slightly out of time order (a late trade, a backfill): look this far back
 # in exchange time on every poll; the per-symbol id filter drops what was already passed on.
 LOOKBACK_MS = 10_000
@@ -62,14 +66,19 @@ class DatabaseFollower:
             stats.state, stats.connected_since_ms = FeedState.CONNECTED, now_ms()
             sink.on_event(FeedEvent(now_ms(), EventKind.CONNECTED, None, f"following {self.site.location}"))
             next_writer_check = time.monotonic() + WRITER_CHECK_S
+            misses = 0
             while not stop.wait(self.poll_s):
                 try:
                     self._poll(store, sink, last_ids, last_ts)
-                except StorageError as exc:  # a busy moment; the next poll tries again
+                except StorageError as exc:  # a busy moment, a server restarting: the next poll tries again
                     stats.last_error = f"reading {self.site.location}: {exc}"
                 if time.monotonic() >= next_writer_check:
                     next_writer_check = time.monotonic() + WRITER_CHECK_S
-                    if current_writer(self.site) is None:
+                    try:
+                        misses = misses + 1 if current_writer(self.site) is None else 0
+                    except StorageError as exc:  # cannot tell while the database is away
+                        stats.last_error = f"reading {self.site.location}: {exc}"
+                    if misses >= WRITER_MISSES:
                         stats.last_error = (f"the recorder (pid {self.writer.pid}) stopped writing "
                                             f"{self.site.location}; this server starts its own feed")
                         stats.state = FeedState.FINISHED

@@ -2,10 +2,10 @@
 
 Consumers see only these protocols, opened by the factory in :mod:`storage` from the settings.
 The SQLite backend (:mod:`storage.sqlite`, :mod:`storage.sqlite_alerts`,
-:mod:`storage.sqlite_datasets`) implements them today; a server backend implements the same
-methods without touching anything above this layer. Every implementation is used from one
-thread per instance, raises only :mod:`storage.errors` types and names its database in
-``location`` (never with a password).
+:mod:`storage.sqlite_datasets`) and the PostgreSQL backend (:mod:`storage.postgres` and its
+``postgres_*`` modules) implement them without anything above this layer knowing which it has.
+Every implementation is used from one thread per instance, raises only :mod:`storage.errors`
+types and names its database in ``location`` (never with a password).
 """
 
 from __future__ import annotations
@@ -121,3 +121,20 @@ class AlertStore(Closeable, Protocol):
 
     def alerts(self, limit: int = 200, since_ms: int | None = None) -> builtins.list[AlertRecord]:
         """Most recent alerts first (by market time)."""
+
+    def claim_rule(self, rule_id: int) -> bool:
+        """True if this store's process is the one evaluating rule ``rule_id`` now (non-blocking).
+
+        Several processes may watch one site (a server database); exactly one of them evaluates and
+        fires each rule. A claim holds while the store is open; a process that dies hands its rules
+        over to the next one asking. With one writer per site (SQLite) it is always True.
+        """
+
+
+class WriterClaim(Protocol):
+    """The right to write a site's ticks, from :func:`storage.claim_writer` until :meth:`release`."""
+
+    def release(self) -> None: ...
+
+    @property
+    def held(self) -> bool: ...

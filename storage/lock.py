@@ -18,6 +18,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,17 +34,26 @@ ACQUIRE_ATTEMPTS, ACQUIRE_PAUSE_S = 10, 0.02
 
 @dataclass(frozen=True, slots=True)
 class WriterInfo:
-    """Who writes a database: process id, start time (UTC epoch ms), source label and symbols."""
+    """Who writes a database: process id, start time (UTC epoch ms), source label and symbols.
+
+    ``host``: the writer's machine, where that is not necessarily this one (a server database).
+    """
 
     pid: int
     started_ms: int
     label: str
     symbols: tuple[str, ...]
+    host: str | None = None
 
     def describe(self) -> str:
         """E.g. ``pid 4242 (LIVE Binance spot: BTCUSDT, ETHUSDT) since 2026-12-01 09:30:00 UTC``."""
         since = dt.datetime.fromtimestamp(self.started_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        return f"pid {self.pid} ({self.label}: {', '.join(self.symbols)}) since {since}"
+        where = f" on {self.host}" if self.host else ""
+        return f"pid {self.pid}{where} ({self.label}: {', '.join(self.symbols)}) since {since}"
+
+    def is_this_process(self) -> bool:
+        """True when the calling process is this writer (same pid, and same machine when one is named)."""
+        return self.pid == os.getpid() and self.host in (None, socket.gethostname())
 
 
 def lock_path(db_path: Path) -> Path:

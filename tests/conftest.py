@@ -1,10 +1,15 @@
-"""Test-wide guard: no test may reach beyond this machine (loopback only)."""
+"""Test-wide guard: no test may reach beyond this machine (loopback only); the PostgreSQL fixtures."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
+
+import pytest
+
+from testkit.postgres import PgCluster, missing_reason
 
 _original_connect = socket.socket.connect
 _original_connect_ex = socket.socket.connect_ex
@@ -39,3 +44,26 @@ def pytest_configure(config: object) -> None:
     # talks to dead loopback ports unless a test points it at a fake Binance.
     os.environ.setdefault("QUANT_WS_URL", "ws://127.0.0.1:9")
     os.environ.setdefault("QUANT_REST_URL", "http://127.0.0.1:9")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session (testkit/postgres.py), started on first use.
+
+    Skips (with the reason) where the server binaries are missing; in CI (``CI`` set) that is a
+    failure instead, so a missing install step cannot turn the PostgreSQL tests into skips.
+    """
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    cluster = PgCluster.find_and_start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """The URL (password included, as a desk's would be) of a fresh, empty database."""
+    return pg_cluster.create_database()

@@ -229,3 +229,13 @@ def test_watching_more_symbols_subscribes_on_the_open_connection_and_loses_nothi
     assert fake.paths[-1] == "/stream?streams=btcusdt@trade/ethusdt@trade/solusdt@trade"
     assert engine.stop()
     assert stored(engine)["BTCUSDT"] == list(range(1, 101)) and stored(engine)["SOLUSDT"] == list(range(8, 18))
+
+
+def test_stop_closes_the_connection(fake, tmp_path):
+    """Was: the socket stayed open after stop (until garbage collection), so the exchange saw no goodbye
+    and a server serving one client at a time (bench/ingest.py's flood server) waited for ever."""
+    engine = start_engine(fake, tmp_path)
+    fake.send_trade("BTCUSDT", 1, 90_000.0, 0.01)
+    eventually(lambda: engine.engine.trades == 1)
+    assert engine.stop()
+    eventually(lambda: fake.open_connections == 0, timeout=5, message="the client left its connection open")

@@ -94,3 +94,45 @@ def test_readme_documents_every_setting():
     for name, (env, _, _) in FIELDS.items():
         flag = "--alert" if name == "alerts" else "--" + name.replace("_", "-")
         assert f"`{flag}`" in readme and f"`{env}`" in readme, f"README lacks {flag} / {env}"
+
+
+SECRET = "pa55-w0rd-xyz"
+
+
+def test_db_url_from_env_and_cli_and_its_password_never_shows():
+    url = f"postgresql://quant:{SECRET}@db.example:5432/desk"
+    assert from_env({"QUANT_DB_URL": url}).db_url == url
+    assert from_cli(["--db-url", url], environ={}).db_url == url
+    settings = from_env({}, db_url=url)
+    assert SECRET not in repr(settings) and "db_url='postgresql://quant:***@db.example:5432/desk'" in repr(settings)
+    assert repr(Settings()).startswith("Settings(source='binance', symbols=('BTCUSDT', 'ETHUSDT'),")
+
+
+@pytest.mark.parametrize(("url", "match"), [
+    (f"mysql://quant:{SECRET}@db/desk", "db_url: scheme 'mysql' is not one of postgresql, postgres"),
+    (f"postgresql://quant:{SECRET}@db:70000/desk", r"db_url: port 70000 in 'postgresql://quant:\*\*\*@db:70000/desk'"),
+    (f"postgresql://quant:{SECRET}@db/desk/more", r"'postgresql://quant:\*\*\*@db/desk/more' must look like"),
+    (f"postgresql://:{SECRET}@db/desk", "must look like postgresql://user"),
+    (f"postgresql://quant:{SECRET}", r"'postgresql://…' must look like"),
+    (f"quant:{SECRET}@db", r"'quant:\*\*\*@db' must look like"),
+])
+def test_a_bad_db_url_is_named_without_its_password(url, match):
+    with pytest.raises(ConfigError, match=match) as raised:
+        from_env({"QUANT_DB_URL": url})
+    assert SECRET not in str(raised.value)
+
+
+def test_db_url_and_db_exclude_each_other(tmp_path):
+    with pytest.raises(ConfigError, match=r"db_url/db: --db-url .* and --db .* exclude each other"):
+        from_env({}, db_url="postgresql://quant@127.0.0.1:5432/desk", db=tmp_path / "x.db")
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql://quant:s3cr@t@db:5432/desk", "postgresql://quant:***@db:5432/desk"),  # an '@' in the password
+    ("postgres://u:p@h/d?sslmode=require", "postgres://u:***@h/d?sslmode=require"),
+    ("postgresql://quant@127.0.0.1:5432/db", "postgresql://quant@127.0.0.1:5432/db"),  # no password: unchanged
+])
+def test_mask_url(url, masked):
+    from config import mask_url
+
+    assert mask_url(url) == masked

@@ -238,7 +238,8 @@ class BinanceSource:
 
     # ------------------------------------------------------------------ reading
     def _pump(self, conn: _Connection, stop: threading.Event) -> _Connection | None:
-        """Read ``conn`` until it fails (→ None) or is replaced by a rollover (→ the new one)."""
+        """Read ``conn`` until it fails (→ None), is replaced by a rollover (→ the new one) or ``stop``
+        is set (→ None, after closing it and any successor)."""
         successor: _Connection | None = None
         overlap_deadline = 0.0
         next_rollover_try = 0.0
@@ -273,6 +274,10 @@ class BinanceSource:
             if problem:
                 self._drop(conn, problem)
                 return self._take_over(successor)
+        # Stopping: run() closes only a connection handed back to it, so close what is open here.
+        for open_conn in (conn, successor):
+            if open_conn is not None:
+                self._close(open_conn, graceful=True)
         return None
 
     def _read_frame(self, conn: _Connection) -> str | None:

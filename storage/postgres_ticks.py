@@ -1,0 +1,309 @@
+"""PostgreSQL tick store: ticks, feed events and bars of one site in its schema.
+
+Ticks go in by ``COPY`` into a temporary staging table, then ``INSERT … SELECT … ON CONFLICT DO
+NOTHING`` in one transaction, ordered by key so that two recorders inserting overlapping trades
+lock them in the same order (no deadlock): a trade is stored once however many recorders see it.
+Retention runs in the one process holding the schema's retention lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from psycopg import sql
+
+from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
+from storage.errors import SchemaError
+from storage.postgres_db import PostgresDatabase, lock_key
+from storage.sqlite import TICK_COLUMNS  # the same columns in both backends
+
+_MIN_MS, _MAX_MS = -(2**62), 2**62
+
+# Migrations of the tick component, indexed by the version they produce (one transaction each).
+# Bars as in SQLite: klines or a simulated past; tick-built bars are derived from `ticks` on read.
+# `writers`: who writes the schema now (see PostgresWriterClaim); a row counts only while its
+# session holds the schema's writer lock, so a crashed writer's row is ignored, then replaced.
+TICK_MIGRATIONS: dict[int, str] = {
+    1: """
+        CREATE TABLE ticks (
+            symbol text NOT NULL,
+            trade_id bigint NOT NULL,
+            ts_ms bigint NOT NULL,
+            price double precision NOT NULL,
+            qty double precision NOT NULL,
+            buyer_is_maker boolean NOT NULL,
+            recv_ms bigint NOT NULL,
+            PRIMARY KEY (symbol, trade_id)
+        );
+        CREATE INDEX ticks_symbol_ts ON ticks (symbol, ts_ms);
+        CREATE TABLE feed_events (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            ts_ms bigint NOT NULL,
+            kind text NOT NULL,
+            symbol text,
+            detail text NOT NULL DEFAULT ''
+        );
+        CREATE INDEX feed_events_ts ON feed_events (ts_ms);
+        CREATE TABLE bars (
+            symbol text NOT NULL,
+            interval_ms bigint NOT NULL,
+            start_ms bigint NOT NULL,
+            open double precision NOT NULL,
+            high double precision NOT NULL,
+            low double precision NOT NULL,
+            close double precision NOT NULL,
+            volume double precision NOT NULL,
+            trades bigint NOT NULL,
+            vwap double precision NOT NULL,
+            PRIMARY KEY (symbol, interval_ms, start_ms)
+        );
+        CREATE TABLE writers (
+            backend_pid integer PRIMARY KEY,
+            pid integer NOT NULL,
+            host text NOT NULL,
+            label text NOT NULL,
+            symbols text[] NOT NULL,
+            started_ms bigint NOT NULL,
+            exclusive boolean NOT NULL
+        )
+    """,
+}
+# Created once per connection, private to it. Emptied by each batch's own transaction (TRUNCATE,
+# not DELETE: the server never vacuums temporary tables), and before the next batch if that
+# transaction failed, so a retried batch never meets the rows of the attempt that failed.
+_CREATE_STAGING = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS ticks_staging (
+        symbol text, trade_id bigint, ts_ms bigint, price double precision, qty double precision,
+        buyer_is_maker boolean, recv_ms bigint
+    )
+"""
+_COPY_STAGING = f"COPY ticks_staging ({', '.join(TICK_COLUMNS)}) FROM STDIN"
+# No conflict target: any unique key stops a duplicate, so a DBA may re-key `ticks` (e.g. to add
+# ts_ms for a TimescaleDB hypertable) without breaking inserts. ORDER BY: see the module docstring.
+_INSERT_FROM_STAGING = (
+    f"INSERT INTO ticks ({', '.join(TICK_COLUMNS)}) SELECT {', '.join(TICK_COLUMNS)} FROM ticks_staging "
+    "ORDER BY symbol, trade_id ON CONFLICT DO NOTHING"
+)
+_INSERT_EVENTS = "INSERT INTO feed_events (ts_ms, kind, symbol, detail) VALUES {}"
+_UPSERT_BAR = (
+    "INSERT INTO bars (symbol, interval_ms, start_ms, open, high, low, close, volume, trades, vwap) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (symbol, interval_ms, start_ms) DO UPDATE SET "
+    "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
+    "volume = EXCLUDED.volume, trades = EXCLUDED.trades, vwap = EXCLUDED.vwap"
+)
+# DISTINCT symbol as a loose index scan: one index probe per symbol instead of reading every tick.
+_SYMBOLS = """
+    WITH RECURSIVE s (symbol) AS (
+        (SELECT symbol FROM ticks ORDER BY symbol LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.symbol FROM ticks t WHERE t.symbol > s.symbol ORDER BY t.symbol LIMIT 1)
+        FROM s WHERE s.symbol IS NOT NULL
+    )
+    SELECT symbol FROM s WHERE symbol IS NOT NULL
+"""
+
+# ------------------------------------------------------------------------------------------------
+# Ticks, feed events and bars
+# ------------------------------------------------------------------------------------------------
+
+
+def _copy_text(value: str) -> str:
+    """A text value in COPY's text format (symbols and trade data are plain, but never trust that)."""
+    if any(c in value for c in "\\\t\n\r"):
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _copy_rows(trades: Sequence[Trade]) -> str:
+    """The trades as COPY text rows; repr(float) is the shortest text that reads back as the same double."""
+    symbols = {symbol: _copy_text(symbol) for symbol in {t.symbol for t in trades}}
+    return "".join([f"{symbols[t.symbol]}\t{t.trade_id}\t{t.ts_ms}\t{t.price!r}\t{t.qty!r}\t"
+                    f"{'f' if not t.buyer_is_maker else 't'}\t{t.recv_ms}\n" for t in trades])
+
+
+class PostgresTickStore(PostgresDatabase):
+    """Ticks, feed events and bars of one site in one schema; implements :class:`storage.base.TickStore`."""
+
+    COMPONENT = "ticks"
+    MIGRATIONS = TICK_MIGRATIONS
+    APPLICATION = "quant ticks"
+
+    def _reset_session_state(self) -> None:
+        self._staging_ready = False
+        self._staging_dirty = False
+        self._retention_held = False
+
+    def _holds_session_state(self) -> bool:
+        # The retention lock, and the staging table a failed batch may have left rows in (writers only).
+        return super()._holds_session_state() or self._retention_held or self._staging_ready
+
+    def verify(self) -> None:
+        """Raise :class:`SchemaError` if a table of the schema is missing (the server keeps its own pages sound)."""
+        with self.session() as conn:
+            missing = [table for table in ("ticks", "feed_events", "bars", "writers")
+                       if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None]
+        if missing:
+            raise SchemaError(f"database {self.location!r} lacks tables {', '.join(missing)}")
+
+    def write_batch(self, trades: Sequence[Trade], events: Sequence[FeedEvent] = ()) -> int:
+        """Insert trades (duplicates ignored) and events in ONE transaction; return new tick rows.
+
+        Three round trips whatever the batch size: COPY into the staging table (two: the server
+        must accept the COPY before the rows go), then one multi-statement query — insert the
+        staged trades, insert the events, empty the staging table — which the server runs as one
+        transaction. Fewer round trips matter: each one hands the GIL back to a busy source thread,
+        and getting it again can take a whole switch interval (5 ms).
+        """
+        statements = []
+        with self.session() as conn:
+            if trades:
+                if not self._staging_ready:
+                    conn.execute(_CREATE_STAGING)
+                    self._staging_ready = True
+                if self._staging_dirty:  # the last batch failed after its COPY
+                    conn.execute("TRUNCATE ticks_staging")
+                    self._staging_dirty = False
+                with conn.cursor() as cursor, cursor.copy(_COPY_STAGING) as copy:
+                    copy.write(_copy_rows(trades))
+                self._staging_dirty = True
+                statements.append(sql.SQL(_INSERT_FROM_STAGING))
+            if events:
+                # Literals, quoted by the driver: a multi-statement query takes no parameters.
+                rows = [sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, (e.ts_ms, e.kind.value, e.symbol,
+                                                                                 e.detail))) for e in events]
+                statements.append(sql.SQL(_INSERT_EVENTS).format(sql.SQL(", ").join(rows)))
+            if trades:
+                statements.append(sql.SQL("TRUNCATE ticks_staging"))
+            if not statements:
+                return 0
+            with conn.cursor() as cursor:
+                cursor.execute(sql.SQL("; ").join(statements))
+                inserted = cursor.rowcount if trades else 0  # the first statement's count
+            self._staging_dirty = False
+        return inserted
+
+    def ticks(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> TickArrays:
+        """Ticks of one symbol with ``start_ms <= ts_ms < end_ms``, ordered by time then trade id."""
+        with self.session() as conn, conn.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT trade_id, ts_ms, price, qty FROM ticks WHERE symbol = %s AND ts_ms >= %s AND ts_ms < %s "
+                "ORDER BY ts_ms, trade_id",
+                (symbol, _MIN_MS if start_ms is None else start_ms, _MAX_MS if end_ms is None else end_ms),
+            ).fetchall()
+        if not rows:
+            return TickArrays.empty()
+        trade_id, ts_ms, price, qty = zip(*rows, strict=True)
+        return TickArrays(
+            trade_id=np.array(trade_id, dtype=np.int64),
+            ts_ms=np.array(ts_ms, dtype=np.int64),
+            price=np.array(price, dtype=np.float64),
+            qty=np.array(qty, dtype=np.float64),
+        )
+
+    def iter_trades(self, symbol: str, chunk_rows: int = 5_000) -> Iterator[Trade]:
+        """Every stored trade of ``symbol`` in (ts_ms, trade_id) order, ``chunk_rows`` at a time.
+
+        Keyset pages, one query each, so no transaction stays open while the caller paces itself.
+        ``recv_ms`` equals ``ts_ms``, as in the SQLite store.
+        """
+        after = (_MIN_MS, _MIN_MS)
+        while True:
+            with self.session() as conn:
+                rows = conn.execute(
+                    "SELECT trade_id, ts_ms, price, qty, buyer_is_maker FROM ticks WHERE symbol = %s "
+                    "AND (ts_ms, trade_id) > (%s, %s) ORDER BY ts_ms, trade_id LIMIT %s",
+                    (symbol, after[0], after[1], int(chunk_rows)),
+                ).fetchall()
+            for trade_id, ts_ms, price, qty, maker in rows:
+                yield Trade(symbol, trade_id, ts_ms, ts_ms, price, qty, bool(maker))
+            if len(rows) < chunk_rows:
+                return
+            after = (rows[-1][1], rows[-1][0])
+
+    def write_bars(self, symbol: str, interval_ms: int, bars: BarArrays) -> int:
+        """Store closed bars of ``symbol`` at ``interval_ms`` in ONE transaction (same start: replaced)."""
+        rows = list(zip([symbol] * len(bars), [int(interval_ms)] * len(bars), bars.start_ms.tolist(),
+                        bars.open.tolist(), bars.high.tolist(), bars.low.tolist(), bars.close.tolist(),
+                        bars.volume.tolist(), bars.trades.tolist(), bars.vwap.tolist(), strict=True))
+        with self.session() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(_UPSERT_BAR, rows)
+        return len(rows)
+
+    def bars(self, symbol: str, interval_ms: int, start_ms: int | None = None,
+             end_ms: int | None = None) -> BarArrays:
+        """Stored bars of ``symbol`` at ``interval_ms`` with ``start_ms <= start < end_ms``, by start."""
+        with self.session() as conn:
+            rows = conn.execute(
+                "SELECT start_ms, open, high, low, close, volume, trades, vwap FROM bars "
+                "WHERE symbol = %s AND interval_ms = %s AND start_ms >= %s AND start_ms < %s ORDER BY start_ms",
+                (symbol, int(interval_ms), _MIN_MS if start_ms is None else start_ms,
+                 _MAX_MS if end_ms is None else end_ms),
+            ).fetchall()
+        if not rows:
+            return BarArrays.empty()
+        start, *values, trades, vwap = zip(*rows, strict=True)
+        return BarArrays(np.array(start, dtype=np.int64), *(np.array(v, dtype=np.float64) for v in values),
+                         np.array(trades, dtype=np.int64), np.array(vwap, dtype=np.float64))
+
+    def bar_span(self, symbol: str, interval_ms: int) -> tuple[int, int] | None:
+        """(first, last) bar start stored for ``symbol`` at ``interval_ms``, UTC epoch ms; None if none."""
+        with self.session() as conn:
+            first, last = conn.execute(
+                "SELECT MIN(start_ms), MAX(start_ms) FROM bars WHERE symbol = %s AND interval_ms = %s",
+                (symbol, int(interval_ms)),
+            ).fetchone()
+        return None if first is None else (first, last)
+
+    def tick_count(self, symbol: str | None = None) -> int:
+        with self.session() as conn:
+            if symbol is None:
+                return conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM ticks WHERE symbol = %s", (symbol,)).fetchone()[0]
+
+    def symbols(self) -> list[str]:
+        with self.session() as conn:
+            return [row[0] for row in conn.execute(_SYMBOLS)]
+
+    def last_trade_ids(self) -> dict[str, int]:
+        """Highest stored trade id per symbol (one primary-key probe per symbol, not a table scan)."""
+        with self.session() as conn:
+            return {symbol: conn.execute("SELECT MAX(trade_id) FROM ticks WHERE symbol = %s", (symbol,)).fetchone()[0]
+                    for (symbol,) in conn.execute(_SYMBOLS).fetchall()}
+
+    def feed_events(
+        self, *, since_ms: int | None = None, kinds: Iterable[EventKind] | None = None, limit: int = 500
+    ) -> list[FeedEvent]:
+        """Most recent feed events first."""
+        query = "SELECT ts_ms, kind, symbol, detail FROM feed_events WHERE ts_ms >= %s"
+        params: list[object] = [_MIN_MS if since_ms is None else since_ms]
+        if kinds is not None:
+            query += " AND kind = ANY(%s)"
+            params.append([k.value for k in kinds])
+        query += " ORDER BY ts_ms DESC, id DESC LIMIT %s"
+        params.append(int(limit))
+        with self.session() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [FeedEvent(ts, EventKind(kind), sym, detail) for ts, kind, sym, detail in rows]
+
+    def prune(self, before_ms: int) -> int:
+        """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted.
+
+        Only in the one process holding the schema's retention lock (session-level, kept for the
+        connection's life; another process takes it over when this one goes): every other
+        writer's call returns 0 without touching anything.
+        """
+        with self.session() as conn:
+            if not self._retention_held:
+                self._retention_held = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (lock_key("retention", self.schema),)).fetchone()[0]
+            if not self._retention_held:
+                return 0
+            deleted = 0
+            with conn.transaction():
+                for (symbol,) in conn.execute(_SYMBOLS).fetchall():
+                    deleted += conn.execute("DELETE FROM ticks WHERE symbol = %s AND ts_ms < %s",
+                                            (symbol, before_ms)).rowcount
+                conn.execute("DELETE FROM feed_events WHERE ts_ms < %s", (before_ms,))
+                conn.execute("DELETE FROM bars WHERE start_ms < %s", (before_ms,))
+        return deleted
