@@ -185,10 +185,13 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
             lambda since, points, _: charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev,
                                                               max_points=points, since=since),
             closed_last, HALF_WIDTH_POINTS, True, closed)))
-    returns = log_returns(bars.closes(closed_only=True))
+    closed_closes = bars.closes(closed_only=True)
+    if len(closed_closes) < 4:  # a correlation needs a few returns; the first seconds have none
+        return specs
+    returns = log_returns(closed_closes)
     # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
     moving = returns.columns[(returns.max() > returns.min()).to_numpy()]
-    if len(returns) >= 3 and len(moving):  # a correlation needs a few returns
+    if len(moving):
         def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
             matrix = correlation_matrix(returns[moving]).reindex(index=returns.columns, columns=returns.columns)
             return charts.correlation_heatmap(matrix, revision=rev)

@@ -97,17 +97,29 @@ class AlertMonitor:
             self.webhook.stop(timeout)
 
     def _run(self) -> None:
-        with open_alerts(self.site) as store:
+        store: AlertStore | None = None
+        try:
             while not self._stop.wait(self.poll_s):
                 try:
+                    if store is None:  # opened here, not before the loop: a busy or restarting database retries
+                        store = open_alerts(self.site)
                     self.step(store)
+                    if self.last_error is not None and self.last_error.startswith("alert store:"):
+                        log.info("alert evaluation resumed")
+                        self.last_error = None
                 except StorageError as exc:  # the database is away (a server restarting): next pass retries
-                    if self.last_error != f"alert store: {exc}":
-                        log.warning("alert evaluation paused: %s", exc)
-                    self.last_error = f"alert store: {exc}"
+                    self._paused(exc)
                 except Exception as exc:  # a bad rule or bar must not end alerting for all rules
                     self.last_error = f"alert evaluation failed: {exc!r}"
                     log.exception("alert evaluation failed")
+        finally:
+            if store is not None:
+                store.close()
+
+    def _paused(self, exc: StorageError) -> None:
+        if self.last_error != f"alert store: {exc}":
+            log.warning("alert evaluation paused: %s", exc)
+        self.last_error = f"alert store: {exc}"
 
     def step(self, store: AlertStore) -> int:
         """One evaluation pass; returns how many alerts were newly stored."""

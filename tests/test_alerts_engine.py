@@ -205,3 +205,29 @@ def test_invalid_alert_rule_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ingestion", "--source", "simulated", "--db", str(tmp_path / "x.db"),
                            "--alert", "zscroe > 2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown metric 'zscroe'" in proc.stderr
+
+
+def test_an_alert_store_busy_at_start_is_retried_and_the_monitor_keeps_running(setup, monkeypatch):
+    """A database locked by another process when the monitor starts pauses alerting; it must not end the thread."""
+    service, _source, _rules_db = setup
+    import alerts.monitor as monitor_module
+    from storage.errors import StorageUnavailable
+
+    real_open = monitor_module.open_alerts
+    attempts = []
+
+    def busy_then_real(site):
+        attempts.append(site)
+        if len(attempts) <= 2:
+            raise StorageUnavailable("cannot write to database 'live-alerts.sqlite3': database is locked")
+        return real_open(site)
+
+    monkeypatch.setattr(monitor_module, "open_alerts", busy_then_real)
+    monitor = monitor_for(service, poll_s=0.01)
+    monitor.start()
+    try:
+        eventually(lambda: len(attempts) == 3 and monitor.last_error is None, timeout=10,
+                   message="the monitor never opened its store after the lock went away")
+        assert monitor._thread is not None and monitor._thread.is_alive()
+    finally:
+        monitor.stop()

@@ -404,3 +404,31 @@ def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
     heatmap = next(spec for spec in specs if "Correlation of returns across symbols" in spec)
     assert '"FLATUSDT"' in heatmap and '"AAAUSDT"' in heatmap
     assert any("Lead" in spec for spec in specs) == (x == "BBBUSDT")
+
+
+@pytest.mark.parametrize("periods", [1, 2, 3])
+def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods):
+    """Was: a page drawn when one bar had closed failed ("log_returns: needs 2 observations, got 1")."""
+    def page(periods: int) -> None:
+        import pandas as pd
+
+        import app
+        from pairs.bars import dataset_pair_bars
+        from pairs.compute import PairParams, compute_pair
+        from ui.controls import Controls
+
+        index = pd.date_range("2025-01-01", periods=periods, freq="1s", tz="UTC")
+        frames = {name: pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0}, index=index)
+                  for name, c in {"AAAUSDT": [100.0, 101.0, 99.0][:periods],
+                                  "BBBUSDT": [50.0, 49.0, 51.0][:periods]}.items()}
+        bars = dataset_pair_bars(frames, 1_000)
+        controls = Controls("uploaded", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
+                            "Rolling OLS", False, 2.0, "normalised", False, "UTC")
+        app.render_charts(bars, compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10)),
+                          controls, None, 0)
+
+    at = AppTest.from_function(page, args=(periods,), default_timeout=30).run()
+    assert not at.exception, at.exception
+    specs = [c.proto.spec for c in charts(at)]
+    assert any("Prices" in spec for spec in specs)
+    assert not any("Correlation of returns across symbols" in spec for spec in specs)
