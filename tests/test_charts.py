@@ -185,7 +185,8 @@ def test_price_chart_normalised_rebases_to_100_with_volume_row() -> None:
     assert eth.y[3] == pytest.approx(100.0)
     assert eth.y[10] == pytest.approx(closes["ETHUSDT"].iloc[10] / closes["ETHUSDT"].iloc[3] * 100)
     assert eth.customdata[10] == pytest.approx(closes["ETHUSDT"].iloc[10])  # real price in the hover
-    assert isinstance(btc_vol, go.Bar) and isinstance(eth_vol, go.Bar)
+    # One filled step path per symbol: a bar per bar would be an SVG element per bar.
+    assert all(isinstance(v, go.Scatter) and v.fill == "tozeroy" and v.line.shape == "hv" for v in (btc_vol, eth_vol))
     assert btc.yaxis == eth.yaxis == "y"
     assert btc_vol.yaxis == eth_vol.yaxis == "y2"
     assert btc.xaxis == "x" and btc_vol.xaxis == "x2" and fig.layout.xaxis.matches == "x2"  # shared x

@@ -266,8 +266,8 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
     rebase_to : per-symbol level that "normalised" shows as 100 (default: :func:`rebase_levels` of
         ``closes``); a chart extended bar by bar keeps the levels of its first drawing.
 
-    Traces: one line per symbol named after it, then one bar trace per symbol named
-    ``"<symbol> volume"``.
+    Traces: one line per symbol named after it, then one filled step line per symbol named
+    ``"<symbol> volume"`` (volume per bar).
     """
     symbols = [str(c) for c in closes.columns] if closes is not None else []
     dual = mode == "dual" and len(symbols) == 2
@@ -296,14 +296,17 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
                       row=1, col=1, secondary_y=(i == 1) if dual else None)
 
     if has_volume:
+        # A filled step line per symbol, not bars: a bar is an SVG element of its own, and a day of
+        # 1 s bars made tens of thousands of them, which the browser re-laid out on every update.
         vol = _prepare(volumes.reindex(columns=closes.columns), tz, max_points, since)
         for i, symbol in enumerate(closes.columns):
-            fig.add_trace(go.Bar(x=vol.index, y=vol[symbol].to_numpy(dtype=float, na_value=np.nan),
-                                 name=f"{symbol} volume", marker={"color": COLORS[i % len(COLORS)]},
-                                 opacity=0.6, legendgroup=str(symbol), showlegend=False,
-                                 hovertemplate="%{y:,.6g}"), row=2, col=1)
-        fig.update_yaxes(title_text="Volume (base asset)", row=2, col=1)
-        fig.update_layout(barmode="group", bargap=0.0)
+            color = COLORS[i % len(COLORS)]
+            fig.add_trace(go.Scatter(x=vol.index, y=vol[symbol].to_numpy(dtype=float, na_value=np.nan),
+                                     name=f"{symbol} volume", mode="lines", line={"color": color, "width": 0.5,
+                                                                                "shape": "hv"},
+                                     fill="tozeroy", opacity=0.6, legendgroup=str(symbol), showlegend=False,
+                                     hovertemplate="%{y:,.6g}"), row=2, col=1)
+        fig.update_yaxes(title_text="Volume (base asset)", rangemode="tozero", row=2, col=1)
 
     if dual:
         fig.update_yaxes(title_text=f"{symbols[0]} ({quote})", row=1, col=1, secondary_y=False)
