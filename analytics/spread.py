@@ -120,6 +120,10 @@ def rolling_zscore(s: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     deviation, _, std = _moments(values, window)
     z = np.full(len(values), np.nan)
     np.divide(deviation, std, out=z, where=std > 0)
+    # The online moments can overshoot Samuelson's bound by ~1e-9 after a far larger value left the
+    # window; the bound is exact, so clip to it: a threshold at the bound then never fires on rounding.
+    bound = zscore_bound(window)
+    np.clip(z, -bound, bound, out=z)
     return wrap(z, index, "zscore")
 
 
