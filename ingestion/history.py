@@ -208,13 +208,14 @@ class HistoryLoader:
             bars = self.history.klines(wanted.symbol, wanted.interval_ms, hole_start, hole_end, self._stop)
             if len(bars):
                 stored += store.write_bars(wanted.symbol, wanted.interval_ms, bars)
+        if not stored:  # readers keep what they have: a new version makes every chart redraw whole
+            return
         with self._lock:
             self._bars += stored
             self.version += 1
-        if stored:
-            log.info("history %s: %d bars stored", wanted.label, stored)
-            if self._emit is not None:
-                self._emit(FeedEvent(now_ms(), EventKind.HISTORY, wanted.symbol, f"{wanted.label}: {stored} bars"))
+        log.info("history %s: %d bars stored", wanted.label, stored)
+        if self._emit is not None:
+            self._emit(FeedEvent(now_ms(), EventKind.HISTORY, wanted.symbol, f"{wanted.label}: {stored} bars"))
 
     def _fail(self, message: str, symbol: str | None = None) -> None:
         log.warning("%s", message)

@@ -138,6 +138,21 @@ def test_the_loader_fills_the_default_lookbacks_and_a_restart_only_the_hole(tmp_
             assert 359 <= len(store.bars("BTCUSDT", MINUTE)) <= 360
 
 
+def test_only_a_range_that_stored_bars_moves_the_version(tmp_path):
+    """Readers re-read stored bars and charts redraw whole when the version moves: a range with nothing new must not."""
+    path = tmp_path / "live.sqlite3"
+    origin = now_ms() // MINUTE * MINUTE  # on the grid: no open bar to fetch again later
+    with FakeRest(klines=FakeKlines(PRICES, origin_ms=origin)) as rest:
+        for expected_version in (1, 0):  # the second loader finds the hour already stored
+            loader = HistoryLoader(BinanceRest(rest.url), lambda: SqliteTickStore(path), {MINUTE: 3_600_000},
+                                   clock=lambda: origin)
+            loader.start(["BTCUSDT"])
+            eventually(lambda current=loader: not current.progress.loading and current.progress.done == 1,
+                       timeout=30)
+            loader.stop()
+            assert loader.version == expected_version and loader.progress.errors == ()
+
+
 def test_a_failed_range_changes_no_stored_data_and_is_reported(tmp_path):
     path = tmp_path / "live.sqlite3"
     with FakeRest(klines=FakeKlines(PRICES, malformed=["ETHUSDT"])) as rest:
