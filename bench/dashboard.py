@@ -114,7 +114,8 @@ def main() -> None:
     at.selectbox(key="lookback").set_value("24 h")
     first = timed_runs(at, 1)[0]
     full = timed_runs(at, args.runs)
-    bars = len(at.session_state["live_ctx"].recent_spreads) if at.session_state["live_ctx"] else 0
+    context = at.session_state["live_ctx"][1]
+    bars = len(context.recent_spreads) if context is not None else 0
     full_bytes = element_bytes(at)
 
     live = AppTest.from_string(LIVE_SCRIPT, default_timeout=60)
