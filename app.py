@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -210,11 +210,13 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
 
 
 def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None,
-                  data_version: int) -> None:
+                  data_version: int, scope: Hashable | None = None) -> None:
     """Prices, spread, z-score, β, correlation, heatmap and lead-lag.
 
     Served by server.py the charts stay in the browser and receive only what changed
-    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures.
+    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures. ``scope``: the feed's
+    identity, so that every tab showing its data shares one build of each figure (None: an
+    uploaded dataset).
     """
     specs = chart_data(bars, pair, controls, alert_marks)
     full = st.container()
@@ -230,7 +232,7 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
                 f"{controls.min_volume}|{data_version}")
     for place, chart in specs:
         with places[place]:
-            live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run)
+            live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run, scope=scope)
 
 
 def render_feed_tab(service: Service, tz: str) -> None:
@@ -297,7 +299,9 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if charts_tab.open:
         with charts_tab:
             marks = None if service is None else zscore_markers(service.recent_alerts(), f"{params.y}/{params.x}")
-            render_charts(bars, pair, controls, marks, view.data_version)
+            # One feed's analytics (its engine's bars): tabs on it share chart builds.
+            scope = None if service is None else (service.site, id(service.shared))
+            render_charts(bars, pair, controls, marks, view.data_version, scope)
     if stats_tab.open:
         with stats_tab:
             render_symbol_summaries(bars, controls.tz)

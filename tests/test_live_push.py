@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,7 +24,7 @@ from analytics import rolling_zscore
 from pairs.compute import LiveContext
 from records import Trade
 from ui import charts, live
-from ui.live_chart import REDRAW_SHARE, ChartData, chart_update
+from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, _SharedBuilds, chart_update
 
 TZ = "Europe/Berlin"
 START = pd.Timestamp("2026-12-01 08:00", tz="UTC")
@@ -115,11 +116,52 @@ def test_a_chart_extended_bar_by_bar_equals_the_chart_drawn_whole():
 def test_an_update_sends_only_the_new_bars_and_no_template():
     spread = _series(3_600)
     first, sent = chart_update(_z_chart(spread, 3_000), None, revision="r", shown_from=None, tz=TZ, run=1)
-    update, _ = chart_update(_z_chart(spread, 3_002), sent, revision="r", shown_from=None, tz=TZ, run=2)
+    update, after = chart_update(_z_chart(spread, 3_002), sent, revision="r", shown_from=None, tz=TZ, run=2)
     assert "full" in first and "splice" in update and update["base"] == first["seq"]
-    assert len(update["splice"]["traces"]["z-score"]["x"]) == 3  # the bar at the cut, sent again, and two new
+    # From the grid boundary at or before the last bar sent (08:49:52 for 08:49:59), sent again, to the two new.
+    grid = spread.index[2_999].floor(SPLICE_GRID)
+    assert update["splice"]["cut"] == charts.display_time(grid, TZ)
+    assert len(update["splice"]["traces"]["z-score"]["x"]) == (spread.index[3_001] - grid).seconds + 1 <= 18
+    assert after.appended == 2
     assert "template" not in json.loads(update["splice"]["layout"])
     assert len(json.dumps(update)) < len(first["full"]) / 10
+
+
+def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail(monkeypatch):
+    """Two sessions a bar apart on one feed: one full figure and one tail built for both, and each
+    browser ends up with the picture drawn whole. Another feed (scope) or none shares nothing."""
+    import ui.live_chart as live_chart_module
+
+    monkeypatch.setattr(live_chart_module, "SHARED", _SharedBuilds(16))
+    spread = _series(600)
+    builds = []
+
+    def counted(upto: int) -> ChartData:
+        chart = _z_chart(spread, upto)
+        return replace(chart, build=lambda *args: builds.append(args[0]) or chart.build(*args))
+
+    browsers, sents = [Browser(), Browser()], [None, None]
+    for i, upto in enumerate((500, 501)):  # the second tab opened a bar later
+        payload, sents[i] = chart_update(counted(upto), None, revision="r", shown_from=None, tz=TZ, run=1,
+                                         scope="feed")
+        browsers[i].apply(payload)
+    assert builds == [None, None]  # two different figures (a bar apart): two builds
+    for i in range(2):
+        payload, sents[i] = chart_update(counted(503), sents[i], revision="r", shown_from=None, tz=TZ, run=2,
+                                         scope="feed")
+        browsers[i].apply(payload)
+        assert "splice" in payload
+    assert len(builds) == 3 and builds[2] == spread.index[500].floor(SPLICE_GRID)  # one tail for both tabs
+    whole = json.loads(pio.to_json(charts.zscore_chart(rolling_zscore(spread.iloc[:503], 20), threshold=1.0, tz=TZ,
+                                                       max_points=10_000)))
+    expected = _decoded(whole["data"][0]["x"])
+    assert all(browser.traces["z-score"]["x"] == expected for browser in browsers)
+    # Two new tabs: one build on a feed (each feed its own), two without a scope (an uploaded dataset).
+    for scope, expected_builds in (("feed", 1), ("other feed", 1), (None, 2)):
+        before = len(builds)
+        for _ in range(2):
+            chart_update(counted(503), None, revision="r", shown_from=None, tz=TZ, run=1, scope=scope)
+        assert len(builds) - before == expected_builds, scope
 
 
 def test_nothing_is_sent_while_the_data_has_not_changed():

@@ -14,12 +14,20 @@ appears that the browser does not have, when the browser says it missed an updat
 The browser side (:data:`CHART_JS`) is served at ``/live/chart.js`` next to Plotly's bundle
 (``server.py``); each chart element carries only a tiny loader. Updates name their traces, so
 the browser matches them by name; a figure with two traces of one name is always sent whole.
+
+Tabs showing the same data share the work: a full figure or a tail built for one session is kept
+(:class:`_SharedBuilds`, keyed by the data's ``scope``, the revision, the chart's content and
+anchor) and sent as it is to every other session that needs the same one. Tails start on a
+:data:`SPLICE_GRID` boundary at or before the session's last bar, so tabs a few bars apart ask for
+the same tail; the browser replaces the points from there on, so a few bars are sent again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +40,8 @@ import streamlit as st
 from ui.charts import FIGURE_CONFIG, display_time
 
 REDRAW_SHARE = 0.25  # appended points, as a share of the figure's points, that trigger a full redraw
+SPLICE_GRID = pd.Timedelta(seconds=16)  # tails start on this grid: tabs a few bars apart share one
+SHARED_ENTRIES = 128  # figures and tails kept for other sessions (a few per chart and pair)
 PER_POINT = ("x", "y", "customdata", "text", "hovertext")
 
 CHART_JS = """
@@ -166,16 +176,68 @@ class _Sent:
     anchor: object
 
 
-def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | None, tz: str, run: int) -> None:
+@dataclass(frozen=True, slots=True)
+class _Full:
+    json: str
+    names: tuple[str, ...]
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    splice: dict[str, object] | None  # None: a figure with two traces of one name (send it whole)
+    names: frozenset[str]
+    xs: tuple[np.ndarray, ...]  # each trace's x (display ms), to count the bars a session has not seen
+
+
+class _SharedBuilds:
+    """Full figures and tails built for one session, reused by every session showing the same data.
+
+    A bounded LRU; thread-safe (sessions run in threads of their own). Two sessions asking for the
+    same missing entry at once both build it: cheaper than making one wait for the other.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()
+        self.built = 0  # entries built so far (for tests and benchmarks)
+        self.reused = 0
+
+    def get(self, key: Hashable | None, make: Callable[[], object]) -> object:
+        """The entry for ``key``, built by ``make`` when missing (and always when ``key`` is None)."""
+        if key is not None:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    self.reused += 1
+                    return self._entries[key]
+        value = make()
+        with self._lock:
+            self.built += 1
+            if key is not None:
+                self._entries[key] = value
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return value
+
+
+SHARED = _SharedBuilds(SHARED_ENTRIES)
+
+
+def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | None, tz: str, run: int,
+               scope: Hashable | None = None) -> None:
     """Draw ``chart`` (whole, or what changed since the last refresh; see the module docstring).
 
     ``shown_from``: the lookback's first bar (UTC), where the browser trims the left edge;
     ``run``: a counter of this session's analytics runs, to tell a chart that was not drawn last
-    time (its tab was closed: the browser no longer has it).
+    time (its tab was closed: the browser no longer has it); ``scope``: what identifies the data
+    beyond ``revision`` and the chart's content (the feed's site), so that sessions showing the
+    same data share builds; None shares nothing (an uploaded dataset).
     """
     sent_by_key: dict[str, _Sent] = st.session_state.setdefault("live_charts_sent", {})
     sent = sent_by_key.get(chart.key)
-    payload, sent = chart_update(chart, sent, revision=revision, shown_from=shown_from, tz=tz, run=run)
+    payload, sent = chart_update(chart, sent, revision=revision, shown_from=shown_from, tz=tz, run=run, scope=scope)
     sent_by_key[chart.key] = sent
     result = _component()(key=chart.key, data=payload, on_resync_change=lambda: None)
     if result.resync is not None:  # the browser missed an update: the next refresh draws it whole
@@ -183,39 +245,69 @@ def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | No
 
 
 def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_from: pd.Timestamp | None, tz: str,
-                 run: int) -> tuple[dict[str, object], _Sent]:
-    """The payload that brings a browser holding ``sent`` to ``chart``, and what it then holds."""
+                 run: int, scope: Hashable | None = None) -> tuple[dict[str, object], _Sent]:
+    """The payload that brings a browser holding ``sent`` to ``chart``, and what it then holds.
+
+    ``scope``: see :func:`live_chart`; builds are shared through :data:`SHARED` when it is given.
+    """
     drawn = sent is not None and sent.revision == revision and sent.run == run - 1
     if drawn and chart.content is not None and sent.content == chart.content:  # unchanged: the same payload
         return {"rev": revision, "seq": sent.seq}, replace(sent, run=run)
     seq = 0 if sent is None else sent.seq + 1
     payload: dict[str, object] = {"rev": revision, "seq": seq, "config": FIGURE_CONFIG}
+    shared = None if scope is None or chart.content is None else \
+        (scope, revision, chart.key, shown_from, tz, chart.content, chart.max_points)
     if drawn and chart.incremental and chart.last is not None:
-        splice = _splice(chart.build(sent.cut, chart.max_points, sent.anchor), sent, shown_from, tz)
-        # Appended points are not thinned: past a share of the figure, draw it whole (thinned) again.
-        if splice is not None and sent.appended + splice[1] <= REDRAW_SHARE * max(sent.points, 1):
-            payload["base"], (payload["splice"], added) = sent.seq, splice
-            return payload, replace(sent, seq=seq, cut=chart.last, appended=sent.appended + added, run=run,
-                                    content=chart.content)
+        since = sent.cut.floor(SPLICE_GRID)
+        if shown_from is not None:  # never before the lookback's left edge, where the browser trims
+            since = max(since, min(shown_from, sent.cut))
+        tail = SHARED.get(_key(shared, "tail", since, sent.anchor), lambda: _tail(
+            chart.build(since, chart.max_points, sent.anchor), since, shown_from, tz))
+        assert isinstance(tail, _Tail)
+        if tail.splice is not None and tail.names <= sent.names:
+            cut = display_time(sent.cut, tz)
+            # New bars: those from the grid to the session's last bar are sent again (it may have changed).
+            added = sum(int((x > cut).sum()) for x in tail.xs)
+            # Appended points are not thinned: past a share of the figure, draw it whole (thinned) again.
+            if sent.appended + added <= REDRAW_SHARE * max(sent.points, 1):
+                payload["base"], payload["splice"] = sent.seq, tail.splice
+                return payload, replace(sent, seq=seq, cut=chart.last, appended=sent.appended + added, run=run,
+                                        content=chart.content)
     anchor = chart.anchor()
-    figure = chart.build(None, chart.max_points, anchor)
-    payload["full"] = pio.to_json(figure, validate=False)
-    names = [trace.name for trace in figure.data]
-    points = sum(len(trace.x) for trace in figure.data if trace.x is not None)
+    full = SHARED.get(_key(shared, "full", anchor), lambda: _full(chart.build(None, chart.max_points, anchor)))
+    assert isinstance(full, _Full)
+    payload["full"] = full.json
+    names = full.names
     return payload, _Sent(revision, seq, chart.last if chart.last is not None else pd.Timestamp(0, tz="UTC"),
-                          frozenset(names) if len(set(names)) == len(names) else frozenset(), points, 0, run,
+                          frozenset(names) if len(set(names)) == len(names) else frozenset(), full.points, 0, run,
                           chart.content, anchor)
 
 
-def _splice(tail: go.Figure, sent: _Sent, shown_from: pd.Timestamp | None,
-            tz: str) -> tuple[dict[str, object], int] | None:
-    """The update from ``sent.cut`` on, or None when it cannot be one (send the figure whole)."""
+def _key(shared: tuple | None, *parts: object) -> Hashable | None:
+    """The shared-build key, or None when some part cannot be one (then nothing is shared)."""
+    if shared is None:
+        return None
+    key = (*shared, *(tuple(sorted(part.items())) if isinstance(part, dict) else part for part in parts))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _full(figure: go.Figure) -> _Full:
+    names = tuple(trace.name for trace in figure.data)
+    points = sum(len(trace.x) for trace in figure.data if trace.x is not None)
+    return _Full(pio.to_json(figure, validate=False), names, points)
+
+
+def _tail(tail: go.Figure, since: pd.Timestamp, shown_from: pd.Timestamp | None, tz: str) -> _Tail:
+    """The update that replaces a browser's points from ``since`` on with ``tail``'s."""
     names = [trace.name for trace in tail.data]
-    if len(set(names)) != len(names) or not set(names) <= sent.names:
-        return None  # a trace the browser does not have, or one it cannot tell apart
-    cut = display_time(sent.cut, tz)
+    if len(set(names)) != len(names):
+        return _Tail(None, frozenset(), ())  # traces the browser cannot tell apart
     traces: dict[str, dict[str, list]] = {}
-    added = 0  # new bars: the one at the cut is sent again (it may have changed), not added
+    xs = []
     for trace in tail.data:
         if trace.x is None or not len(trace.x):
             continue
@@ -223,12 +315,14 @@ def _splice(tail: go.Figure, sent: _Sent, shown_from: pd.Timestamp | None,
         traces[trace.name] = {key: _plain(np.asarray(value)) for key in PER_POINT
                               if (value := getattr(trace, key, None)) is not None and not isinstance(value, str)
                               and len(np.asarray(value)) == len(x)}
-        added += int((x > cut).sum())
+        xs.append(x)
     start = display_time(shown_from, tz) if shown_from is not None else -1e300
     layout = tail.layout.to_plotly_json()
     layout.pop("template", None)  # the browser keeps the one of the full figure (a few kB)
     # As JSON text, like a full figure: plotly's encoder knows numpy scalars.
-    return {"from": start, "cut": cut, "traces": traces, "layout": pio.to_json(layout, validate=False)}, added
+    splice = {"from": start, "cut": display_time(since, tz), "traces": traces,
+              "layout": pio.to_json(layout, validate=False)}
+    return _Tail(splice, frozenset(names), tuple(xs))
 
 
 def _plain(values: np.ndarray) -> list:
