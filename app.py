@@ -49,6 +49,9 @@ LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py)
 NOTICES_REFRESH_S = 2.0  # feed notices and alert banners beside the pushed live panel
 BANNER_ALERTS = 20
 MAX_LEAD_LAG = 10
+# The heatmap and lead-lag span the whole lookback and barely move from one 1 s bar to the next:
+# redrawn when a bar closes at most this often (market time), they cost a tenth as much.
+WHOLE_WINDOW_REFRESH = pd.Timedelta(seconds=10)
 ANALYTICS_RUNS = "analytics_runs"  # session state: the page's analytics runs so far (see ui.live_chart)
 # Points per trace: the price chart spans the page; the others half of it (~700 px, M4 keeps ~4 per px).
 FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
@@ -191,13 +194,14 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
     returns = log_returns(closed_closes)
     # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
     moving = returns.columns[(returns.max() > returns.min()).to_numpy()]
+    settled = None if closed_last is None else closed_last.floor(WHOLE_WINDOW_REFRESH)
     if len(moving):
         def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
             matrix = correlation_matrix(returns[moving]).reindex(index=returns.columns, columns=returns.columns)
             return charts.correlation_heatmap(matrix, revision=rev)
 
         specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
-                                        (closed, tuple(returns.columns), tuple(moving)))))
+                                        (settled, tuple(returns.columns), tuple(moving)))))
         max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
         if max_lag >= 1 and {p.y, p.x} <= set(moving):
             def lead_lag_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
@@ -205,7 +209,7 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
                 return charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
                                              bar_seconds=bars.interval_ms / 1000, y_name=p.y, x_name=p.x, revision=rev)
 
-            specs.append(("right", ChartData("chart_leadlag", lead_lag_figure, closed_last, 0, False, closed)))
+            specs.append(("right", ChartData("chart_leadlag", lead_lag_figure, closed_last, 0, False, (settled,))))
     return specs
 
 

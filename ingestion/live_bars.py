@@ -75,10 +75,11 @@ class LiveBars:
         """Closed 1 s bars of a symbol (frame layout of :mod:`analytics.bars`), oldest first."""
         with self._lock:
             ring = self._rings.get(symbol)
-            columns = {name: ring.column(name) for name in _DTYPES} if ring is not None else None
-        if columns is None:
-            columns = {name: np.empty(0, dtype) for name, dtype in _DTYPES.items()}
-        if since_ms is not None:
-            start = int(np.searchsorted(columns["start_ms"], since_ms, side="left"))
-            columns = {name: values[start:] for name, values in columns.items()}
+            if ring is None:
+                columns = {name: np.empty(0, dtype) for name, dtype in _DTYPES.items()}
+            else:
+                # Copy only the rows asked for: the page asks for the forming bar's few seconds of a day's ring.
+                starts = ring.column("start_ms")
+                last = len(starts) - (0 if since_ms is None else int(np.searchsorted(starts, since_ms, side="left")))
+                columns = {name: ring.column(name, last) for name in _DTYPES}
         return bars_frame_from_columns(columns.pop("start_ms"), columns)

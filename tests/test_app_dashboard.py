@@ -432,3 +432,31 @@ def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods
     specs = [c.proto.spec for c in charts(at)]
     assert any("Prices" in spec for spec in specs)
     assert not any("Correlation of returns across symbols" in spec for spec in specs)
+
+
+def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every_bar():
+    """The heatmap and lead-lag span the whole lookback: their content (what triggers a redraw) moves
+    once per 10 s of market time; the spread, z-score, β and correlation charts move with every bar."""
+    import app
+    from pairs.bars import dataset_pair_bars
+    from pairs.compute import PairParams, compute_pair
+    from ui.controls import Controls
+
+    rng = np.random.default_rng(5)
+    index = pd.date_range("2025-01-01 00:00:00", periods=120, freq="1s", tz="UTC")
+    closes = {"AAAUSDT": 100 + rng.normal(size=120).cumsum(), "BBBUSDT": 50 + rng.normal(size=120).cumsum()}
+    controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10, "Rolling OLS",
+                        False, 2.0, "normalised", False, "UTC")
+
+    def contents(upto: int) -> dict[str, object]:
+        frames = {name: pd.DataFrame({"open": c[:upto], "high": c[:upto], "low": c[:upto], "close": c[:upto],
+                                      "volume": 1.0}, index=index[:upto]) for name, c in closes.items()}
+        bars = dataset_pair_bars(frames, 1_000)
+        pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10))
+        return {chart.key: chart.content for _, chart in app.chart_data(bars, pair, controls, None)}
+
+    at_101, at_105, at_111 = contents(101), contents(105), contents(111)  # last closed bar :40, :44, :50
+    for key in ("chart_heatmap", "chart_leadlag"):
+        assert at_101[key] == at_105[key] != at_111[key]
+    for key in ("chart_spread", "chart_zscore", "chart_beta", "chart_corr"):
+        assert at_101[key] != at_105[key]

@@ -45,3 +45,14 @@ def test_open_bar_and_version():
     bars.update(Trade("BTCUSDT", 2, 1_001_100, 0, 11.0, 1.0, False))
     assert bars.version == 1 and len(bars.closed("BTCUSDT")) == 1
     assert bars.closed("SOLUSDT").empty
+
+
+def test_closed_since_copies_only_the_rows_asked_for_even_once_the_ring_wrapped():
+    bars = LiveBars(capacity=5)
+    for second in range(12):  # 11 bars closed, the ring holds the newest 5: seconds 6 to 10
+        bars.update(Trade("BTCUSDT", second + 1, 1_000_000 + second * 1_000, 0, 100.0 + second, 1.0, False))
+    starts = lambda frame: list(frame.index.as_unit("ms").asi8 - 1_000_000)  # noqa: E731
+    assert starts(bars.closed("BTCUSDT")) == [6_000, 7_000, 8_000, 9_000, 10_000]
+    assert starts(bars.closed("BTCUSDT", since_ms=1_008_500)) == [9_000, 10_000]
+    assert list(bars.closed("BTCUSDT", since_ms=1_008_500)["close"]) == [109.0, 110.0]
+    assert bars.closed("BTCUSDT", since_ms=1_011_000).empty and len(bars.closed("BTCUSDT", since_ms=0)) == 5
