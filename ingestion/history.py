@@ -89,8 +89,9 @@ class HistoryLoader:
     """Background loader of past bars (see the module docstring).
 
     ``open_store`` opens the store this thread writes bars to; ``emit`` receives a feed event per
-    loaded or failed range (the feed tab lists them). ``version`` grows with every stored range,
-    so readers know when to re-read bars.
+    loaded or failed range (the feed tab lists them). :meth:`version_of` grows with every range
+    that stored bars of one length, so readers know when to re-read them (and a 1 min bar stored
+    does not make a page of 1 s bars redraw).
     """
 
     def __init__(self, history: KlineHistory, open_store: Callable[[], TickStore], lookbacks: dict[int, int], *,
@@ -109,7 +110,7 @@ class HistoryLoader:
         self._current: str | None = None
         self._errors: list[str] = []
         self._tails: list[tuple[int, _Range]] = []  # (due, range): bars that were open when loaded
-        self.version = 0
+        self._versions: dict[int, int] = {}  # bar length (ms) → ranges that stored bars of that length
 
     # ------------------------------------------------------------------ requests (any thread)
     def start(self, symbols: Iterable[str]) -> None:
@@ -139,6 +140,11 @@ class HistoryLoader:
             self._covered[key] = since
             self._total += 1
         self._queue.put(_Range(symbol, interval_ms, since, end))
+
+    def version_of(self, interval_ms: int) -> int:
+        """How many ranges stored bars of ``interval_ms`` so far (grows whenever they change)."""
+        with self._lock:
+            return self._versions.get(interval_ms, 0)
 
     @property
     def progress(self) -> HistoryProgress:
@@ -212,7 +218,7 @@ class HistoryLoader:
             return
         with self._lock:
             self._bars += stored
-            self.version += 1
+            self._versions[wanted.interval_ms] = self._versions.get(wanted.interval_ms, 0) + 1
         log.info("history %s: %d bars stored", wanted.label, stored)
         if self._emit is not None:
             self._emit(FeedEvent(now_ms(), EventKind.HISTORY, wanted.symbol, f"{wanted.label}: {stored} bars"))

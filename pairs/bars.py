@@ -65,7 +65,7 @@ class BarHistory:
         """
         if self.loader is not None:
             self.loader.ensure(symbol, interval_ms, since_ms)
-        version = self.loader.version if self.loader is not None else now_ms() // HISTORY_REFRESH_MS
+        version = self.loader.version_of(interval_ms) if self.loader is not None else now_ms() // HISTORY_REFRESH_MS
         key = (symbol, interval_ms)
         with self._lock:
             cached = self._stored.get(key)

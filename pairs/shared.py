@@ -55,7 +55,7 @@ class _Key:
     min_trades: int
     min_volume: float
     live_version: int  # bumped by the engine whenever a live bar closes
-    history_version: int  # bumped whenever stored bars arrive
+    history_version: int  # bumped whenever stored bars of this interval arrive
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ class SharedAnalytics:
         # The threshold only draws lines: it must not split the cache.
         # Keyed by the data, not the clock: a quiet feed's view is reused (and cut as the lookback slides).
         key = _Key(tuple(symbols), interval_ms, replace(params, z_threshold=0.0), min_trades, float(min_volume),
-                   self.engine.bars.version, self._history_version())
+                   self.engine.bars.version, self._history_version(interval_ms))
         span_free = REGRESSIONS[params.regression][0] == "rolling_ols"
         hit = self._lookup(key, since, span_free)
         if hit is None:
@@ -138,6 +138,6 @@ class SharedAnalytics:
             self._entries.move_to_end(key)
             return entry
 
-    def _history_version(self) -> int:
+    def _history_version(self, interval_ms: int) -> int:
         loader = self.history.loader
-        return loader.version if loader is not None else 0
+        return loader.version_of(interval_ms) if loader is not None else 0

@@ -138,8 +138,9 @@ def test_the_loader_fills_the_default_lookbacks_and_a_restart_only_the_hole(tmp_
             assert 359 <= len(store.bars("BTCUSDT", MINUTE)) <= 360
 
 
-def test_only_a_range_that_stored_bars_moves_the_version(tmp_path):
-    """Readers re-read stored bars and charts redraw whole when the version moves: a range with nothing new must not."""
+def test_only_a_range_that_stored_bars_moves_the_version_of_its_bar_length(tmp_path):
+    """Readers re-read stored bars and charts redraw whole when the version moves: a range with nothing new,
+    or bars of another length, must not move it."""
     path = tmp_path / "live.sqlite3"
     origin = now_ms() // MINUTE * MINUTE  # on the grid: no open bar to fetch again later
     with FakeRest(klines=FakeKlines(PRICES, origin_ms=origin)) as rest:
@@ -150,7 +151,8 @@ def test_only_a_range_that_stored_bars_moves_the_version(tmp_path):
             eventually(lambda current=loader: not current.progress.loading and current.progress.done == 1,
                        timeout=30)
             loader.stop()
-            assert loader.version == expected_version and loader.progress.errors == ()
+            assert loader.version_of(MINUTE) == expected_version and loader.progress.errors == ()
+            assert loader.version_of(1_000) == 0  # other bar lengths' readers keep what they have
 
 
 def test_a_failed_range_changes_no_stored_data_and_is_reported(tmp_path):
