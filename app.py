@@ -19,6 +19,7 @@ import streamlit as st
 
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
+from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import PairBars, dataset_pair_bars, with_open_bar
 from pairs.compute import REGRESSIONS, PairAnalytics, PairParams, compute_pair, live_context, live_values
 from pairs.shared import PairView
@@ -290,7 +291,12 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if service is not None:
         live.BOARD.publish(live_token(), service, controls.y, controls.x, context)
     pair = view.pair.since(view.bars.shown_from)
-    bars = page.with_open(view.bars.since(view.bars.shown_from), view.open_start_ms)
+    bars = view.bars.since(view.bars.shown_from)
+    if bars.interval_ms > BASE_INTERVAL_MS:
+        # The forming bar, shaded on the price chart. Not on 1 s bars: under a second old and narrower
+        # than a pixel at any lookback, it is the live panel's; the charts then end at the last
+        # closed bar, which every tab shares (ui.live_chart), instead of one build per tab.
+        bars = page.with_open(bars, view.open_start_ms)
     if controls.min_trades or controls.min_volume:
         st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
                    f"{len(bars.aligned.index):,} bars left out.")

@@ -94,6 +94,20 @@ def test_every_control_reruns_cleanly(sim_env):
     assert "BTCUSDT / ETHUSDT" in at.title[0].value
 
 
+def test_the_forming_bar_is_marked_on_1_min_prices_and_left_to_the_live_panel_on_1_s_bars(sim_env):
+    """A forming 1 s bar is under a second old and narrower than a pixel: charts of 1 s bars end at the
+    last closed bar (the same for every tab, so built once); on 1 min bars the live bar is shaded."""
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+
+    def price_spec() -> str:
+        return next(c.proto.spec for c in charts(at) if "Prices" in c.proto.spec)
+
+    assert "live bar" not in price_spec()
+    at.radio(key="timeframe").set_value("1m").run()
+    eventually(lambda: at.run() and "live bar" in price_spec(), timeout=30, interval=0.3,
+               message="the 1 min price chart never marked its forming bar")
+
+
 def test_adding_an_invalid_symbol_is_refused_with_its_name(sim_env):
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.text_input(key="symbols").input("BTCUSDT,ETHUSDT,SOL;DROP").run()
