@@ -154,6 +154,7 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
     closed = (closed_last, len(pair.index))
     unit = "log price" if p.log_prices else "quote currency"
     marks = alert_marks if alert_marks is not None and len(alert_marks) else None
+    rebased = controls.price_mode != "dual"
     specs: list[tuple[str, ChartData]] = [("full", ChartData(
         "chart_prices",
         lambda since, points, levels: charts.price_chart(
@@ -161,7 +162,9 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
             max_points=points, rebase_to=levels, since=since),
         last, FULL_WIDTH_POINTS,
         content=(last, tuple(closes.iloc[-1]), tuple(volumes.iloc[-1]), bars.open_bar_start),
-        anchor=lambda: charts.rebase_levels(closes)))]
+        # Rebased to 100 at each tab's first drawing; on two axes nothing is rebased (one tail for all).
+        anchor=(lambda: charts.rebase_levels(closes)) if rebased else (lambda: None),
+        reanchor=charts.rebased_traces if rebased else None))]
     if pair.spread is not None:
         specs.append(("left", ChartData(
             "chart_spread",

@@ -216,6 +216,42 @@ def test_rebased_prices_keep_the_levels_of_their_first_drawing():
     assert a["y"][-1] == pytest.approx(closes["A"].iloc[61] / closes["A"].iloc[10] * 100)
 
 
+def test_rebased_prices_share_one_tail_and_each_tab_keeps_its_own_levels(monkeypatch):
+    import ui.live_chart as live_chart_module
+
+    monkeypatch.setattr(live_chart_module, "SHARED", _SharedBuilds(16))
+    closes = pd.DataFrame({"A": _series(100).add(200), "B": _series(100, seed=4).add(300)})
+    builds = []
+
+    def chart(upto: int) -> ChartData:
+        frame = closes.iloc[upto - 40:upto]  # a 40-bar lookback: each tab rebases to its first bar
+
+        def build(since, points, levels):
+            builds.append(since)
+            return charts.price_chart(frame, tz=TZ, max_points=points, rebase_to=levels, since=since)
+        return ChartData("chart_prices", build, frame.index[-1], 4_000, content=(frame.index[-1],),
+                         anchor=lambda: charts.rebase_levels(frame), reanchor=charts.rebased_traces)
+
+    _, a = chart_update(chart(50), None, revision="r", shown_from=None, tz=TZ, run=1, scope="feed")
+    _, b = chart_update(chart(51), None, revision="r", shown_from=None, tz=TZ, run=1, scope="feed")
+    to_a, _ = chart_update(chart(53), a, revision="r", shown_from=None, tz=TZ, run=2, scope="feed")
+    to_b, _ = chart_update(chart(53), b, revision="r", shown_from=None, tz=TZ, run=2, scope="feed")
+    assert builds == [None, None, closes.index[49].floor(SPLICE_GRID)]  # one tail, built without levels
+    for payload, first in ((to_a, 10), (to_b, 11)):
+        for name in ("A", "B"):
+            assert payload["splice"]["traces"][name]["y"][-1] == pytest.approx(
+                closes[name].iloc[52] / closes[name].iloc[first] * 100)
+            assert payload["splice"]["traces"][name]["customdata"][-1] == pytest.approx(closes[name].iloc[52])
+    assert to_a["splice"]["layout"] == to_b["splice"]["layout"]
+
+
+def test_rebased_traces_leave_missing_closes_and_levels_empty():
+    traces = {"A": {"x": [1.0, 2.0], "y": [0.0, 0.0], "customdata": [50.0, None]}, "A volume": {"y": [3.0]}}
+    assert charts.rebased_traces(traces, {"A": 25.0})["A"]["y"] == [200.0, None]
+    assert charts.rebased_traces(traces, {"A": math.nan})["A"]["y"] == [None, None]
+    assert charts.rebased_traces(traces, {"A": 25.0})["A volume"] == {"y": [3.0]}
+
+
 # ---------------------------------------------------------------------------------------------
 # The live panel's stream
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ Nothing here imports streamlit, so every chart is unit-testable.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -188,6 +189,24 @@ def rebase_levels(closes: pd.DataFrame) -> dict[str, float]:
         valid = closes[column].astype(float).dropna()
         levels[str(column)] = float(valid.iloc[0]) if len(valid) else np.nan
     return levels
+
+
+def rebased_traces(traces: dict[str, dict[str, list]], levels: dict[str, float]) -> dict[str, dict[str, list]]:
+    """Price-chart traces as JSON lists (a chart update), rebased to ``levels``.
+
+    A rebased price line carries its raw closes as ``customdata``, so ``y = customdata / level ·
+    100`` (None where the close or the level is missing, like :func:`_rebase`'s NaN); other traces
+    are returned as they are.
+    """
+    out = dict(traces)
+    for name, level in levels.items():
+        trace = traces.get(name)
+        if trace is None or "customdata" not in trace:
+            continue
+        valid = math.isfinite(level) and level > 0
+        out[name] = {**trace, "y": [None if close is None or not valid else close / level * 100.0
+                                    for close in trace["customdata"]]}
+    return out
 
 
 def _rebase(closes: pd.DataFrame, levels: dict[str, float]) -> pd.DataFrame:

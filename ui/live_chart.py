@@ -145,7 +145,9 @@ class ChartData:
     the chart is extended (the price levels rebased to 100), taken at each full drawing and
     handed to ``build``. ``last``: the newest bar drawn (UTC). ``incremental``: past points
     never change, so the chart may be extended. ``content``: what the drawing depends on; while
-    it is unchanged (and not None) nothing is sent.
+    it is unchanged (and not None) nothing is sent. ``reanchor(traces, anchor)``: the update's
+    traces for a browser drawn with ``anchor``, from traces built with ``anchor=None``; given, one
+    tail serves every browser whatever its anchor (rebased prices keep their raw closes).
     """
 
     key: str
@@ -155,6 +157,7 @@ class ChartData:
     incremental: bool = True
     content: object = None
     anchor: Callable[[], object] = lambda: None
+    reanchor: Callable[[dict[str, dict[str, list]], object], dict[str, dict[str, list]]] | None = None
 
     def figure(self) -> go.Figure:
         """The whole figure (for ``st.plotly_chart``, where nothing is extended)."""
@@ -261,8 +264,9 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
         since = sent.cut.floor(SPLICE_GRID)
         if shown_from is not None:  # never before the lookback's left edge, where the browser trims
             since = max(since, min(shown_from, sent.cut))
-        tail = SHARED.get(_key(shared, "tail", since, sent.anchor), lambda: _tail(
-            chart.build(since, chart.max_points, sent.anchor), since, shown_from, tz))
+        anchor = None if chart.reanchor is not None else sent.anchor
+        tail = SHARED.get(_key(shared, "tail", since, anchor), lambda: _tail(
+            chart.build(since, chart.max_points, anchor), since, shown_from, tz))
         assert isinstance(tail, _Tail)
         if tail.splice is not None and tail.names <= sent.names:
             cut = display_time(sent.cut, tz)
@@ -271,6 +275,8 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
             # Appended points are not thinned: past a share of the figure, draw it whole (thinned) again.
             if sent.appended + added <= REDRAW_SHARE * max(sent.points, 1):
                 payload["base"], payload["splice"] = sent.seq, tail.splice
+                if chart.reanchor is not None:  # the shared tail's traces, for this browser's anchor
+                    payload["splice"] = {**tail.splice, "traces": chart.reanchor(tail.splice["traces"], sent.anchor)}
                 return payload, replace(sent, seq=seq, cut=chart.last, appended=sent.appended + added, run=run,
                                         content=chart.content)
     anchor = chart.anchor()
