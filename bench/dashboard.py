@@ -7,7 +7,11 @@ from the imported ``app`` module, so they share one service registry and one sim
 two browser tabs on one server:
 
 * full page: one complete script run, 1 s bars, 24 h lookback (first run, which resamples the
-  stored day once, reported separately);
+  stored day once, reported separately), as ``streamlit run app.py`` serves it (every chart
+  refresh builds and sends whole figures);
+* full page as ``server.py`` serves it (``make run``): charts drawn once, then extended with the
+  bars that closed since the last run (:mod:`ui.live_chart`); one run a second, so that every run
+  sees a new closed bar, as a tab does;
 * live panel: one run of the 0.5 s fragment's function (prices, hedge ratio, spread, open-bar
   z-score, feed line);
 * bytes: the serialized size of the elements a run sends (protobuf ``ByteSize``), which is
@@ -66,9 +70,11 @@ def element_bytes(at: AppTest) -> int:
     return sum(node.proto.ByteSize() for node in at._tree if getattr(node, "proto", None) is not None)
 
 
-def timed_runs(at: AppTest, runs: int) -> list[float]:
+def timed_runs(at: AppTest, runs: int, pace_s: float = 0.0) -> list[float]:
+    """Server time of ``runs`` script runs (ms); ``pace_s``: at least this long from one run's start to the next."""
     times = []
     for _ in range(runs):
+        time.sleep(max(0.0, pace_s - (times[-1] / 1000 if times else pace_s)))  # pacing, not waiting for a state
         start = time.perf_counter()
         at.run()
         times.append((time.perf_counter() - start) * 1000)
@@ -78,6 +84,13 @@ def timed_runs(at: AppTest, runs: int) -> list[float]:
 
 
 PAGE_SCRIPT = """
+import app
+app.main()
+"""
+
+PUSHED_PAGE_SCRIPT = """
+from ui import live
+live.ROUTES_MOUNTED = True  # as server.py sets it
 import app
 app.main()
 """
@@ -123,9 +136,17 @@ def main() -> None:
     live_times = timed_runs(live, args.runs * 4)
     live_bytes = element_bytes(live)
 
+    pushed = AppTest.from_string(PUSHED_PAGE_SCRIPT, default_timeout=120)
+    pushed.run()
+    pushed.selectbox(key="lookback").set_value("24 h")
+    pushed_first = timed_runs(pushed, 1)[0]
+    pushed_times = timed_runs(pushed, args.runs * 2, pace_s=1.0)
+
     print(f"full page, 1 s bars, 24 h lookback : first run {first:,.0f} ms (resamples the stored day once)")
     print(f"full page, later runs (median of {args.runs})  : {statistics.median(full):,.0f} ms "
           f"(min {min(full):,.0f}), {full_bytes / 1024:,.0f} kB of elements")
+    print(f"same, as server.py serves it         : first run {pushed_first:,.0f} ms, later runs (one a second, "
+          f"median of {args.runs * 2}) {statistics.median(pushed_times):,.0f} ms (min {min(pushed_times):,.0f})")
     print(f"live panel run (median of {args.runs * 4})      : {statistics.median(live_times):,.1f} ms "
           f"(min {min(live_times):,.1f}), {live_bytes / 1024:,.1f} kB of elements")
     print(f"(live z-score window holds {bars} closed spreads)")
