@@ -108,18 +108,15 @@ class AlertMonitor:
                         log.info("alert evaluation resumed")
                         self.last_error = None
                 except StorageError as exc:  # the database is away (a server restarting): next pass retries
-                    self._paused(exc)
+                    if self.last_error != f"alert store: {exc}":
+                        log.warning("alert evaluation paused: %s", exc)
+                    self.last_error = f"alert store: {exc}"
                 except Exception as exc:  # a bad rule or bar must not end alerting for all rules
                     self.last_error = f"alert evaluation failed: {exc!r}"
                     log.exception("alert evaluation failed")
         finally:
             if store is not None:
                 store.close()
-
-    def _paused(self, exc: StorageError) -> None:
-        if self.last_error != f"alert store: {exc}":
-            log.warning("alert evaluation paused: %s", exc)
-        self.last_error = f"alert store: {exc}"
 
     def step(self, store: AlertStore) -> int:
         """One evaluation pass; returns how many alerts were newly stored."""

@@ -231,8 +231,8 @@ def with_open_bar(bars: PairBars, engine: Engine, open_start_ms: int) -> PairBar
 def _with_row(frame: pd.DataFrame, index: pd.DatetimeIndex, values: Mapping[str, object] | pd.Series) -> pd.DataFrame:
     """``frame`` plus one row at ``index`` (one entry), each column keeping its dtype.
 
-    Column by column with numpy, not ``pd.concat``: this runs on every chart refresh of every tab,
-    and concat with dtype casts of a day of 1 s bars took most of the open bar's cost.
+    Column by column with numpy, not ``pd.concat``: this runs on every chart refresh, and concat
+    with dtype casts of a day of bars took most of the forming bar's cost.
     """
     data = {column: np.append(frame[column].to_numpy(), np.asarray(values[column], dtype=frame[column].dtype))
             for column in frame.columns}

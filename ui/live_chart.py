@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ REDRAW_SHARE = 0.25  # appended points, as a share of the figure's points, that 
 SPLICE_GRID = pd.Timedelta(seconds=16)  # tails start on this grid: tabs a few bars apart share one
 SHARED_ENTRIES = 128  # figures and tails kept for other sessions (a few per chart and pair)
 PER_POINT = ("x", "y", "customdata", "text", "hovertext")
+T = TypeVar("T")
 
 CHART_JS = """
 let plotlyReady = null;
@@ -204,21 +205,20 @@ class _SharedBuilds:
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, object] = OrderedDict()
         self._lock = threading.Lock()
-        self.built = 0  # entries built so far (for tests and benchmarks)
-        self.reused = 0
 
-    def get(self, key: Hashable | None, make: Callable[[], object]) -> object:
-        """The entry for ``key``, built by ``make`` when missing (and always when ``key`` is None)."""
+    def get(self, key: Hashable | None, make: Callable[[], T]) -> T:
+        """The entry for ``key``, built by ``make`` when missing (and always when ``key`` is None).
+
+        A key names one kind of entry (its parts say whether it is a figure or a tail).
+        """
         if key is not None:
             with self._lock:
                 if key in self._entries:
                     self._entries.move_to_end(key)
-                    self.reused += 1
-                    return self._entries[key]
+                    return cast(T, self._entries[key])
         value = make()
-        with self._lock:
-            self.built += 1
-            if key is not None:
+        if key is not None:
+            with self._lock:
                 self._entries[key] = value
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
@@ -235,8 +235,8 @@ def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | No
     ``shown_from``: the lookback's first bar (UTC), where the browser trims the left edge;
     ``run``: a counter of this session's analytics runs, to tell a chart that was not drawn last
     time (its tab was closed: the browser no longer has it); ``scope``: what identifies the data
-    beyond ``revision`` and the chart's content (the feed's site), so that sessions showing the
-    same data share builds; None shares nothing (an uploaded dataset).
+    beyond ``revision`` and the chart's content (the feed: its site and service), so that
+    sessions showing the same data share builds; None shares nothing (an uploaded dataset).
     """
     sent_by_key: dict[str, _Sent] = st.session_state.setdefault("live_charts_sent", {})
     sent = sent_by_key.get(chart.key)
@@ -267,7 +267,6 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
         anchor = None if chart.reanchor is not None else sent.anchor
         tail = SHARED.get(_key(shared, "tail", since, anchor), lambda: _tail(
             chart.build(since, chart.max_points, anchor), since, shown_from, tz))
-        assert isinstance(tail, _Tail)
         if tail.splice is not None and tail.names <= sent.names:
             cut = display_time(sent.cut, tz)
             # New bars: those from the grid to the session's last bar are sent again (it may have changed).
@@ -281,7 +280,6 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
                                         content=chart.content)
     anchor = chart.anchor()
     full = SHARED.get(_key(shared, "full", anchor), lambda: _full(chart.build(None, chart.max_points, anchor)))
-    assert isinstance(full, _Full)
     payload["full"] = full.json
     names = full.names
     return payload, _Sent(revision, seq, chart.last if chart.last is not None else pd.Timestamp(0, tz="UTC"),
