@@ -11,7 +11,7 @@ import atexit
 import logging
 import uuid
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -257,6 +257,21 @@ def render_feed_tab(service: Service, tz: str) -> None:
 
 # Bars before the lookback that rolling analytics need: a window for β, another for its z-score.
 WARMUP_WINDOWS = 2
+# Live charts of 1 s bars advance in steps of their refresh: every tab within a step shows the same
+# bars, so each chart update is built once for all of them (ui.live_chart), however many tabs watch.
+CHART_STEP_MS = 2_000
+
+
+def chart_span(view: PairView, lookback_ms: int) -> tuple[PairBars, PairAnalytics]:
+    """The closed 1 s bars and analytics a live chart shows: the lookback ending at the last even second.
+
+    A chart is then at most one bar behind the analytics (the live panel is not stepped), and
+    every tab within one step draws the same data (:data:`CHART_STEP_MS`).
+    """
+    end_ms = view.open_start_ms // CHART_STEP_MS * CHART_STEP_MS
+    end = pd.Timestamp(end_ms, unit="ms", tz="UTC")
+    start = pd.Timestamp(end_ms - lookback_ms, unit="ms", tz="UTC")
+    return replace(view.bars.since(start, end), shown_from=start), view.pair.since(start, end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +312,8 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     bars = view.bars.since(view.bars.shown_from)
     if bars.interval_ms > BASE_INTERVAL_MS:
         # The forming bar, shaded on the price chart. Not on 1 s bars: under a second old and narrower
-        # than a pixel at any lookback, it is the live panel's; the charts then end at the last
-        # closed bar, which every tab shares (ui.live_chart), instead of one build per tab.
+        # than a pixel at any lookback, it is the live panel's; their charts end at a closed bar that
+        # every tab shares (chart_span), so each update is built once, not once per tab.
         bars = page.with_open(bars, view.open_start_ms)
     if controls.min_trades or controls.min_volume:
         st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
@@ -312,9 +327,12 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if charts_tab.open:
         with charts_tab:
             marks = None if service is None else zscore_markers(service.recent_alerts(), f"{params.y}/{params.x}")
+            chart_bars, chart_pair = bars, pair
+            if service is not None and bars.interval_ms == BASE_INTERVAL_MS:
+                chart_bars, chart_pair = chart_span(view, controls.lookback_ms)
             # One feed's analytics (its engine's bars): tabs on it share chart builds.
             scope = None if service is None else (service.site, id(service.shared))
-            render_charts(bars, pair, controls, marks, view.data_version, scope)
+            render_charts(chart_bars, chart_pair, controls, marks, view.data_version, scope)
     if stats_tab.open:
         with stats_tab:
             render_symbol_summaries(bars, controls.tz)

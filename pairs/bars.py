@@ -29,6 +29,7 @@ from analytics.bars import bars_frame_from_columns
 from ingestion.engine import Engine
 from ingestion.history import HistoryLoader
 from ingestion.live_bars import BASE_INTERVAL_MS
+from pairs.compute import span_mask
 from records import BarArrays, now_ms
 from storage import Site, open_ticks
 
@@ -107,14 +108,14 @@ class PairBars:
     market_now_ms: int
     shown_from: pd.Timestamp | None = None  # start of the lookback; earlier bars only warm the analytics up
 
-    def since(self, start: pd.Timestamp | None) -> PairBars:
-        """These bars from ``start`` on (all of them for None): what the page shows of the lookback."""
-        if start is None:
+    def since(self, start: pd.Timestamp | None, end: pd.Timestamp | None = None) -> PairBars:
+        """These bars from ``start`` on (all of them for None), and before ``end`` if given."""
+        if start is None and end is None:
             return self
-        by_symbol = {s: frame[frame.index >= start] for s, frame in self.by_symbol.items()}
+        by_symbol = {s: frame[span_mask(frame.index, start, end)] for s, frame in self.by_symbol.items()}
         aligned = self.aligned
         if aligned is not None:
-            keep = aligned.index >= start
+            keep = span_mask(aligned.index, start, end)
             aligned = AlignedBars(aligned.interval_ms, aligned.closes[keep], aligned.volumes[keep],
                                   aligned.trades[keep], aligned.filled[keep])
         return replace(self, by_symbol=by_symbol, aligned=aligned)

@@ -86,6 +86,12 @@ class PairParams:
             raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
 
 
+def span_mask(index: pd.Index, start: pd.Timestamp | None, end: pd.Timestamp | None) -> np.ndarray:
+    """Rows of a time ``index`` at or after ``start`` and before ``end`` (None: no bound on that side)."""
+    keep = np.ones(len(index), dtype=bool) if start is None else np.asarray(index >= start)
+    return keep if end is None else keep & np.asarray(index < end)
+
+
 @dataclass(frozen=True, slots=True)
 class PairAnalytics:
     """Aligned series (one value per bar, NaN during warm-up) and latest values for one pair."""
@@ -105,20 +111,20 @@ class PairAnalytics:
     r_squared: float | None
     needs: tuple[Needs, ...] = field(default=())
 
-    def since(self, start: pd.Timestamp | None) -> PairAnalytics:
-        """These series from ``start`` on (all for None).
+    def since(self, start: pd.Timestamp | None, end: pd.Timestamp | None = None) -> PairAnalytics:
+        """These series from ``start`` on (all for None), and before ``end`` if given.
 
         Per-bar values stay those computed on the whole input (a rolling value depends on its own
         window only); the half-life, a statistic of the whole span, is fitted again on the cut.
         """
-        if start is None:
+        if start is None and end is None:
             return self
 
         def crop(series: pd.Series | None) -> pd.Series | None:
-            return None if series is None else series[series.index >= start]
+            return None if series is None else series[span_mask(series.index, start, end)]
 
         spread_series = crop(self.spread)
-        index = self.index[self.index >= start]
+        index = self.index[span_mask(self.index, start, end)]
         hl, hl_need = _half_life(spread_series, len(index))
         needs = tuple(need for need in self.needs if not need.what.startswith("Half-life"))
         return replace(self, index=index, y=crop(self.y), x=crop(self.x), beta=crop(self.beta),

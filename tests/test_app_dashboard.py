@@ -474,3 +474,31 @@ def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every
         assert at_101[key] == at_105[key] != at_111[key]
     for key in ("chart_spread", "chart_zscore", "chart_beta", "chart_corr"):
         assert at_101[key] != at_105[key]
+
+
+def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draws_the_same_bars():
+    import app
+    from pairs.bars import dataset_pair_bars
+    from pairs.compute import PairParams, compute_pair
+    from pairs.shared import PairView
+
+    rng = np.random.default_rng(9)
+    start = pd.Timestamp("2025-01-01 00:00:00", tz="UTC")
+    index = pd.date_range(start, periods=200, freq="1s")
+    frames = {name: pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0}, index=index)
+              for name, c in {"AAAUSDT": 100 + rng.normal(size=200).cumsum(),
+                              "BBBUSDT": 50 + rng.normal(size=200).cumsum()}.items()}
+    bars = dataset_pair_bars(frames, 1_000)
+    pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10))
+    t0 = int(start.value // 1_000_000)
+
+    def span(closed: int):  # the view as a tab sees it when `closed` bars have closed
+        view = PairView(bars.since(None, index[closed]), pair.since(None, index[closed]), t0 + closed * 1_000)
+        return app.chart_span(view, 60_000)
+
+    (even_bars, even_pair), (odd_bars, odd_pair) = span(150), span(151)  # one step: bars before second 150
+    for chart_bars, chart_pair in ((even_bars, even_pair), (odd_bars, odd_pair)):
+        assert chart_bars.aligned.index[-1] == index[149] and chart_pair.index[-1] == index[149]
+        assert chart_bars.shown_from == index[90] == chart_bars.aligned.index[0] == chart_pair.index[0]
+    pd.testing.assert_series_equal(even_pair.zscore, odd_pair.zscore)
+    assert span(152)[0].aligned.index[-1] == index[151]  # the next step
