@@ -144,6 +144,8 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
                alert_marks: pd.DataFrame | None) -> list[tuple[str, ChartData]]:
     """The charts tab's charts, each with where it goes ("full", "left" or "right")."""
     aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
+    if aligned is None or not len(aligned.index):  # e.g. the first second of a feed, cut at an even second
+        return []
     legs = [p.y, p.x]
     closes, volumes = aligned.closes[legs], aligned.volumes[legs]
     last = aligned.index[-1]

@@ -481,6 +481,7 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
     from pairs.bars import dataset_pair_bars
     from pairs.compute import PairParams, compute_pair
     from pairs.shared import PairView
+    from ui.controls import Controls
 
     rng = np.random.default_rng(9)
     start = pd.Timestamp("2025-01-01 00:00:00", tz="UTC")
@@ -502,3 +503,9 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
         assert chart_bars.shown_from == index[90] == chart_bars.aligned.index[0] == chart_pair.index[0]
     pd.testing.assert_series_equal(even_pair.zscore, odd_pair.zscore)
     assert span(152)[0].aligned.index[-1] == index[151]  # the next step
+    # Was: a feed whose only closed bar was cut off by the step failed in chart_data ("index -1 is out of bounds").
+    first_bars, first_pair = span(1)
+    assert not len(first_bars.aligned.index)
+    controls = Controls("simulated", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
+                        "Rolling OLS", False, 2.0, "normalised", True, "UTC")
+    assert app.chart_data(first_bars, first_pair, controls, None) == []
