@@ -271,9 +271,8 @@ def chart_span(view: PairView, lookback_ms: int) -> tuple[PairBars, PairAnalytic
     every tab within one step draws the same data (:data:`CHART_STEP_MS`).
     """
     end_ms = view.open_start_ms // CHART_STEP_MS * CHART_STEP_MS
-    end = pd.Timestamp(end_ms, unit="ms", tz="UTC")
-    start = pd.Timestamp(end_ms - lookback_ms, unit="ms", tz="UTC")
-    return replace(view.bars.since(start, end), shown_from=start), view.pair.since(start, end)
+    cut = view.since(end_ms - lookback_ms, end_ms)
+    return replace(cut.bars, shown_from=pd.Timestamp(end_ms - lookback_ms, unit="ms", tz="UTC")), cut.pair
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,10 +40,12 @@ class PairView:
     open_start_ms: int  # start of the bar still forming (not in the view), UTC epoch ms
     data_version: int = 0  # changes when bars already closed change (history arrived): charts redraw whole
 
-    def since(self, start_ms: int) -> PairView:
-        """The same view from ``start_ms`` (UTC epoch ms) on: bars and every series cut there."""
+    def since(self, start_ms: int, end_ms: int | None = None) -> PairView:
+        """The same view from ``start_ms`` (UTC epoch ms) on, and before ``end_ms`` if given: bars and
+        every series cut there."""
         start = pd.Timestamp(start_ms, unit="ms", tz="UTC")
-        return PairView(self.bars.since(start), None if self.pair is None else self.pair.since(start),
+        end = None if end_ms is None else pd.Timestamp(end_ms, unit="ms", tz="UTC")
+        return PairView(self.bars.since(start, end), None if self.pair is None else self.pair.since(start, end),
                         self.open_start_ms, self.data_version)
 
 
