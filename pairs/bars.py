@@ -29,7 +29,7 @@ from analytics.bars import bars_frame_from_columns
 from ingestion.engine import Engine
 from ingestion.history import HistoryLoader
 from ingestion.live_bars import BASE_INTERVAL_MS
-from pairs.compute import span_mask
+from pairs.compute import span_slice
 from records import BarArrays, now_ms
 from storage import Site, open_ticks
 
@@ -112,12 +112,12 @@ class PairBars:
         """These bars from ``start`` on (all of them for None), and before ``end`` if given."""
         if start is None and end is None:
             return self
-        by_symbol = {s: frame[span_mask(frame.index, start, end)] for s, frame in self.by_symbol.items()}
+        by_symbol = {s: frame.iloc[span_slice(frame.index, start, end)] for s, frame in self.by_symbol.items()}
         aligned = self.aligned
         if aligned is not None:
-            keep = span_mask(aligned.index, start, end)
-            aligned = AlignedBars(aligned.interval_ms, aligned.closes[keep], aligned.volumes[keep],
-                                  aligned.trades[keep], aligned.filled[keep])
+            keep = span_slice(aligned.index, start, end)
+            aligned = AlignedBars(aligned.interval_ms, aligned.closes.iloc[keep], aligned.volumes.iloc[keep],
+                                  aligned.trades.iloc[keep], aligned.filled.iloc[keep])
         return replace(self, by_symbol=by_symbol, aligned=aligned)
 
     def closes(self, *, closed_only: bool = False, min_trades: int = 0, min_volume: float = 0.0) -> pd.DataFrame:

@@ -106,3 +106,33 @@ def test_the_alert_monitor_reads_the_same_computation_as_the_page(service):
     monitor = shared.view(("ETHUSDT", "BTCUSDT"), 1_000, lookback, PARAMS)
     assert shared.computed == before
     assert monitor.pair.zscore.iloc[-1] == page.pair.zscore.iloc[-1]
+
+
+def test_cutting_a_view_keeps_each_series_own_rows_between_start_and_end():
+    from pairs.bars import dataset_pair_bars
+
+    rng = np.random.default_rng(4)
+    index = pd.date_range("2025-01-01", periods=120, freq="1s", tz="UTC")
+    frames = {name: pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0}, index=index)
+              for name, c in {"AAAUSDT": 100 + rng.normal(size=120).cumsum(),
+                              "BBBUSDT": 50 + rng.normal(size=120).cumsum()}.items()}
+    bars = dataset_pair_bars(frames, 1_000)
+    pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10))
+    assert len(pair.correlation) == len(pair.index) - 1  # returns: one bar later than the closes
+    half = pd.Timedelta(milliseconds=500)
+    for start, end in [(index[30], index[90]), (index[30] + half, index[90] + half), (None, index[5]),
+                       (index[100], None), (index[0] - half, index[-1] + half), (index[-1] + half, None),
+                       (index[60], index[40])]:
+        cut, cut_bars = pair.since(start, end), bars.since(start, end)
+
+        def expected(series: pd.Series, start=start, end=end) -> pd.Series:  # what a boolean mask keeps
+            keep = np.ones(len(series), dtype=bool) if start is None else series.index >= start
+            return series[keep & (True if end is None else series.index < end)]
+
+        for name in ("y", "x", "beta", "alpha", "spread", "spread_mean", "spread_std", "zscore", "correlation"):
+            pd.testing.assert_series_equal(getattr(cut, name), expected(getattr(pair, name)), obj=name)
+        pd.testing.assert_index_equal(cut.index, expected(pair.y).index)
+        pd.testing.assert_frame_equal(cut_bars.aligned.closes, bars.aligned.closes.loc[expected(pair.y).index])
+        for symbol, frame in cut_bars.by_symbol.items():
+            whole = bars.by_symbol[symbol]
+            pd.testing.assert_frame_equal(frame, whole.loc[expected(whole["close"]).index])
