@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analytics import AlignedBars, InsufficientDataError, align_bars, bars_to_frame, rebar, resample_ticks
-from analytics.bars import bars_frame_from_columns
+from analytics.bars import BAR_COLUMNS, bars_frame_from_columns
 from ingestion.engine import Engine
 from ingestion.history import HistoryLoader
 from ingestion.live_bars import BASE_INTERVAL_MS
@@ -120,6 +120,35 @@ class PairBars:
                                   aligned.trades.iloc[keep], aligned.filled.iloc[keep])
         return replace(self, by_symbol=by_symbol, aligned=aligned)
 
+    def extended(self, frames: Mapping[str, pd.DataFrame], market_now_ms: int) -> PairBars:
+        """These bars followed by each symbol's bars in ``frames`` that start after the last aligned bar.
+
+        The same bars :func:`align_bars` gives on the whole (a symbol quiet in a new bar keeps its
+        last close, flagged filled), at the cost of the new bars only: the grid of the new bars
+        starts from a seed row holding each symbol's last close, dropped afterwards. Requires
+        aligned bars (not None, not empty).
+        """
+        aligned = self.aligned
+        if aligned is None or not len(aligned.index):
+            raise ValueError("extended() needs aligned bars to extend")
+        last = aligned.index[-1]
+        fresh = {s: frame.iloc[frame.index.searchsorted(last, side="right"):] for s, frame in frames.items()}
+        if not any(len(frame) for frame in fresh.values()):
+            return replace(self, market_now_ms=market_now_ms)
+        seeds = {}
+        for symbol in self.by_symbol:
+            close = float(aligned.closes[symbol].iloc[-1])
+            seed = bars_frame_from_columns(
+                np.array([last.value // 1_000_000], dtype=np.int64),
+                {c: np.array([0.0 if c in ("volume", "trades") else close]) for c in BAR_COLUMNS})
+            seeds[symbol] = _joined([seed, fresh.get(symbol, seed.iloc[:0])])
+        tail = align_bars(seeds, self.interval_ms)
+        extended = AlignedBars(self.interval_ms, *(pd.concat([old, new.iloc[1:]]) for old, new in (
+            (aligned.closes, tail.closes), (aligned.volumes, tail.volumes), (aligned.trades, tail.trades),
+            (aligned.filled, tail.filled))))
+        by_symbol = {s: _joined([frame, fresh.get(s, frame.iloc[:0])]) for s, frame in self.by_symbol.items()}
+        return replace(self, by_symbol=by_symbol, aligned=extended, market_now_ms=market_now_ms)
+
     def closes(self, *, closed_only: bool = False, min_trades: int = 0, min_volume: float = 0.0) -> pd.DataFrame:
         """Aligned closes, optionally without the still-forming last bar and without illiquid bars.
 
@@ -181,15 +210,23 @@ def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], 
     market_now = engine.market_now_ms() or now_ms()
     shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
     since = shown_from - warmup_bars * interval_ms
-    by_symbol = {s: symbol_bars(engine, history, s, since, with_open=closed_before_ms is None) for s in symbols}
-    if interval_ms != BASE_INTERVAL_MS:
-        by_symbol = {s: rebar(frame, interval_ms) for s, frame in by_symbol.items()}
-    by_symbol = {s: merge_bars(frame, history.stored(s, interval_ms, since)) for s, frame in by_symbol.items()}
-    if closed_before_ms is not None:
-        cut = pd.Timestamp(closed_before_ms, unit="ms", tz="UTC")
-        by_symbol = {s: frame[frame.index < cut] for s, frame in by_symbol.items()}
+    by_symbol = symbol_frames(engine, history, symbols, interval_ms, since, closed_before_ms=closed_before_ms)
     return replace(_pair_bars(by_symbol, interval_ms, market_now), shown_from=pd.Timestamp(shown_from, unit="ms",
                                                                                            tz="UTC"))
+
+
+def symbol_frames(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int, since_ms: int, *,
+                  closed_before_ms: int | None = None) -> dict[str, pd.DataFrame]:
+    """Each symbol's bars at ``interval_ms`` from ``since_ms``: tick bars (stored, then live) merged with
+    stored bars (:func:`merge_bars`), only those starting before ``closed_before_ms`` if given."""
+    by_symbol = {s: symbol_bars(engine, history, s, since_ms, with_open=closed_before_ms is None) for s in symbols}
+    if interval_ms != BASE_INTERVAL_MS:
+        by_symbol = {s: rebar(frame, interval_ms) for s, frame in by_symbol.items()}
+    by_symbol = {s: merge_bars(frame, history.stored(s, interval_ms, since_ms)) for s, frame in by_symbol.items()}
+    if closed_before_ms is not None:
+        cut = pd.Timestamp(closed_before_ms, unit="ms", tz="UTC")
+        by_symbol = {s: frame.iloc[:frame.index.searchsorted(cut)] for s, frame in by_symbol.items()}
+    return by_symbol
 
 
 def with_open_bar(bars: PairBars, engine: Engine, open_start_ms: int) -> PairBars:

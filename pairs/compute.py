@@ -196,6 +196,55 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
                          correlation, hl, r_squared, tuple(needs))
 
 
+def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | None:
+    """``pair`` followed by the analytics of the rows of ``closes`` after its last bar, or None where
+    only computing the whole again is right.
+
+    Rolling OLS is the one fit whose every value depends only on its own trailing window, so the
+    new bars' β, spread, band, z-score and correlation are computed on them and the last
+    ``2 × window`` bars before them (what a z-score's window of spreads reaches back to) instead
+    of on the whole span: a closed bar of a day's lookback costs its own bars, not the day. The
+    values equal the whole computation's to rounding (the rolling sums start elsewhere); the
+    half-life, a statistic of the whole span, is fitted again. None for in-sample fits and the
+    Kalman filter (each new bar moves every value), and while any analytic still waits for bars.
+
+    ``closes``: aligned closes as for :func:`compute_pair`, the rows ``pair`` was computed on first.
+    """
+    p = pair.params
+    if REGRESSIONS[p.regression][0] != "rolling_ols" or _waiting(pair.needs) or not len(pair.index):
+        return None
+    last = pair.index[-1]
+    new = closes.iloc[closes.index.searchsorted(last, side="right"):]
+    if not len(new):
+        return pair
+    context = 2 * p.window
+    series = (pair.beta, pair.alpha, pair.spread, pair.spread_mean, pair.spread_std, pair.zscore, pair.correlation)
+    if len(pair.index) < context or any(s is None for s in series):
+        return None
+    recent = pd.DataFrame({p.y: pair.y.iloc[-context:], p.x: pair.x.iloc[-context:]})
+    part = compute_pair(pd.concat([recent, new[[p.y, p.x]]]), p)
+    if _waiting(part.needs):
+        return None
+
+    def joined(old: pd.Series, fresh: pd.Series) -> pd.Series:
+        return pd.concat([old, fresh.iloc[fresh.index.searchsorted(last, side="right"):]])
+
+    spread_series = joined(pair.spread, part.spread)
+    index = pair.index.append(new.index)
+    hl, hl_need = _half_life(spread_series, len(index))
+    return replace(pair, index=index, y=joined(pair.y, part.y), x=joined(pair.x, part.x),
+                   beta=joined(pair.beta, part.beta), alpha=joined(pair.alpha, part.alpha), spread=spread_series,
+                   spread_mean=joined(pair.spread_mean, part.spread_mean),
+                   spread_std=joined(pair.spread_std, part.spread_std), zscore=joined(pair.zscore, part.zscore),
+                   correlation=joined(pair.correlation, part.correlation), half_life=hl,
+                   needs=(hl_need,) if hl_need is not None else ())
+
+
+def _waiting(needs: tuple[Needs, ...]) -> bool:
+    """Whether an analytic other than the half-life (refitted on any span) still waits for bars."""
+    return any(not need.what.startswith("Half-life") for need in needs)
+
+
 def _half_life(spread_series: pd.Series | None, n: int) -> tuple[HalfLife | None, Needs | None]:
     """Half-life of the spread's defined values (a span-wide statistic), or what it still needs."""
     if spread_series is None:

@@ -24,8 +24,8 @@ import pandas as pd
 
 from ingestion.engine import BAR_CLOSE_GRACE_MS, Engine
 from ingestion.live_bars import BASE_INTERVAL_MS
-from pairs.bars import BarHistory, PairBars, load_pair_bars
-from pairs.compute import REGRESSIONS, PairAnalytics, PairParams, compute_pair
+from pairs.bars import BarHistory, PairBars, load_pair_bars, symbol_frames
+from pairs.compute import REGRESSIONS, PairAnalytics, PairParams, compute_pair, extend_pair
 from records import now_ms
 
 MAX_ENTRIES = 32
@@ -60,11 +60,17 @@ class _Key:
     history_version: int  # bumped whenever stored bars of this interval arrive
 
 
+    def same_series(self, other: _Key) -> bool:
+        """Whether ``other`` asks for the same pair and parameters (at any version of the data)."""
+        return replace(self, live_version=other.live_version, history_version=other.history_version) == other
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     since_ms: int
     shown_from_ms: int
     view: PairView
+    first_live: tuple[int | None, ...]  # where each symbol's live bars began when this was computed
 
 
 def forming_bar_start(engine: Engine, symbols: Sequence[str], interval_ms: int, market_now_ms: int) -> int:
@@ -90,7 +96,8 @@ class SharedAnalytics:
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._compute_lock = threading.Lock()  # one computation at a time: the second asker waits, then reuses
-        self.computed = 0  # computations so far (for tests and benchmarks)
+        self.computed = 0  # whole computations so far (for tests and benchmarks)
+        self.extended = 0  # views extended by the bars that closed since an earlier one
         self.served = 0  # views served from the cache
 
     def view(self, symbols: Sequence[str], interval_ms: int, lookback_ms: int, params: PairParams, *,
@@ -112,17 +119,25 @@ class SharedAnalytics:
             with self._compute_lock:
                 hit = self._lookup(key, since, span_free)  # computed meanwhile by another asker?
                 if hit is None:
-                    bars = load_pair_bars(self.engine, self.history, symbols, interval_ms, lookback_ms, warmup_bars,
-                                          closed_before_ms=epoch)
-                    pair = None
-                    if bars.aligned is not None:
-                        pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
-                    hit = _Entry(since, shown_from, PairView(bars, pair, epoch, key.history_version))
+                    first_live = tuple(self.engine.bars.first_start_ms(s) for s in symbols)
+                    hit = self._extended(key, since, epoch, market_now, first_live) if span_free else None
+                    if hit is None:
+                        bars = load_pair_bars(self.engine, self.history, symbols, interval_ms, lookback_ms,
+                                              warmup_bars, closed_before_ms=epoch)
+                        pair = None
+                        if bars.aligned is not None:
+                            pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
+                        hit = _Entry(since, shown_from, PairView(bars, pair, epoch, key.history_version), first_live)
+                        self.computed += 1
+                    else:
+                        self.extended += 1
                     with self._lock:
+                        # Older versions of the same series are never asked for again: drop them now.
+                        for old in [k for k in self._entries if k.same_series(key) and k != key]:
+                            del self._entries[old]
                         self._entries[key] = hit
                         while len(self._entries) > self.max_entries:
                             self._entries.popitem(last=False)
-                    self.computed += 1
                 else:
                     self.served += 1
         else:
@@ -131,6 +146,33 @@ class SharedAnalytics:
         shown = pd.Timestamp(shown_from, unit="ms", tz="UTC")
         pair = None if view.pair is None else replace(view.pair, params=params)
         return PairView(replace(view.bars, shown_from=shown), pair, epoch, view.data_version)
+
+    def _extended(self, key: _Key, since: int, epoch: int, market_now: int,
+                  first_live: tuple[int | None, ...]) -> _Entry | None:
+        """The newest earlier view of the same series extended by the bars that closed since it
+        (:meth:`PairBars.extended`, :func:`extend_pair`), or None where that would not equal a whole
+        computation: no such view, one that starts after ``since``, stored bars changed, or a symbol
+        whose bars then came from the database alone (its live bars had not begun)."""
+        with self._lock:
+            prior = next((entry for k, entry in reversed(self._entries.items()) if k.same_series(key)
+                          and k.history_version == key.history_version and k.live_version < key.live_version), None)
+        if prior is None or prior.first_live != first_live or None in first_live or prior.since_ms > since \
+                or prior.view.pair is None or prior.view.open_start_ms > epoch:
+            return None
+        # Slide the span along with the market, keeping a tenth of it as margin for readers whose
+        # start is a bar or two earlier than this one's.
+        reach = prior.view.open_start_ms - prior.since_ms
+        keep_from = max(prior.since_ms, min(since, epoch - reach - reach // 10))
+        base = prior.view.since(keep_from)
+        if base.bars.aligned is None or not len(base.bars.aligned.index) or base.pair is None:
+            return None
+        frames = symbol_frames(self.engine, self.history, key.symbols, key.interval_ms, prior.view.open_start_ms,
+                               closed_before_ms=epoch)
+        bars = base.bars.extended(frames, market_now)
+        pair = extend_pair(base.pair, bars.closes(min_trades=key.min_trades, min_volume=key.min_volume))
+        if pair is None:
+            return None
+        return _Entry(keep_from, prior.shown_from_ms, PairView(bars, pair, epoch, key.history_version), first_live)
 
     def _lookup(self, key: _Key, since: int, span_free: bool) -> _Entry | None:
         with self._lock:
