@@ -166,13 +166,34 @@ class SharedAnalytics:
         base = prior.view.since(keep_from)
         if base.bars.aligned is None or not len(base.bars.aligned.index) or base.pair is None:
             return None
-        frames = symbol_frames(self.engine, self.history, key.symbols, key.interval_ms, prior.view.open_start_ms,
-                               closed_before_ms=epoch)
+        frames = self._new_bars(base.bars, key, keep_from, epoch)
+        if frames is None:
+            return None
         bars = base.bars.extended(frames, market_now)
         pair = extend_pair(base.pair, bars.closes(min_trades=key.min_trades, min_volume=key.min_volume))
         if pair is None:
             return None
         return _Entry(keep_from, prior.shown_from_ms, PairView(bars, pair, epoch, key.history_version), first_live)
+
+    def _new_bars(self, bars: PairBars, key: _Key, since: int, epoch: int) -> dict[str, pd.DataFrame] | None:
+        """Each symbol's bars after its last one in ``bars``, up to ``epoch``; None if a symbol's last
+        bar changed since or a new bar starts at or before the last aligned one (a trade that came
+        late): only a whole computation puts such a bar where it belongs."""
+        assert bars.aligned is not None
+        last_aligned = bars.aligned.index[-1]
+        frames = {}
+        for symbol, old in bars.by_symbol.items():
+            start = int(old.index[-1].value // 1_000_000) if len(old) else since
+            frame = symbol_frames(self.engine, self.history, (symbol,), key.interval_ms, start,
+                                  closed_before_ms=epoch)[symbol]
+            if len(old):  # its last bar again, unchanged?
+                if not len(frame) or frame.index[0] != old.index[-1] or not frame.iloc[0].equals(old.iloc[-1]):
+                    return None
+                frame = frame.iloc[1:]
+            if len(frame) and frame.index[0] <= last_aligned:
+                return None
+            frames[symbol] = frame
+        return frames
 
     def _lookup(self, key: _Key, since: int, span_free: bool) -> _Entry | None:
         with self._lock:

@@ -136,3 +136,77 @@ def test_cutting_a_view_keeps_each_series_own_rows_between_start_and_end():
         for symbol, frame in cut_bars.by_symbol.items():
             whole = bars.by_symbol[symbol]
             pd.testing.assert_frame_equal(frame, whole.loc[expected(whole["close"]).index])
+
+
+def test_a_closed_bar_extends_the_shared_view_which_equals_computing_the_whole(tmp_path):
+    from pairs.bars import load_pair_bars
+    from testkit.sources import PhasedSource
+
+    source = PhasedSource()
+    start = (now_ms() - 400_000) // 1_000 * 1_000
+    rng = np.random.default_rng(5)
+    x = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, 300)))
+    y = 2 * x + rng.normal(0, 0.05, 300)
+
+    ids = {"BTCUSDT": 0, "ETHUSDT": 0}
+
+    def trade(symbol: str, second: int, price: float) -> Trade:
+        ids[symbol] += 1
+        return Trade(symbol, ids[symbol], start + second * 1_000 + (10 if symbol == "ETHUSDT" else 0), 0, price,
+                     0.1, False)
+
+    def seconds(first: int, last: int, *, quiet_eth: bool = False, eth: bool = True) -> list[Trade]:
+        trades = []
+        for i in range(first, last):
+            trades.append(trade("BTCUSDT", i, float(x[i])))
+            if eth and not (quiet_eth and i % 3):  # quiet: every third second only, its close carried between
+                trades.append(trade("ETHUSDT", i, float(y[i])))
+        return trades
+
+    svc = Service.start(Settings(source="binance", data_dir=tmp_path, history_hours=0, backfill_max_trades=0),
+                        source=source)
+    try:
+        shared, params, symbols = svc.shared, PairParams("ETHUSDT", "BTCUSDT", window=20), ("ETHUSDT", "BTCUSDT")
+
+        def view():
+            return shared.view(symbols, 1_000, 600_000, params, warmup_bars=40)
+
+        def released(trades: list[Trade]) -> None:
+            target = svc.engine.trades + len(trades)
+            source.release(trades)
+            eventually(lambda: svc.engine.trades == target, timeout=10)
+
+        released(seconds(0, 150))
+        first = view()
+        assert shared.computed == 1 and shared.extended == 0 and len(first.pair.index) > 100
+        released(seconds(150, 200, quiet_eth=True))
+        extended = view()
+        assert shared.computed == 1 and shared.extended == 1
+        assert extended.pair.index[-1] > first.pair.index[-1] and len(shared._entries) == 1  # the old one dropped
+        since = int(extended.bars.aligned.index[0].value // 1_000_000)
+        bars = load_pair_bars(svc.engine, svc.history, symbols, 1_000, 10**9, closed_before_ms=extended.open_start_ms)
+        whole = bars.since(pd.Timestamp(since, unit="ms", tz="UTC"))
+        pd.testing.assert_frame_equal(extended.bars.aligned.closes, whole.aligned.closes, check_freq=False)
+        pd.testing.assert_frame_equal(extended.bars.aligned.filled, whole.aligned.filled, check_freq=False)
+        assert extended.bars.aligned.filled["ETHUSDT"].iloc[-40:].sum() > 20
+        direct = compute_pair(bars.closes(), params).since(pd.Timestamp(since, unit="ms", tz="UTC"))
+        for name in ("beta", "spread", "zscore", "correlation"):
+            pd.testing.assert_series_equal(getattr(extended.pair, name), getattr(direct, name), rtol=1e-9,
+                                           check_freq=False, obj=name)
+        # A bar that starts before the last aligned one (ETH's trade of second 205 arrives after BTC's
+        # of 209) is put where it belongs by a whole computation.
+        released(seconds(200, 210, eth=False))
+        assert view().pair.index[-1] == pd.Timestamp(start + 209_000, unit="ms", tz="UTC")
+        assert shared.extended == 2
+        released([trade("ETHUSDT", 205, float(y[205])), *seconds(210, 212)])
+        late = view()
+        assert shared.computed == 2 and shared.extended == 2
+        assert not late.bars.aligned.filled.loc[pd.Timestamp(start + 205_000, unit="ms", tz="UTC"), "ETHUSDT"]
+        # An in-sample fit moves with every bar: computed whole again, never extended.
+        static = PairParams("ETHUSDT", "BTCUSDT", window=20, regression="Static OLS (in-sample)")
+        shared.view(symbols, 1_000, 600_000, static, warmup_bars=40)
+        released(seconds(212, 220))
+        shared.view(symbols, 1_000, 600_000, static, warmup_bars=40)
+        assert shared.computed == 4 and shared.extended == 2
+    finally:
+        svc.stop()
