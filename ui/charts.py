@@ -1,6 +1,11 @@
 """Plotly figures for the pair-trading dashboard: data in, ``go.Figure`` out.
 
-Conventions shared by every chart (kept in :func:`_base_layout` and :func:`_prepare`):
+Conventions shared by every chart (kept in :func:`_figure` and :func:`_prepare`):
+
+- Each figure is made in one go from plain trace and layout dicts (:func:`_figure`): plotly's
+  ``update_layout``/``update_xaxes``/``add_trace`` resolve property paths and subplots on every
+  call, which made building a chart three times slower than the figure itself; live charts are
+  built every few seconds.
 
 - Inputs are pandas objects indexed by a tz-aware UTC ``DatetimeIndex`` of bar start times (a
   naive index is taken to be UTC). ``tz`` only changes what is displayed: the index is converted
@@ -21,6 +26,8 @@ Nothing here imports streamlit, so every chart is unit-testable.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from typing import Literal, TypeVar
 
@@ -73,36 +80,43 @@ PandasT = TypeVar("PandasT", pd.Series, pd.DataFrame)
 # ----------------------------------------------------------------------------------------------
 
 
-def _base_layout(fig: go.Figure, *, title: str, revision: str, height: int,
-                 hovermode: str | bool = "x unified", time_axis: bool = True) -> go.Figure:
-    """The look every chart shares: title, compact margins, legend on top, uirevision.
+def _figure(traces: list[dict], layout: dict, *, title: str, revision: str, height: int,
+            hovermode: str | bool = "x unified", time_axis: bool = True) -> go.Figure:
+    """The figure from plain trace and layout dicts, with the look every chart shares: title,
+    compact margins, legend on top, uirevision. Validated by plotly as it is made.
 
     No explicit template: ``st.plotly_chart`` styles every figure with the page's Streamlit theme,
     and assigning a template copies it into each figure (~12 ms a chart, the biggest single cost
     of a page refresh).
 
-    ``time_axis``: x values are display milliseconds (see :func:`_to_display_index`) on a date axis.
+    ``time_axis``: x values are display milliseconds (see :func:`_to_display_index`) on a date
+    axis (every x axis of the layout, or ``xaxis`` when it names none).
     """
+    layout = {
+        **layout,
+        "title": {"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
+        "hovermode": hovermode,
+        "uirevision": revision,
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    }
     if time_axis:
-        fig.update_xaxes(type="date")
-    fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        height=height,
-        margin={"l": 60, "r": 20, "t": 60, "b": 40},
-        hovermode=hovermode,
-        uirevision=revision,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
-    )
-    return fig
+        for axis in [name for name in layout if name.startswith("xaxis")] or ["xaxis"]:
+            layout[axis] = {**layout.get(axis, {}), "type": "date"}
+    return go.Figure(data=traces, layout=layout)
+
+
+def _axis(title: str, **kwargs: object) -> dict:
+    """An axis of the layout with a title."""
+    return {"title": {"text": title}, **kwargs}
 
 
 def _empty_figure(*, title: str, revision: str, height: int) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=NO_DATA_TEXT, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                       font={"size": 16, "color": "gray"})
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _base_layout(fig, title=title, revision=revision, height=height, time_axis=False)
+    note = {"text": NO_DATA_TEXT, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False,
+            "font": {"size": 16, "color": "gray"}}
+    return _figure([], {"annotations": [note], "xaxis": {"visible": False}, "yaxis": {"visible": False}},
+                   title=title, revision=revision, height=height, time_axis=False)
 
 
 def _is_empty(obj: pd.Series | pd.DataFrame | None) -> bool:
@@ -168,9 +182,15 @@ def _title(base: str, *details: str | None) -> str:
     return f"{base} ({', '.join(shown)})" if shown else base
 
 
-def _line(series: pd.Series, name: str, **kwargs: object) -> go.Scatter:
-    return go.Scatter(x=series.index, y=series.to_numpy(dtype=float, na_value=np.nan), name=name,
-                      mode="lines", **kwargs)
+def _line(series: pd.Series, name: str, **kwargs: object) -> dict:
+    return {"type": "scatter", "x": series.index.to_numpy(), "y": series.to_numpy(dtype=float, na_value=np.nan),
+            "name": name, "mode": "lines", **kwargs}
+
+
+def _note(y: float, text: str, color: str) -> dict:
+    """A small label at the left edge of the plot, just above ``y`` (e.g. a threshold's value)."""
+    return {"x": 0, "xref": "paper", "y": y, "yref": "y", "text": text, "showarrow": False, "xanchor": "left",
+            "yanchor": "bottom", "font": {"size": 11, "color": color}}
 
 
 def _fmt_signed(value: float) -> str:
@@ -246,8 +266,9 @@ def _hband(y0: float, y1: float, fill: str) -> dict:
             "fillcolor": fill, "line": {"width": 0}, "layer": "below"}
 
 
-def _mark_live_bar(fig: go.Figure, start: float, length: pd.Timedelta | None) -> None:
-    """Shade the still-forming bar (if its length is known), dotted line at its start, labelled "live bar".
+def _live_bar_marks(start: float, length: pd.Timedelta | None) -> tuple[list[dict], dict]:
+    """Layout shapes that shade the still-forming bar (if its length is known) with a dotted line at
+    its start, and the annotation "live bar".
 
     ``start`` is in display milliseconds (see :func:`_to_display_index`). The shapes span the
     whole plot height (``yref="paper"``), so they cover the volume row too; plain layout shapes
@@ -261,9 +282,24 @@ def _mark_live_bar(fig: go.Figure, start: float, length: pd.Timedelta | None) ->
     # The band can be a pixel wide on a long window; the dotted line keeps the live bar findable.
     shapes.append({"type": "line", "x0": start, "x1": start, "line": {"dash": "dot", "color": "darkorange", "width": 1},
                    **span})
-    fig.update_layout(shapes=shapes)
-    fig.add_annotation(x=start, y=1.0, xref="x", yref="paper", text="live bar", showarrow=False,
-                       xanchor="right", yanchor="top", font={"size": 11, "color": "darkorange"})
+    return shapes, {"x": start, "y": 1.0, "xref": "x", "yref": "paper", "text": "live bar", "showarrow": False,
+                    "xanchor": "right", "yanchor": "top", "font": {"size": 11, "color": "darkorange"}}
+
+
+@functools.cache
+def _price_grid(has_volume: bool, dual: bool) -> tuple[dict, dict[tuple[int, bool], dict[str, str]]]:
+    """The price chart's subplot layout (prices, optionally a second price axis and a volume row
+    sharing x) and each (row, secondary y) cell's trace axes, laid out once by ``make_subplots``."""
+    specs: list[list[dict]] = [[{"secondary_y": dual}]] + ([[{}]] if has_volume else [])
+    grid = make_subplots(rows=len(specs), cols=1, shared_xaxes=True, specs=specs, vertical_spacing=0.03,
+                         row_heights=[0.75, 0.25] if has_volume else None)
+    cells = [(1, False)] + ([(1, True)] if dual else []) + ([(2, False)] if has_volume else [])
+    for row, secondary in cells:
+        grid.add_trace(go.Scatter(), row=row, col=1, secondary_y=secondary if dual and row == 1 else None)
+    axes = {cell: {"xaxis": trace.xaxis, "yaxis": trace.yaxis} for cell, trace in zip(cells, grid.data, strict=True)}
+    layout = grid.layout.to_plotly_json()
+    layout.pop("template", None)  # the default one, applied to every figure anyway: validating a copy costs ~9 ms
+    return layout, axes
 
 
 def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
@@ -296,9 +332,9 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
     if _is_empty(closes):
         return _empty_figure(title=title, revision=revision, height=height)
     has_volume = volumes is not None and not _is_empty(volumes)
-    specs: list[list[dict]] = [[{"secondary_y": dual}]] + ([[{}]] if has_volume else [])
-    fig = make_subplots(rows=len(specs), cols=1, shared_xaxes=True, specs=specs, vertical_spacing=0.03,
-                        row_heights=[0.75, 0.25] if has_volume else None)
+    grid, axes = _price_grid(has_volume, dual)
+    layout = copy.deepcopy(grid)
+    traces = []
 
     shown = _thin(closes if dual else _rebase(closes, rebase_to or rebase_levels(closes)), max_points, since)
     # Rebasing is a positive scaling, so the rows chosen for the rebased lines suit the raw closes
@@ -310,9 +346,8 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
         y = shown[symbol]
         raw = raw_closes[symbol].to_numpy(dtype=float, na_value=np.nan)
         hover = "%{y:,.6g} " + quote if dual else "%{y:.2f} (%{customdata:,.6g} " + quote + ")"
-        fig.add_trace(_line(y, str(symbol), line={"color": color, "width": 1.5}, customdata=raw,
-                            legendgroup=str(symbol), hovertemplate=hover),
-                      row=1, col=1, secondary_y=(i == 1) if dual else None)
+        traces.append(_line(y, str(symbol), line={"color": color, "width": 1.5}, customdata=raw,
+                            legendgroup=str(symbol), hovertemplate=hover, **axes[1, dual and i == 1]))
 
     if has_volume:
         # A filled step line per symbol, not bars: a bar is an SVG element of its own, and a day of
@@ -320,23 +355,27 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
         vol = _prepare(volumes.reindex(columns=closes.columns), tz, max_points, since)
         for i, symbol in enumerate(closes.columns):
             color = COLORS[i % len(COLORS)]
-            fig.add_trace(go.Scatter(x=vol.index, y=vol[symbol].to_numpy(dtype=float, na_value=np.nan),
-                                     name=f"{symbol} volume", mode="lines", line={"color": color, "width": 0.5,
-                                                                                "shape": "hv"},
-                                     fill="tozeroy", opacity=0.6, legendgroup=str(symbol), showlegend=False,
-                                     hovertemplate="%{y:,.6g}"), row=2, col=1)
-        fig.update_yaxes(title_text="Volume (base asset)", rangemode="tozero", row=2, col=1)
+            traces.append(_line(vol[symbol], f"{symbol} volume", line={"color": color, "width": 0.5, "shape": "hv"},
+                                fill="tozeroy", opacity=0.6, legendgroup=str(symbol), showlegend=False,
+                                hovertemplate="%{y:,.6g}", **axes[2, False]))
 
+    def axis(cell: tuple[int, bool], kind: str) -> dict:  # the layout's axis of that cell ("x" or "y")
+        name = axes[cell][kind + "axis"]
+        return layout.setdefault(kind + "axis" + name[1:], {})
+
+    if has_volume:
+        axis((2, False), "y").update(_axis("Volume (base asset)", rangemode="tozero"))
     if dual:
-        fig.update_yaxes(title_text=f"{symbols[0]} ({quote})", row=1, col=1, secondary_y=False)
-        fig.update_yaxes(title_text=f"{symbols[1]} ({quote})", row=1, col=1, secondary_y=True, showgrid=False)
+        axis((1, False), "y").update(_axis(f"{symbols[0]} ({quote})"))
+        axis((1, True), "y").update(_axis(f"{symbols[1]} ({quote})", showgrid=False))
     else:
-        fig.update_yaxes(title_text="Price (rebased = 100)", row=1, col=1)
-    fig.update_xaxes(title_text=_time_axis_title(tz), row=len(specs), col=1)
+        axis((1, False), "y").update(_axis("Price (rebased = 100)"))
+    axis((2, False) if has_volume else (1, False), "x").update(_axis(_time_axis_title(tz)))
 
     if open_bar_start is not None:
-        _mark_live_bar(fig, display_time(open_bar_start, tz), _bar_length(closes.index))
-    return _base_layout(fig, title=title, revision=revision, height=height)
+        shapes, note = _live_bar_marks(display_time(open_bar_start, tz), _bar_length(closes.index))
+        layout.update(shapes=shapes, annotations=[note])
+    return _figure(traces, layout, title=title, revision=revision, height=height)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,18 +403,17 @@ def spread_chart(spread: pd.Series, mean: pd.Series, std: pd.Series, *, k: float
     frame = pd.DataFrame({"spread": spread.astype(float), "mean": mean, "upper": mean + k * std,
                           "lower": mean - k * std}, index=spread.index)
     frame = _prepare(frame, tz, max_points, since)
-    fig = go.Figure()
-    fig.add_trace(_line(frame["upper"], f"upper band (mean + {k:g}σ)", line={"width": 0}, showlegend=False,
-                        hovertemplate="%{y:,.6g}"))
-    fig.add_trace(_line(frame["lower"], f"lower band (mean − {k:g}σ)", line={"width": 0}, fill="tonexty",
-                        fillcolor=BAND_FILL, showlegend=False, hovertemplate="%{y:,.6g}"))
-    fig.add_trace(_line(frame["mean"], "rolling mean", line={"color": "gray", "dash": "dash", "width": 1},
-                        hovertemplate="%{y:,.6g}"))
-    fig.add_trace(_line(frame["spread"], "spread", line={"color": COLORS[0], "width": 1.5},
-                        hovertemplate="%{y:,.6g}"))
-    fig.update_xaxes(title_text=_time_axis_title(tz))
-    fig.update_yaxes(title_text=f"Spread ({unit})")
-    return _base_layout(fig, title=title, revision=revision, height=height)
+    traces = [
+        _line(frame["upper"], f"upper band (mean + {k:g}σ)", line={"width": 0}, showlegend=False,
+              hovertemplate="%{y:,.6g}"),
+        _line(frame["lower"], f"lower band (mean − {k:g}σ)", line={"width": 0}, fill="tonexty",
+              fillcolor=BAND_FILL, showlegend=False, hovertemplate="%{y:,.6g}"),
+        _line(frame["mean"], "rolling mean", line={"color": "gray", "dash": "dash", "width": 1},
+              hovertemplate="%{y:,.6g}"),
+        _line(frame["spread"], "spread", line={"color": COLORS[0], "width": 1.5}, hovertemplate="%{y:,.6g}"),
+    ]
+    layout = {"xaxis": _axis(_time_axis_title(tz)), "yaxis": _axis(f"Spread ({unit})")}
+    return _figure(traces, layout, title=title, revision=revision, height=height)
 
 
 def threshold_crossings(z: pd.Series, threshold: float) -> pd.Series:
@@ -406,9 +444,8 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
     if _is_empty(z):
         return _empty_figure(title=title, revision=revision, height=height)
     z = z.astype(float)
-    fig = go.Figure()
-    fig.add_trace(_line(_prepare(z, tz, max_points, since), "z-score", line={"color": COLORS[0], "width": 1.5},
-                        hovertemplate="%{y:.2f}"))
+    traces = [_line(_prepare(z, tz, max_points, since), "z-score", line={"color": COLORS[0], "width": 1.5},
+                    hovertemplate="%{y:.2f}")]
 
     crossings = _prepare(threshold_crossings(z, threshold), tz, max_points, since)
     # One trace per direction with a scalar marker style: per-point style arrays are validated
@@ -417,17 +454,18 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
                                       (crossings < 0, f"crossed below −{threshold:g}", "triangle-down", "#00CC96")):
         marks = crossings[side]
         if len(marks):
-            fig.add_trace(go.Scatter(x=marks.index, y=marks.to_numpy(), name=name, mode="markers",
-                                     hovertemplate="crossed at %{y:.2f}",
-                                     marker={"size": 9, "symbol": symbol, "color": color}))
+            traces.append({"type": "scatter", "x": marks.index.to_numpy(), "y": marks.to_numpy(), "name": name,
+                           "mode": "markers", "hovertemplate": "crossed at %{y:.2f}",
+                           "marker": {"size": 9, "symbol": symbol, "color": color}})
 
     if alerts is not None and len(alerts) and "value" in alerts.columns:
         shown = _prepare(alerts, tz, max_points, since)
         text = shown["message"].astype(str).to_numpy() if "message" in shown.columns else None
-        fig.add_trace(go.Scatter(x=shown.index, y=shown["value"].to_numpy(dtype=float, na_value=np.nan),
-                                 name="alerts", mode="markers", hovertext=text,
-                                 hovertemplate="%{hovertext}" if text is not None else "alert at %{y:.2f}",
-                                 marker={"size": 11, "symbol": "x", "color": "black"}))
+        traces.append({"type": "scatter", "x": shown.index.to_numpy(),
+                       "y": shown["value"].to_numpy(dtype=float, na_value=np.nan), "name": "alerts",
+                       "mode": "markers", "hovertext": text,
+                       "hovertemplate": "%{hovertext}" if text is not None else "alert at %{y:.2f}",
+                       "marker": {"size": 11, "symbol": "x", "color": "black"}})
 
     extent = float(np.nanmax(np.abs(z.to_numpy())))
     if alerts is not None and len(alerts) and "value" in alerts.columns:
@@ -437,13 +475,10 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
     shapes = [_hband(threshold, ymax, STRETCHED_FILL), _hband(-ymax, -threshold, STRETCHED_FILL)] if shade else []
     shapes += [_hline(level, color="#EF553B", dash="dash") for level in (threshold, -threshold)]
     shapes.append(_hline(0.0))
-    fig.update_layout(shapes=shapes)
-    for level in (threshold, -threshold):
-        fig.add_annotation(x=0, xref="paper", y=level, yref="y", text=_fmt_signed(level), showarrow=False,
-                           xanchor="left", yanchor="bottom", font={"size": 11, "color": "#EF553B"})
-    fig.update_xaxes(title_text=_time_axis_title(tz))
-    fig.update_yaxes(title_text="z (σ from rolling mean)", range=[-ymax, ymax])
-    return _base_layout(fig, title=title, revision=revision, height=height)
+    layout = {"shapes": shapes, "annotations": [_note(level, _fmt_signed(level), "#EF553B")
+                                                for level in (threshold, -threshold)],
+              "xaxis": _axis(_time_axis_title(tz)), "yaxis": _axis("z (σ from rolling mean)", range=[-ymax, ymax])}
+    return _figure(traces, layout, title=title, revision=revision, height=height)
 
 
 def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | None = None,
@@ -463,17 +498,13 @@ def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | No
         return _empty_figure(title=title, revision=revision, height=height)
     frame = beta.to_frame(f"β ({method_label})") if isinstance(beta, pd.Series) else beta
     frame = _prepare(frame.astype(float), tz, max_points, since)
-    fig = go.Figure()
-    for i, column in enumerate(frame.columns):
-        fig.add_trace(_line(frame[column], str(column), line={"color": COLORS[i % len(COLORS)], "width": 1.5},
-                            hovertemplate="%{y:.6g}"))
+    traces = [_line(frame[column], str(column), line={"color": COLORS[i % len(COLORS)], "width": 1.5},
+                    hovertemplate="%{y:.6g}") for i, column in enumerate(frame.columns)]
+    layout: dict = {"xaxis": _axis(_time_axis_title(tz)), "yaxis": _axis("β (units of X per unit of Y)")}
     if static_beta is not None and np.isfinite(static_beta):
-        fig.add_shape(_hline(static_beta, dash="dash"))
-        fig.add_annotation(x=0, xref="paper", y=static_beta, yref="y", text=f"static β = {static_beta:.6g}",
-                           showarrow=False, xanchor="left", yanchor="bottom", font={"size": 11, "color": "gray"})
-    fig.update_xaxes(title_text=_time_axis_title(tz))
-    fig.update_yaxes(title_text="β (units of X per unit of Y)")
-    return _base_layout(fig, title=title, revision=revision, height=height)
+        layout.update(shapes=[_hline(static_beta, dash="dash")],
+                      annotations=[_note(static_beta, f"static β = {static_beta:.6g}", "gray")])
+    return _figure(traces, layout, title=title, revision=revision, height=height)
 
 
 def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str | None = None, tz: str = "UTC",
@@ -488,12 +519,11 @@ def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str 
         title = _title("Rolling correlation of returns", label, _window(window))
     if _is_empty(corr):
         return _empty_figure(title=title, revision=revision, height=height)
-    fig = go.Figure(_line(_prepare(corr.astype(float), tz, max_points, since), "correlation",
-                          line={"color": COLORS[0], "width": 1.5}, hovertemplate="%{y:.3f}"))
-    fig.add_shape(_hline(0.0))
-    fig.update_xaxes(title_text=_time_axis_title(tz))
-    fig.update_yaxes(title_text="Correlation (ρ)", range=[-1, 1])
-    return _base_layout(fig, title=title, revision=revision, height=height)
+    trace = _line(_prepare(corr.astype(float), tz, max_points, since), "correlation",
+                  line={"color": COLORS[0], "width": 1.5}, hovertemplate="%{y:.3f}")
+    layout = {"shapes": [_hline(0.0)], "xaxis": _axis(_time_axis_title(tz)),
+              "yaxis": _axis("Correlation (ρ)", range=[-1, 1])}
+    return _figure([trace], layout, title=title, revision=revision, height=height)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -516,12 +546,12 @@ def correlation_heatmap(matrix: pd.DataFrame, *, subtitle: str | None = None, tz
         return _empty_figure(title=title, revision=revision, height=height)
     values = matrix.to_numpy(dtype=float, na_value=np.nan)
     text = np.where(np.isfinite(values), np.char.mod("%.2f", np.nan_to_num(values)), "")
-    fig = go.Figure(go.Heatmap(z=values, x=[str(c) for c in matrix.columns], y=[str(i) for i in matrix.index],
-                               zmin=-1.0, zmax=1.0, zmid=0.0, colorscale="RdBu", text=text, texttemplate="%{text}",
-                               hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
-                               colorbar={"title": {"text": "ρ"}}, name="correlation"))
-    fig.update_yaxes(autorange="reversed")
-    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest", time_axis=False)
+    heatmap = {"type": "heatmap", "z": values, "x": [str(c) for c in matrix.columns],
+               "y": [str(i) for i in matrix.index], "zmin": -1.0, "zmax": 1.0, "zmid": 0.0, "colorscale": "RdBu",
+               "text": text, "texttemplate": "%{text}", "hovertemplate": "%{y} vs %{x}: %{z:.3f}<extra></extra>",
+               "colorbar": {"title": {"text": "ρ"}}, "name": "correlation"}
+    return _figure([heatmap], {"yaxis": {"autorange": "reversed"}}, title=title, revision=revision, height=height,
+                   hovermode="closest", time_axis=False)
 
 
 def lead_lag_chart(lags: np.ndarray, correlations: np.ndarray, *, best_lag: int | None = None,
@@ -554,12 +584,12 @@ def lead_lag_chart(lags: np.ndarray, correlations: np.ndarray, *, best_lag: int 
     colors = np.where(lags == best_lag, "#EF553B", COLORS[0]) if best_lag is not None else COLORS[0]
     seconds = lags * bar_seconds if bar_seconds else None
     hover = "lag %{x:+d} bars" + (" (%{customdata:+g} s)" if seconds is not None else "") + ": ρ = %{y:.3f}"
-    fig = go.Figure(go.Bar(x=lags, y=correlations, name="correlation by lag", marker={"color": colors},
-                           customdata=seconds, hovertemplate=hover + "<extra></extra>"))
-    fig.add_shape(_hline(0.0))
-    fig.update_xaxes(title_text=f"lag (bars; positive = {positive_means})", dtick=1 if lags.size <= 25 else None)
-    fig.update_yaxes(title_text="Correlation of returns (ρ)", range=[-1, 1])
-    return _base_layout(fig, title=title, revision=revision, height=height, hovermode="closest", time_axis=False)
+    bars = {"type": "bar", "x": lags, "y": correlations, "name": "correlation by lag", "marker": {"color": colors},
+            "customdata": seconds, "hovertemplate": hover + "<extra></extra>"}
+    x_axis = _axis(f"lag (bars; positive = {positive_means})", **({"dtick": 1} if lags.size <= 25 else {}))
+    layout = {"shapes": [_hline(0.0)], "xaxis": x_axis, "yaxis": _axis("Correlation of returns (ρ)", range=[-1, 1])}
+    return _figure([bars], layout, title=title, revision=revision, height=height, hovermode="closest",
+                   time_axis=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -579,20 +609,17 @@ def equity_chart(equity: pd.Series, *, drawdown: bool = True, unit: str = "quote
     if _is_empty(equity):
         return _empty_figure(title=title, revision=revision, height=height)
     equity = equity.astype(float)
-    fig = go.Figure()
     line = {"color": COLORS[0], "width": 1.5}
     if drawdown:
         peak = equity.cummax()
         max_dd = float(np.nanmax((peak - equity).to_numpy()))
         title += f" · max drawdown {max_dd:,.2f}"
         frame = _prepare(pd.DataFrame({"equity": equity, "peak": peak}), tz, max_points)
-        fig.add_trace(_line(frame["peak"], "running peak", line={"color": "gray", "dash": "dot", "width": 1},
-                            hovertemplate="%{y:,.2f}"))
-        fig.add_trace(_line(frame["equity"], "equity", line=line, fill="tonexty", fillcolor=DRAWDOWN_FILL,
-                            hovertemplate="%{y:,.2f}"))
+        traces = [_line(frame["peak"], "running peak", line={"color": "gray", "dash": "dot", "width": 1},
+                        hovertemplate="%{y:,.2f}"),
+                  _line(frame["equity"], "equity", line=line, fill="tonexty", fillcolor=DRAWDOWN_FILL,
+                        hovertemplate="%{y:,.2f}")]
     else:
-        fig.add_trace(_line(_prepare(equity, tz, max_points), "equity", line=line, hovertemplate="%{y:,.2f}"))
-    fig.add_shape(_hline(0.0))
-    fig.update_xaxes(title_text=_time_axis_title(tz))
-    fig.update_yaxes(title_text=f"PnL ({unit})")
-    return _base_layout(fig, title=title, revision=revision, height=height)
+        traces = [_line(_prepare(equity, tz, max_points), "equity", line=line, hovertemplate="%{y:,.2f}")]
+    layout = {"shapes": [_hline(0.0)], "xaxis": _axis(_time_axis_title(tz)), "yaxis": _axis(f"PnL ({unit})")}
+    return _figure(traces, layout, title=title, revision=revision, height=height)
