@@ -7,6 +7,7 @@ by itself once enough bars exist.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -99,9 +100,14 @@ def span_slice(index: pd.Index, start: pd.Timestamp | None, end: pd.Timestamp | 
     return slice(first, max(first, last))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: the half-life is fitted when first asked for (cached_property)
 class PairAnalytics:
-    """Aligned series (one value per bar, NaN during warm-up) and latest values for one pair."""
+    """Aligned series (one value per bar, NaN during warm-up) and latest values for one pair.
+
+    ``waiting``: analytics other than the half-life that still need bars. The half-life, a
+    statistic of the whole span, is fitted on first use (:attr:`half_life`, :attr:`needs`): a
+    view is cut several times a refresh (lookback, chart step) and most cuts never show it.
+    """
 
     params: PairParams
     index: pd.DatetimeIndex
@@ -114,15 +120,29 @@ class PairAnalytics:
     spread_std: pd.Series | None
     zscore: pd.Series | None
     correlation: pd.Series | None
-    half_life: HalfLife | None
     r_squared: float | None
-    needs: tuple[Needs, ...] = field(default=())
+    waiting: tuple[Needs, ...] = field(default=())
+
+    @functools.cached_property
+    def _half_life_fit(self) -> tuple[HalfLife | None, Needs | None]:
+        return _half_life(self.spread, len(self.index))
+
+    @property
+    def half_life(self) -> HalfLife | None:
+        """Mean-reversion half-life of the spread's defined values over this span (None until fitted)."""
+        return self._half_life_fit[0]
+
+    @property
+    def needs(self) -> tuple[Needs, ...]:
+        """Every analytic still waiting for bars, the half-life included."""
+        need = self._half_life_fit[1]
+        return self.waiting + ((need,) if need is not None else ())
 
     def since(self, start: pd.Timestamp | None, end: pd.Timestamp | None = None) -> PairAnalytics:
         """These series from ``start`` on (all for None), and before ``end`` if given.
 
         Per-bar values stay those computed on the whole input (a rolling value depends on its own
-        window only); the half-life, a statistic of the whole span, is fitted again on the cut.
+        window only); the half-life, a statistic of the whole span, is fitted on the cut (when asked).
         """
         if start is None and end is None:
             return self
@@ -131,15 +151,10 @@ class PairAnalytics:
             # Each on its own index: the correlation of returns starts a bar later than the closes.
             return None if series is None else series.iloc[span_slice(series.index, start, end)]
 
-        spread_series = crop(self.spread)
-        index = self.index[span_slice(self.index, start, end)]
-        hl, hl_need = _half_life(spread_series, len(index))
-        needs = tuple(need for need in self.needs if not need.what.startswith("Half-life"))
-        return replace(self, index=index, y=crop(self.y), x=crop(self.x), beta=crop(self.beta),
-                       alpha=crop(self.alpha), spread=spread_series, spread_mean=crop(self.spread_mean),
-                       spread_std=crop(self.spread_std), zscore=crop(self.zscore),
-                       correlation=crop(self.correlation), half_life=hl,
-                       needs=needs + ((hl_need,) if hl_need is not None else ()))
+        return replace(self, index=self.index[span_slice(self.index, start, end)], y=crop(self.y), x=crop(self.x),
+                       beta=crop(self.beta), alpha=crop(self.alpha), spread=crop(self.spread),
+                       spread_mean=crop(self.spread_mean), spread_std=crop(self.spread_std),
+                       zscore=crop(self.zscore), correlation=crop(self.correlation))
 
     @property
     def latest(self) -> dict[str, float]:
@@ -189,11 +204,8 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
     else:
         needs.append(Needs("Rolling correlation", returns_needed, n))
 
-    hl, hl_need = _half_life(spread_series, n)
-    if hl_need is not None:
-        needs.append(hl_need)
     return PairAnalytics(params, closes.index, y_raw, x_raw, beta, alpha, spread_series, mean, std, z,
-                         correlation, hl, r_squared, tuple(needs))
+                         correlation, r_squared, tuple(needs))
 
 
 def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | None:
@@ -205,13 +217,13 @@ def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | No
     ``2 × window`` bars before them (what a z-score's window of spreads reaches back to) instead
     of on the whole span: a closed bar of a day's lookback costs its own bars, not the day. The
     values equal the whole computation's to rounding (the rolling sums start elsewhere); the
-    half-life, a statistic of the whole span, is fitted again. None for in-sample fits and the
+    half-life, a statistic of the whole span, is fitted on the result. None for in-sample fits and the
     Kalman filter (each new bar moves every value), and while any analytic still waits for bars.
 
     ``closes``: aligned closes as for :func:`compute_pair`, the rows ``pair`` was computed on first.
     """
     p = pair.params
-    if REGRESSIONS[p.regression][0] != "rolling_ols" or _waiting(pair.needs) or not len(pair.index):
+    if REGRESSIONS[p.regression][0] != "rolling_ols" or pair.waiting or not len(pair.index):
         return None
     last = pair.index[-1]
     new = closes.iloc[closes.index.searchsorted(last, side="right"):]
@@ -223,26 +235,19 @@ def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | No
         return None
     recent = pd.DataFrame({p.y: pair.y.iloc[-context:], p.x: pair.x.iloc[-context:]})
     part = compute_pair(pd.concat([recent, new[[p.y, p.x]]]), p)
-    if _waiting(part.needs):
+    if part.waiting:
         return None
-
-    def joined(old: pd.Series, fresh: pd.Series) -> pd.Series:
-        return pd.concat([old, fresh.iloc[fresh.index.searchsorted(last, side="right"):]])
-
-    spread_series = joined(pair.spread, part.spread)
     index = pair.index.append(new.index)
-    hl, hl_need = _half_life(spread_series, len(index))
+
+    def joined(old: pd.Series, fresh: pd.Series, on: pd.Index = index) -> pd.Series:
+        # The new bars are the last rows of the part; one index for every series on the bars.
+        return pd.Series(np.concatenate([old.to_numpy(), fresh.to_numpy()[-len(new):]]), index=on, name=old.name)
+
     return replace(pair, index=index, y=joined(pair.y, part.y), x=joined(pair.x, part.x),
-                   beta=joined(pair.beta, part.beta), alpha=joined(pair.alpha, part.alpha), spread=spread_series,
-                   spread_mean=joined(pair.spread_mean, part.spread_mean),
+                   beta=joined(pair.beta, part.beta), alpha=joined(pair.alpha, part.alpha),
+                   spread=joined(pair.spread, part.spread), spread_mean=joined(pair.spread_mean, part.spread_mean),
                    spread_std=joined(pair.spread_std, part.spread_std), zscore=joined(pair.zscore, part.zscore),
-                   correlation=joined(pair.correlation, part.correlation), half_life=hl,
-                   needs=(hl_need,) if hl_need is not None else ())
-
-
-def _waiting(needs: tuple[Needs, ...]) -> bool:
-    """Whether an analytic other than the half-life (refitted on any span) still waits for bars."""
-    return any(not need.what.startswith("Half-life") for need in needs)
+                   correlation=joined(pair.correlation, part.correlation, pair.correlation.index.append(new.index)))
 
 
 def _half_life(spread_series: pd.Series | None, n: int) -> tuple[HalfLife | None, Needs | None]:
