@@ -160,8 +160,17 @@ def _thin(obj: PandasT, max_points: int, since: pd.Timestamp | None) -> PandasT:
     """Downsampled for display (min/max preserving); with ``since`` (UTC) only the rows from
     there on, none dropped: the tail of a chart extended in the browser (see :mod:`ui.live_chart`)."""
     if since is not None:
-        return obj[obj.index >= since]
+        return _from(obj, since)
     return downsample(obj, max_points)
+
+
+def _from(obj: PandasT, since: pd.Timestamp | None) -> PandasT:
+    """The rows from ``since`` (UTC) on, all for None; found by binary search, a view not a copy.
+
+    A chart update cuts its series here before computing anything per point: its tail is a few
+    bars of a day's series.
+    """
+    return obj if since is None else obj.iloc[int(obj.index.searchsorted(since, side="left")):]
 
 
 def _to_display(obj: PandasT, tz: str) -> PandasT:
@@ -336,10 +345,12 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
     layout = copy.deepcopy(grid)
     traces = []
 
-    shown = _thin(closes if dual else _rebase(closes, rebase_to or rebase_levels(closes)), max_points, since)
+    levels = None if dual else rebase_to or rebase_levels(closes)  # the first closes of the whole series
+    closes_from = _from(closes, since)
+    shown = _thin(closes_from if levels is None else _rebase(closes_from, levels), max_points, since)
     # Rebasing is a positive scaling, so the rows chosen for the rebased lines suit the raw closes
     # shown in the hover as well.
-    raw_closes = closes.reindex(shown.index)
+    raw_closes = closes_from.reindex(shown.index)
     shown = _to_display(shown, tz)
     for i, symbol in enumerate(closes.columns):
         color = COLORS[i % len(COLORS)]
@@ -352,7 +363,7 @@ def price_chart(closes: pd.DataFrame, volumes: pd.DataFrame | None = None, *,
     if has_volume:
         # A filled step line per symbol, not bars: a bar is an SVG element of its own, and a day of
         # 1 s bars made tens of thousands of them, which the browser re-laid out on every update.
-        vol = _prepare(volumes.reindex(columns=closes.columns), tz, max_points, since)
+        vol = _prepare(_from(volumes, since).reindex(columns=closes.columns), tz, max_points, since)
         for i, symbol in enumerate(closes.columns):
             color = COLORS[i % len(COLORS)]
             traces.append(_line(vol[symbol], f"{symbol} volume", line={"color": color, "width": 0.5, "shape": "hv"},
@@ -398,8 +409,11 @@ def spread_chart(spread: pd.Series, mean: pd.Series, std: pd.Series, *, k: float
         title = _title(f"Spread with rolling mean ± {k:g}σ band", unit, _window(window))
     if _is_empty(spread):
         return _empty_figure(title=title, revision=revision, height=height)
-    mean = mean.reindex(spread.index).astype(float) if mean is not None else pd.Series(np.nan, index=spread.index)
-    std = std.reindex(spread.index).astype(float) if std is not None else pd.Series(np.nan, index=spread.index)
+    spread = _from(spread, since)
+    mean = _from(mean, since).reindex(spread.index).astype(float) if mean is not None else \
+        pd.Series(np.nan, index=spread.index)
+    std = _from(std, since).reindex(spread.index).astype(float) if std is not None else \
+        pd.Series(np.nan, index=spread.index)
     frame = pd.DataFrame({"spread": spread.astype(float), "mean": mean, "upper": mean + k * std,
                           "lower": mean - k * std}, index=spread.index)
     frame = _prepare(frame, tz, max_points, since)
@@ -447,7 +461,9 @@ def zscore_chart(z: pd.Series, *, threshold: float = 2.0, alerts: pd.DataFrame |
     traces = [_line(_prepare(z, tz, max_points, since), "z-score", line={"color": COLORS[0], "width": 1.5},
                     hovertemplate="%{y:.2f}")]
 
-    crossings = _prepare(threshold_crossings(z, threshold), tz, max_points, since)
+    # Crossings of the whole series; a tail needs only the bar before it to find its own.
+    recent = z if since is None else z.iloc[max(int(z.index.searchsorted(since, side="left")) - 1, 0):]
+    crossings = _prepare(threshold_crossings(recent, threshold), tz, max_points, since)
     # One trace per direction with a scalar marker style: per-point style arrays are validated
     # element by element and cost more than the rest of the chart on a day of 1 s bars.
     for side, name, symbol, color in ((crossings > 0, f"crossed above +{threshold:g}", "triangle-up", "#EF553B"),
@@ -497,7 +513,7 @@ def hedge_ratio_chart(beta: pd.Series | pd.DataFrame, *, static_beta: float | No
     if _is_empty(beta):
         return _empty_figure(title=title, revision=revision, height=height)
     frame = beta.to_frame(f"β ({method_label})") if isinstance(beta, pd.Series) else beta
-    frame = _prepare(frame.astype(float), tz, max_points, since)
+    frame = _prepare(_from(frame, since).astype(float), tz, max_points, since)
     traces = [_line(frame[column], str(column), line={"color": COLORS[i % len(COLORS)], "width": 1.5},
                     hovertemplate="%{y:.6g}") for i, column in enumerate(frame.columns)]
     layout: dict = {"xaxis": _axis(_time_axis_title(tz)), "yaxis": _axis("β (units of X per unit of Y)")}
@@ -519,7 +535,7 @@ def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str 
         title = _title("Rolling correlation of returns", label, _window(window))
     if _is_empty(corr):
         return _empty_figure(title=title, revision=revision, height=height)
-    trace = _line(_prepare(corr.astype(float), tz, max_points, since), "correlation",
+    trace = _line(_prepare(_from(corr, since).astype(float), tz, max_points, since), "correlation",
                   line={"color": COLORS[0], "width": 1.5}, hovertemplate="%{y:.3f}")
     layout = {"shapes": [_hline(0.0)], "xaxis": _axis(_time_axis_title(tz)),
               "yaxis": _axis("Correlation (ρ)", range=[-1, 1])}
