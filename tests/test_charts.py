@@ -142,6 +142,33 @@ def test_time_series_use_unified_hover_and_a_common_height(name: str) -> None:
     assert 300 <= fig.layout.height <= 420
 
 
+@pytest.mark.parametrize("name", [name for name in TIME_SERIES_CHARTS if name != "equity"])
+@pytest.mark.parametrize("since", [0, 37, 79, 80])
+def test_a_tail_holds_the_whole_figures_points_from_its_first_bar_and_the_same_layout(name: str, since: int) -> None:
+    """What a chart update sends (``since``) is the whole figure's points from there on, unthinned,
+    with the layout computed over every point (bands, ranges, crossings)."""
+    build = TIME_SERIES_CHARTS[name]
+    extra = {"threshold": 0.4} if name == "zscore" else {}  # threshold crossings to draw
+    start = utc_index(80)[since] if since < 80 else utc_index(81)[80]
+    whole = build(80, 4, max_points=10_000, tz="Asia/Kolkata", **extra)
+    tail = build(80, 4, since=start, tz="Asia/Kolkata", **extra)
+    assert tail.layout == whole.layout
+    cut = charts.display_time(start, "Asia/Kolkata")
+    parts = {trace.name: trace for trace in tail.data}
+    assert len(parts) == len(tail.data) and set(parts) <= set(names(whole))
+    for full in whole.data:
+        keep = np.asarray(full.x, dtype=float) >= cut
+        if full.name not in parts:  # a marker trace with no point in the tail
+            assert not keep.any()
+            continue
+        part = parts[full.name]
+        assert np.asarray(part.x).tolist() == np.asarray(full.x)[keep].tolist()
+        for key in ("y", "customdata"):
+            if getattr(full, key) is not None:
+                np.testing.assert_array_equal(np.asarray(getattr(part, key), dtype=float),
+                                              np.asarray(getattr(full, key), dtype=float)[keep])
+
+
 @pytest.mark.parametrize("name", EMPTY_CALLS)
 def test_empty_input_gives_a_no_data_figure(name: str) -> None:
     fig = EMPTY_CALLS[name]()
