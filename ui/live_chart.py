@@ -111,6 +111,22 @@ function apply(Plotly, div, payload, setTriggerValue) {
   div.__live = { rev: payload.rev, seq: payload.seq };
 }
 
+// One chart per task: a page's charts all arrive in one render pass, and drawing them back to
+// back (promise callbacks run before anything else) held the main thread for one long task, in
+// which the live panel's prices waited. Between two charts the browser handles its events.
+const pending = [];
+const turn = new MessageChannel();
+turn.port1.onmessage = () => {
+  const job = pending.shift();
+  if (pending.length) turn.port2.postMessage(null);
+  job();
+};
+
+function later(job) {
+  pending.push(job);
+  if (pending.length === 1) turn.port2.postMessage(null);
+}
+
 export function render(component) {
   const { data, parentElement, setTriggerValue } = component;
   let div = parentElement.querySelector(".live-chart");
@@ -119,7 +135,7 @@ export function render(component) {
     div.className = "live-chart";
     parentElement.appendChild(div);
   }
-  loadPlotly().then((Plotly) => apply(Plotly, div, data, setTriggerValue));
+  loadPlotly().then((Plotly) => later(() => apply(Plotly, div, data, setTriggerValue)));
 }
 """
 _STUB_JS = """
