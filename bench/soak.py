@@ -7,10 +7,11 @@ clock reaches the wall clock the same source goes on at live speed (~18 trades/s
 caught up.
 
 Phase 2 (refreshes): every ``--refresh-s`` seconds for ``--minutes`` minutes, the code the page runs for
-one chart refresh: ``pairs.bars.load_pair_bars`` (24 h lookback by default) → ``compute_pair`` →
-the ``ui.charts`` figures of the Charts tab, the status panel, the Feed tab's event read and, on 1 min
-bars, the per-minute table. Timeframes and regressions rotate (1 s rolling OLS, 1 min Kalman, 5 min
-Theil–Sen, 1 s Huber) so every cache and code path is exercised.
+one chart refresh: the service's shared pair view (``pairs.shared``: computed whole, or extended by
+the bars that closed since; 24 h lookback by default) → the ``ui.charts`` figures of the Charts tab,
+the status panel, the Feed tab's event read and, on 1 min bars, the per-minute table. Timeframes
+and regressions rotate (1 s rolling OLS, 1 min Kalman, 5 min Theil–Sen, 1 s Huber) so every cache
+and code path is exercised.
 
 RSS (``VmRSS`` of /proc/self/status) is sampled at the start, after 100k ticks (half the burst if it is
 smaller), at the end of the burst, after warm-up (the burst drained to disk and one refresh of each kind),
@@ -37,8 +38,8 @@ from analytics import correlation_matrix, lead_lag, log_returns
 from config import TIMEFRAMES_MS, Settings
 from ingestion.simulated import SimulatedSource, symbol_spec
 from ingestion.source import SourceStats, TradeSink
-from pairs.bars import LOOKBACKS_MS, PairBars, load_pair_bars
-from pairs.compute import PairParams, compute_pair, live_zscore
+from pairs.bars import LOOKBACKS_MS, PairBars
+from pairs.compute import PairParams, live_zscore
 from records import FeedState, Trade, now_ms
 from service import Service
 from storage import open_ticks
@@ -104,11 +105,12 @@ def refresh(service: Service, timeframe: str, regression: str, lookback_ms: int)
     """One chart refresh as the page does it; returns the number of aligned bars."""
     interval_ms = TIMEFRAMES_MS[timeframe]
     engine = service.engine
-    bars: PairBars = load_pair_bars(engine, service.history, SYMBOLS, interval_ms, lookback_ms)
-    if bars.aligned is None:
-        return 0
     params = PairParams(Y, X, 60, regression)
-    pair = compute_pair(bars.aligned.closes, params)
+    view = service.shared.view(SYMBOLS, interval_ms, lookback_ms, params, warmup_bars=2 * params.window)
+    if view.bars.aligned is None or view.pair is None:
+        return 0
+    bars: PairBars = view.bars.since(view.bars.shown_from)
+    pair = view.pair.since(view.bars.shown_from)
     aligned, rev = bars.aligned, f"soak|{timeframe}|{regression}"
     figures = [charts.price_chart(aligned.closes[[Y, X]], aligned.volumes[[Y, X]], open_bar_start=bars.open_bar_start,
                                   revision=rev, max_points=FULL_WIDTH_POINTS)]
@@ -252,7 +254,8 @@ def main() -> int:
           f"{peak_backlog:,}")
     print(f"refreshes: {len(refresh_times)} over {args.minutes:g} min ({args.lookback} lookback, up to "
           f"{aligned_bars:,} aligned bars); median {statistics.median(refresh_times) * 1000:,.0f} ms, "
-          f"max {max(refresh_times) * 1000:,.0f} ms")
+          f"max {max(refresh_times) * 1000:,.0f} ms; shared views computed whole {service.shared.computed:,}, "
+          f"extended {service.shared.extended:,}")
     print()
     print(f"{'sample':<12}{'t (s)':>8}{'ticks':>11}{'stored':>11}{'backlog':>9}{'RSS MB':>9}{'Δ warm':>8}"
           f"{'refr.':>7}{'ms/refr':>9}")

@@ -8,6 +8,13 @@ span of the same pair and parameters is cut from a longer one already computed w
 analytics do not depend on where the span starts (rolling OLS: each value depends only on its
 own window), so the alert monitor's short look costs nothing while a page shows the pair.
 
+When a bar closes, a rolling-OLS view is not computed again over its whole span: the newest
+earlier view of the same series is extended by the bars that closed since
+(:meth:`pairs.bars.PairBars.extended`, :func:`pairs.compute.extend_pair`), its start sliding with
+the market. A whole computation happens at the first ask, when stored history changes, for
+in-sample fits and the Kalman filter, and when a bar turns up before the last one already
+aligned (a trade that came late).
+
 The still-forming bar is not part of a view (it changes with every trade); the page adds it for
 display (:func:`pairs.bars.with_open_bar`) and the live panel computes the open bar's z-score
 from the view's last closed bars.
@@ -59,7 +66,6 @@ class _Key:
     live_version: int  # bumped by the engine whenever a live bar closes
     history_version: int  # bumped whenever stored bars of this interval arrive
 
-
     def same_series(self, other: _Key) -> bool:
         """Whether ``other`` asks for the same pair and parameters (at any version of the data)."""
         return replace(self, live_version=other.live_version, history_version=other.history_version) == other
@@ -68,7 +74,6 @@ class _Key:
 @dataclass(frozen=True, slots=True)
 class _Entry:
     since_ms: int
-    shown_from_ms: int
     view: PairView
     first_live: tuple[int | None, ...]  # where each symbol's live bars began when this was computed
 
@@ -127,7 +132,7 @@ class SharedAnalytics:
                         pair = None
                         if bars.aligned is not None:
                             pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
-                        hit = _Entry(since, shown_from, PairView(bars, pair, epoch, key.history_version), first_live)
+                        hit = _Entry(since, PairView(bars, pair, epoch, key.history_version), first_live)
                         self.computed += 1
                     else:
                         self.extended += 1
@@ -173,7 +178,7 @@ class SharedAnalytics:
         pair = extend_pair(base.pair, bars.closes(min_trades=key.min_trades, min_volume=key.min_volume))
         if pair is None:
             return None
-        return _Entry(keep_from, prior.shown_from_ms, PairView(bars, pair, epoch, key.history_version), first_live)
+        return _Entry(keep_from, PairView(bars, pair, epoch, key.history_version), first_live)
 
     def _new_bars(self, bars: PairBars, key: _Key, since: int, epoch: int) -> dict[str, pd.DataFrame] | None:
         """Each symbol's bars after its last one in ``bars``, up to ``epoch``; None if a symbol's last
