@@ -129,7 +129,8 @@ class PairAnalytics:
 
     @property
     def half_life(self) -> HalfLife | None:
-        """Mean-reversion half-life of the spread's defined values over this span (None until fitted)."""
+        """Mean-reversion half-life of the spread's defined values over this span; None where it
+        cannot be fitted yet (too few bars: see :attr:`needs`)."""
         return self._half_life_fit[0]
 
     @property
