@@ -66,9 +66,14 @@ class _Key:
     live_version: int  # bumped by the engine whenever a live bar closes
     history_version: int  # bumped whenever stored bars of this interval arrive
 
+    @property
+    def series(self) -> _Key:
+        """This key at no particular version of the data: the pair and parameters alone."""
+        return replace(self, live_version=0, history_version=0)
+
     def same_series(self, other: _Key) -> bool:
         """Whether ``other`` asks for the same pair and parameters (at any version of the data)."""
-        return replace(self, live_version=other.live_version, history_version=other.history_version) == other
+        return self.series == other.series
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +105,9 @@ class SharedAnalytics:
         self.max_entries = max_entries
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._compute_lock = threading.Lock()  # one computation at a time: the second asker waits, then reuses
+        # One computation per series at a time (the second asker waits, then reuses it); other series
+        # go on meanwhile: a tab on the Kalman filter over a day (~0.4 s a bar) holds up no one else.
+        self._series_locks: dict[_Key, threading.Lock] = {}
         self.computed = 0  # whole computations so far (for tests and benchmarks)
         self.extended = 0  # views extended by the bars that closed since an earlier one
         self.served = 0  # views served from the cache
@@ -121,11 +128,12 @@ class SharedAnalytics:
         span_free = REGRESSIONS[params.regression][0] == "rolling_ols"
         hit = self._lookup(key, since, span_free)
         if hit is None:
-            with self._compute_lock:
+            with self._series_lock(key):
                 hit = self._lookup(key, since, span_free)  # computed meanwhile by another asker?
                 if hit is None:
                     first_live = tuple(self.engine.bars.first_start_ms(s) for s in symbols)
                     hit = self._extended(key, since, epoch, market_now, first_live) if span_free else None
+                    was_extended = hit is not None
                     if hit is None:
                         bars = load_pair_bars(self.engine, self.history, symbols, interval_ms, lookback_ms,
                                               warmup_bars, closed_before_ms=epoch)
@@ -133,10 +141,11 @@ class SharedAnalytics:
                         if bars.aligned is not None:
                             pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
                         hit = _Entry(since, PairView(bars, pair, epoch, key.history_version), first_live)
-                        self.computed += 1
-                    else:
-                        self.extended += 1
                     with self._lock:
+                        if was_extended:
+                            self.extended += 1
+                        else:
+                            self.computed += 1
                         # Older versions of the same series are never asked for again: drop them now.
                         for old in [k for k in self._entries if k.same_series(key) and k != key]:
                             del self._entries[old]
@@ -144,13 +153,29 @@ class SharedAnalytics:
                         while len(self._entries) > self.max_entries:
                             self._entries.popitem(last=False)
                 else:
-                    self.served += 1
+                    self._count_served()
         else:
-            self.served += 1
+            self._count_served()
         view = hit.view if hit.since_ms == since else hit.view.since(since)
         shown = pd.Timestamp(shown_from, unit="ms", tz="UTC")
         pair = None if view.pair is None else replace(view.pair, params=params)
         return PairView(replace(view.bars, shown_from=shown), pair, epoch, view.data_version)
+
+    def _series_lock(self, key: _Key) -> threading.Lock:
+        """The lock of ``key``'s series (made on first use; those of series no longer cached are dropped)."""
+        series = key.series
+        with self._lock:
+            lock = self._series_locks.get(series)
+            if lock is None:
+                if len(self._series_locks) >= 2 * self.max_entries:
+                    cached = {k.series for k in self._entries}
+                    self._series_locks = {k: v for k, v in self._series_locks.items() if k in cached or v.locked()}
+                lock = self._series_locks[series] = threading.Lock()
+            return lock
+
+    def _count_served(self) -> None:
+        with self._lock:
+            self.served += 1
 
     def _extended(self, key: _Key, since: int, epoch: int, market_now: int,
                   first_live: tuple[int | None, ...]) -> _Entry | None:

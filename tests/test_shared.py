@@ -210,3 +210,32 @@ def test_a_closed_bar_extends_the_shared_view_which_equals_computing_the_whole(t
         assert shared.computed == 4 and shared.extended == 2
     finally:
         svc.stop()
+
+
+def test_a_slow_computation_holds_up_only_the_readers_of_its_own_series(service, monkeypatch):
+    import pairs.shared
+
+    slow = PairParams("ETHUSDT", "BTCUSDT", window=10, regression="Kalman filter")
+    entered, release = threading.Event(), threading.Event()
+    real = pairs.shared.compute_pair
+
+    def compute(closes, params):
+        if params.regression == slow.regression:  # e.g. the Kalman filter over a day of 1 s bars
+            entered.set()
+            assert release.wait(10)
+        return real(closes, params)
+
+    monkeypatch.setattr(pairs.shared, "compute_pair", compute)
+    shared, symbols = service.shared, ("ETHUSDT", "BTCUSDT")
+    views = {}
+    kalman = threading.Thread(target=lambda: views.update(kalman=shared.view(symbols, 1_000, 50_000, slow)))
+    kalman.start()
+    try:
+        assert entered.wait(10)
+        # Another series is computed while the slow one is still running (it used to wait for it).
+        views["ols"] = shared.view(symbols, 1_000, 50_000, PARAMS)
+        assert views["ols"].pair.zscore is not None and kalman.is_alive() and "kalman" not in views
+    finally:
+        release.set()
+        kalman.join(10)
+    assert views["kalman"].pair.beta is not None and shared.computed == 2
