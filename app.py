@@ -21,7 +21,7 @@ from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
 from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import PairBars, dataset_pair_bars, with_open_bar
-from pairs.compute import REGRESSIONS, PairAnalytics, PairParams, compute_pair, live_context, live_values
+from pairs.compute import PairAnalytics, PairParams, compute_pair, live_context, live_values
 from pairs.shared import PairView
 from service import Service, ServiceRegistry, TooManyFeeds
 from storage import Site, StorageError, open_ticks
@@ -151,7 +151,7 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
     last = aligned.index[-1]
     closed_last = pair.index[-1] if len(pair.index) else None
     # Rolling OLS never revises a past β; an in-sample fit or the Kalman prior moves with the lookback.
-    rolling = REGRESSIONS[p.regression][0] == "rolling_ols"
+    rolling = p.span_free
     # The analytics change only when a bar closes: an unchanged last bar means nothing to send.
     closed = (closed_last, len(pair.index))
     unit = "log price" if p.log_prices else "quote currency"

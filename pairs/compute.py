@@ -86,6 +86,13 @@ class PairParams:
         if self.regression not in REGRESSIONS:
             raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
 
+    @property
+    def span_free(self) -> bool:
+        """Whether each value depends only on its own trailing window, not on where the span starts
+        (rolling OLS): past values never change, so a span may be cut from a longer one or extended
+        bar by bar. An in-sample fit or the Kalman prior moves with the span."""
+        return REGRESSIONS[self.regression][0] == "rolling_ols"
+
 
 def span_slice(index: pd.Index, start: pd.Timestamp | None, end: pd.Timestamp | None) -> slice:
     """Positions of a sorted time ``index`` at or after ``start`` and before ``end`` (None: no bound
@@ -224,7 +231,7 @@ def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | No
     ``closes``: aligned closes as for :func:`compute_pair`, the rows ``pair`` was computed on first.
     """
     p = pair.params
-    if REGRESSIONS[p.regression][0] != "rolling_ols" or pair.waiting or not len(pair.index):
+    if not p.span_free or pair.waiting or not len(pair.index):
         return None
     last = pair.index[-1]
     new = closes.iloc[closes.index.searchsorted(last, side="right"):]

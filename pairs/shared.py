@@ -32,7 +32,7 @@ import pandas as pd
 from ingestion.engine import BAR_CLOSE_GRACE_MS, Engine
 from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import BarHistory, PairBars, load_pair_bars, symbol_frames
-from pairs.compute import REGRESSIONS, PairAnalytics, PairParams, compute_pair, extend_pair
+from pairs.compute import PairAnalytics, PairParams, compute_pair, extend_pair
 from records import now_ms
 
 MAX_ENTRIES = 32
@@ -125,7 +125,7 @@ class SharedAnalytics:
         # Keyed by the data, not the clock: a quiet feed's view is reused (and cut as the lookback slides).
         key = _Key(tuple(symbols), interval_ms, replace(params, z_threshold=0.0), min_trades, float(min_volume),
                    self.engine.bars.version, self._history_version(interval_ms))
-        span_free = REGRESSIONS[params.regression][0] == "rolling_ols"
+        span_free = params.span_free
         hit = self._lookup(key, since, span_free)
         if hit is None:
             with self._series_lock(key):
