@@ -309,8 +309,8 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     st.session_state["live_ctx"] = (controls.revision, context)
     if service is not None:
         live.BOARD.publish(live_token(), service, controls.y, controls.x, context)
-    pair = view.pair.since(view.bars.shown_from)
-    bars = view.bars.since(view.bars.shown_from)
+    shown = view.shown()
+    pair, bars = shown.pair, shown.bars
     if bars.interval_ms > BASE_INTERVAL_MS:
         # The forming bar, shaded on the price chart. Not on 1 s bars: under a second old and narrower
         # than a pixel at any lookback, it is the live panel's; their charts end at a closed bar that
@@ -372,8 +372,8 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
         minutes = page.view((controls.y, controls.x), 60_000, pair.params, controls)
         if minutes.bars.aligned is None:
             return
-        minute_bars = minutes.bars.since(minutes.bars.shown_from)
-        minute_pair = minutes.pair.since(minutes.bars.shown_from)
+        shown = minutes.shown()
+        minute_bars, minute_pair = shown.bars, shown.pair
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
                      f"{controls.y}-{controls.x}-{controls.timeframe}")
 

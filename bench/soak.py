@@ -109,8 +109,9 @@ def refresh(service: Service, timeframe: str, regression: str, lookback_ms: int)
     view = service.shared.view(SYMBOLS, interval_ms, lookback_ms, params, warmup_bars=2 * params.window)
     if view.bars.aligned is None or view.pair is None:
         return 0
-    bars: PairBars = view.bars.since(view.bars.shown_from)
-    pair = view.pair.since(view.bars.shown_from)
+    shown = view.shown()
+    bars: PairBars = shown.bars
+    pair = shown.pair
     aligned, rev = bars.aligned, f"soak|{timeframe}|{regression}"
     figures = [charts.price_chart(aligned.closes[[Y, X]], aligned.volumes[[Y, X]], open_bar_start=bars.open_bar_start,
                                   revision=rev, max_points=FULL_WIDTH_POINTS)]

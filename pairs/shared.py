@@ -55,6 +55,11 @@ class PairView:
         return PairView(self.bars.since(start, end), None if self.pair is None else self.pair.since(start, end),
                         self.open_start_ms, self.data_version)
 
+    def shown(self) -> PairView:
+        """The view over its lookback only: from ``bars.shown_from`` on, without the warm-up bars."""
+        shown_from = self.bars.shown_from
+        return self if shown_from is None else self.since(int(shown_from.value // 1_000_000))
+
 
 @dataclass(frozen=True, slots=True)
 class _Key:
