@@ -21,6 +21,7 @@ from alerts.outbox import Outbox, OutboxWorker, RetryPolicy, plain_error
 from alerts.rules import parse_rule
 from alerts.webhook import Attempt, WebhookEndpoint, idempotency_key
 from config import Settings
+from records import now_ms as wall_ms
 from records.alerts import AlertEvent, AlertRule, make_event
 from storage import Site, site_for
 from storage.base import MAX_DELIVERY_ERROR_CHARS, AlertStore, Delivery
@@ -349,6 +350,48 @@ def test_two_postgres_workers_on_one_schema_post_each_alert_exactly_once(pg_url,
     with PostgresAlertStore(pg_url, site.schema) as store:
         assert {(r.delivery.state, r.delivery.attempts) for r in store.alerts()} == {("delivered", 1)}
 
+
+
+@pytest.mark.slow
+def test_two_recorders_on_one_schema_with_the_same_rule_and_webhook_deliver_each_alert_once(pg_url, hook):
+    """Both processes run an outbox on the schema; whichever leases an alert posts it, the other never does."""
+    from testkit.fake_binance import FakeBinance
+    from tests.test_faults_postgres import PriceStream, recorder, stored_for
+
+    def delivered() -> list:
+        with PostgresAlertStore(pg_url, "live") as store:
+            return [r for r in store.alerts() if r.delivery.state == "delivered"]
+
+    with FakeBinance(ping_interval=0.2) as fake:
+        common = ("--source", "binance", "--ws-url", fake.url, "--db-url", pg_url, "--backfill-max-trades", "0",
+                  "--timeframe", "1s", "--window", "10", "--alert", "BTCUSDT price > 100", "--webhook-url", hook.url)
+        procs = [recorder(*common, "--symbols", "BTCUSDT,ETHUSDT"), recorder(*common, "--symbols", "BTCUSDT,SOLUSDT")]
+        stream = PriceStream(fake, ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+        try:
+            eventually(lambda: fake.open_connections == 2, timeout=60, message="the recorders never connected")
+            stream.start()
+            for n in range(1, 4):
+                switched_ms = wall_ms()
+                eventually(lambda since=switched_ms: stored_for(pg_url, 90.0, since_ms=since) >= 2_000,  # re-armed
+                           timeout=30)
+                stream.price = 110.0
+                eventually(lambda n=n: len(delivered()) == n, timeout=30, message=f"alert {n} never delivered")
+                stream.price = 90.0
+            stream.stop()
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            outs = [proc.communicate(timeout=60)[0] for proc in procs]
+        finally:
+            stream.halt.set()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate(timeout=10)
+    assert [proc.returncode for proc in procs] == [0, 0] and not any("Traceback" in out for out in outs), outs
+    records = delivered()
+    assert len(records) == 3 and {r.delivery.attempts for r in records} == {1}
+    assert hook.accepted_keys() == {idempotency_key("live", r.id): 1 for r in records}
+    assert hook.requests == 3  # nobody posted an alert the other one had
 
 # ---------------------------------------------------------------------------------- kill -9 of the recorder
 
