@@ -5,7 +5,9 @@ Same tables and meanings as :mod:`storage.sqlite_alerts` (``alert_rules``, ``ale
 by every recorder and dashboard on the schema; each rule is evaluated and fired by exactly one
 process at a time: :meth:`PostgresAlertStore.claim_rule` takes a session-level advisory lock per
 rule, which the server drops when that process's session ends (a crash included), so another
-process's next pass takes the rule over.
+process's next pass takes the rule over. Webhook deliveries are not tied to rule claims: any
+process with a webhook leases pending alerts with ``FOR UPDATE SKIP LOCKED``
+(:meth:`PostgresAlertStore.claim_deliveries`), so each is posted by one process at a time.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ one number per file, so two stores with different migration lists sharing a file
 take the other's version for their own and skip their migrations. :class:`AlertStore` refuses a
 file whose version matches but whose tables are not the alert tables.
 
+Each alert row also carries its webhook delivery state (schema 2): ``none``, ``pending`` (with
+attempts, last error, next attempt time and a lease), ``delivered`` or ``failed``; the outbox in
+:mod:`alerts.outbox` leases, posts and marks pending ones.
+
 One :class:`AlertStore` wraps one connection and is used from one thread (sqlite3 enforces it);
 the engine and each UI session open their own. WAL lets them read while another writes.
 """
