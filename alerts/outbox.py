@@ -20,7 +20,8 @@ Several processes on one PostgreSQL schema each run a worker; every alert is *le
 them before it is posted (:meth:`~storage.base.AlertStore.claim_deliveries`, ``FOR UPDATE SKIP
 LOCKED``) for longer than a POST can last, so two processes never post the same alert at once.
 An alert is leased one at a time: a process killed mid-POST holds back only that one, for at
-most :attr:`Outbox.lease_ms`.
+most :attr:`Outbox.lease_ms`. Lease times are each process's wall clock, so processes sharing a
+schema from several hosts need their clocks in sync to within the lease margin (NTP does that).
 """
 
 from __future__ import annotations

@@ -99,7 +99,10 @@ class WebhookEndpoint:
 
     def post(self, body: dict[str, object], key: str) -> Attempt:
         """POST ``body`` as JSON once, with ``Idempotency-Key: key``; the outcome."""
-        data = json.dumps(body, allow_nan=False).encode()
+        try:
+            data = json.dumps(body, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:  # a NaN or an odd type: sending it again cannot help
+            return Attempt(f"alert cannot be sent as JSON: {exc}", False)
         deadline = time.monotonic() + self.deadline_s
         try:
             status, reason = _post(self._parts, data, self.timeout_s, deadline, key)

@@ -173,3 +173,9 @@ def test_the_recorder_settings_refuse_what_the_endpoint_refuses(url):
         WebhookEndpoint(url)
     with pytest.raises(ConfigError, match=r"^webhook_url: .*http:// or https://"):
         Settings(source="simulated", webhook_url=url)
+
+
+def test_a_body_that_is_not_json_is_a_failure_not_worth_retrying(hook):
+    attempt = WebhookEndpoint(hook.url).post({**payload(event()), "value": float("nan")}, KEY)
+    assert not attempt.retryable and attempt.error.startswith("alert cannot be sent as JSON: ")
+    assert hook.requests == 0
