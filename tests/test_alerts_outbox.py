@@ -415,7 +415,7 @@ def stored(path: Path) -> list:
 def test_kill_9_between_store_and_delivery_then_restart_delivers_every_alert(tmp_path, hook):
     db = tmp_path / "sim.db"
     alerts_db = site_for(Settings(source="simulated", db=db), "simulated").alerts_path
-    hook.statuses = [503] * 4  # the endpoint is away for a moment: the first alerts wait in the outbox
+    hook.statuses = [503] * 6  # the endpoint is away for a moment: the first alerts wait in the outbox
     first = recorder(db, hook.url, "zscore > 1.5", "zscore < -1.5")
     try:
         eventually(lambda: hook.requests >= 2 and len(stored(alerts_db)) >= 3, timeout=60, interval=0.05,
