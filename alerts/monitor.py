@@ -3,7 +3,8 @@
 A daemon thread wakes every ``poll_s`` seconds, closes bars that are due, reloads rules when
 another process (a dashboard) changed them, and, whenever a 1 s bar has closed, computes each
 enabled rule's metric on its own timeframe and window from closed bars only. New firings are
-stored (idempotent per rule and bar) and optionally posted to a webhook.
+stored (idempotent per rule and bar); with a webhook configured they are stored ``pending`` and
+posted by the site's outbox (:mod:`alerts.outbox`), which survives a crash of this process.
 
 With several processes on one server database, each rule is evaluated by the one process that
 holds it (:meth:`~storage.base.AlertStore.claim_rule`); the others skip it and ask again on
@@ -25,7 +26,8 @@ import threading
 import pandas as pd
 
 from alerts.evaluator import AlertEvaluator
-from alerts.webhook import WebhookNotifier
+from alerts.outbox import Outbox, OutboxWorker
+from alerts.webhook import WebhookEndpoint
 from ingestion.engine import Engine
 from pairs.bars import load_pair_bars
 from pairs.compute import PairAnalytics, PairParams, compute_pair
@@ -72,7 +74,9 @@ class AlertMonitor:
         self.min_trades = min_trades
         self.min_volume = min_volume
         self.poll_s = poll_s
-        self.webhook = WebhookNotifier(webhook_url) if webhook_url else None
+        # The outbox key names the site: the schema on a server (unique there), else the source's name.
+        self.webhook = OutboxWorker(site, Outbox(WebhookEndpoint(webhook_url), site.schema or site.name)) \
+            if webhook_url else None
         self.history = shared.history
         self.evaluator = AlertEvaluator()
         self.rules: list[AlertRule] = []
@@ -86,6 +90,8 @@ class AlertMonitor:
         self._skipped: set[AlertRule] = set()
 
     def start(self) -> None:
+        if self.webhook is not None:  # first, so alerts a dead process left pending go out at once
+            self.webhook.start()
         self._thread = threading.Thread(target=self._run, name="alert-monitor", daemon=True)
         self._thread.start()
 
@@ -168,11 +174,11 @@ class AlertMonitor:
             if not math.isfinite(value):
                 continue
             event = self.evaluator.observe(rule, ts, value)
-            if event is not None and not priming and store.record(event):
+            if event is not None and not priming and store.record(event, pending=self.webhook is not None):
                 new += 1
                 self.fired += 1
                 log.info("ALERT %s", event.message)
                 if self.webhook is not None:
-                    self.webhook.notify(event)
+                    self.webhook.wake()
         self._last_ts[rule] = int(starts[-1])
         return new

@@ -1,20 +1,24 @@
-"""Optional delivery of fired alerts to an HTTP webhook, off the engine's thread.
+"""One webhook POST of a stored alert, with a hard deadline; the outbox (:mod:`alerts.outbox`) decides when.
 
-:meth:`WebhookNotifier.notify` only puts the event on a bounded queue, so a slow or dead
-endpoint can never stall alert evaluation; a daemon thread POSTs one JSON object per event::
+:meth:`WebhookEndpoint.post` sends one JSON object per alert::
 
     {"text": "<message>", "message": "<message>", "rule": "zscore > 2", "rule_id": 3,
      "pair": "ETHUSDT/BTCUSDT", "metric": "zscore", "value": 2.31, "threshold": 2.0,
-     "ts_ms": 1765788000000, "time": "2025-12-15T08:40:00.000+00:00"}
+     "ts_ms": 1765788000000, "time": "2025-12-15T08:40:00.000+00:00",
+     "alert_id": 17, "idempotency_key": "quant-alert:live:17"}
 
 ``text`` duplicates ``message`` so Slack/Mattermost-style incoming webhooks show it as is.
-Only a 2xx answer counts as sent. Connection errors, timeouts, HTTP 5xx and 429 are retried with
-exponential backoff; other 4xx mean the request itself is wrong and are not. A 3xx is a failed
-delivery: redirects are never followed (a followed 302 would re-send the alert, without its body,
-to wherever the endpoint points). Each event's delivery, retries and backoff included, ends
-within ``deadline_s``: every socket wait is capped by what is left of it, so an endpoint that
-answers one byte at a time cannot hold the worker. Only http:// and https:// URLs are accepted;
-no proxy is used. The URL is never logged: webhook URLs usually carry a secret token in their path.
+Delivery is at least once (a crash after the POST but before it is marked delivered sends it
+again), so the request also carries the key in an ``Idempotency-Key`` header: a receiver that
+remembers the keys it accepted can drop repeats.
+
+Only a 2xx answer counts as sent. Connection errors, timeouts, HTTP 5xx and 429 are worth
+retrying; other 4xx mean the request itself is wrong and are not. A 3xx is a failed delivery:
+redirects are never followed (a followed 302 would re-send the alert, without its body, to
+wherever the endpoint points). One POST ends within ``deadline_s``: every socket wait is capped
+by what is left of it, so an endpoint that answers one byte at a time cannot hold the sender.
+Only http:// and https:// URLs are accepted; no proxy is used. The URL is never logged or put in
+an error text: webhook URLs usually carry a secret token in their path.
 """
 
 from __future__ import annotations
@@ -23,12 +27,8 @@ import functools
 import http.client
 import io
 import json
-import logging
-import queue
 import socket
-import threading
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import SplitResult, urlsplit
@@ -36,27 +36,16 @@ from urllib.parse import SplitResult, urlsplit
 from config import http_url_problem
 from records.alerts import AlertEvent
 
-log = logging.getLogger(__name__)
-
-# Caps one backoff wait however large max_retries is; a webhook alert hours late is useless.
-MAX_BACKOFF_S = 30.0
-# A server's reason phrase can be 64 KiB; error texts and log lines keep this much of it.
+# A server's reason phrase can be 64 KiB; error texts keep this much of it.
 MAX_REASON_CHARS = 100
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookStats:
-    """Delivery counters since start. ``queued``: events waiting now; ``retries``: extra attempts."""
-
-    sent: int
-    failed: int
-    dropped: int
-    retries: int
-    queued: int
-    last_error: str | None
+def idempotency_key(site_key: str, alert_id: int) -> str:
+    """The stable de-duplication key of stored alert ``alert_id`` of the site named ``site_key``."""
+    return f"quant-alert:{site_key}:{alert_id}"
 
 
-def payload(event: AlertEvent) -> dict[str, object]:
+def payload(event: AlertEvent, alert_id: int | None = None, key: str | None = None) -> dict[str, object]:
     """The JSON object POSTed for ``event`` (see the module docstring)."""
     time_iso = datetime.fromtimestamp(event.ts_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
     return {
@@ -70,25 +59,30 @@ def payload(event: AlertEvent) -> dict[str, object]:
         "threshold": event.threshold,
         "ts_ms": event.ts_ms,
         "time": time_iso,
+        "alert_id": alert_id,
+        "idempotency_key": key,
     }
 
 
-class WebhookNotifier:
-    """POSTs alert events to ``url`` from a background thread fed by a bounded queue.
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one POST: ``error`` None if the endpoint accepted it (2xx), else why not,
+    as plain text without the URL; ``retryable``: whether trying again later may succeed."""
+
+    error: str | None
+    retryable: bool = False
+
+
+class WebhookEndpoint:
+    """POSTs JSON to ``url``, one request at a time, each within a hard deadline.
 
     Args:
         url: ``http://`` or ``https://`` endpoint.
         timeout_s: longest wait for any one socket operation (connect, send, a read), seconds.
-        max_retries: retries after the first attempt (so at most ``1 + max_retries`` requests).
-        backoff_s: wait before the first retry, seconds; doubles per retry, capped at
-            :data:`MAX_BACKOFF_S`.
-        queue_size: events that may wait for delivery; more are dropped (and counted).
-        deadline_s: overall time for one event's delivery, all attempts and backoff waits
-            included, seconds; then it counts as failed.
+        deadline_s: overall time one POST may take, connect to status line, seconds.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0, max_retries: int = 3, backoff_s: float = 0.5,
-                 queue_size: int = 1000, deadline_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 2.0, deadline_s: float = 10.0) -> None:
         problem = http_url_problem(url)
         if problem:
             raise ValueError(f"url: {problem}")
@@ -96,132 +90,35 @@ class WebhookNotifier:
             raise ValueError(f"timeout_s: {timeout_s!r} must be > 0")
         if not deadline_s > 0:
             raise ValueError(f"deadline_s: {deadline_s!r} must be > 0")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries: {max_retries!r} must be an integer >= 0")
-        if not backoff_s >= 0:
-            raise ValueError(f"backoff_s: {backoff_s!r} must be >= 0")
-        if not isinstance(queue_size, int) or queue_size < 1:
-            raise ValueError(f"queue_size: {queue_size!r} must be an integer >= 1")
-        self.url = url
         self._parts = urlsplit(url)
         self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
         self.deadline_s = deadline_s
-        # None is the stop sentinel put by stop().
-        self._queue: queue.Queue[AlertEvent | None] = queue.Queue(maxsize=queue_size)
-        # Guards the counters, and makes "closed?" + put atomic against stop()'s closing.
-        self._lock = threading.Lock()
-        self._closed = False
-        self._abort = threading.Event()
-        self._sent = self._failed = self._dropped = self._retries = 0
-        self._last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="alerts-webhook", daemon=True)
-        self._thread.start()
 
-    def notify(self, event: AlertEvent) -> bool:
-        """Queue ``event`` for delivery without blocking; False (and a drop counted) if the queue
-        is full or the notifier is stopped."""
-        with self._lock:
-            if not self._closed:
-                try:
-                    self._queue.put_nowait(event)
-                    return True
-                except queue.Full:
-                    pass
-            self._dropped += 1
-            return False
+    def __repr__(self) -> str:  # never the URL: it usually holds a token
+        return f"WebhookEndpoint(timeout_s={self.timeout_s:g}, deadline_s={self.deadline_s:g})"
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop accepting events, deliver what is queued and join the thread within ``timeout`` s.
-
-        When time runs out, pending retries are cut short and what is still queued is dropped
-        (counted). Returns True if the thread finished in time.
-        """
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            self._closed = True
-        with suppress(queue.Full):  # a queue still full at the deadline is handled below
-            self._queue.put(None, timeout=max(0.0, timeout))
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            self._abort.set()
-            # Wake a worker idle in get(); if the queue is full it is not idle and sees the abort
-            # after its current event.
-            with suppress(queue.Full):
-                self._queue.put_nowait(None)
-        return not self._thread.is_alive()
-
-    def stats(self) -> WebhookStats:
-        """A consistent snapshot of the delivery counters."""
-        with self._lock:
-            return WebhookStats(self._sent, self._failed, self._dropped, self._retries, self._queue.qsize(),
-                                self._last_error)
-
-    def __enter__(self) -> WebhookNotifier:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._abort.is_set():
-            item = self._queue.get()
-            if item is None:
-                return
-            self._deliver(item)
-        # Aborted: notify() is closed by now, so this empties the queue for good.
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                with self._lock:
-                    self._dropped += 1
-
-    def _deliver(self, event: AlertEvent) -> None:
-        body = json.dumps(payload(event), allow_nan=False).encode()
-        deadline = time.monotonic() + self.deadline_s
-        attempt = 0
-        while True:
-            error, retryable = self._attempt(body, deadline)
-            if error is None:
-                with self._lock:
-                    self._sent += 1
-                return
-            with self._lock:
-                self._last_error = error
-            delay = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
-            # A retry that could only start after the deadline is not worth waiting for.
-            # Event.wait returns True when stop() aborts: give up instead of sleeping on.
-            if not retryable or attempt >= self.max_retries or time.monotonic() + delay >= deadline \
-                    or self._abort.wait(delay):
-                with self._lock:
-                    self._failed += 1
-                log.warning("alert webhook gave up after %d attempt(s): %s", attempt + 1, error)
-                return
-            attempt += 1
-            with self._lock:
-                self._retries += 1
-
-    def _attempt(self, body: bytes, deadline: float) -> tuple[str | None, bool]:
-        """POST ``body`` once: (None, _) if the endpoint accepted it, else (why, worth retrying?)."""
+    def post(self, body: dict[str, object], key: str) -> Attempt:
+        """POST ``body`` as JSON once, with ``Idempotency-Key: key``; the outcome."""
         try:
-            status, reason = _post(self._parts, body, self.timeout_s, deadline)
+            data = json.dumps(body, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:  # a NaN or an odd type: sending it again cannot help
+            return Attempt(f"alert cannot be sent as JSON: {exc}", False)
+        deadline = time.monotonic() + self.deadline_s
+        try:
+            status, reason = _post(self._parts, data, self.timeout_s, deadline, key)
         except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
             if time.monotonic() >= deadline:  # whichever wait ran out last, the deadline is the reason
-                return f"TimeoutError: no complete answer within the {self.deadline_s:g} s delivery deadline", False
-            return f"{type(exc).__name__}: {exc}", True
+                return Attempt(f"TimeoutError: no complete answer within the {self.deadline_s:g} s deadline", True)
+            return Attempt(f"{type(exc).__name__}: {exc}", True)
         if 200 <= status < 300:
-            return None, False
-        error = f"HTTP {status} {reason[:MAX_REASON_CHARS]}"
+            return Attempt(None)
+        error = f"HTTP {status} {reason[:MAX_REASON_CHARS]}".rstrip()
         if 300 <= status < 400:
-            return f"{error}: redirects are not followed", False
-        return error, status >= 500 or status == 429
+            return Attempt(f"{error}: redirects are not followed", False)
+        return Attempt(error, status >= 500 or status == 429)
 
 
-def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float) -> tuple[int, str]:
+def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float, key: str) -> tuple[int, str]:
     """One JSON POST to ``parts``; the answer's status code and reason phrase (its body is not read).
 
     Every socket wait lasts at most ``timeout_s`` and the whole exchange ends by ``deadline``
@@ -237,7 +134,8 @@ def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float) ->
         conn.connect()
         conn.sock.settimeout(min(timeout_s, _left(deadline)))  # sendall: a total, not per chunk
         conn.request("POST", target, body=body, headers={
-            "Content-Type": "application/json", "User-Agent": "pair-alerts/1", "Connection": "close"})
+            "Content-Type": "application/json", "User-Agent": "pair-alerts/1", "Connection": "close",
+            "Idempotency-Key": key})
         with conn.getresponse() as response:
             return response.status, response.reason
     finally:

@@ -21,14 +21,59 @@ from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from records.alerts import AlertEvent, AlertRule
 from storage.datasets import AddResult, DatasetInfo
 
+# Webhook delivery state of a stored alert. "none": stored while no webhook was configured, so
+# nothing is owed (it is never sent later, even if a webhook is configured afterwards).
+DELIVERY_STATES = ("none", "pending", "delivered", "failed")
+MAX_DELIVERY_ERROR_CHARS = 200  # a stored delivery error is cut to this many characters
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a stored alert's webhook delivery stands.
+
+    Attributes:
+        state: one of :data:`DELIVERY_STATES`.
+        attempts: POSTs made so far (failed ones and the successful one).
+        error: the last failed attempt's reason, plain text of at most
+            :data:`MAX_DELIVERY_ERROR_CHARS` characters; None once delivered or before any failure.
+        last_attempt_ms: wall-clock time of the last attempt, UTC epoch ms, or None.
+        delivered_ms: wall-clock time the endpoint accepted it, UTC epoch ms, or None.
+        next_attempt_ms: earliest wall-clock time of the next attempt while ``pending``, epoch ms.
+    """
+
+    state: str = "none"
+    attempts: int = 0
+    error: str | None = None
+    last_attempt_ms: int | None = None
+    delivered_ms: int | None = None
+    next_attempt_ms: int | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class AlertRecord:
-    """One stored alert: the event plus its row id and the wall-clock time it was stored (epoch ms)."""
+    """One stored alert: the event, its row id, the wall-clock time it was stored (epoch ms) and its delivery."""
 
     id: int
     created_ms: int
     event: AlertEvent
+    delivery: Delivery = Delivery()
+
+
+# The columns alert_record() reads, in its order (both backends name them alike).
+ALERT_COLUMNS = ("id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, delivery_state, "
+                 "delivery_attempts, delivery_error, last_attempt_ms, delivered_ms, next_attempt_ms")
+
+
+def alert_record(row: Sequence[object]) -> AlertRecord:
+    """An :class:`AlertRecord` from a row of :data:`ALERT_COLUMNS`."""
+    (row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, state, attempts, error,
+     last_attempt_ms, delivered_ms, next_attempt_ms) = row
+    return AlertRecord(
+        id=row_id, created_ms=created_ms,
+        event=AlertEvent(rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
+                         threshold=threshold, message=message),
+        delivery=Delivery(state=state, attempts=attempts, error=error, last_attempt_ms=last_attempt_ms,
+                          delivered_ms=delivered_ms, next_attempt_ms=next_attempt_ms))
 
 
 class Closeable(Protocol):
@@ -116,11 +161,29 @@ class AlertStore(Closeable, Protocol):
     def rules_version(self) -> int:
         """A counter bumped by every rule change, by any connection: cheap to poll."""
 
-    def record(self, event: AlertEvent) -> bool:
-        """Persist a fired alert; False if this rule already has an alert at this bar (idempotent)."""
+    def record(self, event: AlertEvent, *, pending: bool = False) -> bool:
+        """Persist a fired alert; False if this rule already has an alert at this bar (idempotent).
+
+        ``pending``: a webhook is configured, so the alert is stored owing a delivery (state
+        ``pending``, due now) in the same transaction as the alert itself; else its state is ``none``.
+        """
 
     def alerts(self, limit: int = 200, since_ms: int | None = None) -> builtins.list[AlertRecord]:
         """Most recent alerts first (by market time)."""
+
+    def claim_deliveries(self, limit: int, lease_ms: int) -> builtins.list[AlertRecord]:
+        """Lease up to ``limit`` pending alerts that are due, oldest (lowest id) first, for ``lease_ms``.
+
+        A leased alert is not handed to any other caller (another process included) until the
+        lease ends or the holder marks it; so two deliverers never post the same alert at once.
+        """
+
+    def mark_delivered(self, alert_id: int) -> bool:
+        """Count one successful attempt and set ``delivered``; False if the alert was not pending."""
+
+    def mark_failed(self, alert_id: int, error: str, retry_at_ms: int | None) -> bool:
+        """Count one failed attempt with its ``error``: still ``pending``, due again at ``retry_at_ms``
+        (epoch ms), or ``failed`` for good when that is None. False if the alert was not pending."""
 
     def claim_rule(self, rule_id: int) -> bool:
         """True if this store's process is the one evaluating rule ``rule_id`` now (non-blocking).

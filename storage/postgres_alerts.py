@@ -5,7 +5,9 @@ Same tables and meanings as :mod:`storage.sqlite_alerts` (``alert_rules``, ``ale
 by every recorder and dashboard on the schema; each rule is evaluated and fired by exactly one
 process at a time: :meth:`PostgresAlertStore.claim_rule` takes a session-level advisory lock per
 rule, which the server drops when that process's session ends (a crash included), so another
-process's next pass takes the rule over.
+process's next pass takes the rule over. Webhook deliveries are not tied to rule claims: any
+process with a webhook leases pending alerts with ``FOR UPDATE SKIP LOCKED``
+(:meth:`PostgresAlertStore.claim_deliveries`), so each is posted by one process at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import replace
 
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
-from storage.base import AlertRecord
+from storage.base import ALERT_COLUMNS, MAX_DELIVERY_ERROR_CHARS, AlertRecord, alert_record
 from storage.postgres_db import PostgresDatabase, lock_key
 
 MIGRATIONS: dict[int, str] = {
@@ -57,6 +59,19 @@ MIGRATIONS: dict[int, str] = {
             version bigint NOT NULL
         );
         INSERT INTO alert_rules_version (id, version) VALUES (1, 0)
+    """,
+    # Webhook delivery state per alert (the outbox, see alerts.outbox); as in storage.sqlite_alerts.
+    2: """
+        ALTER TABLE alerts
+            ADD COLUMN delivery_state text NOT NULL DEFAULT 'none'
+                CHECK (delivery_state IN ('none', 'pending', 'delivered', 'failed')),
+            ADD COLUMN delivery_attempts integer NOT NULL DEFAULT 0,
+            ADD COLUMN delivery_error text,
+            ADD COLUMN last_attempt_ms bigint,
+            ADD COLUMN delivered_ms bigint,
+            ADD COLUMN next_attempt_ms bigint,
+            ADD COLUMN lease_until_ms bigint;
+        CREATE INDEX alerts_pending ON alerts (id) WHERE delivery_state = 'pending'
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -163,14 +178,19 @@ class PostgresAlertStore(PostgresDatabase):
 
     # ------------------------------------------------------------------ alerts
 
-    def record(self, event: AlertEvent) -> bool:
-        """Persist a fired alert; False if this rule already has an alert at this ``ts_ms`` (idempotent)."""
+    def record(self, event: AlertEvent, *, pending: bool = False) -> bool:
+        """Persist a fired alert; False if this rule already has an alert at this ``ts_ms`` (idempotent).
+
+        ``pending``: stored owing a webhook delivery, due now, in the same statement as the alert.
+        """
+        now = self._now_ms()
         with self.session() as conn:
             inserted = conn.execute(
-                "INSERT INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, created_ms) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "INSERT INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, created_ms, "
+                "delivery_state, next_attempt_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
                 (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value,
-                 event.threshold, event.message, self._now_ms()),
+                 event.threshold, event.message, now, "pending" if pending else "none", now if pending else None),
             ).rowcount
         return inserted == 1
 
@@ -178,16 +198,52 @@ class PostgresAlertStore(PostgresDatabase):
         """Most recent alerts first (by market time), at most ``limit``, with ``ts_ms >= since_ms``."""
         with self.session() as conn:
             rows = conn.execute(
-                "SELECT id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message FROM alerts "
-                "WHERE ts_ms >= %s ORDER BY ts_ms DESC, id DESC LIMIT %s",
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ts_ms >= %s ORDER BY ts_ms DESC, id DESC LIMIT %s",
                 (since_ms if since_ms is not None else -(2**62), int(limit)),
             ).fetchall()
-        return [
-            AlertRecord(id=row_id, created_ms=created_ms, event=AlertEvent(
-                rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
-                threshold=threshold, message=message))
-            for row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message in rows
-        ]
+        return [alert_record(row) for row in rows]
+
+    # ------------------------------------------------------------------ webhook outbox
+
+    def claim_deliveries(self, limit: int, lease_ms: int) -> list[AlertRecord]:
+        """Lease up to ``limit`` due pending alerts, oldest first, for ``lease_ms`` (see the protocol).
+
+        ``FOR UPDATE SKIP LOCKED``: a process leasing at the same moment skips the rows this one is
+        taking instead of waiting for them, and re-checks the lease of rows committed meanwhile, so
+        every process on the schema gets disjoint alerts.
+        """
+        now = self._now_ms()
+        with self.session() as conn:
+            rows = conn.execute(
+                f"UPDATE alerts SET lease_until_ms = %s WHERE id IN (SELECT id FROM alerts "
+                "WHERE delivery_state = 'pending' AND next_attempt_ms <= %s "
+                "AND (lease_until_ms IS NULL OR lease_until_ms <= %s) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {ALERT_COLUMNS}",
+                (now + int(lease_ms), now, now, int(limit)),
+            ).fetchall()
+        return sorted((alert_record(row) for row in rows), key=lambda record: record.id)  # RETURNING has no order
+
+    def mark_delivered(self, alert_id: int) -> bool:
+        """Count the successful attempt and set ``delivered``; False if the alert was not pending."""
+        now = self._now_ms()
+        with self.session() as conn:
+            return conn.execute(
+                "UPDATE alerts SET delivery_state = 'delivered', delivery_attempts = delivery_attempts + 1, "
+                "delivery_error = NULL, last_attempt_ms = %s, delivered_ms = %s, next_attempt_ms = NULL, "
+                "lease_until_ms = NULL WHERE id = %s AND delivery_state = 'pending'",
+                (now, now, alert_id),
+            ).rowcount == 1
+
+    def mark_failed(self, alert_id: int, error: str, retry_at_ms: int | None) -> bool:
+        """Count a failed attempt: pending again from ``retry_at_ms``, or ``failed`` for good if None."""
+        with self.session() as conn:
+            return conn.execute(
+                "UPDATE alerts SET delivery_state = %s, delivery_attempts = delivery_attempts + 1, "
+                "delivery_error = %s, last_attempt_ms = %s, next_attempt_ms = %s, lease_until_ms = NULL "
+                "WHERE id = %s AND delivery_state = 'pending'",
+                ("failed" if retry_at_ms is None else "pending", error[:MAX_DELIVERY_ERROR_CHARS], self._now_ms(),
+                 retry_at_ms, alert_id),
+            ).rowcount == 1
 
 
 def _rule_from_row(row: tuple) -> AlertRule:

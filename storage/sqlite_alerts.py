@@ -6,6 +6,10 @@ one number per file, so two stores with different migration lists sharing a file
 take the other's version for their own and skip their migrations. :class:`AlertStore` refuses a
 file whose version matches but whose tables are not the alert tables.
 
+Each alert row also carries its webhook delivery state (schema 2): ``none``, ``pending`` (with
+attempts, last error, next attempt time and a lease), ``delivered`` or ``failed``; the outbox in
+:mod:`alerts.outbox` leases, posts and marks pending ones.
+
 One :class:`AlertStore` wraps one connection and is used from one thread (sqlite3 enforces it);
 the engine and each UI session open their own. WAL lets them read while another writes.
 """
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
-from storage.base import AlertRecord
+from storage.base import ALERT_COLUMNS, MAX_DELIVERY_ERROR_CHARS, AlertRecord, alert_record
 from storage.sqlite import SqliteDatabase, errors_named, transaction
 
 _MIGRATIONS: dict[int, str] = {
@@ -60,6 +64,19 @@ _MIGRATIONS: dict[int, str] = {
             version INTEGER NOT NULL
         );
         INSERT INTO alert_rules_version (id, version) VALUES (1, 0)
+    """,
+    # Webhook delivery state per alert (the outbox, see alerts.outbox). Alerts stored before this
+    # version owe nothing: they were delivered or lost by the in-memory queue of old.
+    2: """
+        ALTER TABLE alerts ADD COLUMN delivery_state TEXT NOT NULL DEFAULT 'none'
+            CHECK (delivery_state IN ('none', 'pending', 'delivered', 'failed'));
+        ALTER TABLE alerts ADD COLUMN delivery_attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE alerts ADD COLUMN delivery_error TEXT;
+        ALTER TABLE alerts ADD COLUMN last_attempt_ms INTEGER;
+        ALTER TABLE alerts ADD COLUMN delivered_ms INTEGER;
+        ALTER TABLE alerts ADD COLUMN next_attempt_ms INTEGER;
+        ALTER TABLE alerts ADD COLUMN lease_until_ms INTEGER;
+        CREATE INDEX alerts_pending ON alerts (id) WHERE delivery_state = 'pending'
     """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
@@ -157,18 +174,21 @@ class SqliteAlertStore(SqliteDatabase):
 
     # ------------------------------------------------------------------ alerts
 
-    def record(self, event: AlertEvent) -> bool:
+    def record(self, event: AlertEvent, *, pending: bool = False) -> bool:
         """Persist a fired alert; False if this rule already has an alert at this ``ts_ms``.
 
         That makes re-evaluating the same bars after a restart (or by two engines) idempotent.
         Events of never-stored rules (``rule_id`` None) are always new: SQL's NULLs are distinct.
+        ``pending``: stored owing a webhook delivery, due now, in the same statement (so the same
+        transaction) as the alert: a crash right after leaves it pending for the next process.
         """
+        now = self._now_ms()
         with errors_named(self.path):
             cursor = self._conn.execute(
                 "INSERT OR IGNORE INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, "
-                "created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_ms, delivery_state, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value,
-                 event.threshold, event.message, self._now_ms()),
+                 event.threshold, event.message, now, "pending" if pending else "none", now if pending else None),
             )
         return cursor.rowcount == 1
 
@@ -176,16 +196,50 @@ class SqliteAlertStore(SqliteDatabase):
         """Most recent alerts first (by market time), at most ``limit``, with ``ts_ms >= since_ms``."""
         with errors_named(self.path):
             rows = self._conn.execute(
-                "SELECT id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message FROM alerts "
-                "WHERE ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
                 (since_ms if since_ms is not None else -(2**62), int(limit)),
             ).fetchall()
-        return [
-            AlertRecord(id=row_id, created_ms=created_ms, event=AlertEvent(
-                rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
-                threshold=threshold, message=message))
-            for row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message in rows
-        ]
+        return [alert_record(row) for row in rows]
+
+    # ------------------------------------------------------------------ webhook outbox
+
+    def claim_deliveries(self, limit: int, lease_ms: int) -> list[AlertRecord]:
+        """Lease up to ``limit`` due pending alerts, oldest first, for ``lease_ms`` (see the protocol).
+
+        One transaction under SQLite's write lock, so two connections cannot lease the same row.
+        """
+        now = self._now_ms()
+        with errors_named(self.path), transaction(self._conn):
+            rows = self._conn.execute(
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE delivery_state = 'pending' AND next_attempt_ms <= ? "
+                "AND (lease_until_ms IS NULL OR lease_until_ms <= ?) ORDER BY id LIMIT ?",
+                (now, now, int(limit)),
+            ).fetchall()
+            self._conn.executemany("UPDATE alerts SET lease_until_ms = ? WHERE id = ?",
+                                   [(now + int(lease_ms), row[0]) for row in rows])
+        return [alert_record(row) for row in rows]
+
+    def mark_delivered(self, alert_id: int) -> bool:
+        """Count the successful attempt and set ``delivered``; False if the alert was not pending."""
+        now = self._now_ms()
+        with errors_named(self.path):
+            return self._conn.execute(
+                "UPDATE alerts SET delivery_state = 'delivered', delivery_attempts = delivery_attempts + 1, "
+                "delivery_error = NULL, last_attempt_ms = ?, delivered_ms = ?, next_attempt_ms = NULL, "
+                "lease_until_ms = NULL WHERE id = ? AND delivery_state = 'pending'",
+                (now, now, alert_id),
+            ).rowcount == 1
+
+    def mark_failed(self, alert_id: int, error: str, retry_at_ms: int | None) -> bool:
+        """Count a failed attempt: pending again from ``retry_at_ms``, or ``failed`` for good if None."""
+        with errors_named(self.path):
+            return self._conn.execute(
+                "UPDATE alerts SET delivery_state = ?, delivery_attempts = delivery_attempts + 1, "
+                "delivery_error = ?, last_attempt_ms = ?, next_attempt_ms = ?, lease_until_ms = NULL "
+                "WHERE id = ? AND delivery_state = 'pending'",
+                ("failed" if retry_at_ms is None else "pending", error[:MAX_DELIVERY_ERROR_CHARS], self._now_ms(),
+                 retry_at_ms, alert_id),
+            ).rowcount == 1
 
 
 def _rule_from_row(row: tuple) -> AlertRule:

@@ -509,3 +509,44 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
     controls = Controls("simulated", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
                         "Rolling OLS", False, 2.0, "normalised", True, "UTC")
     assert app.chart_data(first_bars, first_pair, controls, None) == []
+
+
+def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, monkeypatch):
+    """Delivered, pending (n attempts), failed with its last error as plain text, or – (no webhook)."""
+    from records.alerts import AlertRule, make_event
+    from storage.sqlite_alerts import SqliteAlertStore
+
+    rule = AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), id=1)
+    hostile = "=HYPERLINK(\"http://evil/\") ![x](http://evil/p.png) **bold**"
+    now = [1_765_788_000_000]
+    with SqliteAlertStore(sim_env / "simulated-alerts.sqlite3", now_ms=lambda: now[0]) as store:
+        for i in range(4):
+            store.record(make_event(rule, 1_765_700_000_000 + i * 60_000, 2.5 + i), pending=i < 3)
+        delivered, retrying, failing = store.claim_deliveries(3, 15_000)
+        now[0] += 1_500
+        store.mark_delivered(delivered.id)
+        store.mark_failed(retrying.id, "HTTP 503 Service Unavailable", now[0] + 4_000)
+        store.mark_failed(retrying.id, "HTTP 503 Service Unavailable", now[0] + 4_000)
+        store.mark_failed(failing.id, hostile, None)
+    deferred = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def remember(self, data_callable, *args, **kwargs):
+        file_id = add_deferred(self, data_callable, *args, **kwargs)
+        deferred[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    at = open_tab(AppTest.from_file(APP, default_timeout=30).run(), "Alerts")
+    assert not at.exception, at.exception
+    history = at.dataframe[-1].value
+    assert list(history["webhook"]) == ["–", f"failed: {hostile}", "pending (2 attempts)", "delivered"]
+    # Text from the endpoint is a table cell, never Markdown: no element renders it.
+    assert not any("evil" in element.value for element in [*at.markdown, *at.warning, *at.error, *at.caption])
+    button = next(d for d in at.get("download_button") if d.label == "Alert history (CSV)")
+    exported = pd.read_csv(io.StringIO(deferred[button.proto.deferred_file_id]().decode()), keep_default_na=False)
+    assert list(exported.columns[-4:]) == ["delivery_state", "delivery_attempts", "delivery_error", "delivered_at"]
+    assert list(exported["delivery_state"]) == ["none", "failed", "pending", "delivered"]
+    assert list(exported["delivery_attempts"]) == [0, 1, 2, 1]
+    assert list(exported["delivery_error"]) == ["", "'" + hostile, "HTTP 503 Service Unavailable", ""]
+    assert list(exported["delivered_at"]) == ["", "", "", "2025-12-15T08:40:01.500Z"]

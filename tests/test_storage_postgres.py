@@ -89,9 +89,9 @@ def test_each_source_gets_its_own_schema_and_the_password_is_masked(pg_url):
 
 def test_migrations_are_versioned_in_the_database(pg_cluster, pg_url):
     with PostgresTickStore(pg_url, "live") as ticks, PostgresAlertStore(pg_url, "live") as alerts:
-        assert ticks.schema_version == 1 and alerts.schema_version == 1
+        assert ticks.schema_version == 1 and alerts.schema_version == 2
     rows = pg_cluster.execute(database_of(pg_url), "SELECT component, version FROM live.schema_version ORDER BY 1")
-    assert rows == [("alerts", 1), ("ticks", 1)]
+    assert rows == [("alerts", 2), ("ticks", 1)]
 
 
 def test_a_newer_schema_is_refused(pg_cluster, pg_url, monkeypatch):

@@ -12,7 +12,7 @@ from alerts.rules import parse_rule
 from records import now_ms
 from records.alerts import TIMEFRAME_LABELS
 from storage import Site, open_alerts
-from storage.base import AlertRecord
+from storage.base import AlertRecord, Delivery
 from ui.export import to_csv_bytes
 
 # Alerts stored in the last five minutes (wall clock, so a fast replay does not flash them by) stay on a banner.
@@ -20,12 +20,40 @@ BANNER_WINDOW_MS = 5 * 60_000
 HISTORY_LIMIT = 500
 
 
+def delivery_text(delivery: Delivery) -> str:
+    """One cell of plain text for an alert's webhook delivery: ``delivered``, ``pending (2 attempts)``,
+    ``failed: HTTP 404 Not Found``, or ``–`` when no webhook was configured when it fired."""
+    if delivery.state == "pending":
+        return f"pending ({delivery.attempts} attempt{'' if delivery.attempts == 1 else 's'})"
+    if delivery.state == "failed":
+        return f"failed: {delivery.error or 'unknown error'}"
+    return "delivered" if delivery.state == "delivered" else "–"
+
+
 def alerts_frame(records: list[AlertRecord], tz: str) -> pd.DataFrame:
-    """History as a table: bar time (display zone), pair, rule, value, threshold, message."""
+    """History as a table: bar time (display zone), pair, rule, value, threshold, message, webhook delivery."""
     rows = [{"time": pd.Timestamp(r.event.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "pair": r.event.label,
              "rule": r.event.rule_text, "value": r.event.value, "threshold": r.event.threshold,
-             "message": r.event.message} for r in records]
-    return pd.DataFrame(rows, columns=["time", "pair", "rule", "value", "threshold", "message"])
+             "message": r.event.message, "webhook": delivery_text(r.delivery)} for r in records]
+    return pd.DataFrame(rows, columns=["time", "pair", "rule", "value", "threshold", "message", "webhook"])
+
+
+def _iso_utc(ms: int) -> str:
+    """``2025-12-15T08:40:00.123Z`` for epoch ms ``ms``, the CSV's time format."""
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def alerts_csv_frame(records: list[AlertRecord]) -> pd.DataFrame:
+    """History for the CSV download, indexed by bar time (UTC): the table's columns without the
+    display-only ``webhook`` one, plus delivery_state, delivery_attempts, delivery_error and
+    delivered_at (ISO-8601 UTC, empty until delivered)."""
+    frame = alerts_frame(records, "UTC").drop(columns=["webhook"])
+    frame["delivery_state"] = [r.delivery.state for r in records]
+    frame["delivery_attempts"] = pd.Series([r.delivery.attempts for r in records], dtype="int64")
+    frame["delivery_error"] = [r.delivery.error or "" for r in records]
+    frame["delivered_at"] = ["" if r.delivery.delivered_ms is None else _iso_utc(r.delivery.delivered_ms)
+                             for r in records]
+    return frame.set_index("time")
 
 
 def zscore_markers(records: list[AlertRecord], pair_label: str) -> pd.DataFrame | None:
@@ -102,5 +130,5 @@ def render_alerts_tab(site: Site, pair: tuple[str, str], timeframe_ms: int, wind
     history = alerts_frame(records, tz)
     st.markdown(f"**Alert history** ({len(history)} most recent)")
     st.dataframe(history, hide_index=True, width="stretch", height=260)
-    st.download_button("Alert history (CSV)", lambda: to_csv_bytes(alerts_frame(records, "UTC").set_index("time")),
+    st.download_button("Alert history (CSV)", lambda: to_csv_bytes(alerts_csv_frame(records)),
                        "alerts.csv", "text/csv", key="download_alerts", on_click="ignore")
