@@ -317,7 +317,8 @@ class BinanceRest:
         target = f"{self._parts.path}{path}?{urllib.parse.urlencode(params)}"
         url = f"{self.rest_url}{path}?{urllib.parse.urlencode(params)}"
         name = path.rsplit("/", 1)[-1]
-        for _attempt in range(self.attempts):
+        for attempt in range(self.attempts):
+            retry = attempt + 1 < self.attempts  # no pause after the last attempt: give up at once
             if self._wait_until_clear(stop):
                 return None
             with self._state:
@@ -330,7 +331,7 @@ class BinanceRest:
             except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
                 self.last_error = (f"Binance REST {name}: no complete reply within the {self.deadline_s:g} s deadline"
                                    if isinstance(exc, _DeadlinePassed) else f"Binance REST unreachable: {exc!r}")
-                if stop.wait(RETRY_AFTER_DEFAULT_S):
+                if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
                     return None
                 continue
             if status == 200:
@@ -349,7 +350,7 @@ class BinanceRest:
                 continue
             if 500 <= status < 600:
                 self.last_error = f"HTTP {status} from Binance REST"
-                if stop.wait(RETRY_AFTER_DEFAULT_S):
+                if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
                     return None
                 continue
             if status == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
