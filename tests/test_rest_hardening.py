@@ -8,11 +8,15 @@ import re
 import threading
 import time
 import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
+from config import Settings
+from ingestion.__main__ import format_status
 from ingestion.backfill import Backfiller
 from ingestion.binance.rest import (
     MAX_BAN_S,
@@ -25,8 +29,9 @@ from ingestion.binance.rest import (
 )
 from ingestion.history import HistoryLoader
 from records import BarArrays, EventKind, Trade, now_ms
+from service import Service
 from storage.sqlite import SqliteTickStore
-from testkit.fake_binance import RecordedTrade
+from testkit.fake_binance import FakeBinance, RecordedTrade
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.waiting import eventually
 
@@ -326,3 +331,31 @@ def test_a_refused_historical_trades_page_stores_nothing():
         backfiller.stop()
     assert not [s for s in stored if isinstance(s, Trade)]
     assert f"historicalTrades row #2 has id {trades[1].trade_id}, not after row #1" in backfiller.last_error
+
+
+# ------------------------------------------------------------------------ the ban, shown
+def show_status(status) -> None:
+    from ui.status import render_status
+
+    render_status(status)
+
+
+def test_a_ban_shows_in_the_feed_status_and_the_recorder_line(tmp_path):
+    started = now_ms()
+    with FakeBinance(ping_interval=None) as ws, FakeRest(klines=FakeKlines(PRICES)) as rest:
+        rest.faults.append((418, "7200"))
+        service = Service.start(Settings(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=tmp_path,
+                                         history_hours=1))
+        try:
+            eventually(lambda: service.status().rest_banned_until_ms is not None, timeout=10)
+            status = service.status()
+        finally:
+            service.stop()
+    assert len(rest.requests) == 1  # the history loader asked once, then waited out the ban
+    assert started + 7_200_000 <= status.rest_banned_until_ms <= now_ms() + 7_200_000
+    shown = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.rest_banned_until_ms // 1000))
+    assert f"rest_banned_until='{shown}'" in format_status(status)
+    at = AppTest.from_function(show_status, args=(status,), default_timeout=30).run()
+    assert not at.exception
+    assert any(f"Exchange REST banned until {shown}" in warning.value for warning in at.warning)
+    assert "rest_banned_until" not in format_status(replace(status, rest_banned_until_ms=None))
