@@ -65,8 +65,9 @@ MAX_BAN_S = 1e9
 BAN_POLL_S = 1.0  # a caller waiting out a ban or a weight pause looks at the clock this often
 REQUEST_DEADLINE_S = 15.0  # one request: connect + send + the whole reply, seconds
 SOCKET_TIMEOUT_S = 10.0  # any single socket wait within that deadline, seconds
-# A real page (1,000 klines or trades) is ~150-200 kB; anything far beyond is not a page.
-MAX_REPLY_BYTES = 4 * 1024 * 1024
+# A real page (1,000 klines or trades) is 150-190 kB; anything ten times that is not a page, and a
+# 2 MB body of the most object-dense JSON parses to ~40 MB of Python objects at worst.
+MAX_REPLY_BYTES = 2 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 ATTEMPTS = 5
 
@@ -329,8 +330,11 @@ class BinanceRest:
                 self.last_error = str(exc)
                 raise
             except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
-                self.last_error = (f"Binance REST {name}: no complete reply within the {self.deadline_s:g} s deadline"
-                                   if isinstance(exc, _DeadlinePassed) else f"Binance REST unreachable: {exc!r}")
+                if isinstance(exc, _DeadlinePassed):
+                    self.last_error = (f"Binance REST {name}: no complete reply within the {self.deadline_s:g} s "
+                                       "deadline")
+                else:
+                    self.last_error = f"Binance REST unreachable: {type(exc).__name__}: {exc}"
                 if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
                     return None
                 continue
@@ -345,7 +349,7 @@ class BinanceRest:
                 now = self._clock()
                 with self._state:
                     self._banned_until_s = until = max(self._banned_until_s, now + retry_after_s(header, now))
-                self._problem(f"HTTP {status} from Binance REST: banned until {_utc(int(until * 1000))} UTC "
+                self._problem(f"HTTP {status} from Binance REST: banned until {_utc(int(until * 1000))} "
                               f"(Retry-After {excerpt(header)})", symbol)
                 continue
             if 500 <= status < 600:
@@ -452,7 +456,7 @@ def _read_bounded(response: http.client.HTTPResponse, limit: int, name: str, *, 
 
 
 def _size(limit: int) -> str:
-    """``4 MB`` for 4 MiB, ``1,000 bytes`` for anything not a whole number of MiB."""
+    """``2 MB`` for 2 MiB, ``1,000 bytes`` for anything not a whole number of MiB."""
     return f"{limit // 2**20} MB" if limit % 2**20 == 0 else f"{limit:,} bytes"
 
 
