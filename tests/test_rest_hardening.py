@@ -165,6 +165,25 @@ def test_a_ban_is_left_at_once_when_stopped():
     assert got == {"result": []} and len(rest.requests) == 1
 
 
+def test_a_spent_weight_budget_pauses_every_caller_until_the_next_minute():
+    clock = FakeClock(T0 + 10)  # T0 is on a minute
+    trades = recorded()
+    with FakeRest(trades, klines=FakeKlines(PRICES)) as rest:
+        client = BinanceRest(rest.url, weight_budget=30, clock=clock, poll_s=0.002)
+        end = now_ms() // MINUTE * MINUTE
+        client.klines("ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())  # weight 2 of 30
+        client.historical_trades("BTCUSDT", trades[0].trade_id, 10, threading.Event())  # 27: the next would cross
+        assert len(rest.requests) == 2
+        history, got = in_thread(client.klines, "ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
+        clock.advance(49)  # T0 + 59
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 10)
+        assert len(rest.requests) == 2 and client.banned_until_ms is None  # a pause, not a ban
+        clock.advance(2)
+        history.join(10)
+    assert len(got["result"]) == 30 and len(rest.requests) == 3
+
+
 # ------------------------------------------------------------------------ deadlines and lanes
 def test_a_dripping_reply_is_abandoned_at_the_deadline():
     with FakeRest(klines=FakeKlines(PRICES)) as rest:
