@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alerts.monitor import AlertMonitor
 from config import Settings
@@ -59,7 +59,7 @@ class Service:
     def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, shared: SharedAnalytics, *,
                  writer: TickWriter | None = None, backfiller: Backfiller | None = None,
                  monitor: AlertMonitor | None = None, loader: HistoryLoader | None = None,
-                 lock: WriterClaim | None = None) -> None:
+                 lock: WriterClaim | None = None, rest: object | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self.site = site
@@ -70,6 +70,7 @@ class Service:
         self.backfiller = backfiller
         self.monitor = monitor
         self.loader = loader
+        self.rest = rest  # the exchange's REST client, shared by backfill and history (its ban is shown)
         self._lock = lock
         self._alerts: tuple[int, list[AlertRecord]] | None = None
         self._alerts_lock = threading.Lock()
@@ -139,7 +140,7 @@ class Service:
             raise
         log.info("service started: %s → %s", source.label, site.location)
         return cls(settings, spec, site, engine, shared, writer=writer, backfiller=backfiller, monitor=monitor,
-                   loader=loader, lock=lock)
+                   loader=loader, lock=lock, rest=rest)
 
     @classmethod
     def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: object) -> Service:
@@ -182,7 +183,10 @@ class Service:
                 self.loader.watch(wanted)
 
     def status(self) -> FeedStatus:
-        return self.engine.status()
+        """The engine's status, plus until when the exchange bans this IP from its REST API."""
+        status = self.engine.status()
+        banned = getattr(self.rest, "banned_until_ms", None)
+        return replace(status, rest_banned_until_ms=banned) if banned is not None else status
 
     def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
         """The newest stored alerts (newest first), read from storage only when there may be new ones.

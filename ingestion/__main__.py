@@ -47,6 +47,8 @@ def format_status(status: FeedStatus, alerts: int = 0, history: HistoryProgress 
             line += f" loading={history.current or 'queued'!r}"
         if history.errors:
             line += f" history_error={history.errors[-1]!r}"
+    if status.rest_banned_until is not None:
+        line += f" rest_banned_until={status.rest_banned_until!r}"
     return line + (f" last_error={status.last_error!r}" if status.last_error else "")
 
 

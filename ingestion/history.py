@@ -9,8 +9,10 @@ The page asks for more with :meth:`HistoryLoader.ensure` (a wider lookback, a ne
 
 Every range is fetched whole before it is stored (one transaction), so a failure — an HTTP
 error, a malformed row, a symbol the exchange does not know — changes no stored data and is
-reported in :attr:`HistoryLoader.progress`. Loading never holds up ticks or the page: it runs
-here, and writes go through its own connection.
+reported in :attr:`HistoryLoader.progress`; so does a page with a bar outside the range asked for,
+repeated or out of order. Loading never holds up ticks, the page or gap backfill: it runs here,
+writes go through its own connection, and the REST client it shares with the backfill shares its
+weight budget and ban, not a lock.
 """
 
 from __future__ import annotations

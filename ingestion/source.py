@@ -112,7 +112,8 @@ class SourceSpec:
         database: the name of the source's database for these settings (``"live"``,
             ``"replay-<file>-<tag>"``): one per source, so different sources never mix.
         rest: builds the exchange's REST client, one per service so that everything it calls
-            (gap backfill, history) shares one rate-limit budget; for ``backfill`` it is the
+            (gap backfill, history) shares one rate-limit budget and one ban (its
+            ``banned_until_ms``, if it has one, is shown as the feed's); for ``backfill`` it is the
             :class:`~ingestion.backfill.TradeHistory`.
         history: gives the :class:`~ingestion.history.KlineHistory` of past bars from the settings,
             the running source and the REST client (an exchange's klines; a simulated market's past).

@@ -106,6 +106,15 @@ class FeedStatus:
     stored: int = 0  # trades committed by this process (duplicates excluded)
     rejected: int = 0  # rows the database refused
     lost: int = 0  # items received after storage failed: never stored
+    # The exchange's REST ban (HTTP 418/429 Retry-After) ends then, epoch ms: no backfill or history call before.
+    rest_banned_until_ms: int | None = None
+
+    @property
+    def rest_banned_until(self) -> str | None:
+        """``2027-01-15 10:00:00 UTC`` while the exchange's REST ban lasts, else None."""
+        if self.rest_banned_until_ms is None:
+            return None
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.rest_banned_until_ms // 1000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,11 @@ Serves trades from an in-memory list and klines from :class:`FakeKlines` (a dete
 market per symbol) in the real response formats, reports used weight in
 ``X-MBX-USED-WEIGHT-1M``, answers an unknown symbol like Binance (HTTP 400, code -1121), and can
 be told to answer the next requests with 429/418 (with ``Retry-After``) or 500.
+
+Hostile answers for the client's defences: ``tamper`` rewrites a page's rows before they are sent
+(bars out of range, duplicates, ids out of order), ``drip`` sends a path's reply one byte at a
+time, ``huge`` sends a path a body of any size (generated as it is sent, never held); the fake
+counts what it sent (``bytes_sent``) and which replies the client hung up on (``abandoned``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -91,6 +96,13 @@ class FakeRest:
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
         self.requests: list[dict[str, str]] = []
         self.used_weight = 0
+        # path, query parameters, rows → the rows to send instead
+        self.tamper: Callable[[str, dict[str, str], list], list] | None = None
+        self.drip: dict[str, float] = {}  # path → seconds between the bytes of its reply
+        self.huge: dict[str, tuple[int, str]] = {}  # path → (body bytes, "length" | "close" | "chunked")
+        self.bytes_sent: dict[str, int] = {}  # path → body bytes written to the socket
+        self.abandoned: list[str] = []  # paths whose reply the client hung up on before it was whole
+        self._closing = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,6 +118,9 @@ class FakeRest:
                     self.end_headers()
                     self.wfile.write(b'{"code":-1003,"msg":"Too many requests."}')
                     return
+                if url.path in fake.huge:
+                    self._huge(url.path, *fake.huge[url.path])
+                    return
                 if url.path == "/api/v3/historicalTrades":
                     fake.used_weight += 25
                     rows = fake.page(params["symbol"], int(params["fromId"]), int(params.get("limit", 500)))
@@ -119,15 +134,56 @@ class FakeRest:
                 else:
                     self.send_error(404)
                     return
-                self._reply(200, json.dumps(rows).encode())
+                if fake.tamper is not None:
+                    rows = fake.tamper(url.path, params, rows)
+                self._reply(200, json.dumps(rows).encode(), drip=fake.drip.get(url.path), path=url.path)
 
-            def _reply(self, status: int, body: bytes) -> None:
+            def _reply(self, status: int, body: bytes, *, drip: float | None = None, path: str = "") -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("X-MBX-USED-WEIGHT-1M", str(fake.used_weight))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if drip is None:
+                    self.wfile.write(body)
+                    return
+                try:
+                    for index in range(len(body)):
+                        if fake._closing.wait(drip):
+                            return
+                        self.wfile.write(body[index:index + 1])
+                        fake.bytes_sent[path] = fake.bytes_sent.get(path, 0) + 1
+                except OSError:  # the client hung up (broken pipe, reset)
+                    fake.abandoned.append(path)
+
+            def _huge(self, path: str, size: int, framing: str) -> None:
+                """A ``size``-byte body of repeated kline rows, framed by Content-Length, by closing, or chunked."""
+                row = b'[1765000000000,"1.0","1.0","1.0","1.0","1.0",1765000059999,"1.0",1,"1.0","1.0","0"],'
+                block = row * (65_536 // len(row))
+                if framing == "chunked":
+                    self.protocol_version = "HTTP/1.1"  # chunked framing needs an HTTP/1.1 status line
+                    self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if framing == "length":
+                    self.send_header("Content-Length", str(size))
+                elif framing == "chunked":
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                sent = 0
+                try:
+                    while sent < size and not fake._closing.is_set():
+                        piece = block[:size - sent]
+                        if framing == "chunked":
+                            self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                        else:
+                            self.wfile.write(piece)
+                        sent += len(piece)
+                        fake.bytes_sent[path] = sent
+                    if framing == "chunked":
+                        self.wfile.write(b"0\r\n\r\n")
+                except OSError:  # the client hung up (broken pipe, reset)
+                    fake.abandoned.append(path)
 
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
@@ -150,6 +206,7 @@ class FakeRest:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()  # replies still dripping or streaming end now
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)

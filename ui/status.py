@@ -63,5 +63,8 @@ def render_status(status: FeedStatus) -> None:
     st.caption(f"Storage **{status.storage_state.value}** · {stored} · {status.storage_detail}"
                + (f" · rejected {status.rejected:,}" if status.rejected else "")
                + (f" · lost {status.lost:,}" if status.lost else ""))
+    if status.rest_banned_until is not None:
+        st.warning(f"Exchange REST banned until {status.rest_banned_until} (HTTP 418/429 Retry-After): no gap "
+                   "backfill or history loading before then.", icon="⛔")
     if status.last_error:
         st.caption(f"Last error: {status.last_error}")

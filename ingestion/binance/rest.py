@@ -5,24 +5,41 @@ missed (gap backfill); ``GET /api/v3/klines?symbol=…&interval=…&startTime=�
 loads the bars of the past (history at open). Every call is made from a background thread,
 never the stream's.
 
-Rate limits: Binance allows 6,000 request weight a minute per IP and reports what is used in the
-``X-MBX-USED-WEIGHT-1M`` response header. We keep under ``weight_budget`` (default 1,200, a
-fifth), pausing until the next minute when the next call would cross it, and on ``429``/``418``
-wait ``Retry-After`` seconds before retrying. One client is shared by everything that calls
-Binance REST in a process, so they share the budget.
+One client is shared by everything that calls Binance REST in a process (the gap backfill and
+the history loader), so they share:
+
+- the **weight budget**: Binance allows 6,000 request weight a minute per IP and reports what is
+  used in ``X-MBX-USED-WEIGHT-1M``; we keep under ``weight_budget`` (default 1,200, a fifth) by
+  pausing every caller until the next minute when the next call would cross it;
+- the **ban**: a ``429`` (rate limited) or ``418`` (IP banned) reply's ``Retry-After`` — delay
+  seconds or an HTTP-date (RFC 9110 §10.2.3) — is honoured in full, whatever its length, and no
+  caller sends anything before it ends (:attr:`BinanceRest.banned_until_ms` says until when). A
+  missing or unreadable ``Retry-After`` counts as :data:`RETRY_AFTER_UNKNOWN_S`.
+
+Requests are not serialised otherwise: the backfill thread and the history thread each make their
+own calls, so a slow klines page never delays a ``historicalTrades`` call. Every request has an
+overall deadline (:data:`REQUEST_DEADLINE_S`: connect, send and the whole reply; a reply that
+drips is abandoned at it) and a size bound (:data:`MAX_REPLY_BYTES`: refused by its
+``Content-Length`` before reading, or as soon as the bytes read cross it). No proxy is used and no
+redirect is followed.
 """
 
 from __future__ import annotations
 
+import email.utils
+import functools
+import http.client
+import io
 import json
 import logging
 import math
+import re
+import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -39,8 +56,19 @@ KLINES_WEIGHT = 2  # per request with limit 1000 (Binance: 2 for limit 100-500 a
 KLINE_INTERVALS = {1_000: "1s", 60_000: "1m", 300_000: "5m"}
 # Binance's data archives switched to microseconds in 2025; a time this large cannot be in ms.
 MICROSECONDS_FROM = 10**14
-RETRY_AFTER_DEFAULT_S = 5.0
-MAX_RETRY_WAIT_S = 300.0
+RETRY_AFTER_DEFAULT_S = 5.0  # wait after a 5xx or a network error before the next attempt
+# A 418/429 without a usable Retry-After: Binance bans last 2 minutes to 3 days, so a minute is the
+# least we owe it; a longer wait only delays recovery, a shorter one risks a longer ban.
+RETRY_AFTER_UNKNOWN_S = 60.0
+# Longest wait a Retry-After can ask for that we can still represent (~31 years: "until further notice").
+MAX_BAN_S = 1e9
+BAN_POLL_S = 1.0  # a caller waiting out a ban or a weight pause looks at the clock this often
+REQUEST_DEADLINE_S = 15.0  # one request: connect + send + the whole reply, seconds
+SOCKET_TIMEOUT_S = 10.0  # any single socket wait within that deadline, seconds
+# A real page (1,000 klines or trades) is 150-190 kB; anything ten times that is not a page, and a
+# 2 MB body of the most object-dense JSON parses to ~40 MB of Python objects at worst.
+MAX_REPLY_BYTES = 2 * 1024 * 1024
+READ_CHUNK = 64 * 1024
 ATTEMPTS = 5
 
 
@@ -81,8 +109,17 @@ def kline_ms(value: object, what: str, *, last: bool = False) -> int:
     return value
 
 
-def parse_klines(rows: object, symbol: str, interval_ms: int, now: int) -> BarArrays:
-    """Closed bars from a ``klines`` reply; the kline still open (``closeTime >= now``) is left out.
+def _utc(ms: int) -> str:
+    """``2026-12-06T21:00:00Z`` for an epoch ms time, or the number itself if out of datetime's range."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+
+
+def parse_klines(rows: object, symbol: str, interval_ms: int, now: int, *, start_ms: int, end_ms: int) -> BarArrays:
+    """Closed bars from a ``klines`` reply asked for ``[start_ms, end_ms)``; the kline still open
+    (``closeTime >= now``) is left out.
 
     Each row is ``[openTime, open, high, low, close, volume, closeTime, quoteVolume, trades,
     takerBuyBase, takerBuyQuote, ignore]``, times in ms (or µs, converted), prices and volumes as
@@ -91,16 +128,28 @@ def parse_klines(rows: object, symbol: str, interval_ms: int, now: int) -> BarAr
         [1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100", "148976.11427815",
          1499644799999, "2434.19055334", 308, "1756.87402397", "28.46694368", "0"]
 
-    Raises :class:`RestError` naming the row for anything malformed, so no partial page is stored.
+    Open times must lie in ``[start_ms, end_ms)`` and rise strictly: a bar outside the range asked
+    for would replace a stored one, and a duplicate would be stored last-wins. Raises
+    :class:`RestError` naming the row (index and open time) for anything wrong, so no partial page
+    is stored.
     """
     if not isinstance(rows, list):
         raise RestError(f"expected a JSON list from klines, got {type(rows).__name__}")
     starts, values, trades = [], [], []
+    previous: int | None = None
     for index, row in enumerate(rows):
         where = f"{symbol} {KLINE_INTERVALS[interval_ms]} kline #{index}"
         if not isinstance(row, list) or len(row) < 9:
             raise RestError(f"{where} is not a 12-field row: {excerpt(row, 80)}")
         open_ms, close_ms = kline_ms(row[0], f"{where}: open time"), kline_ms(row[6], f"{where}: close time", last=True)
+        if not start_ms <= open_ms < end_ms:
+            raise RestError(f"{where} opens at {open_ms} ({_utc(open_ms)}), outside the range asked for "
+                            f"[{start_ms}, {end_ms}) ({_utc(start_ms)} to {_utc(end_ms)}); page refused")
+        if previous is not None and open_ms <= previous:
+            kind = "a duplicate of" if open_ms == previous else "before"
+            raise RestError(f"{where} opens at {open_ms} ({_utc(open_ms)}), {kind} kline #{index - 1} "
+                            f"({previous}): open times must rise; page refused")
+        previous = open_ms
         if open_ms % interval_ms or close_ms != open_ms + interval_ms - 1:
             raise RestError(f"{where}: open time {open_ms} / close time {close_ms} do not span one "
                             f"{KLINE_INTERVALS[interval_ms]} bar")
@@ -126,40 +175,118 @@ def parse_klines(rows: object, symbol: str, interval_ms: int, now: int) -> BarAr
                      np.array(trades, dtype=np.int64), columns[5])
 
 
+def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int, recv_ms: int) -> list[Trade]:
+    """The trades of a ``historicalTrades`` reply asked for ``fromId=from_id&limit=limit``.
+
+    At most ``limit`` rows, ids from ``from_id`` on and strictly rising; otherwise the whole page is
+    refused (:class:`RestError` naming the row), so nothing of it is stored.
+    """
+    if not isinstance(rows, list):
+        raise RestError(f"expected a JSON list from historicalTrades, got {type(rows).__name__}")
+    if len(rows) > limit:
+        raise RestError(f"{symbol} historicalTrades page has {len(rows)} rows, more than the {limit} asked for; "
+                        f"page refused")
+    trades: list[Trade] = []
+    for index, row in enumerate(rows):
+        trade = parse_historical_trade(symbol, row, recv_ms)
+        if trade.trade_id < from_id:
+            raise RestError(f"{symbol} historicalTrades row #{index} has id {trade.trade_id}, before the "
+                            f"fromId {from_id} asked for; page refused")
+        if trades and trade.trade_id <= trades[-1].trade_id:
+            raise RestError(f"{symbol} historicalTrades row #{index} has id {trade.trade_id}, not after row "
+                            f"#{index - 1} ({trades[-1].trade_id}): ids must rise; page refused")
+        trades.append(trade)
+    return trades
+
+
+def retry_after_s(header: str | None, now_s: float) -> float:
+    """Seconds to wait from a ``Retry-After`` header at ``now_s`` (epoch seconds), RFC 9110 §10.2.3.
+
+    Delay seconds (``7200``) or an HTTP-date (``Sun, 06 Dec 2026 23:00:00 GMT``), honoured in full
+    (a date already past: 0); at most :data:`MAX_BAN_S`. Missing or unreadable (``-5``, ``soon``):
+    :data:`RETRY_AFTER_UNKNOWN_S`.
+    """
+    if header is None:
+        return RETRY_AFTER_UNKNOWN_S
+    text = header.strip()
+    if re.fullmatch(r"[0-9]+", text):  # ASCII digits only: int() would also take "١٢" or "1_0"
+        return MAX_BAN_S if len(text) > 10 else min(float(int(text)), MAX_BAN_S)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return RETRY_AFTER_UNKNOWN_S
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return min(max(when.timestamp() - now_s, 0.0), MAX_BAN_S)
+
+
+class ReplyTooLarge(RestError):
+    """A reply larger than the client's size bound (see :data:`MAX_REPLY_BYTES`)."""
+
+
 class BinanceRest:
-    """Thread-safe Binance REST client with a shared weight budget (see the module docstring).
+    """Thread-safe Binance REST client with a shared weight budget and ban (see the module docstring).
 
     ``emit`` receives a feed event for every rate-limit wait, so the feed tab shows why history
     or a backfill is slow. ``last_error`` keeps the latest problem for the status panel.
+    ``clock`` gives epoch seconds (the ban and weight pauses are measured on it; ``Retry-After``
+    dates are compared with it); ``poll_s`` is how often a waiting caller looks at it.
+    ``deadline_s`` bounds one request whole, ``timeout_s`` any single socket wait in it,
+    ``max_reply_bytes`` one reply's body; ``attempts`` is how many tries a call gets.
     """
 
-    def __init__(self, rest_url: str, *, weight_budget: int = 1_200, timeout_s: float = 10.0,
-                 emit: Callable[[FeedEvent], None] | None = None) -> None:
+    def __init__(self, rest_url: str, *, weight_budget: int = 1_200, timeout_s: float = SOCKET_TIMEOUT_S,
+                 deadline_s: float = REQUEST_DEADLINE_S, max_reply_bytes: int = MAX_REPLY_BYTES,
+                 attempts: int = ATTEMPTS, emit: Callable[[FeedEvent], None] | None = None,
+                 clock: Callable[[], float] = time.time, poll_s: float = BAN_POLL_S) -> None:
+        if not (timeout_s > 0 and deadline_s > 0 and max_reply_bytes > 0 and attempts >= 1):
+            raise ValueError(f"need timeout_s, deadline_s, max_reply_bytes > 0 and attempts >= 1, got "
+                             f"{timeout_s}, {deadline_s}, {max_reply_bytes}, {attempts}")
         self.rest_url = rest_url.rstrip("/")
+        self._parts = urllib.parse.urlsplit(self.rest_url)
+        if self._parts.scheme not in ("http", "https") or not self._parts.hostname:
+            raise ValueError(f"rest_url: {rest_url!r} must look like https://host[:port]")
         self.weight_budget = weight_budget
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
+        self.max_reply_bytes = max_reply_bytes
+        self.attempts = attempts
         self.emit = emit
         self.requests = 0
         self.last_error: str | None = None
-        self._lock = threading.Lock()  # one request at a time keeps the weight accounting exact
+        self._clock = clock
+        self._poll_s = poll_s
+        # Guards the shared state only, never held across a request: callers on other threads
+        # (backfill, history) send concurrently, each within its own deadline.
+        self._state = threading.Lock()
+        self._banned_until_s = 0.0  # no request before this (epoch s): 418/429 Retry-After
+        self._paused_until_s = 0.0  # nor before this: our weight budget for the minute is used
+
+    @property
+    def banned_until_ms(self) -> int | None:
+        """When the current 418/429 ban ends (epoch ms), or None when there is none."""
+        with self._state:
+            until = self._banned_until_s
+        return int(until * 1000) if until > self._clock() else None
 
     def historical_trades(self, symbol: str, from_id: int, limit: int, stop: threading.Event) -> list[Trade]:
-        """Up to ``limit`` (≤ 1000) trades of ``symbol`` from id ``from_id`` on; [] if stopped or none exist."""
+        """Up to ``limit`` (≤ 1000) trades of ``symbol`` from id ``from_id`` on; [] if stopped or none exist.
+
+        A page with ids before ``from_id``, out of order or repeated is refused whole (:class:`RestError`).
+        """
         rows = self.get("/api/v3/historicalTrades", {"symbol": symbol, "fromId": from_id, "limit": limit},
                         weight=HISTORICAL_TRADES_WEIGHT, stop=stop, symbol=symbol)
         if rows is None:
             return []
-        if not isinstance(rows, list):
-            raise RestError(f"expected a JSON list from historicalTrades, got {type(rows).__name__}")
-        recv = now_ms()
-        return [parse_historical_trade(symbol, row, recv) for row in rows]
+        return parse_historical_trades(rows, symbol, from_id, limit, now_ms())
 
     def klines(self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, stop: threading.Event) -> BarArrays:
         """Closed bars of ``symbol`` at ``interval_ms`` (1 s, 1 min, 5 min) opening in ``[start_ms, end_ms)``.
 
         Pages through ``limit=1000`` replies; every page is checked before anything is returned,
-        so a malformed row, an HTTP error or a symbol Binance does not know raises
-        :class:`RestError` and nothing of this range is stored. Empty if ``stop`` is set.
+        so a malformed row, a bar outside the range asked for or out of order, an HTTP error or a
+        symbol Binance does not know raises :class:`RestError` and nothing of this range is stored.
+        Empty if ``stop`` is set.
         """
         interval = KLINE_INTERVALS[interval_ms]
         pages: list[BarArrays] = []
@@ -170,58 +297,109 @@ class BinanceRest:
                              weight=KLINES_WEIGHT, stop=stop, symbol=symbol)
             if reply is None:
                 return BarArrays.empty()
-            page = parse_klines(reply, symbol, interval_ms, now_ms())
+            page = parse_klines(reply, symbol, interval_ms, now_ms(), start_ms=cursor, end_ms=end_ms)
             if len(page):
                 pages.append(page)
-            if not isinstance(reply, list) or len(reply) < PAGE_LIMIT:
+            if len(reply) < PAGE_LIMIT:
                 break
-            last_open = kline_ms(reply[-1][0], f"{symbol} {interval} kline")
-            if last_open < cursor:
-                raise RestError(f"{symbol} {interval} klines from {cursor} went back to {last_open}")
-            cursor = last_open + interval_ms
+            # parse_klines checked the page rises within [cursor, end_ms): the next one starts after it.
+            cursor = kline_ms(reply[-1][0], f"{symbol} {interval} kline") + interval_ms
         return _concat(pages)
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
             symbol: str | None = None) -> Any:
         """The decoded JSON of ``GET path?params``; None if ``stop`` was set while waiting.
 
-        Retries 429/418 (after ``Retry-After``), 5xx and network errors up to ``ATTEMPTS`` times;
-        raises :class:`RestError` for other statuses, invalid JSON or when the attempts run out.
+        Waits out the shared ban and weight pause before every attempt. Retries 429/418 (after
+        ``Retry-After``), 5xx, network errors and a missed deadline up to ``attempts`` times;
+        raises :class:`RestError` for other statuses, a reply over the size bound, invalid JSON or
+        when the attempts run out.
         """
+        target = f"{self._parts.path}{path}?{urllib.parse.urlencode(params)}"
         url = f"{self.rest_url}{path}?{urllib.parse.urlencode(params)}"
-        with self._lock:
-            for _attempt in range(ATTEMPTS):
+        name = path.rsplit("/", 1)[-1]
+        for attempt in range(self.attempts):
+            retry = attempt + 1 < self.attempts  # no pause after the last attempt: give up at once
+            if self._wait_until_clear(stop):
+                return None
+            with self._state:
                 self.requests += 1
+            try:
+                status, headers, body = self._fetch(target, name)
+            except ReplyTooLarge as exc:
+                self.last_error = str(exc)
+                raise
+            except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
+                if isinstance(exc, _DeadlinePassed):
+                    self.last_error = (f"Binance REST {name}: no complete reply within the {self.deadline_s:g} s "
+                                       "deadline")
+                else:
+                    self.last_error = f"Binance REST unreachable: {type(exc).__name__}: {exc}"
+                if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
+                    return None
+                continue
+            if status == 200:
+                self._note_weight(headers.get("X-MBX-USED-WEIGHT-1M"), weight)
                 try:
-                    with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                        body = response.read()
-                        used = response.headers.get("X-MBX-USED-WEIGHT-1M")
-                    if self._respect_weight(used, weight, stop):
-                        return None
                     return json.loads(body)
-                except urllib.error.HTTPError as exc:
-                    if exc.code in (429, 418):  # rate limited / IP banned: wait as told, then retry
-                        wait = _retry_after(exc.headers.get("Retry-After"))
-                        self._problem(f"HTTP {exc.code} from Binance REST; waiting {wait:.0f} s", symbol)
-                        if stop.wait(wait):
-                            return None
-                        continue
-                    if 500 <= exc.code < 600:
-                        self.last_error = f"HTTP {exc.code} from Binance REST"
-                        if stop.wait(RETRY_AFTER_DEFAULT_S):
-                            return None
-                        continue
-                    body = exc.read()
-                    if exc.code == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
-                        raise RestError(f"Binance does not know the symbol {params.get('symbol')}") from None
-                    raise RestError(f"HTTP {exc.code} for {url}: {excerpt(body, 200)}") from None
-                except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                    self.last_error = f"Binance REST unreachable: {exc}"
-                    if stop.wait(RETRY_AFTER_DEFAULT_S):
-                        return None
-                except json.JSONDecodeError as exc:
-                    raise RestError(f"invalid JSON from {url}: {exc}") from None
-        raise RestError(f"giving up on {url} after {ATTEMPTS} attempts ({self.last_error})")
+                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                    raise RestError(f"invalid JSON from {url}: {str(exc)[:200]}") from None
+            if status in (429, 418):  # rate limited / IP banned: nobody calls before Retry-After has passed
+                header = headers.get("Retry-After")
+                now = self._clock()
+                with self._state:
+                    self._banned_until_s = until = max(self._banned_until_s, now + retry_after_s(header, now))
+                self._problem(f"HTTP {status} from Binance REST: banned until {_utc(int(until * 1000))} "
+                              f"(Retry-After {excerpt(header)})", symbol)
+                continue
+            if 500 <= status < 600:
+                self.last_error = f"HTTP {status} from Binance REST"
+                if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
+                    return None
+                continue
+            if status == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
+                raise RestError(f"Binance does not know the symbol {params.get('symbol')}")
+            raise RestError(f"HTTP {status} for {url}: {excerpt(body, 200)}")
+        raise RestError(f"giving up on {url} after {self.attempts} attempts ({self.last_error})")
+
+    def _wait_until_clear(self, stop: threading.Event) -> bool:
+        """Block until neither the ban nor the weight pause forbids a request; True if stopped meanwhile."""
+        while True:
+            with self._state:
+                until = max(self._banned_until_s, self._paused_until_s)
+            left = until - self._clock()
+            if left <= 0:
+                return False
+            # Short steps: the clock may be a test's, and another caller may extend the ban meanwhile.
+            if stop.wait(min(left, self._poll_s)):
+                return True
+
+    def _fetch(self, target: str, name: str) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One GET of ``target`` within :attr:`deadline_s`: status, headers and the body (bounded).
+
+        Raises :class:`_DeadlinePassed` when the deadline passes at any step, :class:`ReplyTooLarge`
+        for a body over :attr:`max_reply_bytes`, ``OSError``/``HTTPException`` for network trouble.
+        """
+        deadline = time.monotonic() + self.deadline_s
+        parts = self._parts
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        # Connect and the TLS handshake each wait at most half of what is left, so together they fit.
+        conn = connection_class(parts.hostname, parts.port, timeout=min(self.timeout_s, _left(deadline) / 2))
+        conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=self.timeout_s)
+        try:
+            conn.connect()
+            conn.sock.settimeout(min(self.timeout_s, _left(deadline)))
+            conn.request("GET", target, headers={"Accept": "application/json", "Connection": "close"})
+            with conn.getresponse() as response:
+                if response.status != 200:  # an error page: enough of it to name the problem
+                    return response.status, response.headers, _read_bounded(response, 4_096, name, truncate=True)
+                return response.status, response.headers, _read_bounded(response, self.max_reply_bytes, name)
+        except TimeoutError:
+            if time.monotonic() >= deadline:  # a socket wait cut short by the deadline: that is the reason
+                raise _DeadlinePassed(self.deadline_s) from None
+            raise
+        finally:
+            conn.close()
 
     def _problem(self, text: str, symbol: str | None) -> None:
         self.last_error = text
@@ -229,31 +407,100 @@ class BinanceRest:
         if self.emit is not None:
             self.emit(FeedEvent(now_ms(), EventKind.ERROR, symbol, text))
 
-    def _respect_weight(self, used_header: str | None, weight: int, stop: threading.Event) -> bool:
-        """Pause until the next minute when the IP's used weight is near our budget; True if stopped."""
+    def _note_weight(self, used_header: str | None, weight: int) -> None:
+        """Pause every caller until the next minute when the IP's used weight is near our budget."""
         try:
             used = int(used_header) if used_header is not None else 0
         except ValueError:
-            return False
+            return
         if used + weight > self.weight_budget:
-            return stop.wait(60 - time.time() % 60 + 0.5)  # Binance's weight window resets on the minute
-        return False
+            now = self._clock()
+            with self._state:  # Binance's weight window resets on the minute
+                self._paused_until_s = max(self._paused_until_s, now - now % 60 + 60.5)
 
 
-def _retry_after(header: str | None) -> float:
-    try:
-        return min(max(float(header), 0.0), MAX_RETRY_WAIT_S) if header else RETRY_AFTER_DEFAULT_S
-    except ValueError:
-        return RETRY_AFTER_DEFAULT_S
+class _DeadlinePassed(TimeoutError):
+    """A request's overall deadline passed before its reply was complete."""
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__(f"no complete reply within the {deadline_s:g} s deadline")
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (``time.monotonic()`` seconds); TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("request deadline passed")
+    return left
+
+
+def _read_bounded(response: http.client.HTTPResponse, limit: int, name: str, *, truncate: bool = False) -> bytes:
+    """The body of ``response``, read in chunks, at most ``limit`` bytes.
+
+    A larger body raises :class:`ReplyTooLarge` (or, with ``truncate``, is cut at ``limit``):
+    by its ``Content-Length`` before anything is read, else as soon as the running total crosses it.
+    """
+    what = f"{name} reply exceeds the {_size(limit)} limit"
+    if response.length is not None and response.length > limit and not truncate:
+        raise ReplyTooLarge(f"{what} (Content-Length {response.length:,} bytes); not read")
+    body = bytearray()
+    while True:
+        chunk = response.read(min(READ_CHUNK, limit + 1 - len(body)))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limit:
+            if truncate:
+                return bytes(body[:limit])
+            raise ReplyTooLarge(f"{what} (more than {limit:,} bytes read); rest not read")
+
+
+def _size(limit: int) -> str:
+    """``2 MB`` for 2 MiB, ``1,000 bytes`` for anything not a whole number of MiB."""
+    return f"{limit // 2**20} MB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads whose timeout shrinks to what is left before one deadline.
+
+    A per-read timeout alone never fires on a peer that sends one byte a second.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, timeout_s: float) -> None:
+        super().__init__()
+        self._sock, self._deadline, self._timeout_s = sock, deadline, timeout_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        self._sock.settimeout(min(self._timeout_s, _left(self._deadline)))
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTP response whose status line, headers and body are read by a :class:`_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, *args: object, deadline: float, timeout_s: float, **kwargs: object) -> None:
+        super().__init__(sock, *args, **kwargs)  # type: ignore[arg-type]
+        # The plain socket file HTTPResponse made never reads anything, but it is kept open until
+        # this response closes: it holds the socket open after the connection lets go of it
+        # (``Connection: close``), while the body is still to be read.
+        self._socket_file = self.fp
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout_s))
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._socket_file.close()
 
 
 def _concat(pages: list[BarArrays]) -> BarArrays:
+    """One array per column; the pages were checked to rise and not overlap."""
     if not pages:
         return BarArrays.empty()
     if len(pages) == 1:
         return pages[0]
-    columns = [np.concatenate([getattr(page, name) for page in pages]) for name in ("start_ms", *BarArrays.COLUMNS)]
-    start, opened, high, low, close, volume, trades, vwap = columns
-    keep = np.concatenate(([True], np.diff(start) > 0))  # a page boundary seen twice is kept once
-    return BarArrays(start[keep], opened[keep], high[keep], low[keep], close[keep], volume[keep], trades[keep],
-                     vwap[keep])
+    return BarArrays(*(np.concatenate([getattr(page, name) for page in pages])
+                       for name in ("start_ms", *BarArrays.COLUMNS)))
