@@ -23,17 +23,15 @@ an error text: webhook URLs usually carry a secret token in their path.
 
 from __future__ import annotations
 
-import functools
 import http.client
-import io
 import json
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import SplitResult, urlsplit
 
 from config import http_url_problem
+from ingestion.http import connect as deadline_connect
 from records.alerts import AlertEvent
 
 # A server's reason phrase can be 64 KiB; error texts keep this much of it.
@@ -124,15 +122,9 @@ def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float, ke
     Every socket wait lasts at most ``timeout_s`` and the whole exchange ends by ``deadline``
     (``time.monotonic()`` seconds), else TimeoutError.
     """
-    # Connect and the TLS handshake each wait at most ``first``, so together they fit what is left.
-    first = min(timeout_s, _left(deadline) / 2)
-    connection_class = http.client.HTTPSConnection if parts.scheme.lower() == "https" else http.client.HTTPConnection
-    conn = connection_class(parts.hostname, parts.port, timeout=first)
-    conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=timeout_s)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = deadline_connect(parts, timeout_s, deadline)
     try:
-        conn.connect()
-        conn.sock.settimeout(min(timeout_s, _left(deadline)))  # sendall: a total, not per chunk
         conn.request("POST", target, body=body, headers={
             "Content-Type": "application/json", "User-Agent": "pair-alerts/1", "Connection": "close",
             "Idempotency-Key": key})
@@ -142,36 +134,3 @@ def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float, ke
         conn.close()
 
 
-def _left(deadline: float) -> float:
-    """Seconds until ``deadline`` (``time.monotonic()`` seconds); TimeoutError once it has passed."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("delivery deadline passed")
-    return left
-
-
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads whose timeout shrinks to what is left before one deadline.
-
-    A per-read timeout alone never fires on a peer that sends one byte a second.
-    """
-
-    def __init__(self, sock: socket.socket, deadline: float, timeout_s: float) -> None:
-        super().__init__()
-        self._sock, self._deadline, self._timeout_s = sock, deadline, timeout_s
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        self._sock.settimeout(min(self._timeout_s, _left(self._deadline)))
-        return self._sock.recv_into(buffer)
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    """An HTTP response whose status line and headers are read by a :class:`_DeadlineReader`."""
-
-    def __init__(self, sock: socket.socket, *args: object, deadline: float, timeout_s: float, **kwargs: object) -> None:
-        super().__init__(sock, *args, **kwargs)  # type: ignore[arg-type]
-        self.fp.close()  # the plain socket file HTTPResponse made; it never read anything
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout_s))

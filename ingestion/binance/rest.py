@@ -27,14 +27,11 @@ redirect is followed.
 from __future__ import annotations
 
 import email.utils
-import functools
 import http.client
-import io
 import json
 import logging
 import math
 import re
-import socket
 import threading
 import time
 import urllib.parse
@@ -45,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ingestion.binance.parse import MAX_ID
+from ingestion.http import connect as deadline_connect
 from ingestion.source import excerpt
 from records import BarArrays, EventKind, FeedEvent, Trade, now_ms
 
@@ -381,14 +379,9 @@ class BinanceRest:
         for a body over :attr:`max_reply_bytes`, ``OSError``/``HTTPException`` for network trouble.
         """
         deadline = time.monotonic() + self.deadline_s
-        parts = self._parts
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        # Connect and the TLS handshake each wait at most half of what is left, so together they fit.
-        conn = connection_class(parts.hostname, parts.port, timeout=min(self.timeout_s, _left(deadline) / 2))
-        conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=self.timeout_s)
+        conn: http.client.HTTPConnection | None = None
         try:
-            conn.connect()
-            conn.sock.settimeout(min(self.timeout_s, _left(deadline)))
+            conn = deadline_connect(self._parts, self.timeout_s, deadline)
             conn.request("GET", target, headers={"Accept": "application/json", "Connection": "close"})
             with conn.getresponse() as response:
                 if response.status != 200:  # an error page: enough of it to name the problem
@@ -399,7 +392,8 @@ class BinanceRest:
                 raise _DeadlinePassed(self.deadline_s) from None
             raise
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _problem(self, text: str, symbol: str | None) -> None:
         self.last_error = text
@@ -426,14 +420,6 @@ class _DeadlinePassed(TimeoutError):
         super().__init__(f"no complete reply within the {deadline_s:g} s deadline")
 
 
-def _left(deadline: float) -> float:
-    """Seconds until ``deadline`` (``time.monotonic()`` seconds); TimeoutError once it has passed."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("request deadline passed")
-    return left
-
-
 def _read_bounded(response: http.client.HTTPResponse, limit: int, name: str, *, truncate: bool = False) -> bytes:
     """The body of ``response``, read in chunks, at most ``limit`` bytes.
 
@@ -458,42 +444,6 @@ def _read_bounded(response: http.client.HTTPResponse, limit: int, name: str, *, 
 def _size(limit: int) -> str:
     """``2 MB`` for 2 MiB, ``1,000 bytes`` for anything not a whole number of MiB."""
     return f"{limit // 2**20} MB" if limit % 2**20 == 0 else f"{limit:,} bytes"
-
-
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads whose timeout shrinks to what is left before one deadline.
-
-    A per-read timeout alone never fires on a peer that sends one byte a second.
-    """
-
-    def __init__(self, sock: socket.socket, deadline: float, timeout_s: float) -> None:
-        super().__init__()
-        self._sock, self._deadline, self._timeout_s = sock, deadline, timeout_s
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        self._sock.settimeout(min(self._timeout_s, _left(self._deadline)))
-        return self._sock.recv_into(buffer)
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    """An HTTP response whose status line, headers and body are read by a :class:`_DeadlineReader`."""
-
-    def __init__(self, sock: socket.socket, *args: object, deadline: float, timeout_s: float, **kwargs: object) -> None:
-        super().__init__(sock, *args, **kwargs)  # type: ignore[arg-type]
-        # The plain socket file HTTPResponse made never reads anything, but it is kept open until
-        # this response closes: it holds the socket open after the connection lets go of it
-        # (``Connection: close``), while the body is still to be read.
-        self._socket_file = self.fp
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout_s))
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._socket_file.close()
 
 
 def _concat(pages: list[BarArrays]) -> BarArrays:
