@@ -88,6 +88,15 @@ class PairParams:
             raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
 
     @property
+    def warmup_bars(self) -> int:
+        """Bars to compute on before the first shown one so that β, the z-score and the correlation are
+        defined there: a window for β and another for its z-score, or for the Kalman filter the prior's
+        bars and then the z-score's window."""
+        if REGRESSIONS[self.regression][0] == "kalman":
+            return max(2 * self.window, KALMAN_PRIOR_BARS + self.window)
+        return 2 * self.window
+
+    @property
     def span_free(self) -> bool:
         """Whether each value depends only on its own trailing window, not on where the span starts
         (rolling OLS): past values never change, so a span may be cut from a longer one or extended

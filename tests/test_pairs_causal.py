@@ -78,3 +78,15 @@ def test_needs_n_more_bars_is_exactly_when_the_series_appears(regression: str, w
             assert np.isfinite(value_at(ready, name, data.index[n + need.missing - 1])), (need, n)
             assert np.isnan(value_at(before, name, data.index[n + need.missing - 2])), (need, n)
     assert checked == set(NEEDS.values())
+
+
+@pytest.mark.parametrize("regression", CAUSAL)
+@pytest.mark.parametrize("window", [10, 40])
+def test_the_warm_up_makes_every_series_defined_at_the_first_shown_bar(regression: str, window: int) -> None:
+    """The page computes on ``warmup_bars`` bars before its lookback: β, z and correlation exist at its
+    first bar, for the Kalman filter too (its β starts at the prior's last bar, not at bar 0)."""
+    params = PairParams("YYYUSDT", "XXXUSDT", window=window, regression=regression)
+    data = closes(params.warmup_bars + 5, 4)
+    shown = compute_pair(data, params).since(data.index[params.warmup_bars])
+    for name in ("beta", "zscore", "correlation"):
+        assert np.isfinite(getattr(shown, name).iloc[0]), name
