@@ -2,10 +2,13 @@
 
 Data: a day of 1 s bars (86,400) of a BTC/ETH-like cointegrated pair (as in ``bench/analytics.py``),
 with one bad print an hour in: y jumps by 1e6 typical moves for one bar (for the hedge and the
-correlation), and the spread by 1e6 typical moves the bar after (for the z-score). For windows 20, 60 and
-200 it times, median wall ms over ``--repeats`` calls:
+correlation), and the spread by 1e6 typical moves the bar after (for the z-score). For windows 20,
+60 and 200 it times, median wall ms over ``--repeats`` calls:
 
-* ``rolling_zscore`` + ``rolling_moments`` of the spread (what the dashboard computes per refresh),
+* a refresh's rolling analytics: ``rolling_hedge``, the spread, ``rolling_moments``,
+  ``rolling_zscore`` and ``rolling_correlation`` of log returns, as ``pairs.compute`` runs them
+  (error: z of the spread, without the spread's own bad print),
+* ``rolling_zscore`` + ``rolling_moments`` of the spread,
 * ``rolling_hedge`` of the prices,
 * ``rolling_correlation`` of the log returns,
 
@@ -97,17 +100,17 @@ def main() -> None:
     y[3_600] += 1e6 * np.std(np.diff(y))  # a bad print, a million typical moves away
     ra, rb = np.asarray(log_returns(y)), np.asarray(log_returns(x))
     print(f"{N:,} bars of 1 s; median ms of {args.repeats} calls; max error vs a brute-force two-pass per window")
-    print(f"{'window':>6}  {'what':<28} {'old ms':>8} {'new ms':>8} {'ratio':>6}  {'old error':>9} {'new error':>9}")
+    print(f"{'window':>6}  {'what':<33} {'old ms':>8} {'new ms':>8} {'ratio':>6}  {'old error':>9} {'new error':>9}")
     for window in WINDOWS:
         for what, (before, after), run, error in cases(old, y, x, ra, rb, window):
             old_ms = timed(lambda run=run, before=before: run(before), args.repeats)
             new_ms = timed(lambda run=run, after=after: run(after), args.repeats)
-            print(f"{window:>6}  {what:<28} {old_ms:>8.2f} {new_ms:>8.2f} {new_ms / old_ms:>6.2f}  "
+            print(f"{window:>6}  {what:<33} {old_ms:>8.2f} {new_ms:>8.2f} {new_ms / old_ms:>6.2f}  "
                   f"{error(run(before)):>9.1e} {error(run(after)):>9.1e}")
 
 
 def cases(old: types.SimpleNamespace, y: np.ndarray, x: np.ndarray, ra: np.ndarray, rb: np.ndarray,
-          window: int) -> list[tuple[str, tuple[types.ModuleType, types.ModuleType], Callable, Callable]]:
+          window: int) -> list[tuple[str, tuple[object, object], Callable, Callable]]:
     """(what, (old module, new module), run(module), max error of a result) for one window."""
     fit = regression.rolling_hedge(y, x, window)
     s = spread.spread(y, x, fit.beta, fit.alpha)
@@ -129,7 +132,21 @@ def cases(old: types.SimpleNamespace, y: np.ndarray, x: np.ndarray, ra: np.ndarr
     def corr_error(result: np.ndarray) -> float:
         return float(np.nanmax(np.abs(np.asarray(result)[window - 1 :] - exact["corr"])))
 
+    def refresh(module: types.SimpleNamespace) -> np.ndarray:
+        """What the dashboard computes per pair per refresh from these functions (as pairs.compute does)."""
+        hedge = module.regression.rolling_hedge(y, x, window)
+        path = spread.spread(y, x, hedge.beta, hedge.alpha)
+        module.spread.rolling_moments(path, window)
+        module.correlation.rolling_correlation(ra, rb, window)
+        return np.asarray(module.spread.rolling_zscore(path, window))
+
+    def refresh_error(z: np.ndarray) -> float:
+        return float(np.nanmax(np.abs(z[window - 1 :] - exact["z_refresh"])[defined]))
+
+    new = types.SimpleNamespace(spread=spread, regression=regression, correlation=correlation)
+    exact["z_refresh"] = brute(y, x, np.asarray(spread.spread(y, x, fit.beta, fit.alpha)), ra, rb, window)["z"]
     return [
+        ("refresh: hedge+spread+z+band+corr", (old, new), refresh, refresh_error),
         ("rolling_zscore + moments", (old.spread, spread), zscore, z_error),
         ("rolling_hedge", (old.regression, regression), lambda m: m.rolling_hedge(y, x, window), beta_error),
         ("rolling_correlation (returns)", (old.correlation, correlation),
