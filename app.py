@@ -257,8 +257,6 @@ def render_feed_tab(service: Service, tz: str) -> None:
         st.dataframe(frame, hide_index=True, width="stretch", height=300)
 
 
-# Bars before the lookback that rolling analytics need: a window for β, another for its z-score.
-WARMUP_WINDOWS = 2
 # Live charts of 1 s bars advance in steps of their refresh: every tab within a step shows the same
 # bars, so each chart update is built once for all of them (ui.live_chart), however many tabs watch.
 CHART_STEP_MS = 2_000
@@ -437,7 +435,7 @@ def main() -> None:
 
         def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
             return current.shared.view(symbols, interval_ms, controls.lookback_ms, params,
-                                       warmup_bars=WARMUP_WINDOWS * controls.window, min_trades=controls.min_trades,
+                                       warmup_bars=params.warmup_bars, min_trades=controls.min_trades,
                                        min_volume=controls.min_volume)
 
         return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analytics._rolling import flat_windows
+from analytics._rolling import flat_windows, window_moments
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
@@ -50,9 +50,11 @@ class LeadLag:
 def rolling_correlation(a: ArrayLike1D, b: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     """Pearson correlation of ``a`` and ``b`` over a trailing window, shape (n,).
 
-    Equals ``pd.Series(a).rolling(window).corr(pd.Series(b))``, except that windows where
-    either series is constant (every value equal, tested exactly) give NaN (never ±inf or a
-    made-up number) and values are clipped to [-1, 1]. The first ``window - 1`` values are NaN.
+    Each value is computed from its own window's values only, so it equals exact arithmetic on that
+    window to rounding whatever left the window before (pandas' online ``rolling.corr`` keeps a
+    residue of a far larger value). Windows where either series is constant (every value equal,
+    tested exactly) give NaN (never ±inf or a made-up number) and values are clipped to [-1, 1].
+    The first ``window - 1`` values are NaN.
     Pass returns (:func:`analytics.returns.log_returns`), not prices, unless price correlation is
     what you want.
     """
@@ -61,13 +63,15 @@ def rolling_correlation(a: ArrayLike1D, b: ArrayLike1D, window: int) -> np.ndarr
     n = check_same_length(a=av, b=bv)
     window = check_window(window)
     require_observations(n, window, f"rolling_correlation(window={window})")
-    # Shifting by the first value changes no correlation but keeps prices' rolling moments
-    # from cancelling catastrophically, and stays causal.
-    corr = pd.Series(av - av[0]).rolling(window).corr(pd.Series(bv - bv[0])).to_numpy()
-    # Flatness is tested exactly rather than left to pandas, whose rolling variance of a window
-    # that does not move can be ~1e-15 instead of 0 (its correlation happens to be NaN today).
-    flat = flat_windows(av, window) | flat_windows(bv, window)
-    corr = np.where(np.isfinite(corr) & ~flat, np.clip(corr, -1.0, 1.0), np.nan)
+    # Each window's moments from its own values only (exact to rounding, whatever left the window).
+    moments = window_moments([av, bv], window, [(0, 0), (0, 1), (1, 1)])
+    var_a, var_b = moments.comoments[(0, 0)], moments.comoments[(1, 1)]
+    corr = np.full(n, np.nan)
+    # Flatness is tested exactly: a window that does not move has no correlation (NaN, never ±inf).
+    defined = ~(flat_windows(av, window) | flat_windows(bv, window)) & (var_a > 0) & (var_b > 0)
+    np.divide(moments.comoments[(0, 1)], np.sqrt(var_a * var_b), out=corr, where=defined)
+    # Rounding may put a perfectly correlated window a hair past ±1.
+    np.clip(corr, -1.0, 1.0, out=corr)
     return wrap(corr, index, "correlation")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analytics._ols import fit_line
-from analytics._rolling import flat_windows
+from analytics._rolling import flat_windows, window_moments
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
@@ -271,21 +271,15 @@ def rolling_hedge(y: ArrayLike1D, x: ArrayLike1D, window: int) -> RollingHedge:
     n = check_same_length(y=yv, x=xv)
     window = check_window(window)
     require_observations(n, window, f"rolling_hedge(window={window})")
-    # Centre on the first observation: pandas' online rolling moments lose accuracy in proportion
-    # to the price level (about 1e-7 relative error in beta at BTC levels, 1e-9 once centred), and
-    # a shift by a past value keeps the output of a prefix a prefix of this output.
-    ys, xs = pd.Series(yv - yv[0]), pd.Series(xv - xv[0])
-    x_roll = xs.rolling(window)
-    var_x = x_roll.var().to_numpy()
-    cov_xy = x_roll.cov(ys).to_numpy()
-    mean_x = x_roll.mean().to_numpy() + xv[0]
-    mean_y = ys.rolling(window).mean().to_numpy() + yv[0]
+    # Each window's moments from its own values only: exact to rounding, whatever left the window
+    # (pandas' online updates kept a residue of a far larger value for as long as the series ran).
+    moments = window_moments([xv, yv], window, [(0, 0), (0, 1)])
+    var_x, cov_xy = moments.comoments[(0, 0)], moments.comoments[(0, 1)]
     beta = np.full(n, np.nan)
-    # A flat window's rolling variance may be ~1e-15 instead of 0 (pandas' online algorithm keeps a
-    # residue of values that left the window) while its covariance is exactly 0, which made beta 0.
+    # Undefined where x does not move: tested exactly, not by "variance > 0", which rounding can fake.
     defined = ~flat_windows(xv, window) & (var_x > 0)
     np.divide(cov_xy, var_x, out=beta, where=defined)
-    alpha = mean_y - beta * mean_x
+    alpha = moments.mean(1) - beta * moments.mean(0)
     return RollingHedge(window, wrap(beta, index, "beta"), wrap(alpha, index, "alpha"))
 
 

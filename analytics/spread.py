@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analytics._rolling import flat_windows
+from analytics._rolling import flat_windows, window_moments
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
@@ -120,8 +120,9 @@ def rolling_zscore(s: ArrayLike1D, window: int) -> np.ndarray | pd.Series:
     deviation, _, std = _moments(values, window)
     z = np.full(len(values), np.nan)
     np.divide(deviation, std, out=z, where=std > 0)
-    # The online moments can overshoot Samuelson's bound by ~1e-9 after a far larger value left the
-    # window; the bound is exact, so clip to it: a threshold at the bound then never fires on rounding.
+    # A guard only: the moments are exact to rounding, so z can pass Samuelson's (exact) bound by an
+    # ulp or so, never more; clipping moves it towards the exact value, and a threshold at the bound
+    # then never fires on rounding.
     bound = zscore_bound(window)
     np.clip(z, -bound, bound, out=z)
     return wrap(z, index, "zscore")
@@ -147,19 +148,16 @@ def zscore_bound(window: int) -> float:
 def _moments(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values - mean, mean, std)`` over each trailing window, each of shape (n,).
 
-    pandas' online rolling moments lose accuracy in proportion to |level| / std, so they are taken
-    of the values shifted by the first finite one (no later data used), and the deviation is
-    taken before shifting back. They also leave ~1e-15 rather than 0 as the variance of a window
-    that does not move, so flat windows are detected exactly: std exactly 0, mean the value.
+    Each window's moments come from its own values only (:func:`analytics._rolling.window_moments`),
+    so they equal exact arithmetic to rounding of the window's own scale, whatever left the window
+    before; the deviation is taken from a value inside the window, not from the mean's absolute level.
+    Flat windows are detected exactly: std exactly 0, mean the value.
     """
-    finite = np.isfinite(values)
-    shift = float(values[finite.argmax()]) if finite.any() else 0.0
-    centred = values - shift
-    rolling = pd.Series(centred).rolling(window)
-    mean = rolling.mean().to_numpy()
+    moments = window_moments([values], window, [(0, 0)])
+    centre, offset = moments.centres[0], moments.offsets[0]
     flat = flat_windows(values, window)
-    std = np.where(flat, 0.0, rolling.std(ddof=1).to_numpy())
-    return centred - mean, np.where(flat, values, mean + shift), std
+    std = np.where(flat, 0.0, np.sqrt(moments.comoments[(0, 0)] / (window - 1)))
+    return (values - centre) - offset, np.where(flat, values, centre + offset), std
 
 
 def _coefficient(name: str, value: float | ArrayLike1D, n: int) -> float | np.ndarray:

@@ -36,7 +36,8 @@ REGRESSIONS: dict[str, tuple[str, bool]] = {
     "Theil–Sen (in-sample)": ("theil_sen", True),
     "Kalman filter": ("kalman", False),
 }
-# The Kalman prior comes from an OLS fit over the first bars only, so the filter never sees the future.
+# The Kalman prior is an OLS fit over the first bars; β is reported from the last of them on, so no value
+# depends on a later bar.
 KALMAN_PRIOR_BARS = 30
 MIN_HALF_LIFE_BARS = 20
 
@@ -85,6 +86,15 @@ class PairParams:
             raise ValueError(f"rolling window must be between {low} and {high} bars, got {self.window}")
         if self.regression not in REGRESSIONS:
             raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars to compute on before the first shown one so that β, the z-score and the correlation are
+        defined there: a window for β and another for its z-score, or for the Kalman filter the prior's
+        bars and then the z-score's window."""
+        if REGRESSIONS[self.regression][0] == "kalman":
+            return max(2 * self.window, KALMAN_PRIOR_BARS + self.window)
+        return 2 * self.window
 
     @property
     def span_free(self) -> bool:
@@ -224,9 +234,11 @@ def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | No
     new bars' β, spread, band, z-score and correlation are computed on them and the last
     ``2 × window`` bars before them (what a z-score's window of spreads reaches back to) instead
     of on the whole span: a closed bar of a day's lookback costs its own bars, not the day. The
-    values equal the whole computation's to rounding (the rolling sums start elsewhere); the
-    half-life, a statistic of the whole span, is fitted on the result. None for in-sample fits and the
-    Kalman filter (each new bar moves every value), and while any analytic still waits for bars.
+    values equal the whole computation's to rounding (each window's moments come from its own
+    values; only where the blocks of their sums start differs); the
+    half-life, a statistic of the whole span, is fitted on the result. None for in-sample fits (each new
+    bar moves every value) and the Kalman filter (its prior is fitted on the span's first bars, which
+    move with the span's start), and while any analytic still waits for bars.
 
     ``closes``: aligned closes as for :func:`compute_pair`, the rows ``pair`` was computed on first.
     """
@@ -286,7 +298,10 @@ def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,
     prior = fit_hedge(y.iloc[:KALMAN_PRIOR_BARS], x.iloc[:KALMAN_PRIOR_BARS], "ols")
     fit = fit_hedge(y, x, "kalman", obs_var=max(prior.resid_std**2, 1e-12), initial_beta=prior.beta,
                     initial_alpha=prior.alpha, initial_var=max(abs(prior.beta), 1.0))
-    return fit.beta_path, fit.alpha_path, None
+    # The prior is known at the close of its last bar: a filtered value before that bar would depend on
+    # later bars (changing bar 29 moved β at bar 0), so those bars are warming up (NaN), as in the backtest.
+    warming = np.arange(len(y)) < KALMAN_PRIOR_BARS - 1
+    return fit.beta_path.mask(warming), fit.alpha_path.mask(warming), None
 
 
 @dataclass(frozen=True, slots=True)
