@@ -8,6 +8,7 @@ fails loudly instead of running with a half-understood configuration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
@@ -60,17 +61,85 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``: what logs, status lines and errors may show.
+# libpq parameters whose value is a secret (``passfile`` names a file: its path is shown, it is never read).
+SECRET_PARAMS = ("password", "sslpassword")
+# ``password = value`` in a libpq key=value string (or loose text): a single-quoted value (\\' and \\\\
+# escapes, possibly unterminated) or a bare one up to whitespace. Case-insensitive, on purpose loose.
+_SECRET_PARAM_RE = re.compile(r"(?<![A-Za-z0-9_])(?P<key>(?:ssl)?password)(?P<eq>\s*=\s*)"
+                              r"(?P<value>'(?:[^'\\]|\\.)*(?:'|$)|[^\s']*)", re.IGNORECASE | re.DOTALL)
+_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
+# 'user:password@' at the start of what follows '://': everything up to the *last* '@', so a
+# password holding '@', '/' or '?' (malformed, not percent-encoded) is still hidden whole.
+_USERINFO_RE = re.compile(r"^(?P<user>[^:/@\s]*):(?P<password>.*)@", re.DOTALL)
 
-    ``postgresql://quant:s3cret@db:5432/desk`` → ``postgresql://quant:***@db:5432/desk``. Works on
-    malformed input too (everything between the user name and the last ``@`` is hidden), so a
-    message about a bad URL never leaks the secret either.
+
+def _query_params(query: str) -> list[tuple[str, str, str]]:
+    """(raw parameter, decoded key, raw value) of each ``&``-separated parameter of a URL query."""
+    params = []
+    for raw in query.split("&"):
+        key, _, value = raw.partition("=")
+        params.append((raw, unquote(key).strip().lower(), value))
+    return params
+
+
+def db_url_secrets(url: str) -> tuple[str, ...]:
+    """Every secret a database URL or libpq key=value string carries, as written and percent-decoded.
+
+    The userinfo password (``user:pw@``), ``password`` and ``sslpassword`` query parameters (their
+    names percent-decoded as libpq does) and ``password=`` / ``sslpassword=`` keywords, quoted or
+    not: what a driver message could echo, so :func:`mask_secrets` can replace each one.
+    """
+    found: list[str] = []
+    _, sep, rest = url.partition("://")
+    if sep:
+        if match := _USERINFO_RE.match(rest):
+            found.append(match["password"])
+        with contextlib.suppress(ValueError):
+            found.append(urlsplit(url).password or "")
+        found += [value for _, key, value in _query_params(rest.partition("?")[2]) if key in SECRET_PARAMS]
+    for match in _SECRET_PARAM_RE.finditer(url):
+        value = match["value"]
+        if value.startswith("'"):  # the quoted value as written and with its backslash escapes undone
+            value = value[1:-1] if value.endswith("'") and len(value) > 1 else value[1:]
+            found.append(re.sub(r"\\(.)", r"\1", value))
+        found.append(value)
+    secrets = {s for f in found for s in (f, unquote(f)) if s and s != "***"}
+    return tuple(sorted(secrets, key=len, reverse=True))  # longest first: a secret holding another goes whole
+
+
+def mask_url(url: str) -> str:
+    """``url`` with every password replaced by ``***``: what logs, status lines and errors may show.
+
+    ``postgresql://quant:s3cret@db:5432/desk`` → ``postgresql://quant:***@db:5432/desk``;
+    ``…/desk?sslmode=require&password=s3cret`` → ``…/desk?sslmode=require&password=***`` (also
+    ``sslpassword``, and a percent-encoded parameter name); a libpq key=value string gets
+    ``password=***``. Works on malformed input too (everything between the user name and the last
+    ``@`` is hidden), so a message about a bad URL never leaks the secret either.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
+        if "@" not in url:  # a key=value conninfo string (or nothing secret at all)
+            return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", url)
         scheme, rest = "", url
-    return scheme + sep + re.sub(r"^([^:/@\s]*):.*@", r"\1:***@", rest, flags=re.DOTALL)
+    head, question, query = rest.partition("?")
+    if question:
+        query = "&".join(f"{raw.partition('=')[0]}=***" if key in SECRET_PARAMS else raw
+                         for raw, key, _ in _query_params(query))
+    return scheme + sep + _USERINFO_RE.sub(r"\g<user>:***@", head + question + query)
+
+
+def mask_secrets(text: str, url: str | None = None) -> str:
+    """``text`` (e.g. a driver's error message) with ``url``'s secrets and any password it shows replaced by ``***``.
+
+    Each secret of ``url`` (:func:`db_url_secrets`) is replaced wherever it appears, then every URL
+    in the text goes through :func:`mask_url` and every ``password=…`` keyword is masked, so a
+    message echoing a connection string in any libpq form shows no password.
+    """
+    if url is not None:
+        for secret in db_url_secrets(url):
+            text = text.replace(secret, "***")
+    text = _URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), text)
+    return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", text)
 
 
 def check_db_url(url: str) -> str:
