@@ -159,6 +159,50 @@ def check_db_url(url: str) -> str:
     return url
 
 
+# The dashboard answers only to these Host names (any port): a page on another site that makes its
+# own name resolve to 127.0.0.1 (DNS rebinding) is refused. Only the dashboard server reads it.
+ALLOWED_HOSTS_ENV = "QUANT_ALLOWED_HOSTS"
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one DNS label (an IPv4 address is four of them)
+_HOST_NAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
+def parse_allowed_hosts(raw: str) -> tuple[str, ...]:
+    """Comma-separated host names (``desk.example.com``, ``10.0.0.5``, ``[::1]``), lower-cased, no port.
+
+    IPv6 addresses lose their brackets (``::1``), as a ``Host`` header's name is compared without
+    them. Raises ConfigError naming ``QUANT_ALLOWED_HOSTS`` and the entry: no scheme, port, path or
+    wildcard is accepted, so a typo cannot open the dashboard to every name.
+    """
+    import ipaddress
+
+    hosts: list[str] = []
+    for item in raw.split(","):
+        entry = item.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        bracketed = entry.startswith("[") and entry.endswith("]")
+        name = entry[1:-1] if bracketed else entry
+        try:
+            name = str(ipaddress.IPv6Address(name)) if ":" in name or bracketed else name
+        except ValueError:
+            name = ""
+        if not (_HOST_NAME_RE.fullmatch(name) or ":" in name):
+            raise ConfigError(f"allowed_hosts ({ALLOWED_HOSTS_ENV}): {item.strip()!r} is not a host name "
+                              "(e.g. localhost, desk.example.com, 10.0.0.5, [::1]; no scheme, port or wildcard)")
+        if name not in hosts:
+            hosts.append(name)
+    if not hosts:
+        raise ConfigError(f"allowed_hosts ({ALLOWED_HOSTS_ENV}): at least one host name is required")
+    return tuple(hosts)
+
+
+def allowed_hosts(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The dashboard's allowed ``Host`` names: ``QUANT_ALLOWED_HOSTS`` if set, else :data:`DEFAULT_ALLOWED_HOSTS`."""
+    raw = (os.environ if environ is None else environ).get(ALLOWED_HOSTS_ENV, "").strip()
+    return parse_allowed_hosts(raw) if raw else DEFAULT_ALLOWED_HOSTS
+
+
 def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
     """Parse a comma-separated list (or a sequence) of symbols, de-duplicated, order kept."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
