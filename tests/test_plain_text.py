@@ -8,6 +8,7 @@ literally, with no <img>, link, math or emoji.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -64,6 +65,36 @@ def test_plain_breaks_every_autolink_form():
     for linkable in ("http://", "https://", "www.", "d@"):
         assert linkable not in visible
     assert unescaped(shown) == text
+
+
+CHART_NAME = '<a href="http://127.0.0.1:9/">click</a> &amp; <b>bold</b>'
+
+
+def _chart_texts(figure) -> list[str]:
+    """Every text of a figure that plotly renders as pseudo-HTML: title, legend entries, axis titles, heatmap labels."""
+    layout = figure.to_plotly_json()["layout"]
+    texts = [layout["title"]["text"]]
+    texts += [axis["title"]["text"] for name, axis in layout.items()
+              if name.startswith(("xaxis", "yaxis")) and "title" in axis and "text" in axis["title"]]
+    for trace in figure.data:
+        texts.append(trace.name or "")
+        if trace.type == "heatmap":
+            texts += [str(v) for v in (*trace.x, *trace.y)]
+    return texts
+
+
+def test_chart_titles_legends_and_labels_show_names_from_outside_as_plain_text():
+    from ui import charts
+
+    index = pd.date_range("2024-01-01", periods=30, freq="min", tz="UTC")
+    closes = pd.DataFrame({CHART_NAME: np.linspace(1, 2, 30), "B": np.linspace(2, 3, 30)}, index=index)
+    figures = [charts.price_chart(closes, closes, mode="dual"), charts.price_chart(closes),
+               charts.correlation_heatmap(closes.pct_change().corr()),
+               charts.lead_lag_chart(np.array([-1, 0, 1]), np.array([0.1, 0.2, 0.3]), y_name=CHART_NAME, x_name="B")]
+    for figure in figures:
+        texts = _chart_texts(figure)
+        assert any(CHART_NAME in html.unescape(t) for t in texts), texts  # shown, as those characters
+        assert not any(re.search(r"[<>]|&(?!amp;|lt;|gt;)", t) for t in texts), texts  # no tag, no stray entity
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,9 +188,11 @@ def test_a_dataset_name_with_markdown_is_shown_as_plain_text(env, monkeypatch):
 
 def test_a_rule_with_markdown_is_refused_in_plain_text(env, monkeypatch):
     monkeypatch.setenv("QUANT_SOURCE", "simulated")
+    monkeypatch.setenv("QUANT_SPEED", "60")
     at = AppTest.from_file(APP, default_timeout=30).run()
-    at.session_state["view_tab"] = "Alerts"
-    at.run()
+    at.session_state["view_tab"] = "Alerts"  # the pair's tabs appear once the feed has bars
+    eventually(lambda: at.run() is not None and any(t.key == "rule_text" for t in at.text_input), timeout=30,
+               interval=0.3, message="the Alerts tab never appeared")
     at.text_input(key="rule_text").input(f"zscore > 2 {HOSTILE}")
     next(b for b in at.button if b.label == "Add rule").click().run()
     refused = [e.value for e in at.error if "Rule not added" in e.value]
@@ -208,6 +241,15 @@ st.success(plain(TEXT))
 st.caption(plain(TEXT))
 st.markdown(plain(TEXT))
 st.toast(plain(TEXT))
+
+import numpy as np
+import pandas as pd
+from ui import charts
+
+NAME = {CHART_NAME!r}
+index = pd.date_range("2024-01-01", periods=30, freq="min", tz="UTC")
+closes = pd.DataFrame({{NAME: np.linspace(1, 2, 30), "B": np.linspace(2, 3, 30)}}, index=index)
+st.plotly_chart(charts.price_chart(closes, mode="dual"))
 '''
 
 
@@ -247,6 +289,14 @@ def test_streamlit_renders_plain_text_literally_in_chromium(tmp_path):
                                  "del", "b", "li", "table", "span[style*='color']"):
                     assert sum(m.locator(unwanted).count() for m in main.all()) == 0, unwanted
                 assert not [url for url in requested if "pixel.png" in url]
+                chart = page.locator(".js-plotly-plot").first
+                eventually(lambda: CHART_NAME in (chart.text_content() or ""), timeout=30, interval=0.2,
+                           message=lambda: f"chart text: {chart.text_content()!r}")
+                # No link, and the name is never split into styled pieces: each text holding it holds it whole.
+                assert chart.locator("a").count() == 0
+                texts = [t.text_content() or "" for t in chart.locator("text").all()]
+                named = [t for t in texts if "click" in t]
+                assert named and all(CHART_NAME in t for t in named), named
             finally:
                 browser.close()
     finally:
