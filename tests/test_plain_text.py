@@ -199,6 +199,15 @@ def test_a_rule_with_markdown_is_refused_in_plain_text(env, monkeypatch):
     assert refused and all(shows_plainly(value, "![x]") for value in refused), refused
 
 
+def test_a_typed_symbol_with_markdown_is_refused_in_plain_text(env, monkeypatch):
+    monkeypatch.setenv("QUANT_SOURCE", "simulated")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="symbols").input(f"BTCUSDT,ETHUSDT,{HOSTILE}").run()
+    refused = [e.value for e in at.sidebar.error]
+    assert refused and all(shows_plainly(value, "invalid symbol") for value in refused), refused
+    assert any("![x](" in unescaped(value) for value in refused)
+
+
 def test_a_websocket_error_and_the_storage_location_are_shown_as_plain_text(env, monkeypatch):
     """The feed's last error and the storage line name things from outside (URLs, paths): plain text too."""
     folder = env / "*bold* [x](http:"

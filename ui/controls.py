@@ -80,7 +80,7 @@ def source_controls(base: Settings) -> tuple[str, Path | None] | None:
         return None
     names = [path.name for path in choices]
     picked = st.sidebar.selectbox("Recorded file", range(len(choices)), format_func=names.__getitem__,
-                                  key="replay_choice", help=f"Files in {folder} on the server")
+                                  key="replay_choice", help=f"Files in {plain(folder)} on the server")
     return source, choices[picked]
 
 
@@ -93,7 +93,7 @@ def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = 
     try:
         symbols = parse_symbols(raw)
     except ConfigError as exc:
-        st.sidebar.error(str(exc))
+        st.sidebar.error(plain(exc))
         return None
     if len(symbols) < 2:
         st.sidebar.error("watch at least two symbols to form a pair")
