@@ -91,6 +91,8 @@ def db_url_secrets(url: str) -> tuple[str, ...]:
     """
     found: list[str] = []
     _, sep, rest = url.partition("://")
+    if not sep and "=" not in url.partition("@")[0] and (match := _USERINFO_RE.match(url)):
+        found.append(match["password"])  # 'user:pw@host' without a scheme
     if sep:
         if match := _USERINFO_RE.match(rest):
             found.append(match["password"])
@@ -117,10 +119,9 @@ def mask_url(url: str) -> str:
     ``@`` is hidden), so a message about a bad URL never leaks the secret either.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        if "@" not in url:  # a key=value conninfo string (or nothing secret at all)
-            return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", url)
-        scheme, rest = "", url
+    if not sep:  # a key=value conninfo string, 'user:pw@host' without a scheme, or nothing secret at all
+        return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", _USERINFO_RE.sub(r"\g<user>:***@", url) if "@" in url
+                                    and "=" not in url.partition("@")[0] else url)
     head, question, query = rest.partition("?")
     if question:
         query = "&".join(f"{raw.partition('=')[0]}=***" if key in SECRET_PARAMS else raw

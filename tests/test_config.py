@@ -152,6 +152,7 @@ def test_mask_url(url, masked):
     ("postgresql://quant:hun?ter2@db/desk", "postgresql://quant:***@db/desk"),  # a '?' in a userinfo password
     ("host=db user=quant password='hunter2 \\'x' dbname=desk", "host=db user=quant password=*** dbname=desk"),
     ("host=db sslpassword = hunter2 port=5432", "host=db sslpassword = *** port=5432"),
+    ("host=db user=q@corp password=hunter2", "host=db user=q@corp password=***"),  # an '@' in a conninfo
     # passfile names a file: the path is shown (it tells where libpq looked), the file is never read.
     ("postgresql://quant@db/desk?passfile=/home/q/.pgpass", "postgresql://quant@db/desk?passfile=/home/q/.pgpass"),
 ])
@@ -168,6 +169,7 @@ def test_mask_url_hides_every_libpq_password_form(url, masked):
     "postgresql://quant@db/desk?password=hunter%32",  # a driver would echo the decoded 'hunter2'
     "postgresql://quant@db/desk?sslpassword=hunter2",
     "host=db password='hunter2' dbname=desk",
+    "quant:hunter2@db",  # no scheme
 ])
 def test_mask_secrets_hides_the_password_wherever_a_driver_message_echoes_it(url):
     from config import mask_secrets
