@@ -40,6 +40,7 @@ from ui.controls import (
 from ui.export import minute_table
 from ui.live_chart import ChartData, live_chart
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
+from ui.plain import plain
 from ui.scanner import render_scanner_tab
 from ui.status import feed_is_failing, format_age, render_history_progress, render_status, render_storage_problem
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
@@ -85,7 +86,7 @@ def acquire_service(base: Settings, settings: Settings) -> Service | None:
     try:
         return get_registry(base.max_engines).acquire(session_id(), settings, pin=settings.source == base.source)
     except (TooManyFeeds, ConfigError, ValueError, OSError, StorageError) as exc:
-        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: {exc}")
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: {plain(exc)}")
     except Exception:  # the browser sees a plain message; the server log keeps the traceback
         log.exception("starting the %s feed failed", settings.source)
         st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: "
@@ -103,9 +104,9 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
         return None
     status = service.status()
     if not service.spec.capabilities.live:
-        st.info(f"Showing {status.label} data: not live market prices.", icon="🧪")
+        st.info(f"Showing {plain(status.label)} data: not live market prices.", icon="🧪")
     elif feed_is_failing(status):
-        st.error(f"{SOURCE_LABELS[controls.source]} is unreachable: {status.last_error}", icon="🚫")
+        st.error(f"{SOURCE_LABELS[controls.source]} is unreachable: {plain(status.last_error)}", icon="🚫")
         # A callback may set a widget's state; assigning it after the widget is drawn may not.
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
@@ -137,7 +138,7 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
                  help=f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched")
     st.caption(f"Feed **{status.state.value}** · {status.ticks_per_s:.1f} ticks/s · last tick "
                f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} "
-               f"· {status.label}")
+               f"· {plain(status.label)}")
 
 
 def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
@@ -385,12 +386,13 @@ def dataset_page(base: Settings) -> None:
     controls = analysis_controls(UPLOADED, None, (y.name, x.name), pair=(y.name, x.name),
                                  timeframes=dataset_timeframes(y, x))
     if max(y.first_ms, x.first_ms) > min(y.last_ms, x.last_ms):
-        span = "{0.name}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
+        span = "{0}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
         st.error("These datasets do not overlap in time, so they cannot be paired. " + "; ".join(
-            span.format(d, pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms")) for d in (y, x)))
+            span.format(plain(d.name), pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms"))
+            for d in (y, x)))
         st.stop()
     frames = load_dataset_frames(base, y, x)
-    st.title(f"{y.name} / {x.name} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
+    st.title(f"{plain(y.name)} / {plain(x.name)} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
 
     def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
@@ -407,7 +409,7 @@ def main() -> None:
     try:
         base = from_env()
     except ConfigError as exc:
-        st.error(f"Invalid configuration: {exc}")
+        st.error(f"Invalid configuration: {plain(exc)}")
         st.stop()
     chosen = source_controls(base)
     render_upload(base)

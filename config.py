@@ -8,6 +8,7 @@ fails loudly instead of running with a half-understood configuration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
@@ -60,17 +61,86 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``: what logs, status lines and errors may show.
+# libpq parameters whose value is a secret (``passfile`` names a file: its path is shown, it is never read).
+SECRET_PARAMS = ("password", "sslpassword")
+# ``password = value`` in a libpq key=value string (or loose text): a single-quoted value (\\' and \\\\
+# escapes, possibly unterminated) or a bare one up to whitespace. Case-insensitive, on purpose loose.
+_SECRET_PARAM_RE = re.compile(r"(?<![A-Za-z0-9_])(?P<key>(?:ssl)?password)(?P<eq>\s*=\s*)"
+                              r"(?P<value>'(?:[^'\\]|\\.)*(?:'|$)|[^\s']*)", re.IGNORECASE | re.DOTALL)
+_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
+# 'user:password@' at the start of what follows '://': everything up to the *last* '@', so a
+# password holding '@', '/' or '?' (malformed, not percent-encoded) is still hidden whole.
+_USERINFO_RE = re.compile(r"^(?P<user>[^:/@\s]*):(?P<password>.*)@", re.DOTALL)
 
-    ``postgresql://quant:s3cret@db:5432/desk`` → ``postgresql://quant:***@db:5432/desk``. Works on
-    malformed input too (everything between the user name and the last ``@`` is hidden), so a
-    message about a bad URL never leaks the secret either.
+
+def _query_params(query: str) -> list[tuple[str, str, str]]:
+    """(raw parameter, decoded key, raw value) of each ``&``-separated parameter of a URL query."""
+    params = []
+    for raw in query.split("&"):
+        key, _, value = raw.partition("=")
+        params.append((raw, unquote(key).strip().lower(), value))
+    return params
+
+
+def db_url_secrets(url: str) -> tuple[str, ...]:
+    """Every secret a database URL or libpq key=value string carries, as written and percent-decoded.
+
+    The userinfo password (``user:pw@``), ``password`` and ``sslpassword`` query parameters (their
+    names percent-decoded as libpq does) and ``password=`` / ``sslpassword=`` keywords, quoted or
+    not: what a driver message could echo, so :func:`mask_secrets` can replace each one.
+    """
+    found: list[str] = []
+    _, sep, rest = url.partition("://")
+    if not sep and "=" not in url.partition("@")[0] and (match := _USERINFO_RE.match(url)):
+        found.append(match["password"])  # 'user:pw@host' without a scheme
+    if sep:
+        if match := _USERINFO_RE.match(rest):
+            found.append(match["password"])
+        with contextlib.suppress(ValueError):
+            found.append(urlsplit(url).password or "")
+        found += [value for _, key, value in _query_params(rest.partition("?")[2]) if key in SECRET_PARAMS]
+    for match in _SECRET_PARAM_RE.finditer(url):
+        value = match["value"]
+        if value.startswith("'"):  # the quoted value as written and with its backslash escapes undone
+            value = value[1:-1] if value.endswith("'") and len(value) > 1 else value[1:]
+            found.append(re.sub(r"\\(.)", r"\1", value))
+        found.append(value)
+    secrets = {s for f in found for s in (f, unquote(f)) if s and s != "***"}
+    return tuple(sorted(secrets, key=len, reverse=True))  # longest first: a secret holding another goes whole
+
+
+def mask_url(url: str) -> str:
+    """``url`` with every password replaced by ``***``: what logs, status lines and errors may show.
+
+    ``postgresql://quant:s3cret@db:5432/desk`` → ``postgresql://quant:***@db:5432/desk``;
+    ``…/desk?sslmode=require&password=s3cret`` → ``…/desk?sslmode=require&password=***`` (also
+    ``sslpassword``, and a percent-encoded parameter name); a libpq key=value string gets
+    ``password=***``. Works on malformed input too (everything between the user name and the last
+    ``@`` is hidden), so a message about a bad URL never leaks the secret either.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    return scheme + sep + re.sub(r"^([^:/@\s]*):.*@", r"\1:***@", rest, flags=re.DOTALL)
+    if not sep:  # a key=value conninfo string, 'user:pw@host' without a scheme, or nothing secret at all
+        return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", _USERINFO_RE.sub(r"\g<user>:***@", url) if "@" in url
+                                    and "=" not in url.partition("@")[0] else url)
+    head, question, query = rest.partition("?")
+    if question:
+        query = "&".join(f"{raw.partition('=')[0]}=***" if key in SECRET_PARAMS else raw
+                         for raw, key, _ in _query_params(query))
+    return scheme + sep + _USERINFO_RE.sub(r"\g<user>:***@", head + question + query)
+
+
+def mask_secrets(text: str, url: str | None = None) -> str:
+    """``text`` (e.g. a driver's error message) with ``url``'s secrets and any password it shows replaced by ``***``.
+
+    Each secret of ``url`` (:func:`db_url_secrets`) is replaced wherever it appears, then every URL
+    in the text goes through :func:`mask_url` and every ``password=…`` keyword is masked, so a
+    message echoing a connection string in any libpq form shows no password.
+    """
+    if url is not None:
+        for secret in db_url_secrets(url):
+            text = text.replace(secret, "***")
+    text = _URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), text)
+    return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", text)
 
 
 def check_db_url(url: str) -> str:
@@ -88,6 +158,50 @@ def check_db_url(url: str) -> str:
     if match["port"] is not None and not 1 <= int(match["port"]) <= 65_535:
         raise ConfigError(f"db_url: port {match['port']} in {shown!r} is not between 1 and 65535")
     return url
+
+
+# The dashboard answers only to these Host names (any port): a page on another site that makes its
+# own name resolve to 127.0.0.1 (DNS rebinding) is refused. Only the dashboard server reads it.
+ALLOWED_HOSTS_ENV = "QUANT_ALLOWED_HOSTS"
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one DNS label (an IPv4 address is four of them)
+_HOST_NAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
+def parse_allowed_hosts(raw: str) -> tuple[str, ...]:
+    """Comma-separated host names (``desk.example.com``, ``10.0.0.5``, ``[::1]``), lower-cased, no port.
+
+    IPv6 addresses lose their brackets (``::1``), as a ``Host`` header's name is compared without
+    them. Raises ConfigError naming ``QUANT_ALLOWED_HOSTS`` and the entry: no scheme, port, path or
+    wildcard is accepted, so a typo cannot open the dashboard to every name.
+    """
+    import ipaddress
+
+    hosts: list[str] = []
+    for item in raw.split(","):
+        entry = item.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        bracketed = entry.startswith("[") and entry.endswith("]")
+        name = entry[1:-1] if bracketed else entry
+        try:
+            name = str(ipaddress.IPv6Address(name)) if ":" in name or bracketed else name
+        except ValueError:
+            name = ""
+        if not (_HOST_NAME_RE.fullmatch(name) or ":" in name):
+            raise ConfigError(f"allowed_hosts ({ALLOWED_HOSTS_ENV}): {item.strip()!r} is not a host name "
+                              "(e.g. localhost, desk.example.com, 10.0.0.5, [::1]; no scheme, port or wildcard)")
+        if name not in hosts:
+            hosts.append(name)
+    if not hosts:
+        raise ConfigError(f"allowed_hosts ({ALLOWED_HOSTS_ENV}): at least one host name is required")
+    return tuple(hosts)
+
+
+def allowed_hosts(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The dashboard's allowed ``Host`` names: ``QUANT_ALLOWED_HOSTS`` if set, else :data:`DEFAULT_ALLOWED_HOSTS`."""
+    raw = (os.environ if environ is None else environ).get(ALLOWED_HOSTS_ENV, "").strip()
+    return parse_allowed_hosts(raw) if raw else DEFAULT_ALLOWED_HOSTS
 
 
 def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:

@@ -27,12 +27,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 
-from config import mask_url
+from config import mask_secrets, mask_url
 from storage.errors import RowRejected, SchemaError, StorageCorrupt, StorageError, StorageUnavailable
 
 CONNECT_TIMEOUT_S = 5
@@ -75,20 +75,9 @@ def lock_key(*parts: object) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _secrets(url: str) -> list[str]:
-    """The password of ``url`` as written and decoded (what a driver message could echo)."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
-    return [s for s in {password, unquote(password or "")} if s]
-
-
 def scrub(text: str, url: str) -> str:
-    """``text`` with the URL's password (if any) replaced by ``***``."""
-    for secret in _secrets(url):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with every password of ``url`` (userinfo, query, key=value) and any other it shows as ``***``."""
+    return mask_secrets(text, url)
 
 
 # SQLSTATE classes: 08 connection, 40 rollback (deadlock, serialisation), 53 resources (disk

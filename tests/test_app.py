@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from testkit.waiting import eventually
+from ui.plain import unescaped
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -65,14 +66,14 @@ def test_invalid_configuration_is_reported_not_crashing(app_env, monkeypatch):
     monkeypatch.setenv("QUANT_SYMBOLS", "BTCUSDT,ETH;DROP")
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception
-    assert any("invalid symbol 'ETH;DROP'" in e.value for e in at.error)
+    assert any("invalid symbol 'ETH;DROP'" in unescaped(e.value) for e in at.error)
 
 
 def test_replay_offers_the_files_of_its_folder_and_reports_a_bad_one(app_env, tmp_path):
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.radio(key="source").set_value("replay").run()
     folder = tmp_path / "replays"  # settings.replay_folder: <data_dir>/replays
-    assert any("No recorded files to replay" in i.value and str(folder) in i.value for i in at.info)
+    assert any("No recorded files to replay" in i.value and str(folder) in unescaped(i.value) for i in at.info)
     folder.mkdir()
     (folder / "notes.txt").write_text("not a tick file\n")
     at.run()
@@ -80,4 +81,4 @@ def test_replay_offers_the_files_of_its_folder_and_reports_a_bad_one(app_env, tm
     assert picker.options == ["notes.txt"]  # shown by name; the value is an index into the folder listing
     picker.set_value(0).run()
     assert not at.exception
-    assert any("notes.txt" in e.value and "unrecognised format" in e.value for e in at.error)
+    assert any("notes.txt" in unescaped(e.value) and "unrecognised format" in e.value for e in at.error)

@@ -23,6 +23,7 @@ from storage.sqlite_datasets import SqliteDatasetStore
 from testkit.waiting import eventually
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 from ui.controls import TIME_ZONES
+from ui.plain import unescaped
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -112,7 +113,7 @@ def test_adding_an_invalid_symbol_is_refused_with_its_name(sim_env):
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.text_input(key="symbols").input("BTCUSDT,ETHUSDT,SOL;DROP").run()
     assert not at.exception
-    assert any("invalid symbol 'SOL;DROP'" in e.value for e in at.sidebar.error)
+    assert any("invalid symbol 'SOL;DROP'" in unescaped(e.value) for e in at.sidebar.error)
 
 
 def test_adf_button_and_downloads(sim_env):
@@ -206,9 +207,9 @@ def test_alert_rules_are_created_evaluated_by_the_engine_and_listed(sim_env):
     at.slider(key="window").set_value(10).run()
     open_tab(at, "Alerts")
     add_rule(at, "zscroe > 1")
-    assert any("unknown metric 'zscroe'" in e.value for e in at.error)
+    assert any("unknown metric 'zscroe'" in unescaped(e.value) for e in at.error)
     add_rule(at, "zscore > 1")
-    assert any("Added: zscore > 1" in s.value for s in at.success)
+    assert any("Added: zscore > 1" in unescaped(s.value) for s in at.success)
 
     def alerted() -> bool:  # the engine's monitor thread fires; the page only reads the history
         at.run()
@@ -221,7 +222,7 @@ def test_alert_rules_are_created_evaluated_by_the_engine_and_listed(sim_env):
     # The live panel is drawn before the tab in a run, so it may have read the store just before
     # the first alert landed; the next run must show it.
     at.run()
-    assert any(w.value.startswith("🔔 ETHUSDT/BTCUSDT z-score") for w in at.warning)  # banner
+    assert any(unescaped(w.value).startswith("🔔 ETHUSDT/BTCUSDT z-score") for w in at.warning)  # banner
     toggle = next(t for t in at.toggle if t.label == "on")
     toggle.set_value(False).run()
     assert not next(t for t in at.toggle if t.label == "on").value
@@ -263,10 +264,11 @@ def test_a_z_threshold_the_window_cannot_reach_is_flagged_everywhere(sim_env):
                message="the pair tabs never appeared")
     open_tab(at, "Alerts")
     add_rule(at, "zscore > 2.9")
-    assert any(e.value.startswith("Rule not added: zscore > 2.9 can never fire with a 10-bar window") for e in at.error)
+    assert any(unescaped(e.value).startswith("Rule not added: zscore > 2.9 can never fire with a 10-bar window")
+               for e in at.error)
     assert not [t for t in at.toggle if t.label == "on"]  # nothing was stored
     open_tab(at, "Backtest")
-    assert any(w.value.startswith("Backtest not run: entry 2.9 can never be reached with a 10-bar window")
+    assert any(unescaped(w.value).startswith("Backtest not run: entry 2.9 can never be reached with a 10-bar window")
                for w in at.warning), [w.value for w in at.warning]
 
 

@@ -136,3 +136,52 @@ def test_mask_url(url, masked):
     from config import mask_url
 
     assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    # Every form libpq takes a password in: userinfo, query parameter (any case, percent-encoded name
+    # or value), sslpassword, a key=value conninfo with a quoted value holding spaces and a quote.
+    ("postgresql://quant:hunter2@db/desk", "postgresql://quant:***@db/desk"),
+    ("postgresql://quant@db:5432/desk?password=hunter2", "postgresql://quant@db:5432/desk?password=***"),
+    ("postgresql://quant@db/desk?sslmode=require&PassWord=hun%26ter2&application_name=x",
+     "postgresql://quant@db/desk?sslmode=require&PassWord=***&application_name=x"),
+    ("postgresql://quant@db/desk?pass%77ord=hunter2", "postgresql://quant@db/desk?pass%77ord=***"),
+    ("postgresql://quant@db/desk?sslcert=c.pem&sslpassword=hunter2", "postgresql://quant@db/desk?sslcert=c.pem&sslpassword=***"),
+    ("postgresql://quant:hun%40ter2@db/desk?password=other1", "postgresql://quant:***@db/desk?password=***"),
+    ("postgresql://db/desk?password=hun@ter2", "postgresql://db/desk?password=***"),  # an '@' in a query password
+    ("postgresql://quant:hun?ter2@db/desk", "postgresql://quant:***@db/desk"),  # a '?' in a userinfo password
+    ("host=db user=quant password='hunter2 \\'x' dbname=desk", "host=db user=quant password=*** dbname=desk"),
+    ("host=db sslpassword = hunter2 port=5432", "host=db sslpassword = *** port=5432"),
+    ("host=db user=q@corp password=hunter2", "host=db user=q@corp password=***"),  # an '@' in a conninfo
+    # passfile names a file: the path is shown (it tells where libpq looked), the file is never read.
+    ("postgresql://quant@db/desk?passfile=/home/q/.pgpass", "postgresql://quant@db/desk?passfile=/home/q/.pgpass"),
+])
+def test_mask_url_hides_every_libpq_password_form(url, masked):
+    from config import mask_url
+
+    assert mask_url(url) == masked
+    assert "ter2" not in masked
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://quant:hunter2@db/desk",
+    "postgresql://quant@db/desk?password=hunter2",
+    "postgresql://quant@db/desk?password=hunter%32",  # a driver would echo the decoded 'hunter2'
+    "postgresql://quant@db/desk?sslpassword=hunter2",
+    "host=db password='hunter2' dbname=desk",
+    "quant:hunter2@db",  # no scheme
+])
+def test_mask_secrets_hides_the_password_wherever_a_driver_message_echoes_it(url):
+    from config import mask_secrets
+
+    message = "connection failed: hunter2 rejected for 'host=db password=hunter2 dbname=desk' at " + url
+    scrubbed = mask_secrets(message, url)
+    assert "hunter2" not in scrubbed and "hunter%32" not in scrubbed and scrubbed.startswith("connection failed: ***")
+
+
+def test_a_query_password_is_masked_in_settings_and_config_errors():
+    settings = from_env({"QUANT_DB_URL": "postgresql://quant@db:5432/desk?password=hunter2"})
+    assert "hunter2" not in repr(settings) and "password=***" in repr(settings)
+    with pytest.raises(ConfigError) as raised:
+        from_env({"QUANT_DB_URL": "postgresql://quant@db:99999/desk?password=hunter2"})
+    assert "hunter2" not in str(raised.value) and "password=***" in str(raised.value)

@@ -84,3 +84,45 @@ def test_a_bad_db_url_exits_2_without_the_password(url, expected):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert out.startswith(expected) and "hunter2" not in out
+
+
+def _query_password_url(pg_cluster, pg_url: str, password: str) -> str:
+    """``pg_url`` with its password moved from ``user:pw@`` into ``?password=`` (another form libpq takes)."""
+    return pg_url.replace(f":{pg_cluster.password}@", "@") + f"?sslmode=disable&password={password}"
+
+
+def test_a_query_password_never_appears_in_the_recorder_output(pg_cluster, pg_url):
+    url = _query_password_url(pg_cluster, pg_url, pg_cluster.password)
+    proc = recorder("--source", "simulated", "--speed", "20", "--duration", "2", "--db-url", url,
+                    "--status-interval", "0.3", "--log-level", "DEBUG")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert count(pg_url, "simulated") > 0  # it did connect with the query password
+    assert "recording " in out and f"into postgresql://quant@127.0.0.1:{pg_cluster.port}/" in out
+    assert "password=***" in out and pg_cluster.password not in out
+
+
+@pytest.mark.parametrize("wrong", ["port", "password"])
+def test_a_query_password_never_appears_on_the_error_paths(pg_cluster, pg_url, wrong):
+    bad = "Wrong-Secret-77"
+    url = _query_password_url(pg_cluster, pg_url, bad if wrong == "password" else pg_cluster.password)
+    if wrong == "port":
+        url = url.replace(f":{pg_cluster.port}/", ":1/")
+    proc = recorder("--source", "simulated", "--duration", "3", "--db-url", url)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert out.startswith("error: cannot record: ") and "password=***" in out
+    assert bad not in out and pg_cluster.password not in out and "Traceback" not in out
+
+
+def test_the_service_status_and_log_never_show_a_query_password(pg_cluster, pg_url, caplog):
+    url = _query_password_url(pg_cluster, pg_url, pg_cluster.password)
+    with caplog.at_level("DEBUG"):
+        service = Service.start(simulated(url))
+        try:
+            eventually(lambda: service.status().stored > 0, timeout=30, message="the service stored nothing")
+            status = service.status()
+        finally:
+            service.stop()
+    shown = f"{caplog.text} {status} {service.site.location} {service.settings!r}"
+    assert "password=***" in shown and pg_cluster.password not in shown

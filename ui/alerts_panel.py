@@ -14,6 +14,7 @@ from records.alerts import TIMEFRAME_LABELS
 from storage import Site, open_alerts
 from storage.base import AlertRecord, Delivery
 from ui.export import to_csv_bytes
+from ui.plain import plain
 
 # Alerts stored in the last five minutes (wall clock, so a fast replay does not flash them by) stay on a banner.
 BANNER_WINDOW_MS = 5 * 60_000
@@ -71,13 +72,13 @@ def render_banners(records: list[AlertRecord], tz: str) -> None:
     newest = max((r.id for r in records), default=0)
     if seen is not None:
         for record in sorted((r for r in records if r.id > seen), key=lambda r: r.id):
-            st.toast(record.event.message, icon="🔔")
+            st.toast(plain(record.event.message), icon="🔔")
     st.session_state["alerts_seen_id"] = newest
     now = now_ms()
     for record in records:
         if now - record.created_ms <= BANNER_WINDOW_MS:
             when = pd.Timestamp(record.event.ts_ms, unit="ms", tz="UTC").tz_convert(tz)
-            st.warning(f"🔔 {record.event.message} · bar {when:%H:%M:%S}", icon="⚠️")
+            st.warning(f"🔔 {plain(record.event.message)} · bar {when:%H:%M:%S}", icon="⚠️")
 
 
 def _set_enabled(site: Site, rule_id: int, key: str) -> None:
@@ -108,10 +109,10 @@ def render_alerts_tab(site: Site, pair: tuple[str, str], timeframe_ms: int, wind
                 with open_alerts(site) as store:
                     stored, added = store.ensure_rule(rule)
             except ValueError as exc:
-                st.error(f"Rule not added: {exc}")
+                st.error(f"Rule not added: {plain(exc)}")
             else:
                 (st.success if added else st.info)(
-                    f"{'Added' if added else 'Already there'}: {stored.describe()} (rule {stored.id})")
+                    f"{'Added' if added else 'Already there'}: {plain(stored.describe())} (rule {stored.id})")
 
     with open_alerts(site) as store:
         rules = store.rules()

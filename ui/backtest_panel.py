@@ -11,6 +11,7 @@ from config import SECONDS_PER_YEAR
 from ui import charts
 from ui.export import to_csv_bytes
 from ui.panels import fmt
+from ui.plain import plain
 
 HEDGES = {"Rolling OLS": "rolling_ols", "Kalman filter": "kalman", "OLS on the warm-up bars": "static_ols"}
 
@@ -30,10 +31,10 @@ def render_backtest_tab(closes: pd.DataFrame, y: str, x: str, window: int, z_thr
         result = backtest_mean_reversion(closes[y], closes[x], window, entry=entry, exit=exit_level, cost_bps=cost,
                                          hedge=HEDGES[hedge_label], bars_per_year=SECONDS_PER_YEAR * 1000 / interval_ms)
     except InsufficientDataError as exc:
-        st.info(f"Backtest: {exc}", icon="⏳")
+        st.info(f"Backtest: {plain(exc)}", icon="⏳")
         return
     except ValueError as exc:
-        st.warning(f"Backtest not run: {exc}")
+        st.warning(f"Backtest not run: {plain(exc)}")
         return
     pnl, sharpe, drawdown, trades, wins = st.columns(5)
     pnl.metric("Total PnL (quote, per 1 unit of Y)", fmt(result.total_pnl, 2))

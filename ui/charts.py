@@ -80,6 +80,15 @@ PandasT = TypeVar("PandasT", pd.Series, pd.DataFrame)
 # ----------------------------------------------------------------------------------------------
 
 
+def plotly_text(text: str) -> str:
+    """``text`` for a plotly title, legend entry or tick label, shown literally.
+
+    Plotly renders a subset of HTML there (``<a href>`` links, ``<b>``, ``<br>``, entities): ``&``,
+    ``<`` and ``>`` become entities, which plotly shows as the characters themselves.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _figure(traces: list[dict], layout: dict, *, title: str, revision: str, height: int,
             hovermode: str | bool = "x unified", time_axis: bool = True) -> go.Figure:
     """The figure from plain trace and layout dicts, with the look every chart shares: title,
@@ -92,9 +101,18 @@ def _figure(traces: list[dict], layout: dict, *, title: str, revision: str, heig
     ``time_axis``: x values are display milliseconds (see :func:`_to_display_index`) on a date
     axis (every x axis of the layout, or ``xaxis`` when it names none).
     """
+    # Names from outside (a dataset's name is any printable text) shown as plain text; copies, as a
+    # caller's dicts may be reused.
+    traces = [{**trace, **({"name": plotly_text(trace["name"])} if isinstance(trace.get("name"), str) else {}),
+               **({k: [plotly_text(str(v)) for v in trace[k]] for k in ("x", "y")}
+                  if trace.get("type") == "heatmap" else {})} for trace in traces]
+    layout = {name: ({**axis, "title": {**axis["title"], "text": plotly_text(str(axis["title"].get("text", "")))}}
+                     if name.startswith(("xaxis", "yaxis")) and isinstance(axis, dict)
+                     and isinstance(axis.get("title"), dict) else axis)
+              for name, axis in layout.items()}
     layout = {
         **layout,
-        "title": {"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        "title": {"text": plotly_text(title), "x": 0.0, "xanchor": "left", "font": {"size": 15}},
         "height": height,
         "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
         "hovermode": hovermode,

@@ -13,6 +13,7 @@ from ingestion.replay import replay_files
 from ingestion.sources import SOURCES
 from pairs.bars import LOOKBACKS_MS
 from pairs.compute import REGRESSIONS
+from ui.plain import plain
 
 UPLOADED = "uploaded"  # the page's own data source: two uploaded OHLC datasets, no feed
 SOURCE_LABELS = {**{name: spec.label for name, spec in SOURCES.items()}, UPLOADED: "Uploaded dataset"}
@@ -75,11 +76,11 @@ def source_controls(base: Settings) -> tuple[str, Path | None] | None:
         choices.insert(0, base.replay_file)
     if not choices:
         st.info(f"No recorded files to replay: put NDJSON tick files or project databases in the folder "
-                f"{str(folder)!r} (QUANT_REPLAY_DIR) on the server.")
+                f"{plain(repr(str(folder)))} (QUANT_REPLAY_DIR) on the server.")
         return None
     names = [path.name for path in choices]
     picked = st.sidebar.selectbox("Recorded file", range(len(choices)), format_func=names.__getitem__,
-                                  key="replay_choice", help=f"Files in {folder} on the server")
+                                  key="replay_choice", help=f"Files in {plain(folder)} on the server")
     return source, choices[picked]
 
 
@@ -92,7 +93,7 @@ def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = 
     try:
         symbols = parse_symbols(raw)
     except ConfigError as exc:
-        st.sidebar.error(str(exc))
+        st.sidebar.error(plain(exc))
         return None
     if len(symbols) < 2:
         st.sidebar.error("watch at least two symbols to form a pair")

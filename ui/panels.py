@@ -11,6 +11,7 @@ from analytics import InsufficientDataError
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics, format_duration
 from ui.export import analytics_table, ohlcv_table, to_csv_bytes
+from ui.plain import plain
 from ui.stats import CointegrationReport, run_tests, symbol_summary
 
 
@@ -76,7 +77,7 @@ def render_tests(pair: PairAnalytics, *, key: str) -> None:
         st.caption("Press the button to test the spread for stationarity (ADF) and the legs for cointegration "
                    "(Engle–Granger, MacKinnon cointegration p-values). Runs on closed bars of the lookback.")
     elif isinstance(report, InsufficientDataError):
-        st.warning(f"Not enough data for the tests: {report}")
+        st.warning(f"Not enough data for the tests: {plain(report)}")
     else:
         _render_report(report)
 

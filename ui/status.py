@@ -8,6 +8,7 @@ import streamlit as st
 
 from ingestion.history import HistoryProgress
 from records import FeedState, FeedStatus, StorageState
+from ui.plain import plain
 
 
 def format_age(seconds: float | None) -> str:
@@ -32,9 +33,10 @@ def render_storage_problem(status: FeedStatus) -> None:
     """A banner when what arrives is not being stored (or only with delay); a note when another process stores it."""
     if status.storage_state is StorageState.FAILED:
         lost = f" {status.lost:,} received items were not stored." if status.lost else ""
-        st.error(f"Storage failed: {status.storage_detail}.{lost} Live views continue; history does not.", icon="💾")
+        st.error(f"Storage failed: {plain(status.storage_detail)}.{lost} Live views continue; history does not.",
+                 icon="💾")
     elif status.storage_state is StorageState.RETRYING:
-        st.warning(f"Storage is retrying: {status.storage_detail} (nothing lost so far).", icon="💾")
+        st.warning(f"Storage is retrying: {plain(status.storage_detail)} (nothing lost so far).", icon="💾")
 
 
 def render_history_progress(progress: HistoryProgress | None) -> None:
@@ -42,9 +44,9 @@ def render_history_progress(progress: HistoryProgress | None) -> None:
     if progress is None:
         return
     if progress.loading:
-        st.info(progress.describe(), icon="⏳")
+        st.info(plain(progress.describe()), icon="⏳")
     for error in progress.errors:
-        st.warning(f"History not loaded: {error}", icon="📉")
+        st.warning(f"History not loaded: {plain(error)}", icon="📉")
 
 
 def render_status(status: FeedStatus) -> None:
@@ -56,15 +58,15 @@ def render_status(status: FeedStatus) -> None:
     reconnects.metric("Reconnects", status.reconnects)
     gaps.metric("Gaps (missing trades)", f"{status.gaps} ({status.missing_trades})")
     st.caption(
-        f"{status.label} · trades {status.trades:,} · duplicates dropped {status.duplicates:,} · "
+        f"{plain(status.label)} · trades {status.trades:,} · duplicates dropped {status.duplicates:,} · "
         f"parse errors {status.parse_errors} · unknown messages {status.unknown_messages}"
     )
     stored = f"stored {status.stored:,}" if status.storage_state is not StorageState.FOLLOWING else "read-only"
-    st.caption(f"Storage **{status.storage_state.value}** · {stored} · {status.storage_detail}"
+    st.caption(f"Storage **{status.storage_state.value}** · {stored} · {plain(status.storage_detail)}"
                + (f" · rejected {status.rejected:,}" if status.rejected else "")
                + (f" · lost {status.lost:,}" if status.lost else ""))
     if status.rest_banned_until is not None:
         st.warning(f"Exchange REST banned until {status.rest_banned_until} (HTTP 418/429 Retry-After): no gap "
                    "backfill or history loading before then.", icon="⛔")
     if status.last_error:
-        st.caption(f"Last error: {status.last_error}")
+        st.caption(f"Last error: {plain(status.last_error)}")

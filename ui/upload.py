@@ -13,6 +13,7 @@ from records import now_ms
 from storage import has_datasets, open_datasets
 from storage.csv_import import MAX_UPLOAD_BYTES, CsvImportError, parse_ohlc_csv
 from storage.datasets import DatasetInfo, defaults_from_filename
+from ui.plain import plain
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -33,7 +34,7 @@ def render_upload(settings: Settings) -> None:
         try:
             frame = parse_ohlc_csv(data, upload.name, max_bytes=MAX_UPLOAD_BYTES)
         except CsvImportError as exc:
-            st.error(f"{upload.name}: {exc}")
+            st.error(f"{plain(upload.name)}: {plain(exc)}")
             return
         defaults = defaults_from_filename(upload.name)
         st.caption(f"{len(frame):,} bars, {frame.index[0]:%Y-%m-%d %H:%M} → {frame.index[-1]:%Y-%m-%d %H:%M} UTC")
@@ -48,12 +49,12 @@ def render_upload(settings: Settings) -> None:
                 result = store.add(frame, name=name.strip(), symbol=symbol, filename=upload.name,
                                    content_hash=frame_hash(frame), uploaded_ms=now_ms())
         except (ConfigError, ValueError) as exc:
-            st.error(f"Not saved: {exc}")
+            st.error(f"Not saved: {plain(exc)}")
             return
         if result.created:
-            st.success(f"Saved {result.dataset.rows:,} bars as “{result.dataset.name}”.")
+            st.success(f"Saved {result.dataset.rows:,} bars as “{plain(result.dataset.name)}”.")
         else:
-            st.info(f"Already stored as “{result.dataset.name}”; nothing added.")
+            st.info(f"Already stored as “{plain(result.dataset.name)}”; nothing added.")
 
 
 def list_datasets(settings: Settings) -> list[DatasetInfo]:
