@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-# Private tables of mackinnonp, for its vectorised port below: statsmodels is pinned in
-# requirements.txt and tests/test_analytics_scan.py checks the port against mackinnonp bit for bit.
-from statsmodels.tsa.adfvalues import _tau_largeps, _tau_maxs, _tau_mins, _tau_smallps, _tau_stars
+# MacKinnon's coefficients (our own copy, with its source): tests/test_analytics_scan.py checks the
+# port below against statsmodels' mackinnonp bit for bit.
+from analytics._mackinnon import TAU_LARGE_P, TAU_MAX, TAU_MIN, TAU_SMALL_P, TAU_STAR
 
 # Deterministic terms of a regression, by statsmodels' names: none, constant, + trend, + trend².
 TRENDS = ("c", "ct", "ctt", "n")
@@ -213,18 +213,18 @@ def level_tstats(r: np.ndarray, rss: np.ndarray, p: int, extra: np.ndarray, nobs
 
 
 def mackinnon_pvalues(statistics: np.ndarray, regression: str, n_series: int) -> np.ndarray:
-    """statsmodels' ``mackinnonp`` for an array of statistics, bit for bit, from its own tables.
+    """statsmodels' ``mackinnonp`` for an array of statistics, bit for bit (coefficients: :mod:`analytics._mackinnon`).
 
     ``mackinnonp`` takes one statistic and spends ~100 µs in ``scipy.stats.norm.cdf``'s argument
     handling; a scan needs thousands. ``norm.cdf`` of a standard normal is ``ndtr``.
     """
     i = n_series - 1
-    small = np.asarray(_tau_smallps[regression][i])[::-1]
-    large = np.asarray(_tau_largeps[regression][i])[::-1]
+    small = np.asarray(TAU_SMALL_P[regression][i])[::-1]
+    large = np.asarray(TAU_LARGE_P[regression][i])[::-1]
     with np.errstate(invalid="ignore", over="ignore"):  # ±inf statistics are clamped below
         polynomial = np.where(
-            statistics <= _tau_stars[regression][i], np.polyval(small, statistics), np.polyval(large, statistics)
+            statistics <= TAU_STAR[regression][i], np.polyval(small, statistics), np.polyval(large, statistics)
         )
         pvalues = ndtr(polynomial)
-    pvalues = np.where(statistics < _tau_mins[regression][i], 0.0, pvalues)
-    return np.where(statistics > _tau_maxs[regression][i], 1.0, pvalues)
+    pvalues = np.where(statistics < TAU_MIN[regression][i], 0.0, pvalues)
+    return np.where(statistics > TAU_MAX[regression][i], 1.0, pvalues)
