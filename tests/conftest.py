@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
-from collections.abc import Iterator
 
-import pytest
+# One BLAS thread per process, set before anything imports numpy: on 2 cores the reference fits
+# (statsmodels, numpy.linalg) run faster single-threaded than with OpenBLAS's threads fighting
+# pytest and the servers the tests start; child processes inherit it. A value set outside wins.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-from testkit.postgres import PgCluster, missing_reason
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from testkit.postgres import PgCluster, missing_reason  # noqa: E402
 
 _original_connect = socket.socket.connect
 _original_connect_ex = socket.socket.connect_ex
