@@ -69,7 +69,8 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     trend = trend_col.selectbox("Deterministic terms", list(TRENDS), format_func=TRENDS.__getitem__, key="scan_trend")
     results: dict[tuple[object, ...], ScanResult] = st.session_state.setdefault("scan_results", {})
     key = scan_key(controls, trend)
-    if button_col.button(f"Scan {k} symbols", key="scan_run", help=f"{k * (k - 1) // 2:,} pairs, both orderings each"):
+    if button_col.button(f"Scan {k} symbols", key="scan_run",
+                         help=f"{k * (k - 1) // 2:,} pairs, each tested Y on X with Y the symbol that sorts first"):
         result = _scan(bars, controls, trend)
         if result is not None:
             results.pop(key, None)
