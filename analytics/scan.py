@@ -146,7 +146,7 @@ def scan_pairs(
         ``eg_pvalue`` adjusted for multiple testing by Benjamini–Hochberg over the family of
         every tested pair of the scan (all unordered pairs of the scanned symbols that were
         tested, one ordering each). Rows with q below 5 % form a set of which at most 5 % are
-        expected to be false discoveries, and when no pair is cointegrated at most ~5 % of
+        expected to be false discoveries, and when no pair is cointegrated about 5 % of
         scans show any q < 0.05 (both measured in ``bench/scan_fdr.py``). With hundreds of
         pairs, p < 0.05 alone passes ~5 % of the unrelated pairs.
     ``half_life``
@@ -517,9 +517,8 @@ def _test_pairs(
     """Engle–Granger of first[i] on second[i] (the tested ordering), and of second[i] on first[i] for information."""
     tests = _engle_granger_batch(shared, np.concatenate([first, second]), np.concatenate([second, first]), settings)
     half = len(first)
-    chosen = np.arange(half)
     y, x = first, second
-    beta = tests.beta[chosen]
+    beta = tests.beta[:half]
 
     table.numbers["eg_pvalue_reverse"][rows] = tests.pvalue[half:]
     table.numbers["beta"][rows] = beta
@@ -527,11 +526,11 @@ def _test_pairs(
         table.numbers["alpha"][rows] = shared.coefficients[0, y] - beta * shared.coefficients[0, x]
     else:
         table.numbers["alpha"][rows] = 0.0
-    table.numbers["eg_stat"][rows] = tests.statistic[chosen]
-    table.numbers["eg_pvalue"][rows] = tests.pvalue[chosen]
-    table.eg_lag[rows] = tests.lag[chosen]
+    table.numbers["eg_stat"][rows] = tests.statistic[:half]
+    table.numbers["eg_pvalue"][rows] = tests.pvalue[:half]
+    table.eg_lag[rows] = tests.lag[:half]
     table.numbers["corr"][rows] = corr[y, x]
-    is_collinear = np.isneginf(tests.statistic[chosen])
+    is_collinear = np.isneginf(tests.statistic[:half])
     table.status[rows] = np.where(is_collinear, COLLINEAR, OK)
     table.note[rows] = np.where(
         is_collinear, "legs are collinear (R² ≥ 1 - 1.5e-6); as in statsmodels, statistic -inf and p-value 0", ""
