@@ -6,11 +6,11 @@ walks at different price levels with a few planted cointegrated pairs. Universes
 NaN, so pairs fall into several row groups).
 
 * ``scan_pairs`` with its defaults (trend "c", autolag "aic", window 60): median wall time.
-* statsmodels: ``coint(y, x)`` on every *ordered* pair (the scan tests both orderings to pick
-  the better one), run one after the other. That takes minutes for 50 symbols, so by default
-  only ``--reference-pairs`` ordered pairs (seeded sample) are timed and the total is
-  extrapolated from their mean; the output says which rows are extrapolated. ``--full``
-  times every ordered pair.
+* statsmodels: ``coint(y, x)`` on every *ordered* pair (the scan tests both orderings: the one
+  fixed by label for the q-value, the other reported beside it), run one after the other. That
+  takes minutes for 50 symbols, so by default only ``--reference-pairs`` ordered pairs (seeded
+  sample) are timed and the total is extrapolated from their mean; the output says which rows
+  are extrapolated. ``--full`` times every ordered pair.
 * Agreement: the largest relative difference of statistic and p-value over the timed pairs
   that the scan reports in that ordering.
 

@@ -204,12 +204,13 @@ def report(scanned: Scanned, table: pd.DataFrame) -> str:
         Q_VALUE_NOTE,
         "",
     ]
-    columns = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "beta", "half_life", "half_life_time", "corr", "zscore",
-               "n_bars"]
+    columns = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "eg_pvalue_reverse", "beta", "half_life",
+               "half_life_time", "corr", "zscore", "n_bars"]
     if (table["note"] != "").any():
         columns.append("note")
-    shown = table[columns].rename(columns={"half_life": "half_life_bars", "half_life_time": "(time)"}).reset_index()
-    formats = {"q_value": "{:.3g}", "eg_pvalue": "{:.3g}", "eg_stat": "{:.2f}", "beta": "{:.5g}",
+    shown = table[columns].rename(columns={"half_life": "half_life_bars", "half_life_time": "(time)",
+                                           "eg_pvalue_reverse": "p_x_on_y"}).reset_index()
+    formats = {"q_value": "{:.3g}", "eg_pvalue": "{:.3g}", "eg_stat": "{:.2f}", "p_x_on_y": "{:.3g}", "beta": "{:.5g}",
                "half_life_bars": "{:.1f}", "corr": "{:.3f}", "zscore": "{:+.2f}"}
     text = shown.to_string(formatters={c: f.format for c, f in formats.items()}, na_rep="—", index=False)
     lines.append(text if len(shown) else "(no rows)")

@@ -324,6 +324,8 @@ def test_scanner_ranks_every_watched_pair_once_per_press_filters_and_picks_the_a
     assert {frozenset(p) for p in zip(table["y"], table["x"], strict=True)} == {
         frozenset(p) for p in itertools.combinations(SCAN_SYMBOLS, 2)}
     assert table["q_value"].is_monotonic_increasing and list(table.index) == list(range(1, 7))
+    # Each pair in its one tested ordering (Y sorts first), the other ordering's p-value beside it.
+    assert (table["y"] < table["x"]).all() and table["eg_pvalue_reverse"].between(0, 1).all()
 
     # Refreshes show the kept scan; the page's bars move on and the caption says by how much.
     eventually(lambda: at.run() is not None and any("newer bar" in c.value for c in at.caption), timeout=30,

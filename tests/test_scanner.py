@@ -198,6 +198,12 @@ def test_cli_ranks_a_database_like_statsmodels_on_its_minute_closes(tmp_path, ca
             reference = coint(expected[row["y"]], expected[row["x"]])
         assert row["eg_stat"] == pytest.approx(reference[0], rel=1e-8)
         assert row["eg_pvalue"] == pytest.approx(reference[1], rel=1e-8, abs=1e-300)
+        # The tested ordering is the label order; the other ordering is reported, not used.
+        assert row["y"] < row["x"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CollinearityWarning)
+            reverse = coint(expected[row["x"]], expected[row["y"]])
+        assert row["eg_pvalue_reverse"] == pytest.approx(reverse[1], rel=1e-8, abs=1e-300)
     assert np.allclose(table["q_value"], multipletests(table["eg_pvalue"], method="fdr_bh")[1])
     assert (db.stat().st_mtime_ns, db.stat().st_size) == before  # read only
 

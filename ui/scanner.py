@@ -29,12 +29,19 @@ from ui.export import to_csv_bytes
 
 # Scans kept per session (one per symbols/timeframe/lookback/window/trend), oldest dropped first.
 MAX_KEPT_SCANS = 8
-SHOWN_COLUMNS = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "beta", "half_life", "half_life_time", "corr", "zscore",
-                 "n_bars", "note"]
+SHOWN_COLUMNS = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "eg_pvalue_reverse", "beta", "half_life",
+                 "half_life_time", "corr", "zscore", "n_bars", "note"]
 _COLUMN_CONFIG = {
+    "y": st.column_config.TextColumn("Y", help="The leg regressed on X; the symbol that sorts first (fixed rule)"),
+    "x": st.column_config.TextColumn("X"),
     "q_value": st.column_config.NumberColumn("q-value", format="%.2e", help=Q_VALUE_NOTE),
-    "eg_pvalue": st.column_config.NumberColumn("p-value", format="%.2e", help="Engle–Granger (MacKinnon), this pair"),
-    "eg_stat": st.column_config.NumberColumn("EG stat", format="%.2f"),
+    "eg_pvalue": st.column_config.NumberColumn(
+        "p-value", format="%.2e", help="Engle–Granger (MacKinnon) p-value of Y on X, this pair alone: not adjusted"),
+    "eg_stat": st.column_config.NumberColumn("EG stat", format="%.2f", help="ADF statistic of Y on X's residuals"),
+    "eg_pvalue_reverse": st.column_config.NumberColumn(
+        "p-value X on Y", format="%.2e",
+        help="The other ordering, for information: not used in the q-value (taking the smaller of the two p-values "
+             "would need a correction)"),
     "beta": st.column_config.NumberColumn("β", format="%.5g", help="Y units per X unit (OLS over the lookback)"),
     "half_life": st.column_config.NumberColumn("half-life (bars)", format="%.1f"),
     "half_life_time": st.column_config.TextColumn("half-life"),
@@ -62,7 +69,8 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     trend = trend_col.selectbox("Deterministic terms", list(TRENDS), format_func=TRENDS.__getitem__, key="scan_trend")
     results: dict[tuple[object, ...], ScanResult] = st.session_state.setdefault("scan_results", {})
     key = scan_key(controls, trend)
-    if button_col.button(f"Scan {k} symbols", key="scan_run", help=f"{k * (k - 1) // 2:,} pairs, both orderings each"):
+    if button_col.button(f"Scan {k} symbols", key="scan_run",
+                         help=f"{k * (k - 1) // 2:,} pairs, each tested Y on X with Y the symbol that sorts first"):
         result = _scan(bars, controls, trend)
         if result is not None:
             results.pop(key, None)
