@@ -1,0 +1,78 @@
+"""One answer per (pair, parameters, bar): a shared view extended bar by bar equals a cold computation.
+
+Random arrival sequences (a leg quiet at the start or pausing, trades arriving late, flat
+stretches, gaps, the liquidity filter) reach a fake engine second by second; after every second
+the long-lived cache, a fresh one (a cold computation from the stored bars) and the alert
+monitor's shorter request are compared on the bars they show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+from alerts.monitor import WARMUP_FACTOR
+from pairs.compute import PairParams
+from pairs.shared import SharedAnalytics
+from testkit.fake_market import SYMBOLS, T0_MS, FakeEngine, Scenario, arrivals, empty_history, view_mismatch
+
+SECONDS = 120
+
+scenarios = st.builds(
+    Scenario, seconds=st.just(SECONDS), seed=st.integers(0, 2**16),
+    quiet_s=st.sampled_from([0, 0, 15, 45]), y_quiet_s=st.sampled_from([0, 0, 10]),
+    p_y=st.sampled_from([1.0, 0.9, 0.6]), p_x=st.sampled_from([1.0, 0.8, 0.5, 0.3]),
+    max_trades=st.integers(1, 3), lag_s=st.sampled_from([0, 0, 1, 2]),
+    flat_every=st.sampled_from([0, 0, 25, 40]), flat_len=st.integers(0, 12),
+    gap_at=st.sampled_from([-1, -1, 50, 80]), gap_len=st.integers(0, 20),
+    x_pause_every=st.sampled_from([0, 0, 29, 37]), x_pause_len=st.integers(0, 12))
+
+
+# No shrinking: each example drives 120 seconds of bars; the failing one is printed as drawn.
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate], derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios, window=st.integers(10, 13), lookback_bars=st.integers(15, 40),
+       min_trades=st.sampled_from([0, 1, 2, 3]), min_volume=st.sampled_from([0.0, 0.0, 0.2]),
+       log_prices=st.booleans())
+# The two cases of the audit: X quiet at the start and pausing later; the filter at min_trades=2.
+@example(scenario=Scenario(SECONDS, 4, quiet_s=40, p_x=0.7, x_pause_every=29, x_pause_len=10), window=10,
+         lookback_bars=30, min_trades=0, min_volume=0.0, log_prices=False)
+@example(scenario=Scenario(SECONDS, 3, p_y=0.95, p_x=0.9), window=10, lookback_bars=30, min_trades=2,
+         min_volume=0.0, log_prices=False)
+def test_a_view_extended_bar_by_bar_equals_a_cold_one_at_every_step(tmp_path_factory, scenario, window,
+                                                                     lookback_bars, min_trades, min_volume,
+                                                                     log_prices):
+    if min_trades > scenario.max_trades:  # else the filter leaves no bar to compare
+        scenario = replace(scenario, max_trades=min_trades)
+    engine = FakeEngine()
+    history = empty_history(tmp_path_factory.mktemp("site"))
+    shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
+    params = PairParams(*SYMBOLS, window=window, log_prices=log_prices)
+    page = dict(warmup_bars=2 * window, min_trades=min_trades, min_volume=min_volume)
+    monitor_lookback = (WARMUP_FACTOR * window + 5) * 1_000
+    compared = 0
+    for second, trades in enumerate(arrivals(scenario)[:SECONDS]):
+        engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
+        cached = shared.view(SYMBOLS, 1_000, lookback_bars * 1_000, params, **page)
+        cold = SharedAnalytics(engine, history).view(SYMBOLS, 1_000, lookback_bars * 1_000,  # type: ignore[arg-type]
+                                                     params, **page)
+        problem = view_mismatch(cached, cold)
+        assert problem is None, f"second {second}: {problem}"
+        # The alert monitor's shorter look, served by the same cache: the cold answer for its own lookback.
+        monitor = shared.view(SYMBOLS, 1_000, monitor_lookback, params, warmup_bars=WARMUP_FACTOR * window,
+                              min_trades=min_trades, min_volume=min_volume)
+        if second % 4 == 0:  # (a fourth of the steps: the cold computations are most of the test's time)
+            monitor_cold = SharedAnalytics(engine, history).view(  # type: ignore[arg-type]
+                SYMBOLS, 1_000, monitor_lookback, params, warmup_bars=WARMUP_FACTOR * window, min_trades=min_trades,
+                min_volume=min_volume)
+            problem = view_mismatch(monitor, monitor_cold)
+            assert problem is None, f"second {second}, the monitor's view: {problem}"
+        # And the page shows the monitor's values on the bars both show.
+        both = int(max(monitor.bars.shown_from, cached.bars.shown_from).value // 1_000_000)
+        problem = view_mismatch(cached.since(both), monitor.since(both))
+        assert problem is None, f"second {second}, the page vs the monitor: {problem}"
+        compared += cold.pair is not None and len(cold.shown().pair.index) > 0
+    assert compared > 0 or scenario.p_x <= 0.3 or min_trades or min_volume  # the comparison was not empty
+    print(f"compared {compared}, computed {shared.computed}, extended {shared.extended}, served {shared.served}")
