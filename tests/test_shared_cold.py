@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from alerts.monitor import WARMUP_FACTOR
+from alerts.monitor import WARMUP_FACTOR, AlertMonitor
 from pairs.compute import PairParams
 from pairs.shared import SharedAnalytics
+from records.alerts import AlertRule
 from testkit.fake_market import SYMBOLS, T0_MS, FakeEngine, Scenario, arrivals, empty_history, view_mismatch
 
 SECONDS = 120
@@ -76,3 +79,41 @@ def test_a_view_extended_bar_by_bar_equals_a_cold_one_at_every_step(tmp_path_fac
         compared += cold.pair is not None and len(cold.shown().pair.index) > 0
     assert compared > 0 or scenario.p_x <= 0.3 or min_trades or min_volume  # the comparison was not empty
     print(f"compared {compared}, computed {shared.computed}, extended {shared.extended}, served {shared.served}")
+
+
+class _Store:
+    """What AlertMonitor._evaluate asks of an alert store: every rule is ours, every firing is new."""
+
+    def claim_rule(self, rule_id: int | None) -> bool:
+        return True
+
+    def record(self, event: object) -> bool:
+        return True
+
+
+def test_the_alert_monitor_sees_for_each_bar_the_value_a_page_shows(tmp_path):
+    # Thin bars and min_trades=2: the filter drops about half of them. No page is open: the monitor asks alone.
+    engine = FakeEngine()
+    history = empty_history(tmp_path)
+    shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
+    monitor = AlertMonitor(engine, history.site, shared, min_trades=2)  # type: ignore[arg-type]
+    rule = AlertRule("zscore", ">", 2.5, pair=SYMBOLS, timeframe_ms=1_000, window=10)
+    observed: dict[int, float] = {}
+    observe = monitor.evaluator.observe
+
+    def recording(rule: AlertRule, ts_ms: int, value: float):
+        observed[ts_ms] = value
+        return observe(rule, ts_ms, value)
+
+    monitor.evaluator.observe = recording  # type: ignore[method-assign]
+    for second, trades in enumerate(arrivals(Scenario(SECONDS, 3, p_y=0.95, p_x=0.9))[:SECONDS]):
+        engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
+        monitor._evaluate(_Store(), rule)  # type: ignore[arg-type]
+    page = SharedAnalytics(engine, history).view(  # type: ignore[arg-type]
+        SYMBOLS, 1_000, SECONDS * 1_000, PairParams(*SYMBOLS, window=10), warmup_bars=20, min_trades=2).shown()
+    shown = page.pair.zscore.dropna()
+    shown = shown[shown.index >= pd.Timestamp(min(observed, default=0), unit="ms", tz="UTC")]
+    assert len(shown) > 20  # bars with a z-score the monitor had to see
+    assert sorted(observed) == [int(ts.value // 1_000_000) for ts in shown.index]
+    np.testing.assert_allclose([observed[int(ts.value // 1_000_000)] for ts in shown.index], shown.to_numpy(),
+                               rtol=1e-9, atol=1e-12)
