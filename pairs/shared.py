@@ -55,6 +55,16 @@ class PairView:
         return PairView(self.bars.since(start, end), None if self.pair is None else self.pair.since(start, end),
                         self.open_start_ms, self.data_version)
 
+    def analysed_closes(self) -> tuple[pd.DataFrame, int]:
+        """The closes the analytics ran on (the bars the liquidity filter kept, warm-up included;
+        columns Y and X, quote currency) and the position of the first bar of the lookback among
+        them: what a backtest needs to trade on the very z-score this view shows for each bar."""
+        if self.pair is None:
+            return pd.DataFrame(), 0
+        closes = pd.DataFrame({self.pair.params.y: self.pair.y, self.pair.params.x: self.pair.x})
+        shown_from = self.bars.shown_from
+        return closes, 0 if shown_from is None else int(self.pair.index.searchsorted(shown_from, side="left"))
+
     def shown(self) -> PairView:
         """The view over its lookback only: from ``bars.shown_from`` on, without the warm-up bars."""
         shown_from = self.bars.shown_from

@@ -12,10 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from alerts.monitor import WARMUP_FACTOR, AlertMonitor
+from analytics.backtest import backtest_mean_reversion
 from pairs.compute import PairParams
 from pairs.shared import SharedAnalytics
 from records.alerts import AlertRule
@@ -117,3 +119,26 @@ def test_the_alert_monitor_sees_for_each_bar_the_value_a_page_shows(tmp_path):
     assert sorted(observed) == [int(ts.value // 1_000_000) for ts in shown.index]
     np.testing.assert_allclose([observed[int(ts.value // 1_000_000)] for ts in shown.index], shown.to_numpy(),
                                rtol=1e-9, atol=1e-12)
+
+
+def test_the_backtest_trades_on_the_z_score_the_view_shows_for_each_bar(tmp_path):
+    engine = FakeEngine()
+    history = empty_history(tmp_path)
+    shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
+    params = PairParams(*SYMBOLS, window=10)
+    checked = 0
+    for second, trades in enumerate(arrivals(Scenario(SECONDS, 5, p_y=0.95, p_x=0.9))[:SECONDS]):
+        engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
+        view = shared.view(SYMBOLS, 1_000, 40_000, params, warmup_bars=20, min_trades=2)  # extended bar by bar
+        closes, start = view.analysed_closes()
+        if len(closes) < 20 or start >= len(closes):
+            continue
+        result = backtest_mean_reversion(closes[SYMBOLS[0]], closes[SYMBOLS[1]], 10, entry=2.0, start=start)
+        shown = view.shown().pair.zscore
+        pd.testing.assert_index_equal(result.zscore.index, shown.index)
+        np.testing.assert_allclose(result.zscore.to_numpy(), shown.to_numpy(), rtol=1e-9, atol=1e-9)
+        assert not result.position.iloc[0] and len(result.equity) == len(shown)  # nothing held from the warm-up
+        checked += 1
+    assert checked > 30 and shared.extended > 0
+    with pytest.raises(ValueError, match="start must be below the number of bars"):
+        backtest_mean_reversion(closes[SYMBOLS[0]], closes[SYMBOLS[1]], 10, start=len(closes))
