@@ -9,6 +9,7 @@ monitor's shorter request are compared on the bars they show.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+import pairs.bars
 from alerts.monitor import WARMUP_FACTOR, AlertMonitor
 from analytics.backtest import backtest_mean_reversion
 from pairs.compute import PairParams
@@ -51,20 +53,31 @@ def test_a_view_extended_bar_by_bar_equals_a_cold_one_at_every_step(tmp_path_fac
                                                                      log_prices):
     if min_trades > scenario.max_trades:  # else the filter leaves no bar to compare
         scenario = replace(scenario, max_trades=min_trades)
+    drive_and_compare(tmp_path_factory.mktemp("site"), scenario, PairParams(*SYMBOLS, window=window,
+                                                                          log_prices=log_prices),
+                      lookback_bars, min_trades, min_volume)
+
+
+def drive_and_compare(directory: Path, scenario: Scenario, params: PairParams, lookback_bars: int, min_trades: int,
+                      min_volume: float, *, page_vs_monitor: bool = True) -> SharedAnalytics:
+    """Feed ``scenario`` second by second; after each second compare the cached page view, a cold one,
+    the monitor's request and its cold twin on the bars they show (and, with ``page_vs_monitor``,
+    the page and the monitor on the bars both show). Returns the long-lived cache."""
     engine = FakeEngine()
-    history = empty_history(tmp_path_factory.mktemp("site"))
+    history = empty_history(directory)
     shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
-    params = PairParams(*SYMBOLS, window=window, log_prices=log_prices)
+    window = params.window
     page = dict(warmup_bars=2 * window, min_trades=min_trades, min_volume=min_volume)
     monitor_lookback = (WARMUP_FACTOR * window + 5) * 1_000
     compared = 0
-    for second, trades in enumerate(arrivals(scenario)[:SECONDS]):
+    for second, trades in enumerate(arrivals(scenario)[:scenario.seconds]):
         engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
         cached = shared.view(SYMBOLS, 1_000, lookback_bars * 1_000, params, **page)
         cold = SharedAnalytics(engine, history).view(SYMBOLS, 1_000, lookback_bars * 1_000,  # type: ignore[arg-type]
                                                      params, **page)
         problem = view_mismatch(cached, cold)
         assert problem is None, f"second {second}: {problem}"
+        compared += cold.pair is not None and len(cold.shown().pair.index) > 0
         # The alert monitor's shorter look, served by the same cache: the cold answer for its own lookback.
         monitor = shared.view(SYMBOLS, 1_000, monitor_lookback, params, warmup_bars=WARMUP_FACTOR * window,
                               min_trades=min_trades, min_volume=min_volume)
@@ -74,13 +87,27 @@ def test_a_view_extended_bar_by_bar_equals_a_cold_one_at_every_step(tmp_path_fac
                 min_volume=min_volume)
             problem = view_mismatch(monitor, monitor_cold)
             assert problem is None, f"second {second}, the monitor's view: {problem}"
+        if not page_vs_monitor:
+            continue
         # And the page shows the monitor's values on the bars both show.
         both = int(max(monitor.bars.shown_from, cached.bars.shown_from).value // 1_000_000)
         problem = view_mismatch(cached.since(both), monitor.since(both))
         assert problem is None, f"second {second}, the page vs the monitor: {problem}"
-        compared += cold.pair is not None and len(cold.shown().pair.index) > 0
     assert compared > 0 or scenario.p_x <= 0.3 or min_trades or min_volume  # the comparison was not empty
-    print(f"compared {compared}, computed {shared.computed}, extended {shared.extended}, served {shared.served}")
+    return shared
+
+
+def test_a_leg_quiet_for_longer_than_the_horizon_carries_no_close_in_either_path(tmp_path, monkeypatch):
+    """The look-back for a quiet leg's last close and for the filter's warm-up is bounded (a day);
+    shrunk to 20 s here, X's 30 s pauses outlast it: both paths start rows when X trades again. (The
+    bound counts from each request's lookback, so a page and the monitor, whose lookbacks differ,
+    agree only where it does not bind: with a day, where a filter keeps 2 × window bars a day.)"""
+    monkeypatch.setattr(pairs.bars, "HORIZON_MS", 20_000)
+    scenario = Scenario(SECONDS, 11, p_x=0.8, x_pause_every=50, x_pause_len=30)
+    for min_trades in (0, 2):
+        shared = drive_and_compare(tmp_path / str(min_trades), scenario, PairParams(*SYMBOLS, window=10), 15,
+                                   min_trades, 0.0, page_vs_monitor=False)
+        assert shared.extended + shared.served > 0  # the cache was used, not recomputed at every step
 
 
 class _Store:
