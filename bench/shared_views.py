@@ -6,7 +6,8 @@ fresh one (a cold computation from the stored bars) are asked for the same view,
 they show are compared: every series (β, α, spread, z, correlation) to 1e-9 relative to its
 scale with the same NaN pattern, and the half-life. Two cases of issue 19:
 
-* ``quiet``: X does not trade in the first minutes, so the span of the lookback starts while it is quiet;
+* ``quiet``: X does not trade in the first 200 s and then pauses 15 s in every 53 s, so the span of
+  the lookback often starts while it is quiet;
 * ``filter``: ``min_trades=2`` (the liquidity filter drops bars in which a leg traded once).
 
 Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/shared_views.py [--seeds 3] [--seconds 1500]``
