@@ -352,9 +352,10 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
                 render_alerts_tab(site, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
     if backtest_tab.open:
         with backtest_tab:
-            render_backtest_tab(bars.closes(closed_only=True, min_trades=controls.min_trades,
-                                            min_volume=controls.min_volume), params.y, params.x, params.window,
-                                params.z_threshold, bars.interval_ms, controls.tz, controls.revision)
+            # The view's own closes, warm-up included: the backtest trades on the z-score the charts show.
+            closes, start = view.analysed_closes()
+            render_backtest_tab(closes, params.y, params.x, params.window, params.z_threshold, bars.interval_ms,
+                                controls.tz, controls.revision, start)
     if feed_tab.open:
         with feed_tab:
             if service is None:

@@ -40,7 +40,7 @@ from storage.errors import StorageError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
-WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another one
+WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another one: the warm-up, in kept bars (as the page's)
 
 
 def rule_params(rule: AlertRule) -> PairParams:
@@ -158,9 +158,12 @@ class AlertMonitor:
             values = bars.closes(closed_only=True, min_trades=self.min_trades, min_volume=self.min_volume)
             values = values[rule.symbol] if not values.empty else pd.Series(dtype=float)
         else:
-            # The same computation every page showing this pair uses: computed once per closed bar.
+            # The same computation every page showing this pair uses (computed once per closed bar), with
+            # the page's warm-up in kept bars: each bar's value is the one a page shows for it, whatever
+            # the liquidity filter drops and whether a page is open or not.
             view = self.shared.view(symbols, rule.timeframe_ms, lookback_ms, rule_params(rule),
-                                    min_trades=self.min_trades, min_volume=self.min_volume)
+                                    warmup_bars=WARMUP_FACTOR * rule.window, min_trades=self.min_trades,
+                                    min_volume=self.min_volume).shown()
             values = pd.Series(dtype=float) if view.pair is None else pair_metric(rule, view.pair)
         if values.empty:
             return 0

@@ -21,6 +21,7 @@ import pandas as pd
 from analytics._validate import (
     ArrayLike1D,
     as_1d_float,
+    check_int,
     check_same_length,
     check_window,
     index_of,
@@ -119,6 +120,7 @@ def backtest_mean_reversion(
     hedge: str = "rolling_ols",
     *,
     bars_per_year: float = MINUTE_BARS_PER_YEAR,
+    start: int = 0,
     **opts: Any,
 ) -> BacktestResult:
     """Backtest the z-score mean-reversion rule on the pair ``(y, x)``.
@@ -168,6 +170,11 @@ def backtest_mean_reversion(
     bars_per_year : float
         Annualisation of the Sharpe ratio, > 0; the default is for 1-minute bars around the clock
         (525,600). Use 31,536,000 for 1-second bars, 252 for daily bars of a stock.
+    start : int
+        Position of the first bar traded, ``0 <= start < n``. Bars before it only warm the hedge and
+        the z-score up (a view's warm-up before its lookback): no position is opened on their
+        signals, and every result (equity, trades, Sharpe, ``zscore``) covers the bars from
+        ``start`` on, so the signal on each of them is the z-score computed with that warm-up.
 
     Returns
     -------
@@ -205,6 +212,9 @@ def backtest_mean_reversion(
     index = index_of(y=y, x=x)
     n = check_same_length(y=yv, x=xv)
     window = check_window(window)
+    start = check_int("start", start, minimum=0)
+    if start >= n:
+        raise ValueError(f"start must be below the number of bars ({n}), got {start}")
     if hedge != "rolling_ols" and window < MIN_HEDGE_OBS:
         raise ValueError(
             f"window must be at least {MIN_HEDGE_OBS} for hedge={hedge!r} (its warm-up line fit needs a residual), "
@@ -224,7 +234,12 @@ def backtest_mean_reversion(
 
     beta, alpha, hedge_opts = _hedge_path(yv, xv, window, hedge, opts)
     z = rolling_zscore(yv - beta * xv - alpha, window)
-    position, held_beta = _run_rule(z, beta, entry, exit)
+    # NaN neither opens nor closes: nothing is held before ``start``.
+    position, held_beta = _run_rule(np.where(np.arange(n) < start, np.nan, z), beta, entry, exit)
+    if start:  # the results cover the traded bars only
+        yv, xv, z, position, held_beta = yv[start:], xv[start:], z[start:], position[start:], held_beta[start:]
+        index = None if index is None else index[start:]
+        n -= start
 
     # Leg quantities after each close; a fill trades the whole difference from the bar before.
     qty_y = position.astype(np.float64)
@@ -244,7 +259,7 @@ def backtest_mean_reversion(
         position=wrap(position, index, "position"),
         zscore=wrap(z, index, "zscore"),
         total_pnl=float(equity[-1]),
-        sharpe=_sharpe(net[warmup:], bars_per_year),
+        sharpe=_sharpe(net[max(0, warmup - start):], bars_per_year),
         max_drawdown=float(np.max(np.maximum.accumulate(equity) - equity)),
         n_trades=len(trades),
         win_rate=float((closed > 0).mean()) if len(closed) else math.nan,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ LOOKBACKS_MS: dict[str, int] = {
     "15 min": 15 * 60_000, "1 h": 3_600_000, "4 h": 4 * 3_600_000, "24 h": 24 * 3_600_000,
 }
 HISTORY_MAX_MS = 24 * 3_600_000  # nothing in the dashboard needs more than a day
+# How far before its lookback a view looks for a quiet leg's last close and for the warm-up bars a
+# liquidity filter leaves (see load_pair_bars): a bounded read, the same for every path.
+HORIZON_MS = HISTORY_MAX_MS
 # Without live bars yet, history is read up to "now" rounded down to this, so a dead feed costs at
 # most one database read per minute rather than one per refresh.
 HISTORY_REFRESH_MS = 60_000
@@ -107,18 +110,26 @@ class PairBars:
     open_bar_start: pd.Timestamp | None  # start of the last row if that bar is still forming
     market_now_ms: int
     shown_from: pd.Timestamp | None = None  # start of the lookback; earlier bars only warm the analytics up
+    # Start of each symbol's last bar before the first row, where the view knows it (the close its
+    # first rows carry while it is quiet).
+    last_before: Mapping[str, pd.Timestamp] = field(default_factory=dict)
 
     def since(self, start: pd.Timestamp | None, end: pd.Timestamp | None = None) -> PairBars:
         """These bars from ``start`` on (all of them for None), and before ``end`` if given."""
         if start is None and end is None:
             return self
         by_symbol = {s: frame.iloc[span_slice(frame.index, start, end)] for s, frame in self.by_symbol.items()}
+        last_before = dict(self.last_before)
+        if start is not None:
+            for symbol, frame in self.by_symbol.items():
+                if (before := int(frame.index.searchsorted(start, side="left"))) > 0:
+                    last_before[symbol] = frame.index[before - 1]
         aligned = self.aligned
         if aligned is not None:
             keep = span_slice(aligned.index, start, end)
             aligned = AlignedBars(aligned.interval_ms, aligned.closes.iloc[keep], aligned.volumes.iloc[keep],
                                   aligned.trades.iloc[keep], aligned.filled.iloc[keep])
-        return replace(self, by_symbol=by_symbol, aligned=aligned)
+        return replace(self, by_symbol=by_symbol, aligned=aligned, last_before=last_before)
 
     def extended(self, frames: Mapping[str, pd.DataFrame], market_now_ms: int) -> PairBars:
         """These bars followed by each symbol's bars in ``frames`` that start after the last aligned bar.
@@ -199,20 +210,109 @@ def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int,
-                   lookback_ms: int, warmup_bars: int = 0, *, closed_before_ms: int | None = None) -> PairBars:
-    """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time.
+                   lookback_ms: int, warmup_bars: int = 0, *, closed_before_ms: int | None = None,
+                   min_trades: int = 0, min_volume: float = 0.0) -> PairBars:
+    """Bars of ``symbols`` over the last ``lookback_ms`` plus a warm-up: :func:`load_pair_span`'s bars."""
+    return load_pair_span(engine, history, symbols, interval_ms, lookback_ms, warmup_bars,
+                          closed_before_ms=closed_before_ms, min_trades=min_trades, min_volume=min_volume)[0]
 
-    ``warmup_bars`` more bars before the lookback are included so that rolling analytics are
-    defined from the lookback's first bar on; :attr:`PairBars.shown_from` marks where it begins.
+
+def load_pair_span(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int,
+                   lookback_ms: int, warmup_bars: int = 0, *, closed_before_ms: int | None = None,
+                   min_trades: int = 0, min_volume: float = 0.0) -> tuple[PairBars, int]:
+    """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time, plus a warm-up.
+
+    :attr:`PairBars.shown_from` marks where the lookback begins. Two rules make these bars the
+    same whatever path computes them (a cold load here, or a shared view extended bar by bar and
+    cut, :mod:`pairs.shared`):
+
+    * **Warm-up counted in kept bars.** The bars start at the ``warmup_bars``-th bar before the
+      lookback that the liquidity filter (``min_trades``, ``min_volume``: :meth:`PairBars.closes`)
+      keeps, so rolling analytics see as many bars before the lookback whatever the filter drops;
+      if fewer are found within :data:`HORIZON_MS` before the lookback (:func:`span_floor`), the
+      bars start there.
+    * **A quiet leg carries its last close into the span.** A symbol that did not trade in the
+      first bar keeps its last close from before the span (its last bar at or after the floor),
+      flagged filled, exactly as :func:`align_bars` carries it between bars; a symbol without any
+      bar since the floor has no price until it trades, and rows start when every symbol has one.
+
     ``closed_before_ms``: only bars starting before it (closed bars), else the forming bar too.
+    Returns the bars and where their span starts (UTC epoch ms; the first row may come later).
     """
     engine.close_due_bars()
     market_now = engine.market_now_ms() or now_ms()
     shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
-    since = shown_from - warmup_bars * interval_ms
-    by_symbol = symbol_frames(engine, history, symbols, interval_ms, since, closed_before_ms=closed_before_ms)
-    return replace(_pair_bars(by_symbol, interval_ms, market_now), shown_from=pd.Timestamp(shown_from, unit="ms",
-                                                                                           tz="UTC"))
+    floor = span_floor(shown_from, interval_ms)
+    reach = warmup_bars
+    while True:  # reaches back 4× further each time, at most to the floor: a handful of reads
+        since = max(floor, shown_from - reach * interval_ms)
+        bars = _seeded_pair_bars(engine, history, symbols, interval_ms, since, floor, closed_before_ms, market_now)
+        if not warmup_bars:
+            start = since
+            break
+        kept = bars.closes(min_trades=min_trades, min_volume=min_volume).index
+        start = warmup_start(kept, shown_from, warmup_bars)
+        if start is not None or since == floor:
+            break
+        if not any(len(last_bar_before(engine, history, s, interval_ms, since, floor)) for s in symbols):
+            # Nothing earlier down to the floor (the data begins here): these are the bars from the floor.
+            start = floor
+            break
+        reach *= 4
+    start = since if start is None else start
+    if start > since:
+        bars = bars.since(pd.Timestamp(start, unit="ms", tz="UTC"))
+    return replace(bars, shown_from=pd.Timestamp(shown_from, unit="ms", tz="UTC")), start
+
+
+def span_floor(shown_from_ms: int, interval_ms: int) -> int:
+    """The earliest bar start (UTC epoch ms) a view whose lookback begins at ``shown_from_ms`` reads."""
+    return (shown_from_ms - HORIZON_MS) // interval_ms * interval_ms
+
+
+def warmup_start(kept: pd.DatetimeIndex, shown_from_ms: int, warmup_bars: int) -> int | None:
+    """Start (UTC epoch ms) of the ``warmup_bars``-th of the ``kept`` bars (sorted starts) before
+    ``shown_from_ms``; ``shown_from_ms`` itself for no warm-up; None when fewer bars precede it."""
+    if warmup_bars <= 0:
+        return shown_from_ms
+    before = int(kept.searchsorted(pd.Timestamp(shown_from_ms, unit="ms", tz="UTC"), side="left"))
+    return None if before < warmup_bars else int(kept[before - warmup_bars].value // 1_000_000)
+
+
+def _seeded_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int, since_ms: int,
+                      floor_ms: int, closed_before_ms: int | None, market_now: int) -> PairBars:
+    """Bars from ``since_ms`` aligned as if the symbols' earlier bars were there: a symbol that did not
+    trade in the first bar carries its last close from ``[floor_ms, since_ms)`` (:func:`last_bar_before`)."""
+    by_symbol = symbol_frames(engine, history, symbols, interval_ms, since_ms, closed_before_ms=closed_before_ms)
+    starts = [frame.index[0] for frame in by_symbol.values() if len(frame)]
+    seeds: dict[str, pd.DataFrame] = {}
+    if starts:
+        first = min(starts)
+        for symbol, frame in by_symbol.items():
+            if not len(frame) or frame.index[0] != first:
+                seed = last_bar_before(engine, history, symbol, interval_ms, since_ms, floor_ms)
+                if len(seed):
+                    seeds[symbol] = seed
+    bars = _pair_bars(by_symbol, interval_ms, market_now, seeds)
+    return replace(bars, last_before={s: seed.index[0] for s, seed in seeds.items()})
+
+
+def last_bar_before(engine: Engine, history: BarHistory, symbol: str, interval_ms: int, before_ms: int,
+                    floor_ms: int) -> pd.DataFrame:
+    """The last bar (one row, or none) of ``symbol`` at ``interval_ms`` starting in ``[floor_ms, before_ms)``.
+
+    Looks back a few bars first, then 16× further each time down to the floor: a leg quiet for a
+    minute costs one small read, not a day's.
+    """
+    reach = 64 * interval_ms
+    while True:
+        start = max(floor_ms, before_ms - reach)
+        if start >= before_ms:
+            return bars_to_frame([])
+        frame = symbol_frames(engine, history, (symbol,), interval_ms, start, closed_before_ms=before_ms)[symbol]
+        if len(frame) or start == floor_ms:
+            return frame.iloc[-1:]
+        reach *= 16
 
 
 def symbol_frames(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int, since_ms: int, *,
@@ -314,9 +414,20 @@ def dataset_pair_bars(frames: dict[str, pd.DataFrame], interval_ms: int) -> Pair
     return _pair_bars(by_symbol, interval_ms, last + interval_ms)
 
 
-def _pair_bars(by_symbol: dict[str, pd.DataFrame], interval_ms: int, market_now: int) -> PairBars:
+def _pair_bars(by_symbol: dict[str, pd.DataFrame], interval_ms: int, market_now: int,
+               seeds: Mapping[str, pd.DataFrame] | None = None) -> PairBars:
+    """Aligned bars of ``by_symbol``; ``seeds``: a symbol's last bar before them, whose close it
+    carries until it trades (its row is not part of the result)."""
     try:
-        aligned = align_bars(by_symbol, interval_ms)
+        if seeds:
+            first = min(frame.index[0] for frame in by_symbol.values() if len(frame))
+            aligned = align_bars({s: _joined([seeds[s], frame]) if s in seeds else frame
+                                  for s, frame in by_symbol.items()}, interval_ms)
+            keep = slice(int(aligned.index.searchsorted(first, side="left")), None)
+            aligned = AlignedBars(interval_ms, aligned.closes.iloc[keep], aligned.volumes.iloc[keep],
+                                  aligned.trades.iloc[keep], aligned.filled.iloc[keep])
+        else:
+            aligned = align_bars(by_symbol, interval_ms)
     except InsufficientDataError:  # a symbol without any bar yet
         aligned = None
     open_start = None

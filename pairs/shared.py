@@ -31,7 +31,7 @@ import pandas as pd
 
 from ingestion.engine import BAR_CLOSE_GRACE_MS, Engine
 from ingestion.live_bars import BASE_INTERVAL_MS
-from pairs.bars import BarHistory, PairBars, load_pair_bars, symbol_frames
+from pairs.bars import BarHistory, PairBars, load_pair_span, span_floor, symbol_frames, warmup_start
 from pairs.compute import PairAnalytics, PairParams, compute_pair, extend_pair
 from records import now_ms
 
@@ -54,6 +54,16 @@ class PairView:
         end = None if end_ms is None else pd.Timestamp(end_ms, unit="ms", tz="UTC")
         return PairView(self.bars.since(start, end), None if self.pair is None else self.pair.since(start, end),
                         self.open_start_ms, self.data_version)
+
+    def analysed_closes(self) -> tuple[pd.DataFrame, int]:
+        """The closes the analytics ran on (the bars the liquidity filter kept, warm-up included;
+        columns Y and X, quote currency) and the position of the first bar of the lookback among
+        them: what a backtest needs to trade on the very z-score this view shows for each bar."""
+        if self.pair is None:
+            return pd.DataFrame(), 0
+        closes = pd.DataFrame({self.pair.params.y: self.pair.y, self.pair.params.x: self.pair.x})
+        shown_from = self.bars.shown_from
+        return closes, 0 if shown_from is None else int(self.pair.index.searchsorted(shown_from, side="left"))
 
     def shown(self) -> PairView:
         """The view over its lookback only: from ``bars.shown_from`` on, without the warm-up bars."""
@@ -83,9 +93,11 @@ class _Key:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    since_ms: int
+    since_ms: int  # first bar of the view held
     view: PairView
     first_live: tuple[int | None, ...]  # where each symbol's live bars began when this was computed
+    asked: tuple[int, int]  # (shown_from_ms, warmup_bars) of the request it was computed or extended for
+    start_ms: int  # where that request's view starts (the rules of pairs.bars.load_pair_bars)
 
 
 def forming_bar_start(engine: Engine, symbols: Sequence[str], interval_ms: int, market_now_ms: int) -> int:
@@ -119,33 +131,42 @@ class SharedAnalytics:
 
     def view(self, symbols: Sequence[str], interval_ms: int, lookback_ms: int, params: PairParams, *,
              warmup_bars: int = 0, min_trades: int = 0, min_volume: float = 0.0) -> PairView:
-        """Closed bars of ``symbols`` at ``interval_ms`` over ``lookback_ms`` (plus ``warmup_bars``
-        before it) and ``params``' analytics on them, computed at most once per closed bar."""
+        """Closed bars of ``symbols`` at ``interval_ms`` over ``lookback_ms`` (plus ``warmup_bars`` kept
+        bars before it) and ``params``' analytics on them, computed at most once per closed bar.
+
+        Whatever the cache held, the view over the lookback (:meth:`PairView.shown`) equals a cold
+        computation of the same request: the bars follow the rules of
+        :func:`pairs.bars.load_pair_bars` (warm-up counted in kept bars, a quiet leg's last close
+        carried into the span), and a held view is used only where it has the bars those rules ask for.
+        """
         self.engine.close_due_bars()
         market_now = self.engine.market_now_ms() or now_ms()
         epoch = forming_bar_start(self.engine, symbols, interval_ms, market_now)
         shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
-        since = shown_from - warmup_bars * interval_ms
+        asked = (shown_from, warmup_bars)
         # The threshold only draws lines: it must not split the cache.
         # Keyed by the data, not the clock: a quiet feed's view is reused (and cut as the lookback slides).
         key = _Key(tuple(symbols), interval_ms, replace(params, z_threshold=0.0), min_trades, float(min_volume),
                    self.engine.bars.version, self._history_version(interval_ms))
         span_free = params.span_free
-        hit = self._lookup(key, since, span_free)
+        hit = self._lookup(key, asked, span_free)
         if hit is None:
             with self._series_lock(key):
-                hit = self._lookup(key, since, span_free)  # computed meanwhile by another asker?
+                hit = self._lookup(key, asked, span_free)  # computed meanwhile by another asker?
                 if hit is None:
                     first_live = tuple(self.engine.bars.first_start_ms(s) for s in symbols)
-                    hit = self._extended(key, since, epoch, market_now, first_live) if span_free else None
-                    was_extended = hit is not None
-                    if hit is None:
-                        bars = load_pair_bars(self.engine, self.history, symbols, interval_ms, lookback_ms,
-                                              warmup_bars, closed_before_ms=epoch)
+                    entry = self._extended(key, asked, epoch, market_now, first_live) if span_free else None
+                    was_extended = entry is not None
+                    if entry is None:
+                        bars, since = load_pair_span(self.engine, self.history, symbols, interval_ms, lookback_ms,
+                                                     warmup_bars, closed_before_ms=epoch, min_trades=min_trades,
+                                                     min_volume=min_volume)
                         pair = None
                         if bars.aligned is not None:
                             pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
-                        hit = _Entry(since, PairView(bars, pair, epoch, key.history_version), first_live)
+                        entry = _Entry(since, PairView(bars, pair, epoch, key.history_version), first_live, asked,
+                                       since)
+                    hit = (entry, entry.start_ms)
                     with self._lock:
                         if was_extended:
                             self.extended += 1
@@ -154,14 +175,15 @@ class SharedAnalytics:
                         # Older versions of the same series are never asked for again: drop them now.
                         for old in [k for k in self._entries if k.same_series(key) and k != key]:
                             del self._entries[old]
-                        self._entries[key] = hit
+                        self._entries[key] = entry
                         while len(self._entries) > self.max_entries:
                             self._entries.popitem(last=False)
                 else:
                     self._count_served()
         else:
             self._count_served()
-        view = hit.view if hit.since_ms == since else hit.view.since(since)
+        entry, start = hit
+        view = entry.view if entry.since_ms == start else entry.view.since(start)
         shown = pd.Timestamp(shown_from, unit="ms", tz="UTC")
         pair = None if view.pair is None else replace(view.pair, params=params)
         return PairView(replace(view.bars, shown_from=shown), pair, epoch, view.data_version)
@@ -182,22 +204,27 @@ class SharedAnalytics:
         with self._lock:
             self.served += 1
 
-    def _extended(self, key: _Key, since: int, epoch: int, market_now: int,
+    def _extended(self, key: _Key, asked: tuple[int, int], epoch: int, market_now: int,
                   first_live: tuple[int | None, ...]) -> _Entry | None:
         """The newest earlier view of the same series extended by the bars that closed since it
         (:meth:`PairBars.extended`, :func:`extend_pair`), or None where that would not equal a whole
-        computation: no such view, one that starts after ``since``, stored bars changed, or a symbol
-        whose bars then came from the database alone (its live bars had not begun)."""
+        computation: no such view, stored bars changed, a symbol whose bars then came from the
+        database alone (its live bars had not begun), or one that lacks bars the request needs
+        (:func:`_usable_start`)."""
         with self._lock:
             prior = next((entry for k, entry in reversed(self._entries.items()) if k.same_series(key)
                           and k.history_version == key.history_version and k.live_version < key.live_version), None)
-        if prior is None or prior.first_live != first_live or None in first_live or prior.since_ms > since \
+        if prior is None or prior.first_live != first_live or None in first_live \
                 or prior.view.pair is None or prior.view.open_start_ms > epoch:
             return None
         # Slide the span along with the market, keeping a tenth of it as margin for readers whose
-        # start is a bar or two earlier than this one's.
+        # start is a bar or two earlier than this one's; never past where this request's bars begin.
+        shown_from, warmup_bars = asked
+        floor = span_floor(shown_from, key.interval_ms)
+        target = warmup_start(prior.view.pair.index, shown_from, warmup_bars)
+        target = floor if target is None or target < floor else target
         reach = prior.view.open_start_ms - prior.since_ms
-        keep_from = max(prior.since_ms, min(since, epoch - reach - reach // 10))
+        keep_from = max(prior.since_ms, min(target, epoch - reach - reach // 10))
         base = prior.view.since(keep_from)
         if base.bars.aligned is None or not len(base.bars.aligned.index) or base.pair is None:
             return None
@@ -208,7 +235,9 @@ class SharedAnalytics:
         pair = extend_pair(base.pair, bars.closes(min_trades=key.min_trades, min_volume=key.min_volume))
         if pair is None:
             return None
-        return _Entry(keep_from, PairView(bars, pair, epoch, key.history_version), first_live)
+        view = PairView(bars, pair, epoch, key.history_version)
+        start = _usable_start(keep_from, view, asked, key.interval_ms)
+        return None if start is None else _Entry(keep_from, view, first_live, asked, start)
 
     def _new_bars(self, bars: PairBars, key: _Key, since: int, epoch: int) -> dict[str, pd.DataFrame] | None:
         """Each symbol's bars after its last one in ``bars``, up to ``epoch``; None if a symbol's last
@@ -230,14 +259,56 @@ class SharedAnalytics:
             frames[symbol] = frame
         return frames
 
-    def _lookup(self, key: _Key, since: int, span_free: bool) -> _Entry | None:
+    def _lookup(self, key: _Key, asked: tuple[int, int], span_free: bool) -> tuple[_Entry, int] | None:
+        """The entry of ``key`` and where the view for ``asked`` starts in it, if it has what that needs."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or not (entry.since_ms == since or (span_free and entry.since_ms <= since)):
+            if entry is None:
+                return None
+            if entry.asked == asked:
+                start: int | None = entry.start_ms
+            else:
+                start = _usable_start(entry.since_ms, entry.view, asked, key.interval_ms) if span_free else None
+            if start is None:
                 return None
             self._entries.move_to_end(key)
-            return entry
+            return entry, start
 
     def _history_version(self, interval_ms: int) -> int:
         loader = self.history.loader
         return loader.version_of(interval_ms) if loader is not None else 0
+
+
+def _usable_start(since_ms: int, view: PairView, asked: tuple[int, int], interval_ms: int) -> int | None:
+    """Where a cold view for ``asked`` (``(shown_from_ms, warmup_bars)``) would start if ``view``
+    (rolling analytics over bars from ``since_ms``) holds every bar it needs, so that ``view`` cut
+    there equals it over the lookback; None otherwise.
+
+    The rules are those of :func:`pairs.bars.load_pair_bars`: the start is the ``warmup_bars``-th
+    kept bar before the lookback, or the floor when there are fewer since it (then ``view`` must
+    reach back to the floor); and a symbol quiet in the first bar from there carries a close only
+    from a bar at or after the floor.
+    """
+    shown_from, warmup_bars = asked
+    bars, pair = view.bars, view.pair
+    if pair is None or bars.aligned is None:
+        return None
+    floor = span_floor(shown_from, interval_ms)
+    start = warmup_start(pair.index, shown_from, warmup_bars)
+    if start is None or start < floor:
+        start = floor
+    if start < since_ms:
+        return None
+    aligned = bars.aligned
+    at = pd.Timestamp(start, unit="ms", tz="UTC")
+    first = int(aligned.index.searchsorted(at, side="left"))
+    if first == len(aligned.index):
+        return None  # no bar from there on: a cold view would have none aligned either
+    for symbol in aligned.closes.columns:
+        if aligned.filled[symbol].iat[first]:  # carried into the span: from where?
+            frame = bars.by_symbol[symbol]
+            before = int(frame.index.searchsorted(at, side="left"))
+            last = frame.index[before - 1] if before else bars.last_before.get(symbol)
+            if last is None or last < pd.Timestamp(floor, unit="ms", tz="UTC"):
+                return None
+    return start

@@ -17,8 +17,12 @@ HEDGES = {"Rolling OLS": "rolling_ols", "Kalman filter": "kalman", "OLS on the w
 
 
 def render_backtest_tab(closes: pd.DataFrame, y: str, x: str, window: int, z_threshold: float, interval_ms: int,
-                        tz: str, revision: str) -> None:
-    """Backtest on closed bars: enter at |z| > entry, exit when z crosses the exit level, next-bar fills."""
+                        tz: str, revision: str, start: int = 0) -> None:
+    """Backtest on closed bars: enter at |z| > entry, exit when z crosses the exit level, next-bar fills.
+
+    ``closes``: the view's analysed closes (:meth:`pairs.shared.PairView.analysed_closes`), warm-up
+    included; trading starts at row ``start`` (the lookback's first bar), on the z-score the charts show.
+    """
     entry_col, exit_col, cost_col, hedge_col = st.columns(4)
     entry = entry_col.number_input("Entry |z| >", min_value=0.5, max_value=5.0, value=float(z_threshold), step=0.1,
                                    key="bt_entry")
@@ -29,7 +33,8 @@ def render_backtest_tab(closes: pd.DataFrame, y: str, x: str, window: int, z_thr
     hedge_label = hedge_col.selectbox("Hedge ratio", list(HEDGES), key="bt_hedge")
     try:
         result = backtest_mean_reversion(closes[y], closes[x], window, entry=entry, exit=exit_level, cost_bps=cost,
-                                         hedge=HEDGES[hedge_label], bars_per_year=SECONDS_PER_YEAR * 1000 / interval_ms)
+                                         hedge=HEDGES[hedge_label], bars_per_year=SECONDS_PER_YEAR * 1000 / interval_ms,
+                                         start=start)
     except InsufficientDataError as exc:
         st.info(f"Backtest: {plain(exc)}", icon="⏳")
         return
