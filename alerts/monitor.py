@@ -40,7 +40,7 @@ from storage.errors import StorageError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
-WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another one: the warm-up, in kept bars (as the page's)
+WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another: bars loaded before the values observed
 
 
 def rule_params(rule: AlertRule) -> PairParams:
@@ -161,8 +161,9 @@ class AlertMonitor:
             # The same computation every page showing this pair uses (computed once per closed bar), with
             # the page's warm-up in kept bars: each bar's value is the one a page shows for it, whatever
             # the liquidity filter drops and whether a page is open or not.
-            view = self.shared.view(symbols, rule.timeframe_ms, lookback_ms, rule_params(rule),
-                                    warmup_bars=WARMUP_FACTOR * rule.window, min_trades=self.min_trades,
+            params = rule_params(rule)
+            view = self.shared.view(symbols, rule.timeframe_ms, lookback_ms, params,
+                                    warmup_bars=params.warmup_bars, min_trades=self.min_trades,
                                     min_volume=self.min_volume).shown()
             values = pd.Series(dtype=float) if view.pair is None else pair_metric(rule, view.pair)
         if values.empty:
