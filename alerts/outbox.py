@@ -8,7 +8,8 @@ POSTs each (:class:`alerts.webhook.WebhookEndpoint`) and marks it:
 * a 2xx answer: ``delivered`` (with the time);
 * a connection error, a timeout, HTTP 5xx or 429: still ``pending`` with the attempt counted and
   the error kept, due again after a backoff (:class:`RetryPolicy`: 1 s, doubling, at most 5 min)
-  until 10 attempts were made or the alert is an hour old, then ``failed`` for good;
+  until the alert is a day old (300 attempts at most: a day at 5 min apart), then ``failed`` for good
+  (an endpoint down for hours still gets every alert once it is back);
 * a 3xx or another 4xx (the request itself is refused, retrying cannot help): ``failed`` at once.
 
 A process that dies leaves its pending alerts in the store; the next one to start (a restarted
@@ -57,10 +58,10 @@ class RetryPolicy:
             after a failure (it is still attempted once, e.g. after a long outage of the process).
     """
 
-    max_attempts: int = 10
+    max_attempts: int = 300
     backoff_s: float = 1.0
     max_backoff_s: float = 300.0
-    max_age_s: float = 3600.0
+    max_age_s: float = 86_400.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
@@ -134,18 +135,21 @@ class Outbox:
         return tried
 
     def _deliver(self, store: AlertStore, record: AlertRecord) -> None:
-        key = idempotency_key(self.site_key, record.id)
+        key = idempotency_key(self.site_key, record.id, record.created_ms)
         attempt = self.poster.post(payload(record.event, record.id, key), key)
         if attempt.error is None:
-            store.mark_delivered(record.id)
-            self.delivered += 1
+            if store.mark_delivered(record):
+                self.delivered += 1
+            else:  # the POST outlasted the lease (a paused process): the alert is another deliverer's now
+                log.warning("alert %d: delivered, but its lease had ended; it may be sent again", record.id)
             return
         error = plain_error(attempt.error)
         self.last_error = error
         attempts = record.delivery.attempts + 1
         retry_at = self.policy.retry_at_ms(attempts, record.created_ms, self._now_ms()) if attempt.retryable else None
-        store.mark_failed(record.id, error, retry_at)
-        if retry_at is None:
+        if not store.mark_failed(record, error, retry_at):
+            log.warning("alert %d: webhook attempt failed (%s) after its lease had ended", record.id, error)
+        elif retry_at is None:
             self.failed += 1
             log.warning("alert %d: webhook delivery failed for good after %d attempt(s): %s",
                         record.id, attempts, error)

@@ -5,7 +5,7 @@
     {"text": "<message>", "message": "<message>", "rule": "zscore > 2", "rule_id": 3,
      "pair": "ETHUSDT/BTCUSDT", "metric": "zscore", "value": 2.31, "threshold": 2.0,
      "ts_ms": 1765788000000, "time": "2025-12-15T08:40:00.000+00:00",
-     "alert_id": 17, "idempotency_key": "quant-alert:live:17"}
+     "alert_id": 17, "idempotency_key": "quant-alert:live:17-1765788000512"}
 
 ``text`` duplicates ``message`` so Slack/Mattermost-style incoming webhooks show it as is.
 Delivery is at least once (a crash after the POST but before it is marked delivered sends it
@@ -38,9 +38,13 @@ from records.alerts import AlertEvent
 MAX_REASON_CHARS = 100
 
 
-def idempotency_key(site_key: str, alert_id: int) -> str:
-    """The stable de-duplication key of stored alert ``alert_id`` of the site named ``site_key``."""
-    return f"quant-alert:{site_key}:{alert_id}"
+def idempotency_key(site_key: str, alert_id: int, created_ms: int) -> str:
+    """The stable de-duplication key of stored alert ``alert_id`` of the site named ``site_key``.
+
+    ``created_ms`` (when the alert was stored, epoch ms) keeps keys apart when a database is made
+    anew and its alert ids start again at 1: a receiver that drops repeats never drops a new alert.
+    """
+    return f"quant-alert:{site_key}:{alert_id}-{created_ms}"
 
 
 def payload(event: AlertEvent, alert_id: int | None = None, key: str | None = None) -> dict[str, object]:

@@ -2,8 +2,8 @@
 
 ``http.client``'s per-socket timeout alone never fires on a peer that sends one byte a second, so
 a REST reply (:mod:`ingestion.binance.rest`) or a webhook answer (:mod:`alerts.webhook`) could hold
-its thread for ever. :func:`connect` opens a connection whose connect, TLS handshake, send, status
-line, headers and body all end by one ``time.monotonic()`` deadline.
+its thread for ever. :func:`connect` opens a connection whose name lookup, connect, TLS handshake,
+send, status line, headers and body all end by one ``time.monotonic()`` deadline.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import functools
 import http.client
 import io
 import socket
+import threading
 import time
 from urllib.parse import SplitResult
 
@@ -27,13 +28,20 @@ def left(deadline: float) -> float:
 def connect(parts: SplitResult, timeout_s: float, deadline: float) -> http.client.HTTPConnection:
     """A connected HTTP(S) connection to ``parts``' host whose every wait ends by ``deadline``.
 
-    Each socket wait lasts at most ``timeout_s`` seconds; connect and the TLS handshake each take at
-    most half of what is left, so together they fit. No proxy is used and nothing is redirected:
-    the caller sends one request and reads its answer. The caller closes the connection.
+    Each socket wait lasts at most ``timeout_s`` seconds; the name lookup, connect and the TLS
+    handshake each take at most half of what is left, so together they fit. No proxy is used and
+    nothing is redirected: the caller sends one request and reads its answer. The caller closes
+    the connection. TLS still verifies the certificate against the host name.
     """
-    connection_class = http.client.HTTPSConnection if parts.scheme.lower() == "https" else http.client.HTTPConnection
-    conn = connection_class(parts.hostname, parts.port, timeout=min(timeout_s, left(deadline) / 2))
+    https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
+    addresses = resolve(parts.hostname or "", port, min(timeout_s, left(deadline) / 2))
+    connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    conn = connection_class(parts.hostname, port, timeout=min(timeout_s, left(deadline) / 2))
     conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=timeout_s)
+    # Connect to the addresses looked up above instead of letting http.client look the name up again
+    # without any time limit.
+    conn._create_connection = functools.partial(_connect_any, addresses)  # type: ignore[attr-defined]
     try:
         conn.connect()
         conn.sock.settimeout(min(timeout_s, left(deadline)))  # sendall: a total, not per chunk
@@ -41,6 +49,52 @@ def connect(parts: SplitResult, timeout_s: float, deadline: float) -> http.clien
         conn.close()
         raise
     return conn
+
+
+def resolve(host: str, port: int, timeout_s: float) -> list[tuple]:
+    """``getaddrinfo`` socket addresses of ``host`` for TCP, within ``timeout_s`` seconds.
+
+    The system resolver has no timeout of its own (a dead DNS server holds it for 5 s per try and
+    name server), so it runs in a daemon thread that is left behind, not waited for, when it is late.
+    """
+    found: list[tuple] = []
+    failed: list[OSError] = []
+
+    def look_up() -> None:
+        try:
+            found.extend(info[4] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=look_up, name="name-lookup", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"name lookup of {host!r} took longer than {timeout_s:g} s")
+    if failed:
+        raise failed[0]
+    if not found:
+        raise OSError(f"name lookup of {host!r} found no address")
+    return found
+
+
+def _connect_any(addresses: list[tuple], _address: tuple, timeout: float | None = None,
+                 source_address: tuple | None = None) -> socket.socket:
+    """``socket.create_connection`` over already looked-up ``addresses``: the first that connects."""
+    error: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if len(address) == 4 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            if source_address is not None:
+                sock.bind(source_address)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error if error is not None else OSError("no address to connect to")
 
 
 class _DeadlineReader(io.RawIOBase):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import pandas as pd
@@ -39,6 +39,9 @@ class Delivery:
         last_attempt_ms: wall-clock time of the last attempt, UTC epoch ms, or None.
         delivered_ms: wall-clock time the endpoint accepted it, UTC epoch ms, or None.
         next_attempt_ms: earliest wall-clock time of the next attempt while ``pending``, epoch ms.
+        lease_until_ms: while a deliverer holds the alert, the wall-clock end of its lease (epoch ms).
+            It also names that lease: a later lease of the same alert always ends later, so a mark
+            that gives it (:meth:`AlertStore.mark_delivered`) proves its caller still holds the alert.
     """
 
     state: str = "none"
@@ -47,6 +50,7 @@ class Delivery:
     last_attempt_ms: int | None = None
     delivered_ms: int | None = None
     next_attempt_ms: int | None = None
+    lease_until_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +65,25 @@ class AlertRecord:
 
 # The columns alert_record() reads, in its order (both backends name them alike).
 ALERT_COLUMNS = ("id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, delivery_state, "
-                 "delivery_attempts, delivery_error, last_attempt_ms, delivered_ms, next_attempt_ms")
+                 "delivery_attempts, delivery_error, last_attempt_ms, delivered_ms, next_attempt_ms, lease_until_ms")
 
 
 def alert_record(row: Sequence[object]) -> AlertRecord:
     """An :class:`AlertRecord` from a row of :data:`ALERT_COLUMNS`."""
     (row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, state, attempts, error,
-     last_attempt_ms, delivered_ms, next_attempt_ms) = row
+     last_attempt_ms, delivered_ms, next_attempt_ms, lease_until_ms) = row
     return AlertRecord(
         id=row_id, created_ms=created_ms,
         event=AlertEvent(rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
                          threshold=threshold, message=message),
         delivery=Delivery(state=state, attempts=attempts, error=error, last_attempt_ms=last_attempt_ms,
-                          delivered_ms=delivered_ms, next_attempt_ms=next_attempt_ms))
+                          delivered_ms=delivered_ms, next_attempt_ms=next_attempt_ms,
+                          lease_until_ms=lease_until_ms))
+
+
+def leased(record: AlertRecord, until_ms: int) -> AlertRecord:
+    """``record`` as claimed under the lease that ends at ``until_ms`` (epoch ms)."""
+    return replace(record, delivery=replace(record.delivery, lease_until_ms=until_ms))
 
 
 class Closeable(Protocol):
@@ -175,15 +185,19 @@ class AlertStore(Closeable, Protocol):
         """Lease up to ``limit`` pending alerts that are due, oldest (lowest id) first, for ``lease_ms``.
 
         A leased alert is not handed to any other caller (another process included) until the
-        lease ends or the holder marks it; so two deliverers never post the same alert at once.
+        lease ends or the holder marks it. An alert waits while an older alert of the same rule is
+        still pending, so each rule's alerts reach the endpoint in the order they fired. The records
+        returned carry their lease (``delivery.lease_until_ms``) for the marks.
         """
 
-    def mark_delivered(self, alert_id: int) -> bool:
-        """Count one successful attempt and set ``delivered``; False if the alert was not pending."""
+    def mark_delivered(self, record: AlertRecord) -> bool:
+        """Count one successful attempt and set ``delivered``; False (nothing changed) unless the
+        alert is pending under the lease ``record`` was claimed with."""
 
-    def mark_failed(self, alert_id: int, error: str, retry_at_ms: int | None) -> bool:
+    def mark_failed(self, record: AlertRecord, error: str, retry_at_ms: int | None) -> bool:
         """Count one failed attempt with its ``error``: still ``pending``, due again at ``retry_at_ms``
-        (epoch ms), or ``failed`` for good when that is None. False if the alert was not pending."""
+        (epoch ms), or ``failed`` for good when that is None. False (nothing changed) unless the
+        alert is pending under the lease ``record`` was claimed with."""
 
     def claim_rule(self, rule_id: int) -> bool:
         """True if this store's process is the one evaluating rule ``rule_id`` now (non-blocking).

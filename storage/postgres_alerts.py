@@ -215,34 +215,36 @@ class PostgresAlertStore(PostgresDatabase):
         now = self._now_ms()
         with self.session() as conn:
             rows = conn.execute(
-                f"UPDATE alerts SET lease_until_ms = %s WHERE id IN (SELECT id FROM alerts "
+                f"UPDATE alerts SET lease_until_ms = %s WHERE id IN (SELECT id FROM alerts a "
                 "WHERE delivery_state = 'pending' AND next_attempt_ms <= %s "
-                "AND (lease_until_ms IS NULL OR lease_until_ms <= %s) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "AND (lease_until_ms IS NULL OR lease_until_ms <= %s) AND NOT EXISTS (SELECT 1 FROM alerts o "
+                "WHERE o.delivery_state = 'pending' AND o.rule_id IS NOT DISTINCT FROM a.rule_id AND o.rule = a.rule "
+                "AND o.id < a.id) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"RETURNING {ALERT_COLUMNS}",
                 (now + int(lease_ms), now, now, int(limit)),
             ).fetchall()
         return sorted((alert_record(row) for row in rows), key=lambda record: record.id)  # RETURNING has no order
 
-    def mark_delivered(self, alert_id: int) -> bool:
-        """Count the successful attempt and set ``delivered``; False if the alert was not pending."""
+    def mark_delivered(self, record: AlertRecord) -> bool:
+        """Count the successful attempt and set ``delivered`` (see the protocol)."""
         now = self._now_ms()
         with self.session() as conn:
             return conn.execute(
                 "UPDATE alerts SET delivery_state = 'delivered', delivery_attempts = delivery_attempts + 1, "
                 "delivery_error = NULL, last_attempt_ms = %s, delivered_ms = %s, next_attempt_ms = NULL, "
-                "lease_until_ms = NULL WHERE id = %s AND delivery_state = 'pending'",
-                (now, now, alert_id),
+                "lease_until_ms = NULL WHERE id = %s AND delivery_state = 'pending' AND lease_until_ms = %s",
+                (now, now, record.id, record.delivery.lease_until_ms),
             ).rowcount == 1
 
-    def mark_failed(self, alert_id: int, error: str, retry_at_ms: int | None) -> bool:
+    def mark_failed(self, record: AlertRecord, error: str, retry_at_ms: int | None) -> bool:
         """Count a failed attempt: pending again from ``retry_at_ms``, or ``failed`` for good if None."""
         with self.session() as conn:
             return conn.execute(
                 "UPDATE alerts SET delivery_state = %s, delivery_attempts = delivery_attempts + 1, "
                 "delivery_error = %s, last_attempt_ms = %s, next_attempt_ms = %s, lease_until_ms = NULL "
-                "WHERE id = %s AND delivery_state = 'pending'",
+                "WHERE id = %s AND delivery_state = 'pending' AND lease_until_ms = %s",
                 ("failed" if retry_at_ms is None else "pending", error[:MAX_DELIVERY_ERROR_CHARS], self._now_ms(),
-                 retry_at_ms, alert_id),
+                 retry_at_ms, record.id, record.delivery.lease_until_ms),
             ).rowcount == 1
 
 

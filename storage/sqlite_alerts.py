@@ -22,7 +22,7 @@ from pathlib import Path
 
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
-from storage.base import ALERT_COLUMNS, MAX_DELIVERY_ERROR_CHARS, AlertRecord, alert_record
+from storage.base import ALERT_COLUMNS, MAX_DELIVERY_ERROR_CHARS, AlertRecord, alert_record, leased
 from storage.sqlite import SqliteDatabase, errors_named, transaction
 
 _MIGRATIONS: dict[int, str] = {
@@ -209,36 +209,39 @@ class SqliteAlertStore(SqliteDatabase):
         One transaction under SQLite's write lock, so two connections cannot lease the same row.
         """
         now = self._now_ms()
+        until = now + int(lease_ms)
         with errors_named(self.path), transaction(self._conn):
             rows = self._conn.execute(
-                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE delivery_state = 'pending' AND next_attempt_ms <= ? "
-                "AND (lease_until_ms IS NULL OR lease_until_ms <= ?) ORDER BY id LIMIT ?",
+                f"SELECT {ALERT_COLUMNS} FROM alerts a WHERE delivery_state = 'pending' AND next_attempt_ms <= ? "
+                "AND (lease_until_ms IS NULL OR lease_until_ms <= ?) AND NOT EXISTS (SELECT 1 FROM alerts o "
+                "WHERE o.delivery_state = 'pending' AND o.rule_id IS a.rule_id AND o.rule = a.rule AND o.id < a.id) "
+                "ORDER BY id LIMIT ?",
                 (now, now, int(limit)),
             ).fetchall()
             self._conn.executemany("UPDATE alerts SET lease_until_ms = ? WHERE id = ?",
-                                   [(now + int(lease_ms), row[0]) for row in rows])
-        return [alert_record(row) for row in rows]
+                                   [(until, row[0]) for row in rows])
+        return [leased(alert_record(row), until) for row in rows]
 
-    def mark_delivered(self, alert_id: int) -> bool:
-        """Count the successful attempt and set ``delivered``; False if the alert was not pending."""
+    def mark_delivered(self, record: AlertRecord) -> bool:
+        """Count the successful attempt and set ``delivered`` (see the protocol)."""
         now = self._now_ms()
         with errors_named(self.path):
             return self._conn.execute(
                 "UPDATE alerts SET delivery_state = 'delivered', delivery_attempts = delivery_attempts + 1, "
                 "delivery_error = NULL, last_attempt_ms = ?, delivered_ms = ?, next_attempt_ms = NULL, "
-                "lease_until_ms = NULL WHERE id = ? AND delivery_state = 'pending'",
-                (now, now, alert_id),
+                "lease_until_ms = NULL WHERE id = ? AND delivery_state = 'pending' AND lease_until_ms = ?",
+                (now, now, record.id, record.delivery.lease_until_ms),
             ).rowcount == 1
 
-    def mark_failed(self, alert_id: int, error: str, retry_at_ms: int | None) -> bool:
+    def mark_failed(self, record: AlertRecord, error: str, retry_at_ms: int | None) -> bool:
         """Count a failed attempt: pending again from ``retry_at_ms``, or ``failed`` for good if None."""
         with errors_named(self.path):
             return self._conn.execute(
                 "UPDATE alerts SET delivery_state = ?, delivery_attempts = delivery_attempts + 1, "
                 "delivery_error = ?, last_attempt_ms = ?, next_attempt_ms = ?, lease_until_ms = NULL "
-                "WHERE id = ? AND delivery_state = 'pending'",
+                "WHERE id = ? AND delivery_state = 'pending' AND lease_until_ms = ?",
                 ("failed" if retry_at_ms is None else "pending", error[:MAX_DELIVERY_ERROR_CHARS], self._now_ms(),
-                 retry_at_ms, alert_id),
+                 retry_at_ms, record.id, record.delivery.lease_until_ms),
             ).rowcount == 1
 
 

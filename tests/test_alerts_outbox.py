@@ -104,13 +104,52 @@ def test_an_alert_stored_with_a_webhook_is_pending_and_due_at_once(open_store):
 def test_a_leased_alert_is_handed_to_nobody_else_until_its_lease_ends(open_store):
     clock = Clock()
     with open_store(clock) as first, open_store(clock) as second:
-        for i in range(3):
-            first.record(event(i), pending=True)
+        for i in range(3):  # three rules: one rule's alerts are handed out one at a time (see below)
+            rule = AlertRule("zscore", ">", 2.0, pair=PAIR, hysteresis=0.5, id=i + 1)
+            first.record(make_event(rule, T0 + i * 60_000, 2.5 + i), pending=True)
         assert [r.event.ts_ms for r in first.claim_deliveries(2, 15_000)] == [T0, T0 + 60_000]  # oldest first
         assert [r.event.ts_ms for r in second.claim_deliveries(5, 30_000)] == [T0 + 120_000]
         assert second.claim_deliveries(5, 30_000) == []
         clock.advance(15)  # the first holder died without marking: its alerts go to whoever asks next
         assert [r.event.ts_ms for r in second.claim_deliveries(5, 15_000)] == [T0, T0 + 60_000]
+
+
+def test_a_holder_whose_lease_ended_cannot_mark_what_another_now_holds(open_store):
+    """A POST that outlasts its lease (a paused process): the alert went to another deliverer, whose
+    lease alone can settle it; the late holder's marks change nothing."""
+    clock = Clock()
+    with open_store(clock) as first, open_store(clock) as second:
+        first.record(event(), pending=True)
+        (late,) = first.claim_deliveries(1, 15_000)
+        clock.advance(15)
+        (current,) = second.claim_deliveries(1, 15_000)
+        assert current.delivery.lease_until_ms > late.delivery.lease_until_ms
+        assert first.mark_delivered(late) is False and first.mark_failed(late, "late", None) is False
+        assert only(first).state == "pending" and second.claim_deliveries(1, 15_000) == []  # still held
+        assert second.mark_failed(current, "HTTP 503 Service Unavailable", NOW + 16_000)
+        assert only(second) == Delivery("pending", 1, "HTTP 503 Service Unavailable", NOW + 15_000, None, NOW + 16_000)
+
+
+def test_a_rules_alerts_are_handed_out_in_the_order_they_fired(open_store):
+    """While a rule's older alert waits for its retry, the rule's newer ones wait too (another rule's
+    do not): the endpoint sees "crossed above" before "crossed below", never the other way round."""
+    clock = Clock()
+    with open_store(clock) as store:
+        store.record(event(0), pending=True)
+        store.record(event(1), pending=True)
+        other = AlertRule("corr", "<", 0.5, pair=("ETHUSDT", "BTCUSDT"), id=2)
+        store.record(make_event(other, T0 + 30_000, 0.4), pending=True)
+        (first,) = store.claim_deliveries(1, 15_000)
+        assert first.event.ts_ms == T0
+        assert store.mark_failed(first, "HTTP 503 Service Unavailable", NOW + 60_000)
+        (others,) = store.claim_deliveries(5, 15_000)
+        assert others.event.ts_ms == T0 + 30_000  # the other rule's alert does not wait
+        assert store.mark_delivered(others)
+        clock.advance(60)
+        (retried,) = store.claim_deliveries(5, 15_000)
+        assert retried.id == first.id
+        assert store.mark_delivered(retried)
+        assert [r.event.ts_ms for r in store.claim_deliveries(5, 15_000)] == [T0 + 60_000]
 
 
 def test_marks_count_attempts_and_only_apply_to_pending_alerts(open_store):
@@ -119,15 +158,17 @@ def test_marks_count_attempts_and_only_apply_to_pending_alerts(open_store):
         store.record(event(), pending=True)
         (record,) = store.claim_deliveries(1, 15_000)
         clock.advance(1)
-        assert store.mark_failed(record.id, "HTTP 503 Service Unavailable", NOW + 3_000)
+        assert store.mark_failed(record, "HTTP 503 Service Unavailable", NOW + 3_000)
         assert only(store) == Delivery("pending", 1, "HTTP 503 Service Unavailable", NOW + 1_000, None, NOW + 3_000)
         assert store.claim_deliveries(1, 15_000) == []  # not due before its retry time
         clock.advance(2)
-        assert store.claim_deliveries(1, 15_000)[0].delivery.attempts == 1
-        assert store.mark_delivered(record.id)
+        (again,) = store.claim_deliveries(1, 15_000)
+        assert again.delivery.attempts == 1
+        assert store.mark_delivered(record) is False  # the first lease was spent by its mark
+        assert store.mark_delivered(again)
         assert only(store) == Delivery("delivered", 2, None, NOW + 3_000, NOW + 3_000, None)
         # A late mark from a holder whose lease ran out cannot undo the delivery.
-        assert store.mark_failed(record.id, "late", None) is False and store.mark_delivered(record.id) is False
+        assert store.mark_failed(again, "late", None) is False and store.mark_delivered(again) is False
         assert only(store).state == "delivered" and store.claim_deliveries(1, 15_000) == []
 
 
@@ -136,7 +177,7 @@ def test_a_failed_alert_keeps_its_last_error_cut_short(open_store):
     with open_store(clock) as store:
         store.record(event(), pending=True)
         (record,) = store.claim_deliveries(1, 15_000)
-        assert store.mark_failed(record.id, "x" * 5_000, None)
+        assert store.mark_failed(record, "x" * 5_000, None)
         delivery = only(store)
         assert (delivery.state, delivery.attempts, delivery.error) == ("failed", 1, "x" * MAX_DELIVERY_ERROR_CHARS)
         assert store.claim_deliveries(1, 15_000) == []
@@ -189,7 +230,7 @@ def test_pending_to_delivered_with_a_stable_idempotency_key(open_store):
         clock.advance(2)
         assert outbox_for(poster, clock).deliver_due(store) == 1
         assert only(store) == Delivery("delivered", 1, None, NOW + 2_000, NOW + 2_000, None)
-        key = idempotency_key("live", record.id)
+        key = idempotency_key("live", record.id, record.created_ms)
         assert [(k, b["idempotency_key"], b["alert_id"], b["ts_ms"]) for k, b in poster.posts] == [
             (key, key, record.id, T0)]
         assert outbox_for(poster, clock).deliver_due(store) == 0  # delivered means done: never posted again
@@ -310,7 +351,7 @@ def test_the_worker_delivers_what_a_dead_process_left_pending(tmp_path, hook):
     with SqliteAlertStore(site.alerts_path) as store:
         for i in range(3):
             store.record(event(i), pending=True)
-        ids = sorted(r.id for r in store.alerts())
+        stored = store.alerts()
     hook.statuses = [503]
     worker = OutboxWorker(site, Outbox(WebhookEndpoint(hook.url), "live", policy=RetryPolicy(backoff_s=0.05)),
                           poll_s=0.02)
@@ -319,7 +360,7 @@ def test_the_worker_delivers_what_a_dead_process_left_pending(tmp_path, hook):
         eventually(lambda: len(hook.accepted_keys()) == 3, timeout=10, message=lambda: repr(hook.accepted_keys()))
     finally:
         assert worker.stop(timeout=10)
-    assert hook.accepted_keys() == {idempotency_key("live", i): 1 for i in ids}
+    assert hook.accepted_keys() == {idempotency_key("live", r.id, r.created_ms): 1 for r in stored}
     with SqliteAlertStore(site.alerts_path) as store:
         assert sorted((r.delivery.state, r.delivery.attempts) for r in store.alerts()) == [
             ("delivered", 1), ("delivered", 1), ("delivered", 2)]
@@ -329,9 +370,11 @@ def test_two_postgres_workers_on_one_schema_post_each_alert_exactly_once(pg_url,
     """Two processes' outboxes (one session each) share the pending alerts: disjoint leases, no repeats."""
     site = site_for(Settings(source="binance", db_url=pg_url), "binance")
     with PostgresAlertStore(pg_url, site.schema) as store:
-        rule = store.add_rule(parse_rule("zscore > 2", pair=PAIR, timeframe_ms=60_000, window=60))
+        # Four rules: one rule's alerts go out one after the other, so two workers share the rules.
+        rules = [store.add_rule(parse_rule(f"zscore > {threshold}", pair=PAIR, timeframe_ms=60_000, window=60))
+                 for threshold in (2, 2.5, 3, 3.5)]
         for i in range(40):
-            store.record(make_event(rule, T0 + i * 60_000, 2.5), pending=True)
+            store.record(make_event(rules[i % 4], T0 + i * 60_000, 4.0), pending=True)
     hook.gate.clear()  # both workers hold a lease while the endpoint thinks, so their passes overlap
     workers = [OutboxWorker(site, Outbox(WebhookEndpoint(hook.url), site.schema, batch=5), poll_s=0.01)
                for _ in range(2)]
@@ -390,7 +433,7 @@ def test_two_recorders_on_one_schema_with_the_same_rule_and_webhook_deliver_each
     assert [proc.returncode for proc in procs] == [0, 0] and not any("Traceback" in out for out in outs), outs
     records = delivered()
     assert len(records) == 3 and {r.delivery.attempts for r in records} == {1}
-    assert hook.accepted_keys() == {idempotency_key("live", r.id): 1 for r in records}
+    assert hook.accepted_keys() == {idempotency_key("live", r.id, r.created_ms): 1 for r in records}
     assert hook.requests == 3  # nobody posted an alert the other one had
 
 # ---------------------------------------------------------------------------------- kill -9 of the recorder
@@ -427,7 +470,7 @@ def test_kill_9_between_store_and_delivery_then_restart_delivers_every_alert(tmp
             first.kill()
             first.communicate(timeout=10)
     at_kill = stored(alerts_db)
-    unsent = [r for r in at_kill if idempotency_key("simulated", r.id) not in hook.accepted_keys()]
+    unsent = [r for r in at_kill if idempotency_key("simulated", r.id, r.created_ms) not in hook.accepted_keys()]
     assert unsent and all(r.delivery.state == "pending" for r in unsent), at_kill  # the case the issue lost
     with SqliteAlertStore(alerts_db) as store:  # no new alerts after the restart: only the owed ones remain
         for rule in store.rules():
@@ -446,8 +489,9 @@ def test_kill_9_between_store_and_delivery_then_restart_delivers_every_alert(tmp
     final = stored(alerts_db)
     keys = hook.accepted_keys()
     assert len(final) == len(at_kill)
-    assert {idempotency_key("simulated", r.id) for r in final} <= set(keys)  # every stored alert was received
-    assert set(keys) <= {idempotency_key("simulated", r.id) for r in final}  # and nothing else
+    stored_keys = {idempotency_key("simulated", r.id, r.created_ms) for r in final}
+    assert stored_keys <= set(keys)  # every stored alert was received
+    assert set(keys) <= stored_keys  # and nothing else
     # At least once: only an alert in flight at the kill may come twice.
     assert sum(n - 1 for n in keys.values()) <= 1, keys
 

@@ -18,7 +18,7 @@ from testkit.fake_hook import FakeHook
 
 T0 = 1_765_788_000_123
 RULE = AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), hysteresis=0.5, id=3)
-KEY = idempotency_key("live", 17)
+KEY = idempotency_key("live", 17, 1765788000512)
 
 
 def event(i: int = 0) -> AlertEvent:
@@ -47,9 +47,9 @@ def test_posts_a_json_body_with_its_idempotency_key(hook):
     assert hook.bodies == [{
         "text": message, "message": message, "rule": "zscore > 2", "rule_id": 3, "pair": "ETHUSDT/BTCUSDT",
         "metric": "zscore", "value": 2.31, "threshold": 2.0, "ts_ms": T0, "time": "2025-12-15T08:40:00.123+00:00",
-        "alert_id": 17, "idempotency_key": "quant-alert:live:17",
+        "alert_id": 17, "idempotency_key": "quant-alert:live:17-1765788000512",
     }]
-    assert hook.keys == ["quant-alert:live:17"]  # the header repeats the body's key
+    assert hook.keys == ["quant-alert:live:17-1765788000512"]  # the header repeats the body's key
 
 
 @pytest.mark.parametrize(("status", "error", "retryable"), [

@@ -520,18 +520,20 @@ def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, monke
     from records.alerts import AlertRule, make_event
     from storage.sqlite_alerts import SqliteAlertStore
 
-    rule = AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), id=1)
+    # One rule per alert: a rule's alerts are delivered one after the other, in order.
+    rules = [AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), id=i + 1) for i in range(4)]
     hostile = "=HYPERLINK(\"http://evil/\") ![x](http://evil/p.png) **bold**"
     now = [1_765_788_000_000]
     with SqliteAlertStore(sim_env / "simulated-alerts.sqlite3", now_ms=lambda: now[0]) as store:
-        for i in range(4):
+        for i, rule in enumerate(rules):
             store.record(make_event(rule, 1_765_700_000_000 + i * 60_000, 2.5 + i), pending=i < 3)
         delivered, retrying, failing = store.claim_deliveries(3, 15_000)
         now[0] += 1_500
-        store.mark_delivered(delivered.id)
-        store.mark_failed(retrying.id, "HTTP 503 Service Unavailable", now[0] + 4_000)
-        store.mark_failed(retrying.id, "HTTP 503 Service Unavailable", now[0] + 4_000)
-        store.mark_failed(failing.id, hostile, None)
+        assert store.mark_delivered(delivered)
+        assert store.mark_failed(retrying, "HTTP 503 Service Unavailable", now[0])  # due again at once
+        (retrying,) = store.claim_deliveries(3, 15_000)
+        assert store.mark_failed(retrying, "HTTP 503 Service Unavailable", now[0] + 4_000)
+        assert store.mark_failed(failing, hostile, None)
     deferred = {}
     add_deferred = MediaFileManager.add_deferred
 
