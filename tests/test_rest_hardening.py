@@ -184,6 +184,26 @@ def test_a_spent_weight_budget_pauses_every_caller_until_the_next_minute():
     assert len(got["result"]) == 30 and len(rest.requests) == 3
 
 
+def test_history_leaves_the_rest_of_the_minutes_budget_to_the_gap_backfill():
+    """Klines pause at 70 % of the budget; a backfill still gets the remaining 30 % that minute."""
+    clock = FakeClock(T0 + 10)
+    trades = recorded()
+    with FakeRest(trades, klines=FakeKlines(PRICES)) as rest:
+        client = BinanceRest(rest.url, weight_budget=100, clock=clock, poll_s=0.002)
+        end = now_ms() // MINUTE * MINUTE
+        rest.used_weight = 67  # others (another process on this IP) spent weight this minute
+        client.klines("ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())  # 69: the next crosses 70
+        history, got = in_thread(client.klines, "ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 10)
+        assert len(rest.requests) == 1  # history waits for the next minute ...
+        page = client.historical_trades("BTCUSDT", trades[0].trade_id, 10, threading.Event())
+        assert len(page) == 10 and len(rest.requests) == 2  # ... while the backfill goes through at once
+        clock.advance(51)
+        history.join(10)
+    assert len(got["result"]) == 30 and len(rest.requests) == 3
+
+
 # ------------------------------------------------------------------------ deadlines and lanes
 def test_a_dripping_reply_is_abandoned_at_the_deadline():
     with FakeRest(klines=FakeKlines(PRICES)) as rest:

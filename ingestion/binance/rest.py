@@ -10,14 +10,17 @@ the history loader), so they share:
 
 - the **weight budget**: Binance allows 6,000 request weight a minute per IP and reports what is
   used in ``X-MBX-USED-WEIGHT-1M``; we keep under ``weight_budget`` (default 1,200, a fifth) by
-  pausing every caller until the next minute when the next call would cross it;
+  pausing every caller until the next minute when the next call would cross it. Bulk calls (the
+  history loader's klines) pause already at :data:`BULK_SHARE` of it, so what is left of a minute's
+  budget is always there for the gap backfill of the live feed;
 - the **ban**: a ``429`` (rate limited) or ``418`` (IP banned) reply's ``Retry-After`` — delay
   seconds or an HTTP-date (RFC 9110 §10.2.3) — is honoured in full, whatever its length, and no
   caller sends anything before it ends (:attr:`BinanceRest.banned_until_ms` says until when). A
   missing or unreadable ``Retry-After`` counts as :data:`RETRY_AFTER_UNKNOWN_S`.
 
 Requests are not serialised otherwise: the backfill thread and the history thread each make their
-own calls, so a slow klines page never delays a ``historicalTrades`` call. Every request has an
+own calls, so a slow klines page never delays a ``historicalTrades`` call, and history loading can
+never spend the weight a backfill needs. Every request has an
 overall deadline (:data:`REQUEST_DEADLINE_S`: connect, send and the whole reply; a reply that
 drips is abandoned at it) and a size bound (:data:`MAX_REPLY_BYTES`: refused by its
 ``Content-Length`` before reading, or as soon as the bytes read cross it). No proxy is used and no
@@ -60,6 +63,9 @@ RETRY_AFTER_DEFAULT_S = 5.0  # wait after a 5xx or a network error before the ne
 RETRY_AFTER_UNKNOWN_S = 60.0
 # Longest wait a Retry-After can ask for that we can still represent (~31 years: "until further notice").
 MAX_BAN_S = 1e9
+# Share of the weight budget bulk calls (history klines) may use in a minute: the rest is kept for
+# the gap backfill (historicalTrades, weight 25 a page), so a long history load never stalls it.
+BULK_SHARE = 0.7
 BAN_POLL_S = 1.0  # a caller waiting out a ban or a weight pause looks at the clock this often
 REQUEST_DEADLINE_S = 15.0  # one request: connect + send + the whole reply, seconds
 SOCKET_TIMEOUT_S = 10.0  # any single socket wait within that deadline, seconds
@@ -259,6 +265,7 @@ class BinanceRest:
         self._state = threading.Lock()
         self._banned_until_s = 0.0  # no request before this (epoch s): 418/429 Retry-After
         self._paused_until_s = 0.0  # nor before this: our weight budget for the minute is used
+        self._bulk_paused_until_s = 0.0  # no bulk call before this: the bulk share of the budget is used
 
     @property
     def banned_until_ms(self) -> int | None:
@@ -292,7 +299,7 @@ class BinanceRest:
         while cursor < end_ms and not stop.is_set():
             reply = self.get("/api/v3/klines", {"symbol": symbol, "interval": interval, "startTime": cursor,
                                                 "endTime": end_ms - 1, "limit": PAGE_LIMIT},
-                             weight=KLINES_WEIGHT, stop=stop, symbol=symbol)
+                             weight=KLINES_WEIGHT, stop=stop, symbol=symbol, bulk=True)
             if reply is None:
                 return BarArrays.empty()
             page = parse_klines(reply, symbol, interval_ms, now_ms(), start_ms=cursor, end_ms=end_ms)
@@ -305,10 +312,11 @@ class BinanceRest:
         return _concat(pages)
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
-            symbol: str | None = None) -> Any:
+            symbol: str | None = None, bulk: bool = False) -> Any:
         """The decoded JSON of ``GET path?params``; None if ``stop`` was set while waiting.
 
-        Waits out the shared ban and weight pause before every attempt. Retries 429/418 (after
+        Waits out the shared ban and weight pause (for a ``bulk`` call, the bulk pause too) before
+        every attempt. Retries 429/418 (after
         ``Retry-After``), 5xx, network errors and a missed deadline up to ``attempts`` times;
         raises :class:`RestError` for other statuses, a reply over the size bound, invalid JSON or
         when the attempts run out.
@@ -318,7 +326,7 @@ class BinanceRest:
         name = path.rsplit("/", 1)[-1]
         for attempt in range(self.attempts):
             retry = attempt + 1 < self.attempts  # no pause after the last attempt: give up at once
-            if self._wait_until_clear(stop):
+            if self._wait_until_clear(stop, bulk):
                 return None
             with self._state:
                 self.requests += 1
@@ -360,11 +368,11 @@ class BinanceRest:
             raise RestError(f"HTTP {status} for {url}: {excerpt(body, 200)}")
         raise RestError(f"giving up on {url} after {self.attempts} attempts ({self.last_error})")
 
-    def _wait_until_clear(self, stop: threading.Event) -> bool:
-        """Block until neither the ban nor the weight pause forbids a request; True if stopped meanwhile."""
+    def _wait_until_clear(self, stop: threading.Event, bulk: bool = False) -> bool:
+        """Block until neither the ban nor a weight pause forbids a request; True if stopped meanwhile."""
         while True:
             with self._state:
-                until = max(self._banned_until_s, self._paused_until_s)
+                until = max(self._banned_until_s, self._paused_until_s, self._bulk_paused_until_s if bulk else 0.0)
             left = until - self._clock()
             if left <= 0:
                 return False
@@ -402,15 +410,19 @@ class BinanceRest:
             self.emit(FeedEvent(now_ms(), EventKind.ERROR, symbol, text))
 
     def _note_weight(self, used_header: str | None, weight: int) -> None:
-        """Pause every caller until the next minute when the IP's used weight is near our budget."""
+        """Pause bulk calls until the next minute when the IP's used weight nears their share of our
+        budget, and every call when it nears the whole budget."""
         try:
             used = int(used_header) if used_header is not None else 0
         except ValueError:
             return
-        if used + weight > self.weight_budget:
-            now = self._clock()
-            with self._state:  # Binance's weight window resets on the minute
-                self._paused_until_s = max(self._paused_until_s, now - now % 60 + 60.5)
+        now = self._clock()
+        next_minute = now - now % 60 + 60.5  # Binance's weight window resets on the minute
+        with self._state:
+            if used + weight > self.weight_budget * BULK_SHARE:
+                self._bulk_paused_until_s = max(self._bulk_paused_until_s, next_minute)
+            if used + weight > self.weight_budget:
+                self._paused_until_s = max(self._paused_until_s, next_minute)
 
 
 class _DeadlinePassed(TimeoutError):
