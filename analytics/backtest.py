@@ -28,6 +28,7 @@ from analytics._validate import (
     require_observations,
     wrap,
 )
+from analytics.errors import InsufficientDataError
 from analytics.regression import MIN_HEDGE_OBS, fit_hedge, rolling_hedge
 from analytics.spread import rolling_zscore, zscore_bound
 
@@ -213,8 +214,8 @@ def backtest_mean_reversion(
     n = check_same_length(y=yv, x=xv)
     window = check_window(window)
     start = check_int("start", start, minimum=0)
-    if start >= n:
-        raise ValueError(f"start must be below the number of bars ({n}), got {start}")
+    if start >= n:  # no bar to trade yet (e.g. none of the lookback has closed): a wait, not an error
+        raise InsufficientDataError(start + 1, n, "backtest_mean_reversion (a bar from start on to trade)")
     if hedge != "rolling_ols" and window < MIN_HEDGE_OBS:
         raise ValueError(
             f"window must be at least {MIN_HEDGE_OBS} for hedge={hedge!r} (its warm-up line fit needs a residual), "

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import pairs.bars
 from alerts.monitor import WARMUP_FACTOR, AlertMonitor
 from analytics.backtest import backtest_mean_reversion
+from analytics.errors import InsufficientDataError
 from pairs.compute import PairParams
 from pairs.shared import SharedAnalytics
 from records.alerts import AlertRule
@@ -167,5 +168,6 @@ def test_the_backtest_trades_on_the_z_score_the_view_shows_for_each_bar(tmp_path
         assert not result.position.iloc[0] and len(result.equity) == len(shown)  # nothing held from the warm-up
         checked += 1
     assert checked > 30 and shared.extended > 0
-    with pytest.raises(ValueError, match="start must be below the number of bars"):
+    # No bar of the lookback closed yet: a wait for data (shown as "needs … more"), not a refusal.
+    with pytest.raises(InsufficientDataError, match=r"a bar from start on to trade\): needs \d+ observations"):
         backtest_mean_reversion(closes[SYMBOLS[0]], closes[SYMBOLS[1]], 10, start=len(closes))
