@@ -1,6 +1,7 @@
 """Streamlit dashboard, the composition root: read controls, fetch bars, call analytics, draw.
 
-Run with ``streamlit run app.py`` (see README). Feeds are process-wide: one
+Served by ``server.py`` (``make run``: the Host check and the pushed live routes); ``streamlit run
+app.py`` runs it bare, for tests (see README). Feeds are process-wide: one
 :class:`~service.ServiceRegistry` per server runs at most one service per database, shared by
 every browser session; sessions only read from them and never stop one another's feed.
 """
