@@ -210,10 +210,8 @@ def test_a_dripping_reply_is_abandoned_at_the_deadline():
         rest.drip[KLINES] = 0.05  # 20 bytes/s: a 1,000-row page would take hours
         client = BinanceRest(rest.url, deadline_s=0.5, attempts=1)
         end = now_ms() // MINUTE * MINUTE
-        started = time.monotonic()
         with pytest.raises(RestError, match=r"klines: no complete reply within the 0.5 s deadline"):
             client.klines("BTCUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
-        assert time.monotonic() - started < 0.5 + 5  # an upper bound only: it did not wait for the body
         eventually(lambda: rest.abandoned == [KLINES])  # the client hung up; the fake saw it
         assert rest.bytes_sent[KLINES] < 100
 
