@@ -67,6 +67,9 @@ SECRET_PARAMS = ("password", "sslpassword")
 # escapes, possibly unterminated) or a bare one up to whitespace. Case-insensitive, on purpose loose.
 _SECRET_PARAM_RE = re.compile(r"(?<![A-Za-z0-9_])(?P<key>(?:ssl)?password)(?P<eq>\s*=\s*)"
                               r"(?P<value>'(?:[^'\\]|\\.)*(?:'|$)|[^\s']*)", re.IGNORECASE | re.DOTALL)
+# ``password=`` anywhere else in a URL (after ';' or '#', which libpq refuses but its error echoes),
+# up to the next separator, so what follows it stays readable.
+_URL_PASSWORD_RE = re.compile(r"(?<![A-Za-z0-9_])(?P<key>(?:ssl)?password)=[^&;#\s]*", re.IGNORECASE)
 _URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
 # 'user:password@' at the start of what follows '://': everything up to the *last* '@', so a
 # password holding '@', '/' or '?' (malformed, not percent-encoded) is still hidden whole.
@@ -126,7 +129,8 @@ def mask_url(url: str) -> str:
     if question:
         query = "&".join(f"{raw.partition('=')[0]}=***" if key in SECRET_PARAMS else raw
                          for raw, key, _ in _query_params(query))
-    return scheme + sep + _USERINFO_RE.sub(r"\g<user>:***@", head + question + query)
+    masked = scheme + sep + _USERINFO_RE.sub(r"\g<user>:***@", head + question + query)
+    return _URL_PASSWORD_RE.sub(r"\g<key>=***", masked)
 
 
 def mask_secrets(text: str, url: str | None = None) -> str:
@@ -139,8 +143,11 @@ def mask_secrets(text: str, url: str | None = None) -> str:
     if url is not None:
         for secret in db_url_secrets(url):
             text = text.replace(secret, "***")
-    text = _URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), text)
-    return _SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", text)
+    # URLs first, each masked as a URL (its other options stay readable); then key=value passwords.
+    parts = _URL_IN_TEXT_RE.split(text)
+    urls = [mask_url(m.group(0)) for m in _URL_IN_TEXT_RE.finditer(text)]
+    masked = [_SECRET_PARAM_RE.sub(r"\g<key>\g<eq>***", part) for part in parts]
+    return "".join(piece for pair in zip(masked, [*urls, ""], strict=True) for piece in pair)
 
 
 def check_db_url(url: str) -> str:

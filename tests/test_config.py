@@ -153,6 +153,9 @@ def test_mask_url(url, masked):
     ("host=db user=quant password='hunter2 \\'x' dbname=desk", "host=db user=quant password=*** dbname=desk"),
     ("host=db sslpassword = hunter2 port=5432", "host=db sslpassword = *** port=5432"),
     ("host=db user=q@corp password=hunter2", "host=db user=q@corp password=***"),  # an '@' in a conninfo
+    # Forms libpq refuses but whose error would echo them: after ';' or in a fragment.
+    ("postgresql://quant@db/desk;password=hunter2", "postgresql://quant@db/desk;password=***"),
+    ("postgresql://quant@db/desk#password=hunter2", "postgresql://quant@db/desk#password=***"),
     # passfile names a file: the path is shown (it tells where libpq looked), the file is never read.
     ("postgresql://quant@db/desk?passfile=/home/q/.pgpass", "postgresql://quant@db/desk?passfile=/home/q/.pgpass"),
 ])
@@ -177,6 +180,13 @@ def test_mask_secrets_hides_the_password_wherever_a_driver_message_echoes_it(url
     message = "connection failed: hunter2 rejected for 'host=db password=hunter2 dbname=desk' at " + url
     scrubbed = mask_secrets(message, url)
     assert "hunter2" not in scrubbed and "hunter%32" not in scrubbed and scrubbed.startswith("connection failed: ***")
+
+
+def test_mask_secrets_keeps_a_urls_other_options_readable():
+    from config import mask_secrets
+
+    message = "connection to postgresql://quant@db/desk?password=hunter2&sslmode=require failed"
+    assert mask_secrets(message) == "connection to postgresql://quant@db/desk?password=***&sslmode=require failed"
 
 
 def test_a_query_password_is_masked_in_settings_and_config_errors():
