@@ -356,7 +356,23 @@ def test_scanner_ranks_every_watched_pair_once_per_press_filters_and_picks_the_a
     assert (at.selectbox(key="pair_y").value, at.selectbox(key="pair_x").value) == (y, x)
 
 
-def test_scanner_csv_of_uploaded_datasets_neutralises_formula_names(sim_env, monkeypatch):
+@pytest.fixture
+def deferred(monkeypatch) -> dict:
+    """Download buttons' data by file id: a button's CSV is made when it is clicked, so the callables
+    that make it are kept here for the test to call."""
+    kept: dict = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def remember(self, data_callable, *args, **kwargs):
+        file_id = add_deferred(self, data_callable, *args, **kwargs)
+        kept[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
+    return kept
+
+
+def test_scanner_csv_of_uploaded_datasets_neutralises_formula_names(sim_env, deferred):
     eth = parse_ohlc_csv(require(ETH_KLINES_ZIP).read_bytes(), ETH_KLINES_ZIP.name)
     partner = eth.copy()
     close = eth["close"] * 0.5 + np.random.default_rng(5).normal(0, 0.5, len(eth))
@@ -366,16 +382,6 @@ def test_scanner_csv_of_uploaded_datasets_neutralises_formula_names(sim_env, mon
         for name, frame, symbol in (("eth-day", eth, "ETHUSDT"), ("=HYPERLINK(1)", partner, "ETHHALF")):
             store.add(frame, name=name, symbol=symbol, filename=f"{symbol}.csv", content_hash=f"{len(name):064x}",
                       uploaded_ms=0)
-    # A download button's CSV is made when it is clicked: keep the callables to make them here.
-    deferred = {}
-    add_deferred = MediaFileManager.add_deferred
-
-    def remember(self, data_callable, *args, **kwargs):
-        file_id = add_deferred(self, data_callable, *args, **kwargs)
-        deferred[file_id] = data_callable
-        return file_id
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.radio(key="source").set_value("uploaded").run()
     open_tab(at, "Scanner")
@@ -515,7 +521,7 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
     assert app.chart_data(first_bars, first_pair, controls, None) == []
 
 
-def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, monkeypatch):
+def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, deferred):
     """Delivered, pending (n attempts), failed with its last error as plain text, or – (no webhook)."""
     from records.alerts import AlertRule, make_event
     from storage.sqlite_alerts import SqliteAlertStore
@@ -534,15 +540,6 @@ def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, monke
         (retrying,) = store.claim_deliveries(3, 15_000)
         assert store.mark_failed(retrying, "HTTP 503 Service Unavailable", now[0] + 4_000)
         assert store.mark_failed(failing, hostile, None)
-    deferred = {}
-    add_deferred = MediaFileManager.add_deferred
-
-    def remember(self, data_callable, *args, **kwargs):
-        file_id = add_deferred(self, data_callable, *args, **kwargs)
-        deferred[file_id] = data_callable
-        return file_id
-
-    monkeypatch.setattr(MediaFileManager, "add_deferred", remember)
     at = open_tab(AppTest.from_file(APP, default_timeout=30).run(), "Alerts")
     assert not at.exception, at.exception
     history = at.dataframe[-1].value
