@@ -23,7 +23,7 @@ run: $(VENV)/.runtime
 	$(if $(SOURCE),QUANT_SOURCE=$(SOURCE) )$(PY) -m streamlit run server.py
 
 record: $(VENV)/.runtime
-	$(PY) -m ingestion $(ARGS)
+	$(PY) -m cli.record $(ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

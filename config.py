@@ -226,6 +226,20 @@ def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(symbols)
 
 
+def check_timeframe(name: str) -> int:
+    """Bar length in ms of a timeframe name (``1s``, ``1m``, ``5m``); ConfigError naming the setting otherwise."""
+    if name not in TIMEFRAMES_MS:
+        raise ConfigError(f"timeframe: {name!r} is not one of {', '.join(TIMEFRAMES_MS)}")
+    return TIMEFRAMES_MS[name]
+
+
+def check_window(window: int) -> int:
+    """``window`` (bars) if inside :data:`WINDOW_RANGE`; ConfigError naming the setting otherwise."""
+    if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
+        raise ConfigError(f"window: {window} must be between {WINDOW_RANGE[0]} and {WINDOW_RANGE[1]} bars")
+    return window
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Process-wide configuration. Times are seconds unless the name says otherwise."""
@@ -303,10 +317,8 @@ class Settings:
         elif len(self.symbols) >= 2:
             # Default pair: second symbol on the first (ETHUSDT on BTCUSDT), as the dashboard shows it.
             object.__setattr__(self, "pair", (self.symbols[1], self.symbols[0]))
-        if self.timeframe not in TIMEFRAMES_MS:
-            raise ConfigError(f"timeframe: {self.timeframe!r} is not one of {', '.join(TIMEFRAMES_MS)}")
-        if not WINDOW_RANGE[0] <= self.window <= WINDOW_RANGE[1]:
-            raise ConfigError(f"window: {self.window} must be between {WINDOW_RANGE[0]} and {WINDOW_RANGE[1]} bars")
+        check_timeframe(self.timeframe)
+        check_window(self.window)
         if self.webhook_url is not None and (problem := http_url_problem(self.webhook_url)):
             raise ConfigError(f"webhook_url: {problem}")
         if not 1 <= self.max_engines <= 32:

@@ -1,4 +1,4 @@
-"""The pair scanner's data and results, shared by the dashboard's Scanner tab and ``python -m pairs.scan``.
+"""The pair scanner's data and results, shared by the dashboard's Scanner tab and ``python -m cli.scan``.
 
 :func:`universe_closes` puts every watched symbol's closed bars on one grid for
 :func:`analytics.scan_pairs`; :func:`run_scan` ranks the pairs and remembers which bars it saw;

@@ -164,7 +164,7 @@ def test_headless_recorder_evaluates_alerts_without_a_browser(tmp_path):
     db = tmp_path / "sim.db"
     alerts_db = site_of(Settings(source="simulated", db=db)).alerts_path
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "--source", "simulated", "--speed", "30", "--db", str(db),
+        [sys.executable, "-m", "cli.record", "--source", "simulated", "--speed", "30", "--db", str(db),
          "--timeframe", "1s", "--window", "10", "--alert", "zscore > 1.5", "--alert", "zscore < -1.5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -191,7 +191,7 @@ def test_replay_recorder_with_an_alert_logs_no_traceback_during_warm_up(tmp_path
     """200 market seconds of the shared BTC/ETH ticks: z-score warm-up (120 bars), then live evaluation."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "ingestion", "--source", "replay", "--replay-file", str(require(TICKS_NDJSON)),
+        [sys.executable, "-m", "cli.record", "--source", "replay", "--replay-file", str(require(TICKS_NDJSON)),
          "--speed", "50", "--duration", "4", "--alert", "zscore > 2", "--data-dir", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -202,7 +202,7 @@ def test_replay_recorder_with_an_alert_logs_no_traceback_during_warm_up(tmp_path
 
 def test_invalid_alert_rule_exits_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    proc = subprocess.run([sys.executable, "-m", "ingestion", "--source", "simulated", "--db", str(tmp_path / "x.db"),
+    proc = subprocess.run([sys.executable, "-m", "cli.record", "--source", "simulated", "--db", str(tmp_path / "x.db"),
                            "--alert", "zscroe > 2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown metric 'zscroe'" in proc.stderr
 

@@ -441,7 +441,7 @@ def test_two_recorders_on_one_schema_with_the_same_rule_and_webhook_deliver_each
 
 def recorder(db: Path, hook_url: str, *alerts: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    args = [sys.executable, "-m", "ingestion", "--source", "simulated", "--speed", "30", "--db", str(db),
+    args = [sys.executable, "-m", "cli.record", "--source", "simulated", "--speed", "30", "--db", str(db),
             "--timeframe", "1s", "--window", "10", "--webhook-url", hook_url]
     for text in alerts:
         args += ["--alert", text]

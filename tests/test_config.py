@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, Settings, from_cli, from_env, normalize_symbol, parse_symbols
+from config import (
+    ConfigError,
+    Settings,
+    check_timeframe,
+    check_window,
+    from_cli,
+    from_env,
+    normalize_symbol,
+    parse_symbols,
+)
 from ingestion.sources import site_of, spec_for
 
 
@@ -195,3 +204,24 @@ def test_a_query_password_is_masked_in_settings_and_config_errors():
     with pytest.raises(ConfigError) as raised:
         from_env({"QUANT_DB_URL": "postgresql://quant@db:99999/desk?password=hunter2"})
     assert "hunter2" not in str(raised.value) and "password=***" in str(raised.value)
+
+
+@pytest.mark.parametrize(("check", "value", "message"), [
+    (check_timeframe, "2m", "timeframe: '2m' is not one of 1s, 1m, 5m"),
+    (check_window, 9, "window: 9 must be between 10 and 200 bars"),
+    (check_window, 201, "window: 201 must be between 10 and 200 bars"),
+])
+def test_timeframe_and_window_are_checked_once_for_settings_and_the_scanner(check, value, message):
+    """The settings and ``python -m cli.scan`` use the same validators, so they say the same thing."""
+    with pytest.raises(ConfigError) as direct:
+        check(value)
+    assert str(direct.value) == message
+    field = "timeframe" if check is check_timeframe else "window"
+    with pytest.raises(ConfigError) as via_settings:
+        Settings(**{field: value})
+    assert str(via_settings.value) == message
+
+
+def test_the_validators_return_what_was_checked():
+    assert [check_timeframe(name) for name in ("1s", "1m", "5m")] == [1_000, 60_000, 300_000]
+    assert (check_window(10), check_window(200)) == (10, 200)

@@ -1,6 +1,6 @@
 """Crash safety of the headless recorder: ``kill -9`` mid-stream, restart on the same file, restarted dashboards.
 
-The recorder runs as a user runs it (``python -m ingestion``, see tests/test_recorder_cli.py) against the
+The recorder runs as a user runs it (``python -m cli.record``, see tests/test_recorder_cli.py) against the
 fake Binance on 127.0.0.1, which streams trades continuously from a background thread.
 
 Durability bound used below (``COMMIT_BOUND_S``): the writer thread wakes on the first queued trade and

@@ -3,7 +3,7 @@
 Against the fake Binance on 127.0.0.1 and the session's throwaway cluster (tests/conftest.py):
 a TCP drop during a burst with the usual re-send, duplicates and a trade-id gap, a serverShutdown
 rollover, an immediate stop and restart of PostgreSQL while trades keep arriving — each checks
-that every trade sent was stored exactly once. Then the headless recorder (``python -m ingestion
+that every trade sent was stored exactly once. Then the headless recorder (``python -m cli.record
 --db-url …``) under all of it at once, ending with SIGTERM (the issue's "done when"), and two
 recorders sharing one schema and one alert rule.
 """
@@ -160,7 +160,7 @@ def test_postgres_stopped_and_restarted_mid_stream_loses_and_duplicates_nothing(
 
 def recorder(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    return subprocess.Popen([sys.executable, "-m", "ingestion", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli.record", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def recorder(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    return subprocess.Popen([sys.executable, "-m", "ingestion", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli.record", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -29,6 +29,15 @@ def count(db: Path) -> int:
         return 0
     with SqliteTickStore(db) as store:
         return store.tick_count()
+
+
+def test_the_recorder_is_run_from_the_cli_package():
+    """``python -m cli.record`` (``make record``): the command line sits above the layers it wires."""
+    proc = recorder("--help")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert out.startswith("usage: python -m cli.record ")
+    assert "--alert RULE" in out and "--db-url DB_URL" in out
 
 
 def test_invalid_symbol_exits_2_naming_it(tmp_path):

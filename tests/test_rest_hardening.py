@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cli.record import format_status
 from config import Settings
-from ingestion.__main__ import format_status
 from ingestion.backfill import Backfiller
 from ingestion.binance.rest import (
     MAX_BAN_S,

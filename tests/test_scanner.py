@@ -19,8 +19,8 @@ from statsmodels.tools.sm_exceptions import CollinearityWarning
 from statsmodels.tsa.stattools import coint
 
 from analytics import align_bars, bars_to_frame, resample_ticks, scan_pairs
+from cli.scan import main
 from pairs.ranking import ScanFilter, ranking, run_scan, universe_closes
-from pairs.scan import main
 from pairs.stored import stored_bars, stored_end_ms
 from records import Trade
 from storage.csv_import import parse_ohlc_csv
@@ -168,7 +168,7 @@ def test_stored_end_and_bars_read_only_the_database(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    return subprocess.run([sys.executable, "-m", "pairs.scan", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.scan", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -212,7 +212,7 @@ def test_cli_scans_a_recorded_simulated_database(tmp_path):
     db = tmp_path / "sim.sqlite3"
     symbols = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    record = subprocess.run([sys.executable, "-m", "ingestion", "--source", "simulated", "--symbols", symbols,
+    record = subprocess.run([sys.executable, "-m", "cli.record", "--source", "simulated", "--symbols", symbols,
                              "--speed", "50", "--duration", "4", "--db", str(db), "--status-interval", "60"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert record.returncode == 0, record.stdout + record.stderr
@@ -277,6 +277,15 @@ def test_cli_datasets_scan_what_overlaps_and_name_what_does_not(tmp_path, capsys
     assert table.loc[1, "status"] == "ok" and {table.loc[1, "y"], table.loc[1, "x"]} == {"eth-day", "'=HYPERLINK(1)"}
     assert table.loc[1, "n_bars"] == 1_440 and table.loc[1, "q_value"] < 1e-6
     assert (table.loc[2:, "status"] == "insufficient_data").all() and (table.loc[2:, "n_bars"] == 0).all()
+
+
+def test_the_scanner_is_run_from_the_cli_package():
+    """``python -m cli.scan``: its usage names that command, and a bad argument exits 2 as in-process."""
+    done = run_cli("--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m cli.scan ")
+    bad = run_cli("--source", "simulated", "--window", "5")
+    assert (bad.returncode, bad.stderr) == (2, "error: window: 5 must be between 10 and 200 bars\n")
 
 
 SIM = ["--source", "simulated"]

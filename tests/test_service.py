@@ -101,7 +101,7 @@ def test_a_finished_feed_is_replaced_never_drawn_from(tmp_path, registry):
 
 def recorder(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    return subprocess.Popen([sys.executable, "-m", "ingestion", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli.record", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
 

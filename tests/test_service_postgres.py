@@ -1,6 +1,6 @@
 """The service and the recorder on PostgreSQL: who may write a schema, who follows it, what a user sees on errors.
 
-Recorders run as a user runs them (``python -m ingestion --db-url …``); the database is a fresh one
+Recorders run as a user runs them (``python -m cli.record --db-url …``); the database is a fresh one
 in the session's throwaway cluster (tests/conftest.py).
 """
 

@@ -1,4 +1,4 @@
-"""Pair scanner on the command line: ``python -m pairs.scan --source simulated --timeframe 1m``.
+"""Pair scanner on the command line: ``python -m cli.scan --source simulated --timeframe 1m``.
 
 Ranks every pair of a source's database (``--source``, ``--db``, ``--data-dir`` as for the
 recorder) or of uploaded datasets (``--datasets NAME,NAME,…``) by Engle–Granger q-value, the
@@ -15,8 +15,9 @@ Exit codes: 0 with the ranking; 2 with ``error: …`` naming the setting for bad
 unknown source, symbol or dataset, no such database or a file that is not one, a lookback without
 bars); 1 when the database cannot be read.
 
-This module is an entry point (``tests/test_layers.py`` ``ENTRY_POINTS``): it prints CSV through
-:func:`ui.export.to_csv_bytes`, which neutralises spreadsheet formulas (dataset names are free text).
+An entry point on top of the layers (``cli/``): it prints CSV through
+:func:`records.safe_csv.to_csv_bytes`, which neutralises spreadsheet formulas (dataset names are
+free text), and checks ``--timeframe``, ``--window`` and ``--symbols`` with :mod:`config`'s validators.
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import TIMEFRAMES_MS, WINDOW_RANGE, ConfigError, Settings, from_env, parse_symbols
+from config import ConfigError, Settings, check_timeframe, check_window, from_env, parse_symbols
 from ingestion.sources import site_of, spec_for
 from pairs.bars import dataset_pair_bars
 from pairs.ranking import Q_VALUE_NOTE, TRENDS, ScanResult, ranking, run_scan, universe_closes
 from pairs.stored import stored_bars, stored_end_ms
 from records import now_ms
+from records.safe_csv import to_csv_bytes
 from storage import Site, StorageError, has_datasets, open_datasets, open_ticks
 from storage.datasets import DatasetInfo
 from storage.errors import StorageLocationError
-from ui.export import to_csv_bytes
 
 DEFAULT_LOOKBACK_HOURS = 24.0
 DEFAULT_TOP = 20
@@ -62,7 +63,7 @@ class Scanned:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pairs.scan", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m cli.scan", description=__doc__.splitlines()[0])
     p.add_argument("--source", help="source whose database is scanned: binance (live), simulated or replay "
                                     "[QUANT_SOURCE; default binance]")
     p.add_argument("--symbols", help="comma-separated symbols (default: every symbol with ticks in the database)")
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def scan_database(args: argparse.Namespace) -> Scanned:
     """Scan the database of ``--source`` (or ``--db``) over the lookback."""
-    interval_ms, window, trend = _interval(args.timeframe), _window(args.window), _trend(args.trend)
+    interval_ms, window, trend = check_timeframe(args.timeframe), _window(args.window), _trend(args.trend)
     settings = _settings(args)
     spec_for(settings.source)  # ConfigError naming the choices
     try:
@@ -150,7 +151,7 @@ def scan_datasets(args: argparse.Namespace) -> Scanned:
                                       ("--replay-file", args.replay_file)) if value is not None]
     if clash:
         raise UsageError(f"datasets: uploaded datasets are named by --datasets; {', '.join(clash)} do not apply")
-    interval_ms, window, trend = _interval(args.timeframe), _window(args.window), _trend(args.trend)
+    interval_ms, window, trend = check_timeframe(args.timeframe), _window(args.window), _trend(args.trend)
     lookback_ms = None if args.lookback_hours is None else _lookback_ms(args.lookback_hours, interval_ms, 0.0)
     given_end = _end(args.end)
     settings = _settings(args)
@@ -238,13 +239,7 @@ def _require_database(site: Site, settings: Settings) -> None:
     if settings.db is not None:
         raise UsageError(f"{_location_setting(settings)}: no database at {str(settings.db)!r}")
     raise UsageError(f"source: no {settings.source} database in data_dir {str(settings.data_dir)!r} "
-                     f"(expected {site.location}; record one with python -m ingestion --source {settings.source})")
-
-
-def _interval(timeframe: str) -> int:
-    if timeframe not in TIMEFRAMES_MS:
-        raise UsageError(f"timeframe: {timeframe!r} is not one of {', '.join(TIMEFRAMES_MS)}")
-    return TIMEFRAMES_MS[timeframe]
+                     f"(expected {site.location}; record one with python -m cli.record --source {settings.source})")
 
 
 def _timeframe_name(interval_ms: int) -> str:
@@ -256,9 +251,7 @@ def _window(raw: str) -> int:
         window = int(raw)
     except ValueError:
         raise UsageError(f"window: {raw!r} is not a whole number of bars") from None
-    if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
-        raise UsageError(f"window: {window} must be between {WINDOW_RANGE[0]} and {WINDOW_RANGE[1]} bars")
-    return window
+    return check_window(window)
 
 
 def _trend(raw: str) -> str:

@@ -1,4 +1,4 @@
-"""Headless recorder: ``python -m ingestion --source binance --symbols BTCUSDT,ETHUSDT``.
+"""Headless recorder: ``python -m cli.record --source binance --symbols BTCUSDT,ETHUSDT``.
 
 Runs the same service as the dashboard without a browser, logs a status line every
 ``--status-interval`` seconds, exits 0 after a full flush on SIGTERM/SIGINT (or after
@@ -6,6 +6,9 @@ Runs the same service as the dashboard without a browser, logs a status line eve
 setting for invalid arguments (a bad symbol, a ``--db`` that is a directory or not SQLite);
 1 when it cannot store (a damaged database, another recorder already writing the file, rows the
 database refused, a storage failure mid-run) — never 0 for data that was not stored.
+
+An entry point on top of the layers (``cli/``): it starts the :class:`service.Service` and stores
+``--alert`` rules, so it cannot live in ``ingestion/``, which sits below both.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from service import Service
 from storage import open_alerts
 from storage.errors import StorageError, StorageLocationError
 
-log = logging.getLogger("ingestion")
+log = logging.getLogger("ingestion")  # the name its log lines have always carried (people and tools read them)
 
 CHECK_EVERY_S = 0.25  # how often the main loop notices a storage failure or the end of a replay
 
@@ -54,7 +57,7 @@ def format_status(status: FeedStatus, alerts: int = 0, history: HistoryProgress 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = from_cli(argv, prog="python -m ingestion")
+        settings = from_cli(argv, prog="python -m cli.record")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
