@@ -69,6 +69,7 @@ class RetryPolicy:
         for name in ("backoff_s", "max_backoff_s", "max_age_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: {getattr(self, name)!r} must be >= 0")
+        _ = self.schedule  # refuses what the checks above let through (e.g. max_attempts=True) now, not mid-delivery
 
     @property
     def schedule(self) -> retry.RetryPolicy:

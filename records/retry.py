@@ -45,10 +45,10 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         # `not x >= 0` also refuses NaN, which every comparison would silently let through.
-        if not (isinstance(self.base_s, int | float) and math.isfinite(self.base_s) and self.base_s >= 0):
-            raise ValueError(f"base_s: {self.base_s!r} must be a finite number of seconds >= 0")
-        if not (isinstance(self.cap_s, int | float) and self.cap_s >= 0):  # inf: no cap
-            raise ValueError(f"cap_s: {self.cap_s!r} must be a number of seconds >= 0")
+        for name in ("base_s", "cap_s"):  # inf is allowed: an infinite base waits the cap, an infinite cap none
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0):
+                raise ValueError(f"{name}: {value!r} must be a number of seconds >= 0")
         if not (isinstance(self.factor, int | float) and math.isfinite(self.factor) and self.factor >= 1):
             raise ValueError(f"factor: {self.factor!r} must be a finite number >= 1")
         if self.max_attempts is not None and (
@@ -59,6 +59,8 @@ class RetryPolicy:
 
     def ceiling_s(self, n: int) -> float:
         """Upper bound of the wait before retry ``n + 1`` (``n`` = retries already made), seconds."""
+        if n < 0:
+            raise ValueError(f"n: {n!r} must be >= 0 (retries already made)")
         try:
             grown = float(self.base_s) * float(self.factor) ** n  # floats: overflow raises, no big ints
         except OverflowError:  # a long outage: far past the cap anyway
