@@ -35,6 +35,7 @@ from typing import Protocol
 
 from alerts.webhook import Attempt, idempotency_key, payload
 from records import now_ms as wall_clock_ms
+from records import retry
 from storage import Site, open_alerts
 from storage.base import MAX_DELIVERY_ERROR_CHARS, AlertRecord, AlertStore
 from storage.errors import StorageError
@@ -69,13 +70,22 @@ class RetryPolicy:
         for name in ("backoff_s", "max_backoff_s", "max_age_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: {getattr(self, name)!r} must be >= 0")
+        _ = self.schedule  # refuses what the checks above let through (e.g. max_attempts=True) now, not mid-delivery
+
+    @property
+    def schedule(self) -> retry.RetryPolicy:
+        """These settings as the project's retry policy (:mod:`records.retry`).
+
+        Without jitter: the README documents 1 s, 2 s, 4 s …, and one process retries its few
+        alerts one at a time through a lease, so there is no herd of clients to spread apart.
+        """
+        return retry.RetryPolicy(base_s=self.backoff_s, cap_s=self.max_backoff_s, factor=2.0, jitter=False,
+                                 max_attempts=self.max_attempts, deadline_s=self.max_age_s)
 
     def retry_at_ms(self, attempts: int, created_ms: int, now_ms: int) -> int | None:
         """When to try again after ``attempts`` failed attempts (epoch ms), or None to give up."""
-        if attempts >= self.max_attempts or now_ms - created_ms >= self.max_age_s * 1000:
-            return None
-        delay_s = min(self.backoff_s * 2 ** min(attempts - 1, 30), self.max_backoff_s)
-        return now_ms + round(delay_s * 1000)
+        delay_s = self.schedule.next_delay_s(attempts, (now_ms - created_ms) / 1000)
+        return None if delay_s is None else now_ms + round(delay_s * 1000)
 
 
 class Poster(Protocol):

@@ -1,8 +1,10 @@
 """Reconnect pacing: capped exponential backoff with full jitter, plus a hard attempt budget.
 
 Full jitter (a uniform draw between 0 and the exponential ceiling) spreads reconnecting clients
-apart after a shared outage. The sliding-window budget guarantees we stay under Binance's limit
-of 300 connection attempts per 5 minutes per IP whatever the draws are.
+apart after a shared outage; the schedule is the project's one retry policy
+(:class:`records.retry.RetryPolicy`), with no attempt or time limit: a source reconnects until it
+is stopped. The sliding-window budget guarantees we stay under Binance's limit of 300 connection
+attempts per 5 minutes per IP whatever the draws are.
 """
 
 from __future__ import annotations
@@ -12,32 +14,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from records import retry
 
-class Backoff:
-    """Delays for consecutive failed attempts: ``uniform(0, min(cap, initial * 2**n))`` seconds."""
+
+class Backoff(retry.EndlessBackoff):
+    """Delays for consecutive failed attempts: ``uniform(0, min(cap, initial * 2**n))`` seconds, never giving up."""
 
     def __init__(self, initial: float, cap: float, rng: random.Random | None = None) -> None:
         if not 0 < initial <= cap:
             raise ValueError(f"need 0 < initial <= cap, got initial={initial}, cap={cap}")
+        super().__init__(retry.RetryPolicy(base_s=initial, cap_s=cap), rng=rng)
         self.initial = initial
         self.cap = cap
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def ceiling(self) -> float:
-        """Upper bound of the next delay, seconds."""
-        # min() before the power would overflow for a long outage.
-        return min(self.cap, self.initial * 2 ** min(self.failures, 62))
-
-    def next_delay(self) -> float:
-        """Delay before the next attempt, seconds; grows the ceiling for the one after."""
-        delay = self._rng.uniform(0, self.ceiling())
-        self.failures += 1
-        return delay
-
-    def reset(self) -> None:
-        """Called once a connection has proven stable."""
-        self.failures = 0
 
 
 class AttemptBudget:

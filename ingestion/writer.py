@@ -8,8 +8,9 @@ completely before returning, so nothing enqueued before it is lost.
 
 Failures, by the storage layer's types (:mod:`storage.errors`):
 
-* unavailable (locked, busy, disk full, server gone) → keep the batch, retry with backoff; the
-  status shows ``retrying`` meanwhile;
+* unavailable (locked, busy, disk full, server gone) → keep the batch, retry with backoff
+  (:data:`STORAGE_RETRY`: full jitter below 0.1 s doubling to 2 s, never giving up); the status
+  shows ``retrying`` meanwhile;
 * a rejected row → store the rest of the batch one by one, count and report the bad rows;
 * anything else (a damaged database) → stop storing, loudly: :attr:`TickWriter.error` is set,
   the status shows ``failed``, later items are counted as :attr:`TickWriter.lost`, never as stored.
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
 
 from records import FeedEvent, Trade, now_ms
+from records.retry import EndlessBackoff, RetryPolicy
 from storage.base import TickStore
 from storage.errors import RowRejected, StorageError, StorageUnavailable
 
@@ -31,8 +34,10 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 MAX_BATCH = 50_000
-RETRY_INITIAL_S = 0.1
-RETRY_MAX_S = 2.0  # bounds one transaction's duration and memory under a burst
+# A batch waiting for the database: retried until stored (dropping it would lose received trades).
+# The cap bounds one transaction's duration and memory under a burst; full jitter keeps several
+# recorders contending for one SQLite file's lock (or reconnecting to one server) out of step.
+STORAGE_RETRY = RetryPolicy(base_s=0.1, cap_s=2.0)
 PRUNE_EVERY_S = 60.0
 
 
@@ -40,7 +45,8 @@ class TickWriter:
     """Owns the only writing connection to the database; runs in its own thread.
 
     ``open_store`` opens (and checks) the store in the writer's thread; ``location`` names the
-    database in messages.
+    database in messages. ``retry`` paces a batch the database does not accept yet; ``sleep``
+    (seconds) and ``rng`` (its jitter) are injectable for tests.
     """
 
     def __init__(
@@ -51,8 +57,15 @@ class TickWriter:
         flush_interval_s: float = 0.25,
         retention_ms: int | None = None,
         max_backlog: int = 500_000,
+        retry: RetryPolicy = STORAGE_RETRY,
+        sleep: Callable[[float], object] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
+        EndlessBackoff(retry)  # refuses a policy that gives up: a batch given up would lose received trades
         self.location = location
+        self.retry = retry
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self.flush_interval_s = flush_interval_s
         self.retention_ms = retention_ms
         self._open_store = open_store
@@ -181,7 +194,7 @@ class TickWriter:
     def _write(self, store: TickStore, trades: list[Trade], events: list[FeedEvent]) -> None:
         if not trades and not events:
             return
-        delay = RETRY_INITIAL_S
+        backoff = EndlessBackoff(self.retry, rng=self._rng)
         while True:
             try:
                 inserted = store.write_batch(trades, events)
@@ -191,8 +204,7 @@ class TickWriter:
                 # retry, so nothing already received is dropped.
                 self.retry_error = f"{exc}; retrying"
                 log.warning("%s (batch of %d trades kept)", self.retry_error, len(trades))
-                time.sleep(delay)  # this thread has nothing else to do until the batch is stored
-                delay = min(delay * 2, RETRY_MAX_S)
+                self._sleep(backoff.next_delay())  # this thread has nothing else to do until the batch is stored
             except RowRejected as exc:
                 # A row the database cannot take: store the rest one by one and count the bad ones,
                 # rather than losing the batch or stopping storage altogether.

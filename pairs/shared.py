@@ -23,7 +23,6 @@ from the view's last closed bars.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -34,6 +33,7 @@ from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import BarHistory, PairBars, load_pair_span, span_floor, symbol_frames, warmup_start
 from pairs.compute import PairAnalytics, PairParams, compute_pair, extend_pair
 from records import now_ms
+from records.flight import SingleFlightCache
 
 MAX_ENTRIES = 32
 
@@ -120,11 +120,11 @@ class SharedAnalytics:
         self.engine = engine
         self.history = history
         self.max_entries = max_entries
-        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
         # One computation per series at a time (the second asker waits, then reuses it); other series
         # go on meanwhile: a tab on the Kalman filter over a day (~0.4 s a bar) holds up no one else.
-        self._series_locks: dict[_Key, threading.Lock] = {}
+        # Holding a new version of a series drops the older ones: they are never asked for again.
+        self._cache: SingleFlightCache[_Key, _Entry] = SingleFlightCache(max_entries, lambda key: key.series)
+        self._lock = threading.Lock()  # guards the counters
         self.computed = 0  # whole computations so far (for tests and benchmarks)
         self.extended = 0  # views extended by the bars that closed since an earlier one
         self.served = 0  # views served from the cache
@@ -149,60 +149,36 @@ class SharedAnalytics:
         key = _Key(tuple(symbols), interval_ms, replace(params, z_threshold=0.0), min_trades, float(min_volume),
                    self.engine.bars.version, self._history_version(interval_ms))
         span_free = params.span_free
-        hit = self._lookup(key, asked, span_free)
-        if hit is None:
-            with self._series_lock(key):
-                hit = self._lookup(key, asked, span_free)  # computed meanwhile by another asker?
-                if hit is None:
-                    first_live = tuple(self.engine.bars.first_start_ms(s) for s in symbols)
-                    entry = self._extended(key, asked, epoch, market_now, first_live) if span_free else None
-                    was_extended = entry is not None
-                    if entry is None:
-                        bars, since = load_pair_span(self.engine, self.history, symbols, interval_ms, lookback_ms,
-                                                     warmup_bars, closed_before_ms=epoch, min_trades=min_trades,
-                                                     min_volume=min_volume)
-                        pair = None
-                        if bars.aligned is not None:
-                            pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
-                        entry = _Entry(since, PairView(bars, pair, epoch, key.history_version), first_live, asked,
-                                       since)
-                    hit = (entry, entry.start_ms)
-                    with self._lock:
-                        if was_extended:
-                            self.extended += 1
-                        else:
-                            self.computed += 1
-                        # Older versions of the same series are never asked for again: drop them now.
-                        for old in [k for k in self._entries if k.same_series(key) and k != key]:
-                            del self._entries[old]
-                        self._entries[key] = entry
-                        while len(self._entries) > self.max_entries:
-                            self._entries.popitem(last=False)
-                else:
-                    self._count_served()
-        else:
-            self._count_served()
+
+        def compute() -> tuple[_Entry, tuple[_Entry, int]]:
+            first_live = tuple(self.engine.bars.first_start_ms(s) for s in symbols)
+            entry = self._extended(key, asked, epoch, market_now, first_live) if span_free else None
+            if entry is not None:
+                self._count("extended")
+            else:
+                bars, since = load_pair_span(self.engine, self.history, symbols, interval_ms, lookback_ms,
+                                             warmup_bars, closed_before_ms=epoch, min_trades=min_trades,
+                                             min_volume=min_volume)
+                pair = None
+                if bars.aligned is not None:
+                    pair = compute_pair(bars.closes(min_trades=min_trades, min_volume=min_volume), params)
+                entry = _Entry(since, PairView(bars, pair, epoch, key.history_version), first_live, asked, since)
+                self._count("computed")
+            return entry, (entry, entry.start_ms)
+
+        hit, fresh = self._cache.get_or_compute(key, lambda entry: _served_from(entry, key, asked, span_free),
+                                                compute)
+        if not fresh:
+            self._count("served")
         entry, start = hit
         view = entry.view if entry.since_ms == start else entry.view.since(start)
         shown = pd.Timestamp(shown_from, unit="ms", tz="UTC")
         pair = None if view.pair is None else replace(view.pair, params=params)
         return PairView(replace(view.bars, shown_from=shown), pair, epoch, view.data_version)
 
-    def _series_lock(self, key: _Key) -> threading.Lock:
-        """The lock of ``key``'s series (made on first use; those of series no longer cached are dropped)."""
-        series = key.series
+    def _count(self, counter: str) -> None:
         with self._lock:
-            lock = self._series_locks.get(series)
-            if lock is None:
-                if len(self._series_locks) >= 2 * self.max_entries:
-                    cached = {k.series for k in self._entries}
-                    self._series_locks = {k: v for k, v in self._series_locks.items() if k in cached or v.locked()}
-                lock = self._series_locks[series] = threading.Lock()
-            return lock
-
-    def _count_served(self) -> None:
-        with self._lock:
-            self.served += 1
+            setattr(self, counter, getattr(self, counter) + 1)
 
     def _extended(self, key: _Key, asked: tuple[int, int], epoch: int, market_now: int,
                   first_live: tuple[int | None, ...]) -> _Entry | None:
@@ -211,9 +187,8 @@ class SharedAnalytics:
         computation: no such view, stored bars changed, a symbol whose bars then came from the
         database alone (its live bars had not begun), or one that lacks bars the request needs
         (:func:`_usable_start`)."""
-        with self._lock:
-            prior = next((entry for k, entry in reversed(self._entries.items()) if k.same_series(key)
-                          and k.history_version == key.history_version and k.live_version < key.live_version), None)
+        prior = self._cache.newest(lambda k: k.same_series(key) and k.history_version == key.history_version
+                                   and k.live_version < key.live_version)
         if prior is None or prior.first_live != first_live or None in first_live \
                 or prior.view.pair is None or prior.view.open_start_ms > epoch:
             return None
@@ -259,24 +234,17 @@ class SharedAnalytics:
             frames[symbol] = frame
         return frames
 
-    def _lookup(self, key: _Key, asked: tuple[int, int], span_free: bool) -> tuple[_Entry, int] | None:
-        """The entry of ``key`` and where the view for ``asked`` starts in it, if it has what that needs."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry.asked == asked:
-                start: int | None = entry.start_ms
-            else:
-                start = _usable_start(entry.since_ms, entry.view, asked, key.interval_ms) if span_free else None
-            if start is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry, start
-
     def _history_version(self, interval_ms: int) -> int:
         loader = self.history.loader
         return loader.version_of(interval_ms) if loader is not None else 0
+
+
+def _served_from(entry: _Entry, key: _Key, asked: tuple[int, int], span_free: bool) -> tuple[_Entry, int] | None:
+    """``entry`` and where the view for ``asked`` starts in it, if it has what that needs."""
+    if entry.asked == asked:
+        return entry, entry.start_ms
+    start = _usable_start(entry.since_ms, entry.view, asked, key.interval_ms) if span_free else None
+    return None if start is None else (entry, start)
 
 
 def _usable_start(since_ms: int, view: PairView, asked: tuple[int, int], interval_ms: int) -> int | None:

@@ -19,7 +19,9 @@ from cli.record import format_status
 from config import Settings
 from ingestion.backfill import Backfiller
 from ingestion.binance.rest import (
+    ATTEMPTS,
     MAX_BAN_S,
+    REST_RETRY,
     RETRY_AFTER_UNKNOWN_S,
     BinanceRest,
     RestError,
@@ -29,10 +31,12 @@ from ingestion.binance.rest import (
 )
 from ingestion.history import HistoryLoader
 from records import BarArrays, EventKind, Trade, now_ms
+from records.retry import RetryPolicy
 from service import Service
 from storage.sqlite import SqliteTickStore
 from testkit.fake_binance import FakeBinance, RecordedTrade
 from testkit.fake_rest import FakeKlines, FakeRest
+from testkit.randoms import DrawLog
 from testkit.waiting import eventually
 
 MINUTE = 60_000
@@ -202,6 +206,34 @@ def test_history_leaves_the_rest_of_the_minutes_budget_to_the_gap_backfill():
         clock.advance(51)
         history.join(10)
     assert len(got["result"]) == 30 and len(rest.requests) == 3
+
+
+# ------------------------------------------------------------------------ 5xx: the client's own backoff
+FAST_RETRY = RetryPolicy(base_s=0.01, cap_s=0.04)
+
+
+def test_server_errors_are_retried_on_the_jittered_policy_then_succeed():
+    rng = DrawLog(2)
+    with FakeRest(klines=FakeKlines(PRICES)) as rest:
+        rest.faults.extend([(500, None), (503, None), (502, None), (504, None)])
+        client = BinanceRest(rest.url, retry=FAST_RETRY, rng=rng)
+        end = now_ms() // MINUTE * MINUTE
+        bars = client.klines("BTCUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
+    assert len(bars) == 30 and len(rest.requests) == 5  # four failures, then the page (ATTEMPTS = 5)
+    assert rng.ceilings == [0.01, 0.02, 0.04, 0.04]  # doubling, capped; one jittered draw per retry
+    assert REST_RETRY.jitter and REST_RETRY.max_attempts == ATTEMPTS
+
+
+def test_the_attempts_run_out_without_a_wait_after_the_last_and_a_ban_costs_one():
+    rng = DrawLog(2)
+    with FakeRest(klines=FakeKlines(PRICES)) as rest:
+        rest.faults.extend([(429, "0"), (500, None), (500, None), (500, None)])
+        client = BinanceRest(rest.url, retry=FAST_RETRY, rng=rng, attempts=3)
+        end = now_ms() // MINUTE * MINUTE
+        with pytest.raises(RestError, match=r"giving up on .*klines.* after 3 attempts \(HTTP 500 from Binance REST\)"):
+            client.klines("BTCUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
+    assert len(rest.requests) == 3
+    assert len(rng.ceilings) == 1  # the ban's wait is the server's: only the first 500 drew a delay
 
 
 # ------------------------------------------------------------------------ deadlines and lanes

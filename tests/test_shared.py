@@ -182,7 +182,7 @@ def test_a_closed_bar_extends_the_shared_view_which_equals_computing_the_whole(t
         released(seconds(150, 200, quiet_eth=True))
         extended = view()
         assert shared.computed == 1 and shared.extended == 1
-        assert extended.pair.index[-1] > first.pair.index[-1] and len(shared._entries) == 1  # the old one dropped
+        assert extended.pair.index[-1] > first.pair.index[-1] and len(shared._cache) == 1  # the old one dropped
         since = int(extended.bars.aligned.index[0].value // 1_000_000)
         bars = load_pair_bars(svc.engine, svc.history, symbols, 1_000, 10**9, closed_before_ms=extended.open_start_ms)
         whole = bars.since(pd.Timestamp(since, unit="ms", tz="UTC"))

@@ -5,12 +5,21 @@ import numpy as np
 import pytest
 
 from config import Settings
-from ingestion.writer import MAX_BATCH, TickWriter
+from ingestion.writer import MAX_BATCH, STORAGE_RETRY, TickWriter
 from records import EventKind, FeedEvent, Trade, now_ms
+from records.retry import RetryPolicy
 from service import Service
 from storage import Site, open_ticks
-from storage.errors import RowRejected, SchemaError, StorageCorrupt, StorageLocationError, WriterBusy
+from storage.errors import (
+    RowRejected,
+    SchemaError,
+    StorageCorrupt,
+    StorageLocationError,
+    StorageUnavailable,
+    WriterBusy,
+)
 from storage.sqlite import SCHEMA_VERSION, SqliteTickStore
+from testkit.randoms import DrawLog
 from testkit.sources import ScriptedSource, make_trade, make_trades
 from testkit.waiting import eventually
 
@@ -151,6 +160,42 @@ def test_writer_keeps_a_batch_while_the_database_is_locked(tmp_path):
     eventually(lambda: writer.committed_trades == 500, timeout=10)
     assert writer.retry_error is None and writer.error is None
     assert writer.stop()
+
+
+class AwayThenBack(SqliteTickStore):
+    """A store whose database is away (``StorageUnavailable``) for the first ``away`` batches."""
+
+    def __init__(self, path, away: int) -> None:
+        super().__init__(path)
+        self.away = away
+
+    def write_batch(self, trades, events=()):
+        if self.away:
+            self.away -= 1
+            raise StorageUnavailable("server closed the connection unexpectedly")
+        return super().write_batch(trades, events)
+
+
+def test_writer_retries_an_unavailable_database_on_the_storage_policy_with_full_jitter(tmp_path):
+    slept: list[float] = []
+    rng = DrawLog(5)
+    writer = TickWriter(lambda: AwayThenBack(tmp_path / "away.db", away=7), "away.db", sleep=slept.append, rng=rng)
+    writer.start()
+    for trade in make_trades(20):
+        writer.put(trade)
+    eventually(lambda: writer.committed_trades == 20)
+    # STORAGE_RETRY: ceilings double from 0.1 s and stop at 2 s; each wait drawn below its ceiling.
+    assert rng.ceilings == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert len(slept) == 7 and all(0 <= d <= c for d, c in zip(slept, rng.ceilings, strict=True))
+    assert len(set(slept)) == 7  # jittered, not a fixed ladder
+    assert writer.retry_error is None and writer.error is None and writer.batches == 1
+    assert writer.stop()
+
+
+def test_writer_refuses_a_retry_policy_that_would_drop_a_batch(tmp_path):
+    with pytest.raises(ValueError, match="gives up, which this caller must not"):
+        writer_for(tmp_path / "a.db", retry=RetryPolicy(base_s=0.1, cap_s=2.0, max_attempts=3))
+    assert STORAGE_RETRY.max_attempts is None and STORAGE_RETRY.deadline_s is None
 
 
 def test_a_second_writer_on_one_database_is_refused_naming_the_first(tmp_path):

@@ -18,6 +18,10 @@ the history loader), so they share:
   caller sends anything before it ends (:attr:`BinanceRest.banned_until_ms` says until when). A
   missing or unreadable ``Retry-After`` counts as :data:`RETRY_AFTER_UNKNOWN_S`.
 
+A 5xx, a network error or a missed deadline is retried after the client's own backoff
+(:data:`REST_RETRY`: full jitter, doubling from 2 s to at most 10 s, :data:`ATTEMPTS` attempts in
+all); a ban's wait is the server's and comes on top, not from that schedule.
+
 Requests are not serialised otherwise: the backfill thread and the history thread each make their
 own calls, so a slow klines page never delays a ``historicalTrades`` call, and history loading can
 never spend the weight a backfill needs. Every request has an
@@ -29,11 +33,13 @@ redirect is followed.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import json
 import logging
 import math
+import random
 import re
 import threading
 import time
@@ -48,6 +54,7 @@ from ingestion.binance.parse import MAX_ID
 from ingestion.http import connect as deadline_connect
 from ingestion.source import excerpt
 from records import BarArrays, EventKind, FeedEvent, Trade, now_ms
+from records.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,11 @@ KLINES_WEIGHT = 2  # per request with limit 1000 (Binance: 2 for limit 100-500 a
 KLINE_INTERVALS = {1_000: "1s", 60_000: "1m", 300_000: "5m"}
 # Binance's data archives switched to microseconds in 2025; a time this large cannot be in ms.
 MICROSECONDS_FROM = 10**14
-RETRY_AFTER_DEFAULT_S = 5.0  # wait after a 5xx or a network error before the next attempt
+ATTEMPTS = 5
+# Waits after a 5xx or a network error before the next attempt: full jitter below 2, 4, 8, 10 s
+# (12 s on average over the 4 retries of a call). Jitter keeps the backfill and the history
+# loader, and every recorder behind one IP, from coming back to a struggling server in step.
+REST_RETRY = RetryPolicy(base_s=2.0, cap_s=10.0, max_attempts=ATTEMPTS)
 # A 418/429 without a usable Retry-After: Binance bans last 2 minutes to 3 days, so a minute is the
 # least we owe it; a longer wait only delays recovery, a shorter one risks a longer ban.
 RETRY_AFTER_UNKNOWN_S = 60.0
@@ -73,7 +84,6 @@ SOCKET_TIMEOUT_S = 10.0  # any single socket wait within that deadline, seconds
 # 2 MB body of the most object-dense JSON parses to ~40 MB of Python objects at worst.
 MAX_REPLY_BYTES = 2 * 1024 * 1024
 READ_CHUNK = 64 * 1024
-ATTEMPTS = 5
 
 
 class RestError(RuntimeError):
@@ -236,13 +246,16 @@ class BinanceRest:
     ``clock`` gives epoch seconds (the ban and weight pauses are measured on it; ``Retry-After``
     dates are compared with it); ``poll_s`` is how often a waiting caller looks at it.
     ``deadline_s`` bounds one request whole, ``timeout_s`` any single socket wait in it,
-    ``max_reply_bytes`` one reply's body; ``attempts`` is how many tries a call gets.
+    ``max_reply_bytes`` one reply's body; ``attempts`` is how many tries a call gets (it replaces
+    ``retry.max_attempts``); ``retry`` paces the retries after 5xx and network errors, ``rng``
+    draws its jitter.
     """
 
     def __init__(self, rest_url: str, *, weight_budget: int = 1_200, timeout_s: float = SOCKET_TIMEOUT_S,
                  deadline_s: float = REQUEST_DEADLINE_S, max_reply_bytes: int = MAX_REPLY_BYTES,
                  attempts: int = ATTEMPTS, emit: Callable[[FeedEvent], None] | None = None,
-                 clock: Callable[[], float] = time.time, poll_s: float = BAN_POLL_S) -> None:
+                 clock: Callable[[], float] = time.time, poll_s: float = BAN_POLL_S,
+                 retry: RetryPolicy = REST_RETRY, rng: random.Random | None = None) -> None:
         if not (timeout_s > 0 and deadline_s > 0 and max_reply_bytes > 0 and attempts >= 1):
             raise ValueError(f"need timeout_s, deadline_s, max_reply_bytes > 0 and attempts >= 1, got "
                              f"{timeout_s}, {deadline_s}, {max_reply_bytes}, {attempts}")
@@ -255,6 +268,8 @@ class BinanceRest:
         self.deadline_s = deadline_s
         self.max_reply_bytes = max_reply_bytes
         self.attempts = attempts
+        self.retry = dataclasses.replace(retry, max_attempts=attempts)
+        self._rng = rng or random.Random()
         self.emit = emit
         self.requests = 0
         self.last_error: str | None = None
@@ -324,8 +339,9 @@ class BinanceRest:
         target = f"{self._parts.path}{path}?{urllib.parse.urlencode(params)}"
         url = f"{self.rest_url}{path}?{urllib.parse.urlencode(params)}"
         name = path.rsplit("/", 1)[-1]
-        for attempt in range(self.attempts):
-            retry = attempt + 1 < self.attempts  # no pause after the last attempt: give up at once
+        # The policy's clock is the client's: its deadline, if one is set, runs on the same time as bans.
+        backoff = Backoff(self.retry, rng=self._rng, clock=self._clock)
+        while True:
             if self._wait_until_clear(stop, bulk):
                 return None
             with self._state:
@@ -341,7 +357,10 @@ class BinanceRest:
                                        "deadline")
                 else:
                     self.last_error = f"Binance REST unreachable: {type(exc).__name__}: {exc}"
-                if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
+                delay = backoff.next_delay()  # None after the last attempt: give up at once
+                if delay is None:
+                    break
+                if stop.wait(delay):
                     return None
                 continue
             if status == 200:
@@ -357,16 +376,22 @@ class BinanceRest:
                     self._banned_until_s = until = max(self._banned_until_s, now + retry_after_s(header, now))
                 self._problem(f"HTTP {status} from Binance REST: banned until {_utc(int(until * 1000))} "
                               f"(Retry-After {excerpt(header)})", symbol)
+                # The ban is the wait (_wait_until_clear, shared by all callers); it still costs an attempt.
+                if not backoff.failed():
+                    break
                 continue
             if 500 <= status < 600:
                 self.last_error = f"HTTP {status} from Binance REST"
-                if retry and stop.wait(RETRY_AFTER_DEFAULT_S):
+                delay = backoff.next_delay()
+                if delay is None:
+                    break
+                if stop.wait(delay):
                     return None
                 continue
             if status == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
                 raise RestError(f"Binance does not know the symbol {params.get('symbol')}")
             raise RestError(f"HTTP {status} for {url}: {excerpt(body, 200)}")
-        raise RestError(f"giving up on {url} after {self.attempts} attempts ({self.last_error})")
+        raise RestError(f"giving up on {url} after {backoff.failures} attempts ({self.last_error})")
 
     def _wait_until_clear(self, stop: threading.Event, bulk: bool = False) -> bool:
         """Block until neither the ban nor a weight pause forbids a request; True if stopped meanwhile."""
