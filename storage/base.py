@@ -1,9 +1,10 @@
 """The storage seam: what the engine, the pair service, alerts and the UI need from a database.
 
 Consumers see only these protocols, opened by the factory in :mod:`storage` from the settings.
-The SQLite backend (:mod:`storage.sqlite`, :mod:`storage.sqlite_alerts`,
-:mod:`storage.sqlite_datasets`) and the PostgreSQL backend (:mod:`storage.postgres` and its
-``postgres_*`` modules) implement them without anything above this layer knowing which it has.
+Each backend is one package (:mod:`storage.sqlite`, :mod:`storage.postgres`) with a module per
+store (``ticks``, ``alerts``, ``datasets``) over its connection module (``db``); they implement
+these protocols without anything above this layer knowing which it has, and map rows to these
+records through :mod:`storage.rows`.
 Every implementation is used from one thread per instance, raises only :mod:`storage.errors`
 types and names its database in ``location`` (never with a password).
 """
@@ -57,23 +58,6 @@ class AlertRecord:
     created_ms: int
     event: AlertEvent
     delivery: Delivery = Delivery()
-
-
-# The columns alert_record() reads, in its order (both backends name them alike).
-ALERT_COLUMNS = ("id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, delivery_state, "
-                 "delivery_attempts, delivery_error, last_attempt_ms, delivered_ms, next_attempt_ms")
-
-
-def alert_record(row: Sequence[object]) -> AlertRecord:
-    """An :class:`AlertRecord` from a row of :data:`ALERT_COLUMNS`."""
-    (row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, state, attempts, error,
-     last_attempt_ms, delivered_ms, next_attempt_ms) = row
-    return AlertRecord(
-        id=row_id, created_ms=created_ms,
-        event=AlertEvent(rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
-                         threshold=threshold, message=message),
-        delivery=Delivery(state=state, attempts=attempts, error=error, last_attempt_ms=last_attempt_ms,
-                          delivered_ms=delivered_ms, next_attempt_ms=next_attempt_ms))
 
 
 class Closeable(Protocol):

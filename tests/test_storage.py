@@ -10,7 +10,7 @@ from records import EventKind, FeedEvent, Trade, now_ms
 from service import Service
 from storage import Site, open_ticks
 from storage.errors import RowRejected, SchemaError, StorageCorrupt, StorageLocationError, WriterBusy
-from storage.sqlite import SCHEMA_VERSION, SqliteTickStore
+from storage.sqlite.ticks import SCHEMA_VERSION, SqliteTickStore
 from testkit.sources import ScriptedSource, make_trade, make_trades
 from testkit.waiting import eventually
 
