@@ -23,7 +23,7 @@ from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from records.alerts import AlertEvent, AlertRule
 from storage.base import MAX_DELIVERY_ERROR_CHARS, AlertRecord, AlertStore, Delivery
 from storage.csv_import import ohlc_frame
-from storage.datasets import DatasetInfo
+from storage.datasets import DatasetInfo, ValidUpload, most_common_interval_ms
 
 MIN_MS, MAX_MS = -(2**62), 2**62  # open ends of a time range, as bounds every backend can bind
 
@@ -203,6 +203,13 @@ DELETE_DATASET = "DELETE FROM datasets WHERE id = ?"
 def dataset_info(row: Sequence[object] | None) -> DatasetInfo | None:
     """A :class:`DatasetInfo` from a row of :data:`DATASET_COLUMNS`; None for no row."""
     return None if row is None else DatasetInfo(*row)
+
+
+def dataset_row(upload: ValidUpload, filename: str, content_hash: str, uploaded_ms: int) -> tuple:
+    """The parameters of an insert into :data:`INSERT_DATASET_COLUMNS`: the upload and its summary."""
+    ts_ms = upload.ts_ms
+    return (upload.name, upload.symbol, filename, content_hash, int(uploaded_ms), len(ts_ms), int(ts_ms[0]),
+            int(ts_ms[-1]), most_common_interval_ms(ts_ms))
 
 
 def name_taken(name: str) -> ValueError:

@@ -13,7 +13,7 @@ import builtins
 import pandas as pd
 
 from storage import rows
-from storage.datasets import AddResult, DatasetInfo, most_common_interval_ms, validate_upload
+from storage.datasets import AddResult, DatasetInfo, validate_upload
 from storage.postgres.db import PostgresDatabase, lock_key, pyformat
 
 MIGRATIONS: dict[int, str] = {
@@ -64,30 +64,27 @@ class PostgresDatasetStore(PostgresDatabase):
         a bad symbol, ``ValueError`` for a bad name, hash or frame, or a name taken by other content).
         """
         upload = validate_upload(df, name=name, symbol=symbol, content_hash=content_hash)
-        name, symbol, ts_ms, values = upload.name, upload.symbol, upload.ts_ms, upload.values
         with self.session() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("datasets", self.schema),))
             existing = rows.dataset_info(conn.execute(_SELECT_DATASET_BY_HASH, (content_hash,)).fetchone())
             if existing is not None:
                 return AddResult(existing, created=False)
-            if conn.execute(_DATASET_NAME_TAKEN, (name,)).fetchone():
-                raise rows.name_taken(name)
-            summary = (len(ts_ms), int(ts_ms[0]), int(ts_ms[-1]), most_common_interval_ms(ts_ms))
+            if conn.execute(_DATASET_NAME_TAKEN, (upload.name,)).fetchone():
+                raise rows.name_taken(upload.name)
+            inserted = rows.dataset_row(upload, filename, content_hash, uploaded_ms)
             (dataset_id,) = conn.execute(
                 f"INSERT INTO datasets ({rows.INSERT_DATASET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "RETURNING id",
-                (name, symbol, filename, content_hash, int(uploaded_ms), *summary),
-            ).fetchone()
-            info = DatasetInfo(dataset_id, name, symbol, filename, content_hash, int(uploaded_ms), *summary)
+                "RETURNING id", inserted).fetchone()
+            info = rows.dataset_info((dataset_id, *inserted))
             with conn.cursor() as cursor, cursor.copy(f"COPY ohlc ({rows.OHLC_ROW_COLUMNS}) FROM STDIN") as copy:
-                for row in rows.ohlc_rows(dataset_id, ts_ms, values):
+                for row in rows.ohlc_rows(dataset_id, upload.ts_ms, upload.values):
                     copy.write_row(row)
         return AddResult(info, created=True)
 
     def list(self) -> builtins.list[DatasetInfo]:
         """Every dataset, newest upload first."""
         with self.session() as conn:
-            return [DatasetInfo(*row) for row in conn.execute(rows.SELECT_DATASETS).fetchall()]
+            return [rows.dataset_info(row) for row in conn.execute(rows.SELECT_DATASETS).fetchall()]
 
     def get(self, dataset_id: int) -> DatasetInfo | None:
         with self.session() as conn:

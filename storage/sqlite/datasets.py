@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from storage import rows
-from storage.datasets import AddResult, DatasetInfo, most_common_interval_ms, validate_upload
+from storage.datasets import AddResult, DatasetInfo, validate_upload
 from storage.sqlite.db import SqliteDatabase, errors_named, transaction
 
 MIGRATIONS: dict[int, str] = {
@@ -79,26 +79,22 @@ class SqliteDatasetStore(SqliteDatabase):
             expected layout (UTC times strictly increasing in whole ms, finite float values).
         """
         upload = validate_upload(df, name=name, symbol=symbol, content_hash=content_hash)
-        name, symbol, ts_ms, values = upload.name, upload.symbol, upload.ts_ms, upload.values
         # IMMEDIATE takes the write lock first, so two sessions uploading the same file cannot both pass the checks.
         with errors_named(self.path), transaction(self._conn):
             existing = rows.dataset_info(self._conn.execute(rows.SELECT_DATASET_BY_HASH, (content_hash,)).fetchone())
             if existing is not None:
                 return AddResult(existing, created=False)
-            if self._conn.execute(rows.DATASET_NAME_TAKEN, (name,)).fetchone():
-                raise rows.name_taken(name)
-            summary = (len(ts_ms), int(ts_ms[0]), int(ts_ms[-1]), most_common_interval_ms(ts_ms))
-            cursor = self._conn.execute(
-                _INSERT_DATASET, (name, symbol, filename, content_hash, int(uploaded_ms), *summary)
-            )
-            info = DatasetInfo(cursor.lastrowid, name, symbol, filename, content_hash, int(uploaded_ms), *summary)
-            self._conn.executemany(_INSERT_OHLC, rows.ohlc_rows(info.id, ts_ms, values))
+            if self._conn.execute(rows.DATASET_NAME_TAKEN, (upload.name,)).fetchone():
+                raise rows.name_taken(upload.name)
+            inserted = rows.dataset_row(upload, filename, content_hash, uploaded_ms)
+            info = rows.dataset_info((self._conn.execute(_INSERT_DATASET, inserted).lastrowid, *inserted))
+            self._conn.executemany(_INSERT_OHLC, rows.ohlc_rows(info.id, upload.ts_ms, upload.values))
         return AddResult(info, created=True)
 
     def list(self) -> builtins.list[DatasetInfo]:
         """Every dataset, newest upload first."""
         with errors_named(self.path):
-            return [DatasetInfo(*row) for row in self._conn.execute(rows.SELECT_DATASETS).fetchall()]
+            return [rows.dataset_info(row) for row in self._conn.execute(rows.SELECT_DATASETS).fetchall()]
 
     def get(self, dataset_id: int) -> DatasetInfo | None:
         with errors_named(self.path):
