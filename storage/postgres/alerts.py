@@ -21,6 +21,9 @@ from storage import rows
 from storage.base import AlertRecord
 from storage.postgres.db import PostgresDatabase, lock_key, pyformat
 
+# The tables of storage.sqlite.alerts in PostgreSQL's types (bigint, double precision, identity ids).
+# DDL is written once per dialect, not generated: a shipped migration never changes (databases in
+# the field are at its version), so each backend keeps its own history as it ran.
 MIGRATIONS: dict[int, str] = {
     1: """
         CREATE TABLE alert_rules (
