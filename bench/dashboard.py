@@ -37,7 +37,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from ingestion.simulated import SimulatedSource  # noqa: E402
 from records import now_ms  # noqa: E402
-from storage.sqlite import SqliteTickStore  # noqa: E402
+from storage.sqlite.ticks import SqliteTickStore  # noqa: E402
 
 DAY_S = 24 * 3600
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from config import Settings, mask_url
 from service import Service
 from storage.base import TickStore
-from storage.postgres_ticks import PostgresTickStore
-from storage.sqlite import SqliteTickStore
+from storage.postgres.ticks import PostgresTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import spot_trade_frame
 from testkit.postgres import PgCluster
 from testkit.sources import make_trades

@@ -1,9 +1,10 @@
 """The storage seam: what the engine, the pair service, alerts and the UI need from a database.
 
 Consumers see only these protocols, opened by the factory in :mod:`storage` from the settings.
-The SQLite backend (:mod:`storage.sqlite`, :mod:`storage.sqlite_alerts`,
-:mod:`storage.sqlite_datasets`) and the PostgreSQL backend (:mod:`storage.postgres` and its
-``postgres_*`` modules) implement them without anything above this layer knowing which it has.
+Each backend is one package (:mod:`storage.sqlite`, :mod:`storage.postgres`) with a module per
+store (``ticks``, ``alerts``, ``datasets``) over its connection module (``db``); they implement
+these protocols without anything above this layer knowing which it has, and map rows to these
+records through :mod:`storage.rows`.
 Every implementation is used from one thread per instance, raises only :mod:`storage.errors`
 types and names its database in ``location`` (never with a password).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
@@ -61,29 +62,6 @@ class AlertRecord:
     created_ms: int
     event: AlertEvent
     delivery: Delivery = Delivery()
-
-
-# The columns alert_record() reads, in its order (both backends name them alike).
-ALERT_COLUMNS = ("id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, delivery_state, "
-                 "delivery_attempts, delivery_error, last_attempt_ms, delivered_ms, next_attempt_ms, lease_until_ms")
-
-
-def alert_record(row: Sequence[object]) -> AlertRecord:
-    """An :class:`AlertRecord` from a row of :data:`ALERT_COLUMNS`."""
-    (row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, state, attempts, error,
-     last_attempt_ms, delivered_ms, next_attempt_ms, lease_until_ms) = row
-    return AlertRecord(
-        id=row_id, created_ms=created_ms,
-        event=AlertEvent(rule_id=rule_id, rule_text=rule, label=pair, metric=metric, ts_ms=ts_ms, value=value,
-                         threshold=threshold, message=message),
-        delivery=Delivery(state=state, attempts=attempts, error=error, last_attempt_ms=last_attempt_ms,
-                          delivered_ms=delivered_ms, next_attempt_ms=next_attempt_ms,
-                          lease_until_ms=lease_until_ms))
-
-
-def leased(record: AlertRecord, until_ms: int) -> AlertRecord:
-    """``record`` as claimed under the lease that ends at ``until_ms`` (epoch ms)."""
-    return replace(record, delivery=replace(record.delivery, lease_until_ms=until_ms))
 
 
 class Closeable(Protocol):

@@ -2,7 +2,7 @@
 
 A dataset is one parsed upload (layout of :func:`storage.csv_import.parse_ohlc_csv`) stored under
 a unique name with its symbol and a content hash that spots re-uploads. The stores themselves are
-:class:`storage.sqlite_datasets.SqliteDatasetStore` and its PostgreSQL sibling.
+:class:`storage.sqlite.datasets.SqliteDatasetStore` and its PostgreSQL sibling.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from config import Settings
 from ingestion.sources import site_of
 from records import Trade
 from service import Service
-from storage.sqlite_alerts import SqliteAlertStore
+from storage.sqlite.alerts import SqliteAlertStore
 from testkit.sources import PhasedSource
 from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require

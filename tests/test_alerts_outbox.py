@@ -25,10 +25,10 @@ from records import now_ms as wall_ms
 from records.alerts import AlertEvent, AlertRule, make_event
 from storage import Site, site_for
 from storage.base import MAX_DELIVERY_ERROR_CHARS, AlertStore, Delivery
-from storage.postgres_alerts import MIGRATIONS as PG_MIGRATIONS
-from storage.postgres_alerts import PostgresAlertStore
-from storage.sqlite_alerts import _MIGRATIONS as SQLITE_MIGRATIONS
-from storage.sqlite_alerts import SqliteAlertStore
+from storage.postgres.alerts import MIGRATIONS as PG_MIGRATIONS
+from storage.postgres.alerts import PostgresAlertStore
+from storage.sqlite.alerts import MIGRATIONS as SQLITE_MIGRATIONS
+from storage.sqlite.alerts import SqliteAlertStore
 from testkit.fake_hook import FakeHook
 from testkit.waiting import eventually
 

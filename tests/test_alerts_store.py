@@ -7,8 +7,8 @@ from alerts.rules import parse_rule
 from records.alerts import AlertEvent, AlertRule, make_event
 from storage.base import AlertRecord
 from storage.errors import SchemaError, StorageError
-from storage.sqlite import SqliteTickStore
-from storage.sqlite_alerts import SCHEMA_VERSION, SqliteAlertStore
+from storage.sqlite.alerts import SCHEMA_VERSION, SqliteAlertStore
+from storage.sqlite.ticks import SqliteTickStore
 
 PAIR = ("ETHUSDT", "BTCUSDT")
 T0 = 1_765_788_000_000

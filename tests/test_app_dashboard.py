@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from pairs.compute import REGRESSIONS
 from storage import DATASETS_FILE
 from storage.csv_import import parse_ohlc_csv
-from storage.sqlite_datasets import SqliteDatasetStore
+from storage.sqlite.datasets import SqliteDatasetStore
 from testkit.waiting import eventually
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 from ui.controls import TIME_ZONES
@@ -524,7 +524,7 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
 def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, deferred):
     """Delivered, pending (n attempts), failed with its last error as plain text, or – (no webhook)."""
     from records.alerts import AlertRule, make_event
-    from storage.sqlite_alerts import SqliteAlertStore
+    from storage.sqlite.alerts import SqliteAlertStore
 
     # One rule per alert: a rule's alerts are delivered one after the other, in order.
     rules = [AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), id=i + 1) for i in range(4)]

@@ -11,7 +11,7 @@ from ingestion.backfill import Backfiller
 from ingestion.binance.rest import BinanceRest, RestError, parse_historical_trade
 from records import EventKind, Trade
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, load_recorded_trades
 from testkit.fake_rest import FakeRest
 from testkit.waiting import eventually

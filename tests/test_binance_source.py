@@ -15,7 +15,7 @@ import pytest
 from config import Settings
 from records import EventKind, FeedState
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, RecordedTrade, load_recorded_trades
 from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require

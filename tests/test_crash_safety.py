@@ -28,7 +28,7 @@ from pairs.bars import LOOKBACKS_MS, BarHistory, load_pair_bars
 from pairs.compute import PairParams, compute_pair
 from records import EventKind
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, load_recorded_trades
 from testkit.sources import ScriptedSource
 from testkit.waiting import eventually

@@ -15,7 +15,7 @@ from ingestion.simulated import SimulatedSource
 from pairs.bars import BarHistory, load_pair_bars
 from pairs.compute import Needs, PairParams, compute_pair, live_zscore, pair_spread_now
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.sources import ListSource
 from testkit.waiting import eventually
 from ui.export import analytics_table, minute_table, neutralise_text, ohlcv_table, to_csv_bytes

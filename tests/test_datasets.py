@@ -13,7 +13,7 @@ from config import ConfigError
 from storage.csv_import import content_hash, ohlc_frame, parse_ohlc_csv
 from storage.datasets import AddResult, DatasetInfo, UploadDefaults, defaults_from_filename, most_common_interval_ms
 from storage.errors import RowRejected
-from storage.sqlite_datasets import SCHEMA_VERSION, SqliteDatasetStore
+from storage.sqlite.datasets import SCHEMA_VERSION, SqliteDatasetStore
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 
 ETH_FIRST_MS = 1_660_435_200_000  # 2022-08-14T00:00:00Z

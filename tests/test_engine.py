@@ -7,7 +7,7 @@ from ingestion.engine import Gap, TradeSequencer
 from ingestion.sources import site_of
 from records import EventKind, FeedState, StorageState
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.sources import ScriptedSource, make_trade, make_trades
 from testkit.waiting import eventually
 

@@ -28,7 +28,7 @@ from config import Settings
 from ingestion.binance.stream import BinanceSource
 from records import EventKind, FeedState, Trade
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance
 from testkit.waiting import eventually
 from tests.test_binance_source import FAST, events, start_engine, stored

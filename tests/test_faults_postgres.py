@@ -27,8 +27,8 @@ from service import Service
 from storage import open_ticks
 from storage.base import TickStore
 from storage.errors import StorageError
-from storage.postgres_db import lock_key
-from storage.postgres_ticks import PostgresTickStore
+from storage.postgres.db import lock_key
+from storage.postgres.ticks import PostgresTickStore
 from testkit.fake_binance import FakeBinance
 from testkit.postgres import PgCluster
 from testkit.waiting import eventually
@@ -261,7 +261,7 @@ def rule_holder(pg_cluster: PgCluster, pg_url: str, rule_id: int) -> int | None:
 
 
 def alerts_in(pg_url: str) -> list[tuple]:
-    from storage.postgres_alerts import PostgresAlertStore
+    from storage.postgres.alerts import PostgresAlertStore
 
     with PostgresAlertStore(pg_url, "live") as store:
         return [(r.event.rule_id, r.event.ts_ms) for r in store.alerts()]

@@ -18,7 +18,7 @@ from pairs.bars import load_pair_bars, merge_bars
 from pairs.compute import PairParams, compute_pair
 from records import Trade, now_ms
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.sources import ListSource

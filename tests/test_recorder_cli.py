@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, load_recorded_trades
 from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require

@@ -338,7 +338,7 @@ def collector_lines(start_second: int, n: int) -> list[str]:
 def test_each_collector_file_has_its_own_id_space_and_a_rerun_adds_nothing(tmp_path: Path) -> None:
     """Ids restart per file; without a per-file id space the second file's trades collided with the first's."""
     from service import Service
-    from storage.sqlite import SqliteTickStore
+    from storage.sqlite.ticks import SqliteTickStore
 
     first = write_lines(tmp_path / "morning.ndjson", collector_lines(0, 400))
     second = write_lines(tmp_path / "evening.ndjson", collector_lines(600, 300))

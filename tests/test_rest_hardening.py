@@ -33,7 +33,7 @@ from ingestion.history import HistoryLoader
 from records import BarArrays, EventKind, Trade, now_ms
 from records.retry import RetryPolicy
 from service import Service
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, RecordedTrade
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.randoms import DrawLog

@@ -24,8 +24,8 @@ from pairs.ranking import ScanFilter, ranking, run_scan, universe_closes
 from pairs.stored import stored_bars, stored_end_ms
 from records import Trade
 from storage.csv_import import parse_ohlc_csv
-from storage.sqlite import SqliteTickStore
-from storage.sqlite_datasets import SqliteDatasetStore
+from storage.sqlite.datasets import SqliteDatasetStore
+from storage.sqlite.ticks import SqliteTickStore
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from config import Settings
 from records import FeedState, StorageState
 from service import Service, ServiceRegistry, TooManyFeeds
 from storage import StorageError
-from storage.sqlite import SqliteTickStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]

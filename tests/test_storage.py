@@ -18,7 +18,7 @@ from storage.errors import (
     StorageUnavailable,
     WriterBusy,
 )
-from storage.sqlite import SCHEMA_VERSION, SqliteTickStore
+from storage.sqlite.ticks import SCHEMA_VERSION, SqliteTickStore
 from testkit.randoms import DrawLog
 from testkit.sources import ScriptedSource, make_trade, make_trades
 from testkit.waiting import eventually

@@ -22,12 +22,12 @@ from records.alerts import AlertRule, make_event
 from storage.base import AlertStore, DatasetStore, TickStore
 from storage.csv_import import ohlc_frame
 from storage.errors import RowRejected
-from storage.postgres_alerts import PostgresAlertStore
-from storage.postgres_datasets import PostgresDatasetStore
-from storage.postgres_ticks import PostgresTickStore
-from storage.sqlite import SqliteTickStore
-from storage.sqlite_alerts import SqliteAlertStore
-from storage.sqlite_datasets import SqliteDatasetStore
+from storage.postgres.alerts import PostgresAlertStore
+from storage.postgres.datasets import PostgresDatasetStore
+from storage.postgres.ticks import PostgresTickStore
+from storage.sqlite.alerts import SqliteAlertStore
+from storage.sqlite.datasets import SqliteDatasetStore
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.sources import make_trade, make_trades
 
 Opener = Callable[[], TickStore]

@@ -24,14 +24,14 @@ from storage import (
     open_alerts,
     open_datasets,
     open_ticks,
-    postgres_db,
     site_for,
 )
 from storage.errors import RowRejected, SchemaError, StorageUnavailable, WriterBusy
 from storage.lock import WriterInfo
-from storage.postgres_alerts import PostgresAlertStore
-from storage.postgres_db import schema_name
-from storage.postgres_ticks import PostgresTickStore
+from storage.postgres import db as postgres_db
+from storage.postgres.alerts import PostgresAlertStore
+from storage.postgres.db import schema_name
+from storage.postgres.ticks import PostgresTickStore
 from testkit.postgres import PgCluster
 from testkit.sources import make_trade, make_trades
 from testkit.waiting import eventually

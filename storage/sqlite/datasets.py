@@ -11,14 +11,13 @@ from __future__ import annotations
 import builtins
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from storage.csv_import import ohlc_frame
-from storage.datasets import AddResult, DatasetInfo, most_common_interval_ms, validate_upload
-from storage.sqlite import SqliteDatabase, errors_named, transaction
+from storage import rows
+from storage.datasets import AddResult, DatasetInfo, validate_upload
+from storage.sqlite.db import SqliteDatabase, errors_named, transaction
 
-_MIGRATIONS: dict[int, str] = {
+MIGRATIONS: dict[int, str] = {
     1: """
         CREATE TABLE IF NOT EXISTS datasets (
             id INTEGER PRIMARY KEY,
@@ -44,21 +43,17 @@ _MIGRATIONS: dict[int, str] = {
         ) WITHOUT ROWID;
     """,
 }
-SCHEMA_VERSION = max(_MIGRATIONS)
+SCHEMA_VERSION = max(MIGRATIONS)
 
-_INFO_COLUMNS = "id, name, symbol, filename, content_hash, uploaded_ms, rows, first_ms, last_ms, interval_ms"
-_INSERT_DATASET = (
-    "INSERT INTO datasets (name, symbol, filename, content_hash, uploaded_ms, rows, first_ms, last_ms, interval_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_OHLC = "INSERT INTO ohlc (dataset_id, ts_ms, open, high, low, close, volume) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_DATASET = f"INSERT INTO datasets ({rows.INSERT_DATASET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_OHLC = f"INSERT INTO ohlc ({rows.OHLC_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class SqliteDatasetStore(SqliteDatabase):
     """Uploaded OHLC datasets in one SQLite file; implements :class:`storage.base.DatasetStore`."""
 
-    MIGRATIONS = _MIGRATIONS
-    KIND = "a datasets"
+    COMPONENT = "datasets"
+    MIGRATIONS = MIGRATIONS
     TABLES = frozenset({"datasets", "ohlc"})
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000) -> None:
@@ -84,52 +79,34 @@ class SqliteDatasetStore(SqliteDatabase):
             expected layout (UTC times strictly increasing in whole ms, finite float values).
         """
         upload = validate_upload(df, name=name, symbol=symbol, content_hash=content_hash)
-        name, symbol, ts_ms, values = upload.name, upload.symbol, upload.ts_ms, upload.values
         # IMMEDIATE takes the write lock first, so two sessions uploading the same file cannot both pass the checks.
         with errors_named(self.path), transaction(self._conn):
-            existing = self._conn.execute(
-                f"SELECT {_INFO_COLUMNS} FROM datasets WHERE content_hash = ?", (content_hash,)
-            ).fetchone()
+            existing = rows.dataset_info(self._conn.execute(rows.SELECT_DATASET_BY_HASH, (content_hash,)).fetchone())
             if existing is not None:
-                return AddResult(DatasetInfo(*existing), created=False)
-            if self._conn.execute("SELECT 1 FROM datasets WHERE name = ?", (name,)).fetchone():
-                raise ValueError(f"a dataset named {name!r} already exists with different content; choose another name")
-            summary = (len(ts_ms), int(ts_ms[0]), int(ts_ms[-1]), most_common_interval_ms(ts_ms))
-            cursor = self._conn.execute(
-                _INSERT_DATASET, (name, symbol, filename, content_hash, int(uploaded_ms), *summary)
-            )
-            info = DatasetInfo(cursor.lastrowid, name, symbol, filename, content_hash, int(uploaded_ms), *summary)
-            self._conn.executemany(
-                _INSERT_OHLC, ((info.id, t, *row) for t, row in zip(ts_ms.tolist(), values.tolist(), strict=True))
-            )
+                return AddResult(existing, created=False)
+            if self._conn.execute(rows.DATASET_NAME_TAKEN, (upload.name,)).fetchone():
+                raise rows.name_taken(upload.name)
+            inserted = rows.dataset_row(upload, filename, content_hash, uploaded_ms)
+            info = rows.dataset_info((self._conn.execute(_INSERT_DATASET, inserted).lastrowid, *inserted))
+            self._conn.executemany(_INSERT_OHLC, rows.ohlc_rows(info.id, upload.ts_ms, upload.values))
         return AddResult(info, created=True)
 
     def list(self) -> builtins.list[DatasetInfo]:
         """Every dataset, newest upload first."""
         with errors_named(self.path):
-            rows = self._conn.execute(
-                f"SELECT {_INFO_COLUMNS} FROM datasets ORDER BY uploaded_ms DESC, id DESC").fetchall()
-        return [DatasetInfo(*row) for row in rows]
+            return [rows.dataset_info(row) for row in self._conn.execute(rows.SELECT_DATASETS).fetchall()]
 
     def get(self, dataset_id: int) -> DatasetInfo | None:
         with errors_named(self.path):
-            row = self._conn.execute(f"SELECT {_INFO_COLUMNS} FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
-        return None if row is None else DatasetInfo(*row)
+            return rows.dataset_info(self._conn.execute(rows.SELECT_DATASET, (dataset_id,)).fetchone())
 
     def load(self, dataset_id: int) -> pd.DataFrame:
         """The dataset's bars in :func:`storage.csv_import.ohlc_frame` layout; KeyError for an unknown id."""
         with errors_named(self.path):
-            rows = self._conn.execute(
-                "SELECT ts_ms, open, high, low, close, volume FROM ohlc WHERE dataset_id = ? ORDER BY ts_ms",
-                (dataset_id,),
-            ).fetchall()
-        # add() never stores a dataset without rows, so no rows means no such dataset.
-        if not rows:
-            raise KeyError(f"no dataset with id {dataset_id}")
-        ts_ms, *columns = zip(*rows, strict=True)
-        return ohlc_frame(np.array(ts_ms, dtype=np.int64), np.array(columns, dtype=np.float64).T)
+            found = self._conn.execute(rows.SELECT_OHLC, (dataset_id,)).fetchall()
+        return rows.ohlc_from_rows(dataset_id, found)
 
     def delete(self, dataset_id: int) -> bool:
         """Delete a dataset and its bars in one transaction; False if there was no such dataset."""
         with errors_named(self.path), transaction(self._conn):
-            return self._conn.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,)).rowcount > 0
+            return self._conn.execute(rows.DELETE_DATASET, (dataset_id,)).rowcount > 0

@@ -1,24 +1,10 @@
-"""PostgreSQL backend: what the factory in :mod:`storage` calls for a ``postgresql://`` URL, and writer claims.
+"""PostgreSQL writer claims: who writes a schema, and the claim a writer holds.
 
-Selected by ``--db-url``/``QUANT_DB_URL``. Each site (a source's database name: ``live``,
-``simulated``, ``replay-<file>-<tag>``) is one PostgreSQL *schema* of the same name made
-identifier-safe (:func:`~storage.postgres_db.schema_name`), holding the tables the SQLite files
-hold (``ticks``, ``feed_events``, ``bars`` in :mod:`storage.postgres_ticks`; ``alert_rules``,
-``alerts``, ``alert_rules_version`` in :mod:`storage.postgres_alerts`), so live, simulated and
-replayed data never mix; uploaded datasets live in a schema of their own, ``uploads``
-(:mod:`storage.postgres_datasets`). Connections, errors and migrations: :mod:`storage.postgres_db`.
-
-Several processes on one schema:
-
-* **writers** register in ``writers`` and hold a session-level advisory lock on the schema —
-  shared when the source's rows are exchange trades (several recorders, each their own symbols;
-  overlaps are duplicates that ``ON CONFLICT`` drops), exclusive otherwise (two simulated markets
-  would mix) — which the server drops with their session when they die
-  (:class:`PostgresWriterClaim`); :func:`current_writer` reads the live ones;
-* **alert rules** are shared, and each is evaluated by the one process holding its lock
-  (:meth:`~storage.postgres_alerts.PostgresAlertStore.claim_rule`);
-* **retention** runs in the one process holding the schema's retention lock
-  (:meth:`~storage.postgres_ticks.PostgresTickStore.prune`).
+Writers register in ``writers`` and hold a session-level advisory lock on the schema — shared
+when the source's rows are exchange trades (several recorders, each their own symbols; overlaps
+are duplicates that ``ON CONFLICT`` drops), exclusive otherwise (two simulated markets would mix)
+— which the server drops with their session when they die (:class:`PostgresWriterClaim`);
+:func:`live_writers` reads the live ones.
 """
 
 from __future__ import annotations
@@ -33,31 +19,12 @@ import psycopg
 
 from storage.errors import StorageError, WriterBusy
 from storage.lock import WriterInfo
-from storage.postgres_alerts import PostgresAlertStore
-from storage.postgres_datasets import PostgresDatasetStore
-from storage.postgres_db import describe, lock_key, reader_connection, schema_name
-from storage.postgres_ticks import PostgresTickStore
+from storage.postgres.db import describe, lock_key
+from storage.postgres.ticks import PostgresTickStore
 
-__all__ = [
-    "DATASETS_SCHEMA",
-    "PostgresWriterClaim",
-    "claim_writer",
-    "current_writer",
-    "describe",
-    "has_datasets",
-    "open_alerts",
-    "open_datasets",
-    "open_ticks",
-    "schema_name",
-]
+__all__ = ["HEARTBEAT_S", "PostgresWriterClaim", "live_writers", "summary"]
 
 log = logging.getLogger(__name__)
-
-DATASETS_SCHEMA = "uploads"
-
-# ------------------------------------------------------------------------------------------------
-# Writers: who writes a schema, and the claim a writer holds
-# ------------------------------------------------------------------------------------------------
 
 _LIVE_WRITERS = """
     SELECT w.pid, w.started_ms, w.label, w.symbols, w.host FROM writers w
@@ -194,45 +161,3 @@ class PostgresWriterClaim:
     @property
     def held(self) -> bool:
         return self._store is not None and self.lost is None
-
-
-# ------------------------------------------------------------------------------------------------
-# What the factory in storage/__init__.py calls
-# ------------------------------------------------------------------------------------------------
-
-
-def open_ticks(url: str, schema: str, *, verify: bool = False) -> PostgresTickStore:
-    store = PostgresTickStore(url, schema)
-    if verify:
-        try:
-            store.verify()
-        except StorageError:
-            store.close()
-            raise
-    return store
-
-
-def claim_writer(url: str, schema: str, info: WriterInfo, *, shared: bool) -> PostgresWriterClaim:
-    return PostgresWriterClaim(url, schema, info, shared=shared).acquire()
-
-
-def current_writer(url: str, schema: str) -> WriterInfo | None:
-    """The writers of the schema now, summarised (:func:`summary`), or None; never creates the schema."""
-    with reader_connection(url, schema) as conn:
-        return summary(live_writers(conn, schema))
-
-
-def open_alerts(url: str, schema: str) -> PostgresAlertStore:
-    return PostgresAlertStore(url, schema)
-
-
-def open_datasets(url: str) -> PostgresDatasetStore:
-    return PostgresDatasetStore(url, DATASETS_SCHEMA)
-
-
-def has_datasets(url: str) -> bool:
-    """True once something was uploaded (asking never creates the schema)."""
-    with reader_connection(url, DATASETS_SCHEMA) as conn:
-        if conn.execute("SELECT to_regclass('datasets')").fetchone()[0] is None:
-            return False
-        return conn.execute("SELECT EXISTS (SELECT 1 FROM datasets)").fetchone()[0]

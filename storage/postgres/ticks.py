@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-import numpy as np
 from psycopg import sql
 
 from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
+from storage import rows
 from storage.errors import SchemaError
-from storage.postgres_db import PostgresDatabase, lock_key
-from storage.sqlite import TICK_COLUMNS  # the same columns in both backends
-
-_MIN_MS, _MAX_MS = -(2**62), 2**62
+from storage.postgres.db import PostgresDatabase, lock_key, pyformat
+from storage.rows import BAR_COLUMNS, TICK_COLUMNS
 
 # Migrations of the tick component, indexed by the version they produce (one transaction each).
 # Bars as in SQLite: klines or a simulated past; tick-built bars are derived from `ticks` on read.
 # `writers`: who writes the schema now (see PostgresWriterClaim); a row counts only while its
 # session holds the schema's writer lock, so a crashed writer's row is ignored, then replaced.
-TICK_MIGRATIONS: dict[int, str] = {
+MIGRATIONS: dict[int, str] = {
     1: """
         CREATE TABLE ticks (
             symbol text NOT NULL,
@@ -87,11 +85,15 @@ _INSERT_FROM_STAGING = (
 )
 _INSERT_EVENTS = "INSERT INTO feed_events (ts_ms, kind, symbol, detail) VALUES {}"
 _UPSERT_BAR = (
-    "INSERT INTO bars (symbol, interval_ms, start_ms, open, high, low, close, volume, trades, vwap) "
+    f"INSERT INTO bars ({', '.join(BAR_COLUMNS)}) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (symbol, interval_ms, start_ms) DO UPDATE SET "
     "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
     "volume = EXCLUDED.volume, trades = EXCLUDED.trades, vwap = EXCLUDED.vwap"
 )
+_SELECT_TICKS, _SELECT_BARS, _SELECT_BAR_SPAN, _COUNT_SYMBOL_TICKS, _SELECT_EVENTS = map(pyformat, (
+    rows.SELECT_TICKS, rows.SELECT_BARS, rows.SELECT_BAR_SPAN, rows.COUNT_SYMBOL_TICKS, rows.SELECT_EVENTS))
+_PRUNE_SYMBOL_TICKS, _PRUNE_EVENTS, _PRUNE_BARS = map(pyformat, (rows.PRUNE_SYMBOL_TICKS, rows.PRUNE_EVENTS,
+                                                               rows.PRUNE_BARS))
 # DISTINCT symbol as a loose index scan: one index probe per symbol instead of reading every tick.
 _SYMBOLS = """
     WITH RECURSIVE s (symbol) AS (
@@ -126,7 +128,7 @@ class PostgresTickStore(PostgresDatabase):
     """Ticks, feed events and bars of one site in one schema; implements :class:`storage.base.TickStore`."""
 
     COMPONENT = "ticks"
-    MIGRATIONS = TICK_MIGRATIONS
+    MIGRATIONS = MIGRATIONS
     APPLICATION = "quant ticks"
 
     def _reset_session_state(self) -> None:
@@ -186,20 +188,8 @@ class PostgresTickStore(PostgresDatabase):
     def ticks(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> TickArrays:
         """Ticks of one symbol with ``start_ms <= ts_ms < end_ms``, ordered by time then trade id."""
         with self.session() as conn, conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT trade_id, ts_ms, price, qty FROM ticks WHERE symbol = %s AND ts_ms >= %s AND ts_ms < %s "
-                "ORDER BY ts_ms, trade_id",
-                (symbol, _MIN_MS if start_ms is None else start_ms, _MAX_MS if end_ms is None else end_ms),
-            ).fetchall()
-        if not rows:
-            return TickArrays.empty()
-        trade_id, ts_ms, price, qty = zip(*rows, strict=True)
-        return TickArrays(
-            trade_id=np.array(trade_id, dtype=np.int64),
-            ts_ms=np.array(ts_ms, dtype=np.int64),
-            price=np.array(price, dtype=np.float64),
-            qty=np.array(qty, dtype=np.float64),
-        )
+            found = cursor.execute(_SELECT_TICKS, (symbol, *rows.time_range(start_ms, end_ms))).fetchall()
+        return rows.tick_arrays(found)
 
     def iter_trades(self, symbol: str, chunk_rows: int = 5_000) -> Iterator[Trade]:
         """Every stored trade of ``symbol`` in (ts_ms, trade_id) order, ``chunk_rows`` at a time.
@@ -207,59 +197,45 @@ class PostgresTickStore(PostgresDatabase):
         Keyset pages, one query each, so no transaction stays open while the caller paces itself.
         ``recv_ms`` equals ``ts_ms``, as in the SQLite store.
         """
-        after = (_MIN_MS, _MIN_MS)
+        after = (rows.MIN_MS, rows.MIN_MS)
         while True:
             with self.session() as conn:
-                rows = conn.execute(
+                page = conn.execute(
                     "SELECT trade_id, ts_ms, price, qty, buyer_is_maker FROM ticks WHERE symbol = %s "
                     "AND (ts_ms, trade_id) > (%s, %s) ORDER BY ts_ms, trade_id LIMIT %s",
                     (symbol, after[0], after[1], int(chunk_rows)),
                 ).fetchall()
-            for trade_id, ts_ms, price, qty, maker in rows:
-                yield Trade(symbol, trade_id, ts_ms, ts_ms, price, qty, bool(maker))
-            if len(rows) < chunk_rows:
+            yield from rows.replay_trades(symbol, page)
+            if len(page) < chunk_rows:
                 return
-            after = (rows[-1][1], rows[-1][0])
+            after = (page[-1][1], page[-1][0])
 
     def write_bars(self, symbol: str, interval_ms: int, bars: BarArrays) -> int:
         """Store closed bars of ``symbol`` at ``interval_ms`` in ONE transaction (same start: replaced)."""
-        rows = list(zip([symbol] * len(bars), [int(interval_ms)] * len(bars), bars.start_ms.tolist(),
-                        bars.open.tolist(), bars.high.tolist(), bars.low.tolist(), bars.close.tolist(),
-                        bars.volume.tolist(), bars.trades.tolist(), bars.vwap.tolist(), strict=True))
+        upserts = rows.bar_rows(symbol, interval_ms, bars)
         with self.session() as conn, conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(_UPSERT_BAR, rows)
-        return len(rows)
+            cursor.executemany(_UPSERT_BAR, upserts)
+        return len(upserts)
 
     def bars(self, symbol: str, interval_ms: int, start_ms: int | None = None,
              end_ms: int | None = None) -> BarArrays:
         """Stored bars of ``symbol`` at ``interval_ms`` with ``start_ms <= start < end_ms``, by start."""
         with self.session() as conn:
-            rows = conn.execute(
-                "SELECT start_ms, open, high, low, close, volume, trades, vwap FROM bars "
-                "WHERE symbol = %s AND interval_ms = %s AND start_ms >= %s AND start_ms < %s ORDER BY start_ms",
-                (symbol, int(interval_ms), _MIN_MS if start_ms is None else start_ms,
-                 _MAX_MS if end_ms is None else end_ms),
-            ).fetchall()
-        if not rows:
-            return BarArrays.empty()
-        start, *values, trades, vwap = zip(*rows, strict=True)
-        return BarArrays(np.array(start, dtype=np.int64), *(np.array(v, dtype=np.float64) for v in values),
-                         np.array(trades, dtype=np.int64), np.array(vwap, dtype=np.float64))
+            found = conn.execute(_SELECT_BARS,
+                                 (symbol, int(interval_ms), *rows.time_range(start_ms, end_ms))).fetchall()
+        return rows.bar_arrays(found)
 
     def bar_span(self, symbol: str, interval_ms: int) -> tuple[int, int] | None:
         """(first, last) bar start stored for ``symbol`` at ``interval_ms``, UTC epoch ms; None if none."""
         with self.session() as conn:
-            first, last = conn.execute(
-                "SELECT MIN(start_ms), MAX(start_ms) FROM bars WHERE symbol = %s AND interval_ms = %s",
-                (symbol, int(interval_ms)),
-            ).fetchone()
+            first, last = conn.execute(_SELECT_BAR_SPAN, (symbol, int(interval_ms))).fetchone()
         return None if first is None else (first, last)
 
     def tick_count(self, symbol: str | None = None) -> int:
         with self.session() as conn:
             if symbol is None:
-                return conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
-            return conn.execute("SELECT COUNT(*) FROM ticks WHERE symbol = %s", (symbol,)).fetchone()[0]
+                return conn.execute(rows.COUNT_TICKS).fetchone()[0]
+            return conn.execute(_COUNT_SYMBOL_TICKS, (symbol,)).fetchone()[0]
 
     def symbols(self) -> list[str]:
         with self.session() as conn:
@@ -275,16 +251,15 @@ class PostgresTickStore(PostgresDatabase):
         self, *, since_ms: int | None = None, kinds: Iterable[EventKind] | None = None, limit: int = 500
     ) -> list[FeedEvent]:
         """Most recent feed events first."""
-        query = "SELECT ts_ms, kind, symbol, detail FROM feed_events WHERE ts_ms >= %s"
-        params: list[object] = [_MIN_MS if since_ms is None else since_ms]
+        query = _SELECT_EVENTS
+        params: list[object] = [rows.MIN_MS if since_ms is None else since_ms]
         if kinds is not None:
             query += " AND kind = ANY(%s)"
             params.append([k.value for k in kinds])
         query += " ORDER BY ts_ms DESC, id DESC LIMIT %s"
         params.append(int(limit))
         with self.session() as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [FeedEvent(ts, EventKind(kind), sym, detail) for ts, kind, sym, detail in rows]
+            return rows.feed_events(conn.execute(query, params).fetchall())
 
     def prune(self, before_ms: int) -> int:
         """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted.
@@ -302,8 +277,7 @@ class PostgresTickStore(PostgresDatabase):
             deleted = 0
             with conn.transaction():
                 for (symbol,) in conn.execute(_SYMBOLS).fetchall():
-                    deleted += conn.execute("DELETE FROM ticks WHERE symbol = %s AND ts_ms < %s",
-                                            (symbol, before_ms)).rowcount
-                conn.execute("DELETE FROM feed_events WHERE ts_ms < %s", (before_ms,))
-                conn.execute("DELETE FROM bars WHERE start_ms < %s", (before_ms,))
+                    deleted += conn.execute(_PRUNE_SYMBOL_TICKS, (symbol, before_ms)).rowcount
+                conn.execute(_PRUNE_EVENTS, (before_ms,))
+                conn.execute(_PRUNE_BARS, (before_ms,))
         return deleted

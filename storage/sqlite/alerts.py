@@ -1,7 +1,7 @@
 """Alert rules and alert history in their own SQLite file.
 
 Give the alerts a file of their own (e.g. ``<data_dir>/<source>-alerts.sqlite3``), never the tick
-database: :func:`storage.sqlite.connect` versions a schema with ``PRAGMA user_version``, which is
+database: :func:`storage.sqlite.db.connect` versions a schema with ``PRAGMA user_version``, which is
 one number per file, so two stores with different migration lists sharing a file would each
 take the other's version for their own and skip their migrations. :class:`AlertStore` refuses a
 file whose version matches but whose tables are not the alert tables.
@@ -22,10 +22,11 @@ from pathlib import Path
 
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
-from storage.base import ALERT_COLUMNS, MAX_DELIVERY_ERROR_CHARS, AlertRecord, alert_record, leased
-from storage.sqlite import SqliteDatabase, errors_named, transaction
+from storage import rows
+from storage.base import AlertRecord
+from storage.sqlite.db import SqliteDatabase, errors_named, transaction
 
-_MIGRATIONS: dict[int, str] = {
+MIGRATIONS: dict[int, str] = {
     1: """
         CREATE TABLE alert_rules (
             -- AUTOINCREMENT so a deleted rule's id is never reused: alerts keep their rule_id,
@@ -79,12 +80,10 @@ _MIGRATIONS: dict[int, str] = {
         CREATE INDEX alerts_pending ON alerts (id) WHERE delivery_state = 'pending'
     """,
 }
-SCHEMA_VERSION = max(_MIGRATIONS)
-
-_RULE_COLUMNS = 'id, metric, operator, threshold, y, x, symbol, timeframe_ms, "window", hysteresis, cooldown_s, enabled'
-# Bumped by the store's own rule writes, in their transaction, rather than by a trigger:
-# storage.sqlite.connect splits migration scripts on ';', which would cut a trigger body apart.
-_BUMP_VERSION = "UPDATE alert_rules_version SET version = version + 1 WHERE id = 1"
+SCHEMA_VERSION = max(MIGRATIONS)
+# The rules version is bumped by the store's own rule writes (rows.BUMP_RULES_VERSION), in their
+# transaction, rather than by a trigger: connect() splits migration scripts on ';', which would
+# cut a trigger body apart.
 
 
 class SqliteAlertStore(SqliteDatabase):
@@ -93,8 +92,8 @@ class SqliteAlertStore(SqliteDatabase):
     ``now_ms`` supplies ``created_ms`` (wall clock, epoch ms); tests pass a fake clock.
     """
 
-    MIGRATIONS = _MIGRATIONS
-    KIND = "an alerts"
+    COMPONENT = "alerts"
+    MIGRATIONS = MIGRATIONS
     TABLES = frozenset({"alert_rules", "alerts", "alert_rules_version"})
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5_000,
@@ -106,15 +105,11 @@ class SqliteAlertStore(SqliteDatabase):
 
     def add_rule(self, rule: AlertRule) -> AlertRule:
         """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
-        y, x = rule.pair if rule.pair is not None else (None, None)
         with errors_named(self.path), transaction(self._conn):
             cursor = self._conn.execute(
-                f"INSERT INTO alert_rules ({_RULE_COLUMNS}, created_ms, text) "
-                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rule.metric, rule.operator, rule.threshold, y, x, rule.symbol, rule.timeframe_ms, rule.window,
-                 rule.hysteresis, rule.cooldown_s, int(rule.enabled), self._now_ms(), rule.describe()),
-            )
-            self._conn.execute(_BUMP_VERSION)
+                f"INSERT INTO alert_rules ({rows.INSERT_RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows.rule_row(rule, self._now_ms()))
+            self._conn.execute(rows.BUMP_RULES_VERSION)
         return replace(rule, id=cursor.lastrowid)
 
     def ensure_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
@@ -123,38 +118,27 @@ class SqliteAlertStore(SqliteDatabase):
         Returns (rule with its id, True if it was added). Lets a recorder restarted with the same
         ``--alert`` flags keep one rule instead of piling up copies; a disabled copy is re-enabled.
         """
-        wanted = replace(rule, id=None, enabled=True)
-        for stored in self.rules():
-            if replace(stored, id=None, enabled=True) == wanted:
-                if not stored.enabled:
-                    self.set_enabled(stored.id, True)
-                return replace(stored, enabled=True), False
-        return self.add_rule(wanted), True
+        return rows.ensure_rule(self, rule)
 
     def rules(self, enabled_only: bool = False) -> list[AlertRule]:
         """Stored rules in creation order; only enabled ones if ``enabled_only``."""
-        sql = f"SELECT {_RULE_COLUMNS} FROM alert_rules"
-        if enabled_only:
-            sql += " WHERE enabled = 1"
         with errors_named(self.path):
-            return [_rule_from_row(row) for row in self._conn.execute(sql + " ORDER BY id")]
+            return [rows.rule_from_row(row) for row in self._conn.execute(rows.select_rules(enabled_only))]
 
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Enable or disable a rule; False if no rule has that id."""
         with errors_named(self.path), transaction(self._conn):
-            changed = self._conn.execute(
-                "UPDATE alert_rules SET enabled = ? WHERE id = ?", (int(enabled), rule_id)
-            ).rowcount
+            changed = self._conn.execute(rows.SET_RULE_ENABLED, (int(enabled), rule_id)).rowcount
             if changed:
-                self._conn.execute(_BUMP_VERSION)
+                self._conn.execute(rows.BUMP_RULES_VERSION)
         return changed > 0
 
     def delete_rule(self, rule_id: int) -> bool:
         """Delete a rule (its past alerts stay in the history); False if no rule has that id."""
         with errors_named(self.path), transaction(self._conn):
-            changed = self._conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,)).rowcount
+            changed = self._conn.execute(rows.DELETE_RULE, (rule_id,)).rowcount
             if changed:
-                self._conn.execute(_BUMP_VERSION)
+                self._conn.execute(rows.BUMP_RULES_VERSION)
         return changed > 0
 
     def rules_version(self) -> int:
@@ -166,7 +150,7 @@ class SqliteAlertStore(SqliteDatabase):
         this connection's own changes.)
         """
         with errors_named(self.path):
-            return self._conn.execute("SELECT version FROM alert_rules_version WHERE id = 1").fetchone()[0]
+            return self._conn.execute(rows.SELECT_RULES_VERSION).fetchone()[0]
 
     def claim_rule(self, rule_id: int) -> bool:
         """Always True: an SQLite site has one writer, and only the writer's process evaluates rules."""
@@ -185,21 +169,15 @@ class SqliteAlertStore(SqliteDatabase):
         now = self._now_ms()
         with errors_named(self.path):
             cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, "
-                "created_ms, delivery_state, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value,
-                 event.threshold, event.message, now, "pending" if pending else "none", now if pending else None),
-            )
+                f"INSERT OR IGNORE INTO alerts ({rows.INSERT_ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows.alert_row(event, now, pending=pending))
         return cursor.rowcount == 1
 
     def alerts(self, limit: int = 200, since_ms: int | None = None) -> list[AlertRecord]:
         """Most recent alerts first (by market time), at most ``limit``, with ``ts_ms >= since_ms``."""
         with errors_named(self.path):
-            rows = self._conn.execute(
-                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ts_ms >= ? ORDER BY ts_ms DESC, id DESC LIMIT ?",
-                (since_ms if since_ms is not None else -(2**62), int(limit)),
-            ).fetchall()
-        return [alert_record(row) for row in rows]
+            found = self._conn.execute(rows.SELECT_ALERTS, (rows.time_range(since_ms, None)[0], int(limit))).fetchall()
+        return [rows.alert_record(row) for row in found]
 
     # ------------------------------------------------------------------ webhook outbox
 
@@ -211,52 +189,22 @@ class SqliteAlertStore(SqliteDatabase):
         now = self._now_ms()
         until = now + int(lease_ms)
         with errors_named(self.path), transaction(self._conn):
-            rows = self._conn.execute(
-                f"SELECT {ALERT_COLUMNS} FROM alerts a WHERE delivery_state = 'pending' AND next_attempt_ms <= ? "
-                "AND (lease_until_ms IS NULL OR lease_until_ms <= ?) AND NOT EXISTS (SELECT 1 FROM alerts o "
-                "WHERE o.delivery_state = 'pending' AND o.rule_id IS a.rule_id AND o.rule = a.rule AND o.id < a.id) "
-                "ORDER BY id LIMIT ?",
-                (now, now, int(limit)),
-            ).fetchall()
+            due = self._conn.execute(f"SELECT {rows.ALERT_COLUMNS} FROM alerts a WHERE {rows.DUE_DELIVERIES}",
+                                     (now, now, int(limit))).fetchall()
             self._conn.executemany("UPDATE alerts SET lease_until_ms = ? WHERE id = ?",
-                                   [(until, row[0]) for row in rows])
-        return [leased(alert_record(row), until) for row in rows]
+                                   [(until, row[0]) for row in due])
+        return [rows.leased(rows.alert_record(row), until) for row in due]
 
     def mark_delivered(self, record: AlertRecord) -> bool:
         """Count the successful attempt and set ``delivered`` (see the protocol)."""
         now = self._now_ms()
         with errors_named(self.path):
-            return self._conn.execute(
-                "UPDATE alerts SET delivery_state = 'delivered', delivery_attempts = delivery_attempts + 1, "
-                "delivery_error = NULL, last_attempt_ms = ?, delivered_ms = ?, next_attempt_ms = NULL, "
-                "lease_until_ms = NULL WHERE id = ? AND delivery_state = 'pending' AND lease_until_ms = ?",
-                (now, now, record.id, record.delivery.lease_until_ms),
-            ).rowcount == 1
+            return self._conn.execute(rows.MARK_DELIVERED, (now, now, record.id, record.delivery.lease_until_ms)
+                                      ).rowcount == 1
 
     def mark_failed(self, record: AlertRecord, error: str, retry_at_ms: int | None) -> bool:
         """Count a failed attempt: pending again from ``retry_at_ms``, or ``failed`` for good if None."""
         with errors_named(self.path):
-            return self._conn.execute(
-                "UPDATE alerts SET delivery_state = ?, delivery_attempts = delivery_attempts + 1, "
-                "delivery_error = ?, last_attempt_ms = ?, next_attempt_ms = ?, lease_until_ms = NULL "
-                "WHERE id = ? AND delivery_state = 'pending' AND lease_until_ms = ?",
-                ("failed" if retry_at_ms is None else "pending", error[:MAX_DELIVERY_ERROR_CHARS], self._now_ms(),
-                 retry_at_ms, record.id, record.delivery.lease_until_ms),
-            ).rowcount == 1
+            return self._conn.execute(rows.MARK_FAILED,
+                                      rows.failure_row(record, error, retry_at_ms, self._now_ms())).rowcount == 1
 
-
-def _rule_from_row(row: tuple) -> AlertRule:
-    rule_id, metric, operator, threshold, y, x, symbol, timeframe_ms, window, hysteresis, cooldown_s, enabled = row
-    return AlertRule(
-        metric=metric,
-        operator=operator,
-        threshold=threshold,
-        pair=None if y is None else (y, x),
-        symbol=symbol,
-        timeframe_ms=timeframe_ms,
-        window=window,
-        hysteresis=hysteresis,
-        cooldown_s=cooldown_s,
-        enabled=bool(enabled),
-        id=rule_id,
-    )

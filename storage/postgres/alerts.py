@@ -1,6 +1,6 @@
 """Alert rules and alert history in a site's PostgreSQL schema, shared by every process on it.
 
-Same tables and meanings as :mod:`storage.sqlite_alerts` (``alert_rules``, ``alerts``,
+Same tables and meanings as :mod:`storage.sqlite.alerts` (``alert_rules``, ``alerts``,
 ``alert_rules_version``), versioned as the ``alerts`` component of the schema. Rules are shared
 by every recorder and dashboard on the schema; each rule is evaluated and fired by exactly one
 process at a time: :meth:`PostgresAlertStore.claim_rule` takes a session-level advisory lock per
@@ -17,9 +17,13 @@ from dataclasses import replace
 
 from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
-from storage.base import ALERT_COLUMNS, MAX_DELIVERY_ERROR_CHARS, AlertRecord, alert_record
-from storage.postgres_db import PostgresDatabase, lock_key
+from storage import rows
+from storage.base import AlertRecord
+from storage.postgres.db import PostgresDatabase, lock_key, pyformat
 
+# The tables of storage.sqlite.alerts in PostgreSQL's types (bigint, double precision, identity ids).
+# DDL is written once per dialect, not generated: a shipped migration never changes (databases in
+# the field are at its version), so each backend keeps its own history as it ran.
 MIGRATIONS: dict[int, str] = {
     1: """
         CREATE TABLE alert_rules (
@@ -60,7 +64,7 @@ MIGRATIONS: dict[int, str] = {
         );
         INSERT INTO alert_rules_version (id, version) VALUES (1, 0)
     """,
-    # Webhook delivery state per alert (the outbox, see alerts.outbox); as in storage.sqlite_alerts.
+    # Webhook delivery state per alert (the outbox, see alerts.outbox); as in storage.sqlite.alerts.
     2: """
         ALTER TABLE alerts
             ADD COLUMN delivery_state text NOT NULL DEFAULT 'none'
@@ -76,8 +80,9 @@ MIGRATIONS: dict[int, str] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
-_RULE_COLUMNS = 'id, metric, operator, threshold, y, x, symbol, timeframe_ms, "window", hysteresis, cooldown_s, enabled'
-_BUMP_VERSION = "UPDATE alert_rules_version SET version = version + 1 WHERE id = 1"
+_SET_RULE_ENABLED, _DELETE_RULE, _SELECT_ALERTS, _DUE_DELIVERIES, _MARK_DELIVERED, _MARK_FAILED = map(pyformat, (
+    rows.SET_RULE_ENABLED, rows.DELETE_RULE, rows.SELECT_ALERTS, rows.DUE_DELIVERIES, rows.MARK_DELIVERED,
+    rows.MARK_FAILED))
 
 
 class PostgresAlertStore(PostgresDatabase):
@@ -105,16 +110,12 @@ class PostgresAlertStore(PostgresDatabase):
 
     def add_rule(self, rule: AlertRule) -> AlertRule:
         """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
-        y, x = rule.pair if rule.pair is not None else (None, None)
         with self.session() as conn, conn.transaction():
             (rule_id,) = conn.execute(
-                "INSERT INTO alert_rules (metric, operator, threshold, y, x, symbol, timeframe_ms, \"window\", "
-                "hysteresis, cooldown_s, enabled, created_ms, text) "
+                f"INSERT INTO alert_rules ({rows.INSERT_RULE_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (rule.metric, rule.operator, rule.threshold, y, x, rule.symbol, rule.timeframe_ms, rule.window,
-                 rule.hysteresis, rule.cooldown_s, rule.enabled, self._now_ms(), rule.describe()),
-            ).fetchone()
-            conn.execute(_BUMP_VERSION)
+                rows.rule_row(rule, self._now_ms())).fetchone()
+            conn.execute(rows.BUMP_RULES_VERSION)
         return replace(rule, id=rule_id)
 
     def ensure_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
@@ -123,44 +124,35 @@ class PostgresAlertStore(PostgresDatabase):
         Two recorders started at once with the same ``--alert`` must not add it twice: the check and
         the insert run under a transaction-level advisory lock on the schema's rules.
         """
-        wanted = replace(rule, id=None, enabled=True)
         with self.session() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("rules", self.schema),))
-            for stored in self.rules():
-                if replace(stored, id=None, enabled=True) == wanted:
-                    if not stored.enabled:
-                        self.set_enabled(stored.id, True)
-                    return replace(stored, enabled=True), False
-            return self.add_rule(wanted), True
+            return rows.ensure_rule(self, rule)
 
     def rules(self, enabled_only: bool = False) -> list[AlertRule]:
         """Stored rules in creation order; only enabled ones if ``enabled_only``."""
-        query = f"SELECT {_RULE_COLUMNS} FROM alert_rules"
-        if enabled_only:
-            query += " WHERE enabled"
         with self.session() as conn:
-            return [_rule_from_row(row) for row in conn.execute(query + " ORDER BY id").fetchall()]
+            return [rows.rule_from_row(row) for row in conn.execute(rows.select_rules(enabled_only)).fetchall()]
 
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Enable or disable a rule; False if no rule has that id."""
         with self.session() as conn, conn.transaction():
-            changed = conn.execute("UPDATE alert_rules SET enabled = %s WHERE id = %s", (enabled, rule_id)).rowcount
+            changed = conn.execute(_SET_RULE_ENABLED, (enabled, rule_id)).rowcount
             if changed:
-                conn.execute(_BUMP_VERSION)
+                conn.execute(rows.BUMP_RULES_VERSION)
         return changed > 0
 
     def delete_rule(self, rule_id: int) -> bool:
         """Delete a rule (its past alerts stay in the history); False if no rule has that id."""
         with self.session() as conn, conn.transaction():
-            changed = conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,)).rowcount
+            changed = conn.execute(_DELETE_RULE, (rule_id,)).rowcount
             if changed:
-                conn.execute(_BUMP_VERSION)
+                conn.execute(rows.BUMP_RULES_VERSION)
         return changed > 0
 
     def rules_version(self) -> int:
         """A counter bumped in the same transaction as every rule change, by any process."""
         with self.session() as conn:
-            return conn.execute("SELECT version FROM alert_rules_version WHERE id = 1").fetchone()[0]
+            return conn.execute(rows.SELECT_RULES_VERSION).fetchone()[0]
 
     def claim_rule(self, rule_id: int) -> bool:
         """True if this store's session evaluates rule ``rule_id`` (it holds, or now takes, its lock).
@@ -186,22 +178,15 @@ class PostgresAlertStore(PostgresDatabase):
         now = self._now_ms()
         with self.session() as conn:
             inserted = conn.execute(
-                "INSERT INTO alerts (ts_ms, rule_id, rule, pair, metric, value, threshold, message, created_ms, "
-                "delivery_state, next_attempt_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (event.ts_ms, event.rule_id, event.rule_text, event.label, event.metric, event.value,
-                 event.threshold, event.message, now, "pending" if pending else "none", now if pending else None),
-            ).rowcount
+                f"INSERT INTO alerts ({rows.INSERT_ALERT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING", rows.alert_row(event, now, pending=pending)).rowcount
         return inserted == 1
 
     def alerts(self, limit: int = 200, since_ms: int | None = None) -> list[AlertRecord]:
         """Most recent alerts first (by market time), at most ``limit``, with ``ts_ms >= since_ms``."""
         with self.session() as conn:
-            rows = conn.execute(
-                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ts_ms >= %s ORDER BY ts_ms DESC, id DESC LIMIT %s",
-                (since_ms if since_ms is not None else -(2**62), int(limit)),
-            ).fetchall()
-        return [alert_record(row) for row in rows]
+            found = conn.execute(_SELECT_ALERTS, (rows.time_range(since_ms, None)[0], int(limit))).fetchall()
+        return [rows.alert_record(row) for row in found]
 
     # ------------------------------------------------------------------ webhook outbox
 
@@ -214,42 +199,22 @@ class PostgresAlertStore(PostgresDatabase):
         """
         now = self._now_ms()
         with self.session() as conn:
-            rows = conn.execute(
-                f"UPDATE alerts SET lease_until_ms = %s WHERE id IN (SELECT id FROM alerts a "
-                "WHERE delivery_state = 'pending' AND next_attempt_ms <= %s "
-                "AND (lease_until_ms IS NULL OR lease_until_ms <= %s) AND NOT EXISTS (SELECT 1 FROM alerts o "
-                "WHERE o.delivery_state = 'pending' AND o.rule_id IS NOT DISTINCT FROM a.rule_id AND o.rule = a.rule "
-                "AND o.id < a.id) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {ALERT_COLUMNS}",
+            leased = conn.execute(
+                f"UPDATE alerts SET lease_until_ms = %s WHERE id IN (SELECT id FROM alerts a WHERE {_DUE_DELIVERIES} "
+                f"FOR UPDATE SKIP LOCKED) RETURNING {rows.ALERT_COLUMNS}",
                 (now + int(lease_ms), now, now, int(limit)),
             ).fetchall()
-        return sorted((alert_record(row) for row in rows), key=lambda record: record.id)  # RETURNING has no order
+        return sorted((rows.alert_record(row) for row in leased), key=lambda record: record.id)  # RETURNING: no order
 
     def mark_delivered(self, record: AlertRecord) -> bool:
         """Count the successful attempt and set ``delivered`` (see the protocol)."""
         now = self._now_ms()
         with self.session() as conn:
-            return conn.execute(
-                "UPDATE alerts SET delivery_state = 'delivered', delivery_attempts = delivery_attempts + 1, "
-                "delivery_error = NULL, last_attempt_ms = %s, delivered_ms = %s, next_attempt_ms = NULL, "
-                "lease_until_ms = NULL WHERE id = %s AND delivery_state = 'pending' AND lease_until_ms = %s",
-                (now, now, record.id, record.delivery.lease_until_ms),
-            ).rowcount == 1
+            return conn.execute(_MARK_DELIVERED, (now, now, record.id, record.delivery.lease_until_ms)).rowcount == 1
 
     def mark_failed(self, record: AlertRecord, error: str, retry_at_ms: int | None) -> bool:
         """Count a failed attempt: pending again from ``retry_at_ms``, or ``failed`` for good if None."""
         with self.session() as conn:
-            return conn.execute(
-                "UPDATE alerts SET delivery_state = %s, delivery_attempts = delivery_attempts + 1, "
-                "delivery_error = %s, last_attempt_ms = %s, next_attempt_ms = %s, lease_until_ms = NULL "
-                "WHERE id = %s AND delivery_state = 'pending' AND lease_until_ms = %s",
-                ("failed" if retry_at_ms is None else "pending", error[:MAX_DELIVERY_ERROR_CHARS], self._now_ms(),
-                 retry_at_ms, record.id, record.delivery.lease_until_ms),
-            ).rowcount == 1
+            failure = rows.failure_row(record, error, retry_at_ms, self._now_ms())
+            return conn.execute(_MARK_FAILED, failure).rowcount == 1
 
-
-def _rule_from_row(row: tuple) -> AlertRule:
-    rule_id, metric, operator, threshold, y, x, symbol, timeframe_ms, window, hysteresis, cooldown_s, enabled = row
-    return AlertRule(metric=metric, operator=operator, threshold=threshold, pair=None if y is None else (y, x),
-                     symbol=symbol, timeframe_ms=timeframe_ms, window=window, hysteresis=hysteresis,
-                     cooldown_s=cooldown_s, enabled=bool(enabled), id=rule_id)

@@ -1,6 +1,6 @@
 """Uploaded OHLC datasets in PostgreSQL, in a schema of their own (``uploads``) apart from every source's ticks.
 
-Same tables and meanings as :mod:`storage.sqlite_datasets` (``datasets``, ``ohlc``), versioned as
+Same tables and meanings as :mod:`storage.sqlite.datasets` (``datasets``, ``ohlc``), versioned as
 the ``datasets`` component of the schema. Adding and deleting are single transactions; an add
 takes a transaction-level advisory lock first, so two sessions uploading the same file at once
 cannot both pass the duplicate checks. Validation is backend-neutral (:mod:`storage.datasets`).
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import builtins
 
-import numpy as np
 import pandas as pd
 
-from storage.csv_import import ohlc_frame
-from storage.datasets import AddResult, DatasetInfo, most_common_interval_ms, validate_upload
-from storage.postgres_db import PostgresDatabase, lock_key
+from storage import rows
+from storage.datasets import AddResult, DatasetInfo, validate_upload
+from storage.postgres.db import PostgresDatabase, lock_key, pyformat
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -45,7 +44,8 @@ MIGRATIONS: dict[int, str] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
-_INFO_COLUMNS = "id, name, symbol, filename, content_hash, uploaded_ms, rows, first_ms, last_ms, interval_ms"
+_SELECT_DATASET, _SELECT_DATASET_BY_HASH, _DATASET_NAME_TAKEN, _SELECT_OHLC, _DELETE_DATASET = map(pyformat, (
+    rows.SELECT_DATASET, rows.SELECT_DATASET_BY_HASH, rows.DATASET_NAME_TAKEN, rows.SELECT_OHLC, rows.DELETE_DATASET))
 
 
 class PostgresDatasetStore(PostgresDatabase):
@@ -60,56 +60,43 @@ class PostgresDatasetStore(PostgresDatabase):
     ) -> AddResult:
         """Store one parsed upload in ONE transaction; an upload of known content returns that dataset.
 
-        Same contract as :meth:`storage.sqlite_datasets.SqliteDatasetStore.add` (``ConfigError`` for
+        Same contract as :meth:`storage.sqlite.datasets.SqliteDatasetStore.add` (``ConfigError`` for
         a bad symbol, ``ValueError`` for a bad name, hash or frame, or a name taken by other content).
         """
         upload = validate_upload(df, name=name, symbol=symbol, content_hash=content_hash)
-        name, symbol, ts_ms, values = upload.name, upload.symbol, upload.ts_ms, upload.values
         with self.session() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("datasets", self.schema),))
-            existing = conn.execute(f"SELECT {_INFO_COLUMNS} FROM datasets WHERE content_hash = %s",
-                                    (content_hash,)).fetchone()
+            existing = rows.dataset_info(conn.execute(_SELECT_DATASET_BY_HASH, (content_hash,)).fetchone())
             if existing is not None:
-                return AddResult(DatasetInfo(*existing), created=False)
-            if conn.execute("SELECT 1 FROM datasets WHERE name = %s", (name,)).fetchone():
-                raise ValueError(f"a dataset named {name!r} already exists with different content; choose another name")
-            summary = (len(ts_ms), int(ts_ms[0]), int(ts_ms[-1]), most_common_interval_ms(ts_ms))
+                return AddResult(existing, created=False)
+            if conn.execute(_DATASET_NAME_TAKEN, (upload.name,)).fetchone():
+                raise rows.name_taken(upload.name)
+            inserted = rows.dataset_row(upload, filename, content_hash, uploaded_ms)
             (dataset_id,) = conn.execute(
-                "INSERT INTO datasets (name, symbol, filename, content_hash, uploaded_ms, rows, first_ms, last_ms, "
-                "interval_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (name, symbol, filename, content_hash, int(uploaded_ms), *summary),
-            ).fetchone()
-            info = DatasetInfo(dataset_id, name, symbol, filename, content_hash, int(uploaded_ms), *summary)
-            with conn.cursor() as cursor, cursor.copy(
-                    "COPY ohlc (dataset_id, ts_ms, open, high, low, close, volume) FROM STDIN") as copy:
-                for t, row in zip(ts_ms.tolist(), values.tolist(), strict=True):
-                    copy.write_row((dataset_id, t, *row))
+                f"INSERT INTO datasets ({rows.INSERT_DATASET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "RETURNING id", inserted).fetchone()
+            info = rows.dataset_info((dataset_id, *inserted))
+            with conn.cursor() as cursor, cursor.copy(f"COPY ohlc ({rows.OHLC_ROW_COLUMNS}) FROM STDIN") as copy:
+                for row in rows.ohlc_rows(dataset_id, upload.ts_ms, upload.values):
+                    copy.write_row(row)
         return AddResult(info, created=True)
 
     def list(self) -> builtins.list[DatasetInfo]:
         """Every dataset, newest upload first."""
         with self.session() as conn:
-            rows = conn.execute(f"SELECT {_INFO_COLUMNS} FROM datasets ORDER BY uploaded_ms DESC, id DESC").fetchall()
-        return [DatasetInfo(*row) for row in rows]
+            return [rows.dataset_info(row) for row in conn.execute(rows.SELECT_DATASETS).fetchall()]
 
     def get(self, dataset_id: int) -> DatasetInfo | None:
         with self.session() as conn:
-            row = conn.execute(f"SELECT {_INFO_COLUMNS} FROM datasets WHERE id = %s", (dataset_id,)).fetchone()
-        return None if row is None else DatasetInfo(*row)
+            return rows.dataset_info(conn.execute(_SELECT_DATASET, (dataset_id,)).fetchone())
 
     def load(self, dataset_id: int) -> pd.DataFrame:
         """The dataset's bars in :func:`storage.csv_import.ohlc_frame` layout; KeyError for an unknown id."""
         with self.session() as conn, conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                "SELECT ts_ms, open, high, low, close, volume FROM ohlc WHERE dataset_id = %s ORDER BY ts_ms",
-                (dataset_id,),
-            ).fetchall()
-        if not rows:  # add() never stores a dataset without rows
-            raise KeyError(f"no dataset with id {dataset_id}")
-        ts_ms, *columns = zip(*rows, strict=True)
-        return ohlc_frame(np.array(ts_ms, dtype=np.int64), np.array(columns, dtype=np.float64).T)
+            found = cursor.execute(_SELECT_OHLC, (dataset_id,)).fetchall()
+        return rows.ohlc_from_rows(dataset_id, found)
 
     def delete(self, dataset_id: int) -> bool:
         """Delete a dataset and its bars in one transaction; False if there was no such dataset."""
         with self.session() as conn, conn.transaction():
-            return conn.execute("DELETE FROM datasets WHERE id = %s", (dataset_id,)).rowcount > 0
+            return conn.execute(_DELETE_DATASET, (dataset_id,)).rowcount > 0

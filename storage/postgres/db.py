@@ -1,7 +1,7 @@
 """PostgreSQL backend, the shared part: names, advisory-lock keys, error mapping, connections, migrations.
 
-Every PostgreSQL store (:mod:`storage.postgres_ticks`, :mod:`storage.postgres_alerts`,
-:mod:`storage.postgres_datasets`) is a :class:`PostgresDatabase`: one connection to one schema,
+Every PostgreSQL store (:mod:`storage.postgres.ticks`, :mod:`storage.postgres.alerts`,
+:mod:`storage.postgres.datasets`) is a :class:`PostgresDatabase`: one connection to one schema,
 used from one thread, autocommit (a batch is one explicit transaction), ``search_path`` set to the
 site's schema, its component migrated when it connects. The backend as a whole is described in
 :mod:`storage.postgres`.
@@ -73,6 +73,14 @@ def lock_key(*parts: object) -> int:
     """A stable signed 64-bit advisory-lock key for ``parts`` (e.g. ``("writer", "live")``)."""
     digest = hashlib.blake2b("\0".join(str(p) for p in ("quant", *parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def pyformat(statement: str) -> str:
+    """A statement of :mod:`storage.rows` (qmark placeholders, ``?``) in psycopg's ``%s`` style.
+
+    Those statements hold no literal ``?`` or ``%``, so the replacement touches placeholders only.
+    """
+    return statement.replace("?", "%s")
 
 
 def scrub(text: str, url: str) -> str:
