@@ -368,10 +368,10 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
 
 def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
     """Per-minute table (computed on 1 min bars whatever the chart timeframe) and CSV downloads."""
-    if controls.interval_ms == 60_000:
+    if controls.interval_ms == ONE_MINUTE.ms:
         minute_bars, minute_pair = bars, pair
     else:
-        minutes = page.view((controls.y, controls.x), 60_000, pair.params, controls)
+        minutes = page.view((controls.y, controls.x), ONE_MINUTE.ms, pair.params, controls)
         if minutes.bars.aligned is None:
             return
         shown = minutes.shown()
