@@ -20,6 +20,7 @@ import streamlit as st
 
 from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
+from domain import FIVE_MINUTES, ONE_MINUTE, ONE_SECOND, Timeframe
 from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import PairBars, dataset_pair_bars, with_open_bar
 from pairs.compute import PairAnalytics, PairParams, compute_pair, live_context, live_values
@@ -31,7 +32,6 @@ from ui.alerts_panel import render_alerts_tab, render_banners, zscore_markers
 from ui.backtest_panel import render_backtest_tab
 from ui.controls import (
     SOURCE_LABELS,
-    TIMEFRAME_NAMES,
     UPLOADED,
     Controls,
     analysis_controls,
@@ -39,6 +39,7 @@ from ui.controls import (
     symbol_controls,
 )
 from ui.export import minute_table
+from ui.labels import REGRESSION_LABELS, timeframe_label
 from ui.live_chart import ChartData, live_chart
 from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
 from ui.plain import plain
@@ -47,7 +48,7 @@ from ui.status import feed_is_failing, format_age, render_history_progress, rend
 from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
-CHART_REFRESH_S = {1_000: 2.0, 60_000: 10.0, 300_000: 30.0}
+CHART_REFRESH_S = {ONE_SECOND: 2.0, ONE_MINUTE: 10.0, FIVE_MINUTES: 30.0}
 LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py)
 NOTICES_REFRESH_S = 2.0  # feed notices and alert banners beside the pushed live panel
 BANNER_ALERTS = 20
@@ -187,8 +188,8 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
     if pair.beta is not None:
         specs.append(("left", ChartData(
             "chart_beta",
-            lambda since, points, _: charts.hedge_ratio_chart(pair.beta, method_label=p.regression, tz=tz,
-                                                              revision=rev, max_points=points, since=since),
+            lambda since, points, _: charts.hedge_ratio_chart(pair.beta, method_label=REGRESSION_LABELS[p.regression],
+                                                              tz=tz, revision=rev, max_points=points, since=since),
             closed_last, HALF_WIDTH_POINTS, rolling, closed)))
     if pair.correlation is not None:
         specs.append(("right", ChartData(
@@ -367,10 +368,10 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
 
 def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
     """Per-minute table (computed on 1 min bars whatever the chart timeframe) and CSV downloads."""
-    if controls.interval_ms == 60_000:
+    if controls.interval_ms == ONE_MINUTE.ms:
         minute_bars, minute_pair = bars, pair
     else:
-        minutes = page.view((controls.y, controls.x), 60_000, pair.params, controls)
+        minutes = page.view((controls.y, controls.x), ONE_MINUTE.ms, pair.params, controls)
         if minutes.bars.aligned is None:
             return
         shown = minutes.shown()
@@ -394,7 +395,7 @@ def dataset_page(base: Settings) -> None:
             for d in (y, x)))
         st.stop()
     frames = load_dataset_frames(base, y, x)
-    st.title(f"{plain(y.name)} / {plain(x.name)} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
+    st.title(f"{plain(y.name)} / {plain(x.name)} · {timeframe_label(controls.timeframe)} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
 
     def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
@@ -444,7 +445,7 @@ def main() -> None:
 
         return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current)
 
-    st.title(f"{controls.y} / {controls.x} · {TIMEFRAME_NAMES[controls.timeframe]} bars")
+    st.title(f"{controls.y} / {controls.x} · {timeframe_label(controls.timeframe)} bars")
     if live.ROUTES_MOUNTED:  # served by server.py: the numbers are pushed on every trade
         st.fragment(run_every=NOTICES_REFRESH_S if controls.auto_refresh else None)(render_feed_notices)(
             acquire, controls)
@@ -452,7 +453,7 @@ def main() -> None:
         live.live_panel(live_token(), controls.y, controls.x)
     else:
         st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)
-    chart_every = CHART_REFRESH_S[controls.interval_ms] if controls.auto_refresh else None
+    chart_every = CHART_REFRESH_S[Timeframe.of(controls.timeframe)] if controls.auto_refresh else None
     st.fragment(run_every=chart_every)(render_analytics)(live_data, controls)
 
 

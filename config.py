@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import domain
+
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
-TIMEFRAMES_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
-WINDOW_RANGE = (10, 200)  # rolling window of every analytic, bars (inclusive)
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: annualise over every second
 DB_URL_SCHEMES = ("postgresql", "postgres")  # server backends by URL scheme (storage picks the module)
 _DB_URL_RE = re.compile(r"^(?P<scheme>[a-z]+)://(?P<user>[^:@/?#\s]+)(?::(?P<password>[^\s]*))?@"
@@ -228,16 +228,20 @@ def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
 
 def check_timeframe(name: str) -> int:
     """Bar length in ms of a timeframe name (``1s``, ``1m``, ``5m``); ConfigError naming the setting otherwise."""
-    if name not in TIMEFRAMES_MS:
-        raise ConfigError(f"timeframe: {name!r} is not one of {', '.join(TIMEFRAMES_MS)}")
-    return TIMEFRAMES_MS[name]
+    try:
+        if not isinstance(name, str):  # a length in ms is no name
+            raise ValueError(f"timeframe: {name!r} is not one of {', '.join(t.name for t in domain.TIMEFRAMES)}")
+        return domain.Timeframe.of(name).ms
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_window(window: int) -> int:
-    """``window`` (bars) if inside :data:`WINDOW_RANGE`; ConfigError naming the setting otherwise."""
-    if not WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]:
-        raise ConfigError(f"window: {window} must be between {WINDOW_RANGE[0]} and {WINDOW_RANGE[1]} bars")
-    return window
+    """``window`` (bars) if inside :data:`domain.WINDOW_RANGE` (:func:`domain.check_window`, as a ConfigError)."""
+    try:
+        return domain.check_window(window)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +343,7 @@ class Settings:
 
     @property
     def timeframe_ms(self) -> int:
-        return TIMEFRAMES_MS[self.timeframe]
+        return domain.Timeframe.of(self.timeframe).ms
 
     @property
     def replay_folder(self) -> Path:

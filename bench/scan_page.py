@@ -56,10 +56,11 @@ LIVE_SCRIPT = """
 import streamlit as st
 import app
 st.session_state["source"] = "simulated"  # as the sidebar radio would have set it
+from domain import Regression
 from ui.controls import Controls
 from config import from_env
 settings = from_env().replace(pair=None)  # as app.main() builds it
-controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1s", "1 h", 60, "Rolling OLS",
+controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1s", "1 h", 60, Regression.ROLLING_OLS,
                     False, 2.0, "normalised", True, "UTC")
 app.render_live_panel(lambda: app.acquire_service(settings, settings), controls)
 """

@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analytics import correlation_matrix, lead_lag, log_returns
-from config import TIMEFRAMES_MS, Settings
+from config import Settings
+from domain import Regression, Timeframe
 from ingestion.simulated import SimulatedSource, symbol_spec
 from ingestion.source import SourceStats, TradeSink
 from pairs.bars import LOOKBACKS_MS, PairBars
@@ -46,13 +47,14 @@ from storage import open_ticks
 from testkit.waiting import eventually
 from ui import charts
 from ui.export import minute_table
+from ui.labels import REGRESSION_LABELS
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 Y, X = "ETHUSDT", "BTCUSDT"
 TARGET_GROWTH_MB = 50.0
 # (timeframe, regression) per refresh, in rotation; one of each is the warm-up.
-REFRESHES = (("1s", "Rolling OLS"), ("1m", "Kalman filter"), ("5m", "Theil–Sen (in-sample)"),
-             ("1s", "Huber (in-sample)"))
+REFRESHES = (("1s", Regression.ROLLING_OLS), ("1m", Regression.KALMAN), ("5m", Regression.THEIL_SEN),
+             ("1s", Regression.HUBER))
 MAX_LEAD_LAG = 10
 FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000  # as app.py
 
@@ -101,9 +103,9 @@ class CatchUpSource:
         stats.state = FeedState.STOPPED
 
 
-def refresh(service: Service, timeframe: str, regression: str, lookback_ms: int) -> int:
+def refresh(service: Service, timeframe: str, regression: Regression, lookback_ms: int) -> int:
     """One chart refresh as the page does it; returns the number of aligned bars."""
-    interval_ms = TIMEFRAMES_MS[timeframe]
+    interval_ms = Timeframe.of(timeframe).ms
     engine = service.engine
     params = PairParams(Y, X, 60, regression)
     view = service.shared.view(SYMBOLS, interval_ms, lookback_ms, params, warmup_bars=2 * params.window)
@@ -112,7 +114,7 @@ def refresh(service: Service, timeframe: str, regression: str, lookback_ms: int)
     shown = view.shown()
     bars: PairBars = shown.bars
     pair = shown.pair
-    aligned, rev = bars.aligned, f"soak|{timeframe}|{regression}"
+    aligned, rev = bars.aligned, f"soak|{timeframe}|{regression.value}"
     figures = [charts.price_chart(aligned.closes[[Y, X]], aligned.volumes[[Y, X]], open_bar_start=bars.open_bar_start,
                                   revision=rev, max_points=FULL_WIDTH_POINTS)]
     if pair.spread is not None:
@@ -122,7 +124,7 @@ def refresh(service: Service, timeframe: str, regression: str, lookback_ms: int)
         figures.append(charts.zscore_chart(pair.zscore, threshold=2.0, window=60, revision=rev,
                                            max_points=HALF_WIDTH_POINTS))
     if pair.beta is not None:
-        figures.append(charts.hedge_ratio_chart(pair.beta, method_label=regression, revision=rev,
+        figures.append(charts.hedge_ratio_chart(pair.beta, method_label=REGRESSION_LABELS[regression], revision=rev,
                                                 max_points=HALF_WIDTH_POINTS))
     if pair.correlation is not None:
         figures.append(charts.correlation_chart(pair.correlation, window=60, revision=rev,

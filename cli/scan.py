@@ -40,6 +40,7 @@ from records.safe_csv import to_csv_bytes
 from storage import Site, StorageError, has_datasets, open_datasets, open_ticks
 from storage.datasets import DatasetInfo
 from storage.errors import StorageLocationError
+from ui.labels import timeframe_label
 
 DEFAULT_LOOKBACK_HOURS = 24.0
 DEFAULT_TOP = 20
@@ -197,7 +198,7 @@ def report(scanned: Scanned, table: pd.DataFrame) -> str:
     span = "no bars" if result.first_bar is None else (
         f"{result.first_bar:{_TIME}} → {result.last_bar:{_TIME}} UTC ({result.n_bars:,} closed bars)")
     lines = [
-        f"{scanned.origin}: {k} symbols, {_count(k * (k - 1) // 2, 'pair')} on {_timeframe_name(result.interval_ms)} "
+        f"{scanned.origin}: {k} symbols, {_count(k * (k - 1) // 2, 'pair')} on {timeframe_label(result.interval_ms)} "
         "bars, "
         f"{span}",
         f"{_count(len(result.tested), 'pair')} tested, {result.significant():,} with q < 0.05; "
@@ -242,10 +243,6 @@ def _require_database(site: Site, settings: Settings) -> None:
                      f"(expected {site.location}; record one with python -m cli.record --source {settings.source})")
 
 
-def _timeframe_name(interval_ms: int) -> str:
-    return {1_000: "1 s", 60_000: "1 min", 300_000: "5 min"}[interval_ms]
-
-
 def _window(raw: str) -> int:
     try:
         window = int(raw)
@@ -269,7 +266,7 @@ def _lookback_ms(raw: str | None, interval_ms: int, default_hours: float) -> int
         raise UsageError(f"lookback-hours: {raw} must be a number of hours > 0")
     bars = hours * _HOUR_MS / interval_ms
     if bars > MAX_SCAN_BARS:
-        raise UsageError(f"lookback-hours: {hours:g} h of {_timeframe_name(interval_ms)} bars is {bars:,.0f} bars; "
+        raise UsageError(f"lookback-hours: {hours:g} h of {timeframe_label(interval_ms)} bars is {bars:,.0f} bars; "
                          f"at most {MAX_SCAN_BARS:,} (use a longer --timeframe)")
     return round(hours * _HOUR_MS)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain import TIMEFRAMES
 from records import BarArrays, EventKind, FeedEvent, now_ms
 from storage.base import TickStore
 from storage.errors import StorageError
@@ -31,7 +32,7 @@ from storage.errors import StorageError
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
-NAMES = {1_000: "1s", 60_000: "1m", 300_000: "5m"}
+_NAMES = {timeframe.ms: timeframe.name for timeframe in TIMEFRAMES}  # 60000 → "1m"
 # The bar still open when a range was loaded is fetched once more this long after it closes, so
 # the bar a recorder joined half-way is complete too (an exchange publishes a kline when it closes).
 TAIL_DELAY_MS = 2_000
@@ -84,7 +85,7 @@ class _Range:
 
     @property
     def label(self) -> str:
-        return f"{self.symbol} {NAMES.get(self.interval_ms, f'{self.interval_ms} ms')}"
+        return f"{self.symbol} {_NAMES.get(self.interval_ms, f'{self.interval_ms} ms')}"
 
 
 class HistoryLoader:
@@ -130,7 +131,7 @@ class HistoryLoader:
 
     def ensure(self, symbol: str, interval_ms: int, since_ms: int, *, now: int | None = None) -> None:
         """Make sure bars of ``symbol`` at ``interval_ms`` from ``since_ms`` on are (being) loaded; cheap."""
-        if interval_ms not in NAMES:
+        if interval_ms not in _NAMES:
             return
         since = since_ms - since_ms % interval_ms
         with self._lock:

@@ -48,6 +48,7 @@ from scipy.signal import lfilter
 from analytics import rebar
 from analytics.bars import bars_frame_from_columns
 from config import SECONDS_PER_YEAR, normalize_symbol
+from domain import TIMEFRAMES
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink
 from records import BarArrays, EventKind, FeedEvent, FeedState, Trade, now_ms
@@ -464,7 +465,7 @@ def simulate_past(symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed:
         frame = bars_frame_from_columns(starts[traded], {
             "open": opened[traded], "high": high[traded], "low": low[traded], "close": close[traded],
             "volume": volume[traded], "trades": counts[traded], "vwap": (opened[traded] + close[traded]) / 2})
-        for interval_ms in (1_000, 60_000, 300_000):
+        for interval_ms in (timeframe.ms for timeframe in TIMEFRAMES):  # the 1 s bars, then re-barred
             bars = frame if interval_ms == 1_000 else rebar(frame, interval_ms)
             first_full = starts[0] + (-starts[0]) % interval_ms
             last_full = start_ms - start_ms % interval_ms - interval_ms  # the bar holding start_ms is partial

@@ -26,16 +26,11 @@ from analytics import (
     rolling_zscore,
     spread,
 )
-from config import WINDOW_RANGE
+from domain import Regression, check_window
 
-# UI label → (analytics method, whether the fit looks at the whole lookback at once).
-REGRESSIONS: dict[str, tuple[str, bool]] = {
-    "Rolling OLS": ("rolling_ols", False),
-    "Static OLS (in-sample)": ("ols", True),
-    "Huber (in-sample)": ("huber", True),
-    "Theil–Sen (in-sample)": ("theil_sen", True),
-    "Kalman filter": ("kalman", False),
-}
+# The analytics method that fits each regression (analytics.fit_hedge / rolling_hedge names).
+_METHODS = {Regression.ROLLING_OLS: "rolling_ols", Regression.STATIC_OLS: "ols", Regression.HUBER: "huber",
+            Regression.THEIL_SEN: "theil_sen", Regression.KALMAN: "kalman"}
 # The Kalman prior is an OLS fit over the first bars; β is reported from the last of them on, so no value
 # depends on a later bar.
 KALMAN_PRIOR_BARS = 30
@@ -74,34 +69,30 @@ class PairParams:
     y: str
     x: str
     window: int = 60
-    regression: str = "Rolling OLS"
+    regression: Regression = Regression.ROLLING_OLS
     log_prices: bool = False
     z_threshold: float = 2.0
 
     def __post_init__(self) -> None:
         if self.y == self.x:
             raise ValueError(f"pick two different symbols for Y and X (both are {self.y})")
-        low, high = WINDOW_RANGE
-        if not low <= self.window <= high:
-            raise ValueError(f"rolling window must be between {low} and {high} bars, got {self.window}")
-        if self.regression not in REGRESSIONS:
-            raise ValueError(f"unknown regression {self.regression!r}; choose one of {', '.join(REGRESSIONS)}")
+        object.__setattr__(self, "window", check_window(self.window))
+        if not isinstance(self.regression, Regression):
+            raise ValueError(f"regression: {self.regression!r} is not one of {', '.join(r.value for r in Regression)}")
 
     @property
     def warmup_bars(self) -> int:
         """Bars to compute on before the first shown one so that β, the z-score and the correlation are
         defined there: a window for β and another for its z-score, or for the Kalman filter the prior's
         bars and then the z-score's window."""
-        if REGRESSIONS[self.regression][0] == "kalman":
+        if self.regression is Regression.KALMAN:
             return max(2 * self.window, KALMAN_PRIOR_BARS + self.window)
         return 2 * self.window
 
     @property
     def span_free(self) -> bool:
-        """Whether each value depends only on its own trailing window, not on where the span starts
-        (rolling OLS): past values never change, so a span may be cut from a longer one or extended
-        bar by bar. An in-sample fit or the Kalman prior moves with the span."""
-        return REGRESSIONS[self.regression][0] == "rolling_ols"
+        """Whether past values never change as the span moves (:attr:`domain.Regression.span_free`)."""
+        return self.regression.span_free
 
 
 def span_slice(index: pd.Index, start: pd.Timestamp | None, end: pd.Timestamp | None) -> slice:
@@ -195,7 +186,7 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
 
     beta = alpha = None
     r_squared = None
-    method, in_sample = REGRESSIONS[params.regression]
+    method, in_sample = _METHODS[params.regression], params.regression.in_sample
     try:
         beta, alpha, r_squared = _hedge(y, x, method, window, in_sample)
     except InsufficientDataError as exc:

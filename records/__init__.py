@@ -1,6 +1,6 @@
 """Plain, immutable records every layer speaks: trades, feed events and status, tick arrays, alerts.
 
-The bottom layer with :mod:`config`: it imports nothing else of the project, so sources,
+The bottom layer with :mod:`domain` and :mod:`config`: it imports nothing else of the project, so sources,
 storage backends, the pair service, alerts and the UI can all exchange these values.
 """
 

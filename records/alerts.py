@@ -11,11 +11,11 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from config import TIMEFRAMES_MS, WINDOW_RANGE, normalize_symbol
+from config import normalize_symbol
+from domain import Timeframe, check_window
 
 METRICS = ("zscore", "spread", "corr", "beta", "price")
 OPERATORS = (">", "<", "crosses_above", "crosses_below")
-TIMEFRAME_LABELS = {ms: label for label, ms in TIMEFRAMES_MS.items()}  # 1000 → "1s", …
 DEFAULT_HYSTERESIS = {"zscore": 0.5, "corr": 0.05, "spread": 0.0, "beta": 0.0, "price": 0.0}
 
 
@@ -67,13 +67,8 @@ class AlertRule:
             if self.symbol is not None:
                 raise ValueError(f"symbol: must be None for a {self.metric} rule (use pair)")
             object.__setattr__(self, "pair", _pair(self.metric, self.pair))
-        if not _is_int(self.timeframe_ms) or self.timeframe_ms not in TIMEFRAME_LABELS:
-            raise ValueError(f"timeframe_ms: {self.timeframe_ms!r} is not one of 1000, 60000 or 300000")
-        object.__setattr__(self, "timeframe_ms", int(self.timeframe_ms))
-        low, high = WINDOW_RANGE
-        if not _is_int(self.window) or not low <= self.window <= high:
-            raise ValueError(f"window: {self.window!r} must be an integer between {low} and {high} bars")
-        object.__setattr__(self, "window", int(self.window))
+        object.__setattr__(self, "timeframe_ms", Timeframe.of(self.timeframe_ms).ms)
+        object.__setattr__(self, "window", check_window(self.window))
         object.__setattr__(self, "hysteresis", _non_negative("hysteresis", self.hysteresis))
         object.__setattr__(self, "cooldown_s", _non_negative("cooldown_s", self.cooldown_s))
         if not isinstance(self.enabled, bool):
@@ -91,7 +86,7 @@ class AlertRule:
     @property
     def timeframe_label(self) -> str:
         """``"1s"``, ``"1m"`` or ``"5m"``."""
-        return TIMEFRAME_LABELS[self.timeframe_ms]
+        return Timeframe.of(self.timeframe_ms).name
 
     def describe(self) -> str:
         """Canonical condition text, e.g. ``"zscore > 2"`` or ``"BTCUSDT price crosses above 90000"``.

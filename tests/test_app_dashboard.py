@@ -16,7 +16,7 @@ import streamlit as st
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from pairs.compute import REGRESSIONS
+from domain import Regression
 from storage import DATASETS_FILE
 from storage.csv_import import parse_ohlc_csv
 from storage.sqlite.datasets import SqliteDatasetStore
@@ -76,10 +76,10 @@ def test_live_page_draws_every_chart_and_updates_the_z_score(sim_env):
 
 def test_every_control_reruns_cleanly(sim_env):
     at = ready(AppTest.from_file(APP, default_timeout=30).run())
-    at.radio(key="timeframe").set_value("1m").run()  # values are config.TIMEFRAMES_MS keys; labels "1 s", "1 min"
+    at.radio(key="timeframe").set_value("1m").run()  # values are domain.Timeframe names; labels "1 s", "1 min"
     assert not at.exception and "1 min bars" in at.title[0].value
     at.radio(key="timeframe").set_value("1s").run()
-    for regression in REGRESSIONS:
+    for regression in Regression:
         at.selectbox(key="regression").set_value(regression).run()
         assert not at.exception, regression
     at.slider(key="window").set_value(10).run()
@@ -406,6 +406,7 @@ def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
         import pandas as pd
 
         import app
+        from domain import Regression
         from pairs.bars import dataset_pair_bars
         from pairs.compute import PairParams, compute_pair
         from ui.controls import Controls
@@ -417,7 +418,7 @@ def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
         frames = {name: pd.DataFrame({"open": c, "high": c, "low": c, "close": c, "volume": 1.0}, index=index)
                   for name, c in closes.items()}
         bars = dataset_pair_bars(frames, 60_000)
-        controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", x, "1m", "1 h", 10, "Rolling OLS",
+        controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", x, "1m", "1 h", 10, Regression.ROLLING_OLS,
                             False, 2.0, "normalised", False, "UTC")
         pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", x, window=10))
         app.render_charts(bars, pair, controls, None, 0)
@@ -437,6 +438,7 @@ def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods
         import pandas as pd
 
         import app
+        from domain import Regression
         from pairs.bars import dataset_pair_bars
         from pairs.compute import PairParams, compute_pair
         from ui.controls import Controls
@@ -447,7 +449,7 @@ def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods
                                   "BBBUSDT": [50.0, 49.0, 51.0][:periods]}.items()}
         bars = dataset_pair_bars(frames, 1_000)
         controls = Controls("uploaded", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
-                            "Rolling OLS", False, 2.0, "normalised", False, "UTC")
+                            Regression.ROLLING_OLS, False, 2.0, "normalised", False, "UTC")
         app.render_charts(bars, compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10)),
                           controls, None, 0)
 
@@ -462,6 +464,7 @@ def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every
     """The heatmap and lead-lag span the whole lookback: their content (what triggers a redraw) moves
     once per 10 s of market time; the spread, z-score, β and correlation charts move with every bar."""
     import app
+    from domain import Regression
     from pairs.bars import dataset_pair_bars
     from pairs.compute import PairParams, compute_pair
     from ui.controls import Controls
@@ -469,7 +472,7 @@ def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every
     rng = np.random.default_rng(5)
     index = pd.date_range("2025-01-01 00:00:00", periods=120, freq="1s", tz="UTC")
     closes = {"AAAUSDT": 100 + rng.normal(size=120).cumsum(), "BBBUSDT": 50 + rng.normal(size=120).cumsum()}
-    controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10, "Rolling OLS",
+    controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10, Regression.ROLLING_OLS,
                         False, 2.0, "normalised", False, "UTC")
 
     def contents(upto: int) -> dict[str, object]:
@@ -488,6 +491,7 @@ def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every
 
 def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draws_the_same_bars():
     import app
+    from domain import Regression
     from pairs.bars import dataset_pair_bars
     from pairs.compute import PairParams, compute_pair
     from pairs.shared import PairView
@@ -517,7 +521,7 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
     first_bars, first_pair = span(1)
     assert not len(first_bars.aligned.index)
     controls = Controls("simulated", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
-                        "Rolling OLS", False, 2.0, "normalised", True, "UTC")
+                        Regression.ROLLING_OLS, False, 2.0, "normalised", True, "UTC")
     assert app.chart_data(first_bars, first_pair, controls, None) == []
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from analytics import adf, align_bars, engle_granger, resample_ticks, rolling_hedge, rolling_zscore
 from config import Settings
+from domain import Regression
 from ingestion.simulated import SimulatedSource
 from pairs.bars import BarHistory, load_pair_bars
 from pairs.compute import Needs, PairParams, compute_pair, live_zscore, pair_spread_now
@@ -47,15 +48,15 @@ def test_rolling_ols_pair_equals_the_library(sim_closes):
     assert pair.half_life is not None and pair.half_life.mean_reverting
 
 
-@pytest.mark.parametrize("regression", ["Static OLS (in-sample)", "Huber (in-sample)", "Theil–Sen (in-sample)"])
+@pytest.mark.parametrize("regression", [Regression.STATIC_OLS, Regression.HUBER, Regression.THEIL_SEN])
 def test_in_sample_fits_give_one_beta(sim_closes, regression):
     pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression=regression))
     assert pair.beta.nunique() == 1 and pair.zscore is not None
-    assert (pair.r_squared is not None) == (regression.startswith("Static"))
+    assert (pair.r_squared is not None) == (regression is Regression.STATIC_OLS)
 
 
 def test_kalman_has_no_look_ahead(sim_closes):
-    params = PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Kalman filter", log_prices=True)
+    params = PairParams("ETHUSDT", "BTCUSDT", window=60, regression=Regression.KALMAN, log_prices=True)
     full = compute_pair(sim_closes, params)
     prefix = compute_pair(sim_closes.iloc[:1000], params)
     np.testing.assert_allclose(prefix.beta.to_numpy(), full.beta.iloc[:1000].to_numpy(), rtol=1e-12)
@@ -83,7 +84,7 @@ def test_bad_params_are_named():
 
 
 def test_live_zscore_matches_the_charted_value_when_the_bar_closes(sim_closes):
-    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Static OLS (in-sample)"))
+    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression=Regression.STATIC_OLS))
     beta, alpha = pair.latest["beta"], pair.latest["alpha"]
     now = pair_spread_now(sim_closes["ETHUSDT"].iloc[-1], sim_closes["BTCUSDT"].iloc[-1], beta, alpha, False)
     z = live_zscore(pair.spread.iloc[-60:-1].to_numpy(), now)
@@ -116,7 +117,7 @@ def test_pair_analytics_of_flat_stretches_are_nan_or_exact():
     assert rolling.beta.iloc[window - 1 : 128].notna().all() and rolling.beta.iloc[180:].notna().all()
     # With one in-sample beta, both legs flat (bars 139-179) is a flat spread at bars 148-179: its
     # band has zero width around the spread itself, and its z-score is undefined.
-    static = compute_pair(closes, PairParams("ETHUSDT", "BTCUSDT", window=window, regression="Static OLS (in-sample)"))
+    static = compute_pair(closes, PairParams("ETHUSDT", "BTCUSDT", window=window, regression=Regression.STATIC_OLS))
     flat = slice(148, 180)
     assert (static.spread_std.iloc[flat] == 0.0).all()
     assert (static.spread_mean.iloc[flat] == static.spread.iloc[flat]).all()
@@ -196,7 +197,7 @@ def test_tables_have_the_promised_columns(sim_closes):
 
 
 def test_tests_panel_matches_the_library(sim_closes):
-    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression="Static OLS (in-sample)"))
+    pair = compute_pair(sim_closes, PairParams("ETHUSDT", "BTCUSDT", window=60, regression=Regression.STATIC_OLS))
     report = run_tests(pair)
     reference = adf(pair.spread.dropna())
     assert report.adf.statistic == reference.statistic and report.adf.pvalue == reference.pvalue

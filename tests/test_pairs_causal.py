@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from domain import Regression
 from pairs.compute import KALMAN_PRIOR_BARS, PairAnalytics, PairParams, compute_pair
 
-CAUSAL = ("Rolling OLS", "Kalman filter")
+CAUSAL = (Regression.ROLLING_OLS, Regression.KALMAN)
 SERIES = ("beta", "alpha", "spread", "spread_mean", "spread_std", "zscore", "correlation")
 NEEDS = {"Hedge ratio": "beta", "Z-score": "zscore", "Rolling correlation": "correlation"}
 
@@ -57,7 +58,7 @@ def test_each_bar_depends_only_on_bars_up_to_it(regression: str, window: int) ->
             assert_same(expected, value_at(whole, name, label), f"{regression} {name} at bar {t}, whole")
             assert_same(expected, value_at(other_future, name, label), f"{regression} {name} at bar {t}, changed")
     first_beta = int(np.flatnonzero(whole.beta.notna().to_numpy())[0])
-    assert first_beta == (window - 1 if regression == "Rolling OLS" else KALMAN_PRIOR_BARS - 1)
+    assert first_beta == (window - 1 if regression is Regression.ROLLING_OLS else KALMAN_PRIOR_BARS - 1)
 
 
 @pytest.mark.parametrize("regression", CAUSAL)

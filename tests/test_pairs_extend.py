@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from analytics import align_bars
+from domain import Regression
 from pairs.bars import PairBars, _pair_bars
-from pairs.compute import REGRESSIONS, PairParams, compute_pair, extend_pair
+from pairs.compute import PairParams, compute_pair, extend_pair
 
 SERIES = ("y", "x", "beta", "alpha", "spread", "spread_mean", "spread_std", "zscore", "correlation")
 
@@ -77,10 +78,10 @@ def test_extending_rolling_ols_analytics_equals_computing_the_whole(min_trades):
 def test_fits_over_the_whole_span_and_analytics_still_warming_up_are_computed_again():
     frames = sparse_bars(300, 3)
     closes = align_bars(frames, 1_000).closes
-    for regression, (method, _) in REGRESSIONS.items():
+    for regression in Regression:
         params = PairParams("AAAUSDT", "BBBUSDT", window=20, regression=regression)
         pair = compute_pair(closes.iloc[:200], params)
-        assert (extend_pair(pair, closes) is None) == (method != "rolling_ols")
+        assert (extend_pair(pair, closes) is None) == (regression is not Regression.ROLLING_OLS)
     warming = compute_pair(closes.iloc[:30], PairParams("AAAUSDT", "BBBUSDT", window=20))
     assert warming.needs and extend_pair(warming, closes) is None
 

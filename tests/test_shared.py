@@ -10,6 +10,7 @@ import pytest
 
 from analytics import half_life
 from config import Settings
+from domain import Regression
 from pairs.bars import with_open_bar
 from pairs.compute import PairParams, compute_pair
 from pairs.shared import forming_bar_start
@@ -80,7 +81,7 @@ def test_a_shorter_span_is_cut_from_a_longer_one_with_the_same_rolling_values(se
     # A whole-span statistic is fitted again on the cut (its spread is defined from the cut's first bar).
     assert short.pair.half_life == half_life(short.pair.spread.dropna())
     # In-sample fits depend on where the span starts: never cut from another span.
-    static = PairParams("ETHUSDT", "BTCUSDT", window=10, regression="Static OLS (in-sample)")
+    static = PairParams("ETHUSDT", "BTCUSDT", window=10, regression=Regression.STATIC_OLS)
     shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 55_000, static)
     shared.view(("ETHUSDT", "BTCUSDT"), 1_000, 45_000, static)
     assert shared.computed == 3
@@ -203,7 +204,7 @@ def test_a_closed_bar_extends_the_shared_view_which_equals_computing_the_whole(t
         assert shared.computed == 2 and shared.extended == 2
         assert not late.bars.aligned.filled.loc[pd.Timestamp(start + 205_000, unit="ms", tz="UTC"), "ETHUSDT"]
         # An in-sample fit moves with every bar: computed whole again, never extended.
-        static = PairParams("ETHUSDT", "BTCUSDT", window=20, regression="Static OLS (in-sample)")
+        static = PairParams("ETHUSDT", "BTCUSDT", window=20, regression=Regression.STATIC_OLS)
         shared.view(symbols, 1_000, 600_000, static, warmup_bars=40)
         released(seconds(212, 220))
         shared.view(symbols, 1_000, 600_000, static, warmup_bars=40)
@@ -215,7 +216,7 @@ def test_a_closed_bar_extends_the_shared_view_which_equals_computing_the_whole(t
 def test_a_slow_computation_holds_up_only_the_readers_of_its_own_series(service, monkeypatch):
     import pairs.shared
 
-    slow = PairParams("ETHUSDT", "BTCUSDT", window=10, regression="Kalman filter")
+    slow = PairParams("ETHUSDT", "BTCUSDT", window=10, regression=Regression.KALMAN)
     entered, release = threading.Event(), threading.Event()
     real = pairs.shared.compute_pair
 

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from alerts.rules import parse_rule
+from domain import Timeframe
 from records import now_ms
-from records.alerts import TIMEFRAME_LABELS
 from storage import Site, open_alerts
 from storage.base import AlertRecord, Delivery
 from ui.export import to_csv_bytes
@@ -94,7 +94,7 @@ def _delete(site: Site, rule_id: int) -> None:
 def render_alerts_tab(site: Site, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
     """Create rules for the selected pair/timeframe/window, manage them, review the history."""
     with st.form("new_rule", clear_on_submit=False, border=True):
-        st.markdown(f"**New rule** for {pair[0]}/{pair[1]} · {TIMEFRAME_LABELS[timeframe_ms]} bars · window {window}")
+        st.markdown(f"**New rule** for {pair[0]}/{pair[1]} · {Timeframe.of(timeframe_ms).name} bars · window {window}")
         text = st.text_input("Condition", key="rule_text",
                              placeholder="zscore > 2   ·   corr < 0.5   ·   BTCUSDT price crosses above 90000")
         hysteresis_col, cooldown_col = st.columns(2)

@@ -8,16 +8,16 @@ from pathlib import Path
 import streamlit as st
 
 from analytics import zscore_bound
-from config import TIMEFRAMES_MS, WINDOW_RANGE, ConfigError, Settings, parse_symbols
+from config import ConfigError, Settings, parse_symbols
+from domain import TIMEFRAMES, WINDOW_RANGE, Regression, Timeframe
 from ingestion.replay import replay_files
 from ingestion.sources import SOURCES
 from pairs.bars import LOOKBACKS_MS
-from pairs.compute import REGRESSIONS
+from ui.labels import REGRESSION_LABELS, timeframe_label
 from ui.plain import plain
 
 UPLOADED = "uploaded"  # the page's own data source: two uploaded OHLC datasets, no feed
 SOURCE_LABELS = {**{name: spec.label for name, spec in SOURCES.items()}, UPLOADED: "Uploaded dataset"}
-TIMEFRAME_NAMES = {"1s": "1 s", "1m": "1 min", "5m": "5 min"}
 TIME_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Chicago", "Asia/Kolkata",
               "Asia/Singapore", "Asia/Hong_Kong", "Asia/Tokyo", "Australia/Sydney")
 
@@ -31,10 +31,10 @@ class Controls:
     symbols: tuple[str, ...]
     y: str
     x: str
-    timeframe: str
+    timeframe: str  # a domain.Timeframe name: "1s", "1m", "5m"
     lookback: str
     window: int
-    regression: str
+    regression: Regression
     log_prices: bool
     z_threshold: float
     price_mode: str
@@ -45,7 +45,7 @@ class Controls:
 
     @property
     def interval_ms(self) -> int:
-        return TIMEFRAMES_MS[self.timeframe]
+        return Timeframe.of(self.timeframe).ms
 
     @property
     def lookback_ms(self) -> int:
@@ -103,7 +103,7 @@ def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = 
 
 def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str, ...], *,
                       pair: tuple[str, str] | None = None,
-                      timeframes: tuple[str, ...] = tuple(TIMEFRAMES_MS)) -> Controls:
+                      timeframes: tuple[str, ...] = tuple(tf.name for tf in TIMEFRAMES)) -> Controls:
     """Pair (unless fixed by ``pair``), timeframe, window, regression, thresholds and display settings."""
     if pair is None:
         st.sidebar.header("Pair")
@@ -114,12 +114,13 @@ def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str,
         y, x = pair
     st.sidebar.header("Analytics")
     timeframe = st.sidebar.radio("Timeframe", timeframes, horizontal=True, key="timeframe",
-                                 format_func=TIMEFRAME_NAMES.__getitem__)
+                                 format_func=timeframe_label)
     lookback = st.sidebar.selectbox("Lookback", list(LOOKBACKS_MS), index=1, key="lookback",
                                     disabled=source == UPLOADED,
                                     help="Uploaded datasets are always shown whole.")
     window = st.sidebar.slider("Rolling window (bars)", *WINDOW_RANGE, 60, key="window")
-    regression = st.sidebar.selectbox("Regression", list(REGRESSIONS), key="regression",
+    regression = st.sidebar.selectbox("Regression", list(Regression), key="regression",
+                                      format_func=REGRESSION_LABELS.__getitem__,
                                       help="In-sample fits use the whole lookback, future bars included.")
     log_prices = st.sidebar.radio("Spread on", ["price", "log price"], horizontal=True, key="spread_on") == "log price"
     z_threshold = st.sidebar.slider("Z-score threshold", 1.0, 3.0, 2.0, 0.1, key="z_threshold")

@@ -11,6 +11,7 @@ from analytics import InsufficientDataError
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics, format_duration
 from ui.export import analytics_table, ohlcv_table, to_csv_bytes
+from ui.labels import REGRESSION_LABELS
 from ui.plain import plain
 from ui.stats import CointegrationReport, run_tests, symbol_summary
 
@@ -51,7 +52,7 @@ def render_pair_stats(pair: PairAnalytics, interval_ms: int) -> None:
     p = pair.params
     latest = pair.latest
     beta_col, alpha_col, r2_col, hl_col, corr_col = st.columns(5)
-    beta_col.metric(f"Hedge ratio β ({p.regression})", fmt(latest["beta"], 6))
+    beta_col.metric(f"Hedge ratio β ({REGRESSION_LABELS[p.regression]})", fmt(latest["beta"], 6))
     alpha_col.metric("Intercept α", fmt(latest["alpha"], 4))
     r2_col.metric("R² (static OLS only)", fmt(pair.r_squared, 4))
     if pair.half_life is None:

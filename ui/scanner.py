@@ -24,8 +24,9 @@ from pairs.ranking import (
     run_scan,
     universe_closes,
 )
-from ui.controls import TIMEFRAME_NAMES, UPLOADED, Controls
+from ui.controls import UPLOADED, Controls
 from ui.export import to_csv_bytes
+from ui.labels import timeframe_label
 
 # Scans kept per session (one per symbols/timeframe/lookback/window/trend), oldest dropped first.
 MAX_KEPT_SCANS = 8
@@ -80,7 +81,7 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     result = results.get(key)
     if result is None:
         st.caption(f"Press the button to test every pair of the {k} watched symbols on the closed "
-                   f"{TIMEFRAME_NAMES[controls.timeframe]} bars of the lookback.")
+                   f"{timeframe_label(controls.timeframe)} bars of the lookback.")
         return
     _render_freshness(result, bars, controls.tz)
     shown = _filters(result, controls.timeframe).apply(ranking(result.table, result.interval_ms))
@@ -135,7 +136,7 @@ def _filters(result: ScanResult, timeframe: str) -> ScanFilter:
     min_corr = corr_col.slider("Min return correlation", -1.0, 1.0, -1.0, 0.05, key="scan_min_corr")
     upper = "no limit" if high is None else half_life_text(high, result.interval_ms)
     st.caption(f"Half-life from {half_life_text(low, result.interval_ms)} to {upper} on "
-               f"{TIMEFRAME_NAMES[timeframe]} bars.")
+               f"{timeframe_label(timeframe)} bars.")
     return ScanFilter(max_q, low, math.inf if high is None else high, min_corr)
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from config import TIMEFRAMES_MS, ConfigError, Settings, normalize_symbol
+from config import ConfigError, Settings, normalize_symbol
+from domain import TIMEFRAMES
 from records import now_ms
 from storage import has_datasets, open_datasets
 from storage.csv_import import MAX_UPLOAD_BYTES, CsvImportError, parse_ohlc_csv
@@ -82,7 +83,7 @@ def dataset_controls(datasets: list[DatasetInfo]) -> tuple[DatasetInfo, DatasetI
 def dataset_timeframes(y: DatasetInfo, x: DatasetInfo) -> tuple[str, ...]:
     """Timeframes no finer than either dataset's bar spacing."""
     coarsest = max(y.interval_ms or 0, x.interval_ms or 0)
-    return tuple(label for label, ms in TIMEFRAMES_MS.items() if ms >= coarsest) or (next(reversed(TIMEFRAMES_MS)),)
+    return tuple(tf.name for tf in TIMEFRAMES if tf.ms >= coarsest) or (TIMEFRAMES[-1].name,)
 
 
 def load_dataset_frames(settings: Settings, y: DatasetInfo, x: DatasetInfo) -> dict[str, pd.DataFrame]:

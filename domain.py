@@ -1,0 +1,97 @@
+"""The domain's vocabulary, defined once: bar timeframes, hedge regressions and the rolling-window range.
+
+The lowest layer: it imports nothing of the project, so the settings, records, pairs, alerts, the
+UI and the command lines all speak these values. What a user reads ("1 min", "Rolling OLS") is
+not here: display labels live in :mod:`ui.labels`; here are names and numbers only.
+"""
+
+from __future__ import annotations
+
+import enum
+import numbers
+from dataclasses import dataclass, field
+
+WINDOW_RANGE = (10, 200)  # rolling window of every analytic, bars (inclusive)
+
+
+def check_window(window: object) -> int:
+    """``window`` (bars) as an int if it is a whole number inside :data:`WINDOW_RANGE`.
+
+    The one window check of the settings, the scanner, alert rules and pair parameters. Raises
+    ValueError naming the setting, e.g. ``window: 9 must be between 10 and 200 bars``.
+    """
+    low, high = WINDOW_RANGE
+    if not isinstance(window, numbers.Integral) or isinstance(window, bool):  # True is an int to Python
+        raise ValueError(f"window: {window!r} must be a whole number of bars between {low} and {high}")
+    if not low <= window <= high:
+        raise ValueError(f"window: {int(window)} must be between {low} and {high} bars")
+    return int(window)
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Timeframe:
+    """A bar length: ``ms`` (milliseconds) and its short name (``"1s"``, ``"1m"``, ``"5m"``).
+
+    Ordered by length. :meth:`of` finds one by name or by length; only those in
+    :data:`TIMEFRAMES` exist.
+    """
+
+    ms: int
+    name: str = field(compare=False)
+
+    @property
+    def seconds(self) -> float:
+        return self.ms / 1000
+
+    @classmethod
+    def of(cls, key: str | int | Timeframe) -> Timeframe:
+        """The timeframe named ``key`` (``"1m"``) or ``key`` ms long (``60000``).
+
+        ValueError naming what was wrong otherwise: ``timeframe: '2m' is not one of 1s, 1m, 5m`` or
+        ``timeframe_ms: 5000 is not one of 1000, 60000 or 300000`` (60000.0, a float, is none either).
+        """
+        if isinstance(key, Timeframe) and key in TIMEFRAMES:
+            return key
+        if isinstance(key, str):
+            if key in _BY_NAME:
+                return _BY_NAME[key]
+            raise ValueError(f"timeframe: {key!r} is not one of {', '.join(_BY_NAME)}")
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool) and int(key) in _BY_MS:
+            return _BY_MS[int(key)]
+        *first, last = (str(ms) for ms in _BY_MS)
+        raise ValueError(f"timeframe_ms: {key!r} is not one of {', '.join(first)} or {last}")
+
+
+ONE_SECOND = Timeframe(1_000, "1s")
+ONE_MINUTE = Timeframe(60_000, "1m")
+FIVE_MINUTES = Timeframe(300_000, "5m")
+TIMEFRAMES = (ONE_SECOND, ONE_MINUTE, FIVE_MINUTES)  # shortest first
+_BY_NAME = {timeframe.name: timeframe for timeframe in TIMEFRAMES}
+_BY_MS = {timeframe.ms: timeframe for timeframe in TIMEFRAMES}
+
+
+class Regression(enum.Enum):
+    """How the hedge ratio β of a pair is fitted. The value is a stable name (cache keys, logs)."""
+
+    ROLLING_OLS = "rolling_ols"  # OLS over each trailing window
+    STATIC_OLS = "static_ols"  # one OLS fit over the whole span
+    HUBER = "huber"  # one robust (Huber) fit over the whole span
+    THEIL_SEN = "theil_sen"  # one Theil–Sen fit over the whole span
+    KALMAN = "kalman"  # a Kalman filter, its prior an OLS fit over the first bars
+
+    @property
+    def in_sample(self) -> bool:
+        """Whether one fit looks at the whole span at once, later bars included."""
+        return self in (Regression.STATIC_OLS, Regression.HUBER, Regression.THEIL_SEN)
+
+    @property
+    def causal(self) -> bool:
+        """Whether each value depends on its own and earlier bars only."""
+        return not self.in_sample
+
+    @property
+    def span_free(self) -> bool:
+        """Whether each value depends only on its own trailing window, not on where the span starts:
+        past values never change, so a span may be cut from a longer one or extended bar by bar.
+        An in-sample fit or the Kalman prior moves with the span."""
+        return self is Regression.ROLLING_OLS
