@@ -357,40 +357,35 @@ class BinanceRest:
                                        "deadline")
                 else:
                     self.last_error = f"Binance REST unreachable: {type(exc).__name__}: {exc}"
-                delay = backoff.next_delay()  # None after the last attempt: give up at once
-                if delay is None:
-                    break
-                if stop.wait(delay):
-                    return None
-                continue
-            if status == 200:
-                self._note_weight(headers.get("X-MBX-USED-WEIGHT-1M"), weight)
-                try:
-                    return json.loads(body)
-                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-                    raise RestError(f"invalid JSON from {url}: {str(exc)[:200]}") from None
-            if status in (429, 418):  # rate limited / IP banned: nobody calls before Retry-After has passed
-                header = headers.get("Retry-After")
-                now = self._clock()
-                with self._state:
-                    self._banned_until_s = until = max(self._banned_until_s, now + retry_after_s(header, now))
-                self._problem(f"HTTP {status} from Binance REST: banned until {_utc(int(until * 1000))} "
-                              f"(Retry-After {excerpt(header)})", symbol)
-                # The ban is the wait (_wait_until_clear, shared by all callers); it still costs an attempt.
-                if not backoff.failed():
-                    break
-                continue
-            if 500 <= status < 600:
+            else:
+                if status == 200:
+                    self._note_weight(headers.get("X-MBX-USED-WEIGHT-1M"), weight)
+                    try:
+                        return json.loads(body)
+                    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                        raise RestError(f"invalid JSON from {url}: {str(exc)[:200]}") from None
+                if status in (429, 418):  # rate limited / IP banned: nobody calls before Retry-After has passed
+                    header = headers.get("Retry-After")
+                    now = self._clock()
+                    with self._state:
+                        self._banned_until_s = until = max(self._banned_until_s, now + retry_after_s(header, now))
+                    self._problem(f"HTTP {status} from Binance REST: banned until {_utc(int(until * 1000))} "
+                                  f"(Retry-After {excerpt(header)})", symbol)
+                    # The ban is the wait (_wait_until_clear, shared by all callers); it still costs an attempt.
+                    if not backoff.failed():
+                        break
+                    continue
+                if not 500 <= status < 600:
+                    if status == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
+                        raise RestError(f"Binance does not know the symbol {params.get('symbol')}")
+                    raise RestError(f"HTTP {status} for {url}: {excerpt(body, 200)}")
                 self.last_error = f"HTTP {status} from Binance REST"
-                delay = backoff.next_delay()
-                if delay is None:
-                    break
-                if stop.wait(delay):
-                    return None
-                continue
-            if status == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
-                raise RestError(f"Binance does not know the symbol {params.get('symbol')}")
-            raise RestError(f"HTTP {status} for {url}: {excerpt(body, 200)}")
+            # A network error, a missed deadline or a 5xx: the policy's next wait, none after the last attempt.
+            delay = backoff.next_delay()
+            if delay is None:
+                break
+            if stop.wait(delay):
+                return None
         raise RestError(f"giving up on {url} after {backoff.failures} attempts ({self.last_error})")
 
     def _wait_until_clear(self, stop: threading.Event, bulk: bool = False) -> bool:
