@@ -15,11 +15,12 @@ from domain import Regression
 from ingestion.simulated import SimulatedSource
 from pairs.bars import BarHistory, load_pair_bars
 from pairs.compute import Needs, PairParams, compute_pair, live_zscore, pair_spread_now
+from records.safe_csv import neutralise_text, to_csv_bytes
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.sources import ListSource
 from testkit.waiting import eventually
-from ui.export import analytics_table, minute_table, neutralise_text, ohlcv_table, to_csv_bytes
+from ui.export import analytics_table, minute_table, ohlcv_table
 from ui.stats import run_tests, symbol_summary, verdict
 
 START_MS = 1_765_000_000_000

@@ -11,9 +11,9 @@ import streamlit as st
 from alerts.rules import parse_rule
 from domain import Timeframe
 from records import now_ms
+from records.safe_csv import to_csv_bytes
 from storage import Site, open_alerts
 from storage.base import AlertRecord, Delivery
-from ui.export import to_csv_bytes
 from ui.plain import plain
 
 # Alerts stored in the last five minutes (wall clock, so a fast replay does not flash them by) stay on a banner.

@@ -8,8 +8,8 @@ import streamlit as st
 from analytics import InsufficientDataError
 from analytics.backtest import backtest_mean_reversion
 from config import SECONDS_PER_YEAR
+from records.safe_csv import to_csv_bytes
 from ui import charts
-from ui.export import to_csv_bytes
 from ui.panels import fmt
 from ui.plain import plain
 

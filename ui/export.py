@@ -1,8 +1,8 @@
 """Tables for display and CSV download.
 
 The CSV itself is written by :func:`records.safe_csv.to_csv_bytes` (spreadsheet-formula
-neutralisation, ISO-8601 UTC times) in the bottom layer, so the scanner's command line shares it;
-re-exported here for the panels' download buttons.
+neutralisation, ISO-8601 UTC times) in the bottom layer, shared by the panels and the scanner's
+command line.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import pandas as pd
 from analytics import log_returns
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
-from records.safe_csv import neutralise_text, to_csv_bytes
-
-__all__ = ["analytics_table", "minute_table", "neutralise_text", "ohlcv_table", "to_csv_bytes"]
 
 
 def ohlcv_table(bars: PairBars) -> pd.DataFrame:

@@ -10,7 +10,8 @@ import streamlit as st
 from analytics import InsufficientDataError
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics, format_duration
-from ui.export import analytics_table, ohlcv_table, to_csv_bytes
+from records.safe_csv import to_csv_bytes
+from ui.export import analytics_table, ohlcv_table
 from ui.labels import REGRESSION_LABELS
 from ui.plain import plain
 from ui.stats import CointegrationReport, run_tests, symbol_summary

@@ -24,8 +24,8 @@ from pairs.ranking import (
     run_scan,
     universe_closes,
 )
+from records.safe_csv import to_csv_bytes
 from ui.controls import UPLOADED, Controls
-from ui.export import to_csv_bytes
 from ui.labels import timeframe_label
 
 # Scans kept per session (one per symbols/timeframe/lookback/window/trend), oldest dropped first.
