@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -42,7 +43,8 @@ def test_a_webhook_behind_a_hanging_name_lookup_fails_retryably_by_its_deadline(
     endpoint = WebhookEndpoint("http://hook.example/path", timeout_s=0.2, deadline_s=0.5)
     attempt = endpoint.post({"text": "x"}, "key")
     assert attempt.retryable
-    assert attempt.error == "TimeoutError: name lookup of 'hook.example' took longer than 0.2 s"
+    # The lookup gets at most half of what is left of the deadline: 0.2 s, less on a slow machine.
+    assert re.fullmatch(r"TimeoutError: name lookup of 'hook\.example' took longer than 0\.[0-9]+ s", attempt.error)
 
 
 def test_connect_uses_the_looked_up_address_and_the_exchange_still_works():
