@@ -10,11 +10,17 @@ import streamlit as st
 
 from config import ConfigError, Settings, normalize_symbol
 from domain import TIMEFRAMES
+from pairs.bars import dataset_pair_bars
+from pairs.compute import PairParams, compute_pair
+from pairs.shared import PairView
 from records import now_ms
 from storage import has_datasets, open_datasets
 from storage.csv_import import MAX_UPLOAD_BYTES, CsvImportError, parse_ohlc_csv
 from storage.datasets import DatasetInfo, defaults_from_filename
+from ui.controls import UPLOADED, Controls, analysis_controls
+from ui.labels import timeframe_label
 from ui.plain import plain
+from ui.tabs import PageData
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -90,3 +96,30 @@ def load_dataset_frames(settings: Settings, y: DatasetInfo, x: DatasetInfo) -> d
     """OHLC frames keyed by dataset name (names are unique; two files may share a symbol)."""
     with open_datasets(settings) as store:
         return {y.name: store.load(y.id), x.name: store.load(x.id)}
+
+
+def dataset_page_data(base: Settings) -> tuple[Controls, PageData]:
+    """The dataset page's controls and data: two uploaded OHLC datasets analysed as a pair (no live
+    feed). Stops the script run (with a hint) until two overlapping datasets are picked."""
+    picked = dataset_controls(list_datasets(base))
+    if picked is None:
+        st.stop()
+    y, x = picked
+    controls = analysis_controls(UPLOADED, None, (y.name, x.name), pair=(y.name, x.name),
+                                 timeframes=dataset_timeframes(y, x))
+    if max(y.first_ms, x.first_ms) > min(y.last_ms, x.last_ms):
+        span = "{0}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
+        st.error("These datasets do not overlap in time, so they cannot be paired. " + "; ".join(
+            span.format(plain(d.name), pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms"))
+            for d in (y, x)))
+        st.stop()
+    frames = load_dataset_frames(base, y, x)
+    st.title(f"{plain(y.name)} / {plain(x.name)} · {timeframe_label(controls.timeframe)} bars")
+    st.info("Uploaded historical datasets: not live market data.", icon="📁")
+
+    def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
+        bars = dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
+        pair = compute_pair(bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume), params)
+        return PairView(bars, pair, bars.market_now_ms)
+
+    return controls, PageData(view, lambda bars, _open_start_ms: bars, None)
