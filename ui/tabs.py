@@ -16,7 +16,6 @@ from pairs.bars import PairBars
 from pairs.compute import PairAnalytics, PairParams
 from pairs.shared import PairView
 from service import Service
-from storage import Site, open_ticks
 from ui.alerts_panel import render_alerts_tab, zscore_markers
 from ui.backtest_panel import render_backtest_tab
 from ui.charts_tab import chart_span, render_charts
@@ -25,6 +24,8 @@ from ui.export import minute_table
 from ui.panels import render_downloads, render_pair_stats, render_symbol_summaries, render_tests
 from ui.scanner import render_scanner_tab
 from ui.status import render_status
+
+FEED_EVENTS = 200  # newest feed events on the Feed tab
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,6 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
     ``view``: the run's whole view (warm-up included); ``bars``/``pair``: what it shows (the lookback).
     """
     service, params = page.service, pair.params
-    site: Site | None = None if service is None else service.site
     # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
     charts_tab, stats_tab, table_tab, scanner_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
         ["Charts", "Stats & tests", "Table & export", "Scanner", "Alerts", "Backtest", "Feed"], key="view_tab",
@@ -74,10 +74,10 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             render_scanner_tab(bars, controls)
     if alerts_tab.open:
         with alerts_tab:
-            if site is None:
+            if service is None:
                 st.caption("Alerts are evaluated by the service of a live, simulated or replayed feed.")
             else:
-                render_alerts_tab(site, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
+                render_alerts_tab(service, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
     if backtest_tab.open:
         with backtest_tab:
             # The view's own closes, warm-up included: the backtest trades on the z-score the charts show.
@@ -107,11 +107,9 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
 
 
 def render_feed_tab(service: Service, tz: str) -> None:
+    """The feed's health and its newest events (connects, gaps, backfills, storage trouble)."""
     render_status(service.status())
-    if not service.site.exists():
-        return
-    with open_ticks(service.site) as store:
-        events = store.feed_events(limit=200)
+    events = service.feed_events(limit=FEED_EVENTS)
     if events:
         frame = pd.DataFrame([{"time": pd.Timestamp(e.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "kind": e.kind.value,
                                "symbol": e.symbol or "", "detail": e.detail} for e in events])
