@@ -131,7 +131,7 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     params = PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
                         controls.z_threshold)
     view = page.view(controls.symbols, controls.interval_ms, params, controls)
-    if view.bars.aligned is None:
+    if view.bars.aligned is None or view.pair is None:  # both None until every symbol has a bar
         waiting = [s for s, frame in view.bars.by_symbol.items() if frame.empty]
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
         return
@@ -142,14 +142,17 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
         live.BOARD.publish(live_token(), service, controls.y, controls.x, context)
     shown = view.shown()
     pair, bars = shown.pair, shown.bars
+    if pair is None:  # a cut of a view with analytics has them too
+        return
     if bars.interval_ms > BASE_INTERVAL_MS:
         # The forming bar, shaded on the price chart. Not on 1 s bars: under a second old and narrower
         # than a pixel at any lookback, it is the live panel's; their charts end at a closed bar that
         # every tab shares (chart_span), so each update is built once, not once per tab.
         bars = page.with_open(bars, view.open_start_ms)
     if controls.min_trades or controls.min_volume:
+        total = 0 if bars.aligned is None else len(bars.aligned.index)
         st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
-                   f"{len(bars.aligned.index):,} bars left out.")
+                   f"{total:,} bars left out.")
     render_needs(pair, bars.interval_ms, None if service is None else controls.lookback_ms)
     render_tabs(page, view, bars, pair, controls)
 

@@ -86,6 +86,10 @@ def _set_enabled(service: Service, rule_id: int, key: str) -> None:
     service.set_rule_enabled(rule_id, bool(st.session_state[key]))
 
 
+def _delete(service: Service, rule_id: int) -> None:
+    service.delete_rule(rule_id)
+
+
 def render_alerts_tab(service: Service, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
     """Create rules for the selected pair/timeframe/window, manage them, review the history."""
     with st.form("new_rule", clear_on_submit=False, border=True):
@@ -117,7 +121,7 @@ def render_alerts_tab(service: Service, pair: tuple[str, str], timeframe_ms: int
                            f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s")
         toggle_col.toggle("on", value=rule.enabled, key=f"rule_on_{rule.id}", on_change=_set_enabled,
                           args=(service, rule.id, f"rule_on_{rule.id}"))
-        delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=service.delete_rule, args=(rule.id,))
+        delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(service, rule.id))
     if not rules:
         st.caption("No rules yet. The engine evaluates rules on every closed bar, also with no browser open.")
     records = service.alert_history(HISTORY_LIMIT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import replace
+from typing import Literal
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -51,17 +52,23 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
     closed = (closed_last, len(pair.index))
     unit = "log price" if p.log_prices else "quote currency"
     marks = alert_marks if alert_marks is not None and len(alert_marks) else None
-    rebased = controls.price_mode != "dual"
+    mode: Literal["normalised", "dual"] = "dual" if controls.price_mode == "dual" else "normalised"
+    rebased = mode != "dual"
+
+    def prices_figure(since: pd.Timestamp | None, points: int, levels: object) -> go.Figure:
+        return charts.price_chart(closes, volumes, mode=mode, open_bar_start=bars.open_bar_start, tz=tz, revision=rev,
+                                  max_points=points, rebase_to=levels if isinstance(levels, dict) else None,
+                                  since=since)
+
+    def reanchor(traces: dict[str, dict[str, list]], levels: object) -> dict[str, dict[str, list]]:
+        return charts.rebased_traces(traces, levels) if isinstance(levels, dict) else traces
+
     specs: list[tuple[str, ChartData]] = [("full", ChartData(
-        "chart_prices",
-        lambda since, points, levels: charts.price_chart(
-            closes, volumes, mode=controls.price_mode, open_bar_start=bars.open_bar_start, tz=tz, revision=rev,
-            max_points=points, rebase_to=levels, since=since),
-        last, FULL_WIDTH_POINTS,
+        "chart_prices", prices_figure, last, FULL_WIDTH_POINTS,
         content=(last, tuple(closes.iloc[-1]), tuple(volumes.iloc[-1]), bars.open_bar_start),
         # Rebased to 100 at each tab's first drawing; on two axes nothing is rebased (one tail for all).
         anchor=(lambda: charts.rebase_levels(closes)) if rebased else (lambda: None),
-        reanchor=charts.rebased_traces if rebased else None))]
+        reanchor=reanchor if rebased else None))]
     if pair.spread is not None:
         specs.append(("left", ChartData(
             "chart_spread",
@@ -153,4 +160,6 @@ def chart_span(view: PairView, lookback_ms: int) -> tuple[PairBars, PairAnalytic
     """
     end_ms = view.open_start_ms // CHART_STEP_MS * CHART_STEP_MS
     cut = view.since(end_ms - lookback_ms, end_ms)
+    if cut.pair is None:  # the page draws charts only once every symbol has a bar: then a view has analytics
+        raise ValueError("chart_span: the view has no analytics yet (a symbol without bars)")
     return replace(cut.bars, shown_from=pd.Timestamp(end_ms - lookback_ms, unit="ms", tz="UTC")), cut.pair

@@ -33,7 +33,7 @@ def render_needs(pair: PairAnalytics, interval_ms: int, lookback_ms: int | None 
 
 def render_symbol_summaries(bars: PairBars, tz: str) -> None:
     """Per-symbol table over the lookback: last, return, volatility, volume, trades."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for symbol, frame in bars.by_symbol.items():
         summary = symbol_summary(symbol, frame, bars.interval_ms)
         if summary is None:

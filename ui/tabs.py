@@ -97,10 +97,9 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
     if controls.interval_ms == ONE_MINUTE.ms:
         minute_bars, minute_pair = bars, pair
     else:
-        minutes = page.view((controls.y, controls.x), ONE_MINUTE.ms, pair.params, controls)
-        if minutes.bars.aligned is None:
+        shown = page.view((controls.y, controls.x), ONE_MINUTE.ms, pair.params, controls).shown()
+        if shown.bars.aligned is None or shown.pair is None:  # a symbol has no 1 min bar yet
             return
-        shown = minutes.shown()
         minute_bars, minute_pair = shown.bars, shown.pair
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
                      f"{controls.y}-{controls.x}-{controls.timeframe}")
