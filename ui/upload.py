@@ -1,4 +1,5 @@
-"""Sidebar upload of OHLC CSV files into named datasets, and the dataset pickers."""
+"""Sidebar upload of OHLC CSV files into named datasets (stored through :mod:`service`), the dataset pickers
+and the dataset page's data: two uploaded datasets analysed as a pair."""
 
 from __future__ import annotations
 
