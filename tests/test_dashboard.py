@@ -224,3 +224,14 @@ def test_a_need_the_lookback_cannot_hold_says_to_widen_it():
     assert needs_text(need, 300_000, capacity=12) == ("Half-life: needs 20 bars, the lookback holds 12 at this "
                                                   "timeframe; widen the lookback")
     assert needs_text(need, 300_000, capacity=48) == "Half-life: needs 8 more bars (≈ 40 min)"
+
+
+def test_a_fit_that_fails_on_its_bars_says_why_in_the_words_of_the_fit():
+    """pairs/ returns the analytic and the fit's reason; the UI writes them as one line."""
+    index = pd.date_range("2025-01-01", periods=80, freq="1s", tz="UTC")
+    closes = pd.DataFrame({"AAAUSDT": 100 + np.random.default_rng(1).normal(size=80).cumsum(),
+                           "BBBUSDT": np.full(80, 5.0)}, index=index)
+    pair = compute_pair(closes, PairParams("AAAUSDT", "BBBUSDT", window=20, regression=Regression.STATIC_OLS))
+    (need,) = pair.needs
+    assert (need.what, need.reason) == (Analytic.HEDGE_RATIO, "x is constant; hedge ratio undefined")
+    assert needs_text(need, 1_000) == "Hedge ratio (x is constant; hedge ratio undefined): needs 1 more bar (≈ 1 s)"
