@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 
+from records.clock import SystemClock
+
 
 class ManualClock:
     """Seconds that start at ``start_s`` and move only by :meth:`advance` or :meth:`wait`.
@@ -58,3 +60,23 @@ class ManualClock:
             self.waits.append(seconds)
             self._now += max(0.0, seconds)
         return stop.is_set()
+
+
+class RecordingClock(SystemClock):
+    """The machine's time and real waits, with every wait asked for recorded in ``waits`` (seconds, in order).
+
+    For code that must keep talking to a real peer while it waits (a reconnect loop against a fake
+    server), where a :class:`ManualClock` would turn its waits into a busy loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waits: list[float] = []
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        with self._lock:
+            self.waits.append(seconds)
+        return super().wait(stop, seconds)
+
+    def __repr__(self) -> str:
+        return f"RecordingClock({len(self.waits)} waits)"
