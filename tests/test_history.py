@@ -23,12 +23,12 @@ from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.sources import ListSource
-from testkit.waiting import eventually
-from tests.test_rest_hardening import T0, in_thread
+from testkit.waiting import eventually, in_thread
 
 MINUTE = 60_000
 NOW = 1_765_000_000_000 // MINUTE * MINUTE  # on every grid
 PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}
+T0 = 1_800_000_000  # a manual clock's start, epoch seconds
 ASKED = {"start_ms": NOW - 5 * MINUTE, "end_ms": NOW}  # the range a page of the parsing tests was asked for
 
 

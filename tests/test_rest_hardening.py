@@ -38,7 +38,7 @@ from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance, RecordedTrade
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.randoms import DrawLog
-from testkit.waiting import eventually
+from testkit.waiting import eventually, in_thread
 
 MINUTE = 60_000
 PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}
@@ -49,21 +49,6 @@ KLINES, TRADES = "/api/v3/klines", "/api/v3/historicalTrades"
 def recorded(first_id: int = 1_000, n: int = 50) -> list[RecordedTrade]:
     start = now_ms() - 600_000
     return [RecordedTrade("BTCUSDT", first_id + i, start + i * 100, 90_000.0 + i, 0.01, i % 2 == 0) for i in range(n)]
-
-
-def in_thread(target, *args) -> tuple[threading.Thread, dict]:
-    """Run ``target(*args)`` in a daemon thread; its result or exception lands in the returned dict."""
-    out: dict = {}
-
-    def run() -> None:
-        try:
-            out["result"] = target(*args)
-        except Exception as exc:  # handed to the test to assert on
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 # ------------------------------------------------------------------------ 418/429: Retry-After, shared ban
