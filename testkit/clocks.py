@@ -8,6 +8,7 @@ cannot pass them without the waits being right.
 from __future__ import annotations
 
 import threading
+import time
 
 from records.clock import SystemClock
 
@@ -80,3 +81,27 @@ class RecordingClock(SystemClock):
 
     def __repr__(self) -> str:
         return f"RecordingClock({len(self.waits)} waits)"
+
+
+class SlowClock(SystemClock):
+    """The machine's time run ``slowdown`` times slower: monotonic seconds since construction are
+    divided by it, and every wait is stretched by it (wall-clock ``now_ms`` stays the machine's).
+
+    For a test whose outcome must not hinge on a timeout that only guards a rare path (a fallback
+    that a busy machine could reach first), while everything else still runs against real peers.
+    """
+
+    def __init__(self, slowdown: float) -> None:
+        if not slowdown >= 1:
+            raise ValueError(f"slowdown: {slowdown!r} must be >= 1")
+        self.slowdown = float(slowdown)
+        self._origin = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self._origin + (time.monotonic() - self._origin) / self.slowdown
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        return stop.wait(seconds * self.slowdown)
+
+    def __repr__(self) -> str:
+        return f"SlowClock({self.slowdown:g}x)"

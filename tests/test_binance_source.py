@@ -14,6 +14,7 @@ import pytest
 from config import Settings
 from ingestion.binance.stream import BinanceSource
 from records import EventKind, FeedState
+from records.clock import Clock
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.clocks import ManualClock
@@ -44,9 +45,11 @@ def recorded() -> list[RecordedTrade]:
     return load_recorded_trades(require(TICKS_NDJSON))
 
 
-def start_engine(fake: FakeBinance, tmp_path, **changes) -> Service:
+def start_engine(fake: FakeBinance, tmp_path, *, clock: Clock | None = None, **changes) -> Service:
+    """A service on ``fake`` with FAST timings and ``changes``; its source on ``clock`` when one is given."""
     settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
-    engine = Service.start(settings)
+    source = None if clock is None else BinanceSource.from_settings(settings, clock=clock)
+    engine = Service.start(settings, source=source)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return engine
 
@@ -128,11 +131,8 @@ def test_half_open_socket_is_detected_and_replaced(tmp_path):
     # silence ends would keep the client's handshake read from ever timing out.
     clock = ManualClock()
     with FakeBinance(ping_interval=None) as fake:
-        settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path,
-                            **{**FAST, "stale_after": 1.0, "pong_timeout": 0.8})
-        engine = Service.start(settings, source=BinanceSource.from_settings(settings, clock=clock))
+        engine = start_engine(fake, tmp_path, clock=clock, stale_after=1.0, pong_timeout=0.8)
         try:
-            eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
             fake.send_trade("BTCUSDT", 1, 90_000.0, 0.01)
             eventually(lambda: engine.engine.trades == 1)
             fake.set_silent(True)  # TCP stays open; no data, no pongs

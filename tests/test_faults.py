@@ -29,7 +29,7 @@ from ingestion.binance.stream import BinanceSource
 from records import EventKind, FeedState, Trade
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
-from testkit.clocks import RecordingClock
+from testkit.clocks import RecordingClock, SlowClock
 from testkit.fake_binance import FakeBinance
 from testkit.waiting import eventually
 from tests.test_binance_source import FAST, events, start_engine, stored
@@ -282,7 +282,10 @@ def test_rollover_before_the_servers_age_limit_loses_nothing(tmp_path, engines):
 def test_rollover_with_a_backlog_on_the_old_connection_loses_nothing(fake, launch):
     """A slow consumer still has a backlog on the old connection when serverShutdown arrives. Binance
     sent that backlog only there, so the client must drain it before it switches connections."""
-    engine = launch(pong_timeout=30.0, stale_after=5.0)  # production pong timeout: see the test above
+    # Production pong timeout (see the test above). The source's clock runs 10x slow: the 10 s overlap
+    # timeout, a fallback that switches even if the old connection is not drained, must not be what a
+    # busy machine reaches first (it did: a drain of 50k trades under load, and a gap).
+    engine = launch(pong_timeout=30.0, stale_after=5.0, clock=SlowClock(10))
     sent = wire_trades(2_000)
     fake.send_trades(sent)
     eventually(lambda: engine.engine.trades == len(sent))
