@@ -41,11 +41,11 @@ def run_paced(trades: Iterable[Trade], sink: TradeSink, stop: threading.Event, *
     clock = origin_ms
     emitted = 0
     for trade in trades:
-        if clock is None:
+        if origin_ms is None or clock is None:  # both or neither: clock starts at origin_ms
             origin_ms = clock = trade.ts_ms
         elif trade.ts_ms > clock:
             clock = trade.ts_ms
-        delay = mono0 + (clock - origin_ms) * wall_per_market_ms - time.monotonic()  # type: ignore[operator]
+        delay = mono0 + (clock - origin_ms) * wall_per_market_ms - time.monotonic()
         # stop.wait returns as soon as stop is set, so a long gap in the data never delays stopping.
         if stop.wait(delay) if delay > 0 else stop.is_set():
             return PacedRun(emitted, stopped=True)
