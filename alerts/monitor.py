@@ -151,7 +151,8 @@ class AlertMonitor:
                 self._skipped.add(rule)
                 log.warning("alert %r needs %s, which this engine does not watch", rule.describe(), symbols)
             return 0
-        if not store.claim_rule(rule.stored_id):
+        # A rule that was never stored (no id) belongs to no other process: this one evaluates it.
+        if rule.id is not None and not store.claim_rule(rule.id):
             # Another process on the same database evaluates this rule. Forget ours, so that taking it
             # over later (when that process ends) primes afresh instead of firing on stale state.
             if self._last_ts.pop(rule, None) is not None:
