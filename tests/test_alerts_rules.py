@@ -184,7 +184,7 @@ def test_price_rule_shape_is_checked():
 def test_rule_is_frozen_and_hashable():
     rule = parse("zscore > 2")
     with pytest.raises(AttributeError):
-        rule.threshold = 3.0  # type: ignore[misc]
+        rule.threshold = 3.0
     assert {rule: 1}[parse("z > 2.0")] == 1
 
 
