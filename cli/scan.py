@@ -224,11 +224,10 @@ def report(scanned: Scanned, table: pd.DataFrame) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {"source": args.source.strip().lower() if args.source else None,
-                 "db": Path(args.db) if args.db else None,
-                 "data_dir": Path(args.data_dir) if args.data_dir else None,
-                 "replay_file": Path(args.replay_file) if args.replay_file else None}
-    return from_env(**overrides)
+    return from_env(source=args.source.strip().lower() if args.source else None,
+                    db=Path(args.db) if args.db else None,
+                    data_dir=Path(args.data_dir) if args.data_dir else None,
+                    replay_file=Path(args.replay_file) if args.replay_file else None)
 
 
 def _location_setting(settings: Settings) -> str:

@@ -48,7 +48,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
@@ -285,7 +285,7 @@ class ReplaySource:
         """
         return self._iter(None)
 
-    def _iter(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
+    def _iter(self, on_error: Callable[[str], None] | None) -> Generator[Trade, None, None]:
         self.stats.messages = 0
         self.stats.parse_errors = 0
         self.stats.unknown_messages = 0
@@ -303,7 +303,7 @@ class ReplaySource:
         if on_error is not None:
             on_error(self.stats.last_error)
 
-    def _iter_ndjson(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
+    def _iter_ndjson(self, on_error: Callable[[str], None] | None) -> Generator[Trade, None, None]:
         parse_line = self._parse_ticks_line if self.format is ReplayFormat.TICKS_NDJSON else self._parse_binance_line
         next_id: dict[str, int] = {}
         stats = self.stats
@@ -380,7 +380,7 @@ class ReplaySource:
         return Trade(symbol, message.trade_id, message.ts_ms, message.ts_ms, message.price, message.qty,
                      message.buyer_is_maker)
 
-    def _iter_sqlite(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
+    def _iter_sqlite(self, on_error: Callable[[str], None] | None) -> Generator[Trade, None, None]:
         stats = self.stats
         try:
             store = open_tick_file(self.path)

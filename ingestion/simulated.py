@@ -476,8 +476,9 @@ def simulate_past(symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed:
             at = bars.index.as_unit("ms").asi8
             bars = bars[(at >= first_full) & (at <= last_full)]
             out[(name, interval_ms)] = BarArrays(
-                bars.index.as_unit("ms").asi8.astype(np.int64),
-                *(bars[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")),
+                bars.index.as_unit("ms").asi8.astype(np.int64), bars["open"].to_numpy(np.float64),
+                bars["high"].to_numpy(np.float64), bars["low"].to_numpy(np.float64),
+                bars["close"].to_numpy(np.float64), bars["volume"].to_numpy(np.float64),
                 bars["trades"].to_numpy(np.int64), bars["vwap"].to_numpy(np.float64))
     return out
 

@@ -13,7 +13,7 @@ branches on a source's name: the engine, the service and the UI ask the spec's
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -71,7 +71,10 @@ class Source(Protocol):
     name: str  # the registry key, e.g. "binance"
     label: str  # shown in the UI so simulated/replayed data is never mistaken for live
     stats: SourceStats
-    symbols: tuple[str, ...]
+
+    @property
+    def symbols(self) -> Collection[str] | None:
+        """The symbols it emits now; None for every symbol it has (a replay without a filter)."""
 
     def run(self, sink: TradeSink, stop: threading.Event) -> None: ...
 

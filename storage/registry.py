@@ -101,9 +101,23 @@ class Site:
     schema: str | None = None
 
     @property
+    def file(self) -> Path:
+        """The tick database file of a file site; ValueError naming the site for a server site."""
+        if self.ticks_path is None:
+            raise ValueError(f"site {self.name!r} is on a database server: it has no tick database file")
+        return self.ticks_path
+
+    @property
+    def server(self) -> tuple[str, str]:
+        """``(url, schema)`` of a server site; ValueError naming the site for a file site."""
+        if self.url is None or self.schema is None:
+            raise ValueError(f"site {self.name!r} is not on a database server: it has no URL and schema")
+        return self.url, self.schema
+
+    @property
     def alerts_path(self) -> Path:
         """Alert rules and history sit next to the ticks they watch, e.g. ``live-alerts.sqlite3``."""
-        return self.ticks_path.with_name(f"{self.ticks_path.stem}-alerts.sqlite3")
+        return self.file.with_name(f"{self.file.stem}-alerts.sqlite3")
 
     @property
     def location(self) -> str:

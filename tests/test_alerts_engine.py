@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alerts.monitor import AlertMonitor, metric_series
+from alerts.monitor import AlertMonitor, metric_series, rule_params
 from alerts.rules import parse_rule
 from config import Settings
 from ingestion.sources import site_of
@@ -231,3 +231,11 @@ def test_an_alert_store_busy_at_start_is_retried_and_the_monitor_keeps_running(s
         assert monitor._thread is not None and monitor._thread.is_alive()
     finally:
         monitor.stop()
+
+
+def test_a_price_rule_has_no_pair_analytics_to_watch():
+    pair_rule = parse_rule("zscore > 2", pair=("ETHUSDT", "BTCUSDT"), timeframe_ms=60_000, window=30)
+    assert rule_params(pair_rule).window == 30
+    price_rule = parse_rule("BTCUSDT price > 1", pair=None, timeframe_ms=60_000, window=30)
+    with pytest.raises(ValueError, match=r"alert rule 'BTCUSDT price > 1' watches a price, not a pair"):
+        rule_params(price_rule)

@@ -135,6 +135,13 @@ def test_datasets_live_in_their_own_schema_and_asking_creates_nothing(pg_cluster
     assert has_datasets(settings) is False  # a schema, but nothing uploaded yet
 
 
+def test_a_statement_that_must_return_a_row_and_returns_none_is_named(pg_url):
+    with postgres_db.reader_connection(pg_url, "public") as conn:
+        assert postgres_db.one_row(conn, "SELECT 1, 2") == (1, 2)
+        with pytest.raises(RuntimeError, match=r"expected one row from 'SELECT 1 WHERE false', got none"):
+            postgres_db.one_row(conn, "SELECT 1 WHERE false")
+
+
 # ------------------------------------------------------------------------------------------------
 # A server that goes away
 # ------------------------------------------------------------------------------------------------

@@ -49,6 +49,19 @@ def test_an_unknown_scheme_is_refused_naming_it_and_the_known_ones():
         Site("live", url="mysql://root@db/desk", schema="live").location  # noqa: B018 - the property raises
 
 
+def test_a_file_site_has_no_server_and_a_server_site_no_file(tmp_path):
+    """Each backend asks the site for its own half; the wrong half is an error naming the site, not None."""
+    local = Site("live", tmp_path / "live.sqlite3")
+    assert (local.file, local.alerts_path) == (tmp_path / "live.sqlite3", tmp_path / "live-alerts.sqlite3")
+    with pytest.raises(ValueError, match=r"site 'live' is not on a database server: it has no URL and schema"):
+        local.server  # noqa: B018 - the property raises
+    server = Site("replay", url="postgresql://quant@db:5432/desk", schema="replay")
+    assert server.server == ("postgresql://quant@db:5432/desk", "replay")
+    for half in ("file", "alerts_path"):
+        with pytest.raises(ValueError, match=r"site 'replay' is on a database server: it has no tick database file"):
+            getattr(server, half)
+
+
 def test_a_new_backend_is_a_package_plus_one_registry_entry(tmp_path, monkeypatch):
     """Everything the factory does for a site goes through the registry: a fake backend gets every call."""
     calls: list[str] = []
