@@ -86,12 +86,13 @@ def live_token() -> str:
 def acquire_service(base: Settings, settings: Settings) -> Service | None:
     """This session's service for ``settings`` (started or shared), or None after showing why not."""
     try:
-        return get_registry(base.max_engines).acquire(session_id(), settings, pin=settings.source == base.source)
+        return get_registry(base.server.max_feeds).acquire(session_id(), settings,
+                                                       pin=settings.feed.source == base.feed.source)
     except (TooManyFeeds, ConfigError, ValueError, OSError, StorageError) as exc:
-        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: {plain(exc)}")
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.feed.source, settings.feed.source)} feed: {plain(exc)}")
     except Exception:  # the browser sees a plain message; the server log keeps the traceback
-        log.exception("starting the %s feed failed", settings.source)
-        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: "
+        log.exception("starting the %s feed failed", settings.feed.source)
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.feed.source, settings.feed.source)} feed: "
                  "an internal error (details in the server log).")
     return None
 
@@ -382,7 +383,7 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
 
 def dataset_page(base: Settings) -> None:
     """Two uploaded OHLC datasets analysed as a pair (no live feed)."""
-    picked = dataset_controls(list_datasets(base))
+    picked = dataset_controls(list_datasets(base.storage))
     if picked is None:
         st.stop()
     y, x = picked
@@ -394,7 +395,7 @@ def dataset_page(base: Settings) -> None:
             span.format(plain(d.name), pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms"))
             for d in (y, x)))
         st.stop()
-    frames = load_dataset_frames(base, y, x)
+    frames = load_dataset_frames(base.storage, y, x)
     st.title(f"{plain(y.name)} / {plain(x.name)} · {timeframe_label(controls.timeframe)} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
 
@@ -415,11 +416,11 @@ def main() -> None:
         st.error(f"Invalid configuration: {plain(exc)}")
         st.stop()
     chosen = source_controls(base)
-    render_upload(base)
+    render_upload(base.storage)
     if chosen is not None and chosen[0] == UPLOADED:
         dataset_page(base)
         return
-    symbols = symbol_controls(base.symbols)
+    symbols = symbol_controls(base.feed.symbols)
     if chosen is None or symbols is None:
         st.stop()
     source, replay_file = chosen

@@ -44,7 +44,7 @@ def recorded() -> list[RecordedTrade]:
 
 
 def start_engine(fake: FakeBinance, tmp_path, **changes) -> Service:
-    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
+    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
     engine = Service.start(settings)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return engine
@@ -170,7 +170,7 @@ def test_connection_age_limit_rolls_over_with_overlap(fake, recorded, tmp_path):
 
 def test_refused_connections_back_off_and_recover(fake, tmp_path):
     fake.refuse_connections(True)
-    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
+    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
     engine = Service.start(settings)
     eventually(lambda: len(fake.connect_attempts) >= 6, timeout=10)
     status = engine.status()

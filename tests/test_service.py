@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def simulated(tmp_path: Path, *symbols: str, **changes: object) -> Settings:
-    return Settings(**{"source": "simulated", "data_dir": tmp_path, "speed": 20.0,
+    return Settings.of(**{"source": "simulated", "data_dir": tmp_path, "speed": 20.0,
                        "symbols": symbols or ("BTCUSDT", "ETHUSDT"), **changes})
 
 

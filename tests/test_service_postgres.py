@@ -18,7 +18,7 @@ from tests.test_faults_postgres import count, recorder
 
 
 def simulated(pg_url: str, **changes: object) -> Settings:
-    return Settings(**{"source": "simulated", "db_url": pg_url, "speed": 20.0, **changes})
+    return Settings.of(**{"source": "simulated", "db_url": pg_url, "speed": 20.0, **changes})
 
 
 def test_a_dashboard_follows_a_recorder_writing_the_schema(pg_url):

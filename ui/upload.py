@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from config import ConfigError, Settings, normalize_symbol
+from config import ConfigError, StorageSettings, normalize_symbol
 from domain import TIMEFRAMES
 from records import now_ms
 from storage import has_datasets, open_datasets
@@ -24,7 +24,7 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def render_upload(settings: Settings) -> None:
+def render_upload(storage: StorageSettings) -> None:
     """Upload form: parse on upload (a bad file shows why and stores nothing), save on click."""
     with st.sidebar.expander("Upload OHLC CSV (optional)"):
         upload = st.file_uploader("Binance kline archive (.zip/.csv) or timestamp,open,high,low,close,volume",
@@ -46,7 +46,7 @@ def render_upload(settings: Settings) -> None:
             return
         try:
             symbol = normalize_symbol(raw_symbol)
-            with open_datasets(settings) as store:
+            with open_datasets(storage) as store:
                 result = store.add(frame, name=name.strip(), symbol=symbol, filename=upload.name,
                                    content_hash=frame_hash(frame), uploaded_ms=now_ms())
         except (ConfigError, ValueError) as exc:
@@ -58,10 +58,10 @@ def render_upload(settings: Settings) -> None:
             st.info(f"Already stored as “{plain(result.dataset.name)}”; nothing added.")
 
 
-def list_datasets(settings: Settings) -> list[DatasetInfo]:
-    if not has_datasets(settings):
+def list_datasets(storage: StorageSettings) -> list[DatasetInfo]:
+    if not has_datasets(storage):
         return []
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return store.list()
 
 
@@ -86,7 +86,7 @@ def dataset_timeframes(y: DatasetInfo, x: DatasetInfo) -> tuple[str, ...]:
     return tuple(tf.name for tf in TIMEFRAMES if tf.ms >= coarsest) or (TIMEFRAMES[-1].name,)
 
 
-def load_dataset_frames(settings: Settings, y: DatasetInfo, x: DatasetInfo) -> dict[str, pd.DataFrame]:
+def load_dataset_frames(storage: StorageSettings, y: DatasetInfo, x: DatasetInfo) -> dict[str, pd.DataFrame]:
     """OHLC frames keyed by dataset name (names are unique; two files may share a symbol)."""
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return {y.name: store.load(y.id), x.name: store.load(x.id)}

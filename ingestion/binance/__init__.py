@@ -15,9 +15,9 @@ SPEC = SourceSpec(
     label="Live Binance",
     capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
     create=BinanceSource.from_settings,
-    database=lambda _settings: "live",
-    rest=lambda settings: BinanceRest(settings.rest_url),
-    history=lambda _settings, _source, rest: rest,  # klines, under the same weight budget as backfill
+    database=lambda _feed: "live",
+    rest=lambda feed: BinanceRest(feed.exchange.rest_url),
+    history=lambda _feed, _source, rest: rest,  # klines, under the same weight budget as backfill
 )
 
 __all__ = ["SPEC", "BinanceRest", "BinanceSource"]

@@ -23,7 +23,7 @@ Several processes on one schema:
 
 from __future__ import annotations
 
-from config import Settings
+from config import StorageSettings
 from storage.lock import WriterInfo
 from storage.postgres.alerts import PostgresAlertStore
 from storage.postgres.datasets import PostgresDatasetStore
@@ -41,9 +41,9 @@ __all__ = [
 DATASETS_SCHEMA = "uploads"
 
 
-def site(settings: Settings, name: str) -> Site:
-    """The schema of ``name`` (:func:`schema_name`) in the database of ``settings.db_url``."""
-    return Site(name, url=settings.db_url, schema=schema_name(name))
+def site(storage: StorageSettings, name: str) -> Site:
+    """The schema of ``name`` (:func:`schema_name`) in the database of ``storage.db_url``."""
+    return Site(name, url=storage.db_url, schema=schema_name(name))
 
 
 def location(site: Site) -> str:
@@ -77,13 +77,13 @@ def current_writer(site: Site) -> WriterInfo | None:
         return summary(live_writers(conn, site.schema))
 
 
-def open_datasets(settings: Settings) -> PostgresDatasetStore:
-    return PostgresDatasetStore(settings.db_url, DATASETS_SCHEMA)
+def open_datasets(storage: StorageSettings) -> PostgresDatasetStore:
+    return PostgresDatasetStore(storage.db_url, DATASETS_SCHEMA)
 
 
-def has_datasets(settings: Settings) -> bool:
+def has_datasets(storage: StorageSettings) -> bool:
     """True once something was uploaded (asking never creates the schema)."""
-    with reader_connection(settings.db_url, DATASETS_SCHEMA) as conn:
+    with reader_connection(storage.db_url, DATASETS_SCHEMA) as conn:
         if conn.execute("SELECT to_regclass('datasets')").fetchone()[0] is None:
             return False
         return conn.execute("SELECT EXISTS (SELECT 1 FROM datasets)").fetchone()[0]
