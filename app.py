@@ -65,9 +65,9 @@ log = logging.getLogger("app")
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda registry: registry.stop_all())
-def get_registry(max_services: int) -> ServiceRegistry:
+def get_registry(max_feeds: int) -> ServiceRegistry:
     """The feeds of this server process, shared by every browser session."""
-    registry = ServiceRegistry(max_services)
+    registry = ServiceRegistry(max_feeds)
     # cache_resource does not promise on_release at interpreter exit; the final flush must not depend on it.
     atexit.register(registry.stop_all)
     return registry

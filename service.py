@@ -236,8 +236,8 @@ class ServiceRegistry:
     Thread-safe: every browser session calls :meth:`acquire` from its own script thread.
     """
 
-    def __init__(self, max_services: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S) -> None:
-        self.max_services = max_services
+    def __init__(self, max_feeds: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S) -> None:
+        self.max_feeds = max_feeds
         self.idle_s = idle_s
         self.session_ttl_s = session_ttl_s
         self._entries: dict[str, _Entry] = {}
@@ -249,7 +249,7 @@ class ServiceRegistry:
 
         ``pin``: never stop it for being idle (the server's configured source, whose alert rules
         must be evaluated with no tab open). Raises :class:`TooManyFeeds` when a new service is
-        needed but ``max_services`` run and all are in use; the errors of :meth:`Service.start`
+        needed but ``max_feeds`` run and all are in use; the errors of :meth:`Service.start`
         otherwise. Never stops a service another session uses.
         """
         symbols = settings.feed.symbols
@@ -298,7 +298,7 @@ class ServiceRegistry:
                    for sid, (used, seen) in self._sessions.items())
 
     def _make_room(self, session: str, now: float) -> None:
-        if len(self._entries) < self.max_services:
+        if len(self._entries) < self.max_feeds:
             return
         idle = [key for key, entry in self._entries.items()
                 if not entry.pinned and not self._used_by_others(key, session, now)
@@ -310,7 +310,7 @@ class ServiceRegistry:
         if not idle:
             running = ", ".join(f"{entry.service.site.name} ({', '.join(entry.service.symbols)})"
                                 for entry in self._entries.values())
-            raise TooManyFeeds(f"this server already runs its maximum of {self.max_services} feeds ({running}), "
+            raise TooManyFeeds(f"this server already runs its maximum of {self.max_feeds} feeds ({running}), "
                                "all in use by other sessions; pick one of those sources, or ask the operator to "
                                "raise QUANT_MAX_ENGINES")
         self._stop(idle[0])
