@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alerts.monitor import AlertMonitor
-from config import Settings, normalize_symbol
+from config import Settings, StorageSettings, normalize_symbol
 from ingestion.backfill import Backfiller
 from ingestion.engine import Engine
 from ingestion.follow import DatabaseFollower
@@ -91,49 +91,51 @@ class Service:
         database has a writer and ``follow`` is false, and other ``StorageError``s when the
         database cannot be opened or is damaged.
         """
-        spec = spec_for(settings.source)
-        site = site_for(settings, spec.database(settings))
+        feed, storage = settings.feed, settings.storage
+        spec = spec_for(feed.source)
+        site = site_for(storage, spec.database(feed))
         site.check()
         holder = current_writer(site) if follow else None
         if holder is not None and not holder.is_this_process():
             return cls._follower(settings, spec, site, holder)
         if source is None:
-            source = spec.create(settings)
+            source = spec.create(feed)
         # Exchange trades may come from several recorders on a server database (each their own
         # symbols, overlaps stored once); anything else has one writer, or two markets would mix.
-        lock = claim_writer(site, this_process(source.label, settings.symbols),
+        lock = claim_writer(site, this_process(source.label, feed.symbols),
                             shared=spec.capabilities.exchange_ids)
         writer = backfiller = monitor = loader = None
         try:
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
-                                flush_interval_s=settings.flush_interval_ms / 1000,
-                                retention_ms=int(settings.retention_hours * 3_600_000),
-                                max_backlog=settings.max_backlog)
+                                flush_interval_s=storage.flush_ms / 1000,
+                                retention_ms=int(storage.retention_hours * 3_600_000),
+                                max_backlog=storage.max_backlog)
             writer.start()
             last_ids = None
             if spec.capabilities.exchange_ids:
                 # Exchange ids continue across restarts: resume gap detection where the store left off.
                 with open_ticks(site) as store:
                     last_ids = store.last_trade_ids()
-            rest = spec.rest(settings) if spec.rest is not None else None
+            rest = spec.rest(feed) if spec.rest is not None else None
             if rest is not None and hasattr(rest, "emit"):
                 rest.emit = writer.put  # rate-limit waits show up in the feed events
-            if rest is not None and spec.capabilities.backfill and settings.backfill_max_trades > 0:
-                backfiller = Backfiller(rest, writer.put, writer.put, max_trades_per_gap=settings.backfill_max_trades)
-            lookbacks = history_plan(settings.history_hours)
-            past = spec.history(settings, source, rest) if spec.history is not None and lookbacks else None
+            if rest is not None and spec.capabilities.backfill and feed.exchange.backfill_max_trades > 0:
+                backfiller = Backfiller(rest, writer.put, writer.put,
+                                        max_trades_per_gap=feed.exchange.backfill_max_trades)
+            lookbacks = history_plan(feed.history_hours)
+            past = spec.history(feed, source, rest) if spec.history is not None and lookbacks else None
             if past is not None and spec.capabilities.history:
                 loader = HistoryLoader(past, lambda: open_ticks(site), lookbacks, emit=writer.put)
-            engine = Engine(settings, source, spec.capabilities, writer=writer, backfiller=backfiller,
+            engine = Engine(feed, source, spec.capabilities, writer=writer, backfiller=backfiller,
                             last_ids=last_ids)
             history = BarHistory(site, loader)
             shared = SharedAnalytics(engine, history)
-            monitor = AlertMonitor(engine, site, shared, webhook_url=settings.webhook_url,
-                                   min_trades=settings.min_trades, min_volume=settings.min_volume)
+            monitor = AlertMonitor(engine, site, shared, webhook_url=settings.alerts.webhook_url,
+                                   min_trades=settings.alerts.min_trades, min_volume=settings.alerts.min_volume)
             if backfiller is not None:
                 backfiller.start()
             if loader is not None:
-                loader.start(settings.symbols)
+                loader.start(feed.symbols)
             monitor.start()
             engine.start()
         except BaseException:
@@ -150,8 +152,8 @@ class Service:
 
     @classmethod
     def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: object) -> Service:
-        follower = DatabaseFollower(site, settings.symbols, holder)  # type: ignore[arg-type]
-        engine = Engine(settings, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
+        follower = DatabaseFollower(site, settings.feed.symbols, holder)  # type: ignore[arg-type]
+        engine = Engine(settings.feed, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
         engine.start()
         log.info("following %s, written by %s", site.location, holder.describe())  # type: ignore[attr-defined]
         return cls(settings, spec, site, engine, SharedAnalytics(engine, BarHistory(site)))
@@ -263,22 +265,22 @@ class Service:
 
 
 # ------------------------------------------------------------ uploaded datasets (shared by every source)
-def stored_datasets(settings: Settings) -> list[DatasetInfo]:
+def stored_datasets(storage: StorageSettings) -> list[DatasetInfo]:
     """The uploaded datasets, newest upload first; [] when none was ever uploaded (listing creates nothing)."""
-    if not has_datasets(settings):
+    if not has_datasets(storage):
         return []
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return store.list()
 
 
-def load_datasets(settings: Settings, *datasets: DatasetInfo) -> dict[str, pd.DataFrame]:
+def load_datasets(storage: StorageSettings, *datasets: DatasetInfo) -> dict[str, pd.DataFrame]:
     """Each dataset's OHLC bars (the layout of :mod:`analytics.bars`), keyed by its name (names are
     unique; two datasets may share a symbol)."""
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return {dataset.name: store.load(dataset.id) for dataset in datasets}
 
 
-def save_dataset(settings: Settings, frame: pd.DataFrame, *, name: str, symbol: str, filename: str) -> AddResult:
+def save_dataset(storage: StorageSettings, frame: pd.DataFrame, *, name: str, symbol: str, filename: str) -> AddResult:
     """Store parsed OHLC bars as dataset ``name`` of ``symbol`` (upper-cased and validated).
 
     The same bars uploaded again (zipped or not, CRLF or LF) are one dataset: the result says
@@ -286,7 +288,7 @@ def save_dataset(settings: Settings, frame: pd.DataFrame, *, name: str, symbol: 
     ``ValueError`` for a name that is empty or taken by other data.
     """
     checked = normalize_symbol(symbol)
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return store.add(frame, name=name.strip(), symbol=checked, filename=filename,
                          content_hash=content_hash(frame), uploaded_ms=now_ms())
 
@@ -312,8 +314,8 @@ class ServiceRegistry:
     Thread-safe: every browser session calls :meth:`acquire` from its own script thread.
     """
 
-    def __init__(self, max_services: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S) -> None:
-        self.max_services = max_services
+    def __init__(self, max_feeds: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S) -> None:
+        self.max_feeds = max_feeds
         self.idle_s = idle_s
         self.session_ttl_s = session_ttl_s
         self._entries: dict[str, _Entry] = {}
@@ -325,13 +327,14 @@ class ServiceRegistry:
 
         ``pin``: never stop it for being idle (the server's configured source, whose alert rules
         must be evaluated with no tab open). Raises :class:`TooManyFeeds` when a new service is
-        needed but ``max_services`` run and all are in use; the errors of :meth:`Service.start`
+        needed but ``max_feeds`` run and all are in use; the errors of :meth:`Service.start`
         otherwise. Never stops a service another session uses.
         """
-        if len(settings.symbols) > MAX_SYMBOLS:
-            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(settings.symbols)}")
-        spec = spec_for(settings.source)
-        key = site_for(settings, spec.database(settings)).location
+        symbols = settings.feed.symbols
+        if len(symbols) > MAX_SYMBOLS:
+            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(symbols)}")
+        spec = spec_for(settings.feed.source)
+        key = site_for(settings.storage, spec.database(settings.feed)).location
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
@@ -342,11 +345,11 @@ class ServiceRegistry:
                 self._make_room(session, now)
                 entry = self._entries[key] = _Entry(Service.start(settings, follow=True), now, pin)
             else:
-                union = set(entry.service.symbols) | set(settings.symbols)
+                union = set(entry.service.symbols) | set(symbols)
                 if len(union) > MAX_SYMBOLS:
                     raise ValueError(f"symbols: this server already watches {len(entry.service.symbols)} symbols "
                                      f"on this source; at most {MAX_SYMBOLS} in all")
-                entry.service.watch(settings.symbols)
+                entry.service.watch(symbols)
             entry.last_used = now
             entry.pinned = entry.pinned or pin
             self._sessions[session] = (key, now)
@@ -373,7 +376,7 @@ class ServiceRegistry:
                    for sid, (used, seen) in self._sessions.items())
 
     def _make_room(self, session: str, now: float) -> None:
-        if len(self._entries) < self.max_services:
+        if len(self._entries) < self.max_feeds:
             return
         idle = [key for key, entry in self._entries.items()
                 if not entry.pinned and not self._used_by_others(key, session, now)
@@ -385,7 +388,7 @@ class ServiceRegistry:
         if not idle:
             running = ", ".join(f"{entry.service.site.name} ({', '.join(entry.service.symbols)})"
                                 for entry in self._entries.values())
-            raise TooManyFeeds(f"this server already runs its maximum of {self.max_services} feeds ({running}), "
+            raise TooManyFeeds(f"this server already runs its maximum of {self.max_feeds} feeds ({running}), "
                                "all in use by other sessions; pick one of those sources, or ask the operator to "
                                "raise QUANT_MAX_ENGINES")
         self._stop(idle[0])

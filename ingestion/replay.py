@@ -54,7 +54,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from config import SYMBOL_RE, Settings, normalize_symbol
+from config import SYMBOL_RE, FeedSettings, normalize_symbol
 from ingestion.binance.parse import MalformedMessage, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt
@@ -467,16 +467,16 @@ def _valid_stored(trade: Trade) -> bool:
             and isinstance(trade.qty, float) and math.isfinite(trade.qty) and trade.qty >= 0)
 
 
-def _create(settings: Settings) -> ReplaySource:
-    if settings.replay_file is None:
+def _create(feed: FeedSettings) -> ReplaySource:
+    if feed.replay_file is None:
         raise ValueError("replay_file: required when source is 'replay'")
-    return ReplaySource(settings.replay_file, symbols=settings.symbols, speed=settings.speed)
+    return ReplaySource(feed.replay_file, symbols=feed.symbols, speed=feed.speed)
 
 
-def _database(settings: Settings) -> str:
-    if settings.replay_file is None:
+def _database(feed: FeedSettings) -> str:
+    if feed.replay_file is None:
         raise ValueError("replay_file: required when source is 'replay'")
-    return database_name(settings.replay_file)
+    return database_name(feed.replay_file)
 
 
 SPEC = SourceSpec(

@@ -493,9 +493,9 @@ SPEC = SourceSpec(
     label="Simulated market",
     # Ids restart at the start time on every run, so they are not exchange ids.
     capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False, history=True),
-    create=lambda settings: SimulatedSource(settings.symbols, seed=settings.seed, speed=settings.speed,
-                                            past_ms=int(settings.history_hours * 3_600_000)),
-    database=lambda _settings: "simulated",
+    create=lambda feed: SimulatedSource(feed.symbols, seed=feed.seed, speed=feed.speed,
+                                        past_ms=int(feed.history_hours * 3_600_000)),
+    database=lambda _feed: "simulated",
     # The past of the running market itself (a stand-in source in tests has none).
-    history=lambda _settings, source, _rest: source if isinstance(source, SimulatedSource) else None,
+    history=lambda _feed, source, _rest: source if isinstance(source, SimulatedSource) else None,
 )

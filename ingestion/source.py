@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from records import FeedEvent, FeedState, Trade
 
 if TYPE_CHECKING:
-    from config import Settings
+    from config import FeedSettings
     from ingestion.backfill import TradeHistory
     from ingestion.history import KlineHistory
 
@@ -125,7 +125,7 @@ class SourceSpec:
     name: str
     label: str
     capabilities: Capabilities
-    create: Callable[[Settings], Source]
-    database: Callable[[Settings], str]
-    rest: Callable[[Settings], TradeHistory] | None = None
-    history: Callable[[Settings, Source, TradeHistory | None], KlineHistory | None] | None = None
+    create: Callable[[FeedSettings], Source]
+    database: Callable[[FeedSettings], str]
+    rest: Callable[[FeedSettings], TradeHistory] | None = None
+    history: Callable[[FeedSettings, Source, TradeHistory | None], KlineHistory | None] | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from config import Settings
+    from config import StorageSettings
     from storage.base import AlertStore, DatasetStore, TickStore, WriterClaim
     from storage.lock import WriterInfo
 
@@ -29,7 +29,7 @@ _T = TypeVar("_T", bound="TickStore")
 class Backend(Protocol):
     """What a backend package offers at module level; stores implement :mod:`storage.base`."""
 
-    def site(self, settings: Settings, name: str) -> Site:
+    def site(self, storage: StorageSettings, name: str) -> Site:
         """The site of the source whose database name is ``name``."""
 
     def location(self, site: Site) -> str:
@@ -49,9 +49,9 @@ class Backend(Protocol):
 
     def current_writer(self, site: Site) -> WriterInfo | None: ...
 
-    def open_datasets(self, settings: Settings) -> DatasetStore: ...
+    def open_datasets(self, storage: StorageSettings) -> DatasetStore: ...
 
-    def has_datasets(self, settings: Settings) -> bool: ...
+    def has_datasets(self, storage: StorageSettings) -> bool: ...
 
 
 def scheme_of(url: str | None) -> str:

@@ -53,7 +53,7 @@ class PairMarket:
 @pytest.fixture
 def setup(tmp_path):
     source = PhasedSource()
-    service = Service.start(Settings(source="simulated", db=tmp_path / "sim.db"), source=source)
+    service = Service.start(Settings.of(source="simulated", db=tmp_path / "sim.db"), source=source)
     # The tests step monitors of their own on a separate rules file, so the service's monitor
     # (which watches the site's alerts file) never sees their rules.
     yield service, source, tmp_path / "rules.sqlite3"
@@ -162,7 +162,7 @@ def test_liquidity_filter_keeps_thin_bars_out_of_alerts(setup, tmp_path):
 def test_headless_recorder_evaluates_alerts_without_a_browser(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     db = tmp_path / "sim.db"
-    alerts_db = site_of(Settings(source="simulated", db=db)).alerts_path
+    alerts_db = site_of(Settings.of(source="simulated", db=db)).alerts_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.record", "--source", "simulated", "--speed", "30", "--db", str(db),
          "--timeframe", "1s", "--window", "10", "--alert", "zscore > 1.5", "--alert", "zscore < -1.5"],

@@ -69,13 +69,13 @@ def test_the_settings_alert_rules_and_pair_parameters_share_the_window_check():
     from records.alerts import AlertRule
 
     expected = "window: 201 must be between 10 and 200 bars"
-    for build in (lambda: Settings(window=201), lambda: PairParams("ETHUSDT", "BTCUSDT", window=201),
+    for build in (lambda: Settings.of(window=201), lambda: PairParams("ETHUSDT", "BTCUSDT", window=201),
                   lambda: AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), window=201)):
         with pytest.raises(ValueError) as raised:
             build()
         assert str(raised.value) == expected
     with pytest.raises(ConfigError):
-        Settings(window=9)
+        Settings.of(window=9)
 
 
 def test_regression_properties():

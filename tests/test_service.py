@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def simulated(tmp_path: Path, *symbols: str, **changes: object) -> Settings:
-    return Settings(**{"source": "simulated", "data_dir": tmp_path, "speed": 20.0,
+    return Settings.of(**{"source": "simulated", "data_dir": tmp_path, "speed": 20.0,
                        "symbols": symbols or ("BTCUSDT", "ETHUSDT"), **changes})
 
 
 @pytest.fixture
 def registry():
-    registry = ServiceRegistry(max_services=2, idle_s=3600)
+    registry = ServiceRegistry(max_feeds=2, idle_s=3600)
     yield registry
     registry.stop_all()
 
@@ -70,7 +70,7 @@ def test_a_session_switching_source_frees_its_own_feed_when_nobody_else_uses_it(
 
 
 def test_a_pinned_feed_is_never_stopped_for_room(tmp_path):
-    registry = ServiceRegistry(max_services=1, idle_s=0)
+    registry = ServiceRegistry(max_feeds=1, idle_s=0)
     try:
         pinned = registry.acquire("server", simulated(tmp_path), pin=True)
         with pytest.raises(TooManyFeeds):

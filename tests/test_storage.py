@@ -200,7 +200,7 @@ def test_writer_refuses_a_retry_policy_that_would_drop_a_batch(tmp_path):
 
 def test_a_second_writer_on_one_database_is_refused_naming_the_first(tmp_path):
     """Two writers would each store part of their trades and mix two markets in one table."""
-    settings = Settings(source="simulated", db=tmp_path / "shared.db")
+    settings = Settings.of(source="simulated", db=tmp_path / "shared.db")
     first = Service.start(settings, source=ScriptedSource(make_trades(100)))
     try:
         with pytest.raises(WriterBusy, match=r"already being written by pid \d+ \(SCRIPTED simulated: BTCUSDT, "

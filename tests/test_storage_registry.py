@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import storage
-from config import Settings
+from config import StorageSettings
 from records import BarArrays
 from storage.registry import BACKENDS, Backend, Site, backend, backend_of
 from storage.sqlite.ticks import SqliteTickStore
@@ -32,11 +32,11 @@ def backend_modules() -> list[Path]:
 
 
 def test_a_site_without_url_is_an_sqlite_file_and_a_url_picks_its_backend_by_scheme(tmp_path):
-    local = storage.site_for(Settings(data_dir=tmp_path), "live")
+    local = storage.site_for(StorageSettings(data_dir=tmp_path), "live")
     assert backend_of(local) is sys.modules["storage.sqlite"]
     assert local.location == str(tmp_path / "live.sqlite3")
     for scheme in ("postgresql", "postgres"):
-        server = storage.site_for(Settings(db_url=f"{scheme}://quant:s3cret@db:5432/desk"), "replay-Ticks 1")
+        server = storage.site_for(StorageSettings(db_url=f"{scheme}://quant:s3cret@db:5432/desk"), "replay-Ticks 1")
         assert backend_of(server).__name__ == "storage.postgres"
         assert (server.schema, server.location) == ("replay_ticks_1", f"{scheme}://quant:***@db:5432/desk "
                                                                       "schema replay_ticks_1")

@@ -13,13 +13,13 @@ from ingestion.binance.stream import BinanceSource
 from ingestion.source import Capabilities, SourceSpec
 
 if TYPE_CHECKING:
-    from config import Settings
+    from config import FeedSettings
     from ingestion.backfill import TradeHistory
     from ingestion.history import KlineHistory
     from ingestion.source import Source
 
 
-def _klines(_settings: Settings, _source: Source, rest: TradeHistory | None) -> KlineHistory | None:
+def _klines(_feed: FeedSettings, _source: Source, rest: TradeHistory | None) -> KlineHistory | None:
     """Past bars from the exchange's klines, through the REST client ``SPEC.rest`` built (a
     :class:`BinanceRest`), so that they share one weight budget with gap backfill."""
     return rest if isinstance(rest, BinanceRest) else None
@@ -30,8 +30,8 @@ SPEC = SourceSpec(
     label="Live Binance",
     capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
     create=BinanceSource.from_settings,
-    database=lambda _settings: "live",
-    rest=lambda settings: BinanceRest(settings.rest_url),
+    database=lambda _feed: "live",
+    rest=lambda feed: BinanceRest(feed.exchange.rest_url),
     history=_klines,
 )
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import websocket
 
-from config import Settings
+from config import FeedSettings
 from ingestion.backoff import AttemptBudget, Backoff
 from ingestion.binance.parse import MalformedMessage, ServerShutdown, SubscriptionReply, UnknownMessage, parse_frame
 from ingestion.source import SourceStats, TradeSink
@@ -125,17 +125,19 @@ class BinanceSource:
         self._request_id = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
+    def from_settings(cls, feed: FeedSettings, *, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
+        """The live source of ``feed``'s symbols, connected as its ``exchange`` slice says."""
+        exchange = feed.exchange
         return cls(
-            settings.symbols,
-            settings.ws_url,
-            ping_interval=settings.ping_interval,
-            pong_timeout=settings.pong_timeout,
-            stale_after=settings.stale_after,
-            max_connection_age=settings.max_connection_age,
-            backoff_initial=settings.backoff_initial,
-            backoff_max=settings.backoff_max,
-            stable_after=settings.stable_after,
+            feed.symbols,
+            exchange.ws_url,
+            ping_interval=exchange.ping_interval,
+            pong_timeout=exchange.pong_timeout,
+            stale_after=exchange.stale_after,
+            max_connection_age=exchange.max_connection_age,
+            backoff_initial=exchange.backoff_initial,
+            backoff_max=exchange.backoff_max,
+            stable_after=exchange.stable_after,
             clock=clock,
         )
 

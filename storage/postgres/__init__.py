@@ -23,7 +23,7 @@ Several processes on one schema:
 
 from __future__ import annotations
 
-from config import Settings
+from config import StorageSettings
 from storage.lock import WriterInfo
 from storage.postgres.alerts import PostgresAlertStore
 from storage.postgres.datasets import PostgresDatasetStore
@@ -41,9 +41,9 @@ __all__ = [
 DATASETS_SCHEMA = "uploads"
 
 
-def site(settings: Settings, name: str) -> Site:
-    """The schema of ``name`` (:func:`schema_name`) in the database of ``settings.db_url``."""
-    return Site(name, url=settings.db_url, schema=schema_name(name))
+def site(storage: StorageSettings, name: str) -> Site:
+    """The schema of ``name`` (:func:`schema_name`) in the database of ``storage.db_url``."""
+    return Site(name, url=storage.db_url, schema=schema_name(name))
 
 
 def location(site: Site) -> str:
@@ -78,18 +78,18 @@ def current_writer(site: Site) -> WriterInfo | None:
         return summary(live_writers(conn, schema))
 
 
-def _datasets_site(settings: Settings) -> Site:
-    """Where uploaded datasets live: their own schema in the database of ``settings.db_url``."""
-    return Site("uploads", url=settings.db_url, schema=DATASETS_SCHEMA)
+def _datasets_site(storage: StorageSettings) -> Site:
+    """Where uploaded datasets live: their own schema in the database of ``storage.db_url``."""
+    return Site("uploads", url=storage.db_url, schema=DATASETS_SCHEMA)
 
 
-def open_datasets(settings: Settings) -> PostgresDatasetStore:
-    return PostgresDatasetStore(*_datasets_site(settings).server)
+def open_datasets(storage: StorageSettings) -> PostgresDatasetStore:
+    return PostgresDatasetStore(*_datasets_site(storage).server)
 
 
-def has_datasets(settings: Settings) -> bool:
+def has_datasets(storage: StorageSettings) -> bool:
     """True once something was uploaded (asking never creates the schema)."""
-    with reader_connection(*_datasets_site(settings).server) as conn:
+    with reader_connection(*_datasets_site(storage).server) as conn:
         if one_row(conn, "SELECT to_regclass('datasets')")[0] is None:
             return False
         return bool(one_row(conn, "SELECT EXISTS (SELECT 1 FROM datasets)")[0])

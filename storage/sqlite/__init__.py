@@ -9,7 +9,7 @@ migrations: :mod:`storage.sqlite.db`. One writer per file, held by :mod:`storage
 
 from __future__ import annotations
 
-from config import Settings
+from config import StorageSettings
 from storage.errors import StorageLocationError
 from storage.lock import WriterInfo, WriterLock, writer_of
 from storage.registry import Site, verified
@@ -27,11 +27,11 @@ __all__ = [
 ]
 
 
-def site(settings: Settings, name: str) -> Site:
-    """``settings.db`` if given (its folder must exist), else ``<data_dir>/<name>.sqlite3``."""
-    if settings.db is not None:
-        return Site(name, settings.db, explicit=True)
-    return Site(name, settings.data_dir / f"{name}.sqlite3")
+def site(storage: StorageSettings, name: str) -> Site:
+    """``storage.db`` if given (its folder must exist), else ``<data_dir>/<name>.sqlite3``."""
+    if storage.db is not None:
+        return Site(name, storage.db, explicit=True)
+    return Site(name, storage.data_dir / f"{name}.sqlite3")
 
 
 def location(site: Site) -> str:
@@ -74,10 +74,10 @@ def current_writer(site: Site) -> WriterInfo | None:
     return writer_of(site.file)
 
 
-def open_datasets(settings: Settings) -> SqliteDatasetStore:
-    check(Site("uploads", settings.data_dir / DATASETS_FILE))
-    return SqliteDatasetStore(settings.data_dir / DATASETS_FILE)
+def open_datasets(storage: StorageSettings) -> SqliteDatasetStore:
+    check(Site("uploads", storage.data_dir / DATASETS_FILE))
+    return SqliteDatasetStore(storage.data_dir / DATASETS_FILE)
 
 
-def has_datasets(settings: Settings) -> bool:
-    return (settings.data_dir / DATASETS_FILE).is_file()
+def has_datasets(storage: StorageSettings) -> bool:
+    return (storage.data_dir / DATASETS_FILE).is_file()
