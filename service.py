@@ -33,7 +33,8 @@ from ingestion.source import Source, SourceSpec
 from ingestion.sources import spec_for
 from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
-from pairs.shared import SharedAnalytics
+from pairs.compute import LiveContext, live_context
+from pairs.shared import SharedAnalytics, ViewQuery
 from records import FeedState, FeedStatus
 from storage import Site, claim_writer, current_writer, open_alerts, open_ticks, site_for
 from storage.base import AlertRecord, WriterClaim
@@ -187,6 +188,13 @@ class Service:
         status = self.engine.status()
         banned = getattr(self.rest, "banned_until_ms", None)
         return replace(status, rest_banned_until_ms=banned) if banned is not None else status
+
+    def live_context(self, query: ViewQuery) -> LiveContext | None:
+        """What the live z-score needs from the closed bars ``query`` asks for (β, α, the last spreads):
+        the page's own shared view, so the live panel agrees with its charts; None before every
+        symbol has a bar or while the hedge is undefined."""
+        view = self.shared.ask(query)
+        return None if view.pair is None else live_context(view.pair)
 
     def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
         """The newest stored alerts (newest first), read from storage only when there may be new ones.
