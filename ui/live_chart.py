@@ -270,30 +270,32 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
 
     ``scope``: see :func:`live_chart`; builds are shared through ``builds`` when both are given.
     """
-    drawn = sent is not None and sent.revision == revision and sent.run == run - 1
-    if drawn and chart.content is not None and sent.content == chart.content:  # unchanged: the same payload
-        return {"rev": revision, "seq": sent.seq}, replace(sent, run=run)
+    # What the browser holds of this chart, if it drew it on the last run (else it is drawn whole).
+    drawn = sent if sent is not None and sent.revision == revision and sent.run == run - 1 else None
+    if drawn is not None and chart.content is not None and drawn.content == chart.content:  # unchanged
+        return {"rev": revision, "seq": drawn.seq}, replace(drawn, run=run)
     seq = 0 if sent is None else sent.seq + 1
     payload: dict[str, object] = {"rev": revision, "seq": seq, "config": FIGURE_CONFIG}
     shared = None if scope is None or chart.content is None or builds is None else \
         (scope, revision, chart.key, shown_from, tz, chart.content, chart.max_points)
-    if drawn and chart.incremental and chart.last is not None:
-        since = sent.cut.floor(SPLICE_GRID)
+    if drawn is not None and chart.incremental and chart.last is not None:
+        since = drawn.cut.floor(SPLICE_GRID)
         if shown_from is not None:  # never before the lookback's left edge, where the browser trims
-            since = max(since, min(shown_from, sent.cut))
-        anchor = None if chart.reanchor is not None else sent.anchor
+            since = max(since, min(shown_from, drawn.cut))
+        anchor = None if chart.reanchor is not None else drawn.anchor
         tail = _build(builds, _key(shared, "tail", since, anchor), lambda: _tail(
             chart.build(since, chart.max_points, anchor), since, shown_from, tz))
-        if tail.splice is not None and tail.names <= sent.names:
-            cut = display_time(sent.cut, tz)
+        if tail.splice is not None and tail.names <= drawn.names:
+            cut = display_time(drawn.cut, tz)
             # New bars: those from the grid to the session's last bar are sent again (it may have changed).
             added = sum(int((x > cut).sum()) for x in tail.xs)
             # Appended points are not thinned: past a share of the figure, draw it whole (thinned) again.
-            if sent.appended + added <= REDRAW_SHARE * max(sent.points, 1):
-                payload["base"], payload["splice"] = sent.seq, tail.splice
+            if drawn.appended + added <= REDRAW_SHARE * max(drawn.points, 1):
+                payload["base"], payload["splice"] = drawn.seq, tail.splice
                 if chart.reanchor is not None:  # the shared tail's traces, for this browser's anchor
-                    payload["splice"] = {**tail.splice, "traces": chart.reanchor(tail.splice["traces"], sent.anchor)}
-                return payload, replace(sent, seq=seq, cut=chart.last, appended=sent.appended + added, run=run,
+                    traces = cast(dict[str, dict[str, list]], tail.splice["traces"])
+                    payload["splice"] = {**tail.splice, "traces": chart.reanchor(traces, drawn.anchor)}
+                return payload, replace(drawn, seq=seq, cut=chart.last, appended=drawn.appended + added, run=run,
                                         content=chart.content)
     anchor = chart.anchor()
     full = _build(builds, _key(shared, "full", anchor), lambda: _full(chart.build(None, chart.max_points, anchor)))
