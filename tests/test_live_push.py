@@ -364,16 +364,21 @@ def test_the_stream_asks_the_service_for_the_context_itself():
 def test_a_page_that_switches_pair_gets_the_new_pairs_context():
     board, service = live.LiveBoard(), _Service(CONTEXT)
     board.register("b" * 32, service, _query())
+    swapped = LiveContext(30.0, 0.0, np.array([1.0, 2.0, 3.0]), False)
 
-    async def switched() -> list[dict]:
-        first = await _messages(board, "b" * 32, lambda ms: any(m.get("z") is not None for m in ms))
+    async def switched() -> tuple[list[dict], list[dict]]:
+        before = await _messages(board, "b" * 32, lambda ms: any(m.get("z") is not None for m in ms))
         board.register("b" * 32, service, _query("BTCUSDT", "ETHUSDT"))
-        service.context = None  # the swapped pair has no hedge yet: its β must not be the old pair's
-        return first + await _messages(board, "b" * 32, lambda ms: any("y" in m for m in ms))
+        service.context = swapped
+        after = await _messages(board, "b" * 32, lambda ms: any(m.get("beta") == 30.0 for m in ms))
+        return before, after
 
-    messages = asyncio.run(switched())
+    before, after = asyncio.run(switched())
+    assert before[-1]["beta"] == 0.03
     assert service.asked == [_query(), _query("BTCUSDT", "ETHUSDT")]
-    assert messages[-1]["y"] == 90_000.0 and messages[-1]["beta"] is None
+    assert after[0]["y"] == 90_000.0
+    # Until the new pair's context arrives, no number is hedged with the old pair's β.
+    assert all(m.get("beta") in (None, 30.0) for m in after)
 
 
 @pytest.mark.parametrize("token", ["", "nope", "..%2F..%2Fetc%2Fpasswd", "A" * 32, "c" * 32])
