@@ -304,3 +304,42 @@ def test_a_failed_start_frees_its_slot_and_tells_every_session_that_waited(tmp_p
     finally:
         gate.release.set()
         registry.stop_all()
+
+
+def test_a_session_waiting_on_a_start_that_never_ends_is_told_so(tmp_path):
+    a = tmp_path / "a.db"
+    gate = GatedStarts(a)
+    registry = ServiceRegistry(max_services=2, start=gate, start_wait_s=0.05)
+    try:
+        first = Asking(registry, "tab-1", simulated(tmp_path, db=a))
+        assert gate.entered.wait(WAIT_S)
+        with pytest.raises(TimeoutError, match=r"the simulated feed \(.*a\.db\) is still starting after 0 s"):
+            registry.acquire("tab-2", simulated(tmp_path, db=a))
+        gate.release.set()
+        assert first.outcome().running and gate.calls == {"a.db": 1}
+    finally:
+        gate.release.set()
+        registry.stop_all()
+
+
+def test_a_feed_whose_start_ends_after_the_server_stopped_is_stopped_too(tmp_path):
+    a = tmp_path / "a.db"
+    gate = GatedStarts(a)
+    started: list[Service] = []
+
+    def keeping(settings: Settings) -> Service:
+        started.append(gate(settings))
+        return started[-1]
+
+    registry = ServiceRegistry(max_services=2, start=keeping)
+    try:
+        first = Asking(registry, "tab-1", simulated(tmp_path, db=a))
+        assert gate.entered.wait(WAIT_S)
+        registry.stop_all()  # the server shuts down meanwhile
+        gate.release.set()
+        with pytest.raises(RuntimeError, match="stopped while it started"):
+            first.outcome()
+        assert registry.services() == {} and not started[0].running
+    finally:
+        gate.release.set()
+        registry.stop_all()
