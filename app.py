@@ -64,6 +64,14 @@ FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
 log = logging.getLogger("app")
 
 
+def register_live_panel(service: Service, controls: Controls) -> None:
+    """What this page's pushed live panel shows (nothing to do when the page polls): its stream asks
+    ``service`` for this very query's analytics, shared with the charts (:mod:`ui.live`)."""
+    state = appstate.current()
+    if state.pushed:
+        state.board.register(live_token(), service, view_query(controls))
+
+
 def session_id() -> str:
     """A random id for this browser session (kept in its session state)."""
     return st.session_state.setdefault("session_id", uuid.uuid4().hex)
@@ -302,6 +310,8 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if page is None:
         return
     service = page.service
+    if service is not None:
+        register_live_panel(service, controls)  # every run: a page left open keeps its stream
     params = pair_params(controls)
     view = page.view(controls.symbols, controls.interval_ms, params, controls)
     if view.bars.aligned is None:
@@ -447,8 +457,7 @@ def main() -> None:
     if state.pushed:  # served by server.py: the numbers are pushed on every trade
         st.fragment(run_every=NOTICES_REFRESH_S if controls.auto_refresh else None)(render_feed_notices)(
             acquire, controls)
-        # The stream asks the service for this very query's analytics (shared with the charts).
-        state.board.register(live_token(), service, view_query(controls))
+        register_live_panel(service, controls)
         live.live_panel(live_token(), controls.y, controls.x)
     else:
         st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)

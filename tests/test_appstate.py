@@ -55,3 +55,30 @@ def test_server_py_builds_the_state_the_page_reaches_and_its_shutdown_stops_the_
 def test_without_server_py_the_page_polls_through_its_own_state():
     state = appstate.current()
     assert not state.pushed and appstate.current() is state  # one per process, not one per call
+
+
+def test_a_page_served_with_pushed_routes_registers_its_query_and_draws_no_polled_panel(tmp_path, monkeypatch):
+    """The page reads only the state it is given: with server.py's (pushed), its live panel is the
+    stream's, registered under its token with the very query its charts are computed from."""
+    from streamlit.testing.v1 import AppTest
+
+    from pairs.shared import ViewQuery
+
+    for key in [k for k in os.environ if k.startswith("QUANT_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("QUANT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("QUANT_SOURCE", "simulated")
+    state = appstate.AppState.build(pushed=True, max_services=2)
+    monkeypatch.setattr(appstate, "_installed", state)
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+        assert not at.exception
+        assert not [m for m in at.metric if m.label == "Z-score"]  # no polled panel beside the pushed one
+        page = state.board.get(at.session_state["live_token"])
+        assert page is not None and isinstance(page.query, ViewQuery)
+        assert (page.query.params.y, page.query.params.x) == (at.selectbox(key="pair_y").value,
+                                                             at.selectbox(key="pair_x").value)
+        (service,) = state.registry.services().values()
+        assert page.service is service
+    finally:
+        state.stop()
