@@ -292,6 +292,7 @@ class ServiceRegistry:
                     # Held in its slot while it starts: counted against max_services, and found by
                     # the sessions that ask for it meanwhile (they wait below instead of starting it again).
                     ours = self._entries[key] = _Entry(None, now, pin)
+                    previous = self._sessions.get(session)
                     self._sessions[session] = (key, now)
                     break
             # Another session is starting this feed: wait for that start alone, outside the lock.
@@ -306,6 +307,11 @@ class ServiceRegistry:
             with self._lock:
                 if self._entries.get(key) is ours:
                     del self._entries[key]  # the slot is free again
+                if self._sessions.get(session) == (key, now):  # the session uses what it used before
+                    if previous is None:
+                        del self._sessions[session]
+                    else:
+                        self._sessions[session] = previous
             ours.error = exc
             ours.started.set()
             raise

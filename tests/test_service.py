@@ -343,3 +343,20 @@ def test_a_feed_whose_start_ends_after_the_server_stopped_is_stopped_too(tmp_pat
     finally:
         gate.release.set()
         registry.stop_all()
+
+
+def test_a_session_whose_start_failed_does_not_count_as_using_that_feed(tmp_path):
+    """Else the feed started later for that database could not be stopped to make room for another."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    gate = GatedStarts(a, fail=StorageError("a.db: disk I/O error"))
+    gate.release.set()
+    registry = ServiceRegistry(max_services=1, idle_s=0, start=gate)
+    try:
+        with pytest.raises(StorageError):
+            registry.acquire("tab-1", simulated(tmp_path, db=a))
+        gate.slow.clear()  # the disk is back
+        first = registry.acquire("tab-2", simulated(tmp_path, db=a))
+        moved = registry.acquire("tab-2", simulated(tmp_path, db=b))  # tab-2 leaves a: nobody else uses it
+        assert moved is not first and not first.running
+    finally:
+        registry.stop_all()

@@ -31,7 +31,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -197,7 +197,8 @@ def events(board: LiveBoard) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def _stream(board: LiveBoard, token: str, request: Request):
+async def _stream(board: LiveBoard, token: str, request: Request) -> AsyncIterator[str]:
+    """The stream's events for the page ``token`` until the browser leaves or the page is forgotten."""
     last: dict[str, float | None] | None = None
     last_line, line_at = "", 0.0
     tracker: ContextTracker | None = None
