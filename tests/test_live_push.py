@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import math
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -403,3 +404,37 @@ def test_the_chart_script_and_plotly_are_served():
     bundle = _get(live.plotly_bundle)
     assert bundle.status_code == 200 and bundle.path == live.PLOTLY_JS and live.PLOTLY_JS.stat().st_size > 1_000_000
     assert "immutable" in bundle.headers["cache-control"]
+
+
+def test_prices_keep_flowing_while_the_closed_bars_are_analysed():
+    """The context is computed in a worker thread: a slow one (a cold day of Kalman) holds up no price."""
+    computing, release = threading.Event(), threading.Event()
+
+    class Slow(_Service):
+        def live_context(self, query: ViewQuery) -> LiveContext | None:
+            computing.set()
+            self.released_in_time = release.wait(30)  # a bound, in case the stream waits for this
+            return super().live_context(query)
+
+    board, service = live.LiveBoard(), Slow(CONTEXT)
+    board.register("f" * 32, service, _query())
+
+    def trade_meanwhile() -> None:  # the market, in its own thread: a trade while the analysis runs
+        if computing.wait(30):
+            service.engine.trades["ETHUSDT"] = Trade("ETHUSDT", 2, 0, 0, 3_001.0, 1.0, False)
+
+    market = threading.Thread(target=trade_meanwhile, daemon=True)
+    market.start()
+    def until(messages: list[dict]) -> bool:
+        if any(m.get("y") == 3_001.0 for m in messages):
+            release.set()  # now the analysis may end (asyncio.run waits for its worker thread)
+            return True
+        return False
+
+    try:
+        messages = asyncio.run(_messages(board, "f" * 32, until))
+    finally:
+        release.set()
+        market.join(30)
+    assert messages[-1]["z"] is None  # sent before the context arrived
+    assert service.released_in_time
