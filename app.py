@@ -11,55 +11,32 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from analytics import correlation_matrix, lead_lag, log_returns
 from config import ConfigError, Settings, from_env
-from domain import FIVE_MINUTES, ONE_MINUTE, ONE_SECOND, Timeframe
+from domain import Timeframe
 from ingestion.live_bars import BASE_INTERVAL_MS
-from pairs.bars import PairBars, dataset_pair_bars, with_open_bar
-from pairs.compute import PairAnalytics, PairParams, compute_pair
+from pairs.bars import with_open_bar
+from pairs.compute import PairParams
 from pairs.shared import PairView, ViewQuery
 from service import Service, TooManyFeeds
-from storage import Site, StorageError, open_ticks
-from ui import appstate, charts, live
-from ui.alerts_panel import render_alerts_tab, render_banners, zscore_markers
-from ui.backtest_panel import render_backtest_tab
-from ui.controls import (
-    SOURCE_LABELS,
-    UPLOADED,
-    Controls,
-    analysis_controls,
-    source_controls,
-    symbol_controls,
-)
-from ui.export import minute_table
-from ui.labels import REGRESSION_LABELS, timeframe_label
-from ui.live_chart import ChartData, live_chart
-from ui.panels import fmt, render_downloads, render_needs, render_pair_stats, render_symbol_summaries, render_tests
+from storage import StorageError
+from ui import appstate, live
+from ui.alerts_panel import render_banners
+from ui.charts_tab import ANALYTICS_RUNS, CHART_REFRESH_S
+from ui.controls import SOURCE_LABELS, UPLOADED, Controls, analysis_controls, source_controls, symbol_controls
+from ui.labels import timeframe_label
+from ui.panels import fmt, render_needs
 from ui.plain import plain
-from ui.scanner import render_scanner_tab
-from ui.status import feed_is_failing, render_history_progress, render_status, render_storage_problem
-from ui.upload import dataset_controls, dataset_timeframes, list_datasets, load_dataset_frames, render_upload
+from ui.status import feed_is_failing, render_history_progress, render_storage_problem
+from ui.tabs import PageData, render_tabs
+from ui.upload import dataset_page_data, render_upload
 
-# Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
-CHART_REFRESH_S = {ONE_SECOND: 2.0, ONE_MINUTE: 10.0, FIVE_MINUTES: 30.0}
-LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py)
+LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py); charts: ui.charts_tab.CHART_REFRESH_S
 NOTICES_REFRESH_S = 2.0  # feed notices and alert banners beside the pushed live panel
 BANNER_ALERTS = 20
-MAX_LEAD_LAG = 10
-# The heatmap and lead-lag span the whole lookback and barely move from one 1 s bar to the next:
-# redrawn when a bar closes at most this often (market time), they cost a tenth as much.
-WHOLE_WINDOW_REFRESH = pd.Timedelta(seconds=10)
-ANALYTICS_RUNS = "analytics_runs"  # session state: the page's analytics runs so far (see ui.live_chart)
-# Points per trace: the price chart spans the page; the others half of it (~700 px, M4 keeps ~4 per px).
-FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
-
 
 log = logging.getLogger("app")
 
@@ -137,141 +114,6 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
     st.caption(live.feed_line(service.status(), escape=plain))
 
 
-def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
-               alert_marks: pd.DataFrame | None) -> list[tuple[str, ChartData]]:
-    """The charts tab's charts, each with where it goes ("full", "left" or "right")."""
-    aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
-    if aligned is None or not len(aligned.index):  # e.g. the first second of a feed, cut at an even second
-        return []
-    legs = [p.y, p.x]
-    closes, volumes = aligned.closes[legs], aligned.volumes[legs]
-    last = aligned.index[-1]
-    closed_last = pair.index[-1] if len(pair.index) else None
-    # Rolling OLS never revises a past β; an in-sample fit or the Kalman prior moves with the lookback.
-    rolling = p.span_free
-    # The analytics change only when a bar closes: an unchanged last bar means nothing to send.
-    closed = (closed_last, len(pair.index))
-    unit = "log price" if p.log_prices else "quote currency"
-    marks = alert_marks if alert_marks is not None and len(alert_marks) else None
-    rebased = controls.price_mode != "dual"
-    specs: list[tuple[str, ChartData]] = [("full", ChartData(
-        "chart_prices",
-        lambda since, points, levels: charts.price_chart(
-            closes, volumes, mode=controls.price_mode, open_bar_start=bars.open_bar_start, tz=tz, revision=rev,
-            max_points=points, rebase_to=levels, since=since),
-        last, FULL_WIDTH_POINTS,
-        content=(last, tuple(closes.iloc[-1]), tuple(volumes.iloc[-1]), bars.open_bar_start),
-        # Rebased to 100 at each tab's first drawing; on two axes nothing is rebased (one tail for all).
-        anchor=(lambda: charts.rebase_levels(closes)) if rebased else (lambda: None),
-        reanchor=charts.rebased_traces if rebased else None))]
-    if pair.spread is not None:
-        specs.append(("left", ChartData(
-            "chart_spread",
-            lambda since, points, _: charts.spread_chart(
-                pair.spread, pair.spread_mean, pair.spread_std, k=p.z_threshold, window=p.window, unit=unit, tz=tz,
-                revision=rev, max_points=points, since=since),
-            closed_last, HALF_WIDTH_POINTS, rolling, closed)))
-    if pair.zscore is not None:
-        specs.append(("right", ChartData(
-            "chart_zscore",
-            lambda since, points, _: charts.zscore_chart(
-                pair.zscore, threshold=p.z_threshold, window=p.window, tz=tz, alerts=marks, revision=rev,
-                max_points=points, since=since),
-            closed_last, HALF_WIDTH_POINTS, rolling,
-            (closed, None if marks is None else (len(marks), marks.index[-1])))))
-    if pair.beta is not None:
-        specs.append(("left", ChartData(
-            "chart_beta",
-            lambda since, points, _: charts.hedge_ratio_chart(pair.beta, method_label=REGRESSION_LABELS[p.regression],
-                                                              tz=tz, revision=rev, max_points=points, since=since),
-            closed_last, HALF_WIDTH_POINTS, rolling, closed)))
-    if pair.correlation is not None:
-        specs.append(("right", ChartData(
-            "chart_corr",
-            lambda since, points, _: charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev,
-                                                              max_points=points, since=since),
-            closed_last, HALF_WIDTH_POINTS, True, closed)))
-    closed_closes = bars.closes(closed_only=True)
-    if len(closed_closes) < 4:  # a correlation needs a few returns; the first seconds have none
-        return specs
-    returns = log_returns(closed_closes)
-    # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
-    moving = returns.columns[(returns.max() > returns.min()).to_numpy()]
-    settled = None if closed_last is None else closed_last.floor(WHOLE_WINDOW_REFRESH)
-    if len(moving):
-        def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
-            matrix = correlation_matrix(returns[moving]).reindex(index=returns.columns, columns=returns.columns)
-            return charts.correlation_heatmap(matrix, revision=rev)
-
-        specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
-                                        (settled, tuple(returns.columns), tuple(moving)))))
-        max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
-        if max_lag >= 1 and {p.y, p.x} <= set(moving):
-            def lead_lag_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
-                ll = lead_lag(returns[p.y], returns[p.x], max_lag)
-                return charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
-                                             bar_seconds=bars.interval_ms / 1000, y_name=p.y, x_name=p.x, revision=rev)
-
-            specs.append(("right", ChartData("chart_leadlag", lead_lag_figure, closed_last, 0, False, (settled,))))
-    return specs
-
-
-def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None,
-                  data_version: int, scope: Hashable | None = None) -> None:
-    """Prices, spread, z-score, β, correlation, heatmap and lead-lag.
-
-    Served by server.py the charts stay in the browser and receive only what changed
-    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures. ``scope``: the feed's
-    identity, so that every tab showing its data shares one build of each figure (None: an
-    uploaded dataset).
-    """
-    specs = chart_data(bars, pair, controls, alert_marks)
-    full = st.container()
-    left, right = st.columns(2)
-    places = {"full": full, "left": left, "right": right}
-    state = appstate.current()
-    if not state.pushed:
-        for place, chart in specs:
-            places[place].plotly_chart(chart.figure(), key=chart.key, config=charts.FIGURE_CONFIG)
-        return
-    run = st.session_state[ANALYTICS_RUNS]
-    p = pair.params
-    revision = (f"{controls.revision}|{p}|{controls.price_mode}|{controls.tz}|{controls.min_trades}|"
-                f"{controls.min_volume}|{data_version}")
-    for place, chart in specs:
-        with places[place]:
-            live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run,
-                       builds=state.charts, scope=scope)
-
-
-def render_feed_tab(service: Service, tz: str) -> None:
-    render_status(service.status())
-    if not service.site.exists():
-        return
-    with open_ticks(service.site) as store:
-        events = store.feed_events(limit=200)
-    if events:
-        frame = pd.DataFrame([{"time": pd.Timestamp(e.ts_ms, unit="ms", tz="UTC").tz_convert(tz), "kind": e.kind.value,
-                               "symbol": e.symbol or "", "detail": e.detail} for e in events])
-        st.dataframe(frame, hide_index=True, width="stretch", height=300)
-
-
-# Live charts of 1 s bars advance in steps of their refresh: every tab within a step shows the same
-# bars, so each chart update is built once for all of them (ui.live_chart), however many tabs watch.
-CHART_STEP_MS = 2_000
-
-
-def chart_span(view: PairView, lookback_ms: int) -> tuple[PairBars, PairAnalytics]:
-    """The closed 1 s bars and analytics a live chart shows: the lookback ending at the last even second.
-
-    A chart is then at most one bar behind the analytics (the live panel is not stepped), and
-    every tab within one step draws the same data (:data:`CHART_STEP_MS`).
-    """
-    end_ms = view.open_start_ms // CHART_STEP_MS * CHART_STEP_MS
-    cut = view.since(end_ms - lookback_ms, end_ms)
-    return replace(cut.bars, shown_from=pd.Timestamp(end_ms - lookback_ms, unit="ms", tz="UTC")), cut.pair
-
-
 def pair_params(controls: Controls) -> PairParams:
     """The pair analytics' parameters the controls ask for."""
     return PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
@@ -288,20 +130,6 @@ def view_query(controls: Controls, symbols: tuple[str, ...] | None = None, inter
                      params.warmup_bars, controls.min_trades, controls.min_volume)
 
 
-@dataclass(frozen=True, slots=True)
-class PageData:
-    """Where one analytics run gets its pair: a live feed's shared analytics, or uploaded datasets.
-
-    ``view(symbols, interval_ms, params, controls)``: closed bars over the lookback plus a warm-up,
-    with ``params``' analytics on them; ``with_open(bars, open_start_ms)``: the bars plus the
-    forming bar, for display; ``service``: the feed (None for datasets).
-    """
-
-    view: Callable[[tuple[str, ...], int, PairParams, Controls], PairView]
-    with_open: Callable[[PairBars, int], PairBars]
-    service: Service | None
-
-
 def render_analytics(data: Callable[[], PageData | None], controls: Controls) -> None:
     """Bars → pair analytics → charts, stats, table and exports (one fragment run)."""
     # Counted on every run, drawn or not: a chart skipped by a run is gone from the browser.
@@ -314,106 +142,26 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
         register_live_panel(service, controls)  # every run: a page left open keeps its stream
     params = pair_params(controls)
     view = page.view(controls.symbols, controls.interval_ms, params, controls)
-    if view.bars.aligned is None:
+    if view.bars.aligned is None or view.pair is None:  # both None until every symbol has a bar
         waiting = [s for s, frame in view.bars.by_symbol.items() if frame.empty]
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
         return
     # Computed over the warm-up too, shown over the lookback: every analytic defined from its first bar.
     shown = view.shown()
     pair, bars = shown.pair, shown.bars
+    if pair is None:  # a cut of a view with analytics has them too
+        return
     if bars.interval_ms > BASE_INTERVAL_MS:
         # The forming bar, shaded on the price chart. Not on 1 s bars: under a second old and narrower
         # than a pixel at any lookback, it is the live panel's; their charts end at a closed bar that
         # every tab shares (chart_span), so each update is built once, not once per tab.
         bars = page.with_open(bars, view.open_start_ms)
     if controls.min_trades or controls.min_volume:
+        total = 0 if bars.aligned is None else len(bars.aligned.index)
         st.caption(f"Liquidity filter: {bars.illiquid_bars(controls.min_trades, controls.min_volume):,} of "
-                   f"{len(bars.aligned.index):,} bars left out.")
+                   f"{total:,} bars left out.")
     render_needs(pair, bars.interval_ms, None if service is None else controls.lookback_ms)
-    site: Site | None = None if service is None else service.site
-    # A keyed tab bar keeps its selection across refreshes; "rerun" makes only the open tab's content run.
-    charts_tab, stats_tab, table_tab, scanner_tab, alerts_tab, backtest_tab, feed_tab = st.tabs(
-        ["Charts", "Stats & tests", "Table & export", "Scanner", "Alerts", "Backtest", "Feed"], key="view_tab",
-        on_change="rerun")
-    if charts_tab.open:
-        with charts_tab:
-            marks = None if service is None else zscore_markers(service.recent_alerts(), f"{params.y}/{params.x}")
-            chart_bars, chart_pair = bars, pair
-            if service is not None and bars.interval_ms == BASE_INTERVAL_MS:
-                chart_bars, chart_pair = chart_span(view, controls.lookback_ms)
-            # One feed's analytics (its engine's bars): tabs on it share chart builds.
-            scope = None if service is None else (service.site, id(service.shared))
-            render_charts(chart_bars, chart_pair, controls, marks, view.data_version, scope)
-    if stats_tab.open:
-        with stats_tab:
-            render_symbol_summaries(bars, controls.tz)
-            render_pair_stats(pair, bars.interval_ms)
-            render_tests(pair, key=f"{controls.revision}|{params}")
-    if table_tab.open:
-        with table_tab:
-            render_table_tab(page, controls, bars, pair)
-    if scanner_tab.open:
-        with scanner_tab:
-            render_scanner_tab(bars, controls)
-    if alerts_tab.open:
-        with alerts_tab:
-            if site is None:
-                st.caption("Alerts are evaluated by the service of a live, simulated or replayed feed.")
-            else:
-                render_alerts_tab(site, (params.y, params.x), controls.interval_ms, params.window, controls.tz)
-    if backtest_tab.open:
-        with backtest_tab:
-            # The view's own closes, warm-up included: the backtest trades on the z-score the charts show.
-            closes, start = view.analysed_closes()
-            render_backtest_tab(closes, params.y, params.x, params.window, params.z_threshold, bars.interval_ms,
-                                controls.tz, controls.revision, start)
-    if feed_tab.open:
-        with feed_tab:
-            if service is None:
-                st.caption("Uploaded datasets have no feed.")
-            else:
-                render_feed_tab(service, controls.tz)
-
-
-def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: PairAnalytics) -> None:
-    """Per-minute table (computed on 1 min bars whatever the chart timeframe) and CSV downloads."""
-    if controls.interval_ms == ONE_MINUTE.ms:
-        minute_bars, minute_pair = bars, pair
-    else:
-        minutes = page.view((controls.y, controls.x), ONE_MINUTE.ms, pair.params, controls)
-        if minutes.bars.aligned is None:
-            return
-        shown = minutes.shown()
-        minute_bars, minute_pair = shown.bars, shown.pair
-    render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
-                     f"{controls.y}-{controls.x}-{controls.timeframe}")
-
-
-def dataset_page(base: Settings) -> None:
-    """Two uploaded OHLC datasets analysed as a pair (no live feed)."""
-    picked = dataset_controls(list_datasets(base))
-    if picked is None:
-        st.stop()
-    y, x = picked
-    controls = analysis_controls(UPLOADED, None, (y.name, x.name), pair=(y.name, x.name),
-                                 timeframes=dataset_timeframes(y, x))
-    if max(y.first_ms, x.first_ms) > min(y.last_ms, x.last_ms):
-        span = "{0}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
-        st.error("These datasets do not overlap in time, so they cannot be paired. " + "; ".join(
-            span.format(plain(d.name), pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms"))
-            for d in (y, x)))
-        st.stop()
-    frames = load_dataset_frames(base, y, x)
-    st.title(f"{plain(y.name)} / {plain(x.name)} · {timeframe_label(controls.timeframe)} bars")
-    st.info("Uploaded historical datasets: not live market data.", icon="📁")
-
-    def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
-        bars = dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
-        pair = compute_pair(bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume), params)
-        return PairView(bars, pair, bars.market_now_ms)
-
-    page = PageData(view, lambda bars, _open_start_ms: bars, None)
-    render_analytics(lambda: page, controls)
+    render_tabs(page, view, bars, pair, controls)
 
 
 def main() -> None:
@@ -426,7 +174,8 @@ def main() -> None:
     chosen = source_controls(base)
     render_upload(base)
     if chosen is not None and chosen[0] == UPLOADED:
-        dataset_page(base)
+        controls, page = dataset_page_data(base)  # two uploaded datasets as a pair, no feed
+        render_analytics(lambda: page, controls)
         return
     symbols = symbol_controls(base.symbols)
     if chosen is None or symbols is None:

@@ -16,14 +16,18 @@ and a session that would exceed it is told so.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+import pandas as pd
+
 from alerts.monitor import AlertMonitor
-from config import Settings
+from config import Settings, normalize_symbol
 from ingestion.backfill import Backfiller
 from ingestion.engine import Engine
 from ingestion.follow import DatabaseFollower
@@ -35,9 +39,11 @@ from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
 from pairs.compute import LiveContext, live_context
 from pairs.shared import SharedAnalytics, ViewQuery
-from records import FeedState, FeedStatus
-from storage import Site, claim_writer, current_writer, open_alerts, open_ticks, site_for
+from records import FeedEvent, FeedState, FeedStatus, now_ms
+from records.alerts import AlertRule
+from storage import Site, claim_writer, current_writer, has_datasets, open_alerts, open_datasets, open_ticks, site_for
 from storage.base import AlertRecord, WriterClaim
+from storage.datasets import AddResult, DatasetInfo
 from storage.errors import StorageError
 from storage.lock import this_process
 
@@ -209,6 +215,41 @@ class Service:
                     self._alerts = (version, store.alerts(limit=ALERTS_KEPT))
             return self._alerts[1][:limit]
 
+    # -------------------------------------------------------- what the pages read and change, in storage
+    def feed_events(self, limit: int = 200) -> list[FeedEvent]:
+        """The newest ``limit`` feed events of this source's database, newest first ([] before it exists:
+        reading never creates it)."""
+        if not self.site.exists():
+            return []
+        with open_ticks(self.site) as store:
+            return store.feed_events(limit=limit)
+
+    def alert_rules(self) -> list[AlertRule]:
+        """Every alert rule of this source's database, enabled or not, in the order they were added."""
+        with open_alerts(self.site) as store:
+            return store.rules()
+
+    def add_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
+        """``rule`` stored, with its id; False (and the stored one) when an equal rule was already there."""
+        with open_alerts(self.site) as store:
+            return store.ensure_rule(rule)
+
+    def set_rule_enabled(self, rule_id: int, enabled: bool) -> bool:
+        """Switch rule ``rule_id`` on or off; False when there is no such rule (another tab deleted it)."""
+        with open_alerts(self.site) as store:
+            return store.set_enabled(rule_id, enabled)
+
+    def delete_rule(self, rule_id: int) -> bool:
+        """Delete rule ``rule_id`` (its alerts stay in the history); False when there is no such rule."""
+        with open_alerts(self.site) as store:
+            return store.delete_rule(rule_id)
+
+    def alert_history(self, limit: int) -> list[AlertRecord]:
+        """The newest ``limit`` stored alerts, newest first, read now: a webhook delivery moves on
+        after its alert fired, so the history tab does not use the banners' copy (:meth:`recent_alerts`)."""
+        with open_alerts(self.site) as store:
+            return store.alerts(limit=limit)
+
     @property
     def history_progress(self) -> HistoryProgress | None:
         """What the history loader has done (None when this service loads no history)."""
@@ -227,6 +268,43 @@ class Service:
         if self._lock is not None:
             self._lock.release()
         return done
+
+
+# ------------------------------------------------------------ uploaded datasets (shared by every source)
+def stored_datasets(settings: Settings) -> list[DatasetInfo]:
+    """The uploaded datasets, newest upload first; [] when none was ever uploaded (listing creates nothing)."""
+    if not has_datasets(settings):
+        return []
+    with open_datasets(settings) as store:
+        return store.list()
+
+
+def load_datasets(settings: Settings, *datasets: DatasetInfo) -> dict[str, pd.DataFrame]:
+    """Each dataset's OHLC bars (the layout of :mod:`analytics.bars`), keyed by its name (names are
+    unique; two datasets may share a symbol)."""
+    with open_datasets(settings) as store:
+        return {dataset.name: store.load(dataset.id) for dataset in datasets}
+
+
+def save_dataset(settings: Settings, frame: pd.DataFrame, *, name: str, symbol: str, filename: str) -> AddResult:
+    """Store parsed OHLC bars as dataset ``name`` of ``symbol`` (upper-cased and validated).
+
+    The same bars uploaded again (zipped or not, CRLF or LF) are one dataset: the result says
+    ``created=False`` and names the stored one. Raises ``ConfigError`` for an invalid symbol and
+    ``ValueError`` for a name that is empty or taken by other data.
+    """
+    checked = normalize_symbol(symbol)
+    with open_datasets(settings) as store:
+        return store.add(frame, name=name.strip(), symbol=checked, filename=filename,
+                         content_hash=content_hash(frame), uploaded_ms=now_ms())
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of parsed bars (their UTC bar starts in ms and values as float64): what makes two
+    uploads the same dataset, whatever file they came in."""
+    digest = hashlib.sha256(np.ascontiguousarray(frame.index.as_unit("ms").asi8).tobytes())
+    digest.update(np.ascontiguousarray(frame.to_numpy(np.float64)).tobytes())
+    return digest.hexdigest()
 
 
 START_WAIT_S = 180.0  # how long a session waits for another session's start of the same feed

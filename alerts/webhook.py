@@ -26,6 +26,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import SplitResult, urlsplit
@@ -82,9 +83,11 @@ class WebhookEndpoint:
         url: ``http://`` or ``https://`` endpoint.
         timeout_s: longest wait for any one socket operation (connect, send, a read), seconds.
         deadline_s: overall time one POST may take, connect to status line, seconds.
+        clock: the monotonic seconds that deadline runs on (a test's, or ``time.monotonic``).
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0, deadline_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 2.0, deadline_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         problem = http_url_problem(url)
         if problem:
             raise ValueError(f"url: {problem}")
@@ -95,6 +98,7 @@ class WebhookEndpoint:
         self._parts = urlsplit(url)
         self.timeout_s = timeout_s
         self.deadline_s = deadline_s
+        self._clock = clock
 
     def __repr__(self) -> str:  # never the URL: it usually holds a token
         return f"WebhookEndpoint(timeout_s={self.timeout_s:g}, deadline_s={self.deadline_s:g})"
@@ -105,11 +109,11 @@ class WebhookEndpoint:
             data = json.dumps(body, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:  # a NaN or an odd type: sending it again cannot help
             return Attempt(f"alert cannot be sent as JSON: {exc}", False)
-        deadline = time.monotonic() + self.deadline_s
+        deadline = self._clock() + self.deadline_s
         try:
-            status, reason = _post(self._parts, data, self.timeout_s, deadline, key)
+            status, reason = _post(self._parts, data, self.timeout_s, deadline, key, self._clock)
         except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
-            if time.monotonic() >= deadline:  # whichever wait ran out last, the deadline is the reason
+            if self._clock() >= deadline:  # whichever wait ran out last, the deadline is the reason
                 return Attempt(f"TimeoutError: no complete answer within the {self.deadline_s:g} s deadline", True)
             return Attempt(f"{type(exc).__name__}: {exc}", True)
         if 200 <= status < 300:
@@ -120,14 +124,15 @@ class WebhookEndpoint:
         return Attempt(error, status >= 500 or status == 429)
 
 
-def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float, key: str) -> tuple[int, str]:
+def _post(parts: SplitResult, body: bytes, timeout_s: float, deadline: float, key: str,
+          clock: Callable[[], float]) -> tuple[int, str]:
     """One JSON POST to ``parts``; the answer's status code and reason phrase (its body is not read).
 
     Every socket wait lasts at most ``timeout_s`` and the whole exchange ends by ``deadline``
-    (``time.monotonic()`` seconds), else TimeoutError.
+    (seconds on ``clock``), else TimeoutError.
     """
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn = deadline_connect(parts, timeout_s, deadline)
+    conn = deadline_connect(parts, timeout_s, deadline, clock=clock)
     try:
         conn.request("POST", target, body=body, headers={
             "Content-Type": "application/json", "User-Agent": "pair-alerts/1", "Connection": "close",

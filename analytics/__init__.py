@@ -16,6 +16,7 @@ index), checked on entry; too little data raises :class:`InsufficientDataError`,
 input ``ValueError``; results are frozen dataclasses.
 """
 
+from analytics._unitroot import TRENDS
 from analytics.backtest import BacktestResult, backtest_mean_reversion
 from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, rebar, resample_ticks
 from analytics.correlation import LeadLag, correlation_matrix, lead_lag, rolling_correlation
@@ -34,6 +35,7 @@ from analytics.spread import RollingMoments, rolling_moments, rolling_zscore, sp
 from analytics.stationarity import AdfResult, EngleGrangerResult, HalfLife, adf, engle_granger, half_life
 
 __all__ = [
+    "TRENDS",
     "AdfResult",
     "AlignedBars",
     "BacktestResult",

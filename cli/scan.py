@@ -30,17 +30,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from analytics import TRENDS
 from config import ConfigError, Settings, check_timeframe, check_window, from_env, parse_symbols
 from ingestion.sources import site_of, spec_for
 from pairs.bars import dataset_pair_bars
-from pairs.ranking import Q_VALUE_NOTE, TRENDS, ScanResult, ranking, run_scan, universe_closes
+from pairs.ranking import ScanResult, run_scan, universe_closes
 from pairs.stored import stored_bars, stored_end_ms
 from records import now_ms
 from records.safe_csv import to_csv_bytes
 from storage import Site, StorageError, has_datasets, open_datasets, open_ticks
 from storage.datasets import DatasetInfo
 from storage.errors import StorageLocationError
-from ui.labels import timeframe_label
+from ui.export import ranking
+from ui.labels import Q_VALUE_NOTE, TREND_LABELS, timeframe_label
 
 DEFAULT_LOOKBACK_HOURS = 24.0
 DEFAULT_TOP = 20
@@ -202,7 +204,7 @@ def report(scanned: Scanned, table: pd.DataFrame) -> str:
         "bars, "
         f"{span}",
         f"{_count(len(result.tested), 'pair')} tested, {result.significant():,} with q < 0.05; "
-        f"trend {result.trend!r} ({TRENDS[result.trend]}), z-score over {result.window} bars",
+        f"trend {result.trend!r} ({TREND_LABELS[result.trend]}), z-score over {result.window} bars",
         Q_VALUE_NOTE,
         "",
     ]

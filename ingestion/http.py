@@ -3,7 +3,8 @@
 ``http.client``'s per-socket timeout alone never fires on a peer that sends one byte a second, so
 a REST reply (:mod:`ingestion.binance.rest`) or a webhook answer (:mod:`alerts.webhook`) could hold
 its thread for ever. :func:`connect` opens a connection whose name lookup, connect, TLS handshake,
-send, status line, headers and body all end by one ``time.monotonic()`` deadline.
+send, status line, headers and body all end by one ``time.monotonic()`` deadline (or one on the
+``clock`` a caller passes, e.g. a test's).
 """
 
 from __future__ import annotations
@@ -14,37 +15,41 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import SplitResult
 
 
-def left(deadline: float) -> float:
-    """Seconds until ``deadline`` (``time.monotonic()`` seconds); TimeoutError once it has passed."""
-    remaining = deadline - time.monotonic()
+def left(deadline: float, clock: Callable[[], float] = time.monotonic) -> float:
+    """Seconds until ``deadline`` (seconds on ``clock``); TimeoutError once it has passed."""
+    remaining = deadline - clock()
     if remaining <= 0:
         raise TimeoutError("deadline passed")
     return remaining
 
 
-def connect(parts: SplitResult, timeout_s: float, deadline: float) -> http.client.HTTPConnection:
+def connect(parts: SplitResult, timeout_s: float, deadline: float, *,
+            clock: Callable[[], float] = time.monotonic) -> http.client.HTTPConnection:
     """A connected HTTP(S) connection to ``parts``' host whose every wait ends by ``deadline``.
 
     Each socket wait lasts at most ``timeout_s`` seconds; the name lookup, connect and the TLS
     handshake each take at most half of what is left, so together they fit. No proxy is used and
     nothing is redirected: the caller sends one request and reads its answer. The caller closes
-    the connection. TLS still verifies the certificate against the host name.
+    the connection. TLS still verifies the certificate against the host name. ``deadline`` is in
+    seconds on ``clock``.
     """
     https = parts.scheme.lower() == "https"
     port = parts.port or (443 if https else 80)
-    addresses = resolve(parts.hostname or "", port, min(timeout_s, left(deadline) / 2))
+    addresses = resolve(parts.hostname or "", port, min(timeout_s, left(deadline, clock) / 2))
     connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
-    conn = connection_class(parts.hostname, port, timeout=min(timeout_s, left(deadline) / 2))
-    conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=timeout_s)
+    conn = connection_class(parts.hostname, port, timeout=min(timeout_s, left(deadline, clock) / 2))
+    conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=timeout_s,
+                                           clock=clock)
     # Connect to the addresses looked up above instead of letting http.client look the name up again
     # without any time limit.
     conn._create_connection = functools.partial(_connect_any, addresses)  # type: ignore[attr-defined]
     try:
         conn.connect()
-        conn.sock.settimeout(min(timeout_s, left(deadline)))  # sendall: a total, not per chunk
+        conn.sock.settimeout(min(timeout_s, left(deadline, clock)))  # sendall: a total, not per chunk
     except BaseException:
         conn.close()
         raise
@@ -100,28 +105,29 @@ def _connect_any(addresses: list[tuple], _address: tuple, timeout: float | None 
 class _DeadlineReader(io.RawIOBase):
     """Socket reads whose timeout shrinks to what is left before one deadline."""
 
-    def __init__(self, sock: socket.socket, deadline: float, timeout_s: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float, timeout_s: float, clock: Callable[[], float]) -> None:
         super().__init__()
-        self._sock, self._deadline, self._timeout_s = sock, deadline, timeout_s
+        self._sock, self._deadline, self._timeout_s, self._clock = sock, deadline, timeout_s, clock
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        self._sock.settimeout(min(self._timeout_s, left(self._deadline)))
+        self._sock.settimeout(min(self._timeout_s, left(self._deadline, self._clock)))
         return self._sock.recv_into(buffer)
 
 
 class _DeadlineResponse(http.client.HTTPResponse):
     """An HTTP response whose status line, headers and body are read by a :class:`_DeadlineReader`."""
 
-    def __init__(self, sock: socket.socket, *args: object, deadline: float, timeout_s: float, **kwargs: object) -> None:
+    def __init__(self, sock: socket.socket, *args: object, deadline: float, timeout_s: float,
+                 clock: Callable[[], float] = time.monotonic, **kwargs: object) -> None:
         super().__init__(sock, *args, **kwargs)  # type: ignore[arg-type]
         # The plain socket file HTTPResponse made never reads anything, but it is kept open until
         # this response closes: it holds the socket open after the connection lets go of it
         # (``Connection: close``), while the body is still to be read.
         self._socket_file = self.fp
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout_s))
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout_s, clock))
 
     def close(self) -> None:
         try:

@@ -58,7 +58,8 @@ from config import SYMBOL_RE, Settings, normalize_symbol
 from ingestion.binance.parse import MalformedMessage, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt
-from records import EventKind, FeedEvent, FeedState, Trade, now_ms
+from records import EventKind, FeedEvent, FeedState, Trade
+from records.clock import SYSTEM_CLOCK, Clock
 from storage import SQLITE_MAGIC, StorageError, open_tick_file, read_head
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,8 @@ class ReplaySource:
     """Replays ``path`` (any format in the module docstring) and implements ``Source``.
 
     ``symbols``: emit only these (``None``: all). ``speed``: recorded seconds per wall-clock
-    second (10 = ten times faster); a huge value replays as fast as the sink allows.
+    second (10 = ten times faster); a huge value replays as fast as the sink allows. ``clock``:
+    the time :meth:`run` paces against and stamps ``recv_ms`` and events with (a test's, or the machine's).
     Raises ``ValueError`` naming the file if it is missing, unreadable or not recognised.
 
     Counters of the latest pass (:meth:`iter_trades` or :meth:`run`): ``stats.messages`` (lines
@@ -247,8 +249,10 @@ class ReplaySource:
 
     name = "replay"
 
-    def __init__(self, path: Path, symbols: Sequence[str] | None = None, speed: float = 1.0) -> None:
+    def __init__(self, path: Path, symbols: Sequence[str] | None = None, speed: float = 1.0, *,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = Path(path)
+        self._clock = clock
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
         self.format = detect_format(self.path)  # stat-checks the path before opening it
@@ -414,9 +418,9 @@ class ReplaySource:
         """
         stats = self.stats
         stats.state = FeedState.CONNECTED
-        stats.connected_since_ms = now_ms()
+        stats.connected_since_ms = self._clock.now_ms()
         stats.last_error = None
-        sink.on_event(FeedEvent(now_ms(), EventKind.STARTED, None,
+        sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.STARTED, None,
                                 f"replay {self.path.name} ({self.format.value}) speed={self.speed:g}x"
                                 + (f" symbols={','.join(sorted(self.symbols))}" if self.symbols else "")))
         error_events = 0
@@ -425,23 +429,23 @@ class ReplaySource:
             nonlocal error_events
             error_events += 1
             if error_events <= MAX_ERROR_EVENTS:  # a garbage file must not flood the events table
-                sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, message))
+                sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.ERROR, None, message))
 
         try:
             with contextlib.closing(self._iter(on_error)) as trades:
-                run = run_paced(trades, sink, stop, speed=self.speed, stats=stats)
+                run = run_paced(trades, sink, stop, speed=self.speed, stats=stats, clock=self._clock)
         except Exception as exc:
             stats.state = FeedState.STOPPED
             stats.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("replay of %s failed", self.path)
             with contextlib.suppress(Exception):
-                sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, stats.last_error))
+                sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.ERROR, None, stats.last_error))
             raise
         stats.state = FeedState.STOPPED if run.stopped else FeedState.FINISHED
         summary = (f"{'stopped' if run.stopped else 'finished'}: {run.emitted} trades, "
                    f"{self.skipped_rows} zero-price rows skipped, {stats.parse_errors} parse errors, "
                    f"{stats.unknown_messages} unknown messages")
-        sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None, summary))
+        sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.STOPPED, None, summary))
 
 
 def _is_zero_price_trade(line: bytes) -> bool:

@@ -51,7 +51,8 @@ from config import SECONDS_PER_YEAR, normalize_symbol
 from domain import TIMEFRAMES
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink
-from records import BarArrays, EventKind, FeedEvent, FeedState, Trade, now_ms
+from records import BarArrays, EventKind, FeedEvent, FeedState, Trade
+from records.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -295,13 +296,14 @@ class SimulatedSource:
     ``seed``: selects the market; same seed, symbols and ``start_ms`` → identical trades.
     ``speed``: market seconds per wall-clock second when paced by :meth:`run` (100 = 100x faster).
     ``start_ms``: market time of the start, epoch ms; defaults to the wall clock at construction so
-    charts look live.
+    charts look live. ``clock``: the wall clock of that default, and the time :meth:`run` paces
+    against and stamps ``recv_ms`` and events with (a test's, or the machine's).
     """
 
     name = "simulated"
 
     def __init__(self, symbols: Sequence[str], seed: int = 7, speed: float = 1.0,
-                 start_ms: int | None = None, past_ms: int = 0) -> None:
+                 start_ms: int | None = None, past_ms: int = 0, *, clock: Clock = SYSTEM_CLOCK) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
         if type(seed) is not int:
@@ -311,7 +313,8 @@ class SimulatedSource:
         self.specs: tuple[SymbolSpec, ...] = tuple(symbol_spec(s) for s in self.symbols)
         self.seed = seed
         self.speed = float(speed)
-        self.start_ms: int = now_ms() if start_ms is None else int(start_ms)
+        self._clock = clock
+        self.start_ms: int = clock.now_ms() if start_ms is None else int(start_ms)
         self.label = f"SIMULATED market (seed {seed})"
         self.stats = SourceStats()
         # Breaks seen by the latest generate()/run() pass, in time order (appended as simulated).
@@ -395,24 +398,25 @@ class SimulatedSource:
         """
         stats = self.stats
         stats.state = FeedState.CONNECTED
-        stats.connected_since_ms = now_ms()
+        stats.connected_since_ms = self._clock.now_ms()
         stats.last_error = None
-        sink.on_event(FeedEvent(now_ms(), EventKind.STARTED, None,
+        sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.STARTED, None,
                                 f"simulated market seed={self.seed} speed={self.speed:g}x "
                                 f"symbols={','.join(self.symbols)} start_ms={self.start_ms}"))
         run = None
         try:
             run = run_paced(self.generate(), sink, stop, speed=self.speed, stats=stats, origin_ms=self.start_ms,
-                            count_messages=True)
+                            count_messages=True, clock=self._clock)
         except Exception as exc:
             stats.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("simulated source failed")
-            sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, stats.last_error))
+            sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.ERROR, None, stats.last_error))
             raise
         finally:
             stats.state = FeedState.STOPPED
             if run is not None:
-                sink.on_event(FeedEvent(now_ms(), EventKind.STOPPED, None, f"stopped after {run.emitted} trades"))
+                sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.STOPPED, None,
+                                        f"stopped after {run.emitted} trades"))
 
 
 def simulate_past(symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed: int, start_ms: int,

@@ -1,12 +1,14 @@
 """Everything the dashboard shows about one pair, computed in one pass from aligned bars.
 
 Pure: aligned closes in, a frozen :class:`PairAnalytics` out. Each analytic that lacks data is
-reported as a :class:`Needs` ("needs 37 more bars (≈ 37 s)") instead of raising, and switches on
-by itself once enough bars exist.
+reported as a :class:`Needs` (which :class:`Analytic`, how many bars it needs and has) instead of
+raising, and switches on by itself once enough bars exist. Numbers and enums only: what a user
+reads of them ("needs 37 more bars (≈ 37 s)") is written in :mod:`ui.labels`.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from dataclasses import dataclass, field, replace
@@ -37,29 +39,31 @@ KALMAN_PRIOR_BARS = 30
 MIN_HALF_LIFE_BARS = 20
 
 
+class Analytic(enum.Enum):
+    """An analytic of a pair that may still be waiting for bars (:class:`Needs`)."""
+
+    HEDGE_RATIO = "hedge_ratio"
+    ZSCORE = "zscore"
+    CORRELATION = "correlation"
+    HALF_LIFE = "half_life"
+
+
 @dataclass(frozen=True, slots=True)
 class Needs:
-    """An analytic waiting for data: how many bars it needs and has."""
+    """An analytic waiting for data: how many bars it needs and has.
 
-    what: str
+    ``reason``: why the bars it has do not serve (e.g. a constant leg during a quiet minute, in
+    the fit's own words), None when it only needs more of them.
+    """
+
+    what: Analytic
     required: int
     available: int
+    reason: str | None = None
 
     @property
     def missing(self) -> int:
         return max(self.required - self.available, 0)
-
-    def message(self, interval_ms: int, capacity: int | None = None) -> str:
-        """E.g. "Z-score: needs 37 more bars (≈ 37 s)".
-
-        ``capacity``: how many bars the lookback holds. A need beyond it is never met by waiting
-        (the lookback slides along), so the message says to widen the lookback instead.
-        """
-        if capacity is not None and self.required > capacity:
-            return (f"{self.what}: needs {self.required} bars, the lookback holds {capacity} at this timeframe; "
-                    "widen the lookback")
-        return f"{self.what}: needs {self.missing} more bar{'s' if self.missing != 1 else ''} " \
-               f"(≈ {format_duration(self.missing * interval_ms / 1000)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +194,9 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
     try:
         beta, alpha, r_squared = _hedge(y, x, method, window, in_sample)
     except InsufficientDataError as exc:
-        needs.append(Needs("Hedge ratio", max(exc.required, window if method == "rolling_ols" else 0), n))
+        needs.append(Needs(Analytic.HEDGE_RATIO, max(exc.required, window if method == "rolling_ols" else 0), n))
     except ValueError as exc:  # e.g. a constant leg during a quiet minute
-        needs.append(Needs(f"Hedge ratio ({exc})", n + 1, n))
+        needs.append(Needs(Analytic.HEDGE_RATIO, n + 1, n, str(exc)))
 
     spread_series = mean = std = z = None
     if beta is not None:
@@ -204,14 +208,14 @@ def compute_pair(closes: pd.DataFrame, params: PairParams) -> PairAnalytics:
         if spread_series.notna().sum() >= window:
             z = rolling_zscore(spread_series, window)
         else:
-            needs.append(Needs("Z-score", _first_valid(spread_series) + window, n))
+            needs.append(Needs(Analytic.ZSCORE, _first_valid(spread_series) + window, n))
 
     correlation = None
     returns_needed = window + 1
     if n >= returns_needed:
         correlation = rolling_correlation(log_returns(y_raw), log_returns(x_raw), window)
     else:
-        needs.append(Needs("Rolling correlation", returns_needed, n))
+        needs.append(Needs(Analytic.CORRELATION, returns_needed, n))
 
     return PairAnalytics(params, closes.index, y_raw, x_raw, beta, alpha, spread_series, mean, std, z,
                          correlation, r_squared, tuple(needs))
@@ -267,11 +271,11 @@ def _half_life(spread_series: pd.Series | None, n: int) -> tuple[HalfLife | None
         return None, None
     valid = spread_series.dropna()
     if len(valid) < MIN_HALF_LIFE_BARS:
-        return None, Needs("Half-life", _first_valid(spread_series) + MIN_HALF_LIFE_BARS, n)
+        return None, Needs(Analytic.HALF_LIFE, _first_valid(spread_series) + MIN_HALF_LIFE_BARS, n)
     try:
         return half_life(valid), None
     except ValueError as exc:
-        return None, Needs(f"Half-life ({exc})", len(valid) + 1, len(valid))
+        return None, Needs(Analytic.HALF_LIFE, len(valid) + 1, len(valid), str(exc))
 
 
 def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,
@@ -361,15 +365,6 @@ def pair_spread_now(y_price: float, x_price: float, beta: float, alpha: float, l
     if log_prices:
         return math.log(y_price) - beta * math.log(x_price) - alpha
     return y_price - beta * x_price - alpha
-
-
-def format_duration(seconds: float) -> str:
-    """'45 s', '12 min', '3.5 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _first_valid(series: pd.Series) -> int:

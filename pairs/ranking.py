@@ -2,7 +2,9 @@
 
 :func:`universe_closes` puts every watched symbol's closed bars on one grid for
 :func:`analytics.scan_pairs`; :func:`run_scan` ranks the pairs and remembers which bars it saw;
-:class:`ScanFilter` keeps the rows a desk would look at. Pure: frames in, frames out.
+:class:`ScanFilter` keeps the rows a desk would look at. Pure: frames in, frames out; numbers
+only (the table for display and export, with its words, is :func:`ui.export.ranking`). ``trend``
+is one of :data:`analytics.TRENDS` (statsmodels' names: ``"c"`` a constant, ``"ct"``, ``"ctt"``, ``"n"``).
 """
 
 from __future__ import annotations
@@ -16,19 +18,6 @@ import pandas as pd
 
 from analytics import scan_pairs
 from analytics.scan import COLLINEAR, OK
-from pairs.compute import format_duration
-
-# One line on every output that shows q-values: with hundreds of pairs, p < 0.05 alone is noise. It
-# says what the family is and what was adjusted for (bench/scan_fdr.py measures the promise).
-Q_VALUE_NOTE = ("q-value: the Engle–Granger p-value adjusted for testing every pair of the scanned symbols "
-                "(Benjamini–Hochberg over all tested pairs). Each pair is tested once, Y on X with Y the symbol "
-                "that sorts first: an ordering fixed before the test, so it needs no correction (the better of "
-                "the two orderings would). Of the pairs with q < 0.05, at most about 5 % are expected to be false "
-                "discoveries (measured: 4.9 %), and with no cointegrated pair about 5 % of scans show any, as "
-                "long as the Engle–Granger p-values themselves hold: beside a cointegrated pair whose spread "
-                "swings as much as its legs, the test over-rejects and the share of false ones rises "
-                "(12 % measured; README, Scanner q-values).")
-TRENDS = {"c": "constant", "ct": "constant + linear trend", "ctt": "constant + quadratic trend", "n": "none"}
 
 
 def universe_closes(by_symbol: Mapping[str, pd.DataFrame], interval_ms: int, market_now_ms: int, *,
@@ -114,19 +103,3 @@ class ScanFilter:
         keep = ((table["q_value"] <= self.max_q) & (table["half_life"] >= self.min_half_life)
                 & (table["half_life"] <= self.max_half_life) & (table["corr"] >= self.min_corr))
         return table[keep]
-
-
-def half_life_text(bars: float, interval_ms: int) -> str:
-    """A half-life in bars as time, e.g. '12 min'; '∞' when the spread does not revert, '' when unknown."""
-    if not np.isfinite(bars):
-        return "∞" if bars == math.inf else ""
-    return format_duration(bars * interval_ms / 1000)
-
-
-def ranking(table: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
-    """The scan table for display and export: ranked from 1, with the half-life also in time."""
-    shown = table.reset_index(drop=True)
-    shown.index = pd.RangeIndex(1, len(shown) + 1, name="rank")
-    position = shown.columns.get_loc("half_life") + 1
-    shown.insert(position, "half_life_time", [half_life_text(v, interval_ms) for v in shown["half_life"]])
-    return shown

@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 import pandas as pd
 
@@ -69,7 +69,7 @@ class Closeable(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Closeable: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 

@@ -95,6 +95,7 @@ class FakeRest:
         self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
         self.requests: list[dict[str, str]] = []
+        self.arrived: list[float] = []  # time.monotonic() when each of ``requests`` came in, seconds
         self.used_weight = 0
         # path, query parameters, rows → the rows to send instead
         self.tamper: Callable[[str, dict[str, str], list], list] | None = None
@@ -109,6 +110,7 @@ class FakeRest:
             def do_GET(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+                fake.arrived.append(time.monotonic())
                 fake.requests.append(params)
                 if fake.faults:
                     status, retry_after = fake.faults.popleft()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def eventually(
@@ -35,3 +37,19 @@ def poll(predicate: Callable[[], bool], timeout: float, interval: float) -> bool
         if remaining <= 0:
             return bool(predicate())
         time.sleep(min(interval, remaining))
+
+
+def in_thread(target: Callable[..., Any], *args: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``target(*args)`` in a daemon thread; its result (``"result"``) or exception (``"error"``)
+    lands in the returned dict, for a test that checks on a call while it waits."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = target(*args)
+        except Exception as exc:  # handed to the test to assert on
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out

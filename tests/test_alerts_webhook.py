@@ -14,7 +14,9 @@ import pytest
 from alerts.webhook import Attempt, WebhookEndpoint, idempotency_key, payload
 from config import ConfigError, Settings
 from records.alerts import AlertEvent, AlertRule, make_event
+from testkit.clocks import ManualClock
 from testkit.fake_hook import FakeHook
+from testkit.waiting import eventually, in_thread
 
 T0 = 1_765_788_000_123
 RULE = AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), hysteresis=0.5, id=3)
@@ -136,15 +138,26 @@ class DripHook:
 
 
 def test_a_dripping_endpoint_cannot_hold_a_post_past_its_deadline():
-    drip = DripHook()
+    # The deadline runs on a manual clock: the POST is checked to keep reading while its clock says
+    # it has time left, and to give up once it has none; how fast this machine reads does not matter.
+    # (A socket read still waits at most what the clock says is left, in real seconds: 1 s here,
+    # against a byte every 20 ms.)
+    drip = DripHook(interval=0.02)
+    clock = ManualClock()
     try:
-        started = time.monotonic()
-        attempt = WebhookEndpoint(drip.url, timeout_s=2.0, deadline_s=1.0).post(payload(event()), KEY)
-        elapsed = time.monotonic() - started
-        # A bound, not a speed: 1 s deadline; the drip alone would last 30 s.
-        assert elapsed < 1.0 + 2.0, elapsed
+        endpoint = WebhookEndpoint(drip.url, timeout_s=2.0, deadline_s=10.0, clock=clock)
+        poster, got = in_thread(endpoint.post, payload(event()), KEY)
+        eventually(lambda: drip.connections == 1)
+        clock.advance(9.0)
+        reads = clock.reads
+        # Each dripped byte is one read, and each read looks at the clock (or the POST, wrongly, ended).
+        eventually(lambda: clock.reads >= reads + 5 or not poster.is_alive())
+        assert poster.is_alive(), f"gave up with 1 s of its deadline left: {got}"
+        clock.advance(1.5)
+        poster.join(10)  # a bound against hanging: the drip alone would last 30 s
+        assert not poster.is_alive(), "the POST outlived its deadline"
         assert drip.connections == 1
-        assert attempt == Attempt("TimeoutError: no complete answer within the 1 s deadline", True)
+        assert got == {"result": Attempt("TimeoutError: no complete answer within the 10 s deadline", True)}
     finally:
         drip.close()
 

@@ -405,10 +405,10 @@ def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
         import numpy as np
         import pandas as pd
 
-        import app
         from domain import Regression
         from pairs.bars import dataset_pair_bars
         from pairs.compute import PairParams, compute_pair
+        from ui import charts_tab
         from ui.controls import Controls
 
         index = pd.date_range("2025-01-01", periods=40, freq="1min", tz="UTC")
@@ -421,7 +421,7 @@ def test_charts_leave_out_what_a_symbol_that_has_not_moved_yet_cannot_have(x):
         controls = Controls("uploaded", None, tuple(closes), "AAAUSDT", x, "1m", "1 h", 10, Regression.ROLLING_OLS,
                             False, 2.0, "normalised", False, "UTC")
         pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", x, window=10))
-        app.render_charts(bars, pair, controls, None, 0)
+        charts_tab.render_charts(bars, pair, controls, None, 0)
 
     at = AppTest.from_function(page, args=(x,), default_timeout=30).run()
     assert not at.exception, at.exception
@@ -437,10 +437,10 @@ def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods
     def page(periods: int) -> None:
         import pandas as pd
 
-        import app
         from domain import Regression
         from pairs.bars import dataset_pair_bars
         from pairs.compute import PairParams, compute_pair
+        from ui import charts_tab
         from ui.controls import Controls
 
         index = pd.date_range("2025-01-01", periods=periods, freq="1s", tz="UTC")
@@ -450,7 +450,7 @@ def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods
         bars = dataset_pair_bars(frames, 1_000)
         controls = Controls("uploaded", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
                             Regression.ROLLING_OLS, False, 2.0, "normalised", False, "UTC")
-        app.render_charts(bars, compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10)),
+        charts_tab.render_charts(bars, compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10)),
                           controls, None, 0)
 
     at = AppTest.from_function(page, args=(periods,), default_timeout=30).run()
@@ -463,10 +463,10 @@ def test_the_first_bars_draw_prices_without_a_heatmap_instead_of_failing(periods
 def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every_bar():
     """The heatmap and lead-lag span the whole lookback: their content (what triggers a redraw) moves
     once per 10 s of market time; the spread, z-score, β and correlation charts move with every bar."""
-    import app
     from domain import Regression
     from pairs.bars import dataset_pair_bars
     from pairs.compute import PairParams, compute_pair
+    from ui import charts_tab
     from ui.controls import Controls
 
     rng = np.random.default_rng(5)
@@ -480,7 +480,7 @@ def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every
                                       "volume": 1.0}, index=index[:upto]) for name, c in closes.items()}
         bars = dataset_pair_bars(frames, 1_000)
         pair = compute_pair(bars.aligned.closes, PairParams("AAAUSDT", "BBBUSDT", window=10))
-        return {chart.key: chart.content for _, chart in app.chart_data(bars, pair, controls, None)}
+        return {chart.key: chart.content for _, chart in charts_tab.chart_data(bars, pair, controls, None)}
 
     at_101, at_105, at_111 = contents(101), contents(105), contents(111)  # last closed bar :40, :44, :50
     for key in ("chart_heatmap", "chart_leadlag"):
@@ -490,11 +490,11 @@ def test_whole_window_charts_are_redrawn_every_10_s_of_1_s_bars_the_others_every
 
 
 def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draws_the_same_bars():
-    import app
     from domain import Regression
     from pairs.bars import dataset_pair_bars
     from pairs.compute import PairParams, compute_pair
     from pairs.shared import PairView
+    from ui import charts_tab
     from ui.controls import Controls
 
     rng = np.random.default_rng(9)
@@ -509,7 +509,7 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
 
     def span(closed: int):  # the view as a tab sees it when `closed` bars have closed
         view = PairView(bars.since(None, index[closed]), pair.since(None, index[closed]), t0 + closed * 1_000)
-        return app.chart_span(view, 60_000)
+        return charts_tab.chart_span(view, 60_000)
 
     (even_bars, even_pair), (odd_bars, odd_pair) = span(150), span(151)  # one step: bars before second 150
     for chart_bars, chart_pair in ((even_bars, even_pair), (odd_bars, odd_pair)):
@@ -522,7 +522,7 @@ def test_live_1_s_charts_end_at_the_last_even_second_so_every_tab_in_a_step_draw
     assert not len(first_bars.aligned.index)
     controls = Controls("simulated", None, ("AAAUSDT", "BBBUSDT"), "AAAUSDT", "BBBUSDT", "1s", "1 h", 10,
                         Regression.ROLLING_OLS, False, 2.0, "normalised", True, "UTC")
-    assert app.chart_data(first_bars, first_pair, controls, None) == []
+    assert charts_tab.chart_data(first_bars, first_pair, controls, None) == []
 
 
 def test_alerts_tab_and_its_csv_show_each_alerts_webhook_delivery(sim_env, deferred):

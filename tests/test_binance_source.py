@@ -7,15 +7,17 @@ within a second or two; every wait is a deadline poll.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from config import Settings
+from ingestion.binance.stream import BinanceSource
 from records import EventKind, FeedState
+from records.clock import Clock
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
+from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance, RecordedTrade, load_recorded_trades
 from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
@@ -43,9 +45,11 @@ def recorded() -> list[RecordedTrade]:
     return load_recorded_trades(require(TICKS_NDJSON))
 
 
-def start_engine(fake: FakeBinance, tmp_path, **changes) -> Service:
+def start_engine(fake: FakeBinance, tmp_path, *, clock: Clock | None = None, **changes) -> Service:
+    """A service on ``fake`` with FAST timings and ``changes``; its source on ``clock`` when one is given."""
     settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
-    engine = Service.start(settings)
+    source = None if clock is None else BinanceSource.from_settings(settings, clock=clock)
+    engine = Service.start(settings, source=source)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return engine
 
@@ -120,24 +124,43 @@ def test_gap_in_trade_ids_is_recorded(fake, tmp_path):
     engine.stop()
 
 
-def test_half_open_socket_is_detected_and_replaced(fake, tmp_path):
-    engine = start_engine(fake, tmp_path, stale_after=1.0, pong_timeout=0.8)
-    fake.send_trade("BTCUSDT", 1, 90_000.0, 0.01)
-    eventually(lambda: engine.engine.trades == 1)
-    fake.set_silent(True)  # TCP stays open; no data, no pings, no pongs
-    silent_since = time.monotonic()
-    eventually(lambda: events(engine, EventKind.DISCONNECTED), timeout=5, message="half-open socket not detected")
-    assert time.monotonic() - silent_since < 3.0  # watchdog 1 s / pong timeout 0.8 s, plus polling
-    fake.set_silent(False)
-    # A handshake attempted while the fake was silent times out (5 s: the fake counted it, the client
-    # never got its answer); the next one succeeds. Wait for the client's side: its second "connected".
-    eventually(lambda: len(events(engine, EventKind.CONNECTED)) >= 2, timeout=15,
-               message="no reconnect after half-open")
-    fake.send_trade("BTCUSDT", 2, 90_001.0, 0.01)
-    eventually(lambda: engine.engine.trades == 2)
-    reason = events(engine, EventKind.DISCONNECTED)[0]
-    assert "no pong" in reason or "no data" in reason
-    engine.stop()
+def test_half_open_socket_is_detected_and_replaced(tmp_path):
+    # The watchdog runs on a manual clock: what is checked is when, on the source's own time, it
+    # gives up on a silent socket, not how fast this machine polls. No server pings: a handshake
+    # made while the fake is silent gets no answer, and pings written to that connection once the
+    # silence ends would keep the client's handshake read from ever timing out.
+    clock = ManualClock()
+    with FakeBinance(ping_interval=None) as fake:
+        engine = start_engine(fake, tmp_path, clock=clock, stale_after=1.0, pong_timeout=0.8)
+        try:
+            fake.send_trade("BTCUSDT", 1, 90_000.0, 0.01)
+            eventually(lambda: engine.engine.trades == 1)
+            fake.set_silent(True)  # TCP stays open; no data, no pongs
+
+            def watchdog_looked() -> None:
+                """Wait (real time, bounded) until the source has read its clock a few more times."""
+                reads = clock.reads
+                eventually(lambda: clock.reads >= reads + 3, message="the source stopped reading its clock")
+
+            clock.advance(0.4)  # past ping_interval (0.3 s): the source pings, and no pong comes
+            watchdog_looked()
+            clock.advance(0.4)  # 0.8 s without a frame (stale_after 1 s), 0.4 s without a pong (timeout 0.8 s)
+            watchdog_looked()
+            assert events(engine, EventKind.DISCONNECTED) == []  # still within both bounds: kept
+            clock.advance(0.5)  # 1.3 s: past both
+            eventually(lambda: events(engine, EventKind.DISCONNECTED), timeout=5,
+                       message="half-open socket not detected")
+            fake.set_silent(False)
+            # A handshake attempted while the fake was silent times out (5 s: the fake counted it, the
+            # client never got its answer); the next one succeeds. Wait for the client's second "connected".
+            eventually(lambda: len(events(engine, EventKind.CONNECTED)) >= 2, timeout=15,
+                       message="no reconnect after half-open")
+            fake.send_trade("BTCUSDT", 2, 90_001.0, 0.01)
+            eventually(lambda: engine.engine.trades == 2)
+            reason = events(engine, EventKind.DISCONNECTED)[0]
+            assert "no pong" in reason or "no data" in reason
+        finally:
+            engine.stop()
 
 
 def test_server_shutdown_notice_rolls_over_without_a_gap(fake, recorded, tmp_path):

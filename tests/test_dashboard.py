@@ -14,14 +14,15 @@ from config import Settings
 from domain import Regression
 from ingestion.simulated import SimulatedSource
 from pairs.bars import BarHistory, load_pair_bars
-from pairs.compute import Needs, PairParams, compute_pair, live_zscore, pair_spread_now
+from pairs.compute import Analytic, Needs, PairParams, compute_pair, live_zscore, pair_spread_now
+from pairs.stats import run_tests, symbol_summary
 from records.safe_csv import neutralise_text, to_csv_bytes
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.sources import ListSource
 from testkit.waiting import eventually
 from ui.export import analytics_table, minute_table, ohlcv_table
-from ui.stats import run_tests, symbol_summary, verdict
+from ui.labels import needs_text, verdict
 
 START_MS = 1_765_000_000_000
 
@@ -67,13 +68,13 @@ def test_kalman_has_no_look_ahead(sim_closes):
 
 def test_short_history_says_how_much_more_is_needed(sim_closes):
     pair = compute_pair(sim_closes.iloc[:30], PairParams("ETHUSDT", "BTCUSDT", window=60))
-    messages = [n.message(1_000) for n in pair.needs]
+    messages = [needs_text(n, 1_000) for n in pair.needs]
     assert "Hedge ratio: needs 30 more bars (≈ 30 s)" in messages
     assert any(m.startswith("Rolling correlation: needs 31 more bars") for m in messages)
     assert pair.zscore is None and pair.beta is None
     warming = compute_pair(sim_closes.iloc[:100], PairParams("ETHUSDT", "BTCUSDT", window=60))
     # Rolling β is valid from bar 60, so its spread fills a 60-bar z window at bar 119.
-    assert [n.message(60_000) for n in warming.needs if n.what == "Z-score"] == [
+    assert [needs_text(n, 60_000) for n in warming.needs if n.what is Analytic.ZSCORE] == [
         "Z-score: needs 19 more bars (≈ 19 min)"]
 
 
@@ -218,8 +219,19 @@ def test_symbol_summary():
 
 
 def test_a_need_the_lookback_cannot_hold_says_to_widen_it():
-    need = Needs("Half-life", required=20, available=12)
-    assert need.message(300_000) == "Half-life: needs 8 more bars (≈ 40 min)"
-    assert need.message(300_000, capacity=12) == ("Half-life: needs 20 bars, the lookback holds 12 at this "
+    need = Needs(Analytic.HALF_LIFE, required=20, available=12)
+    assert needs_text(need, 300_000) == "Half-life: needs 8 more bars (≈ 40 min)"
+    assert needs_text(need, 300_000, capacity=12) == ("Half-life: needs 20 bars, the lookback holds 12 at this "
                                                   "timeframe; widen the lookback")
-    assert need.message(300_000, capacity=48) == "Half-life: needs 8 more bars (≈ 40 min)"
+    assert needs_text(need, 300_000, capacity=48) == "Half-life: needs 8 more bars (≈ 40 min)"
+
+
+def test_a_fit_that_fails_on_its_bars_says_why_in_the_words_of_the_fit():
+    """pairs/ returns the analytic and the fit's reason; the UI writes them as one line."""
+    index = pd.date_range("2025-01-01", periods=80, freq="1s", tz="UTC")
+    closes = pd.DataFrame({"AAAUSDT": 100 + np.random.default_rng(1).normal(size=80).cumsum(),
+                           "BBBUSDT": np.full(80, 5.0)}, index=index)
+    pair = compute_pair(closes, PairParams("AAAUSDT", "BBBUSDT", window=20, regression=Regression.STATIC_OLS))
+    (need,) = pair.needs
+    assert (need.what, need.reason) == (Analytic.HEDGE_RATIO, "x is constant; hedge ratio undefined")
+    assert needs_text(need, 1_000) == "Hedge ratio (x is constant; hedge ratio undefined): needs 1 more bar (≈ 1 s)"

@@ -19,14 +19,16 @@ from pairs.compute import PairParams, compute_pair
 from records import Trade, now_ms
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
+from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.sources import ListSource
-from testkit.waiting import eventually
+from testkit.waiting import eventually, in_thread
 
 MINUTE = 60_000
 NOW = 1_765_000_000_000 // MINUTE * MINUTE  # on every grid
 PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}
+T0 = 1_800_000_000  # a manual clock's start, epoch seconds
 ASKED = {"start_ms": NOW - 5 * MINUTE, "end_ms": NOW}  # the range a page of the parsing tests was asked for
 
 
@@ -80,13 +82,22 @@ def test_paging_past_the_1000_row_limit_within_the_weight_budget():
 
 
 def test_429_waits_for_retry_after_then_succeeds():
+    clock = ManualClock(T0)
     with FakeRest(klines=FakeKlines(PRICES)) as rest:
         rest.faults.append((429, "1"))
-        client = BinanceRest(rest.url)
-        started = time.monotonic()
+        client = BinanceRest(rest.url, clock=clock, poll_s=0.002)
         end = now_ms() // MINUTE * MINUTE
-        bars = client.klines("ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
-    assert len(bars) == 30 and time.monotonic() - started >= 1.0 and len(rest.requests) == 2
+        caller, got = in_thread(client.klines, "ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
+        eventually(lambda: client.banned_until_ms == (T0 + 1) * 1000)
+        clock.advance(0.9)  # a tenth of a second before Retry-After has passed: no second request yet
+        reads = clock.reads
+        # The caller looked at the clock again meanwhile (or, wrongly, went ahead and finished).
+        eventually(lambda: clock.reads >= reads + 10 or not caller.is_alive())
+        assert len(rest.requests) == 1 and caller.is_alive(), "the ban was left before Retry-After had passed"
+        clock.advance(0.1)
+        caller.join(10)
+    assert not caller.is_alive() and "error" not in got
+    assert len(got["result"]) == 30 and len(rest.requests) == 2
     assert "429" in client.last_error
 
 

@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 
 from ingestion.replay import SEQ_BITS, ReplayFormat, ReplaySource, file_tag, parse_iso_ms, replay_files
 from records import EventKind, FeedState
+from testkit.clocks import ManualClock
 from testkit.sources import RecordingSink, assert_connected_then_stops_promptly, key
 from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON as TICKS_FILE
 
 FILE_SPAN_S = 407.25  # 08:43:15.300Z → 08:50:02.550Z
+START_S = 1_800_000_000.0  # where the replays' manual clock starts, epoch seconds
 needs_recording = pytest.mark.skipif(not TICKS_FILE.exists(), reason=f"recorded sample {TICKS_FILE} not present")
 
 
@@ -31,18 +33,16 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def run_to_end(source: ReplaySource, timeout: float = 10.0) -> tuple[RecordingSink, float]:
-    """Run in a thread until the source finishes; returns the sink and the wall time taken."""
+def run_to_end(source: ReplaySource, timeout: float = 10.0) -> RecordingSink:
+    """Run in a thread until the source finishes (``timeout`` only bounds a hang); returns the sink."""
     sink, stop = RecordingSink(), threading.Event()
     thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
-    started = time.monotonic()
     thread.start()
     thread.join(timeout)
-    elapsed = time.monotonic() - started
     stop.set()
     thread.join(1.0)
     assert not thread.is_alive()
-    return sink, elapsed
+    return sink
 
 
 # ------------------------------------------------------------------------ the real recording
@@ -91,9 +91,12 @@ def test_real_recording_symbol_filter_keeps_ids() -> None:
 @needs_recording
 def test_real_recording_paced_run_takes_the_scaled_time() -> None:
     target_s = 0.4
-    source = ReplaySource(TICKS_FILE, speed=FILE_SPAN_S / target_s)
-    sink, elapsed = run_to_end(source)
-    assert 0.2 < elapsed < 3.0, elapsed
+    clock = ManualClock(START_S)
+    source = ReplaySource(TICKS_FILE, speed=FILE_SPAN_S / target_s, clock=clock)
+    sink = run_to_end(source)
+    # The run waited, on its clock, the recording's span scaled by the speed: no more, no less.
+    assert sum(clock.waits) == pytest.approx(target_s)
+    assert clock.monotonic() - START_S == pytest.approx(target_s)
     assert len(sink.trades) == 19_182
     assert [key(t) for t in sink.trades] == [key(t) for t in ReplaySource(TICKS_FILE).iter_trades()]
     assert source.stats.state is FeedState.FINISHED
@@ -101,9 +104,14 @@ def test_real_recording_paced_run_takes_the_scaled_time() -> None:
     assert [e.kind for e in sink.events] == [EventKind.STARTED, EventKind.STOPPED]
     assert "finished: 19182 trades" in sink.events[-1].detail
     assert "98 zero-price rows skipped" in sink.events[-1].detail
-    # recv_ms is the wall clock at emission: it spans about the paced duration.
-    spread_ms = sink.trades[-1].recv_ms - sink.trades[0].recv_ms
-    assert 150 < spread_ms < 3_000
+    # recv_ms is the clock at emission: it spans the paced duration...
+    assert sink.trades[-1].recv_ms - sink.trades[0].recv_ms == 400
+    # ...and each trade went out at its own scaled time (the pacing clock never rewinds), to the millisecond.
+    first = sink.trades[0]
+    pacing = first.ts_ms
+    for trade in sink.trades:
+        pacing = max(pacing, trade.ts_ms)
+        assert abs((trade.recv_ms - first.recv_ms) - (pacing - first.ts_ms) * target_s / FILE_SPAN_S) <= 1
 
 
 @needs_recording
@@ -116,6 +124,20 @@ def test_real_recording_run_stops_promptly() -> None:
     assert_connected_then_stops_promptly(source, thread, stop)
     assert 50 <= len(sink.trades) < 19_182
     assert sink.events[-1].kind is EventKind.STOPPED and sink.events[-1].detail.startswith("stopped")
+
+
+def test_a_long_gap_in_the_data_does_not_delay_stopping(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "gap.ndjson", [  # an hour apart: at speed 1 the second waits an hour
+        '{"symbol":"ETHUSDT","ts":"2025-12-15T08:00:00.000Z","price":1,"size":1}',
+        '{"symbol":"ETHUSDT","ts":"2025-12-15T09:00:00.000Z","price":1,"size":1}',
+    ])
+    source = ReplaySource(path, speed=1.0)
+    sink, stop = RecordingSink(), threading.Event()
+    thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
+    thread.start()
+    eventually(lambda: len(sink.trades) == 1)
+    assert_connected_then_stops_promptly(source, thread, stop)  # stopped inside the hour's wait
+    assert len(sink.trades) == 1 and sink.events[-1].detail.startswith("stopped: 1 trades")
 
 
 # ------------------------------------------------------------------------ collector NDJSON edge cases
@@ -145,7 +167,7 @@ def test_collector_lines_with_errors_are_counted_not_raised(tmp_path: Path) -> N
     assert source.skipped_rows == 1
     assert source.stats.parse_errors == 6
     assert source.stats.last_error is not None and source.stats.last_error.startswith("ticks.ndjson:10:")
-    sink, _ = run_to_end(ReplaySource(path, speed=1e9))
+    sink = run_to_end(ReplaySource(path, speed=1e9))
     errors = [e for e in sink.events if e.kind is EventKind.ERROR]
     assert len(errors) == 6 and errors[0].detail.startswith("ticks.ndjson:3: invalid JSON")
     assert len(sink.trades) == 3
@@ -159,14 +181,16 @@ def test_pacing_uses_a_non_decreasing_clock(tmp_path: Path) -> None:
         '{"symbol":"BTCUSDT","ts":"2025-12-15T08:00:01.000Z","price":1,"size":1}',
         '{"symbol":"ETHUSDT","ts":"2025-12-15T08:00:03.000Z","price":1,"size":1}',
     ])
-    sink, elapsed = run_to_end(ReplaySource(path, speed=5.0))  # 3 s of recording → 0.6 s
+    clock = ManualClock(START_S)
+    sink = run_to_end(ReplaySource(path, speed=5.0, clock=clock))  # 3 s of recording → 0.6 s
     assert [t.symbol for t in sink.trades] == ["ETHUSDT", "ETHUSDT", "BTCUSDT", "ETHUSDT"]  # file order
-    assert 0.55 < elapsed < 2.0
-    recv = [t.recv_ms for t in sink.trades]
-    assert recv[2] - recv[1] < 100  # the older trade goes out at once, no waiting "back in time"...
-    # ...and the clock stays at 2 s: the next trade (3 s) follows 1 s / 5 = 200 ms later, not the
-    # 400 ms that pacing on the gap from the older trade (1 s → 3 s) would give.
-    assert 150 < recv[3] - recv[2] < 330
+    assert sum(clock.waits) == pytest.approx(0.6)
+    recv = [t.recv_ms - sink.trades[0].recv_ms for t in sink.trades]
+    # The older trade goes out at once, no waiting "back in time"... and the clock stays at 2 s: the
+    # next trade (3 s) follows 1 s / 5 = 200 ms later, not the 400 ms that pacing on the gap from
+    # the older trade (1 s → 3 s) would give.
+    assert recv == [0, 400, 400, 600]
+    assert clock.waits == pytest.approx([0.4, 0.2])
 
 
 # ------------------------------------------------------------------------ Binance frame NDJSON
@@ -205,7 +229,7 @@ def test_raw_and_combined_binance_frames(tmp_path: Path) -> None:
     assert source.stats.parse_errors == 3
     assert source.stats.last_error is not None and source.stats.last_error.startswith("frames.ndjson:9:")
     assert [t.trade_id for t in ReplaySource(path, symbols=["ETHUSDT"]).iter_trades()] == [2_100_000_001]
-    sink, _ = run_to_end(ReplaySource(path, speed=1e9))
+    sink = run_to_end(ReplaySource(path, speed=1e9))
     assert [key(t) for t in sink.trades] == [key(t) for t in trades]
     assert "3 parse errors, 2 unknown messages" in sink.events[-1].detail
 
@@ -263,7 +287,7 @@ def test_sqlite_replays_in_time_order(tmp_path: Path, monkeypatch: pytest.Monkey
     assert source.stats.messages == 8
     btc = ReplaySource(path, symbols=["BTCUSDT"])
     assert [t.trade_id for t in btc.iter_trades()] == [1, 2, 3]
-    sink, _ = run_to_end(ReplaySource(path, speed=1e9))
+    sink = run_to_end(ReplaySource(path, speed=1e9))
     assert [key(t) for t in sink.trades] == [key(t) for t in trades]
     # The replay opened the file read-only and left it unchanged.
     conn = sqlite3.connect(path)
@@ -392,7 +416,7 @@ def test_errors_quote_only_a_short_sanitised_excerpt_of_a_field(tmp_path: Path) 
         json.dumps({"symbol": "root:x:0:0:root:/root:/bin/bash", "ts": "x", "price": 1, "size": 1}),
         json.dumps({"symbol": "ETHUSDT", "ts": "secret-token-0123456789abcdef", "price": 1, "size": 1}),
     ])
-    sink, _ = run_to_end(ReplaySource(path, speed=1e9))
+    sink = run_to_end(ReplaySource(path, speed=1e9))
     details = [e.detail for e in sink.events if e.kind is EventKind.ERROR]
     assert len(details) == 3
     for detail in details:

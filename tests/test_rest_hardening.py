@@ -34,10 +34,11 @@ from records import BarArrays, EventKind, Trade, now_ms
 from records.retry import RetryPolicy
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
+from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance, RecordedTrade
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.randoms import DrawLog
-from testkit.waiting import eventually
+from testkit.waiting import eventually, in_thread
 
 MINUTE = 60_000
 PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}
@@ -48,39 +49,6 @@ KLINES, TRADES = "/api/v3/klines", "/api/v3/historicalTrades"
 def recorded(first_id: int = 1_000, n: int = 50) -> list[RecordedTrade]:
     start = now_ms() - 600_000
     return [RecordedTrade("BTCUSDT", first_id + i, start + i * 100, 90_000.0 + i, 0.01, i % 2 == 0) for i in range(n)]
-
-
-class FakeClock:
-    """Epoch seconds that move only when a test says so; counts how often the client looked."""
-
-    def __init__(self, start: float) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-        self.reads = 0
-
-    def __call__(self) -> float:
-        with self._lock:
-            self.reads += 1
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-
-
-def in_thread(target, *args) -> tuple[threading.Thread, dict]:
-    """Run ``target(*args)`` in a daemon thread; its result or exception lands in the returned dict."""
-    out: dict = {}
-
-    def run() -> None:
-        try:
-            out["result"] = target(*args)
-        except Exception as exc:  # handed to the test to assert on
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 # ------------------------------------------------------------------------ 418/429: Retry-After, shared ban
@@ -114,7 +82,7 @@ def test_retry_after_seconds_and_http_dates_are_honoured_in_full(header, expecte
 def test_an_ip_ban_stops_every_caller_until_retry_after_has_passed(form):
     """A 418 with Retry-After: 7200 (or the same moment as an HTTP-date) on a klines call: neither that
     call nor a gap backfill sends anything until the clock passes 7,200 s; then both go through."""
-    clock = FakeClock(T0)
+    clock = ManualClock(T0)
     trades = recorded()
     with FakeRest(trades, klines=FakeKlines(PRICES)) as rest:
         rest.faults.append((418, "7200" if form == "seconds" else http_date(T0 + 7200)))
@@ -141,7 +109,7 @@ def test_an_ip_ban_stops_every_caller_until_retry_after_has_passed(form):
 
 
 def test_a_missing_retry_after_waits_the_conservative_default():
-    clock = FakeClock(T0)
+    clock = ManualClock(T0)
     with FakeRest(recorded()) as rest:
         rest.faults.append((429, None))
         client = BinanceRest(rest.url, clock=clock, poll_s=0.002)
@@ -157,7 +125,7 @@ def test_a_missing_retry_after_waits_the_conservative_default():
 
 
 def test_a_ban_is_left_at_once_when_stopped():
-    clock = FakeClock(T0)
+    clock = ManualClock(T0)
     with FakeRest(recorded()) as rest:
         rest.faults.append((418, "86400"))
         client = BinanceRest(rest.url, clock=clock, poll_s=0.002)
@@ -170,7 +138,7 @@ def test_a_ban_is_left_at_once_when_stopped():
 
 
 def test_a_spent_weight_budget_pauses_every_caller_until_the_next_minute():
-    clock = FakeClock(T0 + 10)  # T0 is on a minute
+    clock = ManualClock(T0 + 10)  # T0 is on a minute
     trades = recorded()
     with FakeRest(trades, klines=FakeKlines(PRICES)) as rest:
         client = BinanceRest(rest.url, weight_budget=30, clock=clock, poll_s=0.002)
@@ -190,7 +158,7 @@ def test_a_spent_weight_budget_pauses_every_caller_until_the_next_minute():
 
 def test_history_leaves_the_rest_of_the_minutes_budget_to_the_gap_backfill():
     """Klines pause at 70 % of the budget; a backfill still gets the remaining 30 % that minute."""
-    clock = FakeClock(T0 + 10)
+    clock = ManualClock(T0 + 10)
     trades = recorded()
     with FakeRest(trades, klines=FakeKlines(PRICES)) as rest:
         client = BinanceRest(rest.url, weight_budget=100, clock=clock, poll_s=0.002)

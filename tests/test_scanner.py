@@ -20,13 +20,14 @@ from statsmodels.tsa.stattools import coint
 
 from analytics import align_bars, bars_to_frame, resample_ticks, scan_pairs
 from cli.scan import main
-from pairs.ranking import ScanFilter, ranking, run_scan, universe_closes
+from pairs.ranking import ScanFilter, run_scan, universe_closes
 from pairs.stored import stored_bars, stored_end_ms
 from records import Trade
 from storage.csv_import import parse_ohlc_csv
 from storage.sqlite.datasets import SqliteDatasetStore
 from storage.sqlite.ticks import SqliteTickStore
 from tests.shared_data import BTC_KLINES_ZIP, ETH_KLINES_ZIP, require
+from ui.export import ranking
 
 ROOT = Path(__file__).resolve().parents[1]
 MINUTE = 60_000

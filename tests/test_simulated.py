@@ -17,6 +17,7 @@ from ingestion.simulated import (
     symbol_spec,
 )
 from records import EventKind, FeedState, Trade, now_ms
+from testkit.clocks import ManualClock
 from testkit.sources import RecordingSink, assert_connected_then_stops_promptly, key
 from testkit.waiting import eventually
 
@@ -233,22 +234,22 @@ def test_run_emits_the_generated_trades_and_stops_promptly() -> None:
 
 def test_run_paces_market_time_against_the_wall_clock() -> None:
     speed = 20.0
-    source = SimulatedSource(["BTCUSDT", "ETHUSDT"], speed=speed)  # start_ms = now
+    clock = ManualClock()
+    source = SimulatedSource(["BTCUSDT", "ETHUSDT"], speed=speed, clock=clock)  # start_ms = the clock's now
+    wall_start = clock.now_ms()
+    assert source.start_ms == wall_start
     sink, stop = RecordingSink(), threading.Event()
-    wall_start = now_ms()
     thread = run_in_thread(source, sink, stop)
     eventually(lambda: len(sink.trades) >= 100)
     stop.set()
-    thread.join(timeout=1.0)
+    thread.join(timeout=5.0)
     assert not thread.is_alive()
     for trade in sink.trades:
         market_elapsed_ms = trade.ts_ms - source.start_ms
         wall_elapsed_ms = trade.recv_ms - wall_start
-        # Never ahead of the scaled wall clock (10 ms slack for clock granularity)...
-        assert market_elapsed_ms / speed <= wall_elapsed_ms + 10
-    # ...and not far behind either: 100 trades at ~18/s x 20 take ~0.3 s, not much more.
-    last = sink.trades[-1]
-    assert (last.recv_ms - wall_start) - (last.ts_ms - source.start_ms) / speed < 500
+        # Each trade goes out when the clock reaches its scaled market time: never ahead of it,
+        # and not behind it either (1 ms: the clock's rounding to whole milliseconds).
+        assert abs(market_elapsed_ms / speed - wall_elapsed_ms) <= 1
 
 
 def test_adding_a_symbol_keeps_the_market_going_without_gaps_or_jumps() -> None:

@@ -1,6 +1,7 @@
 """Alert rules (create, enable, disable, delete), banners, toasts and the alert history.
 
-The engine evaluates the rules; this module only edits them and shows what the engine stored.
+The engine evaluates the rules; this module only edits them and shows what the engine stored,
+both through the feed's :class:`~service.Service`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from alerts.rules import parse_rule
 from domain import Timeframe
 from records import now_ms
 from records.safe_csv import to_csv_bytes
-from storage import Site, open_alerts
+from service import Service
 from storage.base import AlertRecord, Delivery
 from ui.plain import plain
 
@@ -81,17 +82,15 @@ def render_banners(records: list[AlertRecord], tz: str) -> None:
             st.warning(f"🔔 {plain(record.event.message)} · bar {when:%H:%M:%S}", icon="⚠️")
 
 
-def _set_enabled(site: Site, rule_id: int, key: str) -> None:
-    with open_alerts(site) as store:
-        store.set_enabled(rule_id, bool(st.session_state[key]))
+def _set_enabled(service: Service, rule_id: int, key: str) -> None:
+    service.set_rule_enabled(rule_id, bool(st.session_state[key]))
 
 
-def _delete(site: Site, rule_id: int) -> None:
-    with open_alerts(site) as store:
-        store.delete_rule(rule_id)
+def _delete(service: Service, rule_id: int) -> None:
+    service.delete_rule(rule_id)
 
 
-def render_alerts_tab(site: Site, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
+def render_alerts_tab(service: Service, pair: tuple[str, str], timeframe_ms: int, window: int, tz: str) -> None:
     """Create rules for the selected pair/timeframe/window, manage them, review the history."""
     with st.form("new_rule", clear_on_submit=False, border=True):
         st.markdown(f"**New rule** for {pair[0]}/{pair[1]} · {Timeframe.of(timeframe_ms).name} bars · window {window}")
@@ -106,28 +105,26 @@ def render_alerts_tab(site: Site, pair: tuple[str, str], timeframe_ms: int, wind
             try:
                 rule = parse_rule(text, pair=pair, timeframe_ms=timeframe_ms, window=window,
                                   hysteresis=hysteresis or None, cooldown_s=cooldown)
-                with open_alerts(site) as store:
-                    stored, added = store.ensure_rule(rule)
+                stored, added = service.add_rule(rule)
             except ValueError as exc:
                 st.error(f"Rule not added: {plain(exc)}")
             else:
                 (st.success if added else st.info)(
                     f"{'Added' if added else 'Already there'}: {plain(stored.describe())} (rule {stored.id})")
 
-    with open_alerts(site) as store:
-        rules = store.rules()
-        # Callbacks run before the next script run, so the list below is drawn with the change applied.
-        for rule in rules:
-            label_col, toggle_col, delete_col = st.columns([6, 1, 1])
-            scope = rule.label if rule.metric == "price" else f"{rule.label}, window {rule.window}"
-            label_col.markdown(f"`{rule.describe()}` · {scope} · {rule.timeframe_label} · hysteresis "
-                               f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s")
-            toggle_col.toggle("on", value=rule.enabled, key=f"rule_on_{rule.id}", on_change=_set_enabled,
-                              args=(site, rule.id, f"rule_on_{rule.id}"))
-            delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(site, rule.id))
-        if not rules:
-            st.caption("No rules yet. The engine evaluates rules on every closed bar, also with no browser open.")
-        records = store.alerts(limit=HISTORY_LIMIT)
+    rules = service.alert_rules()
+    # Callbacks run before the next script run, so the list below is drawn with the change applied.
+    for rule in rules:
+        label_col, toggle_col, delete_col = st.columns([6, 1, 1])
+        scope = rule.label if rule.metric == "price" else f"{rule.label}, window {rule.window}"
+        label_col.markdown(f"`{rule.describe()}` · {scope} · {rule.timeframe_label} · hysteresis "
+                           f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s")
+        toggle_col.toggle("on", value=rule.enabled, key=f"rule_on_{rule.id}", on_change=_set_enabled,
+                          args=(service, rule.id, f"rule_on_{rule.id}"))
+        delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(service, rule.id))
+    if not rules:
+        st.caption("No rules yet. The engine evaluates rules on every closed bar, also with no browser open.")
+    records = service.alert_history(HISTORY_LIMIT)
     history = alerts_frame(records, tz)
     st.markdown(f"**Alert history** ({len(history)} most recent)")
     st.dataframe(history, hide_index=True, width="stretch", height=260)

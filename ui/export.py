@@ -13,6 +13,7 @@ import pandas as pd
 from analytics import log_returns
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
+from ui.labels import half_life_text
 
 
 def ohlcv_table(bars: PairBars) -> pd.DataFrame:
@@ -50,3 +51,13 @@ def minute_table(bars: PairBars, pair: PairAnalytics) -> pd.DataFrame:
     order = [f"{p.y}_close", f"{p.x}_close", f"{p.y}_return", f"{p.x}_return", "beta", "spread", "zscore",
              "return_correlation", f"{p.y}_volume", f"{p.x}_volume", f"{p.y}_trades", f"{p.x}_trades"]
     return table[order]
+
+
+def ranking(table: pd.DataFrame, interval_ms: int) -> pd.DataFrame:
+    """A scan table (:func:`pairs.ranking.run_scan`) for display and export: ranked from 1, with the
+    half-life also in time (``half_life_time``, e.g. '12 min', on bars of ``interval_ms``)."""
+    shown = table.reset_index(drop=True)
+    shown.index = pd.RangeIndex(1, len(shown) + 1, name="rank")
+    position = shown.columns.get_loc("half_life") + 1
+    shown.insert(position, "half_life_time", [half_life_text(v, interval_ms) for v in shown["half_life"]])
+    return shown

@@ -9,12 +9,12 @@ import streamlit as st
 
 from analytics import InsufficientDataError
 from pairs.bars import PairBars
-from pairs.compute import PairAnalytics, format_duration
+from pairs.compute import PairAnalytics
+from pairs.stats import CointegrationReport, run_tests, symbol_summary
 from records.safe_csv import to_csv_bytes
 from ui.export import analytics_table, ohlcv_table
-from ui.labels import REGRESSION_LABELS
+from ui.labels import REGRESSION_LABELS, format_duration, needs_text, verdict
 from ui.plain import plain
-from ui.stats import CointegrationReport, run_tests, symbol_summary
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -28,12 +28,12 @@ def render_needs(pair: PairAnalytics, interval_ms: int, lookback_ms: int | None 
     """One line per analytic still collecting data (or needing a wider lookback)."""
     capacity = None if lookback_ms is None else lookback_ms // interval_ms
     for need in pair.needs:
-        st.info(f"Collecting data · {need.message(interval_ms, capacity)}", icon="⏳")
+        st.info(f"Collecting data · {needs_text(need, interval_ms, capacity)}", icon="⏳")
 
 
 def render_symbol_summaries(bars: PairBars, tz: str) -> None:
     """Per-symbol table over the lookback: last, return, volatility, volume, trades."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for symbol, frame in bars.by_symbol.items():
         summary = symbol_summary(symbol, frame, bars.interval_ms)
         if summary is None:
@@ -92,14 +92,14 @@ def _render_report(report: CointegrationReport) -> None:
             "statistic": [report.adf.statistic], "p-value": [report.adf.pvalue], "lag": [report.adf.used_lag],
             "nobs": [report.adf.nobs], **{f"crit {k}": [v] for k, v in report.adf.critical_values.items()}}),
             hide_index=True)
-        st.write(report.adf_verdict)
+        st.write(verdict(report.adf.pvalue, "the spread is stationary", "no evidence the spread is stationary"))
     with eg_col:
         st.markdown("**Engle–Granger cointegration** (y on x, constant)")
         st.dataframe(pd.DataFrame({
             "statistic": [report.engle_granger.statistic], "p-value": [report.engle_granger.pvalue],
             "lag": [report.engle_granger.used_lag], "β": [report.engle_granger.beta],
             **{f"crit {k}": [v] for k, v in report.engle_granger.critical_values.items()}}), hide_index=True)
-        st.write(report.eg_verdict)
+        st.write(verdict(report.engle_granger.pvalue, "the legs are cointegrated", "no evidence of cointegration"))
     st.caption(f"Tested on {report.bars:,} bars.")
 
 

@@ -14,19 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from pairs.bars import PairBars
-from pairs.ranking import (
-    Q_VALUE_NOTE,
-    TRENDS,
-    ScanFilter,
-    ScanResult,
-    half_life_text,
-    ranking,
-    run_scan,
-    universe_closes,
-)
+from pairs.ranking import ScanFilter, ScanResult, run_scan, universe_closes
 from records.safe_csv import to_csv_bytes
 from ui.controls import UPLOADED, Controls
-from ui.labels import timeframe_label
+from ui.export import ranking
+from ui.labels import Q_VALUE_NOTE, TREND_LABELS, half_life_text, timeframe_label
 
 # Scans kept per session (one per symbols/timeframe/lookback/window/trend), oldest dropped first.
 MAX_KEPT_SCANS = 8
@@ -67,7 +59,8 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     st.caption(Q_VALUE_NOTE)
     k = len(controls.symbols)
     trend_col, button_col = st.columns([2, 3], vertical_alignment="bottom")
-    trend = trend_col.selectbox("Deterministic terms", list(TRENDS), format_func=TRENDS.__getitem__, key="scan_trend")
+    trend = trend_col.selectbox("Deterministic terms", list(TREND_LABELS), format_func=TREND_LABELS.__getitem__,
+                                key="scan_trend")
     results: dict[tuple[object, ...], ScanResult] = st.session_state.setdefault("scan_results", {})
     key = scan_key(controls, trend)
     if button_col.button(f"Scan {k} symbols", key="scan_run",

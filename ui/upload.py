@@ -1,27 +1,23 @@
-"""Sidebar upload of OHLC CSV files into named datasets, and the dataset pickers."""
+"""Sidebar upload of OHLC CSV files into named datasets (stored through :mod:`service`), the dataset pickers
+and the dataset page's data: two uploaded datasets analysed as a pair."""
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from config import ConfigError, Settings, normalize_symbol
+from config import ConfigError, Settings
 from domain import TIMEFRAMES
-from records import now_ms
-from storage import has_datasets, open_datasets
+from pairs.bars import dataset_pair_bars
+from pairs.compute import PairParams, compute_pair
+from pairs.shared import PairView
+from service import load_datasets, save_dataset, stored_datasets
 from storage.csv_import import MAX_UPLOAD_BYTES, CsvImportError, parse_ohlc_csv
 from storage.datasets import DatasetInfo, defaults_from_filename
+from ui.controls import UPLOADED, Controls, analysis_controls
+from ui.labels import timeframe_label
 from ui.plain import plain
-
-
-def frame_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 of the parsed bars, so the same data zipped or not, CRLF or LF, is one dataset."""
-    digest = hashlib.sha256(np.ascontiguousarray(frame.index.as_unit("ms").asi8).tobytes())
-    digest.update(np.ascontiguousarray(frame.to_numpy(np.float64)).tobytes())
-    return digest.hexdigest()
+from ui.tabs import PageData
 
 
 def render_upload(settings: Settings) -> None:
@@ -45,10 +41,7 @@ def render_upload(settings: Settings) -> None:
         if not st.button("Save dataset", key="upload_save"):
             return
         try:
-            symbol = normalize_symbol(raw_symbol)
-            with open_datasets(settings) as store:
-                result = store.add(frame, name=name.strip(), symbol=symbol, filename=upload.name,
-                                   content_hash=frame_hash(frame), uploaded_ms=now_ms())
+            result = save_dataset(settings, frame, name=name, symbol=raw_symbol, filename=upload.name)
         except (ConfigError, ValueError) as exc:
             st.error(f"Not saved: {plain(exc)}")
             return
@@ -56,13 +49,6 @@ def render_upload(settings: Settings) -> None:
             st.success(f"Saved {result.dataset.rows:,} bars as “{plain(result.dataset.name)}”.")
         else:
             st.info(f"Already stored as “{plain(result.dataset.name)}”; nothing added.")
-
-
-def list_datasets(settings: Settings) -> list[DatasetInfo]:
-    if not has_datasets(settings):
-        return []
-    with open_datasets(settings) as store:
-        return store.list()
 
 
 def dataset_controls(datasets: list[DatasetInfo]) -> tuple[DatasetInfo, DatasetInfo] | None:
@@ -86,7 +72,28 @@ def dataset_timeframes(y: DatasetInfo, x: DatasetInfo) -> tuple[str, ...]:
     return tuple(tf.name for tf in TIMEFRAMES if tf.ms >= coarsest) or (TIMEFRAMES[-1].name,)
 
 
-def load_dataset_frames(settings: Settings, y: DatasetInfo, x: DatasetInfo) -> dict[str, pd.DataFrame]:
-    """OHLC frames keyed by dataset name (names are unique; two files may share a symbol)."""
-    with open_datasets(settings) as store:
-        return {y.name: store.load(y.id), x.name: store.load(x.id)}
+def dataset_page_data(base: Settings) -> tuple[Controls, PageData]:
+    """The dataset page's controls and data: two uploaded OHLC datasets analysed as a pair (no live
+    feed). Stops the script run (with a hint) until two overlapping datasets are picked."""
+    picked = dataset_controls(stored_datasets(base))
+    if picked is None:
+        st.stop()
+    y, x = picked
+    controls = analysis_controls(UPLOADED, None, (y.name, x.name), pair=(y.name, x.name),
+                                 timeframes=dataset_timeframes(y, x))
+    if max(y.first_ms, x.first_ms) > min(y.last_ms, x.last_ms):
+        span = "{0}: {1:%Y-%m-%d %H:%M} → {2:%Y-%m-%d %H:%M} UTC"
+        st.error("These datasets do not overlap in time, so they cannot be paired. " + "; ".join(
+            span.format(plain(d.name), pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms"))
+            for d in (y, x)))
+        st.stop()
+    frames = load_datasets(base, y, x)  # keyed by name: two datasets may share a symbol
+    st.title(f"{plain(y.name)} / {plain(x.name)} · {timeframe_label(controls.timeframe)} bars")
+    st.info("Uploaded historical datasets: not live market data.", icon="📁")
+
+    def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
+        bars = dataset_pair_bars({s: frames[s] for s in symbols}, interval_ms)  # shown whole
+        pair = compute_pair(bars.closes(min_trades=controls.min_trades, min_volume=controls.min_volume), params)
+        return PairView(bars, pair, bars.market_now_ms)
+
+    return controls, PageData(view, lambda bars, _open_start_ms: bars, None)

@@ -27,7 +27,6 @@ import logging
 import random
 import select
 import threading
-import time
 from dataclasses import dataclass, field
 
 import websocket
@@ -37,6 +36,7 @@ from ingestion.backoff import AttemptBudget, Backoff
 from ingestion.binance.parse import MalformedMessage, ServerShutdown, SubscriptionReply, parse_frame
 from ingestion.source import SourceStats, TradeSink
 from records import EventKind, FeedEvent, FeedState, Trade, now_ms
+from records.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,12 @@ class _Connection:
 
 
 class BinanceSource:
-    """Source of live spot trades for several symbols on one connection."""
+    """Source of live spot trades for several symbols on one connection.
+
+    ``clock``: the monotonic time the watchdog, pings, rollover and reconnect backoff run on, and
+    their waits (a test's, or the machine's); wall-clock stamps (``recv_ms``, events) stay on
+    :func:`records.now_ms`. Other timings are in seconds.
+    """
 
     name = "binance"
 
@@ -98,6 +103,7 @@ class BinanceSource:
         stable_after: float = 60.0,
         connect_timeout: float = 5.0,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.symbols = symbols
         self.ws_url = ws_url
@@ -110,15 +116,16 @@ class BinanceSource:
         self.max_connection_age = max_connection_age
         self.stable_after = stable_after
         self.connect_timeout = connect_timeout
+        self._clock = clock
         self.backoff = Backoff(backoff_initial, backoff_max, rng)
-        self.budget = AttemptBudget(limit=100, window_s=300.0)
+        self.budget = AttemptBudget(limit=100, window_s=300.0, clock=clock.monotonic)
         self.connections_opened = 0
         self._sink: TradeSink | None = None
         self._wanted = symbols  # set by set_symbols from any thread, applied by the source thread
         self._request_id = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BinanceSource:
+    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
         return cls(
             settings.symbols,
             settings.ws_url,
@@ -129,6 +136,7 @@ class BinanceSource:
             backoff_initial=settings.backoff_initial,
             backoff_max=settings.backoff_max,
             stable_after=settings.stable_after,
+            clock=clock,
         )
 
     def set_symbols(self, symbols: tuple[str, ...]) -> None:
@@ -168,12 +176,12 @@ class BinanceSource:
             wait = self.budget.wait_needed()
             if wait > 0:
                 self._set_error(f"connection attempt budget exhausted; waiting {wait:.0f} s")
-                stop.wait(wait)
+                self._clock.wait(stop, wait)
                 continue
             if not immediate:
                 delay = self.backoff.next_delay()
                 self.stats.state = FeedState.RECONNECTING
-                if stop.wait(delay):
+                if self._clock.wait(stop, delay):
                     return None
             else:
                 self.stats.state = FeedState.CONNECTING
@@ -206,7 +214,7 @@ class BinanceSource:
         # the surplus in the frame buffer (recv_strict keeps what it did not consume) and cuts
         # syscalls to a handful per hundred frames under load.
         ws.frame_buffer.recv = lambda _n, _recv=ws._recv: _recv(READ_AHEAD)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self.connections_opened and not rollover:
             self.stats.reconnects += 1
         self.connections_opened += 1
@@ -245,7 +253,7 @@ class BinanceSource:
         next_rollover_try = 0.0
         next_housekeeping = 0.0
         while not stop.is_set():
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_EVERY_S
                 if successor is None and now >= next_rollover_try and (
@@ -288,7 +296,7 @@ class BinanceSource:
             return None
         except (OSError, websocket.WebSocketException) as exc:
             return f"connection lost: {_describe(exc)}"
-        conn.last_frame = time.monotonic()
+        conn.last_frame = self._clock.monotonic()
         if opcode == websocket.ABNF.OPCODE_TEXT:
             self._on_text(conn, frame.data)
         elif opcode == websocket.ABNF.OPCODE_PONG:

@@ -1,4 +1,7 @@
-"""Summary statistics per symbol and the on-demand stationarity / cointegration tests."""
+"""Summary statistics per symbol and the on-demand stationarity / cointegration tests of a pair.
+
+Numbers only: the Stats & tests tab (:mod:`ui.panels`) writes what they mean.
+"""
 
 from __future__ import annotations
 
@@ -43,12 +46,10 @@ def symbol_summary(symbol: str, bars: pd.DataFrame, interval_ms: int) -> SymbolS
 
 @dataclass(frozen=True, slots=True)
 class CointegrationReport:
-    """ADF on the spread and Engle–Granger on the legs, with a one-line verdict each."""
+    """ADF on the spread and Engle–Granger on the legs, over ``bars`` closed bars."""
 
     adf: AdfResult
     engle_granger: EngleGrangerResult
-    adf_verdict: str
-    eg_verdict: str
     bars: int
 
 
@@ -68,15 +69,5 @@ def run_tests(pair: PairAnalytics) -> CointegrationReport:
         raise InsufficientDataError(MIN_TEST_BARS, len(spread), "ADF / Engle–Granger")
     adf_result = adf(spread)
     eg = engle_granger(y, x)
-    return CointegrationReport(adf_result, eg, verdict(adf_result.pvalue, "the spread is stationary",
-                                                       "no evidence the spread is stationary"),
-                               verdict(eg.pvalue, "the legs are cointegrated", "no evidence of cointegration"),
-                               len(spread))
+    return CointegrationReport(adf_result, eg, len(spread))
 
-
-def verdict(pvalue: float, positive: str, negative: str) -> str:
-    """One-line reading of a p-value at the usual levels."""
-    for level in (0.01, 0.05, 0.10):
-        if pvalue < level:
-            return f"p = {pvalue:.4f} < {level:.2f}: {positive}."
-    return f"p = {pvalue:.4f} ≥ 0.10: {negative}."
