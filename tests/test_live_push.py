@@ -24,6 +24,7 @@ from analytics import rolling_zscore
 from pairs.compute import LiveContext, PairParams
 from pairs.shared import ViewQuery
 from records import FeedState, FeedStatus, Trade
+from storage import StorageError
 from ui import charts, live
 from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, SharedBuilds, chart_update
 
@@ -438,3 +439,24 @@ def test_prices_keep_flowing_while_the_closed_bars_are_analysed():
         market.join(30)
     assert messages[-1]["z"] is None  # sent before the context arrived
     assert service.released_in_time
+
+
+@pytest.mark.parametrize("error", [StorageError("live.db: disk I/O error"), ValueError("a bug in the analytics")])
+def test_a_failing_analysis_is_asked_again_only_when_a_bar_closes(caplog, error):
+    """Not on every poll of the stream (50 a second), and the panel keeps its last context meanwhile.
+    Storage trouble is one line in the log (the page shows it); a bug keeps its traceback there."""
+
+    class Failing(_Service):
+        def live_context(self, query: ViewQuery) -> LiveContext | None:
+            self.asked.append(query)
+            if len(self.asked) > 1:
+                raise error
+            return CONTEXT
+
+    service = Failing()
+    tracker = live.ContextTracker(service, _query())
+    assert tracker.current() is CONTEXT
+    service.shared.bars_closed += 1
+    assert tracker.current() is CONTEXT and tracker.current() is CONTEXT and len(service.asked) == 2
+    assert str(error) in caplog.text
+    assert ("Traceback" in caplog.text) == isinstance(error, ValueError)

@@ -116,12 +116,16 @@ class ContextTracker:
         return stamp if stamp != self.stamp else None
 
     def refresh(self, stamp: tuple[int, int]) -> None:
-        """Ask the service for the context at ``stamp``. A storage failure keeps the old one and is
-        logged once per stamp (the page shows storage trouble itself)."""
+        """Ask the service for the context at ``stamp``. A failure keeps the old context, is logged
+        once per stamp and asked again only at the next one (the page shows storage trouble itself;
+        a stream must not retry every poll)."""
+        y, x = self.query.params.y, self.query.params.x
         try:
             self.context = self.service.live_context(self.query)
         except StorageError as exc:
-            log.warning("live context of %s/%s: %s", self.query.params.y, self.query.params.x, exc)
+            log.warning("live context of %s/%s: %s", y, x, exc)
+        except Exception:  # a bug: the server log keeps the traceback, the panel keeps its last numbers
+            log.exception("live context of %s/%s failed", y, x)
         self.stamp = stamp
 
     def current(self) -> LiveContext | None:
