@@ -30,6 +30,7 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 bench: $(VENV)/.dev
 	$(PY) bench/ingest.py

@@ -62,12 +62,13 @@ def live_token() -> str:
 def acquire_service(base: Settings, settings: Settings) -> Service | None:
     """This session's service for ``settings`` (started or shared), or None after showing why not."""
     try:
-        return appstate.current().registry.acquire(session_id(), settings, pin=settings.source == base.source)
+        return appstate.current().registry.acquire(session_id(), settings,
+                                                   pin=settings.feed.source == base.feed.source)
     except (TooManyFeeds, ConfigError, ValueError, OSError, StorageError) as exc:
-        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: {plain(exc)}")
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.feed.source, settings.feed.source)} feed: {plain(exc)}")
     except Exception:  # the browser sees a plain message; the server log keeps the traceback
-        log.exception("starting the %s feed failed", settings.source)
-        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.source, settings.source)} feed: "
+        log.exception("starting the %s feed failed", settings.feed.source)
+        st.error(f"Cannot start the {SOURCE_LABELS.get(settings.feed.source, settings.feed.source)} feed: "
                  "an internal error (details in the server log).")
     return None
 
@@ -172,12 +173,12 @@ def main() -> None:
         st.error(f"Invalid configuration: {plain(exc)}")
         st.stop()
     chosen = source_controls(base)
-    render_upload(base)
+    render_upload(base.storage)
     if chosen is not None and chosen[0] == UPLOADED:
         controls, page = dataset_page_data(base)  # two uploaded datasets as a pair, no feed
         render_analytics(lambda: page, controls)
         return
-    symbols = symbol_controls(base.symbols)
+    symbols = symbol_controls(base.feed.symbols)
     if chosen is None or symbols is None:
         st.stop()
     source, replay_file = chosen

@@ -1,8 +1,17 @@
-"""Settings: one frozen, validated object built from defaults, then ``QUANT_*`` env vars, then CLI flags.
+"""Settings: frozen, validated slices per component, composed into one :class:`Settings` built from
+defaults, then ``QUANT_*`` env vars, then CLI flags.
 
-Every setting has a documented default (see ``FIELDS`` and the README's configuration table).
-Invalid values raise :class:`ConfigError` with a message that names the setting, so start-up
-fails loudly instead of running with a half-understood configuration.
+Slices: :class:`FeedSettings` (with its :class:`ExchangeSettings`) for the sources and the Engine,
+:class:`StorageSettings` for storage, :class:`AlertSettings`, :class:`RecorderSettings` and
+:class:`ServerSettings`; each component receives only its slice. Every setting has one flat name
+(``flush_ms``), one variable (``QUANT_FLUSH_MS``) and one flag (``--flush-ms``), listed in
+:data:`FIELDS` and the README's configuration table; renamed ones stay accepted with a warning.
+Invalid values raise :class:`ConfigError` naming the setting and, at start, the variable or flag
+it came from (``speed (QUANT_SPEED): 0.0 must be > 0``), so start-up fails loudly.
+
+Standard library, not pydantic-settings (measured, README "Configuration"): importing
+``pydantic_settings`` alone costs more than this whole module with its imports, adds seven packages,
+and its messages name neither the variable nor the flag.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import domain
 
+log = logging.getLogger(__name__)
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: annualise over every second
@@ -244,28 +255,28 @@ def check_window(window: int) -> int:
         raise ConfigError(str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Process-wide configuration. Times are seconds unless the name says otherwise."""
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name}: {value!r} must be > 0")
 
-    source: str = "binance"
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+
+def _url(name: str, url: str, schemes: str, example: str) -> str:
+    """``url`` without a trailing slash if it is ``<scheme>://host[:port]``; ConfigError naming ``name`` otherwise."""
+    if not re.fullmatch(rf"{schemes}://[^\s/?#]+(:\d+)?/?", url):
+        raise ConfigError(f"{name}: {url!r} must look like {example}")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSettings:
+    """How the live exchange (Binance) is reached: what its WebSocket source and REST client read.
+
+    Times are seconds. ``backfill_max_trades`` bounds the trades re-fetched per detected gap (0: off).
+    """
+
     ws_url: str = "wss://stream.binance.com:9443"
     rest_url: str = "https://api.binance.com"
     backfill_max_trades: int = 100_000
-    data_dir: Path = Path("data")
-    db: Path | None = None
-    db_url: str | None = None
-    replay_file: Path | None = None
-    replay_dir: Path | None = None
-    max_engines: int = 4
-    speed: float = 1.0
-    seed: int = 7
-    duration: float | None = None
-    retention_hours: float = 48.0
-    history_hours: float = 24.0
-    flush_interval_ms: int = 250
-    max_backlog: int = 500_000
     ping_interval: float = 20.0
     pong_timeout: float = 30.0
     stale_after: float = 30.0
@@ -273,9 +284,93 @@ class Settings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     stable_after: float = 60.0
-    status_interval: float = 5.0
-    log_level: str = "INFO"
-    alerts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ws_url", _url("ws_url", self.ws_url, "wss?", "wss://host[:port]"))
+        object.__setattr__(self, "rest_url", _url("rest_url", self.rest_url, "https?", "https://host[:port]"))
+        if self.backfill_max_trades < 0:
+            raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
+        for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
+                     "backoff_initial", "backoff_max", "stable_after"):
+            _positive(name, getattr(self, name))
+        if self.backoff_max < self.backoff_initial:
+            raise ConfigError("backoff_max: must be >= backoff_initial")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """Which market a feed follows and how: the slice every source and the Engine receive.
+
+    ``speed`` is a time factor (simulated/replay); ``history_hours`` is how much past (market time)
+    a feed brings at start; ``exchange`` is read by the live source only.
+    """
+
+    source: str = "binance"
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    replay_file: Path | None = None
+    speed: float = 1.0
+    seed: int = 7
+    history_hours: float = 24.0
+    exchange: ExchangeSettings = dataclasses.field(default_factory=ExchangeSettings)
+
+    def __post_init__(self) -> None:
+        if not SOURCE_NAME_RE.fullmatch(self.source):
+            raise ConfigError(f"source: {self.source!r} is not a source name such as binance, simulated or replay")
+        object.__setattr__(self, "symbols", parse_symbols(self.symbols))
+        _positive("speed", self.speed)
+        if not self.history_hours >= 0:
+            raise ConfigError(f"history_hours: {self.history_hours} must be >= 0 (0 turns it off)")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where ticks, alerts and uploads are kept, and how the writer commits (``flush_ms`` in ms).
+
+    ``db_url`` (a server database) and ``db`` (one SQLite file) exclude each other; neither means one
+    SQLite file per source under ``data_dir``. ``retention_hours`` is market time.
+    """
+
+    data_dir: Path = Path("data")
+    db: Path | None = None
+    db_url: str | None = None
+    replay_dir: Path | None = None
+    retention_hours: float = 48.0
+    flush_ms: int = 250
+    max_backlog: int = 500_000
+
+    def __post_init__(self) -> None:
+        _positive("retention_hours", self.retention_hours)
+        if not 10 <= self.flush_ms <= 250:
+            raise ConfigError(f"flush_ms: {self.flush_ms} must be between 10 and 250")
+        if self.max_backlog < 10_000:
+            raise ConfigError(f"max_backlog: {self.max_backlog} must be at least 10000")
+        if self.db_url is not None:
+            check_db_url(self.db_url)
+            if self.db is not None:
+                raise ConfigError("db_url/db: --db-url (server database) and --db (SQLite file) exclude each other")
+
+    def __repr__(self) -> str:
+        # The dataclass repr with the database password masked: settings end up in logs and tracebacks.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.db_url is not None:
+            shown["db_url"] = mask_url(self.db_url)
+        return f"StorageSettings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
+    @property
+    def replay_folder(self) -> Path:
+        """The only folder a browser may replay files from: ``replay_dir``, else ``<data_dir>/replays``."""
+        return self.replay_dir if self.replay_dir is not None else self.data_dir / "replays"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """The alert rules a headless feed evaluates and where new alerts go.
+
+    ``pair`` is Y/X (None: the composed :class:`Settings` picks the second symbol on the first);
+    ``window`` is in bars; ``min_trades``/``min_volume`` (per leg, base units) drop thin bars.
+    """
+
+    rules: tuple[str, ...] = ()
     pair: tuple[str, str] | None = None
     timeframe: str = "1s"
     window: int = 60
@@ -284,80 +379,131 @@ class Settings:
     min_volume: float = 0.0
 
     def __post_init__(self) -> None:
-        if not SOURCE_NAME_RE.fullmatch(self.source):
-            raise ConfigError(f"source: {self.source!r} is not a source name such as binance, simulated or replay")
-        object.__setattr__(self, "symbols", parse_symbols(self.symbols))
-        if not re.fullmatch(r"wss?://[^\s/?#]+(:\d+)?/?", self.ws_url):
-            raise ConfigError(f"ws_url: {self.ws_url!r} must look like wss://host[:port]")
-        object.__setattr__(self, "ws_url", self.ws_url.rstrip("/"))
-        if not re.fullmatch(r"https?://[^\s/?#]+(:\d+)?/?", self.rest_url):
-            raise ConfigError(f"rest_url: {self.rest_url!r} must look like https://host[:port]")
-        object.__setattr__(self, "rest_url", self.rest_url.rstrip("/"))
-        if self.backfill_max_trades < 0:
-            raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
-        _positive("speed", self.speed)
-        _positive("retention_hours", self.retention_hours)
-        if not 0 <= self.history_hours <= self.retention_hours:
-            raise ConfigError(f"history_hours: {self.history_hours} must be between 0 (off) and retention_hours "
-                              f"({self.retention_hours:g})")
-        for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
-                     "backoff_initial", "backoff_max", "stable_after", "status_interval"):
-            _positive(name, getattr(self, name))
-        if self.duration is not None:
-            _positive("duration", self.duration)
-        if not 10 <= self.flush_interval_ms <= 250:
-            raise ConfigError(f"flush_interval_ms: {self.flush_interval_ms} must be between 10 and 250")
-        if self.max_backlog < 10_000:
-            raise ConfigError(f"max_backlog: {self.max_backlog} must be at least 10000")
-        if self.backoff_max < self.backoff_initial:
-            raise ConfigError("backoff_max: must be >= backoff_initial")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"log_level: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
         if self.pair is not None:
             pair = tuple(normalize_symbol(s) for s in self.pair)
-            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(self.symbols):
+            if len(pair) != 2 or pair[0] == pair[1]:
                 raise ConfigError(f"pair: {'/'.join(self.pair)!r} must be two different watched symbols, Y/X")
             object.__setattr__(self, "pair", pair)
-        elif len(self.symbols) >= 2:
-            # Default pair: second symbol on the first (ETHUSDT on BTCUSDT), as the dashboard shows it.
-            object.__setattr__(self, "pair", (self.symbols[1], self.symbols[0]))
         check_timeframe(self.timeframe)
         check_window(self.window)
         if self.webhook_url is not None and (problem := http_url_problem(self.webhook_url)):
             raise ConfigError(f"webhook_url: {problem}")
-        if not 1 <= self.max_engines <= 32:
-            raise ConfigError(f"max_engines: {self.max_engines} must be between 1 and 32")
         if self.min_trades < 0 or not self.min_volume >= 0:
             raise ConfigError("min_trades/min_volume: the liquidity filter needs values >= 0")
-        if self.db_url is not None:
-            check_db_url(self.db_url)
-            if self.db is not None:
-                raise ConfigError("db_url/db: --db-url (server database) and --db (SQLite file) exclude each other")
-
-    def __repr__(self) -> str:
-        # The dataclass repr, with the database password masked: settings end up in logs and tracebacks.
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.db_url is not None:
-            shown["db_url"] = mask_url(self.db_url)
-        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def timeframe_ms(self) -> int:
+        """Bar length of the rules, ms."""
         return domain.Timeframe.of(self.timeframe).ms
 
-    @property
-    def replay_folder(self) -> Path:
-        """The only folder a browser may replay files from: ``replay_dir``, else ``<data_dir>/replays``."""
-        return self.replay_dir if self.replay_dir is not None else self.data_dir / "replays"
+
+@dataclass(frozen=True, slots=True)
+class RecorderSettings:
+    """The headless recorder's own knobs: stop after ``duration`` s (None: run on), a status line
+    every ``status_interval`` s, and the log level."""
+
+    duration: float | None = None
+    status_interval: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.duration is not None:
+            _positive("duration", self.duration)
+        _positive("status_interval", self.status_interval)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The dashboard server's limits: at most ``max_feeds`` feeds (one per database) at once."""
+
+    max_feeds: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_feeds <= 32:
+            raise ConfigError(f"max_feeds: {self.max_feeds} must be between 1 and 32")
+
+
+_SLICES = ("feed", "storage", "alerts", "recorder", "server")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process-wide configuration: one frozen slice per component, checked together where they meet.
+
+    Each component receives only its slice (the Engine and sources ``feed``, storage ``storage``,
+    the alert monitor ``alerts``, the recorder CLI ``recorder``, the dashboard server ``server``).
+    Build one from flat setting names with :meth:`of` or :func:`from_env`; :meth:`replace` takes
+    the same flat names.
+    """
+
+    feed: FeedSettings = dataclasses.field(default_factory=FeedSettings)
+    storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
+    alerts: AlertSettings = dataclasses.field(default_factory=AlertSettings)
+    recorder: RecorderSettings = dataclasses.field(default_factory=RecorderSettings)
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+
+    def __post_init__(self) -> None:
+        # The checks that span slices: past bars are kept no longer than ticks; the rules' pair is watched.
+        if self.feed.history_hours > self.storage.retention_hours:
+            raise ConfigError(f"history_hours: {self.feed.history_hours} must be between 0 (off) and "
+                              f"retention_hours ({self.storage.retention_hours:g})")
+        symbols = self.feed.symbols
+        if self.alerts.pair is not None:
+            if not set(self.alerts.pair) <= set(symbols):
+                raise ConfigError(f"pair: {'/'.join(self.alerts.pair)!r} must be two different watched symbols, Y/X")
+        elif len(symbols) >= 2:
+            # Default pair: second symbol on the first (ETHUSDT on BTCUSDT), as the dashboard shows it.
+            object.__setattr__(self, "alerts", dataclasses.replace(self.alerts, pair=(symbols[1], symbols[0])))
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """Settings from defaults and flat setting names (the keys of :data:`FIELDS`), validated."""
+        return _construct(cls, _nest(values))
 
     def replace(self, **changes: Any) -> Settings:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        """A validated copy with some settings changed, named flat (``symbols=…``, ``flush_ms=…``) or by slice.
+
+        The other settings are kept as they are (also a default ``pair``: pass ``pair=None`` to pick it anew).
+        """
+        return _apply(self, _nest(changes))
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name}: {value!r} must be > 0")
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat setting names (or whole slices by their name) as nested dicts along each setting's path."""
+    nested: dict[str, Any] = {}
+    for name, value in flat.items():
+        if name in _SLICES:
+            nested[name] = value
+            continue
+        if name not in FIELDS:
+            raise ConfigError(f"{name}: not a setting (known: {', '.join(FIELDS)})")
+        *path, leaf = FIELDS[name].path
+        target = nested
+        for part in path:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return nested
+
+
+def _apply(obj: Any, changes: dict[str, Any]) -> Any:
+    """``obj`` (a settings dataclass) with ``changes`` applied, nested dicts going into the slices."""
+    values = {name: _apply(getattr(obj, name), value) if isinstance(value, dict) else value
+              for name, value in changes.items()}
+    return dataclasses.replace(obj, **values) if values else obj
+
+
+def _construct(cls: Any, changes: dict[str, Any]) -> Any:
+    """A new ``cls`` (a settings dataclass) from its defaults and ``changes``, each slice built anew."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = changes.get(f.name)
+        if isinstance(value, dict):
+            values[f.name] = _construct(f.default_factory, value)
+        elif f.name in changes:
+            values[f.name] = value
+    return cls(**values)
 
 
 def _optional_path(raw: str) -> Path | None:
@@ -372,100 +518,185 @@ def _pair(raw: str) -> tuple[str, str]:
     parts = tuple(p.strip() for p in raw.replace(",", "/").split("/"))
     if len(parts) != 2:
         raise ValueError("expected Y/X, e.g. ETHUSDT/BTCUSDT")
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1]
 
 
 def _rules(raw: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in raw.split(";") if r.strip())
 
 
-# name -> (env var, parser, CLI help). The same parsers serve env vars and CLI flags.
-FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "source": ("QUANT_SOURCE", str.lower, "data source: binance (live), simulated or replay"),
-    "symbols": ("QUANT_SYMBOLS", parse_symbols, "comma-separated spot symbols"),
-    "ws_url": ("QUANT_WS_URL", str, "Binance WebSocket base URL"),
-    "rest_url": ("QUANT_REST_URL", str, "Binance REST base URL (gap backfill)"),
-    "backfill_max_trades": ("QUANT_BACKFILL_MAX_TRADES", int, "most trades fetched per detected gap (0: no backfill)"),
-    "data_dir": ("QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),
-    "db": ("QUANT_DB", _optional_path, "SQLite file (overrides the per-source default)"),
-    "db_url": ("QUANT_DB_URL", _optional_str,
-               "PostgreSQL URL postgresql://user[:password]@host:port/db: store everything there instead"),
-    "replay_file": ("QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),
-    "replay_dir": ("QUANT_REPLAY_DIR", _optional_path,
-                   "folder whose files the dashboard offers for replay (default <data_dir>/replays)"),
-    "max_engines": ("QUANT_MAX_ENGINES", int, "most feeds one dashboard server runs at once (one per database)"),
-    "speed": ("QUANT_SPEED", float, "time factor for simulated/replay sources (2 = twice as fast)"),
-    "seed": ("QUANT_SEED", int, "random seed of the simulated market"),
-    "duration": ("QUANT_DURATION", float, "stop after this many seconds (headless recorder)"),
-    "retention_hours": ("QUANT_RETENTION_HOURS", float, "ticks older than this (market time) are deleted"),
-    "history_hours": ("QUANT_HISTORY_HOURS", float,
-                      "past bars loaded at start on 1 min/5 min bars (1 s bars: the last hour); 0 turns it off"),
-    "flush_interval_ms": ("QUANT_FLUSH_MS", int, "writer commits at least this often, ms (10-250)"),
-    "max_backlog": ("QUANT_MAX_BACKLOG", int, "items queued for the writer before the source waits (bounds memory)"),
-    "ping_interval": ("QUANT_PING_INTERVAL", float, "client ping every N seconds"),
-    "pong_timeout": ("QUANT_PONG_TIMEOUT", float, "reconnect if no pong within N seconds of a ping"),
-    "stale_after": ("QUANT_STALE_AFTER", float, "reconnect if no frame at all for N seconds"),
-    "max_connection_age": ("QUANT_MAX_CONNECTION_AGE", float,
-                           "roll over to a new connection after N seconds (Binance cuts at 24 h)"),
-    "backoff_initial": ("QUANT_BACKOFF_INITIAL", float, "first reconnect delay ceiling, seconds"),
-    "backoff_max": ("QUANT_BACKOFF_MAX", float, "reconnect delay cap, seconds"),
-    "stable_after": ("QUANT_STABLE_AFTER", float, "a connection up this long resets the backoff"),
-    "status_interval": ("QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
-    "log_level": ("QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
-    "alerts": ("QUANT_ALERTS", _rules, "alert rules evaluated headless, ';'-separated (CLI: repeat --alert)"),
-    "pair": ("QUANT_PAIR", _pair, "pair for alert rules, Y/X (default: second symbol / first)"),
-    "timeframe": ("QUANT_TIMEFRAME", str, "bar length for alert rules: 1s, 1m or 5m"),
-    "window": ("QUANT_WINDOW", int, "rolling window of alert rules, bars (10-200)"),
-    "webhook_url": ("QUANT_WEBHOOK_URL", _optional_str, "POST each new alert as JSON to this URL"),
-    "min_trades": ("QUANT_MIN_TRADES", int, "liquidity filter: drop bars with fewer trades (per leg)"),
-    "min_volume": ("QUANT_MIN_VOLUME", float, "liquidity filter: drop bars with less volume (per leg, base units)"),
-}
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One setting as a user sets it: where it lives, its variable and flag, and how text becomes a value.
+
+    ``old_env``/``old_flag``: a former name still accepted with a warning that names the new one.
+    """
+
+    path: tuple[str, ...]
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    flag: str = ""
+    old_env: str | None = None
+    old_flag: str | None = None
+
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.path[-1].replace("_", "-")
 
 
-def _parse(name: str, raw: str) -> Any:
-    env, parser, _ = FIELDS[name]
+def _fields() -> dict[str, Field]:
+    feed, exchange, storage = ("feed",), ("feed", "exchange"), ("storage",)
+    alerts, recorder, server = ("alerts",), ("recorder",), ("server",)
+    table: list[tuple[tuple[str, ...], str, str, Callable[[str], Any], str]] = [
+        (feed, "source", "QUANT_SOURCE", str.lower, "data source: binance (live), simulated or replay"),
+        (feed, "symbols", "QUANT_SYMBOLS", parse_symbols, "comma-separated spot symbols"),
+        (exchange, "ws_url", "QUANT_WS_URL", str, "Binance WebSocket base URL"),
+        (exchange, "rest_url", "QUANT_REST_URL", str, "Binance REST base URL (gap backfill)"),
+        (exchange, "backfill_max_trades", "QUANT_BACKFILL_MAX_TRADES", int,
+         "most trades fetched per detected gap (0: no backfill)"),
+        (storage, "data_dir", "QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),
+        (storage, "db", "QUANT_DB", _optional_path, "SQLite file (overrides the per-source default)"),
+        (storage, "db_url", "QUANT_DB_URL", _optional_str,
+         "PostgreSQL URL postgresql://user[:password]@host:port/db: store everything there instead"),
+        (feed, "replay_file", "QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),
+        (storage, "replay_dir", "QUANT_REPLAY_DIR", _optional_path,
+         "folder whose files the dashboard offers for replay (default <data_dir>/replays)"),
+        (server, "max_feeds", "QUANT_MAX_FEEDS", int,
+         "most feeds one dashboard server runs at once (one per database)"),
+        (feed, "speed", "QUANT_SPEED", float, "time factor for simulated/replay sources (2 = twice as fast)"),
+        (feed, "seed", "QUANT_SEED", int, "random seed of the simulated market"),
+        (recorder, "duration", "QUANT_DURATION", float, "stop after this many seconds (headless recorder)"),
+        (storage, "retention_hours", "QUANT_RETENTION_HOURS", float, "ticks older than this (market time) are deleted"),
+        (feed, "history_hours", "QUANT_HISTORY_HOURS", float,
+         "past bars loaded at start on 1 min/5 min bars (1 s bars: the last hour); 0 turns it off"),
+        (storage, "flush_ms", "QUANT_FLUSH_MS", int, "writer commits at least this often, ms (10-250)"),
+        (storage, "max_backlog", "QUANT_MAX_BACKLOG", int,
+         "items queued for the writer before the source waits (bounds memory)"),
+        (exchange, "ping_interval", "QUANT_PING_INTERVAL", float, "client ping every N seconds"),
+        (exchange, "pong_timeout", "QUANT_PONG_TIMEOUT", float, "reconnect if no pong within N seconds of a ping"),
+        (exchange, "stale_after", "QUANT_STALE_AFTER", float, "reconnect if no frame at all for N seconds"),
+        (exchange, "max_connection_age", "QUANT_MAX_CONNECTION_AGE", float,
+         "roll over to a new connection after N seconds (Binance cuts at 24 h)"),
+        (exchange, "backoff_initial", "QUANT_BACKOFF_INITIAL", float, "first reconnect delay ceiling, seconds"),
+        (exchange, "backoff_max", "QUANT_BACKOFF_MAX", float, "reconnect delay cap, seconds"),
+        (exchange, "stable_after", "QUANT_STABLE_AFTER", float, "a connection up this long resets the backoff"),
+        (recorder, "status_interval", "QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
+        (recorder, "log_level", "QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+        (alerts, "rules", "QUANT_ALERTS", _rules,
+         "alert rules evaluated headless, ';'-separated (CLI: repeat --alert)"),
+        (alerts, "pair", "QUANT_PAIR", _pair, "pair for alert rules, Y/X (default: second symbol / first)"),
+        (alerts, "timeframe", "QUANT_TIMEFRAME", str, "bar length for alert rules: 1s, 1m or 5m"),
+        (alerts, "window", "QUANT_WINDOW", int, "rolling window of alert rules, bars (10-200)"),
+        (alerts, "webhook_url", "QUANT_WEBHOOK_URL", _optional_str, "POST each new alert as JSON to this URL"),
+        (alerts, "min_trades", "QUANT_MIN_TRADES", int, "liquidity filter: drop bars with fewer trades (per leg)"),
+        (alerts, "min_volume", "QUANT_MIN_VOLUME", float,
+         "liquidity filter: drop bars with less volume (per leg, base units)"),
+    ]
+    fields = {name: Field((*where, name), env, parse, help_text) for where, name, env, parse, help_text in table}
+    # Renamed settings: the old variable and flag keep working, with a warning naming the new ones.
+    fields["rules"] = dataclasses.replace(fields["rules"], flag="--alert")
+    fields["max_feeds"] = dataclasses.replace(fields["max_feeds"], old_env="QUANT_MAX_ENGINES",
+                                              old_flag="--max-engines")
+    fields["flush_ms"] = dataclasses.replace(fields["flush_ms"], old_flag="--flush-interval-ms")
+    return fields
+
+
+# Flat setting name -> Field. The same parsers serve env vars and CLI flags.
+FIELDS: dict[str, Field] = _fields()
+
+
+def _parse(name: str, raw: str, origin: str) -> Any:
+    """``raw`` (text from ``origin``, a variable or a flag) parsed for setting ``name``."""
     try:
-        return parser(raw)
-    except ConfigError:
-        raise
+        return FIELDS[name].parse(raw)
+    except ConfigError as exc:  # a validator's message, which may already start with the setting's name
+        raise ConfigError(f"{name} ({origin}): {str(exc).removeprefix(name + ': ')}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} ({env}): invalid value {raw!r}: {exc}") from None
+        raise ConfigError(f"{name} ({origin}): invalid value {raw!r}: {exc}") from None
+
+
+def _renamed(old: str, new: str) -> None:
+    log.warning("%s is deprecated: use %s (same meaning)", old, new)
+
+
+def _named_where(exc: ConfigError, origins: Mapping[str, str]) -> ConfigError:
+    """``exc`` with its leading ``setting:`` turned into ``setting (VARIABLE or --flag):``, where it was set."""
+    name, sep, rest = str(exc).partition(": ")
+    if not sep or name not in FIELDS:
+        return exc
+    field = FIELDS[name]
+    where = origins.get(name, f"{field.env} / {field.cli_flag()}")
+    return ConfigError(f"{name} ({where}): {rest}")
+
+
+def _build(values: Mapping[str, Any], origins: Mapping[str, str]) -> Settings:
+    try:
+        return Settings.of(**values)
+    except ConfigError as exc:
+        raise _named_where(exc, origins) from None
+
+
+def _from_environ(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, field in FIELDS.items():
+        for env in (field.env, field.old_env):
+            if env is None or environ.get(env, "") == "":
+                continue
+            if env == field.old_env:
+                if field.env in environ:
+                    continue  # the new name wins
+                _renamed(env, field.env)
+            values[name] = _parse(name, environ[env], env)
+            origins[name] = env
+    return values, origins
 
 
 def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from defaults, then ``QUANT_*`` variables, then explicit keyword overrides."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for name, (env, _, _) in FIELDS.items():
-        if env in environ and environ[env] != "":
-            values[name] = _parse(name, environ[env])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Settings(**values)
-    except TypeError as exc:  # an unknown override name is a programming error worth naming
-        raise ConfigError(str(exc)) from None
+    """Settings from defaults, then ``QUANT_*`` variables, then explicit keyword overrides (flat names).
+
+    An invalid value raises ConfigError naming the setting and the variable it came from.
+    """
+    values, origins = _from_environ(os.environ if environ is None else environ)
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = value
+            origins.pop(name, None)
+    return _build(values, origins)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per setting; values are parsed as strings, exactly like env vars.
 
-    Alert rules are the exception: ``--alert RULE`` may be repeated.
+    Alert rules are the exception: ``--alert RULE`` may be repeated. A renamed flag is still
+    accepted (hidden from ``--help``) and warns naming the new one.
     """
-    for name, (env, _, help_text) in FIELDS.items():
-        if name == "alerts":
-            parser.add_argument("--alert", dest=name, action="append", default=None, metavar="RULE",
-                                help=f"alert rule, e.g. 'zscore > 2'; repeatable [{env}, ';'-separated]")
+    for name, field in FIELDS.items():
+        if name == "rules":
+            parser.add_argument(field.cli_flag(), dest=name, action="append", default=None, metavar="RULE",
+                                help=f"alert rule, e.g. 'zscore > 2'; repeatable [{field.env}, ';'-separated]")
             continue
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=f"{help_text} [{env}]")
+        parser.add_argument(field.cli_flag(), dest=name, default=None, metavar=name.upper(),
+                            help=f"{field.help} [{field.env}]")
+        if field.old_flag is not None:
+            parser.add_argument(field.old_flag, dest="old:" + name, default=None, help=argparse.SUPPRESS)
 
 
 def from_cli(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
              prog: str | None = None) -> Settings:
-    """Settings from defaults ← env ← command-line flags. Raises ConfigError on bad values."""
+    """Settings from defaults ← env ← command-line flags. Raises ConfigError naming the setting and its flag."""
     parser = argparse.ArgumentParser(prog=prog, description="Pair-trading tick recorder")
     add_cli_arguments(parser)
-    args = parser.parse_args(argv)
-    overrides = {name: (tuple(raw) if name == "alerts" else _parse(name, raw))
-                 for name, raw in vars(args).items() if raw is not None}
-    return from_env(environ, **overrides)
+    given = {dest: raw for dest, raw in vars(parser.parse_args(argv)).items() if raw is not None}
+    values, origins = _from_environ(os.environ if environ is None else environ)
+    for dest, raw in given.items():
+        name = dest.removeprefix("old:")
+        field = FIELDS[name]
+        if dest != name:
+            if name in given:
+                continue  # the new flag wins
+            _renamed(field.old_flag or "", field.cli_flag())
+        flag = field.old_flag if dest != name else field.cli_flag()
+        values[name] = tuple(raw) if name == "rules" else _parse(name, raw, flag or field.cli_flag())
+        origins[name] = flag or field.cli_flag()
+    return _build(values, origins)

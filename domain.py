@@ -23,9 +23,10 @@ def check_window(window: object) -> int:
     low, high = WINDOW_RANGE
     if not isinstance(window, numbers.Integral) or isinstance(window, bool):  # True is an int to Python
         raise ValueError(f"window: {window!r} must be a whole number of bars between {low} and {high}")
-    if not low <= window <= high:
-        raise ValueError(f"window: {int(window)} must be between {low} and {high} bars")
-    return int(window)
+    bars = int(window)
+    if not low <= bars <= high:
+        raise ValueError(f"window: {bars} must be between {low} and {high} bars")
+    return bars
 
 
 @dataclass(frozen=True, order=True, slots=True)

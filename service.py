@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alerts.monitor import AlertMonitor
-from config import Settings, normalize_symbol
+from config import Settings, StorageSettings, normalize_symbol
 from ingestion.backfill import Backfiller
 from ingestion.engine import Engine
 from ingestion.follow import DatabaseFollower
@@ -92,49 +92,51 @@ class Service:
         database has a writer and ``follow`` is false, and other ``StorageError``s when the
         database cannot be opened or is damaged.
         """
-        spec = spec_for(settings.source)
-        site = site_for(settings, spec.database(settings))
+        feed, storage = settings.feed, settings.storage
+        spec = spec_for(feed.source)
+        site = site_for(storage, spec.database(feed))
         site.check()
         holder = current_writer(site) if follow else None
         if holder is not None and not holder.is_this_process():
             return cls._follower(settings, spec, site, holder)
         if source is None:
-            source = spec.create(settings)
+            source = spec.create(feed)
         # Exchange trades may come from several recorders on a server database (each their own
         # symbols, overlaps stored once); anything else has one writer, or two markets would mix.
-        lock = claim_writer(site, this_process(source.label, settings.symbols),
+        lock = claim_writer(site, this_process(source.label, feed.symbols),
                             shared=spec.capabilities.exchange_ids)
         writer = backfiller = monitor = loader = None
         try:
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
-                                flush_interval_s=settings.flush_interval_ms / 1000,
-                                retention_ms=int(settings.retention_hours * 3_600_000),
-                                max_backlog=settings.max_backlog)
+                                flush_interval_s=storage.flush_ms / 1000,
+                                retention_ms=int(storage.retention_hours * 3_600_000),
+                                max_backlog=storage.max_backlog)
             writer.start()
             last_ids = None
             if spec.capabilities.exchange_ids:
                 # Exchange ids continue across restarts: resume gap detection where the store left off.
                 with open_ticks(site) as store:
                     last_ids = store.last_trade_ids()
-            rest = spec.rest(settings) if spec.rest is not None else None
+            rest = spec.rest(feed) if spec.rest is not None else None
             if rest is not None and hasattr(rest, "emit"):
                 rest.emit = writer.put  # rate-limit waits show up in the feed events
-            if rest is not None and spec.capabilities.backfill and settings.backfill_max_trades > 0:
-                backfiller = Backfiller(rest, writer.put, writer.put, max_trades_per_gap=settings.backfill_max_trades)
-            lookbacks = history_plan(settings.history_hours)
-            past = spec.history(settings, source, rest) if spec.history is not None and lookbacks else None
+            if rest is not None and spec.capabilities.backfill and feed.exchange.backfill_max_trades > 0:
+                backfiller = Backfiller(rest, writer.put, writer.put,
+                                        max_trades_per_gap=feed.exchange.backfill_max_trades)
+            lookbacks = history_plan(feed.history_hours)
+            past = spec.history(feed, source, rest) if spec.history is not None and lookbacks else None
             if past is not None and spec.capabilities.history:
                 loader = HistoryLoader(past, lambda: open_ticks(site), lookbacks, emit=writer.put)
-            engine = Engine(settings, source, spec.capabilities, writer=writer, backfiller=backfiller,
+            engine = Engine(feed, source, spec.capabilities, writer=writer, backfiller=backfiller,
                             last_ids=last_ids)
             history = BarHistory(site, loader)
             shared = SharedAnalytics(engine, history)
-            monitor = AlertMonitor(engine, site, shared, webhook_url=settings.webhook_url,
-                                   min_trades=settings.min_trades, min_volume=settings.min_volume)
+            monitor = AlertMonitor(engine, site, shared, webhook_url=settings.alerts.webhook_url,
+                                   min_trades=settings.alerts.min_trades, min_volume=settings.alerts.min_volume)
             if backfiller is not None:
                 backfiller.start()
             if loader is not None:
-                loader.start(settings.symbols)
+                loader.start(feed.symbols)
             monitor.start()
             engine.start()
         except BaseException:
@@ -151,8 +153,8 @@ class Service:
 
     @classmethod
     def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: object) -> Service:
-        follower = DatabaseFollower(site, settings.symbols, holder)  # type: ignore[arg-type]
-        engine = Engine(settings, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
+        follower = DatabaseFollower(site, settings.feed.symbols, holder)  # type: ignore[arg-type]
+        engine = Engine(settings.feed, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
         engine.start()
         log.info("following %s, written by %s", site.location, holder.describe())  # type: ignore[attr-defined]
         return cls(settings, spec, site, engine, SharedAnalytics(engine, BarHistory(site)))
@@ -271,22 +273,22 @@ class Service:
 
 
 # ------------------------------------------------------------ uploaded datasets (shared by every source)
-def stored_datasets(settings: Settings) -> list[DatasetInfo]:
+def stored_datasets(storage: StorageSettings) -> list[DatasetInfo]:
     """The uploaded datasets, newest upload first; [] when none was ever uploaded (listing creates nothing)."""
-    if not has_datasets(settings):
+    if not has_datasets(storage):
         return []
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return store.list()
 
 
-def load_datasets(settings: Settings, *datasets: DatasetInfo) -> dict[str, pd.DataFrame]:
+def load_datasets(storage: StorageSettings, *datasets: DatasetInfo) -> dict[str, pd.DataFrame]:
     """Each dataset's OHLC bars (the layout of :mod:`analytics.bars`), keyed by its name (names are
     unique; two datasets may share a symbol)."""
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return {dataset.name: store.load(dataset.id) for dataset in datasets}
 
 
-def save_dataset(settings: Settings, frame: pd.DataFrame, *, name: str, symbol: str, filename: str) -> AddResult:
+def save_dataset(storage: StorageSettings, frame: pd.DataFrame, *, name: str, symbol: str, filename: str) -> AddResult:
     """Store parsed OHLC bars as dataset ``name`` of ``symbol`` (upper-cased and validated).
 
     The same bars uploaded again (zipped or not, CRLF or LF) are one dataset: the result says
@@ -294,7 +296,7 @@ def save_dataset(settings: Settings, frame: pd.DataFrame, *, name: str, symbol: 
     ``ValueError`` for a name that is empty or taken by other data.
     """
     checked = normalize_symbol(symbol)
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         return store.add(frame, name=name.strip(), symbol=checked, filename=filename,
                          content_hash=content_hash(frame), uploaded_ms=now_ms())
 
@@ -330,9 +332,9 @@ class ServiceRegistry:
     ``start(settings)``: how a service is started (tests put a gate in it).
     """
 
-    def __init__(self, max_services: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S,
+    def __init__(self, max_feeds: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S,
                  start: Callable[[Settings], Service] | None = None, start_wait_s: float = START_WAIT_S) -> None:
-        self.max_services = max_services
+        self.max_feeds = max_feeds
         self.idle_s = idle_s
         self.session_ttl_s = session_ttl_s
         self.start_wait_s = start_wait_s
@@ -346,15 +348,16 @@ class ServiceRegistry:
 
         ``pin``: never stop it for being idle (the server's configured source, whose alert rules
         must be evaluated with no tab open). Raises :class:`TooManyFeeds` when a new service is
-        needed but ``max_services`` run (or are starting) and all are in use; the errors of
+        needed but ``max_feeds`` run (or are starting) and all are in use; the errors of
         :meth:`Service.start` otherwise, to the session that started it and to every session
         that waited for that start; ``TimeoutError`` after waiting ``start_wait_s`` seconds for
         another session's start. Never stops a service another session uses.
         """
-        if len(settings.symbols) > MAX_SYMBOLS:
-            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(settings.symbols)}")
-        spec = spec_for(settings.source)
-        key = site_for(settings, spec.database(settings)).location
+        symbols = settings.feed.symbols
+        if len(symbols) > MAX_SYMBOLS:
+            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(symbols)}")
+        spec = spec_for(settings.feed.source)
+        key = site_for(settings.storage, spec.database(settings.feed)).location
         deadline = time.monotonic() + self.start_wait_s
         while True:
             now = time.monotonic()
@@ -367,7 +370,7 @@ class ServiceRegistry:
                     entry = None
                 if entry is None:
                     self._make_room(session, now)
-                    # Held in its slot while it starts: counted against max_services, and found by
+                    # Held in its slot while it starts: counted against max_feeds, and found by
                     # the sessions that ask for it meanwhile (they wait below instead of starting it again).
                     ours = self._entries[key] = _Entry(None, now, pin)
                     previous = self._sessions.get(session)
@@ -375,7 +378,7 @@ class ServiceRegistry:
                     break
             # Another session is starting this feed: wait for that start alone, outside the lock.
             if not entry.started.wait(max(deadline - time.monotonic(), 0.0)):
-                raise TimeoutError(f"the {settings.source} feed ({key}) is still starting after "
+                raise TimeoutError(f"the {settings.feed.source} feed ({key}) is still starting after "
                                    f"{self.start_wait_s:.0f} s; try again")
             if entry.error is not None:
                 raise entry.error
@@ -403,7 +406,7 @@ class ServiceRegistry:
             ours.started.set()  # whatever happens here, nobody waits on this start any longer
         if not kept:
             service.stop()
-            raise RuntimeError(f"the {settings.source} feed was stopped while it started (the server is stopping)")
+            raise RuntimeError(f"the {settings.feed.source} feed was stopped while it started (the server is stopping)")
         return result
 
     def services(self) -> dict[str, Service]:
@@ -422,11 +425,11 @@ class ServiceRegistry:
         """``entry``'s running service for ``session``, watching ``settings``' symbols too."""
         service = entry.service
         assert service is not None
-        union = set(service.symbols) | set(settings.symbols)
+        union = set(service.symbols) | set(settings.feed.symbols)
         if len(union) > MAX_SYMBOLS:
             raise ValueError(f"symbols: this server already watches {len(service.symbols)} symbols "
                              f"on this source; at most {MAX_SYMBOLS} in all")
-        service.watch(settings.symbols)
+        service.watch(settings.feed.symbols)
         entry.last_used = now
         entry.pinned = entry.pinned or pin
         self._sessions[session] = (key, now)
@@ -442,7 +445,7 @@ class ServiceRegistry:
                    for sid, (used, seen) in self._sessions.items())
 
     def _make_room(self, session: str, now: float) -> None:
-        if len(self._entries) < self.max_services:
+        if len(self._entries) < self.max_feeds:
             return
         # A feed still starting is in use by the session starting it: never a candidate.
         idle = [key for key, entry in self._entries.items()
@@ -458,7 +461,7 @@ class ServiceRegistry:
             running = ", ".join(f"{entry.service.site.name} ({', '.join(entry.service.symbols)})"
                                 if entry.service is not None else f"{key} (starting)"
                                 for key, entry in self._entries.items())
-            raise TooManyFeeds(f"this server already runs its maximum of {self.max_services} feeds ({running}), "
+            raise TooManyFeeds(f"this server already runs its maximum of {self.max_feeds} feeds ({running}), "
                                "all in use by other sessions; pick one of those sources, or ask the operator to "
                                "raise QUANT_MAX_ENGINES")
         self._stop(idle[0])

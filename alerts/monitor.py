@@ -44,7 +44,12 @@ WARMUP_FACTOR = 2  # rolling β needs a window, its z-score another: bars loaded
 
 
 def rule_params(rule: AlertRule) -> PairParams:
-    """The pair analytics a pair rule watches: rolling OLS on price over the rule's window."""
+    """The pair analytics a pair rule watches: rolling OLS on price over the rule's window.
+
+    ValueError naming the rule for a price rule, which watches no pair.
+    """
+    if rule.pair is None:
+        raise ValueError(f"alert rule {rule.describe()!r} watches a price, not a pair")
     y, x = rule.pair
     return PairParams(y, x, window=rule.window)
 
@@ -140,13 +145,14 @@ class AlertMonitor:
         return sum(self._evaluate(store, rule) for rule in self.rules)
 
     def _evaluate(self, store: AlertStore, rule: AlertRule) -> int:
-        symbols = (rule.symbol,) if rule.metric == "price" else rule.pair
+        symbols = rule.symbols
         if not set(symbols) <= set(self.engine.symbols):
             if rule not in self._skipped:  # say it once, not every second
                 self._skipped.add(rule)
                 log.warning("alert %r needs %s, which this engine does not watch", rule.describe(), symbols)
             return 0
-        if not store.claim_rule(rule.id):
+        # A rule that was never stored (no id) belongs to no other process: this one evaluates it.
+        if rule.id is not None and not store.claim_rule(rule.id):
             # Another process on the same database evaluates this rule. Forget ours, so that taking it
             # over later (when that process ends) primes afresh instead of firing on stale state.
             if self._last_ts.pop(rule, None) is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy.special import ndtr
@@ -116,12 +117,12 @@ def collinear(ssr: np.ndarray | float, totals: np.ndarray | float) -> np.ndarray
     return np.logical_not(1.0 - ssr / totals < COLLINEAR_R2)
 
 
-def trend_only(detrended_ss: np.ndarray | float, values: np.ndarray, trend: str) -> np.ndarray | bool:
+def trend_only(detrended_ss: np.ndarray | float, values: np.ndarray, trend: str) -> np.ndarray:
     """Whether columns of ``values`` are deterministic trends (``"ct"``, ``"ctt"``), from their
-    detrended sums of squares."""
+    detrended sums of squares: a bool array of ``detrended_ss``'s shape (0-d for one column)."""
     if trend not in ("ct", "ctt"):
         return np.zeros(np.shape(detrended_ss), dtype=bool)
-    return detrended_ss <= _TREND_ONLY * np.sum((values - values.mean(axis=0)) ** 2, axis=0)
+    return np.asarray(detrended_ss <= _TREND_ONLY * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
 
 
 def fill_rows(
@@ -204,12 +205,20 @@ def level_tstats(r: np.ndarray, rss: np.ndarray, p: int, extra: np.ndarray, nobs
     block[:, p, p] = np.sqrt(rss)
     block[:, p + 1 :] = extra
     level_last = [*range(1, p), 0, p]
-    # numpy's LAPACK only, never scipy's: they are separate OpenBLAS builds with separate thread
-    # pools, and the threads of one, still spinning after a recent call (any numpy product),
-    # slow the other several-fold on a two-core machine.
-    r_full = np.linalg.qr(block[:, :, level_last], mode="r")
+    r_full = r_factor(block[:, :, level_last])
     resid_std = np.abs(r_full[:, p, p]) / math.sqrt(nobs - p)
     return np.sign(r_full[:, p - 1, p - 1]) * r_full[:, p - 1, p] / resid_std
+
+
+def r_factor(a: np.ndarray) -> np.ndarray:
+    """The upper-triangular ``R`` of ``a``'s QR factorisation (one per matrix of a stacked ``a``).
+
+    numpy's LAPACK only, never scipy's: they are separate OpenBLAS builds with separate thread
+    pools, and the threads of one, still spinning after a recent call (any numpy product), slow
+    the other several-fold on a two-core machine.
+    """
+    # numpy's stubs type every mode of qr as the (Q, R) pair; mode "r" returns R alone.
+    return cast(np.ndarray, np.linalg.qr(a, mode="r"))
 
 
 def mackinnon_pvalues(statistics: np.ndarray, regression: str, n_series: int) -> np.ndarray:

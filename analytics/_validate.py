@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import SupportsIndex, TypeAlias
 
 import numpy as np
 import pandas as pd
 
 from analytics.errors import InsufficientDataError
 
-ArrayLike1D = np.ndarray | pd.Series | Sequence[float]
+ArrayLike1D: TypeAlias = np.ndarray | pd.Series | Sequence[float]
 
 
 def as_1d_float(name: str, values: ArrayLike1D, *, allow_nan: bool = False) -> np.ndarray:
@@ -71,12 +72,10 @@ def check_same_length(**named: np.ndarray) -> int:
 
 def check_int(name: str, value: object, *, minimum: int) -> int:
     """Return ``value`` as an ``int`` that is at least ``minimum``; bools are rejected."""
-    if isinstance(value, bool):
+    # An int, a numpy integer: what has __index__ (2.5 has not); bool has, but True is no count.
+    if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         raise ValueError(f"{name} must be an integer, got {value!r}")
-    try:
-        number = operator.index(value)  # accepts numpy integers, rejects 2.5
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    number = operator.index(value)
     if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {number}")
     return number

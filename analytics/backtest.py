@@ -289,8 +289,8 @@ def _hedge_path(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Causal ``(beta, alpha)`` paths of shape (n,), NaN before bar ``window - 1``, and the options used."""
     if hedge == "rolling_ols":
-        fit = rolling_hedge(y, x, window)
-        return np.asarray(fit.beta), np.asarray(fit.alpha), {}
+        rolling = rolling_hedge(y, x, window)
+        return np.asarray(rolling.beta), np.asarray(rolling.alpha), {}
     # Known at the close of bar window - 1: using it from there on looks no further ahead.
     warm = fit_hedge(y[:window], x[:window], "ols")
     burn_in = np.arange(len(y)) < window - 1
@@ -304,9 +304,9 @@ def _hedge_path(
     if warm.resid_std > 0:
         defaults["obs_var"] = warm.resid_std**2
     used = {**defaults, **opts}
-    fit = fit_hedge(y, x, "kalman", **used)
-    beta = np.where(burn_in, np.nan, fit.beta_path)
-    alpha = np.where(burn_in, np.nan, fit.alpha_path)
+    beta_path, alpha_path = fit_hedge(y, x, "kalman", **used).paths
+    beta = np.where(burn_in, np.nan, beta_path)
+    alpha = np.where(burn_in, np.nan, alpha_path)
     return beta, alpha, used
 
 

@@ -71,6 +71,13 @@ class HedgeFit:
     beta_path: np.ndarray | pd.Series | None = None
     alpha_path: np.ndarray | pd.Series | None = None
 
+    @property
+    def paths(self) -> tuple[np.ndarray | pd.Series, np.ndarray | pd.Series]:
+        """``(beta_path, alpha_path)``; ValueError naming the method for a fit without paths (not ``"kalman"``)."""
+        if self.beta_path is None or self.alpha_path is None:
+            raise ValueError(f"a {self.method!r} hedge fit has one beta, not a path per observation; use 'kalman'")
+        return self.beta_path, self.alpha_path
+
 
 @dataclass(frozen=True, slots=True)
 class RollingHedge:
@@ -244,7 +251,7 @@ def fit_hedge(y: ArrayLike1D, x: ArrayLike1D, method: str = "ols", **opts: Any) 
     check_not_constant("x", xv, "hedge ratio undefined")
     check_not_constant("y", yv, "hedge ratio undefined")
     fit = fitter(yv, xv, **opts)
-    if index is not None and fit.beta_path is not None:
+    if index is not None and fit.beta_path is not None and fit.alpha_path is not None:
         fit = replace(
             fit, beta_path=wrap(fit.beta_path, index, "beta"), alpha_path=wrap(fit.alpha_path, index, "alpha")
         )

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar, overload
+
 import numpy as np
 import pandas as pd
 
 from analytics._validate import ArrayLike1D, as_1d_float, require_observations
 
+_Labelled = TypeVar("_Labelled", pd.Series, pd.DataFrame)
 
+
+# The output is the input's kind: a Series gives a Series, a frame a frame, anything else an array.
+@overload
+def log_returns(prices: np.ndarray | Sequence[float]) -> np.ndarray: ...
+@overload
+def log_returns(prices: _Labelled) -> _Labelled: ...
 def log_returns(prices: ArrayLike1D | pd.DataFrame) -> np.ndarray | pd.Series | pd.DataFrame:
     """Log returns ``ln(p_t / p_{t-1})`` of prices, one fewer than the prices.
 

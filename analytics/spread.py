@@ -162,7 +162,7 @@ def _moments(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, n
 
 def _coefficient(name: str, value: float | ArrayLike1D, n: int) -> float | np.ndarray:
     if np.ndim(value) == 0:
-        number = float(value)
+        number = float(np.asarray(value))  # a scalar, or an array of no dimension
         if not np.isfinite(number):
             raise ValueError(f"{name} must be finite, got {number!r}")
         return number

@@ -28,6 +28,7 @@ from analytics._unitroot import (
     detrend,
     fill_rows,
     level_tstats,
+    r_factor,
     r_squared_totals,
     select_lags,
     trend_only,
@@ -283,8 +284,7 @@ def _adf(x: np.ndarray, maxlag: int, autolag: str | None, regression: str) -> Ad
     m = n - 1 - maxlag
     design = np.empty((m, 1 + ntrend + maxlag + 1), order="F")  # column-major: what LAPACK's geqrf consumes
     fill_rows(design, x, dx, maxlag, n - 1, maxlag, ntrend, maxlag)
-    # numpy's LAPACK only, never scipy's (see _unitroot.level_tstats).
-    r = np.linalg.qr(design, mode="r")[np.newaxis]
+    r = r_factor(design)[np.newaxis]
     choice = select_lags(r, m, ntrend, maxlag, autolag)
     lag = int(choice.lags[0])
 

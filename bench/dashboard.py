@@ -105,7 +105,8 @@ from domain import Regression
 from ui.controls import Controls
 from config import from_env
 settings = from_env().replace(pair=None)  # as app.main() builds it
-controls = Controls("simulated", None, settings.symbols, "ETHUSDT", "BTCUSDT", "1s", "24 h", 60, Regression.ROLLING_OLS,
+controls = Controls("simulated", None, settings.feed.symbols, "ETHUSDT", "BTCUSDT", "1s", "24 h", 60,
+                    Regression.ROLLING_OLS,
                     False, 2.0, "normalised", True, "UTC")
 app.render_live_panel(lambda: app.acquire_service(settings, settings), controls)
 """

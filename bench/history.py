@@ -63,11 +63,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
-        seconds = time_to_full_chart(Settings(source="simulated", data_dir=Path(data) / "sim"), args.timeout)
+        seconds = time_to_full_chart(Settings.of(source="simulated", data_dir=Path(data) / "sim"), args.timeout)
         print(f"simulated market        : full 1 min chart (24 h lookback, z-score) after {seconds:6.2f} s")
         with FakeBinance(ping_interval=None) as ws, \
                 FakeRest(klines=FakeKlines({"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0})) as rest:
-            settings = Settings(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=Path(data) / "live")
+            settings = Settings.of(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=Path(data) / "live")
             seconds = time_to_full_chart(settings, args.timeout)
             klines = [r for r in rest.requests if "interval" in r]
             per_interval = {i: sum(r["interval"] == i for r in klines) for i in ("1s", "1m", "5m")}

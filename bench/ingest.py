@@ -107,8 +107,8 @@ def pipeline(url_base: str, n: int, db_url: str | None = None) -> tuple[float, i
     the server's own work.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(source="binance", ws_url=url_base, data_dir=Path(tmp), backfill_max_trades=0,
-                            db_url=db_url)
+        settings = Settings.of(source="binance", ws_url=url_base, data_dir=Path(tmp), backfill_max_trades=0,
+                               db_url=db_url)
         service = Service.start(settings)
         deadline = time.monotonic() + 120
         while service.engine.source.stats.messages == 0 and time.monotonic() < deadline:

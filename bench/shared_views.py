@@ -50,6 +50,7 @@ def run(case: str, seed: int, seconds: int) -> tuple[int, int, Counter[str]]:
     engine = FakeEngine()
     with tempfile.TemporaryDirectory() as directory:
         history = empty_history(Path(directory))
+        # arg-type here and below: a FakeEngine stands in for the Engine (it has what SharedAnalytics reads).
         shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
         differ, kinds, steps = 0, Counter[str](), 0
         for second, trades in enumerate(arrivals(scenario)[:seconds]):

@@ -186,7 +186,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="quant-soak-") as tmp:
         db = Path(tmp) / "soak.sqlite3"
-        settings = Settings(source="simulated", symbols=SYMBOLS, db=db)
+        settings = Settings.of(source="simulated", symbols=SYMBOLS, db=db)
         source = CatchUpSource(SYMBOLS, span_s, args.seed)
         peak_backlog = 0
 

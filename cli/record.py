@@ -61,11 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    setting = "db (--db, QUANT_DB)" if settings.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
+    logging.basicConfig(level=settings.recorder.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setting = "db (--db, QUANT_DB)" if settings.storage.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
     try:
-        rules = [parse_rule(text, pair=settings.pair, timeframe_ms=settings.timeframe_ms, window=settings.window)
-                 for text in settings.alerts]
+        alerts = settings.alerts
+        rules = [parse_rule(text, pair=alerts.pair, timeframe_ms=alerts.timeframe_ms, window=alerts.window)
+                 for text in alerts.rules]
         service = Service.start(settings)
     except StorageLocationError as exc:
         print(f"error: {setting}: {exc}", file=sys.stderr)
@@ -90,15 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    log.info("recording %s into %s", ",".join(settings.symbols), service.site.location)
+    log.info("recording %s into %s", ",".join(settings.feed.symbols), service.site.location)
+    recorder = settings.recorder
     started = time.monotonic()
-    next_status = started + settings.status_interval
+    next_status = started + recorder.status_interval
     while not stop.wait(CHECK_EVERY_S):
         now = time.monotonic()
         if now >= next_status:
-            next_status = now + settings.status_interval
+            next_status = now + recorder.status_interval
             log.info("%s", format_status(service.status(), _fired(service), service.history_progress))
-        if settings.duration is not None and now - started >= settings.duration:
+        if recorder.duration is not None and now - started >= recorder.duration:
             break
         if service.failed or not service.running:  # storage failed, or a replay reached its end
             break

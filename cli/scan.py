@@ -113,7 +113,7 @@ def scan_database(args: argparse.Namespace) -> Scanned:
     """Scan the database of ``--source`` (or ``--db``) over the lookback."""
     interval_ms, window, trend = check_timeframe(args.timeframe), _window(args.window), _trend(args.trend)
     settings = _settings(args)
-    spec_for(settings.source)  # ConfigError naming the choices
+    spec_for(settings.feed.source)  # ConfigError naming the choices
     try:
         site = site_of(settings)
     except ValueError as exc:  # e.g. "replay_file: required when source is 'replay'"
@@ -145,7 +145,7 @@ def scan_database(args: argparse.Namespace) -> Scanned:
     notes = tuple(f"no closed bars of {s} in the lookback: its pairs are not tested" for s in symbols
                   if closes[s].isna().all())
     result = run_scan(closes, interval_ms, trend=trend, window=window)
-    return Scanned(result, f"{settings.source} database {site.location}", notes)
+    return Scanned(result, f"{settings.feed.source} database {site.location}", notes)
 
 
 def scan_datasets(args: argparse.Namespace) -> Scanned:
@@ -161,10 +161,10 @@ def scan_datasets(args: argparse.Namespace) -> Scanned:
     names = list(dict.fromkeys(name.strip() for name in args.datasets.split(",") if name.strip()))
     if len(names) < 2:
         raise UsageError(f"datasets: name at least two uploaded datasets, got {args.datasets!r}")
-    if not has_datasets(settings):
-        raise UsageError(f"datasets: nothing has been uploaded in data_dir {str(settings.data_dir)!r} "
+    if not has_datasets(settings.storage):
+        raise UsageError(f"datasets: nothing has been uploaded in data_dir {str(settings.storage.data_dir)!r} "
                          "(--data-dir, QUANT_DATA_DIR)")
-    with open_datasets(settings) as store:
+    with open_datasets(settings.storage) as store:
         stored = {info.name: info for info in store.list()}
         unknown = [name for name in names if name not in stored]
         if unknown:
@@ -190,7 +190,7 @@ def scan_datasets(args: argparse.Namespace) -> Scanned:
     notes = tuple(f"{a.name!r} and {b.name!r} do not overlap in time ({_span(a)}; {_span(b)}): not tested"
                   for a, b in apart)
     result = run_scan(closes, interval_ms, trend=trend, window=window)
-    return Scanned(result, f"uploaded datasets in {settings.data_dir}", notes)
+    return Scanned(result, f"uploaded datasets in {settings.storage.data_dir}", notes)
 
 
 def report(scanned: Scanned, table: pd.DataFrame) -> str:
@@ -224,25 +224,25 @@ def report(scanned: Scanned, table: pd.DataFrame) -> str:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {"source": args.source.strip().lower() if args.source else None,
-                 "db": Path(args.db) if args.db else None,
-                 "data_dir": Path(args.data_dir) if args.data_dir else None,
-                 "replay_file": Path(args.replay_file) if args.replay_file else None}
-    return from_env(**overrides)
+    return from_env(source=args.source.strip().lower() if args.source else None,
+                    db=Path(args.db) if args.db else None,
+                    data_dir=Path(args.data_dir) if args.data_dir else None,
+                    replay_file=Path(args.replay_file) if args.replay_file else None)
 
 
 def _location_setting(settings: Settings) -> str:
-    return "db (--db, QUANT_DB)" if settings.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
+    return "db (--db, QUANT_DB)" if settings.storage.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
 
 
 def _require_database(site: Site, settings: Settings) -> None:
     """Readers never create a database: a missing one is a wrong setting."""
     if site.exists():
         return
-    if settings.db is not None:
-        raise UsageError(f"{_location_setting(settings)}: no database at {str(settings.db)!r}")
-    raise UsageError(f"source: no {settings.source} database in data_dir {str(settings.data_dir)!r} "
-                     f"(expected {site.location}; record one with python -m cli.record --source {settings.source})")
+    if settings.storage.db is not None:
+        raise UsageError(f"{_location_setting(settings)}: no database at {str(settings.storage.db)!r}")
+    source = settings.feed.source
+    raise UsageError(f"source: no {source} database in data_dir {str(settings.storage.data_dir)!r} "
+                     f"(expected {site.location}; record one with python -m cli.record --source {source})")
 
 
 def _window(raw: str) -> int:

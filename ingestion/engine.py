@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from config import Settings
+from config import FeedSettings
 from ingestion.live_bars import LiveBars
 from ingestion.source import Capabilities, Source
 from records import EventKind, FeedEvent, FeedState, FeedStatus, StorageState, Trade, now_ms
@@ -87,16 +87,16 @@ class Engine:
     restarts). ``follows``: the writer this engine reads from, for the status panel.
     """
 
-    def __init__(self, settings: Settings, source: Source, capabilities: Capabilities, *,
+    def __init__(self, feed: FeedSettings, source: Source, capabilities: Capabilities, *,
                  writer: TickWriter | None = None, backfiller: Backfiller | None = None,
                  last_ids: dict[str, int] | None = None, follows: str | None = None) -> None:
-        self.settings = settings
+        self.feed = feed  # the one slice of the settings an engine reads: its symbols and speed
         self.source = source
         self.capabilities = capabilities
         self.writer = writer
         self.backfiller = backfiller
         self.follows = follows
-        self.symbols: tuple[str, ...] = settings.symbols
+        self.symbols: tuple[str, ...] = feed.symbols
         self.bars = LiveBars()
         self.sequencer = TradeSequencer(last_ids)
         self.trades = 0
@@ -189,7 +189,7 @@ class Engine:
             return now_ms()
         if self.last_tick_mono is None:
             return None
-        return self._last_tick_ts_ms + int((time.monotonic() - self.last_tick_mono) * 1000 * self.settings.speed)
+        return self._last_tick_ts_ms + int((time.monotonic() - self.last_tick_mono) * 1000 * self.feed.speed)
 
     def close_due_bars(self) -> None:
         """Close live bars whose interval (plus a grace period) has passed, even without new trades."""

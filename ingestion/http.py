@@ -16,7 +16,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 def left(deadline: float, clock: Callable[[], float] = time.monotonic) -> float:
@@ -39,13 +43,16 @@ def connect(parts: SplitResult, timeout_s: float, deadline: float, *,
     """
     https = parts.scheme.lower() == "https"
     port = parts.port or (443 if https else 80)
-    addresses = resolve(parts.hostname or "", port, min(timeout_s, left(deadline, clock) / 2))
+    host = parts.hostname or ""  # no host: the lookup fails, naming it
+    addresses = resolve(host, port, min(timeout_s, left(deadline, clock) / 2))
     connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
-    conn = connection_class(parts.hostname, port, timeout=min(timeout_s, left(deadline, clock) / 2))
-    conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline, timeout_s=timeout_s,
-                                           clock=clock)
+    conn = connection_class(host, port, timeout=min(timeout_s, left(deadline, clock) / 2))
+    # http.client only calls response_class(sock, ...); typeshed types the attribute as a class, not a callable.
+    conn.response_class = functools.partial(  # type: ignore[assignment]
+        _DeadlineResponse, deadline=deadline, timeout_s=timeout_s, clock=clock)
     # Connect to the addresses looked up above instead of letting http.client look the name up again
     # without any time limit.
+    # A private hook of http.client (HTTPConnection.connect calls it), absent from typeshed.
     conn._create_connection = functools.partial(_connect_any, addresses)  # type: ignore[attr-defined]
     try:
         conn.connect()
@@ -112,7 +119,7 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         self._sock.settimeout(min(self._timeout_s, left(self._deadline, self._clock)))
         return self._sock.recv_into(buffer)
 
@@ -120,9 +127,9 @@ class _DeadlineReader(io.RawIOBase):
 class _DeadlineResponse(http.client.HTTPResponse):
     """An HTTP response whose status line, headers and body are read by a :class:`_DeadlineReader`."""
 
-    def __init__(self, sock: socket.socket, *args: object, deadline: float, timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic, **kwargs: object) -> None:
-        super().__init__(sock, *args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None,
+                 *, deadline: float, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(sock, debuglevel, method, url)
         # The plain socket file HTTPResponse made never reads anything, but it is kept open until
         # this response closes: it holds the socket open after the connection lets go of it
         # (``Connection: close``), while the body is still to be read.

@@ -48,13 +48,13 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from config import SYMBOL_RE, Settings, normalize_symbol
+from config import SYMBOL_RE, FeedSettings, normalize_symbol
 from ingestion.binance.parse import MalformedMessage, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt
@@ -285,7 +285,7 @@ class ReplaySource:
         """
         return self._iter(None)
 
-    def _iter(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
+    def _iter(self, on_error: Callable[[str], None] | None) -> Generator[Trade, None, None]:
         self.stats.messages = 0
         self.stats.parse_errors = 0
         self.stats.unknown_messages = 0
@@ -303,7 +303,7 @@ class ReplaySource:
         if on_error is not None:
             on_error(self.stats.last_error)
 
-    def _iter_ndjson(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
+    def _iter_ndjson(self, on_error: Callable[[str], None] | None) -> Generator[Trade, None, None]:
         parse_line = self._parse_ticks_line if self.format is ReplayFormat.TICKS_NDJSON else self._parse_binance_line
         next_id: dict[str, int] = {}
         stats = self.stats
@@ -380,7 +380,7 @@ class ReplaySource:
         return Trade(symbol, message.trade_id, message.ts_ms, message.ts_ms, message.price, message.qty,
                      message.buyer_is_maker)
 
-    def _iter_sqlite(self, on_error: Callable[[str], None] | None) -> Iterator[Trade]:
+    def _iter_sqlite(self, on_error: Callable[[str], None] | None) -> Generator[Trade, None, None]:
         stats = self.stats
         try:
             store = open_tick_file(self.path)
@@ -467,16 +467,16 @@ def _valid_stored(trade: Trade) -> bool:
             and isinstance(trade.qty, float) and math.isfinite(trade.qty) and trade.qty >= 0)
 
 
-def _create(settings: Settings) -> ReplaySource:
-    if settings.replay_file is None:
+def _create(feed: FeedSettings) -> ReplaySource:
+    if feed.replay_file is None:
         raise ValueError("replay_file: required when source is 'replay'")
-    return ReplaySource(settings.replay_file, symbols=settings.symbols, speed=settings.speed)
+    return ReplaySource(feed.replay_file, symbols=feed.symbols, speed=feed.speed)
 
 
-def _database(settings: Settings) -> str:
-    if settings.replay_file is None:
+def _database(feed: FeedSettings) -> str:
+    if feed.replay_file is None:
         raise ValueError("replay_file: required when source is 'replay'")
-    return database_name(settings.replay_file)
+    return database_name(feed.replay_file)
 
 
 SPEC = SourceSpec(

@@ -476,8 +476,9 @@ def simulate_past(symbols: tuple[str, ...], specs: tuple[SymbolSpec, ...], seed:
             at = bars.index.as_unit("ms").asi8
             bars = bars[(at >= first_full) & (at <= last_full)]
             out[(name, interval_ms)] = BarArrays(
-                bars.index.as_unit("ms").asi8.astype(np.int64),
-                *(bars[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")),
+                bars.index.as_unit("ms").asi8.astype(np.int64), bars["open"].to_numpy(np.float64),
+                bars["high"].to_numpy(np.float64), bars["low"].to_numpy(np.float64),
+                bars["close"].to_numpy(np.float64), bars["volume"].to_numpy(np.float64),
                 bars["trades"].to_numpy(np.int64), bars["vwap"].to_numpy(np.float64))
     return out
 
@@ -492,9 +493,9 @@ SPEC = SourceSpec(
     label="Simulated market",
     # Ids restart at the start time on every run, so they are not exchange ids.
     capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False, history=True),
-    create=lambda settings: SimulatedSource(settings.symbols, seed=settings.seed, speed=settings.speed,
-                                            past_ms=int(settings.history_hours * 3_600_000)),
-    database=lambda _settings: "simulated",
+    create=lambda feed: SimulatedSource(feed.symbols, seed=feed.seed, speed=feed.speed,
+                                        past_ms=int(feed.history_hours * 3_600_000)),
+    database=lambda _feed: "simulated",
     # The past of the running market itself (a stand-in source in tests has none).
-    history=lambda _settings, source, _rest: source if isinstance(source, SimulatedSource) else None,
+    history=lambda _feed, source, _rest: source if isinstance(source, SimulatedSource) else None,
 )

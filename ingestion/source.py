@@ -13,14 +13,14 @@ branches on a source's name: the engine, the service and the UI ask the spec's
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from records import FeedEvent, FeedState, Trade
 
 if TYPE_CHECKING:
-    from config import Settings
+    from config import FeedSettings
     from ingestion.backfill import TradeHistory
     from ingestion.history import KlineHistory
 
@@ -71,7 +71,10 @@ class Source(Protocol):
     name: str  # the registry key, e.g. "binance"
     label: str  # shown in the UI so simulated/replayed data is never mistaken for live
     stats: SourceStats
-    symbols: tuple[str, ...]
+
+    @property
+    def symbols(self) -> Collection[str] | None:
+        """The symbols it emits now; None for every symbol it has (a replay without a filter)."""
 
     def run(self, sink: TradeSink, stop: threading.Event) -> None: ...
 
@@ -122,7 +125,7 @@ class SourceSpec:
     name: str
     label: str
     capabilities: Capabilities
-    create: Callable[[Settings], Source]
-    database: Callable[[Settings], str]
-    rest: Callable[[Settings], TradeHistory] | None = None
-    history: Callable[[Settings, Source, TradeHistory | None], KlineHistory | None] | None = None
+    create: Callable[[FeedSettings], Source]
+    database: Callable[[FeedSettings], str]
+    rest: Callable[[FeedSettings], TradeHistory] | None = None
+    history: Callable[[FeedSettings, Source, TradeHistory | None], KlineHistory | None] | None = None

@@ -25,4 +25,4 @@ def spec_for(name: str) -> SourceSpec:
 
 def site_of(settings: Settings) -> Site:
     """Where the data of ``settings.source`` lives (its own database: sources never mix)."""
-    return site_for(settings, spec_for(settings.source).database(settings))
+    return site_for(settings.storage, spec_for(settings.feed.source).database(settings.feed))

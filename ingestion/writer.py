@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 
 from records import FeedEvent, Trade, now_ms
 from records.retry import EndlessBackoff, RetryPolicy
@@ -32,7 +33,13 @@ from storage.errors import RowRejected, StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+class _Stop(Enum):
+    """The type of the one item that tells the writer thread to end (an enum: mypy narrows ``is _STOP``)."""
+
+    STOP = "stop"
+
+
+_STOP = _Stop.STOP
 MAX_BATCH = 50_000
 # A batch waiting for the database: retried until stored (dropping it would lose received trades).
 # The cap bounds one transaction's duration and memory under a burst; full jitter keeps several
@@ -69,7 +76,7 @@ class TickWriter:
         self.flush_interval_s = flush_interval_s
         self.retention_ms = retention_ms
         self._open_store = open_store
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Trade | FeedEvent | _Stop] = queue.SimpleQueue()
         self.max_backlog = max_backlog
         self._room = threading.Event()
         self.backpressure_waits = 0
@@ -159,8 +166,8 @@ class TickWriter:
                         break
                     if type(item) is Trade:
                         trades.append(item)
-                    else:
-                        events.append(item)  # type: ignore[arg-type]
+                    elif type(item) is FeedEvent:
+                        events.append(item)
                     if len(trades) >= MAX_BATCH:
                         break
                     try:

@@ -79,9 +79,25 @@ class AlertRule:
             object.__setattr__(self, "id", int(self.id))
 
     @property
+    def symbols(self) -> tuple[str, ...]:
+        """The instruments the rule reads: ``(y, x)`` for a pair metric, ``(symbol,)`` for a price rule."""
+        if self.pair is not None:
+            return self.pair
+        # __post_init__ admits no rule without both: one without a pair is a price rule, which has a symbol.
+        assert self.symbol is not None
+        return (self.symbol,)
+
+    @property
+    def stored_id(self) -> int:
+        """The rule's database id; ValueError naming the rule if it was never stored."""
+        if self.id is None:
+            raise ValueError(f"alert rule {self.describe()!r} has no id: it was never stored")
+        return self.id
+
+    @property
     def label(self) -> str:
         """What the rule watches: ``"ETHUSDT/BTCUSDT"`` (y/x) or ``"BTCUSDT"`` for price rules."""
-        return self.symbol if self.pair is None else f"{self.pair[0]}/{self.pair[1]}"
+        return "/".join(self.symbols)
 
     @property
     def timeframe_label(self) -> str:

@@ -155,7 +155,8 @@ class BarArrays:
 
     @classmethod
     def empty(cls) -> BarArrays:
-        return cls(np.empty(0, np.int64), *(np.empty(0) for _ in range(5)), np.empty(0, np.int64), np.empty(0))
+        return cls(start_ms=np.empty(0, np.int64), open=np.empty(0), high=np.empty(0), low=np.empty(0),
+                   close=np.empty(0), volume=np.empty(0), trades=np.empty(0, np.int64), vwap=np.empty(0))
 
     def __len__(self) -> int:
         return len(self.start_ms)

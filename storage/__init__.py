@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import Settings
+from config import StorageSettings
 from storage.base import AlertStore, DatasetStore, TickStore, WriterClaim
 from storage.errors import StorageError
 from storage.lock import WriterInfo
@@ -49,9 +49,9 @@ __all__ = [
 ]
 
 
-def site_for(settings: Settings, name: str) -> Site:
-    """The site of the source whose database name is ``name`` (``settings.db`` overrides the file)."""
-    return backend(scheme_of(settings.db_url)).site(settings, name)
+def site_for(storage: StorageSettings, name: str) -> Site:
+    """The site of the source whose database name is ``name`` (``storage.db`` overrides the file)."""
+    return backend(scheme_of(storage.db_url)).site(storage, name)
 
 
 def open_ticks(site: Site, *, verify: bool = False) -> TickStore:
@@ -69,14 +69,14 @@ def open_alerts(site: Site) -> AlertStore:
     return backend_of(site).open_alerts(site)
 
 
-def open_datasets(settings: Settings) -> DatasetStore:
+def open_datasets(storage: StorageSettings) -> DatasetStore:
     """Uploaded OHLC datasets (shared by every source)."""
-    return backend(scheme_of(settings.db_url)).open_datasets(settings)
+    return backend(scheme_of(storage.db_url)).open_datasets(storage)
 
 
-def has_datasets(settings: Settings) -> bool:
+def has_datasets(storage: StorageSettings) -> bool:
     """True once something was uploaded (listing datasets must not create their database)."""
-    return backend(scheme_of(settings.db_url)).has_datasets(settings)
+    return backend(scheme_of(storage.db_url)).has_datasets(storage)
 
 
 def claim_writer(site: Site, info: WriterInfo, *, shared: bool = False) -> WriterClaim:

@@ -369,8 +369,8 @@ def _layout(first_row: list[str]) -> _Layout:
                 f"kline CSV with {len(BINANCE_KLINE_COLUMNS)} columns; otherwise add a header such as "
                 "timestamp,open,high,low,close,volume"
             )
-        names = BINANCE_KLINE_COLUMNS
-        return _Layout(names, {name: names.index(name) for name in OHLC_COLUMNS} | {"time": 0}, 1)
+        return _Layout(BINANCE_KLINE_COLUMNS,
+                       {name: BINANCE_KLINE_COLUMNS.index(name) for name in OHLC_COLUMNS} | {"time": 0}, 1)
     if len(first_row) == 1 and (separator := next((c for c in ";\t|" if c in head), None)):
         raise CsvImportError(f"line 1: fields must be separated by commas, this file uses {separator!r}")
     names = tuple(name.strip() for name in first_row)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from config import Settings
+    from config import StorageSettings
     from storage.base import AlertStore, DatasetStore, TickStore, WriterClaim
     from storage.lock import WriterInfo
 
@@ -29,7 +29,7 @@ _T = TypeVar("_T", bound="TickStore")
 class Backend(Protocol):
     """What a backend package offers at module level; stores implement :mod:`storage.base`."""
 
-    def site(self, settings: Settings, name: str) -> Site:
+    def site(self, storage: StorageSettings, name: str) -> Site:
         """The site of the source whose database name is ``name``."""
 
     def location(self, site: Site) -> str:
@@ -49,9 +49,9 @@ class Backend(Protocol):
 
     def current_writer(self, site: Site) -> WriterInfo | None: ...
 
-    def open_datasets(self, settings: Settings) -> DatasetStore: ...
+    def open_datasets(self, storage: StorageSettings) -> DatasetStore: ...
 
-    def has_datasets(self, settings: Settings) -> bool: ...
+    def has_datasets(self, storage: StorageSettings) -> bool: ...
 
 
 def scheme_of(url: str | None) -> str:
@@ -101,9 +101,23 @@ class Site:
     schema: str | None = None
 
     @property
+    def file(self) -> Path:
+        """The tick database file of a file site; ValueError naming the site for a server site."""
+        if self.ticks_path is None:
+            raise ValueError(f"site {self.name!r} is on a database server: it has no tick database file")
+        return self.ticks_path
+
+    @property
+    def server(self) -> tuple[str, str]:
+        """``(url, schema)`` of a server site; ValueError naming the site for a file site."""
+        if self.url is None or self.schema is None:
+            raise ValueError(f"site {self.name!r} is not on a database server: it has no URL and schema")
+        return self.url, self.schema
+
+    @property
     def alerts_path(self) -> Path:
         """Alert rules and history sit next to the ticks they watch, e.g. ``live-alerts.sqlite3``."""
-        return self.ticks_path.with_name(f"{self.ticks_path.stem}-alerts.sqlite3")
+        return self.file.with_name(f"{self.file.stem}-alerts.sqlite3")
 
     @property
     def location(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,11 @@ from storage.csv_import import ohlc_frame
 from storage.datasets import DatasetInfo, ValidUpload, most_common_interval_ms
 
 MIN_MS, MAX_MS = -(2**62), 2**62  # open ends of a time range, as bounds every backend can bind
+
+# One database row, as the driver returns it. Its values are Any on purpose: sqlite3 and psycopg type
+# them only at run time (by the column's declared/stored type), and the functions below are where they
+# become typed records; a record's own __post_init__ validates where it has one.
+Row = Sequence[Any]
 
 # ------------------------------------------------------------------------------------------------
 # Ticks, bars, feed events
@@ -52,7 +58,7 @@ def time_range(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
     return (MIN_MS if start_ms is None else start_ms, MAX_MS if end_ms is None else end_ms)
 
 
-def tick_arrays(rows: Sequence[Sequence[object]]) -> TickArrays:
+def tick_arrays(rows: Sequence[Row]) -> TickArrays:
     """:class:`TickArrays` from rows of :data:`SELECT_TICKS` (trade_id, ts_ms, price, qty)."""
     if not rows:
         return TickArrays.empty()
@@ -65,7 +71,7 @@ def tick_arrays(rows: Sequence[Sequence[object]]) -> TickArrays:
     )
 
 
-def replay_trades(symbol: str, rows: Iterable[Sequence[object]]) -> Iterator[Trade]:
+def replay_trades(symbol: str, rows: Iterable[Row]) -> Iterator[Trade]:
     """Trades from rows of (trade_id, ts_ms, price, qty, buyer_is_maker); ``recv_ms`` is ``ts_ms``.
 
     The original receive time is not part of a replay.
@@ -81,12 +87,14 @@ def bar_rows(symbol: str, interval_ms: int, bars: BarArrays) -> list[tuple]:
                     bars.volume.tolist(), bars.trades.tolist(), bars.vwap.tolist(), strict=True))
 
 
-def bar_arrays(rows: Sequence[Sequence[object]]) -> BarArrays:
+def bar_arrays(rows: Sequence[Row]) -> BarArrays:
     """:class:`BarArrays` from rows of :data:`SELECT_BARS`."""
     if not rows:
         return BarArrays.empty()
-    start, *values, trades, vwap = zip(*rows, strict=True)
-    return BarArrays(np.array(start, dtype=np.int64), *(np.array(v, dtype=np.float64) for v in values),
+    start, open_, high, low, close, volume, trades, vwap = zip(*rows, strict=True)
+    return BarArrays(np.array(start, dtype=np.int64), np.array(open_, dtype=np.float64),
+                     np.array(high, dtype=np.float64), np.array(low, dtype=np.float64),
+                     np.array(close, dtype=np.float64), np.array(volume, dtype=np.float64),
                      np.array(trades, dtype=np.int64), np.array(vwap, dtype=np.float64))
 
 
@@ -95,7 +103,7 @@ def event_row(event: FeedEvent) -> tuple[int, str, str | None, str]:
     return (event.ts_ms, event.kind.value, event.symbol, event.detail)
 
 
-def feed_events(rows: Iterable[Sequence[object]]) -> list[FeedEvent]:
+def feed_events(rows: Iterable[Row]) -> list[FeedEvent]:
     """Feed events from rows of :data:`SELECT_EVENTS`."""
     return [FeedEvent(ts, EventKind(kind), sym, detail) for ts, kind, sym, detail in rows]
 
@@ -140,7 +148,7 @@ def rule_row(rule: AlertRule, created_ms: int) -> tuple:
             rule.hysteresis, rule.cooldown_s, bool(rule.enabled), created_ms, rule.describe())
 
 
-def rule_from_row(row: Sequence[object]) -> AlertRule:
+def rule_from_row(row: Row) -> AlertRule:
     """An :class:`AlertRule` from a row of :data:`RULE_COLUMNS`."""
     rule_id, metric, operator, threshold, y, x, symbol, timeframe_ms, window, hysteresis, cooldown_s, enabled = row
     return AlertRule(metric=metric, operator=operator, threshold=threshold, pair=None if y is None else (y, x),
@@ -161,7 +169,7 @@ def ensure_rule(store: AlertStore, rule: AlertRule) -> tuple[AlertRule, bool]:
     if stored is None:
         return store.add_rule(wanted), True
     if not stored.enabled:
-        store.set_enabled(stored.id, True)
+        store.set_enabled(stored.stored_id, True)
     return replace(stored, enabled=True), False
 
 
@@ -178,7 +186,7 @@ def failure_row(record: AlertRecord, error: str, retry_at_ms: int | None, now_ms
             record.id, record.delivery.lease_until_ms)
 
 
-def alert_record(row: Sequence[object]) -> AlertRecord:
+def alert_record(row: Row) -> AlertRecord:
     """An :class:`AlertRecord` from a row of :data:`ALERT_COLUMNS`."""
     (row_id, created_ms, rule_id, rule, pair, metric, ts_ms, value, threshold, message, state, attempts, error,
      last_attempt_ms, delivered_ms, next_attempt_ms, lease_until_ms) = row
@@ -211,7 +219,11 @@ SELECT_OHLC = "SELECT ts_ms, open, high, low, close, volume FROM ohlc WHERE data
 DELETE_DATASET = "DELETE FROM datasets WHERE id = ?"
 
 
-def dataset_info(row: Sequence[object] | None) -> DatasetInfo | None:
+@overload
+def dataset_info(row: Row) -> DatasetInfo: ...
+@overload
+def dataset_info(row: None) -> None: ...
+def dataset_info(row: Row | None) -> DatasetInfo | None:
     """A :class:`DatasetInfo` from a row of :data:`DATASET_COLUMNS`; None for no row."""
     return None if row is None else DatasetInfo(*row)
 
@@ -233,7 +245,7 @@ def ohlc_rows(dataset_id: int, ts_ms: np.ndarray, values: np.ndarray) -> Iterato
     return ((dataset_id, t, *row) for t, row in zip(ts_ms.tolist(), values.tolist(), strict=True))
 
 
-def ohlc_from_rows(dataset_id: int, rows: Sequence[Sequence[object]]) -> pd.DataFrame:
+def ohlc_from_rows(dataset_id: int, rows: Sequence[Row]) -> pd.DataFrame:
     """The bars of :data:`SELECT_OHLC` in :func:`storage.csv_import.ohlc_frame` layout; KeyError for no rows.
 
     ``add`` never stores a dataset without rows, so no rows means no such dataset.

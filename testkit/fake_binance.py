@@ -667,6 +667,7 @@ class FakeBinance:
             ping_timeout=None,
             close_timeout=self.close_timeout,
             max_queue=None,  # never stop reading: client pings/pongs must always be seen
+            # websockets only calls it like the class; its stubs ask for a class, not any callable.
             create_connection=functools.partial(_FakeConnection, self),  # type: ignore[arg-type]
         )
         self._port = self._server.sockets[0].getsockname()[1]
@@ -788,7 +789,7 @@ class FakeBinance:
         await asyncio.sleep(age)
         await conn.close(self.age_close_code, "connection age limit")
 
-    async def _broadcast(self, items: list[tuple[str | None, str | bytes]]) -> int:
+    async def _broadcast(self, items: Sequence[tuple[str | None, str | bytes]]) -> int:
         """Write ``(stream, payload)`` items to subscribed connections (``None``: to all).
 
         Trade payloads are wrapped per connection (combined vs raw endpoint). Yields to the loop

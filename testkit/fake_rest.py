@@ -90,7 +90,7 @@ class FakeKlines:
 class FakeRest:
     """Thread-safe enough for tests: handlers only read ``trades`` and pop from ``faults``."""
 
-    def __init__(self, trades: list[RecordedTrade] = (), klines: FakeKlines | None = None) -> None:
+    def __init__(self, trades: Iterable[RecordedTrade] = (), klines: FakeKlines | None = None) -> None:
         self.trades = sorted(trades, key=lambda t: (t.symbol, t.trade_id))
         self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
@@ -123,6 +123,7 @@ class FakeRest:
                 if url.path in fake.huge:
                     self._huge(url.path, *fake.huge[url.path])
                     return
+                rows: list  # JSON rows: trade objects or kline arrays
                 if url.path == "/api/v3/historicalTrades":
                     fake.used_weight += 25
                     rows = fake.page(params["symbol"], int(params["fromId"]), int(params.get("limit", 500)))

@@ -89,10 +89,10 @@ class PgCluster:
     @classmethod
     def find_and_start(cls) -> PgCluster:
         """Initialise and start a cluster; raises RuntimeError (with the reason) when that is impossible."""
-        reason = missing_reason()
-        if reason is not None:
-            raise RuntimeError(reason)
-        cluster = cls(server_bin_dir())  # type: ignore[arg-type]
+        reason, bin_dir = missing_reason(), server_bin_dir()
+        if reason is not None or bin_dir is None:  # no reason means the binaries were found
+            raise RuntimeError(reason or "PostgreSQL server binaries not found")
+        cluster = cls(bin_dir)
         try:
             cluster._initdb()
             cluster.start()

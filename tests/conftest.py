@@ -45,6 +45,7 @@ def _guarded_connect_ex(self: socket.socket, address: object) -> int:
 
 
 def pytest_configure(config: object) -> None:
+    # method-assign: patched on the class, so that every socket of the test process (libraries' too) is guarded.
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
     # Anything built from the environment (pages under AppTest, child processes that inherit it)

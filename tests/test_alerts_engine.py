@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alerts.monitor import AlertMonitor, metric_series
+from alerts.monitor import AlertMonitor, metric_series, rule_params
 from alerts.rules import parse_rule
 from config import Settings
 from ingestion.sources import site_of
@@ -53,7 +53,7 @@ class PairMarket:
 @pytest.fixture
 def setup(tmp_path):
     source = PhasedSource()
-    service = Service.start(Settings(source="simulated", db=tmp_path / "sim.db"), source=source)
+    service = Service.start(Settings.of(source="simulated", db=tmp_path / "sim.db"), source=source)
     # The tests step monitors of their own on a separate rules file, so the service's monitor
     # (which watches the site's alerts file) never sees their rules.
     yield service, source, tmp_path / "rules.sqlite3"
@@ -162,7 +162,7 @@ def test_liquidity_filter_keeps_thin_bars_out_of_alerts(setup, tmp_path):
 def test_headless_recorder_evaluates_alerts_without_a_browser(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     db = tmp_path / "sim.db"
-    alerts_db = site_of(Settings(source="simulated", db=db)).alerts_path
+    alerts_db = site_of(Settings.of(source="simulated", db=db)).alerts_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.record", "--source", "simulated", "--speed", "30", "--db", str(db),
          "--timeframe", "1s", "--window", "10", "--alert", "zscore > 1.5", "--alert", "zscore < -1.5"],
@@ -231,3 +231,11 @@ def test_an_alert_store_busy_at_start_is_retried_and_the_monitor_keeps_running(s
         assert monitor._thread is not None and monitor._thread.is_alive()
     finally:
         monitor.stop()
+
+
+def test_a_price_rule_has_no_pair_analytics_to_watch():
+    pair_rule = parse_rule("zscore > 2", pair=("ETHUSDT", "BTCUSDT"), timeframe_ms=60_000, window=30)
+    assert rule_params(pair_rule).window == 30
+    price_rule = parse_rule("BTCUSDT price > 1", pair=None, timeframe_ms=60_000, window=30)
+    with pytest.raises(ValueError, match=r"alert rule 'BTCUSDT price > 1' watches a price, not a pair"):
+        rule_params(price_rule)

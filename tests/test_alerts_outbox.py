@@ -20,7 +20,7 @@ import pytest
 from alerts.outbox import Outbox, OutboxWorker, RetryPolicy, plain_error
 from alerts.rules import parse_rule
 from alerts.webhook import Attempt, WebhookEndpoint, idempotency_key
-from config import Settings
+from config import StorageSettings
 from records import now_ms as wall_ms
 from records.alerts import AlertEvent, AlertRule, make_event
 from storage import Site, site_for
@@ -368,7 +368,7 @@ def test_the_worker_delivers_what_a_dead_process_left_pending(tmp_path, hook):
 
 def test_two_postgres_workers_on_one_schema_post_each_alert_exactly_once(pg_url, hook):
     """Two processes' outboxes (one session each) share the pending alerts: disjoint leases, no repeats."""
-    site = site_for(Settings(source="binance", db_url=pg_url), "binance")
+    site = site_for(StorageSettings(db_url=pg_url), "binance")
     with PostgresAlertStore(pg_url, site.schema) as store:
         # Four rules: one rule's alerts go out one after the other, so two workers share the rules.
         rules = [store.add_rule(parse_rule(f"zscore > {threshold}", pair=PAIR, timeframe_ms=60_000, window=60))
@@ -457,7 +457,7 @@ def stored(path: Path) -> list:
 
 def test_kill_9_between_store_and_delivery_then_restart_delivers_every_alert(tmp_path, hook):
     db = tmp_path / "sim.db"
-    alerts_db = site_for(Settings(source="simulated", db=db), "simulated").alerts_path
+    alerts_db = site_for(StorageSettings(db=db), "simulated").alerts_path
     hook.statuses = [503] * 6  # the endpoint is away for a moment: the first alerts wait in the outbox
     first = recorder(db, hook.url, "zscore > 1.5", "zscore < -1.5")
     try:

@@ -1,5 +1,6 @@
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -121,6 +122,16 @@ def test_labels():
     assert parse("BTCUSDT price > 1", timeframe_ms=1_000).label == "BTCUSDT"
 
 
+def test_a_rule_names_the_symbols_it_reads_and_its_stored_id():
+    pair_rule = parse("zscore > 2")
+    price_rule = parse("BTCUSDT price > 1")
+    assert (pair_rule.symbols, price_rule.symbols) == (("ETHUSDT", "BTCUSDT"), ("BTCUSDT",))
+    assert replace(pair_rule, id=7).stored_id == 7
+    # A rule that was never stored has no id to claim or enable: say which rule, not a TypeError on None.
+    with pytest.raises(ValueError, match=r"alert rule 'zscore > 2' has no id: it was never stored"):
+        pair_rule.stored_id  # noqa: B018 - the property raises
+
+
 def test_constructor_normalises_symbols_and_numbers():
     rule = AlertRule("spread", ">", 3, pair=["ethusdt", " btcusdt "], hysteresis=1, cooldown_s=2)
     assert rule.pair == ("ETHUSDT", "BTCUSDT")
@@ -173,7 +184,7 @@ def test_price_rule_shape_is_checked():
 def test_rule_is_frozen_and_hashable():
     rule = parse("zscore > 2")
     with pytest.raises(AttributeError):
-        rule.threshold = 3.0  # type: ignore[misc]
+        rule.threshold = 3.0
     assert {rule: 1}[parse("z > 2.0")] == 1
 
 

@@ -185,7 +185,7 @@ def test_the_recorder_settings_refuse_what_the_endpoint_refuses(url):
     with pytest.raises(ValueError, match=r"^url: "):
         WebhookEndpoint(url)
     with pytest.raises(ConfigError, match=r"^webhook_url: .*http:// or https://"):
-        Settings(source="simulated", webhook_url=url)
+        Settings.of(source="simulated", webhook_url=url)
 
 
 def test_a_body_that_is_not_json_is_a_failure_not_worth_retrying(hook):

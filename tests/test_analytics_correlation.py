@@ -78,7 +78,7 @@ def test_correlation_matrix_degenerate_inputs() -> None:
     with pytest.raises(InsufficientDataError, match="correlation_matrix: needs 3 observations, got 2"):
         correlation_matrix(returns.iloc[:2])
     with pytest.raises(ValueError, match="must be a DataFrame"):
-        correlation_matrix(returns["A"])  # type: ignore[arg-type]
+        correlation_matrix(returns["A"])
 
 
 @pytest.mark.parametrize("shift", [3, -2, 0])

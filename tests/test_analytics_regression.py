@@ -34,6 +34,8 @@ def test_ols_equals_statsmodels() -> None:
     assert fit.r_squared == pytest.approx(reference.rsquared, rel=1e-12)
     assert fit.resid_std == pytest.approx(np.sqrt(reference.scale), rel=1e-10)
     assert fit.beta_path is None and fit.alpha_path is None
+    with pytest.raises(ValueError, match=r"a 'ols' hedge fit has one beta, not a path per observation"):
+        fit.paths  # noqa: B018 - the property raises
 
 
 def test_ols_is_accurate_on_raw_btc_eth_price_levels() -> None:
@@ -104,6 +106,7 @@ def test_kalman_matches_textbook_filter() -> None:
     np.testing.assert_allclose(fit.beta_path, reference[:, 0], rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(fit.alpha_path, reference[:, 1], rtol=1e-8, atol=1e-10)
     assert (fit.beta, fit.alpha) == (fit.beta_path[-1], fit.alpha_path[-1])
+    assert fit.paths == (fit.beta_path, fit.alpha_path)
 
 
 def test_kalman_tracks_a_drifting_beta_where_static_ols_cannot() -> None:

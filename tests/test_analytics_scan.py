@@ -294,7 +294,7 @@ def test_degenerate_universes() -> None:
     with pytest.raises(ValueError, match=r"closes has duplicate columns \(S0\); give each symbol one column"):
         scan_pairs(pd.DataFrame(random_walks(100, 3, seed=18), columns=["S0", "S1", "S0"]))
     with pytest.raises(ValueError, match="closes must be a DataFrame"):
-        scan_pairs(random_walks(100, 3, seed=18))  # type: ignore[arg-type]
+        scan_pairs(random_walks(100, 3, seed=18))
 
 
 def test_bad_input_is_named() -> None:
@@ -322,7 +322,7 @@ def test_bad_input_is_named() -> None:
     long_lag = scan_pairs(frame(random_walks(64, 3, seed=19)), maxlag=31)
     assert set(long_lag["note"]) == {"64 bars where both legs are finite; needs 65"}
     with pytest.raises(ValueError, match="progress must be callable"):
-        scan_pairs(closes, progress=5)  # type: ignore[arg-type]
+        scan_pairs(closes, progress=5)  # type: ignore[arg-type]  # not a callable, on purpose
 
 
 def test_scan_is_pure() -> None:

@@ -117,7 +117,7 @@ def test_adf_reads_stationarity_right() -> None:
 def test_adf_critical_values_are_read_only() -> None:
     result = adf(make_series("random_walk", 100, seed=7))
     with pytest.raises(TypeError):
-        result.critical_values["5%"] = 0.0  # type: ignore[index]
+        result.critical_values["5%"] = 0.0  # type: ignore[index]  # writing to a read-only mapping on purpose
 
 
 def test_adf_degenerate_inputs() -> None:

@@ -72,7 +72,7 @@ def test_invalid_configuration_is_reported_not_crashing(app_env, monkeypatch):
 def test_replay_offers_the_files_of_its_folder_and_reports_a_bad_one(app_env, tmp_path):
     at = AppTest.from_file(APP, default_timeout=30).run()
     at.radio(key="source").set_value("replay").run()
-    folder = tmp_path / "replays"  # settings.replay_folder: <data_dir>/replays
+    folder = tmp_path / "replays"  # settings.storage.replay_folder: <data_dir>/replays
     assert any("No recorded files to replay" in i.value and str(folder) in unescaped(i.value) for i in at.info)
     folder.mkdir()
     (folder / "notes.txt").write_text("not a tick file\n")

@@ -35,7 +35,7 @@ except RuntimeError as exc:
 async def serve_and_stop() -> None:
     async with server.lifespan(server.app) as held:
         assert held == {"state": state}
-        feed = state.registry.acquire("tab", Settings(source="simulated", data_dir=Path({data!r}), speed=20.0))
+        feed = state.registry.acquire("tab", Settings.of(source="simulated", data_dir=Path({data!r}), speed=20.0))
         assert feed.running
     print("after shutdown:", state.registry.services(), feed.running, feed.engine.stopped)
 
@@ -68,7 +68,7 @@ def test_a_page_served_with_pushed_routes_registers_its_query_and_draws_no_polle
         monkeypatch.delenv(key)
     monkeypatch.setenv("QUANT_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("QUANT_SOURCE", "simulated")
-    state = appstate.AppState.build(pushed=True, max_services=2)
+    state = appstate.AppState.build(pushed=True, max_feeds=2)
     monkeypatch.setattr(appstate, "_installed", state)
     try:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()

@@ -26,7 +26,7 @@ def recorded():
 
 
 def live_engine(fake: FakeBinance, rest: FakeRest, db, **changes) -> Service:
-    settings = Settings(source="binance", ws_url=fake.url, db=db,
+    settings = Settings.of(source="binance", ws_url=fake.url, db=db,
                         **{**FAST, "backfill_max_trades": 100_000, "rest_url": rest.url, **changes})
     engine = Service.start(settings)
     eventually(lambda: fake.open_connections >= 1, timeout=5)
@@ -87,7 +87,7 @@ def test_rest_outage_never_blocks_the_live_stream(recorded, tmp_path):
     """With REST refusing connections, live trades keep flowing while the backfill retries."""
     db = tmp_path / "live.db"
     with FakeBinance(ping_interval=None) as fake:
-        settings = Settings(source="binance", ws_url=fake.url, db=db,
+        settings = Settings.of(source="binance", ws_url=fake.url, db=db,
                             **{**FAST, "backfill_max_trades": 100_000, "rest_url": "http://127.0.0.1:9"})
         engine = Service.start(settings)
         eventually(lambda: fake.open_connections == 1)

@@ -47,8 +47,8 @@ def recorded() -> list[RecordedTrade]:
 
 def start_engine(fake: FakeBinance, tmp_path, *, clock: Clock | None = None, **changes) -> Service:
     """A service on ``fake`` with FAST timings and ``changes``; its source on ``clock`` when one is given."""
-    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
-    source = None if clock is None else BinanceSource.from_settings(settings, clock=clock)
+    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
+    source = None if clock is None else BinanceSource.from_settings(settings.feed, clock=clock)
     engine = Service.start(settings, source=source)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return engine
@@ -193,7 +193,7 @@ def test_connection_age_limit_rolls_over_with_overlap(fake, recorded, tmp_path):
 
 def test_refused_connections_back_off_and_recover(fake, tmp_path):
     fake.refuse_connections(True)
-    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
+    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
     engine = Service.start(settings)
     eventually(lambda: len(fake.connect_attempts) >= 6, timeout=10)
     status = engine.status()

@@ -4,7 +4,7 @@ The recorder runs as a user runs it (``python -m cli.record``, see tests/test_re
 fake Binance on 127.0.0.1, which streams trades continuously from a background thread.
 
 Durability bound used below (``COMMIT_BOUND_S``): the writer thread wakes on the first queued trade and
-commits everything queued in one transaction, so a trade is committed at most ``flush_interval_ms``
+commits everything queued in one transaction, so a trade is committed at most ``flush_ms``
 (250 ms) after it reaches the queue; loopback delivery and parsing add milliseconds. ``synchronous=NORMAL``
 in WAL mode loses commits only on an OS crash or power cut, never on a process kill, so "committed" means
 "survives kill -9". We allow 1 s (4x the flush interval) for scheduling noise on a loaded 2-core machine:
@@ -179,7 +179,7 @@ def test_restarted_dashboard_shows_stored_history_at_once(fake, tmp_path):
             proc.communicate(timeout=10)
     assert proc.returncode == 0, out
 
-    settings = Settings(source="binance", db=db, backfill_max_trades=0, history_hours=0)
+    settings = Settings.of(source="binance", db=db, backfill_max_trades=0, history_hours=0)
     service = Service.start(settings, source=ScriptedSource([], name="binance"))  # the feed is idle
     engine = service.engine
     try:

@@ -136,7 +136,7 @@ def test_stitches_database_history_to_live_bars_without_overlap(tmp_path):
     db = tmp_path / "sim.db"
     with SqliteTickStore(db) as store:
         store.write_batch(history)
-    service = Service.start(Settings(source="simulated", db=db), source=ListSource(live))
+    service = Service.start(Settings.of(source="simulated", db=db), source=ListSource(live))
     engine = service.engine
     eventually(lambda: engine.trades == len(live), timeout=20)
     cache = BarHistory(service.site)

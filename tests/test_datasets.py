@@ -34,7 +34,7 @@ def add_small(store: SqliteDatasetStore, name: str, closes: list[float], **overr
     fields: dict[str, object] = {"name": name, "symbol": "BTCUSDT", "filename": f"{name}.csv",
                                  "content_hash": content_hash(name.encode() + repr(closes).encode()),
                                  "uploaded_ms": UPLOADED_MS} | overrides
-    return store.add(small_frame(closes), **fields)  # type: ignore[arg-type]
+    return store.add(small_frame(closes), **fields)  # type: ignore[arg-type]  # some tests pass bad fields
 
 
 def ohlc_rows(path: Path) -> int:

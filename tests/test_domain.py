@@ -23,7 +23,7 @@ def test_timeframes_are_ordered_by_length_and_frozen():
     assert sorted(reversed(TIMEFRAMES)) == list(TIMEFRAMES) and ONE_SECOND < ONE_MINUTE < FIVE_MINUTES
     assert max(TIMEFRAMES) is FIVE_MINUTES
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ONE_MINUTE.ms = 1  # type: ignore[misc]
+        ONE_MINUTE.ms = 1
 
 
 @pytest.mark.parametrize(("key", "message"), [
@@ -69,13 +69,13 @@ def test_the_settings_alert_rules_and_pair_parameters_share_the_window_check():
     from records.alerts import AlertRule
 
     expected = "window: 201 must be between 10 and 200 bars"
-    for build in (lambda: Settings(window=201), lambda: PairParams("ETHUSDT", "BTCUSDT", window=201),
+    for build in (lambda: Settings.of(window=201), lambda: PairParams("ETHUSDT", "BTCUSDT", window=201),
                   lambda: AlertRule("zscore", ">", 2.0, pair=("ETHUSDT", "BTCUSDT"), window=201)):
         with pytest.raises(ValueError) as raised:
             build()
         assert str(raised.value) == expected
     with pytest.raises(ConfigError):
-        Settings(window=9)
+        Settings.of(window=9)
 
 
 def test_regression_properties():
@@ -94,7 +94,7 @@ def test_pair_parameters_take_a_regression_not_its_label():
     assert params.warmup_bars == 50 and not params.span_free  # the prior (30) and a window
     with pytest.raises(ValueError, match=r"regression: 'Rolling OLS' is not one of rolling_ols, static_ols, huber, "
                                          r"theil_sen, kalman"):
-        PairParams("ETHUSDT", "BTCUSDT", regression="Rolling OLS")  # type: ignore[arg-type]
+        PairParams("ETHUSDT", "BTCUSDT", regression="Rolling OLS")
 
 
 def test_every_value_has_one_label_and_labels_are_what_users_read():

@@ -13,7 +13,7 @@ from testkit.waiting import eventually
 
 
 def settings_for(tmp_path, **changes) -> Settings:
-    return Settings(**{"source": "simulated", "data_dir": tmp_path, **changes})
+    return Settings.of(**{"source": "simulated", "data_dir": tmp_path, **changes})
 
 
 def test_sequencer_drops_resends_and_reports_gaps():

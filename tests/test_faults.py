@@ -203,13 +203,14 @@ class RecordingRandom(random.Random):
 def test_refused_connections_back_off_exponentially_with_jitter_up_to_the_cap(fake, tmp_path, engines):
     initial, cap, attempts = 0.05, 0.8, 10
     fake.refuse_connections(True)
-    settings = Settings(source="binance", ws_url=fake.url, data_dir=tmp_path,
+    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path,
                         **{**FAST, "backoff_initial": initial, "backoff_max": cap})
     rng = RecordingRandom(0)
     clock = RecordingClock()  # real waits (the fake keeps refusing meanwhile), each one recorded
-    source = BinanceSource(settings.symbols, settings.ws_url, ping_interval=settings.ping_interval,
-                           pong_timeout=settings.pong_timeout, stale_after=settings.stale_after,
-                           backoff_initial=initial, backoff_max=cap, stable_after=settings.stable_after, rng=rng,
+    exchange = settings.feed.exchange
+    source = BinanceSource(settings.feed.symbols, exchange.ws_url, ping_interval=exchange.ping_interval,
+                           pong_timeout=exchange.pong_timeout, stale_after=exchange.stale_after,
+                           backoff_initial=initial, backoff_max=cap, stable_after=exchange.stable_after, rng=rng,
                            clock=clock)
     engine = Service.start(settings, source=source)
     engines.append(engine)

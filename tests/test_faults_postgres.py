@@ -54,7 +54,7 @@ def services() -> Iterator[list[Service]]:
 
 
 def start_service(fake: FakeBinance, pg_url: str, services: list[Service], **changes: object) -> Service:
-    service = Service.start(Settings(source="binance", ws_url=fake.url, db_url=pg_url, **{**FAST, **changes}))
+    service = Service.start(Settings.of(source="binance", ws_url=fake.url, db_url=pg_url, **{**FAST, **changes}))
     services.append(service)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return service

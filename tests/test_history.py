@@ -223,7 +223,7 @@ def test_the_simulated_past_ends_where_the_market_starts():
 def test_the_simulated_market_shows_a_zscore_on_1_min_bars_at_once(tmp_path):
     """Done-when: a fresh data dir, the default simulated source, z-score on 1 min bars within 20 s."""
     started = time.monotonic()
-    service = Service.start(Settings(source="simulated", data_dir=tmp_path))
+    service = Service.start(Settings.of(source="simulated", data_dir=tmp_path))
     try:
         def zscore() -> float:
             bars = load_pair_bars(service.engine, service.history, ("ETHUSDT", "BTCUSDT"), MINUTE, 4 * 3_600_000)
@@ -242,7 +242,7 @@ def test_live_1_min_bars_with_a_4_h_lookback_show_a_zscore_within_30_s(tmp_path)
     """Done-when: live Binance (the fakes), 1 min bars, 4 h lookback: a z-score within 30 s."""
     with FakeBinance(ping_interval=None) as ws, FakeRest(klines=FakeKlines(PRICES)) as rest:
         started = time.monotonic()
-        service = Service.start(Settings(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=tmp_path))
+        service = Service.start(Settings.of(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=tmp_path))
         try:
             def zscore() -> float:
                 bars = load_pair_bars(service.engine, service.history, ("ETHUSDT", "BTCUSDT"), MINUTE,
@@ -270,7 +270,7 @@ def test_a_restart_after_downtime_is_filled_by_klines(tmp_path):
     with SqliteTickStore(db) as store:  # an earlier run recorded one hour, two hours ago
         store.write_batch(trades)
     with FakeRest(klines=FakeKlines(PRICES, origin_ms=origin, trades_per_second=1)) as rest:
-        service = Service.start(Settings(source="binance", rest_url=rest.url, db=db, history_hours=4,
+        service = Service.start(Settings.of(source="binance", rest_url=rest.url, db=db, history_hours=4,
                                          backfill_max_trades=0), source=ListSource([]))
         try:
             eventually(lambda: not service.history_progress.loading, timeout=30)

@@ -18,8 +18,8 @@ from tests.shared_data import TICKS_NDJSON, require
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def recorder(*args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
+def recorder(*args: str, env_vars: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")} | (env_vars or {})
     return subprocess.Popen([sys.executable, "-m", "cli.record", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -46,6 +46,30 @@ def test_invalid_symbol_exits_2_naming_it(tmp_path):
     assert proc.returncode == 2
     assert "invalid symbol 'ETH;DROP'" in out
     assert not list(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.parametrize(("args", "env_vars", "expected"), [
+    (("--flush-ms", "5"), {}, "error: flush_ms (--flush-ms): 5 must be between 10 and 250\n"),
+    (("--max-feeds", "0"), {}, "error: max_feeds (--max-feeds): 0 must be between 1 and 32\n"),
+    ((), {"QUANT_MAX_BACKLOG": "10"}, "error: max_backlog (QUANT_MAX_BACKLOG): 10 must be at least 10000\n"),
+    (("--speed", "0"), {"QUANT_SPEED": "2"}, "error: speed (--speed): 0.0 must be > 0\n"),  # the flag, not the env var
+])
+def test_a_bad_value_exits_2_naming_the_setting_and_where_it_was_set(tmp_path, args, env_vars, expected):
+    proc = recorder(*args, "--data-dir", str(tmp_path), env_vars=env_vars)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and out == expected
+    assert not list(tmp_path.iterdir())  # nothing created
+
+
+def test_renamed_flags_and_variables_still_work_with_one_warning_line_each(tmp_path):
+    proc = recorder("--source", "simulated", "--history-hours", "0", "--duration", "0.5", "--data-dir", str(tmp_path),
+                    "--flush-interval-ms", "50", env_vars={"QUANT_MAX_ENGINES": "2"})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    lines = out.splitlines()
+    assert lines.count("QUANT_MAX_ENGINES is deprecated: use QUANT_MAX_FEEDS (same meaning)") == 1, out
+    assert lines.count("--flush-interval-ms is deprecated: use --flush-ms (same meaning)") == 1, out
+    assert "Traceback" not in out and count(tmp_path / "simulated.sqlite3") > 0
 
 
 def test_missing_replay_file_exits_2(tmp_path):

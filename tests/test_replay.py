@@ -370,7 +370,7 @@ def test_each_collector_file_has_its_own_id_space_and_a_rerun_adds_nothing(tmp_p
     for path, stored in ((first, 400), (second, 300), (first, 0), (second, 0)):
         from config import Settings
 
-        service = Service.start(Settings(source="replay", replay_file=path, speed=1e9, db=db))
+        service = Service.start(Settings.of(source="replay", replay_file=path, speed=1e9, db=db))
         eventually(lambda svc=service: not svc.running, timeout=30)
         assert service.stop()
         assert service.writer.committed_trades == stored, path

@@ -381,7 +381,7 @@ def test_a_ban_shows_in_the_feed_status_and_the_recorder_line(tmp_path):
     started = now_ms()
     with FakeBinance(ping_interval=None) as ws, FakeRest(klines=FakeKlines(PRICES)) as rest:
         rest.faults.append((418, "7200"))
-        service = Service.start(Settings(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=tmp_path,
+        service = Service.start(Settings.of(source="binance", ws_url=ws.url, rest_url=rest.url, data_dir=tmp_path,
                                          history_hours=1))
         try:
             eventually(lambda: service.status().rest_banned_until_ms is not None, timeout=10)

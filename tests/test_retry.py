@@ -123,5 +123,5 @@ def test_nonsense_is_refused_naming_the_field(kwargs, match):
 def test_the_policy_is_a_frozen_value():
     policy = RetryPolicy(base_s=1.0, cap_s=2.0)
     with pytest.raises(AttributeError):
-        policy.base_s = 3.0  # type: ignore[misc]
+        policy.base_s = 3.0
     assert policy == RetryPolicy(base_s=1.0, cap_s=2.0) and hash(policy) == hash(RetryPolicy(base_s=1.0, cap_s=2.0))

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def simulated(tmp_path: Path, *symbols: str, **changes: object) -> Settings:
-    return Settings(**{"source": "simulated", "data_dir": tmp_path, "speed": 20.0,
+    return Settings.of(**{"source": "simulated", "data_dir": tmp_path, "speed": 20.0,
                        "symbols": symbols or ("BTCUSDT", "ETHUSDT"), **changes})
 
 
 @pytest.fixture
 def registry():
-    registry = ServiceRegistry(max_services=2, idle_s=3600)
+    registry = ServiceRegistry(max_feeds=2, idle_s=3600)
     yield registry
     registry.stop_all()
 
@@ -72,7 +72,7 @@ def test_a_session_switching_source_frees_its_own_feed_when_nobody_else_uses_it(
 
 
 def test_a_pinned_feed_is_never_stopped_for_room(tmp_path):
-    registry = ServiceRegistry(max_services=1, idle_s=0)
+    registry = ServiceRegistry(max_feeds=1, idle_s=0)
     try:
         pinned = registry.acquire("server", simulated(tmp_path), pin=True)
         with pytest.raises(TooManyFeeds):
@@ -167,8 +167,8 @@ class GatedStarts:
 
     def __call__(self, settings: Settings) -> Service:
         with self._lock:
-            self.calls[settings.db.name] += 1
-        if settings.db in self.slow:
+            self.calls[settings.storage.db.name] += 1
+        if settings.storage.db in self.slow:
             self.entered.set()
             assert self.release.wait(WAIT_S), "the test never released the gated start"
             if self.fail is not None:
@@ -205,7 +205,7 @@ def test_a_slow_start_does_not_hold_up_sessions_on_a_running_feed(tmp_path):
     """Was: the registry's lock was held for the whole start, so every session waited behind it."""
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     gate = GatedStarts(a)
-    registry = ServiceRegistry(max_services=2, start=gate)
+    registry = ServiceRegistry(max_feeds=2, start=gate)
     try:
         running = registry.acquire("tab-b", simulated(tmp_path, db=b))
         starting = Asking(registry, "tab-a", simulated(tmp_path, db=a))
@@ -226,7 +226,7 @@ def test_a_slow_start_does_not_hold_up_sessions_on_a_running_feed(tmp_path):
 def test_two_sessions_asking_for_one_feed_at_once_start_it_once(tmp_path):
     a = tmp_path / "a.db"
     gate = GatedStarts(a)
-    registry = ServiceRegistry(max_services=2, start=gate)
+    registry = ServiceRegistry(max_feeds=2, start=gate)
     try:
         first = Asking(registry, "tab-1", simulated(tmp_path, db=a))
         assert gate.entered.wait(WAIT_S)
@@ -244,7 +244,7 @@ def test_a_feed_being_started_counts_against_the_limit(tmp_path):
     """A third feed is refused at once while the second is still starting (no wait behind that start)."""
     a, c = tmp_path / "a.db", tmp_path / "c.db"
     gate = GatedStarts(a)
-    registry = ServiceRegistry(max_services=1, idle_s=0, start=gate)
+    registry = ServiceRegistry(max_feeds=1, idle_s=0, start=gate)
     try:
         starting = Asking(registry, "tab-a", simulated(tmp_path, db=a))
         assert gate.entered.wait(WAIT_S)
@@ -264,7 +264,7 @@ def test_a_feed_being_started_counts_against_the_limit(tmp_path):
 
 def test_many_sessions_racing_for_new_feeds_never_exceed_the_limit(tmp_path):
     gate = GatedStarts()  # nobody held: the starts race each other
-    registry = ServiceRegistry(max_services=2, idle_s=3600, start=gate)
+    registry = ServiceRegistry(max_feeds=2, idle_s=3600, start=gate)
     barrier = threading.Barrier(6)
 
     class Racing(Asking):
@@ -290,7 +290,7 @@ def test_many_sessions_racing_for_new_feeds_never_exceed_the_limit(tmp_path):
 def test_a_failed_start_frees_its_slot_and_tells_every_session_that_waited(tmp_path):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     gate = GatedStarts(a, fail=StorageError("a.db: disk I/O error"))
-    registry = ServiceRegistry(max_services=1, start=gate)
+    registry = ServiceRegistry(max_feeds=1, start=gate)
     try:
         first = Asking(registry, "tab-1", simulated(tmp_path, db=a))
         assert gate.entered.wait(WAIT_S)
@@ -309,7 +309,7 @@ def test_a_failed_start_frees_its_slot_and_tells_every_session_that_waited(tmp_p
 def test_a_session_waiting_on_a_start_that_never_ends_is_told_so(tmp_path):
     a = tmp_path / "a.db"
     gate = GatedStarts(a)
-    registry = ServiceRegistry(max_services=2, start=gate, start_wait_s=0.05)
+    registry = ServiceRegistry(max_feeds=2, start=gate, start_wait_s=0.05)
     try:
         first = Asking(registry, "tab-1", simulated(tmp_path, db=a))
         assert gate.entered.wait(WAIT_S)
@@ -331,7 +331,7 @@ def test_a_feed_whose_start_ends_after_the_server_stopped_is_stopped_too(tmp_pat
         started.append(gate(settings))
         return started[-1]
 
-    registry = ServiceRegistry(max_services=2, start=keeping)
+    registry = ServiceRegistry(max_feeds=2, start=keeping)
     try:
         first = Asking(registry, "tab-1", simulated(tmp_path, db=a))
         assert gate.entered.wait(WAIT_S)
@@ -350,7 +350,7 @@ def test_a_session_whose_start_failed_does_not_count_as_using_that_feed(tmp_path
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     gate = GatedStarts(a, fail=StorageError("a.db: disk I/O error"))
     gate.release.set()
-    registry = ServiceRegistry(max_services=1, idle_s=0, start=gate)
+    registry = ServiceRegistry(max_feeds=1, idle_s=0, start=gate)
     try:
         with pytest.raises(StorageError):
             registry.acquire("tab-1", simulated(tmp_path, db=a))

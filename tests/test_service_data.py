@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from config import ConfigError, Settings
+from config import ConfigError, Settings, StorageSettings
 from records.alerts import AlertRule, make_event
 from service import Service, load_datasets, save_dataset, stored_datasets
 from storage import DATASETS_FILE, open_alerts
@@ -26,8 +26,8 @@ QUIET = AlertRule("zscore", ">", 50.0, pair=("ETHUSDT", "BTCUSDT"))
 
 @pytest.fixture
 def service(tmp_path):
-    running = Service.start(Settings(source="simulated", data_dir=tmp_path, speed=20.0,
-                                     symbols=("BTCUSDT", "ETHUSDT")))
+    running = Service.start(Settings.of(source="simulated", data_dir=tmp_path, speed=20.0,
+                                        symbols=("BTCUSDT", "ETHUSDT")))
     yield running
     running.stop()
 
@@ -76,7 +76,7 @@ def test_feed_events_are_the_newest_of_the_services_database(service):
 
 
 def test_a_dataset_is_saved_once_with_its_symbol_checked_and_listed_newest_first(tmp_path):
-    settings = Settings(data_dir=tmp_path)
+    settings = StorageSettings(data_dir=tmp_path)
     assert stored_datasets(settings) == []
     assert not (tmp_path / DATASETS_FILE).exists()  # listing nothing creates nothing
     eth = parse_ohlc_csv(bars_csv(100.0), "eth.csv")

@@ -18,7 +18,7 @@ from tests.test_faults_postgres import count, recorder
 
 
 def simulated(pg_url: str, **changes: object) -> Settings:
-    return Settings(**{"source": "simulated", "db_url": pg_url, "speed": 20.0, **changes})
+    return Settings.of(**{"source": "simulated", "db_url": pg_url, "speed": 20.0, **changes})
 
 
 def test_a_dashboard_follows_a_recorder_writing_the_schema(pg_url):
@@ -76,8 +76,9 @@ def test_an_unreachable_database_exits_1_naming_it_without_the_password(pg_clust
 
 
 @pytest.mark.parametrize(("url", "expected"), [
-    ("postgresql://quant:hunter2@db:99999/desk", "error: db_url: port 99999 in 'postgresql://quant:***@db:99999/desk'"),
-    ("mysql://quant:hunter2@db/desk", "error: db_url: scheme 'mysql' is not one of postgresql, postgres"),
+    ("postgresql://quant:hunter2@db:99999/desk",
+     "error: db_url (--db-url): port 99999 in 'postgresql://quant:***@db:99999/desk'"),
+    ("mysql://quant:hunter2@db/desk", "error: db_url (--db-url): scheme 'mysql' is not one of postgresql, postgres"),
 ])
 def test_a_bad_db_url_exits_2_without_the_password(url, expected):
     proc = recorder("--source", "simulated", "--db-url", url)

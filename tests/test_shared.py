@@ -31,7 +31,7 @@ def service(tmp_path):
     for i in range(60):
         trades.append(Trade("BTCUSDT", i + 1, start + i * 1_000, 0, float(x[i]), 0.1, False))
         trades.append(Trade("ETHUSDT", i + 1, start + i * 1_000 + 10, 0, float(y[i]), 0.1, False))
-    svc = Service.start(Settings(source="binance", data_dir=tmp_path, history_hours=0, backfill_max_trades=0),
+    svc = Service.start(Settings.of(source="binance", data_dir=tmp_path, history_hours=0, backfill_max_trades=0),
                         source=ListSource(trades))
     eventually(lambda: svc.engine.trades == 120, timeout=10)
     yield svc
@@ -164,7 +164,7 @@ def test_a_closed_bar_extends_the_shared_view_which_equals_computing_the_whole(t
                 trades.append(trade("ETHUSDT", i, float(y[i])))
         return trades
 
-    svc = Service.start(Settings(source="binance", data_dir=tmp_path, history_hours=0, backfill_max_trades=0),
+    svc = Service.start(Settings.of(source="binance", data_dir=tmp_path, history_hours=0, backfill_max_trades=0),
                         source=source)
     try:
         shared, params, symbols = svc.shared, PairParams("ETHUSDT", "BTCUSDT", window=20), ("ETHUSDT", "BTCUSDT")

@@ -66,6 +66,7 @@ def drive_and_compare(directory: Path, scenario: Scenario, params: PairParams, l
     the page and the monitor on the bars both show). Returns the long-lived cache."""
     engine = FakeEngine()
     history = empty_history(directory)
+    # arg-type below: a FakeEngine stands in for the Engine (it has what SharedAnalytics reads).
     shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
     window = params.window
     page = dict(warmup_bars=2 * window, min_trades=min_trades, min_volume=min_volume)
@@ -125,8 +126,8 @@ def test_the_alert_monitor_sees_for_each_bar_the_value_a_page_shows(tmp_path):
     # Thin bars and min_trades=2: the filter drops about half of them. No page is open: the monitor asks alone.
     engine = FakeEngine()
     history = empty_history(tmp_path)
-    shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
-    monitor = AlertMonitor(engine, history.site, shared, min_trades=2)  # type: ignore[arg-type]
+    shared = SharedAnalytics(engine, history)
+    monitor = AlertMonitor(engine, history.site, shared, min_trades=2)
     rule = AlertRule("zscore", ">", 2.5, pair=SYMBOLS, timeframe_ms=1_000, window=10)
     observed: dict[int, float] = {}
     observe = monitor.evaluator.observe
@@ -135,11 +136,11 @@ def test_the_alert_monitor_sees_for_each_bar_the_value_a_page_shows(tmp_path):
         observed[ts_ms] = value
         return observe(rule, ts_ms, value)
 
-    monitor.evaluator.observe = recording  # type: ignore[method-assign]
+    monitor.evaluator.observe = recording
     for second, trades in enumerate(arrivals(Scenario(SECONDS, 3, p_y=0.95, p_x=0.9))[:SECONDS]):
         engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
-        monitor._evaluate(_Store(), rule)  # type: ignore[arg-type]
-    page = SharedAnalytics(engine, history).view(  # type: ignore[arg-type]
+        monitor._evaluate(_Store(), rule)
+    page = SharedAnalytics(engine, history).view(
         SYMBOLS, 1_000, SECONDS * 1_000, PairParams(*SYMBOLS, window=10), warmup_bars=20, min_trades=2).shown()
     shown = page.pair.zscore.dropna()
     shown = shown[shown.index >= pd.Timestamp(min(observed, default=0), unit="ms", tz="UTC")]
@@ -152,7 +153,7 @@ def test_the_alert_monitor_sees_for_each_bar_the_value_a_page_shows(tmp_path):
 def test_the_backtest_trades_on_the_z_score_the_view_shows_for_each_bar(tmp_path):
     engine = FakeEngine()
     history = empty_history(tmp_path)
-    shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
+    shared = SharedAnalytics(engine, history)
     params = PairParams(*SYMBOLS, window=10)
     checked = 0
     for second, trades in enumerate(arrivals(Scenario(SECONDS, 5, p_y=0.95, p_x=0.9))[:SECONDS]):

@@ -194,7 +194,7 @@ def test_unknown_symbols_get_deterministic_defaults() -> None:
 )
 def test_bad_arguments_raise(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        SimulatedSource(**kwargs)  # type: ignore[arg-type]
+        SimulatedSource(**kwargs)  # type: ignore[arg-type]  # bad arguments on purpose
 
 
 

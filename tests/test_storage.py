@@ -87,7 +87,7 @@ def test_feed_events_and_prune(tmp_path):
 def test_failed_batch_changes_nothing(tmp_path):
     with SqliteTickStore(tmp_path / "t.db") as store:
         store.write_batch(make_trades(3))
-        unbindable = Trade("BTCUSDT", 99, 1, 1, object(), 1.0, False)  # type: ignore[arg-type]
+        unbindable = Trade("BTCUSDT", 99, 1, 1, object(), 1.0, False)
         bad = [*make_trades(5, first_id=10), unbindable]
         with pytest.raises(RowRejected, match=r"t\.db' refused a value"):
             store.write_batch(bad)
@@ -200,7 +200,7 @@ def test_writer_refuses_a_retry_policy_that_would_drop_a_batch(tmp_path):
 
 def test_a_second_writer_on_one_database_is_refused_naming_the_first(tmp_path):
     """Two writers would each store part of their trades and mix two markets in one table."""
-    settings = Settings(source="simulated", db=tmp_path / "shared.db")
+    settings = Settings.of(source="simulated", db=tmp_path / "shared.db")
     first = Service.start(settings, source=ScriptedSource(make_trades(100)))
     try:
         with pytest.raises(WriterBusy, match=r"already being written by pid \d+ \(SCRIPTED simulated: BTCUSDT, "
@@ -234,7 +234,7 @@ def test_a_far_future_trade_time_cannot_make_retention_wipe_the_database(tmp_pat
 def test_a_row_the_database_refuses_is_counted_and_the_rest_stored(tmp_path):
     writer = writer_for(tmp_path / "bad.db")
     writer.start()
-    unbindable = Trade("BTCUSDT", 99, 1, 1, object(), 1.0, False)  # type: ignore[arg-type]
+    unbindable = Trade("BTCUSDT", 99, 1, 1, object(), 1.0, False)
     for trade in [*make_trades(10), unbindable, *make_trades(10, first_id=11)]:
         writer.put(trade)
     assert writer.stop()

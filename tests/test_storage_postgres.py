@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from alerts.rules import parse_rule
-from config import Settings
+from config import StorageSettings
 from records import EventKind, FeedEvent
 from records.alerts import AlertRule
 from storage import (
@@ -72,8 +72,8 @@ def test_long_names_are_cut_with_a_hash_and_stay_apart():
 
 
 def test_each_source_gets_its_own_schema_and_the_password_is_masked(pg_url):
-    settings = Settings(db_url=pg_url)
-    live, simulated = site_for(settings, "live"), site_for(settings, "simulated")
+    storage = StorageSettings(db_url=pg_url)
+    live, simulated = site_for(storage, "live"), site_for(storage, "simulated")
     password = pg_url.split(":")[2].split("@")[0]
     assert (live.schema, simulated.schema) == ("live", "simulated")
     assert live.location.endswith("schema live") and ":***@127.0.0.1:" in live.location
@@ -127,12 +127,19 @@ def test_processes_starting_at_once_migrate_once(pg_url, monkeypatch):
 
 
 def test_datasets_live_in_their_own_schema_and_asking_creates_nothing(pg_cluster, pg_url):
-    settings = Settings(db_url=pg_url)
-    assert has_datasets(settings) is False
+    storage = StorageSettings(db_url=pg_url)
+    assert has_datasets(storage) is False
     assert pg_cluster.execute(database_of(pg_url), "SELECT to_regnamespace('uploads')") == [(None,)]
-    with open_datasets(settings) as store:
+    with open_datasets(storage) as store:
         assert store.location.endswith("schema uploads") and store.list() == []
-    assert has_datasets(settings) is False  # a schema, but nothing uploaded yet
+    assert has_datasets(storage) is False  # a schema, but nothing uploaded yet
+
+
+def test_a_statement_that_must_return_a_row_and_returns_none_is_named(pg_url):
+    with postgres_db.reader_connection(pg_url, "public") as conn:
+        assert postgres_db.one_row(conn, "SELECT 1, 2") == (1, 2)
+        with pytest.raises(RuntimeError, match=r"expected one row from 'SELECT 1 WHERE false', got none"):
+            postgres_db.one_row(conn, "SELECT 1 WHERE false")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +185,7 @@ def test_passwords_never_appear_in_errors(pg_cluster, pg_url):
 
 
 def test_live_writers_share_a_schema_and_are_named(pg_url):
-    site = site_for(Settings(db_url=pg_url), "live")
+    site = site_for(StorageSettings(db_url=pg_url), "live")
     assert current_writer(site) is None
     first = claim_writer(site, LIVE, shared=True)
     second = claim_writer(site, OTHER_LIVE, shared=True)
@@ -199,7 +206,7 @@ def test_live_writers_share_a_schema_and_are_named(pg_url):
 
 
 def test_an_exclusive_writer_refuses_every_other(pg_url):
-    site = site_for(Settings(db_url=pg_url), "simulated")
+    site = site_for(StorageSettings(db_url=pg_url), "simulated")
     claim = claim_writer(site, SIMULATED, shared=False)
     try:
         assert claim.held
@@ -222,7 +229,7 @@ def claimed(site: Site, info: WriterInfo) -> bool:
 
 def test_a_dead_writer_is_no_writer(pg_cluster, pg_url):
     """kill -9 of a recorder ends its session; its lock goes with it, its row is then ignored."""
-    site = site_for(Settings(db_url=pg_url), "live")
+    site = site_for(StorageSettings(db_url=pg_url), "live")
     claim = claim_writer(site, LIVE, shared=False)
     (pid,) = backend_pids(pg_cluster, pg_url, "quant ticks")
     claim._stop.set()  # no heartbeat: the process is "dead"
@@ -233,7 +240,7 @@ def test_a_dead_writer_is_no_writer(pg_cluster, pg_url):
 
 
 def test_the_writer_claim_is_taken_again_after_a_server_restart(pg_cluster, pg_url):
-    site = site_for(Settings(db_url=pg_url), "simulated")
+    site = site_for(StorageSettings(db_url=pg_url), "simulated")
     claim = claim_writer(site, SIMULATED, shared=False)
     try:
         pg_cluster.restart(mode="immediate")
@@ -265,7 +272,7 @@ def zscore_rule(threshold: float = 2.0) -> AlertRule:
 
 
 def test_a_rule_claim_lost_with_the_connection_is_asked_for_again(pg_cluster, pg_url):
-    site = site_for(Settings(db_url=pg_url), "live")
+    site = site_for(StorageSettings(db_url=pg_url), "live")
     with open_alerts(site) as holder, open_alerts(site) as other:
         rule = holder.add_rule(zscore_rule())
         assert holder.claim_rule(rule.id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import storage
-from config import Settings
+from config import StorageSettings
 from records import BarArrays
 from storage.registry import BACKENDS, Backend, Site, backend, backend_of
 from storage.sqlite.ticks import SqliteTickStore
@@ -32,11 +32,11 @@ def backend_modules() -> list[Path]:
 
 
 def test_a_site_without_url_is_an_sqlite_file_and_a_url_picks_its_backend_by_scheme(tmp_path):
-    local = storage.site_for(Settings(data_dir=tmp_path), "live")
+    local = storage.site_for(StorageSettings(data_dir=tmp_path), "live")
     assert backend_of(local) is sys.modules["storage.sqlite"]
     assert local.location == str(tmp_path / "live.sqlite3")
     for scheme in ("postgresql", "postgres"):
-        server = storage.site_for(Settings(db_url=f"{scheme}://quant:s3cret@db:5432/desk"), "replay-Ticks 1")
+        server = storage.site_for(StorageSettings(db_url=f"{scheme}://quant:s3cret@db:5432/desk"), "replay-Ticks 1")
         assert backend_of(server).__name__ == "storage.postgres"
         assert (server.schema, server.location) == ("replay_ticks_1", f"{scheme}://quant:***@db:5432/desk "
                                                                       "schema replay_ticks_1")
@@ -47,6 +47,19 @@ def test_an_unknown_scheme_is_refused_naming_it_and_the_known_ones():
         backend("mysql")
     with pytest.raises(ValueError, match="'mysql'"):
         Site("live", url="mysql://root@db/desk", schema="live").location  # noqa: B018 - the property raises
+
+
+def test_a_file_site_has_no_server_and_a_server_site_no_file(tmp_path):
+    """Each backend asks the site for its own half; the wrong half is an error naming the site, not None."""
+    local = Site("live", tmp_path / "live.sqlite3")
+    assert (local.file, local.alerts_path) == (tmp_path / "live.sqlite3", tmp_path / "live-alerts.sqlite3")
+    with pytest.raises(ValueError, match=r"site 'live' is not on a database server: it has no URL and schema"):
+        local.server  # noqa: B018 - the property raises
+    server = Site("replay", url="postgresql://quant@db:5432/desk", schema="replay")
+    assert server.server == ("postgresql://quant@db:5432/desk", "replay")
+    for half in ("file", "alerts_path"):
+        with pytest.raises(ValueError, match=r"site 'replay' is on a database server: it has no tick database file"):
+            getattr(server, half)
 
 
 def test_a_new_backend_is_a_package_plus_one_registry_entry(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from config import ConfigError, Settings, from_env
+from config import ConfigError, ServerSettings, from_env
 from service import ServiceRegistry
 from ui.live import LiveBoard
 from ui.live_chart import SHARED_ENTRIES, SharedBuilds
@@ -45,9 +45,9 @@ class AppState:
     pushed: bool  # the /live routes are mounted: live panel and charts are pushed, not polled
 
     @classmethod
-    def build(cls, *, pushed: bool, max_services: int | None = None) -> AppState:
-        """A fresh state; ``max_services`` defaults to the configured ``QUANT_MAX_ENGINES``."""
-        return cls(ServiceRegistry(_max_services() if max_services is None else max_services), LiveBoard(),
+    def build(cls, *, pushed: bool, max_feeds: int | None = None) -> AppState:
+        """A fresh state; ``max_feeds`` defaults to the configured ``QUANT_MAX_FEEDS``."""
+        return cls(ServiceRegistry(_max_feeds() if max_feeds is None else max_feeds), LiveBoard(),
                    SharedBuilds(SHARED_ENTRIES), pushed)
 
     def stop(self) -> None:
@@ -83,9 +83,9 @@ def _standalone() -> AppState:
     return state
 
 
-def _max_services() -> int:
+def _max_feeds() -> int:
     """The configured feed limit; the default when the configuration is invalid (the page says why)."""
     try:
-        return from_env().max_engines
+        return from_env().server.max_feeds
     except ConfigError:
-        return Settings().max_engines
+        return ServerSettings().max_feeds

@@ -60,20 +60,20 @@ class Controls:
 def source_controls(base: Settings) -> tuple[str, Path | None] | None:
     """Data source radio (and the replay file); None while there is no file to replay.
 
-    Browsers pick a replay file from a list: the regular files of ``base.replay_folder`` (plus
+    Browsers pick a replay file from a list: the regular files of ``base.storage.replay_folder`` (plus
     the operator's own ``QUANT_REPLAY_FILE``). What comes back is one of those paths, never text
     a browser typed, so no session can make the server open any other file.
     """
     st.sidebar.header("Data")
     sources = list(SOURCE_LABELS)
     source = st.sidebar.radio("Source", sources, format_func=SOURCE_LABELS.__getitem__, key="source",
-                              index=sources.index(base.source) if base.source in sources else 0)
+                              index=sources.index(base.feed.source) if base.feed.source in sources else 0)
     if source != "replay":
-        return source, base.replay_file
-    folder = base.replay_folder
+        return source, base.feed.replay_file
+    folder = base.storage.replay_folder
     choices = replay_files(folder)
-    if base.replay_file is not None and base.replay_file not in choices:
-        choices.insert(0, base.replay_file)
+    if base.feed.replay_file is not None and base.feed.replay_file not in choices:
+        choices.insert(0, base.feed.replay_file)
     if not choices:
         st.info(f"No recorded files to replay: put NDJSON tick files or project databases in the folder "
                 f"{plain(repr(str(folder)))} (QUANT_REPLAY_DIR) on the server.")

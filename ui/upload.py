@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from config import ConfigError, Settings
+from config import ConfigError, Settings, StorageSettings
 from domain import TIMEFRAMES
 from pairs.bars import dataset_pair_bars
 from pairs.compute import PairParams, compute_pair
@@ -20,7 +20,7 @@ from ui.plain import plain
 from ui.tabs import PageData
 
 
-def render_upload(settings: Settings) -> None:
+def render_upload(storage: StorageSettings) -> None:
     """Upload form: parse on upload (a bad file shows why and stores nothing), save on click."""
     with st.sidebar.expander("Upload OHLC CSV (optional)"):
         upload = st.file_uploader("Binance kline archive (.zip/.csv) or timestamp,open,high,low,close,volume",
@@ -41,7 +41,7 @@ def render_upload(settings: Settings) -> None:
         if not st.button("Save dataset", key="upload_save"):
             return
         try:
-            result = save_dataset(settings, frame, name=name, symbol=raw_symbol, filename=upload.name)
+            result = save_dataset(storage, frame, name=name, symbol=raw_symbol, filename=upload.name)
         except (ConfigError, ValueError) as exc:
             st.error(f"Not saved: {plain(exc)}")
             return
@@ -75,7 +75,7 @@ def dataset_timeframes(y: DatasetInfo, x: DatasetInfo) -> tuple[str, ...]:
 def dataset_page_data(base: Settings) -> tuple[Controls, PageData]:
     """The dataset page's controls and data: two uploaded OHLC datasets analysed as a pair (no live
     feed). Stops the script run (with a hint) until two overlapping datasets are picked."""
-    picked = dataset_controls(stored_datasets(base))
+    picked = dataset_controls(stored_datasets(base.storage))
     if picked is None:
         st.stop()
     y, x = picked
@@ -87,7 +87,7 @@ def dataset_page_data(base: Settings) -> tuple[Controls, PageData]:
             span.format(plain(d.name), pd.Timestamp(d.first_ms, unit="ms"), pd.Timestamp(d.last_ms, unit="ms"))
             for d in (y, x)))
         st.stop()
-    frames = load_datasets(base, y, x)  # keyed by name: two datasets may share a symbol
+    frames = load_datasets(base.storage, y, x)  # keyed by name: two datasets may share a symbol
     st.title(f"{plain(y.name)} / {plain(x.name)} · {timeframe_label(controls.timeframe)} bars")
     st.info("Uploaded historical datasets: not live market data.", icon="📁")
 

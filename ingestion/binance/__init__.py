@@ -6,18 +6,33 @@ is Binance.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ingestion.binance.rest import BinanceRest
 from ingestion.binance.stream import BinanceSource
 from ingestion.source import Capabilities, SourceSpec
+
+if TYPE_CHECKING:
+    from config import FeedSettings
+    from ingestion.backfill import TradeHistory
+    from ingestion.history import KlineHistory
+    from ingestion.source import Source
+
+
+def _klines(_feed: FeedSettings, _source: Source, rest: TradeHistory | None) -> KlineHistory | None:
+    """Past bars from the exchange's klines, through the REST client ``SPEC.rest`` built (a
+    :class:`BinanceRest`), so that they share one weight budget with gap backfill."""
+    return rest if isinstance(rest, BinanceRest) else None
+
 
 SPEC = SourceSpec(
     name="binance",
     label="Live Binance",
     capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
     create=BinanceSource.from_settings,
-    database=lambda _settings: "live",
-    rest=lambda settings: BinanceRest(settings.rest_url),
-    history=lambda _settings, _source, rest: rest,  # klines, under the same weight budget as backfill
+    database=lambda _feed: "live",
+    rest=lambda feed: BinanceRest(feed.exchange.rest_url),
+    history=_klines,
 )
 
 __all__ = ["SPEC", "BinanceRest", "BinanceSource"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:
     return ServerShutdown(event_ms if type(event_ms) is int else None)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "trade": parse_trade,
     "serverShutdown": lambda payload, _recv_ms: parse_server_shutdown(payload),
 }

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import websocket
 
-from config import Settings
+from config import FeedSettings
 from ingestion.backoff import AttemptBudget, Backoff
-from ingestion.binance.parse import MalformedMessage, ServerShutdown, SubscriptionReply, parse_frame
+from ingestion.binance.parse import MalformedMessage, ServerShutdown, SubscriptionReply, UnknownMessage, parse_frame
 from ingestion.source import SourceStats, TradeSink
 from records import EventKind, FeedEvent, FeedState, Trade, now_ms
 from records.clock import SYSTEM_CLOCK, Clock
@@ -125,17 +125,19 @@ class BinanceSource:
         self._request_id = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
+    def from_settings(cls, feed: FeedSettings, *, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
+        """The live source of ``feed``'s symbols, connected as its ``exchange`` slice says."""
+        exchange = feed.exchange
         return cls(
-            settings.symbols,
-            settings.ws_url,
-            ping_interval=settings.ping_interval,
-            pong_timeout=settings.pong_timeout,
-            stale_after=settings.stale_after,
-            max_connection_age=settings.max_connection_age,
-            backoff_initial=settings.backoff_initial,
-            backoff_max=settings.backoff_max,
-            stable_after=settings.stable_after,
+            feed.symbols,
+            exchange.ws_url,
+            ping_interval=exchange.ping_interval,
+            pong_timeout=exchange.pong_timeout,
+            stale_after=exchange.stale_after,
+            max_connection_age=exchange.max_connection_age,
+            backoff_initial=exchange.backoff_initial,
+            backoff_max=exchange.backoff_max,
+            stable_after=exchange.stable_after,
             clock=clock,
         )
 
@@ -213,7 +215,12 @@ class BinanceSource:
         # (2-3 recv() calls per frame). Letting each call read ahead up to READ_AHEAD bytes keeps
         # the surplus in the frame buffer (recv_strict keeps what it did not consume) and cuts
         # syscalls to a handful per hundred frames under load.
-        ws.frame_buffer.recv = lambda _n, _recv=ws._recv: _recv(READ_AHEAD)
+        recv = ws._recv
+
+        def read_ahead(_n: int) -> bytes:
+            return recv(READ_AHEAD)
+
+        ws.frame_buffer.recv = read_ahead
         now = self._clock.monotonic()
         if self.connections_opened and not rollover:
             self.stats.reconnects += 1
@@ -322,6 +329,7 @@ class BinanceSource:
         if successor is not None and successor.held is not None:
             held, successor.held = successor.held, None
             for trade in held:
+                # run() sets the sink before it reads a frame; no None check per trade.
                 self._sink.on_trade(trade)  # type: ignore[union-attr]
         return successor
 
@@ -396,6 +404,7 @@ class BinanceSource:
                 conn.held.append(message)
                 conn.first_held_ids.setdefault(message.symbol, message.trade_id)
             else:
+                # run() sets the sink before it reads a frame; no None check per trade.
                 self._sink.on_trade(message)  # type: ignore[union-attr]
         elif type(message) is SubscriptionReply:
             if message.error is not None:
@@ -405,7 +414,7 @@ class BinanceSource:
             conn.shutdown_notice = True
             self._emit(EventKind.SHUTDOWN_NOTICE, f"serverShutdown at {message.ts_ms}")
             log.warning("serverShutdown notice received; opening a new connection")
-        else:
+        elif type(message) is UnknownMessage:
             stats.unknown_messages += 1
             if stats.unknown_messages <= 10 or stats.unknown_messages % 1000 == 0:
                 log.info("ignoring message #%d of type %r", stats.unknown_messages, message.event_type)

@@ -23,11 +23,11 @@ Several processes on one schema:
 
 from __future__ import annotations
 
-from config import Settings
+from config import StorageSettings
 from storage.lock import WriterInfo
 from storage.postgres.alerts import PostgresAlertStore
 from storage.postgres.datasets import PostgresDatasetStore
-from storage.postgres.db import describe, reader_connection, schema_name
+from storage.postgres.db import describe, one_row, reader_connection, schema_name
 from storage.postgres.ticks import PostgresTickStore
 from storage.postgres.writers import PostgresWriterClaim, live_writers, summary
 from storage.registry import Site, verified
@@ -41,13 +41,13 @@ __all__ = [
 DATASETS_SCHEMA = "uploads"
 
 
-def site(settings: Settings, name: str) -> Site:
-    """The schema of ``name`` (:func:`schema_name`) in the database of ``settings.db_url``."""
-    return Site(name, url=settings.db_url, schema=schema_name(name))
+def site(storage: StorageSettings, name: str) -> Site:
+    """The schema of ``name`` (:func:`schema_name`) in the database of ``storage.db_url``."""
+    return Site(name, url=storage.db_url, schema=schema_name(name))
 
 
 def location(site: Site) -> str:
-    return describe(site.url, site.schema)
+    return describe(*site.server)
 
 
 def exists(site: Site) -> bool:
@@ -60,30 +60,36 @@ def check(site: Site) -> None:
 
 
 def open_ticks(site: Site, *, verify: bool = False) -> PostgresTickStore:
-    return verified(PostgresTickStore(site.url, site.schema), verify)
+    return verified(PostgresTickStore(*site.server), verify)
 
 
 def open_alerts(site: Site) -> PostgresAlertStore:
-    return PostgresAlertStore(site.url, site.schema)
+    return PostgresAlertStore(*site.server)
 
 
 def claim_writer(site: Site, info: WriterInfo, *, shared: bool) -> PostgresWriterClaim:
-    return PostgresWriterClaim(site.url, site.schema, info, shared=shared).acquire()
+    return PostgresWriterClaim(*site.server, info, shared=shared).acquire()
 
 
 def current_writer(site: Site) -> WriterInfo | None:
     """The writers of the schema now, summarised (:func:`summary`), or None; never creates the schema."""
-    with reader_connection(site.url, site.schema) as conn:
-        return summary(live_writers(conn, site.schema))
+    url, schema = site.server
+    with reader_connection(url, schema) as conn:
+        return summary(live_writers(conn, schema))
 
 
-def open_datasets(settings: Settings) -> PostgresDatasetStore:
-    return PostgresDatasetStore(settings.db_url, DATASETS_SCHEMA)
+def _datasets_site(storage: StorageSettings) -> Site:
+    """Where uploaded datasets live: their own schema in the database of ``storage.db_url``."""
+    return Site("uploads", url=storage.db_url, schema=DATASETS_SCHEMA)
 
 
-def has_datasets(settings: Settings) -> bool:
+def open_datasets(storage: StorageSettings) -> PostgresDatasetStore:
+    return PostgresDatasetStore(*_datasets_site(storage).server)
+
+
+def has_datasets(storage: StorageSettings) -> bool:
     """True once something was uploaded (asking never creates the schema)."""
-    with reader_connection(settings.db_url, DATASETS_SCHEMA) as conn:
-        if conn.execute("SELECT to_regclass('datasets')").fetchone()[0] is None:
+    with reader_connection(*_datasets_site(storage).server) as conn:
+        if one_row(conn, "SELECT to_regclass('datasets')")[0] is None:
             return False
-        return conn.execute("SELECT EXISTS (SELECT 1 FROM datasets)").fetchone()[0]
+        return bool(one_row(conn, "SELECT EXISTS (SELECT 1 FROM datasets)")[0])

@@ -19,7 +19,7 @@ from records import now_ms as wall_clock_ms
 from records.alerts import AlertEvent, AlertRule
 from storage import rows
 from storage.base import AlertRecord
-from storage.postgres.db import PostgresDatabase, lock_key, pyformat
+from storage.postgres.db import PostgresDatabase, lock_key, one_row, pyformat
 
 # The tables of storage.sqlite.alerts in PostgreSQL's types (bigint, double precision, identity ids).
 # DDL is written once per dialect, not generated: a shipped migration never changes (databases in
@@ -111,10 +111,10 @@ class PostgresAlertStore(PostgresDatabase):
     def add_rule(self, rule: AlertRule) -> AlertRule:
         """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
         with self.session() as conn, conn.transaction():
-            (rule_id,) = conn.execute(
-                f"INSERT INTO alert_rules ({rows.INSERT_RULE_COLUMNS}) "
+            (rule_id,) = one_row(
+                conn, f"INSERT INTO alert_rules ({rows.INSERT_RULE_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                rows.rule_row(rule, self._now_ms())).fetchone()
+                rows.rule_row(rule, self._now_ms()))
             conn.execute(rows.BUMP_RULES_VERSION)
         return replace(rule, id=rule_id)
 
@@ -152,7 +152,7 @@ class PostgresAlertStore(PostgresDatabase):
     def rules_version(self) -> int:
         """A counter bumped in the same transaction as every rule change, by any process."""
         with self.session() as conn:
-            return conn.execute(rows.SELECT_RULES_VERSION).fetchone()[0]
+            return one_row(conn, rows.SELECT_RULES_VERSION)[0]
 
     def claim_rule(self, rule_id: int) -> bool:
         """True if this store's session evaluates rule ``rule_id`` (it holds, or now takes, its lock).
@@ -163,7 +163,7 @@ class PostgresAlertStore(PostgresDatabase):
         if rule_id in self._claimed:
             return True
         with self.session() as conn:
-            if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key("rule", self.schema, rule_id),)).fetchone()[0]:
+            if one_row(conn, "SELECT pg_try_advisory_lock(%s)", (lock_key("rule", self.schema, rule_id),))[0]:
                 self._claimed.add(rule_id)
                 return True
         return False

@@ -14,7 +14,7 @@ import pandas as pd
 
 from storage import rows
 from storage.datasets import AddResult, DatasetInfo, validate_upload
-from storage.postgres.db import PostgresDatabase, lock_key, pyformat
+from storage.postgres.db import PostgresDatabase, lock_key, one_row, pyformat
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -72,9 +72,9 @@ class PostgresDatasetStore(PostgresDatabase):
             if conn.execute(_DATASET_NAME_TAKEN, (upload.name,)).fetchone():
                 raise rows.name_taken(upload.name)
             inserted = rows.dataset_row(upload, filename, content_hash, uploaded_ms)
-            (dataset_id,) = conn.execute(
-                f"INSERT INTO datasets ({rows.INSERT_DATASET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "RETURNING id", inserted).fetchone()
+            (dataset_id,) = one_row(
+                conn, f"INSERT INTO datasets ({rows.INSERT_DATASET_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id", inserted)
             info = rows.dataset_info((dataset_id, *inserted))
             with conn.cursor() as cursor, cursor.copy(f"COPY ohlc ({rows.OHLC_ROW_COLUMNS}) FROM STDIN") as copy:
                 for row in rows.ohlc_rows(dataset_id, upload.ts_ms, upload.values):

@@ -26,11 +26,12 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params, QueryNoTemplate
 
 from config import mask_secrets, mask_url
 from storage.errors import RowRejected, SchemaError, StorageCorrupt, StorageError, StorageUnavailable
@@ -129,6 +130,18 @@ def connect(url: str, schema: str, *, application: str) -> psycopg.Connection:
     return conn
 
 
+def one_row(conn: psycopg.Connection, query: QueryNoTemplate, params: Params | None = None) -> tuple[Any, ...]:
+    """The row of a statement that always returns exactly one: an aggregate, a function call, ``RETURNING``.
+
+    Its values are Any: the server types them at run time. A statement that returns no row is a bug
+    in the statement, reported by name (RuntimeError) rather than as a TypeError on None.
+    """
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"expected one row from {query!r}, got none")
+    return row
+
+
 def _server_key(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port}{parts.path}"
@@ -173,7 +186,7 @@ def migrate(conn: psycopg.Connection, url: str, schema: str, component: str, mig
 
 
 def _version(conn: psycopg.Connection, component: str) -> int | None:
-    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+    if one_row(conn, "SELECT to_regclass('schema_version')")[0] is None:
         return None
     row = conn.execute("SELECT version FROM schema_version WHERE component = %s", (component,)).fetchone()
     return None if row is None else row[0]

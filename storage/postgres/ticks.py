@@ -15,7 +15,7 @@ from psycopg import sql
 from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
 from storage import rows
 from storage.errors import SchemaError
-from storage.postgres.db import PostgresDatabase, lock_key, pyformat
+from storage.postgres.db import PostgresDatabase, lock_key, one_row, pyformat
 from storage.rows import BAR_COLUMNS, TICK_COLUMNS
 
 # Migrations of the tick component, indexed by the version they produce (one transaction each).
@@ -144,7 +144,7 @@ class PostgresTickStore(PostgresDatabase):
         """Raise :class:`SchemaError` if a table of the schema is missing (the server keeps its own pages sound)."""
         with self.session() as conn:
             missing = [table for table in ("ticks", "feed_events", "bars", "writers")
-                       if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None]
+                       if one_row(conn, "SELECT to_regclass(%s)", (table,))[0] is None]
         if missing:
             raise SchemaError(f"database {self.location!r} lacks tables {', '.join(missing)}")
 
@@ -157,7 +157,7 @@ class PostgresTickStore(PostgresDatabase):
         transaction. Fewer round trips matter: each one hands the GIL back to a busy source thread,
         and getting it again can take a whole switch interval (5 ms).
         """
-        statements = []
+        statements: list[sql.Composable] = []
         with self.session() as conn:
             if trades:
                 if not self._staging_ready:
@@ -228,14 +228,14 @@ class PostgresTickStore(PostgresDatabase):
     def bar_span(self, symbol: str, interval_ms: int) -> tuple[int, int] | None:
         """(first, last) bar start stored for ``symbol`` at ``interval_ms``, UTC epoch ms; None if none."""
         with self.session() as conn:
-            first, last = conn.execute(_SELECT_BAR_SPAN, (symbol, int(interval_ms))).fetchone()
+            first, last = one_row(conn, _SELECT_BAR_SPAN, (symbol, int(interval_ms)))
         return None if first is None else (first, last)
 
     def tick_count(self, symbol: str | None = None) -> int:
         with self.session() as conn:
             if symbol is None:
-                return conn.execute(rows.COUNT_TICKS).fetchone()[0]
-            return conn.execute(_COUNT_SYMBOL_TICKS, (symbol,)).fetchone()[0]
+                return one_row(conn, rows.COUNT_TICKS)[0]
+            return one_row(conn, _COUNT_SYMBOL_TICKS, (symbol,))[0]
 
     def symbols(self) -> list[str]:
         with self.session() as conn:
@@ -244,7 +244,7 @@ class PostgresTickStore(PostgresDatabase):
     def last_trade_ids(self) -> dict[str, int]:
         """Highest stored trade id per symbol (one primary-key probe per symbol, not a table scan)."""
         with self.session() as conn:
-            return {symbol: conn.execute("SELECT MAX(trade_id) FROM ticks WHERE symbol = %s", (symbol,)).fetchone()[0]
+            return {symbol: one_row(conn, "SELECT MAX(trade_id) FROM ticks WHERE symbol = %s", (symbol,))[0]
                     for (symbol,) in conn.execute(_SYMBOLS).fetchall()}
 
     def feed_events(
@@ -270,8 +270,8 @@ class PostgresTickStore(PostgresDatabase):
         """
         with self.session() as conn:
             if not self._retention_held:
-                self._retention_held = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (lock_key("retention", self.schema),)).fetchone()[0]
+                self._retention_held = one_row(
+                    conn, "SELECT pg_try_advisory_lock(%s)", (lock_key("retention", self.schema),))[0]
             if not self._retention_held:
                 return 0
             deleted = 0

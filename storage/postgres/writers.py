@@ -19,7 +19,7 @@ import psycopg
 
 from storage.errors import StorageError, WriterBusy
 from storage.lock import WriterInfo
-from storage.postgres.db import describe, lock_key
+from storage.postgres.db import describe, lock_key, one_row
 from storage.postgres.ticks import PostgresTickStore
 
 __all__ = ["HEARTBEAT_S", "PostgresWriterClaim", "live_writers", "summary"]
@@ -45,7 +45,7 @@ def _key_halves(key: int) -> tuple[int, int]:
 
 def live_writers(conn: psycopg.Connection, schema: str) -> list[WriterInfo]:
     """The writers of ``schema`` whose sessions still hold its writer lock, earliest first."""
-    if conn.execute("SELECT to_regclass('writers')").fetchone()[0] is None:
+    if one_row(conn, "SELECT to_regclass('writers')")[0] is None:
         return []
     rows = conn.execute(_LIVE_WRITERS, _key_halves(lock_key("writer", schema))).fetchall()
     return [WriterInfo(pid, started_ms, label, tuple(symbols), host) for pid, started_ms, label, symbols, host in rows]
@@ -108,7 +108,7 @@ class PostgresWriterClaim:
     def _take(self, store: PostgresTickStore) -> None:
         function = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
         with store.session() as conn:
-            got = conn.execute(f"SELECT {function}(%s)", (lock_key("writer", self.schema),)).fetchone()[0]
+            got = one_row(conn, f"SELECT {function}(%s)", (lock_key("writer", self.schema),))[0]
             if not got:
                 holder = summary(live_writers(conn, self.schema))
                 who = holder.describe() if holder is not None else "another process"

@@ -9,7 +9,7 @@ migrations: :mod:`storage.sqlite.db`. One writer per file, held by :mod:`storage
 
 from __future__ import annotations
 
-from config import Settings
+from config import StorageSettings
 from storage.errors import StorageLocationError
 from storage.lock import WriterInfo, WriterLock, writer_of
 from storage.registry import Site, verified
@@ -27,36 +27,36 @@ __all__ = [
 ]
 
 
-def site(settings: Settings, name: str) -> Site:
-    """``settings.db`` if given (its folder must exist), else ``<data_dir>/<name>.sqlite3``."""
-    if settings.db is not None:
-        return Site(name, settings.db, explicit=True)
-    return Site(name, settings.data_dir / f"{name}.sqlite3")
+def site(storage: StorageSettings, name: str) -> Site:
+    """``storage.db`` if given (its folder must exist), else ``<data_dir>/<name>.sqlite3``."""
+    if storage.db is not None:
+        return Site(name, storage.db, explicit=True)
+    return Site(name, storage.data_dir / f"{name}.sqlite3")
 
 
 def location(site: Site) -> str:
-    return str(site.ticks_path)
+    return str(site.file)
 
 
 def exists(site: Site) -> bool:
-    return site.ticks_path.is_file()
+    return site.file.is_file()
 
 
 def check(site: Site) -> None:
     """Refuse a directory, a missing ``--db`` folder or a non-SQLite file; create the default ``data_dir``."""
-    if not site.explicit and not site.ticks_path.parent.exists():
+    if not site.explicit and not site.file.parent.exists():
         try:
-            site.ticks_path.parent.mkdir(parents=True, exist_ok=True)
+            site.file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageLocationError(
-                f"cannot create the data folder {str(site.ticks_path.parent)!r}: {exc.strerror or exc}"
+                f"cannot create the data folder {str(site.file.parent)!r}: {exc.strerror or exc}"
             ) from None
-    check_location(site.ticks_path)
+    check_location(site.file)
 
 
 def open_ticks(site: Site, *, verify: bool = False) -> SqliteTickStore:
     check(site)
-    return verified(SqliteTickStore(site.ticks_path), verify)
+    return verified(SqliteTickStore(site.file), verify)
 
 
 def open_alerts(site: Site) -> SqliteAlertStore:
@@ -67,17 +67,17 @@ def open_alerts(site: Site) -> SqliteAlertStore:
 def claim_writer(site: Site, info: WriterInfo, *, shared: bool = False) -> WriterLock:
     """The file's one-writer lock (``shared`` changes nothing: an SQLite file always has one writer)."""
     check(site)
-    return WriterLock(site.ticks_path, info).acquire()
+    return WriterLock(site.file, info).acquire()
 
 
 def current_writer(site: Site) -> WriterInfo | None:
-    return writer_of(site.ticks_path)
+    return writer_of(site.file)
 
 
-def open_datasets(settings: Settings) -> SqliteDatasetStore:
-    check(Site("uploads", settings.data_dir / DATASETS_FILE))
-    return SqliteDatasetStore(settings.data_dir / DATASETS_FILE)
+def open_datasets(storage: StorageSettings) -> SqliteDatasetStore:
+    check(Site("uploads", storage.data_dir / DATASETS_FILE))
+    return SqliteDatasetStore(storage.data_dir / DATASETS_FILE)
 
 
-def has_datasets(settings: Settings) -> bool:
-    return (settings.data_dir / DATASETS_FILE).is_file()
+def has_datasets(storage: StorageSettings) -> bool:
+    return (storage.data_dir / DATASETS_FILE).is_file()
