@@ -1,14 +1,14 @@
 """Streamlit dashboard, the composition root: read controls, fetch bars, call analytics, draw.
 
 Served by ``server.py`` (``make run``: the Host check and the pushed live routes); ``streamlit run
-app.py`` runs it bare, for tests (see README). Feeds are process-wide: one
-:class:`~service.ServiceRegistry` per server runs at most one service per database, shared by
-every browser session; sessions only read from them and never stop one another's feed.
+app.py`` runs it bare, for tests (see README). Feeds belong to the server's application state
+(:mod:`ui.appstate`): one :class:`~service.ServiceRegistry` runs at most one service per
+database, shared by every browser session; sessions only read from them and never stop one
+another's feed.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,18 +19,18 @@ from config import ConfigError, Settings, from_env
 from domain import Timeframe
 from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import with_open_bar
-from pairs.compute import PairParams, live_context, live_values
-from pairs.shared import PairView
-from service import Service, ServiceRegistry, TooManyFeeds
+from pairs.compute import PairParams
+from pairs.shared import PairView, ViewQuery
+from service import Service, TooManyFeeds
 from storage import StorageError
-from ui import live
+from ui import appstate, live
 from ui.alerts_panel import render_banners
 from ui.charts_tab import ANALYTICS_RUNS, CHART_REFRESH_S
 from ui.controls import SOURCE_LABELS, UPLOADED, Controls, analysis_controls, source_controls, symbol_controls
 from ui.labels import timeframe_label
 from ui.panels import fmt, render_needs
 from ui.plain import plain
-from ui.status import feed_is_failing, format_age, render_history_progress, render_storage_problem
+from ui.status import feed_is_failing, render_history_progress, render_storage_problem
 from ui.tabs import PageData, render_tabs
 from ui.upload import dataset_page_data, render_upload
 
@@ -41,13 +41,12 @@ BANNER_ALERTS = 20
 log = logging.getLogger("app")
 
 
-@st.cache_resource(show_spinner=False, on_release=lambda registry: registry.stop_all())
-def get_registry(max_feeds: int) -> ServiceRegistry:
-    """The feeds of this server process, shared by every browser session."""
-    registry = ServiceRegistry(max_feeds)
-    # cache_resource does not promise on_release at interpreter exit; the final flush must not depend on it.
-    atexit.register(registry.stop_all)
-    return registry
+def register_live_panel(service: Service, controls: Controls) -> None:
+    """What this page's pushed live panel shows (nothing to do when the page polls): its stream asks
+    ``service`` for this very query's analytics, shared with the charts (:mod:`ui.live`)."""
+    state = appstate.current()
+    if state.pushed:
+        state.board.register(live_token(), service, view_query(controls))
 
 
 def session_id() -> str:
@@ -63,8 +62,8 @@ def live_token() -> str:
 def acquire_service(base: Settings, settings: Settings) -> Service | None:
     """This session's service for ``settings`` (started or shared), or None after showing why not."""
     try:
-        return get_registry(base.server.max_feeds).acquire(session_id(), settings,
-                                                       pin=settings.feed.source == base.feed.source)
+        return appstate.current().registry.acquire(session_id(), settings,
+                                                   pin=settings.feed.source == base.feed.source)
     except (TooManyFeeds, ConfigError, ValueError, OSError, StorageError) as exc:
         st.error(f"Cannot start the {SOURCE_LABELS.get(settings.feed.source, settings.feed.source)} feed: {plain(exc)}")
     except Exception:  # the browser sees a plain message; the server log keeps the traceback
@@ -99,26 +98,37 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
 def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
     """Feed notices, last prices, hedge ratio, spread, live z-score and feed health, polled (every 0.5 s).
 
-    The page served by server.py pushes the numbers instead (:func:`ui.live.live_panel`).
+    The page served by server.py pushes the same numbers instead (:func:`ui.live.live_panel`).
     """
     service = render_feed_notices(acquire, controls)
     if service is None:
         return
-    engine, status = service.engine, service.status()
-    y_trade, x_trade = engine.last_trade(controls.y), engine.last_trade(controls.x)
-    keyed = st.session_state.get("live_ctx")
-    context = keyed[1] if keyed is not None and keyed[0] == controls.revision else None
-    values = live_values(y_trade.price if y_trade else None, x_trade.price if x_trade else None, context)
-    y_col, x_col, beta_col, spread_col, z_col = st.columns(5)
-    y_col.metric(f"{controls.y} last", fmt(values.y_price, 2))
-    x_col.metric(f"{controls.x} last", fmt(values.x_price, 2))
-    beta_col.metric("Hedge ratio β", fmt(values.beta, 5))
-    spread_col.metric("Spread", fmt(values.spread, 4))
-    z_col.metric("Z-score", fmt(values.zscore, 2),
-                 help=f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched")
-    st.caption(f"Feed **{status.state.value}** · {status.ticks_per_s:.1f} ticks/s · last tick "
-               f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} "
-               f"· {plain(status.label)}")
+    query = view_query(controls)
+    tracker = st.session_state.get("live_context")
+    if not isinstance(tracker, live.ContextTracker) or not tracker.serves(service, query):
+        tracker = st.session_state["live_context"] = live.ContextTracker(service, query)
+    values = live.snapshot(service, controls.y, controls.x, tracker.current())
+    names = live.labels(controls.y, controls.x)
+    helps = {"z": f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched"}
+    for column, (name, _, digits) in zip(st.columns(len(live.FIELDS)), live.FIELDS, strict=True):
+        column.metric(names[name], fmt(values[name], digits), help=helps.get(name))
+    st.caption(live.feed_line(service.status(), escape=plain))
+
+
+def pair_params(controls: Controls) -> PairParams:
+    """The pair analytics' parameters the controls ask for."""
+    return PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
+                      controls.z_threshold)
+
+
+def view_query(controls: Controls, symbols: tuple[str, ...] | None = None, interval_ms: int | None = None,
+               params: PairParams | None = None) -> ViewQuery:
+    """What the page asks a feed's shared analytics for (by default: its symbols, timeframe and pair),
+    over the lookback plus the parameters' warm-up, with the liquidity filter."""
+    params = pair_params(controls) if params is None else params
+    return ViewQuery(controls.symbols if symbols is None else symbols,
+                     controls.interval_ms if interval_ms is None else interval_ms, controls.lookback_ms, params,
+                     params.warmup_bars, controls.min_trades, controls.min_volume)
 
 
 def render_analytics(data: Callable[[], PageData | None], controls: Controls) -> None:
@@ -129,18 +139,15 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if page is None:
         return
     service = page.service
-    params = PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
-                        controls.z_threshold)
+    if service is not None:
+        register_live_panel(service, controls)  # every run: a page left open keeps its stream
+    params = pair_params(controls)
     view = page.view(controls.symbols, controls.interval_ms, params, controls)
     if view.bars.aligned is None or view.pair is None:  # both None until every symbol has a bar
         waiting = [s for s, frame in view.bars.by_symbol.items() if frame.empty]
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
         return
     # Computed over the warm-up too, shown over the lookback: every analytic defined from its first bar.
-    context = live_context(view.pair)
-    st.session_state["live_ctx"] = (controls.revision, context)
-    if service is not None:
-        live.BOARD.publish(live_token(), service, controls.y, controls.x, context)
     shown = view.shown()
     pair, bars = shown.pair, shown.bars
     if pair is None:  # a cut of a view with analytics has them too
@@ -191,17 +198,16 @@ def main() -> None:
             return None
 
         def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
-            return current.shared.view(symbols, interval_ms, controls.lookback_ms, params,
-                                       warmup_bars=params.warmup_bars, min_trades=controls.min_trades,
-                                       min_volume=controls.min_volume)
+            return current.shared.ask(view_query(controls, symbols, interval_ms, params))
 
         return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current)
 
     st.title(f"{controls.y} / {controls.x} · {timeframe_label(controls.timeframe)} bars")
-    if live.ROUTES_MOUNTED:  # served by server.py: the numbers are pushed on every trade
+    state = appstate.current()
+    if state.pushed:  # served by server.py: the numbers are pushed on every trade
         st.fragment(run_every=NOTICES_REFRESH_S if controls.auto_refresh else None)(render_feed_notices)(
             acquire, controls)
-        live.BOARD.register(live_token(), service, controls.y, controls.x)
+        register_live_panel(service, controls)
         live.live_panel(live_token(), controls.y, controls.x)
     else:
         st.fragment(run_every=LIVE_REFRESH_S if controls.auto_refresh else None)(render_live_panel)(acquire, controls)

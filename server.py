@@ -1,10 +1,15 @@
 """ASGI entry point: the dashboard (``app.py``) plus the routes that push live numbers to it.
 
-``make run`` starts it with ``streamlit run server.py``: the same Streamlit server, settings and
-``.streamlit/config.toml`` (127.0.0.1, XSRF, upload limit, no error details), with
-:data:`ui.live.ROUTES` mounted on the same origin and port (Server-Sent Events of each page's
-live panel, Plotly's bundle for the chart component). ``streamlit run app.py`` still works; its
-live panel then polls.
+``make run`` starts it with ``streamlit run server.py``, the one supported way to serve: the same
+Streamlit server, settings and ``.streamlit/config.toml`` (127.0.0.1, XSRF, upload limit, no
+error details), with the ``/live`` routes of :mod:`ui.live` mounted on the same origin and port
+(Server-Sent Events of each page's live panel, Plotly's bundle for the chart component).
+
+The application state (:class:`ui.appstate.AppState`: the feeds, the live board, the shared
+chart builds) is built here, once: the routes close over its board, the lifespan stops its
+feeds when the server stops, and the page script reaches it through :func:`ui.appstate.current`
+(why there: see :mod:`ui.appstate`). ``streamlit run app.py`` still serves the page bare, for
+debugging, with a polled live panel.
 
 Every request, on every route (page, static files, health, Streamlit's WebSocket, ``/live/*``),
 must name the dashboard in its ``Host`` header (``QUANT_ALLOWED_HOSTS``, default localhost,
@@ -13,13 +18,16 @@ another site that rebinds its own name to 127.0.0.1 gets nothing (see README, Se
 """
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import streamlit as st
 from starlette.middleware import Middleware
 from streamlit import config as streamlit_config
 
 from config import ConfigError, allowed_hosts
-from ui import live
+from ui import appstate, live
 from ui.hosts import AllowedHostsMiddleware
 
 try:
@@ -28,7 +36,20 @@ except ConfigError as exc:  # named, at start, without a traceback (uvicorn impo
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+STATE = appstate.AppState.build(pushed=True)
+appstate.install(STATE)
+
+
+@asynccontextmanager
+async def lifespan(_app: st.App) -> AsyncIterator[dict[str, Any]]:
+    """The server's lifetime is the feeds': stopped (writers flushed) when it shuts down."""
+    try:
+        yield {"state": STATE}
+    finally:
+        STATE.stop()
+
+
 # Streamlit's own check of its WebSocket's Host as well (the middleware already covers every route).
 streamlit_config.set_option("server.allowedHosts", list(HOSTS))
-live.ROUTES_MOUNTED = True
-app = st.App("app.py", routes=live.ROUTES, middleware=[Middleware(AllowedHostsMiddleware, hosts=HOSTS)])
+app = st.App("app.py", routes=live.routes(STATE.board), lifespan=lifespan,
+             middleware=[Middleware(AllowedHostsMiddleware, hosts=HOSTS)])

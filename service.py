@@ -20,8 +20,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,8 @@ from ingestion.source import Source, SourceSpec
 from ingestion.sources import spec_for
 from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
-from pairs.shared import SharedAnalytics
+from pairs.compute import LiveContext, live_context
+from pairs.shared import SharedAnalytics, ViewQuery
 from records import FeedEvent, FeedState, FeedStatus, now_ms
 from records.alerts import AlertRule
 from storage import Site, claim_writer, current_writer, has_datasets, open_alerts, open_datasets, open_ticks, site_for
@@ -196,6 +197,13 @@ class Service:
         banned = getattr(self.rest, "banned_until_ms", None)
         return replace(status, rest_banned_until_ms=banned) if banned is not None else status
 
+    def live_context(self, query: ViewQuery) -> LiveContext | None:
+        """What the live z-score needs from the closed bars ``query`` asks for (β, α, the last spreads):
+        the page's own shared view, so the live panel agrees with its charts; None before every
+        symbol has a bar or while the hedge is undefined."""
+        view = self.shared.ask(query)
+        return None if view.pair is None else live_context(view.pair)
+
     def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
         """The newest stored alerts (newest first), read from storage only when there may be new ones.
 
@@ -301,64 +309,111 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+START_WAIT_S = 180.0  # how long a session waits for another session's start of the same feed
+
+
 @dataclass
 class _Entry:
-    service: Service
+    """One database's service, or its start in progress (``service`` None until ``started`` is set)."""
+
+    service: Service | None
     last_used: float
     pinned: bool
+    started: threading.Event = field(default_factory=threading.Event)  # set once the start succeeded or failed
+    error: BaseException | None = None  # why the start failed (every session waiting on it is told)
 
 
 class ServiceRegistry:
     """The services of one dashboard server, at most one per database (see the module docstring).
 
-    Thread-safe: every browser session calls :meth:`acquire` from its own script thread.
+    Thread-safe: every browser session calls :meth:`acquire` from its own script thread. A start
+    (seconds against a slow exchange) runs outside the registry's lock: sessions on other feeds
+    go on meanwhile; a session asking for the feed being started waits for that start only.
+    ``start(settings)``: how a service is started (tests put a gate in it).
     """
 
-    def __init__(self, max_feeds: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S) -> None:
+    def __init__(self, max_feeds: int, *, idle_s: float = IDLE_S, session_ttl_s: float = SESSION_TTL_S,
+                 start: Callable[[Settings], Service] | None = None, start_wait_s: float = START_WAIT_S) -> None:
         self.max_feeds = max_feeds
         self.idle_s = idle_s
         self.session_ttl_s = session_ttl_s
+        self.start_wait_s = start_wait_s
+        self._start = start if start is not None else (lambda settings: Service.start(settings, follow=True))
         self._entries: dict[str, _Entry] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # session id → (database, last seen)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two maps; never held while a service starts
 
     def acquire(self, session: str, settings: Settings, *, pin: bool = False) -> Service:
         """The service for ``settings``' database, started if needed, watching at least its symbols.
 
         ``pin``: never stop it for being idle (the server's configured source, whose alert rules
         must be evaluated with no tab open). Raises :class:`TooManyFeeds` when a new service is
-        needed but ``max_feeds`` run and all are in use; the errors of :meth:`Service.start`
-        otherwise. Never stops a service another session uses.
+        needed but ``max_feeds`` run (or are starting) and all are in use; the errors of
+        :meth:`Service.start` otherwise, to the session that started it and to every session
+        that waited for that start; ``TimeoutError`` after waiting ``start_wait_s`` seconds for
+        another session's start. Never stops a service another session uses.
         """
         symbols = settings.feed.symbols
         if len(symbols) > MAX_SYMBOLS:
             raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(symbols)}")
         spec = spec_for(settings.feed.source)
         key = site_for(settings.storage, spec.database(settings.feed)).location
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and self._unusable(entry.service) and not self._used_by_others(key, session, now):
-                self._stop(key)  # a finished replay, a follower whose recorder left, a dead writer
-                entry = None
-            if entry is None:
-                self._make_room(session, now)
-                entry = self._entries[key] = _Entry(Service.start(settings, follow=True), now, pin)
-            else:
-                union = set(entry.service.symbols) | set(symbols)
-                if len(union) > MAX_SYMBOLS:
-                    raise ValueError(f"symbols: this server already watches {len(entry.service.symbols)} symbols "
-                                     f"on this source; at most {MAX_SYMBOLS} in all")
-                entry.service.watch(symbols)
-            entry.last_used = now
-            entry.pinned = entry.pinned or pin
-            self._sessions[session] = (key, now)
-            return entry.service
+        deadline = time.monotonic() + self.start_wait_s
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry.service is not None:
+                    if not self._unusable(entry.service) or self._used_by_others(key, session, now):
+                        return self._use(entry, session, key, settings, now, pin)
+                    self._stop(key)  # a finished replay, a follower whose recorder left, a dead writer
+                    entry = None
+                if entry is None:
+                    self._make_room(session, now)
+                    # Held in its slot while it starts: counted against max_feeds, and found by
+                    # the sessions that ask for it meanwhile (they wait below instead of starting it again).
+                    ours = self._entries[key] = _Entry(None, now, pin)
+                    previous = self._sessions.get(session)
+                    self._sessions[session] = (key, now)
+                    break
+            # Another session is starting this feed: wait for that start alone, outside the lock.
+            if not entry.started.wait(max(deadline - time.monotonic(), 0.0)):
+                raise TimeoutError(f"the {settings.feed.source} feed ({key}) is still starting after "
+                                   f"{self.start_wait_s:.0f} s; try again")
+            if entry.error is not None:
+                raise entry.error
+        try:
+            service = self._start(settings)
+        except BaseException as exc:
+            with self._lock:
+                if self._entries.get(key) is ours:
+                    del self._entries[key]  # the slot is free again
+                if self._sessions.get(session) == (key, now):  # the session uses what it used before
+                    if previous is None:
+                        del self._sessions[session]
+                    else:
+                        self._sessions[session] = previous
+            ours.error = exc
+            ours.started.set()
+            raise
+        try:
+            with self._lock:
+                kept = self._entries.get(key) is ours  # not if stop_all ran meanwhile
+                if kept:
+                    ours.service = service
+                    result = self._use(ours, session, key, settings, time.monotonic(), pin)
+        finally:
+            ours.started.set()  # whatever happens here, nobody waits on this start any longer
+        if not kept:
+            service.stop()
+            raise RuntimeError(f"the {settings.feed.source} feed was stopped while it started (the server is stopping)")
+        return result
 
     def services(self) -> dict[str, Service]:
-        """The running services by database name (``live``, ``simulated``, ``replay-…``)."""
+        """The running services by database name (``live``, ``simulated``, ``replay-…``); not those starting."""
         with self._lock:
-            return {entry.service.site.name: entry.service for entry in self._entries.values()}
+            return {entry.service.site.name: entry.service for entry in self._entries.values()
+                    if entry.service is not None}
 
     def stop_all(self, timeout: float = 15.0) -> None:
         with self._lock:
@@ -366,6 +421,20 @@ class ServiceRegistry:
                 self._stop(key, timeout)
 
     # ------------------------------------------------------------------ internals (lock held)
+    def _use(self, entry: _Entry, session: str, key: str, settings: Settings, now: float, pin: bool) -> Service:
+        """``entry``'s running service for ``session``, watching ``settings``' symbols too."""
+        service = entry.service
+        assert service is not None
+        union = set(service.symbols) | set(settings.feed.symbols)
+        if len(union) > MAX_SYMBOLS:
+            raise ValueError(f"symbols: this server already watches {len(service.symbols)} symbols "
+                             f"on this source; at most {MAX_SYMBOLS} in all")
+        service.watch(settings.feed.symbols)
+        entry.last_used = now
+        entry.pinned = entry.pinned or pin
+        self._sessions[session] = (key, now)
+        return service
+
     @staticmethod
     def _unusable(service: Service) -> bool:
         """Storage failed, or a follower whose recorder left: replace it rather than draw from it."""
@@ -378,16 +447,20 @@ class ServiceRegistry:
     def _make_room(self, session: str, now: float) -> None:
         if len(self._entries) < self.max_feeds:
             return
+        # A feed still starting is in use by the session starting it: never a candidate.
         idle = [key for key, entry in self._entries.items()
-                if not entry.pinned and not self._used_by_others(key, session, now)
+                if entry.service is not None and not entry.pinned and not self._used_by_others(key, session, now)
                 and now - entry.last_used >= self.idle_s]
-        own = self._sessions.get(session, (None, 0.0))[0]
+        own = self._sessions.get(session, ("", 0.0))[0]
+        mine = self._entries.get(own)
         # The session's own previous service goes first if nobody else watches it.
-        if own in self._entries and not self._entries[own].pinned and not self._used_by_others(own, session, now):
+        if mine is not None and mine.service is not None and not mine.pinned \
+                and not self._used_by_others(own, session, now):
             idle.insert(0, own)
         if not idle:
             running = ", ".join(f"{entry.service.site.name} ({', '.join(entry.service.symbols)})"
-                                for entry in self._entries.values())
+                                if entry.service is not None else f"{key} (starting)"
+                                for key, entry in self._entries.items())
             raise TooManyFeeds(f"this server already runs its maximum of {self.max_feeds} feeds ({running}), "
                                "all in use by other sessions; pick one of those sources, or ask the operator to "
                                "raise QUANT_MAX_ENGINES")
@@ -395,6 +468,8 @@ class ServiceRegistry:
 
     def _stop(self, key: str, timeout: float = 15.0) -> None:
         entry = self._entries.pop(key)
+        if entry.service is None:  # still starting: its starter stops it when it sees the slot gone
+            return
         try:
             entry.service.stop(timeout)
         except StorageError as exc:  # stopping must not fail the session that needs the room

@@ -89,8 +89,10 @@ app.main()
 """
 
 PUSHED_PAGE_SCRIPT = """
-from ui import live
-live.ROUTES_MOUNTED = True  # as server.py sets it
+from dataclasses import replace
+from ui import appstate
+if not appstate.current().pushed:  # as server.py installs it (the same feeds as the sessions above)
+    appstate.install(replace(appstate.current(), pushed=True))
 import app
 app.main()
 """
@@ -129,14 +131,14 @@ def main() -> None:
     at.selectbox(key="lookback").set_value("24 h")
     first = timed_runs(at, 1)[0]
     full = timed_runs(at, args.runs)
-    context = at.session_state["live_ctx"][1]
-    bars = len(context.recent_spreads) if context is not None else 0
     full_bytes = element_bytes(at)
 
     live = AppTest.from_string(LIVE_SCRIPT, default_timeout=60)
     live.run()
     live_times = timed_runs(live, args.runs * 4)
     live_bytes = element_bytes(live)
+    context = live.session_state["live_context"].context
+    bars = len(context.recent_spreads) if context is not None else 0
 
     pushed = AppTest.from_string(PUSHED_PAGE_SCRIPT, default_timeout=120)
     pushed.run()

@@ -138,9 +138,9 @@ def main() -> None:
 
     at = AppTest.from_string(PAGE_SCRIPT, default_timeout=300)
     (first_page,) = timed_runs(at, 1)
-    import app  # the module the page script imported: its registry holds the running service
+    from ui import appstate  # the page's application state: its registry holds the running service
 
-    (service,) = app.get_registry(4).services().values()
+    (service,) = appstate.current().registry.services().values()
     assert service.symbols == symbols, service.symbols
     history_s = wait_for_history(service)
     print(f"{len(symbols)} symbols, simulated market at {args.speed:g}x: {market_rate:,.0f} trades/s expected; "
@@ -184,7 +184,7 @@ def main() -> None:
           f"last tick age max {max(ages) * 1000:,.0f} ms")
     print(f"trades {status.trades:,}, stored {status.stored:,} (writer {status.storage_state.value}); "
           f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    app.get_registry(4).stop_all()
+    appstate.current().stop()
 
 
 if __name__ == "__main__":

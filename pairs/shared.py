@@ -72,6 +72,23 @@ class PairView:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewQuery:
+    """What a reader asks :meth:`SharedAnalytics.view` for: ``symbols`` at ``interval_ms`` over
+    ``lookback_ms`` (plus ``warmup_bars`` kept bars), ``params``' analytics, the liquidity filter.
+
+    A page and its live panel's stream ask with the same query, so they share one computation.
+    """
+
+    symbols: tuple[str, ...]
+    interval_ms: int
+    lookback_ms: int
+    params: PairParams
+    warmup_bars: int = 0
+    min_trades: int = 0
+    min_volume: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class _Key:
     symbols: tuple[str, ...]
     interval_ms: int
@@ -175,6 +192,19 @@ class SharedAnalytics:
         shown = pd.Timestamp(shown_from, unit="ms", tz="UTC")
         pair = None if view.pair is None else replace(view.pair, params=params)
         return PairView(replace(view.bars, shown_from=shown), pair, epoch, view.data_version)
+
+    def ask(self, query: ViewQuery) -> PairView:
+        """:meth:`view` for ``query``."""
+        return self.view(query.symbols, query.interval_ms, query.lookback_ms, query.params,
+                         warmup_bars=query.warmup_bars, min_trades=query.min_trades, min_volume=query.min_volume)
+
+    def stamp(self, symbols: Sequence[str], interval_ms: int) -> tuple[int, int]:
+        """What the closed bars of ``symbols`` at ``interval_ms`` are at now: the start of the bar still
+        forming (UTC epoch ms) and the stored history's version. Cheap (no bars read): a reader that
+        derives something from a view asks for a new view only when this changes."""
+        self.engine.close_due_bars()
+        market_now = self.engine.market_now_ms() or now_ms()
+        return forming_bar_start(self.engine, symbols, interval_ms, market_now), self._history_version(interval_ms)
 
     def _count(self, counter: str) -> None:
         with self._lock:

@@ -11,8 +11,8 @@ import asyncio
 import base64
 import json
 import math
+import threading
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,12 @@ import pytest
 from starlette.requests import Request
 
 from analytics import rolling_zscore
-from pairs.compute import LiveContext
-from records import Trade
+from pairs.compute import LiveContext, PairParams
+from pairs.shared import ViewQuery
+from records import FeedState, FeedStatus, Trade
+from storage import StorageError
 from ui import charts, live
-from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, _SharedBuilds, chart_update
+from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, SharedBuilds, chart_update
 
 TZ = "Europe/Berlin"
 START = pd.Timestamp("2026-12-01 08:00", tz="UTC")
@@ -127,12 +129,10 @@ def test_an_update_sends_only_the_new_bars_and_no_template():
     assert len(json.dumps(update)) < len(first["full"]) / 10
 
 
-def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail(monkeypatch):
+def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail():
     """Two sessions a bar apart on one feed: one full figure and one tail built for both, and each
     browser ends up with the picture drawn whole. Another feed (scope) or none shares nothing."""
-    import ui.live_chart as live_chart_module
-
-    monkeypatch.setattr(live_chart_module, "SHARED", _SharedBuilds(16))
+    shared = SharedBuilds(16)
     spread = _series(600)
     builds = []
 
@@ -143,12 +143,12 @@ def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail(monkeypa
     browsers, sents = [Browser(), Browser()], [None, None]
     for i, upto in enumerate((500, 501)):  # the second tab opened a bar later
         payload, sents[i] = chart_update(counted(upto), None, revision="r", shown_from=None, tz=TZ, run=1,
-                                         scope="feed")
+                                         scope="feed", builds=shared)
         browsers[i].apply(payload)
     assert builds == [None, None]  # two different figures (a bar apart): two builds
     for i in range(2):
         payload, sents[i] = chart_update(counted(503), sents[i], revision="r", shown_from=None, tz=TZ, run=2,
-                                         scope="feed")
+                                         scope="feed", builds=shared)
         browsers[i].apply(payload)
         assert "splice" in payload
     assert len(builds) == 3 and builds[2] == spread.index[500].floor(SPLICE_GRID)  # one tail for both tabs
@@ -160,7 +160,7 @@ def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail(monkeypa
     for scope, expected_builds in (("feed", 1), ("other feed", 1), (None, 2)):
         before = len(builds)
         for _ in range(2):
-            chart_update(counted(503), None, revision="r", shown_from=None, tz=TZ, run=1, scope=scope)
+            chart_update(counted(503), None, revision="r", shown_from=None, tz=TZ, run=1, scope=scope, builds=shared)
         assert len(builds) - before == expected_builds, scope
 
 
@@ -216,10 +216,8 @@ def test_rebased_prices_keep_the_levels_of_their_first_drawing():
     assert a["y"][-1] == pytest.approx(closes["A"].iloc[61] / closes["A"].iloc[10] * 100)
 
 
-def test_rebased_prices_share_one_tail_and_each_tab_keeps_its_own_levels(monkeypatch):
-    import ui.live_chart as live_chart_module
-
-    monkeypatch.setattr(live_chart_module, "SHARED", _SharedBuilds(16))
+def test_rebased_prices_share_one_tail_and_each_tab_keeps_its_own_levels():
+    shared = SharedBuilds(16)
     closes = pd.DataFrame({"A": _series(100).add(200), "B": _series(100, seed=4).add(300)})
     builds = []
 
@@ -232,10 +230,14 @@ def test_rebased_prices_share_one_tail_and_each_tab_keeps_its_own_levels(monkeyp
         return ChartData("chart_prices", build, frame.index[-1], 4_000, content=(frame.index[-1],),
                          anchor=lambda: charts.rebase_levels(frame), reanchor=charts.rebased_traces)
 
-    _, a = chart_update(chart(50), None, revision="r", shown_from=None, tz=TZ, run=1, scope="feed")
-    _, b = chart_update(chart(51), None, revision="r", shown_from=None, tz=TZ, run=1, scope="feed")
-    to_a, _ = chart_update(chart(53), a, revision="r", shown_from=None, tz=TZ, run=2, scope="feed")
-    to_b, _ = chart_update(chart(53), b, revision="r", shown_from=None, tz=TZ, run=2, scope="feed")
+    _, a = chart_update(chart(50), None, revision="r", shown_from=None, tz=TZ, run=1, scope="feed",
+                            builds=shared)
+    _, b = chart_update(chart(51), None, revision="r", shown_from=None, tz=TZ, run=1, scope="feed",
+                            builds=shared)
+    to_a, _ = chart_update(chart(53), a, revision="r", shown_from=None, tz=TZ, run=2, scope="feed",
+                            builds=shared)
+    to_b, _ = chart_update(chart(53), b, revision="r", shown_from=None, tz=TZ, run=2, scope="feed",
+                            builds=shared)
     assert builds == [None, None, closes.index[49].floor(SPLICE_GRID)]  # one tail, built without levels
     for payload, first in ((to_a, 10), (to_b, 11)):
         for name in ("A", "B"):
@@ -266,33 +268,56 @@ class _Engine:
         return self.trades.get(symbol)
 
 
-def _service() -> SimpleNamespace:
-    return SimpleNamespace(engine=_Engine())
+class _Shared:
+    def __init__(self) -> None:
+        self.bars_closed = 0  # what SharedAnalytics.stamp would say: moved on when a bar closes
+
+    def stamp(self, _symbols: tuple[str, ...], _interval_ms: int) -> tuple[int, int]:
+        return self.bars_closed, 0
 
 
-def test_the_stream_sends_the_live_panels_numbers():
-    board = live.LiveBoard()
-    service = _service()
-    board.register("a" * 32, service, "ETHUSDT", "BTCUSDT")
-    values = live.snapshot(board.get("a" * 32))
-    assert values == {"y": 3_000.0, "x": 90_000.0, "beta": None, "spread": None, "z": None}  # no context yet
-    context = LiveContext(0.03, 0.0, np.array([290.0, 310.0, 300.0]), False)
-    board.publish("a" * 32, service, "ETHUSDT", "BTCUSDT", context)
-    values = live.snapshot(board.get("a" * 32))
+class _Service:
+    """A feed as the live panel sees it: last trades, a stamp of the closed bars, the closed bars' context."""
+
+    def __init__(self, context: LiveContext | None = None) -> None:
+        self.engine = _Engine()
+        self.shared = _Shared()
+        self.context = context
+        self.asked: list[ViewQuery] = []
+
+    def live_context(self, query: ViewQuery) -> LiveContext | None:
+        self.asked.append(query)
+        return self.context
+
+    def status(self) -> FeedStatus:
+        return FeedStatus("simulated", FeedState.CONNECTED, ("ETHUSDT", "BTCUSDT"), None, 0, 10.0, 10.0, 0.1, 0.1,
+                          5, 0, 0, 0, 0, 0, None, "SIMULATED market")
+
+
+def _query(y: str = "ETHUSDT", x: str = "BTCUSDT", window: int = 60) -> ViewQuery:
+    return ViewQuery(("ETHUSDT", "BTCUSDT"), 1_000, 3_600_000, PairParams(y, x, window=window))
+
+
+CONTEXT = LiveContext(0.03, 0.0, np.array([290.0, 310.0, 300.0]), False)
+
+
+def test_the_panels_numbers_come_from_the_last_trades_and_the_closed_bars_context():
+    service = _Service()
+    assert live.snapshot(service, "ETHUSDT", "BTCUSDT", None) == {
+        "y": 3_000.0, "x": 90_000.0, "beta": None, "spread": None, "z": None}  # no context yet
+    values = live.snapshot(service, "ETHUSDT", "BTCUSDT", CONTEXT)
     spread = 3_000.0 - 0.03 * 90_000.0
     window = np.array([290.0, 310.0, 300.0, spread])
     assert values["spread"] == pytest.approx(spread)
     assert values["z"] == pytest.approx((spread - window.mean()) / window.std(ddof=1))
 
 
-def test_a_page_that_switches_pair_starts_without_the_old_context():
-    board = live.LiveBoard()
-    service = _service()
-    board.publish("b" * 32, service, "ETHUSDT", "BTCUSDT", LiveContext(0.03, 0.0, np.zeros(3), False))
-    board.register("b" * 32, service, "ETHUSDT", "BTCUSDT")  # the same pair: kept
-    assert board.get("b" * 32).context is not None
-    board.register("b" * 32, service, "BTCUSDT", "ETHUSDT")
-    assert board.get("b" * 32).context is None
+def test_the_context_is_asked_of_the_service_again_only_when_a_bar_closes():
+    service = _Service(CONTEXT)
+    tracker = live.ContextTracker(service, _query())
+    assert tracker.current() is CONTEXT and tracker.current() is CONTEXT and len(service.asked) == 1
+    service.shared.bars_closed += 1
+    assert tracker.current() is CONTEXT and service.asked == [_query(), _query()]
 
 
 def _get(endpoint, query: str = ""):
@@ -301,23 +326,74 @@ def _get(endpoint, query: str = ""):
     return asyncio.run(endpoint(Request(scope)))
 
 
-@pytest.fixture
-def board(monkeypatch):
-    fresh = live.LiveBoard()
-    monkeypatch.setattr(live, "BOARD", fresh)
-    return fresh
+async def _never_disconnects() -> dict:
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
+
+
+async def _messages(board: live.LiveBoard, token: str, until, limit: int = 500) -> list[dict]:
+    """The stream's messages for ``token`` until ``until(messages)`` (at most ``limit`` polls: a bound, not a clock)."""
+    scope = {"type": "http", "method": "GET", "path": "/live/events", "query_string": f"token={token}".encode(),
+             "headers": []}
+    response = await live.events(board)(Request(scope, _never_disconnects))
+    assert response.status_code == 200
+    messages: list[dict] = []
+    stream = response.body_iterator
+    try:
+        for _ in range(limit):
+            chunk = await anext(stream)
+            if chunk.startswith("data: "):
+                messages.append(json.loads(chunk.removeprefix("data: ")))
+                if until(messages):
+                    return messages
+            else:
+                await asyncio.sleep(live.POLL_S)
+        raise AssertionError(f"the stream never sent what was expected: {messages}")
+    finally:
+        await stream.aclose()
+
+
+def test_the_stream_asks_the_service_for_the_context_itself():
+    """Was: the stream showed no z-score until a script run published the page's context into the board."""
+    board, service = live.LiveBoard(), _Service(CONTEXT)
+    board.register("e" * 32, service, _query())  # what the page does; nothing else is published
+    messages = asyncio.run(_messages(board, "e" * 32, lambda ms: any(m.get("z") is not None for m in ms)))
+    assert service.asked == [_query()]
+    assert messages[0]["y"] == 3_000.0 and "SIMULATED market" in messages[0]["feed"]
+    assert board.get("e" * 32).streams == 0  # closed with the stream
+
+
+def test_a_page_that_switches_pair_gets_the_new_pairs_context():
+    board, service = live.LiveBoard(), _Service(CONTEXT)
+    board.register("b" * 32, service, _query())
+    swapped = LiveContext(30.0, 0.0, np.array([1.0, 2.0, 3.0]), False)
+
+    async def switched() -> tuple[list[dict], list[dict]]:
+        before = await _messages(board, "b" * 32, lambda ms: any(m.get("z") is not None for m in ms))
+        board.register("b" * 32, service, _query("BTCUSDT", "ETHUSDT"))
+        service.context = swapped
+        after = await _messages(board, "b" * 32, lambda ms: any(m.get("beta") == 30.0 for m in ms))
+        return before, after
+
+    before, after = asyncio.run(switched())
+    assert before[-1]["beta"] == 0.03
+    assert service.asked == [_query(), _query("BTCUSDT", "ETHUSDT")]
+    assert after[0]["y"] == 90_000.0
+    # Until the new pair's context arrives, no number is hedged with the old pair's β.
+    assert all(m.get("beta") in (None, 30.0) for m in after)
 
 
 @pytest.mark.parametrize("token", ["", "nope", "..%2F..%2Fetc%2Fpasswd", "A" * 32, "c" * 32])
-def test_the_stream_refuses_a_token_no_page_published(board, token):
-    response = _get(live.events, f"token={token}")
+def test_the_stream_refuses_a_token_no_page_registered(token):
+    response = _get(live.events(live.LiveBoard()), f"token={token}")
     assert response.status_code == 404 and response.body == b"unknown page"
 
 
-def test_one_page_cannot_open_unbounded_streams(board):
-    board.register("d" * 32, _service(), "ETHUSDT", "BTCUSDT")
+def test_one_page_cannot_open_unbounded_streams():
+    board = live.LiveBoard()
+    board.register("d" * 32, _Service(), _query())
     assert all(board.open_stream("d" * 32) for _ in range(live.MAX_STREAMS_PER_TOKEN))
-    response = _get(live.events, "token=" + "d" * 32)
+    response = _get(live.events(board), "token=" + "d" * 32)
     assert response.status_code == 429
     board.close_stream("d" * 32)
     assert board.open_stream("d" * 32)
@@ -329,3 +405,58 @@ def test_the_chart_script_and_plotly_are_served():
     bundle = _get(live.plotly_bundle)
     assert bundle.status_code == 200 and bundle.path == live.PLOTLY_JS and live.PLOTLY_JS.stat().st_size > 1_000_000
     assert "immutable" in bundle.headers["cache-control"]
+
+
+def test_prices_keep_flowing_while_the_closed_bars_are_analysed():
+    """The context is computed in a worker thread: a slow one (a cold day of Kalman) holds up no price."""
+    computing, release = threading.Event(), threading.Event()
+
+    class Slow(_Service):
+        def live_context(self, query: ViewQuery) -> LiveContext | None:
+            computing.set()
+            self.released_in_time = release.wait(30)  # a bound, in case the stream waits for this
+            return super().live_context(query)
+
+    board, service = live.LiveBoard(), Slow(CONTEXT)
+    board.register("f" * 32, service, _query())
+
+    def trade_meanwhile() -> None:  # the market, in its own thread: a trade while the analysis runs
+        if computing.wait(30):
+            service.engine.trades["ETHUSDT"] = Trade("ETHUSDT", 2, 0, 0, 3_001.0, 1.0, False)
+
+    market = threading.Thread(target=trade_meanwhile, daemon=True)
+    market.start()
+    def until(messages: list[dict]) -> bool:
+        if any(m.get("y") == 3_001.0 for m in messages):
+            release.set()  # now the analysis may end (asyncio.run waits for its worker thread)
+            return True
+        return False
+
+    try:
+        messages = asyncio.run(_messages(board, "f" * 32, until))
+    finally:
+        release.set()
+        market.join(30)
+    assert messages[-1]["z"] is None  # sent before the context arrived
+    assert service.released_in_time
+
+
+@pytest.mark.parametrize("error", [StorageError("live.db: disk I/O error"), ValueError("a bug in the analytics")])
+def test_a_failing_analysis_is_asked_again_only_when_a_bar_closes(caplog, error):
+    """Not on every poll of the stream (50 a second), and the panel keeps its last context meanwhile.
+    Storage trouble is one line in the log (the page shows it); a bug keeps its traceback there."""
+
+    class Failing(_Service):
+        def live_context(self, query: ViewQuery) -> LiveContext | None:
+            self.asked.append(query)
+            if len(self.asked) > 1:
+                raise error
+            return CONTEXT
+
+    service = Failing()
+    tracker = live.ContextTracker(service, _query())
+    assert tracker.current() is CONTEXT
+    service.shared.bars_closed += 1
+    assert tracker.current() is CONTEXT and tracker.current() is CONTEXT and len(service.asked) == 2
+    assert str(error) in caplog.text
+    assert ("Traceback" in caplog.text) == isinstance(error, ValueError)

@@ -20,7 +20,7 @@ from domain import FIVE_MINUTES, ONE_MINUTE, ONE_SECOND
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
 from pairs.shared import PairView
-from ui import charts, live
+from ui import appstate, charts
 from ui.controls import Controls
 from ui.labels import REGRESSION_LABELS
 from ui.live_chart import ChartData, live_chart
@@ -134,7 +134,8 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
     full = st.container()
     left, right = st.columns(2)
     places = {"full": full, "left": left, "right": right}
-    if not live.ROUTES_MOUNTED:
+    state = appstate.current()
+    if not state.pushed:
         for place, chart in specs:
             places[place].plotly_chart(chart.figure(), key=chart.key, config=charts.FIGURE_CONFIG)
         return
@@ -144,7 +145,8 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
                 f"{controls.min_volume}|{data_version}")
     for place, chart in specs:
         with places[place]:
-            live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run, scope=scope)
+            live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run,
+                       builds=state.charts, scope=scope)
 
 
 # Live charts of 1 s bars advance in steps of their refresh: every tab within a step shows the same

@@ -1,32 +1,37 @@
-"""The live panel, pushed: last prices, β, spread and the open bar's z-score in the browser on every trade.
+"""The live panel: last prices, β, spread and the open bar's z-score, pushed to the browser on every trade.
 
 A Streamlit fragment can only poll (a rerun every N ms, each costing a script run per tab), so
-tick → screen took 365 ms at the median. Here the page publishes, under a random per-session
-token, what its live panel computes from (:class:`LiveBoard`: the service, the pair and the
-closed bars' :class:`~pairs.compute.LiveContext`), and a small component in the page opens a
-Server-Sent Events stream (:func:`events`, mounted by ``server.py``) that sends the panel's
-numbers the moment a trade changes them: no script run, one small JSON message per change.
+tick → screen took 365 ms at the median. Here the page registers, under a random per-session
+token, what its live panel shows (:class:`LiveBoard`: the service and the page's
+:class:`~pairs.shared.ViewQuery`), and a small component in the page opens a Server-Sent Events
+stream (:func:`events`) that sends the panel's numbers the moment a trade changes them: no
+script run, one small JSON message per change. The stream asks the service itself for the
+closed bars' :class:`~pairs.compute.LiveContext` (:class:`ContextTracker`: again only when a bar
+closes or history arrives), from the same shared view the page's charts are drawn from.
 
-Routes (``server.py`` mounts :data:`ROUTES` into the Streamlit server, same origin and port):
+Routes (:func:`routes`; ``server.py`` mounts them into the Streamlit server, same origin and port):
 
-* ``GET /live/events?token=…`` — the stream; 404 for a token no page published, 429 beyond
+* ``GET /live/events?token=…`` — the stream; 404 for a token no page registered, 429 beyond
   :data:`MAX_STREAMS_PER_TOKEN` streams of one page;
 * ``GET /live/plotly.min.js`` — Plotly's browser bundle from the plotly wheel, for the chart
   component (:mod:`ui.live_chart`), cached by the browser; ``GET /live/chart.js`` — that
   component's browser side.
 
-Without ``server.py`` (``streamlit run app.py``, tests under AppTest) :data:`ROUTES_MOUNTED`
-stays false and the page keeps its polling panel.
+Without those routes (``streamlit run app.py``, tests under AppTest: see :mod:`ui.appstate`) the
+page polls instead, through the same code: :data:`FIELDS`, :func:`snapshot`, :func:`feed_line`
+and :class:`ContextTracker` make both panels.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,11 +43,16 @@ from starlette.responses import FileResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from pairs.compute import LiveContext, live_values
+from pairs.shared import ViewQuery
+from records import FeedStatus
+from storage import StorageError
 from ui.live_chart import CHART_JS
 from ui.status import format_age
 
 if TYPE_CHECKING:
     from service import Service
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.02  # how often a stream looks for a new trade: the latency it adds is half of this on average
 FEED_EVERY_S = 1.0  # the feed line (ticks/s, last tick age, …) at most this often
@@ -50,49 +60,109 @@ IDLE_S = 600.0  # a token no page has refreshed for this long is forgotten (its 
 MAX_STREAMS_PER_TOKEN = 4
 TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-ROUTES_MOUNTED = False  # set by server.py
+# The panel's cells: field, label ({y} and {x}: the pair's symbols), decimal places shown.
+FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("y", "{y} last", 2), ("x", "{x} last", 2), ("beta", "Hedge ratio β", 5), ("spread", "Spread", 4),
+    ("z", "Z-score", 2))
+
+
+def labels(y: str, x: str) -> dict[str, str]:
+    """Each cell's label for the pair ``y``/``x``."""
+    return {name: label.format(y=y, x=x) for name, label, _ in FIELDS}
+
+
+def snapshot(service: Service, y: str, x: str, context: LiveContext | None) -> dict[str, float | None]:
+    """The panel's numbers now, by field (None where undefined): last prices in quote currency, β,
+    the spread in the pair's spread units and the open bar's z-score."""
+    engine = service.engine
+    y_trade, x_trade = engine.last_trade(y), engine.last_trade(x)
+    values = live_values(y_trade.price if y_trade else None, x_trade.price if x_trade else None, context)
+    return {name: (None if not math.isfinite(value) else value) for name, value in (
+        ("y", values.y_price), ("x", values.x_price), ("beta", values.beta), ("spread", values.spread),
+        ("z", values.zscore))}
+
+
+def feed_line(status: FeedStatus, escape: Callable[[str], str] = str) -> str:
+    """The line under the panel: feed state, ticks/s, last tick age, reconnects, gaps and the source.
+
+    ``escape``: applied to the source's label, text from outside (:func:`ui.plain.plain` where the
+    line is shown as Markdown; the pushed panel sets it as text).
+    """
+    return (f"Feed {status.state.value} · {status.ticks_per_s:.1f} ticks/s · last tick "
+            f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} · "
+            f"{escape(status.label)}")
+
+
+class ContextTracker:
+    """The :class:`LiveContext` of one service and query, asked of the service again only when the
+    query's closed bars change (a bar closed, history arrived: :meth:`pairs.shared.SharedAnalytics.stamp`).
+
+    :meth:`due` is cheap (call it as often as you like); :meth:`refresh` computes (or reads the
+    shared view the page computed) and may take a while: the stream runs it in a worker thread.
+    """
+
+    def __init__(self, service: Service, query: ViewQuery) -> None:
+        self.service = service
+        self.query = query
+        self.stamp: tuple[int, int] | None = None
+        self.context: LiveContext | None = None
+
+    def serves(self, service: Service, query: ViewQuery) -> bool:
+        return self.service is service and self.query == query
+
+    def due(self) -> tuple[int, int] | None:
+        """The new stamp when the context must be asked for again, else None."""
+        stamp = self.service.shared.stamp(self.query.symbols, self.query.interval_ms)
+        return stamp if stamp != self.stamp else None
+
+    def refresh(self, stamp: tuple[int, int]) -> None:
+        """Ask the service for the context at ``stamp``. A failure keeps the old context, is logged
+        once per stamp and asked again only at the next one (the page shows storage trouble itself;
+        a stream must not retry every poll)."""
+        y, x = self.query.params.y, self.query.params.x
+        try:
+            self.context = self.service.live_context(self.query)
+        except StorageError as exc:
+            log.warning("live context of %s/%s: %s", y, x, exc)
+        except Exception:  # a bug: the server log keeps the traceback, the panel keeps its last numbers
+            log.exception("live context of %s/%s failed", y, x)
+        self.stamp = stamp
+
+    def current(self) -> LiveContext | None:
+        """The context now, refreshed in this thread if due (the polled panel)."""
+        stamp = self.due()
+        if stamp is not None:
+            self.refresh(stamp)
+        return self.context
 
 
 @dataclass
 class _Board:
     service: Service
-    y: str
-    x: str
-    context: LiveContext | None
+    query: ViewQuery
     updated: float = field(default_factory=time.monotonic)
     streams: int = 0
 
 
 class LiveBoard:
-    """What each page's live panel shows, by page token. Thread-safe; one per server process."""
+    """What each page's live panel shows, by page token. Thread-safe; one per server (:mod:`ui.appstate`)."""
 
     def __init__(self) -> None:
         self._boards: dict[str, _Board] = {}
         self._lock = threading.Lock()
 
-    def publish(self, token: str, service: Service, y: str, x: str, context: LiveContext | None) -> None:
+    def register(self, token: str, service: Service, query: ViewQuery) -> None:
+        """The page ``token`` shows ``query``'s pair from ``service`` (called on every page run)."""
         with self._lock:
             board = self._boards.get(token)
             if board is None:
-                self._boards[token] = _Board(service, y, x, context)
+                self._boards[token] = _Board(service, query)
             else:
-                board.service, board.y, board.x, board.context = service, y, x, context
+                board.service, board.query = service, query
                 board.updated = time.monotonic()
             now = time.monotonic()
             for stale in [t for t, b in self._boards.items() if now - b.updated > IDLE_S and not b.streams]:
                 del self._boards[stale]
-
-    def register(self, token: str, service: Service, y: str, x: str) -> None:
-        """Let the page's stream open before its analytics have run (they publish the context).
-
-        A page that shows another pair or feed than it published starts without a context: the
-        old one's β would hedge the wrong prices.
-        """
-        with self._lock:
-            board = self._boards.get(token)
-            same = board is not None and board.service is service and (board.y, board.x) == (y, x)
-        if not same:
-            self.publish(token, service, y, x, None)
 
     def get(self, token: str) -> _Board | None:
         with self._lock:
@@ -116,61 +186,56 @@ class LiveBoard:
                 board.streams -= 1
 
 
-BOARD = LiveBoard()
+def events(board: LiveBoard) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of ``GET /live/events``: Server-Sent Events of one page's live panel (see the module docstring)."""
+
+    async def endpoint(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        if not TOKEN_RE.fullmatch(token) or board.get(token) is None:
+            return PlainTextResponse("unknown page", status_code=404)
+        if not board.open_stream(token):
+            return PlainTextResponse("too many streams for this page", status_code=429)
+        return StreamingResponse(_stream(board, token, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return endpoint
 
 
-def snapshot(board: _Board) -> dict[str, object]:
-    """The panel's numbers now, as the stream sends them (null where undefined)."""
-    engine = board.service.engine
-    y_trade, x_trade = engine.last_trade(board.y), engine.last_trade(board.x)
-    values = live_values(y_trade.price if y_trade else None, x_trade.price if x_trade else None, board.context)
-    return {name: (None if not math.isfinite(value) else value) for name, value in (
-        ("y", values.y_price), ("x", values.x_price), ("beta", values.beta), ("spread", values.spread),
-        ("z", values.zscore))}
-
-
-def feed_line(board: _Board) -> str:
-    status = board.service.status()
-    return (f"Feed {status.state.value} · {status.ticks_per_s:.1f} ticks/s · last tick "
-            f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} · "
-            f"{status.label}")
-
-
-async def events(request: Request) -> Response:
-    """Server-Sent Events of one page's live panel (see the module docstring)."""
-    token = request.query_params.get("token", "")
-    if not TOKEN_RE.fullmatch(token) or BOARD.get(token) is None:
-        return PlainTextResponse("unknown page", status_code=404)
-    if not BOARD.open_stream(token):
-        return PlainTextResponse("too many streams for this page", status_code=429)
-
-    async def stream():
-        last: dict[str, object] | None = None
-        last_line, line_at = "", 0.0
-        try:
-            yield "retry: 1000\n\n"
-            while not await request.is_disconnected():
-                board = BOARD.get(token)
-                if board is None:
-                    break
-                message: dict[str, object] = {}
-                values = snapshot(board)
-                if values != last:
-                    message.update(values)
-                    last = values
-                now = time.monotonic()
-                if now - line_at >= FEED_EVERY_S:
-                    line, line_at = feed_line(board), now
-                    if line != last_line:
-                        message["feed"] = last_line = line
-                if message:
-                    yield f"data: {json.dumps(message)}\n\n"
-                await asyncio.sleep(POLL_S)
-        finally:
-            BOARD.close_stream(token)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+async def _stream(board: LiveBoard, token: str, request: Request) -> AsyncIterator[str]:
+    """The stream's events for the page ``token`` until the browser leaves or the page is forgotten."""
+    last: dict[str, float | None] | None = None
+    last_line, line_at = "", 0.0
+    tracker: ContextTracker | None = None
+    asking: asyncio.Future[None] | None = None  # the tracker's refresh, in a worker thread
+    try:
+        yield "retry: 1000\n\n"
+        while not await request.is_disconnected():
+            page = board.get(token)
+            if page is None:
+                break
+            service, query = page.service, page.query
+            if tracker is None or not tracker.serves(service, query):  # another pair or feed: start afresh
+                tracker, asking = ContextTracker(service, query), None
+            if asking is not None and asking.done():
+                asking = None
+            if asking is None and (stamp := tracker.due()) is not None:
+                # Prices go on being sent (with the last context) while the closed bars are analysed.
+                asking = asyncio.ensure_future(asyncio.to_thread(tracker.refresh, stamp))
+            message: dict[str, object] = {}
+            values = snapshot(service, query.params.y, query.params.x, tracker.context)
+            if values != last:
+                message.update(values)
+                last = values
+            now = time.monotonic()
+            if now - line_at >= FEED_EVERY_S:
+                line, line_at = feed_line(service.status()), now
+                if line != last_line:
+                    message["feed"] = last_line = line
+            if message:
+                yield f"data: {json.dumps(message)}\n\n"
+            await asyncio.sleep(POLL_S)
+    finally:
+        board.close_stream(token)
 
 
 async def chart_script(_request: Request) -> Response:
@@ -184,8 +249,10 @@ async def plotly_bundle(_request: Request) -> Response:
                         headers={"Cache-Control": f"public, max-age=86400, immutable, v={plotly.__version__}"})
 
 
-ROUTES = [Route("/live/events", events), Route("/live/plotly.min.js", plotly_bundle),
-          Route("/live/chart.js", chart_script)]
+def routes(board: LiveBoard) -> list[Route]:
+    """The ``/live/*`` routes of a server whose pages register on ``board``."""
+    return [Route("/live/events", events(board)), Route("/live/plotly.min.js", plotly_bundle),
+            Route("/live/chart.js", chart_script)]
 
 _CSS = """
 .live { display: grid; grid-template-columns: repeat(5, 1fr); gap: 1rem; font-family: var(--st-font, sans-serif); }
@@ -194,7 +261,6 @@ _CSS = """
 .live-feed { font-size: 0.875rem; opacity: 0.6; margin-top: 0.25rem; }
 """
 _JS = """
-const FIELDS = [["y", 2], ["x", 2], ["beta", 5], ["spread", 4], ["z", 2]];
 const RETRY_MS = 500;
 
 function fmt(value, digits) {
@@ -204,6 +270,7 @@ function fmt(value, digits) {
 
 export default function (component) {
   const { data, parentElement } = component;
+  const FIELDS = data.fields;  // [field, label, digits], from ui.live.FIELDS
   let root = parentElement.querySelector(".live");
   if (!root) {
     root = document.createElement("div");
@@ -223,8 +290,8 @@ export default function (component) {
     feed.className = "live-feed";
     parentElement.append(root, feed);
   }
-  for (const [field] of FIELDS) {
-    root.querySelector(`[data-live-field="${field}"] [data-live-label]`).textContent = data.labels[field];
+  for (const [field, label] of FIELDS) {
+    root.querySelector(`[data-live-field="${field}"] [data-live-label]`).textContent = label;
   }
   const feed = parentElement.querySelector(".live-feed");
   const url = `/live/events?token=${encodeURIComponent(data.token)}`;
@@ -233,7 +300,7 @@ export default function (component) {
     source = new EventSource(url);
     source.onmessage = (event) => {
       const message = JSON.parse(event.data);
-      for (const [field, digits] of FIELDS) {
+      for (const [field, , digits] of FIELDS) {
         if (field in message) {
           const cell = root.querySelector(`[data-live-field="${field}"] [data-live-value]`);
           cell.textContent = fmt(message[field], digits);
@@ -241,7 +308,7 @@ export default function (component) {
       }
       if ("feed" in message) feed.textContent = message.feed;
     };
-    // A refused stream (the page has not published its token yet) is closed for good: open another.
+    // A refused stream (the page has not registered its token yet) is closed for good: open another.
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED && !closed) retry = setTimeout(connect, RETRY_MS);
     };
@@ -259,5 +326,6 @@ def _component():
 
 def live_panel(token: str, y: str, x: str) -> None:
     """The pushed live panel of this page (its numbers arrive over ``/live/events``)."""
-    labels = {"y": f"{y} last", "x": f"{x} last", "beta": "Hedge ratio β", "spread": "Spread", "z": "Z-score"}
-    _component()(key="live_panel", data={"token": token, "labels": labels})
+    names = labels(y, x)
+    fields = [[name, names[name], digits] for name, _, digits in FIELDS]
+    _component()(key="live_panel", data={"token": token, "fields": fields})

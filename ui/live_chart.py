@@ -16,10 +16,11 @@ The browser side (:data:`CHART_JS`) is served at ``/live/chart.js`` next to Plot
 the browser matches them by name; a figure with two traces of one name is always sent whole.
 
 Tabs showing the same data share the work: a full figure or a tail built for one session is kept
-(:class:`_SharedBuilds`, keyed by the data's ``scope``, the revision, the chart's content and
-anchor) and sent as it is to every other session that needs the same one. Tails start on a
-:data:`SPLICE_GRID` boundary at or before the session's last bar, so tabs a few bars apart ask for
-the same tail; the browser replaces the points from there on, so a few bars are sent again.
+(:class:`SharedBuilds`, one per server in :mod:`ui.appstate`, keyed by the data's ``scope``, the
+revision, the chart's content and anchor) and sent as it is to every other session that needs
+the same one. Tails start on a :data:`SPLICE_GRID` boundary at or before the session's last bar,
+so tabs a few bars apart ask for the same tail; the browser replaces the points from there on,
+so a few bars are sent again.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class _Tail:
     xs: tuple[np.ndarray, ...]  # each trace's x (display ms), to count the bars a session has not seen
 
 
-class _SharedBuilds:
+class SharedBuilds:
     """Full figures and tails built for one session, reused by every session showing the same data.
 
     A bounded LRU; thread-safe (sessions run in threads of their own). Two sessions asking for the
@@ -241,22 +242,21 @@ class _SharedBuilds:
         return value
 
 
-SHARED = _SharedBuilds(SHARED_ENTRIES)
-
-
 def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | None, tz: str, run: int,
-               scope: Hashable | None = None) -> None:
+               builds: SharedBuilds, scope: Hashable | None = None) -> None:
     """Draw ``chart`` (whole, or what changed since the last refresh; see the module docstring).
 
     ``shown_from``: the lookback's first bar (UTC), where the browser trims the left edge;
     ``run``: a counter of this session's analytics runs, to tell a chart that was not drawn last
     time (its tab was closed: the browser no longer has it); ``scope``: what identifies the data
     beyond ``revision`` and the chart's content (the feed: its site and service), so that
-    sessions showing the same data share builds; None shares nothing (an uploaded dataset).
+    sessions showing the same data share builds (kept in ``builds``); None shares nothing (an
+    uploaded dataset).
     """
     sent_by_key: dict[str, _Sent] = st.session_state.setdefault("live_charts_sent", {})
     sent = sent_by_key.get(chart.key)
-    payload, sent = chart_update(chart, sent, revision=revision, shown_from=shown_from, tz=tz, run=run, scope=scope)
+    payload, sent = chart_update(chart, sent, revision=revision, shown_from=shown_from, tz=tz, run=run, scope=scope,
+                                 builds=builds)
     sent_by_key[chart.key] = sent
     result = _component()(key=chart.key, data=payload, on_resync_change=lambda: None)
     if result.resync is not None:  # the browser missed an update: the next refresh draws it whole
@@ -264,43 +264,51 @@ def live_chart(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | No
 
 
 def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_from: pd.Timestamp | None, tz: str,
-                 run: int, scope: Hashable | None = None) -> tuple[dict[str, object], _Sent]:
+                 run: int, scope: Hashable | None = None,
+                 builds: SharedBuilds | None = None) -> tuple[dict[str, object], _Sent]:
     """The payload that brings a browser holding ``sent`` to ``chart``, and what it then holds.
 
-    ``scope``: see :func:`live_chart`; builds are shared through :data:`SHARED` when it is given.
+    ``scope``: see :func:`live_chart`; builds are shared through ``builds`` when both are given.
     """
-    drawn = sent is not None and sent.revision == revision and sent.run == run - 1
-    if drawn and chart.content is not None and sent.content == chart.content:  # unchanged: the same payload
-        return {"rev": revision, "seq": sent.seq}, replace(sent, run=run)
+    # What the browser holds of this chart, if it drew it on the last run (else it is drawn whole).
+    drawn = sent if sent is not None and sent.revision == revision and sent.run == run - 1 else None
+    if drawn is not None and chart.content is not None and drawn.content == chart.content:  # unchanged
+        return {"rev": revision, "seq": drawn.seq}, replace(drawn, run=run)
     seq = 0 if sent is None else sent.seq + 1
     payload: dict[str, object] = {"rev": revision, "seq": seq, "config": FIGURE_CONFIG}
-    shared = None if scope is None or chart.content is None else \
+    shared = None if scope is None or chart.content is None or builds is None else \
         (scope, revision, chart.key, shown_from, tz, chart.content, chart.max_points)
-    if drawn and chart.incremental and chart.last is not None:
-        since = sent.cut.floor(SPLICE_GRID)
+    if drawn is not None and chart.incremental and chart.last is not None:
+        since = drawn.cut.floor(SPLICE_GRID)
         if shown_from is not None:  # never before the lookback's left edge, where the browser trims
-            since = max(since, min(shown_from, sent.cut))
-        anchor = None if chart.reanchor is not None else sent.anchor
-        tail = SHARED.get(_key(shared, "tail", since, anchor), lambda: _tail(
+            since = max(since, min(shown_from, drawn.cut))
+        anchor = None if chart.reanchor is not None else drawn.anchor
+        tail = _build(builds, _key(shared, "tail", since, anchor), lambda: _tail(
             chart.build(since, chart.max_points, anchor), since, shown_from, tz))
-        if tail.splice is not None and tail.names <= sent.names:
-            cut = display_time(sent.cut, tz)
+        if tail.splice is not None and tail.names <= drawn.names:
+            cut = display_time(drawn.cut, tz)
             # New bars: those from the grid to the session's last bar are sent again (it may have changed).
             added = sum(int((x > cut).sum()) for x in tail.xs)
             # Appended points are not thinned: past a share of the figure, draw it whole (thinned) again.
-            if sent.appended + added <= REDRAW_SHARE * max(sent.points, 1):
-                payload["base"], payload["splice"] = sent.seq, tail.splice
+            if drawn.appended + added <= REDRAW_SHARE * max(drawn.points, 1):
+                payload["base"], payload["splice"] = drawn.seq, tail.splice
                 if chart.reanchor is not None:  # the shared tail's traces, for this browser's anchor
-                    payload["splice"] = {**tail.splice, "traces": chart.reanchor(tail.splice["traces"], sent.anchor)}
-                return payload, replace(sent, seq=seq, cut=chart.last, appended=sent.appended + added, run=run,
+                    traces = cast(dict[str, dict[str, list]], tail.splice["traces"])
+                    payload["splice"] = {**tail.splice, "traces": chart.reanchor(traces, drawn.anchor)}
+                return payload, replace(drawn, seq=seq, cut=chart.last, appended=drawn.appended + added, run=run,
                                         content=chart.content)
     anchor = chart.anchor()
-    full = SHARED.get(_key(shared, "full", anchor), lambda: _full(chart.build(None, chart.max_points, anchor)))
+    full = _build(builds, _key(shared, "full", anchor), lambda: _full(chart.build(None, chart.max_points, anchor)))
     payload["full"] = full.json
     names = full.names
     return payload, _Sent(revision, seq, chart.last if chart.last is not None else pd.Timestamp(0, tz="UTC"),
                           frozenset(names) if len(set(names)) == len(names) else frozenset(), full.points, 0, run,
                           chart.content, anchor)
+
+
+def _build(builds: SharedBuilds | None, key: Hashable | None, make: Callable[[], T]) -> T:
+    """``make()``, or the build kept in ``builds`` for ``key``."""
+    return make() if builds is None else builds.get(key, make)
 
 
 def _key(shared: tuple | None, *parts: object) -> Hashable | None:
