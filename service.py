@@ -463,7 +463,7 @@ class ServiceRegistry:
                                 for key, entry in self._entries.items())
             raise TooManyFeeds(f"this server already runs its maximum of {self.max_feeds} feeds ({running}), "
                                "all in use by other sessions; pick one of those sources, or ask the operator to "
-                               "raise QUANT_MAX_ENGINES")
+                               "raise QUANT_MAX_FEEDS")
         self._stop(idle[0])
 
     def _stop(self, key: str, timeout: float = 15.0) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,13 @@ from analytics._validate import (
 )
 
 
+# The output is y's kind: an array (or sequence) gives an array, a Series a Series on its index.
+@overload
+def spread(y: np.ndarray | Sequence[float], x: ArrayLike1D, beta: float | ArrayLike1D,
+           alpha: float | ArrayLike1D = ..., *, log: bool = ...) -> np.ndarray | pd.Series: ...
+@overload
+def spread(y: pd.Series, x: ArrayLike1D, beta: float | ArrayLike1D, alpha: float | ArrayLike1D = ..., *,
+           log: bool = ...) -> pd.Series: ...
 def spread(
     y: ArrayLike1D,
     x: ArrayLike1D,

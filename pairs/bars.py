@@ -244,6 +244,7 @@ def load_pair_span(engine: Engine, history: BarHistory, symbols: Sequence[str], 
     shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
     floor = span_floor(shown_from, interval_ms)
     reach = warmup_bars
+    start: int | None = None
     while True:  # reaches back 4× further each time, at most to the floor: a handful of reads
         since = max(floor, shown_from - reach * interval_ms)
         bars = _seeded_pair_bars(engine, history, symbols, interval_ms, since, floor, closed_before_ms, market_now)
@@ -259,10 +260,10 @@ def load_pair_span(engine: Engine, history: BarHistory, symbols: Sequence[str], 
             start = floor
             break
         reach *= 4
-    start = since if start is None else start
-    if start > since:
-        bars = bars.since(pd.Timestamp(start, unit="ms", tz="UTC"))
-    return replace(bars, shown_from=pd.Timestamp(shown_from, unit="ms", tz="UTC")), start
+    span_start = since if start is None else start
+    if span_start > since:
+        bars = bars.since(pd.Timestamp(span_start, unit="ms", tz="UTC"))
+    return replace(bars, shown_from=pd.Timestamp(shown_from, unit="ms", tz="UTC")), span_start
 
 
 def span_floor(shown_from_ms: int, interval_ms: int) -> int:

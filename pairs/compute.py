@@ -246,7 +246,7 @@ def extend_pair(pair: PairAnalytics, closes: pd.DataFrame) -> PairAnalytics | No
         return pair
     context = 2 * p.window
     series = (pair.beta, pair.alpha, pair.spread, pair.spread_mean, pair.spread_std, pair.zscore, pair.correlation)
-    if len(pair.index) < context or any(s is None for s in series):
+    if len(pair.index) < context or pair.correlation is None or any(s is None for s in series):
         return None
     recent = pd.DataFrame({p.y: pair.y.iloc[-context:], p.x: pair.x.iloc[-context:]})
     part = compute_pair(pd.concat([recent, new[[p.y, p.x]]]), p)
@@ -282,8 +282,8 @@ def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,
            in_sample: bool) -> tuple[pd.Series, pd.Series, float | None]:
     """β and α as series on y's index (constant for in-sample fits), plus R² where defined."""
     if method == "rolling_ols":
-        fit = rolling_hedge(y, x, window)
-        return fit.beta, fit.alpha, None
+        rolling = rolling_hedge(y, x, window)
+        return rolling.beta, rolling.alpha, None
     if in_sample:
         fit = fit_hedge(y, x, method)
         return (pd.Series(fit.beta, index=y.index, name="beta"), pd.Series(fit.alpha, index=y.index, name="alpha"),
@@ -291,12 +291,13 @@ def _hedge(y: pd.Series, x: pd.Series, method: str, window: int,
     if len(y) < KALMAN_PRIOR_BARS:
         raise InsufficientDataError(KALMAN_PRIOR_BARS, len(y), "kalman prior")
     prior = fit_hedge(y.iloc[:KALMAN_PRIOR_BARS], x.iloc[:KALMAN_PRIOR_BARS], "ols")
-    fit = fit_hedge(y, x, "kalman", obs_var=max(prior.resid_std**2, 1e-12), initial_beta=prior.beta,
-                    initial_alpha=prior.alpha, initial_var=max(abs(prior.beta), 1.0))
+    kalman = fit_hedge(y, x, "kalman", obs_var=max(prior.resid_std**2, 1e-12), initial_beta=prior.beta,
+                       initial_alpha=prior.alpha, initial_var=max(abs(prior.beta), 1.0))
+    beta_path, alpha_path = kalman.paths  # on y's index: y is a Series
     # The prior is known at the close of its last bar: a filtered value before that bar would depend on
     # later bars (changing bar 29 moved β at bar 0), so those bars are warming up (NaN), as in the backtest.
     warming = np.arange(len(y)) < KALMAN_PRIOR_BARS - 1
-    return fit.beta_path.mask(warming), fit.alpha_path.mask(warming), None
+    return pd.Series(beta_path).mask(warming), pd.Series(alpha_path).mask(warming), None
 
 
 @dataclass(frozen=True, slots=True)

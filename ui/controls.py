@@ -16,6 +16,7 @@ from pairs.bars import LOOKBACKS_MS
 from ui.labels import REGRESSION_LABELS, timeframe_label
 from ui.plain import plain
 
+TIMEFRAME_NAMES = tuple(tf.name for tf in TIMEFRAMES)  # finest first
 UPLOADED = "uploaded"  # the page's own data source: two uploaded OHLC datasets, no feed
 SOURCE_LABELS = {**{name: spec.label for name, spec in SOURCES.items()}, UPLOADED: "Uploaded dataset"}
 TIME_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York", "America/Chicago", "Asia/Kolkata",
@@ -103,7 +104,7 @@ def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = 
 
 def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str, ...], *,
                       pair: tuple[str, str] | None = None,
-                      timeframes: tuple[str, ...] = tuple(tf.name for tf in TIMEFRAMES)) -> Controls:
+                      timeframes: tuple[str, ...] = TIMEFRAME_NAMES) -> Controls:
     """Pair (unless fixed by ``pair``), timeframe, window, regression, thresholds and display settings."""
     if pair is None:
         st.sidebar.header("Pair")
@@ -122,6 +123,8 @@ def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str,
     regression = st.sidebar.selectbox("Regression", list(Regression), key="regression",
                                       format_func=REGRESSION_LABELS.__getitem__,
                                       help="In-sample fits use the whole lookback, future bars included.")
+    # Options and a default index: never None (Streamlit types it Optional for index=None).
+    assert regression is not None
     log_prices = st.sidebar.radio("Spread on", ["price", "log price"], horizontal=True, key="spread_on") == "log price"
     z_threshold = st.sidebar.slider("Z-score threshold", 1.0, 3.0, 2.0, 0.1, key="z_threshold")
     bound = zscore_bound(window)
