@@ -45,7 +45,7 @@ from storage import Site, claim_writer, current_writer, has_datasets, open_alert
 from storage.base import AlertRecord, WriterClaim
 from storage.datasets import AddResult, DatasetInfo
 from storage.errors import StorageError
-from storage.lock import this_process
+from storage.lock import WriterInfo, this_process
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +152,11 @@ class Service:
                    loader=loader, lock=lock, rest=rest)
 
     @classmethod
-    def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: object) -> Service:
-        follower = DatabaseFollower(site, settings.feed.symbols, holder)  # type: ignore[arg-type]
-        engine = Engine(settings.feed, follower, spec.capabilities, follows=holder.describe())  # type: ignore[attr-defined]
+    def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: WriterInfo) -> Service:
+        follower = DatabaseFollower(site, settings.feed.symbols, holder)
+        engine = Engine(settings.feed, follower, spec.capabilities, follows=holder.describe())
         engine.start()
-        log.info("following %s, written by %s", site.location, holder.describe())  # type: ignore[attr-defined]
+        log.info("following %s, written by %s", site.location, holder.describe())
         return cls(settings, spec, site, engine, SharedAnalytics(engine, BarHistory(site)))
 
     @property
