@@ -109,6 +109,7 @@ class FakeRest:
         self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
         self.requests: list[dict[str, str]] = []
+        self.paths: list[str] = []  # the path of each of ``requests``
         self.arrived: list[float] = []  # time.monotonic() when each of ``requests`` came in, seconds
         self.used_weight = 0
         # path, query parameters, rows → the rows to send instead
@@ -126,6 +127,7 @@ class FakeRest:
                 params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 fake.arrived.append(time.monotonic())
                 fake.requests.append(params)
+                fake.paths.append(url.path)
                 if fake.faults:
                     status, retry_after = fake.faults.popleft()
                     self.send_response(status)
