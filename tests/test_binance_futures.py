@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from config import Settings, from_env
 from ingestion.binance import USDM, BinanceRest, BinanceSource
@@ -26,8 +28,10 @@ from testkit.fake_binance import FakeBinance, RecordedTrade, futures_trade_paylo
 from testkit.fake_rest import FakeKlines, FakeRest
 from testkit.waiting import eventually
 from tests.shared_data import TICKS_NDJSON, require
+from tests.test_app import APP, app_env  # noqa: F401  (app_env: the fixture, used by name)
 from tests.test_binance_source import FAST
 from tests.test_recorder_cli import count, recorder
+from ui.plain import unescaped
 
 # The shared recording with its 98 zero rows kept: each is an "X":"NA" trade taking an id of its own.
 MARKET_TRADES, NA_ROWS = 19_182, 98
@@ -289,3 +293,34 @@ def test_spot_and_futures_ticks_never_mix(backend, recorded, tmp_path, request):
         assert list(spot_store.ticks("BTCUSDT").price) == pytest.approx([t.price for t in spot_btc])
         assert list(spot_store.ticks("BTCUSDT").trade_id) == [t.trade_id for t in spot_btc]
         assert list(futures_store.ticks("BTCUSDT").trade_id) == market_ids(futures_trades, "BTCUSDT")
+
+
+# ---------------------------------------------------------------------------------------- the page
+
+@pytest.mark.usefixtures("app_env")
+def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatch, recorded):
+    """A user starts on the simulated market, picks "Binance USDⓈ-M futures" and gets the spot page's
+    metrics for BTCUSDT/ETHUSDT perpetuals, fed by the futures fake (NA rows included)."""
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        monkeypatch.setenv("QUANT_SOURCE", "simulated")
+        monkeypatch.setenv("QUANT_WS_URL", fake.url)
+        monkeypatch.setenv("QUANT_HISTORY_HOURS", "0")
+        monkeypatch.setenv("QUANT_BACKFILL_MAX_TRADES", "0")
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        radio = at.radio(key="source")
+        assert "Binance USDⓈ-M futures" in radio.options  # as the picker shows it
+        radio.set_value("binance-futures").run()
+        assert not at.exception
+        eventually(lambda: fake.open_connections >= 1, timeout=20, message="the page started no futures feed")
+        trades = recorded[:3000]
+        fake.send_recorded(trades, shift_ms=time.time_ns() // 1_000_000 - trades[-1].ts_ms)
+
+        def priced() -> bool:
+            at.run()
+            return all(m.value != "—" for m in at.metric if m.label.endswith(" last"))
+
+        eventually(priced, timeout=30, interval=0.3, message="no futures prices reached the page")
+        assert {"BTCUSDT last", "ETHUSDT last", "Hedge ratio β", "Spread", "Z-score"} <= {m.label for m in at.metric}
+        assert not at.exception and not any("SIMULATED" in info.value for info in at.info)
+        assert any("LIVE Binance USDⓈ-M futures" in unescaped(c.value) for c in at.caption)
+        assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
