@@ -168,14 +168,14 @@ def test_endpoints_default_to_the_futures_hosts_and_the_url_settings_override_th
     assert isinstance(source, BinanceSource) and rest is not None
     assert source.url == "wss://fstream.binance.com/stream?streams=btcusdt@trade/ethusdt@trade"
     assert source.label == "LIVE Binance USDⓈ-M futures" and source.name == "binance-futures"
-    assert rest(feed).rest_url == "https://fapi.binance.com"  # type: ignore[attr-defined]
+    assert rest(feed).rest_url == "https://fapi.binance.com"
     mine = from_env({"QUANT_SOURCE": "binance-futures", "QUANT_WS_URL": "ws://127.0.0.1:9001",
                      "QUANT_REST_URL": "http://127.0.0.1:9002"}).feed
-    assert spec_for("binance-futures").create(mine).url.startswith("ws://127.0.0.1:9001/stream?")  # type: ignore[attr-defined]
-    assert rest(mine).rest_url == "http://127.0.0.1:9002"  # type: ignore[attr-defined]
+    assert spec_for("binance-futures").create(mine).url.startswith("ws://127.0.0.1:9001/stream?")
+    assert rest(mine).rest_url == "http://127.0.0.1:9002"
     # Spot keeps its own hosts when nothing is set.
     spot = from_env({}).feed
-    assert spec_for("binance").rest(spot).rest_url == "https://api.binance.com"  # type: ignore[attr-defined,misc]
+    assert spec_for("binance").rest(spot).rest_url == "https://api.binance.com"
 
 
 def test_klines_weigh_by_limit_as_binance_documents():
@@ -208,6 +208,8 @@ def backfill_run(recorded: list[RecordedTrade], sent: list[RecordedTrade], on_re
                                          rest_url=rest.url), fake)
         try:
             fake.send_recorded(sent)
+            streamed = sum(t.kind == "MARKET" for t in sent)
+            eventually(lambda: service.engine.trades == streamed, timeout=30)  # all of the stream, then
             eventually(lambda: events(service, EventKind.BACKFILL) != [], timeout=30)
         finally:
             service.stop()
