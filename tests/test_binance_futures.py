@@ -262,6 +262,19 @@ def test_the_recorder_records_futures_into_their_own_database(recorded, tmp_path
     assert not (tmp_path / "live.sqlite3").exists()  # spot's database untouched
 
 
+def test_more_symbols_than_one_futures_connection_carries_exit_2_naming_the_limit(tmp_path):
+    symbols = ",".join(f"C{i:03d}USDT" for i in range(201))
+    proc = recorder("--source", "binance-futures", "--symbols", symbols, "--data-dir", str(tmp_path))
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a recorder that did not refuse would retry for ever
+    assert proc.returncode == 2, out
+    assert out == ("error: symbols: 201 symbols, but one Binance USDⓈ-M futures connection carries at most "
+                   "200 streams\n")
+    assert not list(tmp_path.iterdir())  # nothing created
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_spot_and_futures_ticks_never_mix(backend, recorded, tmp_path, request):
     """Both venues at once, the same symbols and overlapping ids: each keeps its own ticks."""

@@ -115,6 +115,9 @@ class BinanceSource:
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        if len(symbols) > venue.max_streams:  # Binance would refuse the connection (HTTP 400) for ever
+            raise ValueError(f"symbols: {len(symbols)} symbols, but one {venue.label.removeprefix('LIVE ')} "
+                             f"connection carries at most {venue.max_streams} streams")
         self.symbols = symbols
         self.venue = venue
         self.name = venue.source
