@@ -32,7 +32,7 @@ import domain
 
 log = logging.getLogger(__name__)
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
-SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # the registry (ingestion.sources) says which exist
+SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")  # the registry (ingestion.sources) says which exist
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades around the clock: annualise over every second
 DB_URL_SCHEMES = ("postgresql", "postgres")  # server backends by URL scheme (storage picks the module)
 _DB_URL_RE = re.compile(r"^(?P<scheme>[a-z]+)://(?P<user>[^:@/?#\s]+)(?::(?P<password>[^\s]*))?@"
@@ -271,11 +271,14 @@ def _url(name: str, url: str, schemes: str, example: str) -> str:
 class ExchangeSettings:
     """How the live exchange (Binance) is reached: what its WebSocket source and REST client read.
 
-    Times are seconds. ``backfill_max_trades`` bounds the trades re-fetched per detected gap (0: off).
+    ``ws_url``/``rest_url`` None: the chosen source's own endpoints (spot
+    ``wss://stream.binance.com:9443`` and ``https://api.binance.com``, USDⓈ-M futures
+    ``wss://fstream.binance.com`` and ``https://fapi.binance.com``). Times are seconds.
+    ``backfill_max_trades`` bounds the trades re-fetched per detected gap (0: off).
     """
 
-    ws_url: str = "wss://stream.binance.com:9443"
-    rest_url: str = "https://api.binance.com"
+    ws_url: str | None = None
+    rest_url: str | None = None
     backfill_max_trades: int = 100_000
     ping_interval: float = 20.0
     pong_timeout: float = 30.0
@@ -286,8 +289,10 @@ class ExchangeSettings:
     stable_after: float = 60.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ws_url", _url("ws_url", self.ws_url, "wss?", "wss://host[:port]"))
-        object.__setattr__(self, "rest_url", _url("rest_url", self.rest_url, "https?", "https://host[:port]"))
+        if self.ws_url is not None:
+            object.__setattr__(self, "ws_url", _url("ws_url", self.ws_url, "wss?", "wss://host[:port]"))
+        if self.rest_url is not None:
+            object.__setattr__(self, "rest_url", _url("rest_url", self.rest_url, "https?", "https://host[:port]"))
         if self.backfill_max_trades < 0:
             raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
         for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
@@ -315,7 +320,8 @@ class FeedSettings:
 
     def __post_init__(self) -> None:
         if not SOURCE_NAME_RE.fullmatch(self.source):
-            raise ConfigError(f"source: {self.source!r} is not a source name such as binance, simulated or replay")
+            raise ConfigError(f"source: {self.source!r} is not a source name such as binance, binance-futures, "
+                              "simulated or replay")
         object.__setattr__(self, "symbols", parse_symbols(self.symbols))
         _positive("speed", self.speed)
         if not self.history_hours >= 0:
@@ -548,10 +554,13 @@ def _fields() -> dict[str, Field]:
     feed, exchange, storage = ("feed",), ("feed", "exchange"), ("storage",)
     alerts, recorder, server = ("alerts",), ("recorder",), ("server",)
     table: list[tuple[tuple[str, ...], str, str, Callable[[str], Any], str]] = [
-        (feed, "source", "QUANT_SOURCE", str.lower, "data source: binance (live), simulated or replay"),
-        (feed, "symbols", "QUANT_SYMBOLS", parse_symbols, "comma-separated spot symbols"),
-        (exchange, "ws_url", "QUANT_WS_URL", str, "Binance WebSocket base URL"),
-        (exchange, "rest_url", "QUANT_REST_URL", str, "Binance REST base URL (gap backfill)"),
+        (feed, "source", "QUANT_SOURCE", str.lower,
+         "data source: binance (live spot), binance-futures (live USDⓈ-M), simulated or replay"),
+        (feed, "symbols", "QUANT_SYMBOLS", parse_symbols,
+         "comma-separated symbols (spot, or perpetuals for binance-futures)"),
+        (exchange, "ws_url", "QUANT_WS_URL", str, "Binance WebSocket base URL (default: the source's)"),
+        (exchange, "rest_url", "QUANT_REST_URL", str,
+         "Binance REST base URL, for history and gap backfill (default: the source's)"),
         (exchange, "backfill_max_trades", "QUANT_BACKFILL_MAX_TRADES", int,
          "most trades fetched per detected gap (0: no backfill)"),
         (storage, "data_dir", "QUANT_DATA_DIR", Path, "directory of the per-source SQLite files"),

@@ -2,10 +2,12 @@
 
 When the engine sees a jump in a symbol's trade ids (after a reconnect, or on restart against a
 database that stops earlier), it hands the missing id range to :class:`Backfiller`. Its daemon
-thread pages through the range with the source's :class:`TradeHistory` client (Binance:
-``historicalTrades`` in :mod:`ingestion.binance.rest`) and puts the trades on the writer queue
-exactly like live ones (the idempotent insert absorbs overlaps). It never blocks the live stream:
-requests are queued, the network calls happen in this thread.
+thread pages through the range with the source's :class:`TradeHistory` client (Binance spot:
+``historicalTrades``; USDⓈ-M futures: only the latest 1,000 trades, see
+:mod:`ingestion.binance.rest`) and puts the trades on the writer queue exactly like live ones
+(the idempotent insert absorbs overlaps). What it cannot recover is reported, as
+``unfilled=<ids>`` on the gap's backfill event. It never blocks the live stream: requests are
+queued, the network calls happen in this thread.
 
 Backfilled trades go to storage only: the live bars have moved on, so the dashboard shows them
 from the database (history) rather than rewriting bars it already drew.
@@ -98,8 +100,8 @@ class Backfiller:
             try:
                 recovered = self._recover(gap)
                 detail = f"first_missing={gap.first_missing} count={gap.count} recovered={recovered}"
-                if recovered < gap.count:
-                    detail += " (partial)"
+                if recovered < gap.count:  # never silent: the ids the exchange did not give back
+                    detail += f" unfilled={gap.count - recovered} (partial)"
                 self._emit(FeedEvent(now_ms(), EventKind.BACKFILL, gap.symbol, detail))
                 log.info("backfill %s: %s", gap.symbol, detail)
             except RuntimeError as exc:  # the client's "reply I cannot use"

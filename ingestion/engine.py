@@ -65,14 +65,22 @@ class TradeSequencer:
 
     def check(self, trade: Trade) -> tuple[bool, Gap | None]:
         """(is new, the gap this trade reveals or None)."""
-        last = self.last_ids.get(trade.symbol)
-        if last is not None and trade.trade_id <= last:
+        return self.advance(trade.symbol, trade.trade_id)
+
+    def advance(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
+        """Note that id ``trade_id`` of ``symbol`` arrived: (is new, the gap it reveals or None).
+
+        Also called for ids that are not market prints (futures insurance-fund, ADL, ``NA``
+        trades): they are never stored, but the next market trade must not look like a gap.
+        """
+        last = self.last_ids.get(symbol)
+        if last is not None and trade_id <= last:
             self.duplicates += 1
             return False, None
-        self.last_ids[trade.symbol] = trade.trade_id
-        if last is None or trade.trade_id == last + 1:
+        self.last_ids[symbol] = trade_id
+        if last is None or trade_id == last + 1:
             return True, None
-        gap = Gap(trade.symbol, last + 1, trade.trade_id - last - 1)
+        gap = Gap(symbol, last + 1, trade_id - last - 1)
         self.gaps += 1
         self.missing += gap.count
         return True, gap
@@ -112,12 +120,9 @@ class Engine:
 
     # ---------------------------------------------------------------- sink (source thread)
     def on_trade(self, trade: Trade) -> None:
-        is_new, gap = self.sequencer.check(trade)
+        is_new, gap = self.sequencer.advance(trade.symbol, trade.trade_id)  # check() without its extra call
         if gap is not None:
-            log.warning("gap in %s trade ids: %d missing from %d", gap.symbol, gap.count, gap.first_missing)
-            self._store(gap.event(trade.recv_ms))
-            if self.backfiller is not None:
-                self.backfiller.request(gap.symbol, gap.first_missing, gap.count)
+            self._on_gap(gap, trade.recv_ms)
         if not is_new:
             # At or below the last id: usually a re-send, sometimes a late trade the exchange
             # delivered out of order. The store's idempotent insert tells them apart for free;
@@ -130,6 +135,19 @@ class Engine:
         self._last[trade.symbol] = trade
         self.bars.update(trade)
         self._store(trade)
+
+    def on_non_market(self, symbol: str, trade_id: int) -> None:
+        """A trade id that is not a market print: the sequencer moves past it, nothing is stored or
+        drawn (a gap before it is still a gap)."""
+        _is_new, gap = self.sequencer.advance(symbol, trade_id)
+        if gap is not None:
+            self._on_gap(gap, now_ms())
+
+    def _on_gap(self, gap: Gap, recv_ms: int) -> None:
+        log.warning("gap in %s trade ids: %d missing from %d", gap.symbol, gap.count, gap.first_missing)
+        self._store(gap.event(recv_ms))
+        if self.backfiller is not None:
+            self.backfiller.request(gap.symbol, gap.first_missing, gap.count)
 
     def on_event(self, event: FeedEvent) -> None:
         self._store(event)

@@ -45,6 +45,10 @@ class TradeSink(Protocol):
 
     def on_trade(self, trade: Trade) -> None: ...
 
+    def on_non_market(self, symbol: str, trade_id: int) -> None:
+        """Trade id ``trade_id`` of ``symbol`` went to something that is not a market print (a
+        futures insurance-fund, ADL or ``NA`` trade): not a trade for bars or storage, but not a gap."""
+
     def on_event(self, event: FeedEvent) -> None: ...
 
 

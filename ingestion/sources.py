@@ -12,7 +12,9 @@ from ingestion import binance, replay, simulated
 from ingestion.source import SourceSpec
 from storage import Site, site_for
 
-SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (binance.SPEC, simulated.SPEC, replay.SPEC)}
+SOURCES: dict[str, SourceSpec] = {
+    spec.name: spec for spec in (binance.SPEC, binance.FUTURES_SPEC, simulated.SPEC, replay.SPEC)
+}
 
 
 def spec_for(name: str) -> SourceSpec:

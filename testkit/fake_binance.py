@@ -1,4 +1,5 @@
-"""A fake Binance spot market-data WebSocket server for tests, plus the recorded-tick loader.
+"""A fake Binance market-data WebSocket server (spot, or USDⓈ-M futures with ``futures=True``) for
+tests, plus the recorded-tick loader.
 
 :class:`FakeBinance` listens on ``127.0.0.1`` (ephemeral port) and speaks the real protocol: the
 combined-stream endpoint ``/stream?streams=<s1>/<s2>`` (frames wrapped as
@@ -52,9 +53,11 @@ from testkit.waiting import poll
 
 __all__ = [
     "DEFAULT_TICKS_PATH",
+    "FUTURES_MAX_STREAMS",
     "TRADE_ID_BASES",
     "FakeBinance",
     "RecordedTrade",
+    "futures_trade_payload",
     "load_recorded_trades",
     "parse_stream_path",
     "spot_trade_frame",
@@ -76,8 +79,9 @@ OTHER_TRADE_ID_BASE = 1_000_000_000
 #: Spot's event time ``E`` trails the trade time ``T`` by about a millisecond.
 EVENT_LAG_MS = 1
 
-#: Binance caps a connection at 1024 streams.
+#: Binance caps a spot connection at 1024 streams, a USDⓈ-M futures one at 200.
 MAX_STREAMS = 1024
+FUTURES_MAX_STREAMS = 200
 
 # Lower-case symbol, "@", stream type (trade, aggTrade, kline_1m, depth@100ms, bookTicker, ...).
 # Binance stream names are lower case; an upper-case symbol is rejected so client bugs show up.
@@ -85,6 +89,10 @@ _STREAM_RE = re.compile(r"^[a-z0-9]{2,20}@[A-Za-z0-9_@]{1,40}$")
 
 # Exact spot key order; prices and quantities as 8-decimal strings, "M" always true.
 _PAYLOAD_FMT = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d,"m":%s,"M":true}'
+
+# Exact USDⓈ-M futures key order: "T" before "s", the trade type "X", no "M"; prices and quantities
+# as the contract's tick/step decimals (shortened here to what %.8g keeps, like "89806.8").
+_FUTURES_PAYLOAD_FMT = '{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"%s","m":%s}'
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -123,6 +131,31 @@ def spot_trade_payload(
     )
 
 
+def futures_trade_payload(
+    symbol: str,
+    trade_id: int,
+    price: float,
+    qty: float,
+    ts_ms: int,
+    buyer_is_maker: bool = False,
+    event_ms: int | None = None,
+    kind: str = "MARKET",
+) -> str:
+    """Return a USDⓈ-M futures ``trade`` payload (unwrapped), in Binance's key order.
+
+    ``kind`` is ``X``: ``MARKET``, ``INSURANCE_FUND``, ``ADL`` or ``NA`` (whose price and quantity
+    are ``"0"``). Example::
+
+        {"e":"trade","E":1765788195444,"T":1765788195443,"s":"BTCUSDT","t":6871234567,
+         "p":"89806.8","q":"0.002","X":"MARKET","m":true}
+    """
+    event = ts_ms + EVENT_LAG_MS if event_ms is None else event_ms
+    return _FUTURES_PAYLOAD_FMT % (
+        event, ts_ms, symbol.upper(), trade_id, f"{price:.10g}", f"{qty:.10g}", kind,
+        "true" if buyer_is_maker else "false",
+    )
+
+
 def spot_trade_frame(
     symbol: str,
     trade_id: int,
@@ -137,13 +170,13 @@ def spot_trade_frame(
     return f'{{"stream":"{symbol.lower()}@trade","data":{payload}}}'
 
 
-def parse_stream_path(path: str) -> tuple[bool, tuple[str, ...]]:
+def parse_stream_path(path: str, max_streams: int = MAX_STREAMS) -> tuple[bool, tuple[str, ...]]:
     """Parse a request path into ``(raw, streams)``.
 
     ``/stream?streams=btcusdt@trade/ethusdt@trade`` gives ``(False, ("btcusdt@trade",
     "ethusdt@trade"))``; ``/ws/btcusdt@trade`` gives ``(True, ("btcusdt@trade",))``. Raises
     ``ValueError`` for anything else (unknown path, empty or malformed stream names, upper-case
-    symbols, more than :data:`MAX_STREAMS`).
+    symbols, more than ``max_streams``: :data:`MAX_STREAMS` on spot).
     """
     split = urlsplit(path)
     if split.path == "/stream":
@@ -159,8 +192,8 @@ def parse_stream_path(path: str) -> tuple[bool, tuple[str, ...]]:
     bad = [name for name in names if not _STREAM_RE.match(name)]
     if bad:
         raise ValueError(f"invalid stream name(s) {bad!r} in {path!r}")
-    if len(names) > MAX_STREAMS:
-        raise ValueError(f"{len(names)} streams requested; the limit is {MAX_STREAMS}")
+    if len(names) > max_streams:
+        raise ValueError(f"{len(names)} streams requested; the limit is {max_streams}")
     return raw, tuple(dict.fromkeys(names))
 
 
@@ -174,7 +207,8 @@ class RecordedTrade:
     """One real trade from the recording, with the fields spot sends but the recording lacks.
 
     ``ts_ms``: trade time ``T``, UTC epoch ms. ``price`` in USDT, ``qty`` in base units.
-    ``trade_id`` and ``buyer_is_maker`` are synthesised by :func:`load_recorded_trades`.
+    ``trade_id`` and ``buyer_is_maker`` are synthesised by :func:`load_recorded_trades`. ``kind``
+    is the futures trade type ``X``: ``MARKET``, or ``NA`` for the recording's zero rows.
     """
 
     symbol: str
@@ -183,6 +217,7 @@ class RecordedTrade:
     price: float
     qty: float
     buyer_is_maker: bool
+    kind: str = "MARKET"
 
 
 def _iso_to_ms(text: str) -> int:
@@ -196,12 +231,16 @@ def load_recorded_trades(
     path: str | Path | None = None,
     symbols: Iterable[str] | None = None,
     id_bases: dict[str, int] | None = None,
+    *,
+    keep_non_market: bool = False,
 ) -> list[RecordedTrade]:
     """Load the recorded BTCUSDT/ETHUSDT ticks as :class:`RecordedTrade` rows, in file order.
 
     ``path`` defaults to :data:`DEFAULT_TICKS_PATH`. ``symbols`` (any case) keeps only those
     symbols. Rows with a zero price or size (the futures stream's ``"X":"NA"`` events, 98 in the
-    default file) are dropped, leaving 19,182 trades: ETHUSDT 14,978 and BTCUSDT 4,204.
+    default file) are dropped, leaving 19,182 trades: ETHUSDT 14,978 and BTCUSDT 4,204; with
+    ``keep_non_market`` they are kept as ``kind="NA"`` rows that take a trade id of their own (as
+    on the real stream, where they consume ids between market trades).
 
     Synthesised fields (the recording does not keep them):
 
@@ -233,7 +272,13 @@ def load_recorded_trades(
                 ts_ms = _iso_to_ms(row["ts"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{source}:{line_no}: bad tick row: {exc}") from None
-            if price <= 0 or qty <= 0 or (wanted is not None and symbol not in wanted):
+            if wanted is not None and symbol not in wanted:
+                continue
+            if price <= 0 or qty <= 0:
+                if keep_non_market:
+                    trade_id = next_id.get(symbol, bases.get(symbol, OTHER_TRADE_ID_BASE))
+                    next_id[symbol] = trade_id + 1
+                    trades.append(RecordedTrade(symbol, trade_id, ts_ms, 0.0, 0.0, False, "NA"))
                 continue
             trade_id = next_id.get(symbol, bases.get(symbol, OTHER_TRADE_ID_BASE))
             next_id[symbol] = trade_id + 1
@@ -295,10 +340,13 @@ class _FakeConnection(ServerConnection):
 
 
 class FakeBinance:
-    """Fake Binance spot market-data WebSocket server on 127.0.0.1, controlled from test code.
+    """Fake Binance spot (or USDⓈ-M futures) market-data WebSocket server on 127.0.0.1, controlled from test code.
 
     Args:
-        ping_interval: seconds between server ping frames (Binance: 20 s); ``None`` disables them.
+        futures: speak USDⓈ-M futures: trades as :func:`futures_trade_payload` (with ``X``), at most
+            :data:`FUTURES_MAX_STREAMS` streams a connection. Spot otherwise.
+        ping_interval: seconds between server ping frames (Binance: 20 s spot, 3 min futures);
+            ``None`` disables them.
             websockets' own keepalive is off; these pings are the fake's.
         ping_payload: payload of each server ping; the client must echo it in its pong.
         pong_deadline: if set, a connection whose client has not ponged within this many seconds
@@ -316,6 +364,7 @@ class FakeBinance:
     def __init__(
         self,
         *,
+        futures: bool = False,
         ping_interval: float | None = 20.0,
         ping_payload: bytes = b"",
         pong_deadline: float | None = None,
@@ -332,6 +381,8 @@ class FakeBinance:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
         if len(ping_payload) > 125:
             raise ValueError("ping_payload must be at most 125 bytes (RFC 6455 control frame)")
+        self.futures = futures
+        self.max_streams = FUTURES_MAX_STREAMS if futures else MAX_STREAMS
         self.ping_interval = ping_interval
         self.ping_payload = bytes(ping_payload)
         self.pong_deadline = pong_deadline
@@ -507,7 +558,7 @@ class FakeBinance:
         ts_ms: int | None = None,
         buyer_is_maker: bool = False,
     ) -> int:
-        """Send one spot trade to every open connection subscribed to ``<symbol lower>@trade``.
+        """Send one market trade to every open connection subscribed to ``<symbol lower>@trade``.
 
         ``ts_ms`` (trade time ``T``, epoch ms) defaults to now; ``E`` is ``T + 1``. Returns the
         number of connections written to.
@@ -518,7 +569,9 @@ class FakeBinance:
         """Send many trades, in order, in one scheduled coroutine (no per-frame thread hop).
 
         Each item is a :class:`RecordedTrade` or a tuple in :meth:`send_trade`'s argument order,
-        ``(symbol, trade_id, price, qty[, ts_ms[, buyer_is_maker]])``. Frames are serialised in
+        ``(symbol, trade_id, price, qty[, ts_ms[, buyer_is_maker]])``. On a futures fake a
+        recorded trade's ``kind`` is its ``X``; a spot fake refuses a non-``MARKET`` one (spot has
+        no such trades) with ``ValueError``. Frames are serialised in
         the calling thread and written without waiting for the client to read (no back-pressure:
         unread frames are buffered in memory). Returns the number of frames written, summed over
         connections.
@@ -526,14 +579,21 @@ class FakeBinance:
         now_ms = time.time_ns() // 1_000_000
         items: list[tuple[str, bytes]] = []
         for trade in trades:
+            kind = "MARKET"
             if isinstance(trade, RecordedTrade):
                 symbol, trade_id, price, qty = trade.symbol, trade.trade_id, trade.price, trade.qty
-                ts_ms, maker = trade.ts_ms, trade.buyer_is_maker
+                ts_ms, maker, kind = trade.ts_ms, trade.buyer_is_maker, trade.kind
             else:
                 symbol, trade_id, price, qty, *rest = trade
                 ts_ms = rest[0] if rest and rest[0] is not None else now_ms
                 maker = bool(rest[1]) if len(rest) > 1 else False
-            payload = spot_trade_payload(symbol, trade_id, price, qty, ts_ms, maker)
+            if self.futures:
+                payload = futures_trade_payload(symbol, trade_id, price, qty, ts_ms, maker, kind=kind)
+            elif kind != "MARKET":
+                raise ValueError(f"spot has no {kind} trades (trade {trade_id} of {symbol}); "
+                                 "use FakeBinance(futures=True)")
+            else:
+                payload = spot_trade_payload(symbol, trade_id, price, qty, ts_ms, maker)
             items.append((f"{symbol.lower()}@trade", payload.encode()))
         return self._call(self._broadcast(items))
 
@@ -541,7 +601,7 @@ class FakeBinance:
         """Replay recorded trades (as fast as possible), each ``ts_ms`` shifted by ``shift_ms``."""
         if shift_ms:
             trades = [
-                RecordedTrade(t.symbol, t.trade_id, t.ts_ms + shift_ms, t.price, t.qty, t.buyer_is_maker)
+                RecordedTrade(t.symbol, t.trade_id, t.ts_ms + shift_ms, t.price, t.qty, t.buyer_is_maker, t.kind)
                 for t in trades
             ]
         return self.send_trades(trades)
@@ -701,7 +761,7 @@ class FakeBinance:
             # status None normally refuses at TCP accept; a request that raced it gets a 503.
             return conn.respond(self._refuse_status or 503, "Service Unavailable\n")
         try:
-            raw, streams = parse_stream_path(request.path)
+            raw, streams = parse_stream_path(request.path, self.max_streams)
         except ValueError as exc:
             # Binance answers a bad stream request with an HTTP 400 and a JSON body.
             return conn.respond(400, json.dumps({"code": -1121, "msg": str(exc)}))

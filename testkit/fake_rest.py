@@ -1,4 +1,5 @@
-"""A fake Binance REST server on 127.0.0.1: ``GET /api/v3/historicalTrades`` and ``GET /api/v3/klines``.
+"""A fake Binance REST server on 127.0.0.1: spot ``GET /api/v3/historicalTrades`` and ``GET /api/v3/klines``,
+or with ``futures=True`` USDⓈ-M ``GET /fapi/v1/trades`` (the latest trades) and ``GET /fapi/v1/klines``.
 
 Serves trades from an in-memory list and klines from :class:`FakeKlines` (a deterministic
 market per symbol) in the real response formats, reports used weight in
@@ -87,14 +88,28 @@ class FakeKlines:
         return out
 
 
-class FakeRest:
-    """Thread-safe enough for tests: handlers only read ``trades`` and pop from ``faults``."""
+def futures_klines_weight(limit: int) -> int:
+    """Binance's USDⓈ-M klines weight: 1 below limit 100, 2 below 500, 5 up to 1000, 10 above."""
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
-    def __init__(self, trades: Iterable[RecordedTrade] = (), klines: FakeKlines | None = None) -> None:
-        self.trades = sorted(trades, key=lambda t: (t.symbol, t.trade_id))
+
+class FakeRest:
+    """Thread-safe enough for tests: handlers only read ``trades`` and pop from ``faults``.
+
+    ``futures``: serve the USDⓈ-M paths instead of spot's: ``/fapi/v1/klines`` (up to 1,500 a
+    page, weight by limit) and ``/fapi/v1/trades?symbol=…&limit=…`` (the latest ``limit`` market
+    trades, weight 5; it takes no ``fromId``). ``trades`` may hold non-market rows (``kind`` other
+    than ``MARKET``): they take ids but, as on Binance, no trades endpoint returns them.
+    """
+
+    def __init__(self, trades: Iterable[RecordedTrade] = (), klines: FakeKlines | None = None, *,
+                 futures: bool = False) -> None:
+        self.futures = futures
+        self.trades = sorted((t for t in trades if t.kind == "MARKET"), key=lambda t: (t.symbol, t.trade_id))
         self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
         self.requests: list[dict[str, str]] = []
+        self.paths: list[str] = []  # the path of each of ``requests``
         self.arrived: list[float] = []  # time.monotonic() when each of ``requests`` came in, seconds
         self.used_weight = 0
         # path, query parameters, rows → the rows to send instead
@@ -112,6 +127,7 @@ class FakeRest:
                 params = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 fake.arrived.append(time.monotonic())
                 fake.requests.append(params)
+                fake.paths.append(url.path)
                 if fake.faults:
                     status, retry_after = fake.faults.popleft()
                     self.send_response(status)
@@ -124,16 +140,24 @@ class FakeRest:
                     self._huge(url.path, *fake.huge[url.path])
                     return
                 rows: list  # JSON rows: trade objects or kline arrays
-                if url.path == "/api/v3/historicalTrades":
+                prefix, cap = ("/fapi/v1", 1500) if fake.futures else ("/api/v3", 1000)
+                if url.path == "/api/v3/historicalTrades" and not fake.futures:
                     fake.used_weight += 25
                     rows = fake.page(params["symbol"], int(params["fromId"]), int(params.get("limit", 500)))
-                elif url.path == "/api/v3/klines" and fake.klines is not None:
-                    fake.used_weight += 2
+                elif url.path == "/fapi/v1/trades" and fake.futures:
+                    if "fromId" in params:  # only historicalTrades (API key) takes one
+                        self._reply(400, b'{"code":-1101,"msg":"Too many parameters."}')
+                        return
+                    fake.used_weight += 5
+                    rows = fake.latest(params["symbol"], int(params.get("limit", 500)))
+                elif url.path == f"{prefix}/klines" and fake.klines is not None:
+                    limit = min(int(params.get("limit", 500)), cap)
+                    fake.used_weight += futures_klines_weight(limit) if fake.futures else 2
                     if not fake.klines.knows(params["symbol"]):
                         self._reply(400, b'{"code":-1121,"msg":"Invalid symbol."}')
                         return
                     rows = fake.klines.rows(params["symbol"], params["interval"], int(params["startTime"]),
-                                            int(params["endTime"]), min(int(params.get("limit", 500)), 1000))
+                                            int(params["endTime"]), limit)
                 else:
                     self.send_error(404)
                     return
@@ -200,6 +224,22 @@ class FakeRest:
 
     def page(self, symbol: str, from_id: int, limit: int) -> list[dict]:
         rows = [t for t in self.trades if t.symbol == symbol and t.trade_id >= from_id][:min(limit, 1000)]
+        return self._rows(rows)
+
+    def latest(self, symbol: str, limit: int) -> list[dict]:
+        """The latest ``limit`` (≤ 1000) market trades of ``symbol``, oldest first, as ``/fapi/v1/trades``::
+
+            [{"id":6871234567,"price":"89806.80","qty":"0.002","quoteQty":"179.61","time":1765788195443,
+              "isBuyerMaker":true}]
+        """
+        rows = [t for t in self.trades if t.symbol == symbol][-min(limit, 1000):]
+        return self._rows(rows)
+
+    def _rows(self, rows: list[RecordedTrade]) -> list[dict]:
+        if self.futures:
+            return [{"id": t.trade_id, "price": f"{t.price:.10g}", "qty": f"{t.qty:.10g}",
+                     "quoteQty": f"{t.price * t.qty:.10g}", "time": t.ts_ms, "isBuyerMaker": t.buyer_is_maker}
+                    for t in rows]
         return [{"id": t.trade_id, "price": f"{t.price:.8f}", "qty": f"{t.qty:.8f}",
                  "quoteQty": f"{t.price * t.qty:.8f}", "time": t.ts_ms, "isBuyerMaker": t.buyer_is_maker,
                  "isBestMatch": True} for t in rows]

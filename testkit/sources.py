@@ -34,9 +34,13 @@ class RecordingSink:
     def __init__(self) -> None:
         self.trades: list[Trade] = []
         self.events: list[FeedEvent] = []
+        self.non_market: list[tuple[str, int]] = []  # (symbol, trade id) of non-market prints
 
     def on_trade(self, trade: Trade) -> None:
         self.trades.append(trade)
+
+    def on_non_market(self, symbol: str, trade_id: int) -> None:
+        self.non_market.append((symbol, trade_id))
 
     def on_event(self, event: FeedEvent) -> None:
         self.events.append(event)

@@ -141,4 +141,4 @@ def test_backfill_is_capped_per_gap(recorded):
     trades = [s for s in stored if hasattr(s, "trade_id")]
     notes = [s.detail for s in stored if getattr(s, "kind", None) is EventKind.BACKFILL]
     assert len(trades) == 1500
-    assert notes == [f"first_missing={recorded[0].trade_id} count=4000 recovered=1500 (partial)"]
+    assert notes == [f"first_missing={recorded[0].trade_id} count=4000 recovered=1500 unfilled=2500 (partial)"]

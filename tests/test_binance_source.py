@@ -1,7 +1,9 @@
 """BinanceSource + Engine against the fake Binance server on 127.0.0.1 (real protocol, real trades).
 
-Timings are shortened (ping every 0.3 s, watchdog 1 s, backoff ≤ 0.5 s) so each fault recovers
-within a second or two; every wait is a deadline poll.
+The tests taking the ``fake`` fixture run on both venues: spot (``binance``) and USDⓈ-M futures
+(``binance-futures``, the fake speaking the futures payload). Timings are shortened (ping every
+0.3 s, watchdog 1 s, backoff ≤ 0.5 s) so each fault recovers within a second or two; every wait is
+a deadline poll.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from config import Settings
+from ingestion.binance import SPOT, USDM
 from ingestion.binance.stream import BinanceSource
 from records import EventKind, FeedState
 from records.clock import Clock
@@ -34,10 +37,15 @@ FAST = {
 }
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeBinance]:
-    with FakeBinance(ping_interval=0.2) as server:
+@pytest.fixture(params=["binance", "binance-futures"])
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeBinance]:
+    with FakeBinance(ping_interval=0.2, futures=request.param == "binance-futures") as server:
         yield server
+
+
+def source_of(fake: FakeBinance) -> str:
+    """The registered source that speaks ``fake``'s venue."""
+    return "binance-futures" if fake.futures else "binance"
 
 
 @pytest.fixture
@@ -47,8 +55,9 @@ def recorded() -> list[RecordedTrade]:
 
 def start_engine(fake: FakeBinance, tmp_path, *, clock: Clock | None = None, **changes) -> Service:
     """A service on ``fake`` with FAST timings and ``changes``; its source on ``clock`` when one is given."""
-    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
-    source = None if clock is None else BinanceSource.from_settings(settings.feed, clock=clock)
+    settings = Settings.of(source=source_of(fake), ws_url=fake.url, data_dir=tmp_path, **{**FAST, **changes})
+    venue = USDM if fake.futures else SPOT
+    source = None if clock is None else BinanceSource.from_settings(settings.feed, venue=venue, clock=clock)
     engine = Service.start(settings, source=source)
     eventually(lambda: fake.open_connections == 1, timeout=5, message="client never connected")
     return engine
@@ -193,7 +202,8 @@ def test_connection_age_limit_rolls_over_with_overlap(fake, recorded, tmp_path):
 
 def test_refused_connections_back_off_and_recover(fake, tmp_path):
     fake.refuse_connections(True)
-    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, **{**FAST, "backoff_max": 0.4})
+    settings = Settings.of(source=source_of(fake), ws_url=fake.url, data_dir=tmp_path,
+                           **{**FAST, "backoff_max": 0.4})
     engine = Service.start(settings)
     eventually(lambda: len(fake.connect_attempts) >= 6, timeout=10)
     status = engine.status()

@@ -25,7 +25,8 @@ def test_defaults_are_live_binance_on_btc_and_eth():
     settings = from_env({})
     assert settings.feed.source == "binance"
     assert settings.feed.symbols == ("BTCUSDT", "ETHUSDT")
-    assert settings.feed.exchange.ws_url == "wss://stream.binance.com:9443"
+    assert settings.feed.exchange.ws_url is None  # the source's own endpoint (spot: below)
+    assert spec_for("binance").create(settings.feed).url.startswith("wss://stream.binance.com:9443/stream?")
     assert site_of(settings).ticks_path == Path("data/live.sqlite3")
     assert site_of(settings).alerts_path == Path("data/live-alerts.sqlite3")
     assert settings.storage.replay_folder == Path("data/replays")
@@ -55,7 +56,7 @@ def test_each_source_and_each_replayed_file_has_its_own_database(tmp_path):
 
 
 def test_unknown_sources_and_missing_replay_files_are_named():
-    with pytest.raises(ConfigError, match="source: 'kraken' is not one of binance, simulated, replay"):
+    with pytest.raises(ConfigError, match="source: 'kraken' is not one of binance, binance-futures, simulated, replay"):
         spec_for(from_env({"QUANT_SOURCE": "kraken"}).feed.source)
     with pytest.raises(ConfigError, match=r"source \(QUANT_SOURCE\): 'no way' is not a source name"):
         from_env({"QUANT_SOURCE": "no way"})

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from cli.record import format_status
 from config import Settings
 from ingestion.backfill import Backfiller
+from ingestion.binance import SPOT, USDM, Venue
 from ingestion.binance.rest import (
     ATTEMPTS,
     MAX_BAN_S,
@@ -78,15 +79,17 @@ def test_retry_after_seconds_and_http_dates_are_honoured_in_full(header, expecte
     assert retry_after_s(header, T0) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("venue", [SPOT, USDM], ids=["spot", "futures"])
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
-def test_an_ip_ban_stops_every_caller_until_retry_after_has_passed(form):
+def test_an_ip_ban_stops_every_caller_until_retry_after_has_passed(form, venue: Venue):
     """A 418 with Retry-After: 7200 (or the same moment as an HTTP-date) on a klines call: neither that
-    call nor a gap backfill sends anything until the clock passes 7,200 s; then both go through."""
+    call nor a gap backfill sends anything until the clock passes 7,200 s; then both go through.
+    The same on both venues (futures: ``/fapi/v1/klines`` and ``/fapi/v1/trades``)."""
     clock = ManualClock(T0)
     trades = recorded()
-    with FakeRest(trades, klines=FakeKlines(PRICES)) as rest:
+    with FakeRest(trades, klines=FakeKlines(PRICES), futures=venue is USDM) as rest:
         rest.faults.append((418, "7200" if form == "seconds" else http_date(T0 + 7200)))
-        client = BinanceRest(rest.url, clock=clock, poll_s=0.002)
+        client = BinanceRest(rest.url, venue=venue, clock=clock, poll_s=0.002)
         end = now_ms() // MINUTE * MINUTE
         history, got_bars = in_thread(client.klines, "ETHUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
         eventually(lambda: client.banned_until_ms is not None)
@@ -106,6 +109,7 @@ def test_an_ip_ban_stops_every_caller_until_retry_after_has_passed(form):
     assert len(got_bars["result"]) == 30 and [t.trade_id for t in got_trades["result"]] == [
         t.trade_id for t in trades]
     assert len(rest.requests) == 3 and client.banned_until_ms is None
+    assert set(rest.paths) == {venue.klines_path, venue.trades_path}
 
 
 def test_a_missing_retry_after_waits_the_conservative_default():
@@ -180,11 +184,12 @@ def test_history_leaves_the_rest_of_the_minutes_budget_to_the_gap_backfill():
 FAST_RETRY = RetryPolicy(base_s=0.01, cap_s=0.04)
 
 
-def test_server_errors_are_retried_on_the_jittered_policy_then_succeed():
+@pytest.mark.parametrize("venue", [SPOT, USDM], ids=["spot", "futures"])
+def test_server_errors_are_retried_on_the_jittered_policy_then_succeed(venue: Venue):
     rng = DrawLog(2)
-    with FakeRest(klines=FakeKlines(PRICES)) as rest:
+    with FakeRest(klines=FakeKlines(PRICES), futures=venue is USDM) as rest:
         rest.faults.extend([(500, None), (503, None), (502, None), (504, None)])
-        client = BinanceRest(rest.url, retry=FAST_RETRY, rng=rng)
+        client = BinanceRest(rest.url, venue=venue, retry=FAST_RETRY, rng=rng)
         end = now_ms() // MINUTE * MINUTE
         bars = client.klines("BTCUSDT", MINUTE, end - 30 * MINUTE, end, threading.Event())
     assert len(bars) == 30 and len(rest.requests) == 5  # four failures, then the page (ATTEMPTS = 5)

@@ -298,7 +298,7 @@ SIM = ["--source", "simulated"]
     ([*SIM, "--trend", "quadratic"], "error: trend: 'quadratic' is not one of c, ct, ctt, n"),
     ([*SIM, "--symbols", "BTCUSDT,ETH;DROP"], "error: invalid symbol 'ETH;DROP'"),
     ([*SIM, "--symbols", "BTCUSDT,btcusdt"], "error: symbols: a scan needs at least two symbols, got BTCUSDT"),
-    (["--source", "nasdaq"], "error: source: 'nasdaq' is not one of binance, simulated, replay"),
+    (["--source", "nasdaq"], "error: source: 'nasdaq' is not one of binance, binance-futures, simulated, replay"),
     (["--source", "replay"], "error: replay_file: required when source is 'replay'"),
     ([*SIM, "--lookback-hours", "-1"], "error: lookback-hours: -1 must be a number of hours > 0"),
     ([*SIM, "--lookback-hours", "48", "--timeframe", "1s"], "error: lookback-hours: 48 h of 1 s bars is 172,800 bars"),

@@ -86,11 +86,12 @@ def source_controls(base: Settings) -> tuple[str, Path | None] | None:
 
 
 def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
-    """Watched symbols (any valid spot symbol, comma-separated), or fixed ``choices`` for datasets."""
+    """Watched symbols (any valid symbol of the source, comma-separated), or fixed ``choices`` for datasets."""
     if choices is not None:
         return choices
     raw = st.sidebar.text_input("Watched symbols (comma-separated)", value=",".join(default), key="symbols",
-                                help="Any Binance spot symbol, e.g. BTCUSDT,ETHUSDT,SOLUSDT")
+                                help="Any Binance symbol (spot, or a USDⓈ-M perpetual for futures), "
+                                     "e.g. BTCUSDT,ETHUSDT,SOLUSDT")
     try:
         symbols = parse_symbols(raw)
     except ConfigError as exc:

@@ -1,15 +1,18 @@
-"""Binance spot: the combined-stream source, its frame parsers and the REST client, as one package.
+"""Binance spot and USDⓈ-M futures: the combined-stream source, its frame parsers and the REST client,
+as one package parametrised by a :class:`~ingestion.binance.venue.Venue`.
 
-Registered in :mod:`ingestion.sources` by :data:`SPEC`; nothing outside this package knows it
-is Binance.
+Registered in :mod:`ingestion.sources` by :data:`SPEC` (spot) and :data:`FUTURES_SPEC`; nothing
+outside this package knows it is Binance.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from ingestion.binance.rest import BinanceRest
 from ingestion.binance.stream import BinanceSource
+from ingestion.binance.venue import SPOT, USDM, Venue
 from ingestion.source import Capabilities, SourceSpec
 
 if TYPE_CHECKING:
@@ -25,14 +28,25 @@ def _klines(_feed: FeedSettings, _source: Source, rest: TradeHistory | None) -> 
     return rest if isinstance(rest, BinanceRest) else None
 
 
-SPEC = SourceSpec(
-    name="binance",
-    label="Live Binance",
-    capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
-    create=BinanceSource.from_settings,
-    database=lambda _feed: "live",
-    rest=lambda feed: BinanceRest(feed.exchange.rest_url),
-    history=_klines,
-)
+def _rest(venue: Venue, feed: FeedSettings) -> BinanceRest:
+    """The venue's REST client at ``--rest-url`` if set, else at the venue's own base."""
+    return BinanceRest(feed.exchange.rest_url, venue=venue)
 
-__all__ = ["SPEC", "BinanceRest", "BinanceSource"]
+
+def spec(venue: Venue, label: str) -> SourceSpec:
+    """The registry entry of a Binance venue; ``label`` is what the source picker shows."""
+    return SourceSpec(
+        name=venue.source,
+        label=label,
+        capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
+        create=functools.partial(BinanceSource.from_settings, venue=venue),
+        database=lambda _feed: venue.database,
+        rest=functools.partial(_rest, venue),
+        history=_klines,
+    )
+
+
+SPEC = spec(SPOT, "Live Binance")
+FUTURES_SPEC = spec(USDM, "Binance USDⓈ-M futures")
+
+__all__ = ["FUTURES_SPEC", "SPEC", "SPOT", "USDM", "BinanceRest", "BinanceSource", "Venue"]

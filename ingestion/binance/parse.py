@@ -1,4 +1,4 @@
-"""Pure parsers for Binance spot WebSocket frames: one function per message type.
+"""Pure parsers for Binance spot and USDⓈ-M futures WebSocket frames: one function per message type.
 
 Nothing here does I/O. :func:`parse_frame` unwraps the combined-stream envelope and dispatches
 on the event type; unknown events come back as :class:`UnknownMessage` (the source counts them),
@@ -47,19 +47,47 @@ class UnknownMessage:
     event_type: str
 
 
-Message = Trade | ServerShutdown | SubscriptionReply | UnknownMessage
+@dataclass(frozen=True, slots=True)
+class NonMarketTrade:
+    """A futures trade that is not a market print (``"X"`` other than ``MARKET``).
+
+    ``kind`` is Binance's ``X``: ``INSURANCE_FUND`` (a liquidation taken over by the insurance fund),
+    ``ADL`` (auto-deleveraging) or ``NA`` (the ``p="0"``, ``q="0"`` rows). They are not prices
+    anyone traded at in the order book, so they stay out of bars and storage; but each consumes a
+    trade id, which the engine's sequencer must see so that it does not report a false gap.
+    """
+
+    symbol: str
+    trade_id: int
+    kind: str
 
 
-def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade:
-    """Parse a spot ``<symbol>@trade`` payload.
+Message = Trade | NonMarketTrade | ServerShutdown | SubscriptionReply | UnknownMessage
 
-    Example payload (prices and quantities are decimal strings)::
+#: The only futures trade type that is a market print (spot payloads carry no ``X`` and are all market prints).
+MARKET = "MARKET"
+
+
+def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade | NonMarketTrade:
+    """Parse a spot or USDⓈ-M futures ``<symbol>@trade`` payload.
+
+    Example payloads (prices and quantities are decimal strings), spot::
 
         {"e":"trade","E":1765788195443,"s":"BTCUSDT","t":5612345678,"p":"89806.80000000",
          "q":"0.00200000","T":1765788195442,"m":true,"M":true}
 
-    ``ts_ms`` is the trade time ``T`` (not the event time ``E``); ``m`` is "buyer is maker".
+    and futures, whose ``X`` is ``MARKET``, ``INSURANCE_FUND``, ``ADL`` or ``NA``::
+
+        {"e":"trade","E":1765788195444,"T":1765788195443,"s":"BTCUSDT","t":6871234567,
+         "p":"89806.80","q":"0.002","X":"MARKET","m":true}
+
+    ``ts_ms`` is the trade time ``T`` (not the event time ``E``); ``m`` is "buyer is maker". A
+    payload with an ``X`` other than ``MARKET`` is a :class:`NonMarketTrade` (its price and
+    quantity are not checked: ``NA`` rows carry zeros).
     """
+    kind = payload.get("X", MARKET)
+    if kind != MARKET:
+        return _non_market(payload, kind)
     try:
         symbol = payload["s"]
         trade_id = payload["t"]
@@ -81,6 +109,18 @@ def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade:
     if type(buyer_is_maker) is not bool:
         raise MalformedMessage(f"trade payload has a non-boolean 'm' {excerpt(buyer_is_maker)}")
     return Trade(symbol.upper(), trade_id, ts_ms, recv_ms, price, qty, buyer_is_maker)
+
+
+def _non_market(payload: dict[str, Any], kind: object) -> NonMarketTrade:
+    """The id-consuming, non-market futures trade ``payload`` (its ``X`` is ``kind``)."""
+    symbol, trade_id = payload.get("s"), payload.get("t")
+    if not isinstance(kind, str) or not kind:
+        raise MalformedMessage(f"trade payload has an invalid type 'X' {excerpt(kind)}")
+    if not isinstance(symbol, str) or not symbol:
+        raise MalformedMessage(f"trade payload has an invalid symbol {excerpt(symbol)}")
+    if type(trade_id) is not int or not 0 <= trade_id <= MAX_ID:
+        raise MalformedMessage(f"trade payload has an invalid id {excerpt(trade_id)}")
+    return NonMarketTrade(symbol.upper(), trade_id, kind)
 
 
 def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:

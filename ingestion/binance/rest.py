@@ -1,9 +1,12 @@
-"""Binance spot REST client: the calls the engine makes besides the stream, under one weight budget.
+"""Binance REST client (spot or USDⓈ-M futures: a :class:`~ingestion.binance.venue.Venue`): the calls
+the engine makes besides the stream, under one weight budget.
 
-``GET /api/v3/historicalTrades?symbol=…&fromId=…&limit=1000`` re-fetches trades the stream
+Spot: ``GET /api/v3/historicalTrades?symbol=…&fromId=…&limit=1000`` re-fetches trades the stream
 missed (gap backfill); ``GET /api/v3/klines?symbol=…&interval=…&startTime=…&endTime=…&limit=1000``
-loads the bars of the past (history at open). Every call is made from a background thread,
-never the stream's.
+loads the bars of the past (history at open). Futures: ``GET /fapi/v1/trades?symbol=…&limit=1000``
+(the latest market trades: what backfill can get without an API key, see
+:meth:`BinanceRest.historical_trades`) and ``GET /fapi/v1/klines`` (``limit=1500``). Every call is
+made from a background thread, never the stream's.
 
 One client is shared by everything that calls Binance REST in a process (the gap backfill and
 the history loader), so they share:
@@ -51,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ingestion.binance.parse import MAX_ID
+from ingestion.binance.venue import SPOT, Venue
 from ingestion.http import connect as deadline_connect
 from ingestion.source import excerpt
 from records import BarArrays, EventKind, FeedEvent, Trade, now_ms
@@ -58,9 +62,7 @@ from records.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
 
-PAGE_LIMIT = 1000  # Binance's maximum page size for historicalTrades and klines
-HISTORICAL_TRADES_WEIGHT = 25
-KLINES_WEIGHT = 2  # per request with limit 1000 (Binance: 2 for limit 100-500 and 500-1000)
+PAGE_LIMIT = 1000  # Binance's maximum page size for trades (both venues); klines: Venue.klines_page
 KLINE_INTERVALS = {1_000: "1s", 60_000: "1m", 300_000: "5m"}
 # Binance's data archives switched to microseconds in 2025; a time this large cannot be in ms.
 MICROSECONDS_FROM = 10**14
@@ -189,11 +191,14 @@ def parse_klines(rows: object, symbol: str, interval_ms: int, now: int, *, start
                      np.array(trades, dtype=np.int64), columns[5])
 
 
-def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int, recv_ms: int) -> list[Trade]:
+def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int, recv_ms: int, *,
+                            recent: bool = False) -> list[Trade]:
     """The trades of a ``historicalTrades`` reply asked for ``fromId=from_id&limit=limit``.
 
     At most ``limit`` rows, ids from ``from_id`` on and strictly rising; otherwise the whole page is
-    refused (:class:`RestError` naming the row), so nothing of it is stored.
+    refused (:class:`RestError` naming the row), so nothing of it is stored. ``recent``: the reply
+    is the latest ``limit`` trades (futures ``/fapi/v1/trades``, same row format), so rows before
+    ``from_id`` are expected and left out rather than refused.
     """
     if not isinstance(rows, list):
         raise RestError(f"expected a JSON list from historicalTrades, got {type(rows).__name__}")
@@ -203,6 +208,12 @@ def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int,
     trades: list[Trade] = []
     for index, row in enumerate(rows):
         trade = parse_historical_trade(symbol, row, recv_ms)
+        if recent:
+            if trades and trade.trade_id <= trades[-1].trade_id:
+                raise RestError(f"{symbol} trades row #{index} has id {trade.trade_id}, not after row "
+                                f"#{index - 1} ({trades[-1].trade_id}): ids must rise; page refused")
+            trades.append(trade)
+            continue
         if trade.trade_id < from_id:
             raise RestError(f"{symbol} historicalTrades row #{index} has id {trade.trade_id}, before the "
                             f"fromId {from_id} asked for; page refused")
@@ -210,7 +221,7 @@ def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int,
             raise RestError(f"{symbol} historicalTrades row #{index} has id {trade.trade_id}, not after row "
                             f"#{index - 1} ({trades[-1].trade_id}): ids must rise; page refused")
         trades.append(trade)
-    return trades
+    return [t for t in trades if t.trade_id >= from_id] if recent else trades
 
 
 def retry_after_s(header: str | None, now_s: float) -> float:
@@ -248,10 +259,12 @@ class BinanceRest:
     ``deadline_s`` bounds one request whole, ``timeout_s`` any single socket wait in it,
     ``max_reply_bytes`` one reply's body; ``attempts`` is how many tries a call gets (it replaces
     ``retry.max_attempts``); ``retry`` paces the retries after 5xx and network errors, ``rng``
-    draws its jitter.
+    draws its jitter. ``venue`` says which endpoints, page sizes and weights to use (spot by
+    default); ``rest_url`` None means the venue's.
     """
 
-    def __init__(self, rest_url: str, *, weight_budget: int = 1_200, timeout_s: float = SOCKET_TIMEOUT_S,
+    def __init__(self, rest_url: str | None = None, *, venue: Venue = SPOT, weight_budget: int = 1_200,
+                 timeout_s: float = SOCKET_TIMEOUT_S,
                  deadline_s: float = REQUEST_DEADLINE_S, max_reply_bytes: int = MAX_REPLY_BYTES,
                  attempts: int = ATTEMPTS, emit: Callable[[FeedEvent], None] | None = None,
                  clock: Callable[[], float] = time.time, poll_s: float = BAN_POLL_S,
@@ -259,7 +272,8 @@ class BinanceRest:
         if not (timeout_s > 0 and deadline_s > 0 and max_reply_bytes > 0 and attempts >= 1):
             raise ValueError(f"need timeout_s, deadline_s, max_reply_bytes > 0 and attempts >= 1, got "
                              f"{timeout_s}, {deadline_s}, {max_reply_bytes}, {attempts}")
-        self.rest_url = rest_url.rstrip("/")
+        self.venue = venue
+        self.rest_url = (venue.rest_url if rest_url is None else rest_url).rstrip("/")
         self._parts = urllib.parse.urlsplit(self.rest_url)
         if self._parts.scheme not in ("http", "https") or not self._parts.hostname:
             raise ValueError(f"rest_url: {rest_url!r} must look like https://host[:port]")
@@ -293,34 +307,51 @@ class BinanceRest:
         """Up to ``limit`` (≤ 1000) trades of ``symbol`` from id ``from_id`` on; [] if stopped or none exist.
 
         A page with ids before ``from_id``, out of order or repeated is refused whole (:class:`RestError`).
+
+        On USDⓈ-M futures the public API has no way to page from a trade id without an API key
+        (``/fapi/v1/historicalTrades`` needs one). ``/fapi/v1/aggTrades`` does not recover trades
+        either: its ``fromId`` is an aggregate id, and each row merges several fills into one price
+        and one quantity (``f``..``l``), so individual trades cannot be rebuilt from it. What is
+        left is ``/fapi/v1/trades``: the latest 1,000 market trades. This returns those with ids
+        from ``from_id`` on, so a gap is recovered only while it is among the latest 1,000 trades
+        (~27 s of ETHUSDT, ~97 s of BTCUSDT in the shared 2025-12-15 recording: enough for a quick
+        reconnect, not for a long outage or a restart); older ids, and ids that were not market
+        prints (insurance-fund, ADL, ``NA``: this endpoint never returns them), stay missing and the
+        backfill reports them as unfilled.
         """
-        rows = self.get("/api/v3/historicalTrades", {"symbol": symbol, "fromId": from_id, "limit": limit},
-                        weight=HISTORICAL_TRADES_WEIGHT, stop=stop, symbol=symbol)
+        if self.venue.trades_by_id:
+            rows = self.get(self.venue.trades_path, {"symbol": symbol, "fromId": from_id, "limit": limit},
+                            weight=self.venue.trades_weight, stop=stop, symbol=symbol)
+            return [] if rows is None else parse_historical_trades(rows, symbol, from_id, limit, now_ms())
+        rows = self.get(self.venue.trades_path, {"symbol": symbol, "limit": PAGE_LIMIT},
+                        weight=self.venue.trades_weight, stop=stop, symbol=symbol)
         if rows is None:
             return []
-        return parse_historical_trades(rows, symbol, from_id, limit, now_ms())
+        return parse_historical_trades(rows, symbol, from_id, PAGE_LIMIT, now_ms(), recent=True)[:limit]
 
     def klines(self, symbol: str, interval_ms: int, start_ms: int, end_ms: int, stop: threading.Event) -> BarArrays:
         """Closed bars of ``symbol`` at ``interval_ms`` (1 s, 1 min, 5 min) opening in ``[start_ms, end_ms)``.
 
-        Pages through ``limit=1000`` replies; every page is checked before anything is returned,
-        so a malformed row, a bar outside the range asked for or out of order, an HTTP error or a
-        symbol Binance does not know raises :class:`RestError` and nothing of this range is stored.
+        Pages through replies of the venue's page size (1,000 spot, 1,500 futures); every page is
+        checked before anything is returned, so a malformed row, a bar outside the range asked for
+        or out of order, an HTTP error or a symbol Binance does not know raises :class:`RestError`
+        and nothing of this range is stored.
         Empty if ``stop`` is set.
         """
         interval = KLINE_INTERVALS[interval_ms]
+        page_limit = self.venue.klines_page
         pages: list[BarArrays] = []
         cursor = start_ms - start_ms % interval_ms
         while cursor < end_ms and not stop.is_set():
-            reply = self.get("/api/v3/klines", {"symbol": symbol, "interval": interval, "startTime": cursor,
-                                                "endTime": end_ms - 1, "limit": PAGE_LIMIT},
-                             weight=KLINES_WEIGHT, stop=stop, symbol=symbol, bulk=True)
+            reply = self.get(self.venue.klines_path, {"symbol": symbol, "interval": interval, "startTime": cursor,
+                                                      "endTime": end_ms - 1, "limit": page_limit},
+                             weight=self.venue.klines_weight(page_limit), stop=stop, symbol=symbol, bulk=True)
             if reply is None:
                 return BarArrays.empty()
             page = parse_klines(reply, symbol, interval_ms, now_ms(), start_ms=cursor, end_ms=end_ms)
             if len(page):
                 pages.append(page)
-            if len(reply) < PAGE_LIMIT:
+            if len(reply) < page_limit:
                 break
             # parse_klines checked the page rises within [cursor, end_ms): the next one starts after it.
             cursor = kline_ms(reply[-1][0], f"{symbol} {interval} kline") + interval_ms

@@ -1,15 +1,18 @@
-"""Live Binance spot trades over ONE combined-stream WebSocket connection.
+"""Live Binance trades (spot or USDⓈ-M futures: a :class:`~ingestion.binance.venue.Venue`) over ONE
+combined-stream WebSocket connection.
 
 What the real exchange does, and how this source copes:
 
 * drops, resets, close frames → reconnect with capped exponential backoff and full jitter
   (:mod:`ingestion.backoff`), reset once a connection has stayed up ``stable_after`` seconds,
   never more than 100 attempts per 5 minutes (Binance allows 300);
-* the server pings every 20 s → websocket-client answers each ping with a pong carrying its
+* the server pings every 20 s (futures: every 3 min) → websocket-client answers each ping with a pong carrying its
   payload (``recv_data_frame`` does this before returning the frame to us);
 * half-open sockets → our own ping every ``ping_interval`` with a ``pong_timeout``, and a
-  watchdog that drops a connection silent for ``stale_after`` seconds (Binance's own pings
-  arrive every 20 s, so 30 s of nothing means the socket is dead);
+  watchdog that drops a connection silent for ``stale_after`` seconds (our pings draw a pong
+  every ``ping_interval``, so 30 s of nothing means the socket is dead, on futures too);
+* futures trades that are not market prints (``X`` other than ``MARKET``) → handed to the sink's
+  ``on_non_market`` (their ids count for gap detection), never as trades;
 * ``serverShutdown`` notices and the 24 h connection limit → open a new connection first, keep
   reading the old one until the new one delivers data, then close the old one. Trades seen on
   both are dropped by the engine's sequencer and by the store's idempotent insert;
@@ -33,7 +36,15 @@ import websocket
 
 from config import FeedSettings
 from ingestion.backoff import AttemptBudget, Backoff
-from ingestion.binance.parse import MalformedMessage, ServerShutdown, SubscriptionReply, UnknownMessage, parse_frame
+from ingestion.binance.parse import (
+    MalformedMessage,
+    NonMarketTrade,
+    ServerShutdown,
+    SubscriptionReply,
+    UnknownMessage,
+    parse_frame,
+)
+from ingestion.binance.venue import SPOT, Venue
 from ingestion.source import SourceStats, TradeSink
 from records import EventKind, FeedEvent, FeedState, Trade, now_ms
 from records.clock import SYSTEM_CLOCK, Clock
@@ -71,29 +82,28 @@ class _Connection:
     stable: bool = False
     # Per symbol, the newest trade id read from this connection.
     last_ids: dict[str, int] = field(default_factory=dict)
-    # A rollover successor holds its trades until the old connection has caught up with them,
-    # and notes the first id it holds per symbol.
-    held: list[Trade] | None = None
+    # A rollover successor holds its trades (and non-market ids) until the old connection has
+    # caught up with them, and notes the first id it holds per symbol.
+    held: list[Trade | NonMarketTrade] | None = None
     first_held_ids: dict[str, int] = field(default_factory=dict)
     # The symbols whose streams this connection carries (its URL, then SUBSCRIBE/UNSUBSCRIBE).
     subscribed: tuple[str, ...] = ()
 
 
 class BinanceSource:
-    """Source of live spot trades for several symbols on one connection.
+    """Source of live trades of one :class:`Venue` (spot by default) for several symbols on one connection.
 
     ``clock``: the monotonic time the watchdog, pings, rollover and reconnect backoff run on, and
     their waits (a test's, or the machine's); wall-clock stamps (``recv_ms``, events) stay on
     :func:`records.now_ms`. Other timings are in seconds.
     """
 
-    name = "binance"
-
     def __init__(
         self,
         symbols: tuple[str, ...],
-        ws_url: str = "wss://stream.binance.com:9443",
+        ws_url: str | None = None,
         *,
+        venue: Venue = SPOT,
         ping_interval: float = 20.0,
         pong_timeout: float = 30.0,
         stale_after: float = 30.0,
@@ -105,10 +115,15 @@ class BinanceSource:
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        if len(symbols) > venue.max_streams:  # Binance would refuse the connection (HTTP 400) for ever
+            raise ValueError(f"symbols: {len(symbols)} symbols, but one {venue.label.removeprefix('LIVE ')} "
+                             f"connection carries at most {venue.max_streams} streams")
         self.symbols = symbols
-        self.ws_url = ws_url
-        self.url = stream_url(ws_url, symbols)
-        self.label = "LIVE Binance spot"
+        self.venue = venue
+        self.name = venue.source
+        self.ws_url = venue.ws_url if ws_url is None else ws_url
+        self.url = stream_url(self.ws_url, symbols)
+        self.label = venue.label
         self.stats = SourceStats()
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
@@ -125,12 +140,14 @@ class BinanceSource:
         self._request_id = 0
 
     @classmethod
-    def from_settings(cls, feed: FeedSettings, *, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
-        """The live source of ``feed``'s symbols, connected as its ``exchange`` slice says."""
+    def from_settings(cls, feed: FeedSettings, *, venue: Venue = SPOT, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
+        """The live ``venue`` source of ``feed``'s symbols, connected as its ``exchange`` slice says
+        (its ``ws_url``, if set, replaces the venue's)."""
         exchange = feed.exchange
         return cls(
             feed.symbols,
             exchange.ws_url,
+            venue=venue,
             ping_interval=exchange.ping_interval,
             pong_timeout=exchange.pong_timeout,
             stale_after=exchange.stale_after,
@@ -328,10 +345,16 @@ class BinanceSource:
         """Make the successor current: deliver the trades it held (re-sends are dropped downstream)."""
         if successor is not None and successor.held is not None:
             held, successor.held = successor.held, None
-            for trade in held:
-                # run() sets the sink before it reads a frame; no None check per trade.
-                self._sink.on_trade(trade)  # type: ignore[union-attr]
+            for item in held:
+                self._deliver(item)
         return successor
+
+    def _deliver(self, item: Trade | NonMarketTrade) -> None:
+        # run() sets the sink before it reads a frame; no None check per trade.
+        if type(item) is Trade:
+            self._sink.on_trade(item)  # type: ignore[union-attr]
+        else:
+            self._sink.on_non_market(item.symbol, item.trade_id)  # type: ignore[union-attr]
 
     def _liveness_problem(self, conn: _Connection, now: float) -> str | None:
         """Why this connection must be dropped, or None. Also sends our periodic ping."""
@@ -398,14 +421,16 @@ class BinanceSource:
             if stats.parse_errors <= 10 or stats.parse_errors % 1000 == 0:
                 log.warning("malformed message #%d: %s: %.200r", stats.parse_errors, exc, data)
             return
-        if type(message) is Trade:
+        if type(message) is Trade or type(message) is NonMarketTrade:
             conn.last_ids[message.symbol] = message.trade_id
             if conn.held is not None:
                 conn.held.append(message)
                 conn.first_held_ids.setdefault(message.symbol, message.trade_id)
-            else:
+            elif type(message) is Trade:
                 # run() sets the sink before it reads a frame; no None check per trade.
                 self._sink.on_trade(message)  # type: ignore[union-attr]
+            else:
+                self._deliver(message)
         elif type(message) is SubscriptionReply:
             if message.error is not None:
                 self._set_error(f"subscription request {message.request_id} refused: {message.error}")

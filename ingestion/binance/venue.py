@@ -1,0 +1,94 @@
+"""What differs between Binance's spot and USDⓈ-M futures market data, as data.
+
+The stream client (:mod:`ingestion.binance.stream`), the parsers (:mod:`ingestion.binance.parse`)
+and the REST client (:mod:`ingestion.binance.rest`) are shared; a :class:`Venue` gives them the
+endpoints, paths, page sizes and request weights of one market. Nothing else branches on the venue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """One Binance market's public market-data API.
+
+    Attributes:
+        source: the registry name and ``--source`` value (``"binance"``, ``"binance-futures"``).
+        label: how the status line and the UI name the live feed.
+        database: the source's own database (SQLite file ``<name>.sqlite3`` or PostgreSQL schema),
+            so spot and futures ticks never mix (their trade ids are separate sequences).
+        ws_url: default WebSocket base (``--ws-url``/``QUANT_WS_URL`` override it); the combined
+            stream is ``<ws_url>/stream?streams=<sym>@trade/...`` on both venues.
+        rest_url: default REST base (``--rest-url``/``QUANT_REST_URL`` override it).
+        klines_path: the klines endpoint; ``klines_page``: most klines per request (Binance's cap).
+        klines_weights: ``(limit below which, weight)`` steps, last one catching everything else:
+            the request weight of a klines call of a given ``limit``.
+        trades_path: the endpoint gap backfill reads trades from.
+        trades_by_id: True if it pages from a trade id (``fromId``, spot ``historicalTrades``);
+            False if it only returns the most recent trades (futures ``/fapi/v1/trades``).
+        trades_weight: request weight of one such call (with ``limit=1000``).
+        server_ping_s: how often the server pings us (seconds); documentation of the venue, our own
+            pings every ``ping_interval`` keep a quiet connection observably alive on both.
+        max_streams: most streams one connection may carry.
+    """
+
+    source: str
+    label: str
+    database: str
+    ws_url: str
+    rest_url: str
+    klines_path: str
+    klines_page: int
+    klines_weights: tuple[tuple[int, int], ...]
+    trades_path: str
+    trades_by_id: bool
+    trades_weight: int
+    server_ping_s: float
+    max_streams: int
+
+    def klines_weight(self, limit: int) -> int:
+        """The request weight of a klines call asking for ``limit`` rows."""
+        for below, weight in self.klines_weights[:-1]:
+            if limit < below:
+                return weight
+        return self.klines_weights[-1][1]
+
+
+SPOT = Venue(
+    source="binance",
+    label="LIVE Binance spot",
+    database="live",
+    ws_url="wss://stream.binance.com:9443",
+    rest_url="https://api.binance.com",
+    klines_path="/api/v3/klines",
+    klines_page=1_000,
+    klines_weights=((1_001, 2), (0, 2)),  # spot: 2 for any limit up to 1000
+    trades_path="/api/v3/historicalTrades",
+    trades_by_id=True,
+    trades_weight=25,
+    server_ping_s=20.0,
+    max_streams=1_024,
+)
+
+#: Binance USDⓈ-M perpetual futures. Klines weigh 1 below limit 100, 2 below 500, 5 up to 1000 and 10
+#: above (up to 1,500 a page). ``/fapi/v1/historicalTrades`` needs an API key, so gap backfill reads
+#: ``/fapi/v1/trades`` (weight 5), which returns only the latest market trades: see
+#: :meth:`ingestion.binance.rest.BinanceRest.historical_trades`. The server pings every 3 minutes
+#: and drops a connection that has not answered for 10; connections last at most 24 h, as on spot.
+USDM = Venue(
+    source="binance-futures",
+    label="LIVE Binance USDⓈ-M futures",
+    database="futures",
+    ws_url="wss://fstream.binance.com",
+    rest_url="https://fapi.binance.com",
+    klines_path="/fapi/v1/klines",
+    klines_page=1_500,
+    klines_weights=((100, 1), (500, 2), (1_001, 5), (0, 10)),
+    trades_path="/fapi/v1/trades",
+    trades_by_id=False,
+    trades_weight=5,
+    server_ping_s=180.0,
+    max_streams=200,
+)
