@@ -170,16 +170,20 @@ def spot_trade_frame(
     return f'{{"stream":"{symbol.lower()}@trade","data":{payload}}}'
 
 
-def parse_stream_path(path: str, max_streams: int = MAX_STREAMS) -> tuple[bool, tuple[str, ...]]:
+def parse_stream_path(path: str, max_streams: int = MAX_STREAMS,
+                      combined: str = "/stream") -> tuple[bool, tuple[str, ...]]:
     """Parse a request path into ``(raw, streams)``.
 
     ``/stream?streams=btcusdt@trade/ethusdt@trade`` gives ``(False, ("btcusdt@trade",
-    "ethusdt@trade"))``; ``/ws/btcusdt@trade`` gives ``(True, ("btcusdt@trade",))``. Raises
+    "ethusdt@trade"))``; ``/ws/btcusdt@trade`` gives ``(True, ("btcusdt@trade",))``. ``combined``
+    is the combined stream's path: ``/stream`` on spot, ``/market/stream`` on USDⓈ-M (whose
+    routes carry trades on ``/market`` only; the real server then delivers nothing on another
+    route, this fake refuses it so that a client on the wrong route fails loudly). Raises
     ``ValueError`` for anything else (unknown path, empty or malformed stream names, upper-case
     symbols, more than ``max_streams``: :data:`MAX_STREAMS` on spot).
     """
     split = urlsplit(path)
-    if split.path == "/stream":
+    if split.path == combined:
         query = parse_qs(split.query, keep_blank_values=True)
         values = query.get("streams")
         if values is None or len(values) != 1 or set(query) != {"streams"}:
@@ -188,7 +192,7 @@ def parse_stream_path(path: str, max_streams: int = MAX_STREAMS) -> tuple[bool, 
     elif split.path.startswith("/ws/") and not split.query:
         raw, names = True, split.path[len("/ws/") :].split("/")
     else:
-        raise ValueError(f"unknown endpoint {path!r}; expected /stream?streams=... or /ws/<stream>")
+        raise ValueError(f"unknown endpoint {path!r}; expected {combined}?streams=... or /ws/<stream>")
     bad = [name for name in names if not _STREAM_RE.match(name)]
     if bad:
         raise ValueError(f"invalid stream name(s) {bad!r} in {path!r}")
@@ -383,6 +387,7 @@ class FakeBinance:
             raise ValueError("ping_payload must be at most 125 bytes (RFC 6455 control frame)")
         self.futures = futures
         self.max_streams = FUTURES_MAX_STREAMS if futures else MAX_STREAMS
+        self.combined_path = "/market/stream" if futures else "/stream"
         self.ping_interval = ping_interval
         self.ping_payload = bytes(ping_payload)
         self.pong_deadline = pong_deadline
@@ -458,12 +463,13 @@ class FakeBinance:
 
     @property
     def url(self) -> str:
-        """Base URL, ``ws://127.0.0.1:<port>``; clients append ``/stream?streams=...``."""
+        """Base URL, ``ws://127.0.0.1:<port>``; clients append ``/stream?streams=...`` (futures:
+        ``/market/stream?streams=...``)."""
         return f"ws://127.0.0.1:{self.port}"
 
     def stream_url(self, *symbols: str) -> str:
         """Combined-stream URL for the ``<symbol>@trade`` streams of ``symbols``."""
-        return self.url + "/stream?streams=" + "/".join(f"{s.lower()}@trade" for s in symbols)
+        return self.url + self.combined_path + "?streams=" + "/".join(f"{s.lower()}@trade" for s in symbols)
 
     # ---- observations ---------------------------------------------------------------------
 
@@ -761,7 +767,7 @@ class FakeBinance:
             # status None normally refuses at TCP accept; a request that raced it gets a 503.
             return conn.respond(self._refuse_status or 503, "Service Unavailable\n")
         try:
-            raw, streams = parse_stream_path(request.path, self.max_streams)
+            raw, streams = parse_stream_path(request.path, self.max_streams, self.combined_path)
         except ValueError as exc:
             # Binance answers a bad stream request with an HTTP 400 and a JSON body.
             return conn.respond(400, json.dumps({"code": -1121, "msg": str(exc)}))

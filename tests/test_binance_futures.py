@@ -107,7 +107,7 @@ def test_non_market_ids_make_no_false_gap_and_stay_out_of_bars_and_storage(recor
     with FakeBinance(ping_interval=None, futures=True) as fake:
         service = start(futures_settings(fake, data_dir=tmp_path), fake)
         try:
-            assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
+            assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
             fake.send_recorded(recorded + extra)
             eventually(lambda: service.writer.committed_trades == MARKET_TRADES + 1, timeout=30)
             status = service.status()
@@ -166,12 +166,12 @@ def test_endpoints_default_to_the_futures_hosts_and_the_url_settings_override_th
     feed = from_env({"QUANT_SOURCE": "binance-futures"}).feed
     source, rest = spec_for("binance-futures").create(feed), spec_for("binance-futures").rest
     assert isinstance(source, BinanceSource) and rest is not None
-    assert source.url == "wss://fstream.binance.com/stream?streams=btcusdt@trade/ethusdt@trade"
+    assert source.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@trade/ethusdt@trade"
     assert source.label == "LIVE Binance USDⓈ-M futures" and source.name == "binance-futures"
     assert rest(feed).rest_url == "https://fapi.binance.com"
     mine = from_env({"QUANT_SOURCE": "binance-futures", "QUANT_WS_URL": "ws://127.0.0.1:9001",
                      "QUANT_REST_URL": "http://127.0.0.1:9002"}).feed
-    assert spec_for("binance-futures").create(mine).url.startswith("ws://127.0.0.1:9001/stream?")
+    assert spec_for("binance-futures").create(mine).url.startswith("ws://127.0.0.1:9001/market/stream?")
     assert rest(mine).rest_url == "http://127.0.0.1:9002"
     # Spot keeps its own hosts when nothing is set.
     spot = from_env({}).feed
@@ -258,7 +258,7 @@ def test_the_recorder_records_futures_into_their_own_database(recorded, tmp_path
             proc.kill()
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "USDⓈ-M" in out
-    assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
+    assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
     assert not (tmp_path / "live.sqlite3").exists()  # spot's database untouched
 
 
@@ -338,4 +338,4 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         assert {"BTCUSDT last", "ETHUSDT last", "Hedge ratio β", "Spread", "Z-score"} <= {m.label for m in at.metric}
         assert not at.exception and not any("SIMULATED" in info.value for info in at.info)
         assert any("LIVE Binance USDⓈ-M futures" in unescaped(c.value) for c in at.caption)
-        assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
+        assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]

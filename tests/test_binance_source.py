@@ -75,7 +75,7 @@ def events(engine: Service, kind: EventKind) -> list[str]:
 
 def test_subscribes_to_one_combined_stream_and_stores_real_trades(fake, recorded, tmp_path):
     engine = start_engine(fake, tmp_path)
-    assert fake.paths == ["/stream?streams=btcusdt@trade/ethusdt@trade"]
+    assert fake.paths == [f"{fake.combined_path}?streams=btcusdt@trade/ethusdt@trade"]
     fake.send_recorded(recorded)
     eventually(lambda: engine.writer.committed_trades == len(recorded), timeout=15)
     rows = stored(engine)
@@ -261,7 +261,7 @@ def test_watching_more_symbols_subscribes_on_the_open_connection_and_loses_nothi
     # A reconnect asks for every watched stream in its URL.
     fake.close_all()
     eventually(lambda: fake.connections_accepted == 2, timeout=10)
-    assert fake.paths[-1] == "/stream?streams=btcusdt@trade/ethusdt@trade/solusdt@trade"
+    assert fake.paths[-1] == f"{fake.combined_path}?streams=btcusdt@trade/ethusdt@trade/solusdt@trade"
     assert engine.stop()
     assert stored(engine)["BTCUSDT"] == list(range(1, 101)) and stored(engine)["SOLUSDT"] == list(range(8, 18))
 

@@ -63,9 +63,10 @@ def stream_name(symbol: str) -> str:
     return f"{symbol.lower()}@trade"
 
 
-def stream_url(ws_url: str, symbols: tuple[str, ...]) -> str:
-    """Combined-stream URL, e.g. ``wss://…:9443/stream?streams=btcusdt@trade/ethusdt@trade``."""
-    return f"{ws_url}/stream?streams=" + "/".join(stream_name(s) for s in symbols)
+def stream_url(ws_url: str, symbols: tuple[str, ...], path: str = SPOT.stream_path) -> str:
+    """Combined-stream URL, e.g. ``wss://…:9443/stream?streams=btcusdt@trade/ethusdt@trade`` (spot),
+    ``wss://fstream.binance.com/market/stream?streams=…`` (USDⓈ-M: ``path`` is the venue's)."""
+    return f"{ws_url}{path}?streams=" + "/".join(stream_name(s) for s in symbols)
 
 
 @dataclass
@@ -122,7 +123,7 @@ class BinanceSource:
         self.venue = venue
         self.name = venue.source
         self.ws_url = venue.ws_url if ws_url is None else ws_url
-        self.url = stream_url(self.ws_url, symbols)
+        self.url = stream_url(self.ws_url, symbols, venue.stream_path)
         self.label = venue.label
         self.stats = SourceStats()
         self.ping_interval = ping_interval
@@ -165,7 +166,7 @@ class BinanceSource:
         """
         self._wanted = tuple(symbols)
         self.symbols = self._wanted
-        self.url = stream_url(self.ws_url, self._wanted)
+        self.url = stream_url(self.ws_url, self._wanted, self.venue.stream_path)
 
     # ------------------------------------------------------------------ lifecycle
     def run(self, sink: TradeSink, stop: threading.Event) -> None:
@@ -221,7 +222,7 @@ class BinanceSource:
         ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
         ws.settimeout(self.connect_timeout)
         symbols = self._wanted  # read once: set_symbols may replace it meanwhile
-        url = stream_url(self.ws_url, symbols)
+        url = stream_url(self.ws_url, symbols, self.venue.stream_path)
         try:
             ws.connect(url, suppress_origin=True)
         except BaseException:

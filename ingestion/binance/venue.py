@@ -19,8 +19,11 @@ class Venue:
         label: how the status line and the UI name the live feed.
         database: the source's own database (SQLite file ``<name>.sqlite3`` or PostgreSQL schema),
             so spot and futures ticks never mix (their trade ids are separate sequences).
-        ws_url: default WebSocket base (``--ws-url``/``QUANT_WS_URL`` override it); the combined
-            stream is ``<ws_url>/stream?streams=<sym>@trade/...`` on both venues.
+        ws_url: default WebSocket base (``--ws-url``/``QUANT_WS_URL`` override it).
+        stream_path: the combined stream's path on that base: ``<ws_url><stream_path>?streams=
+            <sym>@trade/...``. USDⓈ-M routes streams by path (``/public`` high-frequency book data,
+            ``/market`` regular market data such as trades and mark prices, ``/private`` user data),
+            and a connection on the wrong route receives nothing, silently.
         rest_url: default REST base (``--rest-url``/``QUANT_REST_URL`` override it).
         klines_path: the klines endpoint; ``klines_page``: most klines per request (Binance's cap).
         klines_weights: ``(limit below which, weight)`` steps, last one catching everything else:
@@ -38,6 +41,7 @@ class Venue:
     label: str
     database: str
     ws_url: str
+    stream_path: str
     rest_url: str
     klines_path: str
     klines_page: int
@@ -61,6 +65,7 @@ SPOT = Venue(
     label="LIVE Binance spot",
     database="live",
     ws_url="wss://stream.binance.com:9443",
+    stream_path="/stream",
     rest_url="https://api.binance.com",
     klines_path="/api/v3/klines",
     klines_page=1_000,
@@ -82,6 +87,7 @@ USDM = Venue(
     label="LIVE Binance USDⓈ-M futures",
     database="futures",
     ws_url="wss://fstream.binance.com",
+    stream_path="/market/stream",  # trades are regular market data: the /market route
     rest_url="https://fapi.binance.com",
     klines_path="/fapi/v1/klines",
     klines_page=1_500,
