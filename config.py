@@ -287,6 +287,7 @@ class ExchangeSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     stable_after: float = 60.0
+    connect_timeout: float = 10.0  # the whole WebSocket handshake: name lookup, connect, TLS, HTTP upgrade
 
     def __post_init__(self) -> None:
         if self.ws_url is not None:
@@ -296,7 +297,7 @@ class ExchangeSettings:
         if self.backfill_max_trades < 0:
             raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
         for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
-                     "backoff_initial", "backoff_max", "stable_after"):
+                     "backoff_initial", "backoff_max", "stable_after", "connect_timeout"):
             _positive(name, getattr(self, name))
         if self.backoff_max < self.backoff_initial:
             raise ConfigError("backoff_max: must be >= backoff_initial")
@@ -589,6 +590,8 @@ def _fields() -> dict[str, Field]:
         (exchange, "backoff_initial", "QUANT_BACKOFF_INITIAL", float, "first reconnect delay ceiling, seconds"),
         (exchange, "backoff_max", "QUANT_BACKOFF_MAX", float, "reconnect delay cap, seconds"),
         (exchange, "stable_after", "QUANT_STABLE_AFTER", float, "a connection up this long resets the backoff"),
+        (exchange, "connect_timeout", "QUANT_CONNECT_TIMEOUT", float,
+         "a WebSocket handshake (lookup, connect, TLS, upgrade) taking longer than N s fails and is retried"),
         (recorder, "status_interval", "QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
         (recorder, "log_level", "QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
         (alerts, "rules", "QUANT_ALERTS", _rules,
