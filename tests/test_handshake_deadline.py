@@ -100,9 +100,9 @@ def engines() -> Iterator[list[Service]]:
         engine.stop(timeout=5)
 
 
-def start_on(port: int, tmp_path, engines: list[Service]) -> tuple[Service, BinanceSource]:
-    """A service whose spot source connects to ``ws://127.0.0.1:<port>`` with a 1 s handshake deadline."""
-    settings = Settings.of(source="binance", ws_url=f"ws://127.0.0.1:{port}", data_dir=tmp_path,
+def start_on(port: int, tmp_path, engines: list[Service], scheme: str = "ws") -> tuple[Service, BinanceSource]:
+    """A service whose spot source connects to ``<scheme>://127.0.0.1:<port>`` with a 1 s handshake deadline."""
+    settings = Settings.of(source="binance", ws_url=f"{scheme}://127.0.0.1:{port}", data_dir=tmp_path,
                            connect_timeout=CONNECT_TIMEOUT_S, **FAST)
     source = BinanceSource.from_settings(settings.feed)
     engine = Service.start(settings, source=source)
@@ -141,6 +141,17 @@ def test_a_stalled_handshake_fails_by_its_deadline_then_reconnects_when_a_server
     errors = events(engine, EventKind.ERROR)
     # The two attempts before the third one accepted timed out (the third was cut by the server stopping).
     assert sum("handshake with 127.0.0.1 took longer than 1 s" in e for e in errors) >= 2, errors
+
+
+def test_a_tls_handshake_the_server_never_answers_fails_by_the_deadline(tmp_path, engines):
+    """wss://: the TLS handshake waits for a ServerHello that never comes; the same deadline ends it."""
+    with StallingServer(trickle=False) as stalling:
+        engine, source = start_on(stalling.port, tmp_path, engines, scheme="wss")
+        eventually(lambda: handshake_timed_out(engine), timeout=CONNECT_TIMEOUT_S + SLACK_S,
+                   message=lambda: f"no handshake timeout reported; last error {engine.status().last_error!r}")
+        eventually(lambda: stalling.accepted >= 2, timeout=CONNECT_TIMEOUT_S + SLACK_S)  # retried
+        assert source.connections_opened == 0
+        assert engine.stop()
 
 
 def test_a_handshake_deadline_already_passed_opens_no_socket():
