@@ -267,6 +267,9 @@ def _url(name: str, url: str, schemes: str, example: str) -> str:
     return url.rstrip("/")
 
 
+MAX_CONNECT_TIMEOUT_S = 300.0  # longest WebSocket handshake deadline accepted (ExchangeSettings.connect_timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class ExchangeSettings:
     """How the live exchange (Binance) is reached: what its WebSocket source and REST client read.
@@ -301,6 +304,11 @@ class ExchangeSettings:
             _positive(name, getattr(self, name))
         if self.backoff_max < self.backoff_initial:
             raise ConfigError("backoff_max: must be >= backoff_initial")
+        # Socket and thread waits overflow past ~1e9 s (inf included): a huge value meant as "no limit"
+        # would kill the source thread instead, and a handshake taking minutes is a failed one anyway.
+        if not self.connect_timeout <= MAX_CONNECT_TIMEOUT_S:
+            raise ConfigError(f"connect_timeout: {self.connect_timeout:g} must be between 0 and "
+                              f"{MAX_CONNECT_TIMEOUT_S:g} s")
 
 
 @dataclass(frozen=True, slots=True)

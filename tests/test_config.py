@@ -105,6 +105,8 @@ def test_invalid_symbol_message_quotes_the_input():
         ({"QUANT_CONNECT_TIMEOUT": "0"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): 0.0 must be > 0"),
         ({"QUANT_CONNECT_TIMEOUT": "nan"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): nan must be > 0"),
         ({"QUANT_CONNECT_TIMEOUT": "soon"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): invalid value 'soon'"),
+        ({"QUANT_CONNECT_TIMEOUT": "inf"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): inf must be between 0 and 300"),
+        ({"QUANT_CONNECT_TIMEOUT": "1e12"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): 1e\+12 must be between 0"),
     ],
 )
 def test_invalid_values_name_the_setting_and_the_variable(env, match):
