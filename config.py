@@ -267,6 +267,9 @@ def _url(name: str, url: str, schemes: str, example: str) -> str:
     return url.rstrip("/")
 
 
+MAX_CONNECT_TIMEOUT_S = 300.0  # longest WebSocket handshake deadline accepted (ExchangeSettings.connect_timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class ExchangeSettings:
     """How the live exchange (Binance) is reached: what its WebSocket source and REST client read.
@@ -287,6 +290,7 @@ class ExchangeSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     stable_after: float = 60.0
+    connect_timeout: float = 10.0  # the whole WebSocket handshake: name lookup, connect, TLS, HTTP upgrade
 
     def __post_init__(self) -> None:
         if self.ws_url is not None:
@@ -296,10 +300,15 @@ class ExchangeSettings:
         if self.backfill_max_trades < 0:
             raise ConfigError(f"backfill_max_trades: {self.backfill_max_trades} must be >= 0 (0 turns backfill off)")
         for name in ("ping_interval", "pong_timeout", "stale_after", "max_connection_age",
-                     "backoff_initial", "backoff_max", "stable_after"):
+                     "backoff_initial", "backoff_max", "stable_after", "connect_timeout"):
             _positive(name, getattr(self, name))
         if self.backoff_max < self.backoff_initial:
             raise ConfigError("backoff_max: must be >= backoff_initial")
+        # Socket and thread waits overflow past ~1e9 s (inf included): a huge value meant as "no limit"
+        # would kill the source thread instead, and a handshake taking minutes is a failed one anyway.
+        if not self.connect_timeout <= MAX_CONNECT_TIMEOUT_S:
+            raise ConfigError(f"connect_timeout: {self.connect_timeout:g} must be between 0 and "
+                              f"{MAX_CONNECT_TIMEOUT_S:g} s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +598,8 @@ def _fields() -> dict[str, Field]:
         (exchange, "backoff_initial", "QUANT_BACKOFF_INITIAL", float, "first reconnect delay ceiling, seconds"),
         (exchange, "backoff_max", "QUANT_BACKOFF_MAX", float, "reconnect delay cap, seconds"),
         (exchange, "stable_after", "QUANT_STABLE_AFTER", float, "a connection up this long resets the backoff"),
+        (exchange, "connect_timeout", "QUANT_CONNECT_TIMEOUT", float,
+         "a WebSocket handshake (lookup, connect, TLS, upgrade) taking longer than N s fails and is retried"),
         (recorder, "status_interval", "QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
         (recorder, "log_level", "QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
         (alerts, "rules", "QUANT_ALERTS", _rules,

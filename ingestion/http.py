@@ -4,7 +4,8 @@
 a REST reply (:mod:`ingestion.binance.rest`) or a webhook answer (:mod:`alerts.webhook`) could hold
 its thread for ever. :func:`connect` opens a connection whose name lookup, connect, TLS handshake,
 send, status line, headers and body all end by one ``time.monotonic()`` deadline (or one on the
-``clock`` a caller passes, e.g. a test's).
+``clock`` a caller passes, e.g. a test's). :func:`open_socket` and :class:`DeadlineSocket` do the same
+for the opening handshake of a WebSocket (:mod:`ingestion.binance.stream`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import functools
 import http.client
 import io
+import math
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +66,27 @@ def connect(parts: SplitResult, timeout_s: float, deadline: float, *,
     return conn
 
 
+def open_socket(host: str, port: int, *, tls: bool, deadline: float,
+                clock: Callable[[], float] = time.monotonic) -> socket.socket:
+    """A socket connected to ``host``:``port`` (``tls``: TLS, the certificate checked against ``host``)
+    whose name lookup, connect and TLS handshake all end by ``deadline`` (seconds on ``clock``).
+
+    Each step waits at most what is left (CPython bounds a connect, and a whole TLS handshake, by
+    the socket timeout, not each read), so any TimeoutError means the deadline has passed. No proxy
+    is used. The caller closes the socket; its timeout is left at whatever was left.
+    """
+    addresses = resolve(host, port, left(deadline, clock))
+    sock = _connect_any(addresses, (host, port), left(deadline, clock), deadline=deadline, clock=clock)
+    if not tls:
+        return sock
+    try:
+        sock.settimeout(left(deadline, clock))
+        return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def resolve(host: str, port: int, timeout_s: float) -> list[tuple]:
     """``getaddrinfo`` socket addresses of ``host`` for TCP, within ``timeout_s`` seconds.
 
@@ -91,14 +115,20 @@ def resolve(host: str, port: int, timeout_s: float) -> list[tuple]:
 
 
 def _connect_any(addresses: list[tuple], _address: tuple, timeout: float | None = None,
-                 source_address: tuple | None = None) -> socket.socket:
-    """``socket.create_connection`` over already looked-up ``addresses``: the first that connects."""
+                 source_address: tuple | None = None, *, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> socket.socket:
+    """``socket.create_connection`` over already looked-up ``addresses``: the first that connects.
+
+    With a ``deadline`` (seconds on ``clock``), each try waits at most what is left of it, so
+    several unreachable addresses together cannot outlast it.
+    """
     error: OSError | None = None
     for address in addresses:
         family = socket.AF_INET6 if len(address) == 4 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            wait = timeout if deadline is None else min(timeout or math.inf, left(deadline, clock))
+            sock.settimeout(wait)
             if source_address is not None:
                 sock.bind(source_address)
             sock.connect(address)
@@ -141,3 +171,40 @@ class _DeadlineResponse(http.client.HTTPResponse):
             super().close()
         finally:
             self._socket_file.close()
+
+
+class DeadlineSocket:
+    """The part of a socket websocket-client's handshake uses, each wait ending by one deadline.
+
+    websocket-client reads the HTTP upgrade reply one byte per ``recv`` call, each with the socket's
+    own timeout, so a server trickling header bytes (or never ending them) would hold it for ever.
+    Through this wrapper every ``send``/``recv`` (and the timeout websocket-client waits with on its
+    own) lasts at most what is left before ``deadline`` (seconds on ``clock``); once it has passed,
+    TimeoutError. Only for the handshake: put the plain socket back once it is done.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sock, self._deadline, self._clock = sock, deadline, clock
+
+    def gettimeout(self) -> float:
+        return left(self._deadline, self._clock)
+
+    def settimeout(self, _timeout: float | None) -> None:
+        """Ignored: the deadline sets every wait."""
+
+    def recv(self, size: int) -> bytes:
+        self.sock.settimeout(self.gettimeout())
+        return self.sock.recv(size)
+
+    def send(self, data: bytes) -> int:
+        self.sock.settimeout(self.gettimeout())
+        return self.sock.send(data)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -360,6 +360,8 @@ class FakeBinance:
             seconds (Binance's 24 h limit, shortened).
         age_close_code: close code for ``max_connection_age``.
         close_timeout: seconds the server waits for the client's close frame before dropping TCP.
+        port: the TCP port to listen on (0: an ephemeral one), e.g. one a client already retries
+            against, so that the fake "becomes reachable" there.
 
     Counters and lists are read from the test thread without locking; they are only written on
     the server's loop thread.
@@ -375,6 +377,7 @@ class FakeBinance:
         max_connection_age: float | None = None,
         age_close_code: int = 1001,
         close_timeout: float = 1.0,
+        port: int = 0,
     ) -> None:
         for name, value in (
             ("ping_interval", ping_interval),
@@ -394,6 +397,7 @@ class FakeBinance:
         self.max_connection_age = max_connection_age
         self.age_close_code = age_close_code
         self.close_timeout = close_timeout
+        self._listen_port = port
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -424,7 +428,7 @@ class FakeBinance:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> FakeBinance:
-        """Start the loop thread and listen on an ephemeral port; returns ``self``."""
+        """Start the loop thread and listen (on an ephemeral port unless one was given); returns ``self``."""
         if self._thread is not None:
             raise RuntimeError("FakeBinance already started")
         self._loop = asyncio.new_event_loop()
@@ -726,7 +730,7 @@ class FakeBinance:
         self._server = await serve(
             self._handler,
             "127.0.0.1",
-            0,
+            self._listen_port,
             process_request=self._process_request,
             compression=None,  # Binance does not negotiate permessage-deflate
             ping_interval=None,  # keepalive is ours, see _keepalive

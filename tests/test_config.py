@@ -102,6 +102,11 @@ def test_invalid_symbol_message_quotes_the_input():
         ({"QUANT_DURATION": "-5"}, r"duration \(QUANT_DURATION\): -5.0 must be > 0"),
         ({"QUANT_STATUS_INTERVAL": "0"}, r"status_interval \(QUANT_STATUS_INTERVAL\): 0.0 must be > 0"),
         ({"QUANT_BACKFILL_MAX_TRADES": "-1"}, r"backfill_max_trades \(QUANT_BACKFILL_MAX_TRADES\): -1 must be >= 0"),
+        ({"QUANT_CONNECT_TIMEOUT": "0"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): 0.0 must be > 0"),
+        ({"QUANT_CONNECT_TIMEOUT": "nan"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): nan must be > 0"),
+        ({"QUANT_CONNECT_TIMEOUT": "soon"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): invalid value 'soon'"),
+        ({"QUANT_CONNECT_TIMEOUT": "inf"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): inf must be between 0 and 300"),
+        ({"QUANT_CONNECT_TIMEOUT": "1e12"}, r"connect_timeout \(QUANT_CONNECT_TIMEOUT\): 1e\+12 must be between 0"),
     ],
 )
 def test_invalid_values_name_the_setting_and_the_variable(env, match):
@@ -119,6 +124,7 @@ def test_invalid_values_name_the_setting_and_the_variable(env, match):
         (["--max-engines", "x"], r"max_feeds \(--max-engines\): invalid value 'x'"),
         (["--window", "500"], r"window \(--window\): 500 must be between 10 and 200 bars"),
         (["--log-level", "loud"], r"log_level \(--log-level\)"),
+        (["--connect-timeout", "-1"], r"connect_timeout \(--connect-timeout\): -1.0 must be > 0"),
     ],
 )
 def test_invalid_flags_name_the_setting_and_the_flag(argv, match):
@@ -347,3 +353,14 @@ def test_timeframe_and_window_are_checked_once_for_settings_and_the_scanner(chec
 def test_the_validators_return_what_was_checked():
     assert [check_timeframe(name) for name in ("1s", "1m", "5m")] == [1_000, 60_000, 300_000]
     assert (check_window(10), check_window(200)) == (10, 200)
+
+
+def test_connect_timeout_reaches_the_binance_source_from_env_and_flag():
+    """The handshake deadline is read like the other exchange timings: default 10 s, env, then flag."""
+    from ingestion.binance.stream import BinanceSource
+
+    assert from_env({}).feed.exchange.connect_timeout == 10.0
+    settings = from_cli(["--connect-timeout", "2.5"], environ={"QUANT_CONNECT_TIMEOUT": "4"})
+    assert settings.feed.exchange.connect_timeout == 2.5
+    assert BinanceSource.from_settings(settings.feed).connect_timeout == 2.5
+    assert BinanceSource.from_settings(from_env({"QUANT_CONNECT_TIMEOUT": "4"}).feed).connect_timeout == 4.0

@@ -29,8 +29,10 @@ import json
 import logging
 import random
 import select
+import socket
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import websocket
 
@@ -45,6 +47,7 @@ from ingestion.binance.parse import (
     parse_frame,
 )
 from ingestion.binance.venue import SPOT, Venue
+from ingestion.http import DeadlineSocket, open_socket
 from ingestion.source import SourceStats, TradeSink
 from records import EventKind, FeedEvent, FeedState, Trade, now_ms
 from records.clock import SYSTEM_CLOCK, Clock
@@ -112,7 +115,7 @@ class BinanceSource:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         stable_after: float = 60.0,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -156,6 +159,7 @@ class BinanceSource:
             backoff_initial=exchange.backoff_initial,
             backoff_max=exchange.backoff_max,
             stable_after=exchange.stable_after,
+            connect_timeout=exchange.connect_timeout,
             clock=clock,
         )
 
@@ -219,15 +223,9 @@ class BinanceSource:
         A ``rollover`` (planned overlap before a shutdown or the age limit) is not a reconnect.
         """
         self.budget.record()
-        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
-        ws.settimeout(self.connect_timeout)
         symbols = self._wanted  # read once: set_symbols may replace it meanwhile
         url = stream_url(self.ws_url, symbols, self.venue.stream_path)
-        try:
-            ws.connect(url, suppress_origin=True)
-        except BaseException:
-            ws.shutdown()
-            raise
+        ws = self._handshake(url)
         ws.settimeout(RECV_POLL_S)
         # websocket-client asks the socket for exactly the bytes of each header field and payload
         # (2-3 recv() calls per frame). Letting each call read ahead up to READ_AHEAD bytes keeps
@@ -250,6 +248,38 @@ class BinanceSource:
         log.info("connected to %s", url)
         return _Connection(ws, opened=now, opened_ms=opened_ms, last_frame=now, last_ping=now,
                            held=[] if rollover else None, subscribed=symbols)
+
+    def _handshake(self, url: str) -> websocket.WebSocket:
+        """A WebSocket on ``url`` whose name lookup, connect, TLS and HTTP upgrade together took at most
+        ``connect_timeout`` seconds; TimeoutError naming the host otherwise.
+
+        websocket-client bounds each socket read, not the handshake, and reads the upgrade reply a
+        byte at a time: a server trickling header bytes would hold the (re)connect for ever, the feed
+        neither connected nor failing. So the socket is opened here (ingestion.http's deadline-bound
+        lookup and connect) and handed over wrapped in a :class:`DeadlineSocket` for the upgrade.
+        """
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""  # none: the lookup fails, naming it (config only lets ws(s)://host through)
+        port = parts.port or (443 if secure else 80)
+        deadline = self._clock.monotonic() + self.connect_timeout
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+        sock: socket.socket | None = None
+        try:
+            sock = open_socket(host, port, tls=secure, deadline=deadline, clock=self._clock.monotonic)
+            # No redirect: following one would open a socket of websocket-client's own, without the deadline.
+            ws.connect(url, suppress_origin=True, redirect_limit=0,
+                       socket=DeadlineSocket(sock, deadline, self._clock.monotonic))
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, (TimeoutError, websocket.WebSocketTimeoutException)):
+                # Every wait of the handshake lasts at most what is left before the deadline: any
+                # timeout means it has passed, whichever step was waiting.
+                raise TimeoutError(f"handshake with {host} took longer than {self.connect_timeout:g} s") from None
+            raise
+        ws.sock = sock  # the plain socket from now on: reads wait RECV_POLL_S each, as the stream wants
+        return ws
 
     def _close(self, conn: _Connection, *, graceful: bool) -> None:
         try:
