@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from config import SYMBOL_RE, FeedSettings, normalize_symbol
-from ingestion.binance.parse import MalformedMessage, UnknownMessage, parse_frame
+from ingestion.binance.parse import MalformedMessage, NonMarketTrade, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt
 from records import EventKind, FeedEvent, FeedState, Trade
@@ -244,7 +244,8 @@ class ReplaySource:
 
     Counters of the latest pass (:meth:`iter_trades` or :meth:`run`): ``stats.messages`` (lines
     or rows read), ``stats.parse_errors``, ``stats.unknown_messages``, :attr:`skipped_rows`
-    (zero-price rows) and :attr:`trades` (trades yielded).
+    (non-market rows: zero-price placeholders, futures prints whose ``X`` is not ``MARKET``) and
+    :attr:`trades` (trades yielded).
     """
 
     name = "replay"
@@ -368,6 +369,10 @@ class ReplaySource:
                 self.skipped_rows += 1
                 return None
             raise
+        if isinstance(message, NonMarketTrade):
+            # A futures print other than MARKET (NA placeholders, insurance fund, ADL): never a bar's price.
+            self.skipped_rows += 1
+            return None
         if not isinstance(message, Trade):
             # UnknownMessage or a ServerShutdown notice: recorded context, nothing to replay.
             self.stats.unknown_messages += 1
@@ -443,7 +448,7 @@ class ReplaySource:
             raise
         stats.state = FeedState.STOPPED if run.stopped else FeedState.FINISHED
         summary = (f"{'stopped' if run.stopped else 'finished'}: {run.emitted} trades, "
-                   f"{self.skipped_rows} zero-price rows skipped, {stats.parse_errors} parse errors, "
+                   f"{self.skipped_rows} non-market rows skipped, {stats.parse_errors} parse errors, "
                    f"{stats.unknown_messages} unknown messages")
         sink.on_event(FeedEvent(self._clock.now_ms(), EventKind.STOPPED, None, summary))
 

@@ -103,7 +103,7 @@ def test_real_recording_paced_run_takes_the_scaled_time() -> None:
     assert source.stats.last_message_mono is not None
     assert [e.kind for e in sink.events] == [EventKind.STARTED, EventKind.STOPPED]
     assert "finished: 19182 trades" in sink.events[-1].detail
-    assert "98 zero-price rows skipped" in sink.events[-1].detail
+    assert "98 non-market rows skipped" in sink.events[-1].detail
     # recv_ms is the clock at emission: it spans the paced duration...
     assert sink.trades[-1].recv_ms - sink.trades[0].recv_ms == 400
     # ...and each trade went out at its own scaled time (the pacing clock never rewinds), to the millisecond.
@@ -232,6 +232,19 @@ def test_raw_and_combined_binance_frames(tmp_path: Path) -> None:
     sink = run_to_end(ReplaySource(path, speed=1e9))
     assert [key(t) for t in sink.trades] == [key(t) for t in trades]
     assert "3 parse errors, 2 unknown messages" in sink.events[-1].detail
+
+
+def test_futures_prints_that_are_not_market_trades_are_skipped_as_live(tmp_path: Path) -> None:
+    """An insurance-fund or ADL print has a real price but is no market trade: left out, as the
+    live futures feed leaves it out, and counted with the skipped rows (not as unknown messages)."""
+    base = 1_765_788_195_000
+    market = trade_payload("BTCUSDT", 10, base, "89806.80", "0.002", True) | {"X": "MARKET"}
+    fund = trade_payload("BTCUSDT", 11, base + 1, "88000.00", "1.500", False) | {"X": "INSURANCE_FUND"}
+    adl = {"stream": "btcusdt@trade", "data": trade_payload("BTCUSDT", 12, base + 2, "88100.0", "0.7", False)
+           | {"X": "ADL"}}
+    source = ReplaySource(write_lines(tmp_path / "futures.ndjson", [json.dumps(m) for m in (market, fund, adl)]))
+    assert [t.trade_id for t in source.iter_trades()] == [10]
+    assert (source.skipped_rows, source.stats.unknown_messages, source.stats.parse_errors) == (2, 0, 0)
 
 
 def test_malformed_first_line_does_not_hide_the_format(tmp_path: Path) -> None:
