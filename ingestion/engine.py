@@ -63,10 +63,6 @@ class TradeSequencer:
         self.gaps = 0
         self.missing = 0
 
-    def check(self, trade: Trade) -> tuple[bool, Gap | None]:
-        """(is new, the gap this trade reveals or None)."""
-        return self.advance(trade.symbol, trade.trade_id)
-
     def advance(self, symbol: str, trade_id: int) -> tuple[bool, Gap | None]:
         """Note that id ``trade_id`` of ``symbol`` arrived: (is new, the gap it reveals or None).
 
@@ -120,7 +116,7 @@ class Engine:
 
     # ---------------------------------------------------------------- sink (source thread)
     def on_trade(self, trade: Trade) -> None:
-        is_new, gap = self.sequencer.advance(trade.symbol, trade.trade_id)  # check() without its extra call
+        is_new, gap = self.sequencer.advance(trade.symbol, trade.trade_id)
         if gap is not None:
             self._on_gap(gap, trade.recv_ms)
         if not is_new:

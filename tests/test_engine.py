@@ -8,7 +8,7 @@ from ingestion.sources import site_of
 from records import EventKind, FeedState, StorageState
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
-from testkit.sources import ScriptedSource, make_trade, make_trades
+from testkit.sources import ScriptedSource, make_trades
 from testkit.waiting import eventually
 
 
@@ -18,16 +18,16 @@ def settings_for(tmp_path, **changes) -> Settings:
 
 def test_sequencer_drops_resends_and_reports_gaps():
     seq = TradeSequencer()
-    assert seq.check(make_trade(trade_id=10)) == (True, None)
-    assert seq.check(make_trade(trade_id=11)) == (True, None)
-    assert seq.check(make_trade(trade_id=11))[0] is False  # re-sent after a reconnect
-    is_new, gap = seq.check(make_trade(trade_id=15))
+    assert seq.advance("BTCUSDT", 10) == (True, None)
+    assert seq.advance("BTCUSDT", 11) == (True, None)
+    assert seq.advance("BTCUSDT", 11)[0] is False  # re-sent after a reconnect
+    is_new, gap = seq.advance("BTCUSDT", 15)
     assert is_new and gap == Gap("BTCUSDT", 12, 3)
     event = gap.event(5)
     assert event.kind is EventKind.GAP and event.symbol == "BTCUSDT" and event.detail == "first_missing=12 count=3"
     assert (seq.duplicates, seq.gaps, seq.missing) == (1, 1, 3)
     # Symbols are independent.
-    assert seq.check(make_trade("ETHUSDT", trade_id=1)) == (True, None)
+    assert seq.advance("ETHUSDT", 1) == (True, None)
 
 
 def test_engine_stores_every_trade_once_and_records_gaps(tmp_path):
