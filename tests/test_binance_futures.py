@@ -20,7 +20,7 @@ from config import Settings, from_env
 from ingestion.binance import USDM, BinanceRest, BinanceSource
 from ingestion.binance.parse import MalformedMessage, NonMarketTrade, parse_frame
 from ingestion.sources import spec_for
-from records import EventKind, Trade
+from records import EventKind, MarkPrice, Trade
 from service import Service
 from storage.postgres.ticks import PostgresTickStore
 from storage.sqlite.ticks import SqliteTickStore
@@ -35,6 +35,8 @@ from ui.plain import unescaped
 
 # The shared recording with its 98 zero rows kept: each is an "X":"NA" trade taking an id of its own.
 MARKET_TRADES, NA_ROWS = 19_182, 98
+# BTCUSDT and ETHUSDT on one USDⓈ-M connection: each symbol's trades and its mark price, on the /market route.
+FUTURES_PATH = "/market/stream?streams=btcusdt@trade/btcusdt@markPrice@1s/ethusdt@trade/ethusdt@markPrice@1s"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_non_market_ids_make_no_false_gap_and_stay_out_of_bars_and_storage(recor
     with FakeBinance(ping_interval=None, futures=True) as fake:
         service = start(futures_settings(fake, data_dir=tmp_path), fake)
         try:
-            assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
+            assert fake.paths == [FUTURES_PATH]
             fake.send_recorded(recorded + extra)
             eventually(lambda: service.writer.committed_trades == MARKET_TRADES + 1, timeout=30)
             status = service.status()
@@ -139,6 +141,48 @@ def test_a_real_gap_beside_non_market_ids_is_still_reported(tmp_path):
             service.stop()
 
 
+# ---------------------------------------------------------------------------------------- mark price, funding
+
+NEXT_FUNDING_MS = 1765814400000  # 2025-12-15 16:00 UTC, a funding time
+
+
+def test_mark_prices_ride_along_the_trades_without_touching_gaps_or_storage(recorded, tmp_path):
+    """Mark price updates interleaved with the real recording (and a malformed one, and an older one
+    as a rollover's overlap would send): the service keeps each symbol's newest, the malformed one
+    is a named parse error, the sequencer sees no gap and no duplicate, nothing of them is stored."""
+    trades = recorded[:3000]
+    wanted = sum(t.kind == "MARKET" for t in trades)
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        service = start(futures_settings(fake, data_dir=tmp_path), fake)
+        try:
+            assert service.funding and service.mark_price("BTCUSDT") is None  # none yet: shown as "—"
+            for chunk in range(0, len(trades), 500):
+                fake.send_recorded(trades[chunk:chunk + 500])
+                fake.send_mark_price("BTCUSDT", 89_800.0 + chunk, 89_801.0, 0.0001, NEXT_FUNDING_MS,
+                                     event_ms=1765788195000 + chunk)
+            fake.send_raw('{"stream":"ethusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1765788195000,'
+                          '"s":"ETHUSDT","p":"x","P":"1","i":"1","r":"0.0001","T":1765814400000}}')
+            fake.send_mark_price("ETHUSDT", 3_100.25, 3_100.5, -0.0003, NEXT_FUNDING_MS, event_ms=1765788196000)
+            fake.send_mark_price("ETHUSDT", 2_000.0, 2_000.0, 0.0, NEXT_FUNDING_MS, event_ms=1765788195999)  # older
+            eventually(lambda: service.writer.committed_trades == wanted, timeout=30)
+            eventually(lambda: service.engine.source.stats.messages == len(trades) + 6 + 3)  # 6 BTC, 3 ETH
+            status = service.status()
+            assert status.gaps == 0 and status.duplicates == 0 and status.missing_trades == 0
+            assert status.parse_errors == 1 and status.unknown_messages == 0
+            assert "invalid mark price 'p'" in (service.engine.source.stats.last_error or "")
+            assert service.mark_price("BTCUSDT") == MarkPrice("BTCUSDT", 1765788195000 + 2500, 92_300.0, 89_801.0,
+                                                              0.0001, NEXT_FUNDING_MS)
+            assert service.mark_price("ETHUSDT") == MarkPrice("ETHUSDT", 1765788196000, 3_100.25, 3_100.5, -0.0003,
+                                                              NEXT_FUNDING_MS)
+        finally:
+            service.stop()
+    assert stored(service) == {s: market_ids(trades, s) for s in ("BTCUSDT", "ETHUSDT")}
+
+
+def test_a_spot_feed_has_no_funding():
+    assert not spec_for("binance").capabilities.funding and spec_for("binance-futures").capabilities.funding
+
+
 def test_a_rollover_while_non_market_ids_arrive_makes_no_gap(recorded, tmp_path):
     """The successor holds NA ids as well as trades until the old connection caught up with them."""
     first = recorded[:3000]
@@ -166,7 +210,7 @@ def test_endpoints_default_to_the_futures_hosts_and_the_url_settings_override_th
     feed = from_env({"QUANT_SOURCE": "binance-futures"}).feed
     source, rest = spec_for("binance-futures").create(feed), spec_for("binance-futures").rest
     assert isinstance(source, BinanceSource) and rest is not None
-    assert source.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@trade/ethusdt@trade"
+    assert source.url == "wss://fstream.binance.com" + FUTURES_PATH
     assert source.label == "LIVE Binance USDⓈ-M futures" and source.name == "binance-futures"
     assert rest(feed).rest_url == "https://fapi.binance.com"
     mine = from_env({"QUANT_SOURCE": "binance-futures", "QUANT_WS_URL": "ws://127.0.0.1:9001",
@@ -258,20 +302,21 @@ def test_the_recorder_records_futures_into_their_own_database(recorded, tmp_path
             proc.kill()
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "USDⓈ-M" in out
-    assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
+    assert fake.paths == [FUTURES_PATH]
     assert not (tmp_path / "live.sqlite3").exists()  # spot's database untouched
 
 
 def test_more_symbols_than_one_futures_connection_carries_exit_2_naming_the_limit(tmp_path):
-    symbols = ",".join(f"C{i:03d}USDT" for i in range(201))
+    """101 symbols: 202 streams (trades and mark price each), two more than a USDⓈ-M connection carries."""
+    symbols = ",".join(f"C{i:03d}USDT" for i in range(101))
     proc = recorder("--source", "binance-futures", "--symbols", symbols, "--data-dir", str(tmp_path))
     try:
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()  # a recorder that did not refuse would retry for ever
     assert proc.returncode == 2, out
-    assert out == ("error: symbols: 201 symbols, but one Binance USDⓈ-M futures connection carries at most "
-                   "200 streams\n")
+    assert out == ("error: symbols: 101 symbols need 202 streams (2 per symbol: trade, markPrice@1s), but one "
+                   "Binance USDⓈ-M futures connection carries at most 200 streams (100 symbols)\n")
     assert not list(tmp_path.iterdir())  # nothing created
 
 
@@ -338,4 +383,4 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         assert {"BTCUSDT last", "ETHUSDT last", "Hedge ratio β", "Spread", "Z-score"} <= {m.label for m in at.metric}
         assert not at.exception and not any("SIMULATED" in info.value for info in at.info)
         assert any("LIVE Binance USDⓈ-M futures" in unescaped(c.value) for c in at.caption)
-        assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
+        assert fake.paths == [FUTURES_PATH]
