@@ -21,6 +21,7 @@ from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import with_open_bar
 from pairs.compute import PairParams
 from pairs.shared import PairView, ViewQuery
+from records import now_ms
 from service import Service, TooManyFeeds
 from storage import StorageError
 from ui import appstate, live
@@ -112,6 +113,9 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
     helps = {"z": f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched"}
     for column, (name, _, digits) in zip(st.columns(len(live.FIELDS)), live.FIELDS, strict=True):
         column.metric(names[name], fmt(values[name], digits), help=helps.get(name))
+    funding = live.funding_line(service, controls.y, controls.x, now_ms())
+    if funding:  # perpetuals only
+        st.caption(plain(funding), help=live.FUNDING_NOTE)
     st.caption(live.feed_line(service.status(), escape=plain))
 
 

@@ -33,7 +33,8 @@ class Trade:
 
 @dataclass(frozen=True, slots=True)
 class MarkPrice:
-    """A perpetual contract's mark price and funding, as of ``event_ms`` (one ``markPriceUpdate``).
+    """A perpetual contract's mark price and funding, as of ``event_ms`` (one ``markPriceUpdate``),
+    received at ``recv_ms`` (this machine's clock, UTC epoch ms: how old it is here).
 
     ``mark`` and ``index`` in quote currency. ``funding_rate`` is a fraction per funding interval
     (``0.0001`` = 0.01 %): at ``next_funding_ms`` (UTC epoch ms) a position pays notional × rate if
@@ -43,6 +44,7 @@ class MarkPrice:
 
     symbol: str
     event_ms: int
+    recv_ms: int
     mark: float
     index: float
     funding_rate: float

@@ -156,6 +156,7 @@ def test_mark_prices_ride_along_the_trades_without_touching_gaps_or_storage(reco
         service = start(futures_settings(fake, data_dir=tmp_path), fake)
         try:
             assert service.funding and service.mark_price("BTCUSDT") is None  # none yet: shown as "—"
+            started_ms = time.time_ns() // 1_000_000
             for chunk in range(0, len(trades), 500):
                 fake.send_recorded(trades[chunk:chunk + 500])
                 fake.send_mark_price("BTCUSDT", 89_800.0 + chunk, 89_801.0, 0.0001, NEXT_FUNDING_MS,
@@ -170,10 +171,12 @@ def test_mark_prices_ride_along_the_trades_without_touching_gaps_or_storage(reco
             assert status.gaps == 0 and status.duplicates == 0 and status.missing_trades == 0
             assert status.parse_errors == 1 and status.unknown_messages == 0
             assert "invalid mark price 'p'" in (service.engine.source.stats.last_error or "")
-            assert service.mark_price("BTCUSDT") == MarkPrice("BTCUSDT", 1765788195000 + 2500, 92_300.0, 89_801.0,
-                                                              0.0001, NEXT_FUNDING_MS)
-            assert service.mark_price("ETHUSDT") == MarkPrice("ETHUSDT", 1765788196000, 3_100.25, 3_100.5, -0.0003,
-                                                              NEXT_FUNDING_MS)
+            btc_mark, eth_mark = service.mark_price("BTCUSDT"), service.mark_price("ETHUSDT")
+            assert btc_mark == MarkPrice("BTCUSDT", 1765788195000 + 2500, btc_mark.recv_ms, 92_300.0, 89_801.0,
+                                         0.0001, NEXT_FUNDING_MS)
+            assert eth_mark == MarkPrice("ETHUSDT", 1765788196000, eth_mark.recv_ms, 3_100.25, 3_100.5, -0.0003,
+                                         NEXT_FUNDING_MS)
+            assert 0 < btc_mark.recv_ms - started_ms < 60_000  # stamped on arrival, on this machine's clock
         finally:
             service.stop()
     assert stored(service) == {s: market_ids(trades, s) for s in ("BTCUSDT", "ETHUSDT")}
@@ -367,6 +370,7 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         monkeypatch.setenv("QUANT_HISTORY_HOURS", "0")
         monkeypatch.setenv("QUANT_BACKFILL_MAX_TRADES", "0")
         at = AppTest.from_file(APP, default_timeout=30).run()
+        assert not any("funding" in c.value for c in at.caption)  # a simulated (or spot) feed shows no funding
         radio = at.radio(key="source")
         assert "Binance USDⓈ-M futures" in radio.options  # as the picker shows it
         radio.set_value("binance-futures").run()
@@ -384,3 +388,26 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         assert not at.exception and not any("SIMULATED" in info.value for info in at.info)
         assert any("LIVE Binance USDⓈ-M futures" in unescaped(c.value) for c in at.caption)
         assert fake.paths == [FUTURES_PATH]
+
+        # Funding per perpetual leg: a dash before the first mark price, then the live values.
+        def funding_caption() -> str:
+            return next((unescaped(c.value) for c in at.caption if "perp: funding" in unescaped(c.value)), "")
+
+        assert "BTCUSDT perp: funding —" in funding_caption() and "ETHUSDT perp: funding —" in funding_caption()
+        next_funding = time.time_ns() // 1_000_000 + 3 * 3600_000 + 30 * 60_000  # shown as "3 h 29 min" or so
+
+        def funded() -> bool:
+            fake.send_mark_price("BTCUSDT", 89_806.8, 89_811.54, 0.0001, next_funding)  # every second, as Binance
+            at.run()
+            return "BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 3 h " in funding_caption()
+
+        eventually(funded, timeout=30, interval=0.3, message=lambda: f"no funding shown: {funding_caption()!r}")
+        assert "mark 89,806.80 · index 89,811.54" in funding_caption()
+        assert "ETHUSDT perp: funding —" in funding_caption()  # none received for ETHUSDT: no made-up value
+        at.session_state["view_tab"] = "Stats & tests"
+        at.run()
+        assert not at.exception
+        table = next(d.value for d in at.dataframe if "funding % / interval" in d.value.columns)
+        assert table.loc["BTCUSDT perp", "funding % / interval"] == "+0.0100"
+        assert table.loc["BTCUSDT perp", "who pays"] == "longs pay shorts"
+        assert table.loc["ETHUSDT perp", "mark"] == "—"

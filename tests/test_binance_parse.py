@@ -102,8 +102,8 @@ MARK_FRAME = (
 
 
 def test_mark_price_frame_is_a_mark_price_record():
-    mark = parse_frame(MARK_FRAME, 1)
-    assert mark == MarkPrice("BTCUSDT", 1765788195000, 89806.8, 89811.54347826, -0.000025, 1765814400000)
+    mark = parse_frame(MARK_FRAME, 1765788195020)
+    assert mark == MarkPrice("BTCUSDT", 1765788195000, 1765788195020, 89806.8, 89811.54347826, -0.000025, 1765814400000)
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ def _non_market(payload: dict[str, Any], kind: object) -> NonMarketTrade:
     return NonMarketTrade(symbol.upper(), trade_id, kind)
 
 
-def parse_mark_price(payload: dict[str, Any], _recv_ms: int = 0) -> MarkPrice:
+def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
     """Parse a USDⓈ-M ``<symbol>@markPrice@1s`` payload (one a second per symbol)::
 
         {"e":"markPriceUpdate","E":1765788195000,"s":"BTCUSDT","p":"89806.80000000",
@@ -131,8 +131,9 @@ def parse_mark_price(payload: dict[str, Any], _recv_ms: int = 0) -> MarkPrice:
 
     ``p`` mark price, ``P`` estimated settle price (not kept), ``i`` index price, ``r`` funding rate
     (a fraction per funding interval, negative when shorts pay longs), ``T`` next funding time and
-    ``E`` event time (UTC epoch ms). Anything missing, non-numeric, non-finite, a non-positive
-    price or a rate of 100 % or more raises :class:`MalformedMessage`: a garbled value is never shown.
+    ``E`` event time (UTC epoch ms); ``recv_ms`` is when it arrived here. Anything missing,
+    non-numeric, non-finite, a non-positive price or a rate of 100 % or more raises
+    :class:`MalformedMessage`: a garbled value is never shown.
     """
     try:
         symbol = payload["s"]
@@ -154,7 +155,7 @@ def parse_mark_price(payload: dict[str, Any], _recv_ms: int = 0) -> MarkPrice:
             raise MalformedMessage(f"markPriceUpdate payload has an invalid {_MARK_FIELDS[name]} "
                                    f"{name!r}: {excerpt(text)}")
         values[name] = value
-    return MarkPrice(symbol.upper(), event_ms, values["p"], values["i"], values["r"], next_ms)
+    return MarkPrice(symbol.upper(), event_ms, recv_ms, values["p"], values["i"], values["r"], next_ms)
 
 
 _MARK_FIELDS = {"p": "mark price", "i": "index price", "r": "funding rate"}
