@@ -97,7 +97,8 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
 
 
 def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
-    """Feed notices, last prices, hedge ratio, spread, live z-score and feed health, polled (every 0.5 s).
+    """Feed notices, last prices, hedge ratio, spread, live z-score, perpetual legs' funding and feed
+    health, polled (every 0.5 s).
 
     The page served by server.py pushes the same numbers instead (:func:`ui.live.live_panel`).
     """

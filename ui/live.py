@@ -18,8 +18,8 @@ Routes (:func:`routes`; ``server.py`` mounts them into the Streamlit server, sam
   component's browser side.
 
 Without those routes (``streamlit run app.py``, tests under AppTest: see :mod:`ui.appstate`) the
-page polls instead, through the same code: :data:`FIELDS`, :func:`snapshot`, :func:`feed_line`
-and :class:`ContextTracker` make both panels.
+page polls instead, through the same code: :data:`FIELDS`, :func:`snapshot`, :func:`feed_line`,
+:func:`funding_line` (perpetual legs' funding, USDⓈ-M only) and :class:`ContextTracker` make both panels.
 """
 
 from __future__ import annotations
