@@ -411,3 +411,14 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         assert table.loc["BTCUSDT perp", "funding % / interval"] == "+0.0100"
         assert table.loc["BTCUSDT perp", "who pays"] == "longs pay shorts"
         assert table.loc["ETHUSDT perp", "mark"] == "—"
+
+
+def test_one_futures_connection_takes_100_symbols_and_spot_still_1024():
+    """Two streams per USDⓈ-M symbol (trades, mark price): 100 symbols fill the 200; spot keeps one each."""
+    symbols = tuple(f"C{i:04d}USDT" for i in range(1025))
+    assert BinanceSource(symbols[:100], venue=USDM).url.count("@") == 300  # 100 × (trade + markPrice@1s)
+    with pytest.raises(ValueError, match=r"101 symbols need 202 streams .* at most 200 streams \(100 symbols\)"):
+        BinanceSource(symbols[:101], venue=USDM)
+    assert BinanceSource(symbols[:1024]).url.count("@trade") == 1024
+    with pytest.raises(ValueError, match=r"1025 symbols need 1025 streams \(1 per symbol: trade\)"):
+        BinanceSource(symbols)
