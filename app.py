@@ -21,6 +21,7 @@ from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import with_open_bar
 from pairs.compute import PairParams
 from pairs.shared import PairView, ViewQuery
+from records import now_ms
 from service import Service, TooManyFeeds
 from storage import StorageError
 from ui import appstate, live
@@ -96,7 +97,8 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
 
 
 def render_live_panel(acquire: Callable[[], Service | None], controls: Controls) -> None:
-    """Feed notices, last prices, hedge ratio, spread, live z-score and feed health, polled (every 0.5 s).
+    """Feed notices, last prices, hedge ratio, spread, live z-score, perpetual legs' funding and feed
+    health, polled (every 0.5 s).
 
     The page served by server.py pushes the same numbers instead (:func:`ui.live.live_panel`).
     """
@@ -112,6 +114,9 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
     helps = {"z": f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched"}
     for column, (name, _, digits) in zip(st.columns(len(live.FIELDS)), live.FIELDS, strict=True):
         column.metric(names[name], fmt(values[name], digits), help=helps.get(name))
+    funding = live.funding_line(service, controls.y, controls.x, now_ms())
+    if funding:  # perpetuals only
+        st.caption(plain(funding), help=live.FUNDING_NOTE)
     st.caption(live.feed_line(service.status(), escape=plain))
 
 

@@ -39,7 +39,7 @@ from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
 from pairs.compute import LiveContext, live_context
 from pairs.shared import SharedAnalytics, ViewQuery
-from records import FeedEvent, FeedState, FeedStatus, now_ms
+from records import FeedEvent, FeedState, FeedStatus, MarkPrice, now_ms
 from records.alerts import AlertRule
 from storage import Site, claim_writer, current_writer, has_datasets, open_alerts, open_datasets, open_ticks, site_for
 from storage.base import AlertRecord, WriterClaim
@@ -190,6 +190,17 @@ class Service:
             self.engine.set_symbols(wanted)
             if self.loader is not None:
                 self.loader.watch(wanted)
+
+    @property
+    def funding(self) -> bool:
+        """True if the feed's symbols are perpetuals with live mark price and funding (USDⓈ-M)."""
+        return self.spec.capabilities.funding
+
+    def mark_price(self, symbol: str) -> MarkPrice | None:
+        """The newest mark price and funding of ``symbol`` this feed received, or None (none yet, a
+        spot or simulated feed, or a page following another process's recording: those never
+        receive mark prices)."""
+        return self.engine.mark_price(symbol)
 
     def status(self) -> FeedStatus:
         """The engine's status, plus until when the exchange bans this IP from its REST API."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from config import FeedSettings
 from ingestion.live_bars import LiveBars
 from ingestion.source import Capabilities, Source
-from records import EventKind, FeedEvent, FeedState, FeedStatus, StorageState, Trade, now_ms
+from records import EventKind, FeedEvent, FeedState, FeedStatus, MarkPrice, StorageState, Trade, now_ms
 
 if TYPE_CHECKING:
     from ingestion.backfill import Backfiller
@@ -106,6 +106,7 @@ class Engine:
         self.trades = 0
         self.last_tick_mono: float | None = None
         self._last: dict[str, Trade] = {}
+        self._marks: dict[str, MarkPrice] = {}  # USDⓈ-M: the newest mark price and funding per symbol
         self._last_tick_ts_ms = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,6 +145,18 @@ class Engine:
         self._store(gap.event(recv_ms))
         if self.backfiller is not None:
             self.backfiller.request(gap.symbol, gap.first_missing, gap.count)
+
+    def on_mark_price(self, mark: MarkPrice) -> None:
+        """Keep ``mark`` if it is the symbol's newest (by event time: during a rollover two connections
+        deliver the same updates). Never stored and never seen by the sequencer: it carries no trade id."""
+        kept = self._marks.get(mark.symbol)
+        if kept is None or mark.event_ms >= kept.event_ms:
+            self._marks[mark.symbol] = mark
+
+    def mark_price(self, symbol: str) -> MarkPrice | None:
+        """The newest mark price and funding of ``symbol`` (a perpetual), or None before its first
+        update and for every spot, simulated or replayed symbol."""
+        return self._marks.get(symbol)
 
     def on_event(self, event: FeedEvent) -> None:
         self._store(event)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from records import FeedEvent, FeedState, Trade
+from records import FeedEvent, FeedState, MarkPrice, Trade
 
 if TYPE_CHECKING:
     from config import FeedSettings
@@ -48,6 +48,9 @@ class TradeSink(Protocol):
     def on_non_market(self, symbol: str, trade_id: int) -> None:
         """Trade id ``trade_id`` of ``symbol`` went to something that is not a market print (a
         futures insurance-fund, ADL or ``NA`` trade): not a trade for bars or storage, but not a gap."""
+
+    def on_mark_price(self, mark: MarkPrice) -> None:
+        """A perpetual's latest mark price and funding (USDⓈ-M only): shown, never stored."""
 
     def on_event(self, event: FeedEvent) -> None: ...
 
@@ -98,6 +101,8 @@ class Capabilities:
         resubscribe: the watched symbols can change while the source runs (:meth:`Source.set_symbols`).
         backfill: missed trade-id ranges can be fetched again (through :attr:`SourceSpec.rest`).
         history: past bars can be loaded at open (:attr:`SourceSpec.history`).
+        funding: its symbols are perpetual contracts whose mark price and funding arrive live
+            (:meth:`TradeSink.on_mark_price`), shown per leg; every other source shows none.
     """
 
     live: bool
@@ -105,6 +110,7 @@ class Capabilities:
     resubscribe: bool
     backfill: bool
     history: bool = False
+    funding: bool = False
 
 
 @dataclass(frozen=True, slots=True)

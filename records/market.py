@@ -31,6 +31,26 @@ class Trade:
     buyer_is_maker: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """A perpetual contract's mark price and funding, as of ``event_ms`` (one ``markPriceUpdate``),
+    received at ``recv_ms`` (this machine's clock, UTC epoch ms: how old it is here).
+
+    ``mark`` and ``index`` in quote currency. ``funding_rate`` is a fraction per funding interval
+    (``0.0001`` = 0.01 %): at ``next_funding_ms`` (UTC epoch ms) a position pays notional × rate if
+    it is long and the rate positive (longs pay shorts), receives it if short; a negative rate
+    reverses the flow. Kept in memory as the latest per symbol, never stored.
+    """
+
+    symbol: str
+    event_ms: int
+    recv_ms: int
+    mark: float
+    index: float
+    funding_rate: float
+    next_funding_ms: int
+
+
 class EventKind(str, Enum):
     """Kinds of rows in the ``feed_events`` table."""
 

@@ -59,6 +59,7 @@ __all__ = [
     "RecordedTrade",
     "futures_trade_payload",
     "load_recorded_trades",
+    "mark_price_payload",
     "parse_stream_path",
     "spot_trade_frame",
     "spot_trade_payload",
@@ -93,6 +94,9 @@ _PAYLOAD_FMT = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%.8f","q":"%.8f","T":%d
 # Exact USDⓈ-M futures key order: "T" before "s", the trade type "X", no "M"; prices and quantities
 # as the contract's tick/step decimals (shortened here to what %.8g keeps, like "89806.8").
 _FUTURES_PAYLOAD_FMT = '{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"%s","m":%s}'
+
+# Exact USDⓈ-M markPriceUpdate key order; prices as 8-decimal strings, the rate as 8 decimals.
+_MARK_PRICE_FMT = '{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%.8f","P":"%.8f","i":"%.8f","r":"%.8f","T":%d}'
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -154,6 +158,26 @@ def futures_trade_payload(
         event, ts_ms, symbol.upper(), trade_id, f"{price:.10g}", f"{qty:.10g}", kind,
         "true" if buyer_is_maker else "false",
     )
+
+
+def mark_price_payload(
+    symbol: str,
+    mark: float,
+    index: float,
+    funding_rate: float,
+    next_funding_ms: int,
+    event_ms: int,
+    settle: float | None = None,
+) -> str:
+    """Return a USDⓈ-M ``markPriceUpdate`` payload (unwrapped), in Binance's key order and decimals.
+
+    ``settle`` (``P``, the estimated settle price) defaults to ``mark``. Example::
+
+        {"e":"markPriceUpdate","E":1765788195000,"s":"BTCUSDT","p":"89806.80000000",
+         "P":"89790.12345678","i":"89811.54347826","r":"0.00010000","T":1765814400000}
+    """
+    return _MARK_PRICE_FMT % (event_ms, symbol.upper(), mark, mark if settle is None else settle, index,
+                              funding_rate, next_funding_ms)
 
 
 def spot_trade_frame(
@@ -615,6 +639,27 @@ class FakeBinance:
                 for t in trades
             ]
         return self.send_trades(trades)
+
+    def send_mark_price(
+        self,
+        symbol: str,
+        mark: float,
+        index: float,
+        funding_rate: float,
+        next_funding_ms: int,
+        *,
+        event_ms: int | None = None,
+    ) -> int:
+        """Send one ``markPriceUpdate`` (:func:`mark_price_payload`) to every open connection subscribed
+        to ``<symbol lower>@markPrice@1s`` (futures only; ``ValueError`` on a spot fake, which has no
+        such stream). ``funding_rate`` is a fraction per funding interval; ``event_ms`` defaults to
+        now. Returns the number of connections written to.
+        """
+        if not self.futures:
+            raise ValueError("spot has no markPrice stream; use FakeBinance(futures=True)")
+        event = time.time_ns() // 1_000_000 if event_ms is None else event_ms
+        payload = mark_price_payload(symbol, mark, index, funding_rate, next_funding_ms, event)
+        return self._call(self._broadcast([(f"{symbol.lower()}@markPrice@1s", payload.encode())]))
 
     def send_raw(self, data: str | bytes) -> int:
         """Send ``data`` as-is to every open connection: ``str`` as a text frame, ``bytes`` as a

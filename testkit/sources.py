@@ -10,7 +10,7 @@ import threading
 import time
 
 from ingestion.source import Source, SourceStats, TradeSink
-from records import FeedEvent, FeedState, Trade
+from records import FeedEvent, FeedState, MarkPrice, Trade
 
 
 def make_trade(symbol: str = "BTCUSDT", trade_id: int = 1, ts_ms: int | None = None, price: float = 100.0,
@@ -35,12 +35,16 @@ class RecordingSink:
         self.trades: list[Trade] = []
         self.events: list[FeedEvent] = []
         self.non_market: list[tuple[str, int]] = []  # (symbol, trade id) of non-market prints
+        self.marks: list[MarkPrice] = []  # USDⓈ-M mark price updates, in arrival order
 
     def on_trade(self, trade: Trade) -> None:
         self.trades.append(trade)
 
     def on_non_market(self, symbol: str, trade_id: int) -> None:
         self.non_market.append((symbol, trade_id))
+
+    def on_mark_price(self, mark: MarkPrice) -> None:
+        self.marks.append(mark)
 
     def on_event(self, event: FeedEvent) -> None:
         self.events.append(event)

@@ -20,7 +20,7 @@ from config import Settings, from_env
 from ingestion.binance import USDM, BinanceRest, BinanceSource
 from ingestion.binance.parse import MalformedMessage, NonMarketTrade, parse_frame
 from ingestion.sources import spec_for
-from records import EventKind, Trade
+from records import EventKind, MarkPrice, Trade
 from service import Service
 from storage.postgres.ticks import PostgresTickStore
 from storage.sqlite.ticks import SqliteTickStore
@@ -35,6 +35,8 @@ from ui.plain import unescaped
 
 # The shared recording with its 98 zero rows kept: each is an "X":"NA" trade taking an id of its own.
 MARKET_TRADES, NA_ROWS = 19_182, 98
+# BTCUSDT and ETHUSDT on one USDⓈ-M connection: each symbol's trades and its mark price, on the /market route.
+FUTURES_PATH = "/market/stream?streams=btcusdt@trade/btcusdt@markPrice@1s/ethusdt@trade/ethusdt@markPrice@1s"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_non_market_ids_make_no_false_gap_and_stay_out_of_bars_and_storage(recor
     with FakeBinance(ping_interval=None, futures=True) as fake:
         service = start(futures_settings(fake, data_dir=tmp_path), fake)
         try:
-            assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
+            assert fake.paths == [FUTURES_PATH]
             fake.send_recorded(recorded + extra)
             eventually(lambda: service.writer.committed_trades == MARKET_TRADES + 1, timeout=30)
             status = service.status()
@@ -139,6 +141,51 @@ def test_a_real_gap_beside_non_market_ids_is_still_reported(tmp_path):
             service.stop()
 
 
+# ---------------------------------------------------------------------------------------- mark price, funding
+
+NEXT_FUNDING_MS = 1765814400000  # 2025-12-15 16:00 UTC, a funding time
+
+
+def test_mark_prices_ride_along_the_trades_without_touching_gaps_or_storage(recorded, tmp_path):
+    """Mark price updates interleaved with the real recording (and a malformed one, and an older one
+    as a rollover's overlap would send): the service keeps each symbol's newest, the malformed one
+    is a named parse error, the sequencer sees no gap and no duplicate, nothing of them is stored."""
+    trades = recorded[:3000]
+    wanted = sum(t.kind == "MARKET" for t in trades)
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        service = start(futures_settings(fake, data_dir=tmp_path), fake)
+        try:
+            assert service.funding and service.mark_price("BTCUSDT") is None  # none yet: shown as "—"
+            started_ms = time.time_ns() // 1_000_000
+            for chunk in range(0, len(trades), 500):
+                fake.send_recorded(trades[chunk:chunk + 500])
+                fake.send_mark_price("BTCUSDT", 89_800.0 + chunk, 89_801.0, 0.0001, NEXT_FUNDING_MS,
+                                     event_ms=1765788195000 + chunk)
+            fake.send_raw('{"stream":"ethusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1765788195000,'
+                          '"s":"ETHUSDT","p":"x","P":"1","i":"1","r":"0.0001","T":1765814400000}}')
+            fake.send_mark_price("ETHUSDT", 3_100.25, 3_100.5, -0.0003, NEXT_FUNDING_MS, event_ms=1765788196000)
+            fake.send_mark_price("ETHUSDT", 2_000.0, 2_000.0, 0.0, NEXT_FUNDING_MS, event_ms=1765788195999)  # older
+            eventually(lambda: service.writer.committed_trades == wanted, timeout=30)
+            eventually(lambda: service.engine.source.stats.messages == len(trades) + 6 + 3)  # 6 BTC, 3 ETH
+            status = service.status()
+            assert status.gaps == 0 and status.duplicates == 0 and status.missing_trades == 0
+            assert status.parse_errors == 1 and status.unknown_messages == 0
+            assert "invalid mark price 'p'" in (service.engine.source.stats.last_error or "")
+            btc_mark, eth_mark = service.mark_price("BTCUSDT"), service.mark_price("ETHUSDT")
+            assert btc_mark == MarkPrice("BTCUSDT", 1765788195000 + 2500, btc_mark.recv_ms, 92_300.0, 89_801.0,
+                                         0.0001, NEXT_FUNDING_MS)
+            assert eth_mark == MarkPrice("ETHUSDT", 1765788196000, eth_mark.recv_ms, 3_100.25, 3_100.5, -0.0003,
+                                         NEXT_FUNDING_MS)
+            assert 0 < btc_mark.recv_ms - started_ms < 60_000  # stamped on arrival, on this machine's clock
+        finally:
+            service.stop()
+    assert stored(service) == {s: market_ids(trades, s) for s in ("BTCUSDT", "ETHUSDT")}
+
+
+def test_a_spot_feed_has_no_funding():
+    assert not spec_for("binance").capabilities.funding and spec_for("binance-futures").capabilities.funding
+
+
 def test_a_rollover_while_non_market_ids_arrive_makes_no_gap(recorded, tmp_path):
     """The successor holds NA ids as well as trades until the old connection caught up with them."""
     first = recorded[:3000]
@@ -166,7 +213,7 @@ def test_endpoints_default_to_the_futures_hosts_and_the_url_settings_override_th
     feed = from_env({"QUANT_SOURCE": "binance-futures"}).feed
     source, rest = spec_for("binance-futures").create(feed), spec_for("binance-futures").rest
     assert isinstance(source, BinanceSource) and rest is not None
-    assert source.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@trade/ethusdt@trade"
+    assert source.url == "wss://fstream.binance.com" + FUTURES_PATH
     assert source.label == "LIVE Binance USDⓈ-M futures" and source.name == "binance-futures"
     assert rest(feed).rest_url == "https://fapi.binance.com"
     mine = from_env({"QUANT_SOURCE": "binance-futures", "QUANT_WS_URL": "ws://127.0.0.1:9001",
@@ -258,20 +305,21 @@ def test_the_recorder_records_futures_into_their_own_database(recorded, tmp_path
             proc.kill()
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "USDⓈ-M" in out
-    assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
+    assert fake.paths == [FUTURES_PATH]
     assert not (tmp_path / "live.sqlite3").exists()  # spot's database untouched
 
 
 def test_more_symbols_than_one_futures_connection_carries_exit_2_naming_the_limit(tmp_path):
-    symbols = ",".join(f"C{i:03d}USDT" for i in range(201))
+    """101 symbols: 202 streams (trades and mark price each), two more than a USDⓈ-M connection carries."""
+    symbols = ",".join(f"C{i:03d}USDT" for i in range(101))
     proc = recorder("--source", "binance-futures", "--symbols", symbols, "--data-dir", str(tmp_path))
     try:
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()  # a recorder that did not refuse would retry for ever
     assert proc.returncode == 2, out
-    assert out == ("error: symbols: 201 symbols, but one Binance USDⓈ-M futures connection carries at most "
-                   "200 streams\n")
+    assert out == ("error: symbols: 101 symbols need 202 streams (2 per symbol: trade, markPrice@1s), but one "
+                   "Binance USDⓈ-M futures connection carries at most 200 streams (100 symbols)\n")
     assert not list(tmp_path.iterdir())  # nothing created
 
 
@@ -322,6 +370,7 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         monkeypatch.setenv("QUANT_HISTORY_HOURS", "0")
         monkeypatch.setenv("QUANT_BACKFILL_MAX_TRADES", "0")
         at = AppTest.from_file(APP, default_timeout=30).run()
+        assert not any("funding" in c.value for c in at.caption)  # a simulated (or spot) feed shows no funding
         radio = at.radio(key="source")
         assert "Binance USDⓈ-M futures" in radio.options  # as the picker shows it
         radio.set_value("binance-futures").run()
@@ -338,4 +387,38 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
         assert {"BTCUSDT last", "ETHUSDT last", "Hedge ratio β", "Spread", "Z-score"} <= {m.label for m in at.metric}
         assert not at.exception and not any("SIMULATED" in info.value for info in at.info)
         assert any("LIVE Binance USDⓈ-M futures" in unescaped(c.value) for c in at.caption)
-        assert fake.paths == ["/market/stream?streams=btcusdt@trade/ethusdt@trade"]
+        assert fake.paths == [FUTURES_PATH]
+
+        # Funding per perpetual leg: a dash before the first mark price, then the live values.
+        def funding_caption() -> str:
+            return next((unescaped(c.value) for c in at.caption if "perp: funding" in unescaped(c.value)), "")
+
+        assert "BTCUSDT perp: funding —" in funding_caption() and "ETHUSDT perp: funding —" in funding_caption()
+        next_funding = time.time_ns() // 1_000_000 + 3 * 3600_000 + 30 * 60_000  # shown as "3 h 29 min" or so
+
+        def funded() -> bool:
+            fake.send_mark_price("BTCUSDT", 89_806.8, 89_811.54, 0.0001, next_funding)  # every second, as Binance
+            at.run()
+            return "BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 3 h " in funding_caption()
+
+        eventually(funded, timeout=30, interval=0.3, message=lambda: f"no funding shown: {funding_caption()!r}")
+        assert "mark 89,806.80 · index 89,811.54" in funding_caption()
+        assert "ETHUSDT perp: funding —" in funding_caption()  # none received for ETHUSDT: no made-up value
+        at.session_state["view_tab"] = "Stats & tests"
+        at.run()
+        assert not at.exception
+        table = next(d.value for d in at.dataframe if "funding % / interval" in d.value.columns)
+        assert table.loc["BTCUSDT perp", "funding % / interval"] == "+0.0100"
+        assert table.loc["BTCUSDT perp", "who pays"] == "longs pay shorts"
+        assert table.loc["ETHUSDT perp", "mark"] == "—"
+
+
+def test_one_futures_connection_takes_100_symbols_and_spot_still_1024():
+    """Two streams per USDⓈ-M symbol (trades, mark price): 100 symbols fill the 200; spot keeps one each."""
+    symbols = tuple(f"C{i:04d}USDT" for i in range(1025))
+    assert BinanceSource(symbols[:100], venue=USDM).url.count("@") == 300  # 100 × (trade + markPrice@1s)
+    with pytest.raises(ValueError, match=r"101 symbols need 202 streams .* at most 200 streams \(100 symbols\)"):
+        BinanceSource(symbols[:101], venue=USDM)
+    assert BinanceSource(symbols[:1024]).url.count("@trade") == 1024
+    with pytest.raises(ValueError, match=r"1025 symbols need 1025 streams \(1 per symbol: trade\)"):
+        BinanceSource(symbols)

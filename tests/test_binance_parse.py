@@ -11,7 +11,7 @@ from ingestion.binance.parse import (
     parse_frame,
     parse_trade,
 )
-from records import Trade
+from records import MarkPrice, Trade
 from tests.shared_data import CRYPTOFEED_FRAMES, require
 
 # Exact spot @trade wire format (combined-stream wrapper, 8-decimal strings), with a trade from
@@ -92,3 +92,47 @@ def test_malformed_messages_quote_only_a_short_excerpt_of_a_field():
 def test_malformed_frames_raise_a_named_error(frame, match):
     with pytest.raises(MalformedMessage, match=match):
         parse_frame(frame, 0)
+
+
+# Exact USDⓈ-M <symbol>@markPrice@1s wire format (combined-stream wrapper), Binance's key order.
+MARK_FRAME = (
+    '{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1765788195000,"s":"BTCUSDT",'
+    '"p":"89806.80000000","P":"89790.12345678","i":"89811.54347826","r":"-0.00002500","T":1765814400000}}'
+)
+
+
+def test_mark_price_frame_is_a_mark_price_record():
+    mark = parse_frame(MARK_FRAME, 1765788195020)
+    assert mark == MarkPrice("BTCUSDT", 1765788195000, 1765788195020, 89806.8, 89811.54347826, -0.000025, 1765814400000)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"p": None}, "invalid mark price 'p'"),
+        ({"p": "0"}, "invalid mark price 'p'"),
+        ({"p": 89806.8}, "invalid mark price 'p'"),  # a JSON number: not what Binance sends
+        ({"i": "NaN"}, "invalid index price 'i'"),
+        ({"i": "-1"}, "invalid index price 'i'"),
+        ({"r": ""}, "invalid funding rate 'r'"),
+        ({"r": "inf"}, "invalid funding rate 'r'"),
+        ({"r": "1.5"}, "invalid funding rate 'r'"),
+        ({"T": "1765814400000"}, "next funding time"),
+        ({"T": 0}, "next funding time"),
+        ({"E": True}, "invalid event time"),
+        ({"s": ""}, "invalid symbol"),
+        ({"s": None}, "invalid symbol"),
+    ],
+)
+def test_malformed_mark_price_fields_raise_a_named_error(change, match):
+    payload = json.loads(MARK_FRAME)["data"] | change
+    with pytest.raises(MalformedMessage, match=match):
+        parse_frame(json.dumps(payload), 0)
+
+
+@pytest.mark.parametrize("field", ["s", "E", "p", "i", "r", "T"])
+def test_mark_price_without_a_field_is_malformed(field):
+    payload = json.loads(MARK_FRAME)["data"]
+    del payload[field]
+    with pytest.raises(MalformedMessage, match=f"markPriceUpdate payload lacks field '{field}'"):
+        parse_frame(json.dumps(payload), 0)

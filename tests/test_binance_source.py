@@ -9,13 +9,14 @@ a deadline poll.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from config import Settings
 from ingestion.binance import SPOT, USDM
-from ingestion.binance.stream import BinanceSource
+from ingestion.binance.stream import BinanceSource, stream_names
 from records import EventKind, FeedState
 from records.clock import Clock
 from service import Service
@@ -63,6 +64,11 @@ def start_engine(fake: FakeBinance, tmp_path, *, clock: Clock | None = None, **c
     return engine
 
 
+def streams_of(fake: FakeBinance, *symbols: str) -> list[str]:
+    """The streams a client of ``fake``'s venue asks for ``symbols``: trades, plus mark price on USDⓈ-M."""
+    return stream_names(symbols, USDM if fake.futures else SPOT)
+
+
 def stored(engine: Service) -> dict[str, list[int]]:
     with SqliteTickStore(engine.site.ticks_path) as store:
         return {s: list(store.ticks(s).trade_id) for s in store.symbols()}
@@ -75,7 +81,7 @@ def events(engine: Service, kind: EventKind) -> list[str]:
 
 def test_subscribes_to_one_combined_stream_and_stores_real_trades(fake, recorded, tmp_path):
     engine = start_engine(fake, tmp_path)
-    assert fake.paths == [f"{fake.combined_path}?streams=btcusdt@trade/ethusdt@trade"]
+    assert fake.paths == [f"{fake.combined_path}?streams=" + "/".join(streams_of(fake, "BTCUSDT", "ETHUSDT"))]
     fake.send_recorded(recorded)
     eventually(lambda: engine.writer.committed_trades == len(recorded), timeout=15)
     rows = stored(engine)
@@ -243,25 +249,33 @@ def test_stop_flushes_everything_received(fake, recorded, tmp_path):
 
 
 def test_watching_more_symbols_subscribes_on_the_open_connection_and_loses_nothing(fake, tmp_path):
-    """Another tab adds SOLUSDT: one SUBSCRIBE on the same socket, no reconnect, no gap in BTC/ETH."""
+    """Another tab adds SOLUSDT: one SUBSCRIBE on the same socket, no reconnect, no gap in BTC/ETH.
+    On USDⓈ-M the request carries both of SOLUSDT's streams and its mark price then arrives."""
     engine = start_engine(fake, tmp_path)
     fake.send_trades([("BTCUSDT", i, 90_000.0, 0.01) for i in range(1, 51)])
     fake.send_trades([("SOLUSDT", 7, 130.0, 1.0)])  # not subscribed yet: the server does not deliver it
     eventually(lambda: engine.writer.committed_trades == 50)
     engine.watch(["SOLUSDT"])
-    eventually(lambda: fake.subscriptions == [frozenset({"btcusdt@trade", "ethusdt@trade", "solusdt@trade"})],
-               message=lambda: f"subscriptions {fake.subscriptions}")
+    every = streams_of(fake, "BTCUSDT", "ETHUSDT", "SOLUSDT")
+    eventually(lambda: fake.subscriptions == [frozenset(every)], message=lambda: f"subscriptions {fake.subscriptions}")
     fake.send_trades([("BTCUSDT", i, 90_000.0, 0.01) for i in range(51, 101)] +
                      [("SOLUSDT", i, 130.0, 1.0) for i in range(8, 18)])
     eventually(lambda: engine.writer.committed_trades == 110)
     assert engine.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     assert fake.connections_accepted == 1 and engine.status().gaps == 0 and engine.status().reconnects == 0
-    assert '"method": "SUBSCRIBE", "params": ["solusdt@trade"]' in str(fake.client_messages)
-    assert any("subscribe solusdt@trade" in detail for detail in events(engine, EventKind.SUBSCRIBED))
+    sol = streams_of(fake, "SOLUSDT")
+    assert f'"method": "SUBSCRIBE", "params": {json.dumps(sol)}' in str(fake.client_messages)
+    assert any(f"subscribe {'/'.join(sol)}" in detail for detail in events(engine, EventKind.SUBSCRIBED))
+    if fake.futures:
+        fake.send_mark_price("SOLUSDT", 130.5, 130.4, 0.0001, 1765814400000)
+        eventually(lambda: engine.mark_price("SOLUSDT") is not None, message="SOLUSDT's mark price never arrived")
     # A reconnect asks for every watched stream in its URL.
     fake.close_all()
     eventually(lambda: fake.connections_accepted == 2, timeout=10)
-    assert fake.paths[-1] == f"{fake.combined_path}?streams=btcusdt@trade/ethusdt@trade/solusdt@trade"
+    assert fake.paths[-1] == f"{fake.combined_path}?streams=" + "/".join(every)
+    if fake.futures:  # the new connection carries the mark prices too (sent until one arrives: latest wins)
+        eventually(lambda: fake.send_mark_price("ETHUSDT", 3_000.5, 3_000.1, -0.0002, 1765814400000) >= 0
+                   and engine.mark_price("ETHUSDT") is not None, message="no mark price after the reconnect")
     assert engine.stop()
     assert stored(engine)["BTCUSDT"] == list(range(1, 101)) and stored(engine)["SOLUSDT"] == list(range(8, 18))
 

@@ -434,3 +434,25 @@ def test_eventually_and_wait_until(server: FakeBinance) -> None:
     assert not server.wait_until(lambda: server.open_connections == 1, timeout=0.05)
     with pytest.raises(AssertionError, match="no client connected"):
         eventually(lambda: server.open_connections == 1, timeout=0.05, message="no client connected")
+
+
+def test_a_futures_fake_sends_mark_prices_in_the_real_format_to_subscribers_only() -> None:
+    with FakeBinance(ping_interval=None, futures=True) as fake, \
+            connect(fake, "/market/stream?streams=btcusdt@trade/btcusdt@markPrice@1s") as btc, \
+            connect(fake, "/market/stream?streams=btcusdt@trade") as trades_only:
+        eventually(lambda: fake.open_connections == 2)
+        assert fake.send_mark_price("BTCUSDT", 89806.8, 89811.54347826, 0.0001, 1765814400000,
+                                    event_ms=1765788195000) == 1
+        assert fake.send_mark_price("ETHUSDT", 3000.0, 3000.0, 0.0001, 1765814400000) == 0  # nobody subscribed
+        frame = recv_text(btc)
+        fake.send_raw("marker")
+        assert recv_text(trades_only) == "marker"  # the trades-only client got no mark price
+    assert frame == ('{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1765788195000,'
+                     '"s":"BTCUSDT","p":"89806.80000000","P":"89806.80000000","i":"89811.54347826",'
+                     '"r":"0.00010000","T":1765814400000}}')
+    assert parse_frame(frame, 1).funding_rate == 0.0001
+
+
+def test_a_spot_fake_has_no_mark_price_stream(server: FakeBinance) -> None:
+    with pytest.raises(ValueError, match="spot has no markPrice stream"):
+        server.send_mark_price("BTCUSDT", 1.0, 1.0, 0.0, 1)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from analytics import rolling_zscore
 from pairs.compute import LiveContext, PairParams
 from pairs.shared import ViewQuery
-from records import FeedState, FeedStatus, Trade
+from records import FeedState, FeedStatus, MarkPrice, Trade, now_ms
 from storage import StorageError
 from ui import charts, live
 from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, SharedBuilds, chart_update
@@ -279,11 +279,16 @@ class _Shared:
 class _Service:
     """A feed as the live panel sees it: last trades, a stamp of the closed bars, the closed bars' context."""
 
-    def __init__(self, context: LiveContext | None = None) -> None:
+    def __init__(self, context: LiveContext | None = None, *, funding: bool = False) -> None:
         self.engine = _Engine()
         self.shared = _Shared()
         self.context = context
         self.asked: list[ViewQuery] = []
+        self.funding = funding  # a perpetuals feed (USDⓈ-M) or not
+        self.marks: dict[str, MarkPrice] = {}
+
+    def mark_price(self, symbol: str) -> MarkPrice | None:
+        return self.marks.get(symbol)
 
     def live_context(self, query: ViewQuery) -> LiveContext | None:
         self.asked.append(query)
@@ -460,3 +465,77 @@ def test_a_failing_analysis_is_asked_again_only_when_a_bar_closes(caplog, error)
     assert tracker.current() is CONTEXT and tracker.current() is CONTEXT and len(service.asked) == 2
     assert str(error) in caplog.text
     assert ("Traceback" in caplog.text) == isinstance(error, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Funding of perpetual legs
+# ---------------------------------------------------------------------------------------------
+
+NOW_MS = 1765788195000  # 2025-12-15 08:43:15 UTC
+NEXT_FUNDING_MS = 1765814400000  # 16:00 UTC: 7 h 16 min 45 s later
+
+
+def _mark(symbol: str, rate: float, *, recv_ms: int = NOW_MS - 400) -> MarkPrice:
+    return MarkPrice(symbol, recv_ms - 20, recv_ms, 89_806.8, 89_811.54347826, rate, NEXT_FUNDING_MS)
+
+
+def test_a_spot_or_simulated_feed_shows_no_funding():
+    service = _Service()
+    service.marks["ETHUSDT"] = _mark("ETHUSDT", 0.0001)  # even if one were there: spot has no funding
+    assert live.funding(service, ("ETHUSDT", "BTCUSDT"), NOW_MS) == []
+    assert live.funding_line(service, "ETHUSDT", "BTCUSDT", NOW_MS) == ""
+
+
+def test_each_perpetual_leg_shows_its_funding_or_a_dash_before_its_first_update():
+    service = _Service(funding=True)
+    assert live.funding_line(service, "ETHUSDT", "BTCUSDT", NOW_MS) == \
+        "ETHUSDT perp: funding — | BTCUSDT perp: funding —"
+    service.marks["BTCUSDT"] = _mark("BTCUSDT", 0.0001)
+    assert live.funding_line(service, "ETHUSDT", "BTCUSDT", NOW_MS) == (
+        "ETHUSDT perp: funding — | BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 7 h 16 min · "
+        "mark 89,806.80 · index 89,811.54")
+    service.marks["ETHUSDT"] = _mark("ETHUSDT", -0.00025)
+    eth = live.funding(service, ("ETHUSDT",), NOW_MS)[0]
+    assert eth.rate_pct == pytest.approx(-0.025) and eth.payer == "shorts pay longs" and eth.in_s == 26_205.0
+    assert live.Funding.of("ETHUSDT", _mark("ETHUSDT", 0.0), NOW_MS).payer == "no payment"
+
+
+def test_a_stale_mark_price_shows_a_dash_not_its_old_value():
+    """The feed went quiet (dropped, silent): an update older than MARK_STALE_MS is not shown."""
+    service = _Service(funding=True)
+    service.marks["BTCUSDT"] = _mark("BTCUSDT", 0.0001, recv_ms=NOW_MS - live.MARK_STALE_MS - 1)
+    assert live.funding(service, ("BTCUSDT",), NOW_MS) == [live.Funding("BTCUSDT")]
+    assert live.funding_line(service, "BTCUSDT", "BTCUSDT", NOW_MS) == "BTCUSDT perp: funding —"
+
+
+def test_a_funding_time_already_passed_counts_down_to_now_not_below():
+    leg = live.Funding.of("BTCUSDT", _mark("BTCUSDT", 0.0001), NEXT_FUNDING_MS + 5_000)
+    assert leg.in_s is None  # that update is 7 h old by then: stale
+    fresh = replace(_mark("BTCUSDT", 0.0001), recv_ms=NEXT_FUNDING_MS + 4_000)
+    assert live.Funding.of("BTCUSDT", fresh, NEXT_FUNDING_MS + 5_000).in_s == 0
+    assert [live.countdown(s) for s in (0, 42.9, 429, 7 * 3600 + 5 * 60)] == ["now", "42 s", "7 min 09 s", "7 h 05 min"]
+
+
+def test_the_stats_table_shows_each_leg_with_dashes_where_nothing_arrived():
+    service = _Service(funding=True)
+    service.marks["BTCUSDT"] = _mark("BTCUSDT", 0.0001)
+    rows = live.funding_table(live.funding(service, ("BTCUSDT", "ETHUSDT"), NOW_MS), "Europe/Paris")
+    assert rows == [
+        {"leg": "BTCUSDT perp", "funding % / interval": "+0.0100", "who pays": "longs pay shorts",
+         "next funding": "2025-12-15 17:00 CET", "in": "7 h 16 min", "mark": "89,806.80", "index": "89,811.54"},
+        {"leg": "ETHUSDT perp", "funding % / interval": "—", "who pays": "—", "next funding": "—", "in": "—",
+         "mark": "—", "index": "—"}]
+
+
+def test_the_pushed_panel_sends_the_funding_line_of_a_perpetuals_feed_only():
+    perp, spot = _Service(CONTEXT, funding=True), _Service(CONTEXT)
+    perp.marks["ETHUSDT"] = _mark("ETHUSDT", 0.0001, recv_ms=now_ms())
+    board = live.LiveBoard()
+    board.register("a" * 32, perp, _query())
+    board.register("b" * 32, spot, _query())
+    messages = asyncio.run(_messages(board, "a" * 32, lambda m: any("funding" in x for x in m)))
+    line = next(m["funding"] for m in messages if "funding" in m)
+    assert line.startswith("ETHUSDT perp: funding +0.0100 % (longs pay shorts) · next now · ")  # 2025's is past
+    assert line.endswith(" | BTCUSDT perp: funding —")
+    messages = asyncio.run(_messages(board, "b" * 32, lambda m: any("feed" in x for x in m)))
+    assert not any("funding" in m for m in messages)

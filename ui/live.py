@@ -18,8 +18,8 @@ Routes (:func:`routes`; ``server.py`` mounts them into the Streamlit server, sam
   component's browser side.
 
 Without those routes (``streamlit run app.py``, tests under AppTest: see :mod:`ui.appstate`) the
-page polls instead, through the same code: :data:`FIELDS`, :func:`snapshot`, :func:`feed_line`
-and :class:`ContextTracker` make both panels.
+page polls instead, through the same code: :data:`FIELDS`, :func:`snapshot`, :func:`feed_line`,
+:func:`funding_line` (perpetual legs' funding, USDⓈ-M only) and :class:`ContextTracker` make both panels.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import plotly
 import streamlit as st
@@ -44,7 +46,7 @@ from starlette.routing import Route
 
 from pairs.compute import LiveContext, live_values
 from pairs.shared import ViewQuery
-from records import FeedStatus
+from records import FeedStatus, MarkPrice, now_ms
 from storage import StorageError
 from ui.live_chart import CHART_JS
 from ui.status import format_age
@@ -80,6 +82,103 @@ def snapshot(service: Service, y: str, x: str, context: LiveContext | None) -> d
     return {name: (None if not math.isfinite(value) else value) for name, value in (
         ("y", values.y_price), ("x", values.x_price), ("beta", values.beta), ("spread", values.spread),
         ("z", values.zscore))}
+
+
+NONE = "—"  # what a value not received yet shows: never a stale or made-up number
+# Binance sends each symbol's mark price every second: one older than this (a dropped or silent
+# feed) is stale and shows as "—" (by arrival time on this machine, so a skewed clock cannot hide it).
+MARK_STALE_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    """One perpetual leg's funding as shown; None where no mark price update has arrived yet, or
+    none for :data:`MARK_STALE_MS`.
+
+    ``rate_pct``: the funding rate in % per funding interval (8 h on most USDⓈ-M perpetuals);
+    positive: longs pay shorts, negative: shorts pay longs. ``next_ms``: next funding time, UTC
+    epoch ms; ``in_s``: seconds from ``at_ms`` to it (0 once due, until the next update moves it).
+    ``mark``, ``index``: prices in quote currency.
+    """
+
+    symbol: str
+    rate_pct: float | None = None
+    next_ms: int | None = None
+    in_s: float | None = None
+    mark: float | None = None
+    index: float | None = None
+
+    @classmethod
+    def of(cls, symbol: str, mark: MarkPrice | None, at_ms: int) -> Funding:
+        """``symbol``'s funding at ``at_ms`` (UTC epoch ms) from its newest update ``mark``."""
+        if mark is None or at_ms - mark.recv_ms > MARK_STALE_MS:
+            return cls(symbol)
+        return cls(symbol, mark.funding_rate * 100, mark.next_funding_ms, max(0, mark.next_funding_ms - at_ms) / 1000,
+                   mark.mark, mark.index)
+
+    @property
+    def payer(self) -> str:
+        """Who pays whom at the next funding time, by the rate's sign ("—" before the first update)."""
+        if self.rate_pct is None:
+            return NONE
+        return "longs pay shorts" if self.rate_pct > 0 else "shorts pay longs" if self.rate_pct < 0 else "no payment"
+
+    def text(self) -> str:
+        """One line, e.g. ``BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 2 h 05 min ·
+        mark 89,806.80 · index 89,811.54``; ``BTCUSDT perp: funding —`` before the first update."""
+        if self.rate_pct is None or self.in_s is None:
+            return f"{self.symbol} perp: funding {NONE}"
+        due = "next now" if self.in_s <= 0 else f"next in {countdown(self.in_s)}"
+        return (f"{self.symbol} perp: funding {self.rate_pct:+.4f} % ({self.payer}) · {due} · "
+                f"mark {self.mark:,.2f} · index {self.index:,.2f}")
+
+
+def countdown(seconds: float) -> str:
+    """Time left to an event: ``2 h 05 min``, ``7 min 09 s``, ``42 s``; ``now`` once due."""
+    whole = int(seconds)
+    if whole <= 0:
+        return "now"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def funding(service: Service, symbols: tuple[str, ...], at_ms: int) -> list[Funding]:
+    """Each perpetual leg's funding at ``at_ms`` (UTC epoch ms); empty for a feed of spot, simulated
+    or replayed symbols, which have none."""
+    if not service.funding:
+        return []
+    return [Funding.of(symbol, service.mark_price(symbol), at_ms) for symbol in dict.fromkeys(symbols)]
+
+
+FUNDING_NOTE = ("Funding rate per funding interval (8 h on most USDⓈ-M perpetuals, shorter on some), from "
+                "Binance's mark price stream: positive, longs pay shorts; negative, shorts pay longs; each pays "
+                "its position's notional × rate at the next funding time. — : no update in the last "
+                f"{MARK_STALE_MS // 1000} s.")
+
+
+def funding_table(legs: list[Funding], tz: str) -> list[dict[str, str]]:
+    """The Stats tab's rows of :func:`funding`: text cells, "—" where nothing was received;
+    the next funding time in the time zone ``tz``."""
+    rows = []
+    for leg in legs:
+        row = {"leg": f"{leg.symbol} perp", "funding % / interval": NONE, "who pays": leg.payer,
+               "next funding": NONE, "in": NONE, "mark": NONE, "index": NONE}
+        if (leg.rate_pct is not None and leg.next_ms is not None and leg.in_s is not None and leg.mark is not None
+                and leg.index is not None):
+            row.update({
+                "funding % / interval": f"{leg.rate_pct:+.4f}",
+                "next funding": datetime.fromtimestamp(leg.next_ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z"),
+                "in": countdown(leg.in_s), "mark": f"{leg.mark:,.2f}", "index": f"{leg.index:,.2f}"})
+        rows.append(row)
+    return rows
+
+
+def funding_line(service: Service, y: str, x: str, at_ms: int) -> str:
+    """The line under the panel on a perpetuals feed: each leg's :meth:`Funding.text`; "" otherwise."""
+    return " | ".join(leg.text() for leg in funding(service, (y, x), at_ms))
 
 
 def feed_line(status: FeedStatus, escape: Callable[[str], str] = str) -> str:
@@ -205,6 +304,7 @@ async def _stream(board: LiveBoard, token: str, request: Request) -> AsyncIterat
     """The stream's events for the page ``token`` until the browser leaves or the page is forgotten."""
     last: dict[str, float | None] | None = None
     last_line, line_at = "", 0.0
+    last_funding = ""
     tracker: ContextTracker | None = None
     asking: asyncio.Future[None] | None = None  # the tracker's refresh, in a worker thread
     try:
@@ -226,6 +326,9 @@ async def _stream(board: LiveBoard, token: str, request: Request) -> AsyncIterat
             if values != last:
                 message.update(values)
                 last = values
+            line = funding_line(service, query.params.y, query.params.x, now_ms())
+            if line != last_funding:  # changes once a second (the countdown) on a perpetuals feed
+                message["funding"] = last_funding = line
             now = time.monotonic()
             if now - line_at >= FEED_EVERY_S:
                 line, line_at = feed_line(service.status()), now
@@ -258,7 +361,8 @@ _CSS = """
 .live { display: grid; grid-template-columns: repeat(5, 1fr); gap: 1rem; font-family: var(--st-font, sans-serif); }
 .live [data-live-label] { display: block; font-size: 0.875rem; opacity: 0.75; }
 .live [data-live-value] { display: block; font-size: 2.25rem; line-height: 1.3; font-variant-numeric: tabular-nums; }
-.live-feed { font-size: 0.875rem; opacity: 0.6; margin-top: 0.25rem; }
+.live-feed, .live-funding { font-size: 0.875rem; opacity: 0.6; margin-top: 0.25rem; }
+.live-funding:empty { display: none; }
 """
 _JS = """
 const RETRY_MS = 500;
@@ -286,14 +390,17 @@ export default function (component) {
       cell.append(label, value);
       root.append(cell);
     }
+    const funding = document.createElement("div");
+    funding.className = "live-funding";
     const feed = document.createElement("div");
     feed.className = "live-feed";
-    parentElement.append(root, feed);
+    parentElement.append(root, funding, feed);
   }
   for (const [field, label] of FIELDS) {
     root.querySelector(`[data-live-field="${field}"] [data-live-label]`).textContent = label;
   }
   const feed = parentElement.querySelector(".live-feed");
+  const funding = parentElement.querySelector(".live-funding");
   const url = `/live/events?token=${encodeURIComponent(data.token)}`;
   let source = null, retry = null, closed = false;
   const connect = () => {
@@ -306,6 +413,7 @@ export default function (component) {
           cell.textContent = fmt(message[field], digits);
         }
       }
+      if ("funding" in message) funding.textContent = message.funding;
       if ("feed" in message) feed.textContent = message.feed;
     };
     // A refused stream (the page has not registered its token yet) is closed for good: open another.

@@ -11,7 +11,10 @@ from analytics import InsufficientDataError
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
 from pairs.stats import CointegrationReport, run_tests, symbol_summary
+from records import now_ms
 from records.safe_csv import to_csv_bytes
+from service import Service
+from ui import live
 from ui.export import analytics_table, ohlcv_table
 from ui.labels import REGRESSION_LABELS, format_duration, needs_text, verdict
 from ui.plain import plain
@@ -46,6 +49,13 @@ def render_symbol_summaries(bars: PairBars, tz: str) -> None:
     st.dataframe(pd.DataFrame(rows).set_index("symbol"), width="stretch")
     st.caption(f"Over the selected lookback. Volume in base units; volatility from per-bar log returns, "
                f"annualised over 365×24 h. Times shown in {tz}.")
+
+
+def render_funding(service: Service, symbols: tuple[str, ...], tz: str) -> None:
+    """Each perpetual leg's funding rate, next funding time, mark and index price (a perpetuals feed only)."""
+    rows = live.funding_table(live.funding(service, symbols, now_ms()), tz)
+    st.dataframe(pd.DataFrame(rows).set_index("leg"), width="stretch")
+    st.caption(live.FUNDING_NOTE)
 
 
 def render_pair_stats(pair: PairAnalytics, interval_ms: int) -> None:

@@ -21,7 +21,7 @@ from ui.backtest_panel import render_backtest_tab
 from ui.charts_tab import chart_span, render_charts
 from ui.controls import Controls
 from ui.export import minute_table
-from ui.panels import render_downloads, render_pair_stats, render_symbol_summaries, render_tests
+from ui.panels import render_downloads, render_funding, render_pair_stats, render_symbol_summaries, render_tests
 from ui.scanner import render_scanner_tab
 from ui.status import render_status
 
@@ -64,6 +64,8 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
     if stats_tab.open:
         with stats_tab:
             render_symbol_summaries(bars, controls.tz)
+            if service is not None and service.funding:
+                render_funding(service, (params.y, params.x), controls.tz)
             render_pair_stats(pair, bars.interval_ms)
             render_tests(pair, key=f"{controls.revision}|{params}")
     if table_tab.open:

@@ -38,7 +38,8 @@ def spec(venue: Venue, label: str) -> SourceSpec:
     return SourceSpec(
         name=venue.source,
         label=label,
-        capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True),
+        capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True,
+                                  funding=venue.funding),
         create=functools.partial(BinanceSource.from_settings, venue=venue),
         database=lambda _feed: venue.database,
         rest=functools.partial(_rest, venue),

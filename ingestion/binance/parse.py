@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.source import excerpt
-from records import Trade
+from records import MarkPrice, Trade
 
 # Ids and times are stored as SQLite INTEGER and numpy int64: anything larger is garbage, not a trade.
 MAX_ID = 2**63 - 1
@@ -62,7 +62,7 @@ class NonMarketTrade:
     kind: str
 
 
-Message = Trade | NonMarketTrade | ServerShutdown | SubscriptionReply | UnknownMessage
+Message = Trade | NonMarketTrade | MarkPrice | ServerShutdown | SubscriptionReply | UnknownMessage
 
 #: The only futures trade type that is a market print (spot payloads carry no ``X`` and are all market prints).
 MARKET = "MARKET"
@@ -123,6 +123,55 @@ def _non_market(payload: dict[str, Any], kind: object) -> NonMarketTrade:
     return NonMarketTrade(symbol.upper(), trade_id, kind)
 
 
+def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
+    """Parse a USDⓈ-M ``<symbol>@markPrice@1s`` payload (one a second per symbol)::
+
+        {"e":"markPriceUpdate","E":1765788195000,"s":"BTCUSDT","p":"89806.80000000",
+         "P":"89790.12345678","i":"89811.54347826","r":"0.00010000","T":1765814400000}
+
+    ``p`` mark price, ``P`` estimated settle price (not kept), ``i`` index price, ``r`` funding rate
+    (a fraction per funding interval, negative when shorts pay longs), ``T`` next funding time and
+    ``E`` event time (UTC epoch ms); ``recv_ms`` is when it arrived here. Anything missing,
+    non-numeric, non-finite, a non-positive price or a rate of 100 % or more raises
+    :class:`MalformedMessage`: a garbled value is never shown.
+    """
+    try:
+        symbol = payload["s"]
+        event_ms = payload["E"]
+        next_ms = payload["T"]
+        raw = {name: payload[name] for name in ("p", "i", "r")}
+    except KeyError as exc:
+        raise MalformedMessage(f"markPriceUpdate payload lacks field {exc.args[0]!r}") from None
+    if not isinstance(symbol, str) or not symbol:
+        raise MalformedMessage(f"markPriceUpdate payload has an invalid symbol {excerpt(symbol)}")
+    if type(event_ms) is not int or type(next_ms) is not int or not (0 < event_ms <= MAX_ID and 0 < next_ms <= MAX_ID):
+        raise MalformedMessage(f"markPriceUpdate payload has an invalid event time {excerpt(event_ms)} "
+                               f"or next funding time {excerpt(next_ms)}")
+    values: dict[str, float] = {}
+    for name, text in raw.items():
+        # Binance sends decimal strings; a JSON number, bool or null is not what it sends.
+        value = _decimal(text)
+        if value is None or (name != "r" and value <= 0) or (name == "r" and abs(value) >= 1):
+            raise MalformedMessage(f"markPriceUpdate payload has an invalid {_MARK_FIELDS[name]} "
+                                   f"{name!r}: {excerpt(text)}")
+        values[name] = value
+    return MarkPrice(symbol.upper(), event_ms, recv_ms, values["p"], values["i"], values["r"], next_ms)
+
+
+_MARK_FIELDS = {"p": "mark price", "i": "index price", "r": "funding rate"}
+
+
+def _decimal(text: object) -> float | None:
+    """The finite value of a decimal string, or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:
     """Parse the ``serverShutdown`` notice, e.g. ``{"e":"serverShutdown","E":1765788195443}``."""
     event_ms = payload.get("E")
@@ -131,6 +180,7 @@ def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:
 
 _PARSERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
     "trade": parse_trade,
+    "markPriceUpdate": parse_mark_price,
     "serverShutdown": lambda payload, _recv_ms: parse_server_shutdown(payload),
 }
 

@@ -11,6 +11,8 @@ What the real exchange does, and how this source copes:
 * half-open sockets → our own ping every ``ping_interval`` with a ``pong_timeout``, and a
   watchdog that drops a connection silent for ``stale_after`` seconds (our pings draw a pong
   every ``ping_interval``, so 30 s of nothing means the socket is dead, on futures too);
+* USDⓈ-M mark price and funding (``<symbol>@markPrice@1s``, on the same connection as the trades)
+  → handed to the sink's ``on_mark_price``; they carry no trade id, so gap detection never sees them;
 * futures trades that are not market prints (``X`` other than ``MARKET``) → handed to the sink's
   ``on_non_market`` (their ids count for gap detection), never as trades;
 * ``serverShutdown`` notices and the 24 h connection limit → open a new connection first, keep
@@ -40,6 +42,7 @@ from config import FeedSettings
 from ingestion.backoff import AttemptBudget, Backoff
 from ingestion.binance.parse import (
     MalformedMessage,
+    MarkPrice,
     NonMarketTrade,
     ServerShutdown,
     SubscriptionReply,
@@ -61,15 +64,17 @@ OVERLAP_TIMEOUT_S = 10.0  # longest we keep reading the old connection after ope
 OVERLAP_RETRY_S = 10.0  # after a failed rollover attempt, keep the old connection and retry later
 
 
-def stream_name(symbol: str) -> str:
-    """Binance's trade stream of a validated symbol (``config.normalize_symbol``): ``btcusdt@trade``."""
-    return f"{symbol.lower()}@trade"
+def stream_names(symbols: tuple[str, ...], venue: Venue = SPOT) -> list[str]:
+    """Every stream of ``symbols`` on ``venue``, per symbol in the venue's order: ``btcusdt@trade``
+    (spot); ``btcusdt@trade``, ``btcusdt@markPrice@1s`` (USDⓈ-M)."""
+    return [f"{symbol.lower()}@{name}" for symbol in symbols for name in venue.symbol_streams]
 
 
-def stream_url(ws_url: str, symbols: tuple[str, ...], path: str = SPOT.stream_path) -> str:
+def stream_url(ws_url: str, symbols: tuple[str, ...], venue: Venue = SPOT) -> str:
     """Combined-stream URL, e.g. ``wss://…:9443/stream?streams=btcusdt@trade/ethusdt@trade`` (spot),
-    ``wss://fstream.binance.com/market/stream?streams=…`` (USDⓈ-M: ``path`` is the venue's)."""
-    return f"{ws_url}{path}?streams=" + "/".join(stream_name(s) for s in symbols)
+    ``wss://fstream.binance.com/market/stream?streams=btcusdt@trade/btcusdt@markPrice@1s/…``
+    (USDⓈ-M: the venue's path and streams)."""
+    return f"{ws_url}{venue.stream_path}?streams=" + "/".join(stream_names(symbols, venue))
 
 
 @dataclass
@@ -119,14 +124,17 @@ class BinanceSource:
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if len(symbols) > venue.max_streams:  # Binance would refuse the connection (HTTP 400) for ever
-            raise ValueError(f"symbols: {len(symbols)} symbols, but one {venue.label.removeprefix('LIVE ')} "
-                             f"connection carries at most {venue.max_streams} streams")
+        if len(symbols) > venue.max_symbols:  # Binance would refuse the connection (HTTP 400) for ever
+            per_symbol = len(venue.symbol_streams)
+            raise ValueError(f"symbols: {len(symbols)} symbols need {len(symbols) * per_symbol} streams "
+                             f"({per_symbol} per symbol: {', '.join(venue.symbol_streams)}), but one "
+                             f"{venue.label.removeprefix('LIVE ')} connection carries at most "
+                             f"{venue.max_streams} streams ({venue.max_symbols} symbols)")
         self.symbols = symbols
         self.venue = venue
         self.name = venue.source
         self.ws_url = venue.ws_url if ws_url is None else ws_url
-        self.url = stream_url(self.ws_url, symbols, venue.stream_path)
+        self.url = stream_url(self.ws_url, symbols, venue)
         self.label = venue.label
         self.stats = SourceStats()
         self.ping_interval = ping_interval
@@ -170,7 +178,7 @@ class BinanceSource:
         """
         self._wanted = tuple(symbols)
         self.symbols = self._wanted
-        self.url = stream_url(self.ws_url, self._wanted, self.venue.stream_path)
+        self.url = stream_url(self.ws_url, self._wanted, self.venue)
 
     # ------------------------------------------------------------------ lifecycle
     def run(self, sink: TradeSink, stop: threading.Event) -> None:
@@ -224,7 +232,7 @@ class BinanceSource:
         """
         self.budget.record()
         symbols = self._wanted  # read once: set_symbols may replace it meanwhile
-        url = stream_url(self.ws_url, symbols, self.venue.stream_path)
+        url = stream_url(self.ws_url, symbols, self.venue)
         ws = self._handshake(url)
         ws.settimeout(RECV_POLL_S)
         # websocket-client asks the socket for exactly the bytes of each header field and payload
@@ -413,8 +421,9 @@ class BinanceSource:
     def _resubscribe(self, conn: _Connection) -> str | None:
         """Bring the connection's streams to the wanted symbols; a reason if the socket failed."""
         wanted = self._wanted
-        added = [stream_name(s) for s in wanted if s not in conn.subscribed]
-        removed = [stream_name(s) for s in conn.subscribed if s not in wanted]
+        # Every stream of a symbol (trades, and mark price on USDⓈ-M) comes and goes with it.
+        added = stream_names(tuple(s for s in wanted if s not in conn.subscribed), self.venue)
+        removed = stream_names(tuple(s for s in conn.subscribed if s not in wanted), self.venue)
         for method, streams in (("SUBSCRIBE", added), ("UNSUBSCRIBE", removed)):
             if not streams:
                 continue
@@ -462,6 +471,10 @@ class BinanceSource:
                 self._sink.on_trade(message)  # type: ignore[union-attr]
             else:
                 self._deliver(message)
+        elif type(message) is MarkPrice:
+            # The latest value is all anyone shows; a rollover successor need not hold these (the
+            # engine keeps the newest by event time, so the overlap cannot move one backwards).
+            self._sink.on_mark_price(message)  # type: ignore[union-attr]
         elif type(message) is SubscriptionReply:
             if message.error is not None:
                 self._set_error(f"subscription request {message.request_id} refused: {message.error}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: USDⓈ-M's mark price, index price and funding stream of a symbol, one update a second.
+MARK_PRICE_STREAM = "markPrice@1s"
+
 
 @dataclass(frozen=True, slots=True)
 class Venue:
@@ -35,6 +38,9 @@ class Venue:
         server_ping_s: how often the server pings us (seconds); documentation of the venue, our own
             pings every ``ping_interval`` keep a quiet connection observably alive on both.
         max_streams: most streams one connection may carry.
+        symbol_streams: the streams each watched symbol takes on the connection (``<sym>@<name>``):
+            trades, plus on USDⓈ-M the mark price and funding (``markPrice@1s``), so a USDⓈ-M
+            connection carries at most ``max_streams // 2`` = 100 symbols.
     """
 
     source: str
@@ -51,6 +57,17 @@ class Venue:
     trades_weight: int
     server_ping_s: float
     max_streams: int
+    symbol_streams: tuple[str, ...] = ("trade",)
+
+    @property
+    def funding(self) -> bool:
+        """True if each symbol's mark price and funding stream rides along its trades (USDⓈ-M)."""
+        return MARK_PRICE_STREAM in self.symbol_streams
+
+    @property
+    def max_symbols(self) -> int:
+        """Most symbols one connection carries (each takes ``len(symbol_streams)`` streams)."""
+        return self.max_streams // len(self.symbol_streams)
 
     def klines_weight(self, limit: int) -> int:
         """The request weight of a klines call asking for ``limit`` rows."""
@@ -97,4 +114,5 @@ USDM = Venue(
     trades_weight=5,
     server_ping_s=180.0,
     max_streams=200,
+    symbol_streams=("trade", MARK_PRICE_STREAM),  # same /market route: one connection carries both
 )
