@@ -13,10 +13,14 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import ipaddress  # noqa: E402
 import socket  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
 
 from testkit.postgres import PgCluster, missing_reason  # noqa: E402
+
+if TYPE_CHECKING:
+    from service import Service
 
 _original_connect = socket.socket.connect
 _original_connect_ex = socket.socket.connect_ex
@@ -75,3 +79,12 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pg_url(pg_cluster: PgCluster) -> str:
     """The URL (password included, as a desk's would be) of a fresh, empty database."""
     return pg_cluster.create_database()
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Service]]:
+    """Services to stop at teardown, so a failed test leaves no threads behind to load the next one."""
+    started: list[Service] = []
+    yield started
+    for engine in started:
+        engine.stop(timeout=5)

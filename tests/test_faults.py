@@ -47,15 +47,6 @@ def fake() -> Iterator[FakeBinance]:
 
 
 @pytest.fixture
-def engines() -> Iterator[list[Service]]:
-    """Engines to stop at teardown, so a failed test leaves no threads behind to load the next one."""
-    started: list[Service] = []
-    yield started
-    for engine in started:
-        engine.stop(timeout=5)
-
-
-@pytest.fixture
 def launch(fake, tmp_path, engines) -> Callable[..., Service]:
     """``launch(**settings_changes)``: an engine connected to ``fake`` (FAST timings), stopped at teardown."""
 

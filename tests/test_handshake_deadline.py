@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -90,14 +89,6 @@ class StallingServer:
                 return
             position += 1
             self.bytes_sent += 1
-
-
-@pytest.fixture
-def engines() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for engine in started:
-        engine.stop(timeout=5)
 
 
 def start_on(port: int, tmp_path, engines: list[Service], scheme: str = "ws") -> tuple[Service, BinanceSource]:
