@@ -99,7 +99,7 @@ app.main()
 
 LIVE_SCRIPT = """
 import streamlit as st
-import app
+from ui import feed
 st.session_state["source"] = "simulated"  # as the sidebar radio would have set it
 from domain import Regression
 from ui.controls import Controls
@@ -108,7 +108,7 @@ settings = from_env().replace(pair=None)  # as app.main() builds it
 controls = Controls("simulated", None, settings.feed.symbols, "ETHUSDT", "BTCUSDT", "1s", "24 h", 60,
                     Regression.ROLLING_OLS,
                     False, 2.0, "normalised", True, "UTC")
-app.render_live_panel(lambda: app.acquire_service(settings, settings), controls)
+feed.render_live_panel(lambda: feed.acquire_service(settings, settings), controls)
 """
 
 

@@ -13,6 +13,8 @@ from domain import TIMEFRAMES, WINDOW_RANGE, Regression, Timeframe
 from ingestion.replay import replay_files
 from ingestion.sources import SOURCES
 from pairs.bars import LOOKBACKS_MS
+from pairs.compute import PairParams
+from pairs.shared import ViewQuery
 from ui.labels import REGRESSION_LABELS, timeframe_label
 from ui.plain import plain
 
@@ -144,3 +146,19 @@ def analysis_controls(source: str, replay_file: Path | None, symbols: tuple[str,
     tz = st.sidebar.selectbox("Display time zone", TIME_ZONES, key="tz", help="Data stays in UTC; exports are UTC.")
     return Controls(source, replay_file, symbols, y, x, timeframe, lookback, window, regression, log_prices,
                     z_threshold, price_mode, auto_refresh, tz, int(min_trades), float(min_volume))
+
+
+def pair_params(controls: Controls) -> PairParams:
+    """The pair analytics' parameters the controls ask for."""
+    return PairParams(controls.y, controls.x, controls.window, controls.regression, controls.log_prices,
+                      controls.z_threshold)
+
+
+def view_query(controls: Controls, symbols: tuple[str, ...] | None = None, interval_ms: int | None = None,
+               params: PairParams | None = None) -> ViewQuery:
+    """What the page asks a feed's shared analytics for (by default: its symbols, timeframe and pair),
+    over the lookback plus the parameters' warm-up, with the liquidity filter."""
+    params = pair_params(controls) if params is None else params
+    return ViewQuery(controls.symbols if symbols is None else symbols,
+                     controls.interval_ms if interval_ms is None else interval_ms, controls.lookback_ms, params,
+                     params.warmup_bars, controls.min_trades, controls.min_volume)
