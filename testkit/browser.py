@@ -6,9 +6,12 @@ own browser here.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import urllib.request
+
+import pytest
 
 #: Debian's Chromium, or None when it is not installed (``apt-get install chromium``).
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,3 +34,13 @@ def healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def require_chromium() -> str:
+    """Debian's Chromium for a browser test: under CI (``CI`` set) its absence fails the test, since
+    ``.ci/run`` installs it; elsewhere the test is skipped with how to install it."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian chromium is not installed; .ci/run should have installed it")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return CHROMIUM

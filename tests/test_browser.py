@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, require_chromium
 from testkit.waiting import eventually
 
 pytestmark = pytest.mark.browser
@@ -25,10 +25,7 @@ ARTIFACTS = ROOT / "artifacts"
 
 @pytest.fixture(scope="module")
 def dashboard_url(tmp_path_factory) -> Iterator[str]:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Debian chromium is not installed; .ci/run should have installed it")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+    require_chromium()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
     env.update(QUANT_SOURCE="simulated", QUANT_SPEED="30", QUANT_DATA_DIR=str(tmp_path_factory.mktemp("data")))

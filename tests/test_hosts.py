@@ -19,7 +19,7 @@ import pytest
 import websocket
 
 from config import ConfigError, allowed_hosts, parse_allowed_hosts
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, require_chromium
 from testkit.waiting import eventually
 from ui.hosts import REFUSED, host_name
 
@@ -132,10 +132,7 @@ def test_the_dashboards_own_name_gets_its_websocket(served):
 @pytest.mark.browser
 def test_a_rebound_name_gets_no_session_in_chromium(served):
     """The attack as reproduced: a foreign name resolves to 127.0.0.1; the page it loads must get nothing."""
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Debian chromium is not installed; .ci/run should have installed it")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     port = served

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as hs
 from streamlit.testing.v1 import AppTest
 
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, require_chromium
 from testkit.waiting import eventually
 from ui.plain import plain, unescaped
 
@@ -264,10 +264,7 @@ st.plotly_chart(charts.price_chart(closes, mode="dual"))
 
 @pytest.mark.browser
 def test_streamlit_renders_plain_text_literally_in_chromium(tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Debian chromium is not installed; .ci/run should have installed it")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     script = tmp_path / "page.py"
