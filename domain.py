@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import numbers
+import re
 from dataclasses import dataclass, field
 
 WINDOW_RANGE = (10, 200)  # rolling window of every analytic, bars (inclusive)
@@ -96,3 +97,40 @@ class Regression(enum.Enum):
         past values never change, so a span may be cut from a longer one or extended bar by bar.
         An in-sample fit or the Kalman prior moves with the span."""
         return self is Regression.ROLLING_OLS
+
+
+class Market(enum.Enum):
+    """Where a leg trades. The value is the research store's partition name and the archives' folder
+    name's key (``spot``, ``um``: Binance's own names for spot and USDⓈ-M futures)."""
+
+    SPOT = "spot"
+    USDM = "um"
+
+
+PERP_SUFFIX = ".P"  # a USDⓈ-M perpetual's leg name: the exchange symbol plus ".P" (TradingView's convention)
+_LEG_RE = re.compile(r"^([A-Z0-9]{2,20})(\.P)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One side of a pair: a symbol on a market. Its one name, everywhere a user reads or types a leg
+    (pickers, alerts, exports, the scanner, the recorder): ``ETHUSDT`` is spot, ``ETHUSDT.P`` the
+    USDⓈ-M perpetual. ``symbol`` is the exchange's own symbol (``ETHUSDT`` on both markets)."""
+
+    market: Market
+    symbol: str
+
+    @property
+    def name(self) -> str:
+        """The leg's name: the symbol, plus :data:`PERP_SUFFIX` on USDⓈ-M."""
+        return self.symbol + PERP_SUFFIX if self.market is Market.USDM else self.symbol
+
+    @classmethod
+    def parse(cls, raw: str) -> Leg:
+        """The leg named ``raw`` (case and surrounding space ignored). ValueError naming the input
+        when it is not 2–20 letters or digits with an optional ``.P``."""
+        match = _LEG_RE.fullmatch(raw.strip().upper()) if isinstance(raw, str) else None
+        if match is None:
+            raise ValueError(f"invalid leg {raw!r}: expected a symbol such as ETHUSDT (spot) "
+                             f"or ETHUSDT{PERP_SUFFIX} (USDⓈ-M perpetual)")
+        return cls(Market.USDM if match.group(2) else Market.SPOT, match.group(1))
