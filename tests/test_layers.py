@@ -1,7 +1,7 @@
 """The architecture, enforced: imports only go down the layers, SQL drivers live in storage only.
 
 Layers, bottom to top (DESIGN.md): domain (the vocabulary: timeframes, regressions, the window range),
-config, records → analytics → storage → ingestion → pairs →
+config, records → analytics → storage → ingestion → pairs → research →
 alerts → service → ui → the entry points: the command lines (``cli/``: the recorder ``cli.record``,
 the scanner ``cli.scan``) and the dashboard (app.py, server.py). A module may import its own package and anything
 below it, never above; ``if TYPE_CHECKING`` imports count too (an upward one still couples the layers).
@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Both entry points sit on top. The command lines rank just below the dashboard so that they can
 # never import app.py (a Streamlit script that renders when imported); nothing below imports either.
-LAYERS = ("domain", "config", "records", "analytics", "storage", "ingestion", "pairs", "alerts", "service", "ui", "cli",
-          "app")
+LAYERS = ("domain", "config", "records", "analytics", "storage", "ingestion", "pairs", "research", "alerts", "service",
+          "ui", "cli", "app")
 DASHBOARD = {"app.py", "server.py"}  # the two top-level files of the dashboard share one layer
 DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
 TOOLING = {"tests", "testkit", "bench"}
