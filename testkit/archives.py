@@ -35,9 +35,9 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from domain import ONE_MINUTE, Market, Timeframe
+from ingestion.archives import KLINE_COLUMNS, archive_path
 
-HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
-          "taker_buy_quote_volume,ignore")
+HEADER = ",".join(KLINE_COLUMNS)
 MICROS_FROM_MS = 1_735_689_600_000  # 2025-01-01T00:00Z: spot archives give µs times from here on
 
 
@@ -69,13 +69,6 @@ class ArchiveTree:
     def path(self, symbol: str, period: str) -> Path:
         """The zip of ``symbol``'s month or day on disk."""
         return self.root / self.files[(symbol, period)]
-
-
-def archive_path(market: Market, timeframe: Timeframe, symbol: str, period: str) -> str:
-    """Relative path of a kline zip: ``period`` ``YYYY-MM`` is a monthly file, ``YYYY-MM-DD`` a daily one."""
-    kind = "monthly" if len(period) == 7 else "daily"
-    venue = "spot" if market is Market.SPOT else f"futures/{market.value}"
-    return f"data/{venue}/{kind}/klines/{symbol}/{timeframe.name}/{symbol}-{timeframe.name}-{period}.zip"
 
 
 def write_archive_tree(root: str | Path, symbols: Sequence[str], months: Sequence[str], *,
