@@ -530,9 +530,9 @@ def _checksums(archives: Archives, market: Market, timeframe: Timeframe, symbol:
         try:
             text = archives.read(relative + ".CHECKSUM", MAX_CHECKSUM_BYTES)
             checksums[relative] = (parse_checksum(text, name, archives.where(relative + ".CHECKSUM")), period)
-        except ArchiveMissing as exc:
+        except ArchiveMissing:
             if len(periods) == 1:
-                return exc
+                return ArchiveMissing(f"{archives.where(relative)}: not published")
             missing.append(period)
         except ArchiveUnreachable:
             raise
