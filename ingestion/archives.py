@@ -31,6 +31,7 @@ import hashlib
 import http.client
 import io
 import logging
+import math
 import random
 import re
 import time
@@ -364,12 +365,13 @@ def _first_bad_cell(lines: list[bytes], first: int, where: str) -> str | None:
         for name, cell in zip(KLINE_COLUMNS[:-1], cells, strict=False):
             text = cell.decode()
             try:
-                int(text) if name in _INTEGERS else float(text)
-                ok = "_" not in text and text.strip() == text and text != ""
+                number = int(text) if name in _INTEGERS else float(text)
+                # Python reads "1_0", " 1" and "nan" as numbers; the fast parser does not, and none is a kline's.
+                ok = "_" not in text and text.strip() == text and math.isfinite(number)
             except ValueError:
                 ok = False
             if not ok:
-                kind = "a whole number" if name in _INTEGERS else "a number"
+                kind = "a whole number" if name in _INTEGERS else "a finite number"
                 return f"{where}, line {index + 1}, column {name!r}: {text[:40]!r} is not {kind}"
     return None
 
@@ -413,8 +415,8 @@ def _checked_bars(frame: pd.DataFrame, lines: list[bytes], first: int, where: st
     flag(13, count < 0, lambda r: f"count {count[r]} must be >= 0")
     high, low = values["high"], values["low"]
     flag(14, (low > values["open"]) | (values["open"] > high) | (low > values["close"]) | (values["close"] > high),
-         lambda r: f"open {values['open'][r]!r} and close {values['close'][r]!r} must lie in "
-                   f"[low {low[r]!r}, high {high[r]!r}]")
+         lambda r: f"open {float(values['open'][r])!r} and close {float(values['close'][r])!r} must lie in "
+                   f"[low {float(low[r])!r}, high {float(high[r])!r}]")
     if problems:
         row, _, message = min(problems)
         raise ArchiveError(f"{where}, line {first + row + 1}, {message}: {lines[first + row][:200]!r}")
@@ -493,7 +495,7 @@ def import_month(archives: Archives, store: ResearchStore, market: Market, timef
         # Binance publishes a month's file some days after it ends; its daily files are out already.
         days = tuple(d.isoformat() for d in pd.date_range(month + "-01", periods=pd.Period(month).days_in_month).date)
         from_days = _checksums(archives, market, timeframe, symbol, days)
-        found = from_days if isinstance(from_days, dict) else found
+        found = from_days if isinstance(from_days, tuple) else found
     if isinstance(found, ArchiveError):
         status: Status = "missing" if isinstance(found, ArchiveMissing) else "refused"
         return MonthOutcome(symbol, month, status, detail=str(found))
