@@ -112,9 +112,9 @@ def line(outcome: MonthOutcome) -> str:
     head = f"{outcome.symbol} {outcome.month}: "
     if outcome.status == "imported":
         return head + f"imported {outcome.bars:,} bars {outcome.detail}"
-    if outcome.status == "skipped":
-        return head + outcome.detail
-    return head + f"{'not published' if outcome.status == 'missing' else 'REFUSED, nothing stored'}: {outcome.detail}"
+    if outcome.status == "refused":
+        return head + f"REFUSED, nothing stored: {outcome.detail}"
+    return head + outcome.detail  # already stored from …, or …: not published
 
 
 def summary(outcomes: Sequence[MonthOutcome]) -> str:
