@@ -427,3 +427,14 @@ def iter_lines(path: Path):
 def month_ms(month: str) -> tuple[int, int]:
     period = pd.Period(month, freq="M")
     return period.start_time.value // 10**6, (period + 1).start_time.value // 10**6
+
+
+def test_crlf_line_endings_and_a_missing_final_line_break_read_the_same(tmp_path):
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"], bars_per_day=2,
+                   market=Market.USDM)
+    path = tree.path("BTCUSDT", "2024-12")
+    text = "".join(f"{line}\n" for line in iter_lines(path)).encode()
+    expected = parse_klines(text, "lf", ONE_MINUTE, "2024-12")
+    for variant in (text.replace(b"\n", b"\r\n"), text.rstrip(b"\n")):
+        pd.testing.assert_frame_equal(parse_klines(variant, "v", ONE_MINUTE, "2024-12"), expected)
+    assert len(expected) == 62 and expected["open_time"].is_monotonic_increasing
