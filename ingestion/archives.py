@@ -16,7 +16,8 @@ from a local folder laid out the same way (:class:`FolderArchives`, a mirror), v
 checksum, parses and checks every row, and writes each month whole into
 :class:`storage.research.ResearchStore` with the archive files and their sha256 in the month's own
 metadata. A re-run skips a month stored from the same files; a republished file (a new checksum),
-or the monthly file replacing the daily ones, imports it again, replacing it. A bad file (corrupt
+or the monthly file replacing the daily ones, imports it again, replacing it. The month under way
+grows a day at a time: the days already stored from the same daily files are kept, not downloaded. A bad file (corrupt
 zip, checksum mismatch, malformed row, over the size bound) is refused with a message naming the file
 (and the line) and nothing of its month is stored; a month Binance never published is reported and
 the others go on.
@@ -50,6 +51,7 @@ import pandas as pd
 from domain import Market, Timeframe
 from ingestion import http as deadline_http
 from records.retry import Backoff, RetryPolicy
+from storage.errors import StorageError
 from storage.research import COLUMNS, ResearchStore
 
 log = logging.getLogger(__name__)
@@ -529,9 +531,10 @@ def import_month(archives: Archives, store: ResearchStore, market: Market, timef
         return MonthOutcome(symbol, month, status, detail=str(found))
     checksums, notes = found
     sources = {relative.rsplit("/", 1)[1]: digest for relative, (digest, _) in checksums.items()}
-    if store.month_sources(market, timeframe, symbol, month) == sources:
+    stored = store.month_sources(market, timeframe, symbol, month)
+    if stored == sources:
         return MonthOutcome(symbol, month, "skipped", detail=f"already stored from {_files(sources)}", notes=notes)
-    frames = []
+    frames, checksums = _stored_days(store, market, timeframe, symbol, month, checksums, stored or {})
     for relative, (digest, period) in checksums.items():
         where = archives.where(relative)
         try:
@@ -543,9 +546,28 @@ def import_month(archives: Archives, store: ResearchStore, market: Market, timef
         except ArchiveError as exc:
             status = "missing" if isinstance(exc, ArchiveMissing) else "refused"
             return MonthOutcome(symbol, month, status, detail=str(exc), notes=notes)
-    bars = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    bars = pd.concat(frames, ignore_index=True).sort_values("open_time", ignore_index=True)
     store.write_month(market, timeframe, symbol, month, bars, sources=sources)
     return MonthOutcome(symbol, month, "imported", bars=len(bars), detail=f"from {_files(sources)}", notes=notes)
+
+
+def _stored_days(store: ResearchStore, market: Market, timeframe: Timeframe, symbol: str, month: str,
+                 checksums: dict[str, tuple[str, str]], stored: Mapping[str, str],
+                 ) -> tuple[list[pd.DataFrame], dict[str, tuple[str, str]]]:
+    """The bars of the daily files already stored from the same file (same name and sha256), and the
+    files still to fetch: the month under way gains a day at a time, and only that day is downloaded."""
+    kept = {relative: period for relative, (digest, period) in checksums.items()
+            if len(period) == 10 and stored.get(relative.rsplit("/", 1)[1]) == digest}
+    if not kept:
+        return [], checksums
+    try:
+        bars = store.bars(market, timeframe, symbol, *period_span_ms(month))
+    except StorageError:  # unreadable: fetch every file again
+        return [], checksums
+    days = bars["open_time"].to_numpy() // 86_400_000
+    wanted = np.isin(days, [period_span_ms(period)[0] // 86_400_000 for period in kept.values()])
+    rest = {relative: value for relative, value in checksums.items() if relative not in kept}
+    return [bars.loc[wanted].reset_index(drop=True)], rest
 
 
 def _checksums(archives: Archives, market: Market, timeframe: Timeframe, symbol: str,

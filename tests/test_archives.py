@@ -438,3 +438,22 @@ def test_crlf_line_endings_and_a_missing_final_line_break_read_the_same(tmp_path
     for variant in (text.replace(b"\n", b"\r\n"), text.rstrip(b"\n")):
         pd.testing.assert_frame_equal(parse_klines(variant, "v", ONE_MINUTE, "2024-12"), expected)
     assert len(expected) == 62 and expected["open_time"].is_monotonic_increasing
+
+
+def test_a_new_day_of_the_month_under_way_downloads_only_that_day(tmp_path):
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2025-02"], daily={"2025-02": 4})
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root) as server:
+        archives = http_archives(server.url, tmp_path)
+        import_months(archives, store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"], ["2025-02"], today=date(2025, 2, 4))
+        server.requests.clear()
+        (grown,) = import_months(archives, store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"], ["2025-02"],
+                                 today=date(2025, 2, 5))
+        zips = [path for path, _ in server.requests if path.endswith(".zip")]
+    assert grown.status == "imported" and grown.bars == 4 * 20
+    assert zips == [tree.files[("BTCUSDT", "2025-02-04")]]  # days 1-3 come from the store, unchanged
+    np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
+                                  tree.closes["BTCUSDT"].to_numpy())
+    assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2025-02") == {
+        f"BTCUSDT-1m-2025-02-0{d}.zip": hashlib.sha256(tree.path("BTCUSDT", f"2025-02-0{d}").read_bytes()).hexdigest()
+        for d in range(1, 5)}
