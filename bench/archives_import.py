@@ -5,7 +5,8 @@ bars (44,640 a month, as Binance publishes them: spot, no header, µs times when
 2025), imported by :func:`ingestion.archives.import_months` from the folder and from the loopback
 :class:`testkit.archives.ArchiveServer` into fresh stores; then a re-run over HTTP, which finds
 every month stored and only reads the ``.CHECKSUM`` files. Reports wall time per symbol-month,
-bars/s and the peak RSS growth of this process (``ru_maxrss``) over the import.
+bars/s and the peak RSS growth of this process (``ru_maxrss``) over each import (the tree is
+generated in a child process, so the baseline is the interpreter and its imports).
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/archives_import.py [--symbols 10] [--month 2025-01]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,13 +39,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--month", default="2025-01")
+    parser.add_argument("--generate", help=argparse.SUPPRESS)  # the child: write the tree there and exit
     args = parser.parse_args()
     symbols = [f"S{i:03d}USDT" for i in range(args.symbols)]
+    if args.generate:
+        write_archive_tree(args.generate, symbols, [args.month], seed=1)
+        return
     today = date(2030, 1, 1)  # every month is over: monthly files
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         started = time.perf_counter()
-        write_archive_tree(root / "mirror", symbols, [args.month], seed=1)
+        subprocess.run([sys.executable, __file__, "--symbols", str(args.symbols), "--month", args.month,
+                        "--generate", str(root / "mirror")], check=True)
         zips = sum(p.stat().st_size for p in (root / "mirror").rglob("*.zip"))
         print(f"archive: {len(symbols)} symbols × {args.month} of 1 min bars, {zips / 2**20:.1f} MB of zips "
               f"(generated in {time.perf_counter() - started:.1f} s)")
