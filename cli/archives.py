@@ -14,7 +14,7 @@ summary at the end. Exit codes: 0 when every published month is stored (months n
 are listed); 3 when none of the asked months is published (a wrong symbol, venue or span?);
 1 when a file was refused (its month is not stored: the line names the file and the problem), the
 archives could not be reached or the store could not be written; 2 with ``error: …`` naming the
-option for bad arguments.
+option for bad arguments; 130 when interrupted (Ctrl-C: what was stored stays, a download resumes).
 """
 
 from __future__ import annotations
@@ -101,6 +101,10 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
         print(summary(outcomes), flush=True)
         print(f"error: cannot write the research store: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a month is stored whole or not at all; a download resumes next run
+        print(summary(outcomes), flush=True)
+        print("interrupted: the months above are stored; run again to resume", file=sys.stderr)
+        return 130
     print(summary(outcomes), flush=True)
     if any(o.status == "refused" for o in outcomes):
         return 1
@@ -190,6 +194,8 @@ def _store(args: argparse.Namespace) -> tuple[ResearchStore, Path]:
         raise UsageError(f"store: {root!r} is not a folder (--store, QUANT_RESEARCH_DIR)")
     if args.download_dir:
         download_dir = Path(args.download_dir)
+        if download_dir.exists() and not download_dir.is_dir():
+            raise UsageError(f"download-dir: {args.download_dir!r} is not a folder")
     elif "://" in root:  # a remote store: downloads wait on this machine
         download_dir = Path(tempfile.gettempdir()) / "quant-archive-downloads"
     else:

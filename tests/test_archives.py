@@ -393,6 +393,8 @@ def test_cli_exit_codes_name_the_problem(tmp_path, capsys):
          "is neither an http(s) URL nor a folder"),
         (["--symbols", "BTCUSDT", "--from", "2025-01", "--archives", "ftp://example.com"],
          "error: archives: 'ftp://example.com' is not an http(s) URL"),
+        (["--symbols", "BTCUSDT", "--from", "2025-01", "--download-dir", str(tree.path("BTCUSDT", "2024-12"))],
+         "error: download-dir: "),
     ]:
         assert cli.main([*base, *argv], today=TODAY) == 2, argv
         assert message in capsys.readouterr().err, argv
@@ -457,3 +459,23 @@ def test_a_new_day_of_the_month_under_way_downloads_only_that_day(tmp_path):
     assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2025-02") == {
         f"BTCUSDT-1m-2025-02-0{d}.zip": hashlib.sha256(tree.path("BTCUSDT", f"2025-02-0{d}").read_bytes()).hexdigest()
         for d in range(1, 5)}
+
+
+def test_cli_interrupted_keeps_the_months_stored_and_says_so(tmp_path, capsys, monkeypatch):
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-11", "2024-12"])
+    real = FolderArchives.fetch
+
+    def interrupt_in_december(self, relative, sha256, max_bytes):
+        if "2024-12" in relative:
+            raise KeyboardInterrupt
+        return real(self, relative, sha256, max_bytes)
+
+    monkeypatch.setattr(FolderArchives, "fetch", interrupt_in_december)
+    code = cli.main(["--archives", str(tree.root), "--symbols", "BTCUSDT", "--from", "2024-11", "--to", "2024-12",
+                     "--store", str(tmp_path / "store")], today=TODAY)
+    captured = capsys.readouterr()
+    assert code == 130
+    assert "done: 1 month(s) imported" in captured.out
+    assert "interrupted: the months above are stored; run again to resume" in captured.err
+    assert "Traceback" not in captured.err
+    assert ResearchStore(str(tmp_path / "store")).months(Market.SPOT, ONE_MINUTE, "BTCUSDT") == ["2024-11"]
