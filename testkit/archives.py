@@ -12,6 +12,7 @@ Spot files have no header row and, from 2025-01-01 on, microsecond times (Binanc
 files have a header row and milliseconds. The returned :class:`ArchiveTree` holds the closes written
 (one column per symbol, indexed by bar start, UTC), for tests to compare a store's reads with.
 
+:func:`fill_store` imports a whole tree into a research store (what scan and walk-forward tests start from).
 Faults for the importer's refusals: :func:`corrupt_zip`, :func:`wrong_checksum`, :func:`replace_csv`
 (e.g. a malformed row) and :func:`remove_file` (a missing month). :class:`ArchiveServer` serves a tree
 over HTTP on 127.0.0.1 with ``Range`` requests, 404 for a missing file, and can cut a file's
@@ -27,6 +28,7 @@ import threading
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,7 +37,8 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from domain import ONE_MINUTE, Market, Timeframe
-from ingestion.archives import KLINE_COLUMNS, archive_path
+from ingestion.archives import KLINE_COLUMNS, FolderArchives, archive_path, import_months
+from storage.research import ResearchStore
 
 HEADER = ",".join(KLINE_COLUMNS)
 MICROS_FROM_MS = 1_735_689_600_000  # 2025-01-01T00:00Z: spot archives give µs times from here on
@@ -139,6 +142,20 @@ def fixed8(values: np.ndarray) -> pd.Series:
         raise ValueError("fixed8 prints amounts >= 0 only")
     whole = pd.Series(scaled // 10**8).astype(str)
     return whole + "." + pd.Series(scaled % 10**8).astype(str).str.zfill(8)
+
+
+def fill_store(tree: ArchiveTree, root: str | Path, *, today: date = date(2100, 1, 1)) -> ResearchStore:
+    """A research store at ``root`` holding every month of ``tree``, imported as the importer does
+    (from the tree as a mirror folder); AssertionError naming any month not imported. ``today``
+    decides which months count as over: a tree with daily files needs a ``today`` inside that month."""
+    symbols = sorted({symbol for symbol, _ in tree.files})
+    months = sorted({period[:7] for _, period in tree.files})
+    store = ResearchStore(str(root))
+    outcomes = import_months(FolderArchives(tree.root), store, tree.market, tree.timeframe, symbols, months,
+                             today=today)
+    failed = [o for o in outcomes if o.status not in ("imported", "skipped")]
+    assert not failed, f"months not imported: {failed}"
+    return store
 
 
 def kline_csv(frame: pd.DataFrame, market: Market, timeframe: Timeframe) -> bytes:

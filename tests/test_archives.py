@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analytics import engle_granger
 from cli import archives as cli
 from domain import ONE_MINUTE, Market
 from ingestion.archives import (
@@ -35,6 +36,7 @@ from testkit.archives import (
     MICROS_FROM_MS,
     ArchiveServer,
     corrupt_zip,
+    fill_store,
     kline_csv,
     remove_file,
     replace_csv,
@@ -479,3 +481,18 @@ def test_cli_interrupted_keeps_the_months_stored_and_says_so(tmp_path, capsys, m
     assert "interrupted: the months above are stored; run again to resume" in captured.err
     assert "Traceback" not in captured.err
     assert ResearchStore(str(tmp_path / "store")).months(Market.SPOT, ONE_MINUTE, "BTCUSDT") == ["2024-11"]
+
+
+def test_a_generated_tree_filled_into_a_store_holds_its_planted_pair_and_no_other(tmp_path):
+    """What the scan and walk-forward tests start from: fill_store imports the tree; the planted pair
+    (log ETH = 0.5 + log BTC + AR(1) spread) is cointegrated over the stored closes, an independent one not."""
+    tree = tree_at(tmp_path / "mirror", months=["2024-12", "2025-01"], bars_per_day=40)
+    store = fill_store(tree, tmp_path / "store")
+    closes = np.log(all_closes(store, Market.SPOT, SYMBOLS))
+    pd.testing.assert_frame_equal(np.exp(closes), tree.closes, check_freq=False, rtol=1e-12)
+    planted = engle_granger(closes["ETHUSDT"].to_numpy(), closes["BTCUSDT"].to_numpy())
+    independent = engle_granger(closes["SOLUSDT"].to_numpy(), closes["BTCUSDT"].to_numpy())
+    assert planted.pvalue < 1e-6 < 0.05 < independent.pvalue
+    with pytest.raises(AssertionError, match="months not imported"):
+        fill_store(tree_at(tmp_path / "daily", symbols=["BTCUSDT"], planted_pairs=[], months=["2025-02"],
+                           daily={"2025-02": 2}), tmp_path / "store2")  # daily files, but today is long past
