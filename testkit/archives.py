@@ -245,6 +245,7 @@ class ArchiveServer:
         self.cut = dict(cut or {})
         self.requests: list[tuple[str, str | None]] = []
         self.status: dict[str, int] = {}  # path → status code answered to its next GETs (e.g. 500)
+        self.ranges = True  # False: answer every GET with the whole file (200), as a server without Range does
         self._lock = threading.Lock()
         outer = self
 
@@ -287,6 +288,8 @@ class ArchiveServer:
             return
         body = target.read_bytes()
         start = 0
+        if not self.ranges:
+            header = None
         if header is not None:
             match = re.fullmatch(r"bytes=(\d+)-", header.strip())
             if match is None:

@@ -308,6 +308,19 @@ def test_a_download_cut_mid_file_resumes_with_a_range_request(tmp_path):
                                   tree.closes["BTCUSDT"].to_numpy())
 
 
+def test_a_server_without_range_support_sends_the_whole_file_again_and_that_is_fine(tmp_path):
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root, cut={relative: 1_000}) as server:
+        server.ranges = False
+        (outcome,) = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"],
+                                   ["2024-12"], today=TODAY)
+        asked = [r for p, r in server.requests if p == relative]
+    assert asked == [None, "bytes=1000-"]  # asked for the rest, got 200 and the whole file: written from the start
+    assert outcome.status == "imported" and outcome.bars == 20 * 31
+
+
 def test_an_interrupted_run_resumes_from_its_part_file_and_a_bad_part_is_downloaded_again(tmp_path):
     tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
     good, bad = (tree.files[(s, "2024-12")] for s in ("BTCUSDT", "ETHUSDT"))
