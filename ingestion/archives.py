@@ -17,10 +17,10 @@ checksum, parses and checks every row, and writes each month whole into
 :class:`storage.research.ResearchStore` with the archive files and their sha256 in the month's own
 metadata. A re-run skips a month stored from the same files; a republished file (a new checksum),
 or the monthly file replacing the daily ones, imports it again, replacing it. The month under way
-grows a day at a time: the days already stored from the same daily files are kept, not downloaded. A bad file (corrupt
-zip, checksum mismatch, malformed row, over the size bound) is refused with a message naming the file
-(and the line) and nothing of its month is stored; a month Binance never published is reported and
-the others go on.
+grows a day at a time: the days already stored from the same daily files are kept, not downloaded.
+A bad file (corrupt zip, checksum mismatch, malformed row, over the size bound) is refused with a
+message naming the file (and the line) and nothing of its month is stored; a month Binance never
+published is reported and the others go on.
 
 Sizes are bounded before anything is held: a CSV is at most :data:`MAX_ROW_BYTES` per bar the period
 can have (a zip bomb or a huge body is refused while it is read), a ``.CHECKSUM`` at most 1 KiB.
@@ -28,6 +28,7 @@ can have (a zip bomb or a huge body is refused while it is read), a ``.CHECKSUM`
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import http.client
 import io
@@ -110,20 +111,21 @@ def max_csv_bytes(timeframe: Timeframe, period: str) -> int:
     return (end - start) // timeframe.ms * MAX_ROW_BYTES + 4096
 
 
-class Archives:
-    """Where the archive files come from: :meth:`read` a small file, :meth:`fetch` a zip checked
-    against its sha256. ``where`` names a file in messages (its URL or path)."""
+class Archives(abc.ABC):
+    """Where the archive files come from (``relative`` paths as :func:`archive_path` makes them)."""
 
+    @abc.abstractmethod
     def where(self, relative: str) -> str:
-        raise NotImplementedError
+        """The file's full name for messages: its URL or path."""
 
+    @abc.abstractmethod
     def read(self, relative: str, max_bytes: int) -> bytes:
-        """The whole file (at most ``max_bytes``). ArchiveMissing when absent, ArchiveError otherwise."""
-        raise NotImplementedError
+        """The whole (small) file, at most ``max_bytes``. ArchiveMissing when absent, ArchiveError otherwise."""
 
+    @abc.abstractmethod
     def fetch(self, relative: str, sha256: str, max_bytes: int) -> bytes:
-        """The file's bytes, whose sha256 is ``sha256`` (ArchiveError naming the file otherwise)."""
-        raise NotImplementedError
+        """The file's bytes (at most ``max_bytes``) whose sha256 is ``sha256``; ArchiveError naming the file
+        otherwise (ArchiveMissing when absent, ArchiveUnreachable when the source cannot be reached)."""
 
 
 class FolderArchives(Archives):
