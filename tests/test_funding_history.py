@@ -1,0 +1,204 @@
+"""Funding history of USDⓈ-M perpetuals: the ``/fapi/v1/fundingRate`` parser, the REST client's paging and
+limits against the fake, and the loader that keeps the futures site's funding table current."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ingestion.binance import SPOT, USDM, BinanceRest
+from ingestion.binance.rest import (
+    FUNDING_PAGE,
+    FUNDING_REQUESTS,
+    FUNDING_WINDOW_S,
+    RestError,
+    parse_funding_rates,
+)
+from records import FundingRate
+from records.retry import RetryPolicy
+from testkit.clocks import ManualClock
+from testkit.fake_rest import FakeFunding, FakeRest
+from testkit.waiting import eventually, in_thread
+
+HOUR = 3_600_000
+T0 = 1_800_000_000  # a fake clock's start, epoch seconds
+# Binance's own example reply (USDⓈ-M "Get Funding Rate History").
+REAL = [{"symbol": "BTCUSDT", "fundingRate": "-0.03750000", "fundingTime": 1570608000000,
+         "markPrice": "34287.54619963"}]
+FAST_RETRY = RetryPolicy(base_s=0.01, cap_s=0.02)
+PATH = "/fapi/v1/fundingRate"
+
+
+def parse(rows: object, symbol: str = "BTCUSDT", start_ms: int = 0, end_ms: int = 2**62, limit: int = 1000):
+    return parse_funding_rates(rows, symbol, start_ms=start_ms, end_ms=end_ms, limit=limit)
+
+
+# ------------------------------------------------------------------------------------------ parser
+def test_the_real_payload_parses_to_a_rate_as_a_fraction_and_its_mark():
+    page = parse(REAL)
+    assert page.rates == (FundingRate("BTCUSDT", 1570608000000, -0.0375, 34287.54619963),)
+    assert page.problems == () and page.last_ms == 1570608000000 and page.rows == 1
+
+
+@pytest.mark.parametrize("mark", ["", None])
+def test_a_row_without_a_mark_keeps_its_rate_and_no_mark(mark):
+    row = {**REAL[0]}
+    if mark is None:
+        del row["markPrice"]
+    else:
+        row["markPrice"] = mark
+    assert parse([row]).rates == (FundingRate("BTCUSDT", 1570608000000, -0.0375, None),)
+
+
+def row(t: int, rate: object = "0.00010000", **changes: object) -> dict:
+    return {"symbol": "BTCUSDT", "fundingRate": rate, "fundingTime": t, "markPrice": "90000.0", **changes}
+
+
+@pytest.mark.parametrize(("bad", "named"), [
+    ("not a row", "is not a JSON object"),
+    (row(2 * HOUR, symbol="ETHUSDT"), "is for symbol 'ETHUSDT', not BTCUSDT"),
+    (row(2 * HOUR, fundingTime="7200000"), "invalid fundingTime '7200000'"),
+    (row(2 * HOUR, fundingTime=True), "invalid fundingTime True"),
+    (row(2 * HOUR, fundingTime=-5), "invalid fundingTime -5"),
+    (row(2 * HOUR, fundingRate=0.0001), "invalid fundingRate 0.0001"),  # a JSON number: not what Binance sends
+    (row(2 * HOUR, fundingRate="nan"), "invalid fundingRate 'nan'"),
+    (row(2 * HOUR, fundingRate="1.5"), "invalid fundingRate '1.5'"),
+    (row(2 * HOUR, fundingRate=None), "invalid fundingRate None"),
+    (row(2 * HOUR, markPrice="-1"), "invalid markPrice '-1'"),
+    (row(2 * HOUR, markPrice="0"), "invalid markPrice '0'"),
+    (row(2 * HOUR, markPrice="abc"), "invalid markPrice 'abc'"),
+    (row(HOUR), "not after the row before"),  # a duplicate of the row before
+    (row(HOUR // 2), "not after the row before"),  # descending
+    (row(500 * HOUR), "outside the range asked for"),
+])
+def test_a_malformed_row_is_named_and_left_out_and_the_others_kept(bad, named):
+    page = parse([row(HOUR), bad, row(3 * HOUR)], end_ms=10 * HOUR)
+    assert [r.funding_ms for r in page.rates] == [HOUR, 3 * HOUR]
+    [(when, message)] = page.problems
+    assert named in message and "BTCUSDT fundingRate row #1" in message and message.endswith("not stored")
+    assert when in (None, bad.get("fundingTime") if isinstance(bad, dict) else None)
+    assert page.last_ms == 3 * HOUR
+
+
+def test_a_reply_that_is_not_a_list_or_longer_than_asked_is_refused_whole():
+    with pytest.raises(RestError, match="expected a JSON list from fundingRate, got dict"):
+        parse({"code": -1121, "msg": "Invalid symbol."})
+    with pytest.raises(RestError, match="BTCUSDT fundingRate page has 3 rows, more than the 2 asked for"):
+        parse([row(HOUR), row(2 * HOUR), row(3 * HOUR)], limit=2)
+
+
+# ------------------------------------------------------------------------------------------ REST client
+def fake_funding(hours: int, *, interval_h: int = 1, **kwargs: object) -> FakeFunding:
+    return FakeFunding({"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}, first_ms=HOUR, interval_ms=interval_h * HOUR,
+                       until_ms=hours * HOUR, **kwargs)  # type: ignore[arg-type]
+
+
+def test_history_pages_by_1000_from_the_last_time_received_and_covers_the_range_exactly():
+    """2,500 hourly events: three calls, each from the last time received + 1, endTime the range's last ms."""
+    with FakeRest(futures=True, funding=fake_funding(3_000)) as rest:
+        client = BinanceRest(rest.url, venue=USDM)
+        page = client.funding_rates("ETHUSDT", 100 * HOUR, 2_600 * HOUR, threading.Event())
+    times = [r.funding_ms for r in page.rates]
+    assert times == [h * HOUR for h in range(100, 2_600)] and page.problems == ()
+    assert all(r.symbol == "ETHUSDT" and r.mark is not None and abs(r.rate) < 5e-4 for r in page.rates)
+    assert rest.paths == [PATH] * 3
+    assert [int(q["startTime"]) for q in rest.requests] == [100 * HOUR, 1_099 * HOUR + 1, 2_099 * HOUR + 1]
+    assert {(q["endTime"], q["limit"]) for q in rest.requests} == {(str(2_600 * HOUR - 1), str(FUNDING_PAGE))}
+
+
+def test_an_exactly_full_last_page_asks_once_more_and_stops_on_an_empty_one():
+    with FakeRest(futures=True, funding=fake_funding(3_000)) as rest:
+        client = BinanceRest(rest.url, venue=USDM)
+        page = client.funding_rates("BTCUSDT", HOUR, 1_000 * HOUR + 1, threading.Event())
+    assert len(page.rates) == 1_000 and len(rest.requests) == 1  # the range ends where the page does
+    with FakeRest(futures=True, funding=fake_funding(1_000)) as rest:  # no event after hour 1,000 yet
+        page = BinanceRest(rest.url, venue=USDM).funding_rates("BTCUSDT", HOUR, 1_500 * HOUR, threading.Event())
+    assert len(page.rates) == 1_000 and len(rest.requests) == 2 and page.rows == 1_000
+
+
+def test_older_events_without_a_mark_come_back_without_one():
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8, marks_from_ms=24 * HOUR)) as rest:
+        page = BinanceRest(rest.url, venue=USDM).funding_rates("BTCUSDT", 0, 49 * HOUR, threading.Event())
+    assert [(r.funding_ms // HOUR, r.mark is None) for r in page.rates] == [
+        (8, True), (16, True), (24, False), (32, False), (40, False), (48, False)]
+
+
+def test_malformed_rows_from_the_server_are_named_and_the_rest_kept():
+    def tamper(path: str, params: dict[str, str], rows: list) -> list:
+        rows[2]["fundingRate"] = "garbage"
+        return rows
+
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.tamper = tamper
+        page = BinanceRest(rest.url, venue=USDM).funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+    assert [r.funding_ms // HOUR for r in page.rates] == [8, 16, 32, 40]
+    [(when, message)] = page.problems
+    assert when == 24 * HOUR and "invalid fundingRate 'garbage'" in message
+
+
+def test_an_unknown_symbol_is_named_and_a_spot_client_has_no_funding():
+    with FakeRest(futures=True, funding=fake_funding(48)) as rest:
+        client = BinanceRest(rest.url, venue=USDM)
+        with pytest.raises(RestError, match="Binance does not know the symbol NOPEUSDT"):
+            client.funding_rates("NOPEUSDT", 0, 48 * HOUR, threading.Event())
+    with pytest.raises(RestError, match="LIVE Binance spot has no funding history"):
+        BinanceRest("http://127.0.0.1:9", venue=SPOT).funding_rates("BTCUSDT", 0, HOUR, threading.Event())
+
+
+def test_server_errors_are_retried_like_every_other_call():
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.faults.extend([(500, None), (503, None)])
+        client = BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY)
+        page = client.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+    assert len(page.rates) == 5 and len(rest.requests) == 3
+
+
+def test_a_ban_holds_funding_calls_until_retry_after_and_counts_against_nothing_else():
+    clock = ManualClock(T0)
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.faults.append((429, "120"))
+        client = BinanceRest(rest.url, venue=USDM, clock=clock, poll_s=0.002)
+        caller, got = in_thread(client.funding_rates, "BTCUSDT", 0, 48 * HOUR, threading.Event())
+        eventually(lambda: client.banned_until_ms == (T0 + 120) * 1000)
+        clock.advance(119)
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 10)
+        assert len(rest.requests) == 1 and caller.is_alive()
+        clock.advance(1.5)
+        caller.join(10)
+    assert len(got["result"].rates) == 5 and len(rest.requests) == 2
+
+
+def test_funding_calls_keep_to_their_own_window_of_requests_per_5_minutes():
+    """Binance: "share 500/5min/IP rate limit with GET /fapi/v1/fundingInfo", weight 0. With a window
+    of 2 calls, the third waits until the first is 300 s old; weight-budget calls are not held."""
+    assert FUNDING_WINDOW_S == 300.0 and FUNDING_REQUESTS <= 500 // 5
+    clock = ManualClock(T0)
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        client = BinanceRest(rest.url, venue=USDM, clock=clock, poll_s=0.002, funding_requests=2)
+        client.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+        clock.advance(100)
+        client.funding_rates("ETHUSDT", 0, 48 * HOUR, threading.Event())
+        caller, got = in_thread(client.funding_rates, "BTCUSDT", 0, 8 * HOUR + 1, threading.Event())
+        clock.advance(199)  # T0 + 299: the first call is still inside the window
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 10)
+        assert len(rest.requests) == 2 and caller.is_alive() and client.banned_until_ms is None
+        clock.advance(1)
+        caller.join(10)
+    assert [r.funding_ms for r in got["result"].rates] == [8 * HOUR] and len(rest.requests) == 3
+
+
+def test_a_stop_while_waiting_for_the_window_returns_nothing():
+    clock = ManualClock(T0)
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        client = BinanceRest(rest.url, venue=USDM, clock=clock, poll_s=0.002, funding_requests=1)
+        client.funding_rates("BTCUSDT", 0, 8 * HOUR, threading.Event())
+        stop = threading.Event()
+        caller, got = in_thread(client.funding_rates, "BTCUSDT", 0, 8 * HOUR, stop)
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 5)
+        stop.set()
+        caller.join(5)
+    assert got["result"].rates == () and len(rest.requests) == 1
