@@ -15,8 +15,10 @@ from ingestion.binance.rest import (
     RestError,
     parse_funding_rates,
 )
+from ingestion.funding import RETRY_MS, FundingLoader
 from records import FundingRate
 from records.retry import RetryPolicy
+from storage.sqlite.ticks import SqliteTickStore
 from testkit.clocks import ManualClock
 from testkit.fake_rest import FakeFunding, FakeRest
 from testkit.waiting import eventually, in_thread
@@ -202,3 +204,113 @@ def test_a_stop_while_waiting_for_the_window_returns_nothing():
         stop.set()
         caller.join(5)
     assert got["result"].rates == () and len(rest.requests) == 1
+
+
+# ------------------------------------------------------------------------------------------ the loader
+MINUTE = 60_000
+NOW = 1_796_083_200_000 + 30 * MINUTE  # 2026-12-01 00:30 UTC
+PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}
+
+
+def loader_for(rest: FakeRest, store_path, clock: ManualClock, emitted: list | None = None,
+               lookback_h: int = 48) -> FundingLoader:
+    client = BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY)
+    return FundingLoader(client, lambda: SqliteTickStore(store_path), lookback_h * HOUR,
+                         emit=None if emitted is None else emitted.append, clock=clock.now_ms, poll_s=0.01)
+
+
+def times_h(store_path, symbol: str) -> list[float]:
+    with SqliteTickStore(store_path) as store:
+        return [(r.funding_ms - NOW) / HOUR for r in store.funding(symbol)]
+
+
+def coverage(store_path, symbol: str) -> tuple[int, int] | None:
+    with SqliteTickStore(store_path) as store:
+        return store.funding_coverage(symbol)
+
+
+def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_restart_only_the_hole(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    fake = FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)
+    with FakeRest(futures=True, funding=fake) as rest:
+        loader = loader_for(rest, path, clock)
+        loader.start(["BTCUSDT", "ETHUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 2)
+            # 48 h back from 00:30: the 8-hourly events from Nov 29 08:00 to Dec 1 00:00.
+            assert times_h(path, "BTCUSDT") == [-40.5, -32.5, -24.5, -16.5, -8.5, -0.5]
+            assert len(times_h(path, "ETHUSDT")) == 6
+            # Known through the end of the hour: no funding time falls before 01:00.
+            assert coverage(path, "BTCUSDT") == (NOW - 48 * HOUR, NOW + 30 * MINUTE - 1)
+            assert [(int(q["startTime"]), int(q["endTime"])) for q in rest.requests] == [
+                (NOW - 48 * HOUR, NOW - MINUTE)] * 2
+            assert loader.errors == ()
+            # The next look: 2 min after the next whole hour; only what is after the known span.
+            fake.until_ms = NOW + 7 * HOUR + 32 * MINUTE
+            clock.advance((7 * HOUR + 32 * MINUTE) / 1000)  # 08:02: the 08:00 event is out
+            eventually(lambda: loader.fetches == 4)
+            assert times_h(path, "BTCUSDT")[-2:] == [-0.5, 7.5]
+            assert [int(q["startTime"]) for q in rest.requests[2:]] == [NOW + 30 * MINUTE] * 2
+            assert coverage(path, "BTCUSDT") == (NOW - 48 * HOUR, NOW + 8 * HOUR + 30 * MINUTE - 1)
+        finally:
+            loader.stop()
+        sent = len(rest.requests)
+        again = loader_for(rest, path, clock)  # a restart within the hour: nothing is missing
+        again.start(["BTCUSDT", "ETHUSDT"])
+        try:
+            eventually(lambda: again.fetches == 2)
+        finally:
+            again.stop()
+        assert len(rest.requests) == sent and again.stored == 0
+    assert len(times_h(path, "BTCUSDT")) == 7  # stored once however often fetched
+
+
+def test_a_malformed_row_is_named_not_stored_and_the_known_span_stops_before_it(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    emitted: list = []
+
+    def garble(path_: str, params: dict[str, str], rows: list) -> list:
+        for row in rows:
+            if row["fundingTime"] == NOW - 16 * HOUR - 30 * MINUTE:
+                row["fundingRate"] = "NaN-ish"
+        return rows
+
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        rest.tamper = garble
+        loader = loader_for(rest, path, clock, emitted)
+        loader.start(["ETHUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 1)
+            assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5]  # nothing at or after the garbled one
+            assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW - 16 * HOUR - 30 * MINUTE - 1)
+            [error] = [e.detail for e in emitted if e.kind.value == "error"]
+            assert "ETHUSDT fundingRate row #3 has an invalid fundingRate 'NaN-ish'" in error
+            assert error.endswith("not stored") and loader.errors == (error,)
+            rest.tamper = None  # the exchange answers well again: the next look fills the rest
+            clock.advance((32 * MINUTE) / 1000)
+            eventually(lambda: loader.fetches == 2)
+            assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5, -16.5, -8.5, -0.5]
+            assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW + 90 * MINUTE - 1)
+        finally:
+            loader.stop()
+
+
+def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    emitted: list = []
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        loader = loader_for(rest, path, clock, emitted)
+        loader.start(["NOPEUSDT", "BTCUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 1 and len(loader.errors) == 1)
+            assert loader.errors == ("funding NOPEUSDT: Binance does not know the symbol NOPEUSDT",)
+            assert any(e.symbol == "NOPEUSDT" and "does not know" in e.detail for e in emitted)
+            assert len(times_h(path, "BTCUSDT")) == 6 and coverage(path, "NOPEUSDT") is None
+            asked = sum(q["symbol"] == "NOPEUSDT" for q in rest.requests)
+            clock.advance(RETRY_MS / 1000)
+            eventually(lambda: sum(q["symbol"] == "NOPEUSDT" for q in rest.requests) == asked + 1)
+        finally:
+            loader.stop()
