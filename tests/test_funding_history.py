@@ -3,10 +3,13 @@ limits against the fake, and the loader that keeps the futures site's funding ta
 
 from __future__ import annotations
 
+import signal
 import threading
 
+import numpy as np
 import pytest
 
+from config import Settings
 from ingestion.binance import SPOT, USDM, BinanceRest
 from ingestion.binance.rest import (
     FUNDING_PAGE,
@@ -16,12 +19,16 @@ from ingestion.binance.rest import (
     parse_funding_rates,
 )
 from ingestion.funding import RETRY_MS, FundingLoader
-from records import FundingRate
+from pairs.funding import is_perpetual
+from records import FundingRate, now_ms
 from records.retry import RetryPolicy
+from service import Service
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.clocks import ManualClock
-from testkit.fake_rest import FakeFunding, FakeRest
+from testkit.fake_binance import FakeBinance
+from testkit.fake_rest import FakeFunding, FakeKlines, FakeRest
 from testkit.waiting import eventually, in_thread
+from tests.test_recorder_cli import recorder
 
 HOUR = 3_600_000
 T0 = 1_800_000_000  # a fake clock's start, epoch seconds
@@ -314,3 +321,47 @@ def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(
             eventually(lambda: sum(q["symbol"] == "NOPEUSDT" for q in rest.requests) == asked + 1)
         finally:
             loader.stop()
+
+
+# ------------------------------------------------------------------------------------------ the service
+def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path):
+    """A futures recorder (its own process) fetches the retained funding history; a dashboard that
+    follows its database reads the same events and span, and takes the feed's legs for perpetuals."""
+    start_ms = now_ms()
+    # Events up to 2 h ago: none near the moment the recorder asks (what it lists is then plain).
+    funding = FakeFunding(PRICES, first_ms=start_ms - 200 * HOUR, until_ms=start_ms - 2 * HOUR)
+    with FakeBinance(ping_interval=0.5, futures=True) as fake, \
+            FakeRest(futures=True, funding=funding, klines=FakeKlines(PRICES)) as rest:
+        proc = recorder("--source", "binance-futures", "--ws-url", fake.url, "--rest-url", rest.url,
+                        "--data-dir", str(tmp_path), "--backfill-max-trades", "0", "--history-hours", "1",
+                        "--retention-hours", "24")
+        try:
+            eventually(lambda: coverage(tmp_path / "futures.sqlite3", "ETHUSDT") is not None, timeout=60)
+            settings = Settings.of(source="binance-futures", ws_url=fake.url, rest_url=rest.url, data_dir=tmp_path,
+                                   history_hours=1, backfill_max_trades=0)
+            dashboard = Service.start(settings, follow=True)
+            try:
+                assert dashboard.following and dashboard.funding_loader is None  # the recorder fetches
+                got = dashboard.funding_history("ETHUSDT", start_ms - 24 * HOUR, now_ms())
+                assert dashboard.is_perpetual("ETHUSDT") and dashboard.is_perpetual("ETHUSDT.P")
+            finally:
+                dashboard.stop()
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert sorted({p for p in rest.paths if "funding" in p}) == [PATH]
+    expected = funding.times(start_ms - 24 * HOUR, start_ms)
+    assert list(got.times_ms) == expected and len(expected) in (2, 3)
+    assert got.known_from_ms is not None and got.known_to_ms is not None
+    assert got.known_from_ms <= start_ms - 24 * HOUR + 60_000 and got.known_to_ms >= start_ms
+    assert np.all(np.isfinite(got.marks)) and np.all(np.abs(got.rates) < 5e-4)
+
+
+def test_which_legs_pay_funding():
+    assert is_perpetual("ETHUSDT.P", futures_feed=False) and is_perpetual("ethusdt.p", futures_feed=False)
+    assert not is_perpetual("ETHUSDT", futures_feed=False)  # spot never pays
+    assert is_perpetual("ETHUSDT", futures_feed=True)  # a binance-futures leg, until it carries its .P
+    assert not is_perpetual("my upload 2024", futures_feed=True)  # a dataset's name is no leg
