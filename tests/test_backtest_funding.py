@@ -7,8 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from analytics.backtest import FundingHistory, backtest_mean_reversion
+from ui.plain import unescaped
 
 MINUTE = 60_000
 T0 = 1_796_083_200_000  # 2026-12-01 00:00 UTC, the first bar's start
@@ -161,3 +163,51 @@ def test_funding_needs_close_times_and_sound_events():
         history("ETHUSDT.P", [(1, math.nan, 1.0)])
     with pytest.raises(ValueError, match="marks must be > 0"):
         history("ETHUSDT.P", [(1, 0.0, -3.0)])
+
+
+@pytest.mark.parametrize("known", ["all", "late", "spot"])
+def test_the_backtest_tab_shows_the_funding_column_and_total_and_says_when_it_is_unknown(known):
+    def page(known: str) -> None:
+        import numpy as np
+        import pandas as pd
+
+        from analytics.backtest import FundingHistory
+        from ui.backtest_panel import render_backtest_tab
+
+        rng = np.random.default_rng(3)
+        n = 120
+        x = 100 + np.cumsum(rng.normal(0, 0.5, n))
+        s = np.zeros(n)
+        for i in range(1, n):
+            s[i] = 0.6 * s[i - 1] + rng.normal(0, 0.5)
+        index = pd.date_range("2026-12-01", periods=n, freq="1min", tz="UTC")
+        closes = pd.DataFrame({"ETHUSDT.P": 50 + 0.5 * x + s, "BTCUSDT": x}, index=index)
+        close_ms = index.as_unit("ms").asi8 + 60_000
+        first = int(close_ms[0]) if known == "all" else int(close_ms[60])
+        events = FundingHistory("ETHUSDT.P", close_ms[::8].copy(), np.full(15, 0.0004), np.full(15, np.nan), first,
+                                int(close_ms[-1]))
+        render_backtest_tab(closes, "ETHUSDT.P", "BTCUSDT", 10, 1.5, 60_000, "UTC", "r", 0,
+                            None if known == "spot" else {"ETHUSDT.P": events})
+
+    at = AppTest.from_function(page, args=(known,), default_timeout=30)
+    at.session_state["bt_hedge"] = "OLS on the warm-up bars"
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    trades = next(d.value for d in at.dataframe if "funding" in d.value.columns)
+    assert list(trades.columns).index("funding") == list(trades.columns).index("costs") + 1  # beside costs
+    warnings = [unescaped(w.value) for w in at.warning]
+    if known == "spot":
+        assert metrics["Funding"] == "none (spot)" and (trades["funding"] == 0).all() and not warnings
+        return
+    caption = " ".join(unescaped(c.value) for c in at.caption)
+    assert "Funding on ETHUSDT.P" in caption and "opened at a funding time does not pay it" in caption
+    if known == "all":
+        # Every trade shorts or longs y across some events at +0.04 %: a real, signed total.
+        assert metrics["Funding"] not in ("—", "0.00") and not warnings
+        assert trades["funding"].notna().all() and (trades["funding"] != 0).any()
+    else:
+        assert metrics["Funding"] == "—" and metrics["Total PnL (quote, per 1 unit of Y)"] == "—"
+        assert warnings == ["funding unknown for ETHUSDT.P before 2026-12-01 01:01:00 UTC: the net PnL of the trades "
+                            "holding it then is unknown (—), not counted as zero."]
+        assert trades["funding"].isna().any() and trades["funding"].notna().any()
