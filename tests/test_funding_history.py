@@ -163,6 +163,19 @@ def test_server_errors_are_retried_like_every_other_call():
     assert len(page.rates) == 5 and len(rest.requests) == 3
 
 
+def test_a_huge_or_dripping_funding_reply_is_refused_like_any_other():
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.huge[PATH] = (20 * 2**20, "length")
+        client = BinanceRest(rest.url, venue=USDM, attempts=1)
+        with pytest.raises(RestError, match="fundingRate reply exceeds the 2 MB limit"):
+            client.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+        del rest.huge[PATH]
+        rest.drip[PATH] = 0.05
+        slow = BinanceRest(rest.url, venue=USDM, attempts=1, deadline_s=0.5)
+        with pytest.raises(RestError, match=r"no complete reply within the 0\.5 s deadline"):
+            slow.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+
+
 def test_a_ban_holds_funding_calls_until_retry_after_and_counts_against_nothing_else():
     clock = ManualClock(T0)
     with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
