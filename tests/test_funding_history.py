@@ -7,6 +7,7 @@ import signal
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from config import Settings
@@ -29,6 +30,7 @@ from testkit.fake_binance import FakeBinance
 from testkit.fake_rest import FakeFunding, FakeKlines, FakeRest
 from testkit.waiting import eventually, in_thread
 from tests.test_recorder_cli import recorder
+from ui.backtest_panel import perpetual_funding
 
 HOUR = 3_600_000
 T0 = 1_800_000_000  # a fake clock's start, epoch seconds
@@ -332,6 +334,9 @@ def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(
             asked = sum(q["symbol"] == "NOPEUSDT" for q in rest.requests)
             clock.advance(RETRY_MS / 1000)
             eventually(lambda: sum(q["symbol"] == "NOPEUSDT" for q in rest.requests) == asked + 1)
+            loader.watch(["BTCUSDT", "ETHUSDT"])  # a session asks for another symbol: fetched at once
+            eventually(lambda: coverage(path, "ETHUSDT") is not None)
+            assert sum(q["symbol"] == "BTCUSDT" for q in rest.requests) == 1  # a known one keeps its turn
         finally:
             loader.stop()
 
@@ -357,6 +362,10 @@ def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path
                 assert dashboard.following and dashboard.funding_loader is None  # the recorder fetches
                 got = dashboard.funding_history("ETHUSDT", start_ms - 24 * HOUR, now_ms())
                 assert dashboard.is_perpetual("ETHUSDT") and dashboard.is_perpetual("ETHUSDT.P")
+                # What the Backtest tab hands the backtest: each perpetual leg's history over the closes.
+                index = pd.date_range(end=pd.Timestamp(start_ms - HOUR, unit="ms", tz="UTC"), periods=23, freq="1h")
+                closes = pd.DataFrame({"ETHUSDT": 3_100.0, "BTCUSDT": 90_000.0}, index=index)
+                tab = perpetual_funding(dashboard, closes, ("ETHUSDT", "BTCUSDT"), HOUR)
             finally:
                 dashboard.stop()
             proc.send_signal(signal.SIGINT)
@@ -371,6 +380,8 @@ def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path
     assert got.known_from_ms is not None and got.known_to_ms is not None
     assert got.known_from_ms <= start_ms - 24 * HOUR + 60_000 and got.known_to_ms >= start_ms
     assert np.all(np.isfinite(got.marks)) and np.all(np.abs(got.rates) < 5e-4)
+    assert set(tab) == {"ETHUSDT", "BTCUSDT"} and tab["ETHUSDT"].known_to_ms == got.known_to_ms
+    assert list(tab["ETHUSDT"].times_ms) == [t for t in expected if index[0].value // 10**6 + HOUR <= t]
 
 
 def test_which_legs_pay_funding():
