@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from ingestion.binance.parse import MAX_ID
+from ingestion.binance.parse import MAX_ID, finite_decimal
 from ingestion.binance.venue import SPOT, Venue
 from ingestion.http import connect as deadline_connect
 from ingestion.source import excerpt
@@ -300,27 +300,15 @@ def _funding_problem(row: object, symbol: str, when: int | None, start_ms: int, 
                 f"({_utc(start_ms)} to {_utc(end_ms)})")
     if previous is not None and when <= previous:
         return f"has fundingTime {when} ({_utc(when)}), not after the row before ({previous})"
-    rate = _finite(row.get("fundingRate"))
+    rate = finite_decimal(row.get("fundingRate"))
     if rate is None or abs(rate) >= 1:
         return f"has an invalid fundingRate {excerpt(row.get('fundingRate'))}"
     mark = row.get("markPrice")
     if mark not in (None, ""):
-        value = _finite(mark)
+        value = finite_decimal(mark)
         if value is None or value <= 0:
             return f"has an invalid markPrice {excerpt(mark)}"
     return None
-
-
-def _finite(text: object) -> float | None:
-    """The finite value of a decimal string (as Binance sends numbers), or None (a JSON number, bool or
-    null is not what it sends)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 class RequestWindow:
