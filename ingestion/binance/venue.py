@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain import Market
+
 #: USDⓈ-M's mark price, index price and funding stream of a symbol, one update a second.
 MARK_PRICE_STREAM = "markPrice@1s"
 
@@ -41,6 +43,9 @@ class Venue:
         symbol_streams: the streams each watched symbol takes on the connection (``<sym>@<name>``):
             trades, plus on USDⓈ-M the mark price and funding (``markPrice@1s``), so a USDⓈ-M
             connection carries at most ``max_streams // 2`` = 100 symbols.
+        market: the :class:`~domain.Market` its symbols trade on (a leg's name says it: ``ETHUSDT.P``).
+        exchange_info: ``(path, weight)`` of the venue's symbol list (``exchangeInfo``, every symbol).
+        ticker_24h: ``(path, weight)`` of the 24 h tickers of every symbol (no ``symbol`` parameter).
     """
 
     source: str
@@ -58,6 +63,9 @@ class Venue:
     server_ping_s: float
     max_streams: int
     symbol_streams: tuple[str, ...] = ("trade",)
+    market: Market = Market.SPOT
+    exchange_info: tuple[str, int] = ("/api/v3/exchangeInfo", 20)
+    ticker_24h: tuple[str, int] = ("/api/v3/ticker/24hr", 80)  # 80 for all symbols, whatever the type
 
     @property
     def funding(self) -> bool:
@@ -115,4 +123,7 @@ USDM = Venue(
     server_ping_s=180.0,
     max_streams=200,
     symbol_streams=("trade", MARK_PRICE_STREAM),  # same /market route: one connection carries both
+    market=Market.USDM,
+    exchange_info=("/fapi/v1/exchangeInfo", 1),
+    ticker_24h=("/fapi/v1/ticker/24hr", 40),  # 40 for all symbols
 )
