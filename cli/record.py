@@ -42,6 +42,8 @@ def format_status(status: FeedStatus, alerts: int = 0, history: HistoryProgress 
         f"last_tick_age={age} reconnects={status.reconnects} gaps={status.gaps} dup={status.duplicates} "
         f"parse_errors={status.parse_errors} alerts={alerts}"
     )
+    if status.connections is not None:
+        line += " connections_up={}/{}".format(*status.connections)
     if status.rejected or status.lost:
         line += f" rejected={status.rejected} lost={status.lost}"
     if history is not None:

@@ -275,6 +275,12 @@ class UniverseCache:
         self._next_try = -math.inf  # no fetch before this after a failure
         self.fetches = 0
 
+    def peek(self) -> Universe | None:
+        """The last good universe, however old, without fetching (None before the first): for notices
+        redrawn every few seconds, which must never wait on the exchange."""
+        with self._lock:
+            return self._good
+
     def get(self) -> Universe:
         """The venue's universe: the cached one while fresh, else a new fetch; if that fails, the last
         good one marked :attr:`Universe.stale` with the reason. :class:`RestError` naming the cause
