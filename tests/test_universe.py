@@ -103,6 +103,9 @@ def test_futures_exchange_info_keeps_perpetuals_only_named_as_perpetual_legs():
     ({"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC"}]},
      r"symbol #0 \('BTCUSDT'\): quoteAsset is None, not a name"),
     ({"symbols": [{"status": "TRADING"}]}, r"symbol #0: symbol is None"),
+    ({"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT"},
+                  {"symbol": "BTCUSDT", "status": "BREAK", "baseAsset": "BTC", "quoteAsset": "USDT"}]},
+     r"symbol #1 \('BTCUSDT'\) is listed twice; reply refused"),
 ])
 def test_a_broken_exchange_info_is_refused_naming_what_is_wrong(payload, match):
     with pytest.raises(RestError, match=match):

@@ -102,13 +102,14 @@ def parse_exchange_info(payload: object, market: Market) -> tuple[Listing, ...]:
     On USDⓈ-M only ``contractType`` ``PERPETUAL`` is kept (quarterlies such as ``BTCUSDT_260327``
     are not perpetual legs). A symbol our symbol rule refuses (``^[A-Z0-9]{2,20}$``: Binance also
     lists names such as ``币安人生USDT``) is left out and logged, never passed on to a URL. A reply
-    without a ``symbols`` list, or an entry without a symbol, status or assets, raises
+    without a ``symbols`` list, an entry without a symbol, status or assets, or a symbol listed twice raises
     :class:`RestError` naming it, so a broken reply never replaces a good list.
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("symbols"), list):
         raise RestError(f"exchangeInfo reply has no symbols list: {excerpt(payload, 80)}")
     listings: list[Listing] = []
     skipped: list[str] = []
+    seen: set[str] = set()
     for index, entry in enumerate(payload["symbols"]):
         where = f"exchangeInfo symbol #{index}"
         if not isinstance(entry, dict):
@@ -121,6 +122,9 @@ def parse_exchange_info(payload: object, market: Market) -> tuple[Listing, ...]:
         if not SYMBOL_RE.fullmatch(symbol):
             skipped.append(symbol)
             continue
+        if symbol in seen:  # one symbol listed twice: which status holds? Keep the good list instead
+            raise RestError(f"{where} is listed twice; reply refused")
+        seen.add(symbol)
         listings.append(Listing(Leg(market, symbol), status, base, quote))
     if skipped:
         log.info("exchangeInfo: left out %d symbols that are not 2-20 letters or digits, e.g. %s",
