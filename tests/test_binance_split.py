@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli.record import format_status
 from config import Settings
 from ingestion.binance import SPOT, USDM, BinanceFeed
 from ingestion.binance.stream import BinanceSource
@@ -109,6 +110,7 @@ def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfi
             assert status.state is FeedState.CONNECTED  # still live on two connections
             assert status.last_error is not None and status.last_error.startswith("connection 2/3: ")
             assert "2/3 connections up" in feed_line(status)
+            assert " connections_up=2/3 " in format_status(status)  # the recorder's status line
             fake.send_trades(missed)  # only the two open connections receive these
             flowing = [t for t in missed if t.symbol not in SYMBOLS[3:6]]
             eventually(lambda: service.engine.trades == len(before) + len(flowing), timeout=10)
