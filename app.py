@@ -22,7 +22,7 @@ from pairs.shared import PairView
 from service import Service
 from ui import appstate, live
 from ui.charts_tab import ANALYTICS_RUNS, CHART_REFRESH_S
-from ui.controls import UPLOADED, Controls, analysis_controls, pair_params, source_controls, symbol_controls, view_query
+from ui.controls import UPLOADED, Controls, analysis_controls, pair_params, source_controls, view_query
 from ui.feed import (
     LIVE_REFRESH_S,
     NOTICES_REFRESH_S,
@@ -36,6 +36,7 @@ from ui.labels import timeframe_label
 from ui.panels import render_needs
 from ui.plain import plain
 from ui.tabs import PageData, render_tabs
+from ui.universe import pick_symbols
 from ui.upload import dataset_page_data, render_upload
 
 
@@ -86,7 +87,7 @@ def main() -> None:
         controls, page = dataset_page_data(base)  # two uploaded datasets as a pair, no feed
         render_analytics(lambda: page, controls)
         return
-    symbols = symbol_controls(base.feed.symbols)
+    symbols = None if chosen is None else pick_symbols(base.feed, chosen[0])
     if chosen is None or symbols is None:
         st.stop()
     source, replay_file = chosen

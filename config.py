@@ -422,13 +422,20 @@ class AlertSettings:
 @dataclass(frozen=True, slots=True)
 class RecorderSettings:
     """The headless recorder's own knobs: stop after ``duration`` s (None: run on), a status line
-    every ``status_interval`` s, and the log level."""
+    every ``status_interval`` s, and the log level. ``top``: record the ``top`` symbols of the live
+    venue's listing with the largest 24 h quote volume in ``quote`` (instead of ``symbols``)."""
 
     duration: float | None = None
     status_interval: float = 5.0
     log_level: str = "INFO"
+    top: int | None = None
+    quote: str = "USDT"
 
     def __post_init__(self) -> None:
+        if self.top is not None and (isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1):
+            raise ConfigError(f"top: {self.top!r} must be a whole number of symbols, at least 1")
+        if not SYMBOL_RE.fullmatch(self.quote):
+            raise ConfigError(f"quote: {self.quote!r} is not an asset name such as USDT")
         if self.duration is not None:
             _positive("duration", self.duration)
         _positive("status_interval", self.status_interval)
@@ -611,6 +618,9 @@ def _fields() -> dict[str, Field]:
          "a WebSocket handshake (lookup, connect, TLS, upgrade) taking longer than N s fails and is retried"),
         (recorder, "status_interval", "QUANT_STATUS_INTERVAL", float, "headless recorder logs a status line every N s"),
         (recorder, "log_level", "QUANT_LOG_LEVEL", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+        (recorder, "top", "QUANT_TOP", int,
+         "record the N symbols with the largest 24 h quote volume on the live venue (instead of --symbols)"),
+        (recorder, "quote", "QUANT_QUOTE", str.upper, "quote asset the --top symbols are quoted in (default USDT)"),
         (alerts, "rules", "QUANT_ALERTS", _rules,
          "alert rules evaluated headless, ';'-separated (CLI: repeat --alert)"),
         (alerts, "pair", "QUANT_PAIR", _pair, "pair for alert rules, Y/X (default: second symbol / first)"),
@@ -659,6 +669,9 @@ def _named_where(exc: ConfigError, origins: Mapping[str, str]) -> ConfigError:
 
 
 def _build(values: Mapping[str, Any], origins: Mapping[str, str]) -> Settings:
+    if values.get("top") is not None and "symbols" in values:
+        raise ConfigError(f"top ({origins.get('top', 'top')}): picks the symbols, so symbols "
+                          f"({origins.get('symbols', 'symbols')}) must not be set too; use one of them")
     try:
         return Settings.of(**values)
     except ConfigError as exc:

@@ -1,4 +1,5 @@
-"""Headless recorder: ``python -m cli.record --source binance --symbols BTCUSDT,ETHUSDT``.
+"""Headless recorder: ``python -m cli.record --source binance --symbols BTCUSDT,ETHUSDT``, or the
+venue's most traded symbols: ``--top 50 --quote USDT`` (by 24 h quote volume, from its listing).
 
 Runs the same service as the dashboard without a browser, logs a status line every
 ``--status-interval`` seconds, exits 0 after a full flush on SIGTERM/SIGINT (or after
@@ -21,8 +22,10 @@ import time
 from collections.abc import Sequence
 
 from alerts.rules import parse_rule
-from config import ConfigError, from_cli
+from config import ConfigError, Settings, from_cli
+from ingestion.binance.rest import RestError
 from ingestion.history import HistoryProgress
+from ingestion.sources import spec_for
 from records import FeedStatus
 from service import Service
 from storage import open_alerts
@@ -42,6 +45,8 @@ def format_status(status: FeedStatus, alerts: int = 0, history: HistoryProgress 
         f"last_tick_age={age} reconnects={status.reconnects} gaps={status.gaps} dup={status.duplicates} "
         f"parse_errors={status.parse_errors} alerts={alerts}"
     )
+    if status.connections is not None:
+        line += " connections_up={}/{}".format(*status.connections)
     if status.rejected or status.lost:
         line += f" rejected={status.rejected} lost={status.lost}"
     if history is not None:
@@ -55,6 +60,37 @@ def format_status(status: FeedStatus, alerts: int = 0, history: HistoryProgress 
     return line + (f" last_error={status.last_error!r}" if status.last_error else "")
 
 
+class TopUnavailable(RuntimeError):
+    """The venue's listing could not be fetched for ``--top`` (exit 1: nothing wrong with the arguments)."""
+
+
+def with_top(settings: Settings) -> Settings:
+    """``settings`` watching the ``--top`` N symbols of its venue's listing by 24 h quote volume (in
+    ``--quote``); unchanged without ``--top``. ConfigError for a source without a listing or a quote
+    asset nothing trades in; :class:`TopUnavailable` when the listing cannot be fetched."""
+    recorder = settings.recorder
+    if recorder.top is None:
+        return settings
+    spec = spec_for(settings.feed.source)
+    if spec.universe is None:
+        raise ConfigError(f"top (--top): the {settings.feed.source} source has no symbol list to rank; "
+                          "use --symbols")
+    try:
+        universe = spec.universe(settings.feed).get()
+    except (RestError, OSError) as exc:
+        raise TopUnavailable(f"cannot pick the top {recorder.top} symbols: {exc}") from None
+    symbols = universe.top(recorder.top, recorder.quote)
+    if not symbols:
+        raise ConfigError(f"quote (--quote): no trading symbol is quoted in {recorder.quote}; the venue's "
+                          f"quote assets are {', '.join(universe.quote_assets()[:10])}")
+    log.info("top %d by 24 h quote volume in %s: %s", recorder.top, recorder.quote, ",".join(symbols))
+    # The alert pair defaults to the second symbol over the first: of the picked ones, not of the defaults.
+    # A pair set on purpose stays (and must be among them).
+    old = settings.feed.symbols
+    defaulted = len(old) >= 2 and settings.alerts.pair == (old[1], old[0])
+    return settings.replace(symbols=symbols, pair=None) if defaulted else settings.replace(symbols=symbols)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = from_cli(argv, prog="python -m cli.record")
@@ -62,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.recorder.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = with_top(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TopUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     setting = "db (--db, QUANT_DB)" if settings.storage.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
     try:
         alerts = settings.alerts

@@ -269,6 +269,7 @@ class Engine:
             stored=writer.committed_trades if writer is not None else 0,
             rejected=writer.rejected if writer is not None else 0,
             lost=writer.lost if writer is not None else 0,
+            connections=(stats.connections_up, stats.connections) if stats.connections > 1 else None,
         )
 
     def _storage(self) -> tuple[StorageState, str]:

@@ -22,6 +22,7 @@ from records import FeedEvent, FeedState, MarkPrice, Trade
 if TYPE_CHECKING:
     from config import FeedSettings
     from ingestion.backfill import TradeHistory
+    from ingestion.binance.universe import UniverseCache
     from ingestion.history import KlineHistory
 
 
@@ -70,6 +71,9 @@ class SourceStats:
     parse_errors: int = 0
     unknown_messages: int = 0
     last_error: str | None = None
+    # A feed over several exchange connections: how many it has and how many are up (0: one, not counted).
+    connections: int = 0
+    connections_up: int = 0
 
 
 class Source(Protocol):
@@ -77,7 +81,10 @@ class Source(Protocol):
 
     name: str  # the registry key, e.g. "binance"
     label: str  # shown in the UI so simulated/replayed data is never mistaken for live
-    stats: SourceStats
+
+    @property
+    def stats(self) -> SourceStats:
+        """Its counters (an attribute, or a snapshot summed over several connections)."""
 
     @property
     def symbols(self) -> Collection[str] | None:
@@ -130,6 +137,9 @@ class SourceSpec:
             :class:`~ingestion.backfill.TradeHistory`.
         history: gives the :class:`~ingestion.history.KlineHistory` of past bars from the settings,
             the running source and the REST client (an exchange's klines; a simulated market's past).
+        universe: gives the cache of the symbols the venue lists (status, quote asset, 24 h quote
+            volume) for the settings' endpoints; None for a source with its own fixed symbols
+            (simulated, replayed), whose symbols are typed.
     """
 
     name: str
@@ -139,3 +149,4 @@ class SourceSpec:
     database: Callable[[FeedSettings], str]
     rest: Callable[[FeedSettings], TradeHistory] | None = None
     history: Callable[[FeedSettings, Source, TradeHistory | None], KlineHistory | None] | None = None
+    universe: Callable[[FeedSettings], UniverseCache] | None = None

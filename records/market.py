@@ -141,6 +141,8 @@ class FeedStatus:
     lost: int = 0  # items received after storage failed: never stored
     # The exchange's REST ban (HTTP 418/429 Retry-After) ends then, epoch ms: no backfill or history call before.
     rest_banned_until_ms: int | None = None
+    # (up, total) exchange connections of a feed split over several (Binance's per-connection stream cap).
+    connections: tuple[int, int] | None = None
 
     @property
     def rest_banned_until(self) -> str | None:

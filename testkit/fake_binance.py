@@ -688,13 +688,15 @@ class FakeBinance:
         """
         return self._call(self._close_all(code, reason))
 
-    def abort_all(self, *, reset: bool = True) -> int:
+    def abort_all(self, *, reset: bool = True, carrying: str | None = None) -> int:
         """Drop every TCP connection at once without a close frame (``transport.abort()``).
 
         With ``reset`` the socket gets ``SO_LINGER`` 0 so the client sees a TCP RST
-        (``ECONNRESET``); otherwise an ordinary FIN (EOF). Returns the number of connections.
+        (``ECONNRESET``); otherwise an ordinary FIN (EOF). ``carrying``: only the connections
+        subscribed to that stream (``ethusdt@trade``), the others stay up. Returns the number of
+        connections.
         """
-        return self._call_sync(functools.partial(self._abort_all, reset))
+        return self._call_sync(functools.partial(self._abort_all, reset, carrying))
 
     def set_silent(self, silent: bool) -> None:
         """Half-open simulation: while ``True`` the server writes nothing to any connection.
@@ -956,8 +958,8 @@ class FakeBinance:
         await asyncio.sleep(0)
         return len(conns)
 
-    def _abort_all(self, reset: bool) -> int:
-        conns = list(self._tcp)
+    def _abort_all(self, reset: bool, carrying: str | None = None) -> int:
+        conns = [conn for conn in self._tcp if carrying is None or carrying in conn.streams]
         for conn in conns:
             if reset:
                 sock = conn.transport.get_extra_info("socket")

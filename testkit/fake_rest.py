@@ -1,6 +1,7 @@
 """A fake Binance REST server on 127.0.0.1: spot ``GET /api/v3/historicalTrades`` and ``GET /api/v3/klines``,
 or with ``futures=True`` USDⓈ-M ``GET /fapi/v1/trades`` (the latest trades), ``GET /fapi/v1/klines`` and
-``GET /fapi/v1/fundingRate`` (funding history from :class:`FakeFunding`).
+``GET /fapi/v1/fundingRate`` (funding history from :class:`FakeFunding`);
+on both, ``exchangeInfo`` and ``ticker/24hr`` (every symbol) of its :class:`FakeListing` list.
 
 Serves trades from an in-memory list and klines from :class:`FakeKlines` (a deterministic
 market per symbol) in the real response formats, reports used weight in
@@ -21,6 +22,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -133,6 +135,81 @@ class FakeFunding:
         else:
             times = self.times(int(params.get("startTime", 0)), int(params.get("endTime", 2**62)))[:limit]
         return [self.event(symbol, t) for t in times]
+@dataclass(frozen=True, slots=True)
+class FakeListing:
+    """One symbol a fake venue lists: ``exchangeInfo`` status and assets, 24 h quote volume (quote units).
+
+    ``contract_type`` matters on USDⓈ-M only (``PERPETUAL``, ``CURRENT_QUARTER``, …); spot leaves it out.
+    """
+
+    symbol: str
+    quote_volume: float = 0.0
+    status: str = "TRADING"
+    base: str = ""
+    quote: str = "USDT"
+    contract_type: str = "PERPETUAL"
+
+    @property
+    def base_asset(self) -> str:
+        return self.base or self.symbol.removesuffix(self.quote)
+
+
+def exchange_info(listings: Iterable[FakeListing], *, futures: bool) -> dict:
+    """An ``exchangeInfo`` reply in Binance's format (spot or USDⓈ-M), the fields a client may read
+    and a few it must ignore (filters, order types)."""
+    filters = [{"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000",
+                "tickSize": "0.01000000"},
+               {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+                "stepSize": "0.00001000"}]
+    symbols: list[dict] = []
+    for item in listings:
+        if futures:
+            symbols.append({"symbol": item.symbol, "pair": item.symbol.split("_")[0],
+                            "contractType": item.contract_type, "deliveryDate": 4133404800000,
+                            "onboardDate": 1569398400000, "status": item.status, "maintMarginPercent": "2.5000",
+                            "requiredMarginPercent": "5.0000", "baseAsset": item.base_asset,
+                            "quoteAsset": item.quote, "marginAsset": item.quote, "pricePrecision": 2,
+                            "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+                            "underlyingType": "COIN", "underlyingSubType": ["PoW"], "settlePlan": 0,
+                            "triggerProtect": "0.0500", "filters": filters,
+                            "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET"],
+                            "timeInForce": ["GTC", "IOC", "FOK", "GTX"], "liquidationFee": "0.012500",
+                            "marketTakeBound": "0.05"})
+        else:
+            symbols.append({"symbol": item.symbol, "status": item.status, "baseAsset": item.base_asset,
+                            "baseAssetPrecision": 8, "quoteAsset": item.quote, "quotePrecision": 8,
+                            "quoteAssetPrecision": 8, "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+                            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                            "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+                            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
+                            "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
+                            "isMarginTradingAllowed": True, "filters": filters, "permissions": [],
+                            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]})
+    reply: dict = {"timezone": "UTC", "serverTime": time.time_ns() // 1_000_000,
+                   "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                   "limit": 2400 if futures else 6000}],
+                   "exchangeFilters": [], "symbols": symbols}
+    if futures:
+        reply["futuresType"] = "U_MARGINED"
+        reply["assets"] = [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}]
+    return reply
+
+
+def tickers_24h(listings: Iterable[FakeListing], *, futures: bool) -> list[dict]:
+    """A ``ticker/24hr`` reply of every symbol (spot ``type=MINI``, or USDⓈ-M's full rows)."""
+    now = time.time_ns() // 1_000_000
+    rows: list[dict] = []
+    for index, item in enumerate(listings):
+        row = {"symbol": item.symbol, "openPrice": "99.00000000", "highPrice": "100.00000000",
+               "lowPrice": "0.10000000", "lastPrice": "4.00000200", "volume": "8913.30000000",
+               "quoteVolume": f"{item.quote_volume:.8f}", "openTime": now - 86_400_000, "closeTime": now,
+               "firstId": 28385 + index, "lastId": 28460 + index, "count": 76}
+        if futures:
+            row = {"symbol": item.symbol, "priceChange": "-94.99999800", "priceChangePercent": "-95.960",
+                   "weightedAvgPrice": "0.29628482", "lastQty": "200.00000000", **row}
+        rows.append(row)
+    return rows
 
 
 def futures_klines_weight(limit: int) -> int:
@@ -153,9 +230,11 @@ class FakeRest:
     """
 
     def __init__(self, trades: Iterable[RecordedTrade] = (), klines: FakeKlines | None = None, *,
-                 futures: bool = False, funding: FakeFunding | None = None) -> None:
+                 futures: bool = False, funding: FakeFunding | None = None,
+                 listings: Iterable[FakeListing] = ()) -> None:
         self.futures = futures
         self.funding = funding
+        self.listings = list(listings)  # served by exchangeInfo and ticker/24hr (tests may change it)
         self.trades = sorted((t for t in trades if t.kind == "MARKET"), key=lambda t: (t.symbol, t.trade_id))
         self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
@@ -206,6 +285,14 @@ class FakeRest:
                         self._reply(400, b'{"code":-1121,"msg":"Invalid symbol."}')
                         return
                     rows = fake.funding.rows_for(params["symbol"], params)
+                elif url.path == f"{prefix}/exchangeInfo":
+                    fake.used_weight += 1 if fake.futures else 20
+                    self._reply(200, json.dumps(exchange_info(fake.listings, futures=fake.futures)).encode(),
+                                drip=fake.drip.get(url.path), path=url.path)
+                    return
+                elif url.path == f"{prefix}/ticker/24hr" and "symbol" not in params:
+                    fake.used_weight += 40 if fake.futures else 80
+                    rows = tickers_24h(fake.listings, futures=fake.futures)
                 elif url.path == f"{prefix}/klines" and fake.klines is not None:
                     limit = min(int(params.get("limit", 500)), cap)
                     fake.used_weight += futures_klines_weight(limit) if fake.futures else 2

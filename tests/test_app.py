@@ -21,6 +21,9 @@ def app_env(tmp_path, monkeypatch) -> Iterator[None]:
     for key in [k for k in os.environ if k.startswith("QUANT_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("QUANT_DATA_DIR", str(tmp_path))
+    # No test reaches the internet: Binance's REST (history, the symbol picker's list) is refused on
+    # loopback unless a test points it at a fake.
+    monkeypatch.setenv("QUANT_REST_URL", "http://127.0.0.1:9")
     yield
     st.cache_resource.clear()  # on_release stops every engine the tests started
 

@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from config import Settings, from_env
-from ingestion.binance import USDM, BinanceRest, BinanceSource
+from ingestion.binance import USDM, BinanceFeed, BinanceRest, BinanceSource
 from ingestion.binance.parse import MalformedMessage, NonMarketTrade, parse_frame
 from ingestion.sources import spec_for
 from records import EventKind, MarkPrice, Trade
@@ -212,13 +212,14 @@ def test_a_rollover_while_non_market_ids_arrive_makes_no_gap(recorded, tmp_path)
 def test_endpoints_default_to_the_futures_hosts_and_the_url_settings_override_them():
     feed = from_env({"QUANT_SOURCE": "binance-futures"}).feed
     source, rest = spec_for("binance-futures").create(feed), spec_for("binance-futures").rest
-    assert isinstance(source, BinanceSource) and rest is not None
-    assert source.url == "wss://fstream.binance.com" + FUTURES_PATH
+    assert isinstance(source, BinanceFeed) and rest is not None
+    assert source.urls == ("wss://fstream.binance.com" + FUTURES_PATH,)
     assert source.label == "LIVE Binance USDⓈ-M futures" and source.name == "binance-futures"
     assert rest(feed).rest_url == "https://fapi.binance.com"
     mine = from_env({"QUANT_SOURCE": "binance-futures", "QUANT_WS_URL": "ws://127.0.0.1:9001",
                      "QUANT_REST_URL": "http://127.0.0.1:9002"}).feed
-    assert spec_for("binance-futures").create(mine).url.startswith("ws://127.0.0.1:9001/market/stream?")
+    assert spec_for("binance-futures").create(mine).urls[0].startswith(  # type: ignore[attr-defined]
+        "ws://127.0.0.1:9001/market/stream?")
     assert rest(mine).rest_url == "http://127.0.0.1:9002"
     # Spot keeps its own hosts when nothing is set.
     spot = from_env({}).feed
@@ -309,18 +310,24 @@ def test_the_recorder_records_futures_into_their_own_database(recorded, tmp_path
     assert not (tmp_path / "live.sqlite3").exists()  # spot's database untouched
 
 
-def test_more_symbols_than_one_futures_connection_carries_exit_2_naming_the_limit(tmp_path):
-    """101 symbols: 202 streams (trades and mark price each), two more than a USDⓈ-M connection carries."""
-    symbols = ",".join(f"C{i:03d}USDT" for i in range(101))
-    proc = recorder("--source", "binance-futures", "--symbols", symbols, "--data-dir", str(tmp_path))
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()  # a recorder that did not refuse would retry for ever
-    assert proc.returncode == 2, out
-    assert out == ("error: symbols: 101 symbols need 202 streams (2 per symbol: trade, markPrice@1s), but one "
-                   "Binance USDⓈ-M futures connection carries at most 200 streams (100 symbols)\n")
-    assert not list(tmp_path.iterdir())  # nothing created
+def test_more_symbols_than_one_futures_connection_carries_are_split_over_two_connections(tmp_path):
+    """101 symbols: 202 streams (trades and mark price each), two more than a USDⓈ-M connection carries
+    (the fake refuses a connection asking for more, as Binance does): the recorder opens two."""
+    symbols = [f"C{i:03d}USDT" for i in range(101)]
+    with FakeBinance(futures=True, ping_interval=None) as fake:
+        proc = recorder("--source", "binance-futures", "--symbols", ",".join(symbols), "--ws-url", fake.url,
+                        "--data-dir", str(tmp_path), "--backfill-max-trades", "0", "--history-hours", "0")
+        try:
+            eventually(lambda: fake.open_connections == 2, timeout=30)
+            assert sorted(len(streams) for streams in fake.subscriptions) == [2, 200]
+            fake.send_trades([(symbol, 1, 1.0, 1.0) for symbol in (symbols[0], symbols[100])])
+            eventually(lambda: count(tmp_path / "futures.sqlite3") == 2, timeout=30)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and fake.handshakes_refused == 0
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -414,7 +421,8 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
 
 
 def test_one_futures_connection_takes_100_symbols_and_spot_still_1024():
-    """Two streams per USDⓈ-M symbol (trades, mark price): 100 symbols fill the 200; spot keeps one each."""
+    """Two streams per USDⓈ-M symbol (trades, mark price): 100 symbols fill the 200; spot keeps one each.
+    One connection refuses more (:class:`BinanceFeed` splits them over several)."""
     symbols = tuple(f"C{i:04d}USDT" for i in range(1025))
     assert BinanceSource(symbols[:100], venue=USDM).url.count("@") == 300  # 100 × (trade + markPrice@1s)
     with pytest.raises(ValueError, match=r"101 symbols need 202 streams .* at most 200 streams \(100 symbols\)"):

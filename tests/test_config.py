@@ -26,7 +26,7 @@ def test_defaults_are_live_binance_on_btc_and_eth():
     assert settings.feed.source == "binance"
     assert settings.feed.symbols == ("BTCUSDT", "ETHUSDT")
     assert settings.feed.exchange.ws_url is None  # the source's own endpoint (spot: below)
-    assert spec_for("binance").create(settings.feed).url.startswith("wss://stream.binance.com:9443/stream?")
+    assert spec_for("binance").create(settings.feed).urls[0].startswith("wss://stream.binance.com:9443/stream?")
     assert site_of(settings).ticks_path == Path("data/live.sqlite3")
     assert site_of(settings).alerts_path == Path("data/live-alerts.sqlite3")
     assert settings.storage.replay_folder == Path("data/replays")

@@ -22,6 +22,7 @@ from ui.controls import SOURCE_LABELS, Controls, view_query
 from ui.panels import fmt
 from ui.plain import plain
 from ui.status import feed_is_failing, render_history_progress, render_storage_problem
+from ui.universe import render_flagged
 
 LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py); charts: ui.charts_tab.CHART_REFRESH_S
 NOTICES_REFRESH_S = 2.0  # feed notices and alert banners beside the pushed live panel
@@ -78,6 +79,7 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
         # A callback may set a widget's state; assigning it after the widget is drawn may not.
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
+    render_flagged(service, controls.symbols)
     render_storage_problem(status)
     render_history_progress(service.history_progress)
     render_banners(service.recent_alerts(BANNER_ALERTS), controls.tz)

@@ -187,7 +187,8 @@ def feed_line(status: FeedStatus, escape: Callable[[str], str] = str) -> str:
     ``escape``: applied to the source's label, text from outside (:func:`ui.plain.plain` where the
     line is shown as Markdown; the pushed panel sets it as text).
     """
-    return (f"Feed {status.state.value} · {status.ticks_per_s:.1f} ticks/s · last tick "
+    connections = "" if status.connections is None else "{}/{} connections up · ".format(*status.connections)
+    return (f"Feed {status.state.value} · {connections}{status.ticks_per_s:.1f} ticks/s · last tick "
             f"{format_age(status.last_tick_age_s)} ago · reconnects {status.reconnects} · gaps {status.gaps} · "
             f"{escape(status.label)}")
 

@@ -11,7 +11,9 @@ import functools
 from typing import TYPE_CHECKING
 
 from ingestion.binance.rest import BinanceRest
+from ingestion.binance.split import BinanceFeed
 from ingestion.binance.stream import BinanceSource
+from ingestion.binance.universe import UniverseCache, universe_cache
 from ingestion.binance.venue import SPOT, USDM, Venue
 from ingestion.source import Capabilities, SourceSpec
 
@@ -33,6 +35,11 @@ def _rest(venue: Venue, feed: FeedSettings) -> BinanceRest:
     return BinanceRest(feed.exchange.rest_url, venue=venue)
 
 
+def _universe(venue: Venue, feed: FeedSettings) -> UniverseCache:
+    """The process's cache of the venue's symbol list, read at ``--rest-url`` if set."""
+    return universe_cache(venue, feed.exchange.rest_url)
+
+
 def spec(venue: Venue, label: str) -> SourceSpec:
     """The registry entry of a Binance venue; ``label`` is what the source picker shows."""
     return SourceSpec(
@@ -40,14 +47,15 @@ def spec(venue: Venue, label: str) -> SourceSpec:
         label=label,
         capabilities=Capabilities(live=True, exchange_ids=True, resubscribe=True, backfill=True, history=True,
                                   funding=venue.funding),
-        create=functools.partial(BinanceSource.from_settings, venue=venue),
+        create=functools.partial(BinanceFeed.from_settings, venue=venue),
         database=lambda _feed: venue.database,
         rest=functools.partial(_rest, venue),
         history=_klines,
+        universe=functools.partial(_universe, venue),
     )
 
 
 SPEC = spec(SPOT, "Live Binance")
 FUTURES_SPEC = spec(USDM, "Binance USDⓈ-M futures")
 
-__all__ = ["FUTURES_SPEC", "SPEC", "SPOT", "USDM", "BinanceRest", "BinanceSource", "Venue"]
+__all__ = ["FUTURES_SPEC", "SPEC", "SPOT", "USDM", "BinanceFeed", "BinanceRest", "BinanceSource", "Venue"]

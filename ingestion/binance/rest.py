@@ -506,8 +506,12 @@ class BinanceRest:
         return FundingPage(tuple(rates), tuple(problems), rates[-1].funding_ms if rates else None, received)
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
-            symbol: str | None = None, bulk: bool = False, window: RequestWindow | None = None) -> Any:
+            symbol: str | None = None, bulk: bool = False, window: RequestWindow | None = None,
+            max_bytes: int | None = None) -> Any:
         """The decoded JSON of ``GET path?params``; None if ``stop`` was set while waiting.
+
+        ``max_bytes`` bounds this reply's body instead of :attr:`max_reply_bytes` (a whole venue's
+        ``exchangeInfo`` is several MB, far more than any page).
 
         Waits out the shared ban and weight pause (for a ``bulk`` call, the bulk pause too) before
         every attempt, and for a turn in ``window`` if given (every attempt is a request to Binance).
@@ -528,7 +532,7 @@ class BinanceRest:
             with self._state:
                 self.requests += 1
             try:
-                status, headers, body = self._fetch(target, name)
+                status, headers, body = self._fetch(target, name, max_bytes)
             except ReplyTooLarge as exc:
                 self.last_error = str(exc)
                 raise
@@ -581,8 +585,10 @@ class BinanceRest:
             if stop.wait(min(left, self._poll_s)):
                 return True
 
-    def _fetch(self, target: str, name: str) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One GET of ``target`` within :attr:`deadline_s`: status, headers and the body (bounded).
+    def _fetch(self, target: str, name: str,
+               max_bytes: int | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One GET of ``target`` within :attr:`deadline_s`: status, headers and the body (bounded by
+        ``max_bytes``, default :attr:`max_reply_bytes`).
 
         Raises :class:`_DeadlinePassed` when the deadline passes at any step, :class:`ReplyTooLarge`
         for a body over :attr:`max_reply_bytes`, ``OSError``/``HTTPException`` for network trouble.
@@ -595,7 +601,8 @@ class BinanceRest:
             with conn.getresponse() as response:
                 if response.status != 200:  # an error page: enough of it to name the problem
                     return response.status, response.headers, _read_bounded(response, 4_096, name, truncate=True)
-                return response.status, response.headers, _read_bounded(response, self.max_reply_bytes, name)
+                limit = self.max_reply_bytes if max_bytes is None else max_bytes
+                return response.status, response.headers, _read_bounded(response, limit, name)
         except TimeoutError:
             if time.monotonic() >= deadline:  # a socket wait cut short by the deadline: that is the reason
                 raise _DeadlinePassed(self.deadline_s) from None

@@ -1,5 +1,6 @@
 """Live Binance trades (spot or USDⓈ-M futures: a :class:`~ingestion.binance.venue.Venue`) over ONE
-combined-stream WebSocket connection.
+combined-stream WebSocket connection (:class:`~ingestion.binance.split.BinanceFeed` runs as many of
+these as the venue's per-connection stream cap needs).
 
 What the real exchange does, and how this source copes:
 

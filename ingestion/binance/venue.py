@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain import Market
+
 #: USDⓈ-M's mark price, index price and funding stream of a symbol, one update a second.
 MARK_PRICE_STREAM = "markPrice@1s"
 
@@ -43,6 +45,9 @@ class Venue:
             connection carries at most ``max_streams // 2`` = 100 symbols.
         funding_path: the funding-rate history endpoint (USDⓈ-M ``/fapi/v1/fundingRate``), None
             where the market has no funding (spot).
+        market: the :class:`~domain.Market` its symbols trade on (a leg's name says it: ``ETHUSDT.P``).
+        exchange_info: ``(path, weight)`` of the venue's symbol list (``exchangeInfo``, every symbol).
+        ticker_24h: ``(path, weight)`` of the 24 h tickers of every symbol (no ``symbol`` parameter).
     """
 
     source: str
@@ -61,6 +66,9 @@ class Venue:
     max_streams: int
     symbol_streams: tuple[str, ...] = ("trade",)
     funding_path: str | None = None
+    market: Market = Market.SPOT
+    exchange_info: tuple[str, int] = ("/api/v3/exchangeInfo", 20)
+    ticker_24h: tuple[str, int] = ("/api/v3/ticker/24hr", 80)  # 80 for all symbols, whatever the type
 
     @property
     def funding(self) -> bool:
@@ -119,4 +127,7 @@ USDM = Venue(
     max_streams=200,
     symbol_streams=("trade", MARK_PRICE_STREAM),  # same /market route: one connection carries both
     funding_path="/fapi/v1/fundingRate",
+    market=Market.USDM,
+    exchange_info=("/fapi/v1/exchangeInfo", 1),
+    ticker_24h=("/fapi/v1/ticker/24hr", 40),  # 40 for all symbols
 )

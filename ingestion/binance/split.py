@@ -1,0 +1,244 @@
+"""Live trades of one Binance venue over as many combined-stream connections as its symbols need.
+
+Binance caps the streams of one connection (spot 1,024; USDⓈ-M 200, i.e. 100 symbols with their mark
+price): :class:`BinanceFeed` splits the watched symbols into groups of at most
+:attr:`Venue.max_symbols <ingestion.binance.venue.Venue.max_symbols>` and runs one
+:class:`~ingestion.binance.stream.BinanceSource` per group, each in its own thread with its own
+connection. Each keeps every guarantee of a single connection (reconnect with backoff, the 24 h
+rollover, the staleness watchdog and pings); all share one connection-attempt budget (Binance
+counts attempts per IP) and hand their trades to the one sink through a lock, so the engine's
+sequencer sees one symbol's trades from one connection only and detects (and backfills) a gap of a
+dropped connection exactly as before, while the other connections keep flowing.
+
+Symbols added at runtime go to the first connection with room, or a new one; a connection whose
+symbols are all removed is closed. The feed's status aggregates: connected while any connection
+is, the count of connections up (``2/3 connections up``) and the error of one that is down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config import FeedSettings
+from ingestion.backoff import AttemptBudget
+from ingestion.binance.stream import BinanceSource
+from ingestion.binance.venue import SPOT, Venue
+from ingestion.source import SourceStats, TradeSink
+from records import EventKind, FeedEvent, FeedState, MarkPrice, Trade, now_ms
+from records.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+STOP_JOIN_S = 10.0  # how long stopping waits for all connections together to close
+
+
+class _LockedSink:
+    """One sink fed from several connection threads, one call at a time (the engine's sink is
+    written for one source thread)."""
+
+    def __init__(self, sink: TradeSink) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+
+    def on_trade(self, trade: Trade) -> None:
+        with self._lock:
+            self._sink.on_trade(trade)
+
+    def on_non_market(self, symbol: str, trade_id: int) -> None:
+        with self._lock:
+            self._sink.on_non_market(symbol, trade_id)
+
+    def on_mark_price(self, mark: MarkPrice) -> None:
+        with self._lock:
+            self._sink.on_mark_price(mark)
+
+    def on_event(self, event: FeedEvent) -> None:
+        with self._lock:
+            self._sink.on_event(event)
+
+
+@dataclass
+class _Shard:
+    """One connection's source, the event that stops it alone, and its thread once started."""
+
+    source: BinanceSource
+    stop: threading.Event
+    thread: threading.Thread | None = None
+
+
+class BinanceFeed:
+    """The live source of a :class:`Venue` (spot by default): ``symbols`` over one connection per
+    :attr:`Venue.max_symbols` of them. ``make_connection`` builds the source of one group of symbols
+    (:meth:`from_settings` gives it the settings' endpoints and timings)."""
+
+    def __init__(self, symbols: tuple[str, ...], make_connection: Callable[[tuple[str, ...]], BinanceSource], *,
+                 venue: Venue = SPOT) -> None:
+        self.venue = venue
+        self.name = venue.source
+        self.label = venue.label
+        self._make = make_connection
+        self._lock = threading.Lock()  # guards _shards, _retired, _sink and _stopping
+        self._shards: list[_Shard] = []
+        self._retired: list[_Shard] = []  # emptied by set_symbols: stopping, joined at the end
+        self._sink: _LockedSink | None = None
+        self._stopping = False
+        # Binance allows 300 connection attempts per 5 minutes per IP, however many connections: one budget.
+        self.budget = AttemptBudget(limit=100, window_s=300.0)
+        self._wanted: tuple[str, ...] = ()
+        self.set_symbols(symbols)
+
+    @classmethod
+    def from_settings(cls, feed: FeedSettings, *, venue: Venue = SPOT, clock: Clock = SYSTEM_CLOCK) -> BinanceFeed:
+        """The live ``venue`` feed of ``feed``'s symbols; each connection configured as
+        :meth:`BinanceSource.from_settings` configures the one."""
+        def make(symbols: tuple[str, ...]) -> BinanceSource:
+            return BinanceSource.from_settings(dataclasses.replace(feed, symbols=symbols), venue=venue, clock=clock)
+
+        return cls(feed.symbols, make, venue=venue)
+
+    # ------------------------------------------------------------------ symbols
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self._wanted
+
+    @property
+    def connections(self) -> tuple[tuple[str, ...], ...]:
+        """The symbols of each connection, in the order the connections were made."""
+        with self._lock:
+            return tuple(tuple(shard.source.symbols) for shard in self._shards)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Each connection's combined-stream URL."""
+        with self._lock:
+            return tuple(shard.source.url for shard in self._shards)
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections opened so far, over every group (rollovers and reconnects included)."""
+        with self._lock:
+            return sum(shard.source.connections_opened for shard in (*self._shards, *self._retired))
+
+    def set_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Watch ``symbols`` from now on. A symbol already watched stays on its connection (it loses
+        nothing); a new one goes to the first connection with room, else to a new connection; a
+        connection left without symbols is closed."""
+        wanted = tuple(dict.fromkeys(symbols))
+        room = self.venue.max_symbols
+        with self._lock:
+            self._wanted = wanted
+            keep = set(wanted)
+            groups = [[s for s in shard.source.symbols if s in keep] for shard in self._shards]
+            placed = {s for group in groups for s in group}
+            pending = [s for s in wanted if s not in placed]
+            for group in groups:
+                while pending and len(group) < room:
+                    group.append(pending.pop(0))
+            kept: list[_Shard] = []
+            for shard, group in zip(self._shards, groups, strict=True):
+                if not group:
+                    shard.stop.set()
+                    self._retired.append(shard)
+                    continue
+                if tuple(group) != tuple(shard.source.symbols):
+                    shard.source.set_symbols(tuple(group))
+                kept.append(shard)
+            while pending:
+                group, pending = pending[:room], pending[room:]
+                shard = self._new_shard(tuple(group))
+                kept.append(shard)
+                if self._sink is not None and not self._stopping:
+                    self._start(shard, len(kept))
+            self._shards = kept
+
+    def _new_shard(self, symbols: tuple[str, ...]) -> _Shard:
+        source = self._make(symbols)
+        source.budget = self.budget
+        return _Shard(source, threading.Event())
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        """Run every connection until ``stop`` is set; never raises for network errors (a connection's
+        crash is logged, reported as an error event and leaves the others running)."""
+        with self._lock:
+            self._sink = _LockedSink(sink)
+            for number, shard in enumerate(self._shards, 1):
+                self._start(shard, number)
+        try:
+            stop.wait()
+        finally:
+            with self._lock:
+                self._stopping = True
+                shards = [*self._shards, *self._retired]
+            for shard in shards:
+                shard.stop.set()
+            deadline = time.monotonic() + STOP_JOIN_S
+            for shard in shards:
+                if shard.thread is not None:
+                    shard.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _start(self, shard: _Shard, number: int) -> None:
+        """Start ``shard``'s thread (the caller holds the lock and has set the sink)."""
+        sink = self._sink
+        assert sink is not None
+        shard.thread = threading.Thread(target=self._run_shard, args=(shard, sink), daemon=True,
+                                        name=f"source-{self.name}-{number}")
+        shard.thread.start()
+
+    def _run_shard(self, shard: _Shard, sink: _LockedSink) -> None:
+        try:
+            shard.source.run(sink, shard.stop)
+        except Exception as exc:  # one connection's bug must not take the others down silently
+            log.exception("connection of %s crashed", ",".join(shard.source.symbols))
+            shard.source.stats.last_error = f"connection crashed: {exc!r}"
+            shard.source.stats.state = FeedState.STOPPED
+            sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, f"connection crashed: {exc!r}"))
+
+    # ------------------------------------------------------------------ status
+    @property
+    def stats(self) -> SourceStats:
+        """The connections' counters summed, as one feed: connected while any connection is (how many
+        are up in ``connections_up`` of ``connections``), the error of the first one down (else of
+        the first one with an error), prefixed with which connection it is when there are several."""
+        with self._lock:
+            shards = list(self._shards)
+        parts = [shard.source.stats for shard in shards]
+        total = len(parts)
+        up = sum(part.state is FeedState.CONNECTED for part in parts)
+        states = {part.state for part in parts}
+        if up:
+            state = FeedState.CONNECTED
+        elif FeedState.RECONNECTING in states:
+            state = FeedState.RECONNECTING
+        elif FeedState.CONNECTING in states:
+            state = FeedState.CONNECTING
+        elif states <= {FeedState.IDLE}:
+            state = FeedState.IDLE
+        else:
+            state = FeedState.STOPPED
+        down = [(number, part) for number, part in enumerate(parts, 1)
+                if part.state is not FeedState.CONNECTED and part.last_error]
+        erred = down or [(number, part) for number, part in enumerate(parts, 1) if part.last_error]
+        error = None
+        if erred:
+            number, part = erred[0]
+            error = part.last_error if total == 1 else f"connection {number}/{total}: {part.last_error}"
+        since = [part.connected_since_ms for part in parts if part.connected_since_ms is not None]
+        heard = [part.last_message_mono for part in parts if part.last_message_mono is not None]
+        return SourceStats(
+            state=state,
+            connected_since_ms=min(since) if since else None,
+            reconnects=sum(part.reconnects for part in parts),
+            messages=sum(part.messages for part in parts),
+            last_message_mono=max(heard) if heard else None,
+            parse_errors=sum(part.parse_errors for part in parts),
+            unknown_messages=sum(part.unknown_messages for part in parts),
+            last_error=error,
+            connections=total,
+            connections_up=up,
+        )

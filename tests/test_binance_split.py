@@ -1,0 +1,164 @@
+"""More symbols than one Binance connection carries: several connections, each with the single
+connection's guarantees, one feed status. The per-connection cap is shrunk to 3 streams (Binance:
+spot 1,024, USDⓈ-M 200) and the fake server refuses a connection asking for more."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cli.record import format_status
+from config import Settings
+from ingestion.binance import SPOT, USDM, BinanceFeed
+from ingestion.binance.stream import BinanceSource
+from records import EventKind, FeedState
+from service import Service
+from storage.sqlite.ticks import SqliteTickStore
+from testkit.fake_binance import FakeBinance, RecordedTrade
+from testkit.fake_rest import FakeRest
+from testkit.waiting import eventually
+from tests.test_binance_source import FAST
+from ui.live import feed_line
+
+SMALL_SPOT = dataclasses.replace(SPOT, max_streams=3)
+SMALL_USDM = dataclasses.replace(USDM, max_streams=6)  # 3 symbols: trades and mark price each
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT")
+
+
+def offline(symbols: tuple[str, ...], venue=SMALL_SPOT) -> BinanceFeed:
+    """A feed that is never run: how it splits."""
+    return BinanceFeed(symbols, lambda group: BinanceSource(group, "ws://127.0.0.1:9", venue=venue), venue=venue)
+
+
+def test_symbols_are_split_into_as_few_connections_as_the_stream_cap_allows():
+    feed = offline(SYMBOLS)
+    assert feed.connections == (SYMBOLS[:3], SYMBOLS[3:6], SYMBOLS[6:])
+    assert [url.count("@trade") for url in feed.urls] == [3, 3, 1]
+    futures = offline(SYMBOLS, SMALL_USDM)  # two streams a symbol: 3 symbols a connection
+    assert futures.connections == (SYMBOLS[:3], SYMBOLS[3:6], SYMBOLS[6:])
+    assert [url.count("@") for url in futures.urls] == [9, 9, 3]  # per symbol "@trade" and "@markPrice@1s"
+    assert offline(SYMBOLS[:3]).connections == (SYMBOLS[:3],)  # within the cap: one connection, as before
+
+
+def test_runtime_changes_keep_symbols_on_their_connection_fill_room_then_open_new_ones():
+    feed = offline(SYMBOLS[:4])  # (BTC ETH SOL) (BNB)
+    feed.set_symbols((*SYMBOLS[:4], "LTCUSDT", "TRXUSDT", "DOTUSDT"))
+    assert feed.connections == (SYMBOLS[:3], ("BNBUSDT", "LTCUSDT", "TRXUSDT"), ("DOTUSDT",))
+    feed.set_symbols(("ETHUSDT", "BNBUSDT", "LTCUSDT", "TRXUSDT", "DOTUSDT", "AVAXUSDT"))
+    # BTC and SOL left: their room goes to the newcomer before any new connection; nobody moves.
+    assert feed.connections == (("ETHUSDT", "AVAXUSDT"), ("BNBUSDT", "LTCUSDT", "TRXUSDT"), ("DOTUSDT",))
+    feed.set_symbols(("ETHUSDT", "AVAXUSDT"))  # the other two connections have nothing left: closed
+    assert feed.connections == (("ETHUSDT", "AVAXUSDT"),)
+    assert feed.symbols == ("ETHUSDT", "AVAXUSDT")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBinance]:
+    with FakeBinance(ping_interval=0.2) as server:
+        server.max_streams = 3  # as Binance: a connection asking for more is refused (HTTP 400)
+        yield server
+
+
+START_MS = time.time_ns() // 1_000_000 - 60_000
+
+
+def trades(symbols: tuple[str, ...], first_id: int, count: int) -> list[RecordedTrade]:
+    """Ids ``first_id…`` of each symbol, a millisecond apart (time order is id order)."""
+    return [RecordedTrade(symbol, trade_id, START_MS + trade_id, 100.0 + trade_id, 1.0, trade_id % 2 == 0)
+            for symbol in symbols for trade_id in range(first_id, first_id + count)]
+
+
+def stored(service: Service) -> dict[str, list[int]]:
+    with SqliteTickStore(service.site.ticks_path) as store:
+        return {s: list(store.ticks(s).trade_id) for s in store.symbols()}
+
+
+def events(service: Service, kind: EventKind) -> list[tuple[str | None, str]]:
+    with SqliteTickStore(service.site.ticks_path) as store:
+        return [(e.symbol, e.detail) for e in store.feed_events(kinds=[kind])]
+
+
+def start(fake: FakeBinance, tmp_path, rest: FakeRest | None = None, symbols: tuple[str, ...] = SYMBOLS) -> Service:
+    changes = {} if rest is None else {"backfill_max_trades": 100_000, "rest_url": rest.url}
+    settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, symbols=symbols,
+                           **{**FAST, **changes})
+    return Service.start(settings, source=BinanceFeed.from_settings(settings.feed, venue=SMALL_SPOT))
+
+
+def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfilled(fake, tmp_path):
+    """Seven symbols on three connections; the one carrying BNB/XRP/ADA drops and cannot come back for
+    a while: the others keep delivering, the status says 2/3, and once it is back the trades it
+    missed are detected as gaps and fetched over REST, each stored once."""
+    before, missed, after = trades(SYMBOLS, 1, 5), trades(SYMBOLS, 6, 5), trades(SYMBOLS, 11, 5)
+    with FakeRest(before + missed + after) as rest:
+        service = start(fake, tmp_path, rest)
+        try:
+            eventually(lambda: fake.open_connections == 3, timeout=10, message="three connections expected")
+            assert sorted(len(streams) for streams in fake.subscriptions) == [1, 3, 3]
+            eventually(lambda: service.status().connections == (3, 3), timeout=5)
+            assert "3/3 connections up" in feed_line(service.status())
+            fake.send_trades(before)
+            eventually(lambda: service.engine.trades == len(before), timeout=10)
+
+            fake.refuse_connections(True)  # the dropped connection cannot come back yet
+            assert fake.abort_all(carrying="bnbusdt@trade") == 1
+            eventually(lambda: service.status().connections == (2, 3), timeout=5)
+            status = service.status()
+            assert status.state is FeedState.CONNECTED  # still live on two connections
+            assert status.last_error is not None and status.last_error.startswith("connection 2/3: ")
+            assert "2/3 connections up" in feed_line(status)
+            assert " connections_up=2/3 " in format_status(status)  # the recorder's status line
+            fake.send_trades(missed)  # only the two open connections receive these
+            flowing = [t for t in missed if t.symbol not in SYMBOLS[3:6]]
+            eventually(lambda: service.engine.trades == len(before) + len(flowing), timeout=10)
+
+            fake.refuse_connections(False)
+            eventually(lambda: service.status().connections == (3, 3), timeout=10)
+            fake.send_trades(after)
+            eventually(lambda: service.engine.trades == len(before) + len(flowing) + len(after), timeout=10)
+            eventually(lambda: len(events(service, EventKind.BACKFILL)) == 3, timeout=20)
+        finally:
+            service.stop()
+    assert sorted(events(service, EventKind.GAP)) == [(s, "first_missing=6 count=5") for s in sorted(SYMBOLS[3:6])]
+    assert stored(service) == {symbol: list(range(1, 16)) for symbol in SYMBOLS}  # complete, each once
+    assert service.status().state is FeedState.STOPPED
+
+
+def test_symbols_added_at_runtime_go_to_a_connection_with_room_then_to_a_new_one(fake, tmp_path):
+    service = start(fake, tmp_path, symbols=SYMBOLS[:4])  # (BTC ETH SOL) (BNB)
+    try:
+        eventually(lambda: fake.open_connections == 2, timeout=10)
+        service.engine.set_symbols((*SYMBOLS[:4], "LTCUSDT", "TRXUSDT", "DOTUSDT"))
+        # LTC and TRX join BNB's connection by SUBSCRIBE (it had room for two); DOT needs a third.
+        eventually(lambda: fake.open_connections == 3, timeout=10)
+        eventually(lambda: sorted(sorted(s) for s in fake.subscriptions) == [
+            ["bnbusdt@trade", "ltcusdt@trade", "trxusdt@trade"], ["btcusdt@trade", "ethusdt@trade", "solusdt@trade"],
+            ["dotusdt@trade"]], timeout=10)
+        assert fake.connections_accepted == 3  # nobody reconnected for it
+        new = trades(("LTCUSDT", "TRXUSDT", "DOTUSDT", "BTCUSDT"), 1, 3)
+        fake.send_trades(new)
+        eventually(lambda: service.engine.trades == len(new), timeout=10)
+        service.engine.set_symbols(("BTCUSDT",))  # the other connections are closed
+        eventually(lambda: fake.open_connections == 1, timeout=10)
+        eventually(lambda: service.status().connections is None, timeout=5)  # one connection: not counted
+    finally:
+        service.stop()
+    assert events(service, EventKind.GAP) == []
+
+
+def test_a_feed_whose_connections_are_all_refused_is_failing_and_names_the_first(fake, tmp_path):
+    fake.refuse_connections(True)
+    service = start(fake, tmp_path, symbols=SYMBOLS[:5])
+    try:
+        # Both connections fail in whichever order their threads run; once the first has failed too,
+        # the status names it (the lowest-numbered connection down), whatever failed last.
+        eventually(lambda: service.status().state in (FeedState.CONNECTING, FeedState.RECONNECTING)
+                   and (service.status().last_error or "").startswith("connection 1/2: "), timeout=10)
+        status = service.status()
+        assert status.connections == (0, 2)
+        assert status.last_error is not None and status.last_error.startswith("connection 1/2: connect to ws://")
+    finally:
+        service.stop()

@@ -1,0 +1,123 @@
+"""The sidebar's symbol picker on a live Binance source (AppTest): the venue's listing from a fake REST
+server, top N by 24 h quote volume in one click, pasted symbols refused by name, delisted or halted
+watched symbols flagged, and typed symbols when the listing cannot be had."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from testkit.fake_binance import FakeBinance
+from testkit.fake_rest import FakeListing, FakeRest
+from tests.test_app import APP, app_env  # noqa: F401  (app_env: the fixture, used by name)
+from ui.plain import unescaped
+
+LISTINGS = [FakeListing("BTCUSDT", 3e9), FakeListing("ETHUSDT", 2e9), FakeListing("SOLUSDT", 9e8),
+            FakeListing("XRPUSDT", 4e8), FakeListing("DOGEUSDT", 8e8), FakeListing("BNBUSDT", 1e8),
+            FakeListing("ETHBTC", 5e3, quote="BTC"),
+            FakeListing("BCCUSDT", 5e9, status="BREAK"),  # delisted: the largest volume, never a top pick
+            FakeListing("LUNAUSDT", 1e3, status="HALT")]
+
+
+@pytest.fixture
+def live(monkeypatch, request) -> Iterator[tuple[FakeBinance, FakeRest]]:
+    request.getfixturevalue("app_env")
+    futures = getattr(request, "param", False)
+    listings = [*LISTINGS, FakeListing("BTCUSDT_260327", 1e9, contract_type="CURRENT_QUARTER")] if futures \
+        else LISTINGS
+    with FakeBinance(ping_interval=None, futures=futures) as fake, \
+            FakeRest(futures=futures, listings=listings) as rest:
+        monkeypatch.setenv("QUANT_SOURCE", "binance-futures" if futures else "binance")
+        monkeypatch.setenv("QUANT_WS_URL", fake.url)
+        monkeypatch.setenv("QUANT_REST_URL", rest.url)
+        monkeypatch.setenv("QUANT_HISTORY_HOURS", "0")
+        monkeypatch.setenv("QUANT_BACKFILL_MAX_TRADES", "0")
+        yield fake, rest
+
+
+def picker(at: AppTest, source: str = "binance"):
+    return at.multiselect(key=f"universe_watched_{source}")
+
+
+def sidebar_errors(at: AppTest) -> list[str]:
+    return [unescaped(e.value) for e in at.sidebar.error]
+
+
+def test_the_picker_lists_the_venues_trading_symbols_and_top_n_picks_by_quote_volume(live):
+    _fake, rest = live
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    watched = picker(at)
+    assert watched.value == ["BTCUSDT", "ETHUSDT"]  # the configured symbols, at first
+    # USDT symbols that trade, searchable; neither the delisted, the halted nor the BTC-quoted one.
+    assert sorted(watched.options) == ["BNBUSDT", "BTCUSDT", "DOGEUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    at.number_input(key="universe_top_n_binance").set_value(4).run()
+    at.button(key="universe_top_binance").click().run()
+    assert picker(at).value == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]
+    assert not at.exception and at.selectbox(key="pair_y").options == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]
+    at.selectbox(key="universe_quote_binance").set_value("BTC").run()
+    # The BTC-quoted symbols now, and the watched USDT symbols stay.
+    assert sorted(picker(at).options) == ["BTCUSDT", "DOGEUSDT", "ETHBTC", "ETHUSDT", "SOLUSDT"]
+    assert picker(at).value == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]
+    # One exchangeInfo and one ticker call for every run and session of this venue: the list is cached.
+    assert rest.paths.count("/api/v3/exchangeInfo") == 1 and rest.paths.count("/api/v3/ticker/24hr") == 1
+
+
+def test_a_pasted_symbol_not_listed_or_not_trading_is_refused_by_name(live):
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="universe_paste_binance").input("solusdt, NOPEUSDT, LUNAUSDT, ETH;DROP, BTCUSDT.P").run()
+    assert picker(at).value == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # the one listed, trading symbol added
+    errors = sidebar_errors(at)
+    assert "Refused: NOPEUSDT is not listed on Binance spot" in errors
+    assert "Refused: LUNAUSDT is not trading (status HALT)" in errors
+    assert any(e.startswith("Refused: invalid leg 'ETH;DROP'") for e in errors)
+    assert "Refused: BTCUSDT.P is a USDⓈ-M perpetual, not a Binance spot symbol" in errors
+    assert at.text_input(key="universe_paste_binance").value == ""  # the box is emptied for the next list
+    assert not at.exception
+
+
+def test_a_watched_symbol_that_is_delisted_stays_visible_flagged_and_its_feed_notice_says_so(live, monkeypatch):
+    monkeypatch.setenv("QUANT_SYMBOLS", "BTCUSDT,BCCUSDT,ETHUSDT")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    watched = picker(at)
+    assert watched.value == ["BTCUSDT", "BCCUSDT", "ETHUSDT"]
+    assert "BCCUSDT ⚠ BREAK" in watched.options and "BTCUSDT" in watched.options  # options as shown
+    assert any("No trades will arrive for BCCUSDT is not trading (status BREAK)" in unescaped(w.value)
+               for w in at.sidebar.warning)
+    assert any("Not trading on Binance spot: BCCUSDT is not trading (status BREAK)" in unescaped(w.value)
+               for w in at.main.warning)
+
+
+@pytest.mark.parametrize("live", [True], indirect=True, ids=["usdm"])
+def test_futures_legs_are_shown_as_perpetuals_and_quarterlies_are_not_offered(live):
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    watched = picker(at, "binance-futures")
+    # As shown: perpetual leg names; no quarterly contract.
+    assert sorted(watched.options) == ["BNBUSDT.P", "BTCUSDT.P", "DOGEUSDT.P", "ETHUSDT.P", "SOLUSDT.P", "XRPUSDT.P"]
+    assert watched.value == ["BTCUSDT", "ETHUSDT"]
+    at.text_input(key="universe_paste_binance-futures").input("SOLUSDT.P, xrpusdt").run()
+    assert picker(at, "binance-futures").value == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+
+
+@pytest.mark.usefixtures("app_env")
+def test_without_the_listing_the_symbols_are_typed_and_the_sidebar_says_why(monkeypatch):
+    with FakeBinance(ping_interval=None) as fake:
+        monkeypatch.setenv("QUANT_WS_URL", fake.url)  # QUANT_REST_URL: refused (app_env)
+        monkeypatch.setenv("QUANT_HISTORY_HOURS", "0")
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        assert not at.exception
+        assert any("Cannot fetch the symbol list" in unescaped(w.value) and "Type the symbols instead" in w.value
+                   for w in at.sidebar.warning)
+        assert at.text_input(key="symbols").value == "BTCUSDT,ETHUSDT"
+
+
+@pytest.mark.usefixtures("app_env")
+def test_offline_sources_keep_their_typed_symbols(monkeypatch):
+    monkeypatch.setenv("QUANT_SOURCE", "simulated")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception and at.text_input(key="symbols").value == "BTCUSDT,ETHUSDT"
+    assert not [w for w in at.sidebar.warning if "symbol list" in w.value]
