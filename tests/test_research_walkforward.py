@@ -457,3 +457,37 @@ def test_bad_closes_and_pairs_are_named() -> None:
         walk_forward(closes.iloc[:0], "1m", chosen)
     with pytest.raises(ValueError, match="progress must be callable"):
         walk_forward(closes, "1m", chosen, progress=3)  # type: ignore[arg-type]
+
+
+def test_collinear_legs_are_tested_in_formation_but_not_traded() -> None:
+    rng = np.random.default_rng(12)
+    x = random_walk(rng, 600)
+    closes = pd.DataFrame({"AAA": 2.0 * x + 1.0, "BBB": x}, index=grid(600))
+    rows = add_q_values(evaluate_window(closes, [("AAA", "BBB")], one_window(), settings()))
+    row = rows.iloc[0]
+    assert row["status"] == "collinear" and row["eg_pvalue"] == 0.0 and row["q_value"] == 0.0
+    assert (row["oos_status"], row["oos_note"]) == ("not_formed", "collinear in formation")
+    summary = summarise(rows, [one_window()], settings()).iloc[0]
+    # Counted as tested and found (as the scanner does), but there is no spread to test afterwards.
+    assert (summary["pairs"], summary["found"], summary["found_oos"]) == (1, 1, 0)
+
+
+def test_without_a_constant_the_formation_mean_centres_the_trading_z_score() -> None:
+    rng = np.random.default_rng(19)
+    x = random_walk(rng, 600)
+    # Noisier than planted(): with no constant, R² is uncentred, and small noise on prices near 200
+    # would make the legs collinear by statsmodels' rule (as the test above shows for exact ones).
+    closes = pd.DataFrame({"AAA": 2.0 * x + 5.0 + ar1(rng, 600, PHI, 0.5), "BBB": x}, index=grid(600))
+    chosen = settings(trend="n", entry=1.5)
+    row = evaluate_window(closes, [("AAA", "BBB")], one_window(), chosen).iloc[0]
+    y_f, x_f = closes["AAA"].to_numpy()[:400], x[:400]
+    beta = float(x_f @ y_f / (x_f @ x_f))  # regression through the origin
+    spread_f = y_f - beta * x_f
+    assert row["alpha"] == 0.0 and row["beta"] == pytest.approx(beta, rel=1e-9)
+    assert row["eg_pvalue"] == pytest.approx(coint(y_f, x_f, trend="n", autolag="aic")[1], rel=1e-8)
+    assert row["status"] == "ok" and row["spread_mean"] == pytest.approx(spread_f.mean(), rel=1e-9)
+    y_t, x_t = closes["AAA"].to_numpy()[400:], x[400:]
+    direct = backtest_mean_reversion(y_t, x_t, 2, entry=1.5, hedge="fixed", beta=beta, alpha=spread_f.mean(),
+                                     std=spread_f.std(ddof=1))
+    assert row["entries"] == direct.n_trades > 0
+    assert row["oos_mean_shift"] == pytest.approx(((y_t - beta * x_t).mean() - spread_f.mean()) / spread_f.std(ddof=1))
