@@ -343,9 +343,14 @@ def add_q_values(rows: pd.DataFrame) -> pd.DataFrame:
     "collinear"), as the scanner adjusts; NaN for untested pairs. Every block of a window must
     be in ``rows``: the family is the window's whole set of tested pairs.
     """
-    missing = [c for c in ("window", "eg_pvalue", "status") if c not in rows.columns]
+    missing = [c for c in ("window", "y", "x", "eg_pvalue", "status") if c not in rows.columns]
     if missing:
         raise ValueError(f"rows lack the column(s) {', '.join(missing)}; pass evaluate_window's rows")
+    repeated = rows.duplicated(["window", "y", "x"])
+    if repeated.any():  # the same pair from two blocks would count twice in the family
+        first = rows.loc[repeated].iloc[0]
+        raise ValueError(f"rows hold window {first['window']}'s pair ({first['y']}, {first['x']}) more than once: "
+                         "each pair belongs to one block")
     out = rows.copy()
     q_value = np.full(len(out), np.nan)
     tested = out["status"].isin((OK, COLLINEAR)).to_numpy()
@@ -510,6 +515,9 @@ def _ordered(pairs: Iterable[tuple[Hashable, Hashable]], columns: pd.Index) -> l
         if a == b:
             raise ValueError(f"pair {pair!r} has the same symbol twice")
         ordered.append((a, b) if str(a) <= str(b) else (b, a))
+    if len(set(ordered)) < len(ordered):  # it would count twice in its window's q-values
+        twice = next(pair for pair in ordered if ordered.count(pair) > 1)
+        raise ValueError(f"pair {twice!r} is listed twice (in either order); list each pair once")
     return ordered
 
 

@@ -364,12 +364,15 @@ def test_a_window_with_nothing_found_has_no_share() -> None:
 
 
 def test_summarise_and_add_q_values_refuse_rows_they_cannot_use() -> None:
-    with pytest.raises(ValueError, match=r"rows lack the column\(s\) eg_pvalue, status"):
+    with pytest.raises(ValueError, match=r"rows lack the column\(s\) y, x, eg_pvalue, status"):
         add_q_values(pd.DataFrame({"window": [0]}))
     rows = evaluate_window(pd.DataFrame({"AAA": np.linspace(1, 2, 600), "BBB": np.linspace(2, 1, 600) ** 2},
                                         index=grid(600)), [("AAA", "BBB")], one_window(), settings())
     with pytest.raises(ValueError, match="rows lack q_value; call add_q_values"):
         summarise(rows, [one_window()], settings())
+    # The same pair from two blocks would be counted twice by Benjamini–Hochberg: refused.
+    with pytest.raises(ValueError, match=r"rows hold window 0's pair \(AAA, BBB\) more than once"):
+        add_q_values(pd.concat([rows, rows], ignore_index=True))
 
 
 # Degenerate data
@@ -429,6 +432,8 @@ def test_bad_closes_and_pairs_are_named() -> None:
     window, chosen = one_window(), settings()
     with pytest.raises(ValueError, match=r"pair \('AAA', 'ZZZ'\): 'ZZZ' is not a column of closes"):
         evaluate_window(closes, [("AAA", "ZZZ")], window, chosen)
+    with pytest.raises(ValueError, match=r"pair \('AAA', 'BBB'\) is listed twice \(in either order\)"):
+        evaluate_window(closes, [("AAA", "BBB"), ("BBB", "AAA")], window, chosen)
     with pytest.raises(ValueError, match=r"pair \('AAA', 'AAA'\) has the same symbol twice"):
         evaluate_window(closes, [("AAA", "AAA")], window, chosen)
     with pytest.raises(ValueError, match=r"a pair has two legs, got \('AAA',\)"):
@@ -491,3 +496,32 @@ def test_without_a_constant_the_formation_mean_centres_the_trading_z_score() -> 
                                      std=spread_f.std(ddof=1))
     assert row["entries"] == direct.n_trades > 0
     assert row["oos_mean_shift"] == pytest.approx(((y_t - beta * x_t).mean() - spread_f.mean()) / spread_f.std(ddof=1))
+
+
+def test_closes_read_from_the_research_store_across_a_month_end(tmp_path) -> None:
+    from domain import Market
+    from storage.research import ResearchStore
+
+    rng = np.random.default_rng(30)
+    n = 800
+    start_ms = int(pd.Timestamp("2026-01-31 20:00", tz="UTC").value // 1_000_000)  # 4 h before February
+    x = random_walk(rng, n)
+    frame = pd.DataFrame({"AAAUSDT": planted(rng, x), "BBBUSDT": x, "CCCUSDT": random_walk(rng, n)},
+                         index=pd.to_datetime(start_ms + 60_000 * np.arange(n), unit="ms", utc=True))
+    frame.iloc[100:110, 2] = np.nan  # CCC did not trade for ten minutes: the store has no bars there
+    store = ResearchStore(str(tmp_path))
+    for symbol in frame.columns:
+        series = frame[symbol].dropna()
+        times = np.asarray((series.index - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1), dtype=np.int64)
+        bars = pd.DataFrame({"open_time": times, "open": series.to_numpy(), "high": series.to_numpy(),
+                             "low": series.to_numpy(), "close": series.to_numpy(), "volume": 1.0,
+                             "quote_volume": series.to_numpy(), "trades": np.ones(len(series), dtype=np.int64)})
+        for month, part in bars.groupby(pd.to_datetime(bars["open_time"], unit="ms").dt.strftime("%Y-%m")):
+            store.write_month(Market.SPOT, ONE_MINUTE, symbol, str(month), part.reset_index(drop=True))
+    closes = store.closes(Market.SPOT, ONE_MINUTE, list(frame.columns), start_ms, start_ms + 60_000 * n)
+    chosen = settings()
+    stored = walk_forward(closes, "1m", chosen)
+    direct = walk_forward(frame, "1m", chosen)
+    pd.testing.assert_frame_equal(stored.rows, direct.rows)
+    assert row_of(stored.rows, "AAAUSDT", "BBBUSDT")["stays"]
+    assert row_of(stored.rows, "BBBUSDT", "CCCUSDT")["n_formation"] == 390
