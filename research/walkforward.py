@@ -321,12 +321,7 @@ def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashab
     formation = closes.loc[(closes.index >= window.formation_start) & (closes.index < window.trading_start), symbols]
     trading = closes.loc[(closes.index >= window.trading_start) & (closes.index < window.trading_end), symbols]
     _check_trading(trading)
-    if len(symbols) >= 2:
-        scan = scan_pairs(formation, trend=settings.trend, maxlag=settings.maxlag, autolag=settings.autolag,
-                          window=2, min_bars=settings.scan_min_bars)
-        by_pair = {(y, x): row for y, x, row in zip(scan["y"], scan["x"], scan.itertuples(index=False), strict=True)}
-    else:
-        by_pair = {}
+    by_pair = _formation_scan(formation, wanted, settings)
     # Column access on numpy arrays: a DataFrame's column selection costs ~1 ms a pair.
     position = {symbol: i for i, symbol in enumerate(symbols)}
     formed = formation.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -334,6 +329,30 @@ def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashab
     records = [_pair_row(window.number, by_pair[pair], formed[:, [position[pair[0]], position[pair[1]]]],
                          traded[:, [position[pair[0]], position[pair[1]]]], settings) for pair in wanted]
     return pd.DataFrame.from_records(records, columns=list(WALK_COLUMNS)) if records else _empty_rows()
+
+
+def _formation_scan(formation: pd.DataFrame, wanted: list[tuple[Hashable, Hashable]],
+                    settings: WalkForwardSettings) -> dict[tuple[Hashable, Hashable], Any]:
+    """The scanner's row (a namedtuple of ``SCAN_COLUMNS``) of each wanted pair, keyed by (y, x).
+
+    The scanner tests every pair of the columns it is given, sharing work between them. When the
+    wanted pairs are at least half of all pairs of their symbols (every pair, or a block of one
+    symbol set against another) one scan of those symbols costs least; a sparse list (say
+    disjoint pairs of many symbols) is scanned pair by pair instead of testing ~all pairs of the
+    union for a few of them. Either way a pair's numbers depend on its two legs only.
+    """
+    symbols = list(dict.fromkeys(symbol for pair in wanted for symbol in pair))
+    if 2 * len(wanted) >= len(symbols) * (len(symbols) - 1) // 2:
+        groups = [symbols] if len(symbols) >= 2 else []
+    else:
+        groups = [list(pair) for pair in wanted]
+    by_pair: dict[tuple[Hashable, Hashable], Any] = {}
+    for group in groups:
+        scan = scan_pairs(formation[group], trend=settings.trend, maxlag=settings.maxlag, autolag=settings.autolag,
+                          window=2, min_bars=settings.scan_min_bars)
+        by_pair.update((pair, row) for pair, row in zip(zip(scan["y"], scan["x"], strict=True),
+                                                        scan.itertuples(index=False), strict=True))
+    return by_pair
 
 
 def add_q_values(rows: pd.DataFrame) -> pd.DataFrame:

@@ -525,3 +525,28 @@ def test_closes_read_from_the_research_store_across_a_month_end(tmp_path) -> Non
     pd.testing.assert_frame_equal(stored.rows, direct.rows)
     assert row_of(stored.rows, "AAAUSDT", "BBBUSDT")["stays"]
     assert row_of(stored.rows, "BBBUSDT", "CCCUSDT")["n_formation"] == 390
+
+
+def test_a_sparse_list_of_pairs_is_scanned_pair_by_pair_with_the_same_numbers(monkeypatch) -> None:
+    import research.walkforward as walkforward
+
+    rng = np.random.default_rng(40)
+    closes = pd.DataFrame({f"S{k}": random_walk(rng, 600) for k in range(8)}, index=grid(600))
+    everything = evaluate_window(closes, list(itertools.combinations(closes.columns, 2)), one_window(), settings())
+    scanned: list[list[str]] = []
+    real_scan = walkforward.scan_pairs
+
+    def counting_scan(frame: pd.DataFrame, **options: object) -> pd.DataFrame:
+        scanned.append(list(frame.columns))
+        return real_scan(frame, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(walkforward, "scan_pairs", counting_scan)
+    sparse = evaluate_window(closes, [("S0", "S1"), ("S5", "S2"), ("S6", "S7")], one_window(), settings())
+    # Three pairs of six symbols: three two-symbol scans, not the fifteen pairs of the six.
+    assert scanned == [["S0", "S1"], ["S2", "S5"], ["S6", "S7"]]
+    expected = everything.set_index(["y", "x"]).loc[[("S0", "S1"), ("S2", "S5"), ("S6", "S7")]].reset_index()
+    pd.testing.assert_frame_equal(sparse[list(WALK_COLUMNS)], expected[list(WALK_COLUMNS)])
+    scanned.clear()
+    block = [(a, b) for a in ("S0", "S1", "S2") for b in ("S3", "S4", "S5")]  # 9 of the 15 pairs of six symbols
+    evaluate_window(closes, block, one_window(), settings())
+    assert scanned == [["S0", "S3", "S4", "S5", "S1", "S2"]]
