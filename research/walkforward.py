@@ -214,8 +214,8 @@ class WalkForwardSettings:
 
 def bars_of(name: str, value: int | str | pd.Timedelta, timeframe: Timeframe) -> int:
     """``value`` in bars of ``timeframe``: an int is bars already; a duration must be a whole number of bars."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: {value!r} is neither a number of bars nor a duration")
+    if isinstance(value, bool | float):  # pd.Timedelta would read a float as nanoseconds
+        raise ValueError(f"{name}: {value!r} is neither a whole number of bars nor a duration such as '30D'")
     if isinstance(value, int | np.integer):
         return int(value)
     try:

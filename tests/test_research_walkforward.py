@@ -113,6 +113,8 @@ def test_durations_become_whole_bars_of_the_timeframe() -> None:
         WalkForwardSettings.of("1m", "30D", "7D", step="weekly")
     with pytest.raises(ValueError, match=r"formation: True is neither"):
         bars_of("formation", True, ONE_MINUTE)
+    with pytest.raises(ValueError, match=r"trading: 30.0 is neither a whole number of bars nor a duration"):
+        WalkForwardSettings.of("1m", "30D", 30.0)
     with pytest.raises(ValueError, match=r"timeframe: '2m' is not one of"):
         WalkForwardSettings.of("2m", "30D", "7D")
 
