@@ -552,3 +552,11 @@ def test_a_sparse_list_of_pairs_is_scanned_pair_by_pair_with_the_same_numbers(mo
     block = [(a, b) for a in ("S0", "S1", "S2") for b in ("S3", "S4", "S5")]  # 9 of the 15 pairs of six symbols
     evaluate_window(closes, block, one_window(), settings())
     assert scanned == [["S0", "S3", "S4", "S5", "S1", "S2"]]
+
+
+def test_one_symbol_has_no_pairs_and_an_empty_but_complete_summary() -> None:
+    closes = pd.DataFrame({"AAA": 100.0 + np.arange(600.0)}, index=grid(600))
+    result = walk_forward(closes, "1m", settings())
+    assert result.rows.empty and list(result.rows.columns) == [*WALK_COLUMNS, "q_value"]
+    assert result.summary[["pairs", "found", "stayed"]].iloc[0].tolist() == [0, 0, 0]
+    assert math.isnan(result.summary["stay_share"].iloc[0])
