@@ -349,6 +349,7 @@ class StorageSettings:
     db: Path | None = None
     db_url: str | None = None
     replay_dir: Path | None = None
+    research_dir: str | None = None  # a folder or a URL pyarrow reads (s3://...); None: <data_dir>/research
     retention_hours: float = 48.0
     flush_ms: int = 250
     max_backlog: int = 500_000
@@ -375,6 +376,12 @@ class StorageSettings:
     def replay_folder(self) -> Path:
         """The only folder a browser may replay files from: ``replay_dir``, else ``<data_dir>/replays``."""
         return self.replay_dir if self.replay_dir is not None else self.data_dir / "replays"
+
+    @property
+    def research_root(self) -> str:
+        """Where the research history (Parquet, :mod:`storage.research`) lives: ``research_dir``, else
+        ``<data_dir>/research``. Apart from the live databases."""
+        return self.research_dir if self.research_dir is not None else str(self.data_dir / "research")
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +586,8 @@ def _fields() -> dict[str, Field]:
         (feed, "replay_file", "QUANT_REPLAY_FILE", _optional_path, "recorded file for --source replay"),
         (storage, "replay_dir", "QUANT_REPLAY_DIR", _optional_path,
          "folder whose files the dashboard offers for replay (default <data_dir>/replays)"),
+        (storage, "research_dir", "QUANT_RESEARCH_DIR", _optional_str,
+         "research history of monthly Parquet bars, a folder or URL (default <data_dir>/research)"),
         (server, "max_feeds", "QUANT_MAX_FEEDS", int,
          "most feeds one dashboard server runs at once (one per database)"),
         (feed, "speed", "QUANT_SPEED", float, "time factor for simulated/replay sources (2 = twice as fast)"),

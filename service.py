@@ -27,10 +27,12 @@ import numpy as np
 import pandas as pd
 
 from alerts.monitor import AlertMonitor
+from analytics.backtest import FundingHistory
 from config import Settings, StorageSettings, normalize_symbol
 from ingestion.backfill import Backfiller
 from ingestion.engine import Engine
 from ingestion.follow import DatabaseFollower
+from ingestion.funding import FundingLoader, FundingRates
 from ingestion.history import HistoryLoader, HistoryProgress
 from ingestion.history import plan as history_plan
 from ingestion.source import Source, SourceSpec
@@ -38,6 +40,7 @@ from ingestion.sources import spec_for
 from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
 from pairs.compute import LiveContext, live_context
+from pairs.funding import funding_history, is_perpetual
 from pairs.shared import SharedAnalytics, ViewQuery
 from records import FeedEvent, FeedState, FeedStatus, MarkPrice, now_ms
 from records.alerts import AlertRule
@@ -66,7 +69,8 @@ class Service:
     def __init__(self, settings: Settings, spec: SourceSpec, site: Site, engine: Engine, shared: SharedAnalytics, *,
                  writer: TickWriter | None = None, backfiller: Backfiller | None = None,
                  monitor: AlertMonitor | None = None, loader: HistoryLoader | None = None,
-                 lock: WriterClaim | None = None, rest: object | None = None) -> None:
+                 lock: WriterClaim | None = None, rest: object | None = None,
+                 funding_loader: FundingLoader | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self.site = site
@@ -78,6 +82,7 @@ class Service:
         self.monitor = monitor
         self.loader = loader
         self.rest = rest  # the exchange's REST client, shared by backfill and history (its ban is shown)
+        self.funding_loader = funding_loader  # keeps the perpetuals' funding history stored (writer only)
         self._lock = lock
         self._alerts: tuple[int, list[AlertRecord]] | None = None
         self._alerts_lock = threading.Lock()
@@ -105,7 +110,7 @@ class Service:
         # symbols, overlaps stored once); anything else has one writer, or two markets would mix.
         lock = claim_writer(site, this_process(source.label, feed.symbols),
                             shared=spec.capabilities.exchange_ids)
-        writer = backfiller = monitor = loader = None
+        writer = backfiller = monitor = loader = funding = None
         try:
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
                                 flush_interval_s=storage.flush_ms / 1000,
@@ -127,6 +132,11 @@ class Service:
             past = spec.history(feed, source, rest) if spec.history is not None and lookbacks else None
             if past is not None and spec.capabilities.history:
                 loader = HistoryLoader(past, lambda: open_ticks(site), lookbacks, emit=writer.put)
+            if spec.capabilities.funding and lookbacks and isinstance(rest, FundingRates):
+                # The retained history's funding, then each funding time's: what a backtest charges.
+                # It is history from the exchange's REST, so it is off with the history (--history-hours 0).
+                funding = FundingLoader(rest, lambda: open_ticks(site), int(storage.retention_hours * 3_600_000),
+                                        emit=writer.put)
             engine = Engine(feed, source, spec.capabilities, writer=writer, backfiller=backfiller,
                             last_ids=last_ids)
             history = BarHistory(site, loader)
@@ -137,10 +147,12 @@ class Service:
                 backfiller.start()
             if loader is not None:
                 loader.start(feed.symbols)
+            if funding is not None:
+                funding.start(feed.symbols)
             monitor.start()
             engine.start()
         except BaseException:
-            for part in (monitor, loader, backfiller):
+            for part in (monitor, funding, loader, backfiller):
                 if part is not None:
                     part.stop()
             if writer is not None:
@@ -149,7 +161,7 @@ class Service:
             raise
         log.info("service started: %s → %s", source.label, site.location)
         return cls(settings, spec, site, engine, shared, writer=writer, backfiller=backfiller, monitor=monitor,
-                   loader=loader, lock=lock, rest=rest)
+                   loader=loader, lock=lock, rest=rest, funding_loader=funding)
 
     @classmethod
     def _follower(cls, settings: Settings, spec: SourceSpec, site: Site, holder: WriterInfo) -> Service:
@@ -190,6 +202,8 @@ class Service:
             self.engine.set_symbols(wanted)
             if self.loader is not None:
                 self.loader.watch(wanted)
+            if self.funding_loader is not None:
+                self.funding_loader.watch(wanted)
 
     @property
     def funding(self) -> bool:
@@ -201,6 +215,19 @@ class Service:
         spot or simulated feed, or a page following another process's recording: those never
         receive mark prices)."""
         return self.engine.mark_price(symbol)
+
+    def is_perpetual(self, leg: str) -> bool:
+        """Whether ``leg`` pays funding (a USDⓈ-M perpetual): see :func:`pairs.funding.is_perpetual`."""
+        return is_perpetual(leg, futures_feed=self.funding)
+
+    def funding_history(self, leg: str, start_ms: int, end_ms: int) -> FundingHistory:
+        """The stored funding events of perpetual ``leg`` from ``start_ms`` to ``end_ms`` (UTC epoch ms,
+        inclusive) and the span known, read from this feed's database (written by this process's
+        funding loader or by the recorder this page follows). Nothing known before the database exists."""
+        if not self.site.exists():
+            return FundingHistory.none_known(leg)
+        with open_ticks(self.site) as store:
+            return funding_history(store, leg, start_ms, end_ms)
 
     def status(self) -> FeedStatus:
         """The engine's status, plus until when the exchange bans this IP from its REST API."""
@@ -271,7 +298,7 @@ class Service:
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the source, the monitor and the backfill, then flush and close the writer; True if all did in time."""
         done = self.engine.stop(timeout)
-        for part in (self.monitor, self.loader, self.backfiller):
+        for part in (self.monitor, self.funding_loader, self.loader, self.backfiller):
             if part is not None:
                 part.stop()
         if self.writer is not None:

@@ -9,7 +9,7 @@ stationarity  ADF, Engle–Granger cointegration, half-life of mean reversion
 scan          Engle–Granger scan of every pair of a universe, ranked by Benjamini–Hochberg q-value
 correlation   rolling correlation, correlation matrix, lead–lag
 returns       log returns
-backtest      z-score mean-reversion backtest of a hedged pair (next-bar fills, costs)
+backtest      z-score mean-reversion backtest of a hedged pair (next-bar fills, costs, perpetuals' funding)
 
 Conventions: inputs are numpy arrays or pandas Series (pandas in → pandas out on the same
 index), checked on entry; too little data raises :class:`InsufficientDataError`, other bad
@@ -17,7 +17,7 @@ input ``ValueError``; results are frozen dataclasses.
 """
 
 from analytics._unitroot import TRENDS
-from analytics.backtest import BacktestResult, backtest_mean_reversion
+from analytics.backtest import BacktestResult, FundingHistory, backtest_mean_reversion
 from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, rebar, resample_ticks
 from analytics.correlation import LeadLag, correlation_matrix, lead_lag, rolling_correlation
 from analytics.errors import InsufficientDataError
@@ -42,6 +42,7 @@ __all__ = [
     "Bar",
     "BarBuilder",
     "EngleGrangerResult",
+    "FundingHistory",
     "HalfLife",
     "HedgeFit",
     "InsufficientDataError",

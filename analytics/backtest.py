@@ -5,6 +5,16 @@ rolling z-score of that spread: short the spread above ``+entry``, long below ``
 again once the z-score is back at the exit level. Every signal uses information up to its bar's
 close only and fills at the next bar's close, so the equity curve of a prefix of the data is a
 prefix of the equity curve of all of it.
+
+Perpetual legs pay or receive **funding** (:class:`FundingHistory`, given as data): at each funding
+time ``F`` inside the traded span, the quantity held of that leg pays ``qty · mark_F · rate_F``
+(``qty`` > 0 long, < 0 short), so a positive rate is a cost to a long leg and a credit to a short
+one (longs pay shorts), a negative rate the reverse. ``mark_F`` is the mark price of the funding
+event, or the leg's close of the bar in which ``F`` falls when the event has none. The position
+held after a bar's close is held until the next close: it pays the funding times in
+``(close_t, close_{t+1}]``. So a position **opened** at a close exactly at a funding time does not
+pay that one, and a position **closed** at a close exactly at a funding time does: it was held up
+to that instant. Spot legs never pay funding.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -50,9 +61,61 @@ TRADE_COLUMNS = (
     "exit_x",
     "pnl",
     "costs",
+    "funding",
     "bars_held",
     "open",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class FundingHistory:
+    """The funding events of one perpetual leg, as the backtest takes them (pure data).
+
+    Attributes
+    ----------
+    leg : str
+        The leg's name, for messages (``"ETHUSDT.P"``).
+    times_ms : array of int64, shape (m,)
+        Funding times, UTC epoch ms, strictly rising.
+    rates : array of float, shape (m,)
+        Funding rates as fractions per interval (``0.0001`` = 0.01 %), finite, ``|rate| < 1``;
+        positive: longs pay shorts.
+    marks : array of float, shape (m,)
+        Mark price of each event (quote currency), > 0, or NaN where the exchange gave none.
+    known_from_ms, known_to_ms : int or None
+        The span (UTC epoch ms, inclusive) in which every funding event is in these arrays. A
+        position held outside it has unknown funding; None (both): nothing is known.
+    """
+
+    leg: str
+    times_ms: np.ndarray
+    rates: np.ndarray
+    marks: np.ndarray
+    known_from_ms: int | None
+    known_to_ms: int | None
+
+    def __post_init__(self) -> None:
+        times = np.asarray(self.times_ms)
+        if not (len(times) == len(self.rates) == len(self.marks)):
+            raise ValueError(f"funding of {self.leg}: times_ms, rates and marks differ in length "
+                             f"({len(times)}, {len(self.rates)}, {len(self.marks)})")
+        if len(times) and (times.dtype.kind not in "iu" or np.any(np.diff(times) <= 0)):
+            raise ValueError(f"funding of {self.leg}: times_ms must be integer epoch ms, strictly rising")
+        rates, marks = np.asarray(self.rates, dtype=np.float64), np.asarray(self.marks, dtype=np.float64)
+        if not np.all(np.isfinite(rates) & (np.abs(rates) < 1)):
+            raise ValueError(f"funding of {self.leg}: rates must be finite fractions below 1 in size")
+        if np.any(marks[~np.isnan(marks)] <= 0) or np.any(np.isinf(marks)):
+            raise ValueError(f"funding of {self.leg}: marks must be > 0 (or NaN where unknown)")
+        if (self.known_from_ms is None) != (self.known_to_ms is None) or (
+                self.known_from_ms is not None and self.known_to_ms is not None
+                and self.known_from_ms > self.known_to_ms):
+            raise ValueError(f"funding of {self.leg}: known_from_ms {self.known_from_ms} and known_to_ms "
+                             f"{self.known_to_ms} must both be None or a span")
+
+    @classmethod
+    def none_known(cls, leg: str) -> FundingHistory:
+        """A perpetual leg whose funding history is not known at all."""
+        return cls(leg, np.empty(0, np.int64), np.empty(0), np.empty(0), None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +133,26 @@ class BacktestResult:
         ``bars_held``: bars from entry fill to exit fill. ``open``: True for a trade still open
         on the last bar; it is marked at the last close (``exit_*`` are that bar's values,
         ``exit_z`` its z-score) and carries its entry cost only, as nothing has been sold yet.
+        ``funding``: funding received (> 0) or paid (< 0) on perpetual legs while the trade was
+        open (see the module docstring), 0.0 with no perpetual leg, NaN where a perpetual leg was
+        held while its funding is unknown (``pnl`` is NaN then too). ``pnl`` is
+        ``gross - costs + funding``.
     equity : array or Series of float, shape (n,)
-        Cumulative net PnL at each bar's close; 0 until the first fill.
+        Cumulative net PnL at each bar's close (funding included); 0 until the first fill; NaN
+        from the first bar whose funding is unknown on.
     position : array or Series of int, shape (n,)
         Spread units held after each bar's close: +1 long, -1 short, 0 flat.
     zscore : array or Series of float, shape (n,)
         The signal; NaN during the warm-up (``2·window - 2`` bars) and where undefined.
     total_pnl : float
-        ``equity[-1]``, equal to the sum of ``trades.pnl``.
+        ``equity[-1]``, equal to the sum of ``trades.pnl`` and to
+        ``gross_pnl - total_costs + total_funding``.
+    gross_pnl, total_costs, total_funding : float
+        Price PnL before costs and funding, the costs charged, and the funding received (> 0) or
+        paid (< 0), over all trades; ``total_funding`` (and so ``total_pnl``) is NaN when it is unknown.
+    funding_unknown : tuple of str
+        One message per perpetual leg held while its funding is unknown, e.g. ``"funding unknown
+        for ETHUSDT.P before 2026-12-05 08:00:00 UTC"``; empty when every funding is known.
     sharpe : float
         Annualised Sharpe ratio of the per-bar net PnL (the increments of ``equity``):
         ``mean / std(ddof=1) · sqrt(bars_per_year)``, over the bars from ``2·window - 1`` on (where
@@ -111,6 +186,10 @@ class BacktestResult:
     hedge: str
     bars_per_year: float
     hedge_opts: Mapping[str, float]
+    gross_pnl: float = 0.0
+    total_costs: float = 0.0
+    total_funding: float = 0.0
+    funding_unknown: tuple[str, ...] = ()
 
 
 def backtest_mean_reversion(
@@ -124,6 +203,9 @@ def backtest_mean_reversion(
     *,
     bars_per_year: float = MINUTE_BARS_PER_YEAR,
     start: int = 0,
+    funding_y: FundingHistory | None = None,
+    funding_x: FundingHistory | None = None,
+    close_ms: ArrayLike1D | None = None,
     **opts: Any,
 ) -> BacktestResult:
     """Backtest the z-score mean-reversion rule on the pair ``(y, x)``.
@@ -183,6 +265,11 @@ def backtest_mean_reversion(
         the z-score up (a view's warm-up before its lookback): no position is opened on their
         signals, and every result (equity, trades, Sharpe, ``zscore``) covers the bars from
         ``start`` on, so the signal on each of them is the z-score computed with that warm-up.
+    funding_y, funding_x : FundingHistory or None
+        The funding events of a perpetual leg (see the module docstring); None for a spot leg,
+        which never pays funding.
+    close_ms : array of int, shape (n,), optional
+        When each close was taken (the bar's end), UTC epoch ms, strictly rising; needed with funding.
 
     Returns
     -------
@@ -241,6 +328,7 @@ def backtest_mean_reversion(
         if values.min() <= 0:
             raise ValueError(f"{name} must be > 0 (prices), got {float(values.min())!r}")
 
+    closes_at = _close_times(close_ms, n, funding_y, funding_x)
     beta, alpha, hedge_opts = _hedge_path(yv, xv, window, hedge, opts)
     if hedge == "fixed":
         z = (yv - beta * xv - alpha) / hedge_opts["std"]
@@ -250,6 +338,7 @@ def backtest_mean_reversion(
     position, held_beta = _run_rule(np.where(np.arange(n) < start, np.nan, z), beta, entry, exit)
     if start:  # the results cover the traded bars only
         yv, xv, z, position, held_beta = yv[start:], xv[start:], z[start:], position[start:], held_beta[start:]
+        closes_at = None if closes_at is None else closes_at[start:]
         index = None if index is None else index[start:]
         n -= start
 
@@ -260,19 +349,29 @@ def backtest_mean_reversion(
     bar_pnl[1:] = qty_y[:-1] * np.diff(yv) + qty_x[:-1] * np.diff(xv)
     traded_notional = np.abs(np.diff(qty_y, prepend=0.0)) * yv + np.abs(np.diff(qty_x, prepend=0.0)) * xv
     bar_cost = traded_notional * (cost_bps / 10_000.0)
-    net = bar_pnl - bar_cost
+    bar_funding = np.zeros(n)
+    unknown: list[str] = []
+    for history, qty, prices in ((funding_y, qty_y, yv), (funding_x, qty_x, xv)):
+        if history is not None:
+            assert closes_at is not None  # _close_times asks for it with funding
+            paid, message = _funding(history, qty, prices, closes_at)
+            bar_funding += paid
+            if message:
+                unknown.append(message)
+    net = bar_pnl - bar_cost + bar_funding
     equity = np.cumsum(net)
 
-    trades = _trades(position, held_beta, z, yv, xv, bar_cost, index)
+    trades = _trades(position, held_beta, z, yv, xv, bar_cost, bar_funding, index)
     closed = trades.loc[~trades["open"], "pnl"]
+    finite = bool(np.all(np.isfinite(equity)))
     return BacktestResult(
         trades=trades,
         equity=wrap(equity, index, "equity"),
         position=wrap(position, index, "position"),
         zscore=wrap(z, index, "zscore"),
         total_pnl=float(equity[-1]),
-        sharpe=_sharpe(net[max(0, warmup - start):], bars_per_year),
-        max_drawdown=float(np.max(np.maximum.accumulate(equity) - equity)),
+        sharpe=_sharpe(net[max(0, warmup - start):], bars_per_year) if finite else math.nan,
+        max_drawdown=float(np.max(np.maximum.accumulate(equity) - equity)) if finite else math.nan,
         n_trades=len(trades),
         win_rate=float((closed > 0).mean()) if len(closed) else math.nan,
         window=window,
@@ -282,6 +381,11 @@ def backtest_mean_reversion(
         hedge=hedge,
         bars_per_year=bars_per_year,
         hedge_opts=MappingProxyType(hedge_opts),
+        # Price PnL is known whatever funding is: from the fills, not from the (maybe NaN) net.
+        gross_pnl=float(_gross(trades).sum()),
+        total_costs=float(trades["costs"].sum()),
+        total_funding=float(trades["funding"].sum(skipna=False)),
+        funding_unknown=tuple(unknown),
     )
 
 
@@ -293,6 +397,63 @@ def _check_real(name: str, value: float) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return number
+
+
+def _close_times(close_ms: ArrayLike1D | None, n: int, *funding: FundingHistory | None) -> np.ndarray | None:
+    """``close_ms`` as int64 epoch ms, checked: shape (n,), strictly rising; required with funding."""
+    if close_ms is None:
+        if any(history is not None for history in funding):
+            raise ValueError("close_ms: funding needs the time of each close (UTC epoch ms, the bar's end)")
+        return None
+    times = np.asarray(close_ms)
+    if times.ndim != 1 or len(times) != n:
+        raise ValueError(f"close_ms must have one time per bar ({n}), got shape {times.shape}")
+    if times.dtype.kind not in "iu":
+        raise ValueError(f"close_ms must be integer epoch ms, got dtype {times.dtype}")
+    times = times.astype(np.int64)
+    if n > 1 and np.any(np.diff(times) <= 0):
+        raise ValueError("close_ms must be strictly rising")
+    return times
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _funding(history: FundingHistory, qty: np.ndarray, prices: np.ndarray,
+             closes_at: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Funding received (> 0) or paid (< 0) at each bar's close by the leg held ``qty`` (units after
+    each close), and a message if it was held while its funding is unknown (those bars are NaN).
+
+    The event at ``F`` falls in bar ``k`` with ``close_{k-1} < F <= close_k`` and is paid by
+    ``qty[k-1]``, the quantity held over that interval: ``-qty[k-1] · mark · rate``.
+    """
+    n = len(qty)
+    paid = np.zeros(n)
+    if n < 2:
+        return paid, None
+    times = np.asarray(history.times_ms, dtype=np.int64)
+    inside = (times > closes_at[0]) & (times <= closes_at[-1])
+    if inside.any():
+        bar = np.searchsorted(closes_at, times[inside], side="left")  # close_{bar-1} < F <= close_bar
+        marks = np.asarray(history.marks, dtype=np.float64)[inside]
+        notional_price = np.where(np.isnan(marks), prices[bar], marks)
+        np.add.at(paid, bar, -qty[bar - 1] * notional_price * np.asarray(history.rates, dtype=np.float64)[inside])
+    # A bar k held over (close_{k-1}, close_k] needs all of it inside the known span.
+    held = np.r_[False, qty[:-1] != 0]
+    if history.known_from_ms is None or history.known_to_ms is None:
+        early = late = held
+    else:
+        early = held & (np.r_[closes_at[0], closes_at[:-1]] + 1 < history.known_from_ms)
+        late = held & (closes_at > history.known_to_ms)
+    if not (early.any() or late.any()):
+        return paid, None
+    paid[early | late] = np.nan
+    if history.known_from_ms is None or history.known_to_ms is None:
+        return paid, f"funding unknown for {history.leg}: no funding history"
+    parts = ([f"before {_utc(history.known_from_ms)}"] if early.any() else []) + (
+        [f"after {_utc(history.known_to_ms)}"] if late.any() else [])
+    return paid, f"funding unknown for {history.leg} {' and '.join(parts)}"
 
 
 def _hedge_path(
@@ -369,6 +530,7 @@ def _trades(
     y: np.ndarray,
     x: np.ndarray,
     bar_cost: np.ndarray,
+    bar_funding: np.ndarray,
     index: pd.Index | None,
 ) -> pd.DataFrame:
     """One row per trade (see :class:`BacktestResult`), from the position path."""
@@ -383,6 +545,12 @@ def _trades(
     beta = held_beta[entries]
     costs = bar_cost[entries] + np.where(is_open, 0.0, bar_cost[exits])
     gross = side * ((y[exits] - y[entries]) - beta * (x[exits] - x[entries]))
+    # Held after the entry close up to the exit close: the funding of bars entry+1 .. exit, NaN if
+    # any of them is unknown (counted apart, so an unknown bar never spills into later trades).
+    unknown = np.isnan(bar_funding)
+    paid = np.r_[0.0, np.cumsum(np.where(unknown, 0.0, bar_funding))]
+    gaps = np.r_[0, np.cumsum(unknown)]
+    funding = np.where(gaps[exits + 1] > gaps[entries + 1], np.nan, paid[exits + 1] - paid[entries + 1])
     labels = index if index is not None else pd.RangeIndex(n)
     return pd.DataFrame(
         {
@@ -396,13 +564,22 @@ def _trades(
             "entry_x": x[entries],
             "exit_y": y[exits],
             "exit_x": x[exits],
-            "pnl": gross - costs,
+            "pnl": gross - costs + funding,
             "costs": costs,
+            "funding": funding,
             "bars_held": (exits - entries).astype(np.int64),
             "open": is_open,
         },
         columns=list(TRADE_COLUMNS),
     )
+
+
+def _gross(trades: pd.DataFrame) -> np.ndarray:
+    """Each trade's price PnL before costs and funding, from its fills (quote currency)."""
+    side = np.where(trades["side"].to_numpy() == "long", 1.0, -1.0)
+    dy = trades["exit_y"].to_numpy(np.float64) - trades["entry_y"].to_numpy(np.float64)
+    dx = trades["exit_x"].to_numpy(np.float64) - trades["entry_x"].to_numpy(np.float64)
+    return side * (dy - trades["hedge_ratio"].to_numpy(np.float64) * dx)
 
 
 def _sharpe(pnl: np.ndarray, bars_per_year: float) -> float:

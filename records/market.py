@@ -51,6 +51,19 @@ class MarkPrice:
     next_funding_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class FundingRate:
+    """One funding event of a perpetual contract: at ``funding_ms`` (UTC epoch ms) every open position
+    exchanged notional × ``rate`` (a fraction: ``0.0001`` = 0.01 %; positive: longs pay shorts,
+    negative: shorts pay longs). ``mark`` is the mark price the exchange used then (quote currency),
+    or None when it does not say (older history): the notional is then the leg's own close."""
+
+    symbol: str
+    funding_ms: int
+    rate: float
+    mark: float | None
+
+
 class EventKind(str, Enum):
     """Kinds of rows in the ``feed_events`` table."""
 

@@ -18,7 +18,7 @@ from typing import Protocol, Self
 
 import pandas as pd
 
-from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
+from records import BarArrays, EventKind, FeedEvent, FundingRate, TickArrays, Trade
 from records.alerts import AlertEvent, AlertRule
 from storage.datasets import AddResult, DatasetInfo
 
@@ -112,8 +112,22 @@ class TickStore(Closeable, Protocol):
     ) -> list[FeedEvent]:
         """Most recent feed events first."""
 
+    def write_funding(self, symbol: str, rates: Sequence[FundingRate], first_ms: int, last_ms: int) -> int:
+        """Store the funding events of the perpetual ``symbol`` fetched for ``[first_ms, last_ms]``
+        (UTC epoch ms, inclusive) in ONE transaction: an event already stored (same symbol and
+        ``funding_ms``) is stored once; the span is added to :meth:`funding_coverage`. Return the
+        new rows."""
+
+    def funding(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[FundingRate]:
+        """Stored funding events of ``symbol`` with ``start_ms <= funding_ms < end_ms``, by time."""
+
+    def funding_coverage(self, symbol: str) -> tuple[int, int] | None:
+        """(first, last) UTC epoch ms, inclusive: the span of ``symbol``'s funding history fetched
+        without a hole (every event in it is stored), or None."""
+
     def prune(self, before_ms: int) -> int:
-        """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted."""
+        """Delete ticks, bars, funding events and feed events older than ``before_ms``; return the
+        ticks deleted."""
 
 
 class DatasetStore(Closeable, Protocol):

@@ -13,15 +13,18 @@ writing a month again replaces it rather than storing it twice.
 
 Columns (one row per bar, sorted by ``open_time``, unique): ``open_time`` (UTC epoch ms, the bar's
 start), ``open``, ``high``, ``low``, ``close`` (quote currency), ``volume`` (base asset),
-``quote_volume`` (quote currency) and ``trades`` (count).
+``quote_volume`` (quote currency) and ``trades`` (count). A month may carry its provenance in the
+file's own metadata (:meth:`ResearchStore.month_sources`: e.g. each archive file name and its sha256),
+renamed into place with the bars, so it can never disagree with them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +41,7 @@ SCHEMA = pa.schema([("open_time", pa.int64())] + [(name, pa.float64()) for name 
                    + [("trades", pa.int64())])
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+SOURCES_KEY = b"quant.sources"  # Parquet key-value metadata: JSON object, source name -> its digest
 
 
 class ResearchStore:
@@ -60,15 +64,20 @@ class ResearchStore:
         return (f"{self.base}/market={market.value}/interval={timeframe.name}/symbol={symbol}"
                 f"/month={month}/{FILE_NAME}")
 
-    def write_month(self, market: Market, timeframe: Timeframe, symbol: str, month: str, bars: pd.DataFrame) -> str:
+    def write_month(self, market: Market, timeframe: Timeframe, symbol: str, month: str, bars: pd.DataFrame,
+                    sources: Mapping[str, str] | None = None) -> str:
         """Store ``bars`` (the columns of :data:`COLUMNS`) as ``symbol``'s month, replacing what was there.
 
         Every bar must start inside ``month`` on the timeframe's grid, once. ValueError naming the
         first problem otherwise (nothing written); StorageError when the file cannot be written.
-        Returns the file's path.
+        ``sources`` (name → digest, e.g. archive file → sha256) is kept in the file's metadata, read
+        back by :meth:`month_sources`. Returns the file's path.
         """
         path = self.path(market, timeframe, symbol, month)
         table = _checked_table(bars, timeframe, month)
+        if sources is not None:
+            provenance = json.dumps({str(k): str(v) for k, v in sorted(sources.items())}).encode()
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), SOURCES_KEY: provenance})
         folder = path.rsplit("/", 1)[0]
         temporary = f"{folder}/.{FILE_NAME}.{uuid.uuid4().hex}.tmp"
         try:
@@ -87,6 +96,20 @@ class ResearchStore:
         months = [info.base_name.removeprefix("month=") for info in found if info.type == pafs.FileType.Directory]
         return sorted(m for m in months if _MONTH_RE.fullmatch(m) and self.fs.get_file_info(
             self.path(market, timeframe, symbol, m)).type == pafs.FileType.File)
+
+    def month_sources(self, market: Market, timeframe: Timeframe, symbol: str, month: str) -> dict[str, str] | None:
+        """The ``sources`` the month was written with (``{}`` when none were given); None when the
+        month is not stored or its file cannot be read (so a caller writes it again)."""
+        path = self.path(market, timeframe, symbol, month)
+        try:
+            metadata = pq.read_schema(path, filesystem=self.fs).metadata or {}
+        except (OSError, pa.ArrowException):  # absent or unreadable: nothing trustworthy is stored
+            return None
+        try:
+            found = json.loads(metadata.get(SOURCES_KEY, b"{}"))
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
     def symbols(self, market: Market, timeframe: Timeframe) -> list[str]:
         """The symbols with at least one stored month (sorted)."""

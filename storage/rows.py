@@ -20,7 +20,7 @@ from typing import Any, overload
 import numpy as np
 import pandas as pd
 
-from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
+from records import BarArrays, EventKind, FeedEvent, FundingRate, TickArrays, Trade
 from records.alerts import AlertEvent, AlertRule
 from storage.base import MAX_DELIVERY_ERROR_CHARS, AlertRecord, AlertStore, Delivery
 from storage.csv_import import ohlc_frame
@@ -106,6 +106,47 @@ def event_row(event: FeedEvent) -> tuple[int, str, str | None, str]:
 def feed_events(rows: Iterable[Row]) -> list[FeedEvent]:
     """Feed events from rows of :data:`SELECT_EVENTS`."""
     return [FeedEvent(ts, EventKind(kind), sym, detail) for ts, kind, sym, detail in rows]
+
+
+# ------------------------------------------------------------------------------------------------
+# Funding history (perpetuals): events, and the span of times fetched whole
+# ------------------------------------------------------------------------------------------------
+
+FUNDING_COLUMNS = ("symbol", "funding_ms", "rate", "mark")
+SELECT_FUNDING = ("SELECT symbol, funding_ms, rate, mark FROM funding WHERE symbol = ? AND funding_ms >= ? "
+                  "AND funding_ms < ? ORDER BY funding_ms")
+SELECT_FUNDING_COVERAGE = "SELECT first_ms, last_ms FROM funding_coverage WHERE symbol = ?"
+PRUNE_FUNDING = "DELETE FROM funding WHERE funding_ms < ?"
+PRUNE_FUNDING_COVERAGE = "DELETE FROM funding_coverage WHERE last_ms < ?"
+TRIM_FUNDING_COVERAGE = "UPDATE funding_coverage SET first_ms = ? WHERE first_ms < ?"
+
+
+def funding_row(rate: FundingRate) -> tuple[str, int, float, float | None]:
+    """The parameters of one funding insert, in :data:`FUNDING_COLUMNS` order."""
+    return (rate.symbol, rate.funding_ms, rate.rate, rate.mark)
+
+
+def funding_rates(rows: Iterable[Row]) -> list[FundingRate]:
+    """Funding events from rows of :data:`SELECT_FUNDING`."""
+    return [FundingRate(symbol, funding_ms, rate, mark) for symbol, funding_ms, rate, mark in rows]
+
+
+def widened(stored: Row | None, first_ms: int, last_ms: int) -> tuple[int, int]:
+    """The span fetched whole once ``[first_ms, last_ms]`` (UTC epoch ms, inclusive) is added to the
+    ``stored`` one (a row of :data:`SELECT_FUNDING_COVERAGE`, or None).
+
+    Spans that overlap or touch become one; a new span apart from the stored one replaces it when it
+    is later (the newest history is what a backtest asks for), else the stored one stays: a span
+    only ever says what was fetched without a hole.
+    """
+    if first_ms > last_ms:
+        raise ValueError(f"funding span: first_ms {first_ms} is after last_ms {last_ms}")
+    if stored is None:
+        return first_ms, last_ms
+    old_first, old_last = int(stored[0]), int(stored[1])
+    if first_ms <= old_last + 1 and last_ms >= old_first - 1:
+        return min(first_ms, old_first), max(last_ms, old_last)
+    return (first_ms, last_ms) if last_ms > old_last else (old_first, old_last)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """A fake Binance REST server on 127.0.0.1: spot ``GET /api/v3/historicalTrades`` and ``GET /api/v3/klines``,
-or with ``futures=True`` USDⓈ-M ``GET /fapi/v1/trades`` (the latest trades) and ``GET /fapi/v1/klines``.
+or with ``futures=True`` USDⓈ-M ``GET /fapi/v1/trades`` (the latest trades), ``GET /fapi/v1/klines`` and
+``GET /fapi/v1/fundingRate`` (funding history from :class:`FakeFunding`).
 
 Serves trades from an in-memory list and klines from :class:`FakeKlines` (a deterministic
 market per symbol) in the real response formats, reports used weight in
@@ -88,6 +89,52 @@ class FakeKlines:
         return out
 
 
+class FakeFunding:
+    """Deterministic funding history per symbol: one event every ``interval_ms`` (8 h, Binance's usual
+    interval) on the grid of that interval (UTC), from ``first_ms`` on up to ``now`` (the real clock, or
+    ``until_ms``), rates a seeded draw in ±0.05 %, the mark the symbol's ``price`` times a small
+    drift. Events before ``marks_from_ms`` carry ``"markPrice": ""`` (older history has no mark).
+    ``rows_for`` answers as ``/fapi/v1/fundingRate`` does: events in ``[startTime, endTime]`` (both
+    inclusive), the first ``limit`` of them, rising; without either time the latest 200.
+    """
+
+    def __init__(self, prices: dict[str, float], *, first_ms: int, interval_ms: int = 8 * 3_600_000,
+                 until_ms: int | None = None, marks_from_ms: int | None = None) -> None:
+        self.prices = dict(prices)
+        self.first_ms = first_ms + -first_ms % interval_ms  # the first funding time from first_ms on
+        self.interval_ms = interval_ms
+        self.until_ms = until_ms
+        self.marks_from_ms = marks_from_ms
+
+    def knows(self, symbol: str) -> bool:
+        return symbol in self.prices
+
+    def times(self, start_ms: int, end_ms: int) -> list[int]:
+        """The funding times in ``[start_ms, end_ms]`` that have passed."""
+        now = time.time_ns() // 1_000_000 if self.until_ms is None else self.until_ms
+        step = self.interval_ms
+        first = max(self.first_ms, start_ms + (-(start_ms - self.first_ms)) % step)
+        return list(range(first, min(end_ms, now) + 1, step))
+
+    def event(self, symbol: str, funding_ms: int) -> dict:
+        """One row in Binance's format (rate and mark are decimal strings)."""
+        k = (funding_ms - self.first_ms) // self.interval_ms
+        seed = sum(map(ord, symbol)) * 1_000_003 + k
+        rate = (np.random.default_rng(seed).uniform(-5e-4, 5e-4))
+        mark = self.prices[symbol] * (1 + 1e-3 * np.sin(k / 7))
+        with_mark = self.marks_from_ms is None or funding_ms >= self.marks_from_ms
+        return {"symbol": symbol, "fundingRate": f"{rate:.8f}", "fundingTime": funding_ms,
+                "markPrice": f"{mark:.8f}" if with_mark else ""}
+
+    def rows_for(self, symbol: str, params: dict[str, str]) -> list[dict]:
+        limit = min(int(params.get("limit", 100)), 1000)
+        if "startTime" not in params and "endTime" not in params:
+            times = self.times(self.first_ms, 2**62)[-200:][-limit:]
+        else:
+            times = self.times(int(params.get("startTime", 0)), int(params.get("endTime", 2**62)))[:limit]
+        return [self.event(symbol, t) for t in times]
+
+
 def futures_klines_weight(limit: int) -> int:
     """Binance's USDⓈ-M klines weight: 1 below limit 100, 2 below 500, 5 up to 1000, 10 above."""
     return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
@@ -98,13 +145,17 @@ class FakeRest:
 
     ``futures``: serve the USDⓈ-M paths instead of spot's: ``/fapi/v1/klines`` (up to 1,500 a
     page, weight by limit) and ``/fapi/v1/trades?symbol=…&limit=…`` (the latest ``limit`` market
-    trades, weight 5; it takes no ``fromId``). ``trades`` may hold non-market rows (``kind`` other
-    than ``MARKET``): they take ids but, as on Binance, no trades endpoint returns them.
+    trades, weight 5; it takes no ``fromId``) and ``/fapi/v1/fundingRate`` from ``funding`` (weight
+    0: Binance counts these calls in their own 500 per 5 min, listed in ``requests``/``paths``).
+    ``trades`` may hold non-market rows (``kind`` other than ``MARKET``): they take ids but, as on
+    Binance, no trades endpoint returns them. ``faults``, ``tamper``, ``drip`` and ``huge`` apply to
+    every path alike.
     """
 
     def __init__(self, trades: Iterable[RecordedTrade] = (), klines: FakeKlines | None = None, *,
-                 futures: bool = False) -> None:
+                 futures: bool = False, funding: FakeFunding | None = None) -> None:
         self.futures = futures
+        self.funding = funding
         self.trades = sorted((t for t in trades if t.kind == "MARKET"), key=lambda t: (t.symbol, t.trade_id))
         self.klines = klines
         self.faults: deque[tuple[int, str | None]] = deque()  # (status, Retry-After) for the next requests
@@ -139,7 +190,7 @@ class FakeRest:
                 if url.path in fake.huge:
                     self._huge(url.path, *fake.huge[url.path])
                     return
-                rows: list  # JSON rows: trade objects or kline arrays
+                rows: list  # JSON rows: trade or funding objects, kline arrays
                 prefix, cap = ("/fapi/v1", 1500) if fake.futures else ("/api/v3", 1000)
                 if url.path == "/api/v3/historicalTrades" and not fake.futures:
                     fake.used_weight += 25
@@ -150,6 +201,11 @@ class FakeRest:
                         return
                     fake.used_weight += 5
                     rows = fake.latest(params["symbol"], int(params.get("limit", 500)))
+                elif url.path == "/fapi/v1/fundingRate" and fake.futures and fake.funding is not None:
+                    if not fake.funding.knows(params.get("symbol", "")):
+                        self._reply(400, b'{"code":-1121,"msg":"Invalid symbol."}')
+                        return
+                    rows = fake.funding.rows_for(params["symbol"], params)
                 elif url.path == f"{prefix}/klines" and fake.klines is not None:
                     limit = min(int(params.get("limit", 500)), cap)
                     fake.used_weight += futures_klines_weight(limit) if fake.futures else 2

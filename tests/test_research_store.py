@@ -85,3 +85,19 @@ def test_leg_names_say_the_market():
     for bad in ("ETH;DROP", "E", "ETHUSDT.Q", "ETHUSDT.P.P"):
         with pytest.raises(ValueError, match="invalid leg"):
             Leg.parse(bad)
+
+
+def test_a_months_sources_live_in_its_own_file_and_go_with_it(tmp_path):
+    """Provenance (archive file -> sha256) is read back from the month's Parquet metadata: absent month None,
+    a month written without sources {}, a rewrite replaces them, an unreadable file None (to be written again)."""
+    store = ResearchStore(str(tmp_path))
+    assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01") is None
+    path = store.write_month(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01", month_bars(JAN, 10),
+                             sources={"BTCUSDT-1m-2024-01.zip": "ab" * 32})
+    assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01") == {"BTCUSDT-1m-2024-01.zip": "ab" * 32}
+    assert len(store.bars(Market.SPOT, ONE_MINUTE, "BTCUSDT", JAN, FEB)) == 10  # readers see bars as before
+    store.write_month(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01", month_bars(JAN, 5))
+    assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01") == {}
+    with open(path, "r+b") as damaged:
+        damaged.truncate(20)
+    assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01") is None

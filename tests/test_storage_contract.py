@@ -17,7 +17,7 @@ import pytest
 
 from alerts.rules import parse_rule
 from config import ConfigError
-from records import BarArrays, EventKind, FeedEvent
+from records import BarArrays, EventKind, FeedEvent, FundingRate
 from records.alerts import AlertRule, make_event
 from storage.base import AlertStore, DatasetStore, TickStore
 from storage.csv_import import ohlc_frame
@@ -32,6 +32,7 @@ from testkit.sources import make_trade, make_trades
 
 Opener = Callable[[], TickStore]
 BACKENDS = ["sqlite", "postgresql"]
+HOUR = 3_600_000
 
 
 def opener(request: pytest.FixtureRequest, tmp_path, sqlite_class: type, postgres_class: type,
@@ -129,8 +130,54 @@ def test_prune_drops_old_ticks_bars_and_events(open_store):
         assert store.feed_events() == []
 
 
+def funding(symbol: str, *hours: int, rate: float = 1e-4, mark: float | None = 3_000.0) -> list[FundingRate]:
+    return [FundingRate(symbol, h * HOUR, rate * (k + 1), mark) for k, h in enumerate(hours)]
+
+
+def test_funding_fetched_again_is_stored_once_and_read_by_time(open_store):
+    with open_store() as store:
+        assert store.funding("ETHUSDT") == [] and store.funding_coverage("ETHUSDT") is None
+        first = [*funding("ETHUSDT", 0, 8, 16), FundingRate("ETHUSDT", 24 * HOUR, -3.75e-4, None)]
+        assert store.write_funding("ETHUSDT", first, 0, 30 * HOUR) == 4
+        # The same events fetched again (a restart, an overlapping refetch): nothing new, nothing doubled.
+        assert store.write_funding("ETHUSDT", first[1:] + funding("ETHUSDT", 32), 8 * HOUR, 35 * HOUR) == 1
+        assert store.write_funding("BTCUSDT", funding("BTCUSDT", 8), 0, 9 * HOUR) == 1
+    with open_store() as reader:  # another connection (a following dashboard) reads what was committed
+        got = reader.funding("ETHUSDT")
+        assert [r.funding_ms for r in got] == [0, 8 * HOUR, 16 * HOUR, 24 * HOUR, 32 * HOUR]
+        assert got[3] == FundingRate("ETHUSDT", 24 * HOUR, -3.75e-4, None)  # no mark stays no mark
+        assert got[0].mark == 3_000.0 and got[2].rate == pytest.approx(3e-4)
+        assert [r.funding_ms for r in reader.funding("ETHUSDT", 8 * HOUR, 24 * HOUR)] == [8 * HOUR, 16 * HOUR]
+        assert reader.funding_coverage("ETHUSDT") == (0, 35 * HOUR)
+        assert [r.symbol for r in reader.funding("BTCUSDT")] == ["BTCUSDT"]
+
+
+def test_funding_spans_join_when_they_touch_and_a_later_one_apart_replaces(open_store):
+    with open_store() as store:
+        store.write_funding("ETHUSDT", [], 10 * HOUR, 20 * HOUR)
+        store.write_funding("ETHUSDT", [], 20 * HOUR + 1, 30 * HOUR)  # touches: one span
+        store.write_funding("ETHUSDT", [], 0, 10 * HOUR - 1)  # touches the start
+        assert store.funding_coverage("ETHUSDT") == (0, 30 * HOUR)
+        store.write_funding("ETHUSDT", [], -50 * HOUR, -40 * HOUR)  # earlier, apart: the stored span stays
+        assert store.funding_coverage("ETHUSDT") == (0, 30 * HOUR)
+        store.write_funding("ETHUSDT", [], 40 * HOUR, 50 * HOUR)  # later, apart (a hole between): replaces
+        assert store.funding_coverage("ETHUSDT") == (40 * HOUR, 50 * HOUR)
+        with pytest.raises(ValueError, match=r"first_ms .* is after last_ms"):
+            store.write_funding("ETHUSDT", [], 60 * HOUR, 50 * HOUR)
+
+
+def test_prune_drops_old_funding_and_trims_its_span(open_store):
+    with open_store() as store:
+        store.write_funding("ETHUSDT", funding("ETHUSDT", 0, 8, 16), 0, 20 * HOUR)
+        store.write_funding("BTCUSDT", funding("BTCUSDT", 0), 0, 1 * HOUR)
+        store.prune(8 * HOUR)
+        assert [r.funding_ms for r in store.funding("ETHUSDT")] == [8 * HOUR, 16 * HOUR]
+        assert store.funding_coverage("ETHUSDT") == (8 * HOUR, 20 * HOUR)
+        assert store.funding("BTCUSDT") == [] and store.funding_coverage("BTCUSDT") is None
+
+
 def test_sqlite_schema_1_is_migrated_keeping_its_ticks(tmp_path):
-    """A database from before stored bars existed gains the table and keeps everything."""
+    """A database from before stored bars (and funding) existed gains the tables and keeps everything."""
     path = tmp_path / "v1.sqlite3"
     conn = sqlite3.connect(path)
     conn.executescript("""
@@ -143,8 +190,9 @@ def test_sqlite_schema_1_is_migrated_keeping_its_ticks(tmp_path):
     """)
     conn.close()
     with SqliteTickStore(path) as store:
-        assert store.schema_version == 2 and store.tick_count() == 1
+        assert store.schema_version == 3 and store.tick_count() == 1
         assert store.write_bars("BTCUSDT", 1_000, bars([0])) == 1
+        assert store.write_funding("BTCUSDT", [FundingRate("BTCUSDT", 8 * HOUR, 1e-4, None)], 0, 8 * HOUR) == 1
 
 
 def test_a_batch_with_a_bad_row_is_rejected_whole(open_store):

@@ -14,7 +14,7 @@ import pytest
 
 from alerts.rules import parse_rule
 from config import StorageSettings
-from records import EventKind, FeedEvent
+from records import EventKind, FeedEvent, FundingRate
 from records.alerts import AlertRule
 from storage import (
     Site,
@@ -89,9 +89,9 @@ def test_each_source_gets_its_own_schema_and_the_password_is_masked(pg_url):
 
 def test_migrations_are_versioned_in_the_database(pg_cluster, pg_url):
     with PostgresTickStore(pg_url, "live") as ticks, PostgresAlertStore(pg_url, "live") as alerts:
-        assert ticks.schema_version == 1 and alerts.schema_version == 2
+        assert ticks.schema_version == 2 and alerts.schema_version == 2
     rows = pg_cluster.execute(database_of(pg_url), "SELECT component, version FROM live.schema_version ORDER BY 1")
-    assert rows == [("alerts", 2), ("ticks", 1)]
+    assert rows == [("alerts", 2), ("ticks", 2)]
 
 
 def test_a_newer_schema_is_refused(pg_cluster, pg_url, monkeypatch):
@@ -99,8 +99,22 @@ def test_a_newer_schema_is_refused(pg_cluster, pg_url, monkeypatch):
     pg_cluster.execute(database_of(pg_url), "UPDATE future.schema_version SET version = 99 WHERE component = 'ticks'")
     monkeypatch.setattr(postgres_db, "_MIGRATED", set())
     monkeypatch.setattr(postgres_db, "_IDLE", {})
-    with pytest.raises(SchemaError, match="schema 'future': ticks version 99 is newer than 1"):
+    with pytest.raises(SchemaError, match="schema 'future': ticks version 99 is newer than 2"):
         PostgresTickStore(pg_url, "future")
+
+
+def test_a_schema_from_before_funding_is_migrated_keeping_its_ticks(pg_cluster, pg_url, monkeypatch):
+    with PostgresTickStore(pg_url, "older") as store:
+        store.write_batch(make_trades(3))
+    database = database_of(pg_url)
+    pg_cluster.execute(database, "DROP TABLE older.funding; DROP TABLE older.funding_coverage; "
+                                 "UPDATE older.schema_version SET version = 1 WHERE component = 'ticks'")
+    monkeypatch.setattr(postgres_db, "_MIGRATED", set())
+    monkeypatch.setattr(postgres_db, "_IDLE", {})
+    with PostgresTickStore(pg_url, "older") as store:
+        assert store.schema_version == 2 and store.tick_count() == 3
+        store.verify()
+        assert store.write_funding("BTCUSDT", [FundingRate("BTCUSDT", 28_800_000, 1e-4, 90_000.0)], 0, 28_800_000) == 1
 
 
 def test_processes_starting_at_once_migrate_once(pg_url, monkeypatch):
@@ -123,7 +137,7 @@ def test_processes_starting_at_once_migrate_once(pg_url, monkeypatch):
         thread.join(30)
     assert errors == []
     with PostgresTickStore(pg_url, "racing") as store:
-        assert store.schema_version == 1
+        assert store.schema_version == 2
 
 
 def test_datasets_live_in_their_own_schema_and_asking_creates_nothing(pg_cluster, pg_url):

@@ -17,7 +17,7 @@ from pairs.compute import PairAnalytics, PairParams
 from pairs.shared import PairView
 from service import Service
 from ui.alerts_panel import render_alerts_tab, zscore_markers
-from ui.backtest_panel import render_backtest_tab
+from ui.backtest_panel import perpetual_funding, render_backtest_tab
 from ui.charts_tab import chart_span, render_charts
 from ui.controls import Controls
 from ui.export import minute_table
@@ -84,8 +84,9 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
         with backtest_tab:
             # The view's own closes, warm-up included: the backtest trades on the z-score the charts show.
             closes, start = view.analysed_closes()
+            funding = perpetual_funding(service, closes, (params.y, params.x), bars.interval_ms)
             render_backtest_tab(closes, params.y, params.x, params.window, params.z_threshold, bars.interval_ms,
-                                controls.tz, controls.revision, start)
+                                controls.tz, controls.revision, start, funding)
     if feed_tab.open:
         with feed_tab:
             if service is None:

@@ -150,7 +150,7 @@ def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
     values: dict[str, float] = {}
     for name, text in raw.items():
         # Binance sends decimal strings; a JSON number, bool or null is not what it sends.
-        value = _decimal(text)
+        value = finite_decimal(text)
         if value is None or (name != "r" and value <= 0) or (name == "r" and abs(value) >= 1):
             raise MalformedMessage(f"markPriceUpdate payload has an invalid {_MARK_FIELDS[name]} "
                                    f"{name!r}: {excerpt(text)}")
@@ -161,8 +161,9 @@ def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
 _MARK_FIELDS = {"p": "mark price", "i": "index price", "r": "funding rate"}
 
 
-def _decimal(text: object) -> float | None:
-    """The finite value of a decimal string, or None."""
+def finite_decimal(text: object) -> float | None:
+    """The finite value of a decimal string (how Binance sends prices and rates), or None: a JSON
+    number, bool or null is not what it sends."""
     if not isinstance(text, str):
         return None
     try:

@@ -5,8 +5,9 @@ Spot: ``GET /api/v3/historicalTrades?symbol=…&fromId=…&limit=1000`` re-fetch
 missed (gap backfill); ``GET /api/v3/klines?symbol=…&interval=…&startTime=…&endTime=…&limit=1000``
 loads the bars of the past (history at open). Futures: ``GET /fapi/v1/trades?symbol=…&limit=1000``
 (the latest market trades: what backfill can get without an API key, see
-:meth:`BinanceRest.historical_trades`) and ``GET /fapi/v1/klines`` (``limit=1500``). Every call is
-made from a background thread, never the stream's.
+:meth:`BinanceRest.historical_trades`), ``GET /fapi/v1/klines`` (``limit=1500``) and
+``GET /fapi/v1/fundingRate?symbol=…&startTime=…&endTime=…&limit=1000`` (funding history, see
+:meth:`BinanceRest.funding_rates`). Every call is made from a background thread, never the stream's.
 
 One client is shared by everything that calls Binance REST in a process (the gap backfill and
 the history loader), so they share:
@@ -19,7 +20,11 @@ the history loader), so they share:
 - the **ban**: a ``429`` (rate limited) or ``418`` (IP banned) reply's ``Retry-After`` — delay
   seconds or an HTTP-date (RFC 9110 §10.2.3) — is honoured in full, whatever its length, and no
   caller sends anything before it ends (:attr:`BinanceRest.banned_until_ms` says until when). A
-  missing or unreadable ``Retry-After`` counts as :data:`RETRY_AFTER_UNKNOWN_S`.
+  missing or unreadable ``Retry-After`` counts as :data:`RETRY_AFTER_UNKNOWN_S`;
+- the **funding-history window**: ``/fapi/v1/fundingRate`` weighs 0 but "shares 500/5min/IP rate
+  limit with GET /fapi/v1/fundingInfo" (Binance's documentation), so its calls are counted apart:
+  at most :data:`FUNDING_REQUESTS` in any :data:`FUNDING_WINDOW_S` seconds (a fifth, as with the
+  weight budget), and the ban above applies to them too.
 
 A 5xx, a network error or a missed deadline is retried after the client's own backoff
 (:data:`REST_RETRY`: full jitter, doubling from 2 s to at most 10 s, :data:`ATTEMPTS` attempts in
@@ -47,17 +52,19 @@ import re
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from ingestion.binance.parse import MAX_ID
+from ingestion.binance.parse import MAX_ID, finite_decimal
 from ingestion.binance.venue import SPOT, Venue
 from ingestion.http import connect as deadline_connect
 from ingestion.source import excerpt
-from records import BarArrays, EventKind, FeedEvent, Trade, now_ms
+from records import BarArrays, EventKind, FeedEvent, FundingRate, Trade, now_ms
 from records.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -86,6 +93,11 @@ SOCKET_TIMEOUT_S = 10.0  # any single socket wait within that deadline, seconds
 # 2 MB body of the most object-dense JSON parses to ~40 MB of Python objects at worst.
 MAX_REPLY_BYTES = 2 * 1024 * 1024
 READ_CHUNK = 64 * 1024
+FUNDING_PAGE = 1_000  # Binance's maximum page of funding-rate history (its default is 100)
+# /fapi/v1/fundingRate: "share 500/5min/IP rate limit with GET /fapi/v1/fundingInfo". We keep to a
+# fifth of it, as with the weight budget, so other processes behind the IP have the rest.
+FUNDING_WINDOW_S = 300.0
+FUNDING_REQUESTS = 100
 
 
 class RestError(RuntimeError):
@@ -224,6 +236,107 @@ def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int,
     return [t for t in trades if t.trade_id >= from_id] if recent else trades
 
 
+@dataclass(frozen=True, slots=True)
+class FundingPage:
+    """What a ``fundingRate`` reply held: the well-formed events (times rising), the rows refused
+    (each ``(fundingTime or None when unreadable, message naming the row)``) and the last row's
+    ``fundingTime`` (where the next page starts; None when the reply was empty or unreadable there)."""
+
+    rates: tuple[FundingRate, ...]
+    problems: tuple[tuple[int | None, str], ...]
+    last_ms: int | None
+    rows: int
+
+
+def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int, limit: int) -> FundingPage:
+    """The events of a ``GET /fapi/v1/fundingRate?symbol=…&startTime=start_ms&endTime=end_ms&limit=…``
+    reply (both times inclusive, as Binance documents them), rising, e.g.::
+
+        [{"symbol":"BTCUSDT","fundingRate":"-0.03750000","fundingTime":1570608000000,
+          "markPrice":"34287.54619963"}]
+
+    ``fundingRate`` is a decimal fraction per funding interval (positive: longs pay shorts),
+    ``fundingTime`` UTC epoch ms, ``markPrice`` the mark price it was charged at (older rows have
+    ``""`` or none: kept as None). A row that is not such an object, names another symbol, has a
+    time outside the range asked for or not after the row before, a rate that is not a finite
+    decimal string below 100 % in size, or a mark that is not a positive decimal string, is refused
+    alone, named in :attr:`FundingPage.problems`, and not stored. A reply that is not a list, or has
+    more rows than ``limit``, is refused whole (:class:`RestError`).
+    """
+    if not isinstance(rows, list):
+        raise RestError(f"expected a JSON list from fundingRate, got {type(rows).__name__}")
+    if len(rows) > limit:
+        raise RestError(f"{symbol} fundingRate page has {len(rows)} rows, more than the {limit} asked for; "
+                        f"page refused")
+    rates: list[FundingRate] = []
+    problems: list[tuple[int | None, str]] = []
+    last_ms: int | None = None
+    for index, row in enumerate(rows):
+        where = f"{symbol} fundingRate row #{index}"
+        when = row.get("fundingTime") if isinstance(row, dict) else None
+        when = when if type(when) is int and 0 < when <= MAX_ID else None
+        last_ms = when
+        problem = _funding_problem(row, symbol, when, start_ms, end_ms, rates[-1].funding_ms if rates else None)
+        if problem is not None:
+            problems.append((when, f"{where} {problem}: {excerpt(row, 160)}; not stored"))
+            continue
+        assert isinstance(row, dict) and when is not None  # _funding_problem checked both
+        mark = row.get("markPrice")
+        rates.append(FundingRate(symbol, when, float(row["fundingRate"]), None if mark in (None, "") else float(mark)))
+    return FundingPage(tuple(rates), tuple(problems), last_ms, len(rows))
+
+
+def _funding_problem(row: object, symbol: str, when: int | None, start_ms: int, end_ms: int,
+                     previous: int | None) -> str | None:
+    """What is wrong with one ``fundingRate`` row (see :func:`parse_funding_rates`), or None."""
+    if not isinstance(row, dict):
+        return "is not a JSON object"
+    if row.get("symbol") != symbol:
+        return f"is for symbol {excerpt(row.get('symbol'))}, not {symbol}"
+    if when is None:
+        return f"has an invalid fundingTime {excerpt(row.get('fundingTime'))}"
+    if not start_ms <= when <= end_ms:
+        return (f"has fundingTime {when} ({_utc(when)}), outside the range asked for "
+                f"({_utc(start_ms)} to {_utc(end_ms)})")
+    if previous is not None and when <= previous:
+        return f"has fundingTime {when} ({_utc(when)}), not after the row before ({previous})"
+    rate = finite_decimal(row.get("fundingRate"))
+    if rate is None or abs(rate) >= 1:
+        return f"has an invalid fundingRate {excerpt(row.get('fundingRate'))}"
+    mark = row.get("markPrice")
+    if mark not in (None, ""):
+        value = finite_decimal(mark)
+        if value is None or value <= 0:
+            return f"has an invalid markPrice {excerpt(mark)}"
+    return None
+
+
+class RequestWindow:
+    """At most ``limit`` requests in any ``window_s`` seconds on ``clock`` (a sliding window), thread-safe."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        if not (limit >= 1 and window_s > 0):
+            raise ValueError(f"need limit >= 1 and window_s > 0, got {limit}, {window_s}")
+        self.limit = limit
+        self.window_s = window_s
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self, clock: Callable[[], float], stop: threading.Event, poll_s: float) -> bool:
+        """Wait until one more request fits the window and count it sent now; True if stopped meanwhile."""
+        while True:
+            with self._lock:
+                now = clock()
+                while self._sent and self._sent[0] <= now - self.window_s:
+                    self._sent.popleft()
+                if len(self._sent) < self.limit:
+                    self._sent.append(now)
+                    return False
+                left = self._sent[0] + self.window_s - now
+            if stop.wait(min(left, poll_s)):
+                return True
+
+
 def retry_after_s(header: str | None, now_s: float) -> float:
     """Seconds to wait from a ``Retry-After`` header at ``now_s`` (epoch seconds), RFC 9110 §10.2.3.
 
@@ -260,7 +373,8 @@ class BinanceRest:
     ``max_reply_bytes`` one reply's body; ``attempts`` is how many tries a call gets (it replaces
     ``retry.max_attempts``); ``retry`` paces the retries after 5xx and network errors, ``rng``
     draws its jitter. ``venue`` says which endpoints, page sizes and weights to use (spot by
-    default); ``rest_url`` None means the venue's.
+    default); ``rest_url`` None means the venue's. ``funding_requests``: most funding-history calls
+    in any :data:`FUNDING_WINDOW_S` seconds (see the module docstring).
     """
 
     def __init__(self, rest_url: str | None = None, *, venue: Venue = SPOT, weight_budget: int = 1_200,
@@ -268,7 +382,8 @@ class BinanceRest:
                  deadline_s: float = REQUEST_DEADLINE_S, max_reply_bytes: int = MAX_REPLY_BYTES,
                  attempts: int = ATTEMPTS, emit: Callable[[FeedEvent], None] | None = None,
                  clock: Callable[[], float] = time.time, poll_s: float = BAN_POLL_S,
-                 retry: RetryPolicy = REST_RETRY, rng: random.Random | None = None) -> None:
+                 retry: RetryPolicy = REST_RETRY, rng: random.Random | None = None,
+                 funding_requests: int = FUNDING_REQUESTS) -> None:
         if not (timeout_s > 0 and deadline_s > 0 and max_reply_bytes > 0 and attempts >= 1):
             raise ValueError(f"need timeout_s, deadline_s, max_reply_bytes > 0 and attempts >= 1, got "
                              f"{timeout_s}, {deadline_s}, {max_reply_bytes}, {attempts}")
@@ -295,6 +410,7 @@ class BinanceRest:
         self._banned_until_s = 0.0  # no request before this (epoch s): 418/429 Retry-After
         self._paused_until_s = 0.0  # nor before this: our weight budget for the minute is used
         self._bulk_paused_until_s = 0.0  # no bulk call before this: the bulk share of the budget is used
+        self.funding_window = RequestWindow(funding_requests, FUNDING_WINDOW_S)
 
     @property
     def banned_until_ms(self) -> int | None:
@@ -357,13 +473,45 @@ class BinanceRest:
             cursor = kline_ms(reply[-1][0], f"{symbol} {interval} kline") + interval_ms
         return _concat(pages)
 
+    def funding_rates(self, symbol: str, start_ms: int, end_ms: int, stop: threading.Event) -> FundingPage:
+        """The funding events of the perpetual ``symbol`` in ``[start_ms, end_ms)`` (UTC epoch ms), rising.
+
+        Pages of :data:`FUNDING_PAGE` from ``GET /fapi/v1/fundingRate`` (Binance answers the first
+        ``limit`` events from ``startTime`` on), each call counted in :attr:`funding_window` and
+        behind the shared ban. Rows refused by :func:`parse_funding_rates` are in ``problems`` (the
+        others are kept); a reply refused whole, an HTTP error or an unknown symbol raise
+        :class:`RestError`. Empty if ``stop`` is set; RestError on a venue without funding.
+        """
+        path = self.venue.funding_path
+        if path is None:
+            raise RestError(f"{self.venue.label} has no funding history")
+        rates: list[FundingRate] = []
+        problems: list[tuple[int | None, str]] = []
+        cursor, received = start_ms, 0
+        while cursor < end_ms:
+            reply = self.get(path, {"symbol": symbol, "startTime": cursor, "endTime": end_ms - 1,
+                                    "limit": FUNDING_PAGE},
+                             weight=0, stop=stop, symbol=symbol, window=self.funding_window)
+            if reply is None:
+                return FundingPage((), (), None, 0)
+            page = parse_funding_rates(reply, symbol, start_ms=cursor, end_ms=end_ms - 1, limit=FUNDING_PAGE)
+            rates.extend(page.rates)
+            problems.extend(page.problems)
+            received += page.rows
+            if page.rows < FUNDING_PAGE:
+                break
+            if page.last_ms is None or page.last_ms < cursor:  # cannot tell where the next page starts
+                raise RestError(f"{symbol} fundingRate page ends with an unreadable fundingTime: cannot page on")
+            cursor = page.last_ms + 1  # the page rose within [cursor, end_ms): the next one starts after it
+        return FundingPage(tuple(rates), tuple(problems), rates[-1].funding_ms if rates else None, received)
+
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
-            symbol: str | None = None, bulk: bool = False) -> Any:
+            symbol: str | None = None, bulk: bool = False, window: RequestWindow | None = None) -> Any:
         """The decoded JSON of ``GET path?params``; None if ``stop`` was set while waiting.
 
         Waits out the shared ban and weight pause (for a ``bulk`` call, the bulk pause too) before
-        every attempt. Retries 429/418 (after
-        ``Retry-After``), 5xx, network errors and a missed deadline up to ``attempts`` times;
+        every attempt, and for a turn in ``window`` if given (every attempt is a request to Binance).
+        Retries 429/418 (after ``Retry-After``), 5xx, network errors and a missed deadline up to ``attempts`` times;
         raises :class:`RestError` for other statuses, a reply over the size bound, invalid JSON or
         when the attempts run out.
         """
@@ -374,6 +522,8 @@ class BinanceRest:
         backoff = Backoff(self.retry, rng=self._rng, clock=self._clock)
         while True:
             if self._wait_until_clear(stop, bulk):
+                return None
+            if window is not None and window.take(self._clock, stop, self._poll_s):
                 return None
             with self._state:
                 self.requests += 1

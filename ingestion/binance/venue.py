@@ -41,6 +41,8 @@ class Venue:
         symbol_streams: the streams each watched symbol takes on the connection (``<sym>@<name>``):
             trades, plus on USDⓈ-M the mark price and funding (``markPrice@1s``), so a USDⓈ-M
             connection carries at most ``max_streams // 2`` = 100 symbols.
+        funding_path: the funding-rate history endpoint (USDⓈ-M ``/fapi/v1/fundingRate``), None
+            where the market has no funding (spot).
     """
 
     source: str
@@ -58,6 +60,7 @@ class Venue:
     server_ping_s: float
     max_streams: int
     symbol_streams: tuple[str, ...] = ("trade",)
+    funding_path: str | None = None
 
     @property
     def funding(self) -> bool:
@@ -115,4 +118,5 @@ USDM = Venue(
     server_ping_s=180.0,
     max_streams=200,
     symbol_streams=("trade", MARK_PRICE_STREAM),  # same /market route: one connection carries both
+    funding_path="/fapi/v1/fundingRate",
 )

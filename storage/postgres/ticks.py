@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from psycopg import sql
 
-from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
+from records import BarArrays, EventKind, FeedEvent, FundingRate, TickArrays, Trade
 from storage import rows
 from storage.errors import SchemaError
 from storage.postgres.db import PostgresDatabase, lock_key, one_row, pyformat
-from storage.rows import BAR_COLUMNS, TICK_COLUMNS
+from storage.rows import BAR_COLUMNS, FUNDING_COLUMNS, TICK_COLUMNS
 
 # Migrations of the tick component, indexed by the version they produce (one transaction each).
 # Bars as in SQLite: klines or a simulated past; tick-built bars are derived from `ticks` on read.
@@ -66,6 +66,21 @@ MIGRATIONS: dict[int, str] = {
             exclusive boolean NOT NULL
         )
     """,
+    # Funding history of perpetuals, as in SQLite (storage.sqlite.ticks, version 3).
+    2: """
+        CREATE TABLE funding (
+            symbol text NOT NULL,
+            funding_ms bigint NOT NULL,
+            rate double precision NOT NULL,
+            mark double precision,
+            PRIMARY KEY (symbol, funding_ms)
+        );
+        CREATE TABLE funding_coverage (
+            symbol text PRIMARY KEY,
+            first_ms bigint NOT NULL,
+            last_ms bigint NOT NULL
+        )
+    """,
 }
 # Created once per connection, private to it. Emptied by each batch's own transaction (TRUNCATE,
 # not DELETE: the server never vacuums temporary tables), and before the next batch if that
@@ -90,6 +105,15 @@ _UPSERT_BAR = (
     "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
     "volume = EXCLUDED.volume, trades = EXCLUDED.trades, vwap = EXCLUDED.vwap"
 )
+_INSERT_FUNDING = (f"INSERT INTO funding ({', '.join(FUNDING_COLUMNS)}) VALUES (%s, %s, %s, %s) "
+                   "ON CONFLICT (symbol, funding_ms) DO NOTHING")
+# FOR UPDATE: two recorders widening one symbol's span take turns instead of losing one widening.
+_LOCK_COVERAGE = "SELECT first_ms, last_ms FROM funding_coverage WHERE symbol = %s FOR UPDATE"
+_UPSERT_COVERAGE = ("INSERT INTO funding_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (symbol) DO UPDATE SET first_ms = EXCLUDED.first_ms, last_ms = EXCLUDED.last_ms")
+_SELECT_FUNDING, _SELECT_FUNDING_COVERAGE, _PRUNE_FUNDING, _PRUNE_FUNDING_COVERAGE, _TRIM_FUNDING_COVERAGE = map(
+    pyformat, (rows.SELECT_FUNDING, rows.SELECT_FUNDING_COVERAGE, rows.PRUNE_FUNDING, rows.PRUNE_FUNDING_COVERAGE,
+               rows.TRIM_FUNDING_COVERAGE))
 _SELECT_TICKS, _SELECT_BARS, _SELECT_BAR_SPAN, _COUNT_SYMBOL_TICKS, _SELECT_EVENTS = map(pyformat, (
     rows.SELECT_TICKS, rows.SELECT_BARS, rows.SELECT_BAR_SPAN, rows.COUNT_SYMBOL_TICKS, rows.SELECT_EVENTS))
 _PRUNE_SYMBOL_TICKS, _PRUNE_EVENTS, _PRUNE_BARS = map(pyformat, (rows.PRUNE_SYMBOL_TICKS, rows.PRUNE_EVENTS,
@@ -143,7 +167,7 @@ class PostgresTickStore(PostgresDatabase):
     def verify(self) -> None:
         """Raise :class:`SchemaError` if a table of the schema is missing (the server keeps its own pages sound)."""
         with self.session() as conn:
-            missing = [table for table in ("ticks", "feed_events", "bars", "writers")
+            missing = [table for table in ("ticks", "feed_events", "bars", "writers", "funding", "funding_coverage")
                        if one_row(conn, "SELECT to_regclass(%s)", (table,))[0] is None]
         if missing:
             raise SchemaError(f"database {self.location!r} lacks tables {', '.join(missing)}")
@@ -231,6 +255,31 @@ class PostgresTickStore(PostgresDatabase):
             first, last = one_row(conn, _SELECT_BAR_SPAN, (symbol, int(interval_ms)))
         return None if first is None else (first, last)
 
+    def write_funding(self, symbol: str, rates: Sequence[FundingRate], first_ms: int, last_ms: int) -> int:
+        """Store funding events of ``symbol`` fetched for ``[first_ms, last_ms]`` (see
+        :meth:`storage.base.TickStore.write_funding`); return the new rows."""
+        inserted = 0
+        with self.session() as conn, conn.transaction():
+            with conn.cursor() as cursor:
+                for rate in rates:  # a few events per call (three a day per symbol): no COPY needed
+                    cursor.execute(_INSERT_FUNDING, rows.funding_row(rate))
+                    inserted += cursor.rowcount
+            stored = conn.execute(_LOCK_COVERAGE, (symbol,)).fetchone()
+            conn.execute(_UPSERT_COVERAGE, (symbol, *rows.widened(stored, first_ms, last_ms)))
+        return inserted
+
+    def funding(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[FundingRate]:
+        """Stored funding events of ``symbol`` with ``start_ms <= funding_ms < end_ms``, by time."""
+        with self.session() as conn:
+            found = conn.execute(_SELECT_FUNDING, (symbol, *rows.time_range(start_ms, end_ms))).fetchall()
+        return rows.funding_rates(found)
+
+    def funding_coverage(self, symbol: str) -> tuple[int, int] | None:
+        """The span of ``symbol``'s funding history fetched whole, UTC epoch ms inclusive; None if none."""
+        with self.session() as conn:
+            found = conn.execute(_SELECT_FUNDING_COVERAGE, (symbol,)).fetchone()
+        return None if found is None else (found[0], found[1])
+
     def tick_count(self, symbol: str | None = None) -> int:
         with self.session() as conn:
             if symbol is None:
@@ -262,7 +311,8 @@ class PostgresTickStore(PostgresDatabase):
             return rows.feed_events(conn.execute(query, params).fetchall())
 
     def prune(self, before_ms: int) -> int:
-        """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted.
+        """Delete ticks, bars, funding events and feed events older than ``before_ms``; return the
+        ticks deleted (a funding span keeps what is left of it).
 
         Only in the one process holding the schema's retention lock (session-level, kept for the
         connection's life; another process takes it over when this one goes): every other
@@ -280,4 +330,7 @@ class PostgresTickStore(PostgresDatabase):
                     deleted += conn.execute(_PRUNE_SYMBOL_TICKS, (symbol, before_ms)).rowcount
                 conn.execute(_PRUNE_EVENTS, (before_ms,))
                 conn.execute(_PRUNE_BARS, (before_ms,))
+                conn.execute(_PRUNE_FUNDING, (before_ms,))
+                conn.execute(_PRUNE_FUNDING_COVERAGE, (before_ms,))
+                conn.execute(_TRIM_FUNDING_COVERAGE, (before_ms, before_ms))
         return deleted

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from records import BarArrays, EventKind, FeedEvent, TickArrays, Trade
+from records import BarArrays, EventKind, FeedEvent, FundingRate, TickArrays, Trade
 from storage import rows
 from storage.errors import SchemaError
-from storage.rows import BAR_COLUMNS, TICK_COLUMNS
+from storage.rows import BAR_COLUMNS, FUNDING_COLUMNS, TICK_COLUMNS
 from storage.sqlite.db import SqliteDatabase, errors_named, transaction
 
 # Migrations indexed by the version they produce; run in order inside one transaction each.
@@ -54,6 +54,22 @@ MIGRATIONS: dict[int, str] = {
             PRIMARY KEY (symbol, interval_ms, start_ms)
         ) WITHOUT ROWID;
     """,
+    # Funding history of perpetuals (USDⓈ-M): one row per (symbol, funding time); `mark` NULL where
+    # the exchange gave none. `funding_coverage`: the span of each symbol's history fetched whole.
+    3: """
+        CREATE TABLE IF NOT EXISTS funding (
+            symbol TEXT NOT NULL,
+            funding_ms INTEGER NOT NULL,
+            rate REAL NOT NULL,
+            mark REAL,
+            PRIMARY KEY (symbol, funding_ms)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS funding_coverage (
+            symbol TEXT PRIMARY KEY,
+            first_ms INTEGER NOT NULL,
+            last_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -61,6 +77,8 @@ _INSERT_TICK = f"INSERT OR IGNORE INTO ticks ({', '.join(TICK_COLUMNS)}) VALUES 
 _INSERT_EVENT = "INSERT INTO feed_events (ts_ms, kind, symbol, detail) VALUES (?, ?, ?, ?)"
 # A closed bar's kline is final, so a reload may replace it; the row stays one per (symbol, interval, start).
 _UPSERT_BAR = f"INSERT OR REPLACE INTO bars ({', '.join(BAR_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_FUNDING = f"INSERT OR IGNORE INTO funding ({', '.join(FUNDING_COLUMNS)}) VALUES (?, ?, ?, ?)"
+_UPSERT_COVERAGE = "INSERT OR REPLACE INTO funding_coverage (symbol, first_ms, last_ms) VALUES (?, ?, ?)"
 
 
 class SqliteTickStore(SqliteDatabase):
@@ -145,6 +163,29 @@ class SqliteTickStore(SqliteDatabase):
             first, last = self._conn.execute(rows.SELECT_BAR_SPAN, (symbol, int(interval_ms))).fetchone()
         return None if first is None else (first, last)
 
+    def write_funding(self, symbol: str, rates: Sequence[FundingRate], first_ms: int, last_ms: int) -> int:
+        """Store funding events of ``symbol`` fetched for ``[first_ms, last_ms]`` (see
+        :meth:`storage.base.TickStore.write_funding`); return the new rows."""
+        before = self._conn.total_changes
+        with errors_named(self.path), transaction(self._conn):
+            self._conn.executemany(_INSERT_FUNDING, [rows.funding_row(rate) for rate in rates])
+            inserted = self._conn.total_changes - before
+            stored = self._conn.execute(rows.SELECT_FUNDING_COVERAGE, (symbol,)).fetchone()
+            self._conn.execute(_UPSERT_COVERAGE, (symbol, *rows.widened(stored, first_ms, last_ms)))
+        return inserted
+
+    def funding(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[FundingRate]:
+        """Stored funding events of ``symbol`` with ``start_ms <= funding_ms < end_ms``, by time."""
+        with errors_named(self.path):
+            found = self._conn.execute(rows.SELECT_FUNDING, (symbol, *rows.time_range(start_ms, end_ms))).fetchall()
+        return rows.funding_rates(found)
+
+    def funding_coverage(self, symbol: str) -> tuple[int, int] | None:
+        """The span of ``symbol``'s funding history fetched whole, UTC epoch ms inclusive; None if none."""
+        with errors_named(self.path):
+            found = self._conn.execute(rows.SELECT_FUNDING_COVERAGE, (symbol,)).fetchone()
+        return None if found is None else (found[0], found[1])
+
     def tick_count(self, symbol: str | None = None) -> int:
         with errors_named(self.path):
             if symbol is None:
@@ -176,7 +217,8 @@ class SqliteTickStore(SqliteDatabase):
             return rows.feed_events(self._conn.execute(sql, params).fetchall())
 
     def prune(self, before_ms: int) -> int:
-        """Delete ticks, bars and feed events older than ``before_ms``; return the ticks deleted."""
+        """Delete ticks, bars, funding events and feed events older than ``before_ms``; return the ticks
+        deleted. A funding span keeps only what is left of it."""
         before = self._conn.total_changes
         symbols = self.symbols()
         with errors_named(self.path), transaction(self._conn):
@@ -186,6 +228,9 @@ class SqliteTickStore(SqliteDatabase):
             deleted = self._conn.total_changes - before
             self._conn.execute(rows.PRUNE_EVENTS, (before_ms,))
             self._conn.execute(rows.PRUNE_BARS, (before_ms,))
+            self._conn.execute(rows.PRUNE_FUNDING, (before_ms,))
+            self._conn.execute(rows.PRUNE_FUNDING_COVERAGE, (before_ms,))
+            self._conn.execute(rows.TRIM_FUNDING_COVERAGE, (before_ms, before_ms))
         return deleted
 
     def integrity_check(self) -> str:

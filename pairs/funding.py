@@ -1,0 +1,44 @@
+"""Which legs pay funding, and their stored funding history as the backtest takes it.
+
+:func:`is_perpetual` is the one place that decides whether a leg is a USDⓈ-M perpetual (it pays
+funding) or spot (it never does); :func:`funding_history` reads a perpetual's events and the span
+known for it from the futures site's store (written by :mod:`ingestion.funding`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.backtest import FundingHistory
+from domain import Leg, Market
+from storage.base import TickStore
+
+
+def is_perpetual(leg: str, *, futures_feed: bool) -> bool:
+    """Whether ``leg`` is a USDⓈ-M perpetual: its name says so (``ETHUSDT.P``), or it is a leg of the
+    ``binance-futures`` feed (``futures_feed``), whose legs do not carry the ``.P`` yet.
+
+    The second rule goes once every futures leg is named with :data:`domain.PERP_SUFFIX`. A name
+    that is no leg at all (an uploaded dataset's) is not a perpetual.
+    """
+    try:
+        market = Leg.parse(leg).market
+    except ValueError:
+        return False
+    return market is Market.USDM or futures_feed
+
+
+def funding_history(store: TickStore, leg: str, start_ms: int, end_ms: int) -> FundingHistory:
+    """The stored funding events of perpetual ``leg`` with ``start_ms <= funding_ms <= end_ms`` (UTC
+    epoch ms) and the span in which the store holds every event (:meth:`TickStore.funding_coverage`)."""
+    symbol = Leg.parse(leg).symbol
+    rates = store.funding(symbol, start_ms, end_ms + 1)
+    covered = store.funding_coverage(symbol)
+    return FundingHistory(
+        leg,
+        np.array([rate.funding_ms for rate in rates], dtype=np.int64),
+        np.array([rate.rate for rate in rates], dtype=np.float64),
+        np.array([np.nan if rate.mark is None else rate.mark for rate in rates], dtype=np.float64),
+        None if covered is None else covered[0],
+        None if covered is None else covered[1],
+    )

@@ -1,0 +1,391 @@
+"""Funding history of USDⓈ-M perpetuals: the ``/fapi/v1/fundingRate`` parser, the REST client's paging and
+limits against the fake, and the loader that keeps the futures site's funding table current."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from config import Settings
+from ingestion.binance import SPOT, USDM, BinanceRest
+from ingestion.binance.rest import (
+    FUNDING_PAGE,
+    FUNDING_REQUESTS,
+    FUNDING_WINDOW_S,
+    RestError,
+    parse_funding_rates,
+)
+from ingestion.funding import RETRY_MS, FundingLoader
+from pairs.funding import is_perpetual
+from records import FundingRate, now_ms
+from records.retry import RetryPolicy
+from service import Service
+from storage.sqlite.ticks import SqliteTickStore
+from testkit.clocks import ManualClock
+from testkit.fake_binance import FakeBinance
+from testkit.fake_rest import FakeFunding, FakeKlines, FakeRest
+from testkit.waiting import eventually, in_thread
+from tests.test_recorder_cli import recorder
+from ui.backtest_panel import perpetual_funding
+
+HOUR = 3_600_000
+T0 = 1_800_000_000  # a fake clock's start, epoch seconds
+# Binance's own example reply (USDⓈ-M "Get Funding Rate History").
+REAL = [{"symbol": "BTCUSDT", "fundingRate": "-0.03750000", "fundingTime": 1570608000000,
+         "markPrice": "34287.54619963"}]
+FAST_RETRY = RetryPolicy(base_s=0.01, cap_s=0.02)
+PATH = "/fapi/v1/fundingRate"
+
+
+def parse(rows: object, symbol: str = "BTCUSDT", start_ms: int = 0, end_ms: int = 2**62, limit: int = 1000):
+    return parse_funding_rates(rows, symbol, start_ms=start_ms, end_ms=end_ms, limit=limit)
+
+
+# ------------------------------------------------------------------------------------------ parser
+def test_the_real_payload_parses_to_a_rate_as_a_fraction_and_its_mark():
+    page = parse(REAL)
+    assert page.rates == (FundingRate("BTCUSDT", 1570608000000, -0.0375, 34287.54619963),)
+    assert page.problems == () and page.last_ms == 1570608000000 and page.rows == 1
+
+
+@pytest.mark.parametrize("mark", ["", None])
+def test_a_row_without_a_mark_keeps_its_rate_and_no_mark(mark):
+    row = {**REAL[0]}
+    if mark is None:
+        del row["markPrice"]
+    else:
+        row["markPrice"] = mark
+    assert parse([row]).rates == (FundingRate("BTCUSDT", 1570608000000, -0.0375, None),)
+
+
+def row(t: int, rate: object = "0.00010000", **changes: object) -> dict:
+    return {"symbol": "BTCUSDT", "fundingRate": rate, "fundingTime": t, "markPrice": "90000.0", **changes}
+
+
+@pytest.mark.parametrize(("bad", "named"), [
+    ("not a row", "is not a JSON object"),
+    (row(2 * HOUR, symbol="ETHUSDT"), "is for symbol 'ETHUSDT', not BTCUSDT"),
+    (row(2 * HOUR, fundingTime="7200000"), "invalid fundingTime '7200000'"),
+    (row(2 * HOUR, fundingTime=True), "invalid fundingTime True"),
+    (row(2 * HOUR, fundingTime=-5), "invalid fundingTime -5"),
+    (row(2 * HOUR, fundingRate=0.0001), "invalid fundingRate 0.0001"),  # a JSON number: not what Binance sends
+    (row(2 * HOUR, fundingRate="nan"), "invalid fundingRate 'nan'"),
+    (row(2 * HOUR, fundingRate="1.5"), "invalid fundingRate '1.5'"),
+    (row(2 * HOUR, fundingRate=None), "invalid fundingRate None"),
+    (row(2 * HOUR, markPrice="-1"), "invalid markPrice '-1'"),
+    (row(2 * HOUR, markPrice="0"), "invalid markPrice '0'"),
+    (row(2 * HOUR, markPrice="abc"), "invalid markPrice 'abc'"),
+    (row(HOUR), "not after the row before"),  # a duplicate of the row before
+    (row(HOUR // 2), "not after the row before"),  # descending
+    (row(500 * HOUR), "outside the range asked for"),
+])
+def test_a_malformed_row_is_named_and_left_out_and_the_others_kept(bad, named):
+    page = parse([row(HOUR), bad, row(3 * HOUR)], end_ms=10 * HOUR)
+    assert [r.funding_ms for r in page.rates] == [HOUR, 3 * HOUR]
+    [(when, message)] = page.problems
+    assert named in message and "BTCUSDT fundingRate row #1" in message and message.endswith("not stored")
+    assert when in (None, bad.get("fundingTime") if isinstance(bad, dict) else None)
+    assert page.last_ms == 3 * HOUR
+
+
+def test_a_reply_that_is_not_a_list_or_longer_than_asked_is_refused_whole():
+    with pytest.raises(RestError, match="expected a JSON list from fundingRate, got dict"):
+        parse({"code": -1121, "msg": "Invalid symbol."})
+    with pytest.raises(RestError, match="BTCUSDT fundingRate page has 3 rows, more than the 2 asked for"):
+        parse([row(HOUR), row(2 * HOUR), row(3 * HOUR)], limit=2)
+
+
+# ------------------------------------------------------------------------------------------ REST client
+def fake_funding(hours: int, *, interval_h: int = 1, **kwargs: object) -> FakeFunding:
+    return FakeFunding({"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}, first_ms=HOUR, interval_ms=interval_h * HOUR,
+                       until_ms=hours * HOUR, **kwargs)  # type: ignore[arg-type]
+
+
+def test_history_pages_by_1000_from_the_last_time_received_and_covers_the_range_exactly():
+    """2,500 hourly events: three calls, each from the last time received + 1, endTime the range's last ms."""
+    with FakeRest(futures=True, funding=fake_funding(3_000)) as rest:
+        client = BinanceRest(rest.url, venue=USDM)
+        page = client.funding_rates("ETHUSDT", 100 * HOUR, 2_600 * HOUR, threading.Event())
+    times = [r.funding_ms for r in page.rates]
+    assert times == [h * HOUR for h in range(100, 2_600)] and page.problems == ()
+    assert all(r.symbol == "ETHUSDT" and r.mark is not None and abs(r.rate) < 5e-4 for r in page.rates)
+    assert rest.paths == [PATH] * 3
+    assert [int(q["startTime"]) for q in rest.requests] == [100 * HOUR, 1_099 * HOUR + 1, 2_099 * HOUR + 1]
+    assert {(q["endTime"], q["limit"]) for q in rest.requests} == {(str(2_600 * HOUR - 1), str(FUNDING_PAGE))}
+
+
+def test_an_exactly_full_last_page_asks_once_more_and_stops_on_an_empty_one():
+    with FakeRest(futures=True, funding=fake_funding(3_000)) as rest:
+        client = BinanceRest(rest.url, venue=USDM)
+        page = client.funding_rates("BTCUSDT", HOUR, 1_000 * HOUR + 1, threading.Event())
+    assert len(page.rates) == 1_000 and len(rest.requests) == 1  # the range ends where the page does
+    with FakeRest(futures=True, funding=fake_funding(1_000)) as rest:  # no event after hour 1,000 yet
+        page = BinanceRest(rest.url, venue=USDM).funding_rates("BTCUSDT", HOUR, 1_500 * HOUR, threading.Event())
+    assert len(page.rates) == 1_000 and len(rest.requests) == 2 and page.rows == 1_000
+
+
+def test_older_events_without_a_mark_come_back_without_one():
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8, marks_from_ms=24 * HOUR)) as rest:
+        page = BinanceRest(rest.url, venue=USDM).funding_rates("BTCUSDT", 0, 49 * HOUR, threading.Event())
+    assert [(r.funding_ms // HOUR, r.mark is None) for r in page.rates] == [
+        (8, True), (16, True), (24, False), (32, False), (40, False), (48, False)]
+
+
+def test_malformed_rows_from_the_server_are_named_and_the_rest_kept():
+    def tamper(path: str, params: dict[str, str], rows: list) -> list:
+        rows[2]["fundingRate"] = "garbage"
+        return rows
+
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.tamper = tamper
+        page = BinanceRest(rest.url, venue=USDM).funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+    assert [r.funding_ms // HOUR for r in page.rates] == [8, 16, 32, 40]
+    [(when, message)] = page.problems
+    assert when == 24 * HOUR and "invalid fundingRate 'garbage'" in message
+
+
+def test_an_unknown_symbol_is_named_and_a_spot_client_has_no_funding():
+    with FakeRest(futures=True, funding=fake_funding(48)) as rest:
+        client = BinanceRest(rest.url, venue=USDM)
+        with pytest.raises(RestError, match="Binance does not know the symbol NOPEUSDT"):
+            client.funding_rates("NOPEUSDT", 0, 48 * HOUR, threading.Event())
+    with pytest.raises(RestError, match="LIVE Binance spot has no funding history"):
+        BinanceRest("http://127.0.0.1:9", venue=SPOT).funding_rates("BTCUSDT", 0, HOUR, threading.Event())
+
+
+def test_server_errors_are_retried_like_every_other_call():
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.faults.extend([(500, None), (503, None)])
+        client = BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY)
+        page = client.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+    assert len(page.rates) == 5 and len(rest.requests) == 3
+
+
+def test_a_huge_or_dripping_funding_reply_is_refused_like_any_other():
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.huge[PATH] = (20 * 2**20, "length")
+        client = BinanceRest(rest.url, venue=USDM, attempts=1)
+        with pytest.raises(RestError, match="fundingRate reply exceeds the 2 MB limit"):
+            client.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+        del rest.huge[PATH]
+        rest.drip[PATH] = 0.05
+        slow = BinanceRest(rest.url, venue=USDM, attempts=1, deadline_s=0.5)
+        with pytest.raises(RestError, match=r"no complete reply within the 0\.5 s deadline"):
+            slow.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+
+
+def test_a_ban_holds_funding_calls_until_retry_after_and_counts_against_nothing_else():
+    clock = ManualClock(T0)
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        rest.faults.append((429, "120"))
+        client = BinanceRest(rest.url, venue=USDM, clock=clock, poll_s=0.002)
+        caller, got = in_thread(client.funding_rates, "BTCUSDT", 0, 48 * HOUR, threading.Event())
+        eventually(lambda: client.banned_until_ms == (T0 + 120) * 1000)
+        clock.advance(119)
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 10)
+        assert len(rest.requests) == 1 and caller.is_alive()
+        clock.advance(1.5)
+        caller.join(10)
+    assert len(got["result"].rates) == 5 and len(rest.requests) == 2
+
+
+def test_funding_calls_keep_to_their_own_window_of_requests_per_5_minutes():
+    """Binance: "share 500/5min/IP rate limit with GET /fapi/v1/fundingInfo", weight 0. With a window
+    of 2 calls, the third waits until the first is 300 s old; weight-budget calls are not held."""
+    assert FUNDING_WINDOW_S == 300.0 and FUNDING_REQUESTS <= 500 // 5
+    clock = ManualClock(T0)
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        client = BinanceRest(rest.url, venue=USDM, clock=clock, poll_s=0.002, funding_requests=2)
+        client.funding_rates("BTCUSDT", 0, 48 * HOUR, threading.Event())
+        clock.advance(100)
+        client.funding_rates("ETHUSDT", 0, 48 * HOUR, threading.Event())
+        caller, got = in_thread(client.funding_rates, "BTCUSDT", 0, 8 * HOUR + 1, threading.Event())
+        clock.advance(199)  # T0 + 299: the first call is still inside the window
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 10)
+        assert len(rest.requests) == 2 and caller.is_alive() and client.banned_until_ms is None
+        clock.advance(1)
+        caller.join(10)
+    assert [r.funding_ms for r in got["result"].rates] == [8 * HOUR] and len(rest.requests) == 3
+
+
+def test_a_stop_while_waiting_for_the_window_returns_nothing():
+    clock = ManualClock(T0)
+    with FakeRest(futures=True, funding=fake_funding(48, interval_h=8)) as rest:
+        client = BinanceRest(rest.url, venue=USDM, clock=clock, poll_s=0.002, funding_requests=1)
+        client.funding_rates("BTCUSDT", 0, 8 * HOUR, threading.Event())
+        stop = threading.Event()
+        caller, got = in_thread(client.funding_rates, "BTCUSDT", 0, 8 * HOUR, stop)
+        reads = clock.reads
+        eventually(lambda: clock.reads >= reads + 5)
+        stop.set()
+        caller.join(5)
+    assert got["result"].rates == () and len(rest.requests) == 1
+
+
+# ------------------------------------------------------------------------------------------ the loader
+MINUTE = 60_000
+NOW = 1_796_083_200_000 + 30 * MINUTE  # 2026-12-01 00:30 UTC
+PRICES = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_100.0}
+
+
+def loader_for(rest: FakeRest, store_path, clock: ManualClock, emitted: list | None = None,
+               lookback_h: int = 48) -> FundingLoader:
+    client = BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY)
+    return FundingLoader(client, lambda: SqliteTickStore(store_path), lookback_h * HOUR,
+                         emit=None if emitted is None else emitted.append, clock=clock.now_ms, poll_s=0.01)
+
+
+def times_h(store_path, symbol: str) -> list[float]:
+    with SqliteTickStore(store_path) as store:
+        return [(r.funding_ms - NOW) / HOUR for r in store.funding(symbol)]
+
+
+def coverage(store_path, symbol: str) -> tuple[int, int] | None:
+    with SqliteTickStore(store_path) as store:
+        return store.funding_coverage(symbol)
+
+
+def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_restart_only_the_hole(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    fake = FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)
+    with FakeRest(futures=True, funding=fake) as rest:
+        loader = loader_for(rest, path, clock)
+        loader.start(["BTCUSDT", "ETHUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 2)
+            # 48 h back from 00:30: the 8-hourly events from Nov 29 08:00 to Dec 1 00:00.
+            assert times_h(path, "BTCUSDT") == [-40.5, -32.5, -24.5, -16.5, -8.5, -0.5]
+            assert len(times_h(path, "ETHUSDT")) == 6
+            # Known through the end of the hour: no funding time falls before 01:00.
+            assert coverage(path, "BTCUSDT") == (NOW - 48 * HOUR, NOW + 30 * MINUTE - 1)
+            assert [(int(q["startTime"]), int(q["endTime"])) for q in rest.requests] == [
+                (NOW - 48 * HOUR, NOW - MINUTE)] * 2
+            assert loader.errors == ()
+            # The next look: 2 min after the next whole hour; only what is after the known span.
+            fake.until_ms = NOW + 7 * HOUR + 32 * MINUTE
+            clock.advance((7 * HOUR + 32 * MINUTE) / 1000)  # 08:02: the 08:00 event is out
+            eventually(lambda: loader.fetches == 4)
+            assert times_h(path, "BTCUSDT")[-2:] == [-0.5, 7.5]
+            assert [int(q["startTime"]) for q in rest.requests[2:]] == [NOW + 30 * MINUTE] * 2
+            assert coverage(path, "BTCUSDT") == (NOW - 48 * HOUR, NOW + 8 * HOUR + 30 * MINUTE - 1)
+        finally:
+            loader.stop()
+        sent = len(rest.requests)
+        again = loader_for(rest, path, clock)  # a restart within the hour: nothing is missing
+        again.start(["BTCUSDT", "ETHUSDT"])
+        try:
+            eventually(lambda: again.fetches == 2)
+        finally:
+            again.stop()
+        assert len(rest.requests) == sent and again.stored == 0
+    assert len(times_h(path, "BTCUSDT")) == 7  # stored once however often fetched
+
+
+def test_a_malformed_row_is_named_not_stored_and_the_known_span_stops_before_it(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    emitted: list = []
+
+    def garble(path_: str, params: dict[str, str], rows: list) -> list:
+        for row in rows:
+            if row["fundingTime"] == NOW - 16 * HOUR - 30 * MINUTE:
+                row["fundingRate"] = "NaN-ish"
+        return rows
+
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        rest.tamper = garble
+        loader = loader_for(rest, path, clock, emitted)
+        loader.start(["ETHUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 1)
+            assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5]  # nothing at or after the garbled one
+            assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW - 16 * HOUR - 30 * MINUTE - 1)
+            [error] = [e.detail for e in emitted if e.kind.value == "error"]
+            assert "ETHUSDT fundingRate row #3 has an invalid fundingRate 'NaN-ish'" in error
+            assert error.endswith("not stored") and loader.errors == (error,)
+            rest.tamper = None  # the exchange answers well again: the next look fills the rest
+            clock.advance((32 * MINUTE) / 1000)
+            eventually(lambda: loader.fetches == 2)
+            assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5, -16.5, -8.5, -0.5]
+            assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW + 90 * MINUTE - 1)
+        finally:
+            loader.stop()
+
+
+def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    emitted: list = []
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        loader = loader_for(rest, path, clock, emitted)
+        loader.start(["NOPEUSDT", "BTCUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 1 and len(loader.errors) == 1)
+            assert loader.errors == ("funding NOPEUSDT: Binance does not know the symbol NOPEUSDT",)
+            assert any(e.symbol == "NOPEUSDT" and "does not know" in e.detail for e in emitted)
+            assert len(times_h(path, "BTCUSDT")) == 6 and coverage(path, "NOPEUSDT") is None
+            asked = sum(q["symbol"] == "NOPEUSDT" for q in rest.requests)
+            clock.advance(RETRY_MS / 1000)
+            eventually(lambda: sum(q["symbol"] == "NOPEUSDT" for q in rest.requests) == asked + 1)
+            loader.watch(["BTCUSDT", "ETHUSDT"])  # a session asks for another symbol: fetched at once
+            eventually(lambda: coverage(path, "ETHUSDT") is not None)
+            assert sum(q["symbol"] == "BTCUSDT" for q in rest.requests) == 1  # a known one keeps its turn
+        finally:
+            loader.stop()
+
+
+# ------------------------------------------------------------------------------------------ the service
+def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path):
+    """A futures recorder (its own process) fetches the retained funding history; a dashboard that
+    follows its database reads the same events and span, and takes the feed's legs for perpetuals."""
+    start_ms = now_ms()
+    # Events up to 2 h ago: none near the moment the recorder asks (what it lists is then plain).
+    funding = FakeFunding(PRICES, first_ms=start_ms - 200 * HOUR, until_ms=start_ms - 2 * HOUR)
+    with FakeBinance(ping_interval=0.5, futures=True) as fake, \
+            FakeRest(futures=True, funding=funding, klines=FakeKlines(PRICES)) as rest:
+        proc = recorder("--source", "binance-futures", "--ws-url", fake.url, "--rest-url", rest.url,
+                        "--data-dir", str(tmp_path), "--backfill-max-trades", "0", "--history-hours", "1",
+                        "--retention-hours", "24")
+        try:
+            eventually(lambda: coverage(tmp_path / "futures.sqlite3", "ETHUSDT") is not None, timeout=60)
+            settings = Settings.of(source="binance-futures", ws_url=fake.url, rest_url=rest.url, data_dir=tmp_path,
+                                   history_hours=1, backfill_max_trades=0)
+            dashboard = Service.start(settings, follow=True)
+            try:
+                assert dashboard.following and dashboard.funding_loader is None  # the recorder fetches
+                got = dashboard.funding_history("ETHUSDT", start_ms - 24 * HOUR, now_ms())
+                assert dashboard.is_perpetual("ETHUSDT") and dashboard.is_perpetual("ETHUSDT.P")
+                # What the Backtest tab hands the backtest: each perpetual leg's history over the closes.
+                index = pd.date_range(end=pd.Timestamp(start_ms - HOUR, unit="ms", tz="UTC"), periods=23, freq="1h")
+                closes = pd.DataFrame({"ETHUSDT": 3_100.0, "BTCUSDT": 90_000.0}, index=index)
+                tab = perpetual_funding(dashboard, closes, ("ETHUSDT", "BTCUSDT"), HOUR)
+            finally:
+                dashboard.stop()
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert sorted({p for p in rest.paths if "funding" in p}) == [PATH]
+    expected = funding.times(start_ms - 24 * HOUR, start_ms)
+    assert list(got.times_ms) == expected and len(expected) in (2, 3)
+    assert got.known_from_ms is not None and got.known_to_ms is not None
+    assert got.known_from_ms <= start_ms - 24 * HOUR + 60_000 and got.known_to_ms >= start_ms
+    assert np.all(np.isfinite(got.marks)) and np.all(np.abs(got.rates) < 5e-4)
+    assert set(tab) == {"ETHUSDT", "BTCUSDT"} and tab["ETHUSDT"].known_to_ms == got.known_to_ms
+    assert list(tab["ETHUSDT"].times_ms) == [t for t in expected if index[0].value // 10**6 + HOUR <= t]
+
+
+def test_which_legs_pay_funding():
+    assert is_perpetual("ETHUSDT.P", futures_feed=False) and is_perpetual("ethusdt.p", futures_feed=False)
+    assert not is_perpetual("ETHUSDT", futures_feed=False)  # spot never pays
+    assert is_perpetual("ETHUSDT", futures_feed=True)  # a binance-futures leg, until it carries its .P
+    assert not is_perpetual("my upload 2024", futures_feed=True)  # a dataset's name is no leg
