@@ -27,9 +27,11 @@ with ``hedge="fixed"``: the formation's β and α, and the z-score ``(spread - f
 formation std``, so nothing about the trading window is known when it starts. ``entries`` and
 ``exits`` count the rule's crossings (``|z| > entry`` opens, back to ``exit`` closes, fills at the
 next close). A position still open at the window's last bar is closed there (its exit cost is
-charged) but not counted in ``exits``.
-Funding payments on perpetual legs are not in the PnL yet (funding history is issue 22.2b's);
-:func:`_trade` is the one place they belong once that history exists.
+charged) but not counted in ``exits``. Perpetual legs (``ETHUSDT.P``) pay or receive funding at
+each funding time held over, from the funding histories given (:class:`analytics.backtest.FundingHistory`,
+the backtest's own rule): ``oos_funding``, included in ``oos_pnl``. Funding unknown over a held
+span makes both NaN (the note says which leg and when), never a silent zero; with no histories
+given at all, perpetual legs' PnL is without funding and the note says so.
 
 **No look-ahead.** Formation numbers use only the formation window's bars and trading numbers
 only the trading window's, with the formation's estimates: changing a trading bar changes no
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
@@ -53,11 +55,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analytics.backtest import MINUTE_BARS_PER_YEAR, backtest_mean_reversion
+from analytics.backtest import MINUTE_BARS_PER_YEAR, FundingHistory, backtest_mean_reversion
 from analytics.errors import InsufficientDataError
 from analytics.scan import COLLINEAR, DEFAULT_MIN_BARS, MIN_SCAN_BARS, OK, benjamini_hochberg, scan_pairs
 from analytics.stationarity import adf, half_life
 from domain import Timeframe
+from pairs.funding import is_perpetual
 
 # Formation statistics come from the scanner and are adjusted by add_q_values; the oos_* columns
 # describe the trading window with the formation's hedge.
@@ -83,6 +86,7 @@ WALK_COLUMNS = (
     "entries",
     "exits",
     "oos_pnl",
+    "oos_funding",
     "oos_return",
     "n_trading",
     "oos_status",
@@ -235,13 +239,15 @@ class Window:
     """One (formation, trading) pair of spans; times are bar starts (UTC), ends exclusive.
 
     Formation bars start in ``[formation_start, trading_start)``, trading bars in
-    ``[trading_start, trading_end)``. ``number`` counts from 0.
+    ``[trading_start, trading_end)``. ``number`` counts from 0; ``bar_ms`` is the bar length (a
+    bar's close is taken at its start + ``bar_ms``, when funding is due).
     """
 
     number: int
     formation_start: pd.Timestamp
     trading_start: pd.Timestamp
     trading_end: pd.Timestamp
+    bar_ms: int
 
 
 def walk_forward_windows(start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe | str,
@@ -260,7 +266,7 @@ def walk_forward_windows(start: pd.Timestamp, end: pd.Timestamp, timeframe: Time
                          f"formation + trading = {settings.formation} + {settings.trading} = {needed}")
     count = (span_bars - needed) // settings.step + 1
     return [Window(number, start + number * settings.step * bar, start + (number * settings.step
-                   + settings.formation) * bar, start + (number * settings.step + needed) * bar)
+                   + settings.formation) * bar, start + (number * settings.step + needed) * bar, frame.ms)
             for number in range(count)]
 
 
@@ -280,13 +286,15 @@ class WalkForwardResult:
 
 
 def walk_forward(closes: pd.DataFrame, timeframe: Timeframe | str, settings: WalkForwardSettings, *,
+                 funding: Mapping[str, FundingHistory] | None = None,
                  progress: Progress | None = None) -> WalkForwardResult:
     """Every pair of ``closes``' columns over every complete window of its span, in this process.
 
-    ``closes``: bar closes (quote currency, > 0, NaN for a missing bar), one column per symbol,
+    ``closes``: bar closes (quote currency, > 0, NaN for a missing bar), one column per leg,
     indexed by bar start (a UTC ``DatetimeIndex`` on the ``timeframe`` grid, increasing), as
     :meth:`storage.research.ResearchStore.closes` returns them. The span runs from the first bar
-    to the end of the last. ``progress(done, total)`` is called after each window.
+    to the end of the last. ``funding``: as for :func:`evaluate_window`. ``progress(done, total)``
+    is called after each window.
     """
     frame = Timeframe.of(timeframe)
     index = _check_index(closes, frame)
@@ -296,7 +304,7 @@ def walk_forward(closes: pd.DataFrame, timeframe: Timeframe | str, settings: Wal
     pairs = list(itertools.combinations(closes.columns, 2))
     parts = []
     for done, window in enumerate(windows, start=1):
-        parts.append(evaluate_window(closes, pairs, window, settings))
+        parts.append(evaluate_window(closes, pairs, window, settings, funding=funding))
         if progress is not None:
             progress(done, len(windows))
     rows = add_q_values(pd.concat(parts, ignore_index=True))
@@ -304,13 +312,19 @@ def walk_forward(closes: pd.DataFrame, timeframe: Timeframe | str, settings: Wal
 
 
 def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashable]], window: Window,
-                    settings: WalkForwardSettings) -> pd.DataFrame:
+                    settings: WalkForwardSettings, *,
+                    funding: Mapping[str, FundingHistory] | None = None) -> pd.DataFrame:
     """The block kernel: one row per pair of ``pairs`` over ``window`` (columns ``WALK_COLUMNS``).
 
     ``closes`` holds (at least) the pairs' symbols over (at least) the window's span, indexed by
     bar start (UTC); only the rows inside the window are read. A pair is tested in the scanner's
     ordering (``y`` the leg whose label sorts first), whichever way it is given. ``eg_pvalue`` is
     raw: :func:`add_q_values` adjusts it over the window's whole family once every block is in.
+
+    ``funding``: the funding history of perpetual legs by leg name (``"ETHUSDT.P"``), covering
+    at least the trading window. A perpetual leg missing from it has unknown funding (its pairs'
+    PnL is NaN, named in ``oos_note``); ``None`` means no funding data at all: PnL without
+    funding, and the note of each pair with a perpetual leg says so. Spot legs never pay funding.
 
     ValueError naming the problem for a pair whose leg is not a column, a pair of one symbol,
     or closes the scanner refuses (inf, a price <= 0) inside the window.
@@ -326,8 +340,10 @@ def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashab
     position = {symbol: i for i, symbol in enumerate(symbols)}
     formed = formation.to_numpy(dtype=np.float64, na_value=np.nan)
     traded = trading.to_numpy(dtype=np.float64, na_value=np.nan)
+    close_ms = np.asarray((trading.index - _EPOCH) // pd.Timedelta(milliseconds=1), dtype=np.int64) + window.bar_ms
     records = [_pair_row(window.number, by_pair[pair], formed[:, [position[pair[0]], position[pair[1]]]],
-                         traded[:, [position[pair[0]], position[pair[1]]]], settings) for pair in wanted]
+                         traded[:, [position[pair[0]], position[pair[1]]]],
+                         _Funding.of(pair, funding, close_ms), settings) for pair in wanted]
     return pd.DataFrame.from_records(records, columns=list(WALK_COLUMNS)) if records else _empty_rows()
 
 
@@ -392,8 +408,8 @@ def summarise(rows: pd.DataFrame, windows: Sequence[Window], settings: WalkForwa
     was found). ``base_stay_share``: the share of every pair tested on the trading window that
     stays, found or not: what chance and the market give without the formation test.
     ``mean_return_found``/``mean_return_all``: mean ``oos_return`` (trading-window PnL after
-    costs per unit of gross notional at the window's first bar) over the found pairs and over
-    every traded pair.
+    costs and funding per unit of gross notional at the window's first bar) over the found pairs
+    and over every traded pair; a pair whose return is NaN (funding unknown) is left out.
     """
     if "q_value" not in rows.columns:
         raise ValueError("rows lack q_value; call add_q_values on every block of the windows first")
@@ -447,7 +463,29 @@ def _mean(values: pd.Series) -> float:
     return float(finite.mean()) if len(finite) else math.nan
 
 
-def _pair_row(number: int, scanned: Any, formation: np.ndarray, trading: np.ndarray,
+@dataclass(frozen=True, slots=True)
+class _Funding:
+    """What a pair's trading window needs for funding: the histories of its perpetual legs (None for
+    spot), the close time of every trading bar (UTC epoch ms), and a note when none was given."""
+
+    y: FundingHistory | None
+    x: FundingHistory | None
+    close_ms: np.ndarray
+    note: str
+
+    @classmethod
+    def of(cls, pair: tuple[Hashable, Hashable], funding: Mapping[str, FundingHistory] | None,
+           close_ms: np.ndarray) -> _Funding:
+        perpetual = [str(leg) for leg in pair if is_perpetual(str(leg), futures_feed=False)]
+        if funding is None:
+            note = f"funding of {' and '.join(perpetual)} not included (no funding history given)" if perpetual else ""
+            return cls(None, None, close_ms, note)
+        y, x = (funding.get(str(leg), FundingHistory.none_known(str(leg))) if str(leg) in perpetual else None
+                for leg in pair)
+        return cls(y, x, close_ms, "")
+
+
+def _pair_row(number: int, scanned: Any, formation: np.ndarray, trading: np.ndarray, funding: _Funding,
               settings: WalkForwardSettings) -> dict[str, object]:
     """The row of one pair: the scanner's formation numbers, then the trading window's.
 
@@ -459,7 +497,8 @@ def _pair_row(number: int, scanned: Any, formation: np.ndarray, trading: np.ndar
                eg_pvalue=scanned.eg_pvalue, half_life=scanned.half_life, n_formation=int(scanned.n_bars),
                status=scanned.status, note=scanned.note, stays=pd.NA, entries=0, exits=0, oos_status=NOT_FORMED,
                oos_note="", n_trading=0)
-    legs = trading[np.isfinite(trading).all(axis=1)]
+    present = np.isfinite(trading).all(axis=1)
+    legs = trading[present]
     row["n_trading"] = len(legs)
     if scanned.status != OK:
         row["oos_note"] = "not tested in formation" if scanned.status != COLLINEAR else "collinear in formation"
@@ -477,19 +516,18 @@ def _pair_row(number: int, scanned: Any, formation: np.ndarray, trading: np.ndar
         row.update(oos_status=OOS_FLAT,
                    oos_note="; ".join(f"{name} is constant over the {len(legs)} trading bars" for name in flat))
         return row
-    row.update(_trade(legs[:, 0], legs[:, 1], scanned.beta, scanned.alpha, mean, std, settings))
+    row.update(_trade(legs[:, 0], legs[:, 1], scanned.beta, scanned.alpha, mean, std, settings,
+                      funding, funding.close_ms[present]))
     return row
 
 
 def _trade(y: np.ndarray, x: np.ndarray, beta: float, alpha: float, mean: float, std: float,
-           settings: WalkForwardSettings) -> dict[str, object]:
-    """The trading window of one pair with the formation's hedge: the stay test, half-life and the rule's PnL.
-
-    Funding on perpetual legs belongs here (a column of the backtest) once funding history exists.
-    """
+           settings: WalkForwardSettings, funding: _Funding, close_ms: np.ndarray) -> dict[str, object]:
+    """The trading window of one pair with the formation's hedge: the stay test, half-life and the
+    rule's PnL after costs and funding (``close_ms``: each of these bars' close, UTC epoch ms)."""
     spread = y - beta * x - alpha
     out: dict[str, object] = {"oos_status": OK, "oos_note": ""}
-    notes = []
+    notes = [funding.note] if funding.note else []
     try:
         test = adf(spread, maxlag=settings.maxlag, autolag=settings.autolag, regression="c")
         out.update(oos_adf_stat=test.statistic, oos_adf_pvalue=test.pvalue, stays=bool(test.pvalue < settings.stay_p))
@@ -502,15 +540,19 @@ def _trade(y: np.ndarray, x: np.ndarray, beta: float, alpha: float, mean: float,
         notes.append(f"no half-life: {exc}")
     out["oos_mean_shift"] = (float(spread.mean()) - mean) / std if std > 0 else math.nan
     if std > 0:
+        with_funding = funding.y is not None or funding.x is not None
         result = backtest_mean_reversion(y, x, 2, entry=settings.entry, exit=settings.exit, cost_bps=settings.cost_bps,
                                          hedge="fixed", bars_per_year=settings.bars_per_year, beta=beta,
-                                         alpha=alpha + mean, std=std)
+                                         alpha=alpha + mean, std=std, funding_y=funding.y, funding_x=funding.x,
+                                         close_ms=close_ms if with_funding else None)
+        notes.extend(result.funding_unknown)
         trades = result.trades
         still_open = trades[trades["open"]]
         # Close what is still open at the window's last close: the exit cost the backtest leaves out.
         closing = float((still_open["exit_y"] + still_open["hedge_ratio"].abs() * still_open["exit_x"]).sum())
         pnl = result.total_pnl - closing * settings.cost_bps / 10_000.0
         out.update(entries=int(result.n_trades), exits=int(result.n_trades - len(still_open)), oos_pnl=pnl,
+                   oos_funding=result.total_funding if with_funding else (math.nan if funding.note else 0.0),
                    oos_return=pnl / (y[0] + abs(beta) * x[0]))
     else:
         notes.append("the formation spread is constant; no z-score to trade")
@@ -570,6 +612,9 @@ def _check_index(closes: pd.DataFrame, timeframe: Timeframe) -> pd.DatetimeIndex
     if (np.asarray(offsets) % timeframe.ms).any():
         raise ValueError(f"closes' index is not on the {timeframe.name} grid: bar starts must be whole bars apart")
     return index
+
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def _utc(moment: pd.Timestamp) -> pd.Timestamp:

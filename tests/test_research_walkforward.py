@@ -12,7 +12,7 @@ from scipy.stats import binom
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tsa.stattools import adfuller, coint
 
-from analytics.backtest import backtest_mean_reversion
+from analytics.backtest import FundingHistory, backtest_mean_reversion
 from domain import ONE_MINUTE
 from research.walkforward import (
     SUMMARY_COLUMNS,
@@ -63,7 +63,7 @@ def settings(**options: object) -> WalkForwardSettings:
 
 
 def one_window(formation: int = 400, trading: int = 200) -> Window:
-    return Window(0, START, START + formation * MINUTE, START + (formation + trading) * MINUTE)
+    return Window(0, START, START + formation * MINUTE, START + (formation + trading) * MINUTE, 60_000)
 
 
 def row_of(rows: pd.DataFrame, y: str, x: str, window: int = 0) -> pd.Series:
@@ -79,6 +79,7 @@ def test_windows_tile_the_span_from_its_first_bar_and_drop_an_incomplete_tail() 
     chosen = settings(formation=60, trading=30)
     windows = walk_forward_windows(START, START + 160 * MINUTE, "1m", chosen)
     # (160 - 90) // 30 + 1 = 3 complete windows; the last 10 bars start no window.
+    assert {w.bar_ms for w in windows} == {60_000}
     assert [(w.number, w.formation_start, w.trading_start, w.trading_end) for w in windows] == [
         (k, START + 30 * k * MINUTE, START + (60 + 30 * k) * MINUTE, START + (90 + 30 * k) * MINUTE) for k in range(3)
     ]
@@ -560,3 +561,65 @@ def test_one_symbol_has_no_pairs_and_an_empty_but_complete_summary() -> None:
     assert result.rows.empty and list(result.rows.columns) == [*WALK_COLUMNS, "q_value"]
     assert result.summary[["pairs", "found", "stayed"]].iloc[0].tolist() == [0, 0, 0]
     assert math.isnan(result.summary["stay_share"].iloc[0])
+
+
+# Funding on perpetual legs
+
+
+def _perp_market() -> pd.DataFrame:
+    rng = np.random.default_rng(19)  # the seed whose last trade is still open (see the PnL test)
+    x = random_walk(rng, 600)
+    return pd.DataFrame({"AAAUSDT.P": planted(rng, x), "BBBUSDT": x}, index=grid(600))
+
+
+def _funding_events(leg: str, known: bool = True) -> FundingHistory:
+    """Every 20 minutes of the trading window (bars 400..599), alternating rates, marks only on some."""
+    start_ms = int((START - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1))
+    times = start_ms + 60_000 * np.arange(405, 600, 20, dtype=np.int64) + 30_000  # inside bars, not at closes
+    rates = np.where(np.arange(len(times)) % 2 == 0, 0.001, -0.0004)
+    marks = np.where(np.arange(len(times)) % 3 == 0, np.nan, 210.0)
+    span = (start_ms, start_ms + 60_000 * 600) if known else (start_ms, start_ms + 60_000 * 450)
+    return FundingHistory(leg, times, rates, marks, *span)
+
+
+def test_a_perpetual_leg_pays_funding_in_the_trading_window_as_the_backtest_counts_it() -> None:
+    closes = _perp_market()
+    chosen = settings(cost_bps=5.0, entry=1.5, exit=0.25)
+    history = _funding_events("AAAUSDT.P")
+    row = evaluate_window(closes, [("AAAUSDT.P", "BBBUSDT")], one_window(), chosen,
+                          funding={"AAAUSDT.P": history}).iloc[0]
+    plain = evaluate_window(closes, [("AAAUSDT.P", "BBBUSDT")], one_window(), chosen).iloc[0]  # no funding data
+    y_t, x_t = closes["AAAUSDT.P"].to_numpy()[400:], closes["BBBUSDT"].to_numpy()[400:]
+    close_ms = history.known_from_ms + 60_000 * np.arange(401, 601, dtype=np.int64)  # each bar's end
+    direct = backtest_mean_reversion(y_t, x_t, 2, entry=1.5, exit=0.25, cost_bps=5.0, hedge="fixed",
+                                     beta=row["beta"], alpha=row["alpha"] + row["spread_mean"],
+                                     std=row["spread_std"], funding_y=history, close_ms=close_ms)
+    assert direct.total_funding != 0.0 and row["oos_funding"] == pytest.approx(direct.total_funding, rel=1e-12)
+    # The same trades; the PnL differs by the funding alone (a spot x leg pays none).
+    assert row["entries"] == plain["entries"] and row["oos_note"] == "" and math.isnan(plain["oos_funding"])
+    assert row["oos_pnl"] == pytest.approx(plain["oos_pnl"] + row["oos_funding"], rel=1e-12)
+    # Funding unknown over part of a held span: no number is made up, the note says which leg and when.
+    partial = evaluate_window(closes, [("AAAUSDT.P", "BBBUSDT")], one_window(), chosen,
+                              funding={"AAAUSDT.P": _funding_events("AAAUSDT.P", known=False)}).iloc[0]
+    assert math.isnan(partial["oos_pnl"]) and math.isnan(partial["oos_funding"]) and math.isnan(partial["oos_return"])
+    assert partial["oos_note"].startswith("funding unknown for AAAUSDT.P after 2026-01-01 07:30:00 UTC")
+    # A perpetual leg missing from the histories given: unknown too.
+    missing = evaluate_window(closes, [("AAAUSDT.P", "BBBUSDT")], one_window(), chosen, funding={}).iloc[0]
+    assert missing["oos_note"] == "funding unknown for AAAUSDT.P: no funding history"
+    assert math.isnan(missing["oos_pnl"]) and not math.isnan(missing["oos_adf_pvalue"])
+
+
+def test_without_funding_data_a_perpetual_pair_says_its_pnl_leaves_funding_out() -> None:
+    closes = _perp_market()
+    closes["CCCUSDT"] = closes["BBBUSDT"] * 1.5 + 3.0 + ar1(np.random.default_rng(2), 600, PHI)
+    rows = walk_forward(closes, "1m", settings()).rows
+    perp = row_of(rows, "AAAUSDT.P", "BBBUSDT")
+    assert perp["oos_note"] == "funding of AAAUSDT.P not included (no funding history given)"
+    assert math.isnan(perp["oos_funding"]) and math.isfinite(perp["oos_pnl"])
+    spot = row_of(rows, "BBBUSDT", "CCCUSDT")
+    assert spot["oos_funding"] == 0.0 and spot["oos_note"] == ""
+    # Given through the driver, the histories reach every window's pairs.
+    funded = walk_forward(closes, "1m", settings(), funding={"AAAUSDT.P": _funding_events("AAAUSDT.P")}).rows
+    assert row_of(funded, "AAAUSDT.P", "BBBUSDT")["oos_note"] == ""
+    other = row_of(funded, "AAAUSDT.P", "CCCUSDT")
+    assert other["oos_note"] == "" and math.isfinite(other["oos_funding"]) and math.isfinite(other["oos_pnl"])
