@@ -623,3 +623,26 @@ def test_without_funding_data_a_perpetual_pair_says_its_pnl_leaves_funding_out()
     assert row_of(funded, "AAAUSDT.P", "BBBUSDT")["oos_note"] == ""
     other = row_of(funded, "AAAUSDT.P", "CCCUSDT")
     assert other["oos_note"] == "" and math.isfinite(other["oos_funding"]) and math.isfinite(other["oos_pnl"])
+
+
+def test_a_planted_pair_in_an_imported_archive_tree_is_found_and_stays_window_after_window(tmp_path) -> None:
+    """From Binance-style archives (testkit.archives) through the research store: the planted pair
+    (log ETH = 0.5 + log BTC + AR(1)) is found in every formation window and stays in every trading window."""
+    from domain import Market
+    from testkit.archives import PlantedPair, fill_store, write_archive_tree
+
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    planted_pair = PlantedPair("ETHUSDT", "BTCUSDT", phi=0.7)  # half-life ~2 bars: strongly cointegrated over 600
+    tree = write_archive_tree(tmp_path / "mirror", symbols, ["2024-12", "2025-01"], planted_pairs=[planted_pair],
+                              seed=3, bars_per_day=60)
+    store = fill_store(tree, tmp_path / "store")
+    start_ms, end_ms = 1_733_011_200_000, 1_738_368_000_000  # 2024-12-01 and 2025-02-01, UTC
+    closes = store.closes(Market.SPOT, ONE_MINUTE, symbols, start_ms, end_ms)
+    # Only the first hour of each day has bars: 10 days of formation hold 600 of them, 5 days of trading 300.
+    chosen = WalkForwardSettings.of("1m", "10D", "5D", min_bars=500)
+    result = walk_forward(closes, "1m", chosen)
+    assert len(result.windows) >= 9
+    planted = result.rows[(result.rows["y"] == "BTCUSDT") & (result.rows["x"] == "ETHUSDT")]
+    assert (planted["n_formation"] == 600).all() and (planted["n_trading"] == 300).all()
+    assert (planted["q_value"] < 0.05).all() and planted["stays"].astype(bool).all()
+    assert (result.summary["found"] >= 1).all() and (result.summary["stayed"] >= 1).all()
