@@ -38,9 +38,9 @@ only the trading window's, with the formation's estimates: changing a trading ba
 formation number (tests/test_research_walkforward.py checks it on prefixes of the data).
 
 The block kernel :func:`evaluate_window` (closes of a block's symbols + a list of pairs → one row
-per pair) is what a distributed runner maps over blocks; :func:`add_q_values` then adjusts over
-the whole window's family and :func:`summarise` reduces to one row per window. :func:`walk_forward`
-does all three in one process.
+per pair; :func:`evaluate_windows` for every window at once) is what a distributed runner maps
+over blocks; :func:`add_q_values` then adjusts over the whole window's family and
+:func:`summarise` reduces to one row per window. :func:`walk_forward` does all three in one process.
 """
 
 from __future__ import annotations
@@ -345,6 +345,19 @@ def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashab
                          traded[:, [position[pair[0]], position[pair[1]]]],
                          _Funding.of(pair, funding, close_ms), settings) for pair in wanted]
     return pd.DataFrame.from_records(records, columns=list(WALK_COLUMNS)) if records else _empty_rows()
+
+
+def evaluate_windows(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashable]], windows: Sequence[Window],
+                     settings: WalkForwardSettings, *,
+                     funding: Mapping[str, FundingHistory] | None = None) -> pd.DataFrame:
+    """:func:`evaluate_window` over several windows, rows concatenated in window order.
+
+    One task of a distributed runner: the closes of a block's symbols over the whole span, read
+    once, and the block's pairs over every window (``walk_forward_windows`` of the span).
+    """
+    wanted = list(pairs)
+    parts = [evaluate_window(closes, wanted, window, settings, funding=funding) for window in windows]
+    return pd.concat(parts, ignore_index=True) if parts else _empty_rows()
 
 
 def _formation_scan(formation: pd.DataFrame, wanted: list[tuple[Hashable, Hashable]],

@@ -22,6 +22,7 @@ from research.walkforward import (
     add_q_values,
     bars_of,
     evaluate_window,
+    evaluate_windows,
     summarise,
     walk_forward,
     walk_forward_windows,
@@ -321,6 +322,14 @@ def test_blocks_gathered_equal_the_single_process_run() -> None:
             symbols = sorted({s for pair in block for s in pair})
             blocks.append(evaluate_window(closes[symbols], block, window, chosen))
     gathered = add_q_values(pd.concat(blocks, ignore_index=True))
+    # The same blocks with every window in one task each.
+    per_block = [evaluate_windows(closes[sorted({s for pair in pairs[i:i + 2] for s in pair})], pairs[i:i + 2],
+                                  whole.windows, chosen) for i in range(0, len(pairs), 2)]
+    key_order = ["window", "y", "x"]
+    pd.testing.assert_frame_equal(add_q_values(pd.concat(per_block, ignore_index=True))
+                                  .sort_values(key_order).reset_index(drop=True),
+                                  gathered.sort_values(key_order).reset_index(drop=True))
+    assert evaluate_windows(closes, pairs, [], chosen).columns.tolist() == list(WALK_COLUMNS)
     key = ["window", "y", "x"]
     pd.testing.assert_frame_equal(gathered.sort_values(key).reset_index(drop=True),
                                   whole.rows.sort_values(key).reset_index(drop=True), check_dtype=False)
