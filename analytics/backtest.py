@@ -43,7 +43,9 @@ from analytics.errors import InsufficientDataError
 from analytics.regression import MIN_HEDGE_OBS, fit_hedge, rolling_hedge
 from analytics.spread import rolling_zscore, zscore_bound
 
-BACKTEST_HEDGES = ("rolling_ols", "kalman", "static_ols")
+BACKTEST_HEDGES = ("rolling_ols", "kalman", "static_ols", "fixed")
+# The options of hedge="fixed": a hedge and a spread scale known before the first bar.
+FIXED_HEDGE_OPTIONS = ("beta", "alpha", "std")
 # 365 days × 24 h × 60 min: 1-minute bars of a market that trades around the clock (crypto).
 MINUTE_BARS_PER_YEAR = 525_600
 TRADE_COLUMNS = (
@@ -165,7 +167,7 @@ class BacktestResult:
     window, entry, exit, cost_bps, hedge, bars_per_year
         The arguments used.
     hedge_opts : mapping
-        The hedge options used, defaults filled in (``"kalman"`` only; empty otherwise).
+        The hedge options used, defaults filled in (``"kalman"``; ``"fixed"``'s own; empty otherwise).
     """
 
     trades: pd.DataFrame
@@ -250,6 +252,11 @@ def backtest_mean_reversion(
           of the path are dropped as burn-in.
         * ``"static_ols"``: one OLS fit on the first ``window`` bars only, applied from bar
           ``window - 1`` on; fitting on all the data would look ahead.
+        * ``"fixed"``: a hedge and a spread scale known before the first bar, e.g. fitted on a
+          walk-forward's formation window (:mod:`research.walkforward`). Options (all required):
+          ``beta``, ``alpha`` (y units) and ``std`` (> 0, y units). The signal is then
+          ``z_t = (y_t - beta·x_t - alpha) / std`` on every bar: no rolling window and no warm-up
+          (``window`` is checked but unused; |z| has no bound, so any entry > 0 is allowed).
     bars_per_year : float
         Annualisation of the Sharpe ratio, > 0; the default is for 1-minute bars around the clock
         (525,600). Use 31,536,000 for 1-second bars, 252 for daily bars of a stock.
@@ -273,6 +280,7 @@ def backtest_mean_reversion(
     InsufficientDataError
         Fewer than ``2·window`` bars: ``window - 1`` bars of hedge warm-up and ``window`` bars of
         z-score warm-up give the first signal at bar ``2·window - 2``; it fills one bar later.
+        ``"fixed"`` has no warm-up: it needs 2 bars (a signal and its fill).
     ValueError
         Bad arguments (an entry the z-score cannot reach among them), unknown hedge or option,
         mismatched lengths or indexes, NaN/inf or non-positive prices, constant prices over the
@@ -281,7 +289,7 @@ def backtest_mean_reversion(
     if hedge not in BACKTEST_HEDGES:
         raise ValueError(f"unknown hedge {hedge!r}; choose one of {', '.join(BACKTEST_HEDGES)}")
     # Kalman options are checked by fit_hedge, which owns them.
-    if opts and hedge != "kalman":
+    if opts and hedge not in ("kalman", "fixed"):
         raise ValueError(f"hedge {hedge!r} takes no options, got {', '.join(sorted(opts))}")
     entry = _check_real("entry", entry)
     exit = _check_real("exit", exit)
@@ -303,18 +311,18 @@ def backtest_mean_reversion(
     start = check_int("start", start, minimum=0)
     if start >= n:  # no bar to trade yet (e.g. none of the lookback has closed): a wait, not an error
         raise InsufficientDataError(start + 1, n, "backtest_mean_reversion (a bar from start on to trade)")
-    if hedge != "rolling_ols" and window < MIN_HEDGE_OBS:
+    if hedge in ("kalman", "static_ols") and window < MIN_HEDGE_OBS:
         raise ValueError(
             f"window must be at least {MIN_HEDGE_OBS} for hedge={hedge!r} (its warm-up line fit needs a residual), "
             f"got {window}"
         )
-    bound = zscore_bound(window)
+    bound = math.inf if hedge == "fixed" else zscore_bound(window)
     if entry >= bound:
         raise ValueError(
             f"entry {entry:g} can never be reached with a {window}-bar window: the z-score includes the current bar, "
             f"so |z| ≤ (window−1)/√window = {bound:.2f}; lower the entry or widen the window"
         )
-    warmup = 2 * window - 1  # first bar at which a position can exist
+    warmup = 1 if hedge == "fixed" else 2 * window - 1  # first bar at which a position can exist
     require_observations(n, warmup + 1, f"backtest_mean_reversion(window={window})")
     for name, values in (("y", yv), ("x", xv)):
         if values.min() <= 0:
@@ -322,7 +330,10 @@ def backtest_mean_reversion(
 
     closes_at = _close_times(close_ms, n, funding_y, funding_x)
     beta, alpha, hedge_opts = _hedge_path(yv, xv, window, hedge, opts)
-    z = rolling_zscore(yv - beta * xv - alpha, window)
+    if hedge == "fixed":
+        z = (yv - beta * xv - alpha) / hedge_opts["std"]
+    else:
+        z = rolling_zscore(yv - beta * xv - alpha, window)
     # NaN neither opens nor closes: nothing is held before ``start``.
     position, held_beta = _run_rule(np.where(np.arange(n) < start, np.nan, z), beta, entry, exit)
     if start:  # the results cover the traded bars only
@@ -449,6 +460,9 @@ def _hedge_path(
     y: np.ndarray, x: np.ndarray, window: int, hedge: str, opts: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Causal ``(beta, alpha)`` paths of shape (n,), NaN before bar ``window - 1``, and the options used."""
+    if hedge == "fixed":
+        fixed = _fixed_options(opts)
+        return np.full(len(y), fixed["beta"]), np.full(len(y), fixed["alpha"]), fixed
     if hedge == "rolling_ols":
         rolling = rolling_hedge(y, x, window)
         return np.asarray(rolling.beta), np.asarray(rolling.alpha), {}
@@ -469,6 +483,20 @@ def _hedge_path(
     beta = np.where(burn_in, np.nan, beta_path)
     alpha = np.where(burn_in, np.nan, alpha_path)
     return beta, alpha, used
+
+
+def _fixed_options(opts: dict[str, Any]) -> dict[str, float]:
+    """The options of hedge="fixed", checked: exactly beta, alpha and std, finite, std > 0."""
+    unknown = sorted(set(opts) - set(FIXED_HEDGE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option(s) for hedge 'fixed': {', '.join(unknown)}; it takes beta, alpha and std")
+    missing = [name for name in FIXED_HEDGE_OPTIONS if name not in opts]
+    if missing:
+        raise ValueError(f"hedge 'fixed' needs {', '.join(missing)} (the hedge and spread scale known beforehand)")
+    fixed = {name: _check_real(name, opts[name]) for name in FIXED_HEDGE_OPTIONS}
+    if not fixed["std"] > 0:
+        raise ValueError(f"std must be > 0 for hedge 'fixed' (the spread's scale), got {opts['std']!r}")
+    return fixed
 
 
 def _run_rule(z: np.ndarray, beta: np.ndarray, entry: float, exit: float) -> tuple[np.ndarray, np.ndarray]:

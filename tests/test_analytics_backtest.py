@@ -291,3 +291,48 @@ def test_an_entry_just_below_the_bound_is_reachable() -> None:
     result = backtest_mean_reversion(y, x, 10, entry=2.84, hedge="static_ols")
     assert result.n_trades == 1 and result.trades["side"].iloc[0] == "short"
     assert result.trades["entry_z"].iloc[0] == pytest.approx(9 / math.sqrt(10), rel=1e-9)
+
+
+def test_fixed_hedge_trades_the_spread_scaled_by_a_known_std() -> None:
+    # The hand example's spread is exactly s with beta 2, alpha 1; with std 1 the signal is s itself,
+    # from bar 0 on (no warm-up). Entry 1, exit 0: short at bar 4 (s = 3), flat once s <= 0 (bar 7),
+    # long at bar 8 (s = -3), flat at bar 9 (s = 0), short at bar 12; each fills one bar later.
+    result = backtest_mean_reversion(HAND_Y, HAND_X, 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=1.0)
+
+    np.testing.assert_allclose(result.zscore, HAND_S, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(result.position, [0, 0, 0, 0, 0, -1, -1, -1, 0, 1, 0, 0, 0, -1])
+    # Short from s = 3 (bar 5) to s = -3 (bar 8) earns 6; the long from s = 0 to s = 0 earns nothing.
+    assert result.trades["pnl"].tolist() == pytest.approx([6.0, 0.0, 0.0])
+    assert result.total_pnl == pytest.approx(6.0)
+    assert dict(result.hedge_opts) == {"beta": 2.0, "alpha": 1.0, "std": 1.0}
+    # The scale only rescales z: std 2 halves it, so s = ±3 still enters (1.5 > 1) and s = 1 holds.
+    halved = backtest_mean_reversion(HAND_Y, HAND_X, 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=2.0)
+    np.testing.assert_allclose(halved.zscore, HAND_S / 2, rtol=0, atol=1e-12)
+    # |z| is not bounded by a window: an entry of 2.5 (beyond a 2-bar window's 0.71) is reachable.
+    far = backtest_mean_reversion(HAND_Y, HAND_X, 2, entry=2.5, hedge="fixed", beta=2.0, alpha=1.0, std=1.0)
+    assert far.trades["side"].tolist() == ["short", "long"]
+    # With start, the bars before it are not traded: from bar 7 on, the first signal is the long (s = -3).
+    late = backtest_mean_reversion(HAND_Y, HAND_X, 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=1.0,
+                                   start=7)
+    assert late.trades["side"].tolist() == ["long", "short"]
+
+
+def test_fixed_hedge_options_are_checked_by_name() -> None:
+    y, x = HAND_Y, HAND_X
+    with pytest.raises(ValueError, match=r"hedge 'fixed' needs std \(the hedge and spread scale"):
+        backtest_mean_reversion(y, x, 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0)
+    with pytest.raises(ValueError, match="hedge 'fixed' needs beta, alpha, std"):
+        backtest_mean_reversion(y, x, 2, entry=1.0, hedge="fixed")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) for hedge 'fixed': delta"):
+        backtest_mean_reversion(y, x, 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=1.0, delta=0.1)
+    with pytest.raises(ValueError, match=r"std must be > 0 for hedge 'fixed' \(the spread's scale\), got 0"):
+        backtest_mean_reversion(y, x, 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=0)
+    with pytest.raises(ValueError, match="beta must be finite, got nan"):
+        backtest_mean_reversion(y, x, 2, entry=1.0, hedge="fixed", beta=math.nan, alpha=1.0, std=1.0)
+    with pytest.raises(ValueError, match=r"alpha must be a real number, got 'one'"):
+        backtest_mean_reversion(y, x, 2, entry=1.0, hedge="fixed", beta=2.0, alpha="one", std=1.0)
+    # No warm-up: two bars (a signal and its fill) are enough, one is not.
+    two = backtest_mean_reversion(y[:2], x[:2], 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=1.0)
+    assert two.n_trades == 0 and len(two.equity) == 2
+    with pytest.raises(InsufficientDataError, match="needs 2 observations, got 1"):
+        backtest_mean_reversion(y[:1], x[:1], 2, entry=1.0, hedge="fixed", beta=2.0, alpha=1.0, std=1.0)
