@@ -86,7 +86,7 @@ def main() -> None:
         controls, page = dataset_page_data(base)  # two uploaded datasets as a pair, no feed
         render_analytics(lambda: page, controls)
         return
-    symbols = symbol_controls(base.feed.symbols)
+    symbols = symbol_controls(base.feed.symbols, source=None if chosen is None else chosen[0])
     if chosen is None or symbols is None:
         st.stop()
     source, replay_file = chosen

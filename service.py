@@ -34,7 +34,7 @@ from ingestion.follow import DatabaseFollower
 from ingestion.history import HistoryLoader, HistoryProgress
 from ingestion.history import plan as history_plan
 from ingestion.source import Source, SourceSpec
-from ingestion.sources import spec_for
+from ingestion.sources import resolve, spec_for
 from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
 from pairs.compute import LiveContext, live_context
@@ -92,6 +92,7 @@ class Service:
         database has a writer and ``follow`` is false, and other ``StorageError``s when the
         database cannot be opened or is damaged.
         """
+        settings = resolve(settings)  # the source's leg names: BTCUSDT.P on binance-futures
         feed, storage = settings.feed, settings.storage
         spec = spec_for(feed.source)
         site = site_for(storage, spec.database(feed))
@@ -107,6 +108,8 @@ class Service:
                             shared=spec.capabilities.exchange_ids)
         writer = backfiller = monitor = loader = None
         try:
+            if spec.market is not None:
+                _name_legs(site, spec)
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
                                 flush_interval_s=storage.flush_ms / 1000,
                                 retention_ms=int(storage.retention_hours * 3_600_000),
@@ -184,8 +187,9 @@ class Service:
         return self.engine.symbols
 
     def watch(self, symbols: Iterable[str]) -> None:
-        """Add ``symbols`` to those watched (never drops any: other sessions may be watching them)."""
-        wanted = tuple(dict.fromkeys((*self.engine.symbols, *symbols)))
+        """Add ``symbols`` to those watched (never drops any: other sessions may be watching them), as the
+        source's legs (``SOLUSDT`` is ``SOLUSDT.P`` on binance-futures; ValueError for a leg of another market)."""
+        wanted = tuple(dict.fromkeys((*self.engine.symbols, *self.spec.legs(tuple(symbols)))))
         if wanted != self.engine.symbols and self.spec.capabilities.resubscribe:
             self.engine.set_symbols(wanted)
             if self.loader is not None:
@@ -283,6 +287,31 @@ class Service:
         return done
 
 
+def _name_legs(site: Site, spec: SourceSpec) -> None:
+    """Rename an exchange database's symbols stored before leg names to the source's legs: a
+    ``binance-futures`` database written with plain ``BTCUSDT`` becomes ``BTCUSDT.P`` (ticks, bars,
+    feed events, alert rules and the alert history's pairs), once, under the writer's lock, before
+    anything reads it. A database whose ticks all carry leg names is left alone."""
+    if not site.exists():
+        return
+
+    def rename(name: str) -> str:
+        try:
+            return spec.legs((name,))[0]
+        except ValueError:  # not a name this source would watch: leave it as it is
+            return name
+
+    with open_ticks(site) as store:
+        moved = {name: rename(name) for name in store.last_trade_ids() if rename(name) != name}
+        if not moved:
+            return
+        symbols = store.rename_symbols(rename)
+    with open_alerts(site) as alerts:
+        changed = alerts.rename_symbols(rename)
+    log.warning("%s: stored before leg names; renamed %d symbols (%s) and %d alert rows", site.location, symbols,
+                ", ".join(f"{old} → {new}" for old, new in moved.items()), changed)
+
+
 # ------------------------------------------------------------ uploaded datasets (shared by every source)
 def stored_datasets(storage: StorageSettings) -> list[DatasetInfo]:
     """The uploaded datasets, newest upload first; [] when none was ever uploaded (listing creates nothing)."""
@@ -364,6 +393,7 @@ class ServiceRegistry:
         that waited for that start; ``TimeoutError`` after waiting ``start_wait_s`` seconds for
         another session's start. Never stops a service another session uses.
         """
+        settings = resolve(settings)  # the source's leg names (BTCUSDT.P on binance-futures)
         symbols = settings.feed.symbols
         if len(symbols) > MAX_SYMBOLS:
             raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(symbols)}")

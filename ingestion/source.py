@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from domain import Leg, Market
 from records import FeedEvent, FeedState, MarkPrice, Trade
 
 if TYPE_CHECKING:
@@ -113,6 +114,23 @@ class Capabilities:
     funding: bool = False
 
 
+def spot_style_legs(label: str) -> Callable[[Collection[str]], tuple[str, ...]]:
+    """:attr:`SourceSpec.legs` of a source whose symbols are its own (a simulated market, a recording):
+    names kept as given, a perpetual's (``ETHUSDT.P``) refused, ValueError naming it and ``label``."""
+
+    def legs(names: Collection[str]) -> tuple[str, ...]:
+        for name in names:
+            if Leg.parse(name).market is Market.USDM:
+                raise ValueError(f"symbols: {name} is a USDⓈ-M perpetual leg, but the {label} source has no "
+                                 "perpetuals: watch it with the binance-futures source")
+        return tuple(dict.fromkeys(names))
+
+    return legs
+
+
+_OWN_SYMBOLS = spot_style_legs("this")
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
     """One entry of the source registry.
@@ -130,6 +148,10 @@ class SourceSpec:
             :class:`~ingestion.backfill.TradeHistory`.
         history: gives the :class:`~ingestion.history.KlineHistory` of past bars from the settings,
             the running source and the REST client (an exchange's klines; a simulated market's past).
+        market: the market of an exchange source's symbols (:class:`domain.Market`); None for a
+            source whose symbols are its own (simulated, replay).
+        legs: the leg names (:class:`domain.Leg`) this source watches for the names a user gave,
+            e.g. ``BTCUSDT`` → ``BTCUSDT.P`` on USDⓈ-M; ValueError naming a leg of another market.
     """
 
     name: str
@@ -139,3 +161,5 @@ class SourceSpec:
     database: Callable[[FeedSettings], str]
     rest: Callable[[FeedSettings], TradeHistory] | None = None
     history: Callable[[FeedSettings, Source, TradeHistory | None], KlineHistory | None] | None = None
+    market: Market | None = None
+    legs: Callable[[Collection[str]], tuple[str, ...]] = _OWN_SYMBOLS

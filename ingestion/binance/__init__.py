@@ -44,6 +44,8 @@ def spec(venue: Venue, label: str) -> SourceSpec:
         database=lambda _feed: venue.database,
         rest=functools.partial(_rest, venue),
         history=_klines,
+        market=venue.market,
+        legs=venue.legs,
     )
 
 

@@ -7,7 +7,10 @@ endpoints, paths, page sizes and request weights of one market. Nothing else bra
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from domain import PERP_SUFFIX, Leg, Market
 
 #: USDⓈ-M's mark price, index price and funding stream of a symbol, one update a second.
 MARK_PRICE_STREAM = "markPrice@1s"
@@ -18,6 +21,9 @@ class Venue:
     """One Binance market's public market-data API.
 
     Attributes:
+        market: what its symbols are: spot, or USDⓈ-M perpetuals, whose leg names (what the stream's
+            trades, storage and every reader carry) are the exchange's symbol plus ``.P``
+            (:class:`domain.Leg`); the exchange's own symbol is used only on the wire.
         source: the registry name and ``--source`` value (``"binance"``, ``"binance-futures"``).
         label: how the status line and the UI name the live feed.
         database: the source's own database (SQLite file ``<name>.sqlite3`` or PostgreSQL schema),
@@ -43,6 +49,7 @@ class Venue:
             connection carries at most ``max_streams // 2`` = 100 symbols.
     """
 
+    market: Market
     source: str
     label: str
     database: str
@@ -69,6 +76,34 @@ class Venue:
         """Most symbols one connection carries (each takes ``len(symbol_streams)`` streams)."""
         return self.max_streams // len(self.symbol_streams)
 
+    def leg(self, symbol: str) -> str:
+        """The leg name of the exchange's ``symbol`` on this venue: ``ETHUSDT`` on spot, ``ETHUSDT.P`` on USDⓈ-M."""
+        return Leg(self.market, symbol).name
+
+    def exchange_symbol(self, leg: str) -> str:
+        """The exchange's own symbol of one of this venue's legs (``ETHUSDT.P`` → ``ETHUSDT`` on USDⓈ-M):
+        what stream names and REST ``symbol=`` parameters carry."""
+        return leg.removesuffix(PERP_SUFFIX) if self.market is Market.USDM else leg
+
+    def legs(self, names: Iterable[str]) -> tuple[str, ...]:
+        """``names`` as this venue's leg names, order kept, duplicates dropped.
+
+        A plain symbol on USDⓈ-M is that venue's perpetual (``BTCUSDT`` → ``BTCUSDT.P``: what the
+        recorder's ``--symbols`` of ``binance-futures`` always meant). A perpetual on spot is refused,
+        ValueError naming the leg and the venue, never watched as something it is not.
+        """
+        found: list[str] = []
+        for name in names:
+            leg = Leg.parse(name)
+            if leg.market is not self.market and not (self.market is Market.USDM and leg.market is Market.SPOT):
+                raise ValueError(f"symbols: {leg.name} is a USDⓈ-M perpetual, but {self.label.removeprefix('LIVE ')} "
+                                 f"({self.source}) has spot symbols only: watch it with --source binance-futures "
+                                 f"(or {leg.symbol} for the spot symbol)")
+            named = Leg(self.market, leg.symbol).name
+            if named not in found:
+                found.append(named)
+        return tuple(found)
+
     def klines_weight(self, limit: int) -> int:
         """The request weight of a klines call asking for ``limit`` rows."""
         for below, weight in self.klines_weights[:-1]:
@@ -78,6 +113,7 @@ class Venue:
 
 
 SPOT = Venue(
+    market=Market.SPOT,
     source="binance",
     label="LIVE Binance spot",
     database="live",
@@ -100,6 +136,7 @@ SPOT = Venue(
 #: :meth:`ingestion.binance.rest.BinanceRest.historical_trades`. The server pings every 3 minutes
 #: and drops a connection that has not answered for 10; connections last at most 24 h, as on spot.
 USDM = Venue(
+    market=Market.USDM,
     source="binance-futures",
     label="LIVE Binance USDⓈ-M futures",
     database="futures",
