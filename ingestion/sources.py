@@ -28,6 +28,15 @@ def spec_for(name: str) -> SourceSpec:
         raise ConfigError(f"source: {name!r} is not one of {', '.join(SOURCES)}") from None
 
 
+def source_for(market: Market) -> str:
+    """The registered live source whose legs trade on ``market`` (``binance`` spot, ``binance-futures``
+    USDⓈ-M): where a page finds the feed of a leg of another venue. ConfigError if none is registered."""
+    for name, spec in SOURCES.items():
+        if spec.market is market and spec.capabilities.live:
+            return name
+    raise ConfigError(f"symbols: no registered source trades {market.value} legs")
+
+
 def resolve(settings: Settings) -> Settings:
     """``settings`` with its watched symbols and its alert rules' pair as its source's leg names
     (:attr:`SourceSpec.legs`): on ``binance-futures`` a plain ``BTCUSDT`` becomes ``BTCUSDT.P``, what

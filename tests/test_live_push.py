@@ -298,6 +298,9 @@ class _Service:
         return FeedStatus("simulated", FeedState.CONNECTED, ("ETHUSDT", "BTCUSDT"), None, 0, 10.0, 10.0, 0.1, 0.1,
                           5, 0, 0, 0, 0, 0, None, "SIMULATED market")
 
+    def statuses(self) -> list[FeedStatus]:
+        return [self.status()]
+
 
 def _query(y: str = "ETHUSDT", x: str = "BTCUSDT", window: int = 60) -> ViewQuery:
     return ViewQuery(("ETHUSDT", "BTCUSDT"), 1_000, 3_600_000, PairParams(y, x, window=window))

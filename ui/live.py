@@ -183,6 +183,11 @@ def funding_line(service: Service, y: str, x: str, at_ms: int) -> str:
     return " | ".join(leg.text() for leg in funding(service, (y, x), at_ms))
 
 
+def feed_lines(service: Service, escape: Callable[[str], str] = str) -> str:
+    """:func:`feed_line` of each venue the page reads (two for a pair across venues), `` | ``-separated."""
+    return " | ".join(feed_line(status, escape) for status in service.statuses())
+
+
 def feed_line(status: FeedStatus, escape: Callable[[str], str] = str) -> str:
     """The line under the panel: feed state, ticks/s, last tick age, reconnects, gaps and the source.
 
@@ -333,7 +338,7 @@ async def _stream(board: LiveBoard, token: str, request: Request) -> AsyncIterat
                 message["funding"] = last_funding = line
             now = time.monotonic()
             if now - line_at >= FEED_EVERY_S:
-                line, line_at = feed_line(service.status()), now
+                line, line_at = feed_lines(service), now
                 if line != last_line:
                     message["feed"] = last_line = line
             if message:

@@ -1,0 +1,178 @@
+"""Pairs across venues (issue 22.3): spot ``ETHUSDT`` against the perpetual ``ETHUSDT.P``, the basis.
+
+Two fake Binance servers on 127.0.0.1, spot and USDⓈ-M, each send their own prices for ETHUSDT.
+A page of both legs reads the two venues' services from one registry (each started once, shared):
+its charts' bars, stats, live values, funding and feed line carry each leg's own prices and state;
+a session never stops a venue another session's page reads; a failing venue shows its state while
+the other keeps flowing.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from config import Settings
+from domain import Market
+from ingestion.sources import source_for
+from pairs.compute import PairParams
+from pairs.shared import ViewQuery
+from records.alerts import AlertRule
+from service import JointService, Service, ServiceRegistry, TooManyFeeds
+from storage import open_alerts, open_ticks
+from testkit.fake_binance import FakeBinance
+from testkit.waiting import eventually
+from tests.test_binance_source import FAST
+from ui import live
+from ui.status import feed_is_failing
+
+BARS = 40  # one trade a second on each venue: a 10-bar window has its analytics after 11
+SPOT_BASE, PERP_PREMIUM = 3_000.0, 1.5  # the perpetual trades 1.5 above spot (a contango basis)
+
+
+def spot_price(i: int) -> float:
+    return SPOT_BASE + 5 * math.sin(i / 3)
+
+
+def perp_price(i: int) -> float:
+    return spot_price(i) + PERP_PREMIUM + 0.2 * math.cos(i)
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, FakeBinance]]:
+    with FakeBinance(ping_interval=None) as spot, FakeBinance(ping_interval=None, futures=True) as futures:
+        yield {"binance": spot, "binance-futures": futures}
+
+
+def registry_for(urls: dict[str, str], max_feeds: int = 4) -> ServiceRegistry:
+    """A dashboard's registry whose Binance sources reach their own fake (QUANT_WS_URL is one URL for all)."""
+    return ServiceRegistry(max_feeds, start=lambda settings: Service.start(
+        settings.replace(ws_url=urls[settings.feed.source]) if settings.feed.source in urls else settings,
+        follow=True))
+
+
+def page_settings(tmp_path, source: str = "binance", symbols: str = "ETHUSDT,ETHUSDT.P") -> Settings:
+    return Settings.of(source=source, symbols=symbols, data_dir=tmp_path, **FAST)
+
+
+def send_basis(fakes: dict[str, FakeBinance], now: int) -> None:
+    start = now - BARS * 1_000
+    fakes["binance"].send_trades([("ETHUSDT", 1 + i, spot_price(i), 0.5, start + i * 1_000) for i in range(BARS)])
+    fakes["binance-futures"].send_trades([("ETHUSDT", 7_000 + i, perp_price(i), 2.0, start + i * 1_000 + 300)
+                                          for i in range(BARS)])
+
+
+QUERY = ViewQuery(("ETHUSDT", "ETHUSDT.P"), 1_000, 3_600_000, PairParams("ETHUSDT.P", "ETHUSDT", window=10))
+
+
+def test_a_basis_pair_reads_each_leg_from_its_own_venue(fakes, tmp_path):
+    registry = registry_for({name: fake.url for name, fake in fakes.items()})
+    try:
+        page = registry.acquire_legs("tab-1", page_settings(tmp_path))
+        assert isinstance(page, JointService)
+        assert set(registry.services()) == {"live", "futures"}  # one feed per venue
+        spot, futures = page.services["spot"], page.services["um"]
+        assert (spot.symbols, futures.symbols) == (("ETHUSDT",), ("ETHUSDT.P",))
+        eventually(lambda: fakes["binance"].open_connections == 1 and fakes["binance-futures"].open_connections == 1,
+                   timeout=10, message="a venue never connected")
+        now = int(futures.engine.market_now_ms() or 0)
+        send_basis(fakes, now)
+        eventually(lambda: futures.writer.committed_trades == BARS and spot.writer.committed_trades == BARS,
+                   timeout=15)
+
+        # Live values: each leg's last price from its own venue.
+        assert page.engine.last_trade("ETHUSDT").price == pytest.approx(spot_price(BARS - 1))
+        assert page.engine.last_trade("ETHUSDT.P").price == pytest.approx(perp_price(BARS - 1))
+
+        def analysed() -> bool:
+            return page.shared.ask(QUERY).pair is not None
+
+        eventually(analysed, timeout=15, interval=0.1, message="the basis pair never had its analytics")
+        view = page.shared.ask(QUERY)
+        closes = view.bars.aligned.closes
+        # Bars of both venues on one grid; each leg's closes are its own venue's prices.
+        assert list(closes["ETHUSDT"].iloc[-5:]) == pytest.approx([spot_price(i) for i in range(BARS - 5, BARS)])
+        assert list(closes["ETHUSDT.P"].iloc[-5:]) == pytest.approx([perp_price(i) for i in range(BARS - 5, BARS)])
+        spread = view.pair.spread.dropna()
+        assert len(spread) > 0 and math.isfinite(float(view.pair.beta.dropna().iloc[-1]))
+
+        # The live panel agrees with the charts and names both venues' feeds; only the perpetual has funding.
+        context = page.live_context(QUERY)
+        assert context is not None
+        values = live.snapshot(page, "ETHUSDT.P", "ETHUSDT", context)
+        assert (values["y"], values["x"]) == pytest.approx((perp_price(BARS - 1), spot_price(BARS - 1)))
+        assert values["z"] is not None
+        line = live.feed_lines(page)
+        assert "LIVE Binance spot" in line and "LIVE Binance USDⓈ-M futures" in line
+        assert live.funding_line(page, "ETHUSDT.P", "ETHUSDT", now) == "ETHUSDT.P funding —"
+
+        # The same page from another tab: the same joint view and the same two services.
+        again = registry.acquire_legs("tab-2", page_settings(tmp_path, source="binance-futures"))
+        assert isinstance(again, JointService) and again.services == page.services
+        assert registry.acquire_legs("tab-1", page_settings(tmp_path)) is page  # its analytics are shared
+    finally:
+        registry.stop_all()
+    with open_ticks(spot.site) as store:
+        assert store.symbols() == ["ETHUSDT"]  # each venue stores its own leg, never the other's
+    with open_ticks(futures.site) as store:
+        assert store.symbols() == ["ETHUSDT.P"]
+
+
+def test_a_session_cannot_stop_the_venues_another_sessions_page_reads(fakes, tmp_path):
+    """Two feeds allowed: a page of both venues holds both; another session's page cannot take one."""
+    registry = registry_for({name: fake.url for name, fake in fakes.items()}, max_feeds=2)
+    try:
+        page = registry.acquire_legs("tab-1", page_settings(tmp_path))
+        with pytest.raises(TooManyFeeds, match="maximum of 2 feeds"):
+            registry.acquire_legs("tab-2", page_settings(tmp_path, source="simulated", symbols="BTCUSDT,ETHUSDT"))
+        assert page.running and all(not s.engine.stopped for s in page.services.values())
+        # A page of one venue shares the one already running.
+        spot_only = registry.acquire_legs("tab-2", page_settings(tmp_path, symbols="ETHUSDT,BTCUSDT"))
+        assert spot_only is page.services["spot"] and set(spot_only.symbols) == {"ETHUSDT", "BTCUSDT"}
+    finally:
+        registry.stop_all()
+
+
+def test_a_failing_venue_shows_its_state_and_the_other_keeps_flowing(fakes, tmp_path):
+    with socket.socket() as probe:  # a loopback port nobody listens on: the futures feed cannot connect
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{probe.getsockname()[1]}"
+    registry = registry_for({"binance": fakes["binance"].url, "binance-futures": dead})
+    try:
+        page = registry.acquire_legs("tab-1", page_settings(tmp_path))
+        assert isinstance(page, JointService)
+        eventually(lambda: feed_is_failing(page.statuses()[1]), timeout=15, message="the futures feed never failed")
+        spot_status, futures_status = page.statuses()
+        assert futures_status.label == "LIVE Binance USDⓈ-M futures" and not feed_is_failing(spot_status)
+        eventually(lambda: fakes["binance"].open_connections == 1, timeout=10)
+        fakes["binance"].send_trade("ETHUSDT", 1, 3_000.5, 0.1)
+        eventually(lambda: page.engine.last_trade("ETHUSDT") is not None, timeout=10)
+        assert page.engine.last_trade("ETHUSDT.P") is None
+        assert "reconnecting" in live.feed_lines(page).split(" | ")[1]
+    finally:
+        registry.stop_all()
+
+
+def test_alert_rules_go_to_their_legs_venue_and_a_pair_across_venues_is_refused(fakes, tmp_path):
+    registry = registry_for({name: fake.url for name, fake in fakes.items()})
+    try:
+        page = registry.acquire_legs("tab-1", page_settings(tmp_path))
+        basis = AlertRule(metric="zscore", operator=">", threshold=2.0, pair=("ETHUSDT.P", "ETHUSDT"),
+                          timeframe_ms=1_000, window=60)
+        with pytest.raises(ValueError, match=r"ETHUSDT\.P/ETHUSDT joins legs of two venues"):
+            page.add_rule(basis)
+        perp = AlertRule(metric="price", operator=">", threshold=4_000.0, symbol="ETHUSDT.P", timeframe_ms=1_000,
+                         window=60)
+        stored, added = page.add_rule(perp)
+        assert added and stored.id is not None
+        with open_alerts(page.services["um"].site) as store:
+            assert [r.describe() for r in store.rules()] == ["ETHUSDT.P price > 4000"]
+    finally:
+        registry.stop_all()
+
+
+def test_each_market_has_its_live_source():
+    assert (source_for(Market.SPOT), source_for(Market.USDM)) == ("binance", "binance-futures")
