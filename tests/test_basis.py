@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from config import Settings
 from domain import Market
@@ -25,8 +27,10 @@ from service import JointService, Service, ServiceRegistry, TooManyFeeds
 from storage import open_alerts, open_ticks
 from testkit.fake_binance import FakeBinance
 from testkit.waiting import eventually
+from tests.test_app import APP, app_env  # noqa: F401  (app_env: the fixture, used by name)
 from tests.test_binance_source import FAST
 from ui import live
+from ui.plain import unescaped
 from ui.status import feed_is_failing
 
 BARS = 40  # one trade a second on each venue: a 10-bar window has its analytics after 11
@@ -176,3 +180,44 @@ def test_alert_rules_go_to_their_legs_venue_and_a_pair_across_venues_is_refused(
 
 def test_each_market_has_its_live_source():
     assert (source_for(Market.SPOT), source_for(Market.USDM)) == ("binance", "binance-futures")
+
+
+@pytest.mark.usefixtures("app_env")
+def test_the_spot_page_takes_a_perpetual_leg_and_shows_the_basis(monkeypatch, fakes):
+    """A user on the spot page types ``ETHUSDT,ETHUSDT.P``: the page reads both venues (each from its own
+    fake), its live panel shows each leg's own price, its feed line both venues, its table the leg names."""
+    urls = {name: fake.url for name, fake in fakes.items()}
+    start = Service.start
+    monkeypatch.setattr(Service, "start", classmethod(
+        lambda _cls, settings, **kwargs: start(settings.replace(ws_url=urls[settings.feed.source]), **kwargs)))
+    for name, value in {"QUANT_SOURCE": "binance", "QUANT_HISTORY_HOURS": "0",
+                        "QUANT_BACKFILL_MAX_TRADES": "0"}.items():
+        monkeypatch.setenv(name, value)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="symbols").input("ETHUSDT,ETHUSDT.P").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.selectbox(key="pair_y").set_value("ETHUSDT.P").run()
+    assert (at.selectbox(key="pair_y").value, at.selectbox(key="pair_x").value) == ("ETHUSDT.P", "ETHUSDT")
+    eventually(lambda: fakes["binance-futures"].open_connections == 1, timeout=20, message="no futures feed started")
+    send_basis(fakes, time.time_ns() // 1_000_000)
+
+    def priced() -> bool:
+        at.run()
+        shown = {m.label: m.value for m in at.metric}
+        return shown.get("ETHUSDT.P last") == f"{perp_price(BARS - 1):,.2f}" and \
+            shown.get("ETHUSDT last") == f"{spot_price(BARS - 1):,.2f}"
+
+    eventually(priced, timeout=30, interval=0.3,
+               message=lambda: f"prices shown: {[(m.label, m.value) for m in at.metric]}")
+    assert not at.exception
+    feed = next(unescaped(c.value) for c in at.caption if "ticks/s" in c.value)
+    assert "LIVE Binance spot" in feed and "LIVE Binance USDⓈ-M futures" in feed
+    assert any(unescaped(c.value) == "ETHUSDT.P funding —" for c in at.caption)  # the spot leg has none
+    at.session_state["view_tab"] = "Table & export"
+    at.run()
+    assert not at.exception
+    assert any("ETHUSDT.P_return" in d.value.columns and "ETHUSDT_return" in d.value.columns for d in at.dataframe)
+    for tab in ("Stats & tests", "Scanner", "Backtest", "Alerts", "Feed"):  # every tab draws over both venues
+        at.session_state["view_tab"] = tab
+        at.run()
+        assert not at.exception and not at.error, (tab, [e.value for e in at.error])
