@@ -105,8 +105,9 @@ def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = 
     if source in SOURCES:
         default = same_coins(source, default)
     raw = st.sidebar.text_input("Watched symbols (comma-separated)", value=",".join(default), key="symbols",
-                                help="Binance legs: BTCUSDT is spot, BTCUSDT.P the USDⓈ-M perpetual; "
-                                     "e.g. BTCUSDT,ETHUSDT,SOLUSDT")
+                                help="Binance legs: BTCUSDT is spot, BTCUSDT.P the USDⓈ-M perpetual, on "
+                                     "either page; legs of both venues make a pair across them, e.g. "
+                                     "ETHUSDT,ETHUSDT.P (the basis)")
     try:
         symbols = parse_symbols(raw)
     except ConfigError as exc:
