@@ -8,10 +8,15 @@ stored before leg names is renamed when a service opens it.
 
 from __future__ import annotations
 
+import io
+import os
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from alerts.rules import parse_rule
+from cli.scan import main as scan_main
 from config import ConfigError, Settings, parse_symbols
 from ingestion.binance import SPOT, USDM, BinanceSource
 from ingestion.sources import resolve, same_coins
@@ -23,6 +28,7 @@ from testkit.fake_binance import FakeBinance
 from testkit.waiting import eventually
 from tests.test_binance_source import FAST
 from tests.test_recorder_cli import recorder
+from tests.test_scanner import planted_universe, write_universe
 
 # ------------------------------------------------------------------------------------ names and venues
 
@@ -175,3 +181,24 @@ def test_a_spot_database_is_never_renamed(tmp_path):
 def test_a_rule_text_survives_the_rename_and_reads_back():
     rule = AlertRule(metric="price", operator=">", threshold=1.0, symbol="BTCUSDT.P", timeframe_ms=1_000, window=60)
     assert parse_rule(rule.describe(), pair=None, timeframe_ms=1_000, window=60) == rule
+
+
+# ------------------------------------------------------------------------------------ scanner
+
+
+def test_the_scanner_reads_a_futures_database_by_leg_names(tmp_path, capsysbinary, monkeypatch):
+    """``--source binance-futures --symbols S0,S1,S2`` scans S0.P…: the rows name the perpetual legs;
+    a perpetual asked of a spot database is refused naming the venue."""
+    for key in [k for k in os.environ if k.startswith("QUANT_")]:
+        monkeypatch.delenv(key)
+    closes = planted_universe(n=120, k=3, seed=8)
+    write_universe(tmp_path / "futures.sqlite3", closes.rename(columns=lambda s: f"{s}.P"))
+    assert scan_main(["--source", "binance-futures", "--data-dir", str(tmp_path), "--symbols", "S0,S1,S2",
+                      "--lookback-hours", "2", "--csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsysbinary.readouterr().out.decode()), index_col="rank")
+    assert set(table["y"]) | set(table["x"]) == {"S0.P", "S1.P", "S2.P"}
+    write_universe(tmp_path / "live.sqlite3", closes)
+    assert scan_main(["--source", "binance", "--data-dir", str(tmp_path), "--symbols", "S0,S1.P"]) == 2
+    assert capsysbinary.readouterr().err.decode() == (
+        "error: symbols: S1.P is a USDⓈ-M perpetual, but Binance spot (binance) has spot symbols only: watch it "
+        "with --source binance-futures (or S1 for the spot symbol)\n")
