@@ -221,3 +221,7 @@ def test_the_spot_page_takes_a_perpetual_leg_and_shows_the_basis(monkeypatch, fa
         at.session_state["view_tab"] = tab
         at.run()
         assert not at.exception and not at.error, (tab, [e.value for e in at.error])
+        if tab == "Stats & tests":  # each leg's summary from its own venue's bars
+            summary = next(d.value for d in at.dataframe if "volatility % (ann.)" in d.value.columns)
+            assert summary.loc["ETHUSDT.P", "last"] == pytest.approx(perp_price(BARS - 1))
+            assert summary.loc["ETHUSDT", "last"] == pytest.approx(spot_price(BARS - 1))
