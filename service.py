@@ -112,7 +112,7 @@ class Service:
                             shared=spec.capabilities.exchange_ids)
         writer = backfiller = monitor = loader = None
         try:
-            if spec.market is not None:
+            if spec.market is Market.USDM:  # the one market whose leg names differ from what was stored before
                 _name_legs(site, spec)
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
                                 flush_interval_s=storage.flush_ms / 1000,
@@ -324,6 +324,16 @@ def _name_legs(site: Site, spec: SourceSpec) -> None:
 def _market_of(leg: str) -> str:
     """The market (``spot``, ``um``) a leg name trades on: cached, as every per-leg read asks it."""
     return Leg.parse(leg).market.value
+
+
+@functools.lru_cache(maxsize=256)
+def _by_market(legs: tuple[str, ...]) -> dict[Market, tuple[str, ...]]:
+    """``legs`` by the market each trades on, order kept (cached: every page run asks for the same list;
+    callers only read the result)."""
+    found: dict[Market, list[str]] = {}
+    for leg in legs:
+        found.setdefault(Leg.parse(leg).market, []).append(leg)
+    return {market: tuple(names) for market, names in found.items()}
 
 
 class JointService(Service):
@@ -557,9 +567,7 @@ class ServiceRegistry:
         home = spec_for(settings.feed.source).market
         if home is None:  # a simulated or replayed source's symbols are its own (a perpetual is refused)
             return self.acquire(session, settings, pin=pin)
-        by_market: dict[Market, list[str]] = {}
-        for symbol in settings.feed.symbols:
-            by_market.setdefault(Leg.parse(symbol).market, []).append(symbol)
+        by_market = _by_market(settings.feed.symbols)
         if set(by_market) == {home}:
             return self.acquire(session, settings, pin=pin)  # one venue: the page reads its feed itself
         services: dict[str, Service] = {}
@@ -567,7 +575,7 @@ class ServiceRegistry:
             source = source_for(market)
             own = market is home or home not in by_market
             services[market.value] = self.acquire(session if own else f"{session}@{source}",
-                                                  settings.replace(source=source, symbols=tuple(legs), pair=None),
+                                                  settings.replace(source=source, symbols=legs, pair=None),
                                                   pin=pin and market is home)
         if len(services) == 1:
             return next(iter(services.values()))

@@ -12,6 +12,7 @@ branches on a source's name: the engine, the service and the UI ask the spec's
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -118,12 +119,16 @@ def spot_style_legs(label: str) -> Callable[[Collection[str]], tuple[str, ...]]:
     """:attr:`SourceSpec.legs` of a source whose symbols are its own (a simulated market, a recording):
     names kept as given, a perpetual's (``ETHUSDT.P``) refused, ValueError naming it and ``label``."""
 
-    def legs(names: Collection[str]) -> tuple[str, ...]:
+    @functools.lru_cache(maxsize=256)  # every page run asks for the same few lists
+    def checked(names: tuple[str, ...]) -> tuple[str, ...]:
         for name in names:
             if Leg.parse(name).market is Market.USDM:
                 raise ValueError(f"symbols: {name} is a USDⓈ-M perpetual leg, but the {label} source has no "
                                  "perpetuals: watch it with the binance-futures source")
         return tuple(dict.fromkeys(names))
+
+    def legs(names: Collection[str]) -> tuple[str, ...]:
+        return checked(tuple(names))
 
     return legs
 

@@ -83,7 +83,7 @@ def test_a_basis_pair_reads_each_leg_from_its_own_venue(fakes, tmp_path):
         eventually(lambda: fakes["binance"].open_connections == 1 and fakes["binance-futures"].open_connections == 1,
                    timeout=10, message="a venue never connected")
         now = int(futures.engine.market_now_ms() or 0)
-        send_basis(fakes, now)
+        send_basis(fakes, now - 5_000)  # every bar closed before the view is read
         eventually(lambda: futures.writer.committed_trades == BARS and spot.writer.committed_trades == BARS,
                    timeout=15)
 
@@ -199,7 +199,7 @@ def test_the_spot_page_takes_a_perpetual_leg_and_shows_the_basis(monkeypatch, fa
     at.selectbox(key="pair_y").set_value("ETHUSDT.P").run()
     assert (at.selectbox(key="pair_y").value, at.selectbox(key="pair_x").value) == ("ETHUSDT.P", "ETHUSDT")
     eventually(lambda: fakes["binance-futures"].open_connections == 1, timeout=20, message="no futures feed started")
-    send_basis(fakes, time.time_ns() // 1_000_000)
+    send_basis(fakes, time.time_ns() // 1_000_000 - 5_000)  # every bar closed by the time the tabs are read
 
     def priced() -> bool:
         at.run()

@@ -7,6 +7,7 @@ endpoints, paths, page sizes and request weights of one market. Nothing else bra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -92,17 +93,7 @@ class Venue:
         recorder's ``--symbols`` of ``binance-futures`` always meant). A perpetual on spot is refused,
         ValueError naming the leg and the venue, never watched as something it is not.
         """
-        found: list[str] = []
-        for name in names:
-            leg = Leg.parse(name)
-            if leg.market is not self.market and not (self.market is Market.USDM and leg.market is Market.SPOT):
-                raise ValueError(f"symbols: {leg.name} is a USDⓈ-M perpetual, but {self.label.removeprefix('LIVE ')} "
-                                 f"({self.source}) has spot symbols only: watch it with --source binance-futures "
-                                 f"(or {leg.symbol} for the spot symbol)")
-            named = Leg(self.market, leg.symbol).name
-            if named not in found:
-                found.append(named)
-        return tuple(found)
+        return _venue_legs(self, tuple(names))
 
     def klines_weight(self, limit: int) -> int:
         """The request weight of a klines call asking for ``limit`` rows."""
@@ -110,6 +101,20 @@ class Venue:
             if limit < below:
                 return weight
         return self.klines_weights[-1][1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _venue_legs(venue: Venue, names: tuple[str, ...]) -> tuple[str, ...]:
+    """:meth:`Venue.legs`, cached: every page run asks it for the same few lists (a miss parses each name)."""
+    found: dict[str, None] = {}
+    for name in names:
+        leg = Leg.parse(name)
+        if leg.market is not venue.market and not (venue.market is Market.USDM and leg.market is Market.SPOT):
+            raise ValueError(f"symbols: {leg.name} is a USDⓈ-M perpetual, but {venue.label.removeprefix('LIVE ')} "
+                             f"({venue.source}) has spot symbols only: watch it with --source binance-futures "
+                             f"(or {leg.symbol} for the spot symbol)")
+        found[Leg(venue.market, leg.symbol).name] = None
+    return tuple(found)
 
 
 SPOT = Venue(
