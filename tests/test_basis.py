@@ -9,6 +9,7 @@ the other keeps flowing.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import time
@@ -29,6 +30,7 @@ from testkit.fake_binance import FakeBinance
 from testkit.waiting import eventually
 from tests.test_app import APP, app_env  # noqa: F401  (app_env: the fixture, used by name)
 from tests.test_binance_source import FAST
+from tests.test_live_push import _messages
 from ui import live
 from ui.plain import unescaped
 from ui.status import feed_is_failing
@@ -112,6 +114,16 @@ def test_a_basis_pair_reads_each_leg_from_its_own_venue(fakes, tmp_path):
         line = live.feed_lines(page)
         assert "LIVE Binance spot" in line and "LIVE Binance USDⓈ-M futures" in line
         assert live.funding_line(page, "ETHUSDT.P", "ETHUSDT", now) == "ETHUSDT.P funding —"
+
+        # The pushed panel (server.py) streams the same values and both venues' feed line.
+        board = live.LiveBoard()
+        board.register("c" * 32, page, QUERY)
+        pushed = asyncio.run(_messages(board, "c" * 32, lambda m: any("feed" in x for x in m) and
+                                       any(x.get("z") is not None for x in m)))
+        assert next(m["y"] for m in pushed if "y" in m) == pytest.approx(perp_price(BARS - 1))
+        assert next(m["x"] for m in pushed if "x" in m) == pytest.approx(spot_price(BARS - 1))
+        assert " | " in next(m["feed"] for m in pushed if "feed" in m)
+        assert next(m["funding"] for m in pushed if "funding" in m) == "ETHUSDT.P funding —"
 
         # The same page from another tab: the same joint view and the same two services.
         again = registry.acquire_legs("tab-2", page_settings(tmp_path, source="binance-futures"))
