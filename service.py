@@ -485,7 +485,7 @@ class ServiceRegistry:
         self._entries: dict[str, _Entry] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # session id → (database, last seen)
         # The pages of two venues' legs, one per set of running services (shared, like their analytics).
-        self._joints: dict[tuple[tuple[str, int], ...], JointService] = {}
+        self._joints: dict[tuple[str, tuple[tuple[str, int], ...]], JointService] = {}  # (home, services)
         self._lock = threading.Lock()  # guards the two maps; never held while a service starts
 
     def acquire(self, session: str, settings: Settings, *, pin: bool = False) -> Service:
@@ -579,10 +579,10 @@ class ServiceRegistry:
                                                   pin=pin and market is home)
         if len(services) == 1:
             return next(iter(services.values()))
-        key = tuple(sorted((market, id(service)) for market, service in services.items()))
+        key = (home.value, tuple(sorted((market, id(service)) for market, service in services.items())))
         with self._lock:
             live = {id(entry.service) for entry in self._entries.values() if entry.service is not None}
-            for stale in [k for k in self._joints if not all(ident in live for _, ident in k)]:
+            for stale in [k for k in self._joints if not all(ident in live for _, ident in k[1])]:
                 del self._joints[stale]  # a venue's service was replaced: its joint page with it
             joint = self._joints.get(key)
             if joint is None:

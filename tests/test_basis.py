@@ -65,7 +65,7 @@ def page_settings(tmp_path, source: str = "binance", symbols: str = "ETHUSDT,ETH
 
 
 def send_basis(fakes: dict[str, FakeBinance], now: int) -> None:
-    start = now - BARS * 1_000
+    start = (now - BARS * 1_000) // 1_000 * 1_000  # on whole seconds: both venues' i-th trades share one 1 s bar
     fakes["binance"].send_trades([("ETHUSDT", 1 + i, spot_price(i), 0.5, start + i * 1_000) for i in range(BARS)])
     fakes["binance-futures"].send_trades([("ETHUSDT", 7_000 + i, perp_price(i), 2.0, start + i * 1_000 + 300)
                                           for i in range(BARS)])
@@ -128,6 +128,7 @@ def test_a_basis_pair_reads_each_leg_from_its_own_venue(fakes, tmp_path):
         # The same page from another tab: the same joint view and the same two services.
         again = registry.acquire_legs("tab-2", page_settings(tmp_path, source="binance-futures"))
         assert isinstance(again, JointService) and again.services == page.services
+        assert again.home is page.services["um"] and page.home is page.services["spot"]  # each page's own source
         assert registry.acquire_legs("tab-1", page_settings(tmp_path)) is page  # its analytics are shared
     finally:
         registry.stop_all()
@@ -211,7 +212,9 @@ def test_the_spot_page_takes_a_perpetual_leg_and_shows_the_basis(monkeypatch, fa
     at.selectbox(key="pair_y").set_value("ETHUSDT.P").run()
     assert (at.selectbox(key="pair_y").value, at.selectbox(key="pair_x").value) == ("ETHUSDT.P", "ETHUSDT")
     eventually(lambda: fakes["binance-futures"].open_connections == 1, timeout=20, message="no futures feed started")
-    send_basis(fakes, time.time_ns() // 1_000_000 - 5_000)  # every bar closed by the time the tabs are read
+    # Every bar closed by the time the tabs are read, the 1 min bar of the per-minute table too: the
+    # trades end 2 s before the current minute began.
+    send_basis(fakes, time.time_ns() // 1_000_000 // 60_000 * 60_000 - 2_000)
 
     def priced() -> bool:
         at.run()
