@@ -55,6 +55,21 @@ def normalize_symbol(raw: str) -> str:
     return symbol
 
 
+def normalize_leg(raw: str) -> str:
+    """Upper-case and validate one leg name (:class:`domain.Leg`): a symbol, ``ETHUSDT`` (spot), or a
+    symbol plus ``.P``, ``ETHUSDT.P`` (USDⓈ-M perpetual). What a user types as a watched symbol or
+    an alert's leg; which source carries which market is the source registry's to say.
+
+    Raises ConfigError naming the offending input, e.g. ``invalid symbol 'ETH;DROP'``.
+    """
+    try:
+        return domain.Leg.parse(raw).name
+    except ValueError:
+        shown = raw.strip() if isinstance(raw, str) else raw
+        raise ConfigError(f"invalid symbol {shown!r}: expected 2-20 letters or digits, e.g. BTCUSDT, "
+                          f"or a USDⓈ-M perpetual, e.g. BTCUSDT{domain.PERP_SUFFIX}") from None
+
+
 def http_url_problem(url: str) -> str | None:
     """Why ``url`` is not an absolute ``http://`` or ``https://`` URL with a host (and a valid port), or None.
 
@@ -223,13 +238,14 @@ def allowed_hosts(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
 
 
 def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
-    """Parse a comma-separated list (or a sequence) of symbols, de-duplicated, order kept."""
+    """Parse a comma-separated list (or a sequence) of leg names (:func:`normalize_leg`), de-duplicated,
+    order kept."""
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     symbols: list[str] = []
     for item in items:
         if not item.strip():
             continue
-        symbol = normalize_symbol(item)
+        symbol = normalize_leg(item)
         if symbol not in symbols:
             symbols.append(symbol)
     if not symbols:
@@ -402,7 +418,7 @@ class AlertSettings:
 
     def __post_init__(self) -> None:
         if self.pair is not None:
-            pair = tuple(normalize_symbol(s) for s in self.pair)
+            pair = tuple(normalize_leg(s) for s in self.pair)
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise ConfigError(f"pair: {'/'.join(self.pair)!r} must be two different watched symbols, Y/X")
             object.__setattr__(self, "pair", pair)
@@ -580,7 +596,8 @@ def _fields() -> dict[str, Field]:
         (feed, "source", "QUANT_SOURCE", str.lower,
          "data source: binance (live spot), binance-futures (live USDⓈ-M), simulated or replay"),
         (feed, "symbols", "QUANT_SYMBOLS", parse_symbols,
-         "comma-separated symbols (spot, or perpetuals for binance-futures)"),
+         "comma-separated legs: BTCUSDT spot, BTCUSDT.P USDⓈ-M perpetual "
+         "(binance-futures also takes BTCUSDT as its perpetual)"),
         (exchange, "ws_url", "QUANT_WS_URL", str, "Binance WebSocket base URL (default: the source's)"),
         (exchange, "rest_url", "QUANT_REST_URL", str,
          "Binance REST base URL, for history and gap backfill (default: the source's)"),

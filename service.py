@@ -16,12 +16,14 @@ and a session that would exceed it is told so.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ import pandas as pd
 from alerts.monitor import AlertMonitor
 from analytics.backtest import FundingHistory
 from config import Settings, StorageSettings, normalize_symbol
+from domain import Leg, Market
 from ingestion.backfill import Backfiller
 from ingestion.engine import Engine
 from ingestion.follow import DatabaseFollower
@@ -36,12 +39,13 @@ from ingestion.funding import FundingLoader, FundingRates
 from ingestion.history import HistoryLoader, HistoryProgress
 from ingestion.history import plan as history_plan
 from ingestion.source import Source, SourceSpec
-from ingestion.sources import spec_for
+from ingestion.sources import resolve, source_for, spec_for
 from ingestion.writer import TickWriter
 from pairs.bars import BarHistory
 from pairs.compute import LiveContext, live_context
 from pairs.funding import funding_history, is_perpetual
 from pairs.shared import SharedAnalytics, ViewQuery
+from pairs.venues import RoutedEngine, RoutedHistory
 from records import FeedEvent, FeedState, FeedStatus, MarkPrice, now_ms
 from records.alerts import AlertRule
 from storage import Site, claim_writer, current_writer, has_datasets, open_alerts, open_datasets, open_ticks, site_for
@@ -97,6 +101,7 @@ class Service:
         database has a writer and ``follow`` is false, and other ``StorageError``s when the
         database cannot be opened or is damaged.
         """
+        settings = resolve(settings)  # the source's leg names: BTCUSDT.P on binance-futures
         feed, storage = settings.feed, settings.storage
         spec = spec_for(feed.source)
         site = site_for(storage, spec.database(feed))
@@ -112,6 +117,8 @@ class Service:
                             shared=spec.capabilities.exchange_ids)
         writer = backfiller = monitor = loader = funding = None
         try:
+            if spec.market is Market.USDM:  # the one market whose leg names differ from what was stored before
+                _name_legs(site, spec)
             writer = TickWriter(lambda: open_ticks(site, verify=True), site.location,
                                 flush_interval_s=storage.flush_ms / 1000,
                                 retention_ms=int(storage.retention_hours * 3_600_000),
@@ -196,8 +203,9 @@ class Service:
         return self.engine.symbols
 
     def watch(self, symbols: Iterable[str]) -> None:
-        """Add ``symbols`` to those watched (never drops any: other sessions may be watching them)."""
-        wanted = tuple(dict.fromkeys((*self.engine.symbols, *symbols)))
+        """Add ``symbols`` to those watched (never drops any: other sessions may be watching them), as the
+        source's legs (``SOLUSDT`` is ``SOLUSDT.P`` on binance-futures; ValueError for a leg of another market)."""
+        wanted = tuple(dict.fromkeys((*self.engine.symbols, *self.spec.legs(tuple(symbols)))))
         if wanted != self.engine.symbols and self.spec.capabilities.resubscribe:
             self.engine.set_symbols(wanted)
             if self.loader is not None:
@@ -234,6 +242,10 @@ class Service:
         status = self.engine.status()
         banned = getattr(self.rest, "banned_until_ms", None)
         return replace(status, rest_banned_until_ms=banned) if banned is not None else status
+
+    def statuses(self) -> list[FeedStatus]:
+        """Each venue's feed status, this page's own first: one here (:class:`JointService` has more)."""
+        return [self.status()]
 
     def live_context(self, query: ViewQuery) -> LiveContext | None:
         """What the live z-score needs from the closed bars ``query`` asks for (β, α, the last spreads):
@@ -310,6 +322,126 @@ class Service:
         return done
 
 
+def _name_legs(site: Site, spec: SourceSpec) -> None:
+    """Rename an exchange database's symbols stored before leg names to the source's legs: a
+    ``binance-futures`` database written with plain ``BTCUSDT`` becomes ``BTCUSDT.P`` (ticks, bars,
+    feed events, alert rules and the alert history's pairs), once, under the writer's lock, before
+    anything reads it. A database whose ticks all carry leg names is left alone."""
+    if not site.exists():
+        return
+
+    def rename(name: str) -> str:
+        try:
+            return spec.legs((name,))[0]
+        except ValueError:  # not a name this source would watch: leave it as it is
+            return name
+
+    with open_ticks(site) as store:
+        moved = {name: rename(name) for name in store.last_trade_ids() if rename(name) != name}
+        if not moved:
+            return
+        symbols = store.rename_symbols(rename)
+    with open_alerts(site) as alerts:
+        changed = alerts.rename_symbols(rename)
+    log.warning("%s: stored before leg names; renamed %d symbols (%s) and %d alert rows", site.location, symbols,
+                ", ".join(f"{old} → {new}" for old, new in moved.items()), changed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _market_of(leg: str) -> str:
+    """The market (``spot``, ``um``) a leg name trades on: cached, as every per-leg read asks it."""
+    return Leg.parse(leg).market.value
+
+
+@functools.lru_cache(maxsize=256)
+def _by_market(legs: tuple[str, ...]) -> dict[Market, tuple[str, ...]]:
+    """``legs`` by the market each trades on, order kept (cached: every page run asks for the same list;
+    callers only read the result)."""
+    found: dict[Market, list[str]] = {}
+    for leg in legs:
+        found.setdefault(Leg.parse(leg).market, []).append(leg)
+    return {market: tuple(names) for market, names in found.items()}
+
+
+class JointService(Service):
+    """A page's feeds when its legs trade on more than one venue: spot ``ETHUSDT`` against the perpetual
+    ``ETHUSDT.P`` (the basis) is read from the ``binance`` and the ``binance-futures`` services at once.
+
+    Every per-leg read goes to the venue carrying the leg (:mod:`pairs.venues`), so pair analytics,
+    charts, stats, the live panel, backtests and exports run over both; each venue's service is the
+    registry's, shared with every other session (this object starts and stops nothing). The page's
+    own source (``home``) keeps its alert rules, history and feed events: a rule on a pair of two
+    venues is refused (each venue's monitor sees its own legs only); a price rule goes to its leg's venue.
+    """
+
+    def __init__(self, home: Service, services: Mapping[str, Service]) -> None:
+        self.home = home
+        self.services = dict(services)  # by market value: "spot", "um"
+        engine = RoutedEngine({market: s.engine for market, s in self.services.items()}, _market_of)
+        history = RoutedHistory({market: s.history for market, s in self.services.items()}, _market_of)
+        # Duck-typed: pairs read only what RoutedEngine and RoutedHistory route (pairs/venues.py).
+        shared = SharedAnalytics(cast(Engine, engine), cast(BarHistory, history))
+        super().__init__(home.settings, home.spec, home.site, cast(Engine, engine), shared, rest=home.rest)
+        self.routed = engine
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.routed.symbols
+
+    @property
+    def running(self) -> bool:
+        return all(service.running for service in self.services.values())
+
+    @property
+    def finished(self) -> bool:
+        return any(service.finished for service in self.services.values())
+
+    @property
+    def failed(self) -> bool:
+        return any(service.failed for service in self.services.values())
+
+    @property
+    def following(self) -> bool:
+        return self.home.following
+
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Each leg watched on its own venue."""
+        for symbol in symbols:
+            self.services[_market_of(symbol)].watch((symbol,))
+
+    @property
+    def funding(self) -> bool:
+        return any(service.funding for service in self.services.values())
+
+    def mark_price(self, symbol: str) -> MarkPrice | None:
+        return self.services[_market_of(symbol)].mark_price(symbol)
+
+    def status(self) -> FeedStatus:
+        return self.home.status()
+
+    def statuses(self) -> list[FeedStatus]:
+        return [self.home.status(), *(s.status() for s in self.services.values() if s is not self.home)]
+
+    def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
+        return self.home.recent_alerts(limit)
+
+    def add_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
+        """``rule`` stored on the venue of its legs; ValueError for a pair across venues."""
+        markets = {_market_of(symbol) for symbol in rule.symbols}
+        if len(markets) > 1:
+            raise ValueError(f"{rule.label} joins legs of two venues, and alert rules are evaluated on one venue's "
+                             "feed: add a price rule per leg, or a pair rule on a pair of one venue")
+        return self.services[markets.pop()].add_rule(rule)
+
+    @property
+    def history_progress(self) -> HistoryProgress | None:
+        return self.home.history_progress
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Nothing to stop: the venues' services are the registry's."""
+        return True
+
+
 # ------------------------------------------------------------ uploaded datasets (shared by every source)
 def stored_datasets(storage: StorageSettings) -> list[DatasetInfo]:
     """The uploaded datasets, newest upload first; [] when none was ever uploaded (listing creates nothing)."""
@@ -379,6 +511,8 @@ class ServiceRegistry:
         self._start = start if start is not None else (lambda settings: Service.start(settings, follow=True))
         self._entries: dict[str, _Entry] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # session id → (database, last seen)
+        # The pages of two venues' legs, one per set of running services (shared, like their analytics).
+        self._joints: dict[tuple[str, tuple[tuple[str, int], ...]], JointService] = {}  # (home, services)
         self._lock = threading.Lock()  # guards the two maps; never held while a service starts
 
     def acquire(self, session: str, settings: Settings, *, pin: bool = False) -> Service:
@@ -391,6 +525,7 @@ class ServiceRegistry:
         that waited for that start; ``TimeoutError`` after waiting ``start_wait_s`` seconds for
         another session's start. Never stops a service another session uses.
         """
+        settings = resolve(settings)  # the source's leg names (BTCUSDT.P on binance-futures)
         symbols = settings.feed.symbols
         if len(symbols) > MAX_SYMBOLS:
             raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(symbols)}")
@@ -446,6 +581,40 @@ class ServiceRegistry:
             service.stop()
             raise RuntimeError(f"the {settings.feed.source} feed was stopped while it started (the server is stopping)")
         return result
+
+    def acquire_legs(self, session: str, settings: Settings, *, pin: bool = False) -> Service:
+        """What a page of ``settings``' legs reads: :meth:`acquire` when they all trade on one venue;
+        when they trade on two (``ETHUSDT`` and ``ETHUSDT.P``), each venue's service (started or shared,
+        each counted once against ``max_feeds``) joined in one :class:`JointService`.
+
+        On a page, leg names are taken as written: ``ETHUSDT`` is spot on the futures page too. The
+        session holds the service of its own source; it holds another venue's as ``<session>@<source>``,
+        so that no other session stops it while the page uses it. ``pin`` pins the page's own source only.
+        """
+        home = spec_for(settings.feed.source).market
+        if home is None:  # a simulated or replayed source's symbols are its own (a perpetual is refused)
+            return self.acquire(session, settings, pin=pin)
+        by_market = _by_market(settings.feed.symbols)
+        if set(by_market) == {home}:
+            return self.acquire(session, settings, pin=pin)  # one venue: the page reads its feed itself
+        services: dict[str, Service] = {}
+        for market, legs in sorted(by_market.items(), key=lambda item: item[0] is not home):
+            source = source_for(market)
+            own = market is home or home not in by_market
+            services[market.value] = self.acquire(session if own else f"{session}@{source}",
+                                                  settings.replace(source=source, symbols=legs, pair=None),
+                                                  pin=pin and market is home)
+        if len(services) == 1:
+            return next(iter(services.values()))
+        key = (home.value, tuple(sorted((market, id(service)) for market, service in services.items())))
+        with self._lock:
+            live = {id(entry.service) for entry in self._entries.values() if entry.service is not None}
+            for stale in [k for k in self._joints if not all(ident in live for _, ident in k[1])]:
+                del self._joints[stale]  # a venue's service was replaced: its joint page with it
+            joint = self._joints.get(key)
+            if joint is None:
+                joint = self._joints[key] = JointService(services[home.value], services)
+        return joint
 
     def services(self) -> dict[str, Service]:
         """The running services by database name (``live``, ``simulated``, ``replay-…``); not those starting."""

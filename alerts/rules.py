@@ -28,7 +28,7 @@ import math
 import re
 
 from analytics import zscore_bound
-from config import normalize_symbol
+from config import normalize_leg
 from records.alerts import DEFAULT_HYSTERESIS, OPERATORS, AlertRule
 
 _METRIC_ALIASES = {
@@ -112,9 +112,9 @@ def _parse_subject(tokens: list[str]) -> tuple[str, str | None, list[str]]:
     if first == "price":
         if len(tokens) < 2 or _is_comparison(tokens[1]):
             raise ValueError("expected a symbol after 'price', e.g. 'price BTCUSDT > 90000'")
-        return "price", normalize_symbol(tokens[1]), tokens[2:]
+        return "price", normalize_leg(tokens[1]), tokens[2:]
     if len(tokens) > 1 and tokens[1].lower() == "price":
-        return "price", normalize_symbol(tokens[0]), tokens[2:]
+        return "price", normalize_leg(tokens[0]), tokens[2:]
     hint = ""
     if len(tokens) > 1 and _is_comparison(tokens[1]):
         hint = f" (for a price alert write '{tokens[0]} price ...')"

@@ -19,14 +19,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 
 from alerts.rules import parse_rule
 from config import ConfigError, Settings, from_cli
 from ingestion.binance.rest import RestError
 from ingestion.history import HistoryProgress
-from ingestion.sources import spec_for
+from ingestion.sources import resolve, spec_for
 from records import FeedStatus
+from records.alerts import AlertRule
 from service import Service
 from storage import open_alerts
 from storage.errors import StorageError, StorageLocationError
@@ -93,8 +95,9 @@ def with_top(settings: Settings) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = from_cli(argv, prog="python -m cli.record")
-    except ConfigError as exc:
+        # Leg names from here on: --source binance-futures --symbols BTCUSDT records BTCUSDT.P.
+        settings = resolve(from_cli(argv, prog="python -m cli.record"))
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.recorder.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setting = "db (--db, QUANT_DB)" if settings.storage.db is not None else "data_dir (--data-dir, QUANT_DATA_DIR)"
     try:
         alerts = settings.alerts
-        rules = [parse_rule(text, pair=alerts.pair, timeframe_ms=alerts.timeframe_ms, window=alerts.window)
-                 for text in alerts.rules]
+        legs = spec_for(settings.feed.source).legs
+        rules = [_on_legs(parse_rule(text, pair=alerts.pair, timeframe_ms=alerts.timeframe_ms, window=alerts.window),
+                          legs) for text in alerts.rules]
         service = Service.start(settings)
     except StorageLocationError as exc:
         print(f"error: {setting}: {exc}", file=sys.stderr)
@@ -161,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0 if flushed else 1
+
+
+def _on_legs(rule: AlertRule, legs: Callable[[Collection[str]], tuple[str, ...]]) -> AlertRule:
+    """``rule`` with its price rule's symbol as the source's leg (``price BTCUSDT > 1`` on
+    binance-futures watches ``BTCUSDT.P``, as ``--symbols BTCUSDT`` does); ValueError for a leg the
+    source does not carry."""
+    return rule if rule.symbol is None else replace(rule, symbol=legs((rule.symbol,))[0])
 
 
 def _fired(service: Service) -> int:

@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cli.scan", description=__doc__.splitlines()[0])
     p.add_argument("--source", help="source whose database is scanned: binance (live), simulated or replay "
                                     "[QUANT_SOURCE; default binance]")
-    p.add_argument("--symbols", help="comma-separated symbols (default: every symbol with ticks in the database)")
+    p.add_argument("--symbols", help="comma-separated legs, BTCUSDT spot, BTCUSDT.P perpetual (binance-futures takes "
+                                     "BTCUSDT as BTCUSDT.P) (default: every symbol with ticks in the database)")
     p.add_argument("--db", help="SQLite file to scan (overrides the source's default) [QUANT_DB]")
     p.add_argument("--data-dir", help="directory of the per-source databases and the uploads [QUANT_DATA_DIR]")
     p.add_argument("--replay-file", help="the replayed file, for --source replay [QUANT_REPLAY_FILE]")
@@ -113,13 +114,18 @@ def scan_database(args: argparse.Namespace) -> Scanned:
     """Scan the database of ``--source`` (or ``--db``) over the lookback."""
     interval_ms, window, trend = check_timeframe(args.timeframe), _window(args.window), _trend(args.trend)
     settings = _settings(args)
-    spec_for(settings.feed.source)  # ConfigError naming the choices
+    spec = spec_for(settings.feed.source)  # ConfigError naming the choices
     try:
         site = site_of(settings)
     except ValueError as exc:  # e.g. "replay_file: required when source is 'replay'"
         raise UsageError(str(exc)) from None
     lookback_ms = _lookback_ms(args.lookback_hours, interval_ms, DEFAULT_LOOKBACK_HOURS)
-    named = parse_symbols(args.symbols) if args.symbols else None
+    try:  # the source's leg names: BTCUSDT is BTCUSDT.P in a binance-futures database, as the recorder stores it
+        named = spec.legs(parse_symbols(args.symbols)) if args.symbols else None
+    except ConfigError:  # a malformed name: reported as every setting's
+        raise
+    except ValueError as exc:  # a perpetual leg of a spot database, named with its venue
+        raise UsageError(str(exc)) from None
     if named is not None and len(named) < 2:
         raise UsageError(f"symbols: a scan needs at least two symbols, got {', '.join(named)}")
     given_end = _end(args.end)

@@ -57,7 +57,7 @@ from typing import Any
 from config import SYMBOL_RE, FeedSettings, normalize_symbol
 from ingestion.binance.parse import MalformedMessage, NonMarketTrade, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
-from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt
+from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt, spot_style_legs
 from records import EventKind, FeedEvent, FeedState, Trade
 from records.clock import SYSTEM_CLOCK, Clock
 from storage import SQLITE_MAGIC, StorageError, open_tick_file, read_head
@@ -490,4 +490,5 @@ SPEC = SourceSpec(
     capabilities=Capabilities(live=False, exchange_ids=False, resubscribe=True, backfill=False),
     create=_create,
     database=_database,
+    legs=spot_style_legs("replay"),
 )

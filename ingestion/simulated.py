@@ -50,7 +50,7 @@ from analytics.bars import bars_frame_from_columns
 from config import SECONDS_PER_YEAR, normalize_symbol
 from domain import TIMEFRAMES
 from ingestion.paced import run_paced
-from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink
+from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, spot_style_legs
 from records import BarArrays, EventKind, FeedEvent, FeedState, Trade
 from records.clock import SYSTEM_CLOCK, Clock
 
@@ -498,4 +498,5 @@ SPEC = SourceSpec(
     database=lambda _feed: "simulated",
     # The past of the running market itself (a stand-in source in tests has none).
     history=lambda _feed, source, _rest: source if isinstance(source, SimulatedSource) else None,
+    legs=spot_style_legs("simulated"),
 )

@@ -12,11 +12,13 @@ branches on a source's name: the engine, the service and the UI ask the spec's
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from domain import Leg, Market
 from records import FeedEvent, FeedState, MarkPrice, Trade
 
 if TYPE_CHECKING:
@@ -120,6 +122,27 @@ class Capabilities:
     funding: bool = False
 
 
+def spot_style_legs(label: str) -> Callable[[Collection[str]], tuple[str, ...]]:
+    """:attr:`SourceSpec.legs` of a source whose symbols are its own (a simulated market, a recording):
+    names kept as given, a perpetual's (``ETHUSDT.P``) refused, ValueError naming it and ``label``."""
+
+    @functools.lru_cache(maxsize=256)  # every page run asks for the same few lists
+    def checked(names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if Leg.parse(name).market is Market.USDM:
+                raise ValueError(f"symbols: {name} is a USDⓈ-M perpetual leg, but the {label} source has no "
+                                 "perpetuals: watch it with the binance-futures source")
+        return tuple(dict.fromkeys(names))
+
+    def legs(names: Collection[str]) -> tuple[str, ...]:
+        return checked(tuple(names))
+
+    return legs
+
+
+_OWN_SYMBOLS = spot_style_legs("this")
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
     """One entry of the source registry.
@@ -140,6 +163,10 @@ class SourceSpec:
         universe: gives the cache of the symbols the venue lists (status, quote asset, 24 h quote
             volume) for the settings' endpoints; None for a source with its own fixed symbols
             (simulated, replayed), whose symbols are typed.
+        market: the market of an exchange source's symbols (:class:`domain.Market`); None for a
+            source whose symbols are its own (simulated, replay).
+        legs: the leg names (:class:`domain.Leg`) this source watches for the names a user gave,
+            e.g. ``BTCUSDT`` → ``BTCUSDT.P`` on USDⓈ-M; ValueError naming a leg of another market.
     """
 
     name: str
@@ -150,3 +177,5 @@ class SourceSpec:
     rest: Callable[[FeedSettings], TradeHistory] | None = None
     history: Callable[[FeedSettings, Source, TradeHistory | None], KlineHistory | None] | None = None
     universe: Callable[[FeedSettings], UniverseCache] | None = None
+    market: Market | None = None
+    legs: Callable[[Collection[str]], tuple[str, ...]] = _OWN_SYMBOLS

@@ -11,7 +11,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from config import normalize_symbol
+from config import normalize_leg
 from domain import Timeframe, check_window
 
 METRICS = ("zscore", "spread", "corr", "beta", "price")
@@ -205,7 +205,7 @@ def _symbol(name: str, raw: object) -> str:
     if not isinstance(raw, str):
         raise ValueError(f"{name}: {raw!r} must be a symbol string such as 'BTCUSDT'")
     try:
-        return normalize_symbol(raw)
+        return normalize_leg(raw)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
 

@@ -12,7 +12,7 @@ types and names its database in ``location`` (never with a password).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
@@ -104,6 +104,9 @@ class TickStore(Closeable, Protocol):
 
     def symbols(self) -> list[str]: ...
 
+    def rename_symbols(self, rename: Callable[[str], str]) -> int:
+        """Rename every stored symbol (ticks, bars, feed events) to ``rename(symbol)``; symbols renamed."""
+
     def last_trade_ids(self) -> dict[str, int]:
         """Highest stored trade id per symbol: where a restarted feed continues."""
 
@@ -155,6 +158,9 @@ class AlertStore(Closeable, Protocol):
         """The stored rule equal to ``rule`` (ignoring id and enabled), adding it if there is none."""
 
     def rules(self, enabled_only: bool = False) -> builtins.list[AlertRule]: ...
+
+    def rename_symbols(self, rename: Callable[[str], str]) -> int:
+        """Rename every rule's legs and the history's pairs to ``rename(leg)``; rows changed."""
 
     def set_enabled(self, rule_id: int, enabled: bool) -> bool: ...
 

@@ -13,7 +13,7 @@ Times are UTC epoch ms throughout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, overload
 
@@ -195,6 +195,61 @@ def rule_from_row(row: Row) -> AlertRule:
     return AlertRule(metric=metric, operator=operator, threshold=threshold, pair=None if y is None else (y, x),
                      symbol=symbol, timeframe_ms=timeframe_ms, window=window, hysteresis=hysteresis,
                      cooldown_s=cooldown_s, enabled=bool(enabled), id=rule_id)
+
+
+# ------------------------------------------------------------------------------------------------
+# Renaming symbols: a database written before leg names (storage.rename_legs)
+# ------------------------------------------------------------------------------------------------
+
+NAMED_SYMBOLS = ("SELECT symbol FROM ticks UNION SELECT symbol FROM bars "
+                 "UNION SELECT symbol FROM feed_events WHERE symbol IS NOT NULL")
+RENAME_SYMBOL = tuple(f"UPDATE {table} SET symbol = ? WHERE symbol = ?" for table in ("ticks", "bars", "feed_events"))
+RENAME_RULE = "UPDATE alert_rules SET y = ?, x = ?, symbol = ?, text = ? WHERE id = ?"
+ALERT_PAIRS = "SELECT DISTINCT pair FROM alerts"
+RENAME_ALERT_PAIR = "UPDATE alerts SET pair = ? WHERE pair = ?"
+ALERT_RULE_TEXTS = "SELECT DISTINCT rule FROM alerts"
+RENAME_ALERT_RULE_TEXT = "UPDATE alerts SET rule = ? WHERE rule = ?"
+# Runs one qmark statement of this module with its parameters on a backend's connection; returns the cursor.
+Execute = Callable[[str, Sequence[Any]], Any]
+
+
+def rename_tick_symbols(execute: Execute, rename: Callable[[str], str]) -> int:
+    """Rename every symbol of a tick database's ticks, bars and feed events to ``rename(symbol)``
+    (inside the caller's transaction); the number of symbols renamed.
+
+    ``execute(statement, params)`` runs one qmark statement of this module on the backend's connection
+    and returns its cursor.
+    """
+    names = [row[0] for row in execute(NAMED_SYMBOLS, ()).fetchall()]
+    renamed = {name: rename(name) for name in names if rename(name) != name}
+    for old, new in renamed.items():
+        for statement in RENAME_SYMBOL:
+            execute(statement, (new, old))
+    return len(renamed)
+
+
+def rename_alert_symbols(execute: Execute, rename: Callable[[str], str]) -> int:
+    """Rename the legs of every stored alert rule (its pair or symbol, and its text) and of the alert
+    history's ``pair`` column and price rules' text (``BTCUSDT price > 1``) to ``rename(leg)`` (inside
+    the caller's transaction); rows changed. Alert messages stay as they were sent."""
+    changed = 0
+    for rule in (rule_from_row(row) for row in execute(select_rules(False), ()).fetchall()):
+        moved = replace(rule, pair=None if rule.pair is None else (rename(rule.pair[0]), rename(rule.pair[1])),
+                        symbol=None if rule.symbol is None else rename(rule.symbol))
+        if moved != rule:
+            y, x = moved.pair if moved.pair is not None else (None, None)
+            changed += execute(RENAME_RULE, (y, x, moved.symbol, moved.describe(), rule.id)).rowcount
+    for (pair,) in execute(ALERT_PAIRS, ()).fetchall():
+        moved_pair = "/".join(rename(leg) for leg in pair.split("/"))
+        if moved_pair != pair:
+            changed += execute(RENAME_ALERT_PAIR, (moved_pair, pair)).rowcount
+    for (text,) in execute(ALERT_RULE_TEXTS, ()).fetchall():
+        first, sep, rest = text.partition(" ")
+        if rest.startswith("price ") and rename(first) != first:
+            changed += execute(RENAME_ALERT_RULE_TEXT, (rename(first) + sep + rest, text)).rowcount
+    if changed:
+        execute(BUMP_RULES_VERSION, ())
+    return changed
 
 
 def select_rules(enabled_only: bool) -> str:

@@ -114,16 +114,16 @@ def test_non_market_ids_make_no_false_gap_and_stay_out_of_bars_and_storage(recor
             eventually(lambda: service.writer.committed_trades == MARKET_TRADES + 1, timeout=30)
             status = service.status()
             assert status.gaps == 0 and status.missing_trades == 0 and status.parse_errors == 0
-            assert service.engine.last_trade("BTCUSDT").price == last.price  # not the ADL/insurance prints
+            assert service.engine.last_trade("BTCUSDT.P").price == last.price  # not the ADL/insurance prints
         finally:
             service.stop()
     assert service.site.ticks_path == tmp_path / "futures.sqlite3"  # its own database, never spot's
     assert events(service, EventKind.GAP) == []
     rows = stored(service)
-    assert rows["ETHUSDT"] == market_ids(recorded, "ETHUSDT")
-    assert rows["BTCUSDT"] == [*market_ids(recorded, "BTCUSDT"), last.trade_id + 3]
+    assert rows["ETHUSDT.P"] == market_ids(recorded, "ETHUSDT")  # stored under the perpetuals' leg names
+    assert rows["BTCUSDT.P"] == [*market_ids(recorded, "BTCUSDT"), last.trade_id + 3]
     with SqliteTickStore(service.site.ticks_path) as store:
-        assert float(store.ticks("BTCUSDT").price.min()) > 80_000  # no 0, no insurance-fund print
+        assert float(store.ticks("BTCUSDT.P").price.min()) > 80_000  # no 0, no insurance-fund print
     assert len(recorded) == MARKET_TRADES + NA_ROWS
 
 
@@ -155,7 +155,7 @@ def test_mark_prices_ride_along_the_trades_without_touching_gaps_or_storage(reco
     with FakeBinance(ping_interval=None, futures=True) as fake:
         service = start(futures_settings(fake, data_dir=tmp_path), fake)
         try:
-            assert service.funding and service.mark_price("BTCUSDT") is None  # none yet: shown as "—"
+            assert service.funding and service.mark_price("BTCUSDT.P") is None  # none yet: shown as "—"
             started_ms = time.time_ns() // 1_000_000
             for chunk in range(0, len(trades), 500):
                 fake.send_recorded(trades[chunk:chunk + 500])
@@ -171,15 +171,15 @@ def test_mark_prices_ride_along_the_trades_without_touching_gaps_or_storage(reco
             assert status.gaps == 0 and status.duplicates == 0 and status.missing_trades == 0
             assert status.parse_errors == 1 and status.unknown_messages == 0
             assert "invalid mark price 'p'" in (service.engine.source.stats.last_error or "")
-            btc_mark, eth_mark = service.mark_price("BTCUSDT"), service.mark_price("ETHUSDT")
-            assert btc_mark == MarkPrice("BTCUSDT", 1765788195000 + 2500, btc_mark.recv_ms, 92_300.0, 89_801.0,
+            btc_mark, eth_mark = service.mark_price("BTCUSDT.P"), service.mark_price("ETHUSDT.P")
+            assert btc_mark == MarkPrice("BTCUSDT.P", 1765788195000 + 2500, btc_mark.recv_ms, 92_300.0, 89_801.0,
                                          0.0001, NEXT_FUNDING_MS)
-            assert eth_mark == MarkPrice("ETHUSDT", 1765788196000, eth_mark.recv_ms, 3_100.25, 3_100.5, -0.0003,
+            assert eth_mark == MarkPrice("ETHUSDT.P", 1765788196000, eth_mark.recv_ms, 3_100.25, 3_100.5, -0.0003,
                                          NEXT_FUNDING_MS)
             assert 0 < btc_mark.recv_ms - started_ms < 60_000  # stamped on arrival, on this machine's clock
         finally:
             service.stop()
-    assert stored(service) == {s: market_ids(trades, s) for s in ("BTCUSDT", "ETHUSDT")}
+    assert stored(service) == {s + ".P": market_ids(trades, s) for s in ("BTCUSDT", "ETHUSDT")}
 
 
 def test_a_spot_feed_has_no_funding():
@@ -261,7 +261,7 @@ def backfill_run(recorded: list[RecordedTrade], sent: list[RecordedTrade], on_re
             eventually(lambda: events(service, EventKind.BACKFILL) != [], timeout=30)
         finally:
             service.stop()
-    return events(service, EventKind.GAP), events(service, EventKind.BACKFILL), stored(service)["BTCUSDT"], rest
+    return events(service, EventKind.GAP), events(service, EventKind.BACKFILL), stored(service)["BTCUSDT.P"], rest
 
 
 def test_a_gap_among_the_latest_trades_is_recovered(recorded, tmp_path):
@@ -306,7 +306,10 @@ def test_the_recorder_records_futures_into_their_own_database(recorded, tmp_path
             proc.kill()
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "USDⓈ-M" in out
-    assert fake.paths == [FUTURES_PATH]
+    assert "recording BTCUSDT.P,ETHUSDT.P into" in out  # plain --symbols are the venue's perpetuals
+    with SqliteTickStore(tmp_path / "futures.sqlite3") as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"]
+    assert fake.paths == [FUTURES_PATH]  # the wire carries Binance's own symbols
     assert not (tmp_path / "live.sqlite3").exists()  # spot's database untouched
 
 
@@ -362,7 +365,8 @@ def test_spot_and_futures_ticks_never_mix(backend, recorded, tmp_path, request):
         spot_btc = [t for t in spot_trades if t.symbol == "BTCUSDT"]
         assert list(spot_store.ticks("BTCUSDT").price) == pytest.approx([t.price for t in spot_btc])
         assert list(spot_store.ticks("BTCUSDT").trade_id) == [t.trade_id for t in spot_btc]
-        assert list(futures_store.ticks("BTCUSDT").trade_id) == market_ids(futures_trades, "BTCUSDT")
+        assert list(futures_store.ticks("BTCUSDT.P").trade_id) == market_ids(futures_trades, "BTCUSDT")
+        assert futures_store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"] and spot_store.symbols() == ["BTCUSDT", "ETHUSDT"]
 
 
 # ---------------------------------------------------------------------------------------- the page
@@ -370,7 +374,8 @@ def test_spot_and_futures_ticks_never_mix(backend, recorded, tmp_path, request):
 @pytest.mark.usefixtures("app_env")
 def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatch, recorded):
     """A user starts on the simulated market, picks "Binance USDⓈ-M futures" and gets the spot page's
-    metrics for BTCUSDT/ETHUSDT perpetuals, fed by the futures fake (NA rows included)."""
+    metrics for the BTCUSDT.P/ETHUSDT.P perpetuals (the symbols box turns BTCUSDT into BTCUSDT.P), fed
+    by the futures fake (NA rows included)."""
     with FakeBinance(ping_interval=None, futures=True) as fake:
         monkeypatch.setenv("QUANT_SOURCE", "simulated")
         monkeypatch.setenv("QUANT_WS_URL", fake.url)
@@ -391,33 +396,35 @@ def test_the_sidebar_offers_futures_and_the_page_shows_two_perpetuals(monkeypatc
             return all(m.value != "—" for m in at.metric if m.label.endswith(" last"))
 
         eventually(priced, timeout=30, interval=0.3, message="no futures prices reached the page")
-        assert {"BTCUSDT last", "ETHUSDT last", "Hedge ratio β", "Spread", "Z-score"} <= {m.label for m in at.metric}
+        assert at.text_input(key="symbols").value == "BTCUSDT.P,ETHUSDT.P"
+        labels = {m.label for m in at.metric}
+        assert {"BTCUSDT.P last", "ETHUSDT.P last", "Hedge ratio β", "Spread", "Z-score"} <= labels
         assert not at.exception and not any("SIMULATED" in info.value for info in at.info)
         assert any("LIVE Binance USDⓈ-M futures" in unescaped(c.value) for c in at.caption)
         assert fake.paths == [FUTURES_PATH]
 
         # Funding per perpetual leg: a dash before the first mark price, then the live values.
         def funding_caption() -> str:
-            return next((unescaped(c.value) for c in at.caption if "perp: funding" in unescaped(c.value)), "")
+            return next((unescaped(c.value) for c in at.caption if ".P funding" in unescaped(c.value)), "")
 
-        assert "BTCUSDT perp: funding —" in funding_caption() and "ETHUSDT perp: funding —" in funding_caption()
+        assert "BTCUSDT.P funding —" in funding_caption() and "ETHUSDT.P funding —" in funding_caption()
         next_funding = time.time_ns() // 1_000_000 + 3 * 3600_000 + 30 * 60_000  # shown as "3 h 29 min" or so
 
         def funded() -> bool:
             fake.send_mark_price("BTCUSDT", 89_806.8, 89_811.54, 0.0001, next_funding)  # every second, as Binance
             at.run()
-            return "BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 3 h " in funding_caption()
+            return "BTCUSDT.P funding +0.0100 % (longs pay shorts) · next in 3 h " in funding_caption()
 
         eventually(funded, timeout=30, interval=0.3, message=lambda: f"no funding shown: {funding_caption()!r}")
         assert "mark 89,806.80 · index 89,811.54" in funding_caption()
-        assert "ETHUSDT perp: funding —" in funding_caption()  # none received for ETHUSDT: no made-up value
+        assert "ETHUSDT.P funding —" in funding_caption()  # none received for ETHUSDT: no made-up value
         at.session_state["view_tab"] = "Stats & tests"
         at.run()
         assert not at.exception
         table = next(d.value for d in at.dataframe if "funding % / interval" in d.value.columns)
-        assert table.loc["BTCUSDT perp", "funding % / interval"] == "+0.0100"
-        assert table.loc["BTCUSDT perp", "who pays"] == "longs pay shorts"
-        assert table.loc["ETHUSDT perp", "mark"] == "—"
+        assert table.loc["BTCUSDT.P", "funding % / interval"] == "+0.0100"
+        assert table.loc["BTCUSDT.P", "who pays"] == "longs pay shorts"
+        assert table.loc["ETHUSDT.P", "mark"] == "—"
 
 
 def test_one_futures_connection_takes_100_symbols_and_spot_still_1024():

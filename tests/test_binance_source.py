@@ -69,6 +69,11 @@ def streams_of(fake: FakeBinance, *symbols: str) -> list[str]:
     return stream_names(symbols, USDM if fake.futures else SPOT)
 
 
+def leg(fake: FakeBinance, symbol: str) -> str:
+    """What the feed of ``fake``'s venue calls the exchange's ``symbol``: ``BTCUSDT`` spot, ``BTCUSDT.P`` perpetual."""
+    return symbol + ".P" if fake.futures else symbol
+
+
 def stored(engine: Service) -> dict[str, list[int]]:
     with SqliteTickStore(engine.site.ticks_path) as store:
         return {s: list(store.ticks(s).trade_id) for s in store.symbols()}
@@ -85,10 +90,10 @@ def test_subscribes_to_one_combined_stream_and_stores_real_trades(fake, recorded
     fake.send_recorded(recorded)
     eventually(lambda: engine.writer.committed_trades == len(recorded), timeout=15)
     rows = stored(engine)
-    assert len(rows["ETHUSDT"]) == 14_978 and len(rows["BTCUSDT"]) == 4_204
+    assert len(rows[leg(fake, "ETHUSDT")]) == 14_978 and len(rows[leg(fake, "BTCUSDT")]) == 4_204
     last_btc = [t for t in recorded if t.symbol == "BTCUSDT"][-1]
-    assert engine.engine.last_trade("BTCUSDT").price == last_btc.price
-    assert engine.engine.last_trade("BTCUSDT").ts_ms == last_btc.ts_ms
+    assert engine.engine.last_trade(leg(fake, "BTCUSDT")).price == last_btc.price
+    assert engine.engine.last_trade(leg(fake, "BTCUSDT")).ts_ms == last_btc.ts_ms
     status = engine.status()
     assert status.state is FeedState.CONNECTED and status.gaps == 0 and status.duplicates == 0
     assert engine.stop()
@@ -261,23 +266,24 @@ def test_watching_more_symbols_subscribes_on_the_open_connection_and_loses_nothi
     fake.send_trades([("BTCUSDT", i, 90_000.0, 0.01) for i in range(51, 101)] +
                      [("SOLUSDT", i, 130.0, 1.0) for i in range(8, 18)])
     eventually(lambda: engine.writer.committed_trades == 110)
-    assert engine.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert engine.symbols == tuple(leg(fake, s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
     assert fake.connections_accepted == 1 and engine.status().gaps == 0 and engine.status().reconnects == 0
     sol = streams_of(fake, "SOLUSDT")
     assert f'"method": "SUBSCRIBE", "params": {json.dumps(sol)}' in str(fake.client_messages)
     assert any(f"subscribe {'/'.join(sol)}" in detail for detail in events(engine, EventKind.SUBSCRIBED))
     if fake.futures:
         fake.send_mark_price("SOLUSDT", 130.5, 130.4, 0.0001, 1765814400000)
-        eventually(lambda: engine.mark_price("SOLUSDT") is not None, message="SOLUSDT's mark price never arrived")
+        eventually(lambda: engine.mark_price("SOLUSDT.P") is not None, message="SOLUSDT.P's mark price never arrived")
     # A reconnect asks for every watched stream in its URL.
     fake.close_all()
     eventually(lambda: fake.connections_accepted == 2, timeout=10)
     assert fake.paths[-1] == f"{fake.combined_path}?streams=" + "/".join(every)
     if fake.futures:  # the new connection carries the mark prices too (sent until one arrives: latest wins)
         eventually(lambda: fake.send_mark_price("ETHUSDT", 3_000.5, 3_000.1, -0.0002, 1765814400000) >= 0
-                   and engine.mark_price("ETHUSDT") is not None, message="no mark price after the reconnect")
+                   and engine.mark_price("ETHUSDT.P") is not None, message="no mark price after the reconnect")
     assert engine.stop()
-    assert stored(engine)["BTCUSDT"] == list(range(1, 101)) and stored(engine)["SOLUSDT"] == list(range(8, 18))
+    assert stored(engine)[leg(fake, "BTCUSDT")] == list(range(1, 101))
+    assert stored(engine)[leg(fake, "SOLUSDT")] == list(range(8, 18))
 
 
 def test_stop_closes_the_connection(fake, tmp_path):

@@ -298,6 +298,9 @@ class _Service:
         return FeedStatus("simulated", FeedState.CONNECTED, ("ETHUSDT", "BTCUSDT"), None, 0, 10.0, 10.0, 0.1, 0.1,
                           5, 0, 0, 0, 0, 0, None, "SIMULATED market")
 
+    def statuses(self) -> list[FeedStatus]:
+        return [self.status()]
+
 
 def _query(y: str = "ETHUSDT", x: str = "BTCUSDT", window: int = 60) -> ViewQuery:
     return ViewQuery(("ETHUSDT", "BTCUSDT"), 1_000, 3_600_000, PairParams(y, x, window=window))
@@ -481,61 +484,70 @@ def _mark(symbol: str, rate: float, *, recv_ms: int = NOW_MS - 400) -> MarkPrice
 
 def test_a_spot_or_simulated_feed_shows_no_funding():
     service = _Service()
-    service.marks["ETHUSDT"] = _mark("ETHUSDT", 0.0001)  # even if one were there: spot has no funding
-    assert live.funding(service, ("ETHUSDT", "BTCUSDT"), NOW_MS) == []
-    assert live.funding_line(service, "ETHUSDT", "BTCUSDT", NOW_MS) == ""
+    service.marks["ETHUSDT.P"] = _mark("ETHUSDT.P", 0.0001)  # even if one were there: spot has no funding
+    assert live.funding(service, ("ETHUSDT.P", "BTCUSDT.P"), NOW_MS) == []
+    assert live.funding_line(service, "ETHUSDT.P", "BTCUSDT.P", NOW_MS) == ""
 
 
 def test_each_perpetual_leg_shows_its_funding_or_a_dash_before_its_first_update():
     service = _Service(funding=True)
-    assert live.funding_line(service, "ETHUSDT", "BTCUSDT", NOW_MS) == \
-        "ETHUSDT perp: funding — | BTCUSDT perp: funding —"
-    service.marks["BTCUSDT"] = _mark("BTCUSDT", 0.0001)
-    assert live.funding_line(service, "ETHUSDT", "BTCUSDT", NOW_MS) == (
-        "ETHUSDT perp: funding — | BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 7 h 16 min · "
+    assert live.funding_line(service, "ETHUSDT.P", "BTCUSDT.P", NOW_MS) == \
+        "ETHUSDT.P funding — | BTCUSDT.P funding —"
+    service.marks["BTCUSDT.P"] = _mark("BTCUSDT.P", 0.0001)
+    assert live.funding_line(service, "ETHUSDT.P", "BTCUSDT.P", NOW_MS) == (
+        "ETHUSDT.P funding — | BTCUSDT.P funding +0.0100 % (longs pay shorts) · next in 7 h 16 min · "
         "mark 89,806.80 · index 89,811.54")
-    service.marks["ETHUSDT"] = _mark("ETHUSDT", -0.00025)
-    eth = live.funding(service, ("ETHUSDT",), NOW_MS)[0]
+    service.marks["ETHUSDT.P"] = _mark("ETHUSDT.P", -0.00025)
+    eth = live.funding(service, ("ETHUSDT.P",), NOW_MS)[0]
     assert eth.rate_pct == pytest.approx(-0.025) and eth.payer == "shorts pay longs" and eth.in_s == 26_205.0
-    assert live.Funding.of("ETHUSDT", _mark("ETHUSDT", 0.0), NOW_MS).payer == "no payment"
+    assert live.Funding.of("ETHUSDT.P", _mark("ETHUSDT.P", 0.0), NOW_MS).payer == "no payment"
+
+
+def test_a_spot_leg_beside_a_perpetual_shows_no_funding():
+    """A basis pair (spot ETHUSDT against perpetual ETHUSDT.P): only the perpetual leg has funding."""
+    service = _Service(funding=True)
+    service.marks["ETHUSDT.P"] = _mark("ETHUSDT.P", 0.0001)
+    assert [leg.symbol for leg in live.funding(service, ("ETHUSDT", "ETHUSDT.P"), NOW_MS)] == ["ETHUSDT.P"]
+    assert live.funding_line(service, "ETHUSDT", "ETHUSDT.P", NOW_MS).startswith("ETHUSDT.P funding +0.0100 % ")
 
 
 def test_a_stale_mark_price_shows_a_dash_not_its_old_value():
     """The feed went quiet (dropped, silent): an update older than MARK_STALE_MS is not shown."""
     service = _Service(funding=True)
-    service.marks["BTCUSDT"] = _mark("BTCUSDT", 0.0001, recv_ms=NOW_MS - live.MARK_STALE_MS - 1)
-    assert live.funding(service, ("BTCUSDT",), NOW_MS) == [live.Funding("BTCUSDT")]
-    assert live.funding_line(service, "BTCUSDT", "BTCUSDT", NOW_MS) == "BTCUSDT perp: funding —"
+    service.marks["BTCUSDT.P"] = _mark("BTCUSDT.P", 0.0001, recv_ms=NOW_MS - live.MARK_STALE_MS - 1)
+    assert live.funding(service, ("BTCUSDT.P",), NOW_MS) == [live.Funding("BTCUSDT.P")]
+    assert live.funding_line(service, "BTCUSDT.P", "BTCUSDT.P", NOW_MS) == "BTCUSDT.P funding —"
 
 
 def test_a_funding_time_already_passed_counts_down_to_now_not_below():
-    leg = live.Funding.of("BTCUSDT", _mark("BTCUSDT", 0.0001), NEXT_FUNDING_MS + 5_000)
+    leg = live.Funding.of("BTCUSDT.P", _mark("BTCUSDT.P", 0.0001), NEXT_FUNDING_MS + 5_000)
     assert leg.in_s is None  # that update is 7 h old by then: stale
-    fresh = replace(_mark("BTCUSDT", 0.0001), recv_ms=NEXT_FUNDING_MS + 4_000)
-    assert live.Funding.of("BTCUSDT", fresh, NEXT_FUNDING_MS + 5_000).in_s == 0
+    fresh = replace(_mark("BTCUSDT.P", 0.0001), recv_ms=NEXT_FUNDING_MS + 4_000)
+    assert live.Funding.of("BTCUSDT.P", fresh, NEXT_FUNDING_MS + 5_000).in_s == 0
     assert [live.countdown(s) for s in (0, 42.9, 429, 7 * 3600 + 5 * 60)] == ["now", "42 s", "7 min 09 s", "7 h 05 min"]
 
 
 def test_the_stats_table_shows_each_leg_with_dashes_where_nothing_arrived():
     service = _Service(funding=True)
-    service.marks["BTCUSDT"] = _mark("BTCUSDT", 0.0001)
-    rows = live.funding_table(live.funding(service, ("BTCUSDT", "ETHUSDT"), NOW_MS), "Europe/Paris")
+    service.marks["BTCUSDT.P"] = _mark("BTCUSDT.P", 0.0001)
+    rows = live.funding_table(live.funding(service, ("BTCUSDT.P", "ETHUSDT.P"), NOW_MS), "Europe/Paris")
     assert rows == [
-        {"leg": "BTCUSDT perp", "funding % / interval": "+0.0100", "who pays": "longs pay shorts",
+        {"leg": "BTCUSDT.P", "funding % / interval": "+0.0100", "who pays": "longs pay shorts",
          "next funding": "2025-12-15 17:00 CET", "in": "7 h 16 min", "mark": "89,806.80", "index": "89,811.54"},
-        {"leg": "ETHUSDT perp", "funding % / interval": "—", "who pays": "—", "next funding": "—", "in": "—",
+        {"leg": "ETHUSDT.P", "funding % / interval": "—", "who pays": "—", "next funding": "—", "in": "—",
          "mark": "—", "index": "—"}]
 
 
 def test_the_pushed_panel_sends_the_funding_line_of_a_perpetuals_feed_only():
     perp, spot = _Service(CONTEXT, funding=True), _Service(CONTEXT)
-    perp.marks["ETHUSDT"] = _mark("ETHUSDT", 0.0001, recv_ms=now_ms())
+    perp.marks["ETHUSDT.P"] = _mark("ETHUSDT.P", 0.0001, recv_ms=now_ms())
     board = live.LiveBoard()
-    board.register("a" * 32, perp, _query())
+    board.register("a" * 32, perp, ViewQuery(("ETHUSDT.P", "BTCUSDT.P"), 1_000, 3_600_000,
+                                             PairParams("ETHUSDT.P", "BTCUSDT.P", window=60)))
     board.register("b" * 32, spot, _query())
     messages = asyncio.run(_messages(board, "a" * 32, lambda m: any("funding" in x for x in m)))
     line = next(m["funding"] for m in messages if "funding" in m)
-    assert line.startswith("ETHUSDT perp: funding +0.0100 % (longs pay shorts) · next now · ")  # 2025's is past
-    assert line.endswith(" | BTCUSDT perp: funding —")
+    assert line.startswith("ETHUSDT.P funding +0.0100 % (longs pay shorts) · next now · ")  # 2025's is past
+    assert line.endswith(" | BTCUSDT.P funding —")
     messages = asyncio.run(_messages(board, "b" * 32, lambda m: any("feed" in x for x in m)))
     assert not any("funding" in m for m in messages)

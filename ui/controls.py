@@ -11,7 +11,7 @@ from analytics import zscore_bound
 from config import ConfigError, Settings, parse_symbols
 from domain import TIMEFRAMES, WINDOW_RANGE, Regression, Timeframe
 from ingestion.replay import replay_files
-from ingestion.sources import SOURCES
+from ingestion.sources import SOURCES, same_coins
 from pairs.bars import LOOKBACKS_MS
 from pairs.compute import PairParams
 from pairs.shared import ViewQuery
@@ -70,7 +70,8 @@ def source_controls(base: Settings) -> tuple[str, Path | None] | None:
     st.sidebar.header("Data")
     sources = list(SOURCE_LABELS)
     source = st.sidebar.radio("Source", sources, format_func=SOURCE_LABELS.__getitem__, key="source",
-                              index=sources.index(base.feed.source) if base.feed.source in sources else 0)
+                              index=sources.index(base.feed.source) if base.feed.source in sources else 0,
+                              on_change=_same_coins_on_new_source)
     if source != "replay":
         return source, base.feed.replay_file
     folder = base.storage.replay_folder
@@ -87,13 +88,26 @@ def source_controls(base: Settings) -> tuple[str, Path | None] | None:
     return source, choices[picked]
 
 
-def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
-    """Watched symbols (any valid symbol of the source, comma-separated), or fixed ``choices`` for datasets."""
+def _same_coins_on_new_source() -> None:
+    """On a switch of source, the watched symbols become the same coins on its market (``BTCUSDT`` ↔
+    ``BTCUSDT.P``): the futures page opens on perpetuals, the spot page on spot symbols."""
+    source, raw = st.session_state.get("source"), st.session_state.get("symbols")
+    if source in SOURCES and isinstance(raw, str):
+        st.session_state["symbols"] = ",".join(same_coins(source, raw.split(",")))
+
+
+def symbol_controls(default: tuple[str, ...], choices: tuple[str, ...] | None = None, *,
+                    source: str | None = None) -> tuple[str, ...] | None:
+    """Watched legs (comma-separated leg names, :class:`domain.Leg`), or fixed ``choices`` for datasets.
+    ``default`` is shown as ``source``'s own legs (``BTCUSDT.P`` on binance-futures)."""
     if choices is not None:
         return choices
+    if source in SOURCES:
+        default = same_coins(source, default)
     raw = st.sidebar.text_input("Watched symbols (comma-separated)", value=",".join(default), key="symbols",
-                                help="Any Binance symbol (spot, or a USDⓈ-M perpetual for futures), "
-                                     "e.g. BTCUSDT,ETHUSDT,SOLUSDT")
+                                help="Binance legs: BTCUSDT is spot, BTCUSDT.P the USDⓈ-M perpetual, on "
+                                     "either page; legs of both venues make a pair across them, e.g. "
+                                     "ETHUSDT,ETHUSDT.P (the basis)")
     try:
         symbols = parse_symbols(raw)
     except ConfigError as exc:

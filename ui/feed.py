@@ -52,8 +52,9 @@ def live_token() -> str:
 def acquire_service(base: Settings, settings: Settings) -> Service | None:
     """This session's service for ``settings`` (started or shared), or None after showing why not."""
     try:
-        return appstate.current().registry.acquire(session_id(), settings,
-                                                   pin=settings.feed.source == base.feed.source)
+        # Legs of two venues (ETHUSDT and ETHUSDT.P) read both venues' shared feeds.
+        return appstate.current().registry.acquire_legs(session_id(), settings,
+                                                        pin=settings.feed.source == base.feed.source)
     except (TooManyFeeds, ConfigError, ValueError, OSError, StorageError) as exc:
         st.error(f"Cannot start the {SOURCE_LABELS.get(settings.feed.source, settings.feed.source)} feed: {plain(exc)}")
     except Exception:  # the browser sees a plain message; the server log keeps the traceback
@@ -80,6 +81,10 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
     render_flagged(service, controls.symbols)
+    for other in service.statuses()[1:]:  # the other venue of a page joining two: each shows its own state
+        if feed_is_failing(other):
+            st.error(f"{plain(other.label)} is unreachable: {plain(other.last_error)}; the other venue's legs "
+                     "keep flowing.", icon="🚫")
     render_storage_problem(status)
     render_history_progress(service.history_progress)
     render_banners(service.recent_alerts(BANNER_ALERTS), controls.tz)
@@ -107,4 +112,4 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
     funding = live.funding_line(service, controls.y, controls.x, now_ms())
     if funding:  # perpetuals only
         st.caption(plain(funding), help=live.FUNDING_NOTE)
-    st.caption(live.feed_line(service.status(), escape=plain))
+    st.caption(live.feed_lines(service, escape=plain))

@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from domain import PERP_SUFFIX
 from pairs.compute import LiveContext, live_values
 from pairs.shared import ViewQuery
 from records import FeedStatus, MarkPrice, now_ms
@@ -124,12 +125,12 @@ class Funding:
         return "longs pay shorts" if self.rate_pct > 0 else "shorts pay longs" if self.rate_pct < 0 else "no payment"
 
     def text(self) -> str:
-        """One line, e.g. ``BTCUSDT perp: funding +0.0100 % (longs pay shorts) · next in 2 h 05 min ·
-        mark 89,806.80 · index 89,811.54``; ``BTCUSDT perp: funding —`` before the first update."""
+        """One line, e.g. ``BTCUSDT.P funding +0.0100 % (longs pay shorts) · next in 2 h 05 min ·
+        mark 89,806.80 · index 89,811.54``; ``BTCUSDT.P funding —`` before the first update."""
         if self.rate_pct is None or self.in_s is None:
-            return f"{self.symbol} perp: funding {NONE}"
+            return f"{self.symbol} funding {NONE}"
         due = "next now" if self.in_s <= 0 else f"next in {countdown(self.in_s)}"
-        return (f"{self.symbol} perp: funding {self.rate_pct:+.4f} % ({self.payer}) · {due} · "
+        return (f"{self.symbol} funding {self.rate_pct:+.4f} % ({self.payer}) · {due} · "
                 f"mark {self.mark:,.2f} · index {self.index:,.2f}")
 
 
@@ -146,11 +147,12 @@ def countdown(seconds: float) -> str:
 
 
 def funding(service: Service, symbols: tuple[str, ...], at_ms: int) -> list[Funding]:
-    """Each perpetual leg's funding at ``at_ms`` (UTC epoch ms); empty for a feed of spot, simulated
-    or replayed symbols, which have none."""
+    """Each perpetual leg's (``ETHUSDT.P``) funding at ``at_ms`` (UTC epoch ms); empty for a feed of spot,
+    simulated or replayed symbols, which have none. A spot leg beside a perpetual (a basis pair) has none."""
     if not service.funding:
         return []
-    return [Funding.of(symbol, service.mark_price(symbol), at_ms) for symbol in dict.fromkeys(symbols)]
+    return [Funding.of(symbol, service.mark_price(symbol), at_ms) for symbol in dict.fromkeys(symbols)
+            if symbol.endswith(PERP_SUFFIX)]
 
 
 FUNDING_NOTE = ("Funding rate per funding interval (8 h on most USDⓈ-M perpetuals, shorter on some), from "
@@ -164,7 +166,7 @@ def funding_table(legs: list[Funding], tz: str) -> list[dict[str, str]]:
     the next funding time in the time zone ``tz``."""
     rows = []
     for leg in legs:
-        row = {"leg": f"{leg.symbol} perp", "funding % / interval": NONE, "who pays": leg.payer,
+        row = {"leg": leg.symbol, "funding % / interval": NONE, "who pays": leg.payer,
                "next funding": NONE, "in": NONE, "mark": NONE, "index": NONE}
         if (leg.rate_pct is not None and leg.next_ms is not None and leg.in_s is not None and leg.mark is not None
                 and leg.index is not None):
@@ -179,6 +181,11 @@ def funding_table(legs: list[Funding], tz: str) -> list[dict[str, str]]:
 def funding_line(service: Service, y: str, x: str, at_ms: int) -> str:
     """The line under the panel on a perpetuals feed: each leg's :meth:`Funding.text`; "" otherwise."""
     return " | ".join(leg.text() for leg in funding(service, (y, x), at_ms))
+
+
+def feed_lines(service: Service, escape: Callable[[str], str] = str) -> str:
+    """:func:`feed_line` of each venue the page reads (two for a pair across venues), `` | ``-separated."""
+    return " | ".join(feed_line(status, escape) for status in service.statuses())
 
 
 def feed_line(status: FeedStatus, escape: Callable[[str], str] = str) -> str:
@@ -332,7 +339,7 @@ async def _stream(board: LiveBoard, token: str, request: Request) -> AsyncIterat
                 message["funding"] = last_funding = line
             now = time.monotonic()
             if now - line_at >= FEED_EVERY_S:
-                line, line_at = feed_line(service.status()), now
+                line, line_at = feed_lines(service), now
                 if line != last_line:
                     message["feed"] = last_line = line
             if message:

@@ -88,13 +88,14 @@ def pick_symbols(feed: FeedSettings, source: str) -> tuple[str, ...] | None:
     """The watched symbols of ``source``, picked from its venue's listing in the sidebar (the first
     time: ``feed``'s symbols); None (after saying why) while fewer than two are picked. Typed instead
     for a source without a listing, and when the listing cannot be fetched."""
+    spec = spec_for(source)
     try:
-        universe = venue_universe(spec_for(source), feed)
+        universe = venue_universe(spec, feed)
     except (RestError, OSError) as exc:
         st.sidebar.warning(f"Cannot fetch the symbol list: {plain(exc)}. Type the symbols instead.")
-        return symbol_controls(feed.symbols)
+        return symbol_controls(feed.symbols, source=spec.name)
     if universe is None:
-        return symbol_controls(feed.symbols)
+        return symbol_controls(feed.symbols, source=spec.name)
     if universe.stale is not None:
         age_min = max(0, (now_ms() - universe.fetched_ms) // 60_000)
         st.sidebar.caption(f"Symbol list from {age_min} min ago: refreshing it failed ({plain(universe.stale)}).")

@@ -52,6 +52,8 @@ def spec(venue: Venue, label: str) -> SourceSpec:
         rest=functools.partial(_rest, venue),
         history=_klines,
         universe=functools.partial(_universe, venue),
+        market=venue.market,
+        legs=venue.legs,
     )
 
 

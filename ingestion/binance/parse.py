@@ -68,7 +68,7 @@ Message = Trade | NonMarketTrade | MarkPrice | ServerShutdown | SubscriptionRepl
 MARKET = "MARKET"
 
 
-def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade | NonMarketTrade:
+def parse_trade(payload: dict[str, Any], recv_ms: int, suffix: str = "") -> Trade | NonMarketTrade:
     """Parse a spot or USDⓈ-M futures ``<symbol>@trade`` payload.
 
     Example payloads (prices and quantities are decimal strings), spot::
@@ -83,11 +83,13 @@ def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade | NonMarketTrade
 
     ``ts_ms`` is the trade time ``T`` (not the event time ``E``); ``m`` is "buyer is maker". A
     payload with an ``X`` other than ``MARKET`` is a :class:`NonMarketTrade` (its price and
-    quantity are not checked: ``NA`` rows carry zeros).
+    quantity are not checked: ``NA`` rows carry zeros). ``suffix`` is added to the symbol: the
+    venue's leg name (``.P`` on USDⓈ-M, :class:`domain.Leg`), so that a perpetual's trades are never
+    taken for the spot symbol's.
     """
     kind = payload.get("X", MARKET)
     if kind != MARKET:
-        return _non_market(payload, kind)
+        return _non_market(payload, kind, suffix)
     try:
         symbol = payload["s"]
         trade_id = payload["t"]
@@ -108,10 +110,10 @@ def parse_trade(payload: dict[str, Any], recv_ms: int) -> Trade | NonMarketTrade
         raise MalformedMessage(f"trade payload has an invalid price {price!r} or quantity {qty!r}")
     if type(buyer_is_maker) is not bool:
         raise MalformedMessage(f"trade payload has a non-boolean 'm' {excerpt(buyer_is_maker)}")
-    return Trade(symbol.upper(), trade_id, ts_ms, recv_ms, price, qty, buyer_is_maker)
+    return Trade(symbol.upper() + suffix, trade_id, ts_ms, recv_ms, price, qty, buyer_is_maker)
 
 
-def _non_market(payload: dict[str, Any], kind: object) -> NonMarketTrade:
+def _non_market(payload: dict[str, Any], kind: object, suffix: str) -> NonMarketTrade:
     """The id-consuming, non-market futures trade ``payload`` (its ``X`` is ``kind``)."""
     symbol, trade_id = payload.get("s"), payload.get("t")
     if not isinstance(kind, str) or not kind:
@@ -120,10 +122,10 @@ def _non_market(payload: dict[str, Any], kind: object) -> NonMarketTrade:
         raise MalformedMessage(f"trade payload has an invalid symbol {excerpt(symbol)}")
     if type(trade_id) is not int or not 0 <= trade_id <= MAX_ID:
         raise MalformedMessage(f"trade payload has an invalid id {excerpt(trade_id)}")
-    return NonMarketTrade(symbol.upper(), trade_id, kind)
+    return NonMarketTrade(symbol.upper() + suffix, trade_id, kind)
 
 
-def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
+def parse_mark_price(payload: dict[str, Any], recv_ms: int, suffix: str = "") -> MarkPrice:
     """Parse a USDⓈ-M ``<symbol>@markPrice@1s`` payload (one a second per symbol)::
 
         {"e":"markPriceUpdate","E":1765788195000,"s":"BTCUSDT","p":"89806.80000000",
@@ -131,7 +133,8 @@ def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
 
     ``p`` mark price, ``P`` estimated settle price (not kept), ``i`` index price, ``r`` funding rate
     (a fraction per funding interval, negative when shorts pay longs), ``T`` next funding time and
-    ``E`` event time (UTC epoch ms); ``recv_ms`` is when it arrived here. Anything missing,
+    ``E`` event time (UTC epoch ms); ``recv_ms`` is when it arrived here; ``suffix`` makes the symbol
+    the leg name (``.P``), as in :func:`parse_trade`. Anything missing,
     non-numeric, non-finite, a non-positive price or a rate of 100 % or more raises
     :class:`MalformedMessage`: a garbled value is never shown.
     """
@@ -155,7 +158,7 @@ def parse_mark_price(payload: dict[str, Any], recv_ms: int) -> MarkPrice:
             raise MalformedMessage(f"markPriceUpdate payload has an invalid {_MARK_FIELDS[name]} "
                                    f"{name!r}: {excerpt(text)}")
         values[name] = value
-    return MarkPrice(symbol.upper(), event_ms, recv_ms, values["p"], values["i"], values["r"], next_ms)
+    return MarkPrice(symbol.upper() + suffix, event_ms, recv_ms, values["p"], values["i"], values["r"], next_ms)
 
 
 _MARK_FIELDS = {"p": "mark price", "i": "index price", "r": "funding rate"}
@@ -179,10 +182,10 @@ def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:
     return ServerShutdown(event_ms if type(event_ms) is int else None)
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any], int], Message]] = {
+_PARSERS: dict[str, Callable[[dict[str, Any], int, str], Message]] = {
     "trade": parse_trade,
     "markPriceUpdate": parse_mark_price,
-    "serverShutdown": lambda payload, _recv_ms: parse_server_shutdown(payload),
+    "serverShutdown": lambda payload, _recv_ms, _suffix: parse_server_shutdown(payload),
 }
 
 
@@ -196,8 +199,8 @@ def parse_subscription_reply(payload: dict[str, Any]) -> SubscriptionReply:
     return SubscriptionReply(request_id if isinstance(request_id, (int, str)) else None, str(text)[:200])
 
 
-def parse_payload(payload: Any, recv_ms: int) -> Message:
-    """Dispatch one unwrapped payload (a JSON object) on its ``"e"`` field."""
+def parse_payload(payload: Any, recv_ms: int, suffix: str = "") -> Message:
+    """Dispatch one unwrapped payload (a JSON object) on its ``"e"`` field; ``suffix`` as in :func:`parse_trade`."""
     if not isinstance(payload, dict):
         raise MalformedMessage(f"expected a JSON object, got {type(payload).__name__}")
     event_type = payload.get("e")
@@ -207,11 +210,12 @@ def parse_payload(payload: Any, recv_ms: int) -> Message:
             return parse_subscription_reply(payload)
         label = event_type if isinstance(event_type, str) else ",".join(sorted(payload)[:4]) or "{}"
         return UnknownMessage(label)
-    return parser(payload, recv_ms)
+    return parser(payload, recv_ms, suffix)
 
 
-def parse_frame(frame: str | bytes, recv_ms: int) -> Message:
-    """Parse one text frame, raw (``{"e":...}``) or combined (``{"stream":...,"data":{...}}``).
+def parse_frame(frame: str | bytes, recv_ms: int, suffix: str = "") -> Message:
+    """Parse one text frame, raw (``{"e":...}``) or combined (``{"stream":...,"data":{...}}``);
+    ``suffix`` is added to trade and mark-price symbols (the venue's leg names, :func:`parse_trade`).
 
     Example combined frame::
 
@@ -223,4 +227,4 @@ def parse_frame(frame: str | bytes, recv_ms: int) -> Message:
         raise MalformedMessage(f"invalid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if isinstance(message, dict) and "data" in message and "stream" in message:
         message = message["data"]
-    return parse_payload(message, recv_ms)
+    return parse_payload(message, recv_ms, suffix)

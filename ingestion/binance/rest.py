@@ -434,12 +434,16 @@ class BinanceRest:
         reconnect, not for a long outage or a restart); older ids, and ids that were not market
         prints (insurance-fund, ADL, ``NA``: this endpoint never returns them), stay missing and the
         backfill reports them as unfilled.
+
+        ``symbol`` is a leg name (``ETHUSDT.P`` on USDⓈ-M): the request carries the exchange's symbol,
+        the trades the leg name.
         """
+        wire = self.venue.exchange_symbol(symbol)
         if self.venue.trades_by_id:
-            rows = self.get(self.venue.trades_path, {"symbol": symbol, "fromId": from_id, "limit": limit},
+            rows = self.get(self.venue.trades_path, {"symbol": wire, "fromId": from_id, "limit": limit},
                             weight=self.venue.trades_weight, stop=stop, symbol=symbol)
             return [] if rows is None else parse_historical_trades(rows, symbol, from_id, limit, now_ms())
-        rows = self.get(self.venue.trades_path, {"symbol": symbol, "limit": PAGE_LIMIT},
+        rows = self.get(self.venue.trades_path, {"symbol": wire, "limit": PAGE_LIMIT},
                         weight=self.venue.trades_weight, stop=stop, symbol=symbol)
         if rows is None:
             return []
@@ -452,14 +456,15 @@ class BinanceRest:
         checked before anything is returned, so a malformed row, a bar outside the range asked for
         or out of order, an HTTP error or a symbol Binance does not know raises :class:`RestError`
         and nothing of this range is stored.
-        Empty if ``stop`` is set.
+        Empty if ``stop`` is set. ``symbol`` is a leg name; the request carries the exchange's symbol.
         """
+        wire = self.venue.exchange_symbol(symbol)
         interval = KLINE_INTERVALS[interval_ms]
         page_limit = self.venue.klines_page
         pages: list[BarArrays] = []
         cursor = start_ms - start_ms % interval_ms
         while cursor < end_ms and not stop.is_set():
-            reply = self.get(self.venue.klines_path, {"symbol": symbol, "interval": interval, "startTime": cursor,
+            reply = self.get(self.venue.klines_path, {"symbol": wire, "interval": interval, "startTime": cursor,
                                                       "endTime": end_ms - 1, "limit": page_limit},
                              weight=self.venue.klines_weight(page_limit), stop=stop, symbol=symbol, bulk=True)
             if reply is None:
@@ -562,7 +567,7 @@ class BinanceRest:
                     continue
                 if not 500 <= status < 600:
                     if status == 400 and b"-1121" in body:  # {"code":-1121,"msg":"Invalid symbol."}
-                        raise RestError(f"Binance does not know the symbol {params.get('symbol')}")
+                        raise RestError(f"Binance does not know the symbol {symbol or params.get('symbol')}")
                     raise RestError(f"HTTP {status} for {url}: {excerpt(body, 200)}")
                 self.last_error = f"HTTP {status} from Binance REST"
             # A network error, a missed deadline or a 5xx: the policy's next wait, none after the last attempt.

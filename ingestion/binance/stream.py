@@ -66,9 +66,10 @@ OVERLAP_RETRY_S = 10.0  # after a failed rollover attempt, keep the old connecti
 
 
 def stream_names(symbols: tuple[str, ...], venue: Venue = SPOT) -> list[str]:
-    """Every stream of ``symbols`` on ``venue``, per symbol in the venue's order: ``btcusdt@trade``
-    (spot); ``btcusdt@trade``, ``btcusdt@markPrice@1s`` (USDⓈ-M)."""
-    return [f"{symbol.lower()}@{name}" for symbol in symbols for name in venue.symbol_streams]
+    """Every stream of the legs ``symbols`` on ``venue``, per leg in the venue's order: ``btcusdt@trade``
+    (spot ``BTCUSDT``); ``btcusdt@trade``, ``btcusdt@markPrice@1s`` (USDⓈ-M ``BTCUSDT.P``: the wire
+    carries the exchange's symbol)."""
+    return [f"{venue.exchange_symbol(symbol).lower()}@{name}" for symbol in symbols for name in venue.symbol_streams]
 
 
 def stream_url(ws_url: str, symbols: tuple[str, ...], venue: Venue = SPOT) -> str:
@@ -103,6 +104,11 @@ class _Connection:
 class BinanceSource:
     """Source of live trades of one :class:`Venue` (spot by default) for several symbols on one connection.
 
+    ``symbols`` are leg names (:class:`domain.Leg`): on USDⓈ-M ``BTCUSDT.P`` (a plain ``BTCUSDT`` is
+    taken as that perpetual), and every trade, non-market id and mark price it hands on carries the
+    leg name; only the stream names on the wire carry the exchange's symbol. A perpetual leg on the
+    spot venue is refused (ValueError naming it).
+
     ``clock``: the monotonic time the watchdog, pings, rollover and reconnect backoff run on, and
     their waits (a test's, or the machine's); wall-clock stamps (``recv_ms``, events) stay on
     :func:`records.now_ms`. Other timings are in seconds.
@@ -125,6 +131,7 @@ class BinanceSource:
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        symbols = venue.legs(symbols)  # ValueError for a perpetual on spot; plain symbols are USDⓈ-M's perpetuals
         if len(symbols) > venue.max_symbols:  # Binance would refuse the connection (HTTP 400) for ever
             per_symbol = len(venue.symbol_streams)
             raise ValueError(f"symbols: {len(symbols)} symbols need {len(symbols) * per_symbol} streams "
@@ -151,6 +158,7 @@ class BinanceSource:
         self._sink: TradeSink | None = None
         self._wanted = symbols  # set by set_symbols from any thread, applied by the source thread
         self._request_id = 0
+        self._suffix = venue.leg("")  # what makes an exchange symbol this venue's leg name ("" or ".P")
 
     @classmethod
     def from_settings(cls, feed: FeedSettings, *, venue: Venue = SPOT, clock: Clock = SYSTEM_CLOCK) -> BinanceSource:
@@ -177,7 +185,7 @@ class BinanceSource:
 
         Reconnections use the new set; the open connection changes its subscriptions in place.
         """
-        self._wanted = tuple(symbols)
+        self._wanted = self.venue.legs(symbols)
         self.symbols = self._wanted
         self.url = stream_url(self.ws_url, self._wanted, self.venue)
 
@@ -455,7 +463,7 @@ class BinanceSource:
         stats.messages += 1
         stats.last_message_mono = conn.last_frame
         try:
-            message = parse_frame(data, now_ms())
+            message = parse_frame(data, now_ms(), self._suffix)
         except MalformedMessage as exc:
             stats.parse_errors += 1
             stats.last_error = f"malformed message: {exc}"

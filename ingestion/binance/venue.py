@@ -7,9 +7,11 @@ endpoints, paths, page sizes and request weights of one market. Nothing else bra
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from domain import Market
+from domain import PERP_SUFFIX, Leg, Market
 
 #: USDⓈ-M's mark price, index price and funding stream of a symbol, one update a second.
 MARK_PRICE_STREAM = "markPrice@1s"
@@ -20,6 +22,9 @@ class Venue:
     """One Binance market's public market-data API.
 
     Attributes:
+        market: what its symbols are: spot, or USDⓈ-M perpetuals, whose leg names (what the stream's
+            trades, storage and every reader carry) are the exchange's symbol plus ``.P``
+            (:class:`domain.Leg`); the exchange's own symbol is used only on the wire.
         source: the registry name and ``--source`` value (``"binance"``, ``"binance-futures"``).
         label: how the status line and the UI name the live feed.
         database: the source's own database (SQLite file ``<name>.sqlite3`` or PostgreSQL schema),
@@ -45,11 +50,11 @@ class Venue:
             connection carries at most ``max_streams // 2`` = 100 symbols.
         funding_path: the funding-rate history endpoint (USDⓈ-M ``/fapi/v1/fundingRate``), None
             where the market has no funding (spot).
-        market: the :class:`~domain.Market` its symbols trade on (a leg's name says it: ``ETHUSDT.P``).
         exchange_info: ``(path, weight)`` of the venue's symbol list (``exchangeInfo``, every symbol).
         ticker_24h: ``(path, weight)`` of the 24 h tickers of every symbol (no ``symbol`` parameter).
     """
 
+    market: Market
     source: str
     label: str
     database: str
@@ -66,7 +71,6 @@ class Venue:
     max_streams: int
     symbol_streams: tuple[str, ...] = ("trade",)
     funding_path: str | None = None
-    market: Market = Market.SPOT
     exchange_info: tuple[str, int] = ("/api/v3/exchangeInfo", 20)
     ticker_24h: tuple[str, int] = ("/api/v3/ticker/24hr", 80)  # 80 for all symbols, whatever the type
 
@@ -80,6 +84,24 @@ class Venue:
         """Most symbols one connection carries (each takes ``len(symbol_streams)`` streams)."""
         return self.max_streams // len(self.symbol_streams)
 
+    def leg(self, symbol: str) -> str:
+        """The leg name of the exchange's ``symbol`` on this venue: ``ETHUSDT`` on spot, ``ETHUSDT.P`` on USDⓈ-M."""
+        return Leg(self.market, symbol).name
+
+    def exchange_symbol(self, leg: str) -> str:
+        """The exchange's own symbol of one of this venue's legs (``ETHUSDT.P`` → ``ETHUSDT`` on USDⓈ-M):
+        what stream names and REST ``symbol=`` parameters carry."""
+        return leg.removesuffix(PERP_SUFFIX) if self.market is Market.USDM else leg
+
+    def legs(self, names: Iterable[str]) -> tuple[str, ...]:
+        """``names`` as this venue's leg names, order kept, duplicates dropped.
+
+        A plain symbol on USDⓈ-M is that venue's perpetual (``BTCUSDT`` → ``BTCUSDT.P``: what the
+        recorder's ``--symbols`` of ``binance-futures`` always meant). A perpetual on spot is refused,
+        ValueError naming the leg and the venue, never watched as something it is not.
+        """
+        return _venue_legs(self, tuple(names))
+
     def klines_weight(self, limit: int) -> int:
         """The request weight of a klines call asking for ``limit`` rows."""
         for below, weight in self.klines_weights[:-1]:
@@ -88,7 +110,22 @@ class Venue:
         return self.klines_weights[-1][1]
 
 
+@functools.lru_cache(maxsize=1024)
+def _venue_legs(venue: Venue, names: tuple[str, ...]) -> tuple[str, ...]:
+    """:meth:`Venue.legs`, cached: every page run asks it for the same few lists (a miss parses each name)."""
+    found: dict[str, None] = {}
+    for name in names:
+        leg = Leg.parse(name)
+        if leg.market is not venue.market and not (venue.market is Market.USDM and leg.market is Market.SPOT):
+            raise ValueError(f"symbols: {leg.name} is a USDⓈ-M perpetual, but {venue.label.removeprefix('LIVE ')} "
+                             f"({venue.source}) has spot symbols only: watch it with --source binance-futures "
+                             f"(or {leg.symbol} for the spot symbol)")
+        found[Leg(venue.market, leg.symbol).name] = None
+    return tuple(found)
+
+
 SPOT = Venue(
+    market=Market.SPOT,
     source="binance",
     label="LIVE Binance spot",
     database="live",
@@ -111,6 +148,7 @@ SPOT = Venue(
 #: :meth:`ingestion.binance.rest.BinanceRest.historical_trades`. The server pings every 3 minutes
 #: and drops a connection that has not answered for 10; connections last at most 24 h, as on spot.
 USDM = Venue(
+    market=Market.USDM,
     source="binance-futures",
     label="LIVE Binance USDⓈ-M futures",
     database="futures",
@@ -127,7 +165,6 @@ USDM = Venue(
     max_streams=200,
     symbol_streams=("trade", MARK_PRICE_STREAM),  # same /market route: one connection carries both
     funding_path="/fapi/v1/fundingRate",
-    market=Market.USDM,
     exchange_info=("/fapi/v1/exchangeInfo", 1),
     ticker_24h=("/fapi/v1/ticker/24hr", 40),  # 40 for all symbols
 )

@@ -133,6 +133,13 @@ class PostgresAlertStore(PostgresDatabase):
         with self.session() as conn:
             return [rows.rule_from_row(row) for row in conn.execute(rows.select_rules(enabled_only)).fetchall()]
 
+    def rename_symbols(self, rename: Callable[[str], str]) -> int:
+        """Every rule's legs and the history's pairs renamed to ``rename(leg)``, in one transaction;
+        rows changed (a database written before leg names)."""
+        with self.session() as conn, conn.transaction():
+            return rows.rename_alert_symbols(lambda statement, params: conn.execute(pyformat(statement), params),
+                                             rename)
+
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Enable or disable a rule; False if no rule has that id."""
         with self.session() as conn, conn.transaction():

@@ -8,7 +8,7 @@ Retention runs in the one process holding the schema's retention lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from psycopg import sql
 
@@ -289,6 +289,13 @@ class PostgresTickStore(PostgresDatabase):
     def symbols(self) -> list[str]:
         with self.session() as conn:
             return [row[0] for row in conn.execute(_SYMBOLS)]
+
+    def rename_symbols(self, rename: Callable[[str], str]) -> int:
+        """Every stored symbol of ticks, bars and feed events renamed to ``rename(symbol)``, in one
+        transaction; the number of symbols renamed (a database written before leg names)."""
+        with self.session() as conn, conn.transaction():
+            return rows.rename_tick_symbols(lambda statement, params: conn.execute(pyformat(statement), params),
+                                            rename)
 
     def last_trade_ids(self) -> dict[str, int]:
         """Highest stored trade id per symbol (one primary-key probe per symbol, not a table scan)."""

@@ -125,6 +125,12 @@ class SqliteAlertStore(SqliteDatabase):
         with errors_named(self.path):
             return [rows.rule_from_row(row) for row in self._conn.execute(rows.select_rules(enabled_only))]
 
+    def rename_symbols(self, rename: Callable[[str], str]) -> int:
+        """Every rule's legs and the history's pairs renamed to ``rename(leg)``, in one transaction;
+        rows changed (a database written before leg names)."""
+        with errors_named(self.path), transaction(self._conn):
+            return rows.rename_alert_symbols(self._conn.execute, rename)
+
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Enable or disable a rule; False if no rule has that id."""
         with errors_named(self.path), transaction(self._conn):

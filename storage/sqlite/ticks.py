@@ -6,7 +6,7 @@ Connections, errors and migrations: :mod:`storage.sqlite.db`; rows become record
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from records import BarArrays, EventKind, FeedEvent, FundingRate, TickArrays, Trade
@@ -195,6 +195,12 @@ class SqliteTickStore(SqliteDatabase):
     def symbols(self) -> list[str]:
         with errors_named(self.path):
             return [r[0] for r in self._conn.execute("SELECT DISTINCT symbol FROM ticks ORDER BY symbol")]
+
+    def rename_symbols(self, rename: Callable[[str], str]) -> int:
+        """Every stored symbol of ticks, bars and feed events renamed to ``rename(symbol)``, in one
+        transaction; the number of symbols renamed (a database written before leg names)."""
+        with errors_named(self.path), transaction(self._conn):
+            return rows.rename_tick_symbols(self._conn.execute, rename)
 
     def last_trade_ids(self) -> dict[str, int]:
         """Highest stored trade id per symbol: where a restarted feed should continue."""
