@@ -507,11 +507,13 @@ class BinanceRest:
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
             symbol: str | None = None, bulk: bool = False, window: RequestWindow | None = None,
-            max_bytes: int | None = None) -> Any:
+            max_bytes: int | None = None, wait_ban: bool = True) -> Any:
         """The decoded JSON of ``GET path?params``; None if ``stop`` was set while waiting.
 
         ``max_bytes`` bounds this reply's body instead of :attr:`max_reply_bytes` (a whole venue's
-        ``exchangeInfo`` is several MB, far more than any page).
+        ``exchangeInfo`` is several MB, far more than any page). ``wait_ban`` False: a 418/429 ban
+        (known before the call or answered to it) raises :class:`RestError` naming its end at once
+        instead of being waited out (a caller a browser page waits on must not wait an hour).
 
         Waits out the shared ban and weight pause (for a ``bulk`` call, the bulk pause too) before
         every attempt, and for a turn in ``window`` if given (every attempt is a request to Binance).
@@ -525,6 +527,10 @@ class BinanceRest:
         # The policy's clock is the client's: its deadline, if one is set, runs on the same time as bans.
         backoff = Backoff(self.retry, rng=self._rng, clock=self._clock)
         while True:
+            banned = None if wait_ban else self.banned_until_ms
+            if banned is not None:
+                raise RestError(f"Binance REST: this IP is banned until {_utc(banned)} (HTTP 418/429 Retry-After); "
+                                f"{name} not asked for")
             if self._wait_until_clear(stop, bulk):
                 return None
             if window is not None and window.take(self._clock, stop, self._poll_s):
