@@ -204,10 +204,14 @@ class BinanceFeed:
     def stats(self) -> SourceStats:
         """The connections' counters summed, as one feed: connected while any connection is (how many
         are up in ``connections_up`` of ``connections``), the error of the first one down (else of
-        the first one with an error), prefixed with which connection it is when there are several."""
+        the first one with an error), prefixed with which connection it is when there are several.
+        The counters (messages, reconnects, errors) include the connections closed since, as a single
+        connection's count from its start: a total never goes back (the engine's rates are deltas)."""
         with self._lock:
             shards = list(self._shards)
+            closed = [shard.source.stats for shard in self._retired]
         parts = [shard.source.stats for shard in shards]
+        counted = parts + closed
         total = len(parts)
         up = sum(part.state is FeedState.CONNECTED for part in parts)
         states = {part.state for part in parts}
@@ -233,11 +237,11 @@ class BinanceFeed:
         return SourceStats(
             state=state,
             connected_since_ms=min(since) if since else None,
-            reconnects=sum(part.reconnects for part in parts),
-            messages=sum(part.messages for part in parts),
+            reconnects=sum(part.reconnects for part in counted),
+            messages=sum(part.messages for part in counted),
             last_message_mono=max(heard) if heard else None,
-            parse_errors=sum(part.parse_errors for part in parts),
-            unknown_messages=sum(part.unknown_messages for part in parts),
+            parse_errors=sum(part.parse_errors for part in counted),
+            unknown_messages=sum(part.unknown_messages for part in counted),
             last_error=error,
             connections=total,
             connections_up=up,
