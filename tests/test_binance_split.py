@@ -88,6 +88,19 @@ def start(fake: FakeBinance, tmp_path, rest: FakeRest | None = None, symbols: tu
     return Service.start(settings, source=BinanceFeed.from_settings(settings.feed, venue=SMALL_SPOT))
 
 
+def test_every_connection_url_stays_within_binances_8004_characters():
+    """Binance refuses a combined-stream URL over 8,004 characters whatever the stream cap: 1,024
+    spot symbols fit one connection by count, not by URL (~15 K characters). Split by both, at start
+    and as symbols are added at runtime (a connection reconnects with all its symbols in its URL)."""
+    many = tuple(f"C{i:04d}XUSDT" for i in range(1_024))  # 10 characters, as BTCUSDT-like names run
+    real = BinanceFeed(many, lambda group: BinanceSource(group, "wss://stream.binance.com:9443", venue=SPOT))
+    assert all(len(url) <= 8_004 for url in real.urls) and len(real.urls) == 3  # 17.4 K characters of streams
+    assert sorted(s for group in real.connections for s in group) == sorted(many)
+    grown = BinanceFeed(many[:10], lambda group: BinanceSource(group, "wss://stream.binance.com:9443", venue=SPOT))
+    grown.set_symbols(many)
+    assert all(len(url) <= 8_004 for url in grown.urls) and len(grown.urls) == 3
+    assert grown.connections[0][:10] == many[:10]  # the first symbols stay where they were
+
 def test_closing_a_connection_never_turns_the_feeds_counters_back():
     """messages, reconnects, parse errors and unknown messages count since the feed started, as on
     one connection: a connection closed because its symbols were all removed keeps what it counted
