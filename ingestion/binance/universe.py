@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from config import SYMBOL_RE
 from domain import Leg, Market
-from ingestion.binance.rest import BinanceRest, RestError
+from ingestion.binance.rest import BinanceRest, RestError, json_list
 from ingestion.binance.venue import Venue
 from ingestion.source import excerpt
 from records import now_ms
@@ -153,10 +153,8 @@ def parse_tickers(payload: object) -> dict[str, float]:
     Rows of symbols our symbol rule refuses are left out; a row without a symbol or with a
     ``quoteVolume`` that is not a finite, non-negative number raises :class:`RestError` naming it.
     """
-    if not isinstance(payload, list):
-        raise RestError(f"expected a JSON list from ticker/24hr, got {type(payload).__name__}")
     volumes: dict[str, float] = {}
-    for index, row in enumerate(payload):
+    for index, row in enumerate(json_list(payload, "ticker/24hr")):
         where = f"ticker/24hr row #{index}"
         if not isinstance(row, dict):
             raise RestError(f"{where} is not an object: {excerpt(row, 80)}")
