@@ -163,7 +163,8 @@ class BacktestResult:
     n_trades : int
         Rows of ``trades``, the open one included.
     win_rate : float
-        Share of *closed* trades with ``pnl > 0``; NaN if none closed.
+        Share of *closed* trades with ``pnl > 0``; NaN if none closed, or if a closed trade's
+        ``pnl`` is unknown (NaN: its funding is), which is neither a win nor a loss.
     window, entry, exit, cost_bps, hedge, bars_per_year
         The arguments used.
     hedge_opts : mapping
@@ -373,7 +374,8 @@ def backtest_mean_reversion(
         sharpe=_sharpe(net[max(0, warmup - start):], bars_per_year) if finite else math.nan,
         max_drawdown=float(np.max(np.maximum.accumulate(equity) - equity)) if finite else math.nan,
         n_trades=len(trades),
-        win_rate=float((closed > 0).mean()) if len(closed) else math.nan,
+        # An unknown PnL (funding unknown) is no loss: the share is unknown then, as the total is.
+        win_rate=float((closed > 0).mean()) if len(closed) and not closed.isna().any() else math.nan,
         window=window,
         entry=entry,
         exit=exit,

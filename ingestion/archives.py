@@ -39,7 +39,6 @@ import re
 import time
 import urllib.parse
 import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -52,6 +51,7 @@ import pandas as pd
 from domain import Market, Timeframe
 from ingestion import http as deadline_http
 from records.retry import Backoff, RetryPolicy
+from storage.csv_import import ZIP_ERRORS  # what zipfile/zlib raise on a bad archive, one list
 from storage.errors import StorageError
 from storage.research import COLUMNS, ResearchStore
 
@@ -70,8 +70,6 @@ _AMOUNTS = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volum
 _INTEGERS = ("open_time", "close_time", "count")
 # Epoch bands by magnitude (as in storage.csv_import): [1e11, 1e14) ms, [1e14, 1e17) µs; never confusable.
 _MS_BAND, _US_BAND, _US_END = 10**11, 10**14, 10**17
-# Everything zipfile/zlib raise on a malformed, truncated, encrypted or exotic archive.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, NotImplementedError)
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -316,7 +314,7 @@ def csv_from_zip(data: bytes, where: str, max_bytes: int) -> bytes:
                 payload = stream.read(max_bytes + 1)  # bounded whatever the header declares
     except ArchiveError:
         raise
-    except _ZIP_ERRORS as exc:
+    except ZIP_ERRORS as exc:
         raise ArchiveError(f"{where}: not a readable zip archive ({exc})") from None
     if len(payload) > max_bytes:
         raise ArchiveError(f"{where}: the CSV inside is over the {max_bytes:,} bytes a file of this period can be")

@@ -7,7 +7,8 @@ restart fetches only the hole its downtime left — and again after each funding
 funding times lie on whole UTC hours (every 8 h for most perpetuals, 4 h or 1 h for some), so the
 loader looks again :data:`REFRESH_AFTER_MS` after every whole hour; the reply lists the events up
 to :data:`PUBLISH_LAG_MS` ago, and since no funding time falls before the next whole hour, the span
-it stores as known reaches to just before that hour.
+it stores as known reaches to just before that hour. Each look asks again for the
+:data:`REFETCH_MS` before the known span's end, so an event listed late is stored at the next look.
 
 Only the service that writes the database runs it (a recorder, or a dashboard with no recorder);
 a following dashboard reads the same table. Rows the exchange garbles are named in a feed event
@@ -34,6 +35,10 @@ HOUR_MS = 3_600_000
 PUBLISH_LAG_MS = 60_000
 REFRESH_AFTER_MS = 120_000  # look again this long after each whole hour (past PUBLISH_LAG_MS)
 RETRY_MS = 300_000  # after a failed fetch
+# Each look asks again for this much before the known span's end (one page either way; rows are stored
+# once): an event listed later than PUBLISH_LAG_MS (the exchange slow, this machine's clock ahead) is
+# then stored at the next look instead of lost for good behind a span already marked known.
+REFETCH_MS = 24 * HOUR_MS
 IDLE_POLL_S = 0.5
 MAX_NAMED = 5  # malformed rows named one by one per fetch; the rest are counted
 
@@ -166,7 +171,8 @@ class FundingLoader:
         holes = [(start, end)]
         if covered is not None:
             first, last = covered
-            holes = [(start, min(end, first - 1)), (max(start, last + 1), end)] if last >= start else [(start, end)]
+            later = (max(start, last + 1 - REFETCH_MS), end) if last < end else (end + 1, end)  # empty: nothing new
+            holes = [(start, min(end, first - 1)), later] if last >= start else [(start, end)]
         for hole_start, hole_end in holes:
             if hole_end < hole_start or self._stop.is_set():
                 continue

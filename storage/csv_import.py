@@ -110,7 +110,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _MS_PER_UNIT = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}
 _SHOW_CHARS = 40
 # Everything zipfile/zlib raise on a malformed, truncated, encrypted or exotic archive.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, NotImplementedError)
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, NotImplementedError)
 
 
 class CsvImportError(ValueError):
@@ -201,7 +201,7 @@ def _single_csv_from_zip(data: bytes, filename: str, max_bytes: int) -> tuple[st
                 payload = stream.read(max_bytes + 1)
     except CsvImportError:
         raise
-    except _ZIP_ERRORS as exc:
+    except ZIP_ERRORS as exc:
         raise CsvImportError(f"{filename!r} is not a readable zip archive ({exc})") from None
     if len(payload) > max_bytes:
         raise CsvImportError(f"{member.filename} in the zip is over the {_megabytes(max_bytes)} upload limit")

@@ -137,6 +137,17 @@ def test_funding_history_that_ends_before_a_later_trade_says_so_after():
     assert nothing.funding_unknown == ("funding unknown for ETHUSDT.P: no funding history",)
 
 
+def test_a_closed_trade_whose_funding_is_unknown_makes_the_win_rate_unknown_not_a_loss():
+    """A closed trade with NaN net PnL is neither a win nor a loss: the win rate over the closed
+    trades is unknown as the total is, not lowered as if that trade had lost."""
+    _, _, close_ms = market()
+    plain = run()
+    assert plain.trades.loc[0, "pnl"] > 0 and not math.isnan(plain.win_rate)  # the short 24→27 won
+    result = run(history("ETHUSDT.P", [], known=(int(close_ms[26]), int(close_ms[-1]))))
+    assert math.isnan(result.trades.loc[0, "pnl"]) and not result.trades.loc[0, "open"]
+    assert math.isnan(result.win_rate)
+
+
 def test_an_unknown_span_where_nothing_was_held_changes_nothing():
     _, _, close_ms = market()
     known = (int(close_ms[0]) - 10 * MINUTE, int(close_ms[23]))  # unknown from bar 24's close on

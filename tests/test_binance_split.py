@@ -88,6 +88,41 @@ def start(fake: FakeBinance, tmp_path, rest: FakeRest | None = None, symbols: tu
     return Service.start(settings, source=BinanceFeed.from_settings(settings.feed, venue=SMALL_SPOT))
 
 
+def test_every_connection_url_stays_within_binances_8004_characters():
+    """Binance refuses a combined-stream URL over 8,004 characters whatever the stream cap: 1,024
+    spot symbols fit one connection by count, not by URL (~15 K characters). Split by both, at start
+    and as symbols are added at runtime (a connection reconnects with all its symbols in its URL)."""
+    many = tuple(f"C{i:04d}XUSDT" for i in range(1_024))  # 10 characters, as BTCUSDT-like names run
+    real = BinanceFeed(many, lambda group: BinanceSource(group, "wss://stream.binance.com:9443", venue=SPOT))
+    assert all(len(url) <= 8_004 for url in real.urls) and len(real.urls) == 3  # 17.4 K characters of streams
+    assert sorted(s for group in real.connections for s in group) == sorted(many)
+    grown = BinanceFeed(many[:10], lambda group: BinanceSource(group, "wss://stream.binance.com:9443", venue=SPOT))
+    grown.set_symbols(many)
+    assert all(len(url) <= 8_004 for url in grown.urls) and len(grown.urls) == 3
+    assert grown.connections[0][:10] == many[:10]  # the first symbols stay where they were
+
+def test_closing_a_connection_never_turns_the_feeds_counters_back():
+    """messages, reconnects, parse errors and unknown messages count since the feed started, as on
+    one connection: a connection closed because its symbols were all removed keeps what it counted
+    (else ``messages`` fell and the engine's message rate went negative, and ``reconnects 5`` became 2)."""
+    made: list[BinanceSource] = []
+
+    def make(group: tuple[str, ...]) -> BinanceSource:
+        made.append(BinanceSource(group, "ws://127.0.0.1:9", venue=SMALL_SPOT))
+        return made[-1]
+
+    feed = BinanceFeed(SYMBOLS[:6], make, venue=SMALL_SPOT)  # (BTC ETH SOL) (BNB XRP ADA)
+    for source, count in zip(made, (100, 50), strict=True):
+        source.stats.messages, source.stats.reconnects = count, count // 10
+        source.stats.parse_errors, source.stats.unknown_messages = count // 25, count // 50
+    before = feed.stats
+    feed.set_symbols(SYMBOLS[:3])  # the second connection has no symbol left: closed
+    after = feed.stats
+    assert (after.connections, after.connections_up) == (1, 0)
+    assert (after.messages, after.reconnects, after.parse_errors, after.unknown_messages) == (150, 15, 6, 3)
+    assert (before.messages, before.reconnects, before.parse_errors, before.unknown_messages) == (150, 15, 6, 3)
+
+
 def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfilled(fake, tmp_path):
     """Seven symbols on three connections; the one carrying BNB/XRP/ADA drops and cannot come back for
     a while: the others keep delivering, the status says 2/3, and once it is back the trades it

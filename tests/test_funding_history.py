@@ -268,12 +268,13 @@ def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_re
             assert [(int(q["startTime"]), int(q["endTime"])) for q in rest.requests] == [
                 (NOW - 48 * HOUR, NOW - MINUTE)] * 2
             assert loader.errors == ()
-            # The next look: 2 min after the next whole hour; only what is after the known span.
+            # The next look: 2 min after the next whole hour; what is after the known span, and the day
+            # before its end again (an event listed late; test_an_event_listed_late_is_still_stored...).
             fake.until_ms = NOW + 7 * HOUR + 32 * MINUTE
             clock.advance((7 * HOUR + 32 * MINUTE) / 1000)  # 08:02: the 08:00 event is out
             eventually(lambda: loader.fetches == 4)
             assert times_h(path, "BTCUSDT")[-2:] == [-0.5, 7.5]
-            assert [int(q["startTime"]) for q in rest.requests[2:]] == [NOW + 30 * MINUTE] * 2
+            assert [int(q["startTime"]) for q in rest.requests[2:]] == [NOW + 30 * MINUTE - 24 * HOUR] * 2
             assert coverage(path, "BTCUSDT") == (NOW - 48 * HOUR, NOW + 8 * HOUR + 30 * MINUTE - 1)
         finally:
             loader.stop()
@@ -287,6 +288,33 @@ def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_re
         assert len(rest.requests) == sent and again.stored == 0
     assert len(times_h(path, "BTCUSDT")) == 7  # stored once however often fetched
 
+
+
+def test_an_event_listed_late_is_still_stored_at_a_later_look(tmp_path):
+    """The span known reaches the end of the hour on the word that a funding time is listed within
+    a minute. When it is listed later (the exchange slow, or this machine's clock ahead of it), the
+    next look must still fetch it: each look asks again for the day before the known span's end
+    (one page, rows stored once), else that event was lost for good and counted as zero funding."""
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    fake = FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)
+    with FakeRest(futures=True, funding=fake) as rest:
+        loader = loader_for(rest, path, clock)
+        loader.start(["BTCUSDT"])
+        try:
+            eventually(lambda: loader.fetches == 1)
+            fake.until_ms = NOW + 7 * HOUR + 29 * MINUTE  # at 08:02 the 08:00 event is not listed yet
+            clock.advance((7 * HOUR + 32 * MINUTE) / 1000)
+            eventually(lambda: loader.fetches == 2)
+            assert times_h(path, "BTCUSDT")[-1] == -0.5
+            fake.until_ms = NOW + 8 * HOUR + 32 * MINUTE  # listed by the next look, at 09:02
+            clock.advance(HOUR / 1000)
+            eventually(lambda: loader.fetches == 3)
+            assert times_h(path, "BTCUSDT")[-2:] == [-0.5, 7.5]
+            assert loader.errors == ()
+        finally:
+            loader.stop()
+    assert len(times_h(path, "BTCUSDT")) == 7  # the day asked for again is stored once
 
 def test_a_malformed_row_is_named_not_stored_and_the_known_span_stops_before_it(tmp_path):
     path = tmp_path / "futures.sqlite3"

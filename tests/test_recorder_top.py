@@ -81,4 +81,4 @@ def test_alert_rules_follow_the_picked_pair_unless_one_was_set(tmp_path):
                         "--data-dir", str(tmp_path), *QUIET)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
-    assert out.endswith("error: pair: 'ETHUSDT/XRPUSDT' must be two different watched symbols, Y/X\n")
+    assert out.endswith("error: pair (--pair): 'ETHUSDT/XRPUSDT' must be two different watched symbols, Y/X\n")

@@ -248,3 +248,32 @@ def test_a_real_server_error_keeps_the_cached_list():
         kept = cache.get()
     assert kept.top(5) == ("BTCUSDT", "ETHUSDT")
     assert kept.stale is not None and "HTTP 500" in kept.stale
+
+
+def test_a_ban_refuses_the_symbol_list_at_once_instead_of_holding_the_page_until_it_ends():
+    """The picker fetches in the page's own run, holding the cache every session waits on: a 418/429
+    with a Retry-After of an hour must not hold the sidebar for that hour (the clock here never moves,
+    so waiting the ban out would never end). It fails at once naming the ban, and asks nothing more."""
+    import threading
+
+    clock = Clock()
+    with FakeRest(listings=[FakeListing("BTCUSDT", 2.0), FakeListing("ETHUSDT", 1.0)]) as fake:
+        rest = BinanceRest(fake.url, attempts=2, clock=clock)
+        fake.faults.append((418, "3600"))
+        outcome: list[BaseException | Universe] = []
+
+        def fetch() -> None:
+            try:
+                outcome.append(fetch_universe(rest))
+            except BaseException as exc:  # handed to the test thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "the symbol-list fetch waited out the ban"
+        assert isinstance(outcome[0], RestError) and "banned" in str(outcome[0]), outcome
+        sent = len(fake.paths)
+        with pytest.raises(RestError, match="banned until"):  # still banned: refused without a request
+            fetch_universe(rest)
+        assert len(fake.paths) == sent == 1

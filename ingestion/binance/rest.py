@@ -145,6 +145,18 @@ def _utc(ms: int) -> str:
         return str(ms)
 
 
+def json_list(rows: object, endpoint: str, symbol: str = "", limit: int | None = None) -> list[Any]:
+    """``rows`` (a decoded reply of ``endpoint``) if it is a JSON list of at most ``limit`` rows (the
+    page size asked for; None: any length), else :class:`RestError` naming the endpoint: the whole page
+    is refused."""
+    if not isinstance(rows, list):
+        raise RestError(f"expected a JSON list from {endpoint}, got {type(rows).__name__}")
+    if limit is not None and len(rows) > limit:
+        raise RestError(f"{symbol} {endpoint} page has {len(rows)} rows, more than the {limit} asked for; "
+                        f"page refused")
+    return rows
+
+
 def parse_klines(rows: object, symbol: str, interval_ms: int, now: int, *, start_ms: int, end_ms: int) -> BarArrays:
     """Closed bars from a ``klines`` reply asked for ``[start_ms, end_ms)``; the kline still open
     (``closeTime >= now``) is left out.
@@ -161,8 +173,7 @@ def parse_klines(rows: object, symbol: str, interval_ms: int, now: int, *, start
     :class:`RestError` naming the row (index and open time) for anything wrong, so no partial page
     is stored.
     """
-    if not isinstance(rows, list):
-        raise RestError(f"expected a JSON list from klines, got {type(rows).__name__}")
+    rows = json_list(rows, "klines")
     starts, values, trades = [], [], []
     previous: int | None = None
     for index, row in enumerate(rows):
@@ -212,11 +223,7 @@ def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int,
     is the latest ``limit`` trades (futures ``/fapi/v1/trades``, same row format), so rows before
     ``from_id`` are expected and left out rather than refused.
     """
-    if not isinstance(rows, list):
-        raise RestError(f"expected a JSON list from historicalTrades, got {type(rows).__name__}")
-    if len(rows) > limit:
-        raise RestError(f"{symbol} historicalTrades page has {len(rows)} rows, more than the {limit} asked for; "
-                        f"page refused")
+    rows = json_list(rows, "historicalTrades", symbol, limit)
     trades: list[Trade] = []
     for index, row in enumerate(rows):
         trade = parse_historical_trade(symbol, row, recv_ms)
@@ -263,11 +270,7 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
     alone, named in :attr:`FundingPage.problems`, and not stored. A reply that is not a list, or has
     more rows than ``limit``, is refused whole (:class:`RestError`).
     """
-    if not isinstance(rows, list):
-        raise RestError(f"expected a JSON list from fundingRate, got {type(rows).__name__}")
-    if len(rows) > limit:
-        raise RestError(f"{symbol} fundingRate page has {len(rows)} rows, more than the {limit} asked for; "
-                        f"page refused")
+    rows = json_list(rows, "fundingRate", symbol, limit)
     rates: list[FundingRate] = []
     problems: list[tuple[int | None, str]] = []
     last_ms: int | None = None
@@ -512,11 +515,13 @@ class BinanceRest:
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,
             symbol: str | None = None, bulk: bool = False, window: RequestWindow | None = None,
-            max_bytes: int | None = None) -> Any:
+            max_bytes: int | None = None, wait_ban: bool = True) -> Any:
         """The decoded JSON of ``GET path?params``; None if ``stop`` was set while waiting.
 
         ``max_bytes`` bounds this reply's body instead of :attr:`max_reply_bytes` (a whole venue's
-        ``exchangeInfo`` is several MB, far more than any page).
+        ``exchangeInfo`` is several MB, far more than any page). ``wait_ban`` False: a 418/429 ban
+        (known before the call or answered to it) raises :class:`RestError` naming its end at once
+        instead of being waited out (a caller a browser page waits on must not wait an hour).
 
         Waits out the shared ban and weight pause (for a ``bulk`` call, the bulk pause too) before
         every attempt, and for a turn in ``window`` if given (every attempt is a request to Binance).
@@ -530,6 +535,10 @@ class BinanceRest:
         # The policy's clock is the client's: its deadline, if one is set, runs on the same time as bans.
         backoff = Backoff(self.retry, rng=self._rng, clock=self._clock)
         while True:
+            banned = None if wait_ban else self.banned_until_ms
+            if banned is not None:
+                raise RestError(f"Binance REST: this IP is banned until {_utc(banned)} (HTTP 418/429 Retry-After); "
+                                f"{name} not asked for")
             if self._wait_until_clear(stop, bulk):
                 return None
             if window is not None and window.take(self._clock, stop, self._poll_s):

@@ -1,8 +1,10 @@
 """Live trades of one Binance venue over as many combined-stream connections as its symbols need.
 
 Binance caps the streams of one connection (spot 1,024; USDⓈ-M 200, i.e. 100 symbols with their mark
-price): :class:`BinanceFeed` splits the watched symbols into groups of at most
-:attr:`Venue.max_symbols <ingestion.binance.venue.Venue.max_symbols>` and runs one
+price) and the length of its URL (8,004 characters: about 530 spot symbols): :class:`BinanceFeed`
+splits the watched symbols into groups of at most
+:attr:`Venue.max_symbols <ingestion.binance.venue.Venue.max_symbols>` whose streams fit
+:data:`MAX_STREAMS_CHARS` and runs one
 :class:`~ingestion.binance.stream.BinanceSource` per group, each in its own thread with its own
 connection. Each keeps every guarantee of a single connection (reconnect with backoff, the 24 h
 rollover, the staleness watchdog and pings); all share one connection-attempt budget (Binance
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from config import FeedSettings
 from ingestion.backoff import AttemptBudget
-from ingestion.binance.stream import BinanceSource
+from ingestion.binance.stream import BinanceSource, stream_names
 from ingestion.binance.venue import SPOT, Venue
 from ingestion.source import SourceStats, TradeSink
 from records import EventKind, FeedEvent, FeedState, MarkPrice, Trade, now_ms
@@ -35,6 +37,10 @@ from records.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger(__name__)
 
 STOP_JOIN_S = 10.0  # how long stopping waits for all connections together to close
+# Binance refuses a combined-stream URL over 8,004 characters (measured by unicorn-binance-websocket-api,
+# its issue #17), however few streams it names: the ``streams=`` part of each connection's URL is kept
+# below this, leaving room for the base (``wss://stream.binance.com:9443/stream?streams=`` is 45).
+MAX_STREAMS_CHARS = 7_900
 
 
 class _LockedSink:
@@ -129,7 +135,6 @@ class BinanceFeed:
         nothing); a new one goes to the first connection with room, else to a new connection; a
         connection left without symbols is closed."""
         wanted = tuple(dict.fromkeys(symbols))
-        room = self.venue.max_symbols
         with self._lock:
             self._wanted = wanted
             keep = set(wanted)
@@ -137,8 +142,7 @@ class BinanceFeed:
             placed = {s for group in groups for s in group}
             pending = [s for s in wanted if s not in placed]
             for group in groups:
-                while pending and len(group) < room:
-                    group.append(pending.pop(0))
+                self._fill(group, pending)
             kept: list[_Shard] = []
             for shard, group in zip(self._shards, groups, strict=True):
                 if not group:
@@ -149,12 +153,25 @@ class BinanceFeed:
                     shard.source.set_symbols(tuple(group))
                 kept.append(shard)
             while pending:
-                group, pending = pending[:room], pending[room:]
+                group = []
+                self._fill(group, pending)
                 shard = self._new_shard(tuple(group))
                 kept.append(shard)
                 if self._sink is not None and not self._stopping:
                     self._start(shard, len(kept))
             self._shards = kept
+
+    def _fill(self, group: list[str], pending: list[str]) -> None:
+        """Move symbols from the front of ``pending`` into ``group`` while it has room: at most
+        :attr:`Venue.max_symbols` symbols, their streams at most :data:`MAX_STREAMS_CHARS` characters
+        in the URL. An empty group always takes one (a symbol is never left without a connection)."""
+        chars = len("/".join(stream_names(tuple(group), self.venue)))
+        while pending and len(group) < self.venue.max_symbols:
+            more = len("/".join(stream_names((pending[0],), self.venue))) + (1 if group else 0)
+            if group and chars + more > MAX_STREAMS_CHARS:
+                return
+            chars += more
+            group.append(pending.pop(0))
 
     def _new_shard(self, symbols: tuple[str, ...]) -> _Shard:
         source = self._make(symbols)
@@ -204,10 +221,14 @@ class BinanceFeed:
     def stats(self) -> SourceStats:
         """The connections' counters summed, as one feed: connected while any connection is (how many
         are up in ``connections_up`` of ``connections``), the error of the first one down (else of
-        the first one with an error), prefixed with which connection it is when there are several."""
+        the first one with an error), prefixed with which connection it is when there are several.
+        The counters (messages, reconnects, errors) include the connections closed since, as a single
+        connection's count from its start: a total never goes back (the engine's rates are deltas)."""
         with self._lock:
             shards = list(self._shards)
+            closed = [shard.source.stats for shard in self._retired]
         parts = [shard.source.stats for shard in shards]
+        counted = parts + closed
         total = len(parts)
         up = sum(part.state is FeedState.CONNECTED for part in parts)
         states = {part.state for part in parts}
@@ -233,11 +254,11 @@ class BinanceFeed:
         return SourceStats(
             state=state,
             connected_since_ms=min(since) if since else None,
-            reconnects=sum(part.reconnects for part in parts),
-            messages=sum(part.messages for part in parts),
+            reconnects=sum(part.reconnects for part in counted),
+            messages=sum(part.messages for part in counted),
             last_message_mono=max(heard) if heard else None,
-            parse_errors=sum(part.parse_errors for part in parts),
-            unknown_messages=sum(part.unknown_messages for part in parts),
+            parse_errors=sum(part.parse_errors for part in counted),
+            unknown_messages=sum(part.unknown_messages for part in counted),
             last_error=error,
             connections=total,
             connections_up=up,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from config import SYMBOL_RE
 from domain import Leg, Market
-from ingestion.binance.rest import BinanceRest, RestError
+from ingestion.binance.rest import BinanceRest, RestError, json_list
 from ingestion.binance.venue import Venue
 from ingestion.source import excerpt
 from records import now_ms
@@ -153,10 +153,8 @@ def parse_tickers(payload: object) -> dict[str, float]:
     Rows of symbols our symbol rule refuses are left out; a row without a symbol or with a
     ``quoteVolume`` that is not a finite, non-negative number raises :class:`RestError` naming it.
     """
-    if not isinstance(payload, list):
-        raise RestError(f"expected a JSON list from ticker/24hr, got {type(payload).__name__}")
     volumes: dict[str, float] = {}
-    for index, row in enumerate(payload):
+    for index, row in enumerate(json_list(payload, "ticker/24hr")):
         where = f"ticker/24hr row #{index}"
         if not isinstance(row, dict):
             raise RestError(f"{where} is not an object: {excerpt(row, 80)}")
@@ -240,7 +238,8 @@ _MARKET_NAMES = {Market.SPOT: "spot", Market.USDM: "USDⓈ-M futures (perpetuals
 
 def fetch_universe(rest: BinanceRest, stop: threading.Event | None = None) -> Universe:
     """The universe of ``rest``'s venue now: its ``exchangeInfo`` and its 24 h tickers (two calls,
-    weights 100 on spot and 41 on USDⓈ-M). :class:`RestError` if either fails or is malformed."""
+    weights 100 on spot and 41 on USDⓈ-M). :class:`RestError` if either fails or is malformed, or
+    at once while Binance bans the IP (a page waits on this call: it never waits a ban out)."""
     venue = rest.venue
     stop = threading.Event() if stop is None else stop
     info_path, info_weight = venue.exchange_info
@@ -248,9 +247,10 @@ def fetch_universe(rest: BinanceRest, stop: threading.Event | None = None) -> Un
     # Spot only: permission sets are most of the reply and of no use here; MINI tickers carry quoteVolume.
     info_params = {"showPermissionSets": "false"} if venue.market is Market.SPOT else {}
     ticker_params = {"type": "MINI"} if venue.market is Market.SPOT else {}
-    info = rest.get(info_path, info_params, weight=info_weight, stop=stop, max_bytes=MAX_UNIVERSE_BYTES)
+    info = rest.get(info_path, info_params, weight=info_weight, stop=stop, max_bytes=MAX_UNIVERSE_BYTES,
+                    wait_ban=False)
     tickers = None if info is None else rest.get(ticker_path, ticker_params, weight=ticker_weight, stop=stop,
-                                                 max_bytes=MAX_UNIVERSE_BYTES)
+                                                 max_bytes=MAX_UNIVERSE_BYTES, wait_ban=False)
     if info is None or tickers is None:
         raise RestError("stopped before the symbol list arrived")
     return Universe(venue.market, parse_exchange_info(info, venue.market), parse_tickers(tickers), now_ms())
