@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from analytics import clustered_order, correlation_matrix, log_returns
 from config import Settings
@@ -177,3 +178,45 @@ def test_the_heatmap_filter_shows_exactly_the_named_symbols():
     assert trace.text is not None and len(labels) <= HEATMAP_TEXT_MAX  # few symbols: values in the cells
     few, _ = _heatmap_labels(12)  # no more than N: all of them
     assert sorted(few) == [f"H{i:03d}USDT" for i in range(12)]
+
+
+def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
+    """More symbols than N: an expander sets how many the heatmap shows, or exactly which."""
+    def page() -> None:
+        import numpy as np
+        import pandas as pd
+
+        from domain import Regression
+        from pairs.bars import dataset_pair_bars
+        from pairs.compute import PairParams, compute_pair
+        from ui import charts_tab
+        from ui.controls import Controls
+
+        symbols = tuple(f"H{i:03d}USDT" for i in range(40))
+        rng = np.random.default_rng(2)
+        closes = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, (120, 40)), axis=0))
+        index = pd.date_range("2025-01-01", periods=120, freq="1min", tz="UTC")
+        frames = {s: pd.DataFrame({"open": closes[:, j], "high": closes[:, j], "low": closes[:, j],
+                                   "close": closes[:, j], "volume": 1.0}, index=index) for j, s in enumerate(symbols)}
+        universe = dataset_pair_bars(frames, 60_000)
+        bars = dataset_pair_bars({s: frames[s] for s in symbols[:2]}, 60_000)
+        controls = Controls("uploaded", None, symbols, symbols[0], symbols[1], "1m", "24 h", 20,
+                            Regression.ROLLING_OLS, False, 2.0, "normalised", False, "UTC")
+        pair = compute_pair(bars.aligned.closes, PairParams(symbols[0], symbols[1], window=20))
+        charts_tab.render_charts(bars, pair, controls, None, 0, universe=universe)
+
+    def heatmap_labels(at: AppTest) -> list[str]:
+        import json
+
+        (spec,) = [c.proto.spec for c in at.get("plotly_chart") if "Correlation of returns across symbols" in c.proto.spec]
+        return json.loads(spec)["data"][0]["x"]
+
+    at = AppTest.from_function(page, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert len(heatmap_labels(at)) == HEATMAP_TOP_N
+    at.number_input(key="heatmap_top_n").set_value(5).run()
+    assert not at.exception, at.exception
+    labels = heatmap_labels(at)
+    assert len(labels) == 5 and {"H000USDT", "H001USDT"} <= set(labels)
+    at.multiselect(key="heatmap_symbols").set_value(["H030USDT", "H004USDT"]).run()
+    assert sorted(heatmap_labels(at)) == ["H004USDT", "H030USDT"]
