@@ -208,7 +208,8 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
     def heatmap_labels(at: AppTest) -> list[str]:
         import json
 
-        (spec,) = [c.proto.spec for c in at.get("plotly_chart") if "Correlation of returns across symbols" in c.proto.spec]
+        (spec,) = [c.proto.spec for c in at.get("plotly_chart")
+                   if "Correlation of returns across symbols" in c.proto.spec]
         return json.loads(spec)["data"][0]["x"]
 
     at = AppTest.from_function(page, default_timeout=60).run()
