@@ -185,6 +185,7 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
     def page() -> None:
         import numpy as np
         import pandas as pd
+        import streamlit as st
 
         from domain import Regression
         from pairs.bars import dataset_pair_bars
@@ -192,9 +193,10 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
         from ui import charts_tab
         from ui.controls import Controls
 
-        symbols = tuple(f"H{i:03d}USDT" for i in range(40))
+        count = st.session_state.get("watched", 40)  # the test watches fewer later
+        symbols = tuple(f"H{i:03d}USDT" for i in range(count))
         rng = np.random.default_rng(2)
-        closes = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, (120, 40)), axis=0))
+        closes = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, (120, count)), axis=0))
         index = pd.date_range("2025-01-01", periods=120, freq="1min", tz="UTC")
         frames = {s: pd.DataFrame({"open": closes[:, j], "high": closes[:, j], "low": closes[:, j],
                                    "close": closes[:, j], "volume": 1.0}, index=index) for j, s in enumerate(symbols)}
@@ -219,5 +221,17 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
     assert not at.exception, at.exception
     labels = heatmap_labels(at)
     assert len(labels) == 5 and {"H000USDT", "H001USDT"} <= set(labels)
-    at.multiselect(key="heatmap_symbols").set_value(["H030USDT", "H004USDT"]).run()
+    at.multiselect(key="heatmap_symbols").set_value(["H030USDT", "H004USDT", "H038USDT"]).run()
+    assert sorted(heatmap_labels(at)) == ["H004USDT", "H030USDT", "H038USDT"]
+    # The user raises N to all 40, then watches 35: N and the filter shrink with them, no error.
+    at.multiselect(key="heatmap_symbols").set_value([]).run()
+    at.number_input(key="heatmap_top_n").set_value(40).run()
+    assert len(heatmap_labels(at)) == 40
+    at.multiselect(key="heatmap_symbols").set_value(["H030USDT", "H004USDT", "H038USDT"]).run()
+    at.session_state["watched"] = 35
+    at.run()
+    assert not at.exception, at.exception
     assert sorted(heatmap_labels(at)) == ["H004USDT", "H030USDT"]
+    at.multiselect(key="heatmap_symbols").set_value([]).run()
+    assert not at.exception, at.exception
+    assert len(heatmap_labels(at)) == 35 and at.number_input(key="heatmap_top_n").value == 35

@@ -194,6 +194,12 @@ def heatmap_choice(symbols: tuple[str, ...]) -> HeatmapChoice:
     """The heatmap's symbols: top N by correlation or a filter (an expander, when there are more than N)."""
     if len(symbols) <= HEATMAP_TOP_N:
         return HeatmapChoice(HEATMAP_TOP_N)
+    # Fewer symbols watched than when they were set: keep the choices within them (a widget refuses
+    # a value outside its range or options).
+    if st.session_state.get("heatmap_top_n", 0) > len(symbols):
+        st.session_state["heatmap_top_n"] = len(symbols)
+    if "heatmap_symbols" in st.session_state:
+        st.session_state["heatmap_symbols"] = [s for s in st.session_state["heatmap_symbols"] if s in symbols]
     with st.expander(f"Heatmap: {len(symbols)} symbols watched"):
         top_col, filter_col = st.columns([1, 3])
         top_n = top_col.number_input("Top N by |correlation|", 2, len(symbols), HEATMAP_TOP_N, key="heatmap_top_n",
