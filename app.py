@@ -16,7 +16,7 @@ import streamlit as st
 from config import ConfigError, from_env
 from domain import Timeframe
 from ingestion.live_bars import BASE_INTERVAL_MS
-from pairs.bars import with_open_bar
+from pairs.bars import PairBars, with_open_bar
 from pairs.compute import PairParams
 from pairs.shared import PairView
 from service import Service
@@ -51,7 +51,7 @@ def render_analytics(data: Callable[[], PageData | None], controls: Controls) ->
     if service is not None:
         register_live_panel(service, controls)  # every run: a page left open keeps its stream
     params = pair_params(controls)
-    view = page.view(controls.symbols, controls.interval_ms, params, controls)
+    view = page.view((controls.y, controls.x), controls.interval_ms, params, controls)  # the pair's legs alone
     if view.bars.aligned is None or view.pair is None:  # both None until every symbol has a bar
         waiting = [s for s, frame in view.bars.by_symbol.items() if frame.empty]
         st.info(f"Waiting for the first trades of {', '.join(waiting)}.", icon="⏳")
@@ -109,7 +109,11 @@ def main() -> None:
         def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
             return current.shared.ask(view_query(controls, symbols, interval_ms, params))
 
-        return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current)
+        def universe() -> PairBars:
+            return current.universe.closed(controls.symbols, controls.interval_ms, controls.lookback_ms)
+
+        return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current,
+                        universe)
 
     st.title(f"{controls.y} / {controls.x} · {timeframe_label(controls.timeframe)} bars")
     state = appstate.current()

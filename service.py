@@ -45,6 +45,7 @@ from pairs.bars import BarHistory
 from pairs.compute import LiveContext, live_context
 from pairs.funding import funding_history, is_perpetual
 from pairs.shared import SharedAnalytics, ViewQuery
+from pairs.universe import UniverseBars
 from pairs.venues import RoutedEngine, RoutedHistory
 from records import FeedEvent, FeedState, FeedStatus, MarkPrice, now_ms
 from records.alerts import AlertRule
@@ -56,7 +57,9 @@ from storage.lock import WriterInfo, this_process
 
 log = logging.getLogger(__name__)
 
-MAX_SYMBOLS = 50  # one combined stream carries up to 1,024 streams; the page stays usable at 50
+# What one page was measured to carry (bench/scan_page.py --symbols 200): the pair's analytics align its
+# two legs alone and the universe's bars are built once per step for every tab (pairs.universe).
+MAX_SYMBOLS = 200
 IDLE_S = 600.0  # a service no session has used for this long may be stopped to make room
 SESSION_TTL_S = 120.0  # a session not seen for this long no longer counts as using its service
 ALERTS_KEPT = 500  # newest alerts kept in memory for banners and chart markers
@@ -81,6 +84,8 @@ class Service:
         self.engine = engine
         self.shared = shared  # pair analytics computed once per closed bar, for every page and the monitor
         self.history = shared.history
+        # Every watched symbol's closed bars, for the tabs that show them all (heatmap, summaries, scanner).
+        self.universe = UniverseBars(engine, shared.history)
         self.writer = writer
         self.backfiller = backfiller
         self.monitor = monitor
@@ -310,6 +315,7 @@ class Service:
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the source, the monitor and the backfill, then flush and close the writer; True if all did in time."""
         done = self.engine.stop(timeout)
+        self.universe.join(timeout)  # a background build of the universe reads the history being closed
         for part in (self.monitor, self.funding_loader, self.loader, self.backfiller):
             if part is not None:
                 part.stop()
@@ -528,7 +534,8 @@ class ServiceRegistry:
         settings = resolve(settings)  # the source's leg names (BTCUSDT.P on binance-futures)
         symbols = settings.feed.symbols
         if len(symbols) > MAX_SYMBOLS:
-            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols, got {len(symbols)}")
+            raise ValueError(f"symbols: at most {MAX_SYMBOLS} watched symbols on one page, got {len(symbols)}; "
+                             "watch fewer (a scan of more belongs to python -m cli.scan)")
         spec = spec_for(settings.feed.source)
         key = site_for(settings.storage, spec.database(settings.feed)).location
         deadline = time.monotonic() + self.start_wait_s

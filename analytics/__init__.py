@@ -19,7 +19,14 @@ input ``ValueError``; results are frozen dataclasses.
 from analytics._unitroot import TRENDS
 from analytics.backtest import BacktestResult, FundingHistory, backtest_mean_reversion
 from analytics.bars import AlignedBars, Bar, BarBuilder, align_bars, bars_to_frame, rebar, resample_ticks
-from analytics.correlation import LeadLag, correlation_matrix, lead_lag, rolling_correlation
+from analytics.correlation import (
+    LeadLag,
+    clustered_order,
+    correlation_matrix,
+    lead_lag,
+    rolling_correlation,
+    strongest_symbols,
+)
 from analytics.errors import InsufficientDataError
 from analytics.regression import (
     HedgeFit,
@@ -55,6 +62,7 @@ __all__ = [
     "align_bars",
     "backtest_mean_reversion",
     "bars_to_frame",
+    "clustered_order",
     "correlation_matrix",
     "engle_granger",
     "fit_hedge",
@@ -69,5 +77,6 @@ __all__ = [
     "rolling_zscore",
     "scan_pairs",
     "spread",
+    "strongest_symbols",
     "zscore_bound",
 ]

@@ -219,7 +219,8 @@ def load_pair_bars(engine: Engine, history: BarHistory, symbols: Sequence[str], 
 
 def load_pair_span(engine: Engine, history: BarHistory, symbols: Sequence[str], interval_ms: int,
                    lookback_ms: int, warmup_bars: int = 0, *, closed_before_ms: int | None = None,
-                   min_trades: int = 0, min_volume: float = 0.0) -> tuple[PairBars, int]:
+                   min_trades: int = 0, min_volume: float = 0.0,
+                   market_now_ms: int | None = None) -> tuple[PairBars, int]:
     """Bars of ``symbols`` at ``interval_ms`` over the last ``lookback_ms`` of market time, plus a warm-up.
 
     :attr:`PairBars.shown_from` marks where the lookback begins. Two rules make these bars the
@@ -237,10 +238,12 @@ def load_pair_span(engine: Engine, history: BarHistory, symbols: Sequence[str], 
       bar since the floor has no price until it trades, and rows start when every symbol has one.
 
     ``closed_before_ms``: only bars starting before it (closed bars), else the forming bar too.
-    Returns the bars and where their span starts (UTC epoch ms; the first row may come later).
+    ``market_now_ms``: the lookback ends there instead of at the engine's market time (a view as
+    it was at a past moment). Returns the bars and where their span starts (UTC epoch ms; the
+    first row may come later).
     """
     engine.close_due_bars()
-    market_now = engine.market_now_ms() or now_ms()
+    market_now = market_now_ms if market_now_ms is not None else engine.market_now_ms() or now_ms()
     shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
     floor = span_floor(shown_from, interval_ms)
     reach = warmup_bars
@@ -392,12 +395,27 @@ def merge_bars(ticks: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
         return ticks
     if ticks.empty:
         return stored
-    index = ticks.index.union(stored.index)
-    from_ticks = ticks.reindex(index)
-    from_store = stored.reindex(index)
-    use_ticks = from_ticks["trades"].notna() & ~(from_store["trades"] > from_ticks["trades"])
-    merged = from_store.mask(use_ticks, from_ticks)
-    return merged.astype({"trades": np.int64})
+    # With numpy, column by column: pandas' reindex/mask took ~10 ms a symbol, which a universe of
+    # 200 symbols pays 200 times.
+    tick_ms, stored_ms = ticks.index.as_unit("ms").asi8, stored.index.as_unit("ms").asi8
+    start_ms = np.union1d(tick_ms, stored_ms)
+    at_tick, at_stored = np.searchsorted(start_ms, tick_ms), np.searchsorted(start_ms, stored_ms)
+    has_tick = np.zeros(len(start_ms), dtype=bool)
+    has_tick[at_tick] = True
+    tick_trades = np.zeros(len(start_ms), dtype=np.int64)
+    tick_trades[at_tick] = ticks["trades"].to_numpy(dtype=np.int64)
+    stored_trades = np.full(len(start_ms), -1, dtype=np.int64)  # no stored bar: never more trades
+    stored_trades[at_stored] = stored["trades"].to_numpy(dtype=np.int64)
+    use_tick = has_tick & ~(stored_trades > tick_trades)
+    columns = {}
+    for column in BAR_COLUMNS:
+        values = np.empty(len(start_ms), dtype=np.int64 if column == "trades" else np.float64)
+        values[at_stored] = stored[column].to_numpy(dtype=values.dtype)
+        from_ticks = np.empty_like(values)
+        from_ticks[at_tick] = ticks[column].to_numpy(dtype=values.dtype)
+        values[use_tick] = from_ticks[use_tick]
+        columns[column] = values
+    return bars_frame_from_columns(start_ms, columns)
 
 
 def arrays_to_frame(bars: BarArrays) -> pd.DataFrame:

@@ -40,8 +40,9 @@ def symbol_summary(symbol: str, bars: pd.DataFrame, interval_ms: int) -> SymbolS
     vol = float(np.std(returns, ddof=1)) * math.sqrt(SECONDS_PER_YEAR * 1000 / interval_ms) if len(returns) > 1 \
         else math.nan
     first_open = float(bars["open"].iloc[0])
+    # Sums in numpy: pandas' reductions cost ~0.2 ms each, which the summaries of 200 symbols pay 400 times.
     return SymbolSummary(symbol, float(closes[-1]), (closes[-1] / first_open - 1) * 100, vol * 100,
-                         float(bars["volume"].sum()), int(bars["trades"].sum()), len(bars))
+                         float(bars["volume"].to_numpy(float).sum()), int(bars["trades"].to_numpy().sum()), len(bars))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.correlation import correlation_matrix, lead_lag, rolling_correlation
+from analytics.correlation import (
+    clustered_order,
+    correlation_matrix,
+    lead_lag,
+    rolling_correlation,
+    strongest_symbols,
+)
 from analytics.errors import InsufficientDataError
 from analytics.returns import log_returns
 
@@ -130,3 +136,73 @@ def test_log_returns_degenerate_inputs() -> None:
         log_returns([1.0])
     with pytest.raises(ValueError, match="contains NaN or inf"):
         log_returns(pd.DataFrame({"A": [1.0, np.nan]}))
+
+
+# ---------------------------------------------------------------- a readable heatmap of 200 symbols
+def _planted_clusters(sizes: tuple[int, ...], n: int = 500, seed: int = 3) -> tuple[pd.DataFrame, list[set[str]]]:
+    """Returns of symbols in planted clusters (each a common factor plus noise), shuffled columns."""
+    rng = np.random.default_rng(seed)
+    columns, groups = {}, []
+    for g, size in enumerate(sizes):
+        factor = rng.normal(size=n)
+        names = {f"C{g}S{i:03d}USDT" for i in range(size)}
+        groups.append(names)
+        for name in sorted(names):
+            columns[name] = factor + 0.5 * rng.normal(size=n)
+    order = rng.permutation(len(columns))
+    names = list(columns)
+    return pd.DataFrame({names[i]: columns[names[i]] for i in order}), groups
+
+
+def test_clustered_order_is_a_permutation_that_puts_each_planted_cluster_in_one_block():
+    returns, groups = _planted_clusters((40, 60, 50, 50))  # 200 symbols
+    matrix = correlation_matrix(returns)
+    order = clustered_order(matrix)
+    assert sorted(order) == sorted(matrix.index)  # every symbol once
+    positions = {name: i for i, name in enumerate(order)}
+    for group in groups:  # contiguous: the cluster's positions span exactly its size
+        at = sorted(positions[name] for name in group)
+        assert at[-1] - at[0] == len(group) - 1, (len(group), at[0], at[-1])
+    assert clustered_order(matrix) == order  # deterministic
+    # The input order does not decide the blocks: a shuffled matrix groups the same clusters.
+    shuffled = matrix.iloc[::-1, ::-1]
+    again = {name: i for i, name in enumerate(clustered_order(shuffled))}
+    for group in groups:
+        at = sorted(again[name] for name in group)
+        assert at[-1] - at[0] == len(group) - 1
+
+
+def test_clustered_order_puts_symbols_without_a_correlation_last_and_handles_tiny_matrices():
+    returns, _ = _planted_clusters((3, 3))
+    matrix = correlation_matrix(returns)
+    names = list(matrix.index)
+    blank = matrix.copy()
+    blank.loc["QUIETUSDT"] = np.nan
+    blank["QUIETUSDT"] = np.nan
+    blank.loc["QUIETUSDT", "QUIETUSDT"] = 1.0
+    order = clustered_order(blank)
+    assert order[-1] == "QUIETUSDT" and sorted(order[:-1]) == sorted(names)
+    two = matrix.iloc[:2, :2]
+    assert clustered_order(two) == list(two.index)
+    assert clustered_order(matrix.iloc[:1, :1]) == [names[0]]
+    with pytest.raises(ValueError, match="square DataFrame"):
+        clustered_order(matrix.iloc[:, :3])
+
+
+def test_strongest_symbols_keeps_the_most_correlated_and_always_the_pair():
+    rng = np.random.default_rng(8)
+    factor = rng.normal(size=400)
+    returns = pd.DataFrame({f"N{i:03d}USDT": rng.normal(size=400) for i in range(150)})  # independent noise
+    for i in range(10):  # ten that move together
+        returns[f"T{i}USDT"] = factor + 0.3 * rng.normal(size=400)
+    matrix = correlation_matrix(returns)
+    top = strongest_symbols(matrix, 12, always=("N000USDT", "N001USDT"))
+    assert len(top) == 12
+    assert {"N000USDT", "N001USDT"} <= set(top)  # the analysed pair, however weakly correlated
+    assert {f"T{i}USDT" for i in range(10)} <= set(top)
+    assert top == [s for s in matrix.index if s in set(top)]  # in the matrix's order
+    assert strongest_symbols(matrix, 500) == list(matrix.index)
+    assert strongest_symbols(matrix, 1, always=("NOTWATCHED",)) == [
+        max(matrix.index, key=lambda s: matrix[s].drop(s).abs().max())]
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        strongest_symbols(matrix, 0)

@@ -66,6 +66,9 @@ NO_DATA_TEXT = "No data yet"
 DEFAULT_MAX_POINTS = 4000
 PRICE_HEIGHT = 420
 CHART_HEIGHT = 320
+# A heatmap writes ρ in its cells up to this many symbols, and grows to at most this height (px).
+HEATMAP_TEXT_MAX = 20
+HEATMAP_MAX_HEIGHT = 900
 COLORS: tuple[str, ...] = tuple(qualitative.Plotly)
 LIVE_BAR_COLOR = "rgba(255, 165, 0, 0.25)"
 BAND_FILL = "rgba(99, 110, 250, 0.15)"
@@ -568,10 +571,13 @@ def correlation_chart(corr: pd.Series, *, window: int | None = None, label: str 
 def correlation_heatmap(matrix: pd.DataFrame, *, subtitle: str | None = None, tz: str = "UTC",
                         max_points: int = DEFAULT_MAX_POINTS, revision: str = "correlation_heatmap",
                         height: int = CHART_HEIGHT, title: str | None = None) -> go.Figure:
-    """Correlation matrix of returns as a heatmap: zmin −1, zmax 1, RdBu (blue = +1), 2-decimal cell text.
+    """Correlation matrix of returns as a heatmap: zmin −1, zmax 1, RdBu (blue = +1), 2-decimal cell
+    text up to :data:`HEATMAP_TEXT_MAX` symbols (beyond, the hover says the value).
 
     Rows are drawn top to bottom in ``matrix.index`` order, so the diagonal runs top-left to
-    bottom-right. ``tz`` and ``max_points`` are unused (no time axis).
+    bottom-right. Every symbol is labelled on both axes, the labels smaller and the figure taller
+    (up to :data:`HEATMAP_MAX_HEIGHT` px) as symbols are added. ``tz`` and ``max_points`` are
+    unused (no time axis).
     """
     del tz, max_points
     if title is None:
@@ -579,13 +585,20 @@ def correlation_heatmap(matrix: pd.DataFrame, *, subtitle: str | None = None, tz
     if matrix is None or matrix.size == 0:
         return _empty_figure(title=title, revision=revision, height=height)
     values = matrix.to_numpy(dtype=float, na_value=np.nan)
-    text = np.where(np.isfinite(values), np.char.mod("%.2f", np.nan_to_num(values)), "")
+    k = len(matrix.index)
     heatmap = {"type": "heatmap", "z": values, "x": [str(c) for c in matrix.columns],
                "y": [str(i) for i in matrix.index], "zmin": -1.0, "zmax": 1.0, "zmid": 0.0, "colorscale": "RdBu",
-               "text": text, "texttemplate": "%{text}", "hovertemplate": "%{y} vs %{x}: %{z:.3f}<extra></extra>",
+               "hovertemplate": "%{y} vs %{x}: %{z:.3f}<extra></extra>",
                "colorbar": {"title": {"text": "ρ"}}, "name": "correlation"}
-    return _figure([heatmap], {"yaxis": {"autorange": "reversed"}}, title=title, revision=revision, height=height,
-                   hovermode="closest", time_axis=False)
+    if k <= HEATMAP_TEXT_MAX:  # beyond, the cells are too small for text: the hover has the value
+        heatmap["text"] = np.where(np.isfinite(values), np.char.mod("%.2f", np.nan_to_num(values)), "")
+        heatmap["texttemplate"] = "%{text}"
+    # Every label drawn (plotly would skip some): a row of text per symbol, at least 9 px high.
+    font = {"size": 11 if k <= 20 else 9}
+    axis = {"tickmode": "linear", "dtick": 1, "tickfont": font, "automargin": True}
+    height = min(max(height, 12 * k + 120), HEATMAP_MAX_HEIGHT)
+    return _figure([heatmap], {"yaxis": {"autorange": "reversed", **axis}, "xaxis": {**axis, "tickangle": -90}},
+                   title=title, revision=revision, height=height, hovermode="closest", time_axis=False)
 
 
 def lead_lag_chart(lags: np.ndarray, correlations: np.ndarray, *, best_lag: int | None = None,

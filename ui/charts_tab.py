@@ -8,14 +8,14 @@ only what changed; otherwise each refresh sends whole figures.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analytics import correlation_matrix, lead_lag, log_returns
+from analytics import clustered_order, correlation_matrix, lead_lag, log_returns, strongest_symbols
 from domain import FIVE_MINUTES, ONE_MINUTE, ONE_SECOND
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
@@ -34,11 +34,19 @@ WHOLE_WINDOW_REFRESH = pd.Timedelta(seconds=10)
 ANALYTICS_RUNS = "analytics_runs"  # session state: the page's analytics runs so far (see ui.live_chart)
 # Points per trace: the price chart spans the page; the others half of it (~700 px, M4 keeps ~4 per px).
 FULL_WIDTH_POINTS, HALF_WIDTH_POINTS = 4000, 2000
+# The heatmap shows this many symbols by default (the most correlated, clustered): every label
+# legible in half the page's width; a filter or a larger N shows more.
+HEATMAP_TOP_N = 30
 
 
 def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
-               alert_marks: pd.DataFrame | None) -> list[tuple[str, ChartData]]:
-    """The charts tab's charts, each with where it goes ("full", "left" or "right")."""
+               alert_marks: pd.DataFrame | None, universe: PairBars | None = None,
+               choice: HeatmapChoice | None = None) -> list[tuple[str, ChartData]]:
+    """The charts tab's charts, each with where it goes ("full", "left" or "right").
+
+    ``universe``: every watched symbol's closed bars for the heatmap (None: ``bars`` are the
+    universe); ``choice``: which of them it shows (default :class:`HeatmapChoice`)."""
+    choice = HeatmapChoice() if choice is None else choice
     aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
     if aligned is None or not len(aligned.index):  # e.g. the first second of a feed, cut at an even second
         return []
@@ -96,22 +104,34 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
             lambda since, points, _: charts.correlation_chart(pair.correlation, window=p.window, tz=tz, revision=rev,
                                                               max_points=points, since=since),
             closed_last, HALF_WIDTH_POINTS, True, closed)))
-    closed_closes = bars.closes(closed_only=True)
-    if len(closed_closes) < 4:  # a correlation needs a few returns; the first seconds have none
-        return specs
-    returns = log_returns(closed_closes)
-    # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
-    moving = returns.columns[(returns.max() > returns.min()).to_numpy()]
     settled = None if closed_last is None else closed_last.floor(WHOLE_WINDOW_REFRESH)
-    if len(moving):
-        def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
-            matrix = correlation_matrix(returns[moving]).reindex(index=returns.columns, columns=returns.columns)
-            return charts.correlation_heatmap(matrix, revision=rev)
+    # Every watched symbol's closed bars (stepped: pairs.universe), or the pair's own when it is the universe.
+    whole_closes = bars.closes(closed_only=True) if universe is None else universe.closes()
+    if len(whole_closes) >= 4:  # a correlation needs a few returns; the first seconds have none
+        whole = log_returns(whole_closes)
+        # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
+        moving = whole.columns[(whole.max() > whole.min()).to_numpy()]
+        if len(moving):
+            def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
+                matrix = correlation_matrix(whole[moving]).reindex(index=whole.columns, columns=whole.columns)
+                shown = heatmap_matrix(matrix, choice, (p.y, p.x))
+                subtitle = None if len(shown.index) == len(matrix.index) else \
+                    f"{len(shown.index)} of {len(matrix.index)} symbols, clustered"
+                return charts.correlation_heatmap(shown, subtitle=subtitle, revision=rev)
 
-        specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
-                                        (settled, tuple(returns.columns), tuple(moving)))))
+            step = settled if universe is None else whole.index[-1]
+            specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
+                                            (step, tuple(whole.columns), tuple(moving), choice))))
+    # Lead-lag is the pair's: on its own legs' bars, like every other chart of the pair.
+    pair_closes = bars.closes(closed_only=True)[legs] if universe is not None else None
+    returns = None
+    if pair_closes is None:
+        returns = whole if len(whole_closes) >= 4 else None
+    elif len(pair_closes) >= 4:
+        returns = log_returns(pair_closes)
+    if returns is not None:
         max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
-        if max_lag >= 1 and {p.y, p.x} <= set(moving):
+        if max_lag >= 1 and all(returns[leg].max() > returns[leg].min() for leg in legs):
             def lead_lag_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
                 ll = lead_lag(returns[p.y], returns[p.x], max_lag)
                 return charts.lead_lag_chart(ll.lags, ll.correlations, best_lag=ll.best_lag,
@@ -121,16 +141,37 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
     return specs
 
 
+@dataclass(frozen=True, slots=True)
+class HeatmapChoice:
+    """Which symbols the heatmap shows: ``symbols`` if two or more are named (a filter), else the
+    ``top_n`` with the strongest correlation (:func:`analytics.strongest_symbols`, the pair's legs
+    always among them)."""
+
+    top_n: int = HEATMAP_TOP_N
+    symbols: tuple[str, ...] = ()
+
+
+def heatmap_matrix(matrix: pd.DataFrame, choice: HeatmapChoice, legs: tuple[str, str]) -> pd.DataFrame:
+    """The part of a correlation matrix the heatmap shows (``choice``), in clustered order
+    (:func:`analytics.clustered_order`): correlated symbols side by side, blocks on the diagonal."""
+    named = [s for s in matrix.index if s in set(choice.symbols)]
+    keep = named if len(named) >= 2 else strongest_symbols(matrix, choice.top_n, always=legs)
+    sub = matrix.loc[keep, keep]
+    order = clustered_order(sub)
+    return sub.loc[order, order]
+
+
 def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None,
-                  data_version: int, scope: Hashable | None = None) -> None:
+                  data_version: int, scope: Hashable | None = None, *, universe: PairBars | None = None) -> None:
     """Prices, spread, z-score, β, correlation, heatmap and lead-lag.
 
     Served by server.py the charts stay in the browser and receive only what changed
     (:mod:`ui.live_chart`); otherwise each refresh sends whole figures. ``scope``: the feed's
     identity, so that every tab showing its data shares one build of each figure (None: an
-    uploaded dataset).
+    uploaded dataset). ``universe``: every watched symbol's closed bars, for the heatmap.
     """
-    specs = chart_data(bars, pair, controls, alert_marks)
+    symbols = tuple((bars if universe is None else universe).by_symbol)
+    specs = chart_data(bars, pair, controls, alert_marks, universe, heatmap_choice(symbols))
     full = st.container()
     left, right = st.columns(2)
     places = {"full": full, "left": left, "right": right}
@@ -147,6 +188,26 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
         with places[place]:
             live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run,
                        builds=state.charts, scope=scope)
+
+
+def heatmap_choice(symbols: tuple[str, ...]) -> HeatmapChoice:
+    """The heatmap's symbols: top N by correlation or a filter (an expander, when there are more than N)."""
+    if len(symbols) <= HEATMAP_TOP_N:
+        return HeatmapChoice(HEATMAP_TOP_N)
+    # Fewer symbols watched than when they were set: keep the choices within them (a widget refuses
+    # a value outside its range or options).
+    if st.session_state.get("heatmap_top_n", 0) > len(symbols):
+        st.session_state["heatmap_top_n"] = len(symbols)
+    if "heatmap_symbols" in st.session_state:
+        st.session_state["heatmap_symbols"] = [s for s in st.session_state["heatmap_symbols"] if s in symbols]
+    with st.expander(f"Heatmap: {len(symbols)} symbols watched"):
+        top_col, filter_col = st.columns([1, 3])
+        top_n = top_col.number_input("Top N by |correlation|", 2, len(symbols), HEATMAP_TOP_N, key="heatmap_top_n",
+                                     help="The symbols with the strongest correlation to any other; the pair's "
+                                          "legs always shown")
+        named = filter_col.multiselect("Or only these symbols", symbols, key="heatmap_symbols",
+                                       help="Two or more: the heatmap shows exactly these")
+    return HeatmapChoice(int(top_n), tuple(named))
 
 
 # Live charts of 1 s bars advance in steps of their refresh: every tab within a step shows the same

@@ -170,9 +170,14 @@ def pair_params(controls: Controls) -> PairParams:
 
 def view_query(controls: Controls, symbols: tuple[str, ...] | None = None, interval_ms: int | None = None,
                params: PairParams | None = None) -> ViewQuery:
-    """What the page asks a feed's shared analytics for (by default: its symbols, timeframe and pair),
-    over the lookback plus the parameters' warm-up, with the liquidity filter."""
+    """What the page asks a feed's shared analytics for (by default: its pair's two legs, timeframe
+    and parameters), over the lookback plus the parameters' warm-up, with the liquidity filter.
+
+    The pair is aligned on its own legs' bars, never on every watched symbol's: its numbers are
+    the alert monitor's and every other tab's on that pair, whatever else they watch, and a page
+    watching 200 symbols does not align 200 of them to draw two (the universe is
+    :mod:`pairs.universe`'s)."""
     params = pair_params(controls) if params is None else params
-    return ViewQuery(controls.symbols if symbols is None else symbols,
+    return ViewQuery((controls.y, controls.x) if symbols is None else symbols,
                      controls.interval_ms if interval_ms is None else interval_ms, controls.lookback_ms, params,
                      params.warmup_bars, controls.min_trades, controls.min_volume)

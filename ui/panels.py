@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -113,8 +114,13 @@ def _render_report(report: CointegrationReport) -> None:
     st.caption(f"Tested on {report.bars:,} bars.")
 
 
-def render_downloads(bars: PairBars, pair: PairAnalytics, minute: pd.DataFrame, tz: str, stem: str) -> None:
-    """The per-minute table and three CSV downloads (times in UTC in every file)."""
+def render_downloads(bars: PairBars, pair: PairAnalytics, minute: pd.DataFrame, tz: str, stem: str,
+                     universe: Callable[[], PairBars] | None = None) -> None:
+    """The per-minute table and three CSV downloads (times in UTC in every file).
+
+    ``universe()``: every watched symbol's bars for the OHLCV file, asked only when it is
+    downloaded (None: ``bars``)."""
+    whole = (lambda: bars) if universe is None else universe
     shown = minute.copy()
     if isinstance(shown.index, pd.DatetimeIndex):
         shown.index = shown.index.tz_convert(tz)
@@ -123,7 +129,7 @@ def render_downloads(bars: PairBars, pair: PairAnalytics, minute: pd.DataFrame, 
     # download does not rerun the page.
     files = (
         ("Per-minute table (CSV)", lambda: to_csv_bytes(minute), "per-minute", "download_minute"),
-        ("Bars OHLCV (CSV)", lambda: to_csv_bytes(ohlcv_table(bars)), "bars", "download_bars"),
+        ("Bars OHLCV (CSV)", lambda: to_csv_bytes(ohlcv_table(whole())), "bars", "download_bars"),
         ("Analytics series (CSV)", lambda: to_csv_bytes(analytics_table(pair)), "analytics", "download_analytics"),
     )
     for column, (label, make, suffix, key) in zip(st.columns(len(files)), files, strict=True):

@@ -34,12 +34,19 @@ class PageData:
 
     ``view(symbols, interval_ms, params, controls)``: closed bars over the lookback plus a warm-up,
     with ``params``' analytics on them; ``with_open(bars, open_start_ms)``: the bars plus the
-    forming bar, for display; ``service``: the feed (None for datasets).
+    forming bar, for display; ``service``: the feed (None for datasets); ``universe()``: closed
+    bars of every watched symbol over the lookback (:mod:`pairs.universe`), asked only by a tab
+    that shows them all (None: the pair's own bars are the whole universe, as for two datasets).
     """
 
     view: Callable[[tuple[str, ...], int, PairParams, Controls], PairView]
     with_open: Callable[[PairBars, int], PairBars]
     service: Service | None
+    universe: Callable[[], PairBars] | None = None
+
+    def universe_bars(self, bars: PairBars) -> PairBars:
+        """Every watched symbol's closed bars; ``bars`` (the page's) where the pair is the universe."""
+        return bars if self.universe is None else self.universe()
 
 
 def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalytics, controls: Controls) -> None:
@@ -60,10 +67,11 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
                 chart_bars, chart_pair = chart_span(view, controls.lookback_ms)
             # One feed's analytics (its engine's bars): tabs on it share chart builds.
             scope = None if service is None else (service.site, id(service.shared))
-            render_charts(chart_bars, chart_pair, controls, marks, view.data_version, scope)
+            render_charts(chart_bars, chart_pair, controls, marks, view.data_version, scope,
+                          universe=page.universe_bars(bars))
     if stats_tab.open:
         with stats_tab:
-            render_symbol_summaries(bars, controls.tz)
+            render_symbol_summaries(page.universe_bars(bars), controls.tz)
             if service is not None and service.funding:
                 render_funding(service, (params.y, params.x), controls.tz)
             render_pair_stats(pair, bars.interval_ms)
@@ -73,7 +81,7 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             render_table_tab(page, controls, bars, pair)
     if scanner_tab.open:
         with scanner_tab:
-            render_scanner_tab(bars, controls)
+            render_scanner_tab(page.universe_bars(bars), controls)
     if alerts_tab.open:
         with alerts_tab:
             if service is None:
@@ -105,7 +113,7 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
             return
         minute_bars, minute_pair = shown.bars, shown.pair
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
-                     f"{controls.y}-{controls.x}-{controls.timeframe}")
+                     f"{controls.y}-{controls.x}-{controls.timeframe}", page.universe)
 
 
 def render_feed_tab(service: Service, tz: str) -> None:

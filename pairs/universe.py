@@ -1,0 +1,130 @@
+"""Closed bars of every watched symbol, for what shows the whole universe: the correlation heatmap,
+the per-symbol summaries, the scanner and the OHLCV export.
+
+The pair's own analytics never need them (:mod:`pairs.shared` aligns the two legs alone), so a
+page watching 200 symbols pays for the universe only on a tab that shows it, and never waits for
+it but once: :class:`UniverseBars` holds the newest bars per (symbols, timeframe, lookback) for
+every session and tab of a feed, and when a bar has closed past the next step
+(:func:`universe_step_ms`) or stored history arrived it builds them again in a background
+thread, handing out the held ones meanwhile (one step behind at most, plus the build).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ingestion.engine import Engine
+from pairs.bars import BarHistory, PairBars, load_pair_span
+from pairs.shared import forming_bar_start
+from records import now_ms
+from records.flight import SingleFlightCache
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+# On 1 s bars the universe (200 symbols: a second or more to build) moves on in steps of this
+# many milliseconds of market time, not every second: a heatmap over an hour or a day barely moves
+# within a minute. Longer bars step with every closed bar.
+UNIVERSE_STEP_MS = 60_000
+MAX_ENTRIES = 8
+
+
+def universe_step_ms(interval_ms: int) -> int:
+    """How often (market ms) the universe's bars at ``interval_ms`` move on: every bar, at least a minute."""
+    return max(interval_ms, UNIVERSE_STEP_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    symbols: tuple[str, ...]
+    interval_ms: int
+    lookback_ms: int
+    end_ms: int  # bars start before this (UTC epoch ms): a step boundary, every bar before it closed
+    history_version: int
+
+    @property
+    def series(self) -> tuple[tuple[str, ...], int, int]:
+        return self.symbols, self.interval_ms, self.lookback_ms
+
+
+class UniverseBars:
+    """The universe's closed bars of one service (one engine, one database), shared. Thread-safe."""
+
+    def __init__(self, engine: Engine, history: BarHistory, max_entries: int = MAX_ENTRIES) -> None:
+        self.engine = engine
+        self.history = history
+        self._cache: SingleFlightCache[_Key, PairBars] = SingleFlightCache(max_entries, lambda key: key.series)
+        self._lock = threading.Lock()  # guards the builds in flight and the counter
+        self._building: dict[tuple[tuple[str, ...], int, int], threading.Thread] = {}
+        self.built = 0  # builds so far (for tests and benchmarks)
+
+    def closed(self, symbols: Sequence[str], interval_ms: int, lookback_ms: int, *, wait: bool = False) -> PairBars:
+        """Closed bars of ``symbols`` at ``interval_ms`` over ``lookback_ms`` of market time, aligned
+        on one grid (a quiet symbol carries its last close, flagged filled), ending at the last step
+        boundary (:func:`universe_step_ms`) at or before the bar still forming: the bars a view of
+        all ``symbols`` over that lookback would show (:func:`pairs.bars.load_pair_span`, no warm-up).
+
+        Built once per step. The first ask of a (symbols, timeframe, lookback) builds them; later
+        asks get the held bars at once and, once a newer step is due, start one background build
+        whose bars the asks after it get. ``wait``: build the current step here if not held (tests,
+        and an export that must be current).
+        """
+        key = self._key(symbols, interval_ms, lookback_ms)
+        held = self._cache.find(key, lambda bars: bars)
+        if held is not None:
+            return held
+        if not wait:
+            older = self._cache.newest(lambda k: k.series == key.series)
+            if older is not None:
+                self._refresh(key)
+                return older
+        bars, _ = self._cache.get_or_compute(key, lambda bars: bars, lambda: self._build(key))
+        return bars
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait for the background builds in flight (tests; a service stopping)."""
+        with self._lock:
+            threads = list(self._building.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def _key(self, symbols: Sequence[str], interval_ms: int, lookback_ms: int) -> _Key:
+        self.engine.close_due_bars()
+        market_now = self.engine.market_now_ms() or now_ms()
+        step = universe_step_ms(interval_ms)
+        end = forming_bar_start(self.engine, symbols, interval_ms, market_now) // step * step
+        loader = self.history.loader
+        return _Key(tuple(symbols), interval_ms, lookback_ms, end,
+                    loader.version_of(interval_ms) if loader is not None else 0)
+
+    def _build(self, key: _Key) -> tuple[PairBars, PairBars]:
+        # As a view asked at the step's end: the lookback ends there, whatever the clock says now.
+        bars, _ = load_pair_span(self.engine, self.history, key.symbols, key.interval_ms, key.lookback_ms,
+                                 closed_before_ms=key.end_ms, market_now_ms=key.end_ms)
+        with self._lock:
+            self.built += 1
+        return bars, bars
+
+    def _refresh(self, key: _Key) -> None:
+        """Build ``key``'s bars in a background thread, unless its series is being built already."""
+        with self._lock:
+            running = self._building.get(key.series)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(target=self._background, args=(key,), name=f"universe-{len(key.symbols)}",
+                                      daemon=True)
+            self._building[key.series] = thread
+        thread.start()
+
+    def _background(self, key: _Key) -> None:
+        try:
+            self._cache.get_or_compute(key, lambda bars: bars, lambda: self._build(key))
+        except (StorageError, OSError, ValueError) as exc:  # the held bars stay; the next ask tries again
+            log.warning("building the bars of %d symbols at %d ms: %s", len(key.symbols), key.interval_ms, exc)
+        finally:
+            with self._lock:
+                if self._building.get(key.series) is threading.current_thread():
+                    del self._building[key.series]
