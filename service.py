@@ -160,7 +160,7 @@ class Service:
             if loader is not None:
                 loader.start(feed.symbols)
             if funding is not None:
-                funding.start(feed.symbols)
+                funding.start(_exchange_symbols(feed.symbols))
             monitor.start()
             engine.start()
         except BaseException:
@@ -216,7 +216,7 @@ class Service:
             if self.loader is not None:
                 self.loader.watch(wanted)
             if self.funding_loader is not None:
-                self.funding_loader.watch(wanted)
+                self.funding_loader.watch(_exchange_symbols(wanted))
 
     @property
     def funding(self) -> bool:
@@ -231,7 +231,7 @@ class Service:
 
     def is_perpetual(self, leg: str) -> bool:
         """Whether ``leg`` pays funding (a USDⓈ-M perpetual): see :func:`pairs.funding.is_perpetual`."""
-        return is_perpetual(leg, futures_feed=self.funding)
+        return is_perpetual(leg)
 
     def funding_history(self, leg: str, start_ms: int, end_ms: int) -> FundingHistory:
         """The stored funding events of perpetual ``leg`` from ``start_ms`` to ``end_ms`` (UTC epoch ms,
@@ -353,6 +353,12 @@ def _name_legs(site: Site, spec: SourceSpec) -> None:
                 ", ".join(f"{old} → {new}" for old, new in moved.items()), changed)
 
 
+def _exchange_symbols(legs: Iterable[str]) -> tuple[str, ...]:
+    """The exchange's own symbols of ``legs`` (``ETHUSDT.P`` → ``ETHUSDT``): what the funding loader
+    asks Binance for and keys the funding table by (:func:`pairs.funding.funding_history` reads it so)."""
+    return tuple(Leg.parse(leg).symbol for leg in legs)
+
+
 @functools.lru_cache(maxsize=4096)
 def _market_of(leg: str) -> str:
     """The market (``spot``, ``um``) a leg name trades on: cached, as every per-leg read asks it."""
@@ -421,6 +427,11 @@ class JointService(Service):
 
     def mark_price(self, symbol: str) -> MarkPrice | None:
         return self.services[_market_of(symbol)].mark_price(symbol)
+
+    def funding_history(self, leg: str, start_ms: int, end_ms: int) -> FundingHistory:
+        """``leg``'s funding from its own venue's store: a basis page's perpetual is charged from the
+        futures database even when the page's own source is spot."""
+        return self.services[_market_of(leg)].funding_history(leg, start_ms, end_ms)
 
     def status(self) -> FeedStatus:
         return self.home.status()

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from alerts.rules import parse_rule
 from config import ConfigError, Settings, from_cli
+from domain import Leg
 from ingestion.binance.rest import RestError
 from ingestion.history import HistoryProgress
 from ingestion.sources import resolve, spec_for
@@ -81,7 +82,8 @@ def with_top(settings: Settings) -> Settings:
         universe = spec.universe(settings.feed).get()
     except (RestError, OSError) as exc:
         raise TopUnavailable(f"cannot pick the top {recorder.top} symbols: {exc}") from None
-    symbols = universe.top(recorder.top, recorder.quote)
+    # Leg names, as --symbols gives after resolve(): BTCUSDT.P on binance-futures (the pair is compared to them).
+    symbols = tuple(Leg(universe.market, symbol).name for symbol in universe.top(recorder.top, recorder.quote))
     if not symbols:
         raise ConfigError(f"quote (--quote): no trading symbol is quoted in {recorder.quote}; the venue's "
                           f"quote assets are {', '.join(universe.quote_assets()[:10])}")

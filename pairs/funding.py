@@ -14,23 +14,20 @@ from domain import Leg, Market
 from storage.base import TickStore
 
 
-def is_perpetual(leg: str, *, futures_feed: bool) -> bool:
-    """Whether ``leg`` is a USDⓈ-M perpetual: its name says so (``ETHUSDT.P``), or it is a leg of the
-    ``binance-futures`` feed (``futures_feed``), whose legs do not carry the ``.P`` yet.
-
-    The second rule goes once every futures leg is named with :data:`domain.PERP_SUFFIX`. A name
-    that is no leg at all (an uploaded dataset's) is not a perpetual.
-    """
+def is_perpetual(leg: str) -> bool:
+    """Whether ``leg`` is a USDⓈ-M perpetual: its name says so (``ETHUSDT.P``), whatever page or feed
+    shows it (a spot ``ETHUSDT`` on the futures page of a basis pair never pays). A name that is no
+    leg at all (an uploaded dataset's) is not a perpetual."""
     try:
-        market = Leg.parse(leg).market
+        return Leg.parse(leg).market is Market.USDM
     except ValueError:
         return False
-    return market is Market.USDM or futures_feed
 
 
 def funding_history(store: TickStore, leg: str, start_ms: int, end_ms: int) -> FundingHistory:
     """The stored funding events of perpetual ``leg`` with ``start_ms <= funding_ms <= end_ms`` (UTC
-    epoch ms) and the span in which the store holds every event (:meth:`TickStore.funding_coverage`)."""
+    epoch ms) and the span in which the store holds every event (:meth:`TickStore.funding_coverage`).
+    The funding table is keyed by the exchange's symbol (``ETHUSDT``, as fetched), not the leg name."""
     symbol = Leg.parse(leg).symbol
     rates = store.funding(symbol, start_ms, end_ms + 1)
     covered = store.funding_coverage(symbol)

@@ -489,7 +489,7 @@ class _Funding:
     @classmethod
     def of(cls, pair: tuple[Hashable, Hashable], funding: Mapping[str, FundingHistory] | None,
            close_ms: np.ndarray) -> _Funding:
-        perpetual = [str(leg) for leg in pair if is_perpetual(str(leg), futures_feed=False)]
+        perpetual = [str(leg) for leg in pair if is_perpetual(str(leg))]
         if funding is None:
             note = f"funding of {' and '.join(perpetual)} not included (no funding history given)" if perpetual else ""
             return cls(None, None, close_ms, note)

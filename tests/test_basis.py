@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -23,6 +24,7 @@ from domain import Market
 from ingestion.sources import source_for
 from pairs.compute import PairParams
 from pairs.shared import ViewQuery
+from records import FundingRate
 from records.alerts import AlertRule
 from service import JointService, Service, ServiceRegistry, TooManyFeeds
 from storage import open_alerts, open_ticks
@@ -32,6 +34,7 @@ from tests.test_app import APP, app_env  # noqa: F401  (app_env: the fixture, us
 from tests.test_binance_source import FAST
 from tests.test_live_push import _messages
 from ui import live
+from ui.backtest_panel import perpetual_funding
 from ui.plain import unescaped
 from ui.status import feed_is_failing
 
@@ -240,3 +243,32 @@ def test_the_spot_page_takes_a_perpetual_leg_and_shows_the_basis(monkeypatch, fa
             summary = next(d.value for d in at.dataframe if "volatility % (ann.)" in d.value.columns)
             assert summary.loc["ETHUSDT.P", "last"] == pytest.approx(perp_price(BARS - 1))
             assert summary.loc["ETHUSDT", "last"] == pytest.approx(spot_price(BARS - 1))
+
+
+def test_a_basis_page_charges_funding_from_the_futures_store_whatever_its_own_source(fakes, tmp_path):
+    """The Backtest tab of a spot page with ``ETHUSDT.P`` reads that leg's funding from the futures
+    database (through the futures venue's service), not the spot page's own; on the futures page of
+    the same pair, the spot ``ETHUSDT`` pays nothing."""
+    hour = 3_600_000
+    registry = registry_for({name: fake.url for name, fake in fakes.items()})
+    try:
+        page = registry.acquire_legs("tab-1", page_settings(tmp_path))
+        assert isinstance(page, JointService) and page.home is page.services["spot"]
+        futures = page.services["um"]
+        eventually(futures.site.exists, timeout=10, message="the futures database was never created")
+        first = 1_765_000_000_000 // hour * hour
+        events = [FundingRate("ETHUSDT", first + k * 8 * hour, 1e-4 * (k + 1), 3_000.0) for k in range(3)]
+        with open_ticks(futures.site) as store:  # what the futures venue's funding loader stores
+            store.write_funding("ETHUSDT", events, first - hour, first + 20 * hour)
+        closes = pd.DataFrame({"ETHUSDT.P": 3_001.0, "ETHUSDT": 3_000.0},
+                              index=pd.date_range(pd.Timestamp(first, unit="ms", tz="UTC"), periods=20, freq="1h"))
+        tab = perpetual_funding(page, closes, ("ETHUSDT.P", "ETHUSDT"), hour)
+        assert set(tab) == {"ETHUSDT.P"}  # the spot leg never pays
+        assert list(tab["ETHUSDT.P"].times_ms) == [e.funding_ms for e in events[1:]]  # after the first close
+        assert list(tab["ETHUSDT.P"].rates) == pytest.approx([2e-4, 3e-4])
+        assert (tab["ETHUSDT.P"].known_from_ms, tab["ETHUSDT.P"].known_to_ms) == (first - hour, first + 20 * hour)
+        other = registry.acquire_legs("tab-2", page_settings(tmp_path, source="binance-futures"))
+        assert isinstance(other, JointService) and other.home is futures
+        assert set(perpetual_funding(other, closes, ("ETHUSDT", "ETHUSDT.P"), hour)) == {"ETHUSDT.P"}
+    finally:
+        registry.stop_all()

@@ -38,7 +38,8 @@ def test_symbols_are_split_into_as_few_connections_as_the_stream_cap_allows():
     assert feed.connections == (SYMBOLS[:3], SYMBOLS[3:6], SYMBOLS[6:])
     assert [url.count("@trade") for url in feed.urls] == [3, 3, 1]
     futures = offline(SYMBOLS, SMALL_USDM)  # two streams a symbol: 3 symbols a connection
-    assert futures.connections == (SYMBOLS[:3], SYMBOLS[3:6], SYMBOLS[6:])
+    legs = tuple(f"{symbol}.P" for symbol in SYMBOLS)  # USDⓈ-M legs carry their .P; the wire the plain symbol
+    assert futures.connections == (legs[:3], legs[3:6], legs[6:])
     assert [url.count("@") for url in futures.urls] == [9, 9, 3]  # per symbol "@trade" and "@markPrice@1s"
     assert offline(SYMBOLS[:3]).connections == (SYMBOLS[:3],)  # within the cap: one connection, as before
 

@@ -372,7 +372,8 @@ def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(
 # ------------------------------------------------------------------------------------------ the service
 def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path):
     """A futures recorder (its own process) fetches the retained funding history; a dashboard that
-    follows its database reads the same events and span, and takes the feed's legs for perpetuals."""
+    follows its database reads the same events and span; the feed's legs are named ``ETHUSDT.P``, and
+    a plain ``ETHUSDT`` is spot there too (it pays no funding)."""
     start_ms = now_ms()
     # Events up to 2 h ago: none near the moment the recorder asks (what it lists is then plain).
     funding = FakeFunding(PRICES, first_ms=start_ms - 200 * HOUR, until_ms=start_ms - 2 * HOUR)
@@ -388,12 +389,13 @@ def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path
             dashboard = Service.start(settings, follow=True)
             try:
                 assert dashboard.following and dashboard.funding_loader is None  # the recorder fetches
-                got = dashboard.funding_history("ETHUSDT", start_ms - 24 * HOUR, now_ms())
-                assert dashboard.is_perpetual("ETHUSDT") and dashboard.is_perpetual("ETHUSDT.P")
+                assert {"BTCUSDT.P", "ETHUSDT.P"} <= set(dashboard.symbols)
+                got = dashboard.funding_history("ETHUSDT.P", start_ms - 24 * HOUR, now_ms())
+                assert dashboard.is_perpetual("ETHUSDT.P") and not dashboard.is_perpetual("ETHUSDT")
                 # What the Backtest tab hands the backtest: each perpetual leg's history over the closes.
                 index = pd.date_range(end=pd.Timestamp(start_ms - HOUR, unit="ms", tz="UTC"), periods=23, freq="1h")
-                closes = pd.DataFrame({"ETHUSDT": 3_100.0, "BTCUSDT": 90_000.0}, index=index)
-                tab = perpetual_funding(dashboard, closes, ("ETHUSDT", "BTCUSDT"), HOUR)
+                closes = pd.DataFrame({"ETHUSDT.P": 3_100.0, "BTCUSDT.P": 90_000.0}, index=index)
+                tab = perpetual_funding(dashboard, closes, ("ETHUSDT.P", "BTCUSDT.P"), HOUR)
             finally:
                 dashboard.stop()
             proc.send_signal(signal.SIGINT)
@@ -408,12 +410,11 @@ def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path
     assert got.known_from_ms is not None and got.known_to_ms is not None
     assert got.known_from_ms <= start_ms - 24 * HOUR + 60_000 and got.known_to_ms >= start_ms
     assert np.all(np.isfinite(got.marks)) and np.all(np.abs(got.rates) < 5e-4)
-    assert set(tab) == {"ETHUSDT", "BTCUSDT"} and tab["ETHUSDT"].known_to_ms == got.known_to_ms
-    assert list(tab["ETHUSDT"].times_ms) == [t for t in expected if index[0].value // 10**6 + HOUR <= t]
+    assert set(tab) == {"ETHUSDT.P", "BTCUSDT.P"} and tab["ETHUSDT.P"].known_to_ms == got.known_to_ms
+    assert list(tab["ETHUSDT.P"].times_ms) == [t for t in expected if index[0].value // 10**6 + HOUR <= t]
 
 
 def test_which_legs_pay_funding():
-    assert is_perpetual("ETHUSDT.P", futures_feed=False) and is_perpetual("ethusdt.p", futures_feed=False)
-    assert not is_perpetual("ETHUSDT", futures_feed=False)  # spot never pays
-    assert is_perpetual("ETHUSDT", futures_feed=True)  # a binance-futures leg, until it carries its .P
-    assert not is_perpetual("my upload 2024", futures_feed=True)  # a dataset's name is no leg
+    assert is_perpetual("ETHUSDT.P") and is_perpetual("ethusdt.p")
+    assert not is_perpetual("ETHUSDT")  # spot never pays, on whichever page it is shown
+    assert not is_perpetual("my upload 2024")  # a dataset's name is no leg

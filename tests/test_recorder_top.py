@@ -22,7 +22,10 @@ QUIET = ("--history-hours", "0", "--backfill-max-trades", "0")
     (False, ("--top", "3"), {"btcusdt@trade", "ethusdt@trade", "solusdt@trade"}),
     (True, ("--source", "binance-futures", "--top", "2", "--quote", "usdc"),
      {"btcusdc@trade", "btcusdc@markPrice@1s", "ethusdc@trade", "ethusdc@markPrice@1s"}),
-], ids=["spot", "usdm"])
+    # A pair set on purpose is taken as the venue's legs (ETHUSDT.P/BTCUSDT.P), as the picked ones are.
+    (True, ("--source", "binance-futures", "--top", "2", "--pair", "ETHUSDT/BTCUSDT"),
+     {"btcusdt@trade", "btcusdt@markPrice@1s", "ethusdt@trade", "ethusdt@markPrice@1s"}),
+], ids=["spot", "usdm", "usdm-pair"])
 def test_the_recorder_watches_the_top_n_by_quote_volume(tmp_path, futures, args, streams):
     with FakeBinance(futures=futures, ping_interval=None) as fake, FakeRest(futures=futures, listings=LISTINGS) as rest:
         proc = recorder(*args, "--ws-url", fake.url, "--rest-url", rest.url, "--data-dir", str(tmp_path), *QUIET)
@@ -35,8 +38,10 @@ def test_the_recorder_watches_the_top_n_by_quote_volume(tmp_path, futures, args,
             proc.kill()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
-    picked = "BTCUSDC,ETHUSDC" if futures else "BTCUSDT,ETHUSDT,SOLUSDT"  # the delisted BCCUSDT never
-    assert f"by 24 h quote volume in {'USDC' if futures else 'USDT'}: {picked}" in out
+    # Leg names: the perpetuals as BTCUSDC.P (stored and shown so); the delisted BCCUSDT never.
+    quote = "USDC" if "usdc" in args else "USDT"
+    picked = f"BTC{quote}.P,ETH{quote}.P" if futures else "BTCUSDT,ETHUSDT,SOLUSDT"
+    assert f"by 24 h quote volume in {quote}: {picked}" in out
 
 
 @pytest.mark.parametrize(("args", "expected"), [

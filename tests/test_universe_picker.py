@@ -9,6 +9,11 @@ from collections.abc import Iterator
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from domain import Leg, Market
+from ingestion.binance import SPOT, USDM
+from ingestion.binance.universe import _CACHES as universe_caches
+from ingestion.binance.universe import Listing, Universe, UniverseCache
+from records import now_ms
 from testkit.fake_binance import FakeBinance
 from testkit.fake_rest import FakeListing, FakeRest
 from tests.test_app import APP, app_env  # noqa: F401  (app_env: the fixture, used by name)
@@ -73,7 +78,9 @@ def test_a_pasted_symbol_not_listed_or_not_trading_is_refused_by_name(live):
     assert "Refused: NOPEUSDT is not listed on Binance spot" in errors
     assert "Refused: LUNAUSDT is not trading (status HALT)" in errors
     assert any(e.startswith("Refused: invalid leg 'ETH;DROP'") for e in errors)
-    assert "Refused: BTCUSDT.P is a USDⓈ-M perpetual, not a Binance spot symbol" in errors
+    # A perpetual is a leg of the other venue, checked against its listing: this fake serves spot's only.
+    assert any(e.startswith("Refused: BTCUSDT.P: cannot fetch the Binance USDⓈ-M futures symbol list to check it")
+               for e in errors), errors
     assert at.text_input(key="universe_paste_binance").value == ""  # the box is emptied for the next list
     assert not at.exception
 
@@ -98,9 +105,57 @@ def test_futures_legs_are_shown_as_perpetuals_and_quarterlies_are_not_offered(li
     watched = picker(at, "binance-futures")
     # As shown: perpetual leg names; no quarterly contract.
     assert sorted(watched.options) == ["BNBUSDT.P", "BTCUSDT.P", "DOGEUSDT.P", "ETHUSDT.P", "SOLUSDT.P", "XRPUSDT.P"]
-    assert watched.value == ["BTCUSDT", "ETHUSDT"]
-    at.text_input(key="universe_paste_binance-futures").input("SOLUSDT.P, xrpusdt").run()
-    assert picker(at, "binance-futures").value == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    assert watched.value == ["BTCUSDT.P", "ETHUSDT.P"]  # the configured BTCUSDT,ETHUSDT as this venue's legs
+    at.button(key="universe_top_binance-futures").click().run()  # N = 10: every trading USDT perpetual
+    assert picker(at, "binance-futures").value == ["BTCUSDT.P", "ETHUSDT.P", "SOLUSDT.P", "DOGEUSDT.P",
+                                                   "XRPUSDT.P", "BNBUSDT.P"]
+    at.text_input(key="universe_paste_binance-futures").input("solusdt.p, NOPEUSDT.P, LUNAUSDT.P").run()
+    assert picker(at, "binance-futures").value == ["BTCUSDT.P", "ETHUSDT.P", "SOLUSDT.P", "DOGEUSDT.P",
+                                                   "XRPUSDT.P", "BNBUSDT.P"]
+    assert {"Refused: NOPEUSDT.P is not listed on Binance USDⓈ-M futures (perpetuals)",
+            "Refused: LUNAUSDT.P is not trading (status HALT)"} <= set(sidebar_errors(at))
+    assert not at.exception and "BNBUSDT.P" in at.selectbox(key="pair_y").options  # the page's legs: perpetuals
+
+
+def other_venue(monkeypatch, market: Market, rest_url: str, listings: list[FakeListing]) -> None:
+    """The other Binance venue's listing, as its cache holds it (one fake REST server serves one venue)."""
+    venue = {Market.SPOT: SPOT, Market.USDM: USDM}[market]
+    universe = Universe(market, tuple(Listing(Leg(market, x.symbol), x.status, x.symbol.removesuffix(x.quote), x.quote)
+                                      for x in listings), {x.symbol: x.quote_volume for x in listings}, now_ms())
+    monkeypatch.setitem(universe_caches, (venue.source, rest_url), UniverseCache(lambda: universe))
+
+
+@pytest.mark.parametrize("live", [False, True], indirect=True, ids=["spot-page", "futures-page"])
+def test_a_leg_of_the_other_venue_is_added_by_name_checked_against_that_venues_listing(live, monkeypatch):
+    """The basis: ``ETHUSDT.P`` pasted on the spot page, ``ETHUSDT`` on the futures page, each checked
+    against the other venue's own listing and refused by name when it does not trade there."""
+    _fake, rest = live
+    futures_page = rest.futures
+    source = "binance-futures" if futures_page else "binance"
+    other = Market.SPOT if futures_page else Market.USDM
+    other_listings = [FakeListing("ETHUSDT", 2e9), FakeListing("BCCUSDT", 1e3, status="BREAK"),
+                      FakeListing("LUNAUSDT", 1e3, status="HALT" if other is Market.SPOT else "SETTLING")]
+    other_venue(monkeypatch, other, rest.url, other_listings)
+    home, basis = ("ETHUSDT.P", "ETHUSDT") if futures_page else ("ETHUSDT", "ETHUSDT.P")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    suffix = "" if other is Market.SPOT else ".P"
+    at.text_input(key=f"universe_paste_{source}").input(f"{basis}, NOPEUSDT{suffix}, LUNAUSDT{suffix}").run()
+    assert picker(at, source).value == [f"BTCUSDT{'.P' if futures_page else ''}", home, basis]
+    venue = "spot" if other is Market.SPOT else "USDⓈ-M futures (perpetuals)"
+    status = "HALT" if other is Market.SPOT else "SETTLING"
+    assert {f"Refused: NOPEUSDT{suffix} is not listed on Binance {venue}",
+            f"Refused: LUNAUSDT{suffix} is not trading (status {status})"} <= set(sidebar_errors(at))
+    assert basis in at.selectbox(key="pair_y").options and not at.exception
+    # A watched leg the other venue stops trading is flagged by that venue's listing.
+    other_listings[0] = FakeListing("ETHUSDT", 2e9, status="BREAK")
+    other_venue(monkeypatch, other, rest.url, other_listings)
+    at.run()
+    assert f"{basis} ⚠ BREAK" in picker(at, source).options
+    assert any(f"No trades will arrive for {basis} is not trading (status BREAK)" in unescaped(w.value)
+               for w in at.sidebar.warning)
+    other_name = "Binance spot" if other is Market.SPOT else "Binance USDⓈ-M futures"
+    assert any(f"Not trading on {other_name}: {basis} is not trading (status BREAK)" in unescaped(w.value)
+               for w in at.main.warning), [w.value for w in at.main.warning]
 
 
 @pytest.mark.usefixtures("app_env")
