@@ -1,0 +1,65 @@
+"""Where a research scan runs: a local Dask cluster by default, or a running scheduler by address.
+
+Local (no address): one worker process per core, one thread each, on 127.0.0.1, no dashboard;
+started and closed with the scan. Remote (``--scheduler tcp://HOST:8786`` or ``QUANT_SCHEDULER``):
+the same code on workers started elsewhere (``dask scheduler``, ``dask worker tcp://HOST:8786``,
+with this repository importable by the workers, e.g. ``PYTHONPATH``, and the research store at a
+path or URL they can all read).
+
+Dask's nanny starts every worker with ``OPENBLAS_NUM_THREADS=1`` (its ``pre-spawn-environ``): one
+BLAS thread per worker is also what makes results bit-identical across workers and clusters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from distributed import Client, LocalCluster
+
+from config import ConfigError, parse_scheduler
+
+# Dask's own logs (worker start/stop, a lost worker) are the operator's business at WARNING and above.
+_QUIET = logging.WARNING
+CONNECT_TIMEOUT_S = 20.0
+
+
+def default_workers() -> int:
+    """One worker per core this process may use (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def open_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Client]:
+    """A Dask client on the scheduler at ``scheduler`` (``tcp://HOST:PORT``), else on a local cluster of
+    ``workers`` processes (default :func:`default_workers`), one thread each. Closed on exit, the local
+    cluster with it. ConfigError naming the setting for a bad address or worker count; OSError
+    (naming the address) when nothing answers there within :data:`CONNECT_TIMEOUT_S` seconds."""
+    if scheduler is not None:
+        address = parse_scheduler(scheduler)
+        if workers is not None:
+            raise ConfigError("workers: --workers sizes the local cluster; a scheduler's workers are started "
+                              "with it (dask worker)")
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise OSError(f"scheduler {address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S:g} s "
+                          f"({exc})") from None
+        with client:
+            yield client
+        return
+    count = default_workers() if workers is None else workers
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 256:
+        raise ConfigError(f"workers: {workers!r} must be a whole number of worker processes between 1 and 256")
+    cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, silence_logs=_QUIET)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            yield client
+    finally:
+        cluster.close()
