@@ -21,8 +21,9 @@ from distributed import Client, LocalCluster
 
 from config import ConfigError, parse_scheduler
 
-# Dask's own logs (worker start/stop, a lost worker) are the operator's business at WARNING and above.
-_QUIET = logging.WARNING
+# Dask's own logs: a local cluster's routine noise (a worker slow to stop under load, "killing")
+# is WARNING; what breaks a scan reaches the caller as an exception anyway.
+_QUIET = logging.ERROR
 CONNECT_TIMEOUT_S = 20.0
 
 

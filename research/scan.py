@@ -242,7 +242,8 @@ def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[s
                progress: Progress | None = None, retries: int = 2) -> list[pd.DataFrame]:
     """Run ``kernel`` on every block of ``spec`` on ``client``'s cluster; the blocks' rows, in block order.
 
-    ``progress(pairs_done, pairs_total)`` is called on the client after each block. An exception
+    ``progress(pairs_done, pairs_total)`` is called on the client once the blocks are submitted
+    (0 done) and after each block. An exception
     from a block (after ``retries`` retries) cancels the rest and is raised; KeyboardInterrupt
     (Ctrl-C) or an exception from ``progress`` cancels every future and raises
     :class:`ScanCancelled` (from KeyboardInterrupt) or the exception.
@@ -257,6 +258,8 @@ def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[s
     results: list[pd.DataFrame | None] = [None] * len(blocks)
     done = 0
     try:
+        if progress is not None:
+            progress(0, total)
         for future in as_completed(futures, loop=client.loop):
             i = position[future.key]
             results[i] = future.result()
