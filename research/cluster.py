@@ -1,10 +1,10 @@
 """Where a research scan runs: a local Dask cluster by default, or a running scheduler by address.
 
-Local (no address): one worker process per core, one thread each, on 127.0.0.1, no dashboard;
-started and closed with the scan. Remote (``--scheduler tcp://HOST:8786`` or ``QUANT_SCHEDULER``):
-the same code on workers started elsewhere (``dask scheduler``, ``dask worker tcp://HOST:8786``,
-with this repository importable by the workers, e.g. ``PYTHONPATH``, and the research store at a
-path or URL they can all read).
+Local (no address): one worker process per core, one thread each, on 127.0.0.1 (its HTTP
+endpoint on a free loopback port), started and closed with the scan. Remote (``--scheduler
+tcp://HOST:8786`` or ``QUANT_SCHEDULER``): the same code on workers started elsewhere
+(``dask scheduler``, ``dask worker tcp://HOST:8786``), with this repository importable by the
+workers (e.g. ``PYTHONPATH``) and the research store at a path or URL they can all read.
 
 Dask's nanny starts every worker with ``OPENBLAS_NUM_THREADS=1`` (its ``pre-spawn-environ``): one
 BLAS thread per worker is also what makes results bit-identical across workers and clusters.
@@ -58,7 +58,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 256:
         raise ConfigError(f"workers: {workers!r} must be a whole number of worker processes between 1 and 256")
     cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=_QUIET)
+                           dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
     try:
         with Client(cluster, set_as_default=False) as client:
             yield client

@@ -177,16 +177,17 @@ def check_spec(spec: ScanSpec) -> ScanSpec:
     if bars < analytics.scan.MIN_SCAN_BARS:
         raise ScanInputError(f"span: {bars} {spec.timeframe.name} bars from {_iso(spec.start_ms)} to "
                              f"{_iso(spec.end_ms)}; a scan needs at least {analytics.scan.MIN_SCAN_BARS}")
-    if len(set(spec.symbols)) < 2:
-        raise ScanInputError(f"symbols: a scan needs at least two symbols, got {', '.join(spec.symbols) or 'none'}")
-    if len(set(spec.symbols)) != len(spec.symbols):
-        raise ScanInputError("symbols: each symbol once, please")
-    make_blocks(spec.symbols, spec.block_size)
     store = open_store(spec.store)
     stored = set(store.symbols(spec.market, spec.timeframe))
     if not stored:
         raise ScanInputError(f"store: {spec.store!r} holds no {spec.market.value} {spec.timeframe.name} bars "
                              "(import archives into it first)")
+    if len(set(spec.symbols)) < 2:
+        raise ScanInputError(f"symbols: a scan needs at least two symbols, got {', '.join(spec.symbols) or 'none'}")
+    if len(set(spec.symbols)) != len(spec.symbols):
+        duplicated = sorted({s for s in spec.symbols if spec.symbols.count(s) > 1})
+        raise ScanInputError(f"symbols: {', '.join(duplicated)} given more than once")
+    make_blocks(spec.symbols, spec.block_size)
     unknown = [s for s in spec.symbols if s not in stored]
     if unknown:
         raise ScanInputError(f"symbols: {', '.join(unknown)} not in the store's {spec.market.value} "
