@@ -83,13 +83,11 @@ MIN_SCAN_BARS = 30
 DEFAULT_MIN_BARS = 60
 # Unordered pairs tested per batch (and per progress report); bounds the batch's memory.
 _CHUNK = 128
-# Elements per symbol of the slice of ADF design rows multiplied at a time when forming their Gram
-# matrix: slices of 65,536 / (maxlag + 2) rows, 512 KB per symbol. The slice length must not depend on
-# how many symbols are scanned together: the sums are formed slice by slice, so a pair's numbers
-# would otherwise change in the last bits with the company it is scanned in (scan_block's promise).
-_GRAM_SLICE_ELEMENTS = 65_536
+# Rows of the per-symbol ADF designs multiplied at a time when forming their Gram matrix.
+_GRAM_ELEMENTS = 4_000_000
 
 Progress = Callable[[int, int], None]
+_windows = np.lib.stride_tricks.sliding_window_view
 
 
 def scan_pairs(
@@ -553,9 +551,9 @@ class _PairwiseSums:
     matrix shapes and where the entry falls in them, so a pair's numbers would change in the last
     bits with the other columns scanned alongside it. Here every pair's sums come from operations
     of one fixed shape on its own two columns: a level sum is numpy's pairwise sum of the
-    elementwise product; a design Gram block is one (L+2, R) × (R, L+2) product per slice of R rows,
-    the same R for every pair, slices added in order. Identical inputs then give identical sums in
-    any block, in any process (with the same BLAS thread count: one in Dask's workers).
+    elementwise product; a design Gram block is one fixed-shape product of shifted columns plus
+    short cumulative sums (:meth:`designs`). Identical inputs then give identical sums in any
+    block, in any process (with the same BLAS thread count: one in Dask's workers).
     """
 
     def __init__(self, detrended: np.ndarray, maxlag: int) -> None:
@@ -587,31 +585,81 @@ class _PairwiseSums:
 
     def designs(self, pairs: np.ndarray) -> np.ndarray:
         """The (L+2, c, L+2, c) Gram of the ADF designs (as :func:`_design_gram`) for ``pairs`` and each
-        column with itself, rows t = maxlag .. n-2; other blocks stay 0."""
+        column with itself, rows t = maxlag .. n-2; other blocks stay 0.
+
+        A design's columns are one series shifted by 0..L rows, so a block ``W_aᵀ·W_b`` holds only
+        ~3L distinct long sums (:meth:`_block`): one (3L+2, n-1-2L) × (n-1-2L, 2) product per pair
+        instead of an (L+2, n) × (n, L+2) one, ~L/3 times fewer operations.
+        """
         n, c = self.detrended.shape
         maxlag, width = self.maxlag, self.maxlag + 2
         levels = np.ascontiguousarray(self.detrended.T)  # (c, n)
         diffs = np.diff(levels, axis=1)  # (c, n-1)
+        core = n - 1 - 2 * maxlag  # rows u = L .. n-2-L, inside every shifted column's range
+        # Per symbol, the core of its differences and levels side by side: (c, core, 2).
+        right = np.ascontiguousarray(np.stack([diffs[:, maxlag : maxlag + core], levels[:, maxlag : maxlag + core]],
+                                              axis=2))
         wanted = self._all_pairs(pairs)
-        sums = np.zeros((len(wanted), width, width))
-        step = max(1, _GRAM_SLICE_ELEMENTS // width)
-        for start in range(maxlag, n - 1, step):
-            stop = min(start + step, n - 1)
-            by_column = np.empty((c, width, stop - start))  # each symbol's design rows, transposed
-            by_column[:, 0] = levels[:, start:stop]
-            for j in range(1, maxlag + 1):
-                by_column[:, j] = diffs[:, start - j : stop - j]
-            by_column[:, -1] = diffs[:, start:stop]
-            by_row = np.ascontiguousarray(by_column.transpose(0, 2, 1))
-            for i, (a, b) in enumerate(wanted):
-                # One (L+2, rows) × (rows, L+2) product per pair: the same shape for every pair.
-                sums[i] += by_column[a] @ by_row[b]
         gram = np.zeros((width, c, width, c))
-        a, b = wanted.T
-        gram[:, a, :, b] = sums  # indexed (pair, row, column): the pairs' axis comes first
-        off = a != b
-        gram[:, b[off], :, a[off]] = sums[off].transpose(0, 2, 1)
+        for b in np.unique(wanted[:, 1]):
+            # Rows: Δb shifted by k = -L..L over the core, then b's level shifted by i = 0..L.
+            shifted = np.empty((3 * maxlag + 2, core))
+            shifted[: 2 * maxlag + 1] = _windows(diffs[b], core)
+            shifted[2 * maxlag + 1 :] = _windows(levels[b], core)[maxlag : 2 * maxlag + 1]
+            for a in wanted[wanted[:, 1] == b, 0]:
+                # One fixed-shape product per pair: the same operations whatever the block.
+                block = self._block(shifted @ right[a], levels[a], diffs[a], levels[b], diffs[b])
+                gram[:, a, :, b] = block
+                if a != b:
+                    gram[:, b, :, a] = block.T
         return gram
+
+    def _block(self, products: np.ndarray, ea: np.ndarray, da: np.ndarray, eb: np.ndarray, db: np.ndarray
+               ) -> np.ndarray:
+        """``W_aᵀ·W_b`` (L+2, L+2) from the core sums ``products`` (3L+2, 2) and the L rows at each end.
+
+        With d = Δe and the design rows t = L..n-2: a lag-i by lag-j entry is
+        ``Σ_{u=L-i}^{n-2-i} da_u·db_{u+i-j}``: the core sum for shift k = i-j over u = L..n-2-L,
+        plus a head (u < L) and a tail (u > n-2-L) of at most L terms each, taken from cumulative
+        sums. Level entries likewise (the level rows t = L..n-2 need only a tail).
+        """
+        lags = self.maxlag
+        n = len(ea)
+        shifts = np.arange(-lags, lags + 1)
+        lag = np.arange(lags + 1)
+        head = np.arange(lags)  # u = 0..L-1
+        tail = n - 1 - lags + head  # u = n-1-L..n-2
+        # Δa·Δb: core[k] + Σ head products + Σ tail products, by (i, k).
+        index = head[:, None] + shifts
+        inside = index >= 0
+        heads = np.where(inside, da[head][:, None] * db[np.where(inside, index, 0)], 0.0)
+        head_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(heads[::-1], axis=0)])  # [i]: u >= L-i
+        index = tail[:, None] + shifts
+        inside = index <= n - 2
+        tails = np.where(inside, da[tail][:, None] * db[np.where(inside, index, n - 2)], 0.0)
+        tail_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(tails, axis=0)])  # [m]: u < n-1-L+m
+        i, j = np.meshgrid(lag, lag, indexing="ij")
+        k = i - j + lags
+        diff_diff = products[: 2 * lags + 1, 0][k] + head_sums[i, k] + tail_sums[lags - i, k]
+        # Δa_{t-i}·eb_t = Σ_{u=L-i}^{n-2-i} da_u·eb_{u+i}.
+        heads = da[head][:, None] * eb[head[:, None] + lag]
+        head_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(heads[::-1], axis=0)])
+        index = tail[:, None] + lag
+        inside = index <= n - 2
+        tails = np.where(inside, da[tail][:, None] * eb[np.where(inside, index, n - 2)], 0.0)
+        tail_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(tails, axis=0)])
+        diff_level = products[2 * lags + 1 :, 0] + head_level[lag, lag] + tail_level[lags - lag, lag]
+        # ea_t·Δb_{t-j} and ea_t·eb_t over t = L..n-2: the core, then the last L rows.
+        level_diff = products[lags - lag, 1] + np.add.reduce(ea[tail][:, None] * db[tail[:, None] - lag], axis=0)
+        level_level = products[2 * lags + 1, 1] + np.add.reduce(ea[tail] * eb[tail])
+        # Into the design's column order: level, lags 1..L, then Δ_t (lag 0).
+        column = np.array([lags + 1, *range(1, lags + 1)])
+        block = np.empty((lags + 2, lags + 2))
+        block[0, 0] = level_level
+        block[0, column] = level_diff
+        block[column, 0] = diff_level
+        block[np.ix_(column, column)] = diff_diff
+        return block
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,7 +700,7 @@ def _design_gram(detrended: np.ndarray, maxlag: int, blocks: list[tuple[np.ndarr
         covered[np.intersect1d(a, b)] = True
     alone = np.flatnonzero(~covered)  # symbols whose own block no (A, B) block contains
     everything = np.arange(width)
-    step = max(1, _GRAM_SLICE_ELEMENTS // width)  # never depends on c: see _GRAM_SLICE_ELEMENTS
+    step = max(1, _GRAM_ELEMENTS // (width * c))
     for start in range(maxlag, n - 1, step):
         stop = min(start + step, n - 1)
         lagged = (diffs[start - j : stop - j] for j in range(1, maxlag + 1))

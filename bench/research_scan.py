@@ -10,7 +10,7 @@ of ``--days`` days of 1 min bars (1,440 a day), one Parquet file per symbol and 
    of 2 workers (one thread each): wall time from submission to the last block, the ratio, and
    whether the two rankings are bit-identical;
 3. ``--full``: the scan of every symbol on 2 workers (the issue's figure: 400 × 30 days, ≤ 10 min);
-4. memory: the peak resident set of each worker process after the scans (``ru_maxrss``).
+4. memory: the peak resident set of each worker process after the scans (``VmHWM``).
 
 The machine's load (``os.getloadavg``) is printed beside the numbers: on a shared machine the
 times and the scaling ratio are those of whatever CPU was left.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -46,7 +45,12 @@ MINUTE = Timeframe.of("1m")
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """This process's peak resident set (VmHWM), MB. Not ru_maxrss: Linux keeps that across fork and
+    exec, so a spawned worker would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # kB
+    return float("nan")
 
 
 def load() -> str:

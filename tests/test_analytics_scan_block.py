@@ -55,6 +55,20 @@ def test_the_bit_for_bit_promise_holds_over_many_row_slices():
     pd.testing.assert_frame_equal(blocked(closes, 2), whole, check_exact=True)
 
 
+@pytest.mark.parametrize(("trend", "maxlag", "autolag"), [("c", None, "aic"), ("ct", 7, "bic"), ("ctt", 0, None),
+                                                      ("n", 12, "t-stat"), ("c", 1, "aic")])
+def test_block_sums_agree_with_the_single_call_scanner(trend, maxlag, autolag):
+    """The structured design sums (core + head + tail) equal the plain products to rounding, for every
+    lag count, trend and lag rule, on pairs with and without missing bars."""
+    closes = universe()
+    kwargs = {"trend": trend, "maxlag": maxlag, "autolag": autolag}
+    whole = rank_pairs(scan_block(closes, list(closes.columns), **kwargs))
+    fast = scan_pairs(closes, **kwargs)
+    assert whole[["y", "x", "status", "eg_lag"]].equals(fast[["y", "x", "status", "eg_lag"]])
+    for column in [*NUMBERS, "q_value"]:
+        np.testing.assert_allclose(whole[column], fast[column], rtol=1e-9, atol=1e-12, err_msg=column)
+
+
 def test_a_blocked_scan_agrees_with_the_single_call_scanner_and_with_statsmodels():
     closes = universe()
     whole = rank_pairs(scan_block(closes, list(closes.columns)))
