@@ -87,6 +87,8 @@ _CHUNK = 128
 _GRAM_ELEMENTS = 4_000_000
 
 Progress = Callable[[int, int], None]
+# Pairs sharing one product in scan_block's design sums (a multiple of BLAS kernels' vector width).
+_PARTNERS = 16
 _windows = np.lib.stride_tricks.sliding_window_view
 
 
@@ -204,8 +206,11 @@ def scan_block(
     must hold those columns (others are ignored) on the grid of the whole scan: a pair's numbers
     depend only on its two legs' closes (and the grid's last row, for the z-score's note), never
     on which other columns or pairs share the block, so a scan cut into blocks gives the numbers
-    of one :func:`scan_pairs` call, bit for bit (the products every pair shares are summed over
-    the same row slices whatever the block's width). Parameters as for :func:`scan_pairs`.
+    of one ``scan_block`` call over the whole family, bit for bit, given the same number of BLAS
+    threads (Dask's workers use one). Each pair's sums are formed on their own
+    (:class:`_PairwiseSums`), so the numbers differ from :func:`scan_pairs`' (which shares one
+    product among all columns) by rounding only (~1e-12 relative). Parameters as for
+    :func:`scan_pairs`.
 
     Returns the columns of :data:`SCAN_COLUMNS` with ``q_value`` NaN, one row per pair, in no
     particular order: put the blocks of a scan together with :func:`rank_pairs`, which adjusts
@@ -596,9 +601,6 @@ class _PairwiseSums:
         levels = np.ascontiguousarray(self.detrended.T)  # (c, n)
         diffs = np.diff(levels, axis=1)  # (c, n-1)
         core = n - 1 - 2 * maxlag  # rows u = L .. n-2-L, inside every shifted column's range
-        # Per symbol, the core of its differences and levels side by side: (c, core, 2).
-        right = np.ascontiguousarray(np.stack([diffs[:, maxlag : maxlag + core], levels[:, maxlag : maxlag + core]],
-                                              axis=2))
         wanted = self._all_pairs(pairs)
         gram = np.zeros((width, c, width, c))
         for b in np.unique(wanted[:, 1]):
@@ -606,12 +608,21 @@ class _PairwiseSums:
             shifted = np.empty((3 * maxlag + 2, core))
             shifted[: 2 * maxlag + 1] = _windows(diffs[b], core)
             shifted[2 * maxlag + 1 :] = _windows(levels[b], core)[maxlag : 2 * maxlag + 1]
-            for a in wanted[wanted[:, 1] == b, 0]:
-                # One fixed-shape product per pair: the same operations whatever the block.
-                block = self._block(shifted @ right[a], levels[a], diffs[a], levels[b], diffs[b])
-                gram[:, a, :, b] = block
-                if a != b:
-                    gram[:, b, :, a] = block.T
+            partners = wanted[wanted[:, 1] == b, 0]
+            for first in range(0, len(partners), _PARTNERS):
+                group = partners[first : first + _PARTNERS]
+                # Always _PARTNERS pairs wide (zero columns pad the last group): one product shape for
+                # every pair, and each pair's two columns are whole vector lanes of the BLAS kernel,
+                # where a column's sums do not depend on its neighbours (tests hold this bit for bit).
+                right = np.zeros((core, 2 * _PARTNERS))
+                right[:, 0 : 2 * len(group) : 2] = diffs[group, maxlag : maxlag + core].T
+                right[:, 1 : 2 * len(group) : 2] = levels[group, maxlag : maxlag + core].T
+                products = shifted @ right
+                for q, a in enumerate(group):
+                    block = self._block(products[:, 2 * q : 2 * q + 2], levels[a], diffs[a], levels[b], diffs[b])
+                    gram[:, a, :, b] = block
+                    if a != b:
+                        gram[:, b, :, a] = block.T
         return gram
 
     def _block(self, products: np.ndarray, ea: np.ndarray, da: np.ndarray, eb: np.ndarray, db: np.ndarray

@@ -290,7 +290,11 @@ def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None) ->
 
 
 def scan_in_process(spec: ScanSpec) -> ScanOutcome:
-    """The same scan in this process, the whole family as one block (for comparison and small universes)."""
+    """The same scan in this process, the whole family as one block (for comparison and small universes).
+
+    Bit-identical to :func:`scan` when this process runs BLAS on one thread (``OPENBLAS_NUM_THREADS=1``,
+    as Dask's workers do): a product split over threads adds its entries in another order.
+    """
     check_spec(spec)
     started = time.monotonic()
     closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, spec.symbols, spec.start_ms,

@@ -248,8 +248,10 @@ def test_nothing_listening_at_the_scheduler_address_is_named(monkeypatch):
         pass
 
 
-def test_separate_scheduler_and_worker_processes_give_bit_identical_results(store_root, tmp_path):
+def test_separate_scheduler_and_worker_processes_give_bit_identical_results(store_root, tmp_path, monkeypatch):
     """``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1, as on a real cluster."""
+    import research.cluster
+    monkeypatch.setattr(research.cluster, "CONNECT_TIMEOUT_S", 90.0)  # a loaded machine starts processes slowly
     bin_dir = Path(sys.executable).parent
     scheduler_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
