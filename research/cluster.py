@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
+from typing import Any
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 
 from config import ConfigError, parse_scheduler
 
@@ -33,6 +36,35 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+class IgnoreInterrupts(WorkerPlugin):
+    """Makes a local worker process ignore SIGINT (run in its main thread when it joins the cluster).
+
+    A terminal's Ctrl-C signals the whole process group: the local cluster's worker processes too,
+    which would die printing tracebacks while the client cancels the scan and closes the cluster.
+    Registered on the cluster, it also reaches the workers the nanny restarts after a crash.
+    """
+
+    name = "quant-ignore-sigint"
+
+    def setup(self, worker: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the local cluster starts: the spawned workers inherit the disposition,
+    which covers them until :class:`IgnoreInterrupts` runs; the previous handler returns after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @contextlib.contextmanager
@@ -57,10 +89,12 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     count = default_workers() if workers is None else workers
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 256:
         raise ConfigError(f"workers: {workers!r} must be a whole number of worker processes between 1 and 256")
-    cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
+    with _sigint_ignored():
+        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
     try:
         with Client(cluster, set_as_default=False) as client:
+            client.register_plugin(IgnoreInterrupts())
             yield client
     finally:
         cluster.close()

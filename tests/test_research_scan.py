@@ -281,3 +281,31 @@ def test_separate_scheduler_and_worker_processes_give_bit_identical_results(stor
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=30)
+
+
+def test_ctrl_c_in_a_terminal_stops_the_cli_cleanly(tmp_path):
+    """A terminal's Ctrl-C signals the whole process group (client and local workers): exit 130,
+    nothing stored, and no worker prints a traceback."""
+    root = str(tmp_path / "store")
+    symbols = [f"T{i:02d}USDT" for i in range(40)]
+    write_universe(ResearchStore(root), Market.SPOT, MINUTE, symbols, JAN, universe_closes(symbols, 6_000, seed=3))
+    results, err_path = tmp_path / "scans", tmp_path / "stderr.txt"
+    with err_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.research", "scan", "--store", root, "--from", "2024-01-01", "--to",
+             "2024-01-05", "--workers", "2", "--block-size", "2", "--results", str(results)],
+            stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a foreground job has it
+        try:
+            eventually(lambda: "pairs 0 / 780" in err_path.read_text(), timeout=120,
+                       message=lambda: err_path.read_text())
+            os.killpg(process.pid, signal.SIGINT)
+            assert process.wait(timeout=120) == 130
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+    text = err_path.read_text()
+    assert "cancelled: scan cancelled after" in text and "nothing stored" in text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert not results.exists() or not any(results.iterdir())
