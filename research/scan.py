@@ -25,11 +25,12 @@ again on another worker; a block that raises is retried ``retries`` times); inte
 gather (Ctrl-C) cancels every future and stores nothing (:class:`ScanCancelled`). Results are
 stored only whole (:func:`save_scan`: written to a temporary folder, then renamed).
 
-Memory per worker: one block at a time (one thread per worker): the closes of ≤ 2·block_size
-symbols (8 bytes × bars each) and the block's sums: ``(L+2)² × 8`` bytes per pair and per symbol
-pair of the block's Gram array (L = the ADF maxlag), plus 512 KB per symbol of design rows; at
-the defaults (32 symbols per group, 43,200 one-minute bars, L = 55) about 150 MB, whatever the
-size of the universe.
+Memory per worker: one block at a time (one thread per worker), so it is set by ``block_size``,
+never by the universe: the closes of ≤ 2·block_size symbols (8 bytes × bars each, and a few
+working copies), the block's Gram array (``(L+2)² × (2·block_size)² × 8`` bytes, L the ADF
+maxlag: 106 MB at the defaults) and one shifted copy of a symbol's series (``(3L+2) × bars × 8``
+bytes, 57 MB). Measured (``bench/research_scan.py``): 430–500 MB peak per worker at the defaults
+(32 symbols per group, 43,200 one-minute bars, L = 55).
 """
 
 from __future__ import annotations
