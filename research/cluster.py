@@ -93,8 +93,29 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
     try:
-        with Client(cluster, set_as_default=False) as client:
-            client.register_plugin(IgnoreInterrupts())
-            yield client
+        client = Client(cluster, set_as_default=False)
+    except BaseException:
+        with _teardown_quiet():
+            cluster.close()
+        raise
+    try:
+        client.register_plugin(IgnoreInterrupts())
+        yield client
     finally:
-        cluster.close()
+        with _teardown_quiet():
+            client.close()
+            cluster.close()
+
+
+@contextlib.contextmanager
+def _teardown_quiet() -> Iterator[None]:
+    """Dask's logs muted while a local cluster closes: closing it in the middle of a cancelled scan
+    logs comms closed under pending messages (CRITICAL, with a traceback) and workers killed after
+    4 s, which say nothing about the scan; the scan's own errors have reached the caller by then."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
