@@ -23,6 +23,11 @@ Forming ``DᵀD`` from the symbols' Grams cancels digits in proportion to ``(std
 which the collinearity rule bounds (R² < 1 - 100·sqrt(eps) means the ratio is below ~820): at
 worst ~1e-10 relative, far below the 1e-8 the tests ask.
 
+A scan cut into blocks (:func:`scan_block` per block, :func:`rank_pairs` over all of them: what
+``research.scan`` runs on Dask) forms each pair's sums on their own instead, from the shift
+structure of the ADF designs (:class:`_PairwiseSums`), so a pair's numbers are the same bit for bit
+in any block; they differ from :func:`scan_pairs`' by rounding (~1e-12 relative).
+
 Memory: the shared Gram matrix holds ``(k·(maxlag + 2))²`` floats for k symbols: 14 MB for 50
 symbols at 1,440 bars (maxlag 24), 90 MB at 86,400 bars (maxlag 65).
 """
@@ -182,7 +187,6 @@ def scan_pairs(
         <= 0; or a parameter is out of range. Too little data in a pair never raises.
     """
     values = _check_closes(closes)
-
     settings = _checked_settings(trend, maxlag, autolag, window, min_bars, progress)
     return rank_pairs(_scan(values, closes, np.ones(len(closes.columns), dtype=np.int8), settings, progress))
 
@@ -292,8 +296,8 @@ class _Settings:
     autolag: str | None
     window: int
     min_bars: int
-    # Form each pair's sums on its own (scan_block): slower than one product over all columns,
-    # but the pair's numbers then never depend on the other columns (see _PairwiseSums).
+    # Form each pair's sums on its own (scan_block), so that its numbers never depend on the other
+    # columns (see _PairwiseSums); scan_pairs shares one product among all columns instead.
     exact: bool = False
 
 
