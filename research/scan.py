@@ -29,7 +29,7 @@ Memory per worker: one block at a time (one thread per worker), so it is set by 
 never by the universe: the closes of ≤ 2·block_size symbols (8 bytes × bars each, and a few
 working copies), the block's Gram array (``(L+2)² × (2·block_size)² × 8`` bytes, L the ADF
 maxlag: 106 MB at the defaults) and one shifted copy of a symbol's series (``(3L+2) × bars × 8``
-bytes, 57 MB). Measured (``bench/research_scan.py --full``): 622–624 MB peak per worker at the
+bytes, 57 MB). Measured (``bench/research_scan.py --full``): 613–624 MB peak per worker at the
 defaults (32 symbols per group, 43,200 one-minute bars, L = 55) for a universe of 400 symbols;
 431–435 MB with 16 per group.
 """
