@@ -237,6 +237,31 @@ def allowed_hosts(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     return parse_allowed_hosts(raw) if raw else DEFAULT_ALLOWED_HOSTS
 
 
+SCHEDULER_ENV = "QUANT_SCHEDULER"
+_SCHEDULER_RE = re.compile(r"^(tcp|tls)://(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
+
+
+def parse_scheduler(raw: str) -> str:
+    """A Dask scheduler address ``tcp://HOST:PORT`` (or ``tls://``), stripped; ConfigError naming
+    ``scheduler`` otherwise (research scans: ``--scheduler`` / ``QUANT_SCHEDULER``)."""
+    address = raw.strip()
+    match = _SCHEDULER_RE.fullmatch(address)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise ConfigError(f"scheduler: {raw!r} must look like tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+    return address
+
+
+def scheduler_address(environ: Mapping[str, str] | None = None) -> str | None:
+    """The research scans' Dask scheduler from ``QUANT_SCHEDULER`` (checked), or None: a local cluster."""
+    raw = (os.environ if environ is None else environ).get(SCHEDULER_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_scheduler(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"scheduler ({SCHEDULER_ENV}): {str(exc).removeprefix('scheduler: ')}") from None
+
+
 def parse_symbols(raw: str | Sequence[str]) -> tuple[str, ...]:
     """Parse a comma-separated list (or a sequence) of leg names (:func:`normalize_leg`), de-duplicated,
     order kept."""

@@ -6,7 +6,8 @@ bars          ticks → OHLCV bars (batch and incremental), alignment of symbols
 regression    hedge ratios: OLS, Huber, Theil–Sen, Kalman (batch and streaming), rolling OLS
 spread        spread of a hedged pair, its rolling z-score and moments, the z-score's bound
 stationarity  ADF, Engle–Granger cointegration, half-life of mean reversion
-scan          Engle–Granger scan of every pair of a universe, ranked by Benjamini–Hochberg q-value
+scan          Engle–Granger scan of every pair of a universe, ranked by Benjamini–Hochberg q-value;
+              a scan cut into blocks (scan_block, rank_pairs) for a distributed run
 correlation   rolling correlation, correlation matrix, lead–lag
 returns       log returns
 backtest      z-score mean-reversion backtest of a hedged pair (next-bar fills, costs, perpetuals' funding)
@@ -37,7 +38,7 @@ from analytics.regression import (
     rolling_hedge,
 )
 from analytics.returns import log_returns
-from analytics.scan import scan_pairs
+from analytics.scan import rank_pairs, scan_block, scan_pairs
 from analytics.spread import RollingMoments, rolling_moments, rolling_zscore, spread, zscore_bound
 from analytics.stationarity import AdfResult, EngleGrangerResult, HalfLife, adf, engle_granger, half_life
 
@@ -69,12 +70,14 @@ __all__ = [
     "half_life",
     "lead_lag",
     "log_returns",
+    "rank_pairs",
     "rebar",
     "resample_ticks",
     "rolling_correlation",
     "rolling_hedge",
     "rolling_moments",
     "rolling_zscore",
+    "scan_block",
     "scan_pairs",
     "spread",
     "strongest_symbols",

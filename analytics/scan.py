@@ -23,13 +23,19 @@ Forming ``DᵀD`` from the symbols' Grams cancels digits in proportion to ``(std
 which the collinearity rule bounds (R² < 1 - 100·sqrt(eps) means the ratio is below ~820): at
 worst ~1e-10 relative, far below the 1e-8 the tests ask.
 
+A scan cut into blocks (:func:`scan_block` per block, :func:`rank_pairs` over all of them: what
+``research.scan`` runs on Dask) forms each pair's sums on their own instead, from the shift
+structure of the ADF designs (:class:`_PairwiseSums`), so a pair's numbers are the same bit for bit
+in any block; they differ from :func:`scan_pairs`' by rounding (~1e-12 relative).
+
 Memory: the shared Gram matrix holds ``(k·(maxlag + 2))²`` floats for k symbols: 14 MB for 50
 symbols at 1,440 bars (maxlag 24), 90 MB at 86,400 bars (maxlag 65).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +92,9 @@ _CHUNK = 128
 _GRAM_ELEMENTS = 4_000_000
 
 Progress = Callable[[int, int], None]
+# Pairs sharing one product in scan_block's design sums (a multiple of BLAS kernels' vector width).
+_PARTNERS = 16
+_windows = np.lib.stride_tricks.sliding_window_view
 
 
 def scan_pairs(
@@ -178,6 +187,64 @@ def scan_pairs(
         <= 0; or a parameter is out of range. Too little data in a pair never raises.
     """
     values = _check_closes(closes)
+    settings = _checked_settings(trend, maxlag, autolag, window, min_bars, progress)
+    return rank_pairs(_scan(values, closes, np.ones(len(closes.columns), dtype=np.int8), settings, progress))
+
+
+def scan_block(
+    closes: pd.DataFrame,
+    left: Sequence[Hashable],
+    right: Sequence[Hashable] | None = None,
+    *,
+    trend: str = "c",
+    maxlag: int | None = None,
+    autolag: str | None = "aic",
+    window: int = 60,
+    min_bars: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The rows :func:`scan_pairs` gives the pairs of one block, unranked: a piece of a bigger scan.
+
+    The block's pairs are every pair within ``left`` (``right`` None or equal to ``left``), or
+    every pair of a column of ``left`` with a column of ``right`` (the two disjoint). ``closes``
+    must hold those columns (others are ignored) on the grid of the whole scan: a pair's numbers
+    depend only on its two legs' closes (and the grid's last row, for the z-score's note), never
+    on which other columns or pairs share the block, so a scan cut into blocks gives the numbers
+    of one ``scan_block`` call over the whole family, bit for bit, given the same number of BLAS
+    threads (Dask's workers use one). Each pair's sums are formed on their own
+    (:class:`_PairwiseSums`), so the numbers differ from :func:`scan_pairs`' (which shares one
+    product among all columns) by rounding only (~1e-12 relative). Parameters as for
+    :func:`scan_pairs`.
+
+    Returns the columns of :data:`SCAN_COLUMNS` with ``q_value`` NaN, one row per pair, in no
+    particular order: put the blocks of a scan together with :func:`rank_pairs`, which adjusts
+    over the whole family.
+    """
+    values = _check_closes(closes)
+    settings = dataclasses.replace(_checked_settings(trend, maxlag, autolag, window, min_bars, progress), exact=True)
+    side = _block_sides(closes.columns, left, right)
+    return _scan(values, closes, side, settings, progress)
+
+
+def rank_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """Pairs' rows (:func:`scan_block`'s, of one or more blocks) with q-values over all of them, ranked.
+
+    ``q_value`` is Benjamini–Hochberg over every tested row (status ``ok`` or ``collinear``) of
+    ``table``: the whole family, whichever blocks the rows came from. Rows are sorted by
+    ``q_value``, ``eg_pvalue``, then the pair's labels (as text), so the result does not depend
+    on the order the rows come in; untested pairs come last.
+    """
+    tested = table["status"].isin((OK, COLLINEAR)).to_numpy()
+    q_value = np.full(len(table), np.nan)
+    q_value[tested] = benjamini_hochberg(table["eg_pvalue"].to_numpy(dtype=np.float64)[tested])
+    ranked = table.assign(q_value=q_value, _y=table["y"].map(str), _x=table["x"].map(str))
+    ranked = ranked.sort_values(["q_value", "eg_pvalue", "_y", "_x"], na_position="last", kind="stable")
+    return ranked.drop(columns=["_y", "_x"]).reset_index(drop=True)
+
+
+def _checked_settings(
+    trend: str, maxlag: int | None, autolag: str | None, window: int, min_bars: int | None, progress: Progress | None
+) -> _Settings:
     trend = check_trend(trend)
     autolag = check_autolag(autolag)
     window = check_window(window)
@@ -187,12 +254,36 @@ def scan_pairs(
     min_bars = max(DEFAULT_MIN_BARS, needed) if min_bars is None else check_int("min_bars", min_bars, minimum=needed)
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable, got {progress!r}")
+    return _Settings(trend, maxlag, autolag, window, min_bars)
 
-    pairs = _ordered_pairs(closes.columns)
+
+def _block_sides(columns: pd.Index, left: Sequence[Hashable], right: Sequence[Hashable] | None) -> np.ndarray:
+    """Per column of ``closes``: 0 not in the block, 1 in ``left`` (a within-``left`` block: all), 2 in ``right``."""
+    left_set, right_set = set(left), set(left if right is None else right)
+    for name, given in (("left", left_set), ("right", right_set)):
+        unknown = sorted(map(str, given - set(columns)))
+        if unknown:
+            raise ValueError(f"scan_block: {name} names {', '.join(unknown)}, not columns of closes")
+    side = np.zeros(len(columns), dtype=np.int8)
+    if left_set == right_set:
+        side[columns.isin(list(left_set))] = 1
+    elif left_set & right_set:
+        both = ", ".join(sorted(map(str, left_set & right_set)))
+        raise ValueError(f"scan_block: left and right must be equal or disjoint; both hold {both}")
+    else:
+        side[columns.isin(list(left_set))] = 1
+        side[columns.isin(list(right_set))] = 2
+    return side
+
+
+def _scan(
+    values: np.ndarray, closes: pd.DataFrame, side: np.ndarray, settings: _Settings, progress: Progress | None
+) -> pd.DataFrame:
+    """Unranked rows of the pairs ``side`` defines (see :func:`_block_pairs`)."""
+    pairs = _block_pairs(closes.columns, side)
     table = _Table(len(pairs))
     reporter = _Reporter(len(pairs), progress)
-    settings = _Settings(trend, maxlag, autolag, window, min_bars)
-    for group in _pair_groups(np.isfinite(values), pairs):
+    for group in _pair_groups(np.isfinite(values), pairs, side):
         _scan_group(values[group.rows], closes.index[group.rows], closes.index, closes.columns, pairs, group, settings,
                     table, reporter)
     return table.frame(closes.columns, pairs)
@@ -205,6 +296,9 @@ class _Settings:
     autolag: str | None
     window: int
     min_bars: int
+    # Form each pair's sums on its own (scan_block), so that its numbers never depend on the other
+    # columns (see _PairwiseSums); scan_pairs shares one product among all columns instead.
+    exact: bool = False
 
 
 class _Reporter:
@@ -235,11 +329,10 @@ class _Table:
         self.note = np.full(size, "", dtype=object)
 
     def frame(self, symbols: pd.Index, pairs: np.ndarray) -> pd.DataFrame:
-        """The ranked table; ``pairs`` (y, x) column numbers, in the tested ordering."""
+        """The table, unranked (``q_value`` NaN); ``pairs`` (y, x) column numbers, in the tested ordering."""
         y, x = pairs[:, 0], pairs[:, 1]
         tested = np.isin(self.status, (OK, COLLINEAR))
         q_value = np.full(len(pairs), np.nan)
-        q_value[tested] = benjamini_hochberg(self.numbers["eg_pvalue"][tested])
         eg_lag = pd.array(self.eg_lag, dtype="Int64")
         eg_lag[~tested] = pd.NA
         columns = {
@@ -252,8 +345,7 @@ class _Table:
             "status": self.status,
             "note": self.note,
         }
-        frame = pd.DataFrame({name: columns[name] for name in SCAN_COLUMNS})
-        return frame.sort_values(["q_value", "eg_pvalue"], na_position="last", kind="stable").reset_index(drop=True)
+        return pd.DataFrame({name: columns[name] for name in SCAN_COLUMNS})
 
 
 def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
@@ -274,16 +366,20 @@ def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
     return q_values
 
 
-def _ordered_pairs(symbols: pd.Index) -> np.ndarray:
-    """Every unordered pair of columns once, as (y, x) column numbers, shape (pairs, 2).
+def _block_pairs(symbols: pd.Index, side: np.ndarray) -> np.ndarray:
+    """The block's unordered pairs once each, as (y, x) column numbers, shape (pairs, 2).
 
-    y is the column whose label sorts first as text (ties: column order): a rule fixed before
-    the data is seen, so the one Engle–Granger test per pair keeps its nominal size, and a pair
-    is tested the same way whatever order the columns come in.
+    ``side`` (per column, :func:`_block_sides`): all columns 1, every pair among them; 1s and 2s,
+    every pair of a 1 with a 2; 0 columns take no part. y is the column whose label sorts first
+    as text (ties: column order): a rule fixed before the data is seen, so the one Engle–Granger
+    test per pair keeps its nominal size, and a pair is tested the same way whatever order the
+    columns come in and whatever block it is in.
     """
     rank = np.empty(len(symbols), dtype=np.intp)
     rank[sorted(range(len(symbols)), key=lambda c: (str(symbols[c]), c))] = np.arange(len(symbols))
-    pairs = [(i, j) if rank[i] < rank[j] else (j, i) for i in range(len(symbols)) for j in range(i + 1, len(symbols))]
+    cross = bool((side == 2).any())
+    pairs = [(i, j) if rank[i] < rank[j] else (j, i) for i in range(len(symbols)) for j in range(i + 1, len(symbols))
+             if side[i] and side[j] and (side[i] != side[j] if cross else True)]
     return np.array(pairs, dtype=np.intp).reshape(-1, 2)
 
 
@@ -322,16 +418,18 @@ class _Group:
     blocks: list[tuple[np.ndarray, np.ndarray]]
 
 
-def _pair_groups(finite: np.ndarray, pairs: np.ndarray) -> list[_Group]:
+def _pair_groups(finite: np.ndarray, pairs: np.ndarray, side: np.ndarray) -> list[_Group]:
     """Pairs grouped by the rows where both legs are finite.
 
-    Columns with the same NaN pattern form one class, so the common case (no NaN) is a single
-    group found without per-pair masks; a symbol listed late makes a group of its pairs with
-    the symbols listed before it.
+    Columns with the same NaN pattern (and the same ``side`` of the block) form one class, so the
+    common case (no NaN) is a single group found without per-pair masks; a symbol listed late
+    makes a group of its pairs with the symbols listed before it. Splitting by side keeps a
+    cross block's Gram products to left × right.
     """
     if len(pairs) == 0:
         return []
-    _, column_class = np.unique(np.packbits(finite, axis=0).T, axis=0, return_inverse=True)
+    pattern = np.concatenate([np.packbits(finite, axis=0).T, side.astype(np.uint8)[:, None]], axis=1)
+    _, column_class = np.unique(pattern, axis=0, return_inverse=True)
     column_class = column_class.ravel()
     classes = [np.flatnonzero(column_class == c) for c in range(column_class.max() + 1)]
     class_pairs = np.sort(column_class[pairs], axis=1)
@@ -372,7 +470,11 @@ def _scan_group(
     local = np.full(len(symbols), -1)
     local[columns] = np.arange(len(columns))
     blocks = [(local[a], local[b]) for a, b in group.blocks]
-    shared = _SharedFits.build(values[:, columns], settings.trend, settings.maxlag, blocks)
+    if settings.exact:
+        shared = _SharedFits.build_pairwise(values[:, columns], settings.trend, settings.maxlag,
+                                            local[pairs[members]])
+    else:
+        shared = _SharedFits.build(values[:, columns], settings.trend, settings.maxlag, blocks)
     degenerate = _degenerate_columns(values[:, columns], shared.gram, settings.trend)
     flat = [m for m in members if degenerate[local[pairs[m, 0]]] or degenerate[local[pairs[m, 1]]]]
     for m in flat:
@@ -383,7 +485,10 @@ def _scan_group(
     if len(testable) == 0:
         return
 
-    corr = _return_correlations(values[:, columns], degenerate)
+    if settings.exact:
+        corr = _pair_correlations(values[:, columns], degenerate, local[pairs[testable]])
+    else:
+        corr = _return_correlations(values[:, columns], degenerate)
     # The z-score is then that of an earlier bar: say so.
     stale = None if index[-1] == full_index[-1] else f"last shared bar is {index[-1]}, not the last row"
     for start in range(0, len(testable), _CHUNK):
@@ -425,6 +530,151 @@ class _SharedFits:
             early=_early_rows(detrended, lags),
             maxlag=lags,
         )
+
+
+    @classmethod
+    def build_pairwise(cls, values: np.ndarray, trend: str, maxlag: int | None, pairs: np.ndarray) -> _SharedFits:
+        """As :meth:`build`, for the pairs ``pairs`` (local column numbers, shape (p, 2)) only, each
+        pair's sums formed from its own two columns (:class:`_PairwiseSums`); other entries stay 0."""
+        fits = [detrend(values[:, [c]], trend) for c in range(values.shape[1])]  # one column: its own sums
+        detrended = np.concatenate([f[0] for f in fits], axis=1)
+        coefficients = np.concatenate([f[1] for f in fits], axis=1)
+        totals = np.concatenate([r_squared_totals(values[:, [c]], trend) for c in range(values.shape[1])])
+        lags = default_maxlag(len(values), 0) if maxlag is None else maxlag
+        sums = _PairwiseSums(detrended, lags)
+        return cls(
+            detrended=detrended,
+            coefficients=coefficients,
+            gram=sums.levels(pairs),
+            totals=totals,
+            designs=sums.designs(pairs),
+            early=_early_rows(detrended, lags),
+            maxlag=lags,
+        )
+
+
+class _PairwiseSums:
+    """Sums of products of two columns, each formed from those two columns alone.
+
+    A product over many columns at once (BLAS) adds up an entry in an order that depends on the
+    matrix shapes and where the entry falls in them, so a pair's numbers would change in the last
+    bits with the other columns scanned alongside it. Here every pair's sums come from operations
+    of one fixed shape on its own two columns: a level sum is numpy's pairwise sum of the
+    elementwise product; a design Gram block is one fixed-shape product of shifted columns plus
+    short cumulative sums (:meth:`designs`). Identical inputs then give identical sums in any
+    block, in any process (with the same BLAS thread count: one in Dask's workers).
+    """
+
+    def __init__(self, detrended: np.ndarray, maxlag: int) -> None:
+        self.detrended = detrended
+        self.maxlag = maxlag
+
+    def _all_pairs(self, pairs: np.ndarray) -> np.ndarray:
+        """``pairs`` (in the tested ordering, each once) and every column with itself, shape (p, 2).
+
+        A pair keeps its tested ordering (y, x), which does not depend on the block: ``Wᵧᵀ·Wₓ``
+        and ``Wₓᵀ·Wᵧ`` are transposes in exact arithmetic only.
+        """
+        columns = np.unique(pairs)
+        return np.concatenate([pairs, np.column_stack([columns, columns])])
+
+    def levels(self, pairs: np.ndarray) -> np.ndarray:
+        """(c, c) sums of products of the detrended columns for ``pairs`` and the diagonal; 0 elsewhere."""
+        c = self.detrended.shape[1]
+        rows = np.ascontiguousarray(self.detrended.T)
+        wanted = self._all_pairs(pairs)
+        gram = np.zeros((c, c))
+        for start in range(0, len(wanted), _CHUNK):
+            a, b = wanted[start : start + _CHUNK].T
+            # A reduction along the contiguous last axis: numpy's pairwise sum of each row on its own.
+            sums = np.add.reduce(rows[a] * rows[b], axis=1)
+            gram[a, b] = sums
+            gram[b, a] = sums
+        return gram
+
+    def designs(self, pairs: np.ndarray) -> np.ndarray:
+        """The (L+2, c, L+2, c) Gram of the ADF designs (as :func:`_design_gram`) for ``pairs`` and each
+        column with itself, rows t = maxlag .. n-2; other blocks stay 0.
+
+        A design's columns are one series shifted by 0..L rows, so a block ``W_aᵀ·W_b`` holds only
+        ~3L distinct long sums (:meth:`_block`): one (3L+2, n-1-2L) × (n-1-2L, 2) product per pair
+        instead of an (L+2, n) × (n, L+2) one, ~L/3 times fewer operations.
+        """
+        n, c = self.detrended.shape
+        maxlag, width = self.maxlag, self.maxlag + 2
+        levels = np.ascontiguousarray(self.detrended.T)  # (c, n)
+        diffs = np.diff(levels, axis=1)  # (c, n-1)
+        core = n - 1 - 2 * maxlag  # rows u = L .. n-2-L, inside every shifted column's range
+        wanted = self._all_pairs(pairs)
+        gram = np.zeros((width, c, width, c))
+        for b in np.unique(wanted[:, 1]):
+            # Rows: Δb shifted by k = -L..L over the core, then b's level shifted by i = 0..L.
+            shifted = np.empty((3 * maxlag + 2, core))
+            shifted[: 2 * maxlag + 1] = _windows(diffs[b], core)
+            shifted[2 * maxlag + 1 :] = _windows(levels[b], core)[maxlag : 2 * maxlag + 1]
+            partners = wanted[wanted[:, 1] == b, 0]
+            for first in range(0, len(partners), _PARTNERS):
+                group = partners[first : first + _PARTNERS]
+                # Always _PARTNERS pairs wide (zero columns pad the last group): one product shape for
+                # every pair, and each pair's two columns are whole vector lanes of the BLAS kernel,
+                # where a column's sums do not depend on its neighbours (tests hold this bit for bit).
+                right = np.zeros((core, 2 * _PARTNERS))
+                right[:, 0 : 2 * len(group) : 2] = diffs[group, maxlag : maxlag + core].T
+                right[:, 1 : 2 * len(group) : 2] = levels[group, maxlag : maxlag + core].T
+                products = shifted @ right
+                for q, a in enumerate(group):
+                    block = self._block(products[:, 2 * q : 2 * q + 2], levels[a], diffs[a], levels[b], diffs[b])
+                    gram[:, a, :, b] = block
+                    if a != b:
+                        gram[:, b, :, a] = block.T
+        return gram
+
+    def _block(self, products: np.ndarray, ea: np.ndarray, da: np.ndarray, eb: np.ndarray, db: np.ndarray
+               ) -> np.ndarray:
+        """``W_aᵀ·W_b`` (L+2, L+2) from the core sums ``products`` (3L+2, 2) and the L rows at each end.
+
+        With d = Δe and the design rows t = L..n-2: a lag-i by lag-j entry is
+        ``Σ_{u=L-i}^{n-2-i} da_u·db_{u+i-j}``: the core sum for shift k = i-j over u = L..n-2-L,
+        plus a head (u < L) and a tail (u > n-2-L) of at most L terms each, taken from cumulative
+        sums. Level entries likewise (the level rows t = L..n-2 need only a tail).
+        """
+        lags = self.maxlag
+        n = len(ea)
+        shifts = np.arange(-lags, lags + 1)
+        lag = np.arange(lags + 1)
+        head = np.arange(lags)  # u = 0..L-1
+        tail = n - 1 - lags + head  # u = n-1-L..n-2
+        # Δa·Δb: core[k] + Σ head products + Σ tail products, by (i, k).
+        index = head[:, None] + shifts
+        inside = index >= 0
+        heads = np.where(inside, da[head][:, None] * db[np.where(inside, index, 0)], 0.0)
+        head_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(heads[::-1], axis=0)])  # [i]: u >= L-i
+        index = tail[:, None] + shifts
+        inside = index <= n - 2
+        tails = np.where(inside, da[tail][:, None] * db[np.where(inside, index, n - 2)], 0.0)
+        tail_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(tails, axis=0)])  # [m]: u < n-1-L+m
+        i, j = np.meshgrid(lag, lag, indexing="ij")
+        k = i - j + lags
+        diff_diff = products[: 2 * lags + 1, 0][k] + head_sums[i, k] + tail_sums[lags - i, k]
+        # Δa_{t-i}·eb_t = Σ_{u=L-i}^{n-2-i} da_u·eb_{u+i}.
+        heads = da[head][:, None] * eb[head[:, None] + lag]
+        head_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(heads[::-1], axis=0)])
+        index = tail[:, None] + lag
+        inside = index <= n - 2
+        tails = np.where(inside, da[tail][:, None] * eb[np.where(inside, index, n - 2)], 0.0)
+        tail_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(tails, axis=0)])
+        diff_level = products[2 * lags + 1 :, 0] + head_level[lag, lag] + tail_level[lags - lag, lag]
+        # ea_t·Δb_{t-j} and ea_t·eb_t over t = L..n-2: the core, then the last L rows.
+        level_diff = products[lags - lag, 1] + np.add.reduce(ea[tail][:, None] * db[tail[:, None] - lag], axis=0)
+        level_level = products[2 * lags + 1, 1] + np.add.reduce(ea[tail] * eb[tail])
+        # Into the design's column order: level, lags 1..L, then Δ_t (lag 0).
+        column = np.array([lags + 1, *range(1, lags + 1)])
+        block = np.empty((lags + 2, lags + 2))
+        block[0, 0] = level_level
+        block[0, column] = level_diff
+        block[column, 0] = diff_level
+        block[np.ix_(column, column)] = diff_diff
+        return block
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +752,21 @@ def _return_correlations(values: np.ndarray, degenerate: list[str]) -> np.ndarra
     corr = np.full((values.shape[1], values.shape[1]), np.nan)
     if usable.any():
         corr[np.ix_(usable, usable)] = correlation_matrix(pd.DataFrame(returns[:, usable])).to_numpy()
+    return corr
+
+
+def _pair_correlations(values: np.ndarray, degenerate: list[str], pairs: np.ndarray) -> np.ndarray:
+    """As :func:`_return_correlations` for ``pairs`` (local column numbers) only, each pair's from its
+    own two columns (numpy's pairwise sums; see :class:`_PairwiseSums`); NaN elsewhere."""
+    returns = np.ascontiguousarray(np.diff(np.log(values), axis=0).T)  # (c, n-1)
+    centred = returns - np.add.reduce(returns, axis=1)[:, None] / returns.shape[1]
+    usable = np.array([not reason for reason in degenerate]) & (np.ptp(returns, axis=1) > 0)
+    corr = np.full((values.shape[1], values.shape[1]), np.nan)
+    pairs = pairs[usable[pairs[:, 0]] & usable[pairs[:, 1]]]
+    squares = np.add.reduce(centred * centred, axis=1)
+    for start in range(0, len(pairs), _CHUNK):
+        a, b = pairs[start : start + _CHUNK].T
+        corr[a, b] = np.clip(np.add.reduce(centred[a] * centred[b], axis=1) / np.sqrt(squares[a] * squares[b]), -1, 1)
     return corr
 
 

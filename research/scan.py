@@ -1,0 +1,382 @@
+"""The universe scan over the research history, on Dask's distributed scheduler.
+
+The family of pairs of ``symbols`` is cut into blocks (:func:`make_blocks`): the symbols, sorted,
+are split into groups of ``block_size``; a block is the pairs within one group or the pairs of one
+group with another. Each block is one Dask task that reads from the research store (a folder or a
+URL every worker can read, :class:`storage.research.ResearchStore`) only the closes of its own
+symbols (at most ``2·block_size``) over the formation span, and runs a kernel on them. The
+client gathers the blocks' rows and ranks them over the whole family (q-values by
+Benjamini–Hochberg over every tested pair, :func:`analytics.rank_pairs`).
+
+The runner is generic (:func:`run_blocks`): a kernel is ``kernel(closes, block, params) -> rows``,
+a picklable module-level function taking the block's closes (one column per symbol of the block,
+on the span's full bar grid, see :func:`read_closes`), the :class:`Block` and a dict of keyword
+parameters, and returning one row per pair. :func:`engle_granger_kernel` is the scan's
+(:func:`analytics.scan_block`); a walk-forward kernel plugs in the same way.
+
+Exact: a pair's numbers depend only on its two legs' closes, never on the block it is in
+(:func:`analytics.scan_block`), so a scan gives bit-identical numbers on a local cluster, on a
+remote one, with one worker or many, with any ``block_size``, and equals one in-process
+:func:`analytics.scan_block` call over the whole family (with one BLAS thread, as Dask's workers
+have).
+
+Robust: a worker that dies mid-scan costs only the block it was running (the scheduler runs it
+again on another worker; a block that raises is retried ``retries`` times); interrupting the
+gather (Ctrl-C) cancels every future and stores nothing (:class:`ScanCancelled`). Results are
+stored only whole (:func:`save_scan`: written to a temporary folder, then renamed).
+
+Memory per worker: one block at a time (one thread per worker), so it is set by ``block_size``,
+never by the universe: the closes of ≤ 2·block_size symbols (8 bytes × bars each, and a few
+working copies), the block's Gram array (``(L+2)² × (2·block_size)² × 8`` bytes, L the ADF
+maxlag: 106 MB at the defaults) and one shifted copy of a symbol's series (``(3L+2) × bars × 8``
+bytes, 57 MB). Measured (``bench/research_scan.py --full``): 613–624 MB peak per worker at the
+defaults (32 symbols per group, 43,200 one-minute bars, L = 55) for a universe of 400 symbols;
+431–435 MB with 16 per group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from distributed import Client, as_completed
+
+import analytics._unitroot
+import analytics.scan
+from analytics import TRENDS, rank_pairs, scan_block
+from domain import Market, Timeframe
+from records.safe_csv import to_csv_bytes
+from storage.errors import StorageError
+from storage.research import ResearchStore, months_between
+
+DEFAULT_BLOCK_SIZE = 32
+RESULTS_FILE = "pairs.parquet"
+PARAMETERS_FILE = "scan.json"
+
+Kernel = Callable[[pd.DataFrame, "Block", Mapping[str, Any]], pd.DataFrame]
+Progress = Callable[[int, int], None]
+
+
+class ScanCancelled(RuntimeError):
+    """The scan was interrupted; its futures were cancelled and nothing was stored."""
+
+
+class ScanInputError(ValueError):
+    """A bad scan request (unknown symbol, empty span, missing store, ...); the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Pairs within ``left`` (``right`` empty), or of ``left`` with ``right`` (disjoint)."""
+
+    left: tuple[str, ...]
+    right: tuple[str, ...] = ()
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols whose closes the block reads."""
+        return self.left + self.right
+
+    @property
+    def pairs(self) -> int:
+        """Unordered pairs in the block."""
+        return len(self.left) * len(self.right) if self.right else len(self.left) * (len(self.left) - 1) // 2
+
+
+def make_blocks(symbols: Sequence[str], block_size: int) -> list[Block]:
+    """Every unordered pair of ``symbols`` in exactly one block: sorted symbols in groups of
+    ``block_size``; each group with itself, then each group with every later one."""
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+        raise ScanInputError(f"block_size: {block_size!r} must be a whole number of symbols >= 1")
+    ordered = sorted(symbols)
+    groups = [tuple(ordered[i : i + block_size]) for i in range(0, len(ordered), block_size)]
+    blocks = [Block(group) for group in groups if len(group) > 1]
+    blocks += [Block(a, b) for i, a in enumerate(groups) for b in groups[i + 1 :]]
+    return blocks
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSpec:
+    """What a research scan reads and computes.
+
+    ``store``: the research store's root (path or URL, as workers see it); ``start_ms``/``end_ms``:
+    the formation span, bars starting in ``[start_ms, end_ms)`` (UTC epoch ms); ``trend``,
+    ``window`` (bars), ``maxlag`` (None: Schwert's default for the bar count) and ``min_bars`` as
+    in :func:`analytics.scan_pairs`.
+    """
+
+    store: str
+    market: Market
+    timeframe: Timeframe
+    symbols: tuple[str, ...]
+    start_ms: int
+    end_ms: int
+    trend: str = "c"
+    window: int = 60
+    maxlag: int | None = None
+    min_bars: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+    def kernel_params(self) -> dict[str, Any]:
+        """The keyword parameters of :func:`analytics.scan_block`."""
+        return {"trend": self.trend, "window": self.window, "maxlag": self.maxlag, "min_bars": self.min_bars}
+
+    def parameters(self) -> dict[str, Any]:
+        """Everything that produced a result, as JSON-ready values (the scan's sidecar)."""
+        return {
+            "store": self.store,
+            "market": self.market.value,
+            "timeframe": self.timeframe.name,
+            "symbols": list(self.symbols),
+            "start_utc": _iso(self.start_ms),
+            "end_utc": _iso(self.end_ms),
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "bars": (self.end_ms - self.start_ms) // self.timeframe.ms,
+            "trend": self.trend,
+            "window": self.window,
+            "maxlag": self.maxlag,
+            "min_bars": self.min_bars,
+            "block_size": self.block_size,
+            "code_version": code_version(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOutcome:
+    """A finished scan: the ranked table (:data:`analytics.scan.SCAN_COLUMNS`) and its spec."""
+
+    table: pd.DataFrame
+    spec: ScanSpec
+    seconds: float
+
+    def significant(self, level: float = 0.05) -> int:
+        return int((self.table["q_value"] < level).sum())
+
+
+def check_spec(spec: ScanSpec) -> ScanSpec:
+    """``spec`` if the store, its symbols and the span can be scanned; ScanInputError naming the problem.
+
+    Runs on the client before anything is submitted, so a bad request fails in a second.
+    """
+    if spec.trend not in TRENDS:
+        raise ScanInputError(f"trend: {spec.trend!r} is not one of {', '.join(TRENDS)}")
+    if spec.end_ms <= spec.start_ms:
+        raise ScanInputError(f"span: from {_iso(spec.start_ms)} to {_iso(spec.end_ms)} is empty; --to must be "
+                             "after --from")
+    bars = (spec.end_ms - spec.start_ms) // spec.timeframe.ms
+    if bars < analytics.scan.MIN_SCAN_BARS:
+        raise ScanInputError(f"span: {bars} {spec.timeframe.name} bars from {_iso(spec.start_ms)} to "
+                             f"{_iso(spec.end_ms)}; a scan needs at least {analytics.scan.MIN_SCAN_BARS}")
+    store = open_store(spec.store)
+    stored = set(store.symbols(spec.market, spec.timeframe))
+    if not stored:
+        raise ScanInputError(f"store: {spec.store!r} holds no {spec.market.value} {spec.timeframe.name} bars "
+                             "(import archives into it first)")
+    if len(set(spec.symbols)) < 2:
+        raise ScanInputError(f"symbols: a scan needs at least two symbols, got {', '.join(spec.symbols) or 'none'}")
+    if len(set(spec.symbols)) != len(spec.symbols):
+        duplicated = sorted({s for s in spec.symbols if spec.symbols.count(s) > 1})
+        raise ScanInputError(f"symbols: {', '.join(duplicated)} given more than once")
+    make_blocks(spec.symbols, spec.block_size)
+    unknown = [s for s in spec.symbols if s not in stored]
+    if unknown:
+        raise ScanInputError(f"symbols: {', '.join(unknown)} not in the store's {spec.market.value} "
+                             f"{spec.timeframe.name} bars ({len(stored)} symbols stored)")
+    months = set(months_between(spec.start_ms, spec.end_ms))
+    empty = [s for s in spec.symbols if not months & set(store.months(spec.market, spec.timeframe, s))]
+    if len(empty) == len(spec.symbols):
+        raise ScanInputError(f"span: no stored month of any symbol overlaps {_iso(spec.start_ms)} – "
+                             f"{_iso(spec.end_ms)}")
+    return spec
+
+
+def open_store(root: str) -> ResearchStore:
+    """The research store at ``root``; ScanInputError when it is a local path that does not exist."""
+    if "://" not in root and not Path(root).is_dir():
+        raise ScanInputError(f"store: no research store at {root!r} (not a folder)")
+    try:
+        return ResearchStore(root)
+    except (OSError, ValueError) as exc:
+        raise ScanInputError(f"store: cannot open {root!r}: {exc}") from None
+
+
+def read_closes(store: ResearchStore, market: Market, timeframe: Timeframe, symbols: Sequence[str], start_ms: int,
+                end_ms: int) -> pd.DataFrame:
+    """Closes of ``symbols`` (only those are read) on the full grid of ``[start_ms, end_ms)``.
+
+    One row per bar start of the span whatever the symbols hold, so a pair's rows never depend on
+    which other symbols are read with it. A close is carried forward over bars without one, but
+    never before a symbol's first bar or after its last (a symbol listed or delisted inside the
+    span leaves NaN there; each pair is tested on the rows both legs have).
+    """
+    raw = store.closes(market, timeframe, list(symbols), start_ms, end_ms)
+    grid = pd.DatetimeIndex(pd.to_datetime(np.arange(start_ms, end_ms, timeframe.ms, dtype=np.int64), unit="ms",
+                                           utc=True), name="start")
+    closes = raw.reindex(grid)
+    filled = closes.ffill().where(closes.notna()[::-1].cummax()[::-1])  # blank after each column's last bar
+    return filled.reindex(columns=list(symbols))
+
+
+def engle_granger_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
+    """The scan's kernel: :func:`analytics.scan_block` of the block's pairs (unranked rows)."""
+    return scan_block(closes, list(block.left), list(block.right) or None, **params)
+
+
+def block_task(store_root: str, market: Market, timeframe: Timeframe, start_ms: int, end_ms: int, block: Block,
+               kernel: Kernel, params: Mapping[str, Any]) -> pd.DataFrame:
+    """One Dask task: read the block's closes from the store, run the kernel."""
+    closes = read_closes(ResearchStore(store_root), market, timeframe, block.symbols, start_ms, end_ms)
+    return kernel(closes, block, params)
+
+
+def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[str, Any], *,
+               progress: Progress | None = None, retries: int = 2) -> list[pd.DataFrame]:
+    """Run ``kernel`` on every block of ``spec`` on ``client``'s cluster; the blocks' rows, in block order.
+
+    ``progress(pairs_done, pairs_total)`` is called on the client once the blocks are submitted
+    (0 done) and after each block. An exception
+    from a block (after ``retries`` retries) cancels the rest and is raised; KeyboardInterrupt
+    (Ctrl-C) or an exception from ``progress`` cancels every future and raises
+    :class:`ScanCancelled` (from KeyboardInterrupt) or the exception.
+    """
+    blocks = make_blocks(spec.symbols, spec.block_size)
+    total = sum(block.pairs for block in blocks)
+    futures = [client.submit(block_task, spec.store, spec.market, spec.timeframe, spec.start_ms, spec.end_ms, block,
+                             kernel, dict(params), key=f"research-block-{uuid.uuid4().hex}", retries=retries,
+                             pure=False)
+               for block in blocks]
+    position = {future.key: i for i, future in enumerate(futures)}
+    results: list[pd.DataFrame | None] = [None] * len(blocks)
+    done = 0
+    try:
+        if progress is not None:
+            progress(0, total)
+        for future in as_completed(futures, loop=client.loop):
+            i = position[future.key]
+            results[i] = future.result()
+            done += blocks[i].pairs
+            if progress is not None:
+                progress(done, total)
+    except KeyboardInterrupt:
+        _cancel(client, futures)
+        raise ScanCancelled(f"scan cancelled after {done:,} of {total:,} pairs; nothing stored") from None
+    except BaseException:
+        _cancel(client, futures)
+        raise
+    return [r for r in results if r is not None]
+
+
+def _cancel(client: Client, futures: list[Any]) -> None:
+    with contextlib.suppress(Exception):  # the cluster may be going away too; the caller's error matters
+        client.cancel(futures, force=True)
+
+
+def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None) -> ScanOutcome:
+    """The Engle–Granger scan of every pair of ``spec.symbols`` on ``client``'s cluster, ranked over the family."""
+    check_spec(spec)
+    started = time.monotonic()
+    rows = run_blocks(client, spec, engle_granger_kernel, spec.kernel_params(), progress=progress)
+    return ScanOutcome(rank_pairs(pd.concat(rows, ignore_index=True)), spec, time.monotonic() - started)
+
+
+def scan_in_process(spec: ScanSpec) -> ScanOutcome:
+    """The same scan in this process, the whole family as one block (for comparison and small universes).
+
+    Bit-identical to :func:`scan` when this process runs BLAS on one thread (``OPENBLAS_NUM_THREADS=1``,
+    as Dask's workers do): a product split over threads adds its entries in another order.
+    """
+    check_spec(spec)
+    started = time.monotonic()
+    closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, spec.symbols, spec.start_ms,
+                         spec.end_ms)
+    table = rank_pairs(scan_block(closes, list(spec.symbols), **spec.kernel_params()))
+    return ScanOutcome(table, spec, time.monotonic() - started)
+
+
+def save_scan(outcome: ScanOutcome, results_dir: str | os.PathLike[str]) -> Path:
+    """Store a finished scan as ``<results_dir>/<id>/`` (``pairs.parquet`` and ``scan.json``, the
+    parameters that produced it); whole or not at all (a temporary folder renamed into place).
+    Returns the scan's folder."""
+    root = Path(results_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name = f"scan-{stamp}-{uuid.uuid4().hex[:8]}"
+    temporary = root / f".{name}.tmp"
+    temporary.mkdir()
+    try:
+        _table_for_parquet(outcome.table).to_parquet(temporary / RESULTS_FILE, index=False)
+        sidecar = {**outcome.spec.parameters(), "pairs": len(outcome.table), "tested": int(
+            outcome.table["status"].isin((analytics.scan.OK, analytics.scan.COLLINEAR)).sum()),
+            "significant_q05": outcome.significant(), "seconds": round(outcome.seconds, 3)}
+        (temporary / PARAMETERS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+        final = root / name
+        temporary.rename(final)
+    except BaseException:
+        for child in temporary.glob("*"):
+            child.unlink(missing_ok=True)
+        temporary.rmdir()
+        raise
+    return final
+
+
+def load_scan(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A stored scan's table and parameters; StorageError naming what is missing."""
+    path = Path(folder)
+    try:
+        table = pd.read_parquet(path / RESULTS_FILE)
+        parameters = json.loads((path / PARAMETERS_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read the scan at {path}: {exc}") from exc
+    table["eg_lag"] = table["eg_lag"].astype("Int64")
+    return table, parameters
+
+
+def export_csv(table: pd.DataFrame) -> bytes:
+    """The table as CSV, text cells formula-neutralised (:func:`records.safe_csv.to_csv_bytes`), ranked from 1."""
+    ranked = table.copy()
+    ranked.index = pd.RangeIndex(1, len(ranked) + 1)
+    return to_csv_bytes(ranked, index_label="rank")
+
+
+def export_parquet(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    _table_for_parquet(table).to_parquet(path, index=False)
+
+
+def code_version() -> str:
+    """A digest of the code that computes a scan's numbers (the scanner and this runner)."""
+    digest = hashlib.sha256()
+    for module in (analytics.scan, analytics._unitroot):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _table_for_parquet(table: pd.DataFrame) -> pd.DataFrame:
+    out = table.copy()
+    for column in ("y", "x", "status", "note"):
+        out[column] = out[column].astype(str)
+    return out
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
+
+
+def eta_seconds(done: int, total: int, elapsed: float) -> float:
+    """Seconds left at the rate so far (inf before the first block is done)."""
+    if done <= 0:
+        return math.inf
+    return max(0.0, elapsed * (total - done) / done)
+
