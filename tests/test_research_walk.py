@@ -259,3 +259,17 @@ def test_archives_to_results_in_one_command(shared_cluster, tmp_path, capsys):
     table, parameters = load_scan(folder)
     assert parameters["symbols"] == ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
     assert (table.iloc[0]["y"], table.iloc[0]["x"]) == ("AAAUSDT", "BBBUSDT")  # the planted pair ranks first
+
+
+def test_perpetual_leg_names_read_the_um_store(shared_cluster, tmp_path, capsys):
+    """On um the store keeps ETHUSDT.P's bars under ETHUSDT: --symbols takes the leg names the dashboard uses."""
+    root = str(tmp_path / "store")
+    symbols = ("AUSDT", "BUSDT", "CUSDT")
+    write_universe(ResearchStore(root), Market.USDM, MINUTE, symbols, START, universe_closes(symbols, BARS, seed=2))
+    code = cli.research.main(["walk", "--store", root, "--venue", "um", "--symbols", "AUSDT.P,BUSDT.P,CUSDT", *SPAN,
+                              "--formation", "10h", "--trading", "200min", "--results", str(tmp_path / "scans")])
+    assert code == 0, capsys.readouterr().err
+    (folder,) = (tmp_path / "scans").iterdir()
+    rows, _, parameters = load_walk(folder)
+    assert parameters["market"] == "um" and parameters["symbols"] == ["AUSDT", "BUSDT", "CUSDT"]
+    assert len(rows) == 9 * 3
