@@ -5,8 +5,10 @@ its parameters, bad requests named."""
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterator
+import signal
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,9 @@ import cli.research
 from domain import Market, Timeframe
 from research.cluster import open_client
 from research.results import WALK_FILES, load_walk, save_walk
-from research.scan import ScanCancelled, ScanSpec, load_scan
-from research.walkforward import WalkForwardSettings
-from research.walkrun import walk_distributed, walk_in_process
+from research.scan import Block, ScanCancelled, ScanSpec, load_scan, run_blocks
+from research.walkforward import WalkForwardSettings, add_q_values
+from research.walkrun import walk_distributed, walk_forward_kernel, walk_in_process, windows_of
 from storage.errors import StorageError
 from storage.research import ResearchStore
 from testkit.archives import ArchiveServer, write_archive_tree, write_checksum, wrong_checksum
@@ -273,3 +275,28 @@ def test_perpetual_leg_names_read_the_um_store(shared_cluster, tmp_path, capsys)
     rows, _, parameters = load_walk(folder)
     assert parameters["market"] == "um" and parameters["symbols"] == ["AUSDT", "BUSDT", "CUSDT"]
     assert len(rows) == 9 * 3
+
+
+def dying_walk_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
+    """The walk-forward kernel, except that the first block to run kills its worker process (kill -9)."""
+    marker = Path(params["marker"])
+    try:
+        marker.touch(exist_ok=False)  # exactly one block, in one process, gets here first
+    except FileExistsError:
+        return walk_forward_kernel(closes, block, params)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable: the process is gone")
+
+
+def test_a_worker_killed_mid_walk_costs_only_its_block(client, store_root, tmp_path):
+    spec = spec_of(store_root)
+    windows = windows_of(spec, SETTINGS)
+    marker = tmp_path / "killed"
+    parts = run_blocks(client, spec, dying_walk_kernel,
+                       {"settings": SETTINGS, "windows": windows, "marker": str(marker)})
+    assert marker.exists()  # a worker did die
+    rows = add_q_values(pd.concat(parts, ignore_index=True).sort_values(["window", "y", "x"], kind="mergesort")
+                        .reset_index(drop=True))
+    pd.testing.assert_frame_equal(rows, walk_in_process(spec, SETTINGS).rows, check_exact=True)
+    eventually(lambda: len(client.scheduler_info()["workers"]) == 2, timeout=60,
+               message="the nanny did not restart the killed worker")
