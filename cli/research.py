@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trend", default="c", help="deterministic terms: c (default), ct, ctt or n")
     s.add_argument("--window", default="60", help="bars of the spread's z-score (default 60)")
     s.add_argument("--maxlag", help="ADF lags tried (default: Schwert's 12·(bars/100)^¼)")
+    s.add_argument("--show", default=str(DEFAULT_SHOW), help=f"rows printed (default {DEFAULT_SHOW}; 0 for none)")
     w = commands.add_parser("walk", help="walk-forward: formation then trading windows rolled over the span, on Dask")
     _common(w)
     w.add_argument("--formation", required=True, help="formation window, a duration such as 30D (whole bars)")
@@ -108,7 +109,6 @@ def _common(s: argparse.ArgumentParser) -> None:
                    help=f"folder of stored scans and walk-forward runs (default {DEFAULT_RESULTS})")
     s.add_argument("--csv", help="also write the ranking (walk: the rows) as CSV to this file ('-' for stdout)")
     s.add_argument("--parquet", help="also write the ranking (walk: the rows) as Parquet to this file")
-    s.add_argument("--show", default=str(DEFAULT_SHOW), help=f"rows printed (default {DEFAULT_SHOW}; 0 for none)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,7 +276,7 @@ def _request(args: argparse.Namespace) -> tuple[ScanSpec, str | None, int | None
     window = check_window(_whole("window", args.window, 2)) if args.command == "scan" else 60
     maxlag = None if args.maxlag is None else _whole("maxlag", args.maxlag, 0)
     block_size = _whole("block-size", args.block_size, 1)
-    show = _whole("show", args.show, 0)
+    show = _whole("show", args.show, 0) if args.command == "scan" else 0  # a walk prints its summary instead
     workers = None if args.workers is None else _whole("workers", args.workers, 1)
     scheduler = parse_scheduler(args.scheduler) if args.scheduler else scheduler_address()
     if scheduler is not None and workers is not None:
