@@ -21,7 +21,8 @@ quote volume over the formation span: the scan's span, the first formation windo
 
 Exit codes: 0 with the ranking; 2 with ``error: …`` naming the setting for bad arguments (an
 unknown symbol, an empty span, no store, a bad scheduler address); 1 when the store, the cluster
-or a block fails; 130 when interrupted (Ctrl-C): every task is cancelled and nothing is stored.
+or a block fails, or ``--archives`` refused a file or could not reach the archives; 130 when
+interrupted (Ctrl-C): every task is cancelled and nothing is stored.
 """
 
 from __future__ import annotations
