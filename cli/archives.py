@@ -72,10 +72,10 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
     today = today or datetime.now(timezone.utc).date()
     try:
         market, timeframe = _venue(args.venue), _timeframe(args.timeframe)
-        symbols = _symbols(args.symbols, market)
+        symbols = exchange_symbols(args.symbols, market)
         months = _months(args.start, args.end, today)
         store, download_dir = _store(args)
-        archives = _archives(args.archives, download_dir)
+        archives = open_archives(args.archives, download_dir)
     except (UsageError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -136,7 +136,7 @@ def _venue(raw: str) -> Market:
     return market
 
 
-def _symbols(raw: str, market: Market) -> tuple[str, ...]:
+def exchange_symbols(raw: str, market: Market) -> tuple[str, ...]:
     """Exchange symbols; a perpetual's leg name (``ETHUSDT.P``) is accepted on ``um`` and refused on spot."""
     names = []
     for item in (part.strip() for part in raw.split(",")):
@@ -196,17 +196,23 @@ def _store(args: argparse.Namespace) -> tuple[ResearchStore, Path]:
         download_dir = Path(args.download_dir)
         if download_dir.exists() and not download_dir.is_dir():
             raise UsageError(f"download-dir: {args.download_dir!r} is not a folder")
-    elif "://" in root:  # a remote store: downloads wait on this machine
-        download_dir = Path(tempfile.gettempdir()) / "quant-archive-downloads"
     else:
-        download_dir = Path(root) / ".downloads"
+        download_dir = default_download_dir(root)
     try:
         return ResearchStore(root), download_dir
     except (OSError, ValueError) as exc:  # pyarrow cannot open the URL's filesystem
         raise UsageError(f"store: cannot open {root!r}: {exc}") from None
 
 
-def _archives(raw: str, download_dir: Path) -> Archives:
+def default_download_dir(root: str) -> Path:
+    """Where downloads wait to resume: ``<store>/.downloads``, or a temporary folder for a remote store."""
+    if "://" in root:  # a remote store: downloads wait on this machine
+        return Path(tempfile.gettempdir()) / "quant-archive-downloads"
+    return Path(root) / ".downloads"
+
+
+def open_archives(raw: str, download_dir: Path) -> Archives:
+    """The archives at ``raw``: an http(s) base URL (downloads wait in ``download_dir``) or a mirror folder."""
     text = raw.strip()
     if "://" in text:
         try:
