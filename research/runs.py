@@ -112,10 +112,12 @@ def list_runs(folder: str | os.PathLike[str]) -> tuple[list[RunInfo], int]:
 
 
 def run_info(folder: str | os.PathLike[str], name: str) -> RunInfo:
-    """The run ``name`` of ``folder`` from its parameters file; ``problem`` says why it cannot be opened."""
+    """The run ``name`` of ``folder`` from its parameters file; ``problem`` says why it cannot be opened.
+
+    :class:`RunError` when ``name`` is not a run's name at all (nothing else is looked up)."""
+    kind = _kind(name)
     try:
         path = _run_folder(Path(folder), name)
-        kind = RUN_NAME_RE.fullmatch(name)["kind"]  # type: ignore[index]  # _run_folder checked the name
         for file_name in FILES[kind]:
             _regular_file(path, file_name, MAX_PARAMETERS_BYTES if file_name.endswith(".json") else MAX_TABLE_BYTES)
         parameters = _parameters(path / FILES[kind][0])
@@ -170,10 +172,16 @@ def _require(table: pd.DataFrame, columns: tuple[str, ...], file_name: str) -> N
         raise RunError(f"{file_name} lacks the column(s) {', '.join(missing)}")
 
 
-def _run_folder(root: Path, name: str) -> Path:
-    """``root/name`` if ``name`` is a run's name and a real folder there (not a link)."""
-    if not isinstance(name, str) or RUN_NAME_RE.fullmatch(name) is None:
+def _kind(name: str) -> str:
+    """``scan`` or ``walk`` for a run's name; RunError for anything else (a path, a traversal, another name)."""
+    match = RUN_NAME_RE.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
         raise RunError(f"{name!r} is not the name of a stored run (scan-<UTC time>-<id> or walk-<UTC time>-<id>)")
+    return match["kind"]
+
+
+def _run_folder(root: Path, name: str) -> Path:
+    """``root/name`` (``name`` checked by :func:`_kind`) if it is a real folder there (not a link)."""
     path = root / name
     try:
         mode = os.lstat(path).st_mode
@@ -261,4 +269,4 @@ def _stamp(name: str) -> pd.Timestamp:
 
 
 def _unreadable(name: str, problem: str) -> RunInfo:
-    return RunInfo(name, RUN_NAME_RE.fullmatch(name)["kind"], _stamp(name), problem=problem)  # type: ignore[index]
+    return RunInfo(name, _kind(name), _stamp(name), problem=problem)
