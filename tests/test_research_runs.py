@@ -177,6 +177,13 @@ def test_a_perpetual_pair_sent_from_the_spot_page_switches_to_the_futures_page_w
     assert (fresh["pair_y"], fresh["pair_x"]) == ("ETHUSDT.P", "BTCUSDT.P")
 
 
+def test_a_pair_sent_from_uploaded_datasets_leaves_their_names_behind():
+    updates = live_page_updates({}.get, controls("uploaded", ("eth-day", "=HYPERLINK(1)", "BTCUSDT")), Market.SPOT,
+                                "AAAUSDT", "BBBUSDT")
+    assert updates["source"] == "binance" and updates["universe_watched_binance"] == ["BTCUSDT", "AAAUSDT", "BBBUSDT"]
+    assert updates["symbols"] == "BTCUSDT,AAAUSDT,BBBUSDT"
+
+
 def test_a_spot_pair_sent_from_its_own_venue_is_added_to_the_watched_legs():
     updates = live_page_updates({}.get, controls("binance", ("BTCUSDT", "ETHUSDT", "AAAUSDT")), Market.SPOT,
                                 "AAAUSDT", "BBBUSDT")

@@ -75,10 +75,20 @@ def live_page_updates(state: Callable[[str], object], controls: Controls, market
         current: list[str] | tuple[str, ...] = controls.symbols
     else:
         kept = state(key)
-        current = list(kept) if isinstance(kept, list) else same_coins(target, controls.symbols)
+        # Else the page's coins on that venue; an uploaded page's dataset names are no legs and stay behind.
+        current = list(kept) if isinstance(kept, list) else [
+            name for name in same_coins(target, controls.symbols) if _is_leg(name)]
     watched = with_pair(current, legs)
     # "symbols" is the typed list a page uses when its venue's listing cannot be fetched.
     return {"source": target, key: watched, "symbols": ",".join(watched), "pair_y": legs[0], "pair_x": legs[1]}
+
+
+def _is_leg(name: str) -> bool:
+    try:
+        Leg.parse(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _send(controls: Controls, market: Market, y: str, x: str) -> None:
