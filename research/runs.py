@@ -17,6 +17,7 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,9 @@ def list_runs(folder: str | os.PathLike[str]) -> tuple[list[RunInfo], int]:
     for entry in entries:
         match = RUN_NAME_RE.fullmatch(entry.name)
         temporary = _TEMPORARY_RE.fullmatch(entry.name)
+        stamp = match or temporary
+        if stamp is None or _stamp_of(entry.name.lstrip(".").split("-")[1]) is None:
+            continue  # not a run's name (no save writes a time that does not exist)
         if match is not None:
             found.append((match["stamp"], entry.name, entry, False))
         elif temporary is not None:  # its name is a run's name: its stamp sorts it among them
@@ -173,11 +177,20 @@ def _require(table: pd.DataFrame, columns: tuple[str, ...], file_name: str) -> N
 
 
 def _kind(name: str) -> str:
-    """``scan`` or ``walk`` for a run's name; RunError for anything else (a path, a traversal, another name)."""
+    """``scan`` or ``walk`` for a run's name; RunError for anything else (a path, a traversal, another
+    name, a time that does not exist such as month 13)."""
     match = RUN_NAME_RE.fullmatch(name) if isinstance(name, str) else None
-    if match is None:
+    if match is None or _stamp_of(match["stamp"]) is None:
         raise RunError(f"{name!r} is not the name of a stored run (scan-<UTC time>-<id> or walk-<UTC time>-<id>)")
     return match["kind"]
+
+
+def _stamp_of(text: str) -> pd.Timestamp | None:
+    """The UTC time of a run name's ``YYYYMMDDTHHMMSSZ``; None when no such time exists."""
+    try:
+        return pd.Timestamp(datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC))
+    except ValueError:
+        return None
 
 
 def _run_folder(root: Path, name: str) -> Path:
@@ -264,8 +277,10 @@ def _bound(parameters: Mapping[str, Any], which: str, file_name: str) -> pd.Time
 
 
 def _stamp(name: str) -> pd.Timestamp:
-    return pd.Timestamp(pd.to_datetime(RUN_NAME_RE.fullmatch(name)["stamp"],  # type: ignore[index]
-                                       format="%Y%m%dT%H%M%SZ", utc=True))
+    """When the run ``name`` (checked by :func:`_kind`) was stored."""
+    stamp = _stamp_of(name.split("-")[1])
+    assert stamp is not None  # _kind refused names without a real time
+    return stamp
 
 
 def _unreadable(name: str, problem: str) -> RunInfo:

@@ -128,6 +128,16 @@ def test_only_run_names_are_opened(results, name):
         open_run(results, name)
 
 
+def test_a_run_name_with_a_time_that_does_not_exist_is_no_run(results):
+    good = stored_scan(results, Market.SPOT, SYMBOLS)
+    for name in ("scan-20241301T000000Z-0000000a", "scan-20240101T000099Z-0000000b",
+                 ".walk-20241301T000000Z-0000000c.tmp"):
+        shutil.copytree(good, results / name)
+    assert problems(results) == {good.name: None}
+    with pytest.raises(RunError, match="is not the name of a stored run"):
+        open_run(results, "scan-20241301T000000Z-0000000a")
+
+
 def test_a_link_in_the_results_folder_is_not_followed(results, tmp_path):
     outside = stored_scan(tmp_path / "elsewhere", Market.SPOT, SYMBOLS)
     results.mkdir()
