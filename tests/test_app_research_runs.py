@@ -38,6 +38,28 @@ def stored_tab(at: AppTest) -> AppTest:
     return at
 
 
+def test_the_listing_is_read_once_until_the_folder_changes(results, monkeypatch):
+    import research.runs
+    import ui.research_runs
+
+    calls = []
+
+    def counted(folder):
+        calls.append(folder)
+        return research.runs.list_runs(folder)
+
+    monkeypatch.setattr(ui.research_runs, "list_runs", counted)
+    first = stored_scan(results, Market.SPOT, SYMBOLS)
+    at = stored_tab(ready(AppTest.from_file(APP, default_timeout=60).run()))
+    at.run()
+    at.run()
+    assert len(calls) == 1 and at.selectbox(key="research_run").value == first.name
+    newer = results / "walk-20991231T000000Z-0123abcd"
+    stored_walk(results, Market.SPOT, SYMBOLS[:3], name=newer.name)  # stored while the tab is open
+    at.run()
+    assert len(calls) == 2 and len(at.selectbox(key="research_run").options) == 2
+
+
 def test_no_runs_says_where_they_are_looked_for(results):
     at = stored_tab(ready(AppTest.from_file(APP, default_timeout=60).run()))
     assert any("No stored research runs" in i.value and str(results) in unescaped(i.value) for i in at.info)

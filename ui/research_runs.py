@@ -9,6 +9,8 @@ list, never types a path.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from ui.walkforward import walk_forward_chart, walk_forward_table
 
 RUN_KEY = "research_run"  # the selectbox's value: a run's name from the listing
 _OPENED = "research_run_opened"  # (name, opened run or the reason it cannot be): read once per pick
+_LISTED = "research_runs_listed"  # ((folder, its mtime, TTL period), listing)
+LISTING_TTL_S = 30.0
 RUN_COLUMNS = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "beta", "half_life", "half_life_time", "corr", "zscore",
                "n_bars", "note"]
 WALK_ROW_COLUMNS = ["y", "x", "q_value", "eg_pvalue", "beta", "half_life", "stays", "oos_adf_pvalue",
@@ -100,7 +104,7 @@ def _send(controls: Controls, market: Market, y: str, x: str) -> None:
 def render_stored_runs(folder: Path, controls: Controls) -> None:
     """The picker over ``folder``'s runs (newest first), then the picked run."""
     try:
-        runs, omitted = list_runs(folder)
+        runs, omitted = _listing(folder)
     except RunError as exc:
         st.error(plain(exc))
         return
@@ -135,6 +139,23 @@ def render_stored_runs(folder: Path, controls: Controls) -> None:
         _render_scan(opened, controls)
     else:
         _render_walk(opened, controls)
+
+
+def _listing(folder: Path) -> tuple[list[RunInfo], int]:
+    """:func:`list_runs`, kept in the session while the folder's entries stay the same (its mtime) and at
+    most :data:`LISTING_TTL_S`: the tab reruns every few seconds, and reading 200 runs' parameters costs
+    tens of ms. A run damaged since it was listed is still named when opened (:func:`open_run` checks again)."""
+    try:
+        version = os.stat(folder).st_mtime_ns
+    except OSError:
+        version = None  # missing (no runs) or unreadable: list_runs says which
+    key = (str(folder), version, int(time.monotonic() // LISTING_TTL_S))
+    kept = st.session_state.get(_LISTED)
+    if isinstance(kept, tuple) and kept[0] == key:
+        return kept[1]
+    listed = list_runs(folder)
+    st.session_state[_LISTED] = (key, listed)
+    return listed
 
 
 def _opened(folder: Path, run: RunInfo) -> StoredRun | str:
