@@ -170,10 +170,20 @@ def load_walk_files(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Da
     return rows, summary, parameters
 
 
+# Columns that must hold numbers wherever they appear (a damaged or foreign file could hold text).
+_NUMERIC = ("window", "q_value", "eg_pvalue", "eg_stat", "beta", "alpha", "half_life", "corr", "zscore", "n_bars",
+            "oos_return", "oos_pnl", "oos_adf_pvalue", "oos_half_life", "entries", "exits", "pairs", "found",
+            "found_oos", "stayed", "stay_share", "stay_low", "stay_high", "base_stay_share", "mean_return_found",
+            "mean_return_all")
+
+
 def _require(table: pd.DataFrame, columns: tuple[str, ...], file_name: str) -> None:
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise RunError(f"{file_name} lacks the column(s) {', '.join(missing)}")
+    wrong = [c for c in _NUMERIC if c in table.columns and not pd.api.types.is_numeric_dtype(table[c])]
+    if wrong:
+        raise RunError(f"{file_name}: the column(s) {', '.join(wrong)} hold no numbers")
 
 
 def _kind(name: str) -> str:

@@ -60,6 +60,20 @@ def test_the_listing_is_read_once_until_the_folder_changes(results, monkeypatch)
     assert len(calls) == 2 and len(at.selectbox(key="research_run").options) == 2
 
 
+def test_a_failure_no_check_foresaw_is_a_plain_message_and_a_logged_traceback(results, monkeypatch, caplog):
+    import ui.research_runs
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("something no check foresaw")
+
+    monkeypatch.setattr(ui.research_runs, "ranking", broken)
+    scan = stored_scan(results, Market.SPOT, SYMBOLS)
+    at = stored_tab(ready(AppTest.from_file(APP, default_timeout=60).run()))
+    assert any("cannot be shown: an internal error" in unescaped(e.value) and scan.name in unescaped(e.value)
+               for e in at.error)
+    assert "something no check foresaw" in caplog.text
+
+
 def test_no_runs_says_where_they_are_looked_for(results):
     at = stored_tab(ready(AppTest.from_file(APP, default_timeout=60).run()))
     assert any("No stored research runs" in i.value and str(results) in unescaped(i.value) for i in at.info)

@@ -120,6 +120,15 @@ def test_a_walk_forward_run_lacking_a_file_or_a_column_is_named(results):
         open_run(results, other.name)
 
 
+def test_a_table_holding_text_where_numbers_belong_is_named(results):
+    scan = stored_scan(results, Market.SPOT, SYMBOLS)
+    table = pd.read_parquet(scan / "pairs.parquet")
+    table["half_life"] = "soon"
+    table.to_parquet(scan / "pairs.parquet", index=False)
+    with pytest.raises(RunError, match=r"pairs.parquet: the column.s. half_life hold no numbers"):
+        open_run(results, scan.name)
+
+
 @pytest.mark.parametrize("name", ["../scans", "/etc", "scan-20240101T000000Z-0000000a/../../x", "", ".",
                                   "scan-20240101T000000Z-0000000A", "SCAN-20240101T000000Z-0000000a"])
 def test_only_run_names_are_opened(results, name):

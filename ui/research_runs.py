@@ -9,6 +9,7 @@ list, never types a path.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from ui.plain import plain
 from ui.universe import VENUE_NAMES, watched_key
 from ui.walkforward import walk_forward_chart, walk_forward_table
 
+log = logging.getLogger(__name__)
 RUN_KEY = "research_run"  # the selectbox's value: a run's name from the listing
 _OPENED = "research_run_opened"  # (name, opened run or the reason it cannot be): read once per pick
 _LISTED = "research_runs_listed"  # ((folder, its mtime, TTL period), listing)
@@ -135,10 +137,16 @@ def render_stored_runs(folder: Path, controls: Controls) -> None:
         st.warning(f"{plain(opened)}.", icon="⚠️")
         return
     _render_parameters(opened.info)
-    if opened.info.kind == SCAN:
-        _render_scan(opened, controls)
-    else:
-        _render_walk(opened, controls)
+    try:
+        if opened.info.kind == SCAN:
+            _render_scan(opened, controls)
+        else:
+            _render_walk(opened, controls)
+    except st.errors.StreamlitAPIException:
+        raise  # a misuse of Streamlit is this code's bug, not the run's (st.rerun is no Exception)
+    except Exception:  # a run no check foresaw: a plain message here, the traceback in the server log
+        log.exception("showing the stored research run %s failed", opened.info.name)
+        st.error(f"{plain(opened.info.name)} cannot be shown: an internal error (details in the server log).")
 
 
 def _listing(folder: Path) -> tuple[list[RunInfo], int]:
