@@ -258,7 +258,9 @@ def _info(name: str, kind: str, parameters: dict[str, Any], path: Path) -> RunIn
     if not isinstance(symbols, list) or not all(isinstance(s, str) and _SYMBOL_RE.fullmatch(s) for s in symbols):
         raise RunError(f"{file_name}: symbols must be a list of exchange symbols such as ETHUSDT")
     start, end = _bound(parameters, "start", file_name), _bound(parameters, "end", file_name)
-    significant = parameters.get("significant_q05")
+    if parameters.get("kind", kind) != kind:
+        raise RunError(f"{file_name} says it is a {parameters.get('kind')!r} run, not a {kind}")
+    significant = parameters.get("significant_q05", parameters.get("found") if kind == WALK else None)
     if kind == WALK and significant is None:
         # A walk-forward's pairs found at q < 0.05, summed over its windows (one small column).
         try:

@@ -85,6 +85,9 @@ def test_damaged_and_half_written_runs_are_listed_with_their_reason(results):
     bad_market = copy("0000000e")
     (bad_market / "scan.json").write_text(json.dumps({**json.loads((good / "scan.json").read_text()),
                                                       "market": "mars"}))
+    wrong_kind = copy("00000012")
+    (wrong_kind / "scan.json").write_text(json.dumps({**json.loads((good / "scan.json").read_text()),
+                                                      "kind": "walk"}))
     bad_symbols = copy("0000000f")
     (bad_symbols / "scan.json").write_text(json.dumps({**json.loads((good / "scan.json").read_text()),
                                                        "symbols": ["../../etc", "BTCUSDT"]}))
@@ -99,8 +102,9 @@ def test_damaged_and_half_written_runs_are_listed_with_their_reason(results):
     assert "scan.json is not readable JSON" in found["scan-20240101T000003Z-0000000c"]
     assert "scan.json holds list" in found["scan-20240101T000004Z-0000000d"]
     assert "market 'mars' is not spot or um" in found["scan-20240101T000005Z-0000000e"]
-    assert "symbols must be a list of exchange symbols" in found["scan-20240101T000006Z-0000000f"]
-    assert "pairs.parquet is not a regular file" in found["scan-20240101T000007Z-00000010"]
+    assert "symbols must be a list of exchange symbols" in found["scan-20240101T000007Z-0000000f"]
+    assert "says it is a 'walk' run, not a scan" in found["scan-20240101T000006Z-00000012"]
+    assert "pairs.parquet is not a regular file" in found["scan-20240101T000008Z-00000010"]
     assert "half-written by an interrupted save" in found["scan-20240102T000000Z-00000011"]
     # Its parameters read fine; the table itself is damaged: named when it is opened, never a traceback.
     assert found["scan-20240101T000002Z-0000000b"] is None
@@ -108,6 +112,14 @@ def test_damaged_and_half_written_runs_are_listed_with_their_reason(results):
         open_run(results, "scan-20240101T000002Z-0000000b")
     with pytest.raises(RunError, match=r"pairs.parquet is missing"):
         open_run(results, "scan-20240101T000001Z-0000000a")
+
+
+def test_a_walk_forward_run_counts_the_found_pairs_its_parameters_give(results):
+    walk = stored_walk(results, Market.SPOT, SYMBOLS[:3])
+    parameters = json.loads((walk / "walk.json").read_text())
+    (walk / "walk.json").write_text(json.dumps({**parameters, "found": 17}))  # as research.results.save_walk stores
+    (run,), _ = list_runs(results)
+    assert run.significant == 17 and run.problem is None
 
 
 def test_a_walk_forward_run_lacking_a_file_or_a_column_is_named(results):
