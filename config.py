@@ -391,6 +391,7 @@ class StorageSettings:
     db_url: str | None = None
     replay_dir: Path | None = None
     research_dir: str | None = None  # a folder or a URL pyarrow reads (s3://...); None: <data_dir>/research
+    results_dir: Path | None = None  # stored research runs the dashboard opens; None: <data_dir>/research/scans
     retention_hours: float = 48.0
     flush_ms: int = 250
     max_backlog: int = 500_000
@@ -423,6 +424,13 @@ class StorageSettings:
         """Where the research history (Parquet, :mod:`storage.research`) lives: ``research_dir``, else
         ``<data_dir>/research``. Apart from the live databases."""
         return self.research_dir if self.research_dir is not None else str(self.data_dir / "research")
+
+    @property
+    def results_folder(self) -> Path:
+        """The only folder whose stored research runs (scans, walk-forward studies) the dashboard's
+        Scanner tab offers: ``results_dir``, else ``<data_dir>/research/scans`` (``cli.research``'s
+        default ``--results`` with the default data folder)."""
+        return self.results_dir if self.results_dir is not None else self.data_dir / "research" / "scans"
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,6 +645,8 @@ def _fields() -> dict[str, Field]:
          "folder whose files the dashboard offers for replay (default <data_dir>/replays)"),
         (storage, "research_dir", "QUANT_RESEARCH_DIR", _optional_str,
          "research history of monthly Parquet bars, a folder or URL (default <data_dir>/research)"),
+        (storage, "results_dir", "QUANT_RESULTS_DIR", _optional_path,
+         "folder of stored research runs the Scanner tab opens (default <data_dir>/research/scans)"),
         (server, "max_feeds", "QUANT_MAX_FEEDS", int,
          "most feeds one dashboard server runs at once (one per database)"),
         (feed, "speed", "QUANT_SPEED", float, "time factor for simulated/replay sources (2 = twice as fast)"),

@@ -3,12 +3,17 @@ through :meth:`storage.research.ResearchStore.write_month` (tests and ``bench/re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analytics import rank_pairs, scan_block
 from domain import Market, Timeframe
+from research.scan import ScanOutcome, ScanSpec, save_scan
+from research.walkforward import WalkForwardSettings, walk_forward
 from storage.research import ResearchStore, months_between
 
 
@@ -43,3 +48,41 @@ def write_universe(store: ResearchStore, market: Market, timeframe: Timeframe, s
             store.write_month(market, timeframe, symbol, month, pd.DataFrame({
                 "open_time": times[rows], "open": close, "high": close, "low": close, "close": close,
                 "volume": 1.0, "quote_volume": close, "trades": np.ones(len(rows), dtype=np.int64)}))
+
+
+def stored_scan(results: Path, market: Market, symbols: Sequence[str], *, bars: int = 400, seed: int = 3,
+                planted: Sequence[tuple[str, str]] = ()) -> Path:
+    """A scan stored by :func:`research.scan.save_scan` in ``results`` (the in-process scan of generated
+    1 min closes from 2024-01-01; the store it names need not exist): its folder."""
+    start_ms = int(pd.Timestamp("2024-01-01", tz="UTC").value // 1_000_000)
+    closes = universe_closes(symbols, bars, seed=seed, planted=planted)
+    index = pd.DatetimeIndex(pd.to_datetime(start_ms + 60_000 * np.arange(bars), unit="ms", utc=True), name="start")
+    frame = pd.DataFrame(closes, index=index, columns=list(symbols))
+    spec = ScanSpec(str(results / "no-store"), market, Timeframe.of("1m"), tuple(symbols), start_ms,
+                    start_ms + 60_000 * bars)
+    table = rank_pairs(scan_block(frame, list(symbols), **spec.kernel_params()))
+    return save_scan(ScanOutcome(table, spec, 0.5), results)
+
+
+def stored_walk(results: Path, market: Market, symbols: Sequence[str], *, bars: int = 600, seed: int = 3,
+                planted: Sequence[tuple[str, str]] = (), name: str = "walk-20240301T000000Z-0123abcd") -> Path:
+    """A walk-forward study stored as ``walk-<UTC time>-<id>/`` in ``results``: ``walk.json`` (its
+    parameters, ``"kind": "walk"``), ``rows.parquet`` and ``summary.parquet`` (single-process
+    :func:`research.walkforward.walk_forward` of generated 1 min closes, formation 200 and trading 100 bars)."""
+    start_ms = int(pd.Timestamp("2024-02-01", tz="UTC").value // 1_000_000)
+    closes = universe_closes(symbols, bars, seed=seed, planted=planted)
+    index = pd.DatetimeIndex(pd.to_datetime(start_ms + 60_000 * np.arange(bars), unit="ms", utc=True), name="start")
+    frame = pd.DataFrame(closes, index=index, columns=list(symbols))
+    result = walk_forward(frame, "1m", WalkForwardSettings(formation=200, trading=100))
+    folder = results / name
+    folder.mkdir(parents=True)
+    rows = result.rows.copy()
+    for column in ("y", "x", "status", "note", "oos_status", "oos_note"):
+        rows[column] = rows[column].astype(str)
+    rows["stays"] = rows["stays"].astype("boolean")
+    rows.to_parquet(folder / "rows.parquet", index=False)
+    result.summary.to_parquet(folder / "summary.parquet", index=False)
+    parameters = {"kind": "walk", "market": market.value, "timeframe": "1m", "symbols": list(symbols),
+                  "start_ms": start_ms, "end_ms": start_ms + 60_000 * bars, "formation": 200, "trading": 100}
+    (folder / "walk.json").write_text(json.dumps(parameters))
+    return folder

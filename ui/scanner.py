@@ -1,4 +1,5 @@
 """Scanner tab: every pair of the watched symbols ranked by Engle–Granger q-value; pick one to analyse.
+Or a stored research run (:mod:`ui.research_runs`), whose pairs can be sent to the live page.
 
 A scan runs on a button press (50 symbols, 1,225 pairs: about a second) and is kept in the
 session under what it depends on, so refreshes show it without recomputing and a change of
@@ -13,13 +14,18 @@ import math
 import pandas as pd
 import streamlit as st
 
+from config import ConfigError, from_env
 from pairs.bars import PairBars
 from pairs.ranking import ScanFilter, ScanResult, run_scan, universe_closes
 from records.safe_csv import to_csv_bytes
 from ui.controls import UPLOADED, Controls
 from ui.export import ranking
 from ui.labels import Q_VALUE_NOTE, TREND_LABELS, half_life_text, timeframe_label
+from ui.plain import plain
+from ui.research_runs import render_stored_runs
 
+LIVE, STORED = "live", "stored"
+MODE_LABELS = {LIVE: "Watched symbols", STORED: "Stored research runs"}
 # Scans kept per session (one per symbols/timeframe/lookback/window/trend), oldest dropped first.
 MAX_KEPT_SCANS = 8
 SHOWN_COLUMNS = ["y", "x", "q_value", "eg_pvalue", "eg_stat", "eg_pvalue_reverse", "beta", "half_life",
@@ -56,6 +62,16 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     ``bars``: the page's bars over the lookback (no warm-up bars), of every watched symbol. A scan
     uses their closed bars; later runs compare them with the scan's to say how far behind it is.
     """
+    mode = st.radio("Scan", list(MODE_LABELS), format_func=MODE_LABELS.__getitem__, horizontal=True,
+                    key="scan_mode", label_visibility="collapsed")
+    if mode == STORED:
+        try:
+            folder = from_env().storage.results_folder  # the server's setting; a browser never names a path
+        except ConfigError as exc:
+            st.error(f"Invalid configuration: {plain(exc)}")
+            return
+        render_stored_runs(folder, controls)
+        return
     st.caption(Q_VALUE_NOTE)
     k = len(controls.symbols)
     trend_col, button_col = st.columns([2, 3], vertical_alignment="bottom")

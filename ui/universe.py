@@ -82,6 +82,11 @@ def _key(source: str, what: str) -> str:
     return f"universe_{what}_{source}"  # each venue keeps its own selection
 
 
+def watched_key(source: str) -> str:
+    """The session-state key of ``source``'s picked legs (a list of leg names), for callbacks that set them."""
+    return _key(source, "watched")
+
+
 def _set_top(source: str, universe: Universe) -> None:
     """The button's callback: the watched legs become the top N of the chosen quote asset."""
     n = int(st.session_state[_key(source, "top_n")])
