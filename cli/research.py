@@ -39,7 +39,7 @@ import pandas as pd
 from analytics import TRENDS
 from cli.archives import UsageError, default_download_dir, exchange_symbols, line, open_archives
 from cli.archives import summary as import_summary
-from config import ConfigError, check_window, parse_scheduler, scheduler_address
+from config import ConfigError, check_window, from_env, parse_scheduler, scheduler_address
 from domain import Market, Timeframe
 from ingestion.archives import ArchiveError, MonthOutcome, import_months
 from records.safe_csv import to_csv_bytes
@@ -63,7 +63,6 @@ from research.walkrun import WalkOutcome, walk_distributed, windows_of
 from storage.errors import StorageError
 from storage.research import ResearchStore, months_between
 
-DEFAULT_RESULTS = Path("data") / "research" / "scans"
 DEFAULT_SHOW = 20
 _MARKETS = {"spot": Market.SPOT, "um": Market.USDM, "futures": Market.USDM}
 
@@ -92,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _common(s: argparse.ArgumentParser) -> None:
     """The options ``scan`` and ``walk`` share."""
-    s.add_argument("--store", required=True, help="research store: a folder or a URL every worker can read")
+    s.add_argument("--store", help="research store: a folder or a URL every worker can read "
+                                    "[QUANT_RESEARCH_DIR; default <data-dir>/research, where cli.archives imports]")
     s.add_argument("--market", "--venue", default="spot", help="spot (default) or um (USDⓈ-M perpetuals)")
     s.add_argument("--timeframe", default="1m", help="bar length: 1s, 1m or 5m (default 1m)")
     s.add_argument("--symbols", help="comma-separated symbols (default: every symbol in the store)")
@@ -106,8 +106,8 @@ def _common(s: argparse.ArgumentParser) -> None:
                    help=f"symbols per group; a task is a group with itself or another (default {DEFAULT_BLOCK_SIZE})")
     s.add_argument("--scheduler", help="Dask scheduler tcp://HOST:PORT [QUANT_SCHEDULER; default: a local cluster]")
     s.add_argument("--workers", help="worker processes of the local cluster (default: one per core)")
-    s.add_argument("--results", default=str(DEFAULT_RESULTS),
-                   help=f"folder of stored scans and walk-forward runs (default {DEFAULT_RESULTS})")
+    s.add_argument("--results", help="folder of stored scans and walk-forward runs, the one the Scanner tab opens "
+                                      "[QUANT_RESULTS_DIR; default <data-dir>/research/scans]")
     s.add_argument("--csv", help="also write the ranking (walk: the rows) as CSV to this file ('-' for stdout)")
     s.add_argument("--parquet", help="also write the ranking (walk: the rows) as Parquet to this file")
 
@@ -115,6 +115,7 @@ def _common(s: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        _locations(args)
         _check_options(args)
         if args.archives is not None:
             code = _import_archives(args)
@@ -289,6 +290,14 @@ def _request(args: argparse.Namespace) -> tuple[ScanSpec, str | None, int | None
     spec = ScanSpec(args.store, market, timeframe, symbols, start, end, trend=trend, window=window,
                     maxlag=maxlag, block_size=block_size)
     return check_spec(spec), scheduler, workers, show
+
+
+def _locations(args: argparse.Namespace) -> None:
+    """Fill in ``--store`` and ``--results`` from the settings the dashboard and ``cli.archives`` read
+    (QUANT_RESEARCH_DIR, QUANT_RESULTS_DIR, QUANT_DATA_DIR), so all three agree by default."""
+    storage = from_env(research_dir=args.store or None,
+                       results_dir=Path(args.results) if args.results else None).storage
+    args.store, args.results = storage.research_root, str(storage.results_folder)
 
 
 def _walk_settings(args: argparse.Namespace, spec: ScanSpec) -> WalkForwardSettings:

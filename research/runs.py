@@ -26,12 +26,13 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from domain import Market, Timeframe
+from research.results import WALK_FILES, load_walk
 from research.scan import PARAMETERS_FILE, RESULTS_FILE, load_scan
 from research.walkforward import SUMMARY_COLUMNS
 from storage.errors import StorageError
 
 SCAN, WALK = "scan", "walk"
-WALK_PARAMETERS, WALK_ROWS, WALK_SUMMARY = "walk.json", "rows.parquet", "summary.parquet"
+WALK_PARAMETERS, WALK_ROWS, WALK_SUMMARY = WALK_FILES  # the layout research.results writes
 FILES = {SCAN: (PARAMETERS_FILE, RESULTS_FILE), WALK: (WALK_PARAMETERS, WALK_ROWS, WALK_SUMMARY)}
 RUN_NAME_RE = re.compile(r"^(?P<kind>scan|walk)-(?P<stamp>\d{8}T\d{6}Z)-(?P<id>[0-9a-f]{8})$")
 # save_scan's temporary folder: a save in progress, or one a crash left behind.
@@ -151,16 +152,11 @@ def open_run(folder: str | os.PathLike[str], name: str) -> StoredRun:
 
 
 def load_walk_files(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """A stored walk-forward study's rows, summary and parameters (``rows.parquet``, ``summary.parquet``,
-    ``walk.json``); :class:`RunError` naming what is missing or wrong.
-
-    The one reader of that layout here: ``research.walkforward.load_walk`` takes its place once it exists.
-    """
+    """A stored walk-forward study's rows, summary and parameters (:func:`research.results.load_walk`),
+    with every column the tab reads checked; :class:`RunError` naming what is missing or wrong."""
     path = Path(folder)
     try:
-        rows = pd.read_parquet(path / WALK_ROWS)
-        summary = pd.read_parquet(path / WALK_SUMMARY)
-        parameters = json.loads((path / WALK_PARAMETERS).read_text())
+        rows, summary, parameters = load_walk(path)
     except _READ_ERRORS as exc:
         raise RunError(f"cannot read the walk-forward study at {path}: {exc}") from None
     _require(rows, ("window", "y", "x", "q_value", "eg_pvalue", "stays", "oos_return"), WALK_ROWS)

@@ -196,6 +196,19 @@ def test_a_scan_is_stored_whole_with_its_parameters_and_exports_safe_csv(client,
     assert b"'=HYPERLINK" in export_csv(hostile)
 
 
+def test_without_store_and_results_the_settings_name_them_as_for_the_archives_and_the_scanner_tab(
+        client, store_root, tmp_path, monkeypatch, capsys):
+    # cli.archives imports into QUANT_RESEARCH_DIR and the Scanner tab opens QUANT_RESULTS_DIR: the scan
+    # reads and writes the same places when neither option is given.
+    monkeypatch.setenv("QUANT_RESEARCH_DIR", store_root)
+    monkeypatch.setenv("QUANT_RESULTS_DIR", str(tmp_path / "runs"))
+    code = cli.research.main(["scan", "--from", "2023-12-31T07:20", "--to", "2024-01-01T23:20",
+                              "--symbols", "S00USDT,S03USDT", "--workers", "1", "--show", "0"])
+    assert code == 0, capsys.readouterr().err
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert load_scan(folder)[1]["store"] == store_root
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--symbols", "S00USDT,NOPEUSDT"], "symbols: NOPEUSDT not in the store's spot 1m bars"),
     (["--from", "2024-01-02", "--to", "2024-01-01"], "span: from 2024-01-02T00:00Z to 2024-01-01T00:00Z is empty"),
