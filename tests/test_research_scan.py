@@ -275,8 +275,11 @@ def test_separate_scheduler_and_worker_processes_give_bit_identical_results(stor
             processes.append(subprocess.Popen(
                 [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                  "--scheduler-file", str(scheduler_file)], env=env, stdout=log, stderr=log))
-            eventually(scheduler_file.exists, timeout=90, message=lambda: logs.read_text())
-            address = json.loads(scheduler_file.read_text())["address"]
+            # The scheduler writes the file in place: it may exist before it holds the whole JSON.
+            eventually(lambda: _written_address(scheduler_file) is not None, timeout=90,
+                       message=lambda: logs.read_text())
+            address = _written_address(scheduler_file)
+            assert address is not None
             for _ in range(2):
                 processes.append(subprocess.Popen(
                     [str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
@@ -294,6 +297,14 @@ def test_separate_scheduler_and_worker_processes_give_bit_identical_results(stor
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=30)
+
+
+def _written_address(scheduler_file: Path) -> str | None:
+    """The scheduler's address once its file is whole, else None."""
+    try:
+        return json.loads(scheduler_file.read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def test_ctrl_c_in_a_terminal_stops_the_cli_cleanly(tmp_path):
