@@ -18,6 +18,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,27 @@ def save_walk(rows: pd.DataFrame, summary: pd.DataFrame, parameters: dict[str, A
     ``parameters`` must be JSON-ready; ``"kind": "walk"`` is added. Whole or not at all: nothing is
     left behind when a write fails.
     """
+    def files(folder: Path) -> None:
+        _rows_for_parquet(rows).to_parquet(folder / WALK_ROWS_FILE, index=False)
+        summary.to_parquet(folder / WALK_SUMMARY_FILE, index=False)
+        sidecar = {**parameters, "kind": "walk"}
+        (folder / WALK_PARAMETERS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+
+    return write_run(results_dir, "walk", files)
+
+
+def write_run(results_dir: str | os.PathLike[str], kind: str, write: Callable[[Path], None]) -> Path:
+    """Store a run as ``<results_dir>/<kind>-<UTC time>-<id>/``, whole or not at all: ``write`` fills a
+    hidden temporary folder, renamed into place once it is complete (a reader never sees half a run;
+    a failed write leaves nothing). Returns the run's folder."""
     root = Path(results_dir)
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = f"walk-{stamp}-{uuid.uuid4().hex[:8]}"
+    name = f"{kind}-{stamp}-{uuid.uuid4().hex[:8]}"
     temporary = root / f".{name}.tmp"
     temporary.mkdir()
     try:
-        _rows_for_parquet(rows).to_parquet(temporary / WALK_ROWS_FILE, index=False)
-        summary.to_parquet(temporary / WALK_SUMMARY_FILE, index=False)
-        sidecar = {**parameters, "kind": "walk"}
-        (temporary / WALK_PARAMETERS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+        write(temporary)
         final = root / name
         temporary.rename(final)
     except BaseException:

@@ -57,6 +57,7 @@ import analytics.scan
 from analytics import TRENDS, rank_pairs, scan_block
 from domain import Market, Timeframe
 from records.safe_csv import to_csv_bytes
+from research.results import write_run
 from storage.errors import StorageError
 from storage.research import ResearchStore, months_between
 
@@ -309,26 +310,14 @@ def save_scan(outcome: ScanOutcome, results_dir: str | os.PathLike[str]) -> Path
     """Store a finished scan as ``<results_dir>/<id>/`` (``pairs.parquet`` and ``scan.json``, the
     parameters that produced it); whole or not at all (a temporary folder renamed into place).
     Returns the scan's folder."""
-    root = Path(results_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = f"scan-{stamp}-{uuid.uuid4().hex[:8]}"
-    temporary = root / f".{name}.tmp"
-    temporary.mkdir()
-    try:
-        _table_for_parquet(outcome.table).to_parquet(temporary / RESULTS_FILE, index=False)
+    def files(folder: Path) -> None:
+        _table_for_parquet(outcome.table).to_parquet(folder / RESULTS_FILE, index=False)
         sidecar = {**outcome.spec.parameters(), "pairs": len(outcome.table), "tested": int(
             outcome.table["status"].isin((analytics.scan.OK, analytics.scan.COLLINEAR)).sum()),
             "significant_q05": outcome.significant(), "seconds": round(outcome.seconds, 3)}
-        (temporary / PARAMETERS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
-        final = root / name
-        temporary.rename(final)
-    except BaseException:
-        for child in temporary.glob("*"):
-            child.unlink(missing_ok=True)
-        temporary.rmdir()
-        raise
-    return final
+        (folder / PARAMETERS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+
+    return write_run(results_dir, "scan", files)
 
 
 def load_scan(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
