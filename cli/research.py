@@ -37,6 +37,7 @@ from typing import TextIO
 import pandas as pd
 
 from analytics import TRENDS
+from cli import utc_ms
 from cli.archives import UsageError, default_download_dir, exchange_symbols, line, open_archives
 from cli.archives import summary as import_summary
 from config import ConfigError, check_window, from_env, parse_scheduler, scheduler_address
@@ -448,14 +449,10 @@ def _whole(name: str, raw: str, minimum: int) -> int:
 
 def _time(name: str, raw: str) -> int:
     """``raw`` (ISO-8601; naive means UTC) in UTC epoch ms; ConfigError naming ``--name`` otherwise."""
-    try:
-        when = pd.Timestamp(raw.strip())
-    except ValueError:
-        when = pd.NaT
-    if when is pd.NaT:
+    when = utc_ms(raw)
+    if when is None:
         raise ConfigError(f"{name}: {raw!r} is not an ISO-8601 time such as 2024-01-01 or 2024-01-01T08:00Z")
-    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
-    return int(when.value // 1_000_000)
+    return when
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from analytics import TRENDS
+from cli import utc_ms
 from config import ConfigError, Settings, check_timeframe, check_window, from_env, parse_symbols
 from ingestion.sources import site_of, spec_for
 from pairs.bars import dataset_pair_bars
@@ -285,14 +286,10 @@ def _end(raw: str | None) -> int | None:
         return None
     if raw.strip().lower() == "now":
         return now_ms()
-    try:
-        when = pd.Timestamp(raw.strip())
-    except ValueError:
-        when = pd.NaT
-    if when is pd.NaT:
+    when = utc_ms(raw)
+    if when is None:
         raise UsageError(f"end: {raw!r} is not an ISO-8601 time such as 2025-12-15T08:00Z (or 'now')")
-    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
-    return int(when.value // 1_000_000)  # Timestamp.value is in ns whatever the unit
+    return when
 
 
 def _top(args: argparse.Namespace) -> int | None:
