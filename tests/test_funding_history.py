@@ -31,7 +31,7 @@ from ingestion.funding import (
 )
 from ingestion.sources import resolve
 from pairs.funding import funding_history, is_perpetual
-from records import FundingRate, MarkPrice, now_ms
+from records import EventKind, FundingRate, MarkPrice, now_ms
 from records.retry import RetryPolicy
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
@@ -550,6 +550,10 @@ def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path
     assert proc.returncode == 0, out
     assert "Traceback" not in out
     assert sorted({p for p in rest.paths if "funding" in p}) == [PATH]
+    with SqliteTickStore(tmp_path / "futures.sqlite3") as store:  # the feed tab's events name the legs
+        loaded = [(e.symbol, e.detail) for e in store.feed_events(kinds=[EventKind.HISTORY]) if "funding" in e.detail]
+    assert {symbol for symbol, _ in loaded} == {"BTCUSDT.P", "ETHUSDT.P"}
+    assert all(detail.startswith(f"{symbol} funding: ") for symbol, detail in loaded)
     expected = funding.times(start_ms - 24 * HOUR, start_ms)
     assert list(got.times_ms) == expected and len(expected) in (2, 3)
     assert got.known_from_ms is not None and got.known_to_ms is not None
