@@ -248,6 +248,7 @@ class FundingLoader:
             store.write_funding(_exchange_symbol(leg), [], known + 1, funding_ms - 1)
         except StorageError as exc:
             self._fail(f"funding {leg}: {exc}", leg)
+            del self._known[leg]  # not again at every poll: the next look reads the span afresh
             return
         self._known[leg] = funding_ms - 1
 

@@ -34,6 +34,7 @@ from pairs.funding import funding_history, is_perpetual
 from records import EventKind, FundingRate, MarkPrice, now_ms
 from records.retry import RetryPolicy
 from service import Service
+from storage.errors import StorageUnavailable
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance
@@ -512,6 +513,35 @@ def test_a_failed_look_after_a_funding_time_waits_the_retry_not_a_loop_of_looks(
     clock.advance(RETRY_MS / 1000)
     eventually(lambda: loader.fetches == 2)
     assert coverage(path, "BTCUSDT")[1] == FUNDING + HOUR - 1
+
+
+class FullDisk(SqliteTickStore):
+    """A store that takes rows but cannot widen a span by itself (the disk full at that moment)."""
+
+    def write_funding(self, symbol: str, rates, first_ms: int, last_ms: int) -> int:  # type: ignore[override]
+        if not rates:
+            raise StorageUnavailable(f"{self.path}: database or disk is full")
+        return super().write_funding(symbol, rates, first_ms, last_ms)
+
+
+def test_a_span_the_store_cannot_widen_is_reported_once_not_at_every_poll(tmp_path):
+    clock = ManualClock((FUNDING - 5 * HOUR - 30 * MINUTE) / 1000)
+    funding = FakeFunding(PRICES, first_ms=FUNDING - 100 * HOUR, until_ms=clock.now_ms())
+    mark = MarkPrice("BTCUSDT.P", clock.now_ms() + 1_000, clock.now_ms() + 1_000, 90_000.0, 90_001.0, 0.0001, FUNDING)
+    path = tmp_path / "futures.sqlite3"
+    with FakeRest(futures=True, funding=funding) as rest:
+        loader = FundingLoader(BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY), lambda: FullDisk(path), 48 * HOUR,
+                               marks=lambda leg: mark, clock=clock.now_ms, poll_s=0.01)
+        loader.start(["BTCUSDT.P"])
+        try:
+            eventually(lambda: loader.fetches == 1 and len(loader.errors) == 1)
+            reads = clock.reads
+            eventually(lambda: clock.reads >= reads + 20)  # many polls later: still the one message
+            [error] = loader.errors
+            assert error.startswith("funding BTCUSDT.P: ") and error.endswith("database or disk is full")
+            assert coverage(path, "BTCUSDT")[1] == FUNDING - 5 * HOUR - 1  # what the look knew, no more
+        finally:
+            loader.stop()
 
 
 # ------------------------------------------------------------------------------------------ the service
