@@ -89,8 +89,9 @@ def parse_trade(payload: dict[str, Any], recv_ms: int, suffix: str = "", *, live
     taken for the spot symbol's.
 
     ``T`` must be a time market data can carry (:func:`records.time_problem`: 1973 to 2099) and, when
-    ``live`` (``recv_ms`` is when the frame arrived from the exchange), within
-    :data:`records.LIVE_SKEW_MS` of ``recv_ms``: an absurd time is a malformed message, never a trade.
+    ``live`` (``recv_ms`` is when the frame arrived from the exchange), at most
+    :data:`records.LIVE_SKEW_MS` (a day) after ``recv_ms``: an absurd time is a malformed message,
+    never a trade.
     """
     kind = payload.get("X", MARKET)
     if kind != MARKET:
@@ -229,8 +230,8 @@ def parse_payload(payload: Any, recv_ms: int, suffix: str = "", *, live: bool = 
 def parse_frame(frame: str | bytes, recv_ms: int, suffix: str = "", *, live: bool = False) -> Message:
     """Parse one text frame, raw (``{"e":...}``) or combined (``{"stream":...,"data":{...}}``);
     ``suffix`` is added to trade and mark-price symbols (the venue's leg names, :func:`parse_trade`).
-    ``live``: the frame just arrived from the exchange at ``recv_ms``, so its times must lie near it (a
-    recording's frames are only held to the range any market time lies in).
+    ``live``: the frame just arrived from the exchange at ``recv_ms``, so its times may not lie more than
+    a day after it (a recording's frames are only held to the range any market time lies in).
 
     Example combined frame::
 
