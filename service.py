@@ -144,13 +144,14 @@ class Service:
             past = spec.history(feed, source, rest) if spec.history is not None and lookbacks else None
             if past is not None and spec.capabilities.history:
                 loader = HistoryLoader(past, lambda: open_ticks(site), lookbacks, emit=writer.put)
-            if spec.capabilities.funding and lookbacks and isinstance(rest, FundingRates):
-                # The retained history's funding, then each funding time's: what a backtest charges.
-                # It is history from the exchange's REST, so it is off with the history (--history-hours 0).
-                funding = FundingLoader(rest, lambda: open_ticks(site), int(storage.retention_hours * 3_600_000),
-                                        emit=writer.put)
             engine = Engine(feed, source, spec.capabilities, writer=writer, backfiller=backfiller,
                             last_ids=last_ids)
+            if spec.capabilities.funding and lookbacks and isinstance(rest, FundingRates):
+                # The retained history's funding, then each funding time's: what a backtest charges. The
+                # mark price stream's next funding time says how far it is known and when to look again.
+                # It is history from the exchange's REST, so it is off with the history (--history-hours 0).
+                funding = FundingLoader(rest, lambda: open_ticks(site), int(storage.retention_hours * 3_600_000),
+                                        emit=writer.put, marks=engine.mark_price)
             history = BarHistory(site, loader)
             shared = SharedAnalytics(engine, history)
             monitor = AlertMonitor(engine, site, shared, webhook_url=settings.alerts.webhook_url,
@@ -160,7 +161,7 @@ class Service:
             if loader is not None:
                 loader.start(feed.symbols)
             if funding is not None:
-                funding.start(_exchange_symbols(feed.symbols))
+                funding.start(feed.symbols)
             monitor.start()
             engine.start()
         except BaseException:
@@ -216,7 +217,7 @@ class Service:
             if self.loader is not None:
                 self.loader.watch(wanted)
             if self.funding_loader is not None:
-                self.funding_loader.watch(_exchange_symbols(wanted))
+                self.funding_loader.watch(wanted)
 
     @property
     def funding(self) -> bool:
@@ -351,12 +352,6 @@ def _name_legs(site: Site, spec: SourceSpec) -> None:
         changed = alerts.rename_symbols(rename)
     log.warning("%s: stored before leg names; renamed %d symbols (%s) and %d alert rows", site.location, symbols,
                 ", ".join(f"{old} → {new}" for old, new in moved.items()), changed)
-
-
-def _exchange_symbols(legs: Iterable[str]) -> tuple[str, ...]:
-    """The exchange's own symbols of ``legs`` (``ETHUSDT.P`` → ``ETHUSDT``): what the funding loader
-    asks Binance for and keys the funding table by (:func:`pairs.funding.funding_history` reads it so)."""
-    return tuple(Leg.parse(leg).symbol for leg in legs)
 
 
 @functools.lru_cache(maxsize=4096)

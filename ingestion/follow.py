@@ -6,6 +6,11 @@ polls the store every ``poll_s`` for trades newer than the last it passed on (pe
 trade id, through the ``(symbol, ts_ms)`` index) and hands them to the engine like any source,
 so the live panel, live bars and charts work as usual, one writer commit behind the recorder.
 
+A stored trade whose time no trade can carry (:func:`records.time_problem`: a database written
+before the parsers refused such times, or by another program) is skipped and counted as a parse
+error, never passed on nor taken as the symbol's latest time (every later poll would look past the
+real trades from it).
+
 It ends (state FINISHED, with the reason in ``last_error``) when the writer stops (no writer in
 two checks :data:`WRITER_CHECK_S` apart), so the dashboard can start a feed of its own instead of
 drawing from a database nobody fills.
@@ -18,7 +23,7 @@ import threading
 import time
 
 from ingestion.source import SourceStats, TradeSink
-from records import EventKind, FeedEvent, FeedState, Trade, now_ms
+from records import LIVE_SKEW_MS, TIME_END_MS, TIME_MIN_MS, EventKind, FeedEvent, FeedState, Trade, now_ms, time_problem
 from storage import Site, StorageError, current_writer, open_ticks
 from storage.base import TickStore
 from storage.lock import WriterInfo
@@ -89,16 +94,27 @@ class DatabaseFollower:
     def _poll(self, store: TickStore, sink: TradeSink, last_ids: dict[str, int], last_ts: dict[str, int]) -> None:
         for symbol in self.symbols:
             ticks = store.ticks(symbol, start_ms=last_ts.setdefault(symbol, now_ms()) - LOOKBACK_MS)
-            fresh = ticks.trade_id > last_ids.get(symbol, -1)
-            if not fresh.any():
+            new = ticks.trade_id > last_ids.get(symbol, -1)
+            if not new.any():
                 continue
             recv = now_ms()
-            self.stats.messages += int(fresh.sum())
+            self.stats.messages += int(new.sum())
             self.stats.last_message_mono = time.monotonic()
+            ts = ticks.ts_ms
+            bad = new & ~((ts >= TIME_MIN_MS) & (ts < TIME_END_MS) & (ts - recv <= LIVE_SKEW_MS))
+            if bad.any():
+                first = int(bad.argmax())
+                self.stats.parse_errors += int(bad.sum())
+                self.stats.last_error = (f"{symbol}: {int(bad.sum())} stored trades skipped, e.g. id "
+                                         f"{int(ticks.trade_id[first])}: {time_problem(int(ts[first]), recv)}")
+                log.warning("following %s: %s", self.site.location, self.stats.last_error)
+            fresh = new & ~bad
+            last_ids[symbol] = int(ticks.trade_id[new].max())
+            if not fresh.any():
+                continue
             # The live views need id, time, price and size; the side of the trade stays in the database.
             for trade_id, ts_ms, price, qty in zip(ticks.trade_id[fresh].tolist(), ticks.ts_ms[fresh].tolist(),
                                                    ticks.price[fresh].tolist(), ticks.qty[fresh].tolist(),
                                                    strict=True):
                 sink.on_trade(Trade(symbol, trade_id, ts_ms, recv, price, qty, False))
-            last_ids[symbol] = int(ticks.trade_id[fresh].max())
             last_ts[symbol] = max(last_ts[symbol], int(ticks.ts_ms[fresh].max()))

@@ -22,7 +22,8 @@ Formats, detected once at construction (:func:`detect_format`):
    key. Parsed with :func:`ingestion.binance.parse.parse_frame`; non-trade messages are counted in
    ``stats.unknown_messages``, zero-price trades are skipped like above.
 
-Malformed lines or rows never stop a replay: they are counted in ``stats.parse_errors`` with
+Malformed lines or rows never stop a replay (a time outside 1973–2099, :func:`records.time_problem`, is
+malformed too: no page could show it): they are counted in ``stats.parse_errors`` with
 ``file:line`` in ``stats.last_error``; messages quote a field's value only as a short sanitised
 excerpt (:func:`ingestion.source.excerpt`), so a replayed file cannot leak its contents into the shared feed tab.
 Files are streamed line by line (or row chunk by row chunk), never loaded whole. Only regular
@@ -58,7 +59,7 @@ from config import SYMBOL_RE, FeedSettings, normalize_symbol
 from ingestion.binance.parse import MalformedMessage, NonMarketTrade, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt, spot_style_legs
-from records import EventKind, FeedEvent, FeedState, Trade
+from records import TIME_END_MS, TIME_MIN_MS, EventKind, FeedEvent, FeedState, Trade, time_problem
 from records.clock import SYSTEM_CLOCK, Clock
 from storage import SQLITE_MAGIC, StorageError, open_tick_file, read_head
 
@@ -355,6 +356,9 @@ class ReplaySource:
             ts_ms = parse_iso_ms(ts_raw)
         except ValueError:
             raise _BadRecord(f"bad ts {excerpt(ts_raw)}: not ISO-8601 with a time zone") from None
+        problem = time_problem(ts_ms)  # a year-9999 ts parses, and no page can show it
+        if problem is not None:
+            raise _BadRecord(f"impossible ts {excerpt(ts_raw)}: {problem}")
         seq = next_id.get(symbol, 0) + 1
         next_id[symbol] = seq
         return Trade(symbol, self.id_base | seq, ts_ms, ts_ms, price, qty, False)
@@ -402,7 +406,7 @@ class ReplaySource:
                     stats.messages += 1
                     if not _valid_stored(trade):
                         where = f"ticks[{excerpt(trade.symbol)}, {excerpt(trade.trade_id)}]"
-                        self._bad(where, "invalid symbol, id, time, price or quantity", on_error)
+                        self._bad(where, "invalid symbol, id, time (1973 to 2099), price or quantity", on_error)
                         continue
                     if trade.price == 0.0:
                         self.skipped_rows += 1
@@ -467,7 +471,7 @@ def _is_zero_price_trade(line: bytes) -> bool:
 def _valid_stored(trade: Trade) -> bool:
     """A row read from a project database is sane (another program may have written the file)."""
     return (isinstance(trade.symbol, str) and SYMBOL_RE.fullmatch(trade.symbol) is not None
-            and type(trade.trade_id) is int and type(trade.ts_ms) is int and trade.ts_ms > 0
+            and type(trade.trade_id) is int and type(trade.ts_ms) is int and TIME_MIN_MS <= trade.ts_ms < TIME_END_MS
             and isinstance(trade.price, float) and math.isfinite(trade.price) and trade.price >= 0
             and isinstance(trade.qty, float) and math.isfinite(trade.qty) and trade.qty >= 0)
 

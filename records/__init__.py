@@ -6,6 +6,10 @@ storage backends, the pair service, alerts and the UI can all exchange these val
 
 from records.alerts import AlertEvent, AlertRule, make_event
 from records.market import (
+    LIVE_SKEW_MS,
+    TIME_END_MS,
+    TIME_MIN_MS,
+    TIME_RANGE,
     BarArrays,
     EventKind,
     FeedEvent,
@@ -17,9 +21,14 @@ from records.market import (
     TickArrays,
     Trade,
     now_ms,
+    time_problem,
 )
 
 __all__ = [
+    "LIVE_SKEW_MS",
+    "TIME_END_MS",
+    "TIME_MIN_MS",
+    "TIME_RANGE",
     "AlertEvent",
     "AlertRule",
     "BarArrays",
@@ -34,4 +43,5 @@ __all__ = [
     "Trade",
     "make_event",
     "now_ms",
+    "time_problem",
 ]

@@ -18,6 +18,41 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# The times market data may carry, UTC epoch ms in [TIME_MIN_MS, TIME_END_MS): 1e11 ms (1973-03-03, below which
+# milliseconds read as seconds) up to 2100-01-01. Anything outside is garbage, not a trade; past 2262 pandas cannot
+# even hold it (its nanoseconds overflow), so one such time let in would break every page showing the symbol.
+TIME_MIN_MS = 10**11
+TIME_END_MS = 4_102_444_800_000
+TIME_RANGE = "1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z"
+# A live frame's exchange time lies at most this far after it arrived here: no trade is received before it happens,
+# and this leaves room for a machine clock hours behind (bars are stamped with the exchange's time, not ours). A time
+# before it arrived is not refused beyond the fixed range: a late trade the bars have moved past (and every test
+# that replays the shared 2025 recording through the fake stream sends one).
+LIVE_SKEW_MS = 24 * 3_600_000
+
+
+def time_problem(ts_ms: int, received_ms: int | None = None) -> str | None:
+    """Why ``ts_ms`` (UTC epoch ms) is no time a trade can carry, or None when it is one.
+
+    Always: inside ``[TIME_MIN_MS, TIME_END_MS)`` (:data:`TIME_RANGE`). With ``received_ms`` (when a
+    live frame or reply arrived here, UTC epoch ms): at most :data:`LIVE_SKEW_MS` after it.
+    """
+    if not TIME_MIN_MS <= ts_ms < TIME_END_MS:
+        return f"time {ts_ms} is outside {TIME_RANGE}"
+    if received_ms is not None and ts_ms - received_ms > LIVE_SKEW_MS:
+        return (f"time {ts_ms} ({_iso(ts_ms)}) is {(ts_ms - received_ms) / 3_600_000:,.1f} h after it was "
+                f"received ({_iso(received_ms)}): more than the {LIVE_SKEW_MS // 3_600_000} h allowed")
+    return None
+
+
+def _iso(ms: int) -> str:
+    """``2026-12-07T06:30:00.123Z`` for an epoch ms time, or the number itself when no date holds it."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+
+
 @dataclass(frozen=True, slots=True)
 class Trade:
     """One executed trade. ``price`` in quote currency, ``qty`` in base units."""

@@ -77,6 +77,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from records import TIME_END_MS, TIME_MIN_MS, TIME_RANGE
+
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -98,10 +100,11 @@ _EXPECTED = (
 # 1e17 closes the µs band.
 _EPOCH_BANDS = ((10**8, 1_000, 1, "seconds"), (10**11, 1, 1, "milliseconds"), (10**14, 1, 1_000, "microseconds"))
 _EPOCH_MAX = 10**17
-# The one range every time format shares, as epoch ms [_TIME_MIN_MS, _TIME_END_MS): 1e8 s, then 2100-01-01.
-_TIME_MIN_MS = 10**11
-_TIME_END_MS = 4_102_444_800_000
-_TIME_RANGE = "1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z"
+# The one range every time format shares, as epoch ms [_TIME_MIN_MS, _TIME_END_MS): 1e8 s, then 2100-01-01 (the
+# range of every time market data may carry, records.TIME_MIN_MS: a replayed or streamed trade is held to it too).
+_TIME_MIN_MS = TIME_MIN_MS
+_TIME_END_MS = TIME_END_MS
+_TIME_RANGE = TIME_RANGE
 # Rows checked together: bounds the Python row lists held at once (about 6 MB) and the work done past a bad row.
 _BATCH_ROWS = 16_384
 # Characters of text split into lines at a time, so the whole file is never held as a list of lines.

@@ -121,13 +121,24 @@ def test_restart_backfills_what_was_missed_while_down(recorded, tmp_path):
 def test_historical_trade_parsing():
     row = {"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
            "time": 1499865549590, "isBuyerMaker": True, "isBestMatch": True}
-    trade = parse_historical_trade("BNBBTC", row, 5)
+    received = 1_765_788_195_500  # 2025: Binance's example row is from 2017, a past trade
+    trade = parse_historical_trade("BNBBTC", row, received)
     assert (trade.trade_id, trade.ts_ms, trade.price, trade.qty, trade.buyer_is_maker) == (
         28457, 1499865549590, 4.000001, 12.0, True)
     with pytest.raises(RestError, match="malformed"):
-        parse_historical_trade("BNBBTC", {"id": 1}, 5)
+        parse_historical_trade("BNBBTC", {"id": 1}, received)
     with pytest.raises(RestError, match="non-positive"):
-        parse_historical_trade("BNBBTC", {**row, "price": "0"}, 5)
+        parse_historical_trade("BNBBTC", {**row, "price": "0"}, received)
+
+
+@pytest.mark.parametrize("time_ms", [2**63 - 1, 2**62, 5, 4_102_444_800_000, 1_765_788_195_500 + 25 * 3_600_000])
+def test_a_backfilled_trade_whose_time_no_page_could_show_is_refused(time_ms):
+    """Near 2**63 ms, 1970, 2100 or more than a day after the reply arrived: the row (and so its page) is
+    refused, never stored, as any malformed row; a page of trades drawn later broke in pandas."""
+    row = {"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
+           "time": time_ms, "isBuyerMaker": True, "isBestMatch": True}
+    with pytest.raises(RestError, match=r"historicalTrades row with an impossible time \d+ "):
+        parse_historical_trade("BNBBTC", row, 1_765_788_195_500)
 
 
 def test_backfill_is_capped_per_gap(recorded):

@@ -136,3 +136,38 @@ def test_mark_price_without_a_field_is_malformed(field):
     del payload[field]
     with pytest.raises(MalformedMessage, match=f"markPriceUpdate payload lacks field '{field}'"):
         parse_frame(json.dumps(payload), 0)
+
+
+# ------------------------------------------------------------------------------------------ absurd times (issue 22)
+RECV = 1765788195500
+ABSURD_MS = [2**63 - 1, 2**62, 5, 99_999_999_999, 4_102_444_800_000]  # int64's end, 2262+, 1970, 1973-, 2100
+
+
+def trade_at(ts_ms: int) -> dict:
+    return json.loads(TRADE_FRAME)["data"] | {"T": ts_ms}
+
+
+@pytest.mark.parametrize("ts_ms", ABSURD_MS)
+@pytest.mark.parametrize("live", [False, True])
+def test_a_trade_time_no_page_could_show_is_malformed_live_or_recorded(ts_ms, live):
+    """2**63 - 1 ms passed the old id/time check, was stored, then broke the symbol's pages in pandas."""
+    with pytest.raises(MalformedMessage, match=r"impossible trade time 'T': time \d+ .*is outside 1973-03-03"):
+        parse_frame(json.dumps(trade_at(ts_ms)), RECV, live=live)
+
+
+def test_a_live_trade_more_than_a_day_after_it_arrived_is_malformed_and_an_older_one_is_a_late_trade():
+    day = 24 * 3_600_000
+    with pytest.raises(MalformedMessage, match=r"24\.0 h after it was received \(2025-12-15T08:43:15\.500Z\)"):
+        parse_trade(trade_at(RECV + day + 1), RECV, live=True)
+    assert parse_trade(trade_at(RECV + day), RECV, live=True).ts_ms == RECV + day  # a clock a day behind
+    assert parse_trade(trade_at(RECV - 400 * day), RECV, live=True).ts_ms == RECV - 400 * day
+    # A recording is held to the fixed range only: its frames arrived long ago.
+    assert parse_trade(trade_at(RECV + 3 * 365 * day), RECV).ts_ms == RECV + 3 * 365 * day
+
+
+@pytest.mark.parametrize(("change", "live"), [({"E": 2**63 - 1}, False), ({"T": 2**62}, False),
+                                              ({"E": RECV + 25 * 3_600_000}, True)])
+def test_a_mark_price_with_an_impossible_time_is_malformed(change, live):
+    payload = json.loads(MARK_FRAME)["data"] | change
+    with pytest.raises(MalformedMessage, match="markPriceUpdate payload has an impossible event or next funding time"):
+        parse_frame(json.dumps(payload), RECV, live=live)

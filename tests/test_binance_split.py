@@ -5,6 +5,7 @@ spot 1,024, USDⓈ-M 200) and the fake server refuses a connection asking for mo
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from cli.record import format_status
 from config import Settings
 from ingestion.binance import SPOT, USDM, BinanceFeed
 from ingestion.binance.stream import BinanceSource
+from ingestion.source import TradeSink
 from records import EventKind, FeedState
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
@@ -198,3 +200,69 @@ def test_a_feed_whose_connections_are_all_refused_is_failing_and_names_the_first
         assert status.last_error is not None and status.last_error.startswith("connection 1/2: connect to ws://")
     finally:
         service.stop()
+
+
+
+class CrashingSource(BinanceSource):
+    """A connection with a bug: it runs as any does until the test sets :attr:`crash`, then its thread raises."""
+
+    crash: threading.Event
+
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        inner = threading.Event()
+
+        def relay() -> None:  # the connection stops on the crash or the feed's stop, whichever comes first
+            while not (self.crash.wait(0.02) or stop.is_set()):
+                pass
+            inner.set()
+
+        threading.Thread(target=relay, daemon=True).start()
+        super().run(sink, inner)
+        if not stop.is_set():
+            raise RuntimeError("a bug in the connection")
+
+
+def test_a_crashed_connection_is_reported_and_started_again_and_its_gap_backfilled(fake, tmp_path):
+    """The thread of the connection carrying BNB/XRP/ADA crashes: an error event names its symbols, the
+    connection is started afresh after its backoff (it was never restarted: its symbols stayed silent for
+    good under "2/3 connections up"), and the trades they missed meanwhile are backfilled."""
+    crash = threading.Event()
+    before, missed, after = trades(SYMBOLS, 1, 5), trades(SYMBOLS, 6, 5), trades(SYMBOLS, 11, 5)
+    made: list[BinanceSource] = []
+    with FakeRest(before + missed + after) as rest:
+        settings = Settings.of(source="binance", ws_url=fake.url, data_dir=tmp_path, symbols=SYMBOLS,
+                               **{**FAST, "backfill_max_trades": 100_000, "rest_url": rest.url})
+
+        def make(group: tuple[str, ...]) -> BinanceSource:
+            feed = dataclasses.replace(settings.feed, symbols=group)
+            crashing = "BNBUSDT" in group and not any(isinstance(source, CrashingSource) for source in made)
+            made.append((CrashingSource if crashing else BinanceSource).from_settings(feed, venue=SMALL_SPOT))
+            if crashing:
+                made[-1].crash = crash  # type: ignore[attr-defined]
+            return made[-1]
+
+        service = Service.start(settings, source=BinanceFeed(settings.feed.symbols, make, venue=SMALL_SPOT))
+        try:
+            eventually(lambda: service.status().connections == (3, 3), timeout=10)
+            fake.send_trades(before)
+            eventually(lambda: service.engine.trades == len(before), timeout=10)
+            fake.refuse_connections(True)  # the fresh connection cannot come back yet
+            crash.set()
+            eventually(lambda: any("crashed" in detail for _, detail in events(service, EventKind.ERROR)), timeout=10)
+            [(symbol, detail)] = [e for e in events(service, EventKind.ERROR) if "crashed" in e[1]]
+            assert symbol is None and detail.startswith("connection of BNBUSDT,XRPUSDT,ADAUSDT crashed: "
+                                                        "RuntimeError('a bug in the connection'); restarting in ")
+            eventually(lambda: service.status().connections == (2, 3), timeout=10)
+            fake.send_trades(missed)  # only the two open connections receive these
+            flowing = [t for t in missed if t.symbol not in SYMBOLS[3:6]]
+            eventually(lambda: service.engine.trades == len(before) + len(flowing), timeout=10)
+            fake.refuse_connections(False)
+            eventually(lambda: service.status().connections == (3, 3), timeout=10)
+            assert [type(source) for source in made].count(BinanceSource) == 3  # the two, and the fresh one
+            fake.send_trades(after)
+            eventually(lambda: service.engine.trades == len(before) + len(flowing) + len(after), timeout=10)
+            eventually(lambda: len(events(service, EventKind.BACKFILL)) == 3, timeout=20)
+        finally:
+            service.stop()
+    assert sorted(events(service, EventKind.GAP)) == [(s, "first_missing=6 count=5") for s in sorted(SYMBOLS[3:6])]
+    assert stored(service) == {symbol: list(range(1, 16)) for symbol in SYMBOLS}  # complete, each once

@@ -379,6 +379,22 @@ def test_deeply_nested_json_does_not_kill_the_feed(fake, launch):
     assert engine.stop()
 
 
+@pytest.mark.parametrize("ts_ms", [2**63 - 1, 4_000_000_000_000, "a day ahead"])
+def test_a_trade_time_no_page_could_show_is_refused_at_the_edge(fake, launch, ts_ms):
+    """A trade stamped near 2**63 ms (or in 2096, or more than a day after it arrived) was taken, stored and
+    drawn, and the symbol's pages then failed in pandas: it is a counted parse error, never a trade."""
+    engine = launch()
+    when = time.time_ns() // 1_000_000 + 25 * 3_600_000 if ts_ms == "a day ahead" else ts_ms
+    frame = ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1765788195444,"s":"BTCUSDT","t":1000,'
+             f'"p":"90000.0","q":"0.01","T":{when},"m":true,"M":true}}}}')
+    _hostile_frame_then_trades(fake, engine, frame)
+    assert engine.running and engine.engine.trades == 4
+    status = engine.status()
+    assert status.parse_errors == 1 and "impossible trade time 'T'" in (status.last_error or "")
+    assert engine.stop()
+    assert 1000 not in stored(engine).get("BTCUSDT", [])
+
+
 def test_out_of_range_trade_id_does_not_kill_the_feed(fake, launch):
     """An id beyond int64 must be a parse error, not an OverflowError in the tick buffer's ring."""
     engine = launch()
@@ -392,7 +408,8 @@ def test_out_of_range_trade_id_does_not_kill_the_feed(fake, launch):
 
 def test_far_future_trade_time_does_not_wipe_the_database(fake, launch, monkeypatch):
     """Retention prunes by market time; one trade stamped ten years ahead must not make every stored
-    tick and feed event look older than the retention window."""
+    tick and feed event look older than the retention window. It is refused where it comes in now (a
+    live trade more than a day after its arrival is a parse error), so it never reaches the writer."""
     prunes = []
     original_prune = SqliteTickStore.prune
 
@@ -408,12 +425,13 @@ def test_far_future_trade_time_does_not_wipe_the_database(fake, launch, monkeypa
     ten_years_ms = 10 * 365 * 86_400_000
     fake.send_trades([("BTCUSDT", 101, 90_000.0, 0.01, normal[0][4] + ten_years_ms)])
     fake.send_trades([(s, i + 1, p, q, ts) for s, i, p, q, ts in normal[100:]])  # ids 102..201
-    eventually(lambda: engine.writer.committed_trades == 201, timeout=10)
+    eventually(lambda: engine.writer.committed_trades == 200, timeout=10)
     seen = len(prunes)
     eventually(lambda: len(prunes) >= seen + 2, timeout=5)  # at least one full retention pass after the commit
+    assert engine.status().parse_errors == 1
     assert engine.stop()
     with SqliteTickStore(engine.site.ticks_path) as store:
-        assert store.tick_count() == 201
+        assert store.tick_count() == 200 and 101 not in store.ticks("BTCUSDT").trade_id
         assert store.feed_events(kinds=[EventKind.CONNECTED])
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analytics.backtest import backtest_mean_reversion
 from config import Settings
-from ingestion.binance import SPOT, USDM, BinanceRest
+from ingestion.binance import FUTURES_SPEC, SPOT, USDM, BinanceRest
 from ingestion.binance.rest import (
     FUNDING_PAGE,
     FUNDING_REQUESTS,
@@ -19,16 +20,28 @@ from ingestion.binance.rest import (
     RestError,
     parse_funding_rates,
 )
-from ingestion.funding import RETRY_MS, FundingLoader
-from pairs.funding import is_perpetual
-from records import FundingRate, now_ms
+from ingestion.engine import Engine
+from ingestion.funding import (
+    FETCH_DELAY_MS,
+    RETRY_MS,
+    UNLISTED_RETRY,
+    FundingLoader,
+    announced_ms,
+    known_until_ms,
+)
+from ingestion.sources import resolve
+from pairs.funding import funding_history, is_perpetual
+from records import EventKind, FundingRate, MarkPrice, now_ms
 from records.retry import RetryPolicy
 from service import Service
+from storage.errors import StorageUnavailable
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.clocks import ManualClock
 from testkit.fake_binance import FakeBinance
 from testkit.fake_rest import FakeFunding, FakeKlines, FakeRest
 from testkit.waiting import eventually, in_thread
+from tests.test_backtest_funding import market
+from tests.test_binance_source import FAST
 from tests.test_recorder_cli import recorder
 from ui.backtest_panel import perpetual_funding
 
@@ -257,7 +270,7 @@ def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_re
     fake = FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)
     with FakeRest(futures=True, funding=fake) as rest:
         loader = loader_for(rest, path, clock)
-        loader.start(["BTCUSDT", "ETHUSDT"])
+        loader.start(["BTCUSDT.P", "ETHUSDT.P"])
         try:
             eventually(lambda: loader.fetches == 2)
             # 48 h back from 00:30: the 8-hourly events from Nov 29 08:00 to Dec 1 00:00.
@@ -265,8 +278,9 @@ def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_re
             assert len(times_h(path, "ETHUSDT")) == 6
             # Known through the end of the hour: no funding time falls before 01:00.
             assert coverage(path, "BTCUSDT") == (NOW - 48 * HOUR, NOW + 30 * MINUTE - 1)
+            # Asked up to now: an event listed early (right after its time) counts too.
             assert [(int(q["startTime"]), int(q["endTime"])) for q in rest.requests] == [
-                (NOW - 48 * HOUR, NOW - MINUTE)] * 2
+                (NOW - 48 * HOUR, NOW)] * 2
             assert loader.errors == ()
             # The next look: 2 min after the next whole hour; what is after the known span, and the day
             # before its end again (an event listed late; test_an_event_listed_late_is_still_stored...).
@@ -280,7 +294,7 @@ def test_the_loader_fetches_the_retained_history_then_each_funding_time_and_a_re
             loader.stop()
         sent = len(rest.requests)
         again = loader_for(rest, path, clock)  # a restart within the hour: nothing is missing
-        again.start(["BTCUSDT", "ETHUSDT"])
+        again.start(["BTCUSDT.P", "ETHUSDT.P"])
         try:
             eventually(lambda: again.fetches == 2)
         finally:
@@ -300,7 +314,7 @@ def test_an_event_listed_late_is_still_stored_at_a_later_look(tmp_path):
     fake = FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)
     with FakeRest(futures=True, funding=fake) as rest:
         loader = loader_for(rest, path, clock)
-        loader.start(["BTCUSDT"])
+        loader.start(["BTCUSDT.P"])
         try:
             eventually(lambda: loader.fetches == 1)
             fake.until_ms = NOW + 7 * HOUR + 29 * MINUTE  # at 08:02 the 08:00 event is not listed yet
@@ -330,14 +344,18 @@ def test_a_malformed_row_is_named_not_stored_and_the_known_span_stops_before_it(
     with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
         rest.tamper = garble
         loader = loader_for(rest, path, clock, emitted)
-        loader.start(["ETHUSDT"])
+        loader.start(["ETHUSDT.P"])
         try:
             eventually(lambda: loader.fetches == 1)
             assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5]  # nothing at or after the garbled one
             assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW - 16 * HOUR - 30 * MINUTE - 1)
             [error] = [e.detail for e in emitted if e.kind.value == "error"]
-            assert "ETHUSDT fundingRate row #3 has an invalid fundingRate 'NaN-ish'" in error
+            assert error.startswith("funding ETHUSDT.P: ETHUSDT fundingRate row #3 has an invalid fundingRate "
+                                    "'NaN-ish'")
             assert error.endswith("not stored") and loader.errors == (error,)
+            # Every event names the leg, as the rest of the futures database and the page do.
+            assert {e.symbol for e in emitted} == {"ETHUSDT.P"}
+            assert [e.detail for e in emitted if e.kind.value == "history"] == ["ETHUSDT.P funding: 3 events"]
             rest.tamper = None  # the exchange answers well again: the next look fills the rest
             clock.advance((32 * MINUTE) / 1000)
             eventually(lambda: loader.fetches == 2)
@@ -353,18 +371,175 @@ def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(
     emitted: list = []
     with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
         loader = loader_for(rest, path, clock, emitted)
-        loader.start(["NOPEUSDT", "BTCUSDT"])
+        loader.start(["NOPEUSDT.P", "BTCUSDT.P"])
         try:
             eventually(lambda: loader.fetches == 1 and len(loader.errors) == 1)
-            assert loader.errors == ("funding NOPEUSDT: Binance does not know the symbol NOPEUSDT",)
-            assert any(e.symbol == "NOPEUSDT" and "does not know" in e.detail for e in emitted)
+            assert loader.errors == ("funding NOPEUSDT.P: Binance does not know the symbol NOPEUSDT",)
+            assert any(e.symbol == "NOPEUSDT.P" and "does not know" in e.detail for e in emitted)
             assert len(times_h(path, "BTCUSDT")) == 6 and coverage(path, "NOPEUSDT") is None
             asked = sum(q["symbol"] == "NOPEUSDT" for q in rest.requests)
             clock.advance(RETRY_MS / 1000)
             eventually(lambda: sum(q["symbol"] == "NOPEUSDT" for q in rest.requests) == asked + 1)
-            loader.watch(["BTCUSDT", "ETHUSDT"])  # a session asks for another symbol: fetched at once
+            loader.watch(["BTCUSDT.P", "ETHUSDT.P"])  # a session asks for another symbol: fetched at once
             eventually(lambda: coverage(path, "ETHUSDT") is not None)
             assert sum(q["symbol"] == "BTCUSDT" for q in rest.requests) == 1  # a known one keeps its turn
+        finally:
+            loader.stop()
+
+
+# ------------------------------------------------------------------------ the stream's next funding time
+FUNDING = 1_796_083_200_000 + 8 * HOUR  # 2026-12-01 08:00 UTC, an 8-hourly funding time
+NEXT = FUNDING + 8 * HOUR
+
+
+def test_a_fetch_knows_up_to_the_hour_after_the_last_event_it_lists_and_only_real_funding_times_count():
+    assert known_until_ms(FUNDING - 30 * MINUTE) == FUNDING - 1
+    assert known_until_ms(FUNDING + 5_000) == FUNDING - 1  # 5 s after it, the event may not be listed yet
+    assert known_until_ms(FUNDING + 5_000, FUNDING) == FUNDING + HOUR - 1  # listed: known to the next hour
+    assert known_until_ms(FUNDING + 61_000, None) == FUNDING + HOUR - 1  # a minute after: listed or none
+
+    def mark(event_ms: int, next_ms: int) -> MarkPrice:
+        return MarkPrice("BTCUSDT.P", event_ms, event_ms, 90_000.0, 90_001.0, 0.0001, next_ms)
+
+    assert announced_ms(mark(FUNDING - HOUR, FUNDING)) == FUNDING
+    assert announced_ms(mark(FUNDING - 8 * HOUR, FUNDING)) == FUNDING  # Binance's longest interval
+    assert announced_ms(None) is None
+    assert announced_ms(mark(FUNDING - HOUR, FUNDING + 1)) is None  # not on a whole hour
+    assert announced_ms(mark(FUNDING - 9 * HOUR, FUNDING)) is None  # further ahead than any interval
+    assert announced_ms(mark(FUNDING, FUNDING)) is None  # not ahead of the update
+    assert announced_ms(mark(FUNDING, 2**62 - 2**62 % HOUR)) is None  # absurd
+
+
+def test_the_loader_refuses_a_spot_leg():
+    loader = FundingLoader(BinanceRest("http://127.0.0.1:9", venue=USDM), lambda: SqliteTickStore(":memory:"), HOUR)
+    with pytest.raises(ValueError, match=r"'ETHUSDT' is not a perpetual leg .*ETHUSDT\.P.*spot pays no funding"):
+        loader.watch(["ETHUSDT"])
+    with pytest.raises(ValueError, match="invalid leg 'ETH/USDT'"):
+        loader.watch(["ETH/USDT"])
+
+
+@pytest.fixture
+def streamed(tmp_path):
+    """A futures engine fed by the fake USDⓈ-M stream, a fake REST server listing 8-hourly funding up
+    to 02:30, and a loader on a manual clock at 02:30 reading the engine's mark prices, started."""
+    clock = ManualClock((FUNDING - 5 * HOUR - 30 * MINUTE) / 1000)
+    funding = FakeFunding(PRICES, first_ms=FUNDING - 100 * HOUR, until_ms=clock.now_ms())
+    settings = resolve(Settings.of(source="binance-futures", ws_url="ws://127.0.0.1:9", symbols=("BTCUSDT",),
+                                   **FAST))
+    with FakeBinance(futures=True, ping_interval=0.5) as fake, FakeRest(futures=True, funding=funding) as rest:
+        feed = settings.replace(ws_url=fake.url).feed
+        engine = Engine(feed, FUTURES_SPEC.create(feed), FUTURES_SPEC.capabilities)
+        client = BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY)
+        path = tmp_path / "futures.sqlite3"
+        loader = FundingLoader(client, lambda: SqliteTickStore(path), 48 * HOUR, marks=engine.mark_price,
+                               clock=clock.now_ms, poll_s=0.01)
+        engine.start()
+        loader.start(engine.symbols)
+        try:
+            eventually(lambda: fake.open_connections == 1 and loader.fetches == 1, timeout=10)
+            yield fake, rest, funding, clock, loader, path
+        finally:
+            loader.stop()
+            engine.stop()
+
+
+def announce(fake: FakeBinance, event_ms: int, next_ms: int, path, until: int) -> None:
+    """Send the stream's update (as Binance does, every second) until the known span reaches ``until``."""
+    def reached() -> bool:
+        fake.send_mark_price("BTCUSDT", 90_000.0, 90_001.0, 0.0001, next_ms, event_ms=event_ms)
+        return (coverage(path, "BTCUSDT") or (0, 0))[1] == until
+
+    eventually(reached, timeout=10, interval=0.02, message=lambda: f"known to {coverage(path, 'BTCUSDT')}")
+
+
+def test_across_a_funding_time_the_span_stays_known_and_the_event_is_fetched_and_charged_once(streamed):
+    """The stream announces 08:00: the span known reaches it at once (not 02:59:59.999 until the next
+    hourly look), nothing is asked for in the hours before it, the look 5 s after it lists the event,
+    and the next announcement carries the span on to 16:00. A trade held over 08:00 pays it once."""
+    fake, rest, funding, clock, loader, path = streamed
+    assert coverage(path, "BTCUSDT")[1] == FUNDING - 5 * HOUR - 1  # the look at 02:30: to the hour
+    announce(fake, clock.now_ms() + 1_000, FUNDING, path, FUNDING - 1)
+    clock.advance((5 * HOUR + 30 * MINUTE) / 1000 - 1)  # 07:59:59: every bar closed so far is known
+    reads = clock.reads
+    eventually(lambda: clock.reads >= reads + 20)
+    assert loader.fetches == 1 and len(rest.requests) == 1  # no hourly looks: nothing to learn before 08:00
+    assert coverage(path, "BTCUSDT")[1] == FUNDING - 1
+    funding.until_ms = FUNDING  # Binance lists the 08:00 event
+    clock.advance(1 + FETCH_DELAY_MS / 1000)
+    eventually(lambda: loader.fetches == 2)
+    assert coverage(path, "BTCUSDT")[1] == FUNDING + HOUR - 1  # listed: no other funding time before 09:00
+    announce(fake, FUNDING + 6_000, NEXT, path, NEXT - 1)
+    assert loader.errors == ()
+    with SqliteTickStore(path) as store:
+        assert [r.funding_ms for r in store.funding("BTCUSDT", FUNDING - HOUR, NEXT)] == [FUNDING]
+        # 1 min bars whose close 26 is 08:00: the short spread 24→27 holds y over it.
+        y, x, _ = market()
+        close_ms = FUNDING + (np.arange(len(y), dtype=np.int64) - 26) * MINUTE
+        history = funding_history(store, "BTCUSDT.P", int(close_ms[0]), int(close_ms[-1]))
+    event = funding.event("BTCUSDT", FUNDING)
+    result = backtest_mean_reversion(y, x, 10, entry=1.5, exit=0.0, hedge="static_ols", funding_y=history,
+                                     close_ms=close_ms)
+    assert result.funding_unknown == ()
+    # Short y (-1 unit) receives mark × rate once: the event lies in the first trade alone.
+    assert result.trades.loc[0, "funding"] == pytest.approx(float(event["markPrice"]) * float(event["fundingRate"]))
+    assert result.total_funding == pytest.approx(result.trades.loc[0, "funding"])
+
+
+def test_a_funding_time_not_listed_yet_is_looked_for_again_within_seconds_not_at_the_next_hour(streamed):
+    fake, _rest, funding, clock, loader, path = streamed
+    announce(fake, clock.now_ms() + 1_000, FUNDING, path, FUNDING - 1)
+    clock.advance((5 * HOUR + 30 * MINUTE + FETCH_DELAY_MS) / 1000)  # 08:00:05, the event not listed yet
+    eventually(lambda: loader.fetches == 2)
+    assert coverage(path, "BTCUSDT")[1] == FUNDING - 1 and loader.errors == ()
+    funding.until_ms = FUNDING
+    clock.advance(UNLISTED_RETRY.delay_s(0))  # 08:00:10
+    eventually(lambda: loader.fetches == 3)
+    assert coverage(path, "BTCUSDT")[1] == FUNDING + HOUR - 1
+    assert [t for t in times_h(path, "BTCUSDT") if t > 0] == [(FUNDING - NOW) / HOUR]
+
+
+def test_a_failed_look_after_a_funding_time_waits_the_retry_not_a_loop_of_looks(streamed):
+    fake, rest, funding, clock, loader, path = streamed
+    announce(fake, clock.now_ms() + 1_000, FUNDING, path, FUNDING - 1)
+    rest.faults.extend([(400, None)] * 3)  # refused: a RestError, not retried by the client
+    funding.until_ms = FUNDING
+    clock.advance((5 * HOUR + 30 * MINUTE + FETCH_DELAY_MS) / 1000)
+    eventually(lambda: len(loader.errors) == 1)
+    asked = len(rest.requests)
+    reads = clock.reads
+    eventually(lambda: clock.reads >= reads + 20)
+    assert len(rest.requests) == asked and loader.fetches == 1  # the stream's time does not bring it back
+    rest.faults.clear()
+    clock.advance(RETRY_MS / 1000)
+    eventually(lambda: loader.fetches == 2)
+    assert coverage(path, "BTCUSDT")[1] == FUNDING + HOUR - 1
+
+
+class FullDisk(SqliteTickStore):
+    """A store that takes rows but cannot widen a span by itself (the disk full at that moment)."""
+
+    def write_funding(self, symbol: str, rates, first_ms: int, last_ms: int) -> int:  # type: ignore[override]
+        if not rates:
+            raise StorageUnavailable(f"{self.path}: database or disk is full")
+        return super().write_funding(symbol, rates, first_ms, last_ms)
+
+
+def test_a_span_the_store_cannot_widen_is_reported_once_not_at_every_poll(tmp_path):
+    clock = ManualClock((FUNDING - 5 * HOUR - 30 * MINUTE) / 1000)
+    funding = FakeFunding(PRICES, first_ms=FUNDING - 100 * HOUR, until_ms=clock.now_ms())
+    mark = MarkPrice("BTCUSDT.P", clock.now_ms() + 1_000, clock.now_ms() + 1_000, 90_000.0, 90_001.0, 0.0001, FUNDING)
+    path = tmp_path / "futures.sqlite3"
+    with FakeRest(futures=True, funding=funding) as rest:
+        loader = FundingLoader(BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY), lambda: FullDisk(path), 48 * HOUR,
+                               marks=lambda leg: mark, clock=clock.now_ms, poll_s=0.01)
+        loader.start(["BTCUSDT.P"])
+        try:
+            eventually(lambda: loader.fetches == 1 and len(loader.errors) == 1)
+            reads = clock.reads
+            eventually(lambda: clock.reads >= reads + 20)  # many polls later: still the one message
+            [error] = loader.errors
+            assert error.startswith("funding BTCUSDT.P: ") and error.endswith("database or disk is full")
+            assert coverage(path, "BTCUSDT")[1] == FUNDING - 5 * HOUR - 1  # what the look knew, no more
         finally:
             loader.stop()
 
@@ -405,6 +580,10 @@ def test_the_recorder_stores_funding_and_a_following_dashboard_reads_it(tmp_path
     assert proc.returncode == 0, out
     assert "Traceback" not in out
     assert sorted({p for p in rest.paths if "funding" in p}) == [PATH]
+    with SqliteTickStore(tmp_path / "futures.sqlite3") as store:  # the feed tab's events name the legs
+        loaded = [(e.symbol, e.detail) for e in store.feed_events(kinds=[EventKind.HISTORY]) if "funding" in e.detail]
+    assert {symbol for symbol, _ in loaded} == {"BTCUSDT.P", "ETHUSDT.P"}
+    assert all(detail.startswith(f"{symbol} funding: ") for symbol, detail in loaded)
     expected = funding.times(start_ms - 24 * HOUR, start_ms)
     assert list(got.times_ms) == expected and len(expected) in (2, 3)
     assert got.known_from_ms is not None and got.known_to_ms is not None

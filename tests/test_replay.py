@@ -436,3 +436,45 @@ def test_errors_quote_only_a_short_sanitised_excerpt_of_a_field(tmp_path: Path) 
         assert "hunter2" not in detail and "/bin/bash" not in detail and "0123456789abcdef" not in detail
         assert detail.isprintable() and len(detail) < 120
     assert "'db_password=hun…" in details[0]
+
+
+# ------------------------------------------------------------------------ absurd times (issue 22)
+ABSURD_MS = [2**63 - 1, 2**62, 5, 99_999_999_999, 4_102_444_800_000]  # int64's end, 2262+, 1970, 1973-, 2100
+
+
+def test_a_frame_whose_trade_time_no_page_could_show_is_a_parse_error(tmp_path: Path) -> None:
+    """A recording's trade at 2**63 - 1 ms (or 1970, or 2100) was replayed, stored and then broke every
+    page of the symbol (pandas cannot hold it): now it is a counted, named parse error."""
+    base = 1_765_788_195_000
+    lines = [json.dumps(trade_payload("BTCUSDT", 1, base, "89806.8", "0.002", True))]
+    lines += [json.dumps(trade_payload("BTCUSDT", 2 + i, t, "89806.8", "0.002", True)) for i, t in enumerate(ABSURD_MS)]
+    lines.append(json.dumps(trade_payload("BTCUSDT", 9, base + 9, "89806.9", "0.1", False)))
+    source = ReplaySource(write_lines(tmp_path / "frames.ndjson", lines))
+    assert [t.trade_id for t in source.iter_trades()] == [1, 9]
+    assert source.stats.parse_errors == len(ABSURD_MS)
+    assert "impossible trade time 'T': time 4102444800000 is outside 1973-03-03" in (source.stats.last_error or "")
+
+
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59.999Z", "2262-04-12T00:00:00.000Z", "2100-01-01T00:00:00.000Z",
+                                "0001-01-01T00:00:00.000Z", "1969-12-31T23:59:59.000Z"])
+def test_a_collector_line_whose_time_no_page_could_show_is_a_parse_error(tmp_path: Path, ts: str) -> None:
+    path = write_lines(tmp_path / "ticks.ndjson", [
+        '{"symbol":"ETHUSDT","ts":"2025-12-15T08:43:15.300Z","price":3139.77,"size":0.054}',
+        json.dumps({"symbol": "ETHUSDT", "ts": ts, "price": 3139.78, "size": 0.01}),
+        '{"symbol":"ETHUSDT","ts":"2025-12-15T08:43:15.307Z","price":3139.8,"size":0.1}',
+    ])
+    source = ReplaySource(path)
+    assert [t.ts_ms for t in source.iter_trades()] == [1_765_788_195_300, 1_765_788_195_307]
+    assert source.stats.parse_errors == 1
+    assert (source.stats.last_error or "").startswith(f"ticks.ndjson:2: impossible ts '{ts[:15]}")
+    assert "is outside 1973-03-03T09:46:40Z .. 2099-12-31T23:59:59.999Z" in (source.stats.last_error or "")
+
+
+def test_a_stored_row_whose_time_no_page_could_show_is_not_replayed(tmp_path: Path) -> None:
+    t0 = 1_765_788_195_000
+    rows = [("ETHUSDT", 1, t0, 3140.0, 0.5, 0, t0)]
+    rows += [("ETHUSDT", 2 + i, t, 3140.0, 0.5, 0, t0) for i, t in enumerate(ABSURD_MS)]
+    source = ReplaySource(make_db(tmp_path / "ticks.sqlite3", rows))
+    assert [t.trade_id for t in source.iter_trades()] == [1]
+    assert source.stats.parse_errors == len(ABSURD_MS)
+    assert "time (1973 to 2099)" in (source.stats.last_error or "")

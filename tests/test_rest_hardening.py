@@ -310,7 +310,7 @@ def trade_row(trade_id: int) -> dict:
 ])
 def test_historical_trades_out_of_range_or_order_refuse_the_page(ids, match):
     with pytest.raises(RestError, match=match):
-        parse_historical_trades([trade_row(i) for i in ids], "BNBBTC", 100, 5, 0)
+        parse_historical_trades([trade_row(i) for i in ids], "BNBBTC", 100, 5, 1_765_788_195_500)  # received 2025
 
 
 def bar_before_range(params: dict, rows: list) -> list:

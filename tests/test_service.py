@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from records import FeedState, StorageState
+from ingestion.follow import DatabaseFollower
+from records import FeedState, StorageState, Trade, now_ms
 from service import Service, ServiceRegistry, TooManyFeeds
-from storage import StorageError
+from storage import Site, StorageError, claim_writer
+from storage.lock import this_process
 from storage.sqlite.ticks import SqliteTickStore
+from testkit.sources import RecordingSink
 from testkit.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +144,38 @@ def test_a_dashboard_follows_a_running_recorder_instead_of_writing_beside_it(tmp
         proc.kill()
     # The recorder's flush and counts are unaffected by the reader.
     assert count(db) > 0
+
+
+def test_a_followed_trade_whose_time_no_page_could_show_is_skipped_and_the_rest_still_arrive(tmp_path):
+    """A database written before the parsers refused impossible times (or by another program) may hold
+    one: the follower passed it to the live views (the page broke in pandas) and took 2**61 ms as the
+    symbol's latest time, so no later trade was ever read again. Now it is skipped and counted."""
+    site = Site("live", tmp_path / "live.sqlite3")
+    now = now_ms()
+
+    def write(*rows: tuple[int, int]) -> None:
+        with SqliteTickStore(site.file) as store:
+            store.write_batch([Trade("ETHUSDT", i, ts, now, 3_100.0, 0.1, False) for i, ts in rows])
+
+    write((1, now - 1_000))
+    writer = this_process("a recorder", ("ETHUSDT",))
+    claim = claim_writer(site, writer)  # a recorder holds the database, as when a dashboard follows one
+    follower, sink, stop = DatabaseFollower(site, ("ETHUSDT",), writer, poll_s=0.01), RecordingSink(), threading.Event()
+    thread = threading.Thread(target=follower.run, args=(sink, stop), daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: follower.stats.state is FeedState.CONNECTED)
+        write((2, 2**61), (3, now + 2 * 86_400_000), (4, now), (5, now + 1))
+        eventually(lambda: [t.trade_id for t in sink.trades] == [4, 5])
+        assert follower.stats.parse_errors == 2
+        # Named by the first of them in time order.
+        assert (follower.stats.last_error or "").startswith("ETHUSDT: 2 stored trades skipped, e.g. id 3: time ")
+        write((6, now + 2))  # the follower still reads on
+        eventually(lambda: [t.trade_id for t in sink.trades] == [4, 5, 6])
+    finally:
+        stop.set()
+        thread.join(10)
+        claim.release()
 
 
 # ---------------------------------------------------------------------------------------------

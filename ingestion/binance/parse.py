@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.source import excerpt
-from records import MarkPrice, Trade
+from records import MarkPrice, Trade, time_problem
 
 # Ids and times are stored as SQLite INTEGER and numpy int64: anything larger is garbage, not a trade.
 MAX_ID = 2**63 - 1
@@ -68,7 +68,8 @@ Message = Trade | NonMarketTrade | MarkPrice | ServerShutdown | SubscriptionRepl
 MARKET = "MARKET"
 
 
-def parse_trade(payload: dict[str, Any], recv_ms: int, suffix: str = "") -> Trade | NonMarketTrade:
+def parse_trade(payload: dict[str, Any], recv_ms: int, suffix: str = "", *, live: bool = False
+                ) -> Trade | NonMarketTrade:
     """Parse a spot or USDⓈ-M futures ``<symbol>@trade`` payload.
 
     Example payloads (prices and quantities are decimal strings), spot::
@@ -86,6 +87,11 @@ def parse_trade(payload: dict[str, Any], recv_ms: int, suffix: str = "") -> Trad
     quantity are not checked: ``NA`` rows carry zeros). ``suffix`` is added to the symbol: the
     venue's leg name (``.P`` on USDⓈ-M, :class:`domain.Leg`), so that a perpetual's trades are never
     taken for the spot symbol's.
+
+    ``T`` must be a time market data can carry (:func:`records.time_problem`: 1973 to 2099) and, when
+    ``live`` (``recv_ms`` is when the frame arrived from the exchange), at most
+    :data:`records.LIVE_SKEW_MS` (a day) after ``recv_ms``: an absurd time is a malformed message,
+    never a trade.
     """
     kind = payload.get("X", MARKET)
     if kind != MARKET:
@@ -110,6 +116,9 @@ def parse_trade(payload: dict[str, Any], recv_ms: int, suffix: str = "") -> Trad
         raise MalformedMessage(f"trade payload has an invalid price {price!r} or quantity {qty!r}")
     if type(buyer_is_maker) is not bool:
         raise MalformedMessage(f"trade payload has a non-boolean 'm' {excerpt(buyer_is_maker)}")
+    problem = time_problem(ts_ms, recv_ms if live else None)
+    if problem is not None:
+        raise MalformedMessage(f"trade payload has an impossible trade time 'T': {problem}")
     return Trade(symbol.upper() + suffix, trade_id, ts_ms, recv_ms, price, qty, buyer_is_maker)
 
 
@@ -125,7 +134,7 @@ def _non_market(payload: dict[str, Any], kind: object, suffix: str) -> NonMarket
     return NonMarketTrade(symbol.upper() + suffix, trade_id, kind)
 
 
-def parse_mark_price(payload: dict[str, Any], recv_ms: int, suffix: str = "") -> MarkPrice:
+def parse_mark_price(payload: dict[str, Any], recv_ms: int, suffix: str = "", *, live: bool = False) -> MarkPrice:
     """Parse a USDⓈ-M ``<symbol>@markPrice@1s`` payload (one a second per symbol)::
 
         {"e":"markPriceUpdate","E":1765788195000,"s":"BTCUSDT","p":"89806.80000000",
@@ -136,7 +145,8 @@ def parse_mark_price(payload: dict[str, Any], recv_ms: int, suffix: str = "") ->
     ``E`` event time (UTC epoch ms); ``recv_ms`` is when it arrived here; ``suffix`` makes the symbol
     the leg name (``.P``), as in :func:`parse_trade`. Anything missing,
     non-numeric, non-finite, a non-positive price or a rate of 100 % or more raises
-    :class:`MalformedMessage`: a garbled value is never shown.
+    :class:`MalformedMessage`: a garbled value is never shown; so do times market data cannot carry
+    (``E`` as a trade's ``T`` in :func:`parse_trade`, ``live`` included; ``T`` within 1973–2099).
     """
     try:
         symbol = payload["s"]
@@ -150,6 +160,9 @@ def parse_mark_price(payload: dict[str, Any], recv_ms: int, suffix: str = "") ->
     if type(event_ms) is not int or type(next_ms) is not int or not (0 < event_ms <= MAX_ID and 0 < next_ms <= MAX_ID):
         raise MalformedMessage(f"markPriceUpdate payload has an invalid event time {excerpt(event_ms)} "
                                f"or next funding time {excerpt(next_ms)}")
+    problem = time_problem(event_ms, recv_ms if live else None) or time_problem(next_ms)
+    if problem is not None:
+        raise MalformedMessage(f"markPriceUpdate payload has an impossible event or next funding time: {problem}")
     values: dict[str, float] = {}
     for name, text in raw.items():
         # Binance sends decimal strings; a JSON number, bool or null is not what it sends.
@@ -182,10 +195,10 @@ def parse_server_shutdown(payload: dict[str, Any]) -> ServerShutdown:
     return ServerShutdown(event_ms if type(event_ms) is int else None)
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any], int, str], Message]] = {
-    "trade": parse_trade,
-    "markPriceUpdate": parse_mark_price,
-    "serverShutdown": lambda payload, _recv_ms, _suffix: parse_server_shutdown(payload),
+_PARSERS: dict[str, Callable[[dict[str, Any], int, str, bool], Message]] = {
+    "trade": lambda payload, recv_ms, suffix, live: parse_trade(payload, recv_ms, suffix, live=live),
+    "markPriceUpdate": lambda payload, recv_ms, suffix, live: parse_mark_price(payload, recv_ms, suffix, live=live),
+    "serverShutdown": lambda payload, _recv_ms, _suffix, _live: parse_server_shutdown(payload),
 }
 
 
@@ -199,8 +212,9 @@ def parse_subscription_reply(payload: dict[str, Any]) -> SubscriptionReply:
     return SubscriptionReply(request_id if isinstance(request_id, (int, str)) else None, str(text)[:200])
 
 
-def parse_payload(payload: Any, recv_ms: int, suffix: str = "") -> Message:
-    """Dispatch one unwrapped payload (a JSON object) on its ``"e"`` field; ``suffix`` as in :func:`parse_trade`."""
+def parse_payload(payload: Any, recv_ms: int, suffix: str = "", *, live: bool = False) -> Message:
+    """Dispatch one unwrapped payload (a JSON object) on its ``"e"`` field; ``suffix`` and ``live`` as in
+    :func:`parse_trade`."""
     if not isinstance(payload, dict):
         raise MalformedMessage(f"expected a JSON object, got {type(payload).__name__}")
     event_type = payload.get("e")
@@ -210,12 +224,14 @@ def parse_payload(payload: Any, recv_ms: int, suffix: str = "") -> Message:
             return parse_subscription_reply(payload)
         label = event_type if isinstance(event_type, str) else ",".join(sorted(payload)[:4]) or "{}"
         return UnknownMessage(label)
-    return parser(payload, recv_ms, suffix)
+    return parser(payload, recv_ms, suffix, live)
 
 
-def parse_frame(frame: str | bytes, recv_ms: int, suffix: str = "") -> Message:
+def parse_frame(frame: str | bytes, recv_ms: int, suffix: str = "", *, live: bool = False) -> Message:
     """Parse one text frame, raw (``{"e":...}``) or combined (``{"stream":...,"data":{...}}``);
     ``suffix`` is added to trade and mark-price symbols (the venue's leg names, :func:`parse_trade`).
+    ``live``: the frame just arrived from the exchange at ``recv_ms``, so its times may not lie more than
+    a day after it (a recording's frames are only held to the range any market time lies in).
 
     Example combined frame::
 
@@ -227,4 +243,4 @@ def parse_frame(frame: str | bytes, recv_ms: int, suffix: str = "") -> Message:
         raise MalformedMessage(f"invalid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if isinstance(message, dict) and "data" in message and "stream" in message:
         message = message["data"]
-    return parse_payload(message, recv_ms, suffix)
+    return parse_payload(message, recv_ms, suffix, live=live)

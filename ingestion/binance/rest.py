@@ -64,7 +64,7 @@ from ingestion.binance.parse import MAX_ID, finite_decimal
 from ingestion.binance.venue import SPOT, Venue
 from ingestion.http import connect as deadline_connect
 from ingestion.source import excerpt
-from records import BarArrays, EventKind, FeedEvent, FundingRate, Trade, now_ms
+from records import BarArrays, EventKind, FeedEvent, FundingRate, Trade, now_ms, time_problem
 from records.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def parse_historical_trade(symbol: str, row: dict, recv_ms: int) -> Trade:
 
         {"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",
          "time":1499865549590,"isBuyerMaker":true,"isBestMatch":true}
+
+    ``time`` must be a time a trade can carry, at most a day after ``recv_ms`` (when the reply
+    arrived, :func:`records.time_problem`): an absurd one refuses the row (and with it the page).
     """
     try:
         trade = Trade(symbol, int(row["id"]), int(row["time"]), recv_ms, float(row["price"]), float(row["qty"]),
@@ -119,6 +122,9 @@ def parse_historical_trade(symbol: str, row: dict, recv_ms: int) -> Trade:
         raise RestError(f"historicalTrades row with a non-positive price: {excerpt(row, 200)}")
     if not (0 <= trade.trade_id <= MAX_ID and 0 < trade.ts_ms <= MAX_ID):
         raise RestError(f"historicalTrades row with an out-of-range id or time: {excerpt(row, 200)}")
+    problem = time_problem(trade.ts_ms, recv_ms)  # a past trade may be old, never from years ahead
+    if problem is not None:
+        raise RestError(f"historicalTrades row with an impossible {problem}: {excerpt(row, 200)}")
     return trade
 
 

@@ -15,6 +15,13 @@ dropped connection exactly as before, while the other connections keep flowing.
 Symbols added at runtime go to the first connection with room, or a new one; a connection whose
 symbols are all removed is closed. The feed's status aggregates: connected while any connection
 is, the count of connections up (``2/3 connections up``) and the error of one that is down.
+
+A connection whose thread crashes (a bug, not a network error: those it rides out itself) is
+reported — an error feed event naming its symbols, and the feed's error ``connection 2/3:
+connection crashed: …; restarting in 1.2 s`` while it is down — and started again on a fresh
+connection after the delays of its own reconnect backoff (``--backoff-initial`` doubling up to
+``--backoff-max``, jittered), for as long as the feed runs: its symbols are never left silent for
+good. The trades missed meanwhile are gaps, detected and backfilled as after any drop.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from config import FeedSettings
-from ingestion.backoff import AttemptBudget
+from ingestion.backoff import AttemptBudget, Backoff
 from ingestion.binance.stream import BinanceSource, stream_names
 from ingestion.binance.venue import SPOT, Venue
 from ingestion.source import SourceStats, TradeSink
@@ -208,13 +215,37 @@ class BinanceFeed:
         shard.thread.start()
 
     def _run_shard(self, shard: _Shard, sink: _LockedSink) -> None:
-        try:
-            shard.source.run(sink, shard.stop)
-        except Exception as exc:  # one connection's bug must not take the others down silently
-            log.exception("connection of %s crashed", ",".join(shard.source.symbols))
-            shard.source.stats.last_error = f"connection crashed: {exc!r}"
-            shard.source.stats.state = FeedState.STOPPED
-            sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None, f"connection crashed: {exc!r}"))
+        """Run ``shard``'s connection until its stop is set; a crash is reported and the connection
+        started afresh after its backoff's delay (see the module docstring)."""
+        backoff = Backoff(shard.source.backoff.initial, shard.source.backoff.cap)
+        while True:
+            source = shard.source
+            try:
+                source.run(sink, shard.stop)
+                return
+            except Exception as exc:  # one connection's bug must not take the others down, or its symbols
+                delay = backoff.next_delay()
+                symbols = ",".join(source.symbols)
+                log.exception("connection of %s crashed; restarting in %.1f s", symbols, delay)
+                source.stats.last_error = f"connection crashed: {exc!r}; restarting in {delay:.1f} s"
+                source.stats.state = FeedState.STOPPED
+                sink.on_event(FeedEvent(now_ms(), EventKind.ERROR, None,
+                                        f"connection of {symbols} crashed: {exc!r}; restarting in {delay:.1f} s"))
+            if shard.stop.wait(delay) or not self._restart(shard):
+                return
+
+    def _restart(self, shard: _Shard) -> bool:
+        """Give ``shard`` a fresh connection for its symbols now (the crashed one's counters are kept with the
+        closed connections'); False when the feed is stopping or the shard was closed meanwhile."""
+        with self._lock:
+            if self._stopping or shard.stop.is_set() or shard not in self._shards:
+                return False
+            crashed = shard.source
+            self._retired.append(_Shard(crashed, threading.Event()))  # counted, never run again
+            shard.source = self._make(tuple(crashed.symbols))
+            shard.source.budget = self.budget
+            log.info("connection of %s restarted", ",".join(shard.source.symbols))
+            return True
 
     # ------------------------------------------------------------------ status
     @property

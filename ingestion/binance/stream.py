@@ -463,7 +463,7 @@ class BinanceSource:
         stats.messages += 1
         stats.last_message_mono = conn.last_frame
         try:
-            message = parse_frame(data, now_ms(), self._suffix)
+            message = parse_frame(data, now_ms(), self._suffix, live=True)
         except MalformedMessage as exc:
             stats.parse_errors += 1
             stats.last_error = f"malformed message: {exc}"
