@@ -35,6 +35,9 @@ symbols at 1,440 bars (maxlag 24), 90 MB at 86,400 bars (maxlag 65).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -95,6 +98,10 @@ Progress = Callable[[int, int], None]
 # Pairs sharing one product in scan_block's design sums (a multiple of BLAS kernels' vector width).
 _PARTNERS = 16
 _windows = np.lib.stride_tricks.sliding_window_view
+# Columns whose own design Gram a process keeps (_own_design): ~25 kB each at 43,200 bars.
+_OWN_KEPT = 1_024
+_own_designs: OrderedDict[tuple[bytes, int, int], np.ndarray] = OrderedDict()
+_own_lock = threading.Lock()
 
 
 def scan_pairs(
@@ -597,84 +604,117 @@ class _PairwiseSums:
         column with itself, rows t = maxlag .. n-2; other blocks stay 0.
 
         A design's columns are one series shifted by 0..L rows, so a block ``W_aᵀ·W_b`` holds only
-        ~3L distinct long sums (:meth:`_block`): one (3L+2, n-1-2L) × (n-1-2L, 2) product per pair
-        instead of an (L+2, n) × (n, L+2) one, ~L/3 times fewer operations.
+        ~3L distinct long sums (:func:`_block`): one (3L+2, n-1-2L) × (n-1-2L, 2) product per pair
+        instead of an (L+2, n) × (n, L+2) one, ~L/3 times fewer operations. A column's block with
+        itself depends on that column alone: it comes from :func:`_own_design` (computed once per
+        column's values in a process), so the products here carry only the pairs.
         """
-        n, c = self.detrended.shape
-        maxlag, width = self.maxlag, self.maxlag + 2
+        c = self.detrended.shape[1]
+        width = self.maxlag + 2
         levels = np.ascontiguousarray(self.detrended.T)  # (c, n)
         diffs = np.diff(levels, axis=1)  # (c, n-1)
-        core = n - 1 - 2 * maxlag  # rows u = L .. n-2-L, inside every shifted column's range
-        wanted = self._all_pairs(pairs)
         gram = np.zeros((width, c, width, c))
-        for b in np.unique(wanted[:, 1]):
-            # Rows: Δb shifted by k = -L..L over the core, then b's level shifted by i = 0..L.
-            shifted = np.empty((3 * maxlag + 2, core))
-            shifted[: 2 * maxlag + 1] = _windows(diffs[b], core)
-            shifted[2 * maxlag + 1 :] = _windows(levels[b], core)[maxlag : 2 * maxlag + 1]
-            partners = wanted[wanted[:, 1] == b, 0]
-            for first in range(0, len(partners), _PARTNERS):
-                group = partners[first : first + _PARTNERS]
-                # Always _PARTNERS pairs wide (zero columns pad the last group): one product shape for
-                # every pair, and each pair's two columns are whole vector lanes of the BLAS kernel,
-                # where a column's sums do not depend on its neighbours (tests hold this bit for bit).
-                right = np.zeros((core, 2 * _PARTNERS))
-                right[:, 0 : 2 * len(group) : 2] = diffs[group, maxlag : maxlag + core].T
-                right[:, 1 : 2 * len(group) : 2] = levels[group, maxlag : maxlag + core].T
-                products = shifted @ right
-                for q, a in enumerate(group):
-                    block = self._block(products[:, 2 * q : 2 * q + 2], levels[a], diffs[a], levels[b], diffs[b])
-                    gram[:, a, :, b] = block
-                    if a != b:
-                        gram[:, b, :, a] = block.T
+        for column in np.unique(pairs):
+            gram[:, column, :, column] = _own_design(levels[column], self.maxlag)
+        for b in np.unique(pairs[:, 1]):
+            partners = pairs[pairs[:, 1] == b, 0]
+            for a, block in zip(partners, _design_blocks(levels, diffs, b, partners, self.maxlag), strict=True):
+                gram[:, a, :, b] = block
+                gram[:, b, :, a] = block.T
         return gram
 
-    def _block(self, products: np.ndarray, ea: np.ndarray, da: np.ndarray, eb: np.ndarray, db: np.ndarray
-               ) -> np.ndarray:
-        """``W_aᵀ·W_b`` (L+2, L+2) from the core sums ``products`` (3L+2, 2) and the L rows at each end.
 
-        With d = Δe and the design rows t = L..n-2: a lag-i by lag-j entry is
-        ``Σ_{u=L-i}^{n-2-i} da_u·db_{u+i-j}``: the core sum for shift k = i-j over u = L..n-2-L,
-        plus a head (u < L) and a tail (u > n-2-L) of at most L terms each, taken from cumulative
-        sums. Level entries likewise (the level rows t = L..n-2 need only a tail).
-        """
-        lags = self.maxlag
-        n = len(ea)
-        shifts = np.arange(-lags, lags + 1)
-        lag = np.arange(lags + 1)
-        head = np.arange(lags)  # u = 0..L-1
-        tail = n - 1 - lags + head  # u = n-1-L..n-2
-        # Δa·Δb: core[k] + Σ head products + Σ tail products, by (i, k).
-        index = head[:, None] + shifts
-        inside = index >= 0
-        heads = np.where(inside, da[head][:, None] * db[np.where(inside, index, 0)], 0.0)
-        head_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(heads[::-1], axis=0)])  # [i]: u >= L-i
-        index = tail[:, None] + shifts
-        inside = index <= n - 2
-        tails = np.where(inside, da[tail][:, None] * db[np.where(inside, index, n - 2)], 0.0)
-        tail_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(tails, axis=0)])  # [m]: u < n-1-L+m
-        i, j = np.meshgrid(lag, lag, indexing="ij")
-        k = i - j + lags
-        diff_diff = products[: 2 * lags + 1, 0][k] + head_sums[i, k] + tail_sums[lags - i, k]
-        # Δa_{t-i}·eb_t = Σ_{u=L-i}^{n-2-i} da_u·eb_{u+i}.
-        heads = da[head][:, None] * eb[head[:, None] + lag]
-        head_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(heads[::-1], axis=0)])
-        index = tail[:, None] + lag
-        inside = index <= n - 2
-        tails = np.where(inside, da[tail][:, None] * eb[np.where(inside, index, n - 2)], 0.0)
-        tail_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(tails, axis=0)])
-        diff_level = products[2 * lags + 1 :, 0] + head_level[lag, lag] + tail_level[lags - lag, lag]
-        # ea_t·Δb_{t-j} and ea_t·eb_t over t = L..n-2: the core, then the last L rows.
-        level_diff = products[lags - lag, 1] + np.add.reduce(ea[tail][:, None] * db[tail[:, None] - lag], axis=0)
-        level_level = products[2 * lags + 1, 1] + np.add.reduce(ea[tail] * eb[tail])
-        # Into the design's column order: level, lags 1..L, then Δ_t (lag 0).
-        column = np.array([lags + 1, *range(1, lags + 1)])
-        block = np.empty((lags + 2, lags + 2))
-        block[0, 0] = level_level
-        block[0, column] = level_diff
-        block[column, 0] = diff_level
-        block[np.ix_(column, column)] = diff_diff
-        return block
+def _design_blocks(levels: np.ndarray, diffs: np.ndarray, b: int, partners: np.ndarray, maxlag: int
+                   ) -> list[np.ndarray]:
+    """``W_aᵀ·W_b`` (L+2, L+2) for each ``a`` of ``partners``; ``levels`` (c, n) detrended, ``diffs`` their Δ."""
+    core = levels.shape[1] - 1 - 2 * maxlag  # rows u = L .. n-2-L, inside every shifted column's range
+    # Rows: Δb shifted by k = -L..L over the core, then b's level shifted by i = 0..L.
+    shifted = np.empty((3 * maxlag + 2, core))
+    shifted[: 2 * maxlag + 1] = _windows(diffs[b], core)
+    shifted[2 * maxlag + 1 :] = _windows(levels[b], core)[maxlag : 2 * maxlag + 1]
+    blocks = []
+    for first in range(0, len(partners), _PARTNERS):
+        group = partners[first : first + _PARTNERS]
+        # Always _PARTNERS pairs wide (zero columns pad the last group): one product shape for
+        # every pair, and each pair's two columns are whole vector lanes of the BLAS kernel,
+        # where a column's sums do not depend on its neighbours (tests hold this bit for bit).
+        right = np.zeros((core, 2 * _PARTNERS))
+        right[:, 0 : 2 * len(group) : 2] = diffs[group, maxlag : maxlag + core].T
+        right[:, 1 : 2 * len(group) : 2] = levels[group, maxlag : maxlag + core].T
+        products = shifted @ right
+        blocks += [_block(products[:, 2 * q : 2 * q + 2], levels[a], diffs[a], levels[b], diffs[b], maxlag)
+                   for q, a in enumerate(group)]
+    return blocks
+
+
+def _own_design(level: np.ndarray, maxlag: int) -> np.ndarray:
+    """``W_sᵀ·W_s`` (L+2, L+2) of one detrended column ``level`` (n,), memoised on its bytes.
+
+    Every pair with the column needs it, and in a blocked scan every block with the column: the
+    same values give the same sums, so a process forms them once (a few hundred columns' worth of
+    (L+2)² floats, bounded by :data:`_OWN_KEPT`).
+    """
+    key = (hashlib.blake2b(level.tobytes(), digest_size=16).digest(), len(level), maxlag)
+    with _own_lock:
+        kept = _own_designs.get(key)
+        if kept is not None:
+            _own_designs.move_to_end(key)
+            return kept
+    levels = level[None, :]
+    block = _design_blocks(levels, np.diff(levels, axis=1), 0, np.array([0]), maxlag)[0]
+    block.flags.writeable = False
+    with _own_lock:
+        _own_designs[key] = block
+        while len(_own_designs) > _OWN_KEPT:
+            _own_designs.popitem(last=False)
+    return block
+
+
+def _block(products: np.ndarray, ea: np.ndarray, da: np.ndarray, eb: np.ndarray, db: np.ndarray, lags: int
+           ) -> np.ndarray:
+    """``W_aᵀ·W_b`` (L+2, L+2) from the core sums ``products`` (3L+2, 2) and the L rows at each end.
+
+    With d = Δe and the design rows t = L..n-2: a lag-i by lag-j entry is
+    ``Σ_{u=L-i}^{n-2-i} da_u·db_{u+i-j}``: the core sum for shift k = i-j over u = L..n-2-L,
+    plus a head (u < L) and a tail (u > n-2-L) of at most L terms each, taken from cumulative
+    sums. Level entries likewise (the level rows t = L..n-2 need only a tail).
+    """
+    n = len(ea)
+    shifts = np.arange(-lags, lags + 1)
+    lag = np.arange(lags + 1)
+    head = np.arange(lags)  # u = 0..L-1
+    tail = n - 1 - lags + head  # u = n-1-L..n-2
+    # Δa·Δb: core[k] + Σ head products + Σ tail products, by (i, k).
+    index = head[:, None] + shifts
+    inside = index >= 0
+    heads = np.where(inside, da[head][:, None] * db[np.where(inside, index, 0)], 0.0)
+    head_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(heads[::-1], axis=0)])  # [i]: u >= L-i
+    index = tail[:, None] + shifts
+    inside = index <= n - 2
+    tails = np.where(inside, da[tail][:, None] * db[np.where(inside, index, n - 2)], 0.0)
+    tail_sums = np.concatenate([np.zeros((1, len(shifts))), np.cumsum(tails, axis=0)])  # [m]: u < n-1-L+m
+    i, j = np.meshgrid(lag, lag, indexing="ij")
+    k = i - j + lags
+    diff_diff = products[: 2 * lags + 1, 0][k] + head_sums[i, k] + tail_sums[lags - i, k]
+    # Δa_{t-i}·eb_t = Σ_{u=L-i}^{n-2-i} da_u·eb_{u+i}.
+    heads = da[head][:, None] * eb[head[:, None] + lag]
+    head_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(heads[::-1], axis=0)])
+    index = tail[:, None] + lag
+    inside = index <= n - 2
+    tails = np.where(inside, da[tail][:, None] * eb[np.where(inside, index, n - 2)], 0.0)
+    tail_level = np.concatenate([np.zeros((1, lags + 1)), np.cumsum(tails, axis=0)])
+    diff_level = products[2 * lags + 1 :, 0] + head_level[lag, lag] + tail_level[lags - lag, lag]
+    # ea_t·Δb_{t-j} and ea_t·eb_t over t = L..n-2: the core, then the last L rows.
+    level_diff = products[lags - lag, 1] + np.add.reduce(ea[tail][:, None] * db[tail[:, None] - lag], axis=0)
+    level_level = products[2 * lags + 1, 1] + np.add.reduce(ea[tail] * eb[tail])
+    # Into the design's column order: level, lags 1..L, then Δ_t (lag 0).
+    column = np.array([lags + 1, *range(1, lags + 1)])
+    block = np.empty((lags + 2, lags + 2))
+    block[0, 0] = level_level
+    block[0, column] = level_diff
+    block[column, 0] = diff_level
+    block[np.ix_(column, column)] = diff_diff
+    return block
 
 
 @dataclass(frozen=True, slots=True)
@@ -800,8 +840,9 @@ def _test_pairs(
     table.note[rows] = np.where(
         is_collinear, "legs are collinear (R² ≥ 1 - 1.5e-6); as in statsmodels, statistic -inf and p-value 0", ""
     )
+    columns = np.ascontiguousarray(shared.detrended.T)  # (c, n): each spread from two contiguous rows
     for row, y_column, x_column, b in zip(rows, y, x, beta, strict=True):
-        spread = shared.detrended[:, y_column] - b * shared.detrended[:, x_column]
+        spread = columns[y_column] - b * columns[x_column]
         table.numbers["half_life"][row] = _half_life_bars(spread)
         if len(spread) >= settings.window:
             # Only the last value is wanted, and it depends on the last `window` bars alone.

@@ -107,3 +107,22 @@ def test_a_cross_block_tests_only_left_with_right():
 def test_bad_blocks_are_named(left, right, message):
     with pytest.raises(ValueError, match=message):
         scan_block(universe(), left, right)
+
+
+def test_a_columns_own_design_sums_are_kept_per_values_and_give_the_same_numbers(monkeypatch):
+    import analytics.scan as scan_module
+
+    monkeypatch.setattr(scan_module, "_own_designs", type(scan_module._own_designs)())
+    monkeypatch.setattr(scan_module, "_OWN_KEPT", 4)
+    closes = universe(k=8)
+    names = list(closes.columns)
+    first = scan_block(closes, names[:4], names[4:])  # more columns' sums formed than kept: the newest four
+    assert len(scan_module._own_designs) == 4
+    again = scan_block(closes, names[:4], names[4:])  # partly from the kept sums
+    pd.testing.assert_frame_equal(again, first, check_exact=True)
+    # Other values under the same names are other sums: never a kept one.
+    reversed_closes = closes.iloc[::-1].reset_index(drop=True)
+    fresh = scan_block(reversed_closes, names[:4], names[4:])
+    monkeypatch.setattr(scan_module, "_own_designs", type(scan_module._own_designs)())
+    pd.testing.assert_frame_equal(scan_block(reversed_closes, names[:4], names[4:]), fresh, check_exact=True)
+    assert not np.array_equal(fresh["eg_stat"].to_numpy(), first["eg_stat"].to_numpy())
