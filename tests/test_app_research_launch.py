@@ -19,12 +19,15 @@ from domain import Market
 from research.cluster import open_client
 from research.jobs import CANCELLED, FAILED, JobRunner
 from research.request import plan
+from research.results import load_walk
 from research.scan import load_scan, scan_in_process
+from research.walkrun import walk_in_process
 from storage.research import ResearchStore
+from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
 from tests.test_app_dashboard import APP, ready, sim_env  # noqa: F401  (fixtures by name)
 from tests.test_app_research_runs import stored_tab
-from tests.test_research_jobs import MINUTE, SYMBOLS, Gate, make_store, on, request_of
+from tests.test_research_jobs import JAN, MINUTE, SYMBOLS, Gate, make_store, on, request_of
 from ui import appstate
 from ui.plain import unescaped
 
@@ -197,3 +200,37 @@ def test_an_empty_research_store_says_how_to_fill_it(launch, monkeypatch):
                for i in at.info), texts(at)
     assert not [b for b in at.button if b.key == "launch_start"]
     assert launch.runner.snapshot() is None
+
+
+def test_a_walk_forward_of_the_top_perpetuals_started_from_the_tab(launch):
+    um = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
+    write_universe(ResearchStore(launch.store), Market.USDM, MINUTE, um, JAN, universe_closes(um, 2 * 1_440, seed=3))
+    at = session()
+    at.selectbox(key="launch_venue").set_value(Market.USDM).run()
+    assert at.multiselect(key="launch_symbols_um_1m").options == [f"{s}.P" for s in um]  # leg names
+    at.radio(key="launch_kind").set_value("walk").run()
+    at.radio(key="launch_how").set_value("top").run()
+    at.number_input(key="launch_top").set_value(3)
+    at.date_input(key="launch_from").set_value(JAN1)
+    at.date_input(key="launch_to").set_value(JAN3)
+    at.text_input(key="launch_formation").set_value("12h")
+    at.text_input(key="launch_trading").set_value("6h")
+    launch.gate.opened.set()
+    start(at.run())
+
+    def stored() -> bool:
+        at.run()
+        assert not at.exception, at.exception
+        return any("stored as walk-" in unescaped(s.value) for s in at.success)
+
+    eventually(stored, timeout=120, interval=0.2, message=lambda: texts(at))
+    (folder,) = launch.stored()
+    assert at.selectbox(key="research_run").value == folder.name
+    rows, summary, parameters = load_walk(folder)
+    expected = plan(request_of(launch.store, kind="walk", market=Market.USDM, top=3, formation="12h",
+                               trading="6h"))
+    assert parameters["market"] == "um" and parameters["symbols"] == list(expected.spec.symbols)
+    assert expected.settings is not None
+    reference = walk_in_process(expected.spec, expected.settings)
+    pd.testing.assert_frame_equal(summary, reference.summary, check_exact=True)
+    assert len(rows) == len(reference.rows) == 3 * len(summary)
