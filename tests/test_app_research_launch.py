@@ -234,3 +234,12 @@ def test_a_walk_forward_of_the_top_perpetuals_started_from_the_tab(launch):
     reference = walk_in_process(expected.spec, expected.settings)
     pd.testing.assert_frame_equal(summary, reference.summary, check_exact=True)
     assert len(rows) == len(reference.rows) == 3 * len(summary)
+
+
+def test_a_bad_scheduler_setting_is_named_and_the_stored_runs_stay_usable(launch, monkeypatch):
+    monkeypatch.setenv("QUANT_SCHEDULER", "nope")
+    at = session()
+    assert any("Research runs cannot start: scheduler (QUANT_SCHEDULER): 'nope' must look like tcp://HOST:PORT"
+               in unescaped(e.value) for e in at.error), texts(at)
+    assert not [b for b in at.button if b.key == "launch_start"]
+    assert any("No stored research runs" in i.value for i in at.info)  # the picker is still there

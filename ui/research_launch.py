@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from config import ConfigError
+from config import ConfigError, scheduler_address
 from domain import Leg, Market, Timeframe
 from research.jobs import CANCELLED, DONE, FAILED, RUNNING, JobBusy, JobRunner, JobStatus
 from research.request import SCAN, WALK, ResearchRequest, plan
@@ -47,11 +47,12 @@ PICK, TOP = "pick", "top"
 WALK_TRENDS = ("c", "n")
 
 
-def render_launcher(store_root: str, results: Path, jobs: JobRunner, scheduler: str | None) -> None:
+def render_launcher(store_root: str, results: Path, jobs: JobRunner) -> None:
     """The job's progress (when one runs or has ended), then the form that starts one.
 
-    ``store_root``: the research store (the server's setting); ``results``: where runs are stored;
-    ``scheduler``: the Dask scheduler's address, None for a local cluster.
+    ``store_root``: the research store (the server's setting); ``results``: where runs are stored.
+    The cluster is ``QUANT_SCHEDULER``'s (:func:`config.scheduler_address`), else a local one; a bad
+    address is named here and leaves the stored runs below usable.
     """
     pending = st.session_state.pop(_SELECT, None)
     if isinstance(pending, str):  # before the picker is drawn: it lists the new run and shows it
@@ -61,6 +62,11 @@ def render_launcher(store_root: str, results: Path, jobs: JobRunner, scheduler: 
     st.fragment(run_every=REFRESH_S if running else None)(_render_job)(jobs)
     with st.container(border=True):
         st.markdown("**Start a research run**")
+        try:
+            scheduler = scheduler_address()
+        except ConfigError as exc:
+            st.error(f"Research runs cannot start: {plain(exc)}.")
+            return
         _render_form(store_root, results, jobs, scheduler)
 
 
@@ -105,9 +111,9 @@ def _cancel(jobs: JobRunner) -> None:
 
 def _render_outcome(status: JobStatus, owner: bool) -> None:
     which = "This session's" if owner else "The last"
-    what = f"{which} research {'scan' if status.kind == SCAN else 'walk-forward'} ({plain(status.describe())})"
+    what = f"{which} research job — {plain(status.describe())} —"
     if status.state == DONE:
-        st.success(f"{what}: stored as {plain(status.run)} in {_seconds(status.elapsed_s)}.")
+        st.success(f"{what} was stored as {plain(status.run)} in {_seconds(status.elapsed_s)}.")
     elif status.state == FAILED:
         st.error(f"{what} failed: {plain(status.error)}.")
     elif status.state == CANCELLED:

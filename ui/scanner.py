@@ -15,7 +15,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from config import ConfigError, from_env, scheduler_address
+from config import ConfigError, from_env
 from pairs.bars import PairBars
 from pairs.ranking import ScanFilter, ScanResult, run_scan, universe_closes
 from records.safe_csv import to_csv_bytes
@@ -70,11 +70,10 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     if mode == STORED:
         try:
             storage = from_env().storage  # the server's settings; a browser never names a path
-            scheduler = scheduler_address()
         except ConfigError as exc:
             st.error(f"Invalid configuration: {plain(exc)}")
             return
-        render_launcher(storage.research_root, storage.results_folder, current().jobs, scheduler)
+        render_launcher(storage.research_root, storage.results_folder, current().jobs)
         render_stored_runs(storage.results_folder, controls)
         return
     st.caption(Q_VALUE_NOTE)
