@@ -15,14 +15,16 @@ the error in plain words (never a traceback).
 
 Cancel: :meth:`~JobRunner.start` returns an owner token; only :meth:`~JobRunner.cancel` with that
 token cancels (a browser session keeps it; the others watch read-only). A cancel is a flag the
-progress callback turns into :class:`research.scan.ScanCancelled`, so it takes effect when the next
-block finishes (a block reads at most ``2·block_size`` symbols): :func:`research.scan.run_blocks`
-then cancels every task and nothing is stored. :meth:`~JobRunner.stop` (the server's shutdown)
-cancels whatever runs and waits a bounded time for the thread to end.
+progress callback turns into :class:`research.scan.ScanCancelled`, and it also cancels the job's
+submitted futures at once (:func:`research.scan.run_blocks`'s ``submitted``), so the gather stops
+without waiting for the blocks running on the workers (a local cluster's workers are closed with
+it; a remote worker finishes its block and drops it). Nothing is stored. :meth:`~JobRunner.stop`
+(the server's shutdown) cancels whatever runs and waits a bounded time for the thread to end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from distributed import Client
@@ -121,6 +124,8 @@ class _Job:
         self.run: str | None = None
         self.error: str | None = None
         self.thread: threading.Thread | None = None
+        self.client: Client | None = None  # with the futures below once the blocks are submitted
+        self.futures: list[Any] = []
 
     def status(self, now: float) -> JobStatus:
         spec = self.plan.spec
@@ -197,6 +202,7 @@ class JobRunner:
             if job.state != RUNNING:
                 return False
             job.cancel.set()
+        _cancel_futures(job)
         return True
 
     def stop(self, timeout: float = STOP_WAIT_S) -> bool:
@@ -208,6 +214,7 @@ class JobRunner:
         if job is None or job.thread is None:
             return True
         job.cancel.set()
+        _cancel_futures(job)
         job.thread.join(timeout)
         if job.thread.is_alive():
             log.warning("the research job did not stop within %.0f s (a block still runs); it ends with the server",
@@ -227,6 +234,15 @@ class JobRunner:
                 raise ScanCancelled(f"{job.plan.kind} cancelled after {done:,} of {total:,} pairs; nothing stored")
         return report
 
+    @staticmethod
+    def _submitted(job: _Job, client: Client) -> Callable[[list[Any]], None]:
+        def keep(futures: list[Any]) -> None:
+            with job.lock:
+                job.client, job.futures = client, list(futures)
+            if job.cancel.is_set():  # cancelled while the blocks were being submitted
+                _cancel_futures(job)
+        return keep
+
     def _run(self, job: _Job, results: Path, scheduler: str | None, workers: int | None) -> None:
         plan = job.plan
         connect = self._connect or open_client
@@ -235,13 +251,21 @@ class JobRunner:
                 if job.cancel.is_set():  # cancelled while the cluster started
                     raise ScanCancelled("cancelled before any pair ran; nothing stored")
                 try:
+                    progress, submitted = self._progress(job), self._submitted(job, client)
                     if plan.settings is not None:
-                        walked = walk_distributed(client, plan.spec, plan.settings, progress=self._progress(job))
+                        walked = walk_distributed(client, plan.spec, plan.settings, progress=progress,
+                                                  submitted=submitted)
                     else:
-                        outcome = scan(client, plan.spec, progress=self._progress(job))
+                        outcome = scan(client, plan.spec, progress=progress, submitted=submitted)
                 except (ScanCancelled, ScanInputError, ConfigError):
                     raise
-                except Exception as exc:  # a block that failed on a worker (after its retries): no traceback
+                except Exception as exc:
+                    if job.cancel.is_set():  # the futures were cancelled while blocks ran (Dask's CancelledError)
+                        with job.lock:
+                            done = job.done
+                        raise ScanCancelled(f"{plan.kind} cancelled after {done:,} of {plan.pairs:,} pairs; "
+                                            "nothing stored") from None
+                    # A block that failed on a worker (after its retries): which error, no traceback.
                     what = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
                     raise _Failed(f"a block of the {plan.kind} failed: {what}") from None
             with job.lock:
@@ -271,6 +295,15 @@ class JobRunner:
             job.ended_at = self._clock()
         if state == FAILED:
             log.warning("research %s failed: %s", job.plan.kind, error)
+
+
+def _cancel_futures(job: _Job) -> None:
+    """Cancel the job's submitted blocks at once (running ones too: the gather stops waiting for them)."""
+    with job.lock:
+        client, futures = job.client, list(job.futures)
+    if client is not None and futures:
+        with contextlib.suppress(Exception):  # the cluster may be closing; the job's thread reports the outcome
+            client.cancel(futures, force=True)
 
 
 def _utc(ms: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from distributed import Client
+from distributed import Client, Event
 
 from config import ConfigError
 from domain import Market, Timeframe
@@ -146,6 +147,35 @@ def test_only_the_owner_cancels_and_then_nothing_is_stored(gated, client, store_
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     eventually(lambda: not any(client.processing().values()), timeout=30, message="tasks still running")
     assert not runner.cancel(token)  # over: nothing left to cancel
+
+
+def occupy(name: str) -> str:
+    """A task that holds its worker until the test sets the cluster-wide event ``name`` (at most 120 s)."""
+    from distributed import Event
+
+    Event(name).wait(120)
+    return name
+
+
+def test_a_cancel_stops_at_once_while_a_block_runs(client, store_root, tmp_path):
+    hold = f"hold-{uuid.uuid4().hex}"
+    blocker = client.submit(occupy, hold, pure=False)
+    eventually(lambda: any(client.processing().values()), timeout=30, message="the worker never got busy")
+    runner = JobRunner(connect=on(client))
+    token = runner.start(plan(request_of(store_root)), tmp_path / "runs")
+    try:
+        eventually(lambda: runner.snapshot().submitted, timeout=30)  # type: ignore[union-attr]
+        assert runner.snapshot().done == 0  # type: ignore[union-attr]  # the one worker is held: no block ran
+        assert runner.cancel(token)
+        eventually(lambda: not runner.snapshot().active, timeout=30,  # type: ignore[union-attr]
+                   message="the cancel waited for a block to finish")
+        status = runner.snapshot()
+        assert status is not None and status.state == CANCELLED and status.done == 0
+        assert status.error == "scan cancelled after 0 of 10 pairs; nothing stored"
+    finally:
+        Event(hold, client=client).set()
+    assert blocker.result(timeout=60) == hold
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_second_start_while_one_runs_is_refused_naming_the_running_job(gated, store_root, tmp_path):

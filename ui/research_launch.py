@@ -99,7 +99,7 @@ def _render_progress(status: JobStatus, jobs: JobRunner, owner: bool) -> None:
             text = f"{status.total:,} pairs done · storing the result…"
         st.progress(status.done / status.total if status.total else 1.0, text=text)
     if status.cancelling:
-        st.caption("Cancelling: the blocks running now finish first; nothing will be stored.")
+        st.caption("Cancelling: every task is being cancelled; nothing will be stored.")
     elif owner and status.state == RUNNING:
         st.button("Cancel", key="launch_cancel", on_click=_cancel, args=(jobs,),
                   help="Stop the run: every task on the cluster is cancelled and nothing is stored")
