@@ -167,13 +167,9 @@ class JobRunner:
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the server is shutting down: no research job can start")
-            running = self._job
-            if running is not None:
-                status = running.status(self._clock())
-                if status.active:
-                    raise JobBusy(f"another research job is running: {status.describe()}. One job runs at a "
-                                  "time on this server; wait for it to end (only the session that started it "
-                                  "can cancel it)")
+            busy = self.busy()
+            if busy is not None:
+                raise JobBusy(busy)
             token = secrets.token_urlsafe(16)
             job = _Job(plan, token, int(self._wall() * 1000), self._clock())
             job.thread = threading.Thread(target=self._run, args=(job, results, scheduler, workers), daemon=True,
@@ -181,6 +177,14 @@ class JobRunner:
             self._job = job
             job.thread.start()
         return token
+
+    def busy(self) -> str | None:
+        """Why no job can start now, naming the running one; None when one can."""
+        status = self.snapshot()
+        if status is None or not status.active:
+            return None
+        return (f"another research job is running: {status.describe()}. One job runs at a time on this server; "
+                "wait for it to end (only the session that started it can cancel it)")
 
     def snapshot(self) -> JobStatus | None:
         """The current (or last) job's status; None when no job has started on this server."""

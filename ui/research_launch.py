@@ -38,6 +38,7 @@ from ui.universe import VENUE_NAMES
 TOKEN_KEY = "research_job_token"  # this session's owner token of the job it started
 _WATCHED = "research_job_watched"  # the start time (ms) of the active job this session last drew
 _SELECT = "research_job_select"  # a run stored by this session's job, to select in the picker
+_REFUSED = "research_job_refused"  # (the form's values, why Start refused them, whether it was a busy server)
 _STORE_LISTED = "research_store_listed"  # (key, listing) of the research store, see _store_listing
 STORE_TTL_S = 30.0
 REFRESH_S = 1.0
@@ -217,29 +218,47 @@ def _render_form(store_root: str, results: Path, jobs: JobRunner, scheduler: str
                                      key="launch_cost")) if kind == WALK else 0.0
     st.caption(f"Stored in {plain(str(results))} on the server; runs on "
                f"{plain(scheduler) if scheduler else 'a local Dask cluster (one worker per core)'}.")
-    if not st.button(f"Start the {KIND_LABELS[kind].lower()}", key="launch_start", type="primary"):
-        return
-    if not isinstance(start, dt.date) or not isinstance(end, dt.date):
-        st.error("From and To: pick a day for each.")
-        return
-    if how == PICK and len(picked) < 2:
-        st.error(f"Symbols: pick at least two (picked {len(picked)}).")
-        return
-    request = ResearchRequest(kind, store_root, market, timeframe, _ms(start), _ms(end),
-                              symbols=tuple(names[p] for p in picked if p in names) if how == PICK else None,
-                              top=top, trend=str(trend), block_size=block_size, formation=formation,
-                              trading=trading, cost_bps=cost)
+    # What was asked: a refusal stays on the page (the tab reruns every few seconds) until the form changes.
+    form = (kind, market.value, frame, how, tuple(picked), top, start, end, formation, trading, trend, block_size,
+            cost)
+    if st.button(f"Start the {KIND_LABELS[kind].lower()}", key="launch_start", type="primary"):
+        busy = jobs.busy()
+        if busy is not None:  # said first: no point in fixing the form while another job holds the server
+            st.session_state[_REFUSED] = (form, busy, True)
+        else:
+            if not isinstance(start, dt.date) or not isinstance(end, dt.date):
+                refusal = "From and To: pick a day for each."
+            elif how == PICK and len(picked) < 2:
+                refusal = f"Symbols: pick at least two (picked {len(picked)})."
+            else:
+                request = ResearchRequest(kind, store_root, market, timeframe, _ms(start), _ms(end),
+                                          symbols=tuple(names[p] for p in picked if p in names) if how == PICK
+                                          else None, top=top, trend=str(trend), block_size=block_size,
+                                          formation=formation, trading=trading, cost_bps=cost)
+                refusal = _start(request, results, jobs, scheduler)
+            st.session_state[_REFUSED] = (form, refusal, False)
+            if refusal is None:
+                st.rerun()  # draw the progress (and its refreshing fragment) in place of the form
+    kept = st.session_state.get(_REFUSED)
+    if isinstance(kept, tuple) and kept[0] == form and kept[1] is not None:
+        if kept[2] and jobs.busy() is None:  # the job that refused it has ended since
+            del st.session_state[_REFUSED]
+        else:
+            st.error(plain(kept[1]))
+
+
+def _start(request: ResearchRequest, results: Path, jobs: JobRunner, scheduler: str | None) -> str | None:
+    """Check ``request`` and start it; None once started (the owner token kept in the session), else
+    why not, in plain words."""
     try:
         planned = plan(request)
         token = jobs.start(planned, results, scheduler=scheduler)
     except (ScanInputError, ConfigError, JobBusy) as exc:
-        st.error(plain(_for_the_form(str(exc))))
-        return
+        return _for_the_form(str(exc))
     except (StorageError, OSError) as exc:
-        st.error(f"The research store cannot be read: {plain(exc)}")
-        return
+        return f"The research store cannot be read: {exc}"
     st.session_state[TOKEN_KEY] = token
-    st.rerun()  # draw the progress (and its refreshing fragment) in place of the form
+    return None
 
 
 def _for_the_form(message: str) -> str:
