@@ -226,6 +226,7 @@ def _render_form(store_root: str, results: Path, jobs: JobRunner, scheduler: str
         if busy is not None:  # said first: no point in fixing the form while another job holds the server
             st.session_state[_REFUSED] = (form, busy, True)
         else:
+            refusal: str | None
             if not isinstance(start, dt.date) or not isinstance(end, dt.date):
                 refusal = "From and To: pick a day for each."
             elif how == PICK and len(picked) < 2:
