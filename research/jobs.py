@@ -194,7 +194,8 @@ class JobRunner:
     def owns(self, token: object) -> bool:
         """Whether ``token`` is the current job's owner token."""
         job = self._job
-        return job is not None and isinstance(token, str) and secrets.compare_digest(token, job.token)
+        return job is not None and isinstance(token, str) and secrets.compare_digest(token.encode(),
+                                                                                     job.token.encode())
 
     def cancel(self, token: object) -> bool:
         """Ask the running job to stop when ``token`` is its owner's; whether a cancel was asked.
@@ -272,8 +273,12 @@ class JobRunner:
                     # A block that failed on a worker (after its retries): which error, no traceback.
                     what = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
                     raise _Failed(f"a block of the {plan.kind} failed: {what}") from None
-            with job.lock:
-                job.state = SAVING
+            with job.lock:  # a cancel asked after the last block still wins: nothing is stored
+                cancelled, done = job.cancel.is_set(), job.done
+                if not cancelled:
+                    job.state = SAVING
+            if cancelled:
+                raise ScanCancelled(f"{plan.kind} cancelled after {done:,} of {plan.pairs:,} pairs; nothing stored")
             try:
                 if plan.settings is not None:
                     folder = save_walk(walked.rows, walked.summary, walked.parameters(), results)

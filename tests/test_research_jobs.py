@@ -149,6 +149,28 @@ def test_only_the_owner_cancels_and_then_nothing_is_stored(gated, client, store_
     assert not runner.cancel(token)  # over: nothing left to cancel
 
 
+def test_a_cancel_after_the_last_block_still_stores_nothing(client, store_root, tmp_path, monkeypatch):
+    import research.jobs
+
+    runner = JobRunner(connect=on(client))
+    token: list[str] = []
+    started = threading.Event()
+    real = research.jobs.scan
+
+    def scan_then_cancel(*args: Any, **kwargs: Any) -> Any:
+        outcome = real(*args, **kwargs)  # every block done, the table ranked
+        assert started.wait(30)
+        assert runner.cancel(token[0])  # the owner presses Cancel now, before the result is saved
+        return outcome
+
+    monkeypatch.setattr(research.jobs, "scan", scan_then_cancel)
+    token.append(runner.start(plan(request_of(store_root)), tmp_path / "runs"))
+    started.set()
+    status = ended(runner)
+    assert status.state == CANCELLED and status.error == "scan cancelled after 10 of 10 pairs; nothing stored"
+    assert not (tmp_path / "runs").exists()
+
+
 def occupy(name: str) -> str:
     """A task that holds its worker until the test sets the cluster-wide event ``name`` (at most 120 s)."""
     from distributed import Event
