@@ -87,11 +87,13 @@ def on(client: Client) -> Any:
 
 
 @pytest.fixture
-def gated(client) -> tuple[JobRunner, Gate]:
+def gated(client) -> Iterator[tuple[JobRunner, Gate]]:
     gate = Gate()
     runner = JobRunner(connect=on(client), hook=gate)
     gate.runner = runner
-    return runner, gate
+    yield runner, gate
+    gate.opened.set()  # a test that failed while holding its job lets it go
+    runner.stop()
 
 
 def ended(runner: JobRunner) -> JobStatus:
