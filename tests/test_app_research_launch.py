@@ -103,6 +103,13 @@ def test_a_scan_started_from_the_tab_is_stored_listed_and_selected(launch):
     at = session()
     assert not launch.stored() and any("No stored research runs" in i.value for i in at.info)
     assert at.multiselect(key="launch_symbols_spot_1m").options == list(SYMBOLS)
+    # The span's days are bounded by the stored months (2024-01), defaulting to all of them.
+    for key in ("launch_from", "launch_to"):
+        shown = at.date_input(key=key).proto
+        assert (shown.min, shown.max) == ("2024-01-01", "2024-02-01"), key
+    assert (at.date_input(key="launch_from").value, at.date_input(key="launch_to").value) == (
+        JAN1, dt.date(2024, 2, 1))
+    assert at.number_input(key="launch_block_size").max == 64  # a block's memory grows with its square
     start(fill(at, ["AAAUSDT", "BBBUSDT", "CCCUSDT"]))
     assert launch.gate.held.wait(60)
     at.run()

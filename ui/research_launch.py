@@ -45,6 +45,9 @@ REFRESH_S = 1.0
 KIND_LABELS = {SCAN: "Scan", WALK: "Walk-forward"}
 TIMEFRAMES = ("1m", "5m", "1s")
 PICK, TOP = "pick", "top"
+# A block's Gram array grows with the square of its symbols: ~106 MB per worker at 32, ~426 MB at 64
+# (1 min bars, L = 55; research/scan.py). Larger blocks are the command line's, with --block-size.
+MAX_BLOCK_SIZE = 64
 WALK_TRENDS = ("c", "n")
 
 
@@ -196,9 +199,12 @@ def _render_form(store_root: str, results: Path, jobs: JobRunner, scheduler: str
                                   step=1, key="launch_top"))
     last_end = (pd.Period(months[-1], freq="M") + 1).start_time.date()
     from_col, to_col = st.columns(2)
-    start = from_col.date_input("From (UTC)", value=_default_start(months), key="launch_from",
-                                help=f"Stored months: {months[0]} to {months[-1]}")
-    end = to_col.date_input("To (UTC, excluded)", value=last_end, key="launch_to")
+    # Bounded by the stored months: a span far past the history would only cost workers memory (its bar grid).
+    first = pd.Period(months[0], freq="M").start_time.date()
+    start = from_col.date_input("From (UTC)", value=_default_start(months), min_value=first, max_value=last_end,
+                                key="launch_from", help=f"Stored months: {months[0]} to {months[-1]}")
+    end = to_col.date_input("To (UTC, excluded)", value=last_end, min_value=first, max_value=last_end,
+                            key="launch_to")
     formation = trading = None
     if kind == WALK:
         formation_col, trading_col = st.columns(2)
@@ -210,8 +216,8 @@ def _render_form(store_root: str, results: Path, jobs: JobRunner, scheduler: str
         trends = list(TREND_LABELS) if kind == SCAN else list(WALK_TRENDS)
         trend = st.selectbox("Deterministic terms", trends, format_func=TREND_LABELS.__getitem__,
                              key=f"launch_trend_{kind}")
-        block_size = int(st.number_input("Symbols per block", min_value=1, value=DEFAULT_BLOCK_SIZE, step=1,
-                                         key="launch_block_size",
+        block_size = int(st.number_input("Symbols per block", min_value=1, max_value=MAX_BLOCK_SIZE,
+                                         value=DEFAULT_BLOCK_SIZE, step=1, key="launch_block_size",
                                          help="A task is a block of symbols with itself or another; memory per "
                                               "worker grows with it"))
         cost = float(st.number_input("Cost per leg per side (bps)", min_value=0.0, value=0.0, step=0.5,
