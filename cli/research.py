@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pandas as pd
 
@@ -40,18 +40,18 @@ from analytics import TRENDS
 from cli import utc_ms
 from cli.archives import UsageError, default_download_dir, exchange_symbols, line, open_archives
 from cli.archives import summary as import_summary
-from config import ConfigError, check_window, from_env, parse_scheduler, scheduler_address
+from config import ConfigError, from_env, parse_scheduler, scheduler_address
 from domain import Market, Timeframe
 from ingestion.archives import ArchiveError, MonthOutcome, import_months
 from records.safe_csv import to_csv_bytes
 from research.cluster import open_client
+from research.request import ResearchPlan, ResearchRequest, plan
+from research.request import top_by_quote_volume as top_by_quote_volume  # the CLI's name for it since --top
 from research.results import save_walk
 from research.scan import (
     DEFAULT_BLOCK_SIZE,
     ScanCancelled,
     ScanInputError,
-    ScanSpec,
-    check_spec,
     eta_seconds,
     export_csv,
     export_parquet,
@@ -59,10 +59,9 @@ from research.scan import (
     save_scan,
     scan,
 )
-from research.walkforward import WalkForwardSettings
-from research.walkrun import WalkOutcome, walk_distributed, windows_of
+from research.walkrun import WalkOutcome, walk_distributed
 from storage.errors import StorageError
-from storage.research import ResearchStore, months_between
+from storage.research import months_between
 
 DEFAULT_SHOW = 20
 _MARKETS = {"spot": Market.SPOT, "um": Market.USDM, "futures": Market.USDM}
@@ -122,10 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _import_archives(args)
             if code:
                 return code
-        spec, scheduler, workers, show = _request(args)
-        settings = _walk_settings(args, spec) if args.command == "walk" else None
-        if args.top is not None:
-            spec = _top(args, spec, settings)
+        planned, scheduler, workers, show = _request(args)
+        spec, settings = planned.spec, planned.settings
     except (ScanInputError, ConfigError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -270,27 +267,32 @@ def _import_archives(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(args: argparse.Namespace) -> tuple[ScanSpec, str | None, int | None, int]:
-    """The scan asked for, checked (ScanInputError or ConfigError naming the setting)."""
+def _request(args: argparse.Namespace) -> tuple[ResearchPlan, str | None, int | None, int]:
+    """The run asked for, parsed from the options and checked by :func:`research.request.plan`
+    (ScanInputError or ConfigError naming the setting)."""
+    scanning = args.command == "scan"
     timeframe = _timeframe(args.timeframe)
     market = _market(args.market)
-    if args.command == "scan" and args.trend not in TRENDS:
+    if scanning and args.trend not in TRENDS:
         raise ConfigError(f"trend: {args.trend!r} is not one of {', '.join(TRENDS)}")
-    window = check_window(_whole("window", args.window, 2)) if args.command == "scan" else 60
+    window = _whole("window", args.window, 2) if scanning else 60
     maxlag = None if args.maxlag is None else _whole("maxlag", args.maxlag, 0)
     block_size = _whole("block-size", args.block_size, 1)
-    show = _whole("show", args.show, 0) if args.command == "scan" else 0  # a walk prints its summary instead
+    show = _whole("show", args.show, 0) if scanning else 0  # a walk prints its summary instead
     workers = None if args.workers is None else _whole("workers", args.workers, 1)
     scheduler = parse_scheduler(args.scheduler) if args.scheduler else scheduler_address()
     if scheduler is not None and workers is not None:
         raise ConfigError("workers: --workers sizes the local cluster; a scheduler's workers are started with it")
     start, end = _time("from", args.start), _time("to", args.end)
-    store = open_store(args.store)
-    symbols = _symbols(args.symbols, market) if args.symbols else tuple(store.symbols(market, timeframe))
-    trend = args.trend if args.command == "scan" else "c"
-    spec = ScanSpec(args.store, market, timeframe, symbols, start, end, trend=trend, window=window,
-                    maxlag=maxlag, block_size=block_size)
-    return check_spec(spec), scheduler, workers, show
+    symbols = _symbols(args.symbols, market) if args.symbols else None
+    top = None if args.top is None else _whole("top", args.top, 2)
+    walk: dict[str, Any] = {} if scanning else {
+        "formation": args.formation, "trading": args.trading, "step": args.step,
+        "entry": _number("entry", args.entry), "exit": _number("exit", args.exit),
+        "cost_bps": _number("cost-bps", args.cost_bps)}
+    request = ResearchRequest(args.command, args.store, market, timeframe, start, end, symbols=symbols, top=top,
+                              trend=args.trend, window=window, maxlag=maxlag, block_size=block_size, **walk)
+    return plan(request), scheduler, workers, show
 
 
 def _locations(args: argparse.Namespace) -> None:
@@ -299,51 +301,6 @@ def _locations(args: argparse.Namespace) -> None:
     storage = from_env(research_dir=args.store or None,
                        results_dir=Path(args.results) if args.results else None).storage
     args.store, args.results = storage.research_root, str(storage.results_folder)
-
-
-def _walk_settings(args: argparse.Namespace, spec: ScanSpec) -> WalkForwardSettings:
-    """The walk-forward settings asked for; ConfigError naming the option (also when the span holds no window)."""
-    options: dict[str, object] = {"trend": args.trend, "entry": _number("entry", args.entry),
-                                  "exit": _number("exit", args.exit), "cost_bps": _number("cost-bps", args.cost_bps)}
-    if args.maxlag is not None:
-        options["maxlag"] = _whole("maxlag", args.maxlag, 0)
-    try:
-        settings = WalkForwardSettings.of(spec.timeframe, _duration_text("formation", args.formation),
-                                          _duration_text("trading", args.trading),
-                                          None if args.step is None else _duration_text("step", args.step),
-                                          **options)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    windows_of(spec, settings)  # ScanInputError naming the span when it holds no complete window
-    return settings
-
-
-def _top(args: argparse.Namespace, spec: ScanSpec, settings: WalkForwardSettings | None) -> ScanSpec:
-    """``spec`` with only the ``--top`` N symbols by quote volume over the formation span (the scan's span;
-    a walk's first formation window: later windows' volumes would be known only after they formed)."""
-    n = _whole("top", args.top, 2)
-    end = spec.end_ms if settings is None else spec.start_ms + settings.formation * spec.timeframe.ms
-    chosen = top_by_quote_volume(open_store(spec.store), spec.market, spec.timeframe, spec.symbols, spec.start_ms,
-                                 end, n)
-    return check_spec(ScanSpec(spec.store, spec.market, spec.timeframe, chosen, spec.start_ms, spec.end_ms,
-                               trend=spec.trend, window=spec.window, maxlag=spec.maxlag, block_size=spec.block_size))
-
-
-def top_by_quote_volume(store: ResearchStore, market: Market, timeframe: Timeframe, symbols: Sequence[str],
-                        start_ms: int, end_ms: int, n: int) -> tuple[str, ...]:
-    """The ``n`` of ``symbols`` with the largest quote volume (sum of the bars' ``quote_volume``, quote
-    currency) over ``[start_ms, end_ms)``, largest first, ties by name; only symbols with bars there
-    count. ConfigError naming ``top`` when fewer than ``n`` have any."""
-    volumes = {}
-    for symbol in symbols:
-        bars = store.bars(market, timeframe, symbol, start_ms, end_ms, columns=("quote_volume",))
-        if len(bars):
-            volumes[symbol] = float(bars["quote_volume"].sum())
-    if len(volumes) < n:
-        raise ConfigError(f"top: {n} asked, but only {len(volumes)} of the {len(symbols)} symbols have "
-                          f"{timeframe.name} bars from {_iso(start_ms)} to {_iso(end_ms)} (the formation span)")
-    ranked = sorted(volumes, key=lambda symbol: (-volumes[symbol], symbol))
-    return tuple(ranked[:n])
 
 
 def _symbols(raw: str, market: Market) -> tuple[str, ...]:
@@ -375,18 +332,6 @@ def _number(name: str, raw: str) -> float:
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
     return value
-
-
-def _duration_text(name: str, raw: str) -> str:
-    """A duration option as given; ConfigError for a bare number, which pandas would read as nanoseconds."""
-    text = raw.strip()
-    if text.replace(".", "", 1).isdigit():
-        raise ConfigError(f"{name}: {raw!r} has no unit; give a duration such as 30D, 12h or 90min")
-    return text
-
-
-def _iso(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%MZ")
 
 
 class ProgressMeter:

@@ -67,6 +67,7 @@ PARAMETERS_FILE = "scan.json"
 
 Kernel = Callable[[pd.DataFrame, "Block", Mapping[str, Any]], pd.DataFrame]
 Progress = Callable[[int, int], None]
+Submitted = Callable[[list[Any]], None]  # receives a run's Dask futures once they are submitted
 
 
 class ScanCancelled(RuntimeError):
@@ -243,11 +244,14 @@ def block_task(store_root: str, market: Market, timeframe: Timeframe, start_ms: 
 
 
 def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[str, Any], *,
-               progress: Progress | None = None, retries: int = 2) -> list[pd.DataFrame]:
+               progress: Progress | None = None, retries: int = 2,
+               submitted: Submitted | None = None) -> list[pd.DataFrame]:
     """Run ``kernel`` on every block of ``spec`` on ``client``'s cluster; the blocks' rows, in block order.
 
     ``progress(pairs_done, pairs_total)`` is called on the client once the blocks are submitted
-    (0 done) and after each block. An exception
+    (0 done) and after each block. ``submitted(futures)`` is called once with the blocks' futures,
+    before any progress: a caller in another thread may cancel them (``client.cancel``) to stop at
+    once, while blocks run; the gather then raises Dask's CancelledError. An exception
     from a block (after ``retries`` retries) cancels the rest and is raised; KeyboardInterrupt
     (Ctrl-C) or an exception from ``progress`` cancels every future and raises
     :class:`ScanCancelled` (from KeyboardInterrupt) or the exception.
@@ -262,6 +266,8 @@ def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[s
     results: list[pd.DataFrame | None] = [None] * len(blocks)
     done = 0
     try:
+        if submitted is not None:
+            submitted(futures)
         if progress is not None:
             progress(0, total)
         for future in as_completed(futures, loop=client.loop):
@@ -284,11 +290,14 @@ def _cancel(client: Client, futures: list[Any]) -> None:
         client.cancel(futures, force=True)
 
 
-def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None) -> ScanOutcome:
-    """The Engle–Granger scan of every pair of ``spec.symbols`` on ``client``'s cluster, ranked over the family."""
+def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None,
+         submitted: Submitted | None = None) -> ScanOutcome:
+    """The Engle–Granger scan of every pair of ``spec.symbols`` on ``client``'s cluster, ranked over the
+    family; ``progress`` and ``submitted`` as in :func:`run_blocks`."""
     check_spec(spec)
     started = time.monotonic()
-    rows = run_blocks(client, spec, engle_granger_kernel, spec.kernel_params(), progress=progress)
+    rows = run_blocks(client, spec, engle_granger_kernel, spec.kernel_params(), progress=progress,
+                      submitted=submitted)
     return ScanOutcome(rank_pairs(pd.concat(rows, ignore_index=True)), spec, time.monotonic() - started)
 
 

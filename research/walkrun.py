@@ -36,6 +36,7 @@ from research.scan import (
     Progress,
     ScanInputError,
     ScanSpec,
+    Submitted,
     check_spec,
     code_version,
     open_store,
@@ -105,18 +106,18 @@ def walk_forward_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str,
 
 
 def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettings, *,
-                     progress: Progress | None = None) -> WalkOutcome:
+                     progress: Progress | None = None, submitted: Submitted | None = None) -> WalkOutcome:
     """Every pair of ``spec.symbols`` over every complete window of the span, on ``client``'s cluster.
 
-    ``progress(pairs_done, pairs_total)`` as in :func:`research.scan.run_blocks` (a pair is done
-    when its block has run every window). Ctrl-C raises :class:`research.scan.ScanCancelled`
+    ``progress(pairs_done, pairs_total)`` and ``submitted`` as in :func:`research.scan.run_blocks` (a
+    pair is done when its block has run every window). Ctrl-C raises :class:`research.scan.ScanCancelled`
     after cancelling every task; a failed block's exception is raised.
     """
     check_spec(spec)
     windows = windows_of(spec, settings)
     started = time.monotonic()
     parts = run_blocks(client, spec, walk_forward_kernel, {"settings": settings, "windows": windows},
-                       progress=progress)
+                       progress=progress, submitted=submitted)
     rows = add_q_values(_in_order(pd.concat(parts, ignore_index=True)))
     return WalkOutcome(rows, summarise(rows, windows, settings), tuple(windows), spec, settings,
                        time.monotonic() - started)

@@ -3,7 +3,8 @@
 :class:`AppState` holds what one dashboard server shares between its browser sessions and its
 routes: the feeds (:class:`~service.ServiceRegistry`), what each page's live panel shows
 (:class:`~ui.live.LiveBoard`, read by the ``/live/events`` stream) and the chart builds every tab
-reuses (:class:`~ui.live_chart.SharedBuilds`), plus whether the ``/live`` routes are mounted
+reuses (:class:`~ui.live_chart.SharedBuilds`), the research job the Scanner tab starts
+(:class:`~research.jobs.JobRunner`: one at a time per server), plus whether the ``/live`` routes are mounted
 (``pushed``: the live panel and charts are pushed to the browser, else the page polls).
 
 How the parts reach it. ``server.py`` (``make run``) builds the state and hands it to
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import atexit
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
 from config import ConfigError, ServerSettings, from_env
+from research.jobs import JobRunner
 from service import ServiceRegistry
 from ui.live import LiveBoard
 from ui.live_chart import SHARED_ENTRIES, SharedBuilds
@@ -43,6 +45,7 @@ class AppState:
     board: LiveBoard
     charts: SharedBuilds
     pushed: bool  # the /live routes are mounted: live panel and charts are pushed, not polled
+    jobs: JobRunner = field(default_factory=JobRunner)  # the research job started from the Scanner tab
 
     @classmethod
     def build(cls, *, pushed: bool, max_feeds: int | None = None) -> AppState:
@@ -51,8 +54,10 @@ class AppState:
                    SharedBuilds(SHARED_ENTRIES), pushed)
 
     def stop(self) -> None:
-        """Stop every feed (each flushes its writer). Idempotent."""
+        """Stop every feed (each flushes its writer) and cancel a running research job, waiting a bounded
+        time for its thread (:data:`research.jobs.STOP_WAIT_S`). Idempotent."""
         self.registry.stop_all()
+        self.jobs.stop()
 
 
 _installed: AppState | None = None

@@ -149,6 +149,13 @@ def render_stored_runs(folder: Path, controls: Controls) -> None:
         st.error(f"{plain(opened.info.name)} cannot be shown: an internal error (details in the server log).")
 
 
+def select_run(name: str) -> None:
+    """Make the picker list the results folder afresh and show the run ``name`` (a run just stored);
+    call before the picker is drawn."""
+    st.session_state.pop(_LISTED, None)
+    st.session_state[RUN_KEY] = name
+
+
 def _listing(folder: Path) -> tuple[list[RunInfo], int]:
     """:func:`list_runs`, kept in the session while the folder's entries stay the same (its mtime) and at
     most :data:`LISTING_TTL_S`: the tab reruns every few seconds, and reading 200 runs' parameters costs

@@ -1,5 +1,6 @@
 """Scanner tab: every pair of the watched symbols ranked by Engle–Granger q-value; pick one to analyse.
-Or a stored research run (:mod:`ui.research_runs`), whose pairs can be sent to the live page.
+Or a stored research run (:mod:`ui.research_runs`), whose pairs can be sent to the live page, and
+above it the launcher of a new one on Dask (:mod:`ui.research_launch`).
 
 A scan runs on a button press (50 symbols, 1,225 pairs: about a second) and is kept in the
 session under what it depends on, so refreshes show it without recomputing and a change of
@@ -18,10 +19,12 @@ from config import ConfigError, from_env
 from pairs.bars import PairBars
 from pairs.ranking import ScanFilter, ScanResult, run_scan, universe_closes
 from records.safe_csv import to_csv_bytes
+from ui.appstate import current
 from ui.controls import UPLOADED, Controls
 from ui.export import ranking
 from ui.labels import Q_VALUE_NOTE, TREND_LABELS, half_life_text, timeframe_label
 from ui.plain import plain
+from ui.research_launch import render_launcher
 from ui.research_runs import render_stored_runs
 
 LIVE, STORED = "live", "stored"
@@ -66,11 +69,12 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
                     key="scan_mode", label_visibility="collapsed")
     if mode == STORED:
         try:
-            folder = from_env().storage.results_folder  # the server's setting; a browser never names a path
+            storage = from_env().storage  # the server's settings; a browser never names a path
         except ConfigError as exc:
             st.error(f"Invalid configuration: {plain(exc)}")
             return
-        render_stored_runs(folder, controls)
+        render_launcher(storage.research_root, storage.results_folder, current().jobs)
+        render_stored_runs(storage.results_folder, controls)
         return
     st.caption(Q_VALUE_NOTE)
     k = len(controls.symbols)
