@@ -24,7 +24,7 @@ from pairs.universe import MIN_CORRELATION_CLOSES, UniverseView
 from ui import appstate, charts
 from ui.controls import Controls
 from ui.labels import REGRESSION_LABELS
-from ui.live_chart import ChartData, live_chart
+from ui.live_chart import ChartData, live_chart, whole_figure
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
 CHART_REFRESH_S = {ONE_SECOND: 2.0, ONE_MINUTE: 10.0, FIVE_MINUTES: 30.0}
@@ -170,14 +170,16 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
     left, right = st.columns(2)
     places = {"full": full, "left": left, "right": right}
     state = appstate.current()
-    if not state.pushed:
-        for place, chart in specs:
-            places[place].plotly_chart(chart.figure(), key=chart.key, config=charts.FIGURE_CONFIG)
-        return
-    run = st.session_state[ANALYTICS_RUNS]
     p = pair.params
     revision = (f"{controls.revision}|{p}|{controls.price_mode}|{controls.tz}|{controls.min_trades}|"
                 f"{controls.min_volume}|{data_version}")
+    if not state.pushed:  # whole figures every run, each built once while its data is unchanged
+        for place, chart in specs:
+            figure = whole_figure(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz,
+                                  builds=state.charts, scope=scope)
+            places[place].plotly_chart(figure, key=chart.key, config=charts.FIGURE_CONFIG)
+        return
+    run = st.session_state[ANALYTICS_RUNS]
     for place, chart in specs:
         with places[place]:
             live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run,
