@@ -2,7 +2,8 @@
 
 Prices, spread, z-score, β, correlation, the correlation heatmap and lead-lag, as specs of
 :class:`ui.live_chart.ChartData`: served by server.py each chart stays in the browser and receives
-only what changed; otherwise each refresh sends whole figures.
+only what changed; otherwise each refresh sends whole figures (each built once while its data is
+unchanged, :func:`ui.live_chart.whole_figure`).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert
     """Prices, spread, z-score, β, correlation, heatmap and lead-lag.
 
     Served by server.py the charts stay in the browser and receive only what changed
-    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures. ``scope``: the feed's
+    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures, built once for every run and
+    session while their data is unchanged (:func:`ui.live_chart.whole_figure`). ``scope``: the feed's
     identity, so that every tab showing its data shares one build of each figure (None: an
     uploaded dataset). ``universe``: every watched symbol's closed bars, for the heatmap.
     """
