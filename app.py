@@ -16,9 +16,10 @@ import streamlit as st
 from config import ConfigError, from_env
 from domain import Timeframe
 from ingestion.live_bars import BASE_INTERVAL_MS
-from pairs.bars import PairBars, with_open_bar
+from pairs.bars import with_open_bar
 from pairs.compute import PairParams
 from pairs.shared import PairView
+from pairs.universe import UniverseView
 from service import Service
 from ui import appstate, live
 from ui.charts_tab import ANALYTICS_RUNS, CHART_REFRESH_S
@@ -109,8 +110,8 @@ def main() -> None:
         def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
             return current.shared.ask(view_query(controls, symbols, interval_ms, params))
 
-        def universe() -> PairBars:
-            return current.universe.closed(controls.symbols, controls.interval_ms, controls.lookback_ms)
+        def universe() -> UniverseView:
+            return current.universe.view(controls.symbols, controls.interval_ms, controls.lookback_ms)
 
         return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current,
                         universe)

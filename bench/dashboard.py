@@ -88,14 +88,16 @@ import app
 app.main()
 """
 
-PUSHED_PAGE_SCRIPT = """
+# Prefixed to a page script: the application state as server.py installs it (pushed: the /live routes
+# mounted), keeping the feeds of the sessions run before. From then on every session of the process is pushed.
+PUSHED_SETUP = """
 from dataclasses import replace
 from ui import appstate
 if not appstate.current().pushed:  # as server.py installs it (the same feeds as the sessions above)
     appstate.install(replace(appstate.current(), pushed=True))
-import app
-app.main()
 """
+
+PUSHED_PAGE_SCRIPT = PUSHED_SETUP + PAGE_SCRIPT
 
 LIVE_SCRIPT = """
 import streamlit as st

@@ -11,14 +11,22 @@ sharing the interpreter with the page exactly as in ``streamlit run``. Then:
     the rate the market emits, the age of the last tick, and the emission lag: how late each
     symbol's last trade reached the engine against the time the paced source scheduled it (a
     source thread starved of the interpreter falls behind its schedule);
-(b) full page, median server time of whole script runs (wall, and the CPU time of the script's
-    thread, which a busy machine inflates less): Charts tab on 1 s bars (1 h lookback) and on
+(b) full page as ``streamlit run app.py`` serves it (polled: whole figures sent every run), median
+    server time of whole script runs (wall, and the CPU time of the script's thread, which a busy
+    machine inflates less): Charts tab on 1 s bars (1 h lookback) and on
     1 min bars (24 h lookback); Stats & tests; Scanner tab on 1 min bars: the run that scans
     (button press: every symbol's bars over 24 h, k·(k−1)/2 pairs) and later runs that show the
     kept scan. The universe's bars (heatmap, summaries, scanner) are built once per step in the
     background (``pairs.universe``); runs that overlap such a build share the interpreter with it;
-(c) live panel: one run of the 0.5 s fragment's function with every symbol watched.
+(c) live panel: one run of the 0.5 s fragment's function with every symbol watched;
+(d) the same tabs as (b) as ``server.py`` serves them (``make run``: the application state pushed,
+    as ``bench/dashboard.py`` sets it up): the charts drawn once and then sent only what changed
+    (:mod:`ui.live_chart`), the live panel pushed, not polled.
 
+Runs of (b) and (d) come at the tab's own refresh pace (``CHART_REFRESH_S``: every 2 s on 1 s bars,
+10 s on 1 min bars), as a browser's do: back to back, most runs would find nothing new to draw.
+
+Besides time, each path's kilobytes of elements per run (what Streamlit sends for that run).
 ``--symbols 2`` runs the same with the default pair only, as a reference on the same machine.
 
     .venv/bin/python bench/scan_page.py [--speed 10] [--runs 5] [--symbols 50]
@@ -41,8 +49,11 @@ sys.path.insert(0, str(ROOT))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from bench.dashboard import PUSHED_SETUP, element_bytes  # noqa: E402
+from domain import Timeframe  # noqa: E402
 from ingestion.simulated import KNOWN_SYMBOLS, symbol_spec  # noqa: E402
 from service import MAX_SYMBOLS, Service  # noqa: E402
+from ui.charts_tab import CHART_REFRESH_S  # noqa: E402
 
 
 def watched(count: int) -> tuple[str, ...]:
@@ -106,11 +117,17 @@ class Sampler(threading.Thread):
 
 
 CPU_MS: dict[str, list[float]] = {}  # label → the script thread's CPU time of each run
+KB: dict[str, float] = {}  # label → kilobytes of elements of the last run
 
 
-def timed_runs(at: AppTest, runs: int, label: str | None = None) -> list[float]:
+def timed_runs(at: AppTest, runs: int, label: str | None = None, pace_s: float = 0.0) -> list[float]:
+    """Server time of ``runs`` script runs (ms), each starting ``pace_s`` after the one before at the
+    earliest; with a ``label``, also their script thread's CPU time and the last run's element bytes."""
     times = []
+    next_start = time.monotonic()
     for _ in range(runs):
+        time.sleep(max(0.0, next_start - time.monotonic()))  # pacing, as a tab's refresh: not waiting for a state
+        next_start = time.monotonic() + pace_s
         start = time.perf_counter()
         at.run()
         times.append((time.perf_counter() - start) * 1000)
@@ -119,11 +136,43 @@ def timed_runs(at: AppTest, runs: int, label: str | None = None) -> list[float]:
         cpu = getattr(sys.modules.get("app"), "BENCH_CPU_MS", None)
         if label is not None and cpu is not None:
             CPU_MS.setdefault(label, []).append(cpu)
+    if label is not None:
+        KB[label] = element_bytes(at) / 1024
     return times
 
 
 def median_ms(times: list[float]) -> str:
     return f"{statistics.median(times):,.0f} ms (min {min(times):,.0f}, max {max(times):,.0f})"
+
+
+PUSHED = "make run: "  # label prefix of the runs as server.py serves the page
+
+
+def tab_runs(at: AppTest, runs: int, scans: int, prefix: str = "") -> dict[str, list[float]]:
+    """Time ``at``'s page (a session opened on the default view) on each tab: ``runs`` runs each, at
+    the tab's refresh pace (:data:`ui.charts_tab.CHART_REFRESH_S`, as a browser's refreshes come),
+    after one run that settles the change of view; on the Scanner tab ``scans`` runs that scan first."""
+    results: dict[str, list[float]] = {}
+
+    def measure(label: str, timeframe: Timeframe) -> None:
+        timed_runs(at, 1)  # the change of view: e.g. the first 24 h run reads the stored day of 1 min bars once
+        results[prefix + label] = timed_runs(at, runs, prefix + label, CHART_REFRESH_S[timeframe])
+
+    measure("Charts, 1 s bars, 1 h lookback", Timeframe.of("1s"))
+    at.radio(key="timeframe").set_value("1m")
+    at.selectbox(key="lookback").set_value("24 h")
+    measure("Charts, 1 min bars, 24 h lookback", Timeframe.of("1m"))
+    at.session_state["view_tab"] = "Stats & tests"
+    measure("Stats & tests, 1 min / 24 h", Timeframe.of("1m"))
+    at.session_state["view_tab"] = "Scanner"
+    timed_runs(at, 1)
+    label = prefix + "Scanner, 1 min / 24 h: run with the scan"
+    results[label] = []
+    for _ in range(scans):
+        at.button(key="scan_run").click()
+        results[label] += timed_runs(at, 1, label)
+    measure("Scanner, later runs (kept scan)", Timeframe.of("1m"))
+    return results
 
 
 def wait_for_history(service: Service, timeout_s: float = 120.0) -> float:
@@ -162,38 +211,23 @@ def main() -> None:
 
     sampler = Sampler(service, symbols)
     sampler.start()
-    results: dict[str, list[float]] = {}
-
-    def measure(label: str, runs: int = args.runs) -> None:
-        results[label] = timed_runs(at, runs, label)
-
     timed_runs(at, 1)  # the first run after the history loaded builds the universe's bars once
-    measure("Charts, 1 s bars, 1 h lookback")
-    at.radio(key="timeframe").set_value("1m")
-    at.selectbox(key="lookback").set_value("24 h")
-    timed_runs(at, 1)  # the first 24 h run reads the stored day of 1 min bars once
-    measure("Charts, 1 min bars, 24 h lookback")
-    at.session_state["view_tab"] = "Stats & tests"
-    timed_runs(at, 1)
-    measure("Stats & tests, 1 min / 24 h")
-    at.session_state["view_tab"] = "Scanner"
-    timed_runs(at, 1)
-    scans = []
-    for _ in range(args.runs):
-        at.button(key="scan_run").click()
-        scans += timed_runs(at, 1, "Scanner, 1 min / 24 h: run with the scan")
-    results["Scanner, 1 min / 24 h: run with the scan"] = scans
-    measure("Scanner, later runs (kept scan)")
+    results = tab_runs(at, args.runs, args.runs)
     (result, *_) = at.session_state["scan_results"].values()
     live = AppTest.from_string(LIVE_SCRIPT, default_timeout=60)
     live.run()
     results["live panel (0.5 s fragment)"] = timed_runs(live, args.runs * 4)
+    # As make run serves the page: a new session (a browser tab) on the same feed, every session pushed from now on.
+    pushed = AppTest.from_string(PUSHED_SETUP + PAGE_SCRIPT, default_timeout=300)
+    timed_runs(pushed, 1)
+    results.update(tab_runs(pushed, args.runs, 1, PUSHED))
     sampler.stopping.set()
     sampler.join()
 
     for label, times in results.items():
         cpu = CPU_MS.get(label)
-        print(f"{label:<42}: {median_ms(times)}" + (f"; script thread CPU {median_ms(cpu)}" if cpu else ""))
+        print(f"{label:<52}: {median_ms(times)}" + (f"; script thread CPU {median_ms(cpu)}" if cpu else "")
+              + (f"; {KB[label]:,.0f} kB of elements" if label in KB else ""))
     print(f"universe bars built {service.universe.built} times")
     print(f"(scan: {result.n_bars:,} closed 1 min bars x {len(result.symbols)} symbols, {len(result.table):,} "
           f"pair(s), {len(result.tested):,} tested)")

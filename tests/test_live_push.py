@@ -26,7 +26,7 @@ from pairs.shared import ViewQuery
 from records import FeedState, FeedStatus, MarkPrice, Trade, now_ms
 from storage import StorageError
 from ui import charts, live
-from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, SharedBuilds, chart_update
+from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, SharedBuilds, chart_update, whole_figure
 
 TZ = "Europe/Berlin"
 START = pd.Timestamp("2026-12-01 08:00", tz="UTC")
@@ -162,6 +162,39 @@ def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail():
         for _ in range(2):
             chart_update(counted(503), None, revision="r", shown_from=None, tz=TZ, run=1, scope=scope, builds=shared)
         assert len(builds) - before == expected_builds, scope
+
+
+def test_a_polled_page_builds_each_whole_figure_once_while_its_data_is_unchanged():
+    """Was: under ``streamlit run`` (no pushed charts) every run of every session built every figure
+    again, though most had not changed since the last run (a chart's data moves once a bar closes,
+    the heatmap's once a universe step). Now one build serves every run and session of one feed
+    while the chart's data, revision, lookback and time zone are unchanged; it is the same figure."""
+    shared = SharedBuilds(16)
+    spread = _series(600)
+    builds = []
+
+    def counted(upto: int) -> ChartData:
+        chart = _z_chart(spread, upto)
+        return replace(chart, build=lambda *args: builds.append(args[0]) or chart.build(*args))
+
+    def figure(upto: int, *, scope: object = "feed", revision: str = "r", tz: str = TZ,
+               shown_from: pd.Timestamp | None = None) -> object:
+        return whole_figure(counted(upto), revision=revision, shown_from=shown_from, tz=tz, builds=shared,
+                            scope=scope)
+
+    first = figure(500)
+    assert all(figure(500) is first for _ in range(5))  # later runs, other sessions
+    assert builds == [None]  # drawn whole (no tail), once
+    assert pio.to_json(first) == pio.to_json(_z_chart(spread, 500).figure())
+    assert figure(501) is not first and len(builds) == 2  # a bar closed: built again, once
+    assert figure(501) is figure(501) and len(builds) == 2
+    # Anything else the picture depends on builds another; without a feed (an uploaded dataset) nothing is kept.
+    for change in ({"scope": "other feed"}, {"revision": "r2"}, {"tz": "UTC"}, {"shown_from": START}):
+        before = len(builds)
+        figure(501, **change)
+        assert len(builds) == before + 1, change
+    before = len(builds)
+    assert figure(501, scope=None) is not figure(501, scope=None) and len(builds) == before + 2
 
 
 def test_nothing_is_sent_while_the_data_has_not_changed():

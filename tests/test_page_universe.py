@@ -15,13 +15,13 @@ from config import Settings
 from domain import Regression
 from pairs.bars import LOOKBACKS_MS, dataset_pair_bars
 from pairs.compute import PairParams, compute_pair
-from pairs.universe import UniverseBars, _Key
+from pairs.universe import UniverseBars, UniverseCorrelation, UniverseView, _Key
 from records import Trade, now_ms
 from service import MAX_SYMBOLS, Service, ServiceRegistry
 from testkit.sources import ListSource
 from testkit.waiting import eventually
 from ui.charts import HEATMAP_TEXT_MAX
-from ui.charts_tab import HEATMAP_TOP_N, HeatmapChoice, chart_data
+from ui.charts_tab import HEATMAP_TOP_N, HeatmapChoice, chart_data, heatmap_matrix
 from ui.controls import Controls, pair_params, view_query
 
 SYMBOLS = tuple(f"S{i:03d}USDT" for i in range(200))
@@ -151,7 +151,7 @@ def _heatmap_labels(universe_size: int, choice: HeatmapChoice | None = None) -> 
     index = pd.date_range("2025-01-01", periods=240, freq="1min", tz="UTC")
     frames = {s: pd.DataFrame({"open": closes[:, j], "high": closes[:, j], "low": closes[:, j],
                                "close": closes[:, j], "volume": 1.0}, index=index) for j, s in enumerate(symbols)}
-    universe = dataset_pair_bars(frames, 60_000)
+    universe = UniverseView(dataset_pair_bars(frames, 60_000))
     bars = dataset_pair_bars({s: frames[s] for s in symbols[:2]}, 60_000)
     controls = Controls("uploaded", None, symbols, symbols[0], symbols[1], "1m", "24 h", 20, Regression.ROLLING_OLS,
                         False, 2.0, "normalised", False, "UTC")
@@ -190,6 +190,7 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
         from domain import Regression
         from pairs.bars import dataset_pair_bars
         from pairs.compute import PairParams, compute_pair
+        from pairs.universe import UniverseView
         from ui import charts_tab
         from ui.controls import Controls
 
@@ -200,7 +201,7 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
         index = pd.date_range("2025-01-01", periods=120, freq="1min", tz="UTC")
         frames = {s: pd.DataFrame({"open": closes[:, j], "high": closes[:, j], "low": closes[:, j],
                                    "close": closes[:, j], "volume": 1.0}, index=index) for j, s in enumerate(symbols)}
-        universe = dataset_pair_bars(frames, 60_000)
+        universe = UniverseView(dataset_pair_bars(frames, 60_000))
         bars = dataset_pair_bars({s: frames[s] for s in symbols[:2]}, 60_000)
         controls = Controls("uploaded", None, symbols, symbols[0], symbols[1], "1m", "24 h", 20,
                             Regression.ROLLING_OLS, False, 2.0, "normalised", False, "UTC")
@@ -235,3 +236,93 @@ def test_the_charts_tab_sets_the_heatmaps_n_or_filter_for_many_symbols():
     at.multiselect(key="heatmap_symbols").set_value([]).run()
     assert not at.exception, at.exception
     assert len(heatmap_labels(at)) == 35 and at.number_input(key="heatmap_top_n").value == 35
+
+
+def test_every_session_reads_the_universes_correlation_and_summaries_computed_once_a_step(service, monkeypatch):
+    """Was: every run of every page computed the correlation of all 200 symbols' returns (Charts tab)
+    and their 200 summaries (Stats & tests) again, the same numbers for a whole step. Now the step's
+    build computes them once and every session and run reads the same objects; the numbers are those
+    of the former per-run computation."""
+    import pairs.universe as module
+
+    calls = {"correlation": 0, "summary": 0}
+    correlate, summarise = module.correlation_matrix, module.symbol_summary
+
+    def counted_correlation(returns: pd.DataFrame) -> pd.DataFrame:
+        calls["correlation"] += 1
+        return correlate(returns)
+
+    def counted_summary(symbol: str, frame: pd.DataFrame, interval_ms: int):
+        calls["summary"] += 1
+        return summarise(symbol, frame, interval_ms)
+
+    monkeypatch.setattr(module, "correlation_matrix", counted_correlation)
+    monkeypatch.setattr(module, "symbol_summary", counted_summary)
+    universe = UniverseBars(service.engine, service.history)
+    controls = _controls()
+    view = service.shared.ask(view_query(controls)).shown()
+    figures, tables = [], []
+    for _session in range(2):
+        for _run in range(3):
+            shown = universe.view(SYMBOLS, 1_000, LOOKBACKS_MS[LOOKBACK])
+            specs = chart_data(view.bars, view.pair, controls, None, shown)
+            spec = next(c for _, c in specs if c.key == "chart_heatmap")
+            figures.append(spec.figure())
+            tables.append(shown.summaries())
+    assert universe.built == 1
+    assert calls == {"correlation": 1, "summary": len(SYMBOLS)}
+    assert all(table is tables[0] for table in tables)
+
+    # The numbers of the former computation, on the same bars.
+    bars = universe.closed(SYMBOLS, 1_000, LOOKBACKS_MS[LOOKBACK])
+    returns = log_returns(bars.closes())
+    former = correlation_matrix(returns).reindex(index=returns.columns, columns=returns.columns)
+    pd.testing.assert_frame_equal(shown.correlation().matrix, former)
+    shown_former = heatmap_matrix(former, HeatmapChoice(), (Y, X))
+    (trace,) = figures[-1].data
+    assert list(trace.x) == list(shown_former.columns) and list(trace.y) == list(shown_former.index)
+    np.testing.assert_array_equal(np.asarray(trace.z, dtype=float), shown_former.to_numpy())
+    assert tables[0] == {s: summarise(s, frame, 1_000) for s, frame in bars.by_symbol.items()}
+
+
+def test_sessions_asking_at_once_share_one_computation_of_the_correlation(service, monkeypatch):
+    """Two sessions reading a new step's view at the same moment: one computes, the other waits for it."""
+    import pairs.universe as module
+
+    universe = UniverseBars(service.engine, service.history)
+    bars = universe.closed(SYMBOLS, 1_000, LOOKBACKS_MS[LOOKBACK])
+    fresh = UniverseView(bars)  # as a dataset's: nothing computed yet
+    entered, gate = threading.Event(), threading.Event()
+    calls = []
+    correlate = module.correlation_matrix
+
+    def slow(returns: pd.DataFrame) -> pd.DataFrame:
+        calls.append(1)
+        entered.set()
+        assert gate.wait(30)
+        return correlate(returns)
+
+    monkeypatch.setattr(module, "correlation_matrix", slow)
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(fresh.correlation())) for _ in range(2)]
+    threads[0].start()
+    assert entered.wait(30)
+    threads[1].start()
+    gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(calls) == 1 and len(results) == 2 and results[0] is results[1]
+
+
+def test_the_universes_correlation_leaves_out_what_has_not_moved_and_needs_a_few_bars():
+    index = pd.date_range("2025-01-01", periods=6, freq="1min", tz="UTC")
+    closes = pd.DataFrame({"AUSDT": [1.0, 1.1, 1.0, 1.2, 1.1, 1.3], "BUSDT": [2.0, 2.1, 2.3, 2.2, 2.4, 2.3],
+                           "FLATUSDT": 5.0}, index=index)
+    correlation = UniverseCorrelation.of(closes)
+    assert correlation is not None and correlation.moving == ("AUSDT", "BUSDT")
+    assert correlation.last == index[-1]
+    assert list(correlation.matrix.columns) == ["AUSDT", "BUSDT", "FLATUSDT"]
+    assert correlation.matrix.loc["FLATUSDT"].isna().all() and correlation.matrix["FLATUSDT"].isna().all()
+    assert correlation.matrix.loc["AUSDT", "AUSDT"] == 1.0
+    assert UniverseCorrelation.of(closes.iloc[:3]) is None  # two returns: no correlation yet
+    assert UniverseCorrelation.of(closes[["FLATUSDT"]]) is None  # nothing moved

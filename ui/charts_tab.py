@@ -2,7 +2,8 @@
 
 Prices, spread, z-score, β, correlation, the correlation heatmap and lead-lag, as specs of
 :class:`ui.live_chart.ChartData`: served by server.py each chart stays in the browser and receives
-only what changed; otherwise each refresh sends whole figures.
+only what changed; otherwise each refresh sends whole figures (each built once while its data is
+unchanged, :func:`ui.live_chart.whole_figure`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analytics import clustered_order, correlation_matrix, lead_lag, log_returns, strongest_symbols
+from analytics import clustered_order, lead_lag, log_returns, strongest_symbols
 from domain import FIVE_MINUTES, ONE_MINUTE, ONE_SECOND
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
 from pairs.shared import PairView
+from pairs.universe import MIN_CORRELATION_CLOSES, UniverseView
 from ui import appstate, charts
 from ui.controls import Controls
 from ui.labels import REGRESSION_LABELS
-from ui.live_chart import ChartData, live_chart
+from ui.live_chart import ChartData, live_chart, whole_figure
 
 # Heavy charts refresh at a pace that suits the bar length; the live panel every 0.5 s.
 CHART_REFRESH_S = {ONE_SECOND: 2.0, ONE_MINUTE: 10.0, FIVE_MINUTES: 30.0}
@@ -40,12 +42,12 @@ HEATMAP_TOP_N = 30
 
 
 def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
-               alert_marks: pd.DataFrame | None, universe: PairBars | None = None,
+               alert_marks: pd.DataFrame | None, universe: UniverseView | None = None,
                choice: HeatmapChoice | None = None) -> list[tuple[str, ChartData]]:
     """The charts tab's charts, each with where it goes ("full", "left" or "right").
 
-    ``universe``: every watched symbol's closed bars for the heatmap (None: ``bars`` are the
-    universe); ``choice``: which of them it shows (default :class:`HeatmapChoice`)."""
+    ``universe``: every watched symbol's closed bars and their correlation, for the heatmap (None:
+    ``bars`` are the universe); ``choice``: which of them it shows (default :class:`HeatmapChoice`)."""
     choice = HeatmapChoice() if choice is None else choice
     aligned, p, rev, tz = bars.aligned, pair.params, controls.revision, controls.tz
     if aligned is None or not len(aligned.index):  # e.g. the first second of a feed, cut at an even second
@@ -105,30 +107,23 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
                                                               max_points=points, since=since),
             closed_last, HALF_WIDTH_POINTS, True, closed)))
     settled = None if closed_last is None else closed_last.floor(WHOLE_WINDOW_REFRESH)
-    # Every watched symbol's closed bars (stepped: pairs.universe), or the pair's own when it is the universe.
-    whole_closes = bars.closes(closed_only=True) if universe is None else universe.closes()
-    if len(whole_closes) >= 4:  # a correlation needs a few returns; the first seconds have none
-        whole = log_returns(whole_closes)
-        # A quiet symbol's first bars carry one close forward: no correlation yet, a blank row and column.
-        moving = whole.columns[(whole.max() > whole.min()).to_numpy()]
-        if len(moving):
-            def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
-                matrix = correlation_matrix(whole[moving]).reindex(index=whole.columns, columns=whole.columns)
-                shown = heatmap_matrix(matrix, choice, (p.y, p.x))
-                subtitle = None if len(shown.index) == len(matrix.index) else \
-                    f"{len(shown.index)} of {len(matrix.index)} symbols, clustered"
-                return charts.correlation_heatmap(shown, subtitle=subtitle, revision=rev)
+    # Every watched symbol's closed bars (stepped, their correlation computed once a step for every
+    # session: pairs.universe), or the pair's own when it is the universe.
+    correlation = (UniverseView(bars) if universe is None else universe).correlation()
+    if correlation is not None:
+        def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
+            matrix = correlation.matrix
+            shown = heatmap_matrix(matrix, choice, (p.y, p.x))
+            subtitle = None if len(shown.index) == len(matrix.index) else \
+                f"{len(shown.index)} of {len(matrix.index)} symbols, clustered"
+            return charts.correlation_heatmap(shown, subtitle=subtitle, revision=rev)
 
-            step = settled if universe is None else whole.index[-1]
-            specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
-                                            (step, tuple(whole.columns), tuple(moving), choice))))
+        step = settled if universe is None else correlation.last
+        specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
+                                        (step, tuple(correlation.matrix.columns), correlation.moving, choice))))
     # Lead-lag is the pair's: on its own legs' bars, like every other chart of the pair.
-    pair_closes = bars.closes(closed_only=True)[legs] if universe is not None else None
-    returns = None
-    if pair_closes is None:
-        returns = whole if len(whole_closes) >= 4 else None
-    elif len(pair_closes) >= 4:
-        returns = log_returns(pair_closes)
+    pair_closes = bars.closes(closed_only=True)[legs]
+    returns = log_returns(pair_closes) if len(pair_closes) >= MIN_CORRELATION_CLOSES else None
     if returns is not None:
         max_lag = min(MAX_LEAD_LAG, len(returns) // 4)
         if max_lag >= 1 and all(returns[leg].max() > returns[leg].min() for leg in legs):
@@ -162,28 +157,31 @@ def heatmap_matrix(matrix: pd.DataFrame, choice: HeatmapChoice, legs: tuple[str,
 
 
 def render_charts(bars: PairBars, pair: PairAnalytics, controls: Controls, alert_marks: pd.DataFrame | None,
-                  data_version: int, scope: Hashable | None = None, *, universe: PairBars | None = None) -> None:
+                  data_version: int, scope: Hashable | None = None, *, universe: UniverseView | None = None) -> None:
     """Prices, spread, z-score, β, correlation, heatmap and lead-lag.
 
     Served by server.py the charts stay in the browser and receive only what changed
-    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures. ``scope``: the feed's
+    (:mod:`ui.live_chart`); otherwise each refresh sends whole figures, built once for every run and
+    session while their data is unchanged (:func:`ui.live_chart.whole_figure`). ``scope``: the feed's
     identity, so that every tab showing its data shares one build of each figure (None: an
     uploaded dataset). ``universe``: every watched symbol's closed bars, for the heatmap.
     """
-    symbols = tuple((bars if universe is None else universe).by_symbol)
+    symbols = tuple((bars if universe is None else universe.bars).by_symbol)
     specs = chart_data(bars, pair, controls, alert_marks, universe, heatmap_choice(symbols))
     full = st.container()
     left, right = st.columns(2)
     places = {"full": full, "left": left, "right": right}
     state = appstate.current()
-    if not state.pushed:
-        for place, chart in specs:
-            places[place].plotly_chart(chart.figure(), key=chart.key, config=charts.FIGURE_CONFIG)
-        return
-    run = st.session_state[ANALYTICS_RUNS]
     p = pair.params
     revision = (f"{controls.revision}|{p}|{controls.price_mode}|{controls.tz}|{controls.min_trades}|"
                 f"{controls.min_volume}|{data_version}")
+    if not state.pushed:  # whole figures every run, each built once while its data is unchanged
+        for place, chart in specs:
+            figure = whole_figure(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz,
+                                  builds=state.charts, scope=scope)
+            places[place].plotly_chart(figure, key=chart.key, config=charts.FIGURE_CONFIG)
+        return
+    run = st.session_state[ANALYTICS_RUNS]
     for place, chart in specs:
         with places[place]:
             live_chart(chart, revision=revision, shown_from=bars.shown_from, tz=controls.tz, run=run,

@@ -276,8 +276,7 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
         return {"rev": revision, "seq": drawn.seq}, replace(drawn, run=run)
     seq = 0 if sent is None else sent.seq + 1
     payload: dict[str, object] = {"rev": revision, "seq": seq, "config": FIGURE_CONFIG}
-    shared = None if scope is None or chart.content is None or builds is None else \
-        (scope, revision, chart.key, shown_from, tz, chart.content, chart.max_points)
+    shared = _shared(chart, revision, shown_from, tz, scope, builds)
     if drawn is not None and chart.incremental and chart.last is not None:
         since = drawn.cut.floor(SPLICE_GRID)
         if shown_from is not None:  # never before the lookback's left edge, where the browser trims
@@ -304,6 +303,22 @@ def chart_update(chart: ChartData, sent: _Sent | None, *, revision: str, shown_f
     return payload, _Sent(revision, seq, chart.last if chart.last is not None else pd.Timestamp(0, tz="UTC"),
                           frozenset(names) if len(set(names)) == len(names) else frozenset(), full.points, 0, run,
                           chart.content, anchor)
+
+
+def whole_figure(chart: ChartData, *, revision: str, shown_from: pd.Timestamp | None, tz: str,
+                 builds: SharedBuilds | None = None, scope: Hashable | None = None) -> go.Figure:
+    """``chart``'s whole figure for a page that sends whole figures (``st.plotly_chart``, polled):
+    built once and reused by every run and session while its data is unchanged (same ``scope``,
+    ``revision``, lookback start, time zone and content, as :func:`chart_update` shares its builds);
+    built afresh every time without ``scope`` or ``builds``."""
+    return _build(builds, _key(_shared(chart, revision, shown_from, tz, scope, builds), "figure"), chart.figure)
+
+
+def _shared(chart: ChartData, revision: str, shown_from: pd.Timestamp | None, tz: str, scope: Hashable | None,
+            builds: SharedBuilds | None) -> tuple | None:
+    """What names ``chart``'s builds among every session's (None: they are not shared)."""
+    return None if scope is None or chart.content is None or builds is None else \
+        (scope, revision, chart.key, shown_from, tz, chart.content, chart.max_points)
 
 
 def _build(builds: SharedBuilds | None, key: Hashable | None, make: Callable[[], T]) -> T:

@@ -11,7 +11,8 @@ import streamlit as st
 from analytics import InsufficientDataError
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics
-from pairs.stats import CointegrationReport, run_tests, symbol_summary
+from pairs.stats import CointegrationReport, run_tests
+from pairs.universe import UniverseView
 from records import now_ms
 from records.safe_csv import to_csv_bytes
 from service import Service
@@ -35,11 +36,11 @@ def render_needs(pair: PairAnalytics, interval_ms: int, lookback_ms: int | None 
         st.info(f"Collecting data · {needs_text(need, interval_ms, capacity)}", icon="⏳")
 
 
-def render_symbol_summaries(bars: PairBars, tz: str) -> None:
-    """Per-symbol table over the lookback: last, return, volatility, volume, trades."""
+def render_symbol_summaries(universe: UniverseView, tz: str) -> None:
+    """Per-symbol table over the lookback: last, return, volatility, volume, trades (computed once
+    per universe step for every session: :meth:`pairs.universe.UniverseView.summaries`)."""
     rows: list[dict[str, object]] = []
-    for symbol, frame in bars.by_symbol.items():
-        summary = symbol_summary(symbol, frame, bars.interval_ms)
+    for symbol, summary in universe.summaries().items():
         if summary is None:
             rows.append({"symbol": symbol, "last": None, "return %": None, "volatility % (ann.)": None,
                          "volume": None, "trades": None, "bars": 0})

@@ -15,6 +15,7 @@ from ingestion.live_bars import BASE_INTERVAL_MS
 from pairs.bars import PairBars
 from pairs.compute import PairAnalytics, PairParams
 from pairs.shared import PairView
+from pairs.universe import UniverseView
 from service import Service
 from ui.alerts_panel import render_alerts_tab, zscore_markers
 from ui.backtest_panel import perpetual_funding, render_backtest_tab
@@ -35,18 +36,19 @@ class PageData:
     ``view(symbols, interval_ms, params, controls)``: closed bars over the lookback plus a warm-up,
     with ``params``' analytics on them; ``with_open(bars, open_start_ms)``: the bars plus the
     forming bar, for display; ``service``: the feed (None for datasets); ``universe()``: closed
-    bars of every watched symbol over the lookback (:mod:`pairs.universe`), asked only by a tab
-    that shows them all (None: the pair's own bars are the whole universe, as for two datasets).
+    bars of every watched symbol over the lookback with their correlation and summaries, shared by
+    every session (:mod:`pairs.universe`), asked only by a tab that shows them all (None: the pair's
+    own bars are the whole universe, as for two datasets).
     """
 
     view: Callable[[tuple[str, ...], int, PairParams, Controls], PairView]
     with_open: Callable[[PairBars, int], PairBars]
     service: Service | None
-    universe: Callable[[], PairBars] | None = None
+    universe: Callable[[], UniverseView] | None = None
 
-    def universe_bars(self, bars: PairBars) -> PairBars:
+    def universe_view(self, bars: PairBars) -> UniverseView:
         """Every watched symbol's closed bars; ``bars`` (the page's) where the pair is the universe."""
-        return bars if self.universe is None else self.universe()
+        return UniverseView(bars) if self.universe is None else self.universe()
 
 
 def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalytics, controls: Controls) -> None:
@@ -68,10 +70,10 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             # One feed's analytics (its engine's bars): tabs on it share chart builds.
             scope = None if service is None else (service.site, id(service.shared))
             render_charts(chart_bars, chart_pair, controls, marks, view.data_version, scope,
-                          universe=page.universe_bars(bars))
+                          universe=None if page.universe is None else page.universe())
     if stats_tab.open:
         with stats_tab:
-            render_symbol_summaries(page.universe_bars(bars), controls.tz)
+            render_symbol_summaries(page.universe_view(bars), controls.tz)
             if service is not None and service.funding:
                 render_funding(service, (params.y, params.x), controls.tz)
             render_pair_stats(pair, bars.interval_ms)
@@ -81,7 +83,7 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             render_table_tab(page, controls, bars, pair)
     if scanner_tab.open:
         with scanner_tab:
-            render_scanner_tab(page.universe_bars(bars), controls)
+            render_scanner_tab(page.universe_view(bars).bars, controls)
     if alerts_tab.open:
         with alerts_tab:
             if service is None:
@@ -113,7 +115,8 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
             return
         minute_bars, minute_pair = shown.bars, shown.pair
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
-                     f"{controls.y}-{controls.x}-{controls.timeframe}", page.universe)
+                     f"{controls.y}-{controls.x}-{controls.timeframe}",
+                     None if page.universe is None else lambda: page.universe_view(bars).bars)
 
 
 def render_feed_tab(service: Service, tz: str) -> None:
