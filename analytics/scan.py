@@ -660,14 +660,35 @@ def _own_design(level: np.ndarray, maxlag: int) -> np.ndarray:
         if kept is not None:
             _own_designs.move_to_end(key)
             return kept
-    levels = level[None, :]
-    block = _design_blocks(levels, np.diff(levels, axis=1), 0, np.array([0]), maxlag)[0]
+    diff = np.diff(level)
+    block = _block(_own_products(level, diff, maxlag), level, diff, level, diff, maxlag)
     block.flags.writeable = False
     with _own_lock:
         _own_designs[key] = block
         while len(_own_designs) > _OWN_KEPT:
             _own_designs.popitem(last=False)
     return block
+
+
+def _own_products(level: np.ndarray, diff: np.ndarray, maxlag: int) -> np.ndarray:
+    """The core sums :func:`_design_blocks` forms for a column with itself, shape (3L+2, 2), one row at a time.
+
+    One column's 3L+2 sums do not fill a matrix product (its partner group would be padded with
+    fifteen zero pairs), so each is numpy's pairwise sum of one elementwise product, short enough
+    to stay in cache: a fixed computation of the column's values alone, ~5× cheaper than the padded
+    product. Rows as there: Δ shifted by k = -L..L, then the level shifted by i = 0..L, each
+    against Δ and the level over the core rows.
+    """
+    core = len(level) - 1 - 2 * maxlag
+    d_core, e_core = diff[maxlag : maxlag + core], level[maxlag : maxlag + core]
+    rows = [diff[k : k + core] for k in range(2 * maxlag + 1)]
+    rows += [level[maxlag + i : maxlag + i + core] for i in range(maxlag + 1)]
+    products = np.full((len(rows), 2), np.nan)
+    for r, row in enumerate(rows):
+        products[r, 0] = np.add.reduce(row * d_core)
+    for r in [*range(maxlag + 1), 2 * maxlag + 1]:  # the level's sums _block reads; NaN elsewhere
+        products[r, 1] = np.add.reduce(rows[r] * e_core)
+    return products
 
 
 def _block(products: np.ndarray, ea: np.ndarray, da: np.ndarray, eb: np.ndarray, db: np.ndarray, lags: int
