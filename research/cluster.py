@@ -7,7 +7,10 @@ tcp://HOST:8786`` or ``QUANT_SCHEDULER``): the same code on workers started else
 workers (e.g. ``PYTHONPATH``) and the research store at a path or URL they can all read.
 
 Dask's nanny starts every worker with ``OPENBLAS_NUM_THREADS=1`` (its ``pre-spawn-environ``): one
-BLAS thread per worker is also what makes results bit-identical across workers and clusters.
+BLAS thread per worker is also what makes results bit-identical across workers and clusters. The
+same setting's ``MALLOC_TRIM_THRESHOLD_`` is left out of a local cluster's workers (see
+:func:`open_client`); start remote workers without it as well
+(``DASK_CONFIG=docs/dask-worker.yaml dask worker tcp://HOST:8786``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from config import ConfigError, parse_scheduler
@@ -28,6 +32,8 @@ from config import ConfigError, parse_scheduler
 # is WARNING; what breaks a scan reaches the caller as an exception anyway.
 _QUIET = logging.ERROR
 CONNECT_TIMEOUT_S = 20.0
+# The nanny's setting that exports MALLOC_TRIM_THRESHOLD_ to its worker (None: not exported).
+MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 def default_workers() -> int:
@@ -89,7 +95,11 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     count = default_workers() if workers is None else workers
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 256:
         raise ConfigError(f"workers: {workers!r} must be a whole number of worker processes between 1 and 256")
-    with _sigint_ignored():
+    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers to hand freed memory back to the OS; setting
+    # it turns off glibc's adaptive mmap threshold, so every array over 128 kB is a fresh mmap, faulted in and
+    # zeroed page by page: the scan's blocks ran 1.5-2x slower (bench/research_scan.py). A worker's memory
+    # is bounded by its block instead (README: peak RSS per worker).
+    with _sigint_ignored(), dask.config.set({MALLOC_TRIM: None}):
         cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
     try:
