@@ -46,7 +46,6 @@ from ingestion.archives import ArchiveError, MonthOutcome, import_months
 from records.safe_csv import to_csv_bytes
 from research.cluster import open_client
 from research.request import ResearchPlan, ResearchRequest, plan
-from research.request import top_by_quote_volume as top_by_quote_volume  # the CLI's name for it since --top
 from research.results import save_walk
 from research.scan import (
     DEFAULT_BLOCK_SIZE,
@@ -131,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     where = scheduler or f"a local cluster of {workers or 'one worker per core'} process(es)"
     what = "walk-forward over" if settings is not None else "scanning"
-    print(f"{what} {len(spec.symbols):,} symbols ({_pairs(len(spec.symbols)):,} pairs) of {spec.store} on {where}",
+    print(f"{what} {len(spec.symbols):,} symbols ({planned.pairs:,} pairs) of {spec.store} on {where}",
           file=sys.stderr)
     meter = ProgressMeter(sys.stderr)
     try:
@@ -376,10 +375,6 @@ def _duration(seconds: float) -> str:
         return "?"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
-def _pairs(k: int) -> int:
-    return k * (k - 1) // 2
 
 
 def _whole(name: str, raw: str, minimum: int) -> int:

@@ -19,6 +19,7 @@ from distributed import Client
 import cli.research
 from domain import Market, Timeframe
 from research.cluster import open_client
+from research.request import top_by_quote_volume
 from research.results import WALK_FILES, load_walk, save_walk
 from research.scan import Block, ScanCancelled, ScanSpec, load_scan, run_blocks
 from research.walkforward import WalkForwardSettings, add_q_values
@@ -216,12 +217,12 @@ def test_top_picks_by_quote_volume_over_the_formation_span_only(tmp_path):
     write_universe(ResearchStore(root), Market.SPOT, MINUTE, symbols, START, closes)
     store = ResearchStore(root)
     end = START + BARS * MINUTE.ms
-    assert cli.research.top_by_quote_volume(store, Market.SPOT, MINUTE, symbols, START, end, 2) == ("DUSDT", "AUSDT")
+    assert top_by_quote_volume(store, Market.SPOT, MINUTE, symbols, START, end, 2) == ("DUSDT", "AUSDT")
     formation_end = START + 600 * MINUTE.ms
-    assert cli.research.top_by_quote_volume(store, Market.SPOT, MINUTE, symbols, START, formation_end, 3) == (
+    assert top_by_quote_volume(store, Market.SPOT, MINUTE, symbols, START, formation_end, 3) == (
         "AUSDT", "BUSDT", "CUSDT")
     with pytest.raises(cli.research.ConfigError, match="top: 3 asked, but only 2 of the 2 symbols"):
-        cli.research.top_by_quote_volume(store, Market.SPOT, MINUTE, ("AUSDT", "BUSDT"), START, end, 3)
+        top_by_quote_volume(store, Market.SPOT, MINUTE, ("AUSDT", "BUSDT"), START, end, 3)
 
 
 def test_walk_with_top_runs_on_the_chosen_symbols(shared_cluster, tmp_path, capsys):
