@@ -18,6 +18,7 @@ kept in that session's state). When it is stored, that session's picker lists an
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from research.jobs import CANCELLED, DONE, FAILED, RUNNING, JobBusy, JobRunner, 
 from research.request import SCAN, WALK, ResearchRequest, plan
 from research.scan import DEFAULT_BLOCK_SIZE, ScanInputError, open_store
 from storage.errors import StorageError
-from ui.labels import TREND_LABELS
+from ui.labels import TREND_LABELS, format_duration
 from ui.plain import plain
 from ui.research_runs import select_run
 from ui.universe import VENUE_NAMES
@@ -125,16 +126,9 @@ def _render_outcome(status: JobStatus, owner: bool) -> None:
 
 
 def eta_text(seconds: float) -> str:
-    """``"4 min"``, ``"35 s"``, ``"2 h 05 min"``; ``"?"`` before the first block is done."""
-    if seconds == float("inf") or seconds != seconds:
-        return "?"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{round(whole / 60)} min"
-    hours, minutes = divmod(round(whole / 60), 60)
-    return f"{hours} h {minutes:02d} min"
+    """:func:`ui.labels.format_duration` (``"35 s"``, ``"4 min"``, ``"2.1 h"``); ``"?"`` before the first
+    block is done (no rate yet: infinite or NaN)."""
+    return format_duration(seconds) if math.isfinite(seconds) else "?"
 
 
 def _seconds(seconds: float) -> str:
