@@ -59,7 +59,7 @@ from config import SYMBOL_RE, FeedSettings, normalize_symbol
 from ingestion.binance.parse import MalformedMessage, NonMarketTrade, UnknownMessage, parse_frame
 from ingestion.paced import run_paced
 from ingestion.source import Capabilities, SourceSpec, SourceStats, TradeSink, excerpt, spot_style_legs
-from records import TIME_END_MS, TIME_MIN_MS, EventKind, FeedEvent, FeedState, Trade, time_problem
+from records import EventKind, FeedEvent, FeedState, Trade, time_problem
 from records.clock import SYSTEM_CLOCK, Clock
 from storage import SQLITE_MAGIC, StorageError, open_tick_file, read_head
 
@@ -471,7 +471,7 @@ def _is_zero_price_trade(line: bytes) -> bool:
 def _valid_stored(trade: Trade) -> bool:
     """A row read from a project database is sane (another program may have written the file)."""
     return (isinstance(trade.symbol, str) and SYMBOL_RE.fullmatch(trade.symbol) is not None
-            and type(trade.trade_id) is int and type(trade.ts_ms) is int and TIME_MIN_MS <= trade.ts_ms < TIME_END_MS
+            and type(trade.trade_id) is int and type(trade.ts_ms) is int and time_problem(trade.ts_ms) is None
             and isinstance(trade.price, float) and math.isfinite(trade.price) and trade.price >= 0
             and isinstance(trade.qty, float) and math.isfinite(trade.qty) and trade.qty >= 0)
 

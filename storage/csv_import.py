@@ -100,11 +100,8 @@ _EXPECTED = (
 # 1e17 closes the µs band.
 _EPOCH_BANDS = ((10**8, 1_000, 1, "seconds"), (10**11, 1, 1, "milliseconds"), (10**14, 1, 1_000, "microseconds"))
 _EPOCH_MAX = 10**17
-# The one range every time format shares, as epoch ms [_TIME_MIN_MS, _TIME_END_MS): 1e8 s, then 2100-01-01 (the
-# range of every time market data may carry, records.TIME_MIN_MS: a replayed or streamed trade is held to it too).
-_TIME_MIN_MS = TIME_MIN_MS
-_TIME_END_MS = TIME_END_MS
-_TIME_RANGE = TIME_RANGE
+# The one range every time format shares, as epoch ms [TIME_MIN_MS, TIME_END_MS) (records): 1e8 s, then 2100-01-01,
+# the range of every time market data may carry (a replayed or streamed trade is held to it too).
 # Rows checked together: bounds the Python row lists held at once (about 6 MB) and the work done past a bad row.
 _BATCH_ROWS = 16_384
 # Characters of text split into lines at a time, so the whole file is never held as a list of lines.
@@ -472,7 +469,7 @@ def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         iso_ok = ~parsed.isna() & (ticks % per_ms == 0 if per_ms else True)
         ts_ms[~is_number] = np.where(iso_ok, ticks // per_ms if per_ms else ticks * 1_000, 0)
         ok[~is_number] = iso_ok
-    ok &= (ts_ms >= _TIME_MIN_MS) & (ts_ms < _TIME_END_MS)
+    ok &= (ts_ms >= TIME_MIN_MS) & (ts_ms < TIME_END_MS)
     return ts_ms, ~ok
 
 
@@ -491,18 +488,18 @@ def _time_problem(text: str) -> str:
         band = next((band for band in reversed(_EPOCH_BANDS) if _EPOCH_MAX > epoch >= band[0]), None)
         if band is None:
             return (f"epoch time {_show(value)} is out of range: expected seconds (>= 1e8), milliseconds or "
-                    f"microseconds since 1970-01-01 UTC, for a time in {_TIME_RANGE}")
+                    f"microseconds since 1970-01-01 UTC, for a time in {TIME_RANGE}")
         _, multiply, divide, unit = band
         ms = epoch * multiply // divide
-        if not _TIME_MIN_MS <= ms < _TIME_END_MS:
-            return f"epoch time {_show(value)} read as {unit} is {_iso(ms)}, outside the accepted range {_TIME_RANGE}"
+        if not TIME_MIN_MS <= ms < TIME_END_MS:
+            return f"epoch time {_show(value)} read as {unit} is {_iso(ms)}, outside the accepted range {TIME_RANGE}"
         return f"epoch time {_show(value)} in microseconds is not a whole millisecond"
     parsed = pd.to_datetime(pd.Series([value]), utc=True, format="ISO8601", errors="coerce").array
     if parsed.isna().all():
         return f"unparseable time {_show(value)}: expected epoch s/ms/µs or ISO-8601 such as 2022-08-14T00:00:00Z"
     # Its own unit: in a batch that needs nanoseconds a year-1500 date does not fit and reads as NaT.
-    if not _TIME_MIN_MS <= parsed.as_unit("ms").asi8[0] < _TIME_END_MS:
-        return f"time {_show(value)} is outside the accepted range {_TIME_RANGE}"
+    if not TIME_MIN_MS <= parsed.as_unit("ms").asi8[0] < TIME_END_MS:
+        return f"time {_show(value)} is outside the accepted range {TIME_RANGE}"
     return f"time {_show(value)} is not a whole millisecond"
 
 
