@@ -24,7 +24,6 @@ it; a remote worker finishes its block and drops it). Nothing is stored. :meth:`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import secrets
@@ -43,7 +42,7 @@ from config import ConfigError
 from research.cluster import open_client
 from research.request import ResearchPlan
 from research.results import save_walk
-from research.scan import Progress, ScanCancelled, ScanInputError, eta_seconds, save_scan, scan
+from research.scan import Progress, ScanCancelled, ScanInputError, cancel_futures, eta_seconds, save_scan, scan
 from research.walkrun import walk_distributed
 from storage.errors import StorageError
 
@@ -311,8 +310,7 @@ def _cancel_futures(job: _Job) -> None:
     with job.lock:
         client, futures = job.client, list(job.futures)
     if client is not None and futures:
-        with contextlib.suppress(Exception):  # the cluster may be closing; the job's thread reports the outcome
-            client.cancel(futures, force=True)
+        cancel_futures(client, futures)  # quiet if the cluster is closing: the job's thread reports the outcome
 
 
 def _utc(ms: int) -> str:

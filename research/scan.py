@@ -277,15 +277,16 @@ def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[s
             if progress is not None:
                 progress(done, total)
     except KeyboardInterrupt:
-        _cancel(client, futures)
+        cancel_futures(client, futures)
         raise ScanCancelled(f"scan cancelled after {done:,} of {total:,} pairs; nothing stored") from None
     except BaseException:
-        _cancel(client, futures)
+        cancel_futures(client, futures)
         raise
     return [r for r in results if r is not None]
 
 
-def _cancel(client: Client, futures: list[Any]) -> None:
+def cancel_futures(client: Client, futures: list[Any]) -> None:
+    """Cancel ``futures`` at once, running ones too; quietly when the cluster is going away."""
     with contextlib.suppress(Exception):  # the cluster may be going away too; the caller's error matters
         client.cancel(futures, force=True)
 
