@@ -110,8 +110,8 @@ def main() -> None:
         def view(symbols: tuple[str, ...], interval_ms: int, params: PairParams, controls: Controls) -> PairView:
             return current.shared.ask(view_query(controls, symbols, interval_ms, params))
 
-        def universe() -> UniverseView:
-            return current.universe.view(controls.symbols, controls.interval_ms, controls.lookback_ms)
+        def universe(wait: bool) -> UniverseView:
+            return current.universe.view(controls.symbols, controls.interval_ms, controls.lookback_ms, wait=wait)
 
         return PageData(view, lambda bars, open_start_ms: with_open_bar(bars, current.engine, open_start_ms), current,
                         universe)

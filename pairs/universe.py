@@ -144,8 +144,10 @@ class UniverseBars:
 
         Built once per step. The first ask of a (symbols, timeframe, lookback) builds them; later
         asks get the held bars at once and, once a newer step is due, start one background build
-        whose bars the asks after it get. ``wait``: build the current step here if not held (tests,
-        and an export that must be current).
+        whose bars the asks after it get. Held bars older than the step before the current one
+        (no ask for a while: a tab opened after an hour) are never handed out: that ask builds the
+        current step. ``wait``: build the current step here if not held (tests, and an export that
+        must be current).
         """
         return self.view(symbols, interval_ms, lookback_ms, wait=wait).bars
 
@@ -157,7 +159,10 @@ class UniverseBars:
         if held is not None:
             return held
         if not wait:
-            older = self._cache.newest(lambda k: k.series == key.series)
+            # Only the step before: bars held from longer ago (nobody asked since) are built anew
+            # here, never handed out as if current.
+            previous_end = key.end_ms - universe_step_ms(interval_ms)
+            older = self._cache.newest(lambda k: k.series == key.series and k.end_ms >= previous_end)
             if older is not None:
                 self._refresh(key)
                 return older

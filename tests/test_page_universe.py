@@ -129,6 +129,23 @@ def test_the_universe_is_built_once_a_step_and_a_new_step_in_the_background(serv
     assert universe.built == 3 and universe.closed(SYMBOLS, 1_000, 900_000) is newer
 
 
+def test_bars_held_from_steps_ago_are_built_anew_never_handed_out_as_current(service, monkeypatch):
+    """Was: the held bars were handed out however old (a Stats tab opened at 9:00, the Scanner at
+    11:00 scanned 9:00's bars, and CI once scanned 6 bars of a 1 h lookback): only the step before
+    the current one may stand in while the current one builds in the background."""
+    universe = UniverseBars(service.engine, service.history)
+    first_end = (service.engine.bars.first_start_ms(X) + 30_000) // 60_000 * 60_000 + 60_000
+    end = [first_end]
+    monkeypatch.setattr(universe, "_key", lambda symbols, interval_ms, lookback_ms: _Key(
+        tuple(symbols), interval_ms, lookback_ms, end[0], 0))
+    old = universe.closed(SYMBOLS, 1_000, 900_000)
+    end[0] = first_end + 2 * 60_000  # two steps later, nobody asked meanwhile
+    current = universe.closed(SYMBOLS, 1_000, 900_000)
+    assert current is not old and universe.built == 2
+    assert current.aligned.index[-1] > old.aligned.index[-1] and not universe._building  # built here, not behind
+    assert universe.closed(SYMBOLS, 1_000, 900_000) is current and universe.built == 2
+
+
 def test_more_symbols_than_a_page_carries_are_refused_with_the_limit_named(tmp_path):
     class Started(Exception):
         pass

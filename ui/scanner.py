@@ -11,6 +11,7 @@ result older than the page's bars is plain to see.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -59,11 +60,13 @@ def scan_key(controls: Controls, trend: str) -> tuple[object, ...]:
             controls.window, trend)
 
 
-def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
+def render_scanner_tab(bars: PairBars, controls: Controls, now: Callable[[], PairBars] | None = None) -> None:
     """The tab: scan button with progress, freshness, filters, the ranked table, pick and CSV.
 
-    ``bars``: the page's bars over the lookback (no warm-up bars), of every watched symbol. A scan
-    uses their closed bars; later runs compare them with the scan's to say how far behind it is.
+    ``bars``: the page's bars over the lookback (no warm-up bars), of every watched symbol; later
+    runs compare them with the scan's to say how far behind it is. ``now()``: those bars as of
+    now, which a press scans (the held ``bars`` may be a step behind while the next builds; None:
+    ``bars`` are current).
     """
     mode = st.radio("Scan", list(MODE_LABELS), format_func=MODE_LABELS.__getitem__, horizontal=True,
                     key="scan_mode", label_visibility="collapsed")
@@ -85,7 +88,7 @@ def render_scanner_tab(bars: PairBars, controls: Controls) -> None:
     key = scan_key(controls, trend)
     if button_col.button(f"Scan {k} symbols", key="scan_run",
                          help=f"{k * (k - 1) // 2:,} pairs, each tested Y on X with Y the symbol that sorts first"):
-        result = _scan(bars, controls, trend)
+        result = _scan(bars if now is None else now(), controls, trend)
         if result is not None:
             results.pop(key, None)
             results[key] = result

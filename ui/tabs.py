@@ -35,7 +35,7 @@ class PageData:
 
     ``view(symbols, interval_ms, params, controls)``: closed bars over the lookback plus a warm-up,
     with ``params``' analytics on them; ``with_open(bars, open_start_ms)``: the bars plus the
-    forming bar, for display; ``service``: the feed (None for datasets); ``universe()``: closed
+    forming bar, for display; ``service``: the feed (None for datasets); ``universe(wait)``: closed
     bars of every watched symbol over the lookback with their correlation and summaries, shared by
     every session (:mod:`pairs.universe`), asked only by a tab that shows them all (None: the pair's
     own bars are the whole universe, as for two datasets).
@@ -44,11 +44,12 @@ class PageData:
     view: Callable[[tuple[str, ...], int, PairParams, Controls], PairView]
     with_open: Callable[[PairBars, int], PairBars]
     service: Service | None
-    universe: Callable[[], UniverseView] | None = None
+    universe: Callable[[bool], UniverseView] | None = None
 
-    def universe_view(self, bars: PairBars) -> UniverseView:
-        """Every watched symbol's closed bars; ``bars`` (the page's) where the pair is the universe."""
-        return UniverseView(bars) if self.universe is None else self.universe()
+    def universe_view(self, bars: PairBars, wait: bool = False) -> UniverseView:
+        """Every watched symbol's closed bars; ``bars`` (the page's) where the pair is the universe.
+        ``wait``: the current step's, built here if not held yet (else a step behind at most)."""
+        return UniverseView(bars) if self.universe is None else self.universe(wait)
 
 
 def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalytics, controls: Controls) -> None:
@@ -70,7 +71,7 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             # One feed's analytics (its engine's bars): tabs on it share chart builds.
             scope = None if service is None else (service.site, id(service.shared))
             render_charts(chart_bars, chart_pair, controls, marks, view.data_version, scope,
-                          universe=None if page.universe is None else page.universe())
+                          universe=None if page.universe is None else page.universe(False))
     if stats_tab.open:
         with stats_tab:
             render_symbol_summaries(page.universe_view(bars), controls.tz)
@@ -83,7 +84,8 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             render_table_tab(page, controls, bars, pair)
     if scanner_tab.open:
         with scanner_tab:
-            render_scanner_tab(page.universe_view(bars).bars, controls)
+            render_scanner_tab(page.universe_view(bars).bars, controls,
+                               lambda: page.universe_view(bars, wait=True).bars)
     if alerts_tab.open:
         with alerts_tab:
             if service is None:
@@ -116,7 +118,7 @@ def render_table_tab(page: PageData, controls: Controls, bars: PairBars, pair: P
         minute_bars, minute_pair = shown.bars, shown.pair
     render_downloads(bars, pair, minute_table(minute_bars, minute_pair), controls.tz,
                      f"{controls.y}-{controls.x}-{controls.timeframe}",
-                     None if page.universe is None else lambda: page.universe_view(bars).bars)
+                     None if page.universe is None else lambda: page.universe_view(bars, wait=True).bars)
 
 
 def render_feed_tab(service: Service, tz: str) -> None:
