@@ -17,9 +17,13 @@ must name the dashboard in its ``Host`` header (``QUANT_ALLOWED_HOSTS``, default
 another site that rebinds its own name to 127.0.0.1 gets nothing (see README, Security).
 """
 
+import functools
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import streamlit as st
@@ -40,12 +44,36 @@ STATE = appstate.AppState.build(pushed=True)
 appstate.install(STATE)
 
 
+def _end_streams_first(previous: Callable[[int, FrameType | None], Any], signum: int,
+                       frame: FrameType | None) -> None:
+    STATE.board.close()
+    previous(signum, frame)
+
+
+def _end_streams_on_exit_signals() -> None:
+    """On SIGINT/SIGTERM, end the pages' live streams before uvicorn's own handler runs.
+
+    uvicorn shuts down only once every open response has ended, and a page's event stream
+    (``/live/events``) never ends by itself: with a browser open, Ctrl-C or SIGTERM left the server
+    waiting for it, feeds running, until a second Ctrl-C forced an exit. Installed at startup,
+    over uvicorn's handlers (it captures the signals while it serves and restores the process's
+    own afterwards, which drops these)."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            signal.signal(signum, functools.partial(_end_streams_first, previous))
+
+
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[dict[str, Any]]:
     """The server's lifetime is the feeds': stopped (writers flushed) when it shuts down."""
+    _end_streams_on_exit_signals()
     try:
         yield {"state": STATE}
     finally:
+        STATE.board.close()  # however the server stops
         STATE.stop()
 
 

@@ -6,7 +6,9 @@ Needs Debian's ``chromium`` (``.ci/run`` installs it); Playwright drives it via
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 
 
-@pytest.fixture(scope="module")
-def dashboard_url(tmp_path_factory) -> Iterator[str]:
+@contextlib.contextmanager
+def _dashboard(data_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`streamlit run server.py` on a simulated market (as `make run SOURCE=simulated`), up and healthy."""
     require_chromium()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANT_")}
-    env.update(QUANT_SOURCE="simulated", QUANT_SPEED="30", QUANT_DATA_DIR=str(tmp_path_factory.mktemp("data")))
+    env.update(QUANT_SOURCE="simulated", QUANT_SPEED="30", QUANT_DATA_DIR=str(data_dir))
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
          "--server.headless", "true"],
@@ -37,17 +40,35 @@ def dashboard_url(tmp_path_factory) -> Iterator[str]:
     try:
         eventually(lambda: server.poll() is None and healthy(url), timeout=60, interval=0.2,
                    message=lambda: f"streamlit did not come up: {server.poll()=}")
-        yield url
+        yield server, url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(tmp_path_factory) -> Iterator[str]:
+    with _dashboard(tmp_path_factory.mktemp("data")) as (_server, url):
+        yield url
+
+
+def _z_text(page) -> str:
+    """The live panel's Z-score as shown ("" while it is being drawn)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    z_value = page.locator("[data-live-field='z'] [data-live-value]")
+    try:
+        return z_value.inner_text(timeout=1_000) if z_value.count() else ""
+    except PlaywrightTimeout:  # re-rendered between the count and the read
+        return ""
 
 
 def test_dashboard_in_chromium(dashboard_url):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -61,13 +82,8 @@ def test_dashboard_in_chromium(dashboard_url):
             # Charts live in the browser and are extended in place (ui/live_chart.py).
             charts = page.locator(".live-chart .main-svg")
             # The live panel is pushed (Server-Sent Events) into a component: see ui/live.py.
-            z_value = page.locator("[data-live-field='z'] [data-live-value]")
-
             def z_text() -> str:
-                try:
-                    return z_value.inner_text(timeout=1_000) if z_value.count() else ""
-                except PlaywrightTimeout:  # re-rendered between the count and the read
-                    return ""
+                return _z_text(page)
 
             eventually(lambda: charts.count() >= 6 and z_text() not in ("", "—"), timeout=90, interval=0.5,
                        message=lambda: f"{charts.count()} charts, Z-score {z_text()!r}")
@@ -108,3 +124,26 @@ def test_dashboard_in_chromium(dashboard_url):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_ctrl_c_with_a_page_open_stops_the_server(tmp_path):
+    """Was: the server waited for the page's open event stream to end before stopping, so Ctrl-C
+    (or SIGTERM) with a browser open left it and its feeds running until a second Ctrl-C."""
+    from playwright.sync_api import sync_playwright
+
+    with _dashboard(tmp_path) as (server, url), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            eventually(lambda: _z_text(page) not in ("", "—"), timeout=90, interval=0.5,
+                       message="the live panel never showed a Z-score")  # its stream is open
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the server was still running 20 s after Ctrl-C with a page open")
+        finally:
+            browser.close()
+        output = server.stdout.read()
+        assert "Traceback" not in output, output

@@ -440,6 +440,33 @@ def test_one_page_cannot_open_unbounded_streams():
     assert board.open_stream("d" * 32)
 
 
+def test_a_stopping_server_ends_every_open_stream_and_opens_no_new_one():
+    """Was: uvicorn waits for open responses before it stops, and a page's stream never ended, so
+    Ctrl-C with a browser open left the server (and its feeds) running."""
+    board = live.LiveBoard()
+    board.register("f" * 32, _Service(CONTEXT), _query())
+
+    async def stopped_mid_stream() -> None:
+        scope = {"type": "http", "method": "GET", "path": "/live/events",
+                 "query_string": ("token=" + "f" * 32).encode(), "headers": []}
+        response = await live.events(board)(Request(scope, _never_disconnects))
+        stream, chunks = response.body_iterator, []
+        while not any(chunk.startswith("data: ") for chunk in chunks):
+            chunks.append(await asyncio.wait_for(anext(stream), 5))
+        board.close()
+        # Bounded: the stream must end within a few polls; a stream that never does times out here.
+        await asyncio.wait_for(_drain(stream), 5)
+
+    asyncio.run(stopped_mid_stream())
+    assert board.get("f" * 32) is None
+    response = _get(live.events(board), "token=" + "f" * 32)
+    assert response.status_code == 503 and response.body == b"the server is stopping"
+
+
+async def _drain(stream) -> list[str]:
+    return [chunk async for chunk in stream]
+
+
 def test_the_chart_script_and_plotly_are_served():
     script = _get(live.chart_script)
     assert script.status_code == 200 and b"export function render" in script.body

@@ -257,6 +257,16 @@ class LiveBoard:
     def __init__(self) -> None:
         self._boards: dict[str, _Board] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """The server is stopping: every stream ends at its next poll and no new one opens (the
+        server waits for open responses before it stops, and a stream never ends by itself)."""
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     def register(self, token: str, service: Service, query: ViewQuery) -> None:
         """The page ``token`` shows ``query``'s pair from ``service`` (called on every page run)."""
@@ -272,6 +282,9 @@ class LiveBoard:
                 del self._boards[stale]
 
     def get(self, token: str) -> _Board | None:
+        """The page ``token``'s board; None if unknown, idle too long, or the server is stopping."""
+        if self._closed.is_set():
+            return None
         with self._lock:
             board = self._boards.get(token)
             if board is not None and time.monotonic() - board.updated > IDLE_S:
@@ -297,6 +310,8 @@ def events(board: LiveBoard) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint of ``GET /live/events``: Server-Sent Events of one page's live panel (see the module docstring)."""
 
     async def endpoint(request: Request) -> Response:
+        if board.closed:
+            return PlainTextResponse("the server is stopping", status_code=503)
         token = request.query_params.get("token", "")
         if not TOKEN_RE.fullmatch(token) or board.get(token) is None:
             return PlainTextResponse("unknown page", status_code=404)
