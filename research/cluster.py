@@ -20,18 +20,23 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from config import ConfigError, parse_scheduler
+from research.scan import ScanCancelled
+
+log = logging.getLogger(__name__)
 
 # Dask's own logs: a local cluster's routine noise (a worker slow to stop under load, "killing")
 # is WARNING; what breaks a scan reaches the caller as an exception anyway.
 _QUIET = logging.ERROR
 CONNECT_TIMEOUT_S = 20.0
+POLL_S = 0.05  # how often a local cluster's start is checked for a cancel, and its cancelled workers killed
+ABORT_WAIT_S = 5.0  # how long a cancelled local start may take to give up once its workers are killed
 # The nanny's setting that exports MALLOC_TRIM_THRESHOLD_ to its worker (None: not exported).
 MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
@@ -60,25 +65,34 @@ class IgnoreInterrupts(WorkerPlugin):
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored while the local cluster starts: the spawned workers inherit the disposition,
-    which covers them until :class:`IgnoreInterrupts` runs; the previous handler returns after."""
-    if threading.current_thread() is not threading.main_thread():
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it starts the thread that starts a local cluster: Dask's loop
+    thread and the threads that spawn the worker processes inherit the mask, and so do the worker
+    processes (a blocked signal stays blocked across fork and exec), which a terminal's Ctrl-C then
+    never reaches, even before :class:`IgnoreInterrupts` runs in them. Unlike ignoring SIGINT in the
+    whole process, this leaves the caller's own Ctrl-C working while the cluster starts."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: IgnoreInterrupts alone
         yield
         return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextlib.contextmanager
-def open_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Client]:
+def open_client(scheduler: str | None = None, workers: int | None = None, *,
+                cancel: threading.Event | None = None) -> Iterator[Client]:
     """A Dask client on the scheduler at ``scheduler`` (``tcp://HOST:PORT``), else on a local cluster of
     ``workers`` processes (default :func:`default_workers`), one thread each. Closed on exit, the local
     cluster with it. ConfigError naming the setting for a bad address or worker count; OSError
-    (naming the address) when nothing answers there within :data:`CONNECT_TIMEOUT_S` seconds."""
+    (naming the address) when nothing answers there within :data:`CONNECT_TIMEOUT_S` seconds.
+
+    A local cluster is cancelled at once: ``cancel`` set (or Ctrl-C in the main thread) while it starts
+    kills its worker processes and raises :class:`research.scan.ScanCancelled`; ``cancel`` set when the
+    caller's block ends, or the block raising (a cancelled or failed run), kills them before the cluster
+    closes rather than waiting for the blocks they run."""
     if scheduler is not None:
         address = parse_scheduler(scheduler)
         if workers is not None:
@@ -95,26 +109,125 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     count = default_workers() if workers is None else workers
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 256:
         raise ConfigError(f"workers: {workers!r} must be a whole number of worker processes between 1 and 256")
-    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers to hand freed memory back to the OS; setting
-    # it turns off glibc's adaptive mmap threshold, so every array over 128 kB is a fresh mmap, faulted in and
-    # zeroed page by page: the scan's blocks ran 1.5-2x slower (bench/research_scan.py). A worker's memory
-    # is bounded by its block instead (README: peak RSS per worker).
-    with _sigint_ignored(), dask.config.set({MALLOC_TRIM: None}):
-        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
+    cancel = threading.Event() if cancel is None else cancel
+    cluster = _start_local(count, cancel)
+    kill = True  # unless the caller's block ends normally, not cancelled: then the workers are closed gently
     try:
         client = Client(cluster, set_as_default=False)
-    except BaseException:
-        with _teardown_quiet():
-            cluster.close()
-        raise
-    try:
-        client.register_plugin(IgnoreInterrupts())
-        yield client
+        try:
+            client.register_plugin(IgnoreInterrupts())
+            yield client
+            kill = cancel.is_set()
+        finally:
+            with _teardown_quiet():
+                client.close()
     finally:
-        with _teardown_quiet():
-            client.close()
+        _close(cluster, kill=kill)
+
+
+class _Cluster(LocalCluster):
+    """A LocalCluster that hands itself to ``seen`` before it starts: its constructor returns only once
+    every worker has joined, and a cancelled start needs the cluster to kill its worker processes."""
+
+    def __init__(self, seen: Callable[[LocalCluster], None], **options: Any) -> None:
+        seen(self)
+        super().__init__(**options)
+
+
+def _start_local(count: int, cancel: threading.Event) -> LocalCluster:
+    """A started local cluster of ``count`` worker processes; ScanCancelled once ``cancel`` is set (or
+    Ctrl-C interrupts the main thread) while it starts, its worker processes killed and the start given
+    up within :data:`ABORT_WAIT_S` seconds (a start takes ~25 s on a loaded machine).
+
+    The start runs in a thread of its own so that this one can watch ``cancel`` (and see Ctrl-C)."""
+    made: list[LocalCluster] = []
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+
+    def start() -> None:
+        # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers to hand freed memory back to the OS; setting
+        # it turns off glibc's adaptive mmap threshold, so every array over 128 kB is a fresh mmap, faulted in and
+        # zeroed page by page: the scan's blocks ran 1.5-2x slower (bench/research_scan.py). A worker's memory
+        # is bounded by its block instead (README: peak RSS per worker).
+        try:
+            with dask.config.set({MALLOC_TRIM: None}):
+                outcome["cluster"] = _Cluster(made.append, n_workers=count, threads_per_worker=1, processes=True,
+                                              host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=_QUIET)
+        except BaseException as exc:  # handed to the waiting thread, which raises it or reports the cancel
+            outcome["error"] = exc
+        finally:
+            started.set()
+
+    with _sigint_blocked():
+        threading.Thread(target=start, daemon=True, name="local-cluster-start").start()
+    try:
+        while not started.wait(POLL_S) and not cancel.is_set():
+            pass
+    except KeyboardInterrupt:  # Ctrl-C in the CLI while the cluster starts
+        cancel.set()
+    if not cancel.is_set():
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["cluster"]
+    with _teardown_quiet():
+        reaper = _Reaper(made)
+        try:
+            # The nannies' starts fail once their worker processes are killed, and the constructor closes the rest.
+            if not started.wait(ABORT_WAIT_S):
+                log.warning("the local cluster's start did not give up within %.0f s of the cancel; it ends "
+                            "in the background", ABORT_WAIT_S)
+        finally:
+            reaper.stop()
+        if "cluster" in outcome:  # it started just as the cancel came
+            _close(outcome["cluster"], kill=True)
+    raise ScanCancelled("the local cluster was still starting: no pair ran, nothing stored")
+
+
+class _Reaper:
+    """Kills the worker processes of ``clusters`` every :data:`POLL_S` seconds, in a thread, until stopped:
+    a nanny restarts a killed worker, and a cluster starting or closing waits for each worker it has."""
+
+    def __init__(self, clusters: list[LocalCluster]) -> None:
+        self._clusters = clusters
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="local-cluster-reaper")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            for cluster in list(self._clusters):
+                for pid in _worker_pids(cluster):
+                    with contextlib.suppress(OSError):  # it has just ended
+                        os.kill(pid, signal.SIGKILL)
+            if self._stopped.wait(POLL_S):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(ABORT_WAIT_S)
+
+
+def _worker_pids(cluster: LocalCluster) -> list[int]:
+    """The live worker processes of ``cluster``'s nannies, those still starting included (Dask lists a
+    nanny in ``cluster.workers`` only once every worker has joined; its ``_created`` holds each from the
+    moment it is made)."""
+    try:
+        nannies = list(getattr(cluster, "_created", ()))
+    except RuntimeError:  # the cluster's loop made another meanwhile: the next round sees it
+        return []
+    return [pid for nanny in nannies if isinstance(pid := getattr(nanny, "pid", None), int)]
+
+
+def _close(cluster: LocalCluster, *, kill: bool) -> None:
+    """Close a local cluster; ``kill``: its worker processes killed first (a cancelled or failed run
+    needs nothing from them, and a gentle close waits seconds for a worker busy with a block)."""
+    with _teardown_quiet():
+        reaper = _Reaper([cluster]) if kill else None
+        try:
             cluster.close()
+        finally:
+            if reaper is not None:
+                reaper.stop()
 
 
 @contextlib.contextmanager
