@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from research.jobs import CANCELLED, DONE, JobRunner, JobStatus
 from research.request import ResearchRequest, plan
 from research.scan import ScanCancelled
 from storage.research import ResearchStore
-from testkit.held_start import GATE_ENV, PRELOAD, held_pids
+from testkit.held_start import GATE_ENV, HOLD_S, PRELOAD, held_pids
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
 from ui import appstate
@@ -201,3 +202,36 @@ def test_ctrl_c_while_the_local_cluster_starts_exits_130_at_once(store_root, tmp
     eventually(lambda: not any(alive(p) for p in pids), timeout=ENDED_S,
                message=lambda: f"worker processes left: {[p for p in pids if alive(p)]}")
     assert not results.exists() or not any(results.iterdir())
+
+
+def test_a_cancel_while_connecting_to_a_scheduler_that_does_not_answer_ends_at_once(monkeypatch):
+    """A scheduler address where something accepts the connection and never answers: the connect would wait
+    CONNECT_TIMEOUT_S; the cancel ends it at once."""
+    import research.cluster
+
+    monkeypatch.setattr(research.cluster, "CONNECT_TIMEOUT_S", 2 * HOLD_S)
+    cancel = threading.Event()
+    outcome: dict[str, BaseException] = {}
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        mute.settimeout(60)
+        address = f"tcp://127.0.0.1:{mute.getsockname()[1]}"
+
+        def connect() -> None:
+            try:
+                with open_client(address, cancel=cancel):
+                    pass
+            except BaseException as exc:  # handed to the test
+                outcome["error"] = exc
+
+        connecting = threading.Thread(target=connect, daemon=True)
+        connecting.start()
+        accepted, _ = mute.accept()  # the client is waiting for the scheduler's answer
+        with accepted:
+            cancel.set()
+            connecting.join(ENDED_S)
+            assert not connecting.is_alive(), "open_client waited for the scheduler's answer"
+    error = outcome.get("error")
+    assert isinstance(error, ScanCancelled), outcome
+    assert str(error) == f"still connecting to the scheduler at {address}: no pair ran, nothing stored"
