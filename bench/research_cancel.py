@@ -34,7 +34,7 @@ from domain import Market, Timeframe
 from research.jobs import JobRunner
 from research.request import ResearchRequest, plan
 from storage.research import ResearchStore
-from testkit.held_start import GATE_ENV, PRELOAD, held_pids
+from testkit.held_start import GATE_ENV, PRELOAD, child_pids, held_pids
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
 
@@ -44,22 +44,6 @@ MINUTE = Timeframe.of("1m")
 
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
-
-
-def child_pids() -> set[int]:
-    """This process's live child processes (multiprocessing's resource tracker aside)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat, command = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"resource_tracker" not in command:
-            found.add(int(entry.name))
-    return found
 
 
 def cancelled(runner: JobRunner, token: str, before: set[int]) -> tuple[float, float]:

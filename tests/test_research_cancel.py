@@ -28,7 +28,7 @@ from research.jobs import CANCELLED, DONE, JobRunner, JobStatus
 from research.request import ResearchRequest, plan
 from research.scan import ScanCancelled
 from storage.research import ResearchStore
-from testkit.held_start import GATE_ENV, HOLD_S, PRELOAD, held_pids
+from testkit.held_start import GATE_ENV, HOLD_S, PRELOAD, alive, child_pids, held_pids
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
 from ui import appstate
@@ -52,33 +52,6 @@ def store_root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def request_of(root: str) -> ResearchRequest:
     return ResearchRequest("scan", root, Market.SPOT, MINUTE, JAN, JAN + BARS * MINUTE.ms, block_size=1)
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie does not), read from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"  # the state follows the parenthesised command name
-
-
-def children() -> set[int]:
-    """This process's live child processes, multiprocessing's resource tracker aside (it outlives every
-    cluster); Dask's local worker processes are children of the process that starts the cluster."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:  # it ended meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"resource_tracker" not in command:
-            found.add(int(entry.name))
-    return found
 
 
 @contextlib.contextmanager
@@ -105,13 +78,13 @@ def ended(runner: JobRunner, timeout: float = ENDED_S) -> JobStatus:
 
 
 def gone(pids: list[int], before: set[int]) -> None:
-    eventually(lambda: not any(alive(p) for p in pids) and children() <= before, timeout=ENDED_S,
-               message=lambda: f"worker processes left: {[p for p in pids if alive(p)]}, {children() - before}")
+    eventually(lambda: not any(alive(p) for p in pids) and child_pids() <= before, timeout=ENDED_S,
+               message=lambda: f"worker processes left: {[p for p in pids if alive(p)]}, {child_pids() - before}")
 
 
 def test_a_job_cancelled_while_its_local_cluster_starts_ends_at_once_and_the_next_one_runs(
         store_root, tmp_path, monkeypatch):
-    before = children()
+    before = child_pids()
     runner = JobRunner()
     results = tmp_path / "runs"
     with held(tmp_path / "gate", monkeypatch):
@@ -135,7 +108,7 @@ def test_a_job_cancelled_while_its_local_cluster_starts_ends_at_once_and_the_nex
 
 def test_the_servers_shutdown_while_the_local_cluster_starts_returns_without_a_warning(
         store_root, tmp_path, monkeypatch, caplog):
-    before = children()
+    before = child_pids()
     runner = JobRunner()
     state = replace(appstate.AppState.build(pushed=False, max_feeds=1), jobs=runner)
     threads = set(threading.enumerate())
@@ -154,7 +127,7 @@ def test_the_servers_shutdown_while_the_local_cluster_starts_returns_without_a_w
 
 
 def test_open_client_gives_up_a_cancelled_local_start_and_kills_its_workers(tmp_path, monkeypatch):
-    before = children()
+    before = child_pids()
     cancel = threading.Event()
     outcome: dict[str, BaseException] = {}
 
