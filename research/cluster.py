@@ -11,6 +11,11 @@ BLAS thread per worker is also what makes results bit-identical across workers a
 same setting's ``MALLOC_TRIM_THRESHOLD_`` is left out of a local cluster's workers (see
 :func:`open_client`); start remote workers without it as well
 (``DASK_CONFIG=docs/dask-worker.yaml dask worker tcp://HOST:8786``).
+
+A cancel (:func:`open_client`'s ``cancel``, or Ctrl-C in the CLI) takes effect at once in every
+phase: a local cluster still starting (~25 s on a loaded machine) has its worker processes killed and
+the start given up, a connect to a scheduler is dropped, and a cancelled run's local workers are
+killed rather than waited for when the cluster closes.
 """
 
 from __future__ import annotations
@@ -68,8 +73,8 @@ class IgnoreInterrupts(WorkerPlugin):
 
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked in this thread while it starts the thread that starts a local cluster: Dask's loop
-    thread and the threads that spawn the worker processes inherit the mask, and so do the worker
+    """SIGINT blocked in this thread while it starts another (the one that starts a local cluster): Dask's
+    loop thread and the threads that spawn the worker processes inherit the mask, and so do the worker
     processes (a blocked signal stays blocked across fork and exec), which a terminal's Ctrl-C then
     never reaches, even before :class:`IgnoreInterrupts` runs in them. Unlike ignoring SIGINT in the
     whole process, this leaves the caller's own Ctrl-C working while the cluster starts."""
