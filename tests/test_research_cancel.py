@@ -147,6 +147,8 @@ def test_open_client_gives_up_a_cancelled_local_start_and_kills_its_workers(tmp_
     assert not starter.is_alive(), "open_client waited for the held start"
     assert isinstance(outcome.get("error"), ScanCancelled), outcome
     gone(pids, before)
+    eventually(lambda: not [t for t in threading.enumerate() if t.name.startswith("local-cluster-")], timeout=ENDED_S,
+               message=lambda: f"threads left: {threading.enumerate()}")  # the start's and the killer's
 
 
 def test_ctrl_c_while_the_local_cluster_starts_exits_130_at_once(store_root, tmp_path):
