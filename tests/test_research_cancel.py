@@ -83,7 +83,8 @@ def gone(pids: list[int], before: set[int]) -> None:
 
 
 def test_a_job_cancelled_while_its_local_cluster_starts_ends_at_once_and_the_next_one_runs(
-        store_root, tmp_path, monkeypatch):
+        store_root, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
     before = child_pids()
     runner = JobRunner()
     results = tmp_path / "runs"
@@ -104,6 +105,8 @@ def test_a_job_cancelled_while_its_local_cluster_starts_ends_at_once_and_the_nex
     status = ended(runner, timeout=300)
     assert status.state == DONE and status.run is not None, status
     assert [p.name for p in results.iterdir()] == [status.run]
+    logged = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not logged, logged  # the killed start logs nothing: no traceback, no warning
 
 
 def test_the_servers_shutdown_while_the_local_cluster_starts_returns_without_a_warning(
