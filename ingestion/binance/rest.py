@@ -270,7 +270,8 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
 
     ``fundingRate`` is a decimal fraction per funding interval (positive: longs pay shorts),
     ``fundingTime`` UTC epoch ms, ``markPrice`` the mark price it was charged at (older rows have
-    ``""`` or none: kept as None). A row that is not such an object, names another symbol, has a
+    ``""`` or none: kept as None). The row before listed again alike (time, rate and mark) is taken
+    once. A row that is not such an object, names another symbol, has a
     time outside the range asked for or not after the row before, a rate that is not a finite
     decimal string below 100 % in size, or a mark that is not a positive decimal string, is refused
     alone, named in :attr:`FundingPage.problems`, and not stored. A reply that is not a list, or has
@@ -285,6 +286,8 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
         when = row.get("fundingTime") if isinstance(row, dict) else None
         when = when if type(when) is int and 0 < when <= MAX_ID else None
         last_ms = when
+        if rates and when == rates[-1].funding_ms and _same_event(row, rates[-1]):
+            continue  # the event before listed again, alike: nothing new (a refetched event is stored once too)
         problem = _funding_problem(row, symbol, when, start_ms, end_ms, rates[-1].funding_ms if rates else None)
         if problem is not None:
             problems.append((when, f"{where} {problem}: {excerpt(row, 160)}; not stored"))
@@ -293,6 +296,16 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
         mark = row.get("markPrice")
         rates.append(FundingRate(symbol, when, float(row["fundingRate"]), None if mark in (None, "") else float(mark)))
     return FundingPage(tuple(rates), tuple(problems), last_ms, len(rows))
+
+
+def _same_event(row: object, event: FundingRate) -> bool:
+    """Whether ``row`` (a ``fundingRate`` row at ``event``'s time) lists ``event`` again: the same symbol,
+    rate and mark (both without a mark alike)."""
+    if not isinstance(row, dict) or row.get("symbol") != event.symbol:
+        return False
+    mark = row.get("markPrice")
+    return finite_decimal(row.get("fundingRate")) == event.rate and (
+        event.mark is None if mark in (None, "") else finite_decimal(mark) == event.mark)
 
 
 def _funding_problem(row: object, symbol: str, when: int | None, start_ms: int, end_ms: int,
