@@ -176,3 +176,30 @@ def test_offline_sources_keep_their_typed_symbols(monkeypatch):
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception and at.text_input(key="symbols").value == "BTCUSDT,ETHUSDT"
     assert not [w for w in at.sidebar.warning if "symbol list" in w.value]
+
+
+def test_a_pasted_list_longer_than_a_page_watches_adds_up_to_the_cap_and_refuses_the_rest_in_few_lines(
+        live, monkeypatch):
+    """A whole exchange's list pasted (hundreds of names, duplicates, both cases, commas and newlines):
+    the legs fill the page's cap and the rest are refused in one line naming them, not added to a
+    selection the page then refuses whole (``watch at most 200``, leaving hundreds of chips to remove
+    by hand); hundreds of unknown names are told in a few lines, not one red box each."""
+    import ui.universe
+
+    _fake, rest = live
+    monkeypatch.setattr(ui.universe, "MAX_SYMBOLS", 10)  # the cap (200) shrunk: each watched leg is a stream
+    listed = [FakeListing(f"C{i:02d}USDT", 1e6 - i) for i in range(20)]
+    other_venue(monkeypatch, Market.SPOT, rest.url, [*LISTINGS, *listed])
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    names = [x.symbol for x in listed]
+    at.text_input(key="universe_paste_binance").input(",".join(f"NOPE{i}USDT" for i in range(40)) + ",ETH;DROP").run()
+    errors = sidebar_errors(at)
+    assert errors[:2] == ["Refused: NOPE0USDT is not listed on Binance spot",
+                          "Refused: NOPE1USDT is not listed on Binance spot"]
+    assert len(errors) == 11 and errors[-1] == "Refused: 31 more (not listed, not trading or not leg names)"
+    pasted = ",".join(names[:4]) + "\n" + "\n".join(n.lower() for n in names) + ",\nNOPEUSDT"
+    at.text_input(key="universe_paste_binance").input(pasted).run()
+    assert not at.exception
+    assert picker(at).value == ["BTCUSDT", "ETHUSDT", *names[:8]]
+    assert sidebar_errors(at) == [
+        "Refused: C08USDT, C09USDT, C10USDT and 10 more: at most 10 symbols are watched on one page"]

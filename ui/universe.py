@@ -32,6 +32,8 @@ from ui.plain import plain
 log = logging.getLogger(__name__)
 
 TOP_N_DEFAULT = 10
+REFUSALS_SHOWN = 10  # refused pasted names told one by one; the rest in one line (a pasted list may hold hundreds)
+OVER_CAP_NAMED = 3  # legs over the page's cap named in its one line
 VENUE_NAMES = {Market.SPOT: "Binance spot", Market.USDM: "Binance USDⓈ-M futures"}
 
 
@@ -98,10 +100,13 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
     """The paste box's callback: add the listed, trading legs; refuse the others by name.
 
     A leg is taken as written (``ETHUSDT`` spot, ``ETHUSDT.P`` perpetual, on either page): a leg of the
-    other Binance venue (a pair across venues, e.g. the basis) is checked against that venue's listing."""
+    other Binance venue (a pair across venues, e.g. the basis) is checked against that venue's listing.
+    Legs beyond the page's cap (:data:`service.MAX_SYMBOLS`) are refused in one line naming them: the
+    selection stays one the page watches, not one it refuses whole."""
     raw = st.session_state.get(_key(source, "paste"), "")
     wanted = list(st.session_state.get(_key(source, "watched"), []))
     refused: list[str] = []
+    over: list[str] = []
     for item in raw.replace("\n", ",").split(","):
         if not item.strip():
             continue
@@ -109,6 +114,11 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
             leg = Leg.parse(item.strip())
         except ValueError as exc:
             refused.append(str(exc))
+            continue
+        if leg.name in wanted:
+            continue
+        if len(wanted) >= MAX_SYMBOLS:
+            over.append(leg.name)  # not checked against a listing: it would not be watched anyway
             continue
         listing: Universe | None = universe
         if leg.market is not universe.market:
@@ -121,8 +131,15 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
         problem = None if listing is None else listing.problems([leg.symbol]).get(leg.symbol)
         if problem is not None:
             refused.append(problem)
-        elif leg.name not in wanted:
+        else:
             wanted.append(leg.name)
+    over = list(dict.fromkeys(over))
+    if over:
+        more = f" and {len(over) - OVER_CAP_NAMED} more" if len(over) > OVER_CAP_NAMED else ""
+        refused.insert(0, f"{', '.join(over[:OVER_CAP_NAMED])}{more}: at most {MAX_SYMBOLS} symbols are watched "
+                          "on one page")
+    if len(refused) > REFUSALS_SHOWN + 1:
+        refused[REFUSALS_SHOWN:] = [f"{len(refused) - REFUSALS_SHOWN} more (not listed, not trading or not leg names)"]
     st.session_state[_key(source, "watched")] = wanted
     st.session_state[_key(source, "paste")] = ""
     st.session_state[_key(source, "refused")] = refused
