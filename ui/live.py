@@ -127,7 +127,7 @@ class Funding:
     def text(self) -> str:
         """One line, e.g. ``BTCUSDT.P funding +0.0100 % (longs pay shorts) · next in 2 h 05 min ·
         mark 89,806.80 · index 89,811.54``; ``BTCUSDT.P funding —`` before the first update."""
-        if self.rate_pct is None or self.in_s is None:
+        if self.rate_pct is None or self.in_s is None or self.mark is None or self.index is None:
             return f"{self.symbol} funding {NONE}"
         due = "next now" if self.in_s <= 0 else f"next in {countdown(self.in_s)}"
         return (f"{self.symbol} funding {self.rate_pct:+.4f} % ({self.payer}) · {due} · "
