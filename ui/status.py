@@ -29,6 +29,23 @@ def feed_is_failing(status: FeedStatus) -> bool:
     return status.state is FeedState.STOPPED and status.last_error is not None
 
 
+def partial_outage(status: FeedStatus) -> str | None:
+    """What a page must say when some of a split feed's connections are down while others flow (the feed
+    is connected and its last tick recent, yet the down connections' legs get nothing): how many, and the
+    error naming the first one's symbols; None when all are up, or all are down (:func:`feed_is_failing`)."""
+    if status.connections is None or status.state is not FeedState.CONNECTED:
+        return None
+    up, total = status.connections
+    down = total - up
+    if down <= 0:
+        return None
+    if down == 1:
+        head = f"1 of {total} connections is down; no trades arrive for its legs until it is back"
+    else:
+        head = f"{down} of {total} connections are down; no trades arrive for their legs until they are back"
+    return f"{head}: {status.last_error or 'no error reported yet'}"
+
+
 def render_storage_problem(status: FeedStatus) -> None:
     """A banner when what arrives is not being stored (or only with delay); a note when another process stores it."""
     if status.storage_state is StorageState.FAILED:

@@ -14,10 +14,11 @@ dropped connection exactly as before, while the other connections keep flowing.
 
 Symbols added at runtime go to the first connection with room, or a new one; a connection whose
 symbols are all removed is closed. The feed's status aggregates: connected while any connection
-is, the count of connections up (``2/3 connections up``) and the error of one that is down.
+is, the count of connections up (``2/3 connections up``) and the error of one that is down, naming
+its symbols (``connection 2/3 (BNBUSDT, XRPUSDT, ADAUSDT): …``).
 
 A connection whose thread crashes (a bug, not a network error: those it rides out itself) is
-reported — an error feed event naming its symbols, and the feed's error ``connection 2/3:
+reported — an error feed event naming its symbols, and the feed's error ``connection 2/3 (BNBUSDT, …):
 connection crashed: …; restarting in 1.2 s`` while it is down — and started again on a fresh
 connection after the delays of its own reconnect backoff (``--backoff-initial`` doubling up to
 ``--backoff-max``, jittered), for as long as the feed runs: its symbols are never left silent for
@@ -48,6 +49,13 @@ STOP_JOIN_S = 10.0  # how long stopping waits for all connections together to cl
 # its issue #17), however few streams it names: the ``streams=`` part of each connection's URL is kept
 # below this, leaving room for the base (``wss://stream.binance.com:9443/stream?streams=`` is 45).
 MAX_STREAMS_CHARS = 7_900
+NAMED_SYMBOLS = 5  # symbols of a connection named in the feed's error (the rest counted)
+
+
+def split_names(symbols: tuple[str, ...]) -> str:
+    """The first :data:`NAMED_SYMBOLS` of ``symbols`` and how many more: ``BNBUSDT, XRPUSDT and 98 more``."""
+    named = ", ".join(symbols[:NAMED_SYMBOLS])
+    return named if len(symbols) <= NAMED_SYMBOLS else f"{named} and {len(symbols) - NAMED_SYMBOLS} more"
 
 
 class _LockedSink:
@@ -279,7 +287,10 @@ class BinanceFeed:
         error = None
         if erred:
             number, part = erred[0]
-            error = part.last_error if total == 1 else f"connection {number}/{total}: {part.last_error}"
+            # Which legs it carries: while the others flow the feed is "connected" and its last tick recent,
+            # so this error is all that tells a desk which legs get no trades.
+            error = part.last_error if total == 1 else \
+                f"connection {number}/{total} ({split_names(shards[number - 1].source.symbols)}): {part.last_error}"
         since = [part.connected_since_ms for part in parts if part.connected_since_ms is not None]
         heard = [part.last_message_mono for part in parts if part.last_message_mono is not None]
         return SourceStats(
