@@ -151,11 +151,21 @@ def _other_universes(legs: Iterable[str], home: Universe, feed: FeedSettings) ->
     universes: dict[Market, Universe | None] = {home.market: home}
     for market in {Leg.parse(name).market for name in legs} - {home.market}:
         try:
-            universes[market] = market_universe(market, feed)
+            universes[market] = other = market_universe(market, feed)
         except (RestError, OSError) as exc:
             universes[market] = None
             st.sidebar.caption(f"Cannot check the {VENUE_NAMES[market]} legs against its symbol list: {plain(exc)}.")
+            continue
+        if other is not None:  # its legs are flagged by the last good list: say so, as for the page's own
+            _say_stale(other, f"{VENUE_NAMES[market]} symbol list")
     return universes
+
+
+def _say_stale(universe: Universe, what: str) -> None:
+    """A sidebar caption when ``universe`` is the last good list because refreshing it failed: how old, and why."""
+    if universe.stale is not None:
+        age_min = max(0, (now_ms() - universe.fetched_ms) // 60_000)
+        st.sidebar.caption(f"{what} from {age_min} min ago: refreshing it failed ({plain(universe.stale)}).")
 
 
 def _first_legs(source: str, configured: tuple[str, ...]) -> tuple[str, ...]:
@@ -181,9 +191,7 @@ def pick_symbols(feed: FeedSettings, source: str) -> tuple[str, ...] | None:
         return symbol_controls(feed.symbols, source=spec.name)
     if universe is None:
         return symbol_controls(feed.symbols, source=spec.name)
-    if universe.stale is not None:
-        age_min = max(0, (now_ms() - universe.fetched_ms) // 60_000)
-        st.sidebar.caption(f"Symbol list from {age_min} min ago: refreshing it failed ({plain(universe.stale)}).")
+    _say_stale(universe, "Symbol list")
     watched_key = _key(source, "watched")
     if watched_key not in st.session_state:
         st.session_state[watched_key] = list(_first_legs(source, feed.symbols))
