@@ -197,7 +197,7 @@ def test_a_pasted_list_longer_than_a_page_watches_adds_up_to_the_cap_and_refuses
     errors = sidebar_errors(at)
     assert errors[:2] == ["Refused: NOPE0USDT is not listed on Binance spot",
                           "Refused: NOPE1USDT is not listed on Binance spot"]
-    assert len(errors) == 11 and errors[-1] == "Refused: 31 more (not listed, not trading or not leg names)"
+    assert len(errors) == 11 and errors[-1] == "Refused: 31 more (only the first 10 are named)"
     pasted = ",".join(names[:4]) + "\n" + "\n".join(n.lower() for n in names) + ",\nNOPEUSDT"
     at.text_input(key="universe_paste_binance").input(pasted).run()
     assert not at.exception

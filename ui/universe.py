@@ -139,7 +139,7 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
         refused.insert(0, f"{', '.join(over[:OVER_CAP_NAMED])}{more}: at most {MAX_SYMBOLS} symbols are watched "
                           "on one page")
     if len(refused) > REFUSALS_SHOWN + 1:
-        refused[REFUSALS_SHOWN:] = [f"{len(refused) - REFUSALS_SHOWN} more (not listed, not trading or not leg names)"]
+        refused[REFUSALS_SHOWN:] = [f"{len(refused) - REFUSALS_SHOWN} more (only the first {REFUSALS_SHOWN} are named)"]
     st.session_state[_key(source, "watched")] = wanted
     st.session_state[_key(source, "paste")] = ""
     st.session_state[_key(source, "refused")] = refused
