@@ -307,3 +307,50 @@ def test_a_crashed_connection_is_reported_and_started_again_and_its_gap_backfill
             service.stop()
     assert sorted(events(service, EventKind.GAP)) == [(s, "first_missing=6 count=5") for s in sorted(SYMBOLS[3:6])]
     assert stored(service) == {symbol: list(range(1, 16)) for symbol in SYMBOLS}  # complete, each once
+
+
+class AlwaysCrashing(BinanceSource):
+    """A connection with a bug that crashes at once, every time (counting one message first)."""
+
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        self.stats.messages += 1
+        self.stats.reconnects += 1
+        raise RuntimeError("a bug in the connection")
+
+
+class QuietSink:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def on_trade(self, trade) -> None: ...
+    def on_non_market(self, symbol, trade_id) -> None: ...
+    def on_mark_price(self, mark) -> None: ...
+    def on_event(self, event) -> None:
+        self.events.append(event)
+
+
+def test_a_connection_crashing_again_and_again_keeps_its_counts_not_every_crashed_connection():
+    """A bug that crashes a connection at every start restarts it for as long as the feed runs (its
+    symbols must not stay silent): each crashed connection's counters still count in the feed's totals,
+    but the connection itself is not kept (each holds its URL, up to 8 K characters: a crash every
+    30 s for weeks held tens of thousands of them, all summed at every status read)."""
+    made: list[BinanceSource] = []
+
+    def make(group: tuple[str, ...]) -> BinanceSource:
+        made.append(AlwaysCrashing(group, "ws://127.0.0.1:9", venue=SMALL_SPOT, backoff_initial=0.001,
+                                   backoff_max=0.002))
+        return made[-1]
+
+    feed = BinanceFeed(SYMBOLS[:2], make, venue=SMALL_SPOT)
+    sink, stop = QuietSink(), threading.Event()
+    runner = threading.Thread(target=feed.run, args=(sink, stop), daemon=True)
+    runner.start()
+    try:
+        eventually(lambda: len(made) >= 30, timeout=20)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    stats = feed.stats
+    assert stats.messages == stats.reconnects == len(made)  # every crashed connection's counts, once
+    assert feed._retired == [] and len(sink.events) >= 29

@@ -84,6 +84,25 @@ class _LockedSink:
 
 
 @dataclass
+class _Closed:
+    """What connections no longer run counted (their share of the feed's totals), without keeping them."""
+
+    reconnects: int = 0
+    messages: int = 0
+    parse_errors: int = 0
+    unknown_messages: int = 0
+    connections_opened: int = 0
+
+    def add(self, source: BinanceSource) -> None:
+        stats = source.stats
+        self.reconnects += stats.reconnects
+        self.messages += stats.messages
+        self.parse_errors += stats.parse_errors
+        self.unknown_messages += stats.unknown_messages
+        self.connections_opened += source.connections_opened
+
+
+@dataclass
 class _Shard:
     """One connection's source, the event that stops it alone, and its thread once started."""
 
@@ -106,6 +125,7 @@ class BinanceFeed:
         self._lock = threading.Lock()  # guards _shards, _retired, _sink and _stopping
         self._shards: list[_Shard] = []
         self._retired: list[_Shard] = []  # emptied by set_symbols: stopping, joined at the end
+        self._crashed = _Closed()  # the counts of connections that crashed (a fresh one runs in their place)
         self._sink: _LockedSink | None = None
         self._stopping = False
         # Binance allows 300 connection attempts per 5 minutes per IP, however many connections: one budget.
@@ -143,7 +163,8 @@ class BinanceFeed:
     def connections_opened(self) -> int:
         """Connections opened so far, over every group (rollovers and reconnects included)."""
         with self._lock:
-            return sum(shard.source.connections_opened for shard in (*self._shards, *self._retired))
+            return self._crashed.connections_opened + sum(shard.source.connections_opened
+                                                          for shard in (*self._shards, *self._retired))
 
     def set_symbols(self, symbols: tuple[str, ...]) -> None:
         """Watch ``symbols`` from now on. A symbol already watched stays on its connection (it loses
@@ -249,7 +270,8 @@ class BinanceFeed:
             if self._stopping or shard.stop.is_set() or shard not in self._shards:
                 return False
             crashed = shard.source
-            self._retired.append(_Shard(crashed, threading.Event()))  # counted, never run again
+            # Its counts stay in the totals; not the connection itself (a crash loop would keep thousands).
+            self._crashed.add(crashed)
             shard.source = self._make(tuple(crashed.symbols))
             shard.source.budget = self.budget
             log.info("connection of %s restarted", ",".join(shard.source.symbols))
@@ -263,10 +285,11 @@ class BinanceFeed:
         the first one with an error), prefixed with which connection it is when there are several.
         The counters (messages, reconnects, errors) include the connections closed since, as a single
         connection's count from its start: a total never goes back (the engine's rates are deltas)."""
-        with self._lock:
-            shards = list(self._shards)
+        with self._lock:  # the sources of one moment: a restart swaps a shard's source and its counts together
+            sources = [shard.source for shard in self._shards]
             closed = [shard.source.stats for shard in self._retired]
-        parts = [shard.source.stats for shard in shards]
+            crashed = dataclasses.replace(self._crashed)
+        parts = [source.stats for source in sources]
         counted = parts + closed
         total = len(parts)
         up = sum(part.state is FeedState.CONNECTED for part in parts)
@@ -290,17 +313,17 @@ class BinanceFeed:
             # Which legs it carries: while the others flow the feed is "connected" and its last tick recent,
             # so this error is all that tells a desk which legs get no trades.
             error = part.last_error if total == 1 else \
-                f"connection {number}/{total} ({split_names(shards[number - 1].source.symbols)}): {part.last_error}"
+                f"connection {number}/{total} ({split_names(sources[number - 1].symbols)}): {part.last_error}"
         since = [part.connected_since_ms for part in parts if part.connected_since_ms is not None]
         heard = [part.last_message_mono for part in parts if part.last_message_mono is not None]
         return SourceStats(
             state=state,
             connected_since_ms=min(since) if since else None,
-            reconnects=sum(part.reconnects for part in counted),
-            messages=sum(part.messages for part in counted),
+            reconnects=crashed.reconnects + sum(part.reconnects for part in counted),
+            messages=crashed.messages + sum(part.messages for part in counted),
             last_message_mono=max(heard) if heard else None,
-            parse_errors=sum(part.parse_errors for part in counted),
-            unknown_messages=sum(part.unknown_messages for part in counted),
+            parse_errors=crashed.parse_errors + sum(part.parse_errors for part in counted),
+            unknown_messages=crashed.unknown_messages + sum(part.unknown_messages for part in counted),
             last_error=error,
             connections=total,
             connections_up=up,
