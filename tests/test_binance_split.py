@@ -77,6 +77,12 @@ def test_the_error_of_a_connection_down_names_the_symbols_it_leaves_silent():
     assert stats.state is FeedState.CONNECTED and (stats.connections_up, stats.connections) == (3, 4)
     assert stats.last_error == ("connection 2/4 (C03USDT, C04USDT, C05USDT): connect to ws://127.0.0.1:9 "
                                 "failed: HTTP 400")
+    assert stats.silent == ("C03USDT", "C04USDT", "C05USDT")
+    sources[2].stats.state = FeedState.CONNECTING  # its first attempt, not failed yet: not silent, only new
+    assert feed.stats.silent == ("C03USDT", "C04USDT", "C05USDT")
+    sources[0].stats.last_error = "malformed message: …"  # an error of a connection that is up
+    sources[1].stats.state = FeedState.CONNECTED
+    assert feed.stats.silent == () and feed.stats.last_error is not None
     wide = BinanceFeed(many, lambda group: BinanceSource(group, "ws://127.0.0.1:9", venue=SPOT))
     wide.set_symbols(many)
     [only] = [shard.source for shard in wide._shards]
@@ -88,12 +94,12 @@ def test_the_error_of_a_connection_down_names_the_symbols_it_leaves_silent():
 def test_a_page_says_which_legs_a_connection_down_leaves_silent():
     up = FeedStatus("binance", FeedState.CONNECTED, (), None, 0, 0.0, 0.0, None, 0.1, 0, 0, 0, 0, 0, 0,
                     "connection 2/4 (C03USDT, C04USDT, C05USDT): connect failed: HTTP 400", "LIVE Binance spot",
-                    connections=(3, 4))
-    assert partial_outage(up) == ("1 of 4 connections is down; no trades arrive for its legs until it is back: "
-                                  "connection 2/4 (C03USDT, C04USDT, C05USDT): connect failed: HTTP 400")
-    assert partial_outage(replace(up, connections=(2, 4))).startswith("2 of 4 connections are down; ")
-    assert partial_outage(replace(up, connections=(4, 4), last_error="an old error")) is None  # all up
-    assert partial_outage(replace(up, connections=None)) is None  # one connection: the feed's own state says it
+                    connections=(3, 4), silent=("C03USDT", "C04USDT", "C05USDT"))
+    assert partial_outage(up) == ("3/4 connections up; no trades arrive for C03USDT, C04USDT, C05USDT until "
+                                  "theirs is back. connection 2/4 (C03USDT, C04USDT, C05USDT): connect failed: "
+                                  "HTTP 400")
+    assert partial_outage(replace(up, silent=())) is None  # all up, or a new one connecting for the first time
+    assert partial_outage(replace(up, connections=None, silent=())) is None  # one connection: its own state says it
     assert partial_outage(replace(up, state=FeedState.RECONNECTING, connections=(0, 4))) is None  # all down: failing
 
 
@@ -187,6 +193,9 @@ def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfi
             assert status.state is FeedState.CONNECTED  # still live on two connections
             assert status.last_error is not None and status.last_error.startswith(
                 "connection 2/3 (BNBUSDT, XRPUSDT, ADAUSDT): ")
+            assert status.silent == ("BNBUSDT", "XRPUSDT", "ADAUSDT")
+            assert (partial_outage(status) or "").startswith(
+                "2/3 connections up; no trades arrive for BNBUSDT, XRPUSDT, ADAUSDT until theirs is back. ")
             assert "2/3 connections up" in feed_line(status)
             assert " connections_up=2/3 " in format_status(status)  # the recorder's status line
             fake.send_trades(missed)  # only the two open connections receive these
@@ -195,6 +204,7 @@ def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfi
 
             fake.refuse_connections(False)
             eventually(lambda: service.status().connections == (3, 3), timeout=10)
+            assert service.status().silent == () and partial_outage(service.status()) is None
             fake.send_trades(after)
             eventually(lambda: service.engine.trades == len(before) + len(flowing) + len(after), timeout=10)
             eventually(lambda: len(events(service, EventKind.BACKFILL)) == 3, timeout=20)

@@ -6,6 +6,7 @@ import math
 
 import streamlit as st
 
+from ingestion.binance.split import split_names
 from ingestion.history import HistoryProgress
 from records import FeedState, FeedStatus, StorageState
 from ui.plain import plain
@@ -30,20 +31,15 @@ def feed_is_failing(status: FeedStatus) -> bool:
 
 
 def partial_outage(status: FeedStatus) -> str | None:
-    """What a page must say when some of a split feed's connections are down while others flow (the feed
-    is connected and its last tick recent, yet the down connections' legs get nothing): how many, and the
-    error naming the first one's symbols; None when all are up, or all are down (:func:`feed_is_failing`)."""
-    if status.connections is None or status.state is not FeedState.CONNECTED:
+    """What a page must say when some of a split feed's connections are down after failing while others
+    flow (the feed is connected and its last tick recent, yet no trades arrive for their legs): which legs,
+    and the error; None otherwise (all up, still connecting for the first time, or all down:
+    :func:`feed_is_failing`)."""
+    if status.state is not FeedState.CONNECTED or not status.silent or status.connections is None:
         return None
     up, total = status.connections
-    down = total - up
-    if down <= 0:
-        return None
-    if down == 1:
-        head = f"1 of {total} connections is down; no trades arrive for its legs until it is back"
-    else:
-        head = f"{down} of {total} connections are down; no trades arrive for their legs until they are back"
-    return f"{head}: {status.last_error or 'no error reported yet'}"
+    return (f"{up}/{total} connections up; no trades arrive for {split_names(status.silent)} until theirs is "
+            f"back. {status.last_error or ''}").rstrip()
 
 
 def render_storage_problem(status: FeedStatus) -> None:

@@ -327,4 +327,5 @@ class BinanceFeed:
             last_error=error,
             connections=total,
             connections_up=up,
+            silent=tuple(s for number, _ in down for s in sources[number - 1].symbols) if total > 1 else (),
         )
