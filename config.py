@@ -50,7 +50,7 @@ def normalize_symbol(raw: str) -> str:
     Raises ConfigError naming the offending input, e.g. ``invalid symbol 'ETH;DROP'``.
     """
     symbol = raw.strip().upper()
-    if not SYMBOL_RE.fullmatch(symbol):
+    if not (raw.isascii() and SYMBOL_RE.fullmatch(symbol)):  # ASCII as typed: upper() makes "ß" "SS"
         raise ConfigError(f"invalid symbol {raw.strip()!r}: expected 2-20 letters or digits, e.g. BTCUSDT")
     return symbol
 

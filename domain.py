@@ -128,8 +128,11 @@ class Leg:
     @classmethod
     def parse(cls, raw: str) -> Leg:
         """The leg named ``raw`` (case and surrounding space ignored). ValueError naming the input
-        when it is not 2–20 letters or digits with an optional ``.P``."""
-        match = _LEG_RE.fullmatch(raw.strip().upper()) if isinstance(raw, str) else None
+        when it is not 2–20 ASCII letters or digits with an optional ``.P``."""
+        # ASCII before upper-casing: upper() turns some other letters into ASCII ones (ſ → S, ß → SS, ﬁ → FI),
+        # which would watch a symbol the user never typed.
+        text = raw.strip() if isinstance(raw, str) else ""
+        match = _LEG_RE.fullmatch(text.upper()) if text.isascii() else None
         if match is None:
             raise ValueError(f"invalid leg {raw!r}: expected a symbol such as ETHUSDT (spot) "
                              f"or ETHUSDT{PERP_SUFFIX} (USDⓈ-M perpetual)")

@@ -270,6 +270,7 @@ class Engine:
             rejected=writer.rejected if writer is not None else 0,
             lost=writer.lost if writer is not None else 0,
             connections=(stats.connections_up, stats.connections) if stats.connections > 1 else None,
+            silent=stats.silent,
         )
 
     def _storage(self) -> tuple[StorageState, str]:

@@ -76,6 +76,8 @@ class SourceStats:
     # A feed over several exchange connections: how many it has and how many are up (0: one, not counted).
     connections: int = 0
     connections_up: int = 0
+    # Of a feed over several connections: the legs of those down after failing (no trades arrive for them).
+    silent: tuple[str, ...] = ()
 
 
 class Source(Protocol):

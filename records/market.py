@@ -178,6 +178,8 @@ class FeedStatus:
     rest_banned_until_ms: int | None = None
     # (up, total) exchange connections of a feed split over several (Binance's per-connection stream cap).
     connections: tuple[int, int] | None = None
+    # The legs of a split feed's connections that are down after failing: no trades arrive for them meanwhile.
+    silent: tuple[str, ...] = ()
 
     @property
     def rest_banned_until(self) -> str | None:

@@ -8,15 +8,17 @@ import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from cli.record import format_status
 from config import Settings
 from ingestion.binance import SPOT, USDM, BinanceFeed
+from ingestion.binance.split import split_names
 from ingestion.binance.stream import BinanceSource
 from ingestion.source import TradeSink
-from records import EventKind, FeedState
+from records import EventKind, FeedState, FeedStatus
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, RecordedTrade
@@ -24,6 +26,7 @@ from testkit.fake_rest import FakeRest
 from testkit.waiting import eventually
 from tests.test_binance_source import FAST
 from ui.live import feed_line
+from ui.status import partial_outage
 
 SMALL_SPOT = dataclasses.replace(SPOT, max_streams=3)
 SMALL_USDM = dataclasses.replace(USDM, max_streams=6)  # 3 symbols: trades and mark price each
@@ -56,6 +59,48 @@ def test_runtime_changes_keep_symbols_on_their_connection_fill_room_then_open_ne
     feed.set_symbols(("ETHUSDT", "AVAXUSDT"))  # the other two connections have nothing left: closed
     assert feed.connections == (("ETHUSDT", "AVAXUSDT"),)
     assert feed.symbols == ("ETHUSDT", "AVAXUSDT")
+
+
+def test_the_error_of_a_connection_down_names_the_symbols_it_leaves_silent():
+    """One connection of several down while the others flow: the feed is "connected" and its last tick
+    recent (the other connections' trades), so the error is all that tells a desk which legs get nothing:
+    it names them, the first few and how many more."""
+    many = tuple(f"C{i:02d}USDT" for i in range(12))
+    feed = BinanceFeed(many, lambda group: BinanceSource(group, "ws://127.0.0.1:9", venue=SMALL_SPOT),
+                       venue=SMALL_SPOT)  # (C00 C01 C02) (C03 C04 C05) …: four connections of three
+    sources = [feed._shards[i].source for i in range(4)]
+    for source in sources:
+        source.stats.state = FeedState.CONNECTED
+    sources[1].stats.state = FeedState.RECONNECTING
+    sources[1].stats.last_error = "connect to ws://127.0.0.1:9 failed: HTTP 400"
+    stats = feed.stats
+    assert stats.state is FeedState.CONNECTED and (stats.connections_up, stats.connections) == (3, 4)
+    assert stats.last_error == ("connection 2/4 (C03USDT, C04USDT, C05USDT): connect to ws://127.0.0.1:9 "
+                                "failed: HTTP 400")
+    assert stats.silent == ("C03USDT", "C04USDT", "C05USDT")
+    sources[2].stats.state = FeedState.CONNECTING  # its first attempt, not failed yet: not silent, only new
+    assert feed.stats.silent == ("C03USDT", "C04USDT", "C05USDT")
+    sources[0].stats.last_error = "malformed message: …"  # an error of a connection that is up
+    sources[1].stats.state = FeedState.CONNECTED
+    assert feed.stats.silent == () and feed.stats.last_error is not None
+    wide = BinanceFeed(many, lambda group: BinanceSource(group, "ws://127.0.0.1:9", venue=SPOT))
+    wide.set_symbols(many)
+    [only] = [shard.source for shard in wide._shards]
+    only.stats.last_error = "closed by the server"
+    assert wide.stats.last_error == "closed by the server"  # one connection: it is the feed's own error
+    assert split_names(many) == "C00USDT, C01USDT, C02USDT, C03USDT, C04USDT and 7 more"
+
+
+def test_a_page_says_which_legs_a_connection_down_leaves_silent():
+    up = FeedStatus("binance", FeedState.CONNECTED, (), None, 0, 0.0, 0.0, None, 0.1, 0, 0, 0, 0, 0, 0,
+                    "connection 2/4 (C03USDT, C04USDT, C05USDT): connect failed: HTTP 400", "LIVE Binance spot",
+                    connections=(3, 4), silent=("C03USDT", "C04USDT", "C05USDT"))
+    assert partial_outage(up) == ("3/4 connections up; no trades arrive for C03USDT, C04USDT, C05USDT until "
+                                  "theirs is back. connection 2/4 (C03USDT, C04USDT, C05USDT): connect failed: "
+                                  "HTTP 400")
+    assert partial_outage(replace(up, silent=())) is None  # all up, or a new one connecting for the first time
+    assert partial_outage(replace(up, connections=None, silent=())) is None  # one connection: its own state says it
+    assert partial_outage(replace(up, state=FeedState.RECONNECTING, connections=(0, 4))) is None  # all down: failing
 
 
 @pytest.fixture
@@ -146,7 +191,11 @@ def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfi
             eventually(lambda: service.status().connections == (2, 3), timeout=5)
             status = service.status()
             assert status.state is FeedState.CONNECTED  # still live on two connections
-            assert status.last_error is not None and status.last_error.startswith("connection 2/3: ")
+            assert status.last_error is not None and status.last_error.startswith(
+                "connection 2/3 (BNBUSDT, XRPUSDT, ADAUSDT): ")
+            assert status.silent == ("BNBUSDT", "XRPUSDT", "ADAUSDT")
+            assert (partial_outage(status) or "").startswith(
+                "2/3 connections up; no trades arrive for BNBUSDT, XRPUSDT, ADAUSDT until theirs is back. ")
             assert "2/3 connections up" in feed_line(status)
             assert " connections_up=2/3 " in format_status(status)  # the recorder's status line
             fake.send_trades(missed)  # only the two open connections receive these
@@ -155,6 +204,7 @@ def test_one_connection_dropping_leaves_the_others_flowing_and_its_gap_is_backfi
 
             fake.refuse_connections(False)
             eventually(lambda: service.status().connections == (3, 3), timeout=10)
+            assert service.status().silent == () and partial_outage(service.status()) is None
             fake.send_trades(after)
             eventually(lambda: service.engine.trades == len(before) + len(flowing) + len(after), timeout=10)
             eventually(lambda: len(events(service, EventKind.BACKFILL)) == 3, timeout=20)
@@ -194,10 +244,11 @@ def test_a_feed_whose_connections_are_all_refused_is_failing_and_names_the_first
         # Both connections fail in whichever order their threads run; once the first has failed too,
         # the status names it (the lowest-numbered connection down), whatever failed last.
         eventually(lambda: service.status().state in (FeedState.CONNECTING, FeedState.RECONNECTING)
-                   and (service.status().last_error or "").startswith("connection 1/2: "), timeout=10)
+                   and (service.status().last_error or "").startswith("connection 1/2 ("), timeout=10)
         status = service.status()
         assert status.connections == (0, 2)
-        assert status.last_error is not None and status.last_error.startswith("connection 1/2: connect to ws://")
+        assert status.last_error is not None and status.last_error.startswith(
+            "connection 1/2 (BTCUSDT, ETHUSDT, SOLUSDT): connect to ws://")
     finally:
         service.stop()
 
@@ -266,3 +317,50 @@ def test_a_crashed_connection_is_reported_and_started_again_and_its_gap_backfill
             service.stop()
     assert sorted(events(service, EventKind.GAP)) == [(s, "first_missing=6 count=5") for s in sorted(SYMBOLS[3:6])]
     assert stored(service) == {symbol: list(range(1, 16)) for symbol in SYMBOLS}  # complete, each once
+
+
+class AlwaysCrashing(BinanceSource):
+    """A connection with a bug that crashes at once, every time (counting one message first)."""
+
+    def run(self, sink: TradeSink, stop: threading.Event) -> None:
+        self.stats.messages += 1
+        self.stats.reconnects += 1
+        raise RuntimeError("a bug in the connection")
+
+
+class QuietSink:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def on_trade(self, trade) -> None: ...
+    def on_non_market(self, symbol, trade_id) -> None: ...
+    def on_mark_price(self, mark) -> None: ...
+    def on_event(self, event) -> None:
+        self.events.append(event)
+
+
+def test_a_connection_crashing_again_and_again_keeps_its_counts_not_every_crashed_connection():
+    """A bug that crashes a connection at every start restarts it for as long as the feed runs (its
+    symbols must not stay silent): each crashed connection's counters still count in the feed's totals,
+    but the connection itself is not kept (each holds its URL, up to 8 K characters: a crash every
+    30 s for weeks held tens of thousands of them, all summed at every status read)."""
+    made: list[BinanceSource] = []
+
+    def make(group: tuple[str, ...]) -> BinanceSource:
+        made.append(AlwaysCrashing(group, "ws://127.0.0.1:9", venue=SMALL_SPOT, backoff_initial=0.001,
+                                   backoff_max=0.002))
+        return made[-1]
+
+    feed = BinanceFeed(SYMBOLS[:2], make, venue=SMALL_SPOT)
+    sink, stop = QuietSink(), threading.Event()
+    runner = threading.Thread(target=feed.run, args=(sink, stop), daemon=True)
+    runner.start()
+    try:
+        eventually(lambda: len(made) >= 30, timeout=20)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    stats = feed.stats
+    assert stats.messages == stats.reconnects == len(made)  # every crashed connection's counts, once
+    assert feed._retired == [] and len(sink.events) >= 29

@@ -92,8 +92,8 @@ def row(t: int, rate: object = "0.00010000", **changes: object) -> dict:
     (row(2 * HOUR, markPrice="-1"), "invalid markPrice '-1'"),
     (row(2 * HOUR, markPrice="0"), "invalid markPrice '0'"),
     (row(2 * HOUR, markPrice="abc"), "invalid markPrice 'abc'"),
-    (row(HOUR), "not after the row before"),  # a duplicate of the row before
-    (row(HOUR // 2), "not after the row before"),  # descending
+    (row(HOUR, "0.00020000"), "of another row, with another rate or mark"),  # which is the event?
+    (row(HOUR, markPrice="90001.0"), "of another row, with another rate or mark"),
     (row(500 * HOUR), "outside the range asked for"),
 ])
 def test_a_malformed_row_is_named_and_left_out_and_the_others_kept(bad, named):
@@ -103,6 +103,30 @@ def test_a_malformed_row_is_named_and_left_out_and_the_others_kept(bad, named):
     assert named in message and "BTCUSDT fundingRate row #1" in message and message.endswith("not stored")
     assert when in (None, bad.get("fundingTime") if isinstance(bad, dict) else None)
     assert page.last_ms == 3 * HOUR
+
+
+def test_an_event_listed_twice_alike_is_taken_once_and_not_counted_as_malformed():
+    """The same event twice (time, rate and mark alike) says nothing new: taken once, as a refetched
+    event is stored once. Refused, it stopped the span known before it at every look, for good:
+    every later funding of that leg 'unknown', every backtest's net PnL '—'."""
+    page = parse([row(HOUR), row(HOUR), row(2 * HOUR, markPrice=""), row(2 * HOUR, markPrice=""), row(3 * HOUR)],
+                 end_ms=10 * HOUR)
+    assert [r.funding_ms for r in page.rates] == [HOUR, 2 * HOUR, 3 * HOUR] and page.problems == ()
+    assert page.rows == 5 and page.last_ms == 3 * HOUR
+
+
+def test_events_listed_out_of_order_are_taken_in_time_order():
+    """Each row is an event on its own (symbol, time, rate, mark): their order says nothing. Refused, one
+    listed out of order stopped the span known before it at every look until it left the retention (48 h
+    of 'funding unknown' for that leg); the next page starts after the latest time listed."""
+    page = parse([row(HOUR), row(3 * HOUR), row(2 * HOUR), row(4 * HOUR, markPrice=""), row(HOUR // 2)],
+                 end_ms=10 * HOUR)
+    assert [r.funding_ms for r in page.rates] == [HOUR // 2, HOUR, 2 * HOUR, 3 * HOUR, 4 * HOUR]
+    assert page.problems == () and page.last_ms == 4 * HOUR and page.rows == 5
+    # Two rows of one time that differ are still refused (which is the event?), in either order.
+    for rows in ([row(HOUR), row(HOUR, "0.00020000")], [row(HOUR, "0.00020000"), row(HOUR)]):
+        [(when, message)] = parse(rows, end_ms=10 * HOUR).problems
+        assert when == HOUR and "of another row, with another rate or mark" in message
 
 
 def test_a_reply_that_is_not_a_list_or_longer_than_asked_is_refused_whole():
@@ -363,6 +387,47 @@ def test_a_malformed_row_is_named_not_stored_and_the_known_span_stops_before_it(
             assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW + 90 * MINUTE - 1)
         finally:
             loader.stop()
+
+
+def test_an_event_listed_twice_is_stored_once_and_the_span_known_goes_past_it(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    emitted: list = []
+
+    def twice(path_: str, params: dict[str, str], rows: list) -> list:
+        return [copy for row in rows
+                for copy in ([row, dict(row)] if row["fundingTime"] == NOW - 16 * HOUR - 30 * MINUTE else [row])]
+
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        rest.tamper = twice
+        loader = loader_for(rest, path, clock, emitted)
+        loader.start(["ETHUSDT.P"])
+        try:
+            eventually(lambda: loader.fetches == 1)
+        finally:
+            loader.stop()
+    assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5, -16.5, -8.5, -0.5]
+    assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW + 30 * MINUTE - 1)
+    assert loader.errors == () and [e.detail for e in emitted] == ["ETHUSDT.P funding: 6 events"]
+
+
+def test_events_listed_out_of_order_are_all_stored_and_the_span_known_goes_past_them(tmp_path):
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+
+    def swapped(path_: str, params: dict[str, str], rows: list) -> list:
+        return [rows[0], rows[2], rows[1], *rows[3:]] if len(rows) > 3 else rows
+
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        rest.tamper = swapped
+        loader = loader_for(rest, path, clock)
+        loader.start(["ETHUSDT.P"])
+        try:
+            eventually(lambda: loader.fetches == 1)
+        finally:
+            loader.stop()
+    assert times_h(path, "ETHUSDT") == [-40.5, -32.5, -24.5, -16.5, -8.5, -0.5]
+    assert coverage(path, "ETHUSDT") == (NOW - 48 * HOUR, NOW + 30 * MINUTE - 1) and loader.errors == ()
 
 
 def test_an_unknown_symbol_is_named_and_tried_again_later_while_the_others_load(tmp_path):

@@ -17,7 +17,8 @@ import pytest
 
 from alerts.rules import parse_rule
 from cli.scan import main as scan_main
-from config import ConfigError, Settings, parse_symbols
+from config import ConfigError, Settings, normalize_symbol, parse_symbols
+from domain import Leg
 from ingestion.binance import SPOT, USDM, BinanceSource
 from ingestion.sources import resolve, same_coins
 from records import BarArrays, EventKind, FeedEvent, Trade
@@ -39,6 +40,27 @@ def test_a_leg_name_is_a_symbol_or_a_symbol_with_dot_p_and_nothing_else():
         with pytest.raises(ConfigError, match=r"invalid symbol .*e\.g\. BTCUSDT, or a USDⓈ-M perpetual, e\.g\. "
                                               r"BTCUSDT\.P"):
             parse_symbols(bad)
+
+
+@pytest.mark.parametrize("look_alike", [
+    "ethuſdt",  # long s: upper() makes it "S"
+    "ﬁlusdt",  # the "fi" ligature: upper() makes it "FI"
+    "ßßUSDT",  # sharp s: upper() makes it "SS"
+    "ETHUSDT.Р",  # Cyrillic Er, not P
+    "ЕTHUSDT",  # Cyrillic Ie
+    "ＥＴＨＵＳＤＴ",  # full-width
+    "ETH\u200bUSDT",  # a zero-width space inside
+])
+def test_a_look_alike_of_a_leg_name_is_refused_by_name_never_read_as_another_symbol(look_alike):
+    """Python's upper() turns some non-ASCII letters into ASCII ones (ſ → S, ß → SS, ﬁ → FI): without an
+    ASCII check first, ``ethuſdt`` was watched as ETHUSDT and ``ßßUSDT`` as SSSSUSDT, names the user never
+    typed. A leg name is ASCII letters and digits (and ``.P``) as typed, whatever its case."""
+    with pytest.raises(ValueError, match="invalid leg"):
+        Leg.parse(look_alike)
+    with pytest.raises(ConfigError, match="invalid symbol"):
+        parse_symbols(look_alike)
+    with pytest.raises(ConfigError, match="invalid symbol"):
+        normalize_symbol(look_alike)
 
 
 def test_the_futures_venue_takes_plain_symbols_as_its_perpetuals_and_spot_refuses_a_perpetual():

@@ -587,6 +587,21 @@ def test_a_funding_time_already_passed_counts_down_to_now_not_below():
     assert [live.countdown(s) for s in (0, 42.9, 429, 7 * 3600 + 5 * 60)] == ["now", "42 s", "7 min 09 s", "7 h 05 min"]
 
 
+def test_a_low_priced_perpetuals_mark_and_index_keep_their_digits():
+    """The universe picker offers every USDⓈ-M perpetual, many priced below a cent (NOTUSDT ~0.002,
+    1000SATSUSDT ~0.0001): two decimals showed their mark and index as 0.00."""
+    service = _Service(funding=True)
+    service.marks["NOTUSDT.P"] = replace(_mark("NOTUSDT.P", 0.0001), mark=0.0023456, index=0.00234612)
+    service.marks["SATSUSDT.P"] = replace(_mark("SATSUSDT.P", 0.0001), mark=0.000012345, index=0.5)
+    assert live.funding_line(service, "NOTUSDT.P", "SATSUSDT.P", NOW_MS).split(" | ") == [
+        "NOTUSDT.P funding +0.0100 % (longs pay shorts) · next in 7 h 16 min · mark 0.0023456 · index 0.0023461",
+        "SATSUSDT.P funding +0.0100 % (longs pay shorts) · next in 7 h 16 min · mark 0.000012345 · index 0.50000"]
+    [row] = live.funding_table(live.funding(service, ("NOTUSDT.P",), NOW_MS), "UTC")
+    assert (row["mark"], row["index"]) == ("0.0023456", "0.0023461")
+    assert [live.price_text(p) for p in (89_806.8, 3_101.456, 12.3456, 1.0, 0.99999)] == [
+        "89,806.80", "3,101.46", "12.346", "1.0000", "0.99999"]
+
+
 def test_the_stats_table_shows_each_leg_with_dashes_where_nothing_arrived():
     service = _Service(funding=True)
     service.marks["BTCUSDT.P"] = _mark("BTCUSDT.P", 0.0001)

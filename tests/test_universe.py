@@ -277,3 +277,41 @@ def test_a_ban_refuses_the_symbol_list_at_once_instead_of_holding_the_page_until
         with pytest.raises(RestError, match="banned until"):  # still banned: refused without a request
             fetch_universe(rest)
         assert len(fake.paths) == sent == 1
+
+
+def test_a_refresh_in_flight_never_holds_a_notice_or_a_page_that_has_a_list_already():
+    """The hourly refresh runs in one page's run (seconds on a slow exchange, up to the picker's
+    deadline): the feed notice redrawn every 0.5 s (``peek``) and every other session's sidebar
+    (``get`` with a list held) read the held list meanwhile instead of waiting for the exchange."""
+    import threading
+
+    from testkit.waiting import in_thread
+
+    clock = Clock()
+    release = threading.Event()
+    started = threading.Event()
+    replies = [universe(("BTCUSDT", "TRADING", "USDT", 1.0)), universe(("ETHUSDT", "TRADING", "USDT", 1.0))]
+
+    def fetch() -> Universe:
+        if cache.fetches > 1:  # the refresh: the exchange answers only when the test says so
+            started.set()
+            assert release.wait(30)
+        return replies.pop(0)
+
+    cache = UniverseCache(fetch, ttl_s=3600, retry_s=60, clock=clock)
+    first = cache.get()
+    clock.now += 3600
+    refreshing, out = in_thread(cache.get)
+    try:
+        assert started.wait(10)
+        peeked, peek_out = in_thread(cache.peek)
+        peeked.join(10)
+        assert peek_out.get("result") is first, "peek waited for the exchange"
+        other, other_out = in_thread(cache.get)
+        other.join(10)
+        assert other_out.get("result") is first, "a second session waited for the refresh"
+        assert cache.fetches == 2  # and it did not start a second one
+    finally:
+        release.set()
+        refreshing.join(10)
+    assert out["result"].trading() == ("ETHUSDT",) and cache.get() is out["result"]

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from domain import Leg, Market
 from ingestion.binance import SPOT, USDM
+from ingestion.binance.rest import RestError
 from ingestion.binance.universe import _CACHES as universe_caches
 from ingestion.binance.universe import Listing, Universe, UniverseCache
 from records import now_ms
@@ -176,3 +177,64 @@ def test_offline_sources_keep_their_typed_symbols(monkeypatch):
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert not at.exception and at.text_input(key="symbols").value == "BTCUSDT,ETHUSDT"
     assert not [w for w in at.sidebar.warning if "symbol list" in w.value]
+
+
+def test_a_pasted_list_longer_than_a_page_watches_adds_up_to_the_cap_and_refuses_the_rest_in_few_lines(
+        live, monkeypatch):
+    """A whole exchange's list pasted (hundreds of names, duplicates, both cases, commas and newlines):
+    the legs fill the page's cap and the rest are refused in one line naming them, not added to a
+    selection the page then refuses whole (``watch at most 200``, leaving hundreds of chips to remove
+    by hand); hundreds of unknown names are told in a few lines, not one red box each."""
+    import ui.universe
+
+    _fake, rest = live
+    monkeypatch.setattr(ui.universe, "MAX_SYMBOLS", 10)  # the cap (200) shrunk: each watched leg is a stream
+    listed = [FakeListing(f"C{i:02d}USDT", 1e6 - i) for i in range(20)]
+    other_venue(monkeypatch, Market.SPOT, rest.url, [*LISTINGS, *listed])
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    names = [x.symbol for x in listed]
+    at.text_input(key="universe_paste_binance").input(",".join(f"NOPE{i}USDT" for i in range(40)) + ",ETH;DROP").run()
+    errors = sidebar_errors(at)
+    assert errors[:2] == ["Refused: NOPE0USDT is not listed on Binance spot",
+                          "Refused: NOPE1USDT is not listed on Binance spot"]
+    assert len(errors) == 11 and errors[-1] == "Refused: 31 more (only the first 10 are named)"
+    pasted = ",".join(names[:4]) + "\n" + "\n".join(n.lower() for n in names) + ",\nNOPEUSDT"
+    at.text_input(key="universe_paste_binance").input(pasted).run()
+    assert not at.exception
+    assert picker(at).value == ["BTCUSDT", "ETHUSDT", *names[:8]]
+    assert sidebar_errors(at) == [
+        "Refused: C08USDT, C09USDT, C10USDT and 10 more: at most 10 symbols are watched on one page"]
+
+
+def stale_cache(market: Market, symbols: tuple[str, ...], age_ms: int) -> UniverseCache:
+    """A cache of ``market`` holding a list fetched ``age_ms`` ago whose refresh now fails (HTTP 503)."""
+    listings = tuple(Listing(Leg(market, s), "TRADING", s.removesuffix("USDT"), "USDT") for s in symbols)
+    listing = Universe(market, listings, dict.fromkeys(symbols, 1.0), now_ms() - age_ms)
+    clock = [0.0]
+
+    def fetch() -> Universe:
+        if clock[0]:
+            raise RestError("HTTP 503 from Binance REST")
+        return listing
+
+    cache = UniverseCache(fetch, ttl_s=10, clock=lambda: clock[0])
+    cache.get()
+    clock[0] += 10  # the next ask refreshes it, and that fails
+    return cache
+
+
+def test_a_stale_list_of_either_venue_is_said_so(live, monkeypatch):
+    """A basis leg (``ETHUSDT.P`` on the spot page) is flagged by the futures venue's list: when refreshing
+    that list fails, the flags come from the last good one, and the sidebar says how old it is and why,
+    as it does for the page's own venue."""
+    _fake, rest = live
+    monkeypatch.setitem(universe_caches, (USDM.source, rest.url), stale_cache(Market.USDM, ("ETHUSDT",), 3 * 3_600_000))
+    monkeypatch.setitem(universe_caches, (SPOT.source, rest.url),
+                        stale_cache(Market.SPOT, ("BTCUSDT", "ETHUSDT"), 2 * 3_600_000))
+    monkeypatch.setenv("QUANT_SYMBOLS", "BTCUSDT,ETHUSDT,ETHUSDT.P")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception and picker(at).value == ["BTCUSDT", "ETHUSDT", "ETHUSDT.P"]
+    captions = [unescaped(c.value) for c in at.sidebar.caption]
+    assert "Symbol list from 120 min ago: refreshing it failed (HTTP 503 from Binance REST)." in captions, captions
+    assert "Binance USDⓈ-M futures symbol list from 180 min ago: refreshing it failed (HTTP 503 from Binance " \
+           "REST)." in captions, captions

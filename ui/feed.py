@@ -21,7 +21,7 @@ from ui.alerts_panel import render_banners
 from ui.controls import SOURCE_LABELS, Controls, view_query
 from ui.panels import fmt
 from ui.plain import plain
-from ui.status import feed_is_failing, render_history_progress, render_storage_problem
+from ui.status import feed_is_failing, partial_outage, render_history_progress, render_storage_problem
 from ui.universe import render_flagged
 
 LIVE_REFRESH_S = 0.5  # the polled live panel (without server.py); charts: ui.charts_tab.CHART_REFRESH_S
@@ -80,6 +80,10 @@ def render_feed_notices(acquire: Callable[[], Service | None], controls: Control
         # A callback may set a widget's state; assigning it after the widget is drawn may not.
         st.button("Switch to the simulated market", key="switch_to_simulated",
                   on_click=st.session_state.update, kwargs={"source": "simulated"})
+    for venue_status in service.statuses():  # a split feed with a connection down: whose legs are silent
+        outage = partial_outage(venue_status)
+        if outage is not None:
+            st.warning(f"{plain(venue_status.label)}: {plain(outage)}", icon="🔌")
     render_flagged(service, controls.symbols)
     for other in service.statuses()[1:]:  # the other venue of a page joining two: each shows its own state
         if feed_is_failing(other):

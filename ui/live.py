@@ -127,11 +127,23 @@ class Funding:
     def text(self) -> str:
         """One line, e.g. ``BTCUSDT.P funding +0.0100 % (longs pay shorts) · next in 2 h 05 min ·
         mark 89,806.80 · index 89,811.54``; ``BTCUSDT.P funding —`` before the first update."""
-        if self.rate_pct is None or self.in_s is None:
+        if self.rate_pct is None or self.in_s is None or self.mark is None or self.index is None:
             return f"{self.symbol} funding {NONE}"
         due = "next now" if self.in_s <= 0 else f"next in {countdown(self.in_s)}"
         return (f"{self.symbol} funding {self.rate_pct:+.4f} % ({self.payer}) · {due} · "
-                f"mark {self.mark:,.2f} · index {self.index:,.2f}")
+                f"mark {price_text(self.mark)} · index {price_text(self.index)}")
+
+
+PRICE_DIGITS = 5  # significant digits a price below 1,000 keeps (above it, cents)
+
+
+def price_text(price: float) -> str:
+    """A price in quote currency with :data:`PRICE_DIGITS` significant digits and at least cents:
+    ``89,806.80``, ``12.346``, ``0.0023456`` (a perpetual below a cent keeps its digits, not ``0.00``)."""
+    if not math.isfinite(price) or price == 0:
+        return f"{price:,.2f}"
+    decimals = max(2, PRICE_DIGITS - 1 - math.floor(math.log10(abs(price))))
+    return f"{price:,.{decimals}f}"
 
 
 def countdown(seconds: float) -> str:
@@ -173,7 +185,7 @@ def funding_table(legs: list[Funding], tz: str) -> list[dict[str, str]]:
             row.update({
                 "funding % / interval": f"{leg.rate_pct:+.4f}",
                 "next funding": datetime.fromtimestamp(leg.next_ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z"),
-                "in": countdown(leg.in_s), "mark": f"{leg.mark:,.2f}", "index": f"{leg.index:,.2f}"})
+                "in": countdown(leg.in_s), "mark": price_text(leg.mark), "index": price_text(leg.index)})
         rows.append(row)
     return rows
 

@@ -6,6 +6,7 @@ import math
 
 import streamlit as st
 
+from ingestion.binance.split import split_names
 from ingestion.history import HistoryProgress
 from records import FeedState, FeedStatus, StorageState
 from ui.plain import plain
@@ -27,6 +28,18 @@ def feed_is_failing(status: FeedStatus) -> bool:
     if status.state in (FeedState.CONNECTING, FeedState.RECONNECTING):
         return status.last_error is not None
     return status.state is FeedState.STOPPED and status.last_error is not None
+
+
+def partial_outage(status: FeedStatus) -> str | None:
+    """What a page must say when some of a split feed's connections are down after failing while others
+    flow (the feed is connected and its last tick recent, yet no trades arrive for their legs): which legs,
+    and the error; None otherwise (all up, still connecting for the first time, or all down:
+    :func:`feed_is_failing`)."""
+    if status.state is not FeedState.CONNECTED or not status.silent or status.connections is None:
+        return None
+    up, total = status.connections
+    return (f"{up}/{total} connections up; no trades arrive for {split_names(status.silent)} until theirs is "
+            f"back. {status.last_error or ''}").rstrip()
 
 
 def render_storage_problem(status: FeedStatus) -> None:

@@ -32,6 +32,8 @@ from ui.plain import plain
 log = logging.getLogger(__name__)
 
 TOP_N_DEFAULT = 10
+REFUSALS_SHOWN = 10  # refused pasted names told one by one; the rest in one line (a pasted list may hold hundreds)
+OVER_CAP_NAMED = 3  # legs over the page's cap named in its one line
 VENUE_NAMES = {Market.SPOT: "Binance spot", Market.USDM: "Binance USDⓈ-M futures"}
 
 
@@ -98,10 +100,13 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
     """The paste box's callback: add the listed, trading legs; refuse the others by name.
 
     A leg is taken as written (``ETHUSDT`` spot, ``ETHUSDT.P`` perpetual, on either page): a leg of the
-    other Binance venue (a pair across venues, e.g. the basis) is checked against that venue's listing."""
+    other Binance venue (a pair across venues, e.g. the basis) is checked against that venue's listing.
+    Legs beyond the page's cap (:data:`service.MAX_SYMBOLS`) are refused in one line naming them: the
+    selection stays one the page watches, not one it refuses whole."""
     raw = st.session_state.get(_key(source, "paste"), "")
     wanted = list(st.session_state.get(_key(source, "watched"), []))
     refused: list[str] = []
+    over: list[str] = []
     for item in raw.replace("\n", ",").split(","):
         if not item.strip():
             continue
@@ -109,6 +114,11 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
             leg = Leg.parse(item.strip())
         except ValueError as exc:
             refused.append(str(exc))
+            continue
+        if leg.name in wanted:
+            continue
+        if len(wanted) >= MAX_SYMBOLS:
+            over.append(leg.name)  # not checked against a listing: it would not be watched anyway
             continue
         listing: Universe | None = universe
         if leg.market is not universe.market:
@@ -121,8 +131,15 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
         problem = None if listing is None else listing.problems([leg.symbol]).get(leg.symbol)
         if problem is not None:
             refused.append(problem)
-        elif leg.name not in wanted:
+        else:
             wanted.append(leg.name)
+    over = list(dict.fromkeys(over))
+    if over:
+        more = f" and {len(over) - OVER_CAP_NAMED} more" if len(over) > OVER_CAP_NAMED else ""
+        refused.insert(0, f"{', '.join(over[:OVER_CAP_NAMED])}{more}: at most {MAX_SYMBOLS} symbols are watched "
+                          "on one page")
+    if len(refused) > REFUSALS_SHOWN + 1:
+        refused[REFUSALS_SHOWN:] = [f"{len(refused) - REFUSALS_SHOWN} more (only the first {REFUSALS_SHOWN} are named)"]
     st.session_state[_key(source, "watched")] = wanted
     st.session_state[_key(source, "paste")] = ""
     st.session_state[_key(source, "refused")] = refused
@@ -134,11 +151,21 @@ def _other_universes(legs: Iterable[str], home: Universe, feed: FeedSettings) ->
     universes: dict[Market, Universe | None] = {home.market: home}
     for market in {Leg.parse(name).market for name in legs} - {home.market}:
         try:
-            universes[market] = market_universe(market, feed)
+            universes[market] = other = market_universe(market, feed)
         except (RestError, OSError) as exc:
             universes[market] = None
             st.sidebar.caption(f"Cannot check the {VENUE_NAMES[market]} legs against its symbol list: {plain(exc)}.")
+            continue
+        if other is not None:  # its legs are flagged by the last good list: say so, as for the page's own
+            _say_stale(other, f"{VENUE_NAMES[market]} symbol list")
     return universes
+
+
+def _say_stale(universe: Universe, what: str) -> None:
+    """A sidebar caption when ``universe`` is the last good list because refreshing it failed: how old, and why."""
+    if universe.stale is not None:
+        age_min = max(0, (now_ms() - universe.fetched_ms) // 60_000)
+        st.sidebar.caption(f"{what} from {age_min} min ago: refreshing it failed ({plain(universe.stale)}).")
 
 
 def _first_legs(source: str, configured: tuple[str, ...]) -> tuple[str, ...]:
@@ -164,9 +191,7 @@ def pick_symbols(feed: FeedSettings, source: str) -> tuple[str, ...] | None:
         return symbol_controls(feed.symbols, source=spec.name)
     if universe is None:
         return symbol_controls(feed.symbols, source=spec.name)
-    if universe.stale is not None:
-        age_min = max(0, (now_ms() - universe.fetched_ms) // 60_000)
-        st.sidebar.caption(f"Symbol list from {age_min} min ago: refreshing it failed ({plain(universe.stale)}).")
+    _say_stale(universe, "Symbol list")
     watched_key = _key(source, "watched")
     if watched_key not in st.session_state:
         st.session_state[watched_key] = list(_first_legs(source, feed.symbols))

@@ -252,8 +252,8 @@ def parse_historical_trades(rows: object, symbol: str, from_id: int, limit: int,
 @dataclass(frozen=True, slots=True)
 class FundingPage:
     """What a ``fundingRate`` reply held: the well-formed events (times rising), the rows refused
-    (each ``(fundingTime or None when unreadable, message naming the row)``) and the last row's
-    ``fundingTime`` (where the next page starts; None when the reply was empty or unreadable there)."""
+    (each ``(fundingTime or None when unreadable, message naming the row)``) and the latest
+    ``fundingTime`` listed within the range asked for (where the next page starts; None when none)."""
 
     rates: tuple[FundingRate, ...]
     problems: tuple[tuple[int | None, str], ...]
@@ -270,8 +270,9 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
 
     ``fundingRate`` is a decimal fraction per funding interval (positive: longs pay shorts),
     ``fundingTime`` UTC epoch ms, ``markPrice`` the mark price it was charged at (older rows have
-    ``""`` or none: kept as None). A row that is not such an object, names another symbol, has a
-    time outside the range asked for or not after the row before, a rate that is not a finite
+    ``""`` or none: kept as None). Rows are taken in time order, however listed; an event listed
+    twice alike (time, rate and mark) is taken once. A row that is not such an object, names another
+    symbol, has a time outside the range asked for or that of another row that differs, a rate that is not a finite
     decimal string below 100 % in size, or a mark that is not a positive decimal string, is refused
     alone, named in :attr:`FundingPage.problems`, and not stored. A reply that is not a list, or has
     more rows than ``limit``, is refused whole (:class:`RestError`).
@@ -279,12 +280,14 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
     rows = json_list(rows, "fundingRate", symbol, limit)
     rates: list[FundingRate] = []
     problems: list[tuple[int | None, str]] = []
-    last_ms: int | None = None
-    for index, row in enumerate(rows):
+    times = [_funding_time(row) for row in rows]
+    # Each row is an event of its own: taken in time order, however listed (refused out of order, one row
+    # stopped the span known before it at every look). Rows of one time stay in the reply's order.
+    for index in sorted(range(len(rows)), key=lambda i: (times[i] or 0, i)):
+        row, when = rows[index], times[index]
         where = f"{symbol} fundingRate row #{index}"
-        when = row.get("fundingTime") if isinstance(row, dict) else None
-        when = when if type(when) is int and 0 < when <= MAX_ID else None
-        last_ms = when
+        if rates and when == rates[-1].funding_ms and _same_event(row, rates[-1]):
+            continue  # the event before listed again, alike: nothing new (a refetched event is stored once too)
         problem = _funding_problem(row, symbol, when, start_ms, end_ms, rates[-1].funding_ms if rates else None)
         if problem is not None:
             problems.append((when, f"{where} {problem}: {excerpt(row, 160)}; not stored"))
@@ -292,7 +295,24 @@ def parse_funding_rates(rows: object, symbol: str, *, start_ms: int, end_ms: int
         assert isinstance(row, dict) and when is not None  # _funding_problem checked both
         mark = row.get("markPrice")
         rates.append(FundingRate(symbol, when, float(row["fundingRate"]), None if mark in (None, "") else float(mark)))
+    last_ms = max((when for when in times if when is not None and start_ms <= when <= end_ms), default=None)
     return FundingPage(tuple(rates), tuple(problems), last_ms, len(rows))
+
+
+def _funding_time(row: object) -> int | None:
+    """A ``fundingRate`` row's ``fundingTime`` (UTC epoch ms), or None when it has no readable one."""
+    when = row.get("fundingTime") if isinstance(row, dict) else None
+    return when if type(when) is int and 0 < when <= MAX_ID else None
+
+
+def _same_event(row: object, event: FundingRate) -> bool:
+    """Whether ``row`` (a ``fundingRate`` row at ``event``'s time) lists ``event`` again: the same symbol,
+    rate and mark (both without a mark alike)."""
+    if not isinstance(row, dict) or row.get("symbol") != event.symbol:
+        return False
+    mark = row.get("markPrice")
+    return finite_decimal(row.get("fundingRate")) == event.rate and (
+        event.mark is None if mark in (None, "") else finite_decimal(mark) == event.mark)
 
 
 def _funding_problem(row: object, symbol: str, when: int | None, start_ms: int, end_ms: int,
@@ -307,8 +327,8 @@ def _funding_problem(row: object, symbol: str, when: int | None, start_ms: int, 
     if not start_ms <= when <= end_ms:
         return (f"has fundingTime {when} ({_utc(when)}), outside the range asked for "
                 f"({_utc(start_ms)} to {_utc(end_ms)})")
-    if previous is not None and when <= previous:
-        return f"has fundingTime {when} ({_utc(when)}), not after the row before ({previous})"
+    if previous is not None and when <= previous:  # rows are taken in time order: the same time, other values
+        return f"has fundingTime {when} ({_utc(when)}) of another row, with another rate or mark"
     rate = finite_decimal(row.get("fundingRate"))
     if rate is None or abs(rate) >= 1:
         return f"has an invalid fundingRate {excerpt(row.get('fundingRate'))}"
@@ -515,8 +535,9 @@ class BinanceRest:
             if page.rows < FUNDING_PAGE:
                 break
             if page.last_ms is None or page.last_ms < cursor:  # cannot tell where the next page starts
-                raise RestError(f"{symbol} fundingRate page ends with an unreadable fundingTime: cannot page on")
-            cursor = page.last_ms + 1  # the page rose within [cursor, end_ms): the next one starts after it
+                raise RestError(f"{symbol} fundingRate page has no readable fundingTime in the range asked for: "
+                                "cannot page on")
+            cursor = page.last_ms + 1  # the page's events lie within [cursor, end_ms): the next one starts after them
         return FundingPage(tuple(rates), tuple(problems), rates[-1].funding_ms if rates else None, received)
 
     def get(self, path: str, params: dict[str, Any], *, weight: int, stop: threading.Event,

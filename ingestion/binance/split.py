@@ -14,10 +14,11 @@ dropped connection exactly as before, while the other connections keep flowing.
 
 Symbols added at runtime go to the first connection with room, or a new one; a connection whose
 symbols are all removed is closed. The feed's status aggregates: connected while any connection
-is, the count of connections up (``2/3 connections up``) and the error of one that is down.
+is, the count of connections up (``2/3 connections up``) and the error of one that is down, naming
+its symbols (``connection 2/3 (BNBUSDT, XRPUSDT, ADAUSDT): …``).
 
 A connection whose thread crashes (a bug, not a network error: those it rides out itself) is
-reported — an error feed event naming its symbols, and the feed's error ``connection 2/3:
+reported — an error feed event naming its symbols, and the feed's error ``connection 2/3 (BNBUSDT, …):
 connection crashed: …; restarting in 1.2 s`` while it is down — and started again on a fresh
 connection after the delays of its own reconnect backoff (``--backoff-initial`` doubling up to
 ``--backoff-max``, jittered), for as long as the feed runs: its symbols are never left silent for
@@ -48,6 +49,13 @@ STOP_JOIN_S = 10.0  # how long stopping waits for all connections together to cl
 # its issue #17), however few streams it names: the ``streams=`` part of each connection's URL is kept
 # below this, leaving room for the base (``wss://stream.binance.com:9443/stream?streams=`` is 45).
 MAX_STREAMS_CHARS = 7_900
+NAMED_SYMBOLS = 5  # symbols of a connection named in the feed's error (the rest counted)
+
+
+def split_names(symbols: tuple[str, ...]) -> str:
+    """The first :data:`NAMED_SYMBOLS` of ``symbols`` and how many more: ``BNBUSDT, XRPUSDT and 98 more``."""
+    named = ", ".join(symbols[:NAMED_SYMBOLS])
+    return named if len(symbols) <= NAMED_SYMBOLS else f"{named} and {len(symbols) - NAMED_SYMBOLS} more"
 
 
 class _LockedSink:
@@ -76,6 +84,25 @@ class _LockedSink:
 
 
 @dataclass
+class _Closed:
+    """What connections no longer run counted (their share of the feed's totals), without keeping them."""
+
+    reconnects: int = 0
+    messages: int = 0
+    parse_errors: int = 0
+    unknown_messages: int = 0
+    connections_opened: int = 0
+
+    def add(self, source: BinanceSource) -> None:
+        stats = source.stats
+        self.reconnects += stats.reconnects
+        self.messages += stats.messages
+        self.parse_errors += stats.parse_errors
+        self.unknown_messages += stats.unknown_messages
+        self.connections_opened += source.connections_opened
+
+
+@dataclass
 class _Shard:
     """One connection's source, the event that stops it alone, and its thread once started."""
 
@@ -98,6 +125,7 @@ class BinanceFeed:
         self._lock = threading.Lock()  # guards _shards, _retired, _sink and _stopping
         self._shards: list[_Shard] = []
         self._retired: list[_Shard] = []  # emptied by set_symbols: stopping, joined at the end
+        self._crashed = _Closed()  # the counts of connections that crashed (a fresh one runs in their place)
         self._sink: _LockedSink | None = None
         self._stopping = False
         # Binance allows 300 connection attempts per 5 minutes per IP, however many connections: one budget.
@@ -135,7 +163,8 @@ class BinanceFeed:
     def connections_opened(self) -> int:
         """Connections opened so far, over every group (rollovers and reconnects included)."""
         with self._lock:
-            return sum(shard.source.connections_opened for shard in (*self._shards, *self._retired))
+            return self._crashed.connections_opened + sum(shard.source.connections_opened
+                                                          for shard in (*self._shards, *self._retired))
 
     def set_symbols(self, symbols: tuple[str, ...]) -> None:
         """Watch ``symbols`` from now on. A symbol already watched stays on its connection (it loses
@@ -241,7 +270,8 @@ class BinanceFeed:
             if self._stopping or shard.stop.is_set() or shard not in self._shards:
                 return False
             crashed = shard.source
-            self._retired.append(_Shard(crashed, threading.Event()))  # counted, never run again
+            # Its counts stay in the totals; not the connection itself (a crash loop would keep thousands).
+            self._crashed.add(crashed)
             shard.source = self._make(tuple(crashed.symbols))
             shard.source.budget = self.budget
             log.info("connection of %s restarted", ",".join(shard.source.symbols))
@@ -255,10 +285,11 @@ class BinanceFeed:
         the first one with an error), prefixed with which connection it is when there are several.
         The counters (messages, reconnects, errors) include the connections closed since, as a single
         connection's count from its start: a total never goes back (the engine's rates are deltas)."""
-        with self._lock:
-            shards = list(self._shards)
+        with self._lock:  # the sources of one moment: a restart swaps a shard's source and its counts together
+            sources = [shard.source for shard in self._shards]
             closed = [shard.source.stats for shard in self._retired]
-        parts = [shard.source.stats for shard in shards]
+            crashed = dataclasses.replace(self._crashed)
+        parts = [source.stats for source in sources]
         counted = parts + closed
         total = len(parts)
         up = sum(part.state is FeedState.CONNECTED for part in parts)
@@ -279,18 +310,22 @@ class BinanceFeed:
         error = None
         if erred:
             number, part = erred[0]
-            error = part.last_error if total == 1 else f"connection {number}/{total}: {part.last_error}"
+            # Which legs it carries: while the others flow the feed is "connected" and its last tick recent,
+            # so this error is all that tells a desk which legs get no trades.
+            error = part.last_error if total == 1 else \
+                f"connection {number}/{total} ({split_names(sources[number - 1].symbols)}): {part.last_error}"
         since = [part.connected_since_ms for part in parts if part.connected_since_ms is not None]
         heard = [part.last_message_mono for part in parts if part.last_message_mono is not None]
         return SourceStats(
             state=state,
             connected_since_ms=min(since) if since else None,
-            reconnects=sum(part.reconnects for part in counted),
-            messages=sum(part.messages for part in counted),
+            reconnects=crashed.reconnects + sum(part.reconnects for part in counted),
+            messages=crashed.messages + sum(part.messages for part in counted),
             last_message_mono=max(heard) if heard else None,
-            parse_errors=sum(part.parse_errors for part in counted),
-            unknown_messages=sum(part.unknown_messages for part in counted),
+            parse_errors=crashed.parse_errors + sum(part.parse_errors for part in counted),
+            unknown_messages=crashed.unknown_messages + sum(part.unknown_messages for part in counted),
             last_error=error,
             connections=total,
             connections_up=up,
+            silent=tuple(s for number, _ in down for s in sources[number - 1].symbols) if total > 1 else (),
         )

@@ -260,8 +260,10 @@ class UniverseCache:
     """The last good :class:`Universe` of one venue, fetched again when older than ``ttl_s``.
 
     ``fetch`` builds a fresh one (raising :class:`RestError` or ``OSError`` when it cannot);
-    ``clock`` gives seconds (monotonic). One fetch at a time: callers arriving meanwhile wait for
-    it and share its result. Thread-safe.
+    ``clock`` gives seconds (monotonic). One fetch at a time. While a refresh is in flight (seconds on
+    a slow exchange, up to the picker's deadline), callers that have a list to read get the held one
+    at once — :meth:`peek` always, :meth:`get` once a list was ever fetched — and only callers with
+    nothing to show yet wait for the fetch and share its result. Thread-safe.
     """
 
     def __init__(self, fetch: Callable[[], Universe], *, ttl_s: float = UNIVERSE_TTL_S,
@@ -272,7 +274,10 @@ class UniverseCache:
         self.ttl_s = ttl_s
         self.retry_s = retry_s
         self._clock = clock
+        # Two locks: ``_lock`` guards the fields below and is never held over a request, so peek() and a
+        # get() with a list held never wait on the exchange; ``_fetching`` lets one fetch out at a time.
         self._lock = threading.Lock()
+        self._fetching = threading.Lock()
         self._good: Universe | None = None
         self._good_at = -math.inf  # clock reading of the last good fetch
         self._error: str | None = None  # why the last fetch failed (None: it did not)
@@ -287,26 +292,63 @@ class UniverseCache:
 
     def get(self) -> Universe:
         """The venue's universe: the cached one while fresh, else a new fetch; if that fails, the last
-        good one marked :attr:`Universe.stale` with the reason. :class:`RestError` naming the cause
-        when no fetch has ever succeeded (and it is not yet time to retry, the same error again)."""
+        good one marked :attr:`Universe.stale` with the reason. While another caller's refresh is in
+        flight, the last good one as it is (the refresh's result is for the next ask). :class:`RestError`
+        naming the cause when no fetch has ever succeeded (and it is not yet time to retry, the same
+        error again)."""
         with self._lock:
-            now = self._clock()
-            if self._good is not None and now - self._good_at < self.ttl_s:
-                return self._good
-            if now >= self._next_try:
-                self.fetches += 1
-                try:
-                    fresh = self._fetch()
-                except (RestError, OSError) as exc:
-                    self._error = str(exc) or type(exc).__name__
-                    self._next_try = now + self.retry_s
-                    log.warning("symbol list refresh failed: %s", self._error)
-                else:
-                    self._good, self._good_at, self._error = fresh, now, None
-                    return fresh
+            answer = self._held(self._clock())
+            held = self._good if self._good is None or self._error is None \
+                else dataclasses.replace(self._good, stale=self._error)
+        if answer is not None:
+            return self._answer(answer)
+        # A refresh is due. With a list held, only if nobody is fetching already (else the held list, as it
+        # is: the page never waits for the exchange); with none, wait for the fetch in flight and share it.
+        if not self._fetching.acquire(blocking=held is None):
+            assert held is not None
+            return held
+        try:
+            with self._lock:
+                now = self._clock()
+                answer = self._held(now)  # a fetch that ended while this caller waited may have answered
+                if answer is None:
+                    self.fetches += 1
+            if answer is not None:
+                return self._answer(answer)
+            try:
+                fresh = self._fetch()
+            except (RestError, OSError) as exc:
+                error = str(exc) or type(exc).__name__
+                log.warning("symbol list refresh failed: %s", error)
+                with self._lock:
+                    self._error, self._next_try = error, now + self.retry_s
+                    good = self._good
+                if good is None:
+                    raise RestError(f"cannot fetch the symbol list: {error}") from None
+                return dataclasses.replace(good, stale=error)
+            with self._lock:
+                self._good, self._good_at, self._error = fresh, now, None
+            return fresh
+        finally:
+            self._fetching.release()
+
+    def _held(self, now: float) -> Universe | RestError | None:
+        """What :meth:`get` answers at ``now`` without fetching (the caller holds ``_lock``): the fresh
+        list, the last good one marked stale, or the last failure, while it is not time to retry; None
+        when a fetch is due."""
+        if self._good is not None and now - self._good_at < self.ttl_s:
+            return self._good
+        if now < self._next_try:
             if self._good is None:
-                raise RestError(f"cannot fetch the symbol list: {self._error}")
+                return RestError(f"cannot fetch the symbol list: {self._error}")
             return dataclasses.replace(self._good, stale=self._error)
+        return None
+
+    @staticmethod
+    def _answer(answer: Universe | RestError) -> Universe:
+        if isinstance(answer, RestError):
+            raise answer
+        return answer
 
 
 _CACHES: dict[tuple[str, str], UniverseCache] = {}
