@@ -147,3 +147,27 @@ def test_ctrl_c_with_a_page_open_stops_the_server(tmp_path):
             browser.close()
         output = server.stdout.read()
         assert "Traceback" not in output, output
+
+
+def test_the_pushed_panel_rounds_prices_as_the_polled_one():
+    """The pushed panel's JavaScript decides a price's decimals itself: the same as ui.live.price_decimals."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    from ui import live
+
+    require_chromium()
+    function = re.search(r"^function priceDecimals\(.*?^}", live._JS, re.S | re.M)
+    assert function is not None, "the panel's script has no priceDecimals"
+    prices = [89_806.8, 3_101.456, 999.99, 12.3456, 1.0, 0.99999, 0.0023456, 0.000012345, -0.5, 0.0, 1e-30]
+    rule = {"digits": live.PRICE_DIGITS, "max": live.MAX_DECIMALS}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            shown = page.evaluate(f"([prices, rule]) => {{ {function.group(0)}; "
+                                  "return prices.map(p => priceDecimals(p, rule)); }", [prices, rule])
+        finally:
+            browser.close()
+    assert shown == [live.price_decimals(p) for p in prices]

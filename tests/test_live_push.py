@@ -27,6 +27,7 @@ from records import FeedState, FeedStatus, MarkPrice, Trade, now_ms
 from storage import StorageError
 from ui import charts, live
 from ui.live_chart import REDRAW_SHARE, SPLICE_GRID, ChartData, SharedBuilds, chart_update, whole_figure
+from ui.panels import fmt
 
 TZ = "Europe/Berlin"
 START = pd.Timestamp("2026-12-01 08:00", tz="UTC")
@@ -600,6 +601,22 @@ def test_a_low_priced_perpetuals_mark_and_index_keep_their_digits():
     assert (row["mark"], row["index"]) == ("0.0023456", "0.0023461")
     assert [live.price_text(p) for p in (89_806.8, 3_101.456, 12.3456, 1.0, 0.99999)] == [
         "89,806.80", "3,101.46", "12.346", "1.0000", "0.99999"]
+
+
+def test_the_panels_prices_and_spread_keep_their_digits_at_any_magnitude():
+    """Was: last prices with 2 decimals and the spread with 4, whatever the coin: a pair of coins
+    near 0.002 read 0.00 / 0.00 and a spread of 0.0000."""
+    cheap = {"y": 0.0023456, "x": 0.000012345, "beta": 190.1, "spread": -0.000001234, "z": 1.5}
+    decimals = live.cell_decimals(cheap)
+    assert decimals == {"y": 7, "x": 9, "beta": 5, "spread": 9, "z": 2}
+    assert [fmt(cheap[name], decimals[name]) for name in ("y", "x", "spread")] == [
+        "0.0023456", "0.000012345", "-0.000001234"]
+    # Coins priced in dollars keep the panel they had: cents, and the spread two decimals finer.
+    assert live.cell_decimals({"y": 3_101.5, "x": 90_000.0, "beta": 0.03, "spread": 2.5, "z": None}) == {
+        "y": 2, "x": 2, "beta": 5, "spread": 4, "z": 2}
+    assert live.cell_decimals(dict.fromkeys(("y", "x", "beta", "spread", "z"))) == {
+        "y": 2, "x": 2, "beta": 5, "spread": 4, "z": 2}  # nothing received yet: dashes anyway
+    assert live.price_decimals(1e-30) == live.MAX_DECIMALS
 
 
 def test_the_stats_table_shows_each_leg_with_dashes_where_nothing_arrived():

@@ -111,8 +111,9 @@ def render_live_panel(acquire: Callable[[], Service | None], controls: Controls)
     values = live.snapshot(service, controls.y, controls.x, tracker.current())
     names = live.labels(controls.y, controls.x)
     helps = {"z": f"Open bar vs the last {controls.window} bars; |z| > {controls.z_threshold} is stretched"}
-    for column, (name, _, digits) in zip(st.columns(len(live.FIELDS)), live.FIELDS, strict=True):
-        column.metric(names[name], fmt(values[name], digits), help=helps.get(name))
+    decimals = live.cell_decimals(values)
+    for column, (name, _, _) in zip(st.columns(len(live.FIELDS)), live.FIELDS, strict=True):
+        column.metric(names[name], fmt(values[name], decimals[name]), help=helps.get(name))
     funding = live.funding_line(service, controls.y, controls.x, now_ms())
     if funding:  # perpetuals only
         st.caption(plain(funding), help=live.FUNDING_NOTE)

@@ -63,10 +63,14 @@ IDLE_S = 600.0  # a token no page has refreshed for this long is forgotten (its 
 MAX_STREAMS_PER_TOKEN = 4
 TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-# The panel's cells: field, label ({y} and {x}: the pair's symbols), decimal places shown.
-FIELDS: tuple[tuple[str, str, int], ...] = (
-    ("y", "{y} last", 2), ("x", "{x} last", 2), ("beta", "Hedge ratio β", 5), ("spread", "Spread", 4),
+# The panel's cells: field, label ({y} and {x}: the pair's symbols), decimal places shown (None: by
+# the price's magnitude, :func:`cell_decimals`: a coin at 0.002 must not read 0.00).
+FIELDS: tuple[tuple[str, str, int | None], ...] = (
+    ("y", "{y} last", None), ("x", "{x} last", None), ("beta", "Hedge ratio β", 5), ("spread", "Spread", None),
     ("z", "Z-score", 2))
+PRICE_DIGITS = 5  # significant digits a price below 1,000 keeps (above it, cents)
+MAX_DECIMALS = 12
+SPREAD_EXTRA_DECIMALS = 2  # the spread (in Y's quote units) is shown two decimals finer than Y's price
 
 
 def labels(y: str, x: str) -> dict[str, str]:
@@ -134,16 +138,27 @@ class Funding:
                 f"mark {price_text(self.mark)} · index {price_text(self.index)}")
 
 
-PRICE_DIGITS = 5  # significant digits a price below 1,000 keeps (above it, cents)
+def price_decimals(price: float | None) -> int:
+    """Decimals a price in quote currency is shown with: :data:`PRICE_DIGITS` significant digits, at
+    least cents, at most :data:`MAX_DECIMALS` (2 for a missing or zero price). ``_JS`` mirrors it."""
+    if price is None or not math.isfinite(price) or price == 0:
+        return 2
+    return min(MAX_DECIMALS, max(2, PRICE_DIGITS - 1 - math.floor(math.log10(abs(price)))))
+
+
+def cell_decimals(values: dict[str, float | None]) -> dict[str, int]:
+    """Each panel cell's decimals for :func:`snapshot`'s ``values``: a last price by its magnitude, the
+    spread :data:`SPREAD_EXTRA_DECIMALS` finer than Y's price, the others :data:`FIELDS`' fixed ones."""
+    decimals = {name: digits for name, _, digits in FIELDS if digits is not None}
+    decimals.update(y=price_decimals(values.get("y")), x=price_decimals(values.get("x")),
+                    spread=min(MAX_DECIMALS, price_decimals(values.get("y")) + SPREAD_EXTRA_DECIMALS))
+    return decimals
 
 
 def price_text(price: float) -> str:
-    """A price in quote currency with :data:`PRICE_DIGITS` significant digits and at least cents:
-    ``89,806.80``, ``12.346``, ``0.0023456`` (a perpetual below a cent keeps its digits, not ``0.00``)."""
-    if not math.isfinite(price) or price == 0:
-        return f"{price:,.2f}"
-    decimals = max(2, PRICE_DIGITS - 1 - math.floor(math.log10(abs(price))))
-    return f"{price:,.{decimals}f}"
+    """A price in quote currency as :func:`price_decimals` says: ``89,806.80``, ``12.346``,
+    ``0.0023456`` (a perpetual below a cent keeps its digits, not ``0.00``)."""
+    return f"{price:,.{price_decimals(price)}f}"
 
 
 def countdown(seconds: float) -> str:
@@ -407,6 +422,12 @@ function fmt(value, digits) {
   return value.toLocaleString("en-US", {minimumFractionDigits: digits, maximumFractionDigits: digits});
 }
 
+// ui.live.price_decimals: significant digits by the price's magnitude, at least cents.
+function priceDecimals(price, rule) {
+  if (price === null || price === undefined || !isFinite(price) || price === 0) return 2;
+  return Math.min(rule.max, Math.max(2, rule.digits - 1 - Math.floor(Math.log10(Math.abs(price)))));
+}
+
 export default function (component) {
   const { data, parentElement } = component;
   const FIELDS = data.fields;  // [field, label, digits], from ui.live.FIELDS
@@ -442,10 +463,14 @@ export default function (component) {
     source = new EventSource(url);
     source.onmessage = (event) => {
       const message = JSON.parse(event.data);
+      // A message carries every cell when any changed (ui.live.snapshot): Y's price is in it with the spread.
+      const rule = data.prices;
+      const scaled = {y: priceDecimals(message.y, rule), x: priceDecimals(message.x, rule),
+                      spread: Math.min(rule.max, priceDecimals(message.y, rule) + rule.spreadExtra)};
       for (const [field, , digits] of FIELDS) {
         if (field in message) {
           const cell = root.querySelector(`[data-live-field="${field}"] [data-live-value]`);
-          cell.textContent = fmt(message[field], digits);
+          cell.textContent = fmt(message[field], digits === null ? scaled[field] : digits);
         }
       }
       if ("funding" in message) funding.textContent = message.funding;
@@ -471,4 +496,5 @@ def live_panel(token: str, y: str, x: str) -> None:
     """The pushed live panel of this page (its numbers arrive over ``/live/events``)."""
     names = labels(y, x)
     fields = [[name, names[name], digits] for name, _, digits in FIELDS]
-    _component()(key="live_panel", data={"token": token, "fields": fields})
+    prices = {"digits": PRICE_DIGITS, "max": MAX_DECIMALS, "spreadExtra": SPREAD_EXTRA_DECIMALS}
+    _component()(key="live_panel", data={"token": token, "fields": fields, "prices": prices})
