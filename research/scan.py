@@ -62,6 +62,10 @@ from storage.errors import StorageError
 from storage.research import ResearchStore, months_between
 
 DEFAULT_BLOCK_SIZE = 32
+# The longest stretch without bars a close is carried over (ms): an exchange outage of minutes or hours.
+# A longer one (a month missing from the store, a trading halt) is left out rather than filled with a
+# flat made-up price, and every pair of the symbol says so in its note (:func:`gap_notes`).
+MAX_CARRY_MS = 86_400_000
 RESULTS_FILE = "pairs.parquet"
 PARAMETERS_FILE = "scan.json"
 
@@ -219,21 +223,63 @@ def read_closes(store: ResearchStore, market: Market, timeframe: Timeframe, symb
     """Closes of ``symbols`` (only those are read) on the full grid of ``[start_ms, end_ms)``.
 
     One row per bar start of the span whatever the symbols hold, so a pair's rows never depend on
-    which other symbols are read with it. A close is carried forward over bars without one, but
-    never before a symbol's first bar or after its last (a symbol listed or delisted inside the
-    span leaves NaN there; each pair is tested on the rows both legs have).
+    which other symbols are read with it. A close is carried forward over bars without one for at
+    most :data:`MAX_CARRY_MS`, never before a symbol's first bar or after its last (a symbol listed
+    or delisted inside the span leaves NaN there; each pair is tested on the rows both legs have).
+    A longer stretch without bars stays NaN (:func:`gap_notes` names it).
     """
     raw = store.closes(market, timeframe, list(symbols), start_ms, end_ms)
     grid = pd.DatetimeIndex(pd.to_datetime(np.arange(start_ms, end_ms, timeframe.ms, dtype=np.int64), unit="ms",
                                            utc=True), name="start")
-    closes = raw.reindex(grid)
+    closes = raw.reindex(grid).reindex(columns=list(symbols))
     filled = closes.ffill().where(closes.notna()[::-1].cummax()[::-1])  # blank after each column's last bar
-    return filled.reindex(columns=list(symbols))
+    limit = max(1, MAX_CARRY_MS // timeframe.ms)  # bars
+    for column, (first, end) in _gaps(closes, lambda missing: missing > limit):
+        filled.iloc[first:end, column] = np.nan
+    return filled
+
+
+def _gaps(closes: pd.DataFrame, keep: Callable[[int], bool]) -> list[tuple[int, tuple[int, int]]]:
+    """``(column, (first, end))`` of each run of rows without a close strictly between two closes of that
+    column (``[first, end)``, row positions) whose length ``keep`` accepts."""
+    found = []
+    for column in range(closes.shape[1]):
+        rows = np.flatnonzero(np.isfinite(closes.iloc[:, column].to_numpy(dtype=np.float64, na_value=np.nan)))
+        missing = np.diff(rows) - 1  # rows without a close between consecutive closes
+        found += [(column, (int(rows[i] + 1), int(rows[i + 1]))) for i in np.flatnonzero(missing)
+                  if keep(int(missing[i]))]
+    return found
+
+
+def gap_notes(closes: pd.DataFrame) -> dict[str, str]:
+    """Per symbol of :func:`read_closes`' ``closes`` (indexed by bar start, UTC), a sentence naming the
+    longest stretch without bars it left out (longer than :data:`MAX_CARRY_MS`) and how many more there
+    are; symbols without one are absent."""
+    stretches: dict[str, list[tuple[int, int]]] = {}
+    for column, span in _gaps(closes, lambda missing: True):  # every interior NaN run is a long one here
+        stretches.setdefault(str(closes.columns[column]), []).append(span)
+    notes = {}
+    for symbol, spans in stretches.items():
+        first, end = max(spans, key=lambda span: span[1] - span[0])
+        # ``end`` is the row of the bar that ends the gap: the stretch is [its first row, that bar).
+        text = (f"{symbol} has no bars from {closes.index[first]:%Y-%m-%d %H:%M} to "
+                f"{closes.index[end]:%Y-%m-%d %H:%M} UTC ({end - first:,} bars, more than a day: left out)")
+        if len(spans) > 1:
+            text += f" and {len(spans) - 1:,} more such gap(s)"
+        notes[symbol] = text
+    return notes
 
 
 def engle_granger_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
-    """The scan's kernel: :func:`analytics.scan_block` of the block's pairs (unranked rows)."""
-    return scan_block(closes, list(block.left), list(block.right) or None, **params)
+    """The scan's kernel: :func:`analytics.scan_block` of the block's pairs (unranked rows), each pair's
+    note naming its legs' stretches without bars that were left out (:func:`gap_notes`)."""
+    rows = scan_block(closes, list(block.left), list(block.right) or None, **params)
+    notes = gap_notes(closes)
+    if notes:
+        rows["note"] = [
+            "; ".join(text for text in (note, notes.get(str(y), ""), notes.get(str(x), "")) if text)
+            for note, y, x in zip(rows["note"], rows["y"], rows["x"], strict=True)]
+    return rows
 
 
 def block_task(store_root: str, market: Market, timeframe: Timeframe, start_ms: int, end_ms: int, block: Block,
@@ -312,7 +358,7 @@ def scan_in_process(spec: ScanSpec) -> ScanOutcome:
     started = time.monotonic()
     closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, spec.symbols, spec.start_ms,
                          spec.end_ms)
-    table = rank_pairs(scan_block(closes, list(spec.symbols), **spec.kernel_params()))
+    table = rank_pairs(engle_granger_kernel(closes, Block(tuple(spec.symbols)), spec.kernel_params()))
     return ScanOutcome(table, spec, time.monotonic() - started)
 
 

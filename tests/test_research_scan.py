@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,40 @@ def test_a_block_reads_only_its_own_symbols(store_root, monkeypatch):
                       spec.kernel_params())
     assert sorted(read) == ["S01USDT", "S02USDT", "S07USDT"]
     assert sorted(zip(rows["y"], rows["x"], strict=True)) == [("S01USDT", "S07USDT"), ("S02USDT", "S07USDT")]
+
+
+FIVE = Timeframe.of("5m")
+Q1 = 1_704_067_200_000, 1_711_929_600_000  # 2024-01-01 → 2024-04-01 (UTC): January, February, March
+
+
+def test_a_month_missing_in_the_middle_is_left_out_and_each_of_its_pairs_says_so(tmp_path):
+    """A month missing from the store used to be filled with the close before it, carried for 8,352 bars:
+    the planted pair was tested on a month of made-up flat prices (p 0.07, lost) and nothing said so."""
+    symbols = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+    bars = (Q1[1] - Q1[0]) // FIVE.ms
+    root = str(tmp_path / "store")
+    closes = universe_closes(symbols, bars, seed=1, planted=[("AAAUSDT", "BBBUSDT")])
+    write_universe(ResearchStore(root), Market.SPOT, FIVE, symbols, Q1[0], closes)
+    shutil.rmtree(Path(root) / "market=spot" / "interval=5m" / "symbol=BBBUSDT" / "month=2024-02")
+    # A gap of at most a day (an exchange outage) is still carried over: CCCUSDT lacks 12 hours of bars.
+    march = ResearchStore(root).bars(Market.SPOT, FIVE, "CCCUSDT", 1_709_251_200_000, Q1[1])
+    ResearchStore(root).write_month(Market.SPOT, FIVE, "CCCUSDT", "2024-03", march.drop(index=range(1_000, 1_144)))
+    spec = ScanSpec(root, Market.SPOT, FIVE, symbols, *Q1, block_size=2)
+    table = scan_in_process(spec).table
+    february = 29 * 288
+    row = table.set_index(["y", "x"])
+    planted = row.loc[("AAAUSDT", "BBBUSDT")]
+    assert planted["n_bars"] == bars - february  # the rows both legs have, no made-up month
+    assert planted["status"] == "ok" and planted["q_value"] < 1e-6  # found again
+    gap = "BBBUSDT has no bars from 2024-02-01 00:00 to 2024-03-01 00:00 UTC (8,352 bars, more than a day: left out)"
+    for pair in (("AAAUSDT", "BBBUSDT"), ("BBBUSDT", "CCCUSDT")):
+        assert gap in row.loc[pair, "note"], row.loc[pair, "note"]
+    untouched = row.loc[("AAAUSDT", "CCCUSDT")]
+    assert untouched["n_bars"] == bars and "no bars" not in untouched["note"]  # 12 hours carried, as before
+    # Block-independent as ever: the pair's row is the same read in a block of its own.
+    alone = block_task(root, Market.SPOT, FIVE, *Q1, Block(("AAAUSDT", "BBBUSDT")), engle_granger_kernel,
+                       spec.kernel_params())
+    assert alone.loc[0, "note"] == planted["note"] and alone.loc[0, "eg_pvalue"] == planted["eg_pvalue"]
 
 
 def dying_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
