@@ -201,10 +201,18 @@ def check_spec(spec: ScanSpec) -> ScanSpec:
         raise ScanInputError(f"symbols: {', '.join(unknown)} not in the store's {spec.market.value} "
                              f"{spec.timeframe.name} bars ({len(stored)} symbols stored)")
     months = set(months_between(spec.start_ms, spec.end_ms))
-    empty = [s for s in spec.symbols if not months & set(store.months(spec.market, spec.timeframe, s))]
-    if len(empty) == len(spec.symbols):
+    held = {s: store.months(spec.market, spec.timeframe, s) for s in spec.symbols}
+    if not any(months & set(held[s]) for s in spec.symbols):
         raise ScanInputError(f"span: no stored month of any symbol overlaps {_iso(spec.start_ms)} – "
                              f"{_iso(spec.end_ms)}")
+    # Every worker holds the whole span's bar grid: a span far past the history (a typo such as 2205) would
+    # only exhaust their memory. Within the months stored for these symbols, as the Scanner tab's days are.
+    stored_months = sorted({m for listed in held.values() for m in listed})
+    first, last = pd.Period(stored_months[0], freq="M"), pd.Period(stored_months[-1], freq="M")
+    if spec.start_ms < first.start_time.value // 1_000_000 or spec.end_ms > (last + 1).start_time.value // 1_000_000:
+        raise ScanInputError(f"span: {_iso(spec.start_ms)} – {_iso(spec.end_ms)} reaches beyond the months stored "
+                             f"for these symbols ({first} to {last}); every worker would hold the whole span's bar "
+                             "grid: choose a span within them")
     return spec
 
 

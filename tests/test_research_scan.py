@@ -248,6 +248,11 @@ def test_without_store_and_results_the_settings_name_them_as_for_the_archives_an
     (["--symbols", "S00USDT,NOPEUSDT"], "symbols: NOPEUSDT not in the store's spot 1m bars"),
     (["--from", "2024-01-02", "--to", "2024-01-01"], "span: from 2024-01-02T00:00Z to 2024-01-01T00:00Z is empty"),
     (["--from", "2025-06-01", "--to", "2025-06-02"], "span: no stored month of any symbol overlaps"),
+    # A span far past the history once ran: every worker held its whole bar grid (a typo such as 2205 ran
+    # them out of memory). It must lie within the months stored for the symbols, as the Scanner tab's days do.
+    (["--to", "2205-01-01"], r"span: 2023-12-31T07:20Z – 2205-01-01T00:00Z reaches beyond the months stored for "
+                             r"these symbols \(2023-12 to 2024-01\)"),
+    (["--from", "1970-01-01"], r"span: 1970-01-01T00:00Z – 2024-01-01T23:20Z reaches beyond"),
     (["--store", "/nonexistent/research"], "store: no research store at '/nonexistent/research'"),
     (["--symbols", "S00USDT"], "symbols: a scan needs at least two symbols"),
     (["--market", "um"], "store: .* holds no um 1m bars"),
