@@ -259,35 +259,60 @@ def _gaps(closes: pd.DataFrame, keep: Callable[[int], bool]) -> list[tuple[int, 
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A stretch of a symbol without bars that :func:`read_closes` left out: bars starting in ``[start, end)``
+    (UTC; ``end`` is the start of the bar after it), ``bars`` of them."""
+
+    symbol: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+
+    def note(self) -> str:
+        return (f"{self.symbol} has no bars from {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC "
+                f"({self.bars:,} bars, more than a day: left out)")
+
+
+def long_gaps(closes: pd.DataFrame) -> dict[str, list[Gap]]:
+    """Per symbol of :func:`read_closes`' ``closes`` (indexed by bar start, UTC), the stretches without bars
+    it left out (longer than :data:`MAX_CARRY_MS`: the only ones left NaN between two bars); symbols
+    without one are absent."""
+    found: dict[str, list[Gap]] = {}
+    for column, (first, end) in _gaps(closes, lambda missing: True):
+        symbol = str(closes.columns[column])
+        found.setdefault(symbol, []).append(Gap(symbol, closes.index[first], closes.index[end], end - first))
+    return found
+
+
 def gap_notes(closes: pd.DataFrame) -> dict[str, str]:
-    """Per symbol of :func:`read_closes`' ``closes`` (indexed by bar start, UTC), a sentence naming the
-    longest stretch without bars it left out (longer than :data:`MAX_CARRY_MS`) and how many more there
-    are; symbols without one are absent."""
-    stretches: dict[str, list[tuple[int, int]]] = {}
-    for column, span in _gaps(closes, lambda missing: True):  # every interior NaN run is a long one here
-        stretches.setdefault(str(closes.columns[column]), []).append(span)
+    """Per symbol with stretches left out (:func:`long_gaps`), a sentence naming the longest and how many
+    more there are."""
     notes = {}
-    for symbol, spans in stretches.items():
-        first, end = max(spans, key=lambda span: span[1] - span[0])
-        # ``end`` is the row of the bar that ends the gap: the stretch is [its first row, that bar).
-        text = (f"{symbol} has no bars from {closes.index[first]:%Y-%m-%d %H:%M} to "
-                f"{closes.index[end]:%Y-%m-%d %H:%M} UTC ({end - first:,} bars, more than a day: left out)")
-        if len(spans) > 1:
-            text += f" and {len(spans) - 1:,} more such gap(s)"
-        notes[symbol] = text
+    for symbol, gaps in long_gaps(closes).items():
+        text = max(gaps, key=lambda gap: gap.bars).note()
+        notes[symbol] = text if len(gaps) == 1 else f"{text} and {len(gaps) - 1:,} more such gap(s)"
     return notes
+
+
+def with_notes(rows: pd.DataFrame, column: str, notes: Mapping[str, str],
+               where: np.ndarray | None = None) -> pd.DataFrame:
+    """``rows`` with each row's ``column`` followed by the notes of its legs ``y`` and ``x`` (``; ``-joined),
+    only on the rows ``where`` (a boolean mask; None: all)."""
+    if not notes:
+        return rows
+    chosen = np.ones(len(rows), dtype=bool) if where is None else np.asarray(where, dtype=bool)
+    rows[column] = [
+        "; ".join(text for text in (note, notes.get(str(y), ""), notes.get(str(x), "")) if text) if keep else note
+        for note, y, x, keep in zip(rows[column], rows["y"], rows["x"], chosen, strict=True)]
+    return rows
 
 
 def engle_granger_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
     """The scan's kernel: :func:`analytics.scan_block` of the block's pairs (unranked rows), each pair's
     note naming its legs' stretches without bars that were left out (:func:`gap_notes`)."""
-    rows = scan_block(closes, list(block.left), list(block.right) or None, **params)
-    notes = gap_notes(closes)
-    if notes:
-        rows["note"] = [
-            "; ".join(text for text in (note, notes.get(str(y), ""), notes.get(str(x), "")) if text)
-            for note, y, x in zip(rows["note"], rows["y"], rows["x"], strict=True)]
-    return rows
+    return with_notes(scan_block(closes, list(block.left), list(block.right) or None, **params), "note",
+                      gap_notes(closes))
 
 
 def block_task(store_root: str, market: Market, timeframe: Timeframe, start_ms: int, end_ms: int, block: Block,
