@@ -51,6 +51,7 @@ from research.scan import (
     DEFAULT_BLOCK_SIZE,
     ScanCancelled,
     ScanInputError,
+    block_failure,
     eta_seconds,
     export_csv,
     export_parquet,
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # a block that failed on a worker (after its retries): say which error, no traceback
         meter.finish()
-        print(f"error: a block of the {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: a block of the {args.command} failed: {block_failure(exc)}", file=sys.stderr)
         return 1
     meter.finish()
     if settings is not None:

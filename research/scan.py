@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed import Client, as_completed
+from distributed import Client, KilledWorker, as_completed
 
 import analytics._unitroot
 import analytics.scan
@@ -362,6 +362,20 @@ def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[s
         cancel_futures(client, futures)
         raise
     return [r for r in results if r is not None]
+
+
+def block_failure(exc: BaseException) -> str:
+    """Why a block failed on the cluster, in plain words: a store's error as it is; workers that kept dying
+    on it (Dask's KilledWorker, whose text points at worker logs) as what usually kills them; else the
+    error's type and message."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if isinstance(exc, KilledWorker):
+        tries = getattr(exc, "allowed_failures", None)
+        tried = f" (tried on {tries + 1} workers)" if isinstance(tries, int) else ""
+        return (f"every worker that ran it died{tried}. Most often a worker runs out of memory: a smaller block "
+                "size, a shorter span or a longer timeframe needs less (README: memory per worker)")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def cancel_futures(client: Client, futures: list[Any]) -> None:

@@ -4,6 +4,7 @@ the scheduler setting, bad requests named, results stored whole."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,12 +14,13 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client
+from distributed import Client, KilledWorker
 
 import cli.research
 import research.scan
@@ -386,3 +388,18 @@ def test_ctrl_c_in_a_terminal_stops_the_cli_cleanly(tmp_path):
     assert "cancelled: scan cancelled after" in text and "nothing stored" in text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert not results.exists() or not any(results.iterdir())
+
+
+def test_workers_dying_on_a_block_are_named_with_what_usually_kills_them(store_root, capsys, monkeypatch):
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise KilledWorker("research-block-0", SimpleNamespace(address="tcp://127.0.0.1:40000"), 3)
+
+    monkeypatch.delenv("QUANT_SCHEDULER", raising=False)
+    monkeypatch.setattr(cli.research, "open_client", lambda scheduler=None, workers=None: contextlib.nullcontext())
+    monkeypatch.setattr(cli.research, "scan", killed)
+    code = cli.research.main(["scan", "--store", store_root, "--from", "2023-12-31T07:20", "--to", "2024-01-01T23:20",
+                              "--results", str(Path(store_root).parent / "none")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("error: a block of the scan failed: every worker that ran it died (tried on 4 workers). Most often a "
+            "worker runs out of memory") in err and "worker logs" not in err
