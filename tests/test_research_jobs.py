@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pytest
@@ -277,7 +277,7 @@ def test_top_n_picks_by_quote_volume_through_the_one_check(store_root):
 
 def killed_worker(*args: Any, **kwargs: Any) -> Any:
     """What Dask raises when every worker that ran a block died (here without any worker dying)."""
-    raise KilledWorker("research-block-0", SimpleNamespace(address="tcp://127.0.0.1:40000"), 3)
+    raise KilledWorker("research-block-0", cast(Any, SimpleNamespace(address="tcp://127.0.0.1:40000")), 3)
 
 
 def test_workers_dying_on_a_block_fail_the_job_saying_what_usually_kills_them(store_root, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -392,7 +392,7 @@ def test_ctrl_c_in_a_terminal_stops_the_cli_cleanly(tmp_path):
 
 def test_workers_dying_on_a_block_are_named_with_what_usually_kills_them(store_root, capsys, monkeypatch):
     def killed(*args: Any, **kwargs: Any) -> Any:
-        raise KilledWorker("research-block-0", SimpleNamespace(address="tcp://127.0.0.1:40000"), 3)
+        raise KilledWorker("research-block-0", cast(Any, SimpleNamespace(address="tcp://127.0.0.1:40000")), 3)
 
     monkeypatch.delenv("QUANT_SCHEDULER", raising=False)
     monkeypatch.setattr(cli.research, "open_client", lambda scheduler=None, workers=None: contextlib.nullcontext())
