@@ -37,6 +37,7 @@ defaults (32 symbols per group, 43,200 one-minute bars, L = 55) for a universe o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -174,8 +175,12 @@ class ScanOutcome:
 def check_spec(spec: ScanSpec) -> ScanSpec:
     """``spec`` if the store, its symbols and the span can be scanned; ScanInputError naming the problem.
 
-    Runs on the client before anything is submitted, so a bad request fails in a second.
+    Runs on the client before anything is submitted, so a bad request fails in a second. The span's ends
+    are moved up to the timeframe's grid (bars starting in ``[start_ms, end_ms)`` are the same ones), so
+    the returned spec names the span's first bar.
     """
+    spec = dataclasses.replace(spec, start_ms=_on_grid(spec.start_ms, spec.timeframe),
+                               end_ms=_on_grid(spec.end_ms, spec.timeframe))
     if spec.trend not in TRENDS:
         raise ScanInputError(f"trend: {spec.trend!r} is not one of {', '.join(TRENDS)}")
     if spec.end_ms <= spec.start_ms:
@@ -216,6 +221,11 @@ def check_spec(spec: ScanSpec) -> ScanSpec:
     return spec
 
 
+def _on_grid(ms: int, timeframe: Timeframe) -> int:
+    """The first bar start of ``timeframe`` at or after ``ms`` (UTC epoch ms)."""
+    return -(-ms // timeframe.ms) * timeframe.ms
+
+
 def open_store(root: str) -> ResearchStore:
     """The research store at ``root``; ScanInputError when it is a local path that does not exist."""
     if "://" not in root and not Path(root).is_dir():
@@ -237,7 +247,9 @@ def read_closes(store: ResearchStore, market: Market, timeframe: Timeframe, symb
     A longer stretch without bars stays NaN (:func:`gap_notes` names it).
     """
     raw = store.closes(market, timeframe, list(symbols), start_ms, end_ms)
-    grid = pd.DatetimeIndex(pd.to_datetime(np.arange(start_ms, end_ms, timeframe.ms, dtype=np.int64), unit="ms",
+    # From the first bar start in the span: a grid laid from an instant between two bars matches none.
+    first = _on_grid(start_ms, timeframe)
+    grid = pd.DatetimeIndex(pd.to_datetime(np.arange(first, end_ms, timeframe.ms, dtype=np.int64), unit="ms",
                                            utc=True), name="start")
     closes = raw.reindex(grid).reindex(columns=list(symbols))
     filled = closes.ffill().where(closes.notna()[::-1].cummax()[::-1])  # blank after each column's last bar
@@ -388,7 +400,7 @@ def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None,
          submitted: Submitted | None = None) -> ScanOutcome:
     """The Engle–Granger scan of every pair of ``spec.symbols`` on ``client``'s cluster, ranked over the
     family; ``progress`` and ``submitted`` as in :func:`run_blocks`."""
-    check_spec(spec)
+    spec = check_spec(spec)
     started = time.monotonic()
     rows = run_blocks(client, spec, engle_granger_kernel, spec.kernel_params(), progress=progress,
                       submitted=submitted)
@@ -401,7 +413,7 @@ def scan_in_process(spec: ScanSpec) -> ScanOutcome:
     Bit-identical to :func:`scan` when this process runs BLAS on one thread (``OPENBLAS_NUM_THREADS=1``,
     as Dask's workers do): a product split over threads adds its entries in another order.
     """
-    check_spec(spec)
+    spec = check_spec(spec)
     started = time.monotonic()
     closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, spec.symbols, spec.start_ms,
                          spec.end_ms)

@@ -134,7 +134,7 @@ def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettin
     pair is done when its block has run every window). Ctrl-C raises :class:`research.scan.ScanCancelled`
     after cancelling every task; a failed block's exception is raised.
     """
-    check_spec(spec)
+    spec = check_spec(spec)
     windows = windows_of(spec, settings)
     started = time.monotonic()
     parts = run_blocks(client, spec, walk_forward_kernel, {"settings": settings, "windows": windows},
@@ -147,7 +147,7 @@ def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettin
 def walk_in_process(spec: ScanSpec, settings: WalkForwardSettings) -> WalkOutcome:
     """The same run in this process: :func:`research.walkforward.walk_forward` on every symbol's closes
     (for comparison and small universes)."""
-    check_spec(spec)
+    spec = check_spec(spec)
     windows_of(spec, settings)
     started = time.monotonic()
     symbols = sorted(spec.symbols)

@@ -28,6 +28,7 @@ from analytics import scan_pairs
 from config import ConfigError, parse_scheduler, scheduler_address
 from domain import Market, Timeframe
 from research.cluster import open_client
+from research.request import ResearchRequest, plan
 from research.scan import (
     Block,
     ScanCancelled,
@@ -98,6 +99,15 @@ def test_the_distributed_scan_equals_the_single_process_scan_bit_for_bit(client,
     late = reference[(reference["y"] == "S05USDT") | (reference["x"] == "S05USDT")]
     assert (late["n_bars"] == BARS - 700).all()  # a symbol listed late: its pairs use the rows it has
 
+
+def test_a_span_starting_between_two_bars_scans_the_bars_that_start_in_it(store_root):
+    """``--from 2023-12-31T07:20:30`` on 1 min bars: the grid was laid from that instant, matched no stored
+    bar, and every pair was stored 'insufficient_data' with 0 bars, saying nothing of why."""
+    table = scan_in_process(spec_of(store_root, start_ms=START + 30_000)).table
+    planted = table[(table["y"] == "S00USDT") & (table["x"] == "S03USDT")].iloc[0]
+    assert planted["status"] == "ok" and planted["n_bars"] == BARS - 1  # 07:21 on: the bars starting in the span
+    request = ResearchRequest("scan", store_root, Market.SPOT, MINUTE, START + 30_000, START + BARS * 60_000 - 1)
+    assert plan(request).spec.start_ms == START + 60_000  # the span's first bar, as stored with the run
 
 def test_blocks_cover_every_pair_once():
     blocks = make_blocks([f"A{i:02d}" for i in range(10)], 3)
