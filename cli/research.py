@@ -148,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         meter.finish()
         print(f"cancelled: {exc or 'interrupted'}", file=sys.stderr)
         return 130
-    except ConfigError as exc:
+    except (ConfigError, ScanInputError) as exc:  # ScanInputError: a block the workers' memory cannot hold
+        meter.finish()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, StorageError) as exc:

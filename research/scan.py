@@ -396,11 +396,42 @@ def cancel_futures(client: Client, futures: list[Any]) -> None:
         client.cancel(futures, force=True)
 
 
+def check_memory(client: Client, spec: ScanSpec, test_bars: int, maxlag: int | None) -> None:
+    """ScanInputError when a block of ``spec`` surely cannot fit a worker's memory (Dask's ``memory_limit``;
+    none set: no check): before anything is submitted, rather than every worker that runs it dying.
+
+    ``test_bars``: the bars of each Engle–Granger test (the span for a scan, a walk's formation window),
+    ``maxlag`` its ADF lags (None: Schwert's default for ``test_bars``). The bytes counted are a floor,
+    the terms the module docstring names: the block's closes (``2·block_size`` symbols × the span's
+    bars), its Gram array and one shifted copy of a series; a block's measured peak is about 3× that.
+    """
+    limits = [worker.get("memory_limit") for worker in client.scheduler_info(n_workers=-1).get("workers", {}).values()]
+    sized = [int(limit) for limit in limits if isinstance(limit, int | float) and limit > 0]
+    if not sized:
+        return
+    width = min(2 * spec.block_size, len(spec.symbols))
+    bars = (spec.end_ms - spec.start_ms) // spec.timeframe.ms
+    lags = maxlag if maxlag is not None else analytics._unitroot.default_maxlag(test_bars, 0)
+    floor = 8 * (width * bars + (lags + 2) ** 2 * width**2 + (3 * lags + 2) * test_bars)
+    if floor > min(sized):
+        raise ScanInputError(
+            f"memory: a block of {width} symbols × {bars:,} {spec.timeframe.name} bars needs at least "
+            f"{_size(floor)} on a worker (its closes, the ADF Gram array and a shifted copy of a {test_bars:,}-bar "
+            f"series at maxlag {lags}), more than the workers' {_size(min(sized))}: give a shorter span, a smaller "
+            "block size, a longer timeframe or a smaller maxlag")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
 def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None,
          submitted: Submitted | None = None) -> ScanOutcome:
     """The Engle–Granger scan of every pair of ``spec.symbols`` on ``client``'s cluster, ranked over the
-    family; ``progress`` and ``submitted`` as in :func:`run_blocks`."""
+    family; ``progress`` and ``submitted`` as in :func:`run_blocks`. ScanInputError when a block cannot
+    fit a worker (:func:`check_memory`)."""
     spec = check_spec(spec)
+    check_memory(client, spec, (spec.end_ms - spec.start_ms) // spec.timeframe.ms, spec.maxlag)
     started = time.monotonic()
     rows = run_blocks(client, spec, engle_granger_kernel, spec.kernel_params(), progress=progress,
                       submitted=submitted)

@@ -37,6 +37,7 @@ from research.scan import (
     ScanInputError,
     ScanSpec,
     Submitted,
+    check_memory,
     check_spec,
     code_version,
     long_gaps,
@@ -136,6 +137,7 @@ def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettin
     """
     spec = check_spec(spec)
     windows = windows_of(spec, settings)
+    check_memory(client, spec, settings.formation, settings.maxlag)
     started = time.monotonic()
     parts = run_blocks(client, spec, walk_forward_kernel, {"settings": settings, "windows": windows},
                        progress=progress, submitted=submitted)

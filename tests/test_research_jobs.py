@@ -29,6 +29,7 @@ from research.walkrun import walk_in_process
 from storage.research import ResearchStore
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
+from tests.test_research_scan import SmallWorkers
 from ui import appstate
 
 MINUTE = Timeframe.of("1m")
@@ -290,3 +291,12 @@ def test_workers_dying_on_a_block_fail_the_job_saying_what_usually_kills_them(st
     assert status.error.startswith("a block of the scan failed: every worker that ran it died")
     assert "memory" in status.error and "smaller block size" in status.error
     assert "worker logs" not in status.error and "http" not in status.error
+
+
+def test_a_block_too_big_for_the_workers_fails_the_job_before_any_is_submitted(store_root, tmp_path):
+    runner = JobRunner(connect=lambda scheduler=None, workers=None: contextlib.nullcontext(SmallWorkers(1_000_000)))
+    runner.start(plan(request_of(store_root, block_size=2)), tmp_path / "runs")
+    status = ended(runner)
+    assert status.state == FAILED and status.error is not None
+    assert status.error.startswith("memory: a block of 4 symbols × 2,880 1m bars needs at least "), status.error
+    assert not (tmp_path / "runs").exists()

@@ -32,6 +32,7 @@ from research.request import ResearchRequest, plan
 from research.scan import (
     Block,
     ScanCancelled,
+    ScanInputError,
     ScanSpec,
     block_task,
     engle_granger_kernel,
@@ -43,6 +44,8 @@ from research.scan import (
     scan,
     scan_in_process,
 )
+from research.walkforward import WalkForwardSettings
+from research.walkrun import walk_distributed
 from storage.research import ResearchStore
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
@@ -108,6 +111,31 @@ def test_a_span_starting_between_two_bars_scans_the_bars_that_start_in_it(store_
     assert planted["status"] == "ok" and planted["n_bars"] == BARS - 1  # 07:21 on: the bars starting in the span
     request = ResearchRequest("scan", store_root, Market.SPOT, MINUTE, START + 30_000, START + BARS * 60_000 - 1)
     assert plan(request).spec.start_ms == START + 60_000  # the span's first bar, as stored with the run
+
+class SmallWorkers:
+    """A client whose workers each have ``limit`` bytes (what Dask's scheduler reports); nothing may be submitted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def scheduler_info(self, n_workers: int = -1) -> dict[str, Any]:
+        return {"workers": {f"tcp://127.0.0.1:{port}": {"memory_limit": self.limit} for port in (40001, 40002)}}
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a block was submitted to workers it could only kill")
+
+
+def test_a_block_that_cannot_fit_a_workers_memory_is_refused_before_any_is_submitted(store_root):
+    # A 1 s store scanned over its default two months needs ~26 GB per block: every worker that ran one
+    # died (four of them, the machine's memory with them on a local cluster), minutes in, with no reason.
+    with pytest.raises(ScanInputError, match=r"memory: a block of 6 symbols × 2,400 1m bars needs at least 2\.0 MB "
+                                             r"on a worker .*maxlag 27.*, more than the workers' 1\.0 MB: give a "
+                                             r"shorter span, a smaller block size"):
+        scan(cast(Client, SmallWorkers(1_000_000)), spec_of(store_root))
+    settings = WalkForwardSettings.of("1m", "600min", "200min")
+    with pytest.raises(ScanInputError, match=r"memory: a block of 6 symbols × 2,400 1m bars needs at least 0\.5 MB "
+                                             r"on a worker .*a 600-bar series at maxlag 19"):
+        walk_distributed(cast(Client, SmallWorkers(200_000)), spec_of(store_root), settings)
 
 def test_blocks_cover_every_pair_once():
     blocks = make_blocks([f"A{i:02d}" for i in range(10)], 3)
@@ -413,3 +441,14 @@ def test_workers_dying_on_a_block_are_named_with_what_usually_kills_them(store_r
     assert code == 1
     assert ("error: a block of the scan failed: every worker that ran it died (tried on 4 workers). Most often a "
             "worker runs out of memory") in err and "worker logs" not in err
+
+
+def test_the_cli_names_a_block_too_big_for_the_workers_with_exit_2(store_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("QUANT_SCHEDULER", raising=False)
+    monkeypatch.setattr(cli.research, "open_client",
+                        lambda scheduler=None, workers=None: contextlib.nullcontext(SmallWorkers(1_000_000)))
+    code = cli.research.main(["scan", "--store", store_root, "--from", "2023-12-31T07:20", "--to", "2024-01-01T23:20",
+                              "--block-size", "3", "--results", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: memory: a block of 6 symbols × 2,400 1m bars needs at least 2.0 MB" in err, err
+    assert not (tmp_path / "runs").exists()
