@@ -51,6 +51,7 @@ from research.scan import (
     DEFAULT_BLOCK_SIZE,
     ScanCancelled,
     ScanInputError,
+    block_failure,
     eta_seconds,
     export_csv,
     export_parquet,
@@ -147,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         meter.finish()
         print(f"cancelled: {exc or 'interrupted'}", file=sys.stderr)
         return 130
-    except ConfigError as exc:
+    except (ConfigError, ScanInputError) as exc:  # ScanInputError: a block the workers' memory cannot hold
+        meter.finish()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, StorageError) as exc:
@@ -156,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # a block that failed on a worker (after its retries): say which error, no traceback
         meter.finish()
-        print(f"error: a block of the {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: a block of the {args.command} failed: {block_failure(exc)}", file=sys.stderr)
         return 1
     meter.finish()
     if settings is not None:

@@ -45,7 +45,16 @@ from config import ConfigError
 from research.cluster import open_client
 from research.request import ResearchPlan
 from research.results import save_walk
-from research.scan import Progress, ScanCancelled, ScanInputError, cancel_futures, eta_seconds, save_scan, scan
+from research.scan import (
+    Progress,
+    ScanCancelled,
+    ScanInputError,
+    block_failure,
+    cancel_futures,
+    eta_seconds,
+    save_scan,
+    scan,
+)
 from research.walkrun import walk_distributed
 from storage.errors import StorageError
 
@@ -274,8 +283,7 @@ class JobRunner:
                         raise ScanCancelled(f"{plan.kind} cancelled after {done:,} of {plan.pairs:,} pairs; "
                                             "nothing stored") from None
                     # A block that failed on a worker (after its retries): which error, no traceback.
-                    what = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
-                    raise _Failed(f"a block of the {plan.kind} failed: {what}") from None
+                    raise _Failed(f"a block of the {plan.kind} failed: {block_failure(exc)}") from None
             with job.lock:  # a cancel asked after the last block still wins: nothing is stored
                 cancelled, done = job.cancel.is_set(), job.done
                 if not cancelled:

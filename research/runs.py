@@ -254,6 +254,8 @@ def _info(name: str, kind: str, parameters: dict[str, Any], path: Path) -> RunIn
     if not isinstance(symbols, list) or not all(isinstance(s, str) and _SYMBOL_RE.fullmatch(s) for s in symbols):
         raise RunError(f"{file_name}: symbols must be a list of exchange symbols such as ETHUSDT")
     start, end = _bound(parameters, "start", file_name), _bound(parameters, "end", file_name)
+    if start is not None and end is not None and end <= start:
+        raise RunError(f"{file_name}: the span {start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} is empty or reversed")
     if parameters.get("kind", kind) != kind:
         raise RunError(f"{file_name} says it is a {parameters.get('kind')!r} run, not a {kind}")
     significant = parameters.get("significant_q05", parameters.get("found") if kind == WALK else None)
@@ -263,7 +265,7 @@ def _info(name: str, kind: str, parameters: dict[str, Any], path: Path) -> RunIn
             significant = int(pq.read_table(path / WALK_SUMMARY, columns=["found"]).column("found").to_numpy().sum())
         except _READ_ERRORS as exc:
             raise RunError(f"{WALK_SUMMARY} is not readable ({exc})") from None
-    if isinstance(significant, bool) or not isinstance(significant, int | None):
+    if isinstance(significant, bool) or not isinstance(significant, int | None) or (significant or 0) < 0:
         raise RunError(f"{file_name}: significant_q05 {significant!r} is not a count")
     return RunInfo(name, kind, _stamp(name), market, timeframe, start, end, tuple(symbols), significant,
                    parameters)
@@ -278,7 +280,11 @@ def _bound(parameters: Mapping[str, Any], which: str, file_name: str) -> pd.Time
                 raise TypeError(ms)
             return pd.Timestamp(ms, unit="ms", tz="UTC")
         if isinstance(text, str):
-            return pd.Timestamp(text).tz_convert("UTC") if pd.Timestamp(text).tzinfo else pd.Timestamp(text, tz="UTC")
+            moment = pd.Timestamp(text)
+            # pandas reads "", "NaT" and "nat" as NaT, which no label can format: not a time either.
+            if moment is pd.NaT:
+                raise ValueError(text)
+            return moment.tz_convert("UTC") if moment.tzinfo else moment.tz_localize("UTC")
     except (TypeError, ValueError, OverflowError):
         raise RunError(f"{file_name}: {which}_ms {ms!r} / {which}_utc {text!r} is not a time") from None
     return None

@@ -37,6 +37,7 @@ defaults (32 symbols per group, 43,200 one-minute bars, L = 55) for a universe o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -50,7 +51,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed import Client, as_completed
+from distributed import Client, KilledWorker, as_completed
 
 import analytics._unitroot
 import analytics.scan
@@ -62,6 +63,10 @@ from storage.errors import StorageError
 from storage.research import ResearchStore, months_between
 
 DEFAULT_BLOCK_SIZE = 32
+# The longest stretch without bars a close is carried over (ms): an exchange outage of minutes or hours.
+# A longer one (a month missing from the store, a trading halt) is left out rather than filled with a
+# flat made-up price, and every pair of the symbol says so in its note (:func:`gap_notes`).
+MAX_CARRY_MS = 86_400_000
 RESULTS_FILE = "pairs.parquet"
 PARAMETERS_FILE = "scan.json"
 
@@ -170,8 +175,12 @@ class ScanOutcome:
 def check_spec(spec: ScanSpec) -> ScanSpec:
     """``spec`` if the store, its symbols and the span can be scanned; ScanInputError naming the problem.
 
-    Runs on the client before anything is submitted, so a bad request fails in a second.
+    Runs on the client before anything is submitted, so a bad request fails in a second. The span's ends
+    are moved up to the timeframe's grid (bars starting in ``[start_ms, end_ms)`` are the same ones), so
+    the returned spec names the span's first bar.
     """
+    spec = dataclasses.replace(spec, start_ms=_on_grid(spec.start_ms, spec.timeframe),
+                               end_ms=_on_grid(spec.end_ms, spec.timeframe))
     if spec.trend not in TRENDS:
         raise ScanInputError(f"trend: {spec.trend!r} is not one of {', '.join(TRENDS)}")
     if spec.end_ms <= spec.start_ms:
@@ -197,11 +206,24 @@ def check_spec(spec: ScanSpec) -> ScanSpec:
         raise ScanInputError(f"symbols: {', '.join(unknown)} not in the store's {spec.market.value} "
                              f"{spec.timeframe.name} bars ({len(stored)} symbols stored)")
     months = set(months_between(spec.start_ms, spec.end_ms))
-    empty = [s for s in spec.symbols if not months & set(store.months(spec.market, spec.timeframe, s))]
-    if len(empty) == len(spec.symbols):
+    held = {s: store.months(spec.market, spec.timeframe, s) for s in spec.symbols}
+    if not any(months & set(held[s]) for s in spec.symbols):
         raise ScanInputError(f"span: no stored month of any symbol overlaps {_iso(spec.start_ms)} – "
                              f"{_iso(spec.end_ms)}")
+    # Every worker holds the whole span's bar grid: a span far past the history (a typo such as 2205) would
+    # only exhaust their memory. Within the months stored for these symbols, as the Scanner tab's days are.
+    stored_months = sorted({m for listed in held.values() for m in listed})
+    first, last = pd.Period(stored_months[0], freq="M"), pd.Period(stored_months[-1], freq="M")
+    if spec.start_ms < first.start_time.value // 1_000_000 or spec.end_ms > (last + 1).start_time.value // 1_000_000:
+        raise ScanInputError(f"span: {_iso(spec.start_ms)} – {_iso(spec.end_ms)} reaches beyond the months stored "
+                             f"for these symbols ({first} to {last}); every worker would hold the whole span's bar "
+                             "grid: choose a span within them")
     return spec
+
+
+def _on_grid(ms: int, timeframe: Timeframe) -> int:
+    """The first bar start of ``timeframe`` at or after ``ms`` (UTC epoch ms)."""
+    return -(-ms // timeframe.ms) * timeframe.ms
 
 
 def open_store(root: str) -> ResearchStore:
@@ -219,21 +241,90 @@ def read_closes(store: ResearchStore, market: Market, timeframe: Timeframe, symb
     """Closes of ``symbols`` (only those are read) on the full grid of ``[start_ms, end_ms)``.
 
     One row per bar start of the span whatever the symbols hold, so a pair's rows never depend on
-    which other symbols are read with it. A close is carried forward over bars without one, but
-    never before a symbol's first bar or after its last (a symbol listed or delisted inside the
-    span leaves NaN there; each pair is tested on the rows both legs have).
+    which other symbols are read with it. A close is carried forward over bars without one for at
+    most :data:`MAX_CARRY_MS`, never before a symbol's first bar or after its last (a symbol listed
+    or delisted inside the span leaves NaN there; each pair is tested on the rows both legs have).
+    A longer stretch without bars stays NaN (:func:`gap_notes` names it).
     """
     raw = store.closes(market, timeframe, list(symbols), start_ms, end_ms)
-    grid = pd.DatetimeIndex(pd.to_datetime(np.arange(start_ms, end_ms, timeframe.ms, dtype=np.int64), unit="ms",
+    # From the first bar start in the span: a grid laid from an instant between two bars matches none.
+    first = _on_grid(start_ms, timeframe)
+    grid = pd.DatetimeIndex(pd.to_datetime(np.arange(first, end_ms, timeframe.ms, dtype=np.int64), unit="ms",
                                            utc=True), name="start")
-    closes = raw.reindex(grid)
+    closes = raw.reindex(grid).reindex(columns=list(symbols))
     filled = closes.ffill().where(closes.notna()[::-1].cummax()[::-1])  # blank after each column's last bar
-    return filled.reindex(columns=list(symbols))
+    limit = max(1, MAX_CARRY_MS // timeframe.ms)  # bars
+    for column, (first, end) in _gaps(closes, lambda missing: missing > limit):
+        filled.iloc[first:end, column] = np.nan
+    return filled
+
+
+def _gaps(closes: pd.DataFrame, keep: Callable[[int], bool]) -> list[tuple[int, tuple[int, int]]]:
+    """``(column, (first, end))`` of each run of rows without a close strictly between two closes of that
+    column (``[first, end)``, row positions) whose length ``keep`` accepts."""
+    found = []
+    for column in range(closes.shape[1]):
+        rows = np.flatnonzero(np.isfinite(closes.iloc[:, column].to_numpy(dtype=np.float64, na_value=np.nan)))
+        missing = np.diff(rows) - 1  # rows without a close between consecutive closes
+        found += [(column, (int(rows[i] + 1), int(rows[i + 1]))) for i in np.flatnonzero(missing)
+                  if keep(int(missing[i]))]
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A stretch of a symbol without bars that :func:`read_closes` left out: bars starting in ``[start, end)``
+    (UTC; ``end`` is the start of the bar after it), ``bars`` of them."""
+
+    symbol: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+
+    def note(self) -> str:
+        return (f"{self.symbol} has no bars from {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC "
+                f"({self.bars:,} bars, more than a day: left out)")
+
+
+def long_gaps(closes: pd.DataFrame) -> dict[str, list[Gap]]:
+    """Per symbol of :func:`read_closes`' ``closes`` (indexed by bar start, UTC), the stretches without bars
+    it left out (longer than :data:`MAX_CARRY_MS`: the only ones left NaN between two bars); symbols
+    without one are absent."""
+    found: dict[str, list[Gap]] = {}
+    for column, (first, end) in _gaps(closes, lambda missing: True):
+        symbol = str(closes.columns[column])
+        found.setdefault(symbol, []).append(Gap(symbol, closes.index[first], closes.index[end], end - first))
+    return found
+
+
+def gap_notes(closes: pd.DataFrame) -> dict[str, str]:
+    """Per symbol with stretches left out (:func:`long_gaps`), a sentence naming the longest and how many
+    more there are."""
+    notes = {}
+    for symbol, gaps in long_gaps(closes).items():
+        text = max(gaps, key=lambda gap: gap.bars).note()
+        notes[symbol] = text if len(gaps) == 1 else f"{text} and {len(gaps) - 1:,} more such gap(s)"
+    return notes
+
+
+def with_notes(rows: pd.DataFrame, column: str, notes: Mapping[str, str],
+               where: np.ndarray | None = None) -> pd.DataFrame:
+    """``rows`` with each row's ``column`` followed by the notes of its legs ``y`` and ``x`` (``; ``-joined),
+    only on the rows ``where`` (a boolean mask; None: all)."""
+    if not notes:
+        return rows
+    chosen = np.ones(len(rows), dtype=bool) if where is None else np.asarray(where, dtype=bool)
+    rows[column] = [
+        "; ".join(text for text in (note, notes.get(str(y), ""), notes.get(str(x), "")) if text) if keep else note
+        for note, y, x, keep in zip(rows[column], rows["y"], rows["x"], chosen, strict=True)]
+    return rows
 
 
 def engle_granger_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
-    """The scan's kernel: :func:`analytics.scan_block` of the block's pairs (unranked rows)."""
-    return scan_block(closes, list(block.left), list(block.right) or None, **params)
+    """The scan's kernel: :func:`analytics.scan_block` of the block's pairs (unranked rows), each pair's
+    note naming its legs' stretches without bars that were left out (:func:`gap_notes`)."""
+    return with_notes(scan_block(closes, list(block.left), list(block.right) or None, **params), "note",
+                      gap_notes(closes))
 
 
 def block_task(store_root: str, market: Market, timeframe: Timeframe, start_ms: int, end_ms: int, block: Block,
@@ -285,17 +376,62 @@ def run_blocks(client: Client, spec: ScanSpec, kernel: Kernel, params: Mapping[s
     return [r for r in results if r is not None]
 
 
+def block_failure(exc: BaseException) -> str:
+    """Why a block failed on the cluster, in plain words: a store's error as it is; workers that kept dying
+    on it (Dask's KilledWorker, whose text points at worker logs) as what usually kills them; else the
+    error's type and message."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if isinstance(exc, KilledWorker):
+        tries = getattr(exc, "allowed_failures", None)
+        tried = f" (tried on {tries + 1} workers)" if isinstance(tries, int) else ""
+        return (f"every worker that ran it died{tried}. Most often a worker runs out of memory: a smaller block "
+                "size, a shorter span or a longer timeframe needs less (README: memory per worker)")
+    return f"{type(exc).__name__}: {exc}"
+
+
 def cancel_futures(client: Client, futures: list[Any]) -> None:
     """Cancel ``futures`` at once, running ones too; quietly when the cluster is going away."""
     with contextlib.suppress(Exception):  # the cluster may be going away too; the caller's error matters
         client.cancel(futures, force=True)
 
 
+def check_memory(client: Client, spec: ScanSpec, test_bars: int, maxlag: int | None) -> None:
+    """ScanInputError when a block of ``spec`` surely cannot fit a worker's memory (Dask's ``memory_limit``;
+    none set: no check): before anything is submitted, rather than every worker that runs it dying.
+
+    ``test_bars``: the bars of each Engle–Granger test (the span for a scan, a walk's formation window),
+    ``maxlag`` its ADF lags (None: Schwert's default for ``test_bars``). The bytes counted are a floor,
+    the terms the module docstring names: the block's closes (``2·block_size`` symbols × the span's
+    bars), its Gram array and one shifted copy of a series; a block's measured peak is about 3× that.
+    """
+    limits = [worker.get("memory_limit") for worker in client.scheduler_info(n_workers=-1).get("workers", {}).values()]
+    sized = [int(limit) for limit in limits if isinstance(limit, int | float) and limit > 0]
+    if not sized:
+        return
+    width = min(2 * spec.block_size, len(spec.symbols))
+    bars = (spec.end_ms - spec.start_ms) // spec.timeframe.ms
+    lags = maxlag if maxlag is not None else analytics._unitroot.default_maxlag(test_bars, 0)
+    floor = 8 * (width * bars + (lags + 2) ** 2 * width**2 + (3 * lags + 2) * test_bars)
+    if floor > min(sized):
+        raise ScanInputError(
+            f"memory: a block of {width} symbols × {bars:,} {spec.timeframe.name} bars needs at least "
+            f"{_size(floor)} on a worker (its closes, the ADF Gram array and a shifted copy of a {test_bars:,}-bar "
+            f"series at maxlag {lags}), more than the workers' {_size(min(sized))}: give a shorter span, a smaller "
+            "block size, a longer timeframe or a smaller maxlag")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
 def scan(client: Client, spec: ScanSpec, *, progress: Progress | None = None,
          submitted: Submitted | None = None) -> ScanOutcome:
     """The Engle–Granger scan of every pair of ``spec.symbols`` on ``client``'s cluster, ranked over the
-    family; ``progress`` and ``submitted`` as in :func:`run_blocks`."""
-    check_spec(spec)
+    family; ``progress`` and ``submitted`` as in :func:`run_blocks`. ScanInputError when a block cannot
+    fit a worker (:func:`check_memory`)."""
+    spec = check_spec(spec)
+    check_memory(client, spec, (spec.end_ms - spec.start_ms) // spec.timeframe.ms, spec.maxlag)
     started = time.monotonic()
     rows = run_blocks(client, spec, engle_granger_kernel, spec.kernel_params(), progress=progress,
                       submitted=submitted)
@@ -308,11 +444,11 @@ def scan_in_process(spec: ScanSpec) -> ScanOutcome:
     Bit-identical to :func:`scan` when this process runs BLAS on one thread (``OPENBLAS_NUM_THREADS=1``,
     as Dask's workers do): a product split over threads adds its entries in another order.
     """
-    check_spec(spec)
+    spec = check_spec(spec)
     started = time.monotonic()
     closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, spec.symbols, spec.start_ms,
                          spec.end_ms)
-    table = rank_pairs(scan_block(closes, list(spec.symbols), **spec.kernel_params()))
+    table = rank_pairs(engle_granger_kernel(closes, Block(tuple(spec.symbols)), spec.kernel_params()))
     return ScanOutcome(table, spec, time.monotonic() - started)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,14 @@ from research.scan import (
     ScanInputError,
     ScanSpec,
     Submitted,
+    check_memory,
     check_spec,
     code_version,
+    long_gaps,
     open_store,
     read_closes,
     run_blocks,
+    with_notes,
 )
 from research.walkforward import (
     WalkForwardSettings,
@@ -102,7 +105,26 @@ def walk_forward_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str,
     """The block kernel: the block's pairs over every window (``params``: ``settings``, ``windows``)."""
     pairs = (itertools.product(block.left, block.right) if block.right
              else itertools.combinations(block.left, 2))
-    return evaluate_windows(closes, list(pairs), params["windows"], params["settings"])
+    return with_gap_notes(evaluate_windows(closes, list(pairs), params["windows"], params["settings"]), closes,
+                          params["windows"])
+
+
+def with_gap_notes(rows: pd.DataFrame, closes: pd.DataFrame, windows: Sequence[Window]) -> pd.DataFrame:
+    """``rows`` naming, in each window, the stretches without bars of its legs that :func:`read_closes` left
+    out (:func:`research.scan.long_gaps`): in ``note`` when one falls in the formation span, in ``oos_note``
+    when in the trading span. A pair's notes depend only on its legs' closes, as its numbers do."""
+    gaps = long_gaps(closes)
+    if not gaps:
+        return rows
+    numbers = rows["window"].to_numpy()
+    for window in windows:
+        here = numbers == window.number
+        for column, low, high in (("note", window.formation_start, window.trading_start),
+                                  ("oos_note", window.trading_start, window.trading_end)):
+            notes = {symbol: "; ".join(gap.note() for gap in found if gap.start < high and gap.end > low)
+                     for symbol, found in gaps.items()}
+            rows = with_notes(rows, column, {symbol: text for symbol, text in notes.items() if text}, here)
+    return rows
 
 
 def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettings, *,
@@ -113,8 +135,9 @@ def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettin
     pair is done when its block has run every window). Ctrl-C raises :class:`research.scan.ScanCancelled`
     after cancelling every task; a failed block's exception is raised.
     """
-    check_spec(spec)
+    spec = check_spec(spec)
     windows = windows_of(spec, settings)
+    check_memory(client, spec, settings.formation, settings.maxlag)
     started = time.monotonic()
     parts = run_blocks(client, spec, walk_forward_kernel, {"settings": settings, "windows": windows},
                        progress=progress, submitted=submitted)
@@ -126,13 +149,14 @@ def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettin
 def walk_in_process(spec: ScanSpec, settings: WalkForwardSettings) -> WalkOutcome:
     """The same run in this process: :func:`research.walkforward.walk_forward` on every symbol's closes
     (for comparison and small universes)."""
-    check_spec(spec)
+    spec = check_spec(spec)
     windows_of(spec, settings)
     started = time.monotonic()
     symbols = sorted(spec.symbols)
     closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, symbols, spec.start_ms, spec.end_ms)
     result = walk_forward(closes, spec.timeframe, settings)
-    return WalkOutcome(result.rows, result.summary, result.windows, spec, settings, time.monotonic() - started)
+    rows = with_gap_notes(result.rows, closes, result.windows)
+    return WalkOutcome(rows, result.summary, result.windows, spec, settings, time.monotonic() - started)
 
 
 def _in_order(rows: pd.DataFrame) -> pd.DataFrame:

@@ -133,7 +133,14 @@ class ResearchStore:
                                       filters=[("open_time", ">=", start_ms), ("open_time", "<", end_ms)])
             except (OSError, pa.ArrowException) as exc:
                 raise StorageError(f"cannot read {path}: {exc}") from exc
-            parts.append(table.to_pandas())
+            part = table.to_pandas()
+            # Only write_month's own files hold what the scans assume (one bar per grid time): a file put
+            # there by something else is refused by name, not left to fail later without one.
+            problem = _time_problem(part["open_time"].to_numpy(), timeframe, month)
+            if problem is not None:
+                raise StorageError(f"cannot read {path}: {problem}; not a month this store wrote (damaged, or "
+                                   "written by another tool): import the month again (python -m cli.archives)")
+            parts.append(part)
         if not parts:
             return pd.DataFrame({c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype()) for c in wanted})
         return pd.concat(parts, ignore_index=True)
@@ -165,19 +172,27 @@ def _checked_table(bars: pd.DataFrame, timeframe: Timeframe, month: str) -> pa.T
     missing = [c for c in COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars for {month} lack the column(s) {', '.join(missing)}")
-    times = bars["open_time"].to_numpy()
+    problem = _time_problem(bars["open_time"].to_numpy(), timeframe, month)
+    if problem is not None:
+        raise ValueError(f"bars for {month}: {problem}")
+    return pa.Table.from_pandas(bars.loc[:, list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+
+
+def _time_problem(times: np.ndarray, timeframe: Timeframe, month: str) -> str | None:
+    """What is wrong with a month's bar start times (UTC epoch ms), None when nothing: every bar starts
+    inside ``month`` on the timeframe's grid, once, in order (what :meth:`ResearchStore.write_month` stores)."""
     if not np.issubdtype(times.dtype, np.integer):
-        raise ValueError(f"bars for {month}: open_time must be whole UTC epoch milliseconds")
+        return "open_time must be whole UTC epoch milliseconds"
     period = pd.Period(month, freq="M")
     start, end = (p.start_time.value // 1_000_000 for p in (period, period + 1))  # naive = UTC here
     outside = (times < start) | (times >= end)
     if outside.any():
-        raise ValueError(f"bars for {month}: a bar at {int(times[outside][0])} ms starts outside the month")
+        return f"a bar at {int(times[outside][0])} ms starts outside the month"
     if (times % timeframe.ms).any():
-        raise ValueError(f"bars for {month}: open_time not on the {timeframe.name} grid")
+        return f"open_time not on the {timeframe.name} grid"
     if len(times) > 1 and not (np.diff(times) > 0).all():
-        raise ValueError(f"bars for {month}: open_time must be strictly increasing (sorted, no duplicates)")
-    return pa.Table.from_pandas(bars.loc[:, list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+        return "open_time must be strictly increasing (sorted, no duplicates)"
+    return None
 
 
 def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:

@@ -28,7 +28,7 @@ from testkit.waiting import eventually
 from tests.test_app_dashboard import APP, ready, sim_env  # noqa: F401  (fixtures by name)
 from tests.test_app_research_runs import stored_tab
 from tests.test_research_jobs import JAN, MINUTE, SYMBOLS, Gate, make_store, on, request_of
-from ui import appstate
+from ui import appstate, research_launch
 from ui.plain import unescaped
 
 JAN1, JAN3 = dt.date(2024, 1, 1), dt.date(2024, 1, 3)
@@ -252,3 +252,15 @@ def test_a_bad_scheduler_setting_is_named_and_the_stored_runs_stay_usable(launch
                in unescaped(e.value) for e in at.error), texts(at)
     assert not [b for b in at.button if b.key == "launch_start"]
     assert any("No stored research runs" in i.value for i in at.info)  # the picker is still there
+
+
+def test_the_month_under_way_offers_no_day_that_has_not_begun(launch, monkeypatch):
+    # The store's last month is the one under way (cli.archives builds it from the days that have ended): To
+    # used to default to the next month's first day, so a run's span ran weeks into the future (a walk
+    # stored windows with no bars at all, every scanned pair a stale z-score).
+    monkeypatch.setattr(research_launch, "_today", lambda: dt.date(2024, 1, 2))
+    at = session()
+    for key in ("launch_from", "launch_to"):
+        shown = at.date_input(key=key).proto
+        assert (shown.min, shown.max) == ("2024-01-01", "2024-01-03"), key
+    assert at.date_input(key="launch_to").value == JAN3  # to the end of today (UTC), excluded

@@ -10,12 +10,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pandas as pd
 import pytest
-from distributed import Client, Event
+from distributed import Client, Event, KilledWorker
 
+import research.jobs
 from config import ConfigError
 from domain import Market, Timeframe
 from research.cluster import open_client
@@ -27,6 +29,7 @@ from research.walkrun import walk_in_process
 from storage.research import ResearchStore
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
+from tests.test_research_scan import SmallWorkers
 from ui import appstate
 
 MINUTE = Timeframe.of("1m")
@@ -271,3 +274,29 @@ def test_top_n_picks_by_quote_volume_through_the_one_check(store_root):
                                    columns=("quote_volume",))["quote_volume"].sum()) for s in SYMBOLS}
     expected = tuple(sorted(volumes, key=lambda s: (-volumes[s], s))[:3])
     assert plan(request_of(store_root, top=3)).spec.symbols == expected
+
+
+def killed_worker(*args: Any, **kwargs: Any) -> Any:
+    """What Dask raises when every worker that ran a block died (here without any worker dying)."""
+    raise KilledWorker("research-block-0", cast(Any, SimpleNamespace(address="tcp://127.0.0.1:40000")), 3)
+
+
+def test_workers_dying_on_a_block_fail_the_job_saying_what_usually_kills_them(store_root, tmp_path, monkeypatch):
+    # Dask's own text sent the browser to worker logs it cannot see and to a URL; the likely cause is memory.
+    monkeypatch.setattr(research.jobs, "scan", killed_worker)
+    runner = JobRunner(connect=lambda scheduler=None, workers=None: contextlib.nullcontext(None))
+    runner.start(plan(request_of(store_root)), tmp_path / "runs")
+    status = ended(runner)
+    assert status.state == FAILED and status.error is not None
+    assert status.error.startswith("a block of the scan failed: every worker that ran it died")
+    assert "memory" in status.error and "smaller block size" in status.error
+    assert "worker logs" not in status.error and "http" not in status.error
+
+
+def test_a_block_too_big_for_the_workers_fails_the_job_before_any_is_submitted(store_root, tmp_path):
+    runner = JobRunner(connect=lambda scheduler=None, workers=None: contextlib.nullcontext(SmallWorkers(1_000_000)))
+    runner.start(plan(request_of(store_root, block_size=2)), tmp_path / "runs")
+    status = ended(runner)
+    assert status.state == FAILED and status.error is not None
+    assert status.error.startswith("memory: a block of 4 symbols × 2,880 1m bars needs at least "), status.error
+    assert not (tmp_path / "runs").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from domain import Market
 from research.runs import MAX_RUNS, RunError, list_runs, open_run
 from testkit.research import stored_scan, stored_walk
 from ui.controls import Controls
-from ui.research_runs import live_page_updates, with_pair
+from ui.research_runs import live_page_updates, run_label, with_pair
 
 SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"]
 
@@ -225,3 +226,25 @@ def test_a_spot_pair_sent_from_its_own_venue_is_added_to_the_watched_legs():
 def test_a_full_watch_list_makes_room_for_the_pair():
     assert with_pair(["A1", "B1", "C1", "D1"], ("D1", "E1"), limit=3) == ["A1", "D1", "E1"]
     assert with_pair([], ("A1", "B1"), limit=2) == ["A1", "B1"]
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"start_utc": "", "start_ms": None}, r"start_ms None / start_utc '' is not a time"),
+    ({"start_utc": "NaT", "start_ms": None}, r"start_ms None / start_utc 'NaT' is not a time"),
+    ({"end_utc": "nat", "end_ms": None}, r"end_ms None / end_utc 'nat' is not a time"),
+    ({"start_ms": 1_706_745_600_000, "end_ms": 1_704_067_200_000}, r"span 2024-02-01 00:00 → 2024-01-01 00:00 "
+                                                                   r"is empty or reversed"),
+    ({"significant_q05": -5}, r"significant_q05 -5 is not a count"),
+])
+def test_a_crafted_span_or_count_is_named_and_every_run_still_gets_a_label(results, change, problem):
+    # A NaT bound once passed as a time and made the picker's label raise: the whole tab lost its listing.
+    good = stored_scan(results, Market.SPOT, SYMBOLS)
+    crafted = results / "scan-20240101T000000Z-0000000a"
+    shutil.copytree(good, crafted)
+    parameters = {**json.loads((good / "scan.json").read_text()), **change}
+    (crafted / "scan.json").write_text(json.dumps({k: v for k, v in parameters.items() if v is not None}))
+    runs, _ = list_runs(results)
+    assert [run_label(run, "Europe/Paris") for run in runs]  # none raises
+    found = {run.name: run.problem for run in runs}
+    assert found[good.name] is None
+    assert re.search(problem, found[crafted.name] or ""), found[crafted.name]

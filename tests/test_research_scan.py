@@ -4,20 +4,23 @@ the scheduler setting, bad requests named, results stored whole."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client
+from distributed import Client, KilledWorker
 
 import cli.research
 import research.scan
@@ -25,9 +28,11 @@ from analytics import scan_pairs
 from config import ConfigError, parse_scheduler, scheduler_address
 from domain import Market, Timeframe
 from research.cluster import open_client
+from research.request import ResearchRequest, plan
 from research.scan import (
     Block,
     ScanCancelled,
+    ScanInputError,
     ScanSpec,
     block_task,
     engle_granger_kernel,
@@ -39,6 +44,8 @@ from research.scan import (
     scan,
     scan_in_process,
 )
+from research.walkforward import WalkForwardSettings
+from research.walkrun import walk_distributed
 from storage.research import ResearchStore
 from testkit.research import universe_closes, write_universe
 from testkit.waiting import eventually
@@ -96,6 +103,40 @@ def test_the_distributed_scan_equals_the_single_process_scan_bit_for_bit(client,
     assert (late["n_bars"] == BARS - 700).all()  # a symbol listed late: its pairs use the rows it has
 
 
+def test_a_span_starting_between_two_bars_scans_the_bars_that_start_in_it(store_root):
+    """``--from 2023-12-31T07:20:30`` on 1 min bars: the grid was laid from that instant, matched no stored
+    bar, and every pair was stored 'insufficient_data' with 0 bars, saying nothing of why."""
+    table = scan_in_process(spec_of(store_root, start_ms=START + 30_000)).table
+    planted = table[(table["y"] == "S00USDT") & (table["x"] == "S03USDT")].iloc[0]
+    assert planted["status"] == "ok" and planted["n_bars"] == BARS - 1  # 07:21 on: the bars starting in the span
+    request = ResearchRequest("scan", store_root, Market.SPOT, MINUTE, START + 30_000, START + BARS * 60_000 - 1)
+    assert plan(request).spec.start_ms == START + 60_000  # the span's first bar, as stored with the run
+
+class SmallWorkers:
+    """A client whose workers each have ``limit`` bytes (what Dask's scheduler reports); nothing may be submitted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def scheduler_info(self, n_workers: int = -1) -> dict[str, Any]:
+        return {"workers": {f"tcp://127.0.0.1:{port}": {"memory_limit": self.limit} for port in (40001, 40002)}}
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a block was submitted to workers it could only kill")
+
+
+def test_a_block_that_cannot_fit_a_workers_memory_is_refused_before_any_is_submitted(store_root):
+    # A 1 s store scanned over its default two months needs ~26 GB per block: every worker that ran one
+    # died (four of them, the machine's memory with them on a local cluster), minutes in, with no reason.
+    with pytest.raises(ScanInputError, match=r"memory: a block of 6 symbols × 2,400 1m bars needs at least 2\.0 MB "
+                                             r"on a worker .*maxlag 27.*, more than the workers' 1\.0 MB: give a "
+                                             r"shorter span, a smaller block size"):
+        scan(cast(Client, SmallWorkers(1_000_000)), spec_of(store_root))
+    settings = WalkForwardSettings.of("1m", "600min", "200min")
+    with pytest.raises(ScanInputError, match=r"memory: a block of 6 symbols × 2,400 1m bars needs at least 0\.5 MB "
+                                             r"on a worker .*a 600-bar series at maxlag 19"):
+        walk_distributed(cast(Client, SmallWorkers(200_000)), spec_of(store_root), settings)
+
 def test_blocks_cover_every_pair_once():
     blocks = make_blocks([f"A{i:02d}" for i in range(10)], 3)
     pairs = [tuple(sorted((a, b))) for blk in blocks
@@ -120,6 +161,40 @@ def test_a_block_reads_only_its_own_symbols(store_root, monkeypatch):
                       spec.kernel_params())
     assert sorted(read) == ["S01USDT", "S02USDT", "S07USDT"]
     assert sorted(zip(rows["y"], rows["x"], strict=True)) == [("S01USDT", "S07USDT"), ("S02USDT", "S07USDT")]
+
+
+FIVE = Timeframe.of("5m")
+Q1 = 1_704_067_200_000, 1_711_929_600_000  # 2024-01-01 → 2024-04-01 (UTC): January, February, March
+
+
+def test_a_month_missing_in_the_middle_is_left_out_and_each_of_its_pairs_says_so(tmp_path):
+    """A month missing from the store used to be filled with the close before it, carried for 8,352 bars:
+    the planted pair was tested on a month of made-up flat prices (p 0.07, lost) and nothing said so."""
+    symbols = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+    bars = (Q1[1] - Q1[0]) // FIVE.ms
+    root = str(tmp_path / "store")
+    closes = universe_closes(symbols, bars, seed=1, planted=[("AAAUSDT", "BBBUSDT")])
+    write_universe(ResearchStore(root), Market.SPOT, FIVE, symbols, Q1[0], closes)
+    shutil.rmtree(Path(root) / "market=spot" / "interval=5m" / "symbol=BBBUSDT" / "month=2024-02")
+    # A gap of at most a day (an exchange outage) is still carried over: CCCUSDT lacks 12 hours of bars.
+    march = ResearchStore(root).bars(Market.SPOT, FIVE, "CCCUSDT", 1_709_251_200_000, Q1[1])
+    ResearchStore(root).write_month(Market.SPOT, FIVE, "CCCUSDT", "2024-03", march.drop(index=range(1_000, 1_144)))
+    spec = ScanSpec(root, Market.SPOT, FIVE, symbols, *Q1, block_size=2)
+    table = scan_in_process(spec).table
+    february = 29 * 288
+    row = table.set_index(["y", "x"])
+    planted = row.loc[("AAAUSDT", "BBBUSDT")]
+    assert planted["n_bars"] == bars - february  # the rows both legs have, no made-up month
+    assert planted["status"] == "ok" and planted["q_value"] < 1e-6  # found again
+    gap = "BBBUSDT has no bars from 2024-02-01 00:00 to 2024-03-01 00:00 UTC (8,352 bars, more than a day: left out)"
+    for pair in (("AAAUSDT", "BBBUSDT"), ("BBBUSDT", "CCCUSDT")):
+        assert gap in row.loc[pair, "note"], row.loc[pair, "note"]
+    untouched = row.loc[("AAAUSDT", "CCCUSDT")]
+    assert untouched["n_bars"] == bars and "no bars" not in untouched["note"]  # 12 hours carried, as before
+    # Block-independent as ever: the pair's row is the same read in a block of its own.
+    alone = block_task(root, Market.SPOT, FIVE, *Q1, Block(("AAAUSDT", "BBBUSDT")), engle_granger_kernel,
+                       spec.kernel_params())
+    assert alone.loc[0, "note"] == planted["note"] and alone.loc[0, "eg_pvalue"] == planted["eg_pvalue"]
 
 
 def dying_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str, Any]) -> pd.DataFrame:
@@ -213,6 +288,11 @@ def test_without_store_and_results_the_settings_name_them_as_for_the_archives_an
     (["--symbols", "S00USDT,NOPEUSDT"], "symbols: NOPEUSDT not in the store's spot 1m bars"),
     (["--from", "2024-01-02", "--to", "2024-01-01"], "span: from 2024-01-02T00:00Z to 2024-01-01T00:00Z is empty"),
     (["--from", "2025-06-01", "--to", "2025-06-02"], "span: no stored month of any symbol overlaps"),
+    # A span far past the history once ran: every worker held its whole bar grid (a typo such as 2205 ran
+    # them out of memory). It must lie within the months stored for the symbols, as the Scanner tab's days do.
+    (["--to", "2205-01-01"], r"span: 2023-12-31T07:20Z – 2205-01-01T00:00Z reaches beyond the months stored for "
+                             r"these symbols \(2023-12 to 2024-01\)"),
+    (["--from", "1970-01-01"], r"span: 1970-01-01T00:00Z – 2024-01-01T23:20Z reaches beyond"),
     (["--store", "/nonexistent/research"], "store: no research store at '/nonexistent/research'"),
     (["--symbols", "S00USDT"], "symbols: a scan needs at least two symbols"),
     (["--market", "um"], "store: .* holds no um 1m bars"),
@@ -346,3 +426,29 @@ def test_ctrl_c_in_a_terminal_stops_the_cli_cleanly(tmp_path):
     assert "cancelled: scan cancelled after" in text and "nothing stored" in text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert not results.exists() or not any(results.iterdir())
+
+
+def test_workers_dying_on_a_block_are_named_with_what_usually_kills_them(store_root, capsys, monkeypatch):
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise KilledWorker("research-block-0", cast(Any, SimpleNamespace(address="tcp://127.0.0.1:40000")), 3)
+
+    monkeypatch.delenv("QUANT_SCHEDULER", raising=False)
+    monkeypatch.setattr(cli.research, "open_client", lambda scheduler=None, workers=None: contextlib.nullcontext())
+    monkeypatch.setattr(cli.research, "scan", killed)
+    code = cli.research.main(["scan", "--store", store_root, "--from", "2023-12-31T07:20", "--to", "2024-01-01T23:20",
+                              "--results", str(Path(store_root).parent / "none")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("error: a block of the scan failed: every worker that ran it died (tried on 4 workers). Most often a "
+            "worker runs out of memory") in err and "worker logs" not in err
+
+
+def test_the_cli_names_a_block_too_big_for_the_workers_with_exit_2(store_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("QUANT_SCHEDULER", raising=False)
+    monkeypatch.setattr(cli.research, "open_client",
+                        lambda scheduler=None, workers=None: contextlib.nullcontext(SmallWorkers(1_000_000)))
+    code = cli.research.main(["scan", "--store", store_root, "--from", "2023-12-31T07:20", "--to", "2024-01-01T23:20",
+                              "--block-size", "3", "--results", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: memory: a block of 6 symbols × 2,400 1m bars needs at least 2.0 MB" in err, err
+    assert not (tmp_path / "runs").exists()

@@ -3,11 +3,14 @@ only what a scan asks for, refusals that name the problem."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from domain import ONE_MINUTE, Leg, Market
+from storage.errors import StorageError
 from storage.research import COLUMNS, ResearchStore, months_between
 
 JAN = 1_704_067_200_000  # 2024-01-01T00:00Z, UTC epoch ms
@@ -101,3 +104,22 @@ def test_a_months_sources_live_in_its_own_file_and_go_with_it(tmp_path):
     with open(path, "r+b") as damaged:
         damaged.truncate(20)
     assert store.month_sources(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01") is None
+
+
+@pytest.mark.parametrize(("bars", "message"), [
+    (pd.concat([month_bars(JAN, 5), month_bars(JAN + 120_000, 2)]).sort_values("open_time", kind="stable"),
+     "strictly increasing"),
+    (month_bars(JAN + 7, 5), "grid"),
+    (pd.concat([month_bars(JAN, 2), month_bars(FEB, 1)]), "starts outside the month"),
+])
+def test_a_month_file_not_written_by_the_store_is_named_when_read(tmp_path, bars, message):
+    # Written behind the store's back (another tool, a damaged copy): duplicated bar times once surfaced as
+    # pandas' "cannot reindex on an axis with duplicate labels" from a worker, naming no symbol or file.
+    store = ResearchStore(str(tmp_path))
+    store.write_month(Market.SPOT, ONE_MINUTE, "AAAUSDT", "2024-01", month_bars(JAN, 5))
+    path = store.path(Market.SPOT, ONE_MINUTE, "BBBUSDT", "2024-01")
+    (tmp_path / path).parent.mkdir(parents=True)
+    bars.to_parquet(path, index=False)
+    with pytest.raises(StorageError, match=rf"cannot read {re.escape(path)}: .*{message}.* import the month again"):
+        store.closes(Market.SPOT, ONE_MINUTE, ["AAAUSDT", "BBBUSDT"], JAN, FEB + 3_600_000)
+    assert len(store.bars(Market.SPOT, ONE_MINUTE, "AAAUSDT", JAN, FEB)) == 5  # the store's own files still read

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from domain import Market, Timeframe
 from research.cluster import open_client
 from research.request import top_by_quote_volume
 from research.results import WALK_FILES, load_walk, save_walk
-from research.scan import Block, ScanCancelled, ScanSpec, load_scan, run_blocks
+from research.scan import Block, ScanCancelled, ScanSpec, load_scan, read_closes, run_blocks
 from research.walkforward import WalkForwardSettings, add_q_values
 from research.walkrun import walk_distributed, walk_forward_kernel, walk_in_process, windows_of
 from storage.errors import StorageError
@@ -77,6 +78,34 @@ def test_the_distributed_walk_forward_equals_the_single_process_one_exactly(clie
     # Found in every window; 200 trading bars of an AR(0.9) spread reject a unit root most of the time.
     assert (planted["q_value"] < 0.05).all() and planted["stays"].sum() >= 5
 
+
+def test_a_month_missing_in_the_middle_is_named_in_the_windows_it_falls_in(tmp_path):
+    """As in the scan: a stretch of more than a day without bars is left out, not carried flat, and the
+    rows of the windows it falls in say so (in the formation's note, in the trading window's oos_note)."""
+    five, q1 = Timeframe.of("5m"), (1_704_067_200_000, 1_711_929_600_000)  # 2024-01-01 → 2024-04-01 (UTC)
+    symbols = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+    root = str(tmp_path / "store")
+    closes = universe_closes(symbols, (q1[1] - q1[0]) // five.ms, seed=1, planted=[("AAAUSDT", "BBBUSDT")])
+    write_universe(ResearchStore(root), Market.SPOT, five, symbols, q1[0], closes)
+    shutil.rmtree(Path(root) / "market=spot" / "interval=5m" / "symbol=BBBUSDT" / "month=2024-02")
+    spec = ScanSpec(root, Market.SPOT, five, symbols, *q1, block_size=2)
+    settings = WalkForwardSettings.of("5m", "20D", "10D")
+    rows = walk_in_process(spec, settings).rows.set_index(["window", "y", "x"])
+    gap = "BBBUSDT has no bars from 2024-02-01 00:00 to 2024-03-01 00:00 UTC (8,352 bars, more than a day: left out)"
+    # Window 0 forms Jan 1-21 and trades Jan 21-31; window 1 trades Jan 31-Feb 10; window 2 forms Jan 21-Feb 10.
+    assert not rows.loc[0, "note"].str.contains("no bars").any()
+    assert not rows.loc[0, "oos_note"].str.contains("no bars").any()
+    pair = ("AAAUSDT", "BBBUSDT")
+    assert gap not in rows.loc[(1, *pair), "note"] and gap in rows.loc[(1, *pair), "oos_note"]
+    assert gap in rows.loc[(2, *pair), "note"]
+    assert not rows.xs(("AAAUSDT", "CCCUSDT"), level=["y", "x"])[["note", "oos_note"]].stack().str.contains(
+        "no bars").any()
+    # The distributed kernel says the same, whatever block the pair is in.
+    alone = walk_forward_kernel(read_closes(ResearchStore(root), Market.SPOT, five, pair, *q1), Block(pair),
+                                {"settings": settings, "windows": windows_of(spec, settings)})
+    alone = alone.set_index(["window", "y", "x"])
+    assert alone["note"].equals(rows.xs(pair, level=["y", "x"], drop_level=False)["note"])
+    assert alone["oos_note"].equals(rows.xs(pair, level=["y", "x"], drop_level=False)["oos_note"])
 
 def test_interrupting_the_walk_cancels_every_future(client, store_root):
     def interrupt(done: int, total: int) -> None:

@@ -191,11 +191,14 @@ def _render_form(store_root: str, results: Path, jobs: JobRunner, scheduler: str
     else:
         top = int(st.number_input(f"Top N of the {len(names):,} symbols", min_value=2, value=min(20, len(names)),
                                   step=1, key="launch_top"))
-    last_end = (pd.Period(months[-1], freq="M") + 1).start_time.date()
-    from_col, to_col = st.columns(2)
     # Bounded by the stored months: a span far past the history would only cost workers memory (its bar grid).
+    # The month under way is stored up to its last ended day: no day after today (UTC) holds a bar.
     first = pd.Period(months[0], freq="M").start_time.date()
-    start = from_col.date_input("From (UTC)", value=_default_start(months), min_value=first, max_value=last_end,
+    last_end = max(first + dt.timedelta(days=1), min((pd.Period(months[-1], freq="M") + 1).start_time.date(),
+                                                      _today() + dt.timedelta(days=1)))
+    from_col, to_col = st.columns(2)
+    start = from_col.date_input("From (UTC)", value=min(_default_start(months), last_end - dt.timedelta(days=1)),
+                                min_value=first, max_value=last_end,
                                 key="launch_from", help=f"Stored months: {months[0]} to {months[-1]}")
     end = to_col.date_input("To (UTC, excluded)", value=last_end, min_value=first, max_value=last_end,
                             key="launch_to")
@@ -265,6 +268,11 @@ def _start(request: ResearchRequest, results: Path, jobs: JobRunner, scheduler: 
 def _for_the_form(message: str) -> str:
     """A check's message with the command line's option names as the form's fields."""
     return message.replace("--to must be after --from", "To must be after From")
+
+
+def _today() -> dt.date:
+    """Today's date in UTC (the days the form offers end with it)."""
+    return dt.datetime.now(dt.UTC).date()
 
 
 def _default_start(months: list[str]) -> dt.date:
