@@ -130,6 +130,23 @@ def test_adf_button_and_downloads(sim_env):
     assert len(at.dataframe) == 1 and "zscore" in at.dataframe[0].value.columns
 
 
+def test_a_test_report_is_shown_only_for_the_liquidity_filter_it_ran_with(sim_env):
+    """Was: kept under the pair and parameters alone, a report run with no liquidity filter was shown
+    (as the filtered bars' result) after the filter changed; back to the filter it ran with, it shows again."""
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    open_tab(at, "Stats & tests")
+    at.button(key="run_tests").click().run()
+
+    def verdicts() -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith("p = ")]
+
+    assert len(verdicts()) == 2 and not at.exception
+    at.number_input(key="min_trades").set_value(3).run()
+    assert verdicts() == [] and any(c.value.startswith("Press the button") for c in at.caption)
+    at.number_input(key="min_trades").set_value(0).run()
+    assert len(verdicts()) == 2
+
+
 def symbol_input(at: AppTest):
     return next(t for t in at.sidebar.text_input if t.label == "Symbol")
 
