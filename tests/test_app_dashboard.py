@@ -147,6 +147,23 @@ def test_a_test_report_is_shown_only_for_the_liquidity_filter_it_ran_with(sim_en
     assert len(verdicts()) == 2
 
 
+def test_a_kept_test_report_names_the_bars_it_tested_and_how_many_closed_since(sim_env):
+    """Was: "Tested on N bars." and nothing else: a report pressed an hour ago read as current."""
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    open_tab(at, "Stats & tests")
+    at.button(key="run_tests").click().run()
+
+    def tested() -> str:
+        return next(c.value for c in at.caption if c.value.startswith("Tested on"))
+
+    assert " → " in tested() and "(UTC)" in tested() and "newer bar" not in tested()
+    # The simulated market runs a minute a second: bars close while the report is kept.
+    eventually(lambda: at.run() is not None and "newer bar" in tested(), timeout=30, interval=0.5,
+               message=lambda: f"the kept report never said newer bars closed: {tested()!r}")
+    at.button(key="run_tests").click().run()
+    assert "newer bar" not in tested()
+
+
 def symbol_input(at: AppTest):
     return next(t for t in at.sidebar.text_input if t.label == "Symbol")
 
