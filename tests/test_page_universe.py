@@ -23,6 +23,7 @@ from testkit.waiting import eventually
 from ui.charts import HEATMAP_TEXT_MAX
 from ui.charts_tab import HEATMAP_TOP_N, HeatmapChoice, chart_data, heatmap_matrix
 from ui.controls import Controls, pair_params, view_query
+from ui.live_chart import SHARED_ENTRIES, SharedBuilds, chart_update, whole_figure
 
 SYMBOLS = tuple(f"S{i:03d}USDT" for i in range(200))
 Y, X = SYMBOLS[1], SYMBOLS[0]
@@ -144,6 +145,61 @@ def test_bars_held_from_steps_ago_are_built_anew_never_handed_out_as_current(ser
     assert current is not old and universe.built == 2
     assert current.aligned.index[-1] > old.aligned.index[-1] and not universe._building  # built here, not behind
     assert universe.closed(SYMBOLS, 1_000, 900_000) is current and universe.built == 2
+
+
+def test_the_heatmap_is_redrawn_when_stored_history_changes_the_universe_at_the_same_step(service, monkeypatch):
+    """Was: the heatmap's content (what a redraw and the builds shared by every session are keyed on)
+    was the last return's bar, the symbols and the choice. History arriving within a step rebuilds the
+    universe at the same last bar: every page kept the heatmap of the bars before it (on a quiet feed
+    for good), while Stats & tests showed the new bars' summaries."""
+    import pairs.universe as module
+
+    universe = UniverseBars(service.engine, service.history)
+    end = (service.engine.bars.first_start_ms(X) + 130_000) // 60_000 * 60_000
+    version = [0]
+    monkeypatch.setattr(universe, "_key", lambda symbols, interval_ms, lookback_ms: _Key(
+        tuple(symbols), interval_ms, lookback_ms, end, version[0]))
+    load = module.load_pair_span
+
+    def before_history_arrives(*args, **kwargs):
+        bars, since = load(*args, **kwargs)  # only the last 40 s of them until "history" (version 1) arrives
+        return (bars, since) if version[0] else (bars.since(bars.aligned.index[-40]), since)
+
+    monkeypatch.setattr(module, "load_pair_span", before_history_arrives)
+    controls = _controls()
+    view = service.shared.ask(view_query(controls)).shown()
+    builds, scope = SharedBuilds(SHARED_ENTRIES), ("site", 1)
+    revision = "the page's revision"  # the pair's: unchanged from here on
+
+    def heatmap(shown: UniverseView):
+        return next(c for _, c in chart_data(view.bars, view.pair, controls, None, shown) if c.key == "chart_heatmap")
+
+    def z(figure) -> np.ndarray:
+        return np.asarray(figure.data[0].z, dtype=float)
+
+    before = universe.view(SYMBOLS, 1_000, 900_000)
+    first = heatmap(before)
+    first_figure = whole_figure(first, revision=revision, shown_from=view.bars.shown_from, tz="UTC", builds=builds,
+                                scope=scope)
+    _, sent = chart_update(first, None, revision=revision, shown_from=view.bars.shown_from, tz="UTC", run=1,
+                           scope=scope, builds=builds)
+    version[0] = 1  # stored history arrived: the held view stands in while the step is built again
+    assert universe.view(SYMBOLS, 1_000, 900_000) is before
+    universe.join()
+    after = universe.view(SYMBOLS, 1_000, 900_000)
+    assert after is not before and after.correlation().last == before.correlation().last
+    assert not np.allclose(after.correlation().matrix.to_numpy(), before.correlation().matrix.to_numpy())
+    second = heatmap(after)
+    figure = whole_figure(second, revision=revision, shown_from=view.bars.shown_from, tz="UTC", builds=builds,
+                          scope=scope)
+    np.testing.assert_array_equal(z(figure), z(second.figure()))
+    assert not np.array_equal(z(figure), z(first_figure))
+    payload, _ = chart_update(second, sent, revision=revision, shown_from=view.bars.shown_from, tz="UTC", run=2,
+                              scope=scope, builds=builds)
+    assert "full" in payload  # the browser is sent the new heatmap
+    # Every later run and session of the step shares that build, and a browser holding it gets nothing new.
+    assert whole_figure(heatmap(after), revision=revision, shown_from=view.bars.shown_from, tz="UTC",
+                        builds=builds, scope=scope) is figure
 
 
 def test_more_symbols_than_a_page_carries_are_refused_with_the_limit_named(tmp_path):

@@ -118,7 +118,8 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
                 f"{len(shown.index)} of {len(matrix.index)} symbols, clustered"
             return charts.correlation_heatmap(shown, subtitle=subtitle, revision=rev)
 
-        step = settled if universe is None else correlation.last
+        # A universe build is named: history arriving within a step rebuilds it at the same last bar.
+        step = (settled, None) if universe is None else (correlation.last, universe.build)
         specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
                                         (step, tuple(correlation.matrix.columns), correlation.moving, choice))))
     # Lead-lag is the pair's: on its own legs' bars, like every other chart of the pair.
