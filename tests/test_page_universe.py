@@ -358,6 +358,27 @@ def test_every_session_reads_the_universes_correlation_and_summaries_computed_on
     assert tables[0] == {s: summarise(s, frame, 1_000) for s, frame in bars.by_symbol.items()}
 
 
+def test_the_summaries_say_which_bars_they_are_over():
+    """Was: "Over the selected lookback" and no time: the universe's bars may be a step behind the
+    pair's (held while the next step builds), and the table did not say how old they were."""
+    def page() -> None:
+        import pandas as pd
+
+        from pairs.bars import dataset_pair_bars
+        from pairs.universe import UniverseView
+        from ui.panels import render_symbol_summaries
+
+        index = pd.date_range("2025-01-01 09:00", periods=30, freq="1min", tz="UTC")
+        frames = {s: pd.DataFrame({"open": 1.0 + i, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0},
+                                  index=index) for i, s in enumerate(("AAAUSDT", "BBBUSDT"))}
+        render_symbol_summaries(UniverseView(dataset_pair_bars(frames, 60_000)), "Asia/Tokyo")
+
+    at = AppTest.from_function(page, default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert any("2025-01-01 18:00:00 → 2025-01-01 18:29:00 (Asia/Tokyo)" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+
+
 def test_sessions_asking_at_once_share_one_computation_of_the_correlation(service, monkeypatch):
     """Two sessions reading a new step's view at the same moment: one computes, the other waits for it."""
     import pairs.universe as module

@@ -49,8 +49,13 @@ def render_symbol_summaries(universe: UniverseView, tz: str) -> None:
                      "volatility % (ann.)": summary.volatility_ann_pct, "volume": summary.volume,
                      "trades": summary.trades, "bars": summary.bars})
     st.dataframe(pd.DataFrame(rows).set_index("symbol"), width="stretch")
-    st.caption(f"Over the selected lookback. Volume in base units; volatility from per-bar log returns, "
-               f"annualised over 365×24 h. Times shown in {tz}.")
+    # Which bars: the universe's may be a step behind the pair's (see pairs.universe).
+    aligned = universe.bars.aligned
+    span = "" if aligned is None or not len(aligned.index) else \
+        (f", bars {aligned.index[0].tz_convert(tz):%Y-%m-%d %H:%M:%S} → "
+         f"{aligned.index[-1].tz_convert(tz):%Y-%m-%d %H:%M:%S} ({tz})")
+    st.caption(f"Over the selected lookback{span}. Volume in base units; volatility from per-bar log returns, "
+               f"annualised over 365×24 h.")
 
 
 def render_funding(service: Service, symbols: tuple[str, ...], tz: str) -> None:
