@@ -96,7 +96,7 @@ class _Key:
     min_trades: int
     min_volume: float
     live_version: int  # bumped by the engine whenever a live bar closes
-    history_version: int  # bumped whenever stored bars of this interval arrive
+    history_version: int  # grows whenever stored bars of this interval arrive (BarHistory.version_of)
 
     @property
     def series(self) -> _Key:
@@ -164,7 +164,7 @@ class SharedAnalytics:
         # The threshold only draws lines: it must not split the cache.
         # Keyed by the data, not the clock: a quiet feed's view is reused (and cut as the lookback slides).
         key = _Key(tuple(symbols), interval_ms, replace(params, z_threshold=0.0), min_trades, float(min_volume),
-                   self.engine.bars.version, self._history_version(interval_ms))
+                   self.engine.bars.version, self.history.version_of(interval_ms, symbols))
         span_free = params.span_free
 
         def compute() -> tuple[_Entry, tuple[_Entry, int]]:
@@ -204,7 +204,8 @@ class SharedAnalytics:
         derives something from a view asks for a new view only when this changes."""
         self.engine.close_due_bars()
         market_now = self.engine.market_now_ms() or now_ms()
-        return forming_bar_start(self.engine, symbols, interval_ms, market_now), self._history_version(interval_ms)
+        return forming_bar_start(self.engine, symbols, interval_ms, market_now), \
+            self.history.version_of(interval_ms, symbols)
 
     def _count(self, counter: str) -> None:
         with self._lock:
@@ -263,10 +264,6 @@ class SharedAnalytics:
                 return None
             frames[symbol] = frame
         return frames
-
-    def _history_version(self, interval_ms: int) -> int:
-        loader = self.history.loader
-        return loader.version_of(interval_ms) if loader is not None else 0
 
 
 def _served_from(entry: _Entry, key: _Key, asked: tuple[int, int], span_free: bool) -> tuple[_Entry, int] | None:

@@ -188,9 +188,7 @@ class UniverseBars:
         market_now = self.engine.market_now_ms() or now_ms()
         step = universe_step_ms(interval_ms)
         end = forming_bar_start(self.engine, symbols, interval_ms, market_now) // step * step
-        loader = self.history.loader
-        return _Key(tuple(symbols), interval_ms, lookback_ms, end,
-                    loader.version_of(interval_ms) if loader is not None else 0)
+        return _Key(tuple(symbols), interval_ms, lookback_ms, end, self.history.version_of(interval_ms, symbols))
 
     def _build(self, key: _Key) -> tuple[UniverseView, UniverseView]:
         # As a view asked at the step's end: the lookback ends there, whatever the clock says now.
