@@ -17,7 +17,9 @@ Failures, by the storage layer's types (:mod:`storage.errors`):
 
 Backfilled trades (:meth:`TickWriter.put_backfilled`: ones the live stream missed, so no live bar
 has them) are stored like any other; once stored, :meth:`TickWriter.backfills_of` their symbol
-grows, so that readers who keep stored ticks read them again (:class:`pairs.bars.BarHistory`).
+grows if they are older than its first live trade (a restart against a database that stops
+earlier), so that readers who keep the stored ticks before the live bars read them again
+(:class:`pairs.bars.BarHistory`). A gap within the live stream changes nothing there.
 """
 
 from __future__ import annotations
@@ -107,10 +109,13 @@ class TickWriter:
         self._max_ts_ms = 0
         self._last_prune = time.monotonic()
         self._backfills: dict[str, int] = {}  # symbol → batches of its backfilled trades stored so far
+        self._live_from: dict[str, int] = {}  # symbol → time of its first trade put (UTC ms): the live bars' start
 
     # Called from the source thread.
     def put(self, item: Trade | FeedEvent) -> None:
         """Enqueue for writing; blocks (back-pressure) only while ``max_backlog`` items are waiting."""
+        if type(item) is Trade and item.symbol not in self._live_from:
+            self._live_from[item.symbol] = item.ts_ms
         self._enqueue(item)
 
     def put_backfilled(self, trade: Trade) -> None:
@@ -119,8 +124,9 @@ class TickWriter:
         self._enqueue(_Backfilled(trade))
 
     def backfills_of(self, symbol: str) -> int:
-        """How many batches of ``symbol``'s backfilled trades have been stored so far: grows only
-        after they can be read, so a reader that saw a value reads them on seeing a larger one."""
+        """How many batches of ``symbol``'s backfilled trades older than its first live trade have
+        been stored so far: grows only after they can be read, so a reader of the stored ticks
+        before the live bars that saw a value reads them again on seeing a larger one."""
         return self._backfills.get(symbol, 0)
 
     def _enqueue(self, item: Trade | FeedEvent | _Backfilled) -> None:
@@ -198,7 +204,9 @@ class TickWriter:
                         events.append(item)
                     elif type(item) is _Backfilled:
                         trades.append(item.trade)
-                        backfilled.add(item.trade.symbol)
+                        # Before the live bars (else within them: no stored-tick reader has its time).
+                        if item.trade.ts_ms < self._live_from.get(item.trade.symbol, item.trade.ts_ms + 1):
+                            backfilled.add(item.trade.symbol)
                     if len(trades) >= MAX_BATCH:
                         break
                     try:

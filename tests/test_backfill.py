@@ -67,6 +67,8 @@ def test_a_gap_in_the_stream_is_recovered_from_rest(recorded, tmp_path):
     with SqliteTickStore(db) as store:
         prices = dict(zip(store.ticks("BTCUSDT").trade_id, store.ticks("BTCUSDT").price, strict=True))
     assert prices[recorded[1234].trade_id] == recorded[1234].price
+    # Within the live stream: nobody reads stored ticks there, nothing to read again.
+    assert engine.writer.backfills_of("BTCUSDT") == 0
 
 
 def test_rate_limit_answers_are_respected(recorded, tmp_path):
