@@ -219,6 +219,11 @@ def test_more_symbols_than_a_page_carries_are_refused_with_the_limit_named(tmp_p
 
 
 def _heatmap_labels(universe_size: int, choice: HeatmapChoice | None = None) -> tuple[list[str], object]:
+    (trace,) = _heatmap(universe_size, choice).data
+    return list(trace.x), trace
+
+
+def _heatmap(universe_size: int, choice: HeatmapChoice | None = None, tz: str = "UTC"):
     symbols = tuple(f"H{i:03d}USDT" for i in range(universe_size))
     closes = _clustered_closes(240, symbols, 5, seed=4)
     index = pd.date_range("2025-01-01", periods=240, freq="1min", tz="UTC")
@@ -227,12 +232,10 @@ def _heatmap_labels(universe_size: int, choice: HeatmapChoice | None = None) -> 
     universe = UniverseView(dataset_pair_bars(frames, 60_000))
     bars = dataset_pair_bars({s: frames[s] for s in symbols[:2]}, 60_000)
     controls = Controls("uploaded", None, symbols, symbols[0], symbols[1], "1m", "24 h", 20, Regression.ROLLING_OLS,
-                        False, 2.0, "normalised", False, "UTC")
+                        False, 2.0, "normalised", False, tz)
     pair = compute_pair(bars.aligned.closes, PairParams(symbols[0], symbols[1], window=20))
     spec = next(c for _, c in chart_data(bars, pair, controls, None, universe, choice) if c.key == "chart_heatmap")
-    figure = spec.figure()
-    (trace,) = figure.data
-    return list(trace.x), trace
+    return spec.figure()
 
 
 def test_the_heatmap_of_200_symbols_shows_the_top_n_clustered_with_the_pair_and_every_label():
@@ -242,6 +245,12 @@ def test_the_heatmap_of_200_symbols_shows_the_top_n_clustered_with_the_pair_and_
     matrix = pd.DataFrame(np.asarray(trace.z, dtype=float), index=labels, columns=labels)
     assert clustered_order(matrix) == labels  # already in clustered order
     assert trace.text is None  # 30 cells a row: values on hover, not in the cells
+
+
+def test_the_heatmap_says_up_to_which_bar_its_returns_run():
+    """Was: no time on the heatmap, whose universe may be a step behind the pair's charts."""
+    assert "(30 of 200 symbols, clustered; returns to 2025-01-01 03:59:00 UTC)" in _heatmap(200).layout.title.text
+    assert "(returns to 2025-01-01 12:59:00 Asia/Tokyo)" in _heatmap(12, tz="Asia/Tokyo").layout.title.text
 
 
 def test_the_heatmap_filter_shows_exactly_the_named_symbols():
