@@ -21,6 +21,7 @@ import pairs.bars
 from alerts.monitor import WARMUP_FACTOR, AlertMonitor
 from analytics.backtest import backtest_mean_reversion
 from analytics.errors import InsufficientDataError
+from domain import Regression
 from pairs.compute import PairParams
 from pairs.shared import SharedAnalytics
 from records import Trade
@@ -205,3 +206,34 @@ def test_a_minute_bar_closed_by_the_clock_alone_is_in_the_next_view(tmp_path):
         assert cached.bars.aligned is not None and cached.bars.aligned.index[-1] == minute_bar, f"minute {minute}"
         problem = view_mismatch(cached, cold)
         assert problem is None, f"minute {minute}: {problem}"
+
+
+asks = st.lists(st.tuples(st.sampled_from([1_000, 1_000, 5_000]), st.integers(15, 60), st.sampled_from([0, 0, 2]),
+                          st.sampled_from([10, 12]),
+                          st.sampled_from([Regression.ROLLING_OLS, Regression.STATIC_OLS, Regression.KALMAN])),
+                min_size=2, max_size=3)
+
+
+# No shrinking: each example drives 90 seconds of bars; the failing one is printed as drawn.
+@settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.generate], derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(readers=asks, max_entries=st.sampled_from([2, 3, 32]), seed=st.integers(0, 2**16),
+       order=st.randoms(use_true_random=False))
+def test_readers_interleaved_in_any_order_each_get_the_cold_answer(tmp_path_factory, readers, max_entries, seed,
+                                                                    order):
+    """Sessions on other timeframes, lookbacks, filters and fits ask one cache in a random order
+    (some seconds not at all), the cache small enough to evict: each answer is the cold one."""
+    engine = FakeEngine()
+    history = empty_history(tmp_path_factory.mktemp("site"))
+    shared = SharedAnalytics(engine, history, max_entries=max_entries)  # type: ignore[arg-type]
+    scenario = Scenario(90, seed, quiet_s=10, p_x=0.8, max_trades=3, x_pause_every=29, x_pause_len=6)
+    for second, trades in enumerate(arrivals(scenario)[:scenario.seconds]):
+        engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
+        for interval_ms, bars, min_trades, window, regression in order.sample(readers, order.randint(0, len(readers))):
+            params = PairParams(*SYMBOLS, window=window, regression=regression)
+            ask = dict(warmup_bars=params.warmup_bars, min_trades=min_trades)
+            cached = shared.view(SYMBOLS, interval_ms, bars * interval_ms, params, **ask)
+            cold = SharedAnalytics(engine, history).view(  # type: ignore[arg-type]
+                SYMBOLS, interval_ms, bars * interval_ms, params, **ask)
+            problem = view_mismatch(cached, cold)
+            assert problem is None, f"second {second}, {interval_ms} ms × {bars}, {params}: {problem}"
