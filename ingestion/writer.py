@@ -55,6 +55,7 @@ class _Backfilled:
 
     trade: Trade
 
+
 MAX_BATCH = 50_000
 # A batch waiting for the database: retried until stored (dropping it would lose received trades).
 # The cap bounds one transaction's duration and memory under a burst; full jitter keeps several
