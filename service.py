@@ -138,7 +138,7 @@ class Service:
             if rest is not None and hasattr(rest, "emit"):
                 rest.emit = writer.put  # rate-limit waits show up in the feed events
             if rest is not None and spec.capabilities.backfill and feed.exchange.backfill_max_trades > 0:
-                backfiller = Backfiller(rest, writer.put, writer.put,
+                backfiller = Backfiller(rest, writer.put_backfilled, writer.put,
                                         max_trades_per_gap=feed.exchange.backfill_max_trades)
             lookbacks = history_plan(feed.history_hours)
             past = spec.history(feed, source, rest) if spec.history is not None and lookbacks else None
@@ -152,7 +152,7 @@ class Service:
                 # It is history from the exchange's REST, so it is off with the history (--history-hours 0).
                 funding = FundingLoader(rest, lambda: open_ticks(site), int(storage.retention_hours * 3_600_000),
                                         emit=writer.put, marks=engine.mark_price)
-            history = BarHistory(site, loader)
+            history = BarHistory(site, loader, backfills=writer.backfills_of)
             shared = SharedAnalytics(engine, history)
             monitor = AlertMonitor(engine, site, shared, webhook_url=settings.alerts.webhook_url,
                                    min_trades=settings.alerts.min_trades, min_volume=settings.alerts.min_volume)

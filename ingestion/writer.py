@@ -14,6 +14,12 @@ Failures, by the storage layer's types (:mod:`storage.errors`):
 * a rejected row → store the rest of the batch one by one, count and report the bad rows;
 * anything else (a damaged database) → stop storing, loudly: :attr:`TickWriter.error` is set,
   the status shows ``failed``, later items are counted as :attr:`TickWriter.lost`, never as stored.
+
+Backfilled trades (:meth:`TickWriter.put_backfilled`: ones the live stream missed, so no live bar
+has them) are stored like any other; once stored, :meth:`TickWriter.backfills_of` their symbol
+grows if they are older than its first live trade (a restart against a database that stops
+earlier), so that readers who keep the stored ticks before the live bars read them again
+(:class:`pairs.bars.BarHistory`). A gap within the live stream changes nothing there.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 from records import FeedEvent, Trade, now_ms
@@ -40,6 +47,15 @@ class _Stop(Enum):
 
 
 _STOP = _Stop.STOP
+
+
+@dataclass(frozen=True, slots=True)
+class _Backfilled:
+    """A trade the live stream missed (queued by :meth:`TickWriter.put_backfilled`)."""
+
+    trade: Trade
+
+
 MAX_BATCH = 50_000
 # A batch waiting for the database: retried until stored (dropping it would lose received trades).
 # The cap bounds one transaction's duration and memory under a burst; full jitter keeps several
@@ -76,7 +92,7 @@ class TickWriter:
         self.flush_interval_s = flush_interval_s
         self.retention_ms = retention_ms
         self._open_store = open_store
-        self._queue: queue.SimpleQueue[Trade | FeedEvent | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Trade | FeedEvent | _Backfilled | _Stop] = queue.SimpleQueue()
         self.max_backlog = max_backlog
         self._room = threading.Event()
         self.backpressure_waits = 0
@@ -93,10 +109,28 @@ class TickWriter:
         self.last_commit_mono: float | None = None
         self._max_ts_ms = 0
         self._last_prune = time.monotonic()
+        self._backfills: dict[str, int] = {}  # symbol → batches of its backfilled trades stored so far
+        self._live_from: dict[str, int] = {}  # symbol → time of its first trade put (UTC ms): the live bars' start
 
     # Called from the source thread.
     def put(self, item: Trade | FeedEvent) -> None:
         """Enqueue for writing; blocks (back-pressure) only while ``max_backlog`` items are waiting."""
+        if type(item) is Trade and item.symbol not in self._live_from:
+            self._live_from[item.symbol] = item.ts_ms
+        self._enqueue(item)
+
+    def put_backfilled(self, trade: Trade) -> None:
+        """:meth:`put` a trade the live stream missed (the backfiller's): once it is stored,
+        :meth:`backfills_of` its symbol grows."""
+        self._enqueue(_Backfilled(trade))
+
+    def backfills_of(self, symbol: str) -> int:
+        """How many batches of ``symbol``'s backfilled trades older than its first live trade have
+        been stored so far: grows only after they can be read, so a reader of the stored ticks
+        before the live bars that saw a value reads them again on seeing a larger one."""
+        return self._backfills.get(symbol, 0)
+
+    def _enqueue(self, item: Trade | FeedEvent | _Backfilled) -> None:
         if self._error is not None:
             self.lost += 1  # storage has failed: count it instead of queueing without bound
             return
@@ -159,6 +193,7 @@ class TickWriter:
                     continue
                 trades: list[Trade] = []
                 events: list[FeedEvent] = []
+                backfilled: set[str] = set()
                 item = first
                 while True:
                     if item is _STOP:
@@ -168,6 +203,11 @@ class TickWriter:
                         trades.append(item)
                     elif type(item) is FeedEvent:
                         events.append(item)
+                    elif type(item) is _Backfilled:
+                        trades.append(item.trade)
+                        # Before the live bars (else within them: no stored-tick reader has its time).
+                        if item.trade.ts_ms < self._live_from.get(item.trade.symbol, item.trade.ts_ms + 1):
+                            backfilled.add(item.trade.symbol)
                     if len(trades) >= MAX_BATCH:
                         break
                     try:
@@ -175,6 +215,8 @@ class TickWriter:
                     except queue.Empty:
                         break
                 self._write(store, trades, events)
+                for symbol in backfilled:  # stored: readers keeping older ticks read them again
+                    self._backfills[symbol] = self._backfills.get(symbol, 0) + 1
                 self._room.set()
                 self._maybe_prune(store)
         except StorageError as exc:  # a known failure: say what and where, no traceback needed

@@ -18,7 +18,7 @@ here re-reads what it already has on a refresh.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -48,15 +48,19 @@ HISTORY_REFRESH_MS = 60_000
 class BarHistory:
     """Stored bars for one site: 1 s bars resampled from its ticks, and its stored (kline) bars.
 
-    Tick bars are cached per symbol by the boundary they stop at; stored bars per (symbol,
-    interval), re-read only when ``loader`` reports new bars (or, without a loader — a database
-    another process fills — at most once a minute).
+    Tick bars are cached per symbol by the boundary they stop at, re-read when ``backfills(symbol)``
+    grows (the writer stored trades of it that the live stream missed: :meth:`TickWriter.backfills_of`;
+    None: nobody backfills this database from this process); stored bars per (symbol, interval),
+    re-read only when ``loader`` reports new bars (or, without a loader — a database another
+    process fills — at most once a minute). :meth:`version_of` changes with either.
     """
 
-    def __init__(self, site: Site, loader: HistoryLoader | None = None) -> None:
+    def __init__(self, site: Site, loader: HistoryLoader | None = None, *,
+                 backfills: Callable[[str], int] | None = None) -> None:
         self.site = site
         self.loader = loader
-        self._cache: dict[str, tuple[int, pd.DataFrame]] = {}
+        self.backfills = backfills
+        self._cache: dict[str, tuple[tuple[int, int], pd.DataFrame]] = {}
         self._stored: dict[tuple[str, int], tuple[int, int, pd.DataFrame]] = {}
         self._lock = threading.Lock()
         self.loads = 0  # tick-history reads so far (for tests and benchmarks)
@@ -83,11 +87,20 @@ class BarHistory:
         frame = cached[2]
         return frame if cached[1] == since_ms else frame[frame.index >= pd.Timestamp(since_ms, unit="ms", tz="UTC")]
 
+    def version_of(self, interval_ms: int, symbols: Sequence[str]) -> int:
+        """A number that grows whenever stored bars of ``symbols`` at ``interval_ms`` that a view may
+        already have read change: history loaded (the loader's version) or trades backfilled.
+        Readers that keep what they computed from stored bars key it on this."""
+        loaded = self.loader.version_of(interval_ms) if self.loader is not None else 0
+        return loaded + (0 if self.backfills is None else sum(self.backfills(s) for s in symbols))
+
     def bars(self, symbol: str, boundary_ms: int) -> pd.DataFrame:
         """Closed 1 s bars of ``symbol`` in ``[boundary - 24 h, boundary)``."""
+        # Read before the ticks: a backfill stored meanwhile makes the next call read them again.
+        key = (boundary_ms, 0 if self.backfills is None else self.backfills(symbol))
         with self._lock:
             cached = self._cache.get(symbol)
-            if cached is not None and cached[0] == boundary_ms:
+            if cached is not None and cached[0] == key:
                 return cached[1]
             if not self.site.exists():
                 frame = bars_to_frame([])
@@ -96,7 +109,7 @@ class BarHistory:
                     ticks = store.ticks(symbol, start_ms=boundary_ms - HISTORY_MAX_MS, end_ms=boundary_ms)
                 frame = resample_ticks(ticks.ts_ms, ticks.price, ticks.qty, BASE_INTERVAL_MS)
                 self.loads += 1
-            self._cache[symbol] = (boundary_ms, frame)
+            self._cache[symbol] = (key, frame)
             return frame
 
 

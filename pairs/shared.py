@@ -96,12 +96,15 @@ class _Key:
     min_trades: int
     min_volume: float
     live_version: int  # bumped by the engine whenever a live bar closes
-    history_version: int  # bumped whenever stored bars of this interval arrive
+    # Above 1 s, the start of the bar still forming (UTC ms), else 0: such a bar also closes when its
+    # time is over, which on a quiet feed closes no 1 s bar (the version stays).
+    forming_ms: int
+    history_version: int  # grows whenever stored bars of this interval arrive (BarHistory.version_of)
 
     @property
     def series(self) -> _Key:
         """This key at no particular version of the data: the pair and parameters alone."""
-        return replace(self, live_version=0, history_version=0)
+        return replace(self, live_version=0, forming_ms=0, history_version=0)
 
     def same_series(self, other: _Key) -> bool:
         """Whether ``other`` asks for the same pair and parameters (at any version of the data)."""
@@ -162,9 +165,11 @@ class SharedAnalytics:
         shown_from = (market_now - lookback_ms) // interval_ms * interval_ms
         asked = (shown_from, warmup_bars)
         # The threshold only draws lines: it must not split the cache.
-        # Keyed by the data, not the clock: a quiet feed's view is reused (and cut as the lookback slides).
+        # Keyed by the data, not the clock: a quiet feed's view is reused (and cut as the lookback slides),
+        # until a bar longer than 1 s closes by its time alone.
         key = _Key(tuple(symbols), interval_ms, replace(params, z_threshold=0.0), min_trades, float(min_volume),
-                   self.engine.bars.version, self._history_version(interval_ms))
+                   self.engine.bars.version, epoch if interval_ms != BASE_INTERVAL_MS else 0,
+                   self.history.version_of(interval_ms, symbols))
         span_free = params.span_free
 
         def compute() -> tuple[_Entry, tuple[_Entry, int]]:
@@ -204,7 +209,8 @@ class SharedAnalytics:
         derives something from a view asks for a new view only when this changes."""
         self.engine.close_due_bars()
         market_now = self.engine.market_now_ms() or now_ms()
-        return forming_bar_start(self.engine, symbols, interval_ms, market_now), self._history_version(interval_ms)
+        return forming_bar_start(self.engine, symbols, interval_ms, market_now), \
+            self.history.version_of(interval_ms, symbols)
 
     def _count(self, counter: str) -> None:
         with self._lock:
@@ -218,7 +224,8 @@ class SharedAnalytics:
         database alone (its live bars had not begun), or one that lacks bars the request needs
         (:func:`_usable_start`)."""
         prior = self._cache.newest(lambda k: k.same_series(key) and k.history_version == key.history_version
-                                   and k.live_version < key.live_version)
+                                   and k.live_version <= key.live_version and k.forming_ms <= key.forming_ms
+                                   and k != key)
         if prior is None or prior.first_live != first_live or None in first_live \
                 or prior.view.pair is None or prior.view.open_start_ms > epoch:
             return None
@@ -263,10 +270,6 @@ class SharedAnalytics:
                 return None
             frames[symbol] = frame
         return frames
-
-    def _history_version(self, interval_ms: int) -> int:
-        loader = self.history.loader
-        return loader.version_of(interval_ms) if loader is not None else 0
 
 
 def _served_from(entry: _Entry, key: _Key, asked: tuple[int, int], span_free: bool) -> tuple[_Entry, int] | None:

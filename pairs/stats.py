@@ -47,11 +47,15 @@ def symbol_summary(symbol: str, bars: pd.DataFrame, interval_ms: int) -> SymbolS
 
 @dataclass(frozen=True, slots=True)
 class CointegrationReport:
-    """ADF on the spread and Engle–Granger on the legs, over ``bars`` closed bars."""
+    """ADF on the spread and Engle–Granger on the legs, over ``bars`` closed bars from the one
+    starting at ``first`` to the one starting at ``last`` (UTC): a report kept while newer bars
+    close says which bars it tested."""
 
     adf: AdfResult
     engle_granger: EngleGrangerResult
     bars: int
+    first: pd.Timestamp
+    last: pd.Timestamp
 
 
 def run_tests(pair: PairAnalytics) -> CointegrationReport:
@@ -70,5 +74,5 @@ def run_tests(pair: PairAnalytics) -> CointegrationReport:
         raise InsufficientDataError(MIN_TEST_BARS, len(spread), "ADF / Engle–Granger")
     adf_result = adf(spread)
     eg = engle_granger(y, x)
-    return CointegrationReport(adf_result, eg, len(spread))
+    return CointegrationReport(adf_result, eg, len(spread), spread.index[0], spread.index[-1])
 

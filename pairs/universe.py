@@ -16,6 +16,7 @@ run of that step reads the same objects.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ T = TypeVar("T")
 # within a minute. Longer bars step with every closed bar.
 UNIVERSE_STEP_MS = 60_000
 MAX_ENTRIES = 8
+_BUILDS = itertools.count(1)  # numbers every UniverseBars build of the process (UniverseView.build)
 # A correlation needs a few returns: fewer closes than this (the first seconds of a feed) have none.
 MIN_CORRELATION_CLOSES = 4
 
@@ -83,9 +85,14 @@ class UniverseView:
     most once per view however many sessions and runs ask: the correlation of returns
     (:meth:`correlation`, the heatmap) and per-symbol summaries (:meth:`summaries`). A view built by
     :class:`UniverseBars` has both computed in the build's thread already. Thread-safe.
+
+    ``build``: which of :class:`UniverseBars`' builds made it (unique in the process; None for a
+    view made elsewhere, e.g. of a dataset's bars). Two builds may end at the same bar with other
+    data (stored history arrived within a step): what is drawn from a view is keyed on this.
     """
 
     bars: PairBars
+    build: int | None = None
     _memo: dict[str, object] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -181,16 +188,14 @@ class UniverseBars:
         market_now = self.engine.market_now_ms() or now_ms()
         step = universe_step_ms(interval_ms)
         end = forming_bar_start(self.engine, symbols, interval_ms, market_now) // step * step
-        loader = self.history.loader
-        return _Key(tuple(symbols), interval_ms, lookback_ms, end,
-                    loader.version_of(interval_ms) if loader is not None else 0)
+        return _Key(tuple(symbols), interval_ms, lookback_ms, end, self.history.version_of(interval_ms, symbols))
 
     def _build(self, key: _Key) -> tuple[UniverseView, UniverseView]:
         # As a view asked at the step's end: the lookback ends there, whatever the clock says now.
         bars, _ = load_pair_span(self.engine, self.history, key.symbols, key.interval_ms, key.lookback_ms,
                                  closed_before_ms=key.end_ms, market_now_ms=key.end_ms)
         # Computed here, in the background build's thread, so that no page run pays for them.
-        view = UniverseView(bars).computed()
+        view = UniverseView(bars, next(_BUILDS)).computed()
         with self._lock:
             self.built += 1
         return view, view

@@ -7,13 +7,13 @@ few whole-feed questions (has a bar closed, what time is it in the market) for a
 :class:`~pairs.shared.SharedAnalytics` and :mod:`pairs.bars` run unchanged over a pair of two
 venues. They read only what those modules read of an :class:`~ingestion.engine.Engine` (``bars``,
 ``close_due_bars``, ``market_now_ms``, plus ``last_trade`` and ``symbols`` for the live panel)
-and of a :class:`~pairs.bars.BarHistory` (``stored``, ``bars``, ``loader.version_of``).
+and of a :class:`~pairs.bars.BarHistory` (``stored``, ``bars``, ``version_of``, ``loader.version_of``).
 A page of one venue never builds these: it reads its feed's own engine, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -101,6 +101,11 @@ class RoutedHistory:
 
     def stored(self, symbol: str, interval_ms: int, since_ms: int) -> pd.DataFrame:
         return self.histories[self.route(symbol)].stored(symbol, interval_ms, since_ms)
+
+    def version_of(self, interval_ms: int, symbols: Sequence[str]) -> int:
+        """:meth:`BarHistory.version_of` over every venue: grows whenever any venue's does for its legs."""
+        return sum(history.version_of(interval_ms, [s for s in symbols if self.route(s) == key])
+                   for key, history in self.histories.items())
 
     def bars(self, symbol: str, boundary_ms: int) -> pd.DataFrame:
         return self.histories[self.route(symbol)].bars(symbol, boundary_ms)

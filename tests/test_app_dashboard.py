@@ -130,6 +130,40 @@ def test_adf_button_and_downloads(sim_env):
     assert len(at.dataframe) == 1 and "zscore" in at.dataframe[0].value.columns
 
 
+def test_a_test_report_is_shown_only_for_the_liquidity_filter_it_ran_with(sim_env):
+    """Was: kept under the pair and parameters alone, a report run with no liquidity filter was shown
+    (as the filtered bars' result) after the filter changed; back to the filter it ran with, it shows again."""
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    open_tab(at, "Stats & tests")
+    at.button(key="run_tests").click().run()
+
+    def verdicts() -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith("p = ")]
+
+    assert len(verdicts()) == 2 and not at.exception
+    at.number_input(key="min_trades").set_value(3).run()
+    assert verdicts() == [] and any(c.value.startswith("Press the button") for c in at.caption)
+    at.number_input(key="min_trades").set_value(0).run()
+    assert len(verdicts()) == 2
+
+
+def test_a_kept_test_report_names_the_bars_it_tested_and_how_many_closed_since(sim_env):
+    """Was: "Tested on N bars." and nothing else: a report pressed an hour ago read as current."""
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    open_tab(at, "Stats & tests")
+    at.button(key="run_tests").click().run()
+
+    def tested() -> str:
+        return next(c.value for c in at.caption if c.value.startswith("Tested on"))
+
+    assert " → " in tested() and "(UTC)" in tested() and "newer bar" not in tested()
+    # The simulated market runs a minute a second: bars close while the report is kept.
+    eventually(lambda: at.run() is not None and "newer bar" in tested(), timeout=30, interval=0.5,
+               message=lambda: f"the kept report never said newer bars closed: {tested()!r}")
+    at.button(key="run_tests").click().run()
+    assert "newer bar" not in tested()
+
+
 def symbol_input(at: AppTest):
     return next(t for t in at.sidebar.text_input if t.label == "Symbol")
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
+from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from config import Settings
 from ingestion.backfill import Backfiller
 from ingestion.binance.rest import BinanceRest, RestError, parse_historical_trade
-from records import EventKind, Trade
+from pairs.bars import BarHistory
+from pairs.universe import UniverseBars
+from records import EventKind, Trade, now_ms
 from service import Service
 from storage.sqlite.ticks import SqliteTickStore
 from testkit.fake_binance import FakeBinance, load_recorded_trades
@@ -62,6 +67,8 @@ def test_a_gap_in_the_stream_is_recovered_from_rest(recorded, tmp_path):
     with SqliteTickStore(db) as store:
         prices = dict(zip(store.ticks("BTCUSDT").trade_id, store.ticks("BTCUSDT").price, strict=True))
     assert prices[recorded[1234].trade_id] == recorded[1234].price
+    # Within the live stream: nobody reads stored ticks there, nothing to read again.
+    assert engine.writer.backfills_of("BTCUSDT") == 0
 
 
 def test_rate_limit_answers_are_respected(recorded, tmp_path):
@@ -153,3 +160,50 @@ def test_backfill_is_capped_per_gap(recorded):
     notes = [s.detail for s in stored if getattr(s, "kind", None) is EventKind.BACKFILL]
     assert len(trades) == 1500
     assert notes == [f"first_missing={recorded[0].trade_id} count=4000 recovered=1500 unfilled=2500 (partial)"]
+
+
+def test_trades_backfilled_after_a_page_read_the_history_are_on_its_next_view(recorded, tmp_path, monkeypatch):
+    """Was: the stored ticks before the live bars were read once per live start and kept, so trades
+    backfilled after a page (or the alert monitor) had read them, as after every restart against a
+    database that stops earlier, never showed: a warm server drew a gap a cold one did not. Now a
+    backfill's commit is a new version of the stored bars: read again, and every view computed anew."""
+    db = tmp_path / "live.db"
+    # The recording moved to the last seconds (a live feed's market time is the wall clock's), its
+    # live part just after a whole minute: the universe's bars end there, after the missed trades.
+    shift = (now_ms() - 10_000) // 60_000 * 60_000 + 2_000 - recorded[1599].ts_ms
+    recorded = [replace(t, ts_ms=t.ts_ms + shift) for t in recorded]
+    with SqliteTickStore(db) as store:  # an earlier run stored the first 1,000 trades
+        store.write_batch([Trade(t.symbol, t.trade_id, t.ts_ms, t.ts_ms, t.price, t.qty, t.buyer_is_maker)
+                           for t in recorded[:1000]])
+    asked = threading.Event()
+    fetch = BinanceRest.historical_trades
+
+    def after_the_page_asked(self, *args, **kwargs):
+        assert asked.wait(20)
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(BinanceRest, "historical_trades", after_the_page_asked)
+    symbols, lookback_ms = ("BTCUSDT",), 24 * 3_600_000
+    with FakeBinance(ping_interval=None) as fake, FakeRest(recorded) as rest:
+        service = live_engine(fake, rest, db)
+        try:
+            fake.send_recorded(recorded[1500:1600])  # the stream resumes after 500 missed trades
+            eventually(lambda: service.engine.trades == 100, timeout=10)
+            before = service.universe.closed(symbols, 1_000, lookback_ms, wait=True)
+            version = service.shared.stamp(symbols, 1_000)[1]  # of the stored bars the views are keyed on
+            asked.set()
+            eventually(lambda: events(db, EventKind.BACKFILL) != [], timeout=20)
+            eventually(lambda: service.writer.backlog == 0 and len(stored_ids(db)) == 1600, timeout=20)
+
+            def seconds() -> int:
+                return len(service.universe.closed(symbols, 1_000, lookback_ms, wait=True).by_symbol["BTCUSDT"])
+
+            eventually(lambda: seconds() > len(before.by_symbol["BTCUSDT"]), timeout=10,
+                       message="the warm server's views never showed the backfilled trades")
+            after = service.universe.closed(symbols, 1_000, lookback_ms, wait=True)
+            cold = UniverseBars(service.engine, BarHistory(service.site)).closed(symbols, 1_000, lookback_ms,
+                                                                                wait=True)
+            assert service.shared.stamp(symbols, 1_000)[1] > version  # the pair views are computed anew too
+        finally:
+            service.stop()
+    pd.testing.assert_frame_equal(after.by_symbol["BTCUSDT"], cold.by_symbol["BTCUSDT"])

@@ -23,6 +23,7 @@ from testkit.waiting import eventually
 from ui.charts import HEATMAP_TEXT_MAX
 from ui.charts_tab import HEATMAP_TOP_N, HeatmapChoice, chart_data, heatmap_matrix
 from ui.controls import Controls, pair_params, view_query
+from ui.live_chart import SHARED_ENTRIES, SharedBuilds, chart_update, whole_figure
 
 SYMBOLS = tuple(f"S{i:03d}USDT" for i in range(200))
 Y, X = SYMBOLS[1], SYMBOLS[0]
@@ -146,6 +147,61 @@ def test_bars_held_from_steps_ago_are_built_anew_never_handed_out_as_current(ser
     assert universe.closed(SYMBOLS, 1_000, 900_000) is current and universe.built == 2
 
 
+def test_the_heatmap_is_redrawn_when_stored_history_changes_the_universe_at_the_same_step(service, monkeypatch):
+    """Was: the heatmap's content (what a redraw and the builds shared by every session are keyed on)
+    was the last return's bar, the symbols and the choice. History arriving within a step rebuilds the
+    universe at the same last bar: every page kept the heatmap of the bars before it (on a quiet feed
+    for good), while Stats & tests showed the new bars' summaries."""
+    import pairs.universe as module
+
+    universe = UniverseBars(service.engine, service.history)
+    end = (service.engine.bars.first_start_ms(X) + 130_000) // 60_000 * 60_000
+    version = [0]
+    monkeypatch.setattr(universe, "_key", lambda symbols, interval_ms, lookback_ms: _Key(
+        tuple(symbols), interval_ms, lookback_ms, end, version[0]))
+    load = module.load_pair_span
+
+    def before_history_arrives(*args, **kwargs):
+        bars, since = load(*args, **kwargs)  # only the last 40 s of them until "history" (version 1) arrives
+        return (bars, since) if version[0] else (bars.since(bars.aligned.index[-40]), since)
+
+    monkeypatch.setattr(module, "load_pair_span", before_history_arrives)
+    controls = _controls()
+    view = service.shared.ask(view_query(controls)).shown()
+    builds, scope = SharedBuilds(SHARED_ENTRIES), ("site", 1)
+    revision = "the page's revision"  # the pair's: unchanged from here on
+
+    def heatmap(shown: UniverseView):
+        return next(c for _, c in chart_data(view.bars, view.pair, controls, None, shown) if c.key == "chart_heatmap")
+
+    def z(figure) -> np.ndarray:
+        return np.asarray(figure.data[0].z, dtype=float)
+
+    before = universe.view(SYMBOLS, 1_000, 900_000)
+    first = heatmap(before)
+    first_figure = whole_figure(first, revision=revision, shown_from=view.bars.shown_from, tz="UTC", builds=builds,
+                                scope=scope)
+    _, sent = chart_update(first, None, revision=revision, shown_from=view.bars.shown_from, tz="UTC", run=1,
+                           scope=scope, builds=builds)
+    version[0] = 1  # stored history arrived: the held view stands in while the step is built again
+    assert universe.view(SYMBOLS, 1_000, 900_000) is before
+    universe.join()
+    after = universe.view(SYMBOLS, 1_000, 900_000)
+    assert after is not before and after.correlation().last == before.correlation().last
+    assert not np.allclose(after.correlation().matrix.to_numpy(), before.correlation().matrix.to_numpy())
+    second = heatmap(after)
+    figure = whole_figure(second, revision=revision, shown_from=view.bars.shown_from, tz="UTC", builds=builds,
+                          scope=scope)
+    np.testing.assert_array_equal(z(figure), z(second.figure()))
+    assert not np.array_equal(z(figure), z(first_figure))
+    payload, _ = chart_update(second, sent, revision=revision, shown_from=view.bars.shown_from, tz="UTC", run=2,
+                              scope=scope, builds=builds)
+    assert "full" in payload  # the browser is sent the new heatmap
+    # Every later run and session of the step shares that build, and a browser holding it gets nothing new.
+    assert whole_figure(heatmap(after), revision=revision, shown_from=view.bars.shown_from, tz="UTC",
+                        builds=builds, scope=scope) is figure
+
+
 def test_more_symbols_than_a_page_carries_are_refused_with_the_limit_named(tmp_path):
     class Started(Exception):
         pass
@@ -163,6 +219,11 @@ def test_more_symbols_than_a_page_carries_are_refused_with_the_limit_named(tmp_p
 
 
 def _heatmap_labels(universe_size: int, choice: HeatmapChoice | None = None) -> tuple[list[str], object]:
+    (trace,) = _heatmap(universe_size, choice).data
+    return list(trace.x), trace
+
+
+def _heatmap(universe_size: int, choice: HeatmapChoice | None = None, tz: str = "UTC"):
     symbols = tuple(f"H{i:03d}USDT" for i in range(universe_size))
     closes = _clustered_closes(240, symbols, 5, seed=4)
     index = pd.date_range("2025-01-01", periods=240, freq="1min", tz="UTC")
@@ -171,12 +232,10 @@ def _heatmap_labels(universe_size: int, choice: HeatmapChoice | None = None) -> 
     universe = UniverseView(dataset_pair_bars(frames, 60_000))
     bars = dataset_pair_bars({s: frames[s] for s in symbols[:2]}, 60_000)
     controls = Controls("uploaded", None, symbols, symbols[0], symbols[1], "1m", "24 h", 20, Regression.ROLLING_OLS,
-                        False, 2.0, "normalised", False, "UTC")
+                        False, 2.0, "normalised", False, tz)
     pair = compute_pair(bars.aligned.closes, PairParams(symbols[0], symbols[1], window=20))
     spec = next(c for _, c in chart_data(bars, pair, controls, None, universe, choice) if c.key == "chart_heatmap")
-    figure = spec.figure()
-    (trace,) = figure.data
-    return list(trace.x), trace
+    return spec.figure()
 
 
 def test_the_heatmap_of_200_symbols_shows_the_top_n_clustered_with_the_pair_and_every_label():
@@ -186,6 +245,12 @@ def test_the_heatmap_of_200_symbols_shows_the_top_n_clustered_with_the_pair_and_
     matrix = pd.DataFrame(np.asarray(trace.z, dtype=float), index=labels, columns=labels)
     assert clustered_order(matrix) == labels  # already in clustered order
     assert trace.text is None  # 30 cells a row: values on hover, not in the cells
+
+
+def test_the_heatmap_says_up_to_which_bar_its_returns_run():
+    """Was: no time on the heatmap, whose universe may be a step behind the pair's charts."""
+    assert "(30 of 200 symbols, clustered; returns to 2025-01-01 03:59:00 UTC)" in _heatmap(200).layout.title.text
+    assert "(returns to 2025-01-01 12:59:00 Asia/Tokyo)" in _heatmap(12, tz="Asia/Tokyo").layout.title.text
 
 
 def test_the_heatmap_filter_shows_exactly_the_named_symbols():
@@ -300,6 +365,27 @@ def test_every_session_reads_the_universes_correlation_and_summaries_computed_on
     assert list(trace.x) == list(shown_former.columns) and list(trace.y) == list(shown_former.index)
     np.testing.assert_array_equal(np.asarray(trace.z, dtype=float), shown_former.to_numpy())
     assert tables[0] == {s: summarise(s, frame, 1_000) for s, frame in bars.by_symbol.items()}
+
+
+def test_the_summaries_say_which_bars_they_are_over():
+    """Was: "Over the selected lookback" and no time: the universe's bars may be a step behind the
+    pair's (held while the next step builds), and the table did not say how old they were."""
+    def page() -> None:
+        import pandas as pd
+
+        from pairs.bars import dataset_pair_bars
+        from pairs.universe import UniverseView
+        from ui.panels import render_symbol_summaries
+
+        index = pd.date_range("2025-01-01 09:00", periods=30, freq="1min", tz="UTC")
+        frames = {s: pd.DataFrame({"open": 1.0 + i, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0},
+                                  index=index) for i, s in enumerate(("AAAUSDT", "BBBUSDT"))}
+        render_symbol_summaries(UniverseView(dataset_pair_bars(frames, 60_000)), "Asia/Tokyo")
+
+    at = AppTest.from_function(page, default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert any("2025-01-01 18:00:00 → 2025-01-01 18:29:00 (Asia/Tokyo)" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
 
 
 def test_sessions_asking_at_once_share_one_computation_of_the_correlation(service, monkeypatch):

@@ -21,8 +21,10 @@ import pairs.bars
 from alerts.monitor import WARMUP_FACTOR, AlertMonitor
 from analytics.backtest import backtest_mean_reversion
 from analytics.errors import InsufficientDataError
+from domain import Regression
 from pairs.compute import PairParams
 from pairs.shared import SharedAnalytics
+from records import Trade
 from records.alerts import AlertRule
 from testkit.fake_market import SYMBOLS, T0_MS, FakeEngine, Scenario, arrivals, empty_history, view_mismatch
 
@@ -172,3 +174,66 @@ def test_the_backtest_trades_on_the_z_score_the_view_shows_for_each_bar(tmp_path
     # No bar of the lookback closed yet: a wait for data (shown as "needs … more"), not a refusal.
     with pytest.raises(InsufficientDataError, match=r"a bar from start on to trade\): needs \d+ observations"):
         backtest_mean_reversion(closes[SYMBOLS[0]], closes[SYMBOLS[1]], 10, start=len(closes))
+
+
+def test_a_minute_bar_closed_by_the_clock_alone_is_in_the_next_view(tmp_path):
+    """Was: views were keyed on the live bars' version, which a 1 s bar closing bumps; a 1 min bar
+    closes when its minute (and the grace) has passed, with no 1 s bar closing then on a quiet feed.
+    The view held from before the minute ended was served on: without the minute's bar, which a
+    cold view has (and the alert monitor did not see it) until the next trade's second closed."""
+    engine = FakeEngine()
+    history = empty_history(tmp_path)
+    shared = SharedAnalytics(engine, history)  # type: ignore[arg-type]
+    params = PairParams(*SYMBOLS, window=10)  # rolling OLS: a view is cut and extended, never recomputed
+    ask = dict(warmup_bars=params.warmup_bars)
+    rng = np.random.default_rng(3)
+    x = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, 15 * 40)))
+    y = 2 * x + rng.normal(0, 0.05, len(x))
+    for minute in range(15):  # each minute with trades in its first 40 s only
+        for second in range(40):
+            t, at = minute * 40 + second, T0_MS + minute * 60_000 + second * 1_000
+            engine.feed([Trade(SYMBOLS[0], t + 1, at + 10, 0, float(y[t]), 0.1, False),
+                         Trade(SYMBOLS[1], t + 1, at + 20, 0, float(x[t]), 0.1, False)], at + 600)
+        engine.feed([], T0_MS + minute * 60_000 + 50_000)  # the minute's last 1 s bar closes (grace)
+        held = shared.view(SYMBOLS, 60_000, 3_600_000, params, **ask)
+        engine.feed([], T0_MS + (minute + 1) * 60_000 + 5_000)  # the minute is over: its bar closed, no trade
+        cached = shared.view(SYMBOLS, 60_000, 3_600_000, params, **ask)
+        cold = SharedAnalytics(engine, history).view(SYMBOLS, 60_000, 3_600_000, params,  # type: ignore[arg-type]
+                                                     **ask)
+        minute_bar = pd.Timestamp(T0_MS + minute * 60_000, unit="ms", tz="UTC")
+        assert cold.bars.aligned is not None and cold.bars.aligned.index[-1] == minute_bar
+        assert held.open_start_ms < cached.open_start_ms == cold.open_start_ms
+        assert cached.bars.aligned is not None and cached.bars.aligned.index[-1] == minute_bar, f"minute {minute}"
+        problem = view_mismatch(cached, cold)
+        assert problem is None, f"minute {minute}: {problem}"
+
+
+asks = st.lists(st.tuples(st.sampled_from([1_000, 1_000, 5_000]), st.integers(15, 60), st.sampled_from([0, 0, 2]),
+                          st.sampled_from([10, 12]),
+                          st.sampled_from([Regression.ROLLING_OLS, Regression.STATIC_OLS, Regression.KALMAN])),
+                min_size=2, max_size=3)
+
+
+# No shrinking: each example drives 90 seconds of bars; the failing one is printed as drawn.
+@settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.generate], derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(readers=asks, max_entries=st.sampled_from([2, 3, 32]), seed=st.integers(0, 2**16),
+       order=st.randoms(use_true_random=False))
+def test_readers_interleaved_in_any_order_each_get_the_cold_answer(tmp_path_factory, readers, max_entries, seed,
+                                                                    order):
+    """Sessions on other timeframes, lookbacks, filters and fits ask one cache in a random order
+    (some seconds not at all), the cache small enough to evict: each answer is the cold one."""
+    engine = FakeEngine()
+    history = empty_history(tmp_path_factory.mktemp("site"))
+    shared = SharedAnalytics(engine, history, max_entries=max_entries)  # type: ignore[arg-type]
+    scenario = Scenario(90, seed, quiet_s=10, p_x=0.8, max_trades=3, x_pause_every=29, x_pause_len=6)
+    for second, trades in enumerate(arrivals(scenario)[:scenario.seconds]):
+        engine.feed(trades, T0_MS + (second + 1) * 1_000 + 600)
+        for interval_ms, bars, min_trades, window, regression in order.sample(readers, order.randint(0, len(readers))):
+            params = PairParams(*SYMBOLS, window=window, regression=regression)
+            ask = dict(warmup_bars=params.warmup_bars, min_trades=min_trades)
+            cached = shared.view(SYMBOLS, interval_ms, bars * interval_ms, params, **ask)
+            cold = SharedAnalytics(engine, history).view(  # type: ignore[arg-type]
+                SYMBOLS, interval_ms, bars * interval_ms, params, **ask)
+            problem = view_mismatch(cached, cold)
+            assert problem is None, f"second {second}, {interval_ms} ms × {bars}, {params}: {problem}"

@@ -114,11 +114,14 @@ def chart_data(bars: PairBars, pair: PairAnalytics, controls: Controls,
         def heatmap_figure(_since: object, _points: int, _anchor: object) -> go.Figure:
             matrix = correlation.matrix
             shown = heatmap_matrix(matrix, choice, (p.y, p.x))
-            subtitle = None if len(shown.index) == len(matrix.index) else \
-                f"{len(shown.index)} of {len(matrix.index)} symbols, clustered"
+            # Which bars: the universe's may be a step behind the pair's charts (pairs.universe).
+            subtitle = f"returns to {correlation.last.tz_convert(tz):%Y-%m-%d %H:%M:%S} {tz}"
+            if len(shown.index) < len(matrix.index):
+                subtitle = f"{len(shown.index)} of {len(matrix.index)} symbols, clustered; {subtitle}"
             return charts.correlation_heatmap(shown, subtitle=subtitle, revision=rev)
 
-        step = settled if universe is None else correlation.last
+        # A universe build is named: history arriving within a step rebuilds it at the same last bar.
+        step = (settled, None) if universe is None else (correlation.last, universe.build)
         specs.append(("left", ChartData("chart_heatmap", heatmap_figure, closed_last, 0, False,
                                         (step, tuple(correlation.matrix.columns), correlation.moving, choice))))
     # Lead-lag is the pair's: on its own legs' bars, like every other chart of the pair.

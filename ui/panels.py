@@ -49,8 +49,13 @@ def render_symbol_summaries(universe: UniverseView, tz: str) -> None:
                      "volatility % (ann.)": summary.volatility_ann_pct, "volume": summary.volume,
                      "trades": summary.trades, "bars": summary.bars})
     st.dataframe(pd.DataFrame(rows).set_index("symbol"), width="stretch")
-    st.caption(f"Over the selected lookback. Volume in base units; volatility from per-bar log returns, "
-               f"annualised over 365×24 h. Times shown in {tz}.")
+    # Which bars: the universe's may be a step behind the pair's (see pairs.universe).
+    aligned = universe.bars.aligned
+    span = "" if aligned is None or not len(aligned.index) else \
+        (f", bars {aligned.index[0].tz_convert(tz):%Y-%m-%d %H:%M:%S} → "
+         f"{aligned.index[-1].tz_convert(tz):%Y-%m-%d %H:%M:%S} ({tz})")
+    st.caption(f"Over the selected lookback{span}. Volume in base units; volatility from per-bar log returns, "
+               f"annualised over 365×24 h.")
 
 
 def render_funding(service: Service, symbols: tuple[str, ...], tz: str) -> None:
@@ -78,8 +83,10 @@ def render_pair_stats(pair: PairAnalytics, interval_ms: int) -> None:
     corr_col.metric(f"Return correlation ({p.window} bars)", fmt(latest["correlation"], 3))
 
 
-def render_tests(pair: PairAnalytics, *, key: str) -> None:
-    """ADF and Engle–Granger on demand: computed when the button is pressed, kept per pair/settings."""
+def render_tests(pair: PairAnalytics, *, key: str, tz: str = "UTC") -> None:
+    """ADF and Engle–Granger on demand: computed when the button is pressed, kept per pair/settings.
+
+    A kept report names the bars it tested (times in ``tz``) and how many have closed since."""
     store = st.session_state.setdefault("test_reports", {})
     if st.button("Run ADF / Engle–Granger tests", key="run_tests"):
         try:
@@ -94,6 +101,12 @@ def render_tests(pair: PairAnalytics, *, key: str) -> None:
         st.warning(f"Not enough data for the tests: {plain(report)}")
     else:
         _render_report(report)
+        line = (f"Tested on {report.bars:,} closed bars, {report.first.tz_convert(tz):%Y-%m-%d %H:%M:%S} → "
+                f"{report.last.tz_convert(tz):%Y-%m-%d %H:%M:%S} ({tz}).")
+        newer = int((pair.index > report.last).sum())
+        if newer:
+            line += f" **{newer:,} newer bar{'s' if newer != 1 else ''} since: press again to test them.**"
+        st.caption(line)
 
 
 def _render_report(report: CointegrationReport) -> None:
@@ -112,7 +125,6 @@ def _render_report(report: CointegrationReport) -> None:
             "lag": [report.engle_granger.used_lag], "β": [report.engle_granger.beta],
             **{f"crit {k}": [v] for k, v in report.engle_granger.critical_values.items()}}), hide_index=True)
         st.write(verdict(report.engle_granger.pvalue, "the legs are cointegrated", "no evidence of cointegration"))
-    st.caption(f"Tested on {report.bars:,} bars.")
 
 
 def render_downloads(bars: PairBars, pair: PairAnalytics, minute: pd.DataFrame, tz: str, stem: str,

@@ -78,7 +78,9 @@ def render_tabs(page: PageData, view: PairView, bars: PairBars, pair: PairAnalyt
             if service is not None and service.funding:
                 render_funding(service, (params.y, params.x), controls.tz)
             render_pair_stats(pair, bars.interval_ms)
-            render_tests(pair, key=f"{controls.revision}|{params}")
+            # Kept per everything the tested bars depend on: the liquidity filter drops bars too.
+            render_tests(pair, key=f"{controls.revision}|{params}|{controls.min_trades}|{controls.min_volume}",
+                         tz=controls.tz)
     if table_tab.open:
         with table_tab:
             render_table_tab(page, controls, bars, pair)
