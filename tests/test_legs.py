@@ -224,3 +224,37 @@ def test_the_scanner_reads_a_futures_database_by_leg_names(tmp_path, capsysbinar
     assert capsysbinary.readouterr().err.decode() == (
         "error: symbols: S1.P is a USDⓈ-M perpetual, but Binance spot (binance) has spot symbols only: watch it "
         "with --source binance-futures (or S1 for the spot symbol)\n")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_rename_cut_short_before_the_alert_rules_finishes_at_the_next_start(backend, tmp_path, request, monkeypatch):
+    """The ticks and the alert rules are renamed in two transactions: a start that died between them (the
+    server restarting, the process killed) left the ticks named ``.P``, and as the next start looked only
+    at the ticks, the rules kept watching plain ``BTCUSDT``, a leg this feed never names, for good."""
+    import service as service_module
+    from storage.errors import StorageUnavailable
+
+    where: dict[str, object] = ({"data_dir": tmp_path} if backend == "sqlite"
+                                else {"db_url": request.getfixturevalue("pg_url")})
+    real_open_alerts = service_module.open_alerts
+    calls = []
+
+    def dying_open_alerts(site):
+        calls.append(site)
+        if len(calls) == 1:
+            raise StorageUnavailable(f"cannot use {site.location}: the server is restarting")
+        return real_open_alerts(site)
+
+    monkeypatch.setattr(service_module, "open_alerts", dying_open_alerts)
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        settings = Settings.of(source="binance-futures", ws_url=fake.url, **FAST, **where)
+        _old_futures_database(settings)
+        with pytest.raises(StorageUnavailable, match="restarting"):
+            Service.start(settings)
+        Service.start(settings).stop()
+    site = site_for(settings.storage, "futures")
+    with open_ticks(site) as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"]
+    with open_alerts(site) as alerts:
+        assert [r.label for r in alerts.rules()] == ["ETHUSDT.P/BTCUSDT.P", "BTCUSDT.P"]
+        assert sorted(a.event.label for a in alerts.alerts()) == ["BTCUSDT.P", "ETHUSDT.P/BTCUSDT.P"]
