@@ -258,3 +258,30 @@ def test_a_rename_cut_short_before_the_alert_rules_finishes_at_the_next_start(ba
     with open_alerts(site) as alerts:
         assert [r.label for r in alerts.rules()] == ["ETHUSDT.P/BTCUSDT.P", "BTCUSDT.P"]
         assert sorted(a.event.label for a in alerts.alerts()) == ["BTCUSDT.P", "ETHUSDT.P/BTCUSDT.P"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_rename_over_rows_an_upgraded_recorder_already_stored_keeps_one_of_each(backend, tmp_path, request):
+    """Recorders share a server schema and are upgraded one at a time: while one of the old version still
+    stores plain ``BTCUSDT`` trades, the upgraded one stores the same trades (same exchange ids) as
+    ``BTCUSDT.P``. The next start's rename then met the stored ``.P`` rows: a duplicate key refused it, and
+    no upgraded recorder could start on that schema any more. A plain row whose ``.P`` twin is stored is
+    the same trade (or bar): the twin stays, the plain row goes; the others are renamed."""
+    where: dict[str, object] = ({"data_dir": tmp_path} if backend == "sqlite"
+                                else {"db_url": request.getfixturevalue("pg_url")})
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        settings = Settings.of(source="binance-futures", ws_url=fake.url, **FAST, **where)
+        _old_futures_database(settings)
+        site = site_for(settings.storage, "futures")
+        with open_ticks(site) as store:  # what the upgraded recorder stored beside the old one
+            store.write_batch([Trade("BTCUSDT.P", 100, 1_765_788_195_000, 1_765_788_195_001, 90_000.0, 0.1, False),
+                               Trade("BTCUSDT.P", 99, 1_765_788_194_000, 1_765_788_194_001, 89_999.0, 0.3, True)])
+            two = np.array([2.0])
+            store.write_bars("BTCUSDT.P", 60_000, BarArrays(np.array([1_765_788_120_000]), two, two, two, two, two,
+                                                            np.array([5]), two))
+        Service.start(settings).stop()
+    with open_ticks(site) as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"]
+        assert list(store.ticks("BTCUSDT.P").trade_id) == [99, 100] and store.tick_count() == 3
+        assert list(store.bars("BTCUSDT.P", 60_000).close) == [2.0]
+        assert len(store.bars("BTCUSDT", 60_000).start_ms) == 0
