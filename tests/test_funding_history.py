@@ -721,3 +721,31 @@ def test_a_reader_never_takes_a_span_as_known_without_its_events_while_another_p
     for event in (old, new):
         if got.known_from_ms is not None and got.known_from_ms <= event.funding_ms <= got.known_to_ms:
             assert event.funding_ms in list(got.times_ms), (meanwhile, got)
+
+
+def test_a_database_that_cannot_be_opened_at_start_is_tried_again_not_given_up(tmp_path):
+    """The loader opens its store when its thread starts: a server restarting at that moment (or a
+    database briefly locked) ended the thread for good, and the recorder kept no funding until restarted."""
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    opened = []
+
+    def open_store():
+        opened.append(clock.now_ms())
+        if len(opened) == 1:
+            raise StorageUnavailable("cannot use database 'futures': the server is restarting")
+        return SqliteTickStore(path)
+
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        loader = FundingLoader(BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY), open_store, 48 * HOUR,
+                               clock=clock.now_ms, poll_s=0.01)
+        loader.start(["BTCUSDT.P"])
+        try:
+            eventually(lambda: len(loader.errors) == 1)
+            assert "cannot open the database" in loader.errors[0] and "restarting" in loader.errors[0]
+            clock.advance(RETRY_MS / 1000)
+            eventually(lambda: loader.fetches == 1, timeout=10, message="the loader gave up on its database")
+        finally:
+            loader.stop()
+    assert len(opened) == 2 and opened[1] - opened[0] >= RETRY_MS
+    assert coverage(path, "BTCUSDT") is not None
