@@ -383,3 +383,23 @@ def test_closed_readers_leave_their_connection_for_the_next_and_lock_holders_do_
     pg_cluster.restart(mode="immediate")  # idle connections die with the server; the next store gets a new one
     with PostgresTickStore(pg_url, "live") as store:
         assert store.tick_count() == 0
+
+
+def test_two_writers_opening_one_symbols_funding_span_at_once_keep_both_spans(pg_url):
+    """Two recorders sharing a schema store one symbol's first funding spans at the same moment: there
+    was no row yet to lock, so the second found none, and its upsert then replaced the first's span with
+    its own (what the first fetched was no longer known, and fetched again). Touching spans become one."""
+    with PostgresTickStore(pg_url, "futures") as second, psycopg.connect(pg_url, autocommit=True) as first:
+        first.execute("SET search_path TO futures")
+        with first.transaction():  # the first writer's transaction, not committed yet
+            first.execute("INSERT INTO funding_coverage (symbol, first_ms, last_ms) VALUES ('ETHUSDT', 0, 100)")
+            done = threading.Event()
+            writer = threading.Thread(target=lambda: (second.write_funding("ETHUSDT", [], 101, 200), done.set()))
+            writer.start()
+            eventually(lambda: first.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() "
+                "AND application_name LIKE 'quant ticks pid %'").fetchone()[0] == 1,
+                timeout=10, message="the second writer never waited for the first")
+        writer.join(10)
+        assert done.is_set()
+        assert second.funding_coverage("ETHUSDT") == (0, 200)
