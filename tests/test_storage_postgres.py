@@ -403,3 +403,36 @@ def test_two_writers_opening_one_symbols_funding_span_at_once_keep_both_spans(pg
         writer.join(10)
         assert done.is_set()
         assert second.funding_coverage("ETHUSDT") == (0, 200)
+
+
+def test_a_funding_write_whose_session_dies_mid_transaction_stores_nothing_and_its_retry_stores_once(
+        pg_cluster, pg_url):
+    """The server ends the writer's session inside its transaction (events inserted, span not yet
+    widened): the call raises StorageUnavailable (never counted as stored), neither the events nor the
+    span are left, and the same call once the store has reconnected stores each event once."""
+    rates = [FundingRate("ETHUSDT", t, 1e-4, 3_000.0) for t in (28_800_000, 57_600_000)]
+    with PostgresTickStore(pg_url, "futures") as store, psycopg.connect(pg_url, autocommit=True) as other:
+        store.write_funding("ETHUSDT", [], 0, 28_799_999)
+        other.execute("SET search_path TO futures")
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.write_funding("ETHUSDT", rates, 28_800_000, 60_000_000)
+            except BaseException as exc:
+                failed.append(exc)
+
+        with other.transaction():
+            other.execute("SELECT * FROM funding_coverage WHERE symbol = 'ETHUSDT' FOR UPDATE")  # the writer waits here
+            writer = threading.Thread(target=write)
+            writer.start()
+            waiting = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND datname = current_database() AND application_name LIKE 'quant ticks pid %'")
+            eventually(lambda: other.execute(waiting).fetchone() is not None, timeout=10,
+                       message="the funding write never reached its span")
+            other.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (" + waiting + ")")
+            writer.join(10)
+        assert len(failed) == 1 and isinstance(failed[0], StorageUnavailable), failed
+        assert store.funding("ETHUSDT") == [] and store.funding_coverage("ETHUSDT") == (0, 28_799_999)
+        assert store.write_funding("ETHUSDT", rates, 28_800_000, 60_000_000) == 2
+        assert store.funding("ETHUSDT") == rates and store.funding_coverage("ETHUSDT") == (0, 60_000_000)
