@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -285,3 +286,38 @@ def test_a_rename_over_rows_an_upgraded_recorder_already_stored_keeps_one_of_eac
         assert list(store.ticks("BTCUSDT.P").trade_id) == [99, 100] and store.tick_count() == 3
         assert list(store.bars("BTCUSDT.P", 60_000).close) == [2.0]
         assert len(store.bars("BTCUSDT", 60_000).start_ms) == 0
+
+
+def test_recorders_starting_at_once_on_a_schema_from_before_leg_names_rename_it_once(pg_url):
+    """Recorders of exchange trades share a server schema (a shared writer lock), so several may run the
+    rename at the same moment: each waits for the other's rows, none renames a name twice (no ``.P.P``),
+    none fails, and nothing is lost or doubled."""
+    import service as service_module
+    from ingestion.sources import spec_for
+
+    settings = Settings.of(source="binance-futures", db_url=pg_url, ws_url="ws://127.0.0.1:9", **FAST)
+    _old_futures_database(settings)
+    site, spec = site_for(settings.storage, "futures"), spec_for("binance-futures")
+    start, errors = threading.Barrier(4), []
+
+    def rename() -> None:
+        try:
+            start.wait(10)
+            service_module._name_legs(site, spec)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rename) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with open_ticks(site) as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"] and store.tick_count() == 2
+        assert len(store.bars("BTCUSDT.P", 60_000).start_ms) == 1
+        assert [e.symbol for e in store.feed_events(kinds=[EventKind.GAP])] == ["BTCUSDT.P"]
+    with open_alerts(site) as alerts:
+        assert [(r.describe(), r.label) for r in alerts.rules()] == [("zscore > 2", "ETHUSDT.P/BTCUSDT.P"),
+                                                                     ("BTCUSDT.P price > 1", "BTCUSDT.P")]
+        assert sorted(a.event.label for a in alerts.alerts()) == ["BTCUSDT.P", "ETHUSDT.P/BTCUSDT.P"]
