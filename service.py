@@ -347,9 +347,12 @@ def _name_legs(site: Site, spec: SourceSpec) -> None:
         moved = {name: rename(name) for name in store.last_trade_ids() if rename(name) != name}
         if not moved:
             return
+        # The alert rules first, the ticks last (two transactions, on SQLite two files): the ticks' plain
+        # names are what says the rename is due, so a start that dies between the two (a server restart,
+        # a kill) leaves them plain and the next start renames both. Renaming the rules again is a no-op.
+        with open_alerts(site) as alerts:
+            changed = alerts.rename_symbols(rename)
         symbols = store.rename_symbols(rename)
-    with open_alerts(site) as alerts:
-        changed = alerts.rename_symbols(rename)
     log.warning("%s: stored before leg names; renamed %d symbols (%s) and %d alert rows", site.location, symbols,
                 ", ".join(f"{old} → {new}" for old, new in moved.items()), changed)
 

@@ -33,8 +33,8 @@ Only the service that writes the database runs it (a recorder, or a dashboard wi
 a following dashboard reads the same table. Rows the exchange garbles are named in a feed event
 and not stored, and the known span stops before the first of them, so a backtest says "funding
 unknown" there rather than counting zero. A failed fetch (HTTP error, ban, unknown symbol,
-storage trouble) is reported the same way and tried again :data:`RETRY_MS` later. Every message
-names the leg (``ETHUSDT.P``), as the rest of the futures page does.
+storage trouble, the database not opening) is reported the same way and tried again :data:`RETRY_MS`
+later. Every message names the leg (``ETHUSDT.P``), as the rest of the futures page does.
 """
 
 from __future__ import annotations
@@ -197,11 +197,24 @@ class FundingLoader:
             self._thread.join(timeout)
 
     # ------------------------------------------------------------------ loading (own thread)
+    def _open(self) -> TickStore | None:
+        """The store, tried again :data:`RETRY_MS` after each failure to open it (a server restarting as
+        the service starts: giving up there left the recorder without funding until it restarted); None
+        once stopped."""
+        while not self._stop.is_set():
+            try:
+                return self._open_store()
+            except StorageError as exc:
+                self._fail(f"funding: cannot open the database (trying again in {RETRY_MS // 60_000} min): {exc}")
+            retry_at = self._clock() + RETRY_MS
+            while not self._stop.is_set() and self._clock() < retry_at:
+                self._wake.wait(self._poll_s)  # short steps: the clock may be a test's
+                self._wake.clear()
+        return None
+
     def _run(self) -> None:
-        try:
-            store = self._open_store()
-        except StorageError as exc:
-            self._fail(f"funding: cannot open the database: {exc}")
+        store = self._open()
+        if store is None:
             return
         with store:
             while not self._stop.is_set():

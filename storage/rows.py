@@ -203,7 +203,20 @@ def rule_from_row(row: Row) -> AlertRule:
 
 NAMED_SYMBOLS = ("SELECT symbol FROM ticks UNION SELECT symbol FROM bars "
                  "UNION SELECT symbol FROM feed_events WHERE symbol IS NOT NULL")
-RENAME_SYMBOL = tuple(f"UPDATE {table} SET symbol = ? WHERE symbol = ?" for table in ("ticks", "bars", "feed_events"))
+# Per table with a unique key: rename the rows whose renamed key is free, then delete those whose renamed
+# twin is stored: the same trade or bar, stored by a recorder that already names legs (recorders sharing a
+# server schema are upgraded one at a time), so the twin stays. A row inserted plain while this runs is
+# neither: it keeps its name until the next start renames it. Each statement with the names of its
+# parameters, in order ("new": the leg name, "old": the stored one).
+_KEYS = {"ticks": ("trade_id",), "bars": ("interval_ms", "start_ms")}
+_TWIN = {table: f"EXISTS (SELECT 1 FROM {table} twin WHERE twin.symbol = ? AND "
+                + " AND ".join(f"twin.{key} = {table}.{key}" for key in keys) + ")" for table, keys in _KEYS.items()}
+RENAME_SYMBOL: tuple[tuple[str, tuple[str, ...]], ...] = (
+    *((statement, names) for table, twin in _TWIN.items() for statement, names in (
+        (f"UPDATE {table} SET symbol = ? WHERE symbol = ? AND NOT {twin}", ("new", "old", "new")),
+        (f"DELETE FROM {table} WHERE symbol = ? AND {twin}", ("old", "new")))),
+    ("UPDATE feed_events SET symbol = ? WHERE symbol = ?", ("new", "old")),
+)
 RENAME_RULE = "UPDATE alert_rules SET y = ?, x = ?, symbol = ?, text = ? WHERE id = ?"
 ALERT_PAIRS = "SELECT DISTINCT pair FROM alerts"
 RENAME_ALERT_PAIR = "UPDATE alerts SET pair = ? WHERE pair = ?"
@@ -223,8 +236,8 @@ def rename_tick_symbols(execute: Execute, rename: Callable[[str], str]) -> int:
     names = [row[0] for row in execute(NAMED_SYMBOLS, ()).fetchall()]
     renamed = {name: rename(name) for name in names if rename(name) != name}
     for old, new in renamed.items():
-        for statement in RENAME_SYMBOL:
-            execute(statement, (new, old))
+        for statement, takes in RENAME_SYMBOL:
+            execute(statement, tuple({"new": new, "old": old}[name] for name in takes))
     return len(renamed)
 
 

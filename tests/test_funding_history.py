@@ -662,3 +662,90 @@ def test_which_legs_pay_funding():
     assert is_perpetual("ETHUSDT.P") and is_perpetual("ethusdt.p")
     assert not is_perpetual("ETHUSDT")  # spot never pays, on whichever page it is shown
     assert not is_perpetual("my upload 2024")  # a dataset's name is no leg
+
+
+# ------------------------------------------------------------------------------------------ reading while written
+class _Interleaved:
+    """A tick store whose reads let another process act between the first read of a call and the next:
+    ``between`` runs once, right after the first funding read returns (what a recorder committing, or
+    pruning, at that moment does to a dashboard reading the same database)."""
+
+    def __init__(self, store, between) -> None:
+        self._store, self._between = store, between
+
+    def _read(self, name, *args):
+        found = getattr(self._store, name)(*args)
+        if self._between is not None:
+            between, self._between = self._between, None
+            between()
+        return found
+
+    def funding(self, *args):
+        return self._read("funding", *args)
+
+    def funding_coverage(self, *args):
+        return self._read("funding_coverage", *args)
+
+
+def _open_funding_stores(backend, tmp_path, request):
+    """Two stores of one database, as a dashboard and a recorder in their own processes hold them."""
+    if backend == "sqlite":
+        return SqliteTickStore(tmp_path / "futures.sqlite3"), SqliteTickStore(tmp_path / "futures.sqlite3")
+    from storage.postgres.ticks import PostgresTickStore
+    url = request.getfixturevalue("pg_url")
+    return PostgresTickStore(url, "futures"), PostgresTickStore(url, "futures")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("meanwhile", ["an event is stored", "old events are pruned"])
+def test_a_reader_never_takes_a_span_as_known_without_its_events_while_another_process_writes(
+        backend, meanwhile, tmp_path, request):
+    """The events and the span known are two reads: a recorder committing a funding event (and the span
+    past it) between them made a following dashboard take the span as known without the event, so the
+    backtest charged no funding at that funding time; a prune between them may not do the same with the
+    events it deletes. Whatever commits in between, every event inside the span read is in the events read."""
+    first = 1_800_000_000_000  # a funding time (a whole 8 h)
+    funding_at = first + 8 * HOUR
+    old = FundingRate("ETHUSDT", first, 1e-4, 3_000.0)
+    new = FundingRate("ETHUSDT", funding_at, 2e-4, 3_100.0)
+    reader, writer = _open_funding_stores(backend, tmp_path, request)
+    with reader, writer:
+        writer.write_funding("ETHUSDT", [old], first - 8 * HOUR, funding_at - 1)
+        if meanwhile == "an event is stored":
+            def between() -> None:
+                writer.write_funding("ETHUSDT", [new], funding_at, funding_at + 8 * HOUR - 1)
+        else:
+            def between() -> None:
+                writer.prune(first + 1)
+        got = funding_history(_Interleaved(reader, between), "ETHUSDT.P", first - 8 * HOUR, funding_at + 8 * HOUR)
+    for event in (old, new):
+        if got.known_from_ms is not None and got.known_from_ms <= event.funding_ms <= got.known_to_ms:
+            assert event.funding_ms in list(got.times_ms), (meanwhile, got)
+
+
+def test_a_database_that_cannot_be_opened_at_start_is_tried_again_not_given_up(tmp_path):
+    """The loader opens its store when its thread starts: a server restarting at that moment (or a
+    database briefly locked) ended the thread for good, and the recorder kept no funding until restarted."""
+    path = tmp_path / "futures.sqlite3"
+    clock = ManualClock(NOW / 1000)
+    opened = []
+
+    def open_store():
+        opened.append(clock.now_ms())
+        if len(opened) == 1:
+            raise StorageUnavailable("cannot use database 'futures': the server is restarting")
+        return SqliteTickStore(path)
+
+    with FakeRest(futures=True, funding=FakeFunding(PRICES, first_ms=NOW - 100 * HOUR, until_ms=NOW)) as rest:
+        loader = FundingLoader(BinanceRest(rest.url, venue=USDM, retry=FAST_RETRY), open_store, 48 * HOUR,
+                               clock=clock.now_ms, poll_s=0.01)
+        loader.start(["BTCUSDT.P"])
+        try:
+            eventually(lambda: len(loader.errors) == 1)
+            assert "cannot open the database" in loader.errors[0] and "restarting" in loader.errors[0]
+            clock.advance(RETRY_MS / 1000)
+            eventually(lambda: loader.fetches == 1, timeout=10, message="the loader gave up on its database")
+        finally:
+            loader.stop()
+    assert len(opened) == 2 and opened[1] - opened[0] >= RETRY_MS
+    assert coverage(path, "BTCUSDT") is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -224,3 +225,99 @@ def test_the_scanner_reads_a_futures_database_by_leg_names(tmp_path, capsysbinar
     assert capsysbinary.readouterr().err.decode() == (
         "error: symbols: S1.P is a USDⓈ-M perpetual, but Binance spot (binance) has spot symbols only: watch it "
         "with --source binance-futures (or S1 for the spot symbol)\n")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_rename_cut_short_before_the_alert_rules_finishes_at_the_next_start(backend, tmp_path, request, monkeypatch):
+    """The ticks and the alert rules are renamed in two transactions: a start that died between them (the
+    server restarting, the process killed) left the ticks named ``.P``, and as the next start looked only
+    at the ticks, the rules kept watching plain ``BTCUSDT``, a leg this feed never names, for good."""
+    import service as service_module
+    from storage.errors import StorageUnavailable
+
+    where: dict[str, object] = ({"data_dir": tmp_path} if backend == "sqlite"
+                                else {"db_url": request.getfixturevalue("pg_url")})
+    real_open_alerts = service_module.open_alerts
+    calls = []
+
+    def dying_open_alerts(site):
+        calls.append(site)
+        if len(calls) == 1:
+            raise StorageUnavailable(f"cannot use {site.location}: the server is restarting")
+        return real_open_alerts(site)
+
+    monkeypatch.setattr(service_module, "open_alerts", dying_open_alerts)
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        settings = Settings.of(source="binance-futures", ws_url=fake.url, **FAST, **where)
+        _old_futures_database(settings)
+        with pytest.raises(StorageUnavailable, match="restarting"):
+            Service.start(settings)
+        Service.start(settings).stop()
+    site = site_for(settings.storage, "futures")
+    with open_ticks(site) as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"]
+    with open_alerts(site) as alerts:
+        assert [r.label for r in alerts.rules()] == ["ETHUSDT.P/BTCUSDT.P", "BTCUSDT.P"]
+        assert sorted(a.event.label for a in alerts.alerts()) == ["BTCUSDT.P", "ETHUSDT.P/BTCUSDT.P"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_rename_over_rows_an_upgraded_recorder_already_stored_keeps_one_of_each(backend, tmp_path, request):
+    """Recorders share a server schema and are upgraded one at a time: while one of the old version still
+    stores plain ``BTCUSDT`` trades, the upgraded one stores the same trades (same exchange ids) as
+    ``BTCUSDT.P``. The next start's rename then met the stored ``.P`` rows: a duplicate key refused it, and
+    no upgraded recorder could start on that schema any more. A plain row whose ``.P`` twin is stored is
+    the same trade (or bar): the twin stays, the plain row goes; the others are renamed."""
+    where: dict[str, object] = ({"data_dir": tmp_path} if backend == "sqlite"
+                                else {"db_url": request.getfixturevalue("pg_url")})
+    with FakeBinance(ping_interval=None, futures=True) as fake:
+        settings = Settings.of(source="binance-futures", ws_url=fake.url, **FAST, **where)
+        _old_futures_database(settings)
+        site = site_for(settings.storage, "futures")
+        with open_ticks(site) as store:  # what the upgraded recorder stored beside the old one
+            store.write_batch([Trade("BTCUSDT.P", 100, 1_765_788_195_000, 1_765_788_195_001, 90_000.0, 0.1, False),
+                               Trade("BTCUSDT.P", 99, 1_765_788_194_000, 1_765_788_194_001, 89_999.0, 0.3, True)])
+            two = np.array([2.0])
+            store.write_bars("BTCUSDT.P", 60_000, BarArrays(np.array([1_765_788_120_000]), two, two, two, two, two,
+                                                            np.array([5]), two))
+        Service.start(settings).stop()
+    with open_ticks(site) as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"]
+        assert list(store.ticks("BTCUSDT.P").trade_id) == [99, 100] and store.tick_count() == 3
+        assert list(store.bars("BTCUSDT.P", 60_000).close) == [2.0]
+        assert len(store.bars("BTCUSDT", 60_000).start_ms) == 0
+
+
+def test_recorders_starting_at_once_on_a_schema_from_before_leg_names_rename_it_once(pg_url):
+    """Recorders of exchange trades share a server schema (a shared writer lock), so several may run the
+    rename at the same moment: each waits for the other's rows, none renames a name twice (no ``.P.P``),
+    none fails, and nothing is lost or doubled."""
+    import service as service_module
+    from ingestion.sources import spec_for
+
+    settings = Settings.of(source="binance-futures", db_url=pg_url, ws_url="ws://127.0.0.1:9", **FAST)
+    _old_futures_database(settings)
+    site, spec = site_for(settings.storage, "futures"), spec_for("binance-futures")
+    start, errors = threading.Barrier(4), []
+
+    def rename() -> None:
+        try:
+            start.wait(10)
+            service_module._name_legs(site, spec)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rename) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with open_ticks(site) as store:
+        assert store.symbols() == ["BTCUSDT.P", "ETHUSDT.P"] and store.tick_count() == 2
+        assert len(store.bars("BTCUSDT.P", 60_000).start_ms) == 1
+        assert [e.symbol for e in store.feed_events(kinds=[EventKind.GAP])] == ["BTCUSDT.P"]
+    with open_alerts(site) as alerts:
+        assert [(r.describe(), r.label) for r in alerts.rules()] == [("zscore > 2", "ETHUSDT.P/BTCUSDT.P"),
+                                                                     ("BTCUSDT.P price > 1", "BTCUSDT.P")]
+        assert sorted(a.event.label for a in alerts.alerts()) == ["BTCUSDT.P", "ETHUSDT.P/BTCUSDT.P"]

@@ -383,3 +383,56 @@ def test_closed_readers_leave_their_connection_for_the_next_and_lock_holders_do_
     pg_cluster.restart(mode="immediate")  # idle connections die with the server; the next store gets a new one
     with PostgresTickStore(pg_url, "live") as store:
         assert store.tick_count() == 0
+
+
+def test_two_writers_opening_one_symbols_funding_span_at_once_keep_both_spans(pg_url):
+    """Two recorders sharing a schema store one symbol's first funding spans at the same moment: there
+    was no row yet to lock, so the second found none, and its upsert then replaced the first's span with
+    its own (what the first fetched was no longer known, and fetched again). Touching spans become one."""
+    with PostgresTickStore(pg_url, "futures") as second, psycopg.connect(pg_url, autocommit=True) as first:
+        first.execute("SET search_path TO futures")
+        with first.transaction():  # the first writer's transaction, not committed yet
+            first.execute("INSERT INTO funding_coverage (symbol, first_ms, last_ms) VALUES ('ETHUSDT', 0, 100)")
+            done = threading.Event()
+            writer = threading.Thread(target=lambda: (second.write_funding("ETHUSDT", [], 101, 200), done.set()))
+            writer.start()
+            eventually(lambda: first.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() "
+                "AND application_name LIKE 'quant ticks pid %'").fetchone()[0] == 1,
+                timeout=10, message="the second writer never waited for the first")
+        writer.join(10)
+        assert done.is_set()
+        assert second.funding_coverage("ETHUSDT") == (0, 200)
+
+
+def test_a_funding_write_whose_session_dies_mid_transaction_stores_nothing_and_its_retry_stores_once(
+        pg_cluster, pg_url):
+    """The server ends the writer's session inside its transaction (events inserted, span not yet
+    widened): the call raises StorageUnavailable (never counted as stored), neither the events nor the
+    span are left, and the same call once the store has reconnected stores each event once."""
+    rates = [FundingRate("ETHUSDT", t, 1e-4, 3_000.0) for t in (28_800_000, 57_600_000)]
+    with PostgresTickStore(pg_url, "futures") as store, psycopg.connect(pg_url, autocommit=True) as other:
+        store.write_funding("ETHUSDT", [], 0, 28_799_999)
+        other.execute("SET search_path TO futures")
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.write_funding("ETHUSDT", rates, 28_800_000, 60_000_000)
+            except BaseException as exc:
+                failed.append(exc)
+
+        with other.transaction():
+            other.execute("SELECT * FROM funding_coverage WHERE symbol = 'ETHUSDT' FOR UPDATE")  # the writer waits here
+            writer = threading.Thread(target=write)
+            writer.start()
+            waiting = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND datname = current_database() AND application_name LIKE 'quant ticks pid %'")
+            eventually(lambda: other.execute(waiting).fetchone() is not None, timeout=10,
+                       message="the funding write never reached its span")
+            other.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (" + waiting + ")")
+            writer.join(10)
+        assert len(failed) == 1 and isinstance(failed[0], StorageUnavailable), failed
+        assert store.funding("ETHUSDT") == [] and store.funding_coverage("ETHUSDT") == (0, 28_799_999)
+        assert store.write_funding("ETHUSDT", rates, 28_800_000, 60_000_000) == 2
+        assert store.funding("ETHUSDT") == rates and store.funding_coverage("ETHUSDT") == (0, 60_000_000)

@@ -107,7 +107,11 @@ _UPSERT_BAR = (
 )
 _INSERT_FUNDING = (f"INSERT INTO funding ({', '.join(FUNDING_COLUMNS)}) VALUES (%s, %s, %s, %s) "
                    "ON CONFLICT (symbol, funding_ms) DO NOTHING")
-# FOR UPDATE: two recorders widening one symbol's span take turns instead of losing one widening.
+# Two recorders widening one symbol's span take turns instead of losing one widening: the first span
+# is inserted if there is none (a second inserting at once waits for it, then finds it), else the row is
+# locked (FOR UPDATE, read afresh after any wait) and widened (inserted again if a prune deleted it).
+_INSERT_COVERAGE = ("INSERT INTO funding_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (symbol) DO NOTHING")
 _LOCK_COVERAGE = "SELECT first_ms, last_ms FROM funding_coverage WHERE symbol = %s FOR UPDATE"
 _UPSERT_COVERAGE = ("INSERT INTO funding_coverage (symbol, first_ms, last_ms) VALUES (%s, %s, %s) "
                     "ON CONFLICT (symbol) DO UPDATE SET first_ms = EXCLUDED.first_ms, last_ms = EXCLUDED.last_ms")
@@ -264,8 +268,10 @@ class PostgresTickStore(PostgresDatabase):
                 for rate in rates:  # a few events per call (three a day per symbol): no COPY needed
                     cursor.execute(_INSERT_FUNDING, rows.funding_row(rate))
                     inserted += cursor.rowcount
-            stored = conn.execute(_LOCK_COVERAGE, (symbol,)).fetchone()
-            conn.execute(_UPSERT_COVERAGE, (symbol, *rows.widened(stored, first_ms, last_ms)))
+            span = rows.widened(None, first_ms, last_ms)  # ValueError for first_ms > last_ms: nothing stored
+            if conn.execute(_INSERT_COVERAGE, (symbol, *span)).rowcount == 0:
+                stored = conn.execute(_LOCK_COVERAGE, (symbol,)).fetchone()
+                conn.execute(_UPSERT_COVERAGE, (symbol, *rows.widened(stored, first_ms, last_ms)))
         return inserted
 
     def funding(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[FundingRate]:
