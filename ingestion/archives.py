@@ -170,6 +170,18 @@ class HttpArchives(Archives):
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise ValueError(f"archives: {base_url!r} is not an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            # Never sent (no Authorization is made from them) and every message would print them: refused,
+            # and the refusal does not repeat them.
+            shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+            raise ValueError(f"archives: {shown!r} has a user name or password in it; the archives are public, "
+                             "give the URL without them")
+        if parts.query or parts.fragment:  # every file's URL is the base + "/data/...": a query would end up inside
+            raise ValueError(f"archives: {base_url!r} has a query or fragment (?/#); give the base URL alone")
+        try:
+            parts.port  # noqa: B018 - urllib checks the port only when it is read: here, not on the first request
+        except ValueError as exc:
+            raise ValueError(f"archives: {base_url!r}: {exc}") from None
         self.base_url = base_url.rstrip("/")
         self.download_dir = Path(download_dir)
         self.policy, self.timeout_s, self.deadline_s = policy, timeout_s, deadline_s

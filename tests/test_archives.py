@@ -509,3 +509,22 @@ def test_a_generated_tree_filled_into_a_store_holds_its_planted_pair_and_no_othe
     with pytest.raises(AssertionError, match="months not imported"):
         fill_store(tree_at(tmp_path / "daily", symbols=["BTCUSDT"], planted_pairs=[], months=["2025-02"],
                            daily={"2025-02": 2}), tmp_path / "store2")  # daily files, but today is long past
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://127.0.0.1:99999", "error: archives: 'http://127.0.0.1:99999': Port out of range"),
+    ("http://127.0.0.1:abc/", "error: archives: 'http://127.0.0.1:abc/': Port could not be cast"),
+    ("https://user:s3cret@data.example/", "error: archives: 'https://data.example/' has a user name or password"),
+    ("http://127.0.0.1:9/base?x=1", "error: archives: 'http://127.0.0.1:9/base?x=1' has a query or fragment"),
+    ("file:///tmp/mirror", "error: archives: 'file:///tmp/mirror' is not an http(s) URL"),
+])
+def test_cli_refuses_an_archives_url_it_could_not_use_before_any_request(tmp_path, capsys, url, message):
+    """A bad port used to escape as a ValueError traceback at the first request; credentials were
+    silently not sent yet printed on every line; a query string was glued inside every file's URL."""
+    code = cli.main(["--archives", url, "--symbols", "BTCUSDT", "--from", "2024-12", "--to", "2024-12",
+                     "--store", str(tmp_path / "store")], today=TODAY)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err
+    assert "s3cret" not in captured.err + captured.out
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.parquet"))
