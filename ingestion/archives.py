@@ -29,17 +29,21 @@ can have (a zip bomb or a huge body is refused while it is read), a ``.CHECKSUM`
 from __future__ import annotations
 
 import abc
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import io
 import logging
 import math
+import os
 import random
 import re
+import tempfile
 import time
 import urllib.parse
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -201,20 +205,24 @@ class HttpArchives(Archives):
             part.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ArchiveError(f"download_dir: cannot create {part.parent} ({exc})") from None
-        resumed = part.exists() and part.stat().st_size > 0
-        for final in (not resumed, True):
-            self._with_retries(relative, lambda: self._download(relative, part, max_bytes))
-            data = part.read_bytes()
-            try:
-                _verify(data, sha256, self.where(relative))
-            except ArchiveError:
-                part.unlink(missing_ok=True)  # never resume from bytes that failed: the next try starts over
-                if final:
-                    raise
-                log.info("%s: a resumed download failed its checksum; downloading it whole", self.where(relative))
-                continue
-            part.unlink(missing_ok=True)
-            return data
+        with _claimed(part) as target:
+            resumed = target.stat().st_size > 0
+            for final in (not resumed, True):
+                self._with_retries(relative, lambda: self._download(relative, target, max_bytes))
+                data = target.read_bytes()
+                try:
+                    _verify(data, sha256, self.where(relative))
+                except ArchiveError:
+                    if final:
+                        target.unlink(missing_ok=True)  # never resume from bytes that failed
+                        raise
+                    # Emptied, not removed: a new file at that name would not be the one this fetch holds locked.
+                    os.truncate(target, 0)
+                    log.info("%s: a resumed download failed its checksum; downloading it whole",
+                             self.where(relative))
+                    continue
+                target.unlink(missing_ok=True)
+                return data
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _with_retries(self, relative: str, attempt: Callable[[], None]) -> None:
@@ -233,8 +241,7 @@ class HttpArchives(Archives):
 
     def _download(self, relative: str, part: Path, max_bytes: int) -> None:
         offset = part.stat().st_size if part.exists() else 0
-        if offset > max_bytes:  # not this file's: start over
-            part.unlink()
+        if offset > max_bytes:  # not this file's: start over ("wb" empties it, keeping the file fetch holds)
             offset = 0
         with part.open("r+b" if offset else "wb") as sink:
             sink.seek(offset)
@@ -293,6 +300,42 @@ class HttpArchives(Archives):
             raise _Retryable(f"download interrupted ({type(exc).__name__}: {exc})") from None
         finally:
             conn.close()
+
+
+@contextlib.contextmanager
+def _claimed(part: Path) -> Iterator[Path]:
+    """The file to download ``part`` into, for the whole fetch: ``part`` itself, held with ``flock``,
+    or, while another import (another process, or thread) holds it, a private temporary file beside
+    it, removed afterwards: two imports sharing a download folder never write, resume from or delete
+    each other's bytes. The other keeps its resumable ``.part``; this one starts from zero."""
+    for _ in range(3):  # the holder may remove the .part between our open and our lock: open it again
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(part))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                continue
+            try:
+                yield part
+            finally:
+                if part.exists() and part.stat().st_size == 0:  # nothing to resume: no empty file left behind
+                    part.unlink()
+            return
+        finally:
+            os.close(fd)  # closing drops the lock
+    handle, name = tempfile.mkstemp(prefix=f"{part.name}.", suffix=".private", dir=part.parent)
+    os.close(handle)
+    private = Path(name)
+    try:
+        yield private
+    finally:
+        private.unlink(missing_ok=True)
 
 
 def _verify(data: bytes, sha256: str, where: str) -> None:

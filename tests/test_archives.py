@@ -528,3 +528,25 @@ def test_cli_refuses_an_archives_url_it_could_not_use_before_any_request(tmp_pat
     assert message in captured.err
     assert "s3cret" not in captured.err + captured.out
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.parquet"))
+
+
+def test_a_part_file_another_import_is_writing_is_left_to_it(tmp_path):
+    """Two imports at once (two terminals, a cron job and a hand run) share the download folder: one
+    used to resume from, truncate and delete the .part the other was writing, failing both checksums."""
+    import fcntl
+
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    whole = (tree.root / relative).read_bytes()
+    part = tmp_path / "downloads" / f"{relative}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(whole[:700])  # the other import is 700 bytes into it, holding it
+    with part.open("r+b") as other, ArchiveServer(tree.root) as server:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        data = http_archives(server.url, tmp_path).fetch(relative, hashlib.sha256(whole).hexdigest(),
+                                                          max_csv_bytes(ONE_MINUTE, "2024-12"))
+        asked = [r for p, r in server.requests if p == relative]
+        assert data == whole
+        assert asked == [None]  # downloaded whole into a file of its own, not resumed from the other's
+        assert part.read_bytes() == whole[:700]  # the other's bytes untouched
+    assert [p.name for p in part.parent.iterdir()] == [part.name]  # its own temporary file is gone
