@@ -353,8 +353,10 @@ def parse_checksum(text: bytes, zip_name: str, where: str) -> str:
     return fields[0].lower()
 
 
-def csv_from_zip(data: bytes, where: str, max_bytes: int) -> bytes:
-    """The one CSV inside a kline zip, at most ``max_bytes`` uncompressed; ArchiveError naming ``where``."""
+def csv_from_zip(data: bytes, where: str, max_bytes: int, *, csv_name: str | None = None) -> bytes:
+    """The one CSV inside a kline zip, at most ``max_bytes`` uncompressed; ArchiveError naming ``where``.
+    ``csv_name``: the member's required name (Binance's ``X.zip`` holds ``X.csv``; anything else is
+    another file's bars, e.g. a mirror's mix-up)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
@@ -362,6 +364,8 @@ def csv_from_zip(data: bytes, where: str, max_bytes: int) -> bytes:
                 names = ", ".join(repr(m.filename) for m in members[:5]) or "none"
                 raise ArchiveError(f"{where}: a kline zip holds exactly one .csv file, this one: {names}")
             member = members[0]
+            if csv_name is not None and member.filename != csv_name:
+                raise ArchiveError(f"{where}: holds {member.filename!r}, not {csv_name}: another file's bars")
             if member.file_size > max_bytes:
                 raise ArchiveError(f"{where}: {member.filename} is {member.file_size:,} bytes uncompressed, over "
                                    f"the {max_bytes:,} bytes a file of this period can be")
@@ -594,8 +598,9 @@ def import_month(archives: Archives, store: ResearchStore, market: Market, timef
         where = archives.where(relative)
         try:
             data = archives.fetch(relative, digest, max_csv_bytes(timeframe, period) + 65_536)
-            frames.append(parse_klines(csv_from_zip(data, where, max_csv_bytes(timeframe, period)), where,
-                                       timeframe, period))
+            csv_name = relative.rsplit("/", 1)[1].removesuffix(".zip") + ".csv"
+            payload = csv_from_zip(data, where, max_csv_bytes(timeframe, period), csv_name=csv_name)
+            frames.append(parse_klines(payload, where, timeframe, period))
         except ArchiveUnreachable:
             raise
         except ArchiveError as exc:

@@ -550,3 +550,21 @@ def test_a_part_file_another_import_is_writing_is_left_to_it(tmp_path):
         assert asked == [None]  # downloaded whole into a file of its own, not resumed from the other's
         assert part.read_bytes() == whole[:700]  # the other's bytes untouched
     assert [p.name for p in part.parent.iterdir()] == [part.name]  # its own temporary file is gone
+
+
+@pytest.mark.parametrize("member", ["ETHUSDT-1m-2024-12.csv", "../BTCUSDT-1m-2024-12.csv", "BTCUSDT-1m-2024-11.csv"])
+def test_a_zip_holding_another_files_csv_is_refused_naming_it(tmp_path, member):
+    """A mirror that mixed files up (ETHUSDT's month in BTCUSDT's zip, with a checksum made by the
+    mirror) used to store ETHUSDT's bars as BTCUSDT's: a scan then finds a perfect pair. Binance's zip
+    holds the CSV of its own name; any other member (or a path) is refused."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    with zipfile.ZipFile(tree.path("ETHUSDT", "2024-12")) as archive:
+        (name,) = archive.namelist()
+        payload = archive.read(name)
+    write_zip(tree.path("BTCUSDT", "2024-12"), member, payload)
+    store = ResearchStore(str(tmp_path / "store"))
+    (outcome,) = import_months(FolderArchives(tree.root), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"], ["2024-12"],
+                               today=TODAY)
+    assert outcome.status == "refused"
+    assert f"{tree.path('BTCUSDT', '2024-12')}: holds {member!r}, not BTCUSDT-1m-2024-12.csv" in outcome.detail
+    assert store.months(Market.SPOT, ONE_MINUTE, "BTCUSDT") == []
