@@ -143,6 +143,8 @@ class FolderArchives(Archives):
         path = self.root / relative
         try:
             if not path.exists():
+                if path.is_symlink():  # a broken mirror, not an unpublished file: say which link
+                    raise ArchiveError(f"{path}: a symbolic link to nothing readable (dangling or looping)")
                 raise ArchiveMissing(f"{path}: no such file")
             if not path.is_file():  # a FIFO or a device would block or never end
                 raise ArchiveError(f"{path}: not a regular file")

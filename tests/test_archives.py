@@ -568,3 +568,21 @@ def test_a_zip_holding_another_files_csv_is_refused_naming_it(tmp_path, member):
     assert outcome.status == "refused"
     assert f"{tree.path('BTCUSDT', '2024-12')}: holds {member!r}, not BTCUSDT-1m-2024-12.csv" in outcome.detail
     assert store.months(Market.SPOT, ONE_MINUTE, "BTCUSDT") == []
+
+
+def test_a_looping_or_dangling_link_in_a_mirror_is_refused_not_called_unpublished(tmp_path):
+    """A symbolic link to itself or to a deleted file used to read as 'not published' (exit 3 when
+    every month is so: 'a wrong symbol?'): the mirror is broken, and the message says which link."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    loop = Path(f"{tree.path('BTCUSDT', '2024-12')}.CHECKSUM")
+    loop.unlink()
+    loop.symlink_to(loop)
+    dangling = tree.path("ETHUSDT", "2024-12")
+    dangling.unlink()
+    dangling.symlink_to(tmp_path / "cache" / "gone.zip")
+    store = ResearchStore(str(tmp_path / "store"))
+    outcomes = import_months(FolderArchives(tree.root), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT", "ETHUSDT"],
+                             ["2024-12"], today=TODAY)
+    assert [o.status for o in outcomes] == ["refused", "refused"]
+    assert f"{loop}: a symbolic link to nothing readable" in outcomes[0].detail
+    assert f"{dangling}: a symbolic link to nothing readable" in outcomes[1].detail
