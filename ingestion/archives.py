@@ -207,6 +207,12 @@ class HttpArchives(Archives):
             part.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ArchiveError(f"download_dir: cannot create {part.parent} ({exc})") from None
+        try:
+            return self._fetch(relative, part, sha256, max_bytes)
+        except OSError as exc:  # the network's errors are retried inside: this is the local file
+            raise ArchiveError(f"{part}: cannot write the download ({exc})") from None
+
+    def _fetch(self, relative: str, part: Path, sha256: str, max_bytes: int) -> bytes:
         with _claimed(part) as target:
             resumed = target.stat().st_size > 0
             for final in (not resumed, True):

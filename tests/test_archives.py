@@ -586,3 +586,18 @@ def test_a_looping_or_dangling_link_in_a_mirror_is_refused_not_called_unpublishe
     assert [o.status for o in outcomes] == ["refused", "refused"]
     assert f"{loop}: a symbolic link to nothing readable" in outcomes[0].detail
     assert f"{dangling}: a symbolic link to nothing readable" in outcomes[1].detail
+
+
+def test_a_download_that_cannot_be_written_is_refused_naming_the_file_not_a_traceback(tmp_path, capsys):
+    """An OSError on the .part itself (here: a folder in its place; read-only or full disks alike)
+    used to escape import_months and end cli.archives with a traceback."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    downloads = tmp_path / "downloads"
+    (downloads / f"{relative}.part").mkdir(parents=True)
+    with ArchiveServer(tree.root) as server:
+        code = cli.main(["--archives", server.url, "--symbols", "BTCUSDT", "--from", "2024-12", "--to", "2024-12",
+                         "--store", str(tmp_path / "store"), "--download-dir", str(downloads)], today=TODAY)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"BTCUSDT 2024-12: REFUSED, nothing stored: {downloads / relative}.part: cannot write the download (" in out
