@@ -74,6 +74,7 @@ _AMOUNTS = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volum
 _INTEGERS = ("open_time", "close_time", "count")
 # Epoch bands by magnitude (as in storage.csv_import): [1e11, 1e14) ms, [1e14, 1e17) µs; never confusable.
 _MS_BAND, _US_BAND, _US_END = 10**11, 10**14, 10**17
+_CONTENT_RANGE_RE = re.compile(r"bytes (?P<first>\d+)-(?P<last>\d+)/(?P<size>\d+|\*)")
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -284,7 +285,8 @@ class HttpArchives(Archives):
                 offset = 0
                 sink.seek(0)
                 sink.truncate()
-            elif not (response.getheader("Content-Range") or "").startswith(f"bytes {offset}-"):
+            elif not _the_rest(response.getheader("Content-Range"), offset):
+                # Another start, or less than the rest: what follows would not complete the file. Start over.
                 sink.seek(0)
                 sink.truncate()
                 raise _Retryable(f"the server answered another range ({response.getheader('Content-Range')!r})")
@@ -344,6 +346,15 @@ def _claimed(part: Path) -> Iterator[Path]:
         yield private
     finally:
         private.unlink(missing_ok=True)
+
+
+def _the_rest(content_range: str | None, offset: int) -> bool:
+    """Whether a 206's ``Content-Range`` is the whole rest of the file from byte ``offset``
+    (``bytes <offset>-<last>/<size>`` with ``last == size - 1``, or an unknown size ``*``)."""
+    match = _CONTENT_RANGE_RE.fullmatch((content_range or "").strip())
+    if match is None or int(match["first"]) != offset:
+        return False
+    return match["size"] == "*" or int(match["last"]) == int(match["size"]) - 1
 
 
 def _verify(data: bytes, sha256: str, where: str) -> None:

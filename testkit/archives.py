@@ -237,7 +237,8 @@ class ArchiveServer:
     ``GET`` with ``Range: bytes=N-`` answers 206 with the rest (416 past the end), a missing file
     404. ``cut[path]`` (a relative path, e.g. a zip's) = N: the next GET of it announces the full
     length but sends N bytes of the body and then drops the connection, once. ``requests`` logs
-    ``(path, range header or None)`` of every GET.
+    ``(path, range header or None)`` of every GET. ``ranges = False``: a server without Range;
+    ``short_range = N``: one answering a Range with only N bytes (a 206 saying so).
     """
 
     def __init__(self, root: str | Path, *, cut: Mapping[str, int] | None = None) -> None:
@@ -246,6 +247,7 @@ class ArchiveServer:
         self.requests: list[tuple[str, str | None]] = []
         self.status: dict[str, int] = {}  # path → status code answered to its next GETs (e.g. 500)
         self.ranges = True  # False: answer every GET with the whole file (200), as a server without Range does
+        self.short_range: int | None = None  # N: answer a Range with only N bytes, Content-Range saying so (206)
         self._lock = threading.Lock()
         outer = self
 
@@ -301,6 +303,9 @@ class ArchiveServer:
                 return
         rest = body[start:]
         extra = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"} if header is not None else {}
+        if header is not None and self.short_range is not None:
+            rest = rest[:self.short_range]
+            extra = {"Content-Range": f"bytes {start}-{start + len(rest) - 1}/{len(body)}"}
         if cut is not None:
             handler.send_response(206 if header is not None else 200)
             for name, value in extra.items():

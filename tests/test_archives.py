@@ -601,3 +601,20 @@ def test_a_download_that_cannot_be_written_is_refused_naming_the_file_not_a_trac
     out = capsys.readouterr().out
     assert code == 1
     assert f"BTCUSDT 2024-12: REFUSED, nothing stored: {downloads / relative}.part: cannot write the download (" in out
+
+
+def test_a_resume_answered_with_less_than_the_rest_is_downloaded_again_whole(tmp_path):
+    """A 206 whose Content-Range ends before the file does (bytes 1000-1099/N) used to be taken as the
+    rest: the file then failed its checksum and the month was refused, blaming a good file."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root, cut={relative: 1_000}) as server:
+        server.short_range = 100
+        (outcome,) = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"],
+                                   ["2024-12"], today=TODAY)
+        asked = [r for p, r in server.requests if p == relative]
+    assert outcome.status == "imported", outcome.detail
+    assert asked == [None, "bytes=1000-", None]  # cut; a short range refused; the whole file
+    np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
+                                  tree.closes["BTCUSDT"].to_numpy())
