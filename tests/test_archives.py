@@ -618,3 +618,23 @@ def test_a_resume_answered_with_less_than_the_rest_is_downloaded_again_whole(tmp
     assert asked == [None, "bytes=1000-", None]  # cut; a short range refused; the whole file
     np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
                                   tree.closes["BTCUSDT"].to_numpy())
+
+
+def test_a_part_file_longer_than_the_real_file_is_downloaded_again_whole(tmp_path):
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    longer, huge = (tree.files[(s, "2024-12")] for s in ("BTCUSDT", "ETHUSDT"))
+    sizes = {longer: (tree.root / longer).stat().st_size + 10, huge: max_csv_bytes(ONE_MINUTE, "2024-12") + 70_000}
+    for relative, size in sizes.items():
+        part = tmp_path / "downloads" / f"{relative}.part"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with part.open("wb") as stream:
+            stream.truncate(size)
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root) as server:
+        outcomes = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE,
+                                 ["BTCUSDT", "ETHUSDT"], ["2024-12"], today=TODAY)
+        asked = {path: [r for p, r in server.requests if p == path] for path in sizes}
+    assert [o.status for o in outcomes] == ["imported", "imported"]
+    assert asked[longer] == [f"bytes={sizes[longer]}-", None]  # 416, the checksum fails: whole
+    assert asked[huge] == [None]  # over any file of the month: not this file's, never asked to resume
+    assert not list((tmp_path / "downloads").rglob("*.part*"))
