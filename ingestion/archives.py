@@ -183,6 +183,9 @@ class HttpArchives(Archives):
             shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
             raise ValueError(f"archives: {shown!r} has a user name or password in it; the archives are public, "
                              "give the URL without them")
+        if any(not (" " < char < "\x7f") for char in base_url):  # http.client sends ASCII paths, unescaped
+            raise ValueError(f"archives: {base_url!r} has a space, control or non-ASCII character; "
+                             "percent-encode it (%20)")
         if parts.query or parts.fragment:  # every file's URL is the base + "/data/...": a query would end up inside
             raise ValueError(f"archives: {base_url!r} has a query or fragment (?/#); give the base URL alone")
         try:

@@ -517,10 +517,13 @@ def test_a_generated_tree_filled_into_a_store_holds_its_planted_pair_and_no_othe
     ("https://user:s3cret@data.example/", "error: archives: 'https://data.example/' has a user name or password"),
     ("http://127.0.0.1:9/base?x=1", "error: archives: 'http://127.0.0.1:9/base?x=1' has a query or fragment"),
     ("file:///tmp/mirror", "error: archives: 'file:///tmp/mirror' is not an http(s) URL"),
+    ("http://127.0.0.1:9/mirrör", "error: archives: 'http://127.0.0.1:9/mirrör' has a space, control or non-ASCII"),
+    ("http://127.0.0.1:9/my mirror", "error: archives: 'http://127.0.0.1:9/my mirror' has a space, control or"),
 ])
 def test_cli_refuses_an_archives_url_it_could_not_use_before_any_request(tmp_path, capsys, url, message):
-    """A bad port used to escape as a ValueError traceback at the first request; credentials were
-    silently not sent yet printed on every line; a query string was glued inside every file's URL."""
+    """A bad port or a non-ASCII path used to escape as a traceback at the first request, a space to
+    fail every attempt after the retries' waits; credentials were silently not sent yet printed on
+    every line; a query string was glued inside every file's URL."""
     code = cli.main(["--archives", url, "--symbols", "BTCUSDT", "--from", "2024-12", "--to", "2024-12",
                      "--store", str(tmp_path / "store")], today=TODAY)
     captured = capsys.readouterr()
