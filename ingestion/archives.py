@@ -42,6 +42,7 @@ import re
 import tempfile
 import time
 import urllib.parse
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -433,9 +434,11 @@ def parse_klines(payload: bytes, where: str, timeframe: Timeframe, period: str) 
         raise ArchiveError(f"{where}, line {first + row + 1} {what}, expected {len(KLINE_COLUMNS)}: {shown[:200]!r}")
     dtypes = {name: (np.int64 if name in _INTEGERS else np.float64) for name in KLINE_COLUMNS[:-1]}
     try:
-        frame = pd.read_csv(io.BytesIO(payload), header=None, skiprows=first, names=list(KLINE_COLUMNS),
-                            usecols=list(KLINE_COLUMNS[:-1]), dtype=dtypes, na_filter=False, engine="c")
-    except (ValueError, OverflowError, pd.errors.ParserError) as exc:
+        with warnings.catch_warnings():  # a refused "inf" in an integer column is reported below, not on stderr
+            warnings.simplefilter("ignore", RuntimeWarning)
+            frame = pd.read_csv(io.BytesIO(payload), header=None, skiprows=first, names=list(KLINE_COLUMNS),
+                                usecols=list(KLINE_COLUMNS[:-1]), dtype=dtypes, na_filter=False, engine="c")
+    except (ValueError, OverflowError, TypeError, pd.errors.ParserError) as exc:
         found = _first_bad_cell(lines, first, where)
         raise ArchiveError(found or f"{where}: not a Binance kline CSV ({exc})") from None
     if len(frame) != len(lines) - first:  # every line is a row: the parser must have read as many
@@ -479,6 +482,7 @@ def _first_bad_cell(lines: _Lines, first: int, where: str) -> str | None:
                 number = int(text) if name in _INTEGERS else float(text)
                 # Python reads "1_0", " 1" and "nan" as numbers; the fast parser does not, and none is a kline's.
                 ok = "_" not in text and text.strip() == text and math.isfinite(number)
+                ok = ok and (name not in _INTEGERS or -2**63 <= number < 2**63)  # what int64 holds
             except ValueError:
                 ok = False
             if not ok:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import warnings
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -20,6 +22,7 @@ from analytics import engle_granger
 from cli import archives as cli
 from domain import ONE_MINUTE, Market
 from ingestion.archives import (
+    KLINE_COLUMNS,
     ArchiveError,
     ArchiveUnreachable,
     FolderArchives,
@@ -641,3 +644,19 @@ def test_a_part_file_longer_than_the_real_file_is_downloaded_again_whole(tmp_pat
     assert asked[longer] == [f"bytes={sizes[longer]}-", None]  # 416, the checksum fails: whole
     assert asked[huge] == [None]  # over any file of the month: not this file's, never asked to resume
     assert not list((tmp_path / "downloads").rglob("*.part*"))
+
+
+@pytest.mark.parametrize(("cell", "column"), [
+    ("99999999999999999999", "close_time"),  # beyond int64: the fast parser's bare 'Overflow'
+    ("-99999999999999999999", "count"),
+    ("inf", "count"),  # used to print numpy's 'invalid value encountered in cast' on stderr too
+])
+def test_an_integer_cell_out_of_range_is_named_by_line_and_column_quietly(cell, column):
+    rows = ["1733011200000,1,1,1,1,1,1733011259999,1,1,1,1,0", "1733011260000,1,1,1,1,1,1733011319999,1,1,1,1,0"]
+    fields = rows[1].split(",")
+    fields[KLINE_COLUMNS.index(column)] = cell
+    rows[1] = ",".join(fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ArchiveError, match=rf"^f\.zip, line 2, column '{column}': '{re.escape(cell)}' is not a "):
+            parse_klines("\n".join(rows).encode(), "f.zip", ONE_MINUTE, "2024-12")
