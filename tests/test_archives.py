@@ -660,3 +660,25 @@ def test_an_integer_cell_out_of_range_is_named_by_line_and_column_quietly(cell, 
         warnings.simplefilter("error")
         with pytest.raises(ArchiveError, match=rf"^f\.zip, line 2, column '{column}': '{re.escape(cell)}' is not a "):
             parse_klines("\n".join(rows).encode(), "f.zip", ONE_MINUTE, "2024-12")
+
+
+def test_a_spot_file_with_a_header_row_and_checksum_files_written_by_hand_read_the_same(tmp_path):
+    """Binance added header rows to some spot files in 2025; a mirror's .CHECKSUM may have CRLF,
+    upper-case hex, extra spaces or a '*' (binary mode) before the name."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2025-01"])
+    path = tree.path("BTCUSDT", "2025-01")
+    with zipfile.ZipFile(path) as archive:
+        (name,) = archive.namelist()
+        payload = archive.read(name)
+    write_zip(path, name, (",".join(KLINE_COLUMNS) + "\r\n").encode() + payload)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    Path(f"{path}.CHECKSUM").write_text(f"  {digest.upper()}   *{path.name}  \r\n")
+    other = tree.path("ETHUSDT", "2025-01")
+    Path(f"{other}.CHECKSUM").write_text(f"{hashlib.sha256(other.read_bytes()).hexdigest()}  ETHUSDT-1m-2024-12.zip\n")
+    store = ResearchStore(str(tmp_path / "store"))
+    outcomes = import_months(FolderArchives(tree.root), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT", "ETHUSDT"],
+                             ["2025-01"], today=TODAY)
+    assert [o.status for o in outcomes] == ["imported", "refused"]
+    assert "not a checksum of ETHUSDT-1m-2025-01.zip" in outcomes[1].detail  # another file's checksum
+    np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
+                                  tree.closes["BTCUSDT"].to_numpy())
