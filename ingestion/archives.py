@@ -283,6 +283,10 @@ class HttpArchives(Archives):
                 return  # the .part already holds the whole file; the checksum says whether it is right
             if status in _RETRY_STATUS:
                 raise _Retryable(f"HTTP {status}")
+            if 300 <= status < 400 and response.getheader("Location"):
+                # Every file of this base would be redirected alike (http→https, a moved mirror): stop, say where.
+                raise ArchiveUnreachable(f"{url}: redirected (HTTP {status}) to {response.getheader('Location')}; "
+                                         "redirects are not followed: give --archives the base URL it points to")
             if status not in (200, 206):
                 raise ArchiveError(f"{url}: HTTP {status} {response.reason}")
             if status == 200 or not offset:

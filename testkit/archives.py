@@ -282,8 +282,9 @@ class ArchiveServer:
             cut = self.cut.pop(relative, None)
             forced = self.status.get(relative)
         target = (self.root / relative).resolve()
-        if forced is not None:
-            self._send(handler, forced, b"forced failure")
+        if forced is not None:  # a redirect points at the same path on another host, as an http→https one does
+            moved = {"Location": f"https://mirror.invalid/{relative}"} if 300 <= forced < 400 else {}
+            self._send(handler, forced, b"forced failure", extra=moved)
             return
         if not target.is_relative_to(self.root) or not target.is_file():
             self._send(handler, 404, b"<Error><Code>NoSuchKey</Code></Error>")

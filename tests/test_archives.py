@@ -682,3 +682,22 @@ def test_a_spot_file_with_a_header_row_and_checksum_files_written_by_hand_read_t
     assert "not a checksum of ETHUSDT-1m-2025-01.zip" in outcomes[1].detail  # another file's checksum
     np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
                                   tree.closes["BTCUSDT"].to_numpy())
+
+
+def test_a_redirecting_server_stops_the_run_saying_where_it_points(tmp_path, capsys):
+    """http:// given for an https-only host: every file answers 301. Each month used to be refused
+    ('HTTP 301 Moved Permanently', a bad file?) one after the other, never saying where to go."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    with ArchiveServer(tree.root) as server:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            server.status[f"{tree.files[(symbol, '2024-12')]}.CHECKSUM"] = 301
+        code = cli.main(["--archives", server.url, "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-12", "--to",
+                         "2024-12", "--store", str(tmp_path / "store")], today=TODAY)
+        asked = len(server.requests)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert asked == 1  # stopped at the first answer: every other file would be redirected too
+    checksum = f"{tree.files[('BTCUSDT', '2024-12')]}.CHECKSUM"
+    assert (f"error: cannot download: {server.url}/{checksum}: redirected (HTTP 301) to "
+            f"https://mirror.invalid/{checksum}; redirects are not followed: give --archives the base URL "
+            "it points to") in captured.err
