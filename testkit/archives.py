@@ -238,7 +238,8 @@ class ArchiveServer:
     404. ``cut[path]`` (a relative path, e.g. a zip's) = N: the next GET of it announces the full
     length but sends N bytes of the body and then drops the connection, once. ``requests`` logs
     ``(path, range header or None)`` of every GET. ``ranges = False``: a server without Range;
-    ``short_range = N``: one answering a Range with only N bytes (a 206 saying so).
+    ``short_range = N``: one answering a Range with only N bytes (a 206 saying so); ``range_start = N``:
+    one answering every Range from byte N.
     """
 
     def __init__(self, root: str | Path, *, cut: Mapping[str, int] | None = None) -> None:
@@ -248,6 +249,7 @@ class ArchiveServer:
         self.status: dict[str, int] = {}  # path → status code answered to its next GETs (e.g. 500)
         self.ranges = True  # False: answer every GET with the whole file (200), as a server without Range does
         self.short_range: int | None = None  # N: answer a Range with only N bytes, Content-Range saying so (206)
+        self.range_start: int | None = None  # N: answer a Range from byte N whatever was asked (206 saying so)
         self._lock = threading.Lock()
         outer = self
 
@@ -298,7 +300,7 @@ class ArchiveServer:
             if match is None:
                 self._send(handler, 400, b"unsupported range")
                 return
-            start = int(match.group(1))
+            start = int(match.group(1)) if self.range_start is None else self.range_start
             if start >= len(body):
                 self._send(handler, 416, b"", extra={"Content-Range": f"bytes */{len(body)}"})
                 return

@@ -609,14 +609,17 @@ def test_a_download_that_cannot_be_written_is_refused_naming_the_file_not_a_trac
     assert f"BTCUSDT 2024-12: REFUSED, nothing stored: {downloads / relative}.part: cannot write the download (" in out
 
 
-def test_a_resume_answered_with_less_than_the_rest_is_downloaded_again_whole(tmp_path):
+@pytest.mark.parametrize("answer", [{"short_range": 100}, {"range_start": 10}])
+def test_a_resume_answered_with_less_than_the_rest_is_downloaded_again_whole(tmp_path, answer):
     """A 206 whose Content-Range ends before the file does (bytes 1000-1099/N) used to be taken as the
-    rest: the file then failed its checksum and the month was refused, blaming a good file."""
+    rest: the file then failed its checksum and the month was refused, blaming a good file. One from
+    another start (bytes 10-…/N) was always started over."""
     tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
     relative = tree.files[("BTCUSDT", "2024-12")]
     store = ResearchStore(str(tmp_path / "store"))
     with ArchiveServer(tree.root, cut={relative: 1_000}) as server:
-        server.short_range = 100
+        for name, value in answer.items():
+            setattr(server, name, value)
         (outcome,) = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"],
                                    ["2024-12"], today=TODAY)
         asked = [r for p, r in server.requests if p == relative]
