@@ -168,8 +168,10 @@ class HttpArchives(Archives):
     """The archives at ``base_url`` (http or https). A zip is downloaded into
     ``download_dir/<relative>.part`` and resumed from there with ``Range`` after a dropped
     connection (in this run, up to the policy's attempts, or the next); a resumed file that fails its
-    checksum is downloaded once more whole. ``timeout_s`` bounds each socket wait and
-    ``deadline_s`` one whole attempt, seconds. ``sleep`` waits between attempts (tests pass a fake).
+    checksum is downloaded once more whole. The ``.part`` is held (``flock``) while it is fetched: an
+    import running at the same time on the same ``download_dir`` downloads that file whole into a
+    private temporary file instead. ``timeout_s`` bounds each socket wait and ``deadline_s`` one
+    whole attempt, seconds. ``sleep`` waits between attempts (tests pass a fake).
     """
 
     def __init__(self, base_url: str, download_dir: str | Path, *, policy: RetryPolicy = DEFAULT_RETRY,

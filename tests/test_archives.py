@@ -704,3 +704,30 @@ def test_a_redirecting_server_stops_the_run_saying_where_it_points(tmp_path, cap
     assert (f"error: cannot download: {server.url}/{checksum}: redirected (HTTP 301) to "
             f"https://mirror.invalid/{checksum}; redirects are not followed: give --archives the base URL "
             "it points to") in captured.err
+
+
+def test_two_imports_at_once_on_one_store_and_download_folder_both_end_with_every_month_whole(tmp_path):
+    """Two runs started together (a cron job and a hand run): each month ends stored once, whole,
+    from the right files, whichever run wrote it; neither refuses a good file."""
+    import threading
+
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], months=["2024-12", "2025-01"])
+    store = ResearchStore(str(tmp_path / "store"))
+    results: list[list[str]] = []
+    with ArchiveServer(tree.root, cut={tree.files[("BTCUSDT", "2024-12")]: 500}) as server:
+        def run() -> None:
+            outcomes = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE,
+                                     ["BTCUSDT", "ETHUSDT"], ["2024-12", "2025-01"], today=TODAY)
+            results.append([o.status for o in outcomes])
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert len(results) == 2
+    assert all(status in ("imported", "skipped") for statuses in results for status in statuses), results
+    pd.testing.assert_frame_equal(all_closes(store, Market.SPOT, ["BTCUSDT", "ETHUSDT"]), tree.closes[
+        ["BTCUSDT", "ETHUSDT"]], check_freq=False)
+    assert not [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "store").rglob("*.tmp")]
