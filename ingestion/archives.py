@@ -329,7 +329,8 @@ def _claimed(part: Path) -> Iterator[Path]:
     it, removed afterwards: two imports sharing a download folder never write, resume from or delete
     each other's bytes. The other keeps its resumable ``.part``; this one starts from zero."""
     for _ in range(3):  # the holder may remove the .part between our open and our lock: open it again
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .part planted as a link (a shared /tmp) must not have us overwrite what it points to.
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -731,3 +731,38 @@ def test_two_imports_at_once_on_one_store_and_download_folder_both_end_with_ever
         ["BTCUSDT", "ETHUSDT"]], check_freq=False)
     assert not [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()]
     assert not [p for p in (tmp_path / "store").rglob("*.tmp")]
+
+
+def test_a_part_file_that_is_a_symbolic_link_is_never_written_through(tmp_path):
+    """The default download folder of a remote store is under the shared /tmp: another user could
+    plant <file>.part as a link to one of yours, and the download used to truncate and overwrite it."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    part = tmp_path / "downloads" / f"{relative}.part"
+    part.parent.mkdir(parents=True)
+    part.symlink_to(victim)
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root) as server:
+        (outcome,) = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"],
+                                   ["2024-12"], today=TODAY)
+    assert victim.read_text() == "precious\n"
+    assert outcome.status == "refused" and f"{part}: cannot write the download (" in outcome.detail
+
+
+def test_the_default_download_folder_of_a_remote_store_is_this_users_own(tmp_path, monkeypatch):
+    """It was one /tmp/quant-archive-downloads for every user: anyone could create it first and plant files."""
+    monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = cli.default_download_dir("s3://bucket/research")
+    assert folder == tmp_path / f"quant-archive-downloads-{os.getuid()}"
+    assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o700
+    assert cli.default_download_dir("s3://bucket/research") == folder  # the same next time
+    os.chmod(folder, 0o777)  # opened to everyone (or made by someone else): not used
+    with pytest.raises(cli.UsageError, match=r"download-dir: .* is not a folder only this user can write"):
+        cli.default_download_dir("s3://bucket/research")
+    folder.rmdir()
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(cli.UsageError, match=r"download-dir: .* is not a folder only this user can write"):
+        cli.default_download_dir("s3://bucket/research")
+    assert cli.default_download_dir(str(tmp_path / "store")) == tmp_path / "store" / ".downloads"
