@@ -20,7 +20,10 @@ option for bad arguments; 130 when interrupted (Ctrl-C: what was stored stays, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -205,10 +208,22 @@ def _store(args: argparse.Namespace) -> tuple[ResearchStore, Path]:
 
 
 def default_download_dir(root: str) -> Path:
-    """Where downloads wait to resume: ``<store>/.downloads``, or a temporary folder for a remote store."""
-    if "://" in root:  # a remote store: downloads wait on this machine
-        return Path(tempfile.gettempdir()) / "quant-archive-downloads"
-    return Path(root) / ".downloads"
+    """Where downloads wait to resume: ``<store>/.downloads``, or for a remote store this user's own
+    folder in the temporary directory (created ``0700``; UsageError when it is not private to this user:
+    under a shared ``/tmp`` anyone could have made it first and planted files in it)."""
+    if "://" not in root:
+        return Path(root) / ".downloads"
+    folder = Path(tempfile.gettempdir()) / f"quant-archive-downloads-{os.getuid()}"  # a remote store: on this machine
+    try:
+        with contextlib.suppress(FileExistsError):  # whatever is there is checked below
+            folder.mkdir(mode=0o700)
+        found = folder.lstat()
+    except OSError as exc:
+        raise UsageError(f"download-dir: cannot create {folder} ({exc}); pass --download-dir") from None
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise UsageError(f"download-dir: {folder} is not a folder only this user can write (another user's, "
+                         "a link, or open to others); pass --download-dir")
+    return folder
 
 
 def open_archives(raw: str, download_dir: Path) -> Archives:

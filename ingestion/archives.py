@@ -29,17 +29,22 @@ can have (a zip bomb or a huge body is refused while it is read), a ``.CHECKSUM`
 from __future__ import annotations
 
 import abc
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import io
 import logging
 import math
+import os
 import random
 import re
+import tempfile
 import time
 import urllib.parse
+import warnings
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -70,6 +75,7 @@ _AMOUNTS = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volum
 _INTEGERS = ("open_time", "close_time", "count")
 # Epoch bands by magnitude (as in storage.csv_import): [1e11, 1e14) ms, [1e14, 1e17) µs; never confusable.
 _MS_BAND, _US_BAND, _US_END = 10**11, 10**14, 10**17
+_CONTENT_RANGE_RE = re.compile(r"bytes (?P<first>\d+)-(?P<last>\d+)/(?P<size>\d+|\*)")
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -139,6 +145,8 @@ class FolderArchives(Archives):
         path = self.root / relative
         try:
             if not path.exists():
+                if path.is_symlink():  # a broken mirror, not an unpublished file: say which link
+                    raise ArchiveError(f"{path}: a symbolic link to nothing readable (dangling or looping)")
                 raise ArchiveMissing(f"{path}: no such file")
             if not path.is_file():  # a FIFO or a device would block or never end
                 raise ArchiveError(f"{path}: not a regular file")
@@ -160,8 +168,10 @@ class HttpArchives(Archives):
     """The archives at ``base_url`` (http or https). A zip is downloaded into
     ``download_dir/<relative>.part`` and resumed from there with ``Range`` after a dropped
     connection (in this run, up to the policy's attempts, or the next); a resumed file that fails its
-    checksum is downloaded once more whole. ``timeout_s`` bounds each socket wait and
-    ``deadline_s`` one whole attempt, seconds. ``sleep`` waits between attempts (tests pass a fake).
+    checksum is downloaded once more whole. The ``.part`` is held (``flock``) while it is fetched: an
+    import running at the same time on the same ``download_dir`` downloads that file whole into a
+    private temporary file instead. ``timeout_s`` bounds each socket wait and ``deadline_s`` one
+    whole attempt, seconds. ``sleep`` waits between attempts (tests pass a fake).
     """
 
     def __init__(self, base_url: str, download_dir: str | Path, *, policy: RetryPolicy = DEFAULT_RETRY,
@@ -170,6 +180,21 @@ class HttpArchives(Archives):
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise ValueError(f"archives: {base_url!r} is not an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            # Never sent (no Authorization is made from them) and every message would print them: refused,
+            # and the refusal does not repeat them.
+            shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+            raise ValueError(f"archives: {shown!r} has a user name or password in it; the archives are public, "
+                             "give the URL without them")
+        if any(not (" " < char < "\x7f") for char in base_url):  # http.client sends ASCII paths, unescaped
+            raise ValueError(f"archives: {base_url!r} has a space, control or non-ASCII character; "
+                             "percent-encode it (%20)")
+        if parts.query or parts.fragment:  # every file's URL is the base + "/data/...": a query would end up inside
+            raise ValueError(f"archives: {base_url!r} has a query or fragment (?/#); give the base URL alone")
+        try:
+            parts.port  # noqa: B018 - urllib checks the port only when it is read: here, not on the first request
+        except ValueError as exc:
+            raise ValueError(f"archives: {base_url!r}: {exc}") from None
         self.base_url = base_url.rstrip("/")
         self.download_dir = Path(download_dir)
         self.policy, self.timeout_s, self.deadline_s = policy, timeout_s, deadline_s
@@ -189,20 +214,30 @@ class HttpArchives(Archives):
             part.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ArchiveError(f"download_dir: cannot create {part.parent} ({exc})") from None
-        resumed = part.exists() and part.stat().st_size > 0
-        for final in (not resumed, True):
-            self._with_retries(relative, lambda: self._download(relative, part, max_bytes))
-            data = part.read_bytes()
-            try:
-                _verify(data, sha256, self.where(relative))
-            except ArchiveError:
-                part.unlink(missing_ok=True)  # never resume from bytes that failed: the next try starts over
-                if final:
-                    raise
-                log.info("%s: a resumed download failed its checksum; downloading it whole", self.where(relative))
-                continue
-            part.unlink(missing_ok=True)
-            return data
+        try:
+            return self._fetch(relative, part, sha256, max_bytes)
+        except OSError as exc:  # the network's errors are retried inside: this is the local file
+            raise ArchiveError(f"{part}: cannot write the download ({exc})") from None
+
+    def _fetch(self, relative: str, part: Path, sha256: str, max_bytes: int) -> bytes:
+        with _claimed(part) as target:
+            resumed = target.stat().st_size > 0
+            for final in (not resumed, True):
+                self._with_retries(relative, lambda: self._download(relative, target, max_bytes))
+                data = target.read_bytes()
+                try:
+                    _verify(data, sha256, self.where(relative))
+                except ArchiveError:
+                    if final:
+                        target.unlink(missing_ok=True)  # never resume from bytes that failed
+                        raise
+                    # Emptied, not removed: a new file at that name would not be the one this fetch holds locked.
+                    os.truncate(target, 0)
+                    log.info("%s: a resumed download failed its checksum; downloading it whole",
+                             self.where(relative))
+                    continue
+                target.unlink(missing_ok=True)
+                return data
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _with_retries(self, relative: str, attempt: Callable[[], None]) -> None:
@@ -221,8 +256,7 @@ class HttpArchives(Archives):
 
     def _download(self, relative: str, part: Path, max_bytes: int) -> None:
         offset = part.stat().st_size if part.exists() else 0
-        if offset > max_bytes:  # not this file's: start over
-            part.unlink()
+        if offset > max_bytes:  # not this file's: start over ("wb" empties it, keeping the file fetch holds)
             offset = 0
         with part.open("r+b" if offset else "wb") as sink:
             sink.seek(offset)
@@ -251,13 +285,18 @@ class HttpArchives(Archives):
                 return  # the .part already holds the whole file; the checksum says whether it is right
             if status in _RETRY_STATUS:
                 raise _Retryable(f"HTTP {status}")
+            if 300 <= status < 400 and response.getheader("Location"):
+                # Every file of this base would be redirected alike (http→https, a moved mirror): stop, say where.
+                raise ArchiveUnreachable(f"{url}: redirected (HTTP {status}) to {response.getheader('Location')}; "
+                                         "redirects are not followed: give --archives the base URL it points to")
             if status not in (200, 206):
                 raise ArchiveError(f"{url}: HTTP {status} {response.reason}")
             if status == 200 or not offset:
                 offset = 0
                 sink.seek(0)
                 sink.truncate()
-            elif not (response.getheader("Content-Range") or "").startswith(f"bytes {offset}-"):
+            elif not _the_rest(response.getheader("Content-Range"), offset):
+                # Another start, or less than the rest: what follows would not complete the file. Start over.
                 sink.seek(0)
                 sink.truncate()
                 raise _Retryable(f"the server answered another range ({response.getheader('Content-Range')!r})")
@@ -283,6 +322,52 @@ class HttpArchives(Archives):
             conn.close()
 
 
+@contextlib.contextmanager
+def _claimed(part: Path) -> Iterator[Path]:
+    """The file to download ``part`` into, for the whole fetch: ``part`` itself, held with ``flock``,
+    or, while another import (another process, or thread) holds it, a private temporary file beside
+    it, removed afterwards: two imports sharing a download folder never write, resume from or delete
+    each other's bytes. The other keeps its resumable ``.part``; this one starts from zero."""
+    for _ in range(3):  # the holder may remove the .part between our open and our lock: open it again
+        # O_NOFOLLOW: a .part planted as a link (a shared /tmp) must not have us overwrite what it points to.
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(part))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                continue
+            try:
+                yield part
+            finally:
+                if part.exists() and part.stat().st_size == 0:  # nothing to resume: no empty file left behind
+                    part.unlink()
+            return
+        finally:
+            os.close(fd)  # closing drops the lock
+    handle, name = tempfile.mkstemp(prefix=f"{part.name}.", suffix=".private", dir=part.parent)
+    os.close(handle)
+    private = Path(name)
+    try:
+        yield private
+    finally:
+        private.unlink(missing_ok=True)
+
+
+def _the_rest(content_range: str | None, offset: int) -> bool:
+    """Whether a 206's ``Content-Range`` is the whole rest of the file from byte ``offset``
+    (``bytes <offset>-<last>/<size>`` with ``last == size - 1``, or an unknown size ``*``)."""
+    match = _CONTENT_RANGE_RE.fullmatch((content_range or "").strip())
+    if match is None or int(match["first"]) != offset:
+        return False
+    return match["size"] == "*" or int(match["last"]) == int(match["size"]) - 1
+
+
 def _verify(data: bytes, sha256: str, where: str) -> None:
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
@@ -298,8 +383,10 @@ def parse_checksum(text: bytes, zip_name: str, where: str) -> str:
     return fields[0].lower()
 
 
-def csv_from_zip(data: bytes, where: str, max_bytes: int) -> bytes:
-    """The one CSV inside a kline zip, at most ``max_bytes`` uncompressed; ArchiveError naming ``where``."""
+def csv_from_zip(data: bytes, where: str, max_bytes: int, *, csv_name: str | None = None) -> bytes:
+    """The one CSV inside a kline zip, at most ``max_bytes`` uncompressed; ArchiveError naming ``where``.
+    ``csv_name``: the member's required name (Binance's ``X.zip`` holds ``X.csv``; anything else is
+    another file's bars, e.g. a mirror's mix-up)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
@@ -307,6 +394,8 @@ def csv_from_zip(data: bytes, where: str, max_bytes: int) -> bytes:
                 names = ", ".join(repr(m.filename) for m in members[:5]) or "none"
                 raise ArchiveError(f"{where}: a kline zip holds exactly one .csv file, this one: {names}")
             member = members[0]
+            if csv_name is not None and member.filename != csv_name:
+                raise ArchiveError(f"{where}: holds {member.filename!r}, not {csv_name}: another file's bars")
             if member.file_size > max_bytes:
                 raise ArchiveError(f"{where}: {member.filename} is {member.file_size:,} bytes uncompressed, over "
                                    f"the {max_bytes:,} bytes a file of this period can be")
@@ -352,9 +441,11 @@ def parse_klines(payload: bytes, where: str, timeframe: Timeframe, period: str) 
         raise ArchiveError(f"{where}, line {first + row + 1} {what}, expected {len(KLINE_COLUMNS)}: {shown[:200]!r}")
     dtypes = {name: (np.int64 if name in _INTEGERS else np.float64) for name in KLINE_COLUMNS[:-1]}
     try:
-        frame = pd.read_csv(io.BytesIO(payload), header=None, skiprows=first, names=list(KLINE_COLUMNS),
-                            usecols=list(KLINE_COLUMNS[:-1]), dtype=dtypes, na_filter=False, engine="c")
-    except (ValueError, OverflowError, pd.errors.ParserError) as exc:
+        with warnings.catch_warnings():  # a refused "inf" in an integer column is reported below, not on stderr
+            warnings.simplefilter("ignore", RuntimeWarning)
+            frame = pd.read_csv(io.BytesIO(payload), header=None, skiprows=first, names=list(KLINE_COLUMNS),
+                                usecols=list(KLINE_COLUMNS[:-1]), dtype=dtypes, na_filter=False, engine="c")
+    except (ValueError, OverflowError, TypeError, pd.errors.ParserError) as exc:
         found = _first_bad_cell(lines, first, where)
         raise ArchiveError(found or f"{where}: not a Binance kline CSV ({exc})") from None
     if len(frame) != len(lines) - first:  # every line is a row: the parser must have read as many
@@ -398,6 +489,7 @@ def _first_bad_cell(lines: _Lines, first: int, where: str) -> str | None:
                 number = int(text) if name in _INTEGERS else float(text)
                 # Python reads "1_0", " 1" and "nan" as numbers; the fast parser does not, and none is a kline's.
                 ok = "_" not in text and text.strip() == text and math.isfinite(number)
+                ok = ok and (name not in _INTEGERS or -2**63 <= number < 2**63)  # what int64 holds
             except ValueError:
                 ok = False
             if not ok:
@@ -539,8 +631,9 @@ def import_month(archives: Archives, store: ResearchStore, market: Market, timef
         where = archives.where(relative)
         try:
             data = archives.fetch(relative, digest, max_csv_bytes(timeframe, period) + 65_536)
-            frames.append(parse_klines(csv_from_zip(data, where, max_csv_bytes(timeframe, period)), where,
-                                       timeframe, period))
+            csv_name = relative.rsplit("/", 1)[1].removesuffix(".zip") + ".csv"
+            payload = csv_from_zip(data, where, max_csv_bytes(timeframe, period), csv_name=csv_name)
+            frames.append(parse_klines(payload, where, timeframe, period))
         except ArchiveUnreachable:
             raise
         except ArchiveError as exc:

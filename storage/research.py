@@ -87,6 +87,9 @@ class ResearchStore:
         except OSError as exc:
             _remove_quietly(self.fs, temporary)
             raise StorageError(f"cannot write {path}: {exc}") from exc
+        except BaseException:  # Ctrl-C or a failing worker mid-write: the half file must not stay behind
+            _remove_quietly(self.fs, temporary)
+            raise
         return path
 
     def months(self, market: Market, timeframe: Timeframe, symbol: str) -> list[str]:

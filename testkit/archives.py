@@ -237,7 +237,9 @@ class ArchiveServer:
     ``GET`` with ``Range: bytes=N-`` answers 206 with the rest (416 past the end), a missing file
     404. ``cut[path]`` (a relative path, e.g. a zip's) = N: the next GET of it announces the full
     length but sends N bytes of the body and then drops the connection, once. ``requests`` logs
-    ``(path, range header or None)`` of every GET.
+    ``(path, range header or None)`` of every GET. ``ranges = False``: a server without Range;
+    ``short_range = N``: one answering a Range with only N bytes (a 206 saying so); ``range_start = N``:
+    one answering every Range from byte N.
     """
 
     def __init__(self, root: str | Path, *, cut: Mapping[str, int] | None = None) -> None:
@@ -246,6 +248,8 @@ class ArchiveServer:
         self.requests: list[tuple[str, str | None]] = []
         self.status: dict[str, int] = {}  # path → status code answered to its next GETs (e.g. 500)
         self.ranges = True  # False: answer every GET with the whole file (200), as a server without Range does
+        self.short_range: int | None = None  # N: answer a Range with only N bytes, Content-Range saying so (206)
+        self.range_start: int | None = None  # N: answer a Range from byte N whatever was asked (206 saying so)
         self._lock = threading.Lock()
         outer = self
 
@@ -280,8 +284,9 @@ class ArchiveServer:
             cut = self.cut.pop(relative, None)
             forced = self.status.get(relative)
         target = (self.root / relative).resolve()
-        if forced is not None:
-            self._send(handler, forced, b"forced failure")
+        if forced is not None:  # a redirect points at the same path on another host, as an http→https one does
+            moved = {"Location": f"https://mirror.invalid/{relative}"} if 300 <= forced < 400 else {}
+            self._send(handler, forced, b"forced failure", extra=moved)
             return
         if not target.is_relative_to(self.root) or not target.is_file():
             self._send(handler, 404, b"<Error><Code>NoSuchKey</Code></Error>")
@@ -295,12 +300,15 @@ class ArchiveServer:
             if match is None:
                 self._send(handler, 400, b"unsupported range")
                 return
-            start = int(match.group(1))
+            start = int(match.group(1)) if self.range_start is None else self.range_start
             if start >= len(body):
                 self._send(handler, 416, b"", extra={"Content-Range": f"bytes */{len(body)}"})
                 return
         rest = body[start:]
         extra = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"} if header is not None else {}
+        if header is not None and self.short_range is not None:
+            rest = rest[:self.short_range]
+            extra = {"Content-Range": f"bytes {start}-{start + len(rest) - 1}/{len(body)}"}
         if cut is not None:
             handler.send_response(206 if header is not None else 200)
             for name, value in extra.items():

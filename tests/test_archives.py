@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import warnings
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -20,6 +22,7 @@ from analytics import engle_granger
 from cli import archives as cli
 from domain import ONE_MINUTE, Market
 from ingestion.archives import (
+    KLINE_COLUMNS,
     ArchiveError,
     ArchiveUnreachable,
     FolderArchives,
@@ -509,3 +512,257 @@ def test_a_generated_tree_filled_into_a_store_holds_its_planted_pair_and_no_othe
     with pytest.raises(AssertionError, match="months not imported"):
         fill_store(tree_at(tmp_path / "daily", symbols=["BTCUSDT"], planted_pairs=[], months=["2025-02"],
                            daily={"2025-02": 2}), tmp_path / "store2")  # daily files, but today is long past
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://127.0.0.1:99999", "error: archives: 'http://127.0.0.1:99999': Port out of range"),
+    ("http://127.0.0.1:abc/", "error: archives: 'http://127.0.0.1:abc/': Port could not be cast"),
+    ("https://user:s3cret@data.example/", "error: archives: 'https://data.example/' has a user name or password"),
+    ("http://127.0.0.1:9/base?x=1", "error: archives: 'http://127.0.0.1:9/base?x=1' has a query or fragment"),
+    ("file:///tmp/mirror", "error: archives: 'file:///tmp/mirror' is not an http(s) URL"),
+    ("http://127.0.0.1:9/mirrör", "error: archives: 'http://127.0.0.1:9/mirrör' has a space, control or non-ASCII"),
+    ("http://127.0.0.1:9/my mirror", "error: archives: 'http://127.0.0.1:9/my mirror' has a space, control or"),
+])
+def test_cli_refuses_an_archives_url_it_could_not_use_before_any_request(tmp_path, capsys, url, message):
+    """A bad port or a non-ASCII path used to escape as a traceback at the first request, a space to
+    fail every attempt after the retries' waits; credentials were silently not sent yet printed on
+    every line; a query string was glued inside every file's URL."""
+    code = cli.main(["--archives", url, "--symbols", "BTCUSDT", "--from", "2024-12", "--to", "2024-12",
+                     "--store", str(tmp_path / "store")], today=TODAY)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err
+    assert "s3cret" not in captured.err + captured.out
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.parquet"))
+
+
+def test_a_part_file_another_import_is_writing_is_left_to_it(tmp_path):
+    """Two imports at once (two terminals, a cron job and a hand run) share the download folder: one
+    used to resume from, truncate and delete the .part the other was writing, failing both checksums."""
+    import fcntl
+
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    whole = (tree.root / relative).read_bytes()
+    part = tmp_path / "downloads" / f"{relative}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(whole[:700])  # the other import is 700 bytes into it, holding it
+    with part.open("r+b") as other, ArchiveServer(tree.root) as server:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        data = http_archives(server.url, tmp_path).fetch(relative, hashlib.sha256(whole).hexdigest(),
+                                                          max_csv_bytes(ONE_MINUTE, "2024-12"))
+        asked = [r for p, r in server.requests if p == relative]
+        assert data == whole
+        assert asked == [None]  # downloaded whole into a file of its own, not resumed from the other's
+        assert part.read_bytes() == whole[:700]  # the other's bytes untouched
+    assert [p.name for p in part.parent.iterdir()] == [part.name]  # its own temporary file is gone
+
+
+@pytest.mark.parametrize("member", ["ETHUSDT-1m-2024-12.csv", "../BTCUSDT-1m-2024-12.csv", "BTCUSDT-1m-2024-11.csv"])
+def test_a_zip_holding_another_files_csv_is_refused_naming_it(tmp_path, member):
+    """A mirror that mixed files up (ETHUSDT's month in BTCUSDT's zip, with a checksum made by the
+    mirror) used to store ETHUSDT's bars as BTCUSDT's: a scan then finds a perfect pair. Binance's zip
+    holds the CSV of its own name; any other member (or a path) is refused."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    with zipfile.ZipFile(tree.path("ETHUSDT", "2024-12")) as archive:
+        (name,) = archive.namelist()
+        payload = archive.read(name)
+    write_zip(tree.path("BTCUSDT", "2024-12"), member, payload)
+    store = ResearchStore(str(tmp_path / "store"))
+    (outcome,) = import_months(FolderArchives(tree.root), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"], ["2024-12"],
+                               today=TODAY)
+    assert outcome.status == "refused"
+    assert f"{tree.path('BTCUSDT', '2024-12')}: holds {member!r}, not BTCUSDT-1m-2024-12.csv" in outcome.detail
+    assert store.months(Market.SPOT, ONE_MINUTE, "BTCUSDT") == []
+
+
+def test_a_looping_or_dangling_link_in_a_mirror_is_refused_not_called_unpublished(tmp_path):
+    """A symbolic link to itself or to a deleted file used to read as 'not published' (exit 3 when
+    every month is so: 'a wrong symbol?'): the mirror is broken, and the message says which link."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    loop = Path(f"{tree.path('BTCUSDT', '2024-12')}.CHECKSUM")
+    loop.unlink()
+    loop.symlink_to(loop)
+    dangling = tree.path("ETHUSDT", "2024-12")
+    dangling.unlink()
+    dangling.symlink_to(tmp_path / "cache" / "gone.zip")
+    store = ResearchStore(str(tmp_path / "store"))
+    outcomes = import_months(FolderArchives(tree.root), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT", "ETHUSDT"],
+                             ["2024-12"], today=TODAY)
+    assert [o.status for o in outcomes] == ["refused", "refused"]
+    assert f"{loop}: a symbolic link to nothing readable" in outcomes[0].detail
+    assert f"{dangling}: a symbolic link to nothing readable" in outcomes[1].detail
+
+
+def test_a_download_that_cannot_be_written_is_refused_naming_the_file_not_a_traceback(tmp_path, capsys):
+    """An OSError on the .part itself (here: a folder in its place; read-only or full disks alike)
+    used to escape import_months and end cli.archives with a traceback."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    downloads = tmp_path / "downloads"
+    (downloads / f"{relative}.part").mkdir(parents=True)
+    with ArchiveServer(tree.root) as server:
+        code = cli.main(["--archives", server.url, "--symbols", "BTCUSDT", "--from", "2024-12", "--to", "2024-12",
+                         "--store", str(tmp_path / "store"), "--download-dir", str(downloads)], today=TODAY)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"BTCUSDT 2024-12: REFUSED, nothing stored: {downloads / relative}.part: cannot write the download (" in out
+
+
+@pytest.mark.parametrize("answer", [{"short_range": 100}, {"range_start": 10}])
+def test_a_resume_answered_with_less_than_the_rest_is_downloaded_again_whole(tmp_path, answer):
+    """A 206 whose Content-Range ends before the file does (bytes 1000-1099/N) used to be taken as the
+    rest: the file then failed its checksum and the month was refused, blaming a good file. One from
+    another start (bytes 10-…/N) was always started over."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root, cut={relative: 1_000}) as server:
+        for name, value in answer.items():
+            setattr(server, name, value)
+        (outcome,) = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"],
+                                   ["2024-12"], today=TODAY)
+        asked = [r for p, r in server.requests if p == relative]
+    assert outcome.status == "imported", outcome.detail
+    assert asked == [None, "bytes=1000-", None]  # cut; a short range refused; the whole file
+    np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
+                                  tree.closes["BTCUSDT"].to_numpy())
+
+
+def test_a_part_file_longer_than_the_real_file_is_downloaded_again_whole(tmp_path):
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    longer, huge = (tree.files[(s, "2024-12")] for s in ("BTCUSDT", "ETHUSDT"))
+    sizes = {longer: (tree.root / longer).stat().st_size + 10, huge: max_csv_bytes(ONE_MINUTE, "2024-12") + 70_000}
+    for relative, size in sizes.items():
+        part = tmp_path / "downloads" / f"{relative}.part"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with part.open("wb") as stream:
+            stream.truncate(size)
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root) as server:
+        outcomes = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE,
+                                 ["BTCUSDT", "ETHUSDT"], ["2024-12"], today=TODAY)
+        asked = {path: [r for p, r in server.requests if p == path] for path in sizes}
+    assert [o.status for o in outcomes] == ["imported", "imported"]
+    assert asked[longer] == [f"bytes={sizes[longer]}-", None]  # 416, the checksum fails: whole
+    assert asked[huge] == [None]  # over any file of the month: not this file's, never asked to resume
+    assert not list((tmp_path / "downloads").rglob("*.part*"))
+
+
+@pytest.mark.parametrize(("cell", "column"), [
+    ("99999999999999999999", "close_time"),  # beyond int64: the fast parser's bare 'Overflow'
+    ("-99999999999999999999", "count"),
+    ("inf", "count"),  # used to print numpy's 'invalid value encountered in cast' on stderr too
+])
+def test_an_integer_cell_out_of_range_is_named_by_line_and_column_quietly(cell, column):
+    rows = ["1733011200000,1,1,1,1,1,1733011259999,1,1,1,1,0", "1733011260000,1,1,1,1,1,1733011319999,1,1,1,1,0"]
+    fields = rows[1].split(",")
+    fields[KLINE_COLUMNS.index(column)] = cell
+    rows[1] = ",".join(fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ArchiveError, match=rf"^f\.zip, line 2, column '{column}': '{re.escape(cell)}' is not a "):
+            parse_klines("\n".join(rows).encode(), "f.zip", ONE_MINUTE, "2024-12")
+
+
+def test_a_spot_file_with_a_header_row_and_checksum_files_written_by_hand_read_the_same(tmp_path):
+    """Binance added header rows to some spot files in 2025; a mirror's .CHECKSUM may have CRLF,
+    upper-case hex, extra spaces or a '*' (binary mode) before the name."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2025-01"])
+    path = tree.path("BTCUSDT", "2025-01")
+    with zipfile.ZipFile(path) as archive:
+        (name,) = archive.namelist()
+        payload = archive.read(name)
+    write_zip(path, name, (",".join(KLINE_COLUMNS) + "\r\n").encode() + payload)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    Path(f"{path}.CHECKSUM").write_text(f"  {digest.upper()}   *{path.name}  \r\n")
+    other = tree.path("ETHUSDT", "2025-01")
+    Path(f"{other}.CHECKSUM").write_text(f"{hashlib.sha256(other.read_bytes()).hexdigest()}  ETHUSDT-1m-2024-12.zip\n")
+    store = ResearchStore(str(tmp_path / "store"))
+    outcomes = import_months(FolderArchives(tree.root), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT", "ETHUSDT"],
+                             ["2025-01"], today=TODAY)
+    assert [o.status for o in outcomes] == ["imported", "refused"]
+    assert "not a checksum of ETHUSDT-1m-2025-01.zip" in outcomes[1].detail  # another file's checksum
+    np.testing.assert_array_equal(all_closes(store, Market.SPOT, ["BTCUSDT"])["BTCUSDT"].to_numpy(),
+                                  tree.closes["BTCUSDT"].to_numpy())
+
+
+def test_a_redirecting_server_stops_the_run_saying_where_it_points(tmp_path, capsys):
+    """http:// given for an https-only host: every file answers 301. Each month used to be refused
+    ('HTTP 301 Moved Permanently', a bad file?) one after the other, never saying where to go."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], planted_pairs=[], months=["2024-12"])
+    with ArchiveServer(tree.root) as server:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            server.status[f"{tree.files[(symbol, '2024-12')]}.CHECKSUM"] = 301
+        code = cli.main(["--archives", server.url, "--symbols", "BTCUSDT,ETHUSDT", "--from", "2024-12", "--to",
+                         "2024-12", "--store", str(tmp_path / "store")], today=TODAY)
+        asked = len(server.requests)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert asked == 1  # stopped at the first answer: every other file would be redirected too
+    checksum = f"{tree.files[('BTCUSDT', '2024-12')]}.CHECKSUM"
+    assert (f"error: cannot download: {server.url}/{checksum}: redirected (HTTP 301) to "
+            f"https://mirror.invalid/{checksum}; redirects are not followed: give --archives the base URL "
+            "it points to") in captured.err
+
+
+def test_two_imports_at_once_on_one_store_and_download_folder_both_end_with_every_month_whole(tmp_path):
+    """Two runs started together (a cron job and a hand run): each month ends stored once, whole,
+    from the right files, whichever run wrote it; neither refuses a good file."""
+    import threading
+
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT", "ETHUSDT"], months=["2024-12", "2025-01"])
+    store = ResearchStore(str(tmp_path / "store"))
+    results: list[list[str]] = []
+    with ArchiveServer(tree.root, cut={tree.files[("BTCUSDT", "2024-12")]: 500}) as server:
+        def run() -> None:
+            outcomes = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE,
+                                     ["BTCUSDT", "ETHUSDT"], ["2024-12", "2025-01"], today=TODAY)
+            results.append([o.status for o in outcomes])
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert len(results) == 2
+    assert all(status in ("imported", "skipped") for statuses in results for status in statuses), results
+    pd.testing.assert_frame_equal(all_closes(store, Market.SPOT, ["BTCUSDT", "ETHUSDT"]), tree.closes[
+        ["BTCUSDT", "ETHUSDT"]], check_freq=False)
+    assert not [p for p in (tmp_path / "downloads").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "store").rglob("*.tmp")]
+
+
+def test_a_part_file_that_is_a_symbolic_link_is_never_written_through(tmp_path):
+    """The default download folder of a remote store is under the shared /tmp: another user could
+    plant <file>.part as a link to one of yours, and the download used to truncate and overwrite it."""
+    tree = tree_at(tmp_path / "mirror", symbols=["BTCUSDT"], planted_pairs=[], months=["2024-12"])
+    relative = tree.files[("BTCUSDT", "2024-12")]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    part = tmp_path / "downloads" / f"{relative}.part"
+    part.parent.mkdir(parents=True)
+    part.symlink_to(victim)
+    store = ResearchStore(str(tmp_path / "store"))
+    with ArchiveServer(tree.root) as server:
+        (outcome,) = import_months(http_archives(server.url, tmp_path), store, Market.SPOT, ONE_MINUTE, ["BTCUSDT"],
+                                   ["2024-12"], today=TODAY)
+    assert victim.read_text() == "precious\n"
+    assert outcome.status == "refused" and f"{part}: cannot write the download (" in outcome.detail
+
+
+def test_the_default_download_folder_of_a_remote_store_is_this_users_own(tmp_path, monkeypatch):
+    """It was one /tmp/quant-archive-downloads for every user: anyone could create it first and plant files."""
+    monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = cli.default_download_dir("s3://bucket/research")
+    assert folder == tmp_path / f"quant-archive-downloads-{os.getuid()}"
+    assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o700
+    assert cli.default_download_dir("s3://bucket/research") == folder  # the same next time
+    os.chmod(folder, 0o777)  # opened to everyone (or made by someone else): not used
+    with pytest.raises(cli.UsageError, match=r"download-dir: .* is not a folder only this user can write"):
+        cli.default_download_dir("s3://bucket/research")
+    folder.rmdir()
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(cli.UsageError, match=r"download-dir: .* is not a folder only this user can write"):
+        cli.default_download_dir("s3://bucket/research")
+    assert cli.default_download_dir(str(tmp_path / "store")) == tmp_path / "store" / ".downloads"

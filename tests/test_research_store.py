@@ -4,6 +4,7 @@ only what a scan asks for, refusals that name the problem."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,3 +124,25 @@ def test_a_month_file_not_written_by_the_store_is_named_when_read(tmp_path, bars
     with pytest.raises(StorageError, match=rf"cannot read {re.escape(path)}: .*{message}.* import the month again"):
         store.closes(Market.SPOT, ONE_MINUTE, ["AAAUSDT", "BBBUSDT"], JAN, FEB + 3_600_000)
     assert len(store.bars(Market.SPOT, ONE_MINUTE, "AAAUSDT", JAN, FEB)) == 5  # the store's own files still read
+
+
+def test_ctrl_c_while_a_month_is_written_leaves_the_old_month_whole_and_no_temporary(tmp_path, monkeypatch):
+    """A KeyboardInterrupt mid-write (Ctrl-C in cli.archives) used to leave the half-written temporary
+    file in the month's folder for ever: only an OSError removed it."""
+    import pyarrow.parquet as pq
+
+    store = ResearchStore(str(tmp_path))
+    path = store.write_month(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01", month_bars(JAN, 10))
+    real = pq.write_table
+
+    def interrupted(table, where, **kwargs):
+        real(table.slice(0, 3), where, **kwargs)  # part of the file is on disk when the key is pressed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_month(Market.SPOT, ONE_MINUTE, "BTCUSDT", "2024-01", month_bars(JAN, 20, price=5.0))
+    folder = path.rsplit("/", 1)[0]
+    assert sorted(p.name for p in Path(folder).iterdir()) == ["bars.parquet"]
+    got = store.bars(Market.SPOT, ONE_MINUTE, "BTCUSDT", JAN, FEB)
+    assert got["close"].tolist() == month_bars(JAN, 10)["close"].tolist()  # the old month, whole
