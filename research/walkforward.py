@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analytics._unitroot import NTREND, adf_required
 from analytics.backtest import MINUTE_BARS_PER_YEAR, FundingHistory, backtest_mean_reversion
 from analytics.errors import InsufficientDataError
 from analytics.scan import COLLINEAR, DEFAULT_MIN_BARS, MIN_SCAN_BARS, OK, benjamini_hochberg, scan_pairs
@@ -175,15 +176,27 @@ class WalkForwardSettings:
         if self.maxlag is not None and (isinstance(self.maxlag, bool) or not isinstance(self.maxlag, int)
                                         or self.maxlag < 0):
             raise ValueError(f"maxlag must be a whole number >= 0 or None, got {self.maxlag!r}")
-        floor = max(DEFAULT_MIN_BARS, 2 * (self.maxlag or 0) + 3)
+        # The bars the formation's Engle–Granger test (ADF without deterministic terms on the residual)
+        # and the trading window's stay test (ADF with a constant) need with a fixed maxlag; with the
+        # default maxlag both adapt to the bars at hand.
+        formation_need = adf_required(self.maxlag or 0, 0)
+        floor = max(DEFAULT_MIN_BARS, formation_need)
         min_bars = floor if self.min_bars is None else self.min_bars
         if isinstance(min_bars, bool) or not isinstance(min_bars, int) or min_bars < MIN_SCAN_BARS:
             raise ValueError(f"min_bars must be a whole number >= {MIN_SCAN_BARS}, got {self.min_bars!r}")
+        if min_bars < formation_need:  # the scanner would refuse it inside the first window
+            raise ValueError(f"min_bars must be at least {formation_need} for the Engle–Granger test with maxlag "
+                             f"{self.maxlag}, got {min_bars}")
         object.__setattr__(self, "scan_min_bars", min_bars)
         if self.formation < min_bars:
             raise ValueError(f"formation must be at least {min_bars} bars (the scan's min_bars), got {self.formation}")
         if self.trading < MIN_TRADING_BARS:
             raise ValueError(f"trading must be at least {MIN_TRADING_BARS} bars, got {self.trading}")
+        stay_need = adf_required(self.maxlag or 0, NTREND["c"])
+        if self.maxlag is not None and self.trading < stay_need:
+            # Otherwise no pair of any window could be tested out of sample: a study with no stays at all.
+            raise ValueError(f"trading must be at least {stay_need} bars for the stay test's ADF with maxlag "
+                             f"{self.maxlag}, got {self.trading}")
         if self.step < 0:
             raise ValueError(f"step must be >= 1 bar (or 0 for the trading length), got {self.step}")
         if self.step == 0:

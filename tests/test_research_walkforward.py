@@ -146,6 +146,31 @@ def test_bad_settings_are_named(options: dict[str, object], message: str) -> Non
         settings(**options)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # The stay test (ADF with a constant, maxlag lags) on 30 bars needs 2·(20 + 2) = 44: every pair of
+        # every window would be untestable out of sample, so the study would report nothing found staying.
+        ({"formation": 60, "trading": 30, "maxlag": 20},
+         r"trading must be at least 44 bars for the stay test's ADF with maxlag 20, got 30"),
+        # The formation scan with maxlag 20 needs 2·20 + 3 = 43 shared bars: refused here, not mid-run.
+        ({"formation": 60, "trading": 60, "maxlag": 20, "min_bars": 30},
+         r"min_bars must be at least 43 for the Engle–Granger test with maxlag 20, got 30"),
+    ],
+)
+def test_a_maxlag_the_windows_cannot_hold_is_refused_before_any_window_runs(options: dict[str, object],
+                                                                             message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WalkForwardSettings(**options)  # type: ignore[arg-type]
+    # The lengths that fit are accepted and every pair of a window is then tested out of sample.
+    fitting = WalkForwardSettings(formation=60, trading=44, maxlag=20, min_bars=43)
+    rng = np.random.default_rng(3)
+    x = random_walk(rng, 104)
+    closes = pd.DataFrame({"A": planted(rng, x), "B": x}, index=grid(104))
+    rows = walk_forward(closes, "1m", fitting).rows
+    assert rows["oos_status"].tolist() == ["ok"] and rows["stays"].notna().all()
+
+
 def test_the_default_step_is_the_trading_length() -> None:
     assert settings().step == 200 and settings(step=50).step == 50
 
