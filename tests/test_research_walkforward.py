@@ -659,6 +659,30 @@ def test_without_funding_data_a_perpetual_pair_says_its_pnl_leaves_funding_out()
     assert other["oos_note"] == "" and math.isfinite(other["oos_funding"]) and math.isfinite(other["oos_pnl"])
 
 
+def test_exchange_symbols_of_perpetuals_pay_funding_under_their_leg_names() -> None:
+    """A um research store's columns are exchange symbols (AAAUSDT for the leg AAAUSDT.P): with
+    ``perpetuals`` every leg pays funding, looked up and named by its leg name, never taken as spot."""
+    named = _perp_market()
+    symbols = named.rename(columns={"AAAUSDT.P": "AAAUSDT"})
+    chosen = settings(cost_bps=5.0, entry=1.5, exit=0.25)
+    history, flat = _funding_events("AAAUSDT.P"), _funding_events("BBBUSDT.P")
+    flat = FundingHistory("BBBUSDT.P", flat.times_ms, np.zeros(len(flat.times_ms)), flat.marks,
+                          flat.known_from_ms, flat.known_to_ms)  # known, and zero: the x leg pays nothing
+    by_name = evaluate_window(named, [("AAAUSDT.P", "BBBUSDT")], one_window(), chosen,
+                              funding={"AAAUSDT.P": history}).iloc[0]
+    by_symbol = evaluate_window(symbols, [("AAAUSDT", "BBBUSDT")], one_window(), chosen, perpetuals=True,
+                                funding={"AAAUSDT.P": history, "BBBUSDT.P": flat}).iloc[0]
+    assert by_symbol["oos_funding"] != 0.0 and by_symbol["oos_funding"] == by_name["oos_funding"]
+    assert by_symbol["oos_pnl"] == by_name["oos_pnl"] and by_symbol["oos_note"] == ""
+    missing = evaluate_window(symbols, [("AAAUSDT", "BBBUSDT")], one_window(), chosen, perpetuals=True,
+                              funding={"AAAUSDT.P": history}).iloc[0]
+    assert missing["oos_note"] == "funding unknown for BBBUSDT.P: no funding history"
+    assert math.isnan(missing["oos_pnl"])
+    unknown = walk_forward(symbols, "1m", chosen, perpetuals=True).rows.iloc[0]
+    assert unknown["oos_note"] == "funding of AAAUSDT.P and BBBUSDT.P not included (no funding history given)"
+    assert math.isnan(unknown["oos_funding"]) and math.isfinite(unknown["oos_pnl"])
+
+
 def test_a_planted_pair_in_an_imported_archive_tree_is_found_and_stays_window_after_window(tmp_path) -> None:
     """From Binance-style archives (testkit.archives) through the research store: the planted pair
     (log ETH = 0.5 + log BTC + AR(1)) is found in every formation window and stays in every trading window."""
