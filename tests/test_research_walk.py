@@ -226,6 +226,9 @@ def test_ctrl_c_in_the_walk_exits_130_and_stores_nothing(shared_cluster, store_r
     (["--trading", "banana"], "trading: 'banana' is neither a number of bars nor a duration"),
     (["--formation", "40h"], "span: the span .* holds 2400 1m bars; one window needs formation \\+ trading"),
     (["--trend", "ct"], "trend: 'ct' is not one of c, n"),
+    # 40 trading bars cannot hold the stay test's ADF with 20 lags: every pair would go untested.
+    (["--maxlag", "20", "--trading", "40min"], "trading must be at least 44 bars for the stay test's ADF with "
+     "maxlag 20, got 40"),
     (["--entry", "two"], "entry: 'two' is not a number"),
     (["--entry", "1", "--exit", "1"], "entry must be > 0 and exit in \\[0, entry\\)"),
     (["--top", "1"], "top: 1 must be >= 2"),
