@@ -14,7 +14,8 @@ BLAS thread, as Dask's workers have), whatever the block size or the cluster.
 
 Funding: the research store holds no funding history, so a perpetual leg's PnL leaves funding out
 and each such row's ``oos_note`` says so (:func:`research.walkforward.evaluate_window` with no
-``funding``).
+``funding``). The um store names its perpetuals by exchange symbol (``ETHUSDT``), so a um walk passes
+``perpetuals=True``: without it every leg would pass for spot and show a funding of 0.
 """
 
 from __future__ import annotations
