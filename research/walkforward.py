@@ -508,7 +508,7 @@ class _Funding:
     def of(cls, pair: tuple[Hashable, Hashable], funding: Mapping[str, FundingHistory] | None,
            close_ms: np.ndarray, perpetuals: bool = False) -> _Funding:
         # A um store's columns are exchange symbols: the leg name (ETHUSDT.P) is what funding is keyed by.
-        names = [f"{leg}{PERP_SUFFIX}" if perpetuals else str(leg) for leg in pair]
+        names = [f"{leg}{PERP_SUFFIX}" if perpetuals and not is_perpetual(str(leg)) else str(leg) for leg in pair]
         perpetual = [name for name in names if perpetuals or is_perpetual(name)]
         if funding is None:
             note = f"funding of {' and '.join(perpetual)} not included (no funding history given)" if perpetual else ""

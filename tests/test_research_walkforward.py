@@ -681,6 +681,9 @@ def test_exchange_symbols_of_perpetuals_pay_funding_under_their_leg_names() -> N
     unknown = walk_forward(symbols, "1m", chosen, perpetuals=True).rows.iloc[0]
     assert unknown["oos_note"] == "funding of AAAUSDT.P and BBBUSDT.P not included (no funding history given)"
     assert math.isnan(unknown["oos_funding"]) and math.isfinite(unknown["oos_pnl"])
+    # A column already named as a perpetual leg keeps its name.
+    mixed = walk_forward(named, "1m", chosen, perpetuals=True).rows.iloc[0]
+    assert mixed["oos_note"] == unknown["oos_note"]
 
 
 def test_a_planted_pair_in_an_imported_archive_tree_is_found_and_stays_window_after_window(tmp_path) -> None:
