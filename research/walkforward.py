@@ -55,11 +55,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analytics._unitroot import NTREND, adf_required
 from analytics.backtest import MINUTE_BARS_PER_YEAR, FundingHistory, backtest_mean_reversion
 from analytics.errors import InsufficientDataError
 from analytics.scan import COLLINEAR, DEFAULT_MIN_BARS, MIN_SCAN_BARS, OK, benjamini_hochberg, scan_pairs
 from analytics.stationarity import adf, half_life
-from domain import Timeframe
+from domain import PERP_SUFFIX, Timeframe
 from pairs.funding import is_perpetual
 
 # Formation statistics come from the scanner and are adjusted by add_q_values; the oos_* columns
@@ -175,15 +176,27 @@ class WalkForwardSettings:
         if self.maxlag is not None and (isinstance(self.maxlag, bool) or not isinstance(self.maxlag, int)
                                         or self.maxlag < 0):
             raise ValueError(f"maxlag must be a whole number >= 0 or None, got {self.maxlag!r}")
-        floor = max(DEFAULT_MIN_BARS, 2 * (self.maxlag or 0) + 3)
+        # The bars the formation's Engle–Granger test (ADF without deterministic terms on the residual)
+        # and the trading window's stay test (ADF with a constant) need with a fixed maxlag; with the
+        # default maxlag both adapt to the bars at hand.
+        formation_need = adf_required(self.maxlag or 0, 0)
+        floor = max(DEFAULT_MIN_BARS, formation_need)
         min_bars = floor if self.min_bars is None else self.min_bars
         if isinstance(min_bars, bool) or not isinstance(min_bars, int) or min_bars < MIN_SCAN_BARS:
             raise ValueError(f"min_bars must be a whole number >= {MIN_SCAN_BARS}, got {self.min_bars!r}")
+        if min_bars < formation_need:  # the scanner would refuse it inside the first window
+            raise ValueError(f"min_bars must be at least {formation_need} for the Engle–Granger test with maxlag "
+                             f"{self.maxlag}, got {min_bars}")
         object.__setattr__(self, "scan_min_bars", min_bars)
         if self.formation < min_bars:
             raise ValueError(f"formation must be at least {min_bars} bars (the scan's min_bars), got {self.formation}")
         if self.trading < MIN_TRADING_BARS:
             raise ValueError(f"trading must be at least {MIN_TRADING_BARS} bars, got {self.trading}")
+        stay_need = adf_required(self.maxlag or 0, NTREND["c"])
+        if self.maxlag is not None and self.trading < stay_need:
+            # Otherwise no pair of any window could be tested out of sample: a study with no stays at all.
+            raise ValueError(f"trading must be at least {stay_need} bars for the stay test's ADF with maxlag "
+                             f"{self.maxlag}, got {self.trading}")
         if self.step < 0:
             raise ValueError(f"step must be >= 1 bar (or 0 for the trading length), got {self.step}")
         if self.step == 0:
@@ -286,14 +299,14 @@ class WalkForwardResult:
 
 
 def walk_forward(closes: pd.DataFrame, timeframe: Timeframe | str, settings: WalkForwardSettings, *,
-                 funding: Mapping[str, FundingHistory] | None = None,
+                 funding: Mapping[str, FundingHistory] | None = None, perpetuals: bool = False,
                  progress: Progress | None = None) -> WalkForwardResult:
     """Every pair of ``closes``' columns over every complete window of its span, in this process.
 
     ``closes``: bar closes (quote currency, > 0, NaN for a missing bar), one column per leg,
     indexed by bar start (a UTC ``DatetimeIndex`` on the ``timeframe`` grid, increasing), as
     :meth:`storage.research.ResearchStore.closes` returns them. The span runs from the first bar
-    to the end of the last. ``funding``: as for :func:`evaluate_window`. ``progress(done, total)``
+    to the end of the last. ``funding``, ``perpetuals``: as for :func:`evaluate_window`. ``progress(done, total)``
     is called after each window.
     """
     frame = Timeframe.of(timeframe)
@@ -304,7 +317,7 @@ def walk_forward(closes: pd.DataFrame, timeframe: Timeframe | str, settings: Wal
     pairs = list(itertools.combinations(closes.columns, 2))
     parts = []
     for done, window in enumerate(windows, start=1):
-        parts.append(evaluate_window(closes, pairs, window, settings, funding=funding))
+        parts.append(evaluate_window(closes, pairs, window, settings, funding=funding, perpetuals=perpetuals))
         if progress is not None:
             progress(done, len(windows))
     rows = add_q_values(pd.concat(parts, ignore_index=True))
@@ -313,7 +326,7 @@ def walk_forward(closes: pd.DataFrame, timeframe: Timeframe | str, settings: Wal
 
 def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashable]], window: Window,
                     settings: WalkForwardSettings, *,
-                    funding: Mapping[str, FundingHistory] | None = None) -> pd.DataFrame:
+                    funding: Mapping[str, FundingHistory] | None = None, perpetuals: bool = False) -> pd.DataFrame:
     """The block kernel: one row per pair of ``pairs`` over ``window`` (columns ``WALK_COLUMNS``).
 
     ``closes`` holds (at least) the pairs' symbols over (at least) the window's span, indexed by
@@ -325,6 +338,10 @@ def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashab
     at least the trading window. A perpetual leg missing from it has unknown funding (its pairs'
     PnL is NaN, named in ``oos_note``); ``None`` means no funding data at all: PnL without
     funding, and the note of each pair with a perpetual leg says so. Spot legs never pay funding.
+
+    ``perpetuals``: the columns are exchange symbols of USDⓈ-M perpetuals (a um research store's
+    ``ETHUSDT``, whose leg name is ``ETHUSDT.P``): every leg pays funding, looked up in ``funding``
+    and named in notes by its leg name. By default a leg is a perpetual when its name says so.
 
     ValueError naming the problem for a pair whose leg is not a column, a pair of one symbol,
     or closes the scanner refuses (inf, a price <= 0) inside the window.
@@ -343,20 +360,21 @@ def evaluate_window(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashab
     close_ms = np.asarray((trading.index - _EPOCH) // pd.Timedelta(milliseconds=1), dtype=np.int64) + window.bar_ms
     records = [_pair_row(window.number, by_pair[pair], formed[:, [position[pair[0]], position[pair[1]]]],
                          traded[:, [position[pair[0]], position[pair[1]]]],
-                         _Funding.of(pair, funding, close_ms), settings) for pair in wanted]
+                         _Funding.of(pair, funding, close_ms, perpetuals), settings) for pair in wanted]
     return pd.DataFrame.from_records(records, columns=list(WALK_COLUMNS)) if records else _empty_rows()
 
 
 def evaluate_windows(closes: pd.DataFrame, pairs: Iterable[tuple[Hashable, Hashable]], windows: Sequence[Window],
                      settings: WalkForwardSettings, *,
-                     funding: Mapping[str, FundingHistory] | None = None) -> pd.DataFrame:
+                     funding: Mapping[str, FundingHistory] | None = None, perpetuals: bool = False) -> pd.DataFrame:
     """:func:`evaluate_window` over several windows, rows concatenated in window order.
 
     One task of a distributed runner: the closes of a block's symbols over the whole span, read
     once, and the block's pairs over every window (``walk_forward_windows`` of the span).
     """
     wanted = list(pairs)
-    parts = [evaluate_window(closes, wanted, window, settings, funding=funding) for window in windows]
+    parts = [evaluate_window(closes, wanted, window, settings, funding=funding, perpetuals=perpetuals)
+             for window in windows]
     return pd.concat(parts, ignore_index=True) if parts else _empty_rows()
 
 
@@ -488,13 +506,14 @@ class _Funding:
 
     @classmethod
     def of(cls, pair: tuple[Hashable, Hashable], funding: Mapping[str, FundingHistory] | None,
-           close_ms: np.ndarray) -> _Funding:
-        perpetual = [str(leg) for leg in pair if is_perpetual(str(leg))]
+           close_ms: np.ndarray, perpetuals: bool = False) -> _Funding:
+        # A um store's columns are exchange symbols: the leg name (ETHUSDT.P) is what funding is keyed by.
+        names = [f"{leg}{PERP_SUFFIX}" if perpetuals and not is_perpetual(str(leg)) else str(leg) for leg in pair]
+        perpetual = [name for name in names if perpetuals or is_perpetual(name)]
         if funding is None:
             note = f"funding of {' and '.join(perpetual)} not included (no funding history given)" if perpetual else ""
             return cls(None, None, close_ms, note)
-        y, x = (funding.get(str(leg), FundingHistory.none_known(str(leg))) if str(leg) in perpetual else None
-                for leg in pair)
+        y, x = (funding.get(name, FundingHistory.none_known(name)) if name in perpetual else None for name in names)
         return cls(y, x, close_ms, "")
 
 

@@ -14,7 +14,8 @@ BLAS thread, as Dask's workers have), whatever the block size or the cluster.
 
 Funding: the research store holds no funding history, so a perpetual leg's PnL leaves funding out
 and each such row's ``oos_note`` says so (:func:`research.walkforward.evaluate_window` with no
-``funding``).
+``funding``). The um store names its perpetuals by exchange symbol (``ETHUSDT``), so a um walk passes
+``perpetuals=True``: without it every leg would pass for spot and show a funding of 0.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pandas as pd
 from distributed import Client
 
 import research.walkforward
+from domain import Market
 from research.scan import (
     Block,
     Progress,
@@ -105,8 +107,9 @@ def walk_forward_kernel(closes: pd.DataFrame, block: Block, params: Mapping[str,
     """The block kernel: the block's pairs over every window (``params``: ``settings``, ``windows``)."""
     pairs = (itertools.product(block.left, block.right) if block.right
              else itertools.combinations(block.left, 2))
-    return with_gap_notes(evaluate_windows(closes, list(pairs), params["windows"], params["settings"]), closes,
-                          params["windows"])
+    rows = evaluate_windows(closes, list(pairs), params["windows"], params["settings"],
+                            perpetuals=params.get("perpetuals", False))
+    return with_gap_notes(rows, closes, params["windows"])
 
 
 def with_gap_notes(rows: pd.DataFrame, closes: pd.DataFrame, windows: Sequence[Window]) -> pd.DataFrame:
@@ -139,7 +142,9 @@ def walk_distributed(client: Client, spec: ScanSpec, settings: WalkForwardSettin
     windows = windows_of(spec, settings)
     check_memory(client, spec, settings.formation, settings.maxlag)
     started = time.monotonic()
-    parts = run_blocks(client, spec, walk_forward_kernel, {"settings": settings, "windows": windows},
+    # A um store names its perpetuals by exchange symbol: say so, or their PnL would show no funding as 0.
+    params = {"settings": settings, "windows": windows, "perpetuals": spec.market is Market.USDM}
+    parts = run_blocks(client, spec, walk_forward_kernel, params,
                        progress=progress, submitted=submitted)
     rows = add_q_values(_in_order(pd.concat(parts, ignore_index=True)))
     return WalkOutcome(rows, summarise(rows, windows, settings), tuple(windows), spec, settings,
@@ -154,7 +159,7 @@ def walk_in_process(spec: ScanSpec, settings: WalkForwardSettings) -> WalkOutcom
     started = time.monotonic()
     symbols = sorted(spec.symbols)
     closes = read_closes(open_store(spec.store), spec.market, spec.timeframe, symbols, spec.start_ms, spec.end_ms)
-    result = walk_forward(closes, spec.timeframe, settings)
+    result = walk_forward(closes, spec.timeframe, settings, perpetuals=spec.market is Market.USDM)
     rows = with_gap_notes(result.rows, closes, result.windows)
     return WalkOutcome(rows, result.summary, result.windows, spec, settings, time.monotonic() - started)
 

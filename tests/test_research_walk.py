@@ -79,6 +79,24 @@ def test_the_distributed_walk_forward_equals_the_single_process_one_exactly(clie
     assert (planted["q_value"] < 0.05).all() and planted["stays"].sum() >= 5
 
 
+def test_a_walk_on_the_um_store_says_every_pnl_leaves_funding_out(client, tmp_path):
+    """The um store names perpetuals by their exchange symbol (AUSDT, not AUSDT.P): every leg of a um
+    walk is a perpetual whose funding the store does not hold, so no row may show a funding of 0."""
+    root = str(tmp_path / "store")
+    symbols = ("AUSDT", "BUSDT", "CUSDT")
+    write_universe(ResearchStore(root), Market.USDM, MINUTE, symbols, START, universe_closes(symbols, BARS, seed=2))
+    spec = spec_of(root, market=Market.USDM, symbols=symbols)
+    reference = walk_in_process(spec, SETTINGS)
+    traded = reference.rows[reference.rows["oos_status"] == "ok"]
+    assert len(traded) > 0 and traded["oos_pnl"].notna().all()
+    assert traded["oos_funding"].isna().all()
+    pair = traded.iloc[0]
+    assert pair["oos_note"].startswith(f"funding of {pair['y']}.P and {pair['x']}.P not included")
+    assert traded["oos_note"].str.contains("not included (no funding history given)", regex=False).all()
+    # The cluster's blocks say the same, bit for bit.
+    pd.testing.assert_frame_equal(walk_distributed(client, spec, SETTINGS).rows, reference.rows, check_exact=True)
+
+
 def test_a_month_missing_in_the_middle_is_named_in_the_windows_it_falls_in(tmp_path):
     """As in the scan: a stretch of more than a day without bars is left out, not carried flat, and the
     rows of the windows it falls in say so (in the formation's note, in the trading window's oos_note)."""
@@ -208,6 +226,9 @@ def test_ctrl_c_in_the_walk_exits_130_and_stores_nothing(shared_cluster, store_r
     (["--trading", "banana"], "trading: 'banana' is neither a number of bars nor a duration"),
     (["--formation", "40h"], "span: the span .* holds 2400 1m bars; one window needs formation \\+ trading"),
     (["--trend", "ct"], "trend: 'ct' is not one of c, n"),
+    # 40 trading bars cannot hold the stay test's ADF with 20 lags: every pair would go untested.
+    (["--maxlag", "20", "--trading", "40min"], "trading must be at least 44 bars for the stay test's ADF with "
+     "maxlag 20, got 40"),
     (["--entry", "two"], "entry: 'two' is not a number"),
     (["--entry", "1", "--exit", "1"], "entry must be > 0 and exit in \\[0, entry\\)"),
     (["--top", "1"], "top: 1 must be >= 2"),

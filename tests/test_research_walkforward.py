@@ -146,6 +146,31 @@ def test_bad_settings_are_named(options: dict[str, object], message: str) -> Non
         settings(**options)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # The stay test (ADF with a constant, maxlag lags) on 30 bars needs 2·(20 + 2) = 44: every pair of
+        # every window would be untestable out of sample, so the study would report nothing found staying.
+        ({"formation": 60, "trading": 30, "maxlag": 20},
+         r"trading must be at least 44 bars for the stay test's ADF with maxlag 20, got 30"),
+        # The formation scan with maxlag 20 needs 2·20 + 3 = 43 shared bars: refused here, not mid-run.
+        ({"formation": 60, "trading": 60, "maxlag": 20, "min_bars": 30},
+         r"min_bars must be at least 43 for the Engle–Granger test with maxlag 20, got 30"),
+    ],
+)
+def test_a_maxlag_the_windows_cannot_hold_is_refused_before_any_window_runs(options: dict[str, object],
+                                                                             message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WalkForwardSettings(**options)  # type: ignore[arg-type]
+    # The lengths that fit are accepted and every pair of a window is then tested out of sample.
+    fitting = WalkForwardSettings(formation=60, trading=44, maxlag=20, min_bars=43)
+    rng = np.random.default_rng(3)
+    x = random_walk(rng, 104)
+    closes = pd.DataFrame({"A": planted(rng, x), "B": x}, index=grid(104))
+    rows = walk_forward(closes, "1m", fitting).rows
+    assert rows["oos_status"].tolist() == ["ok"] and rows["stays"].notna().all()
+
+
 def test_the_default_step_is_the_trading_length() -> None:
     assert settings().step == 200 and settings(step=50).step == 50
 
@@ -632,6 +657,33 @@ def test_without_funding_data_a_perpetual_pair_says_its_pnl_leaves_funding_out()
     assert row_of(funded, "AAAUSDT.P", "BBBUSDT")["oos_note"] == ""
     other = row_of(funded, "AAAUSDT.P", "CCCUSDT")
     assert other["oos_note"] == "" and math.isfinite(other["oos_funding"]) and math.isfinite(other["oos_pnl"])
+
+
+def test_exchange_symbols_of_perpetuals_pay_funding_under_their_leg_names() -> None:
+    """A um research store's columns are exchange symbols (AAAUSDT for the leg AAAUSDT.P): with
+    ``perpetuals`` every leg pays funding, looked up and named by its leg name, never taken as spot."""
+    named = _perp_market()
+    symbols = named.rename(columns={"AAAUSDT.P": "AAAUSDT"})
+    chosen = settings(cost_bps=5.0, entry=1.5, exit=0.25)
+    history, flat = _funding_events("AAAUSDT.P"), _funding_events("BBBUSDT.P")
+    flat = FundingHistory("BBBUSDT.P", flat.times_ms, np.zeros(len(flat.times_ms)), flat.marks,
+                          flat.known_from_ms, flat.known_to_ms)  # known, and zero: the x leg pays nothing
+    by_name = evaluate_window(named, [("AAAUSDT.P", "BBBUSDT")], one_window(), chosen,
+                              funding={"AAAUSDT.P": history}).iloc[0]
+    by_symbol = evaluate_window(symbols, [("AAAUSDT", "BBBUSDT")], one_window(), chosen, perpetuals=True,
+                                funding={"AAAUSDT.P": history, "BBBUSDT.P": flat}).iloc[0]
+    assert by_symbol["oos_funding"] != 0.0 and by_symbol["oos_funding"] == by_name["oos_funding"]
+    assert by_symbol["oos_pnl"] == by_name["oos_pnl"] and by_symbol["oos_note"] == ""
+    missing = evaluate_window(symbols, [("AAAUSDT", "BBBUSDT")], one_window(), chosen, perpetuals=True,
+                              funding={"AAAUSDT.P": history}).iloc[0]
+    assert missing["oos_note"] == "funding unknown for BBBUSDT.P: no funding history"
+    assert math.isnan(missing["oos_pnl"])
+    unknown = walk_forward(symbols, "1m", chosen, perpetuals=True).rows.iloc[0]
+    assert unknown["oos_note"] == "funding of AAAUSDT.P and BBBUSDT.P not included (no funding history given)"
+    assert math.isnan(unknown["oos_funding"]) and math.isfinite(unknown["oos_pnl"])
+    # A column already named as a perpetual leg keeps its name.
+    mixed = walk_forward(named, "1m", chosen, perpetuals=True).rows.iloc[0]
+    assert mixed["oos_note"] == unknown["oos_note"]
 
 
 def test_a_planted_pair_in_an_imported_archive_tree_is_found_and_stays_window_after_window(tmp_path) -> None:
