@@ -288,7 +288,18 @@ class Service:
             return store.rules()
 
     def add_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
-        """``rule`` stored, with its id; False (and the stored one) when an equal rule was already there."""
+        """``rule`` stored, with its id; False (and the stored one) when an equal rule was already there.
+
+        ValueError naming the leg for a rule on a leg of another market (``ETHUSDT.P`` on a spot page,
+        spot ``ETHUSDT`` on the futures page): this source's monitor never sees such a leg, so the rule
+        would be stored and never fire, silently.
+        """
+        market = self.spec.market or Market.SPOT  # simulated and replayed sources have spot-style legs
+        foreign = [leg for leg in rule.symbols if Leg.parse(leg).market is not market]
+        if foreign:
+            kind = "a USDⓈ-M perpetual" if market is Market.SPOT else "a spot leg"
+            raise ValueError(f"{rule.describe()} on {rule.label}: {foreign[0]} is {kind}, but the {self.spec.label} "
+                             f"source's alert monitor sees its {market.value} legs only, so the rule could never fire")
         with open_alerts(self.site) as store:
             return store.ensure_rule(rule)
 
