@@ -117,8 +117,11 @@ class SqliteAlertStore(SqliteDatabase):
 
         Returns (rule with its id, True if it was added). Lets a recorder restarted with the same
         ``--alert`` flags keep one rule instead of piling up copies; a disabled copy is re-enabled.
+        The check and the insert are one write transaction: two sessions adding the same rule at once
+        store it once (the second waits for the first's lock, then finds its rule).
         """
-        return rows.ensure_rule(self, rule)
+        with errors_named(self.path), transaction(self._conn):
+            return rows.ensure_rule(self, rule)
 
     def rules(self, enabled_only: bool = False) -> list[AlertRule]:
         """Stored rules in creation order; only enabled ones if ``enabled_only``."""
