@@ -303,6 +303,15 @@ class Service:
         with open_alerts(self.site) as store:
             return store.ensure_rule(rule)
 
+    def unwatched_legs(self, rule: AlertRule) -> tuple[str, ...]:
+        """The legs of ``rule`` this service's alert monitor does not watch, so it skips the rule (a price
+        rule on ``SOLUSDT`` while the feed watches BTCUSDT and ETHUSDT): the page says so instead of
+        listing a rule that never fires. () on a follower, whose recorder evaluates the rules."""
+        if self.monitor is None:
+            return ()
+        watched = set(self.monitor.engine.symbols)
+        return tuple(leg for leg in rule.symbols if leg not in watched)
+
     def set_rule_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Switch rule ``rule_id`` on or off; False when there is no such rule (another tab deleted it)."""
         with open_alerts(self.site) as store:
@@ -450,6 +459,10 @@ class JointService(Service):
 
     def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
         return self.home.recent_alerts(limit)
+
+    def unwatched_legs(self, rule: AlertRule) -> tuple[str, ...]:
+        """Of a rule the page lists (its own source's): the home venue's monitor evaluates it."""
+        return self.home.unwatched_legs(rule)
 
     def add_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
         """``rule`` stored on the venue of its legs; ValueError for a pair across venues."""
