@@ -72,12 +72,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error (connections here autocommit).
 
     IMMEDIATE takes the write lock up front, where ``busy_timeout`` applies, instead of failing
-    half-way when a deferred transaction upgrades to a writer. A transaction opened inside one joins
-    it (the outer one commits or rolls back), so a check and the writes it decides are one unit.
+    half-way when a deferred transaction upgrades to a writer.
     """
-    if conn.in_transaction:
-        yield conn
-        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
