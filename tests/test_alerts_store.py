@@ -177,6 +177,19 @@ def test_two_sessions_adding_the_same_rule_at_once_store_it_once(tmp_path, monke
     assert {rule.id for rule, _ in results} == {stored[0].id}
 
 
+def test_ensure_rule_re_enables_a_disabled_copy_in_its_one_transaction(tmp_path):
+    """The re-enable is written inside ensure_rule's transaction (committed with it, seen by another session)."""
+    path = tmp_path / "a.sqlite3"
+    with SqliteAlertStore(path) as ui, SqliteAlertStore(path) as engine:
+        first = ui.add_rule(zscore_rule())
+        ui.set_enabled(first.stored_id, False)
+        seen = engine.rules_version()
+        again, added = ui.ensure_rule(zscore_rule())
+        assert (again.id, again.enabled, added) == (first.id, True, False)
+        assert [(rule.id, rule.enabled) for rule in engine.rules()] == [(first.id, True)]
+        assert engine.rules_version() > seen and not ui._conn.in_transaction
+
+
 def test_refuses_the_tick_database(tmp_path):
     path = tmp_path / "live.sqlite3"
     SqliteTickStore(path).close()
