@@ -288,9 +288,29 @@ class Service:
             return store.rules()
 
     def add_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
-        """``rule`` stored, with its id; False (and the stored one) when an equal rule was already there."""
+        """``rule`` stored, with its id; False (and the stored one) when an equal rule was already there.
+
+        ValueError naming the leg for a rule on a leg of another market (``ETHUSDT.P`` on a spot page,
+        spot ``ETHUSDT`` on the futures page): this source's monitor never sees such a leg, so the rule
+        would be stored and never fire, silently.
+        """
+        market = self.spec.market or Market.SPOT  # simulated and replayed sources have spot-style legs
+        foreign = [leg for leg in rule.symbols if Leg.parse(leg).market is not market]
+        if foreign:
+            kind = "a USDⓈ-M perpetual" if market is Market.SPOT else "a spot leg"
+            raise ValueError(f"{rule.describe()} on {rule.label}: {foreign[0]} is {kind}, but the {self.spec.label} "
+                             f"source's alert monitor sees its {market.value} legs only, so the rule could never fire")
         with open_alerts(self.site) as store:
             return store.ensure_rule(rule)
+
+    def unwatched_legs(self, rule: AlertRule) -> tuple[str, ...]:
+        """The legs of ``rule`` this service's alert monitor does not watch, so it skips the rule (a price
+        rule on ``SOLUSDT`` while the feed watches BTCUSDT and ETHUSDT): the page says so instead of
+        listing a rule that never fires. () on a follower, whose recorder evaluates the rules."""
+        if self.monitor is None:
+            return ()
+        watched = set(self.monitor.engine.symbols)
+        return tuple(leg for leg in rule.symbols if leg not in watched)
 
     def set_rule_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Switch rule ``rule_id`` on or off; False when there is no such rule (another tab deleted it)."""
@@ -439,6 +459,10 @@ class JointService(Service):
 
     def recent_alerts(self, limit: int = ALERTS_KEPT) -> list[AlertRecord]:
         return self.home.recent_alerts(limit)
+
+    def unwatched_legs(self, rule: AlertRule) -> tuple[str, ...]:
+        """Of a rule the page lists (its own source's): the home venue's monitor evaluates it."""
+        return self.home.unwatched_legs(rule)
 
     def add_rule(self, rule: AlertRule) -> tuple[AlertRule, bool]:
         """``rule`` stored on the venue of its legs; ValueError for a pair across venues."""

@@ -1,3 +1,4 @@
+import contextlib
 import sqlite3
 import threading
 
@@ -133,6 +134,60 @@ def test_rules_version_sees_rule_changes_from_another_connection(tmp_path):
         ui.delete_rule(rule.id)
         assert engine.rules_version() > seen
         assert engine.rules() == []
+
+
+def test_two_sessions_adding_the_same_rule_at_once_store_it_once(tmp_path, monkeypatch):
+    """Two dashboard sessions click "Add rule" on the same condition together: each reads the rules, finds
+    none, and, checking and inserting apart, both add it (the rule then fires and posts twice per bar)."""
+    path = tmp_path / "a.sqlite3"
+    SqliteAlertStore(path).close()
+    both_read = threading.Barrier(2, timeout=1.0)
+    read = SqliteAlertStore.rules
+
+    def rules_then_meet(store: SqliteAlertStore, enabled_only: bool = False) -> list[AlertRule]:
+        found = read(store, enabled_only)
+        # Hold each session between its check and its insert until the other has checked too; broken
+        # when the other session waits for this one's lock instead (it has not read).
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()
+        return found
+
+    monkeypatch.setattr(SqliteAlertStore, "rules", rules_then_meet)
+    results: list[tuple[AlertRule, bool]] = []
+    errors: list[BaseException] = []
+
+    def session() -> None:
+        try:
+            with SqliteAlertStore(path) as store:
+                results.append(store.ensure_rule(zscore_rule()))
+        except BaseException as exc:  # shown by the assertion below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and len(results) == 2, errors
+    monkeypatch.undo()
+    with SqliteAlertStore(path) as store:
+        stored = store.rules()
+    assert len(stored) == 1, [rule.id for rule in stored]
+    assert sorted(added for _, added in results) == [False, True]
+    assert {rule.id for rule, _ in results} == {stored[0].id}
+
+
+def test_ensure_rule_re_enables_a_disabled_copy_in_its_one_transaction(tmp_path):
+    """The re-enable is written inside ensure_rule's transaction (committed with it, seen by another session)."""
+    path = tmp_path / "a.sqlite3"
+    with SqliteAlertStore(path) as ui, SqliteAlertStore(path) as engine:
+        first = ui.add_rule(zscore_rule())
+        ui.set_enabled(first.stored_id, False)
+        seen = engine.rules_version()
+        again, added = ui.ensure_rule(zscore_rule())
+        assert (again.id, again.enabled, added) == (first.id, True, False)
+        assert [(rule.id, rule.enabled) for rule in engine.rules()] == [(first.id, True)]
+        assert engine.rules_version() > seen and not ui._conn.in_transaction
 
 
 def test_refuses_the_tick_database(tmp_path):

@@ -236,6 +236,20 @@ def add_rule(at: AppTest, text: str) -> None:
     next(b for b in at.button if b.label == "Add rule").click().run()
 
 
+def test_a_rule_on_a_leg_the_feed_does_not_watch_is_listed_as_not_evaluated(sim_env):
+    """A look-alike (``ETHUSTD`` for ETHUSDT) is a valid symbol, so the rule is stored, but the monitor skips
+    it for ever: the list says so next to it, and a rule on a watched leg carries no such note."""
+    at = ready(AppTest.from_file(APP, default_timeout=30).run())
+    open_tab(at, "Alerts")
+    add_rule(at, "ETHUSTD price > 1")
+    add_rule(at, "ETHUSDT price > 1")
+    assert not at.exception
+    lines = {line.split("`")[1]: unescaped(line) for line in (m.value for m in at.markdown)
+             if line.startswith("`") and " price > 1`" in line}
+    assert "not evaluated: this feed does not watch ETHUSTD" in lines["ETHUSTD price > 1"]
+    assert "not evaluated" not in lines["ETHUSDT price > 1"]
+
+
 def test_alert_rules_are_created_evaluated_by_the_engine_and_listed(sim_env):
     at = ready(AppTest.from_file(APP, default_timeout=30).run())
     at.slider(key="window").set_value(10).run()

@@ -14,6 +14,7 @@ import math
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -190,6 +191,10 @@ def test_alert_rules_go_to_their_legs_venue_and_a_pair_across_venues_is_refused(
         assert added and stored.id is not None
         with open_alerts(page.services["um"].site) as store:
             assert [r.describe() for r in store.rules()] == ["ETHUSDT.P price > 4000"]
+        # The page lists its own (spot) source's rules: a rule there on a leg spot does not watch is marked.
+        spot_price = AlertRule(metric="price", operator=">", threshold=1.0, symbol="ETHUSDT", timeframe_ms=1_000)
+        assert page.unwatched_legs(spot_price) == ()
+        assert page.unwatched_legs(replace(spot_price, symbol="SOLUSDT")) == ("SOLUSDT",)
     finally:
         registry.stop_all()
 

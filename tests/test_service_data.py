@@ -55,6 +55,19 @@ def test_rules_are_added_switched_and_deleted_through_the_service(service):
     assert not service.set_rule_enabled(stored.id, True)
 
 
+def test_a_rule_on_a_leg_of_another_market_is_refused_not_stored_to_never_fire(service):
+    """A user on a spot-only page types a perpetual's price rule, or a pair with a perpetual leg: this
+    source's monitor never sees ``ETHUSDT.P``, so storing it would leave a rule that silently never fires."""
+    perp_price = AlertRule("price", ">", 3_000.0, symbol="ETHUSDT.P")
+    with pytest.raises(ValueError, match=r"ETHUSDT\.P is a USDⓈ-M perpetual, but the Simulated market source"):
+        service.add_rule(perp_price)
+    with pytest.raises(ValueError, match=r"on ETHUSDT\.P/BTCUSDT: ETHUSDT\.P is a USDⓈ-M perpetual"):
+        service.add_rule(AlertRule("zscore", ">", 2.0, pair=("ETHUSDT.P", "BTCUSDT")))
+    assert service.alert_rules() == []
+    stored, added = service.add_rule(AlertRule("price", ">", 3_000.0, symbol="ETHUSDT"))  # its own leg: kept
+    assert added and [rule.id for rule in service.alert_rules()] == [stored.id]
+
+
 def test_the_alert_history_is_read_now_while_the_banners_keep_their_copy(service):
     """A webhook delivery moves on after its alert was stored (and counted): the history shows where it is."""
     rule, _ = service.add_rule(QUIET)

@@ -117,8 +117,12 @@ def render_alerts_tab(service: Service, pair: tuple[str, str], timeframe_ms: int
     for rule in rules:
         label_col, toggle_col, delete_col = st.columns([6, 1, 1])
         scope = rule.label if rule.metric == "price" else f"{rule.label}, window {rule.window}"
+        unwatched = service.unwatched_legs(rule)
+        # The monitor skips a rule on a leg its feed does not watch: say so rather than list it as if armed.
+        note = (f" · ⚠️ not evaluated: this feed does not watch {', '.join(unwatched)} (add it to the symbols)"
+                if unwatched else "")
         label_col.markdown(f"`{rule.describe()}` · {scope} · {rule.timeframe_label} · hysteresis "
-                           f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s")
+                           f"{rule.hysteresis:g} · cooldown {rule.cooldown_s:g} s{note}")
         toggle_col.toggle("on", value=rule.enabled, key=f"rule_on_{rule.id}", on_change=_set_enabled,
                           args=(service, rule.id, f"rule_on_{rule.id}"))
         delete_col.button("Delete", key=f"rule_delete_{rule.id}", on_click=_delete, args=(service, rule.id))

@@ -16,7 +16,9 @@ the engine and each UI session open their own. WAL lets them read while another 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,12 +102,19 @@ class SqliteAlertStore(SqliteDatabase):
                  now_ms: Callable[[], int] = wall_clock_ms) -> None:
         super().__init__(path, busy_timeout_ms=busy_timeout_ms)
         self._now_ms = now_ms
+        self._ensuring = False  # inside ensure_rule's transaction: add_rule and set_enabled write in it
+
+    def _rule_transaction(self) -> AbstractContextManager[object]:
+        """A write transaction for one rule change, or, inside :meth:`ensure_rule`, its open one (so its
+        check and its insert are one unit; only there, so a transaction left open by a failed COMMIT is
+        never joined by a later write silently)."""
+        return contextlib.nullcontext() if self._ensuring else transaction(self._conn)
 
     # ------------------------------------------------------------------ rules
 
     def add_rule(self, rule: AlertRule) -> AlertRule:
         """Store ``rule`` (its ``id`` is ignored) and return it with the new id."""
-        with errors_named(self.path), transaction(self._conn):
+        with errors_named(self.path), self._rule_transaction():
             cursor = self._conn.execute(
                 f"INSERT INTO alert_rules ({rows.INSERT_RULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.rule_row(rule, self._now_ms()))
@@ -117,8 +126,15 @@ class SqliteAlertStore(SqliteDatabase):
 
         Returns (rule with its id, True if it was added). Lets a recorder restarted with the same
         ``--alert`` flags keep one rule instead of piling up copies; a disabled copy is re-enabled.
+        The check and the insert are one write transaction: two sessions adding the same rule at once
+        store it once (the second waits for the first's lock, then finds its rule).
         """
-        return rows.ensure_rule(self, rule)
+        with errors_named(self.path), transaction(self._conn):
+            self._ensuring = True
+            try:
+                return rows.ensure_rule(self, rule)
+            finally:
+                self._ensuring = False
 
     def rules(self, enabled_only: bool = False) -> list[AlertRule]:
         """Stored rules in creation order; only enabled ones if ``enabled_only``."""
@@ -133,7 +149,7 @@ class SqliteAlertStore(SqliteDatabase):
 
     def set_enabled(self, rule_id: int, enabled: bool) -> bool:
         """Enable or disable a rule; False if no rule has that id."""
-        with errors_named(self.path), transaction(self._conn):
+        with errors_named(self.path), self._rule_transaction():
             changed = self._conn.execute(rows.SET_RULE_ENABLED, (int(enabled), rule_id)).rowcount
             if changed:
                 self._conn.execute(rows.BUMP_RULES_VERSION)
