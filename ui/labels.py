@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from domain import FIVE_MINUTES, ONE_MINUTE, ONE_SECOND, Regression, Timeframe
 from pairs.compute import Analytic, Needs
 
@@ -52,6 +54,18 @@ def format_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def span_text(first: pd.Timestamp, last: pd.Timestamp, tz: str) -> str:
+    """``2026-12-07 09:00:00 → 2026-12-07 10:00:00 (Europe/Paris)``: the bars a result covers, from
+    the start of the first to the start of the last (tz-aware), shown in ``tz``."""
+    return f"{first.tz_convert(tz):%Y-%m-%d %H:%M:%S} → {last.tz_convert(tz):%Y-%m-%d %H:%M:%S} ({tz})"
+
+
+def newer_bars_text(newer: int, action: str) -> str:
+    """`` **3 newer bars since: {action}.**`` after a kept result's line ('' when ``newer`` is 0):
+    what the page shows has moved on since the result was computed."""
+    return f" **{newer:,} newer bar{'s' if newer != 1 else ''} since: {action}.**" if newer else ""
 
 
 def half_life_text(bars: float, interval_ms: int) -> str:

@@ -18,7 +18,7 @@ from records.safe_csv import to_csv_bytes
 from service import Service
 from ui import live
 from ui.export import analytics_table, ohlcv_table
-from ui.labels import REGRESSION_LABELS, format_duration, needs_text, verdict
+from ui.labels import REGRESSION_LABELS, format_duration, needs_text, newer_bars_text, span_text, verdict
 from ui.plain import plain
 
 
@@ -52,8 +52,7 @@ def render_symbol_summaries(universe: UniverseView, tz: str) -> None:
     # Which bars: the universe's may be a step behind the pair's (see pairs.universe).
     aligned = universe.bars.aligned
     span = "" if aligned is None or not len(aligned.index) else \
-        (f", bars {aligned.index[0].tz_convert(tz):%Y-%m-%d %H:%M:%S} → "
-         f"{aligned.index[-1].tz_convert(tz):%Y-%m-%d %H:%M:%S} ({tz})")
+        f", bars {span_text(aligned.index[0], aligned.index[-1], tz)}"
     st.caption(f"Over the selected lookback{span}. Volume in base units; volatility from per-bar log returns, "
                f"annualised over 365×24 h.")
 
@@ -101,12 +100,9 @@ def render_tests(pair: PairAnalytics, *, key: str, tz: str = "UTC") -> None:
         st.warning(f"Not enough data for the tests: {plain(report)}")
     else:
         _render_report(report)
-        line = (f"Tested on {report.bars:,} closed bars, {report.first.tz_convert(tz):%Y-%m-%d %H:%M:%S} → "
-                f"{report.last.tz_convert(tz):%Y-%m-%d %H:%M:%S} ({tz}).")
         newer = int((pair.index > report.last).sum())
-        if newer:
-            line += f" **{newer:,} newer bar{'s' if newer != 1 else ''} since: press again to test them.**"
-        st.caption(line)
+        st.caption(f"Tested on {report.bars:,} closed bars, {span_text(report.first, report.last, tz)}."
+                   + newer_bars_text(newer, "press again to test them"))
 
 
 def _render_report(report: CointegrationReport) -> None:

@@ -23,7 +23,7 @@ from records.safe_csv import to_csv_bytes
 from ui.appstate import current
 from ui.controls import UPLOADED, Controls
 from ui.export import ranking
-from ui.labels import Q_VALUE_NOTE, TREND_LABELS, half_life_text, timeframe_label
+from ui.labels import Q_VALUE_NOTE, TREND_LABELS, half_life_text, newer_bars_text, span_text, timeframe_label
 from ui.plain import plain
 from ui.research_launch import render_launcher
 from ui.research_runs import render_stored_runs
@@ -147,13 +147,12 @@ def _last_closed(bars: PairBars) -> pd.Timestamp | None:
 def _render_freshness(result: ScanResult, page_bars: PairBars, tz: str) -> None:
     if result.first_bar is None or result.last_bar is None:
         return
-    first, last = result.first_bar.tz_convert(tz), result.last_bar.tz_convert(tz)
-    line = (f"Scanned {result.n_bars:,} closed bars, {first:%Y-%m-%d %H:%M:%S} → {last:%Y-%m-%d %H:%M:%S} ({tz}): "
+    line = (f"Scanned {result.n_bars:,} closed bars, {span_text(result.first_bar, result.last_bar, tz)}: "
             f"{len(result.table):,} pairs, {len(result.tested):,} tested, {result.significant():,} with q < 0.05.")
     latest = _last_closed(page_bars)
     if latest is not None and latest > result.last_bar:
         behind = int((latest - result.last_bar) / pd.Timedelta(milliseconds=result.interval_ms))
-        line += f" **{behind:,} newer bar{'s' if behind != 1 else ''} since: scan again to refresh.**"
+        line += newer_bars_text(behind, "scan again to refresh")
     st.caption(line)
 
 
