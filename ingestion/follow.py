@@ -23,7 +23,7 @@ import threading
 import time
 
 from ingestion.source import SourceStats, TradeSink
-from records import LIVE_SKEW_MS, TIME_END_MS, TIME_MIN_MS, EventKind, FeedEvent, FeedState, Trade, now_ms, time_problem
+from records import EventKind, FeedEvent, FeedState, Trade, now_ms, possible_times, time_problem
 from storage import Site, StorageError, current_writer, open_ticks
 from storage.base import TickStore
 from storage.lock import WriterInfo
@@ -101,7 +101,7 @@ class DatabaseFollower:
             self.stats.messages += int(new.sum())
             self.stats.last_message_mono = time.monotonic()
             ts = ticks.ts_ms
-            bad = new & ~((ts >= TIME_MIN_MS) & (ts < TIME_END_MS) & (ts - recv <= LIVE_SKEW_MS))
+            bad = new & ~possible_times(ts, recv)
             if bad.any():
                 first = int(bad.argmax())
                 self.stats.parse_errors += int(bad.sum())

@@ -21,6 +21,7 @@ from records.market import (
     TickArrays,
     Trade,
     now_ms,
+    possible_times,
     time_problem,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "Trade",
     "make_event",
     "now_ms",
+    "possible_times",
     "time_problem",
 ]

@@ -45,6 +45,12 @@ def time_problem(ts_ms: int, received_ms: int | None = None) -> str | None:
     return None
 
 
+def possible_times(ts_ms: np.ndarray, received_ms: int | None = None) -> np.ndarray:
+    """:func:`time_problem`'s rule over an array of UTC epoch ms times: True where it finds none."""
+    ok = (ts_ms >= TIME_MIN_MS) & (ts_ms < TIME_END_MS)
+    return ok if received_ms is None else ok & (ts_ms - received_ms <= LIVE_SKEW_MS)
+
+
 def _iso(ms: int) -> str:
     """``2026-12-07T06:30:00.123Z`` for an epoch ms time, or the number itself when no date holds it."""
     try:

@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from records import TIME_END_MS, TIME_MIN_MS, TIME_RANGE
+from records import TIME_END_MS, TIME_MIN_MS, TIME_RANGE, possible_times
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +469,7 @@ def _epoch_ms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         iso_ok = ~parsed.isna() & (ticks % per_ms == 0 if per_ms else True)
         ts_ms[~is_number] = np.where(iso_ok, ticks // per_ms if per_ms else ticks * 1_000, 0)
         ok[~is_number] = iso_ok
-    ok &= (ts_ms >= TIME_MIN_MS) & (ts_ms < TIME_END_MS)
+    ok &= possible_times(ts_ms)
     return ts_ms, ~ok
 
 
