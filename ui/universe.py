@@ -21,6 +21,7 @@ import streamlit as st
 from config import FeedSettings
 from domain import Leg, Market
 from ingestion.binance.rest import RestError
+from ingestion.binance.split import split_names
 from ingestion.binance.universe import DEFAULT_QUOTE, Universe
 from ingestion.source import SourceSpec
 from ingestion.sources import same_coins, source_for, spec_for
@@ -135,9 +136,7 @@ def _add_pasted(source: str, universe: Universe, feed: FeedSettings) -> None:
             wanted.append(leg.name)
     over = list(dict.fromkeys(over))
     if over:
-        more = f" and {len(over) - OVER_CAP_NAMED} more" if len(over) > OVER_CAP_NAMED else ""
-        refused.insert(0, f"{', '.join(over[:OVER_CAP_NAMED])}{more}: at most {MAX_SYMBOLS} symbols are watched "
-                          "on one page")
+        refused.insert(0, f"{split_names(over, OVER_CAP_NAMED)}: at most {MAX_SYMBOLS} symbols are watched on one page")
     if len(refused) > REFUSALS_SHOWN + 1:
         refused[REFUSALS_SHOWN:] = [f"{len(refused) - REFUSALS_SHOWN} more (only the first {REFUSALS_SHOWN} are named)"]
     st.session_state[_key(source, "watched")] = wanted

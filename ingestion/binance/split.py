@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from config import FeedSettings
@@ -52,10 +52,10 @@ MAX_STREAMS_CHARS = 7_900
 NAMED_SYMBOLS = 5  # symbols of a connection named in the feed's error (the rest counted)
 
 
-def split_names(symbols: tuple[str, ...]) -> str:
-    """The first :data:`NAMED_SYMBOLS` of ``symbols`` and how many more: ``BNBUSDT, XRPUSDT and 98 more``."""
-    named = ", ".join(symbols[:NAMED_SYMBOLS])
-    return named if len(symbols) <= NAMED_SYMBOLS else f"{named} and {len(symbols) - NAMED_SYMBOLS} more"
+def split_names(symbols: Sequence[str], shown: int = NAMED_SYMBOLS) -> str:
+    """The first ``shown`` of ``symbols`` and how many more: ``BNBUSDT, XRPUSDT and 98 more``."""
+    named = ", ".join(symbols[:shown])
+    return named if len(symbols) <= shown else f"{named} and {len(symbols) - shown} more"
 
 
 class _LockedSink:
