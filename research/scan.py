@@ -254,8 +254,8 @@ def read_closes(store: ResearchStore, market: Market, timeframe: Timeframe, symb
     closes = raw.reindex(grid).reindex(columns=list(symbols))
     filled = closes.ffill().where(closes.notna()[::-1].cummax()[::-1])  # blank after each column's last bar
     limit = max(1, MAX_CARRY_MS // timeframe.ms)  # bars
-    for column, (first, end) in _gaps(closes, lambda missing: missing > limit):
-        filled.iloc[first:end, column] = np.nan
+    for column, (gap_start, gap_end) in _gaps(closes, lambda missing: missing > limit):
+        filled.iloc[gap_start:gap_end, column] = np.nan
     return filled
 
 
