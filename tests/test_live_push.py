@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -130,16 +131,22 @@ def test_an_update_sends_only_the_new_bars_and_no_template():
     assert len(json.dumps(update)) < len(first["full"]) / 10
 
 
+def _counting(spread: pd.Series, builds: list) -> Callable[[int], ChartData]:
+    """The z-score chart of ``spread`` up to a bar, noting in ``builds`` each build it makes (its ``since``)."""
+    def counted(upto: int) -> ChartData:
+        chart = _z_chart(spread, upto)
+        return replace(chart, build=lambda *args: builds.append(args[0]) or chart.build(*args))
+
+    return counted
+
+
 def test_tabs_showing_the_same_data_share_one_build_per_figure_and_tail():
     """Two sessions a bar apart on one feed: one full figure and one tail built for both, and each
     browser ends up with the picture drawn whole. Another feed (scope) or none shares nothing."""
     shared = SharedBuilds(16)
     spread = _series(600)
-    builds = []
-
-    def counted(upto: int) -> ChartData:
-        chart = _z_chart(spread, upto)
-        return replace(chart, build=lambda *args: builds.append(args[0]) or chart.build(*args))
+    builds: list = []
+    counted = _counting(spread, builds)
 
     browsers, sents = [Browser(), Browser()], [None, None]
     for i, upto in enumerate((500, 501)):  # the second tab opened a bar later
@@ -172,11 +179,8 @@ def test_a_polled_page_builds_each_whole_figure_once_while_its_data_is_unchanged
     while the chart's data, revision, lookback and time zone are unchanged; it is the same figure."""
     shared = SharedBuilds(16)
     spread = _series(600)
-    builds = []
-
-    def counted(upto: int) -> ChartData:
-        chart = _z_chart(spread, upto)
-        return replace(chart, build=lambda *args: builds.append(args[0]) or chart.build(*args))
+    builds: list = []
+    counted = _counting(spread, builds)
 
     def figure(upto: int, *, scope: object = "feed", revision: str = "r", tz: str = TZ,
                shown_from: pd.Timestamp | None = None) -> object:
